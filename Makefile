@@ -1,0 +1,34 @@
+# edgelb — see README.md. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+
+.PHONY: help build sandbox test test-unit test-e2e proto proto-check deps bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build lbd, lbctl and the cloud controller manager into bin/
+	$(GO) build -o $(BIN)/ ./lbd ./lbctl
+
+sandbox: ## run a whole edge cluster with live traffic in a User-Mode Linux guest
+	bash scripts/sandbox.sh
+
+test: ## everything CI runs: proto checks, unit tests, fuzz smoke, real-kernel and real-apiserver scenarios
+	bash scripts/test.sh
+
+test-unit: ## go vet and go test ./... (quick, no kernel, no apiserver)
+	$(GO) vet ./...
+	$(GO) test ./...
+
+proto: ## regenerate Go code from proto/ with pinned buf and plugins
+	bash scripts/proto.sh generate
+
+proto-check: ## buf lint, generated code up to date, buf breaking against the previous commit
+	bash scripts/proto.sh check
+
+bench: ## print the performance table
+	bash scripts/bench.sh
+
+clean:
+	rm -rf $(BIN)

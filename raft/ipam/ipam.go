@@ -1,0 +1,190 @@
+// Package ipam parses address pools and allocates VIPs from them.
+//
+// Allocation is deterministic (lowest free address first) because it runs inside
+// the raft FSM: every member must pick the same address for the same log entry.
+package ipam
+
+import (
+	"fmt"
+	"math/big"
+	"net/netip"
+	"strings"
+)
+
+// Range is an inclusive range of addresses of one family.
+type Range struct {
+	First, Last netip.Addr
+}
+
+// ParseRange parses a CIDR ("192.0.2.0/24", "2001:db8::/120") or an inclusive
+// range ("192.0.2.10-192.0.2.20"). For IPv4 CIDRs of /30 and wider, the network and
+// broadcast addresses are left out: a VIP there would not be reachable on most LANs.
+func ParseRange(s string) (Range, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Range{}, fmt.Errorf("empty range: want a CIDR like 192.0.2.0/24 or a range like 192.0.2.10-192.0.2.20")
+	}
+	if first, last, ok := strings.Cut(s, "-"); ok {
+		a, err := netip.ParseAddr(strings.TrimSpace(first))
+		if err != nil {
+			return Range{}, fmt.Errorf("range %q: first address: %w", s, err)
+		}
+		b, err := netip.ParseAddr(strings.TrimSpace(last))
+		if err != nil {
+			return Range{}, fmt.Errorf("range %q: last address: %w", s, err)
+		}
+		if a.Zone() != "" || b.Zone() != "" {
+			return Range{}, fmt.Errorf("range %q: zoned addresses are not allowed", s)
+		}
+		a, b = a.Unmap(), b.Unmap()
+		if a.Is4() != b.Is4() {
+			return Range{}, fmt.Errorf("range %q mixes IPv4 and IPv6", s)
+		}
+		if b.Less(a) {
+			return Range{}, fmt.Errorf("range %q: last address is before the first", s)
+		}
+		return Range{First: a, Last: b}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return Range{}, fmt.Errorf("%q is neither a CIDR (192.0.2.0/24) nor a range (192.0.2.10-192.0.2.20): %w", s, err)
+	}
+	if p.Addr().Zone() != "" {
+		return Range{}, fmt.Errorf("range %q: zoned addresses are not allowed", s)
+	}
+	if p.Addr().Is4In6() {
+		return Range{}, fmt.Errorf("range %q: write IPv4 as IPv4, not IPv4-mapped IPv6", s)
+	}
+	if p != p.Masked() {
+		return Range{}, fmt.Errorf("CIDR %q has host bits set; did you mean %s?", s, p.Masked())
+	}
+	first := p.Addr()
+	last := lastAddr(p)
+	if p.Addr().Is4() && p.Bits() <= 30 {
+		first = first.Next()
+		last = last.Prev()
+	}
+	return Range{First: first, Last: last}, nil
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// Contains reports whether a is in the range.
+func (r Range) Contains(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.Is4() == r.First.Is4() && !a.Less(r.First) && !r.Last.Less(a)
+}
+
+// Overlaps reports whether two ranges share an address.
+func (r Range) Overlaps(o Range) bool {
+	return r.First.Is4() == o.First.Is4() && !r.Last.Less(o.First) && !o.Last.Less(r.First)
+}
+
+// Size is the number of addresses, saturating at 2^63.
+func (r Range) Size() uint64 {
+	a := new(big.Int).SetBytes(r.First.AsSlice())
+	b := new(big.Int).SetBytes(r.Last.AsSlice())
+	n := new(big.Int).Sub(b, a)
+	n.Add(n, big.NewInt(1))
+	if !n.IsUint64() || n.Uint64() > 1<<63 {
+		return 1 << 63
+	}
+	return n.Uint64()
+}
+
+func (r Range) String() string {
+	return r.First.String() + "-" + r.Last.String()
+}
+
+// Pool is a parsed set of ranges.
+type Pool struct {
+	Ranges []Range
+}
+
+// ParsePool parses every range; the ranges of one pool must not overlap.
+func ParsePool(ranges []string) (*Pool, error) {
+	if len(ranges) == 0 {
+		return nil, fmt.Errorf("a pool needs at least one range")
+	}
+	p := &Pool{}
+	for i, s := range ranges {
+		r, err := ParseRange(s)
+		if err != nil {
+			return nil, fmt.Errorf("ranges[%d]: %w", i, err)
+		}
+		for j, o := range p.Ranges {
+			if r.Overlaps(o) {
+				return nil, fmt.Errorf("ranges[%d] %q overlaps ranges[%d] %q", i, s, j, ranges[j])
+			}
+		}
+		p.Ranges = append(p.Ranges, r)
+	}
+	return p, nil
+}
+
+// Contains reports whether a is in any range of the pool.
+func (p *Pool) Contains(a netip.Addr) bool {
+	for _, r := range p.Ranges {
+		if r.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Overlaps reports whether two pools share an address.
+func (p *Pool) Overlaps(o *Pool) bool {
+	for _, r := range p.Ranges {
+		for _, q := range o.Ranges {
+			if r.Overlaps(q) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Size is the number of addresses in the pool, saturating at 2^63.
+func (p *Pool) Size() uint64 {
+	var n uint64
+	for _, r := range p.Ranges {
+		s := r.Size()
+		if n+s < n || n+s > 1<<63 {
+			return 1 << 63
+		}
+		n += s
+	}
+	return n
+}
+
+// Allocate returns the lowest address of the wanted family (v6=false: IPv4) for
+// which used reports false. It visits at most (addresses in use)+1 addresses, so a
+// huge, sparsely used IPv6 pool costs no more than its used set.
+func (p *Pool) Allocate(v6 bool, used func(netip.Addr) bool) (netip.Addr, bool) {
+	for _, r := range p.Ranges {
+		if r.First.Is6() != v6 {
+			continue
+		}
+		for a := r.First; ; a = a.Next() {
+			if !used(a) {
+				return a, true
+			}
+			if a == r.Last {
+				break
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
