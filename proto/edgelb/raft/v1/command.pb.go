@@ -44,6 +44,7 @@ type Command struct {
 	//	*Command_DeleteAddressPool
 	//	*Command_PutMember
 	//	*Command_RemoveMember
+	//	*Command_SetOwners
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -199,6 +200,15 @@ func (x *Command) GetRemoveMember() *RemoveMember {
 	return nil
 }
 
+func (x *Command) GetSetOwners() *SetOwners {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetOwners); ok {
+			return x.SetOwners
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -247,6 +257,10 @@ type Command_RemoveMember struct {
 	RemoveMember *RemoveMember `protobuf:"bytes,20,opt,name=remove_member,json=removeMember,proto3,oneof"`
 }
 
+type Command_SetOwners struct {
+	SetOwners *SetOwners `protobuf:"bytes,21,opt,name=set_owners,json=setOwners,proto3,oneof"`
+}
+
 func (*Command_CreateVirtualService) isCommand_Op() {}
 
 func (*Command_UpdateVirtualService) isCommand_Op() {}
@@ -269,9 +283,13 @@ func (*Command_PutMember) isCommand_Op() {}
 
 func (*Command_RemoveMember) isCommand_Op() {}
 
+func (*Command_SetOwners) isCommand_Op() {}
+
 type CreateVirtualService struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       *v1.VirtualService     `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service *v1.VirtualService     `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// The member that will own the VIP, chosen by the leader that proposed it.
+	Owner         string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -311,6 +329,13 @@ func (x *CreateVirtualService) GetService() *v1.VirtualService {
 		return x.Service
 	}
 	return nil
+}
+
+func (x *CreateVirtualService) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 type UpdateVirtualService struct {
@@ -873,6 +898,121 @@ func (x *RemoveMember) GetId() string {
 	return ""
 }
 
+// SetOwners records the leader's ownership decisions.
+type SetOwners struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Assignments   []*Assignment          `protobuf:"bytes,1,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetOwners) Reset() {
+	*x = SetOwners{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetOwners) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetOwners) ProtoMessage() {}
+
+func (x *SetOwners) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetOwners.ProtoReflect.Descriptor instead.
+func (*SetOwners) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SetOwners) GetAssignments() []*Assignment {
+	if x != nil {
+		return x.Assignments
+	}
+	return nil
+}
+
+// Assignment gives one virtual service to a member (empty owner: to none).
+type Assignment struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Owner  string                 `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Why it moved, for Watch and logs ("pinned", "owner left", ...).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Assignment) Reset() {
+	*x = Assignment{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Assignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Assignment) ProtoMessage() {}
+
+func (x *Assignment) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
+func (*Assignment) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Assignment) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Assignment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Assignment) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Assignment) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Snapshot is the whole FSM state, as written to raft snapshots.
 type Snapshot struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -887,7 +1027,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1039,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1052,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -954,7 +1094,7 @@ var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\a\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\a\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\\\n" +
@@ -971,10 +1111,13 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\x13delete_address_pool\x18\x12 \x01(\v2!.edgelb.raft.v1.DeleteAddressPoolH\x00R\x11deleteAddressPool\x12:\n" +
 	"\n" +
 	"put_member\x18\x13 \x01(\v2\x19.edgelb.raft.v1.PutMemberH\x00R\tputMember\x12C\n" +
-	"\rremove_member\x18\x14 \x01(\v2\x1c.edgelb.raft.v1.RemoveMemberH\x00R\fremoveMemberB\x04\n" +
-	"\x02op\"K\n" +
+	"\rremove_member\x18\x14 \x01(\v2\x1c.edgelb.raft.v1.RemoveMemberH\x00R\fremoveMember\x12:\n" +
+	"\n" +
+	"set_owners\x18\x15 \x01(\v2\x19.edgelb.raft.v1.SetOwnersH\x00R\tsetOwnersB\x04\n" +
+	"\x02op\"a\n" +
 	"\x14CreateVirtualService\x123\n" +
-	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\"|\n" +
+	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\"|\n" +
 	"\x14UpdateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12/\n" +
 	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\"s\n" +
@@ -1010,7 +1153,15 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\tPutMember\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xf0\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\tSetOwners\x12<\n" +
+	"\vassignments\x18\x01 \x03(\v2\x1a.edgelb.raft.v1.AssignmentR\vassignments\"f\n" +
+	"\n" +
+	"Assignment\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xf0\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
@@ -1030,7 +1181,7 @@ func file_edgelb_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_command_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: edgelb.raft.v1.Command
 	(*CreateVirtualService)(nil),  // 1: edgelb.raft.v1.CreateVirtualService
@@ -1044,15 +1195,17 @@ var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*DeleteAddressPool)(nil),     // 9: edgelb.raft.v1.DeleteAddressPool
 	(*PutMember)(nil),             // 10: edgelb.raft.v1.PutMember
 	(*RemoveMember)(nil),          // 11: edgelb.raft.v1.RemoveMember
-	(*Snapshot)(nil),              // 12: edgelb.raft.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*v1.VirtualService)(nil),     // 14: edgelb.v1.VirtualService
-	(*v1.Backend)(nil),            // 15: edgelb.v1.Backend
-	(*v1.AddressPool)(nil),        // 16: edgelb.v1.AddressPool
-	(*v1.Member)(nil),             // 17: edgelb.v1.Member
+	(*SetOwners)(nil),             // 12: edgelb.raft.v1.SetOwners
+	(*Assignment)(nil),            // 13: edgelb.raft.v1.Assignment
+	(*Snapshot)(nil),              // 14: edgelb.raft.v1.Snapshot
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*v1.VirtualService)(nil),     // 16: edgelb.v1.VirtualService
+	(*v1.Backend)(nil),            // 17: edgelb.v1.Backend
+	(*v1.AddressPool)(nil),        // 18: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 19: edgelb.v1.Member
 }
 var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
-	13, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	15, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: edgelb.raft.v1.Command.create_virtual_service:type_name -> edgelb.raft.v1.CreateVirtualService
 	2,  // 2: edgelb.raft.v1.Command.update_virtual_service:type_name -> edgelb.raft.v1.UpdateVirtualService
 	3,  // 3: edgelb.raft.v1.Command.delete_virtual_service:type_name -> edgelb.raft.v1.DeleteVirtualService
@@ -1064,20 +1217,22 @@ var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
 	9,  // 9: edgelb.raft.v1.Command.delete_address_pool:type_name -> edgelb.raft.v1.DeleteAddressPool
 	10, // 10: edgelb.raft.v1.Command.put_member:type_name -> edgelb.raft.v1.PutMember
 	11, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
-	14, // 12: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	14, // 13: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	15, // 14: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
-	15, // 15: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
-	16, // 16: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
-	17, // 17: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
-	14, // 18: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
-	16, // 19: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
-	17, // 20: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	12, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
+	16, // 13: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	16, // 14: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	17, // 15: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
+	17, // 16: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
+	18, // 17: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
+	19, // 18: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
+	13, // 19: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
+	16, // 20: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
+	18, // 21: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
+	19, // 22: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_command_proto_init() }
@@ -1097,6 +1252,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 		(*Command_DeleteAddressPool)(nil),
 		(*Command_PutMember)(nil),
 		(*Command_RemoveMember)(nil),
+		(*Command_SetOwners)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1104,7 +1260,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_command_proto_rawDesc), len(file_edgelb_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
