@@ -1,0 +1,103 @@
+package lbclient
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/edgelb/edgelb/cloudprovider/internal/fakelbd"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// deadAddr is a loopback port with nothing listening.
+func deadAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().String()
+	l.Close()
+	return a
+}
+
+func TestFailsOverToWorkingEndpoint(t *testing.T) {
+	f := fakelbd.New()
+	c, err := New(Options{Endpoints: []string{deadAddr(t), fakelbd.Start(t, f)}, AttemptTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Get(ctx, "t", "x"); status.Code(err) != codes.NotFound {
+		t.Fatalf("Get = %v, want NotFound from the live endpoint", err)
+	}
+	// The client now sticks to the endpoint that answered.
+	calls := f.Calls
+	if _, err := c.List(ctx, "t", nil); err != nil {
+		t.Fatal(err)
+	}
+	if f.Calls != calls+1 {
+		t.Errorf("want one call on the live endpoint, got %d", f.Calls-calls)
+	}
+}
+
+func TestRetriesUnavailable(t *testing.T) {
+	f := fakelbd.New()
+	f.FailNext = 2
+	c, err := New(Options{Endpoints: []string{fakelbd.Start(t, f)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.List(context.Background(), "t", nil); err != nil {
+		t.Fatalf("List after two Unavailable = %v, want success on the third try", err)
+	}
+}
+
+func TestDoesNotRetryRefusals(t *testing.T) {
+	f := fakelbd.New() // no pools: every create is refused
+	c, err := New(Options{Endpoints: []string{fakelbd.Start(t, f)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Create(context.Background(), &edgelbv1.VirtualService{Tenant: "t", Name: "x", Ports: []*edgelbv1.Port{{Port: 80}}})
+	if status.Code(err) != codes.FailedPrecondition || f.Calls != 1 {
+		t.Fatalf("Create = %v after %d calls, want one FailedPrecondition", err, f.Calls)
+	}
+}
+
+func TestHonoursDeadline(t *testing.T) {
+	// A listener that accepts and never speaks HTTP/2: calls hang until the deadline.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+		}
+	}()
+	c, err := New(Options{Endpoints: []string{l.Addr().String()}, AttemptTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = c.Get(ctx, "t", "x")
+	if err == nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("Get = %v after %s, want an error near the 300ms deadline", err, time.Since(start))
+	}
+}

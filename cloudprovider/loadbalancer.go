@@ -1,0 +1,222 @@
+package cloudprovider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	v1 "k8s.io/api/core/v1"
+	k8scloud "k8s.io/cloud-provider"
+	"k8s.io/klog/v2"
+
+	"github.com/edgelb/edgelb/cloudprovider/config"
+	"github.com/edgelb/edgelb/cloudprovider/servicemap"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// LoadBalancer implements k8scloud.LoadBalancer over lbd VirtualServices.
+type LoadBalancer struct {
+	cfg *config.Resolved
+	c   VirtualServices
+}
+
+var _ k8scloud.LoadBalancer = (*LoadBalancer)(nil)
+
+// conflictRetries bounds read-compare-update rounds lost to concurrent writers.
+const conflictRetries = 5
+
+// GetLoadBalancerName is the Service's stable name in lbd ("k8s-<uid>"; the
+// VirtualServices add the family).
+func (l *LoadBalancer) GetLoadBalancerName(_ context.Context, _ string, svc *v1.Service) string {
+	return servicemap.BaseName(svc)
+}
+
+// GetLoadBalancer reports the VIPs that exist for the Service.
+func (l *LoadBalancer) GetLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
+	t, err := tenant(l.cfg, clusterName)
+	if err != nil {
+		return nil, false, err
+	}
+	var found []*edgelbv1.VirtualService
+	for _, fam := range servicemap.Families {
+		vs, err := l.c.Get(ctx, t, servicemap.Name(svc, fam))
+		if status.Code(err) == codes.NotFound {
+			continue
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("edgelb: looking up load balancer of Service %s/%s: %w", svc.Namespace, svc.Name, err)
+		}
+		found = append(found, vs)
+	}
+	if len(found) == 0 {
+		return nil, false, nil
+	}
+	return servicemap.Ingress(found), true, nil
+}
+
+// EnsureLoadBalancer creates or updates the Service's VirtualServices and
+// returns their VIPs. A refusal by lbd comes back as an error that says what to
+// change; the service controller records it as an Event and retries with backoff.
+func (l *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
+	got, err := l.reconcile(ctx, clusterName, svc, nodes)
+	if err != nil {
+		return nil, err
+	}
+	return servicemap.Ingress(got), nil
+}
+
+// UpdateLoadBalancer is called when the node set changes; it recomputes the
+// whole desired state and writes only what differs.
+func (l *LoadBalancer) UpdateLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) error {
+	_, err := l.reconcile(ctx, clusterName, svc, nodes)
+	return err
+}
+
+// EnsureLoadBalancerDeleted deletes the VirtualServices of every family; ones already gone are fine.
+func (l *LoadBalancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName string, svc *v1.Service) error {
+	t, err := tenant(l.cfg, clusterName)
+	if err != nil {
+		return err
+	}
+	for _, fam := range servicemap.Families {
+		name := servicemap.Name(svc, fam)
+		if err := l.c.Delete(ctx, t, name); err != nil && status.Code(err) != codes.NotFound {
+			return fmt.Errorf("edgelb: deleting load balancer %s of Service %s/%s: %w", name, svc.Namespace, svc.Name, err)
+		}
+	}
+	klog.V(2).InfoS("edgelb load balancer deleted", "service", klog.KObj(svc), "tenant", t)
+	return nil
+}
+
+func (l *LoadBalancer) reconcile(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) ([]*edgelbv1.VirtualService, error) {
+	t, err := tenant(l.cfg, clusterName)
+	if err != nil {
+		return nil, err
+	}
+	desired, err := servicemap.Desired(l.cfg, t, svc, nodes)
+	if err != nil {
+		return nil, fmt.Errorf("edgelb: Service %s/%s cannot be mapped: %w", svc.Namespace, svc.Name, err)
+	}
+	var got []*edgelbv1.VirtualService
+	for _, d := range desired {
+		vs, err := l.sync(ctx, svc, d)
+		if err != nil {
+			return nil, err
+		}
+		got = append(got, vs)
+	}
+	// A family the Service dropped (dual-stack → single) releases its VIP.
+	for _, fam := range servicemap.Families {
+		name := servicemap.Name(svc, fam)
+		if slices.ContainsFunc(desired, func(d *edgelbv1.VirtualService) bool { return d.Name == name }) {
+			continue
+		}
+		if err := l.c.Delete(ctx, t, name); err != nil && status.Code(err) != codes.NotFound {
+			return nil, fmt.Errorf("edgelb: releasing %s VIP of Service %s/%s: %w", fam, svc.Namespace, svc.Name, err)
+		}
+	}
+	return got, nil
+}
+
+// sync makes the stored VirtualService match d: create it, or update it with
+// the generation it was read at, writing nothing when it already matches.
+func (l *LoadBalancer) sync(ctx context.Context, svc *v1.Service, d *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error) {
+	for range conflictRetries {
+		cur, err := l.c.Get(ctx, d.Tenant, d.Name)
+		switch {
+		case status.Code(err) == codes.NotFound:
+			created, err := l.c.Create(ctx, d)
+			if err == nil {
+				klog.InfoS("edgelb VIP created", "service", klog.KObj(svc), "virtualService", d.Name, "vip", created.GetVip(), "pool", created.GetPool())
+				return created, nil
+			}
+			if status.Code(err) == codes.AlreadyExists {
+				// Either our own earlier attempt got through (then it is there:
+				// compare it next round) or the address is taken (a refusal).
+				if _, gerr := l.c.Get(ctx, d.Tenant, d.Name); gerr == nil {
+					continue
+				}
+			}
+			return nil, refusal(svc, d, err)
+		case err != nil:
+			return nil, fmt.Errorf("edgelb: reading load balancer %s of Service %s/%s: %w", d.Name, svc.Namespace, svc.Name, err)
+		}
+		if servicemap.Equal(d, cur) {
+			return cur, nil
+		}
+		upd := proto.Clone(d).(*edgelbv1.VirtualService)
+		if upd.Vip == "" && (upd.Pool == "" || upd.Pool == cur.Pool) {
+			// Keep the allocated address: a VIP must not move because a node came or went.
+			upd.Vip, upd.Pool = cur.Vip, cur.Pool
+		}
+		out, err := l.c.Update(ctx, upd, cur.Generation)
+		if status.Code(err) == codes.Aborted {
+			continue // someone wrote in between: read again and compare
+		}
+		if err != nil {
+			return nil, refusal(svc, d, err)
+		}
+		klog.InfoS("edgelb VIP updated", "service", klog.KObj(svc), "virtualService", d.Name, "vip", out.GetVip(), "backends", len(out.GetBackends()), "generation", out.GetGeneration())
+		return out, nil
+	}
+	return nil, fmt.Errorf("edgelb: load balancer %s of Service %s/%s kept changing under us (%d tries); will retry", d.Name, svc.Namespace, svc.Name, conflictRetries)
+}
+
+// RefusalError is lbd saying no to what the Service asks for. Its message is
+// what `kubectl describe service` shows in the SyncLoadBalancerFailed Event.
+type RefusalError struct {
+	Code codes.Code
+	Msg  string
+	err  error
+}
+
+func (e *RefusalError) Error() string { return e.Msg }
+func (e *RefusalError) Unwrap() error { return e.err }
+
+// refusal turns an lbd error into one that names the Service, what was asked,
+// lbd's reason, and what to change; transport errors pass through wrapped.
+func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("edgelb: writing load balancer %s of Service %s/%s: %w", d.Name, svc.Namespace, svc.Name, err)
+	}
+	fam := "IPv4"
+	if d.IpFamily == edgelbv1.IPFamily_IP_FAMILY_IPV6 {
+		fam = "IPv6"
+	}
+	asked := "an allocated address"
+	if d.Vip != "" {
+		asked = "VIP " + d.Vip
+	}
+	if d.Pool != "" {
+		asked += " from pool " + d.Pool
+	}
+	var hint string
+	switch st.Code() {
+	case codes.FailedPrecondition, codes.PermissionDenied:
+		hint = fmt.Sprintf("request an address that tenant %s may use (spec.loadBalancerIP or annotation %s) or another pool (annotation %s)", d.Tenant, servicemap.AnnotationIPs, servicemap.AnnotationPool)
+	case codes.ResourceExhausted:
+		hint = "the pool is full: free a VIP, add a range to the pool, or name another pool (annotation " + servicemap.AnnotationPool + ")"
+	case codes.AlreadyExists:
+		hint = fmt.Sprintf("request another address, or share it: give both Services the same %s annotation and distinct ports", servicemap.AnnotationSharedIP)
+	case codes.InvalidArgument:
+		hint = "fix the Service field named above"
+	default:
+		return fmt.Errorf("edgelb: writing load balancer %s of Service %s/%s: %w", d.Name, svc.Namespace, svc.Name, err)
+	}
+	return &RefusalError{
+		Code: st.Code(),
+		Msg:  fmt.Sprintf("edgelb refused %s VIP (%s) for Service %s/%s: %s; %s. The Service stays pending and is retried", fam, asked, svc.Namespace, svc.Name, st.Message(), hint),
+		err:  err,
+	}
+}
+
+// IsRefusal reports whether err is lbd refusing the Service's request.
+func IsRefusal(err error) bool {
+	var r *RefusalError
+	return errors.As(err, &r)
+}

@@ -1,0 +1,289 @@
+package cloudprovider
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/edgelb/edgelb/cloudprovider/config"
+	"github.com/edgelb/edgelb/cloudprovider/internal/fakelbd"
+	"github.com/edgelb/edgelb/cloudprovider/lbclient"
+	"github.com/edgelb/edgelb/cloudprovider/servicemap"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+type env struct {
+	f   *fakelbd.Server
+	lb  *LoadBalancer
+	ctx context.Context
+}
+
+func newEnv(t *testing.T, cfgExtra string) *env {
+	f := fakelbd.New(
+		fakelbd.Pool{Name: "a", Prefix: netip.MustParsePrefix("10.250.0.0/29"), Tenants: []string{"cluster-a"}},
+		fakelbd.Pool{Name: "b", Prefix: netip.MustParsePrefix("10.251.0.0/24"), Tenants: []string{"cluster-b"}},
+		fakelbd.Pool{Name: "v6", Prefix: netip.MustParsePrefix("2001:db8::/120")},
+	)
+	addr := fakelbd.Start(t, f)
+	cfg, err := config.Parse([]byte("endpoints: [" + addr + "]\n" + cfgExtra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := lbclient.New(lbclient.Options{Endpoints: cfg.Endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	lb, _ := New(cfg, c).LoadBalancer()
+	return &env{f: f, lb: lb.(*LoadBalancer), ctx: ctx}
+}
+
+func service(uid string, ports ...int32) *v1.Service {
+	s := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "svc-" + uid, UID: types.UID(uid + "-0000-0000-0000-000000000000"), Annotations: map[string]string{}},
+		Spec: v1.ServiceSpec{
+			Type: v1.ServiceTypeLoadBalancer, IPFamilies: []v1.IPFamily{v1.IPv4Protocol},
+			ExternalTrafficPolicy: v1.ServiceExternalTrafficPolicyCluster,
+		},
+	}
+	for i, p := range ports {
+		s.Spec.Ports = append(s.Spec.Ports, v1.ServicePort{Protocol: v1.ProtocolTCP, Port: p, NodePort: 30000 + int32(i) + p})
+	}
+	return s
+}
+
+func nodes(addrs ...string) []*v1.Node {
+	var out []*v1.Node
+	for _, a := range addrs {
+		out = append(out, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n-" + a},
+			Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: a}}}})
+	}
+	return out
+}
+
+func backends(vs *edgelbv1.VirtualService) string {
+	var s []string
+	for _, b := range vs.GetBackends() {
+		s = append(s, b.Address)
+	}
+	return strings.Join(s, ",")
+}
+
+func TestEnsureCreatesThenIsIdempotent(t *testing.T) {
+	e := newEnv(t, "")
+	s := service("aaaaaaaa", 80, 443)
+	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.2", "10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Ingress) != 1 || st.Ingress[0].IP != "10.250.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeVIP {
+		t.Fatalf("status = %+v", st)
+	}
+	vs := e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol))
+	if vs == nil || len(vs.Ports) != 2 || vs.Ports[1].BackendPort != 30444 || backends(vs) != "10.0.0.1,10.0.0.2" {
+		t.Fatalf("stored = %v", vs)
+	}
+	writes := e.f.Writes
+	for range 3 {
+		if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1", "10.0.0.2")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.lb.UpdateLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.2", "10.0.0.1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.f.Writes != writes {
+		t.Fatalf("unchanged Service caused %d writes", e.f.Writes-writes)
+	}
+	st2, exists, err := e.lb.GetLoadBalancer(e.ctx, "cluster-a", s)
+	if err != nil || !exists || st2.Ingress[0].IP != "10.250.0.1" {
+		t.Fatalf("GetLoadBalancer = %v %v %v", st2, exists, err)
+	}
+}
+
+func TestUpdateFollowsNodesAndPolicy(t *testing.T) {
+	e := newEnv(t, "")
+	s := service("bbbbbbbb", 80)
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	name := servicemap.Name(s, v1.IPv4Protocol)
+	ns := nodes("10.0.0.1", "10.0.0.2", "10.0.0.3")
+	if err := e.lb.UpdateLoadBalancer(e.ctx, "cluster-a", s, ns); err != nil {
+		t.Fatal(err)
+	}
+	if got := backends(e.f.Lookup("cluster-a", name)); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
+		t.Fatalf("after add: %s", got)
+	}
+	ns[1].Labels = map[string]string{servicemap.LabelExcludeLB: "true"}
+	if err := e.lb.UpdateLoadBalancer(e.ctx, "cluster-a", s, ns[:2]); err != nil {
+		t.Fatal(err)
+	}
+	vs := e.f.Lookup("cluster-a", name)
+	if got := backends(vs); got != "10.0.0.1" {
+		t.Fatalf("after removing one and excluding one: %s", got)
+	}
+	if vs.Vip != "10.250.0.1" {
+		t.Fatalf("VIP moved to %s on a node change", vs.Vip)
+	}
+	s.Spec.ExternalTrafficPolicy, s.Spec.HealthCheckNodePort = v1.ServiceExternalTrafficPolicyLocal, 31999
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, ns[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if hc := e.f.Lookup("cluster-a", name).HealthCheck; hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP || hc.Port != 31999 || hc.Path != "/healthz" {
+		t.Fatalf("Local health check = %v", hc)
+	}
+}
+
+func TestRefusedVIPSaysWhy(t *testing.T) {
+	e := newEnv(t, "")
+	s := service("cccccccc", 80)
+	s.Spec.LoadBalancerIP = "10.251.0.7" // cluster-b's pool
+	_, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1"))
+	if !IsRefusal(err) {
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+	for _, want := range []string{"10.251.0.7", "cluster-a", "spec.loadBalancerIP", "default/svc-cccccccc", "pending"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not mention %q", err, want)
+		}
+	}
+	if _, exists, _ := e.lb.GetLoadBalancer(e.ctx, "cluster-a", s); exists {
+		t.Error("a refused Service got a load balancer")
+	}
+}
+
+func TestPoolExhausted(t *testing.T) {
+	e := newEnv(t, "")
+	var err error
+	for i := range 8 { // pool a holds 10.250.0.1-7
+		_, err = e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", service(strings.Repeat(string(rune('a'+i)), 8), 80), nodes("10.0.0.1"))
+	}
+	if !IsRefusal(err) || err.(*RefusalError).Code != codes.ResourceExhausted || !strings.Contains(err.Error(), "pool is full") {
+		t.Fatalf("8th Service: err = %v, want pool exhausted", err)
+	}
+}
+
+func TestSharedIP(t *testing.T) {
+	e := newEnv(t, "")
+	s1, s2, s3 := service("dddddddd", 80), service("eeeeeeee", 443), service("ffffffff", 80)
+	for _, s := range []*v1.Service{s1, s2, s3} {
+		s.Annotations[servicemap.AnnotationSharedIP] = "web"
+	}
+	st1, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s1, nodes("10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Spec.LoadBalancerIP = st1.Ingress[0].IP
+	st2, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s2, nodes("10.0.0.1"))
+	if err != nil || st2.Ingress[0].IP != st1.Ingress[0].IP {
+		t.Fatalf("second Service: %v %v, want the shared %s", st2, err, st1.Ingress[0].IP)
+	}
+	s3.Spec.LoadBalancerIP = st1.Ingress[0].IP
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s3, nodes("10.0.0.1")); !IsRefusal(err) || !strings.Contains(err.Error(), "port") {
+		t.Fatalf("port clash: err = %v", err)
+	}
+}
+
+func TestTenantsAreSeparate(t *testing.T) {
+	e := newEnv(t, "")
+	s := service("abababab", 80)
+	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same Service UID in another cluster is another VirtualService.
+	if _, exists, _ := e.lb.GetLoadBalancer(e.ctx, "cluster-b", s); exists {
+		t.Fatal("cluster-b sees cluster-a's load balancer")
+	}
+	other := service("cdcdcdcd", 80)
+	other.Spec.LoadBalancerIP = st.Ingress[0].IP
+	other.Annotations[servicemap.AnnotationPool] = "a"
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-b", other, nodes("10.0.0.1")); !IsRefusal(err) {
+		t.Fatalf("cluster-b took cluster-a's VIP: %v", err)
+	}
+	if err := e.lb.EnsureLoadBalancerDeleted(e.ctx, "cluster-b", s); err != nil {
+		t.Fatal(err)
+	}
+	if e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol)) == nil {
+		t.Fatal("cluster-b deleted cluster-a's VirtualService")
+	}
+}
+
+func TestDualStackAndDelete(t *testing.T) {
+	e := newEnv(t, "")
+	s := service("12121212", 53)
+	s.Spec.Ports[0].Protocol = v1.ProtocolUDP
+	s.Spec.IPFamilies = []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol}
+	ns := nodes("10.0.0.1", "fd00::1")
+	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Ingress) != 2 || st.Ingress[1].IP != "2001:db8::1" {
+		t.Fatalf("status = %+v", st.Ingress)
+	}
+	if got := backends(e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv6Protocol))); got != "fd00::1" {
+		t.Fatalf("IPv6 backends = %s", got)
+	}
+	// Back to single-stack: the IPv6 VIP is released.
+	s.Spec.IPFamilies = s.Spec.IPFamilies[:1]
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, ns); err != nil {
+		t.Fatal(err)
+	}
+	if e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv6Protocol)) != nil {
+		t.Fatal("IPv6 VirtualService kept after the family was dropped")
+	}
+	for range 2 { // deleting twice is fine
+		if err := e.lb.EnsureLoadBalancerDeleted(e.ctx, "cluster-a", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(e.f.All()) != 0 {
+		t.Fatalf("left behind: %v", e.f.All())
+	}
+}
+
+func TestConfiguredTenantAndBadClusterName(t *testing.T) {
+	e := newEnv(t, "tenant: cluster-b")
+	s := service("34343434", 80)
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "ignored-cluster-name", s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e.f.Lookup("cluster-b", servicemap.Name(s, v1.IPv4Protocol)) == nil {
+		t.Fatal("configured tenant not used")
+	}
+	e2 := newEnv(t, "")
+	if _, err := e2.lb.EnsureLoadBalancer(e2.ctx, "Bad Name!", s, nil); err == nil || !strings.Contains(err.Error(), "--cluster-name") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestInstancesV2(t *testing.T) {
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1", Annotations: map[string]string{providedNodeIPAnnotation: "10.0.0.9"}}}
+	md, err := Instances{}.InstanceMetadata(context.Background(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.ProviderID != "edgelb://w1" || len(md.NodeAddresses) != 2 || md.NodeAddresses[0].Address != "10.0.0.9" {
+		t.Fatalf("metadata = %+v", md)
+	}
+	n.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.8"}}
+	n.Spec.ProviderID = "edgelb://kept"
+	md, _ = Instances{}.InstanceMetadata(context.Background(), n)
+	if md.ProviderID != "edgelb://kept" || md.NodeAddresses[0].Address != "10.0.0.8" {
+		t.Fatalf("metadata = %+v", md)
+	}
+	if ok, _ := (Instances{}).InstanceExists(context.Background(), n); !ok {
+		t.Fatal("node reported gone")
+	}
+}

@@ -1,0 +1,114 @@
+// Package cloudprovider is edgelb's Kubernetes cloud provider: it implements
+// k8s.io/cloud-provider's Interface so that an external
+// cloud-controller-manager turns Services of type LoadBalancer into edgelb
+// VirtualServices (see servicemap for the mapping, lbclient for the transport).
+package cloudprovider
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	k8scloud "k8s.io/cloud-provider"
+	"k8s.io/klog/v2"
+
+	"context"
+	"github.com/edgelb/edgelb/cloudprovider/config"
+	"github.com/edgelb/edgelb/cloudprovider/lbclient"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// ProviderName is the --cloud-provider value.
+const ProviderName = "edgelb"
+
+// VirtualServices is what the provider needs from lbd (lbclient.Client implements it).
+type VirtualServices interface {
+	Get(ctx context.Context, tenant, name string) (*edgelbv1.VirtualService, error)
+	Create(ctx context.Context, vs *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error)
+	Update(ctx context.Context, vs *edgelbv1.VirtualService, expectedGeneration uint64) (*edgelbv1.VirtualService, error)
+	Delete(ctx context.Context, tenant, name string) error
+}
+
+// Cloud implements k8scloud.Interface.
+type Cloud struct {
+	cfg *config.Resolved
+	lb  *LoadBalancer
+}
+
+var _ k8scloud.Interface = (*Cloud)(nil)
+
+// Register makes the provider available to the CCM under ProviderName.
+func Register() {
+	k8scloud.RegisterCloudProvider(ProviderName, func(r io.Reader) (k8scloud.Interface, error) {
+		if r == nil {
+			return nil, errors.New("edgelb: --cloud-config is required (it lists the lbd endpoints)")
+		}
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return nil, fmt.Errorf("edgelb: reading --cloud-config: %w", err)
+		}
+		cfg, err := config.Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("edgelb: %w", err)
+		}
+		c, err := lbclient.New(lbclient.Options{
+			Endpoints: cfg.Endpoints, CAFile: cfg.TLS.CAFile, CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
+			ServerName: cfg.TLS.ServerName, AttemptTimeout: cfg.RequestTimeoutD,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("edgelb: %w", err)
+		}
+		return New(cfg, c), nil
+	})
+}
+
+// New builds the provider over an lbd client.
+func New(cfg *config.Resolved, c VirtualServices) *Cloud {
+	return &Cloud{cfg: cfg, lb: &LoadBalancer{cfg: cfg, c: c}}
+}
+
+// Initialize is a no-op: the provider keeps no state of its own.
+func (c *Cloud) Initialize(k8scloud.ControllerClientBuilder, <-chan struct{}) {
+	if len(c.cfg.LoadBalancerClasses) > 0 {
+		// The upstream service controller skips every Service with spec.loadBalancerClass set.
+		klog.Warningf("edgelb: loadBalancerClasses %v are configured, but this CCM only serves Services without a class yet", c.cfg.LoadBalancerClasses)
+	}
+	klog.InfoS("edgelb cloud provider initialized", "endpoints", c.cfg.Endpoints, "tenant", c.cfg.Tenant, "defaultPool", c.cfg.DefaultPool)
+}
+
+// LoadBalancer is supported.
+func (c *Cloud) LoadBalancer() (k8scloud.LoadBalancer, bool) { return c.lb, true }
+
+// Instances (v1) is not: InstancesV2 replaces it for external providers.
+func (c *Cloud) Instances() (k8scloud.Instances, bool) { return nil, false }
+
+// InstancesV2 is supported from the Node objects alone.
+func (c *Cloud) InstancesV2() (k8scloud.InstancesV2, bool) { return Instances{}, true }
+
+// Zones is not supported (InstancesV2 reports no zone).
+func (c *Cloud) Zones() (k8scloud.Zones, bool) { return nil, false }
+
+// Clusters is not supported.
+func (c *Cloud) Clusters() (k8scloud.Clusters, bool) { return nil, false }
+
+// Routes is not supported: edgelb forwards to NodePorts, pod routing is the CNI's job.
+func (c *Cloud) Routes() (k8scloud.Routes, bool) { return nil, false }
+
+// ProviderName returns "edgelb".
+func (c *Cloud) ProviderName() string { return ProviderName }
+
+// HasClusterID is true: the cluster name is the tenant that scopes every VIP.
+func (c *Cloud) HasClusterID() bool { return true }
+
+// tenant is the configured tenant, else the cluster name (--cluster-name).
+func tenant(cfg *config.Resolved, clusterName string) (string, error) {
+	if cfg.Tenant != "" {
+		return cfg.Tenant, nil
+	}
+	t := strings.ToLower(clusterName)
+	if !config.ValidName(t) {
+		return "", fmt.Errorf("edgelb: cluster name %q is not a valid tenant name (lowercase letters, digits, '-', '.', at most 63); set --cluster-name or tenant in the cloud config", clusterName)
+	}
+	return t, nil
+}

@@ -1,0 +1,377 @@
+// Package servicemap is where a Kubernetes Service becomes edgelb
+// VirtualServices: one per IP family, named after the Service's UID, with the
+// Service's ports forwarded to every eligible node's NodePort. It is pure: no
+// I/O, so every mapping rule is unit-tested here.
+package servicemap
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/edgelb/edgelb/cloudprovider/config"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// Annotations and labels.
+const (
+	// AnnotationIPs requests VIPs: a comma-separated list, at most one per family.
+	AnnotationIPs = "edgelb.io/load-balancer-ips"
+	// AnnotationPool names the address pool to allocate from.
+	AnnotationPool = "edgelb.io/address-pool"
+	// AnnotationSharedIP is a sharing key: Services with the same key may share a VIP on distinct ports.
+	AnnotationSharedIP = "edgelb.io/allow-shared-ip"
+	// LabelExcludeLB is upstream's label for nodes that must not receive load-balancer traffic.
+	LabelExcludeLB = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+	LabelNamespace = "k8s.edgelb.io/namespace"
+	LabelName      = "k8s.edgelb.io/name"
+	LabelUID       = "k8s.edgelb.io/uid"
+	LabelManagedBy = "k8s.edgelb.io/managed-by"
+	ManagedBy      = "edgelb-cloud-controller-manager"
+
+	// DefaultAffinityTimeout is Kubernetes' default sessionAffinityConfig.clientIP.timeoutSeconds.
+	DefaultAffinityTimeout = 10800
+)
+
+// Families lists the VIP families edgelb knows, in a fixed order.
+var Families = []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol}
+
+// BaseName is the stable, DNS-safe load balancer name of a Service: its UID
+// survives renames and is unique across namespaces, unlike namespace/name.
+func BaseName(svc *v1.Service) string {
+	return "k8s-" + strings.ToLower(string(svc.UID))
+}
+
+// Name is the VirtualService name of the Service's VIP of family fam.
+func Name(svc *v1.Service, fam v1.IPFamily) string {
+	if fam == v1.IPv6Protocol {
+		return BaseName(svc) + "-ipv6"
+	}
+	return BaseName(svc) + "-ipv4"
+}
+
+// ServiceFamilies returns the families the Service wants VIPs for.
+func ServiceFamilies(svc *v1.Service) []v1.IPFamily {
+	if len(svc.Spec.IPFamilies) > 0 {
+		return svc.Spec.IPFamilies
+	}
+	if a, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil && a.Is6() {
+		return []v1.IPFamily{v1.IPv6Protocol}
+	}
+	return []v1.IPFamily{v1.IPv4Protocol}
+}
+
+// Desired computes the VirtualServices (one per family, in the Service's
+// family order) that the Service and nodes call for. Errors say what to change
+// in the Service.
+func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.Node) ([]*edgelbv1.VirtualService, error) {
+	ports, err := mapPorts(svc)
+	if err != nil {
+		return nil, err
+	}
+	fams := ServiceFamilies(svc)
+	requested, err := requestedVIPs(svc, fams)
+	if err != nil {
+		return nil, err
+	}
+	ranges, err := sourceRanges(svc)
+	if err != nil {
+		return nil, err
+	}
+	pool := cfg.DefaultPool
+	if p, ok := svc.Annotations[AnnotationPool]; ok {
+		pool = strings.TrimSpace(p)
+		if !config.ValidName(pool) {
+			return nil, fmt.Errorf("annotation %s: %q is not a valid pool name", AnnotationPool, p)
+		}
+	}
+	var out []*edgelbv1.VirtualService
+	for _, fam := range fams {
+		want6 := fam == v1.IPv6Protocol
+		vs := &edgelbv1.VirtualService{
+			Name:        Name(svc, fam),
+			Tenant:      tenant,
+			Vip:         requested[fam],
+			Ports:       clonePorts(ports),
+			Backends:    Backends(nodes, want6),
+			Pool:        pool,
+			IpFamily:    protoFamily(fam),
+			SharingKey:  strings.TrimSpace(svc.Annotations[AnnotationSharedIP]),
+			HealthCheck: healthCheck(cfg, svc),
+			Labels: map[string]string{
+				LabelNamespace: svc.Namespace,
+				LabelName:      svc.Name,
+				LabelUID:       string(svc.UID),
+				LabelManagedBy: ManagedBy,
+			},
+		}
+		if vs.Vip != "" {
+			// A requested VIP may lie in any pool open to the tenant; naming the
+			// default pool as well would refuse addresses from the others.
+			if _, annotated := svc.Annotations[AnnotationPool]; !annotated {
+				vs.Pool = ""
+			}
+		}
+		if svc.Spec.SessionAffinity == v1.ServiceAffinityClientIP {
+			t := uint32(DefaultAffinityTimeout)
+			if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+				t = uint32(*c.ClientIP.TimeoutSeconds)
+			}
+			vs.Persistence = &edgelbv1.Persistence{TimeoutSeconds: t}
+		}
+		if len(ranges) > 0 {
+			for _, p := range ranges {
+				if p.Addr().Is6() == want6 {
+					vs.SourceRanges = append(vs.SourceRanges, p.String())
+				}
+			}
+			if len(vs.SourceRanges) == 0 {
+				// Dropping the restriction would open the VIP to everyone.
+				return nil, fmt.Errorf("loadBalancerSourceRanges has no %s range for the %s VIP; add one (e.g. %s to allow all)",
+					fam, fam, map[bool]string{false: "0.0.0.0/0", true: "::/0"}[want6])
+			}
+		}
+		out = append(out, vs)
+	}
+	return out, nil
+}
+
+func protoFamily(f v1.IPFamily) edgelbv1.IPFamily {
+	if f == v1.IPv6Protocol {
+		return edgelbv1.IPFamily_IP_FAMILY_IPV6
+	}
+	return edgelbv1.IPFamily_IP_FAMILY_IPV4
+}
+
+func mapPorts(svc *v1.Service) ([]*edgelbv1.Port, error) {
+	if len(svc.Spec.Ports) == 0 {
+		return nil, fmt.Errorf("the Service has no ports")
+	}
+	var out []*edgelbv1.Port
+	for i, p := range svc.Spec.Ports {
+		var proto edgelbv1.Protocol
+		switch p.Protocol {
+		case v1.ProtocolTCP, "":
+			proto = edgelbv1.Protocol_PROTOCOL_TCP
+		case v1.ProtocolUDP:
+			proto = edgelbv1.Protocol_PROTOCOL_UDP
+		case v1.ProtocolSCTP:
+			proto = edgelbv1.Protocol_PROTOCOL_SCTP
+		default:
+			return nil, fmt.Errorf("spec.ports[%d]: protocol %q is not supported (TCP, UDP, SCTP)", i, p.Protocol)
+		}
+		if p.NodePort == 0 {
+			// edgelb forwards to nodeIP:nodePort; without one there is nowhere to send traffic.
+			return nil, fmt.Errorf("spec.ports[%d] (%d/%s) has no nodePort; edgelb forwards to NodePorts: set allocateLoadBalancerNodePorts: true", i, p.Port, p.Protocol)
+		}
+		out = append(out, &edgelbv1.Port{Protocol: proto, Port: uint32(p.Port), BackendPort: uint32(p.NodePort), Name: p.Name})
+	}
+	return out, nil
+}
+
+func clonePorts(ps []*edgelbv1.Port) []*edgelbv1.Port {
+	out := make([]*edgelbv1.Port, len(ps))
+	for i, p := range ps {
+		out[i] = proto.Clone(p).(*edgelbv1.Port)
+	}
+	return out
+}
+
+// requestedVIPs reads edgelb.io/load-balancer-ips, else spec.loadBalancerIP.
+func requestedVIPs(svc *v1.Service, fams []v1.IPFamily) (map[v1.IPFamily]string, error) {
+	src, raw := "annotation "+AnnotationIPs, svc.Annotations[AnnotationIPs]
+	if strings.TrimSpace(raw) == "" {
+		src, raw = "spec.loadBalancerIP", svc.Spec.LoadBalancerIP
+	}
+	out := map[v1.IPFamily]string{}
+	for _, s := range strings.Split(raw, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%s: %q is not an IP address", src, s)
+		}
+		a = a.Unmap()
+		fam := v1.IPv4Protocol
+		if a.Is6() {
+			fam = v1.IPv6Protocol
+		}
+		if _, dup := out[fam]; dup {
+			return nil, fmt.Errorf("%s: more than one %s address; give at most one per family", src, fam)
+		}
+		if !slices.Contains(fams, fam) {
+			return nil, fmt.Errorf("%s: %s is %s but the Service's ipFamilies are %v", src, s, fam, fams)
+		}
+		out[fam] = a.String()
+	}
+	return out, nil
+}
+
+func sourceRanges(svc *v1.Service) ([]netip.Prefix, error) {
+	src, list := "spec.loadBalancerSourceRanges", svc.Spec.LoadBalancerSourceRanges
+	if len(list) == 0 {
+		if a := svc.Annotations[v1.AnnotationLoadBalancerSourceRangesKey]; a != "" {
+			src, list = "annotation "+v1.AnnotationLoadBalancerSourceRangesKey, strings.Split(a, ",")
+		}
+	}
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a CIDR", src, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// healthCheck: Local → kube-proxy's per-Service /healthz on healthCheckNodePort
+// (200 only where the node has a ready endpoint); Cluster → TCP connect to the
+// first TCP NodePort, or kube-proxy's own /healthz when no port is TCP (a TCP
+// connect to a UDP NodePort proves nothing).
+func healthCheck(cfg *config.Resolved, svc *v1.Service) *edgelbv1.HealthCheck {
+	hc := &edgelbv1.HealthCheck{
+		Interval: durationpb.New(cfg.IntervalD),
+		Timeout:  durationpb.New(cfg.TimeoutD),
+		Rise:     cfg.HealthCheck.Rise,
+		Fall:     cfg.HealthCheck.Fall,
+	}
+	if svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal && svc.Spec.HealthCheckNodePort != 0 {
+		hc.Type, hc.Port, hc.Path, hc.ExpectedCodes = edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP, uint32(svc.Spec.HealthCheckNodePort), "/healthz", []uint32{200}
+		return hc
+	}
+	for _, p := range svc.Spec.Ports {
+		if (p.Protocol == v1.ProtocolTCP || p.Protocol == "") && p.NodePort != 0 {
+			hc.Type, hc.Port = edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP, uint32(p.NodePort)
+			return hc
+		}
+	}
+	hc.Type, hc.Port, hc.Path, hc.ExpectedCodes = edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP, cfg.HealthCheck.ProxyHealthPort, "/healthz", []uint32{200}
+	return hc
+}
+
+// Backends returns the nodes' addresses of one family, sorted and without
+// duplicates: the InternalIP, or the ExternalIP for nodes with no InternalIP
+// of that family. Nodes labelled exclude-from-external-load-balancers are left out.
+func Backends(nodes []*v1.Node, want6 bool) []*edgelbv1.Backend {
+	seen := map[netip.Addr]bool{}
+	var addrs []netip.Addr
+	for _, n := range nodes {
+		if n == nil {
+			continue
+		}
+		if _, excluded := n.Labels[LabelExcludeLB]; excluded {
+			continue
+		}
+		if a, ok := nodeAddr(n, want6); ok && !seen[a] {
+			seen[a] = true
+			addrs = append(addrs, a)
+		}
+	}
+	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
+	out := make([]*edgelbv1.Backend, len(addrs))
+	for i, a := range addrs {
+		out[i] = &edgelbv1.Backend{Address: a.String(), Weight: 1}
+	}
+	return out
+}
+
+func nodeAddr(n *v1.Node, want6 bool) (netip.Addr, bool) {
+	for _, t := range []v1.NodeAddressType{v1.NodeInternalIP, v1.NodeExternalIP} {
+		for _, na := range n.Status.Addresses {
+			if na.Type != t {
+				continue
+			}
+			a, err := netip.ParseAddr(na.Address)
+			if err == nil && a.Unmap().Is6() == want6 {
+				return a.Unmap(), true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Equal reports whether stored already is what desired asks for, ignoring
+// output-only fields and the defaults lbd fills in. An address that desired
+// leaves to allocation matches whatever stored got.
+func Equal(desired, stored *edgelbv1.VirtualService) bool {
+	d, s := Normalize(desired), Normalize(stored)
+	if d.Vip == "" {
+		d.Vip = s.Vip
+		if d.Pool == "" || d.Pool == s.Pool {
+			d.Pool = s.Pool
+		}
+	} else if d.Pool == "" {
+		d.Pool = s.Pool
+	}
+	return proto.Equal(d, s)
+}
+
+// Normalize returns a copy of vs with lbd's defaults made explicit and
+// output-only fields cleared, so that two specs can be compared.
+func Normalize(in *edgelbv1.VirtualService) *edgelbv1.VirtualService {
+	vs := proto.Clone(in).(*edgelbv1.VirtualService)
+	vs.Generation, vs.Owner, vs.CreateTime, vs.UpdateTime = 0, "", nil, nil
+	if vs.Scheduler == edgelbv1.Scheduler_SCHEDULER_UNSPECIFIED {
+		vs.Scheduler = edgelbv1.Scheduler_SCHEDULER_MH
+	}
+	if vs.ForwardingMode == edgelbv1.ForwardingMode_FORWARDING_MODE_UNSPECIFIED {
+		vs.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_NAT
+	}
+	if vs.IpFamily == edgelbv1.IPFamily_IP_FAMILY_UNSPECIFIED {
+		vs.IpFamily = edgelbv1.IPFamily_IP_FAMILY_IPV4
+	}
+	if a, err := netip.ParseAddr(vs.Vip); err == nil {
+		vs.Vip = a.String()
+	}
+	for _, p := range vs.Ports {
+		if p.Protocol == edgelbv1.Protocol_PROTOCOL_UNSPECIFIED {
+			p.Protocol = edgelbv1.Protocol_PROTOCOL_TCP
+		}
+		if p.BackendPort == 0 {
+			p.BackendPort = p.Port
+		}
+	}
+	for _, b := range vs.Backends {
+		b.Health = nil
+		if b.Weight == 0 {
+			b.Weight = 1
+		}
+	}
+	if vs.Persistence != nil && vs.Persistence.TimeoutSeconds == 0 {
+		vs.Persistence = nil
+	}
+	if len(vs.Labels) == 0 {
+		vs.Labels = nil
+	}
+	return vs
+}
+
+// Ingress is the Service status for the VIPs: ipMode VIP, because traffic to
+// the address is meant to reach kube-proxy's rules on the nodes (dr) or the
+// NodePort through the edge hosts (nat) — either way the address is a VIP.
+func Ingress(vss []*edgelbv1.VirtualService) *v1.LoadBalancerStatus {
+	st := &v1.LoadBalancerStatus{}
+	seen := map[string]bool{}
+	for _, vs := range vss {
+		if vs.GetVip() == "" || seen[vs.Vip] {
+			continue
+		}
+		seen[vs.Vip] = true
+		mode := v1.LoadBalancerIPModeVIP
+		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: vs.Vip, IPMode: &mode})
+	}
+	return st
+}

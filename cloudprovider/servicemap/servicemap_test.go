@@ -1,0 +1,217 @@
+package servicemap
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgelb/edgelb/cloudprovider/config"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+func cfg(t *testing.T) *config.Resolved {
+	r, err := config.Parse([]byte("endpoints: [127.0.0.1:1]\ndefaultPool: main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func svc() *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "0D7A5B2C-1111-2222-3333-444455556666", Annotations: map[string]string{}},
+		Spec: v1.ServiceSpec{
+			Type: v1.ServiceTypeLoadBalancer,
+			Ports: []v1.ServicePort{
+				{Name: "http", Protocol: v1.ProtocolTCP, Port: 80, NodePort: 30080},
+				{Name: "dns", Protocol: v1.ProtocolUDP, Port: 53, NodePort: 30053},
+				{Name: "sig", Protocol: v1.ProtocolSCTP, Port: 3868, NodePort: 30868},
+			},
+			IPFamilies:            []v1.IPFamily{v1.IPv4Protocol},
+			ExternalTrafficPolicy: v1.ServiceExternalTrafficPolicyCluster,
+		},
+	}
+}
+
+func node(name string, labels map[string]string, addrs ...string) *v1.Node {
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	for _, a := range addrs {
+		typ := v1.NodeInternalIP
+		if strings.HasPrefix(a, "ext:") {
+			typ, a = v1.NodeExternalIP, strings.TrimPrefix(a, "ext:")
+		}
+		n.Status.Addresses = append(n.Status.Addresses, v1.NodeAddress{Type: typ, Address: a})
+	}
+	return n
+}
+
+func TestDesiredBasic(t *testing.T) {
+	nodes := []*v1.Node{
+		node("n2", nil, "10.0.0.2", "fd00::2"),
+		node("n1", nil, "10.0.0.1"),
+		node("n3", map[string]string{LabelExcludeLB: ""}, "10.0.0.3"),
+		node("n4", nil, "ext:192.0.2.4"),
+		node("n5", nil, "10.0.0.1"), // duplicate address
+	}
+	vss, err := Desired(cfg(t), "c1", svc(), nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vss) != 1 {
+		t.Fatalf("want one VirtualService, got %d", len(vss))
+	}
+	vs := vss[0]
+	if vs.Name != "k8s-0d7a5b2c-1111-2222-3333-444455556666-ipv4" || vs.Tenant != "c1" || vs.Pool != "main" || vs.Vip != "" {
+		t.Errorf("identity: %v", vs)
+	}
+	wantPorts := []*edgelbv1.Port{
+		{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080, Name: "http"},
+		{Protocol: edgelbv1.Protocol_PROTOCOL_UDP, Port: 53, BackendPort: 30053, Name: "dns"},
+		{Protocol: edgelbv1.Protocol_PROTOCOL_SCTP, Port: 3868, BackendPort: 30868, Name: "sig"},
+	}
+	for i, p := range wantPorts {
+		if !proto.Equal(p, vs.Ports[i]) {
+			t.Errorf("port %d = %v, want %v", i, vs.Ports[i], p)
+		}
+	}
+	var addrs []string
+	for _, b := range vs.Backends {
+		addrs = append(addrs, b.Address)
+	}
+	if got := strings.Join(addrs, ","); got != "10.0.0.1,10.0.0.2,192.0.2.4" {
+		t.Errorf("backends = %s", got)
+	}
+	hc := vs.HealthCheck
+	if hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP || hc.Port != 30080 {
+		t.Errorf("Cluster policy health check = %v, want TCP on the first TCP NodePort", hc)
+	}
+	if vs.Labels[LabelNamespace] != "shop" || vs.Labels[LabelName] != "web" || vs.Labels[LabelUID] != string(svc().UID) {
+		t.Errorf("labels = %v", vs.Labels)
+	}
+	if vs.Persistence != nil || vs.SourceRanges != nil || vs.SharingKey != "" {
+		t.Errorf("unexpected options: %v", vs)
+	}
+}
+
+func TestDesiredOptions(t *testing.T) {
+	s := svc()
+	s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+	s.Spec.HealthCheckNodePort = 32000
+	s.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+	to := int32(600)
+	s.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: &to}}
+	s.Spec.LoadBalancerSourceRanges = []string{"203.0.113.7/24", "2001:db8::/32"}
+	s.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol, v1.IPv4Protocol}
+	s.Annotations[AnnotationIPs] = "10.250.0.9, 2001:db8::9"
+	s.Annotations[AnnotationSharedIP] = "team-a"
+	s.Annotations[AnnotationPool] = "other"
+	vss, err := Desired(cfg(t), "c1", s, []*v1.Node{node("n1", nil, "10.0.0.1", "fd00::1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vss) != 2 || vss[0].IpFamily != edgelbv1.IPFamily_IP_FAMILY_IPV6 || vss[1].IpFamily != edgelbv1.IPFamily_IP_FAMILY_IPV4 {
+		t.Fatalf("want an IPv6 then an IPv4 VirtualService, got %v", vss)
+	}
+	v6, v4 := vss[0], vss[1]
+	if v6.Vip != "2001:db8::9" || v4.Vip != "10.250.0.9" || v4.Pool != "other" || v4.SharingKey != "team-a" {
+		t.Errorf("addresses: %v / %v", v6, v4)
+	}
+	if v6.Backends[0].Address != "fd00::1" || v4.Backends[0].Address != "10.0.0.1" {
+		t.Errorf("backends by family: %v / %v", v6.Backends, v4.Backends)
+	}
+	if v4.SourceRanges[0] != "203.0.113.0/24" || v6.SourceRanges[0] != "2001:db8::/32" || len(v4.SourceRanges) != 1 {
+		t.Errorf("source ranges: %v / %v", v4.SourceRanges, v6.SourceRanges)
+	}
+	if v4.Persistence.GetTimeoutSeconds() != 600 {
+		t.Errorf("persistence = %v", v4.Persistence)
+	}
+	hc := v4.HealthCheck
+	if hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP || hc.Port != 32000 || hc.Path != "/healthz" {
+		t.Errorf("Local policy health check = %v", hc)
+	}
+	if v4.Name == v6.Name {
+		t.Error("families share a name")
+	}
+}
+
+func TestDesiredRequestedVIPWithoutPoolAnnotationNamesNoPool(t *testing.T) {
+	s := svc()
+	s.Spec.LoadBalancerIP = "10.250.0.5"
+	vss, err := Desired(cfg(t), "c1", s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vss[0].Vip != "10.250.0.5" || vss[0].Pool != "" {
+		t.Errorf("got vip %q pool %q", vss[0].Vip, vss[0].Pool)
+	}
+}
+
+func TestDesiredUDPOnlyChecksKubeProxy(t *testing.T) {
+	s := svc()
+	s.Spec.Ports = s.Spec.Ports[1:2]
+	vss, err := Desired(cfg(t), "c1", s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc := vss[0].HealthCheck; hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP || hc.Port != 10256 {
+		t.Errorf("health check = %v, want kube-proxy /healthz", hc)
+	}
+}
+
+func TestDesiredErrors(t *testing.T) {
+	for name, tc := range map[string]struct {
+		mod  func(*v1.Service)
+		want string
+	}{
+		"no nodePort":                {func(s *v1.Service) { s.Spec.Ports[0].NodePort = 0 }, "allocateLoadBalancerNodePorts"},
+		"bad ip":                     {func(s *v1.Service) { s.Spec.LoadBalancerIP = "10.0.0.300" }, "not an IP"},
+		"wrong family":               {func(s *v1.Service) { s.Annotations[AnnotationIPs] = "2001:db8::1" }, "ipFamilies"},
+		"two of one family":          {func(s *v1.Service) { s.Annotations[AnnotationIPs] = "10.0.0.1,10.0.0.2" }, "at most one per family"},
+		"bad pool":                   {func(s *v1.Service) { s.Annotations[AnnotationPool] = "No Pool" }, "pool name"},
+		"bad range":                  {func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"nope"} }, "CIDR"},
+		"range of other family only": {func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"2001:db8::/32"} }, "0.0.0.0/0"},
+	} {
+		s := svc()
+		tc.mod(s)
+		if _, err := Desired(cfg(t), "c1", s, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestEqualIgnoresServerDefaults(t *testing.T) {
+	vss, err := Desired(cfg(t), "c1", svc(), []*v1.Node{node("n1", nil, "10.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := vss[0]
+	stored := proto.Clone(d).(*edgelbv1.VirtualService)
+	stored.Vip, stored.Generation, stored.Owner = "10.250.0.1", 7, "lb-1"
+	stored.Scheduler = edgelbv1.Scheduler_SCHEDULER_MH
+	stored.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_NAT
+	stored.Backends[0].Health = &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY}
+	if !Equal(d, stored) {
+		t.Fatal("stored copy with server defaults should equal desired")
+	}
+	stored.Backends = nil
+	if Equal(d, stored) {
+		t.Fatal("a lost backend must be seen as a difference")
+	}
+	d2 := proto.Clone(d).(*edgelbv1.VirtualService)
+	d2.Pool = "elsewhere"
+	stored = proto.Clone(d).(*edgelbv1.VirtualService)
+	stored.Vip = "10.250.0.1"
+	if Equal(d2, stored) {
+		t.Fatal("a changed pool must be seen as a difference")
+	}
+}
+
+func TestIngress(t *testing.T) {
+	st := Ingress([]*edgelbv1.VirtualService{{Vip: "10.0.0.1"}, {Vip: "10.0.0.1"}, {Vip: "2001:db8::1"}})
+	if len(st.Ingress) != 2 || st.Ingress[0].IP != "10.0.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeVIP {
+		t.Fatalf("ingress = %+v", st.Ingress)
+	}
+}
