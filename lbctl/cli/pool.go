@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgelb/edgelb/lbctl/output"
+	"github.com/edgelb/edgelb/lbctl/spec"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) poolCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:     "pool",
+		Aliases: []string{"pools"},
+		Short:   "Manage the address pools VIPs are allocated from",
+		Example: `  lbctl pool create public --range 192.0.2.0/24
+  lbctl pool list`,
+	}
+	c.AddCommand(a.poolCreateCmd(), a.poolGetCmd(), a.poolListCmd(), a.poolDeleteCmd())
+	return c
+}
+
+func (a *app) poolCreateCmd() *cobra.Command {
+	var ranges, tenants []string
+	var manual bool
+	c := &cobra.Command{
+		Use:   "create NAME --range CIDR|FIRST-LAST ...",
+		Short: "Create an address pool",
+		Example: `  lbctl pool create public --range 192.0.2.0/24
+  lbctl pool create team-a --range 198.51.100.10-198.51.100.20 --tenant-allowed cluster-a
+  lbctl pool create v6 --range 2001:db8:1::/112 --manual   # only for services that name it`,
+		Args: cobra.ExactArgs(1),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			p := &edgelbv1.AddressPool{Name: args[0], Tenants: splitList(strings.Join(tenants, ",")), Manual: manual}
+			for _, r := range splitList(strings.Join(ranges, ",")) {
+				canon, err := spec.ParseRange(r)
+				if err != nil {
+					return usagef("--range: %w", err)
+				}
+				p.Ranges = append(p.Ranges, canon)
+			}
+			conn, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.rpcCtx(cmd)
+			defer cancel()
+			resp, err := conn.Pools.CreateAddressPool(ctx, &edgelbv1.CreateAddressPoolRequest{Pool: p})
+			if err != nil {
+				return err
+			}
+			if a.format.Machine() {
+				return output.Message(a.stdout, a.format, resp.GetPool())
+			}
+			fmt.Fprintf(a.stdout, "pool %s created\n", resp.GetPool().GetName())
+			return nil
+		}),
+	}
+	c.Flags().StringArrayVar(&ranges, "range", nil, "addresses, repeatable: "+spec.RangeSyntax)
+	c.Flags().StringArrayVar(&tenants, "tenant-allowed", nil, "tenant that may use the pool, repeatable (default: every tenant)")
+	c.Flags().BoolVar(&manual, "manual", false, "allocate from this pool only for services that name it with --pool")
+	c.MarkFlagRequired("range")
+	return c
+}
+
+func (a *app) poolGetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show one address pool and how much of it is used",
+		Long: `Show one address pool. -o json|yaml prints {"pool": {...}, "used": "N",
+"size": "N"} (the API's response), since usage is not part of the pool itself.`,
+		Example: `  lbctl pool get public
+  lbctl pool get public -o json | jq -r .used`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completePools,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			conn, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.rpcCtx(cmd)
+			defer cancel()
+			resp, err := conn.Pools.GetAddressPool(ctx, &edgelbv1.GetAddressPoolRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			if a.format.Machine() {
+				return output.Message(a.stdout, a.format, resp)
+			}
+			tw := output.TableWriter(a.stdout)
+			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "USED", "SIZE", "AGE")
+			p := resp.GetPool()
+			output.Row(tw, p.GetName(), strings.Join(p.GetRanges(), ","), strings.Join(p.GetTenants(), ","),
+				strconv.FormatBool(p.GetManual()), strconv.FormatUint(resp.GetUsed(), 10), strconv.FormatUint(resp.GetSize(), 10),
+				output.Age(p.GetCreateTime(), time.Now()))
+			return tw.Flush()
+		}),
+	}
+}
+
+func (a *app) poolListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List address pools",
+		Example: `  lbctl pool list
+  lbctl pool list -o json | jq -r '.items[].name'`,
+		Args: cobra.NoArgs,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			pools, err := a.listPools(cmd)
+			if err != nil {
+				return err
+			}
+			if a.format.Machine() {
+				return output.List(a.stdout, a.format, pools)
+			}
+			tw := output.TableWriter(a.stdout)
+			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "AGE")
+			for _, p := range pools {
+				output.Row(tw, p.GetName(), strings.Join(p.GetRanges(), ","), strings.Join(p.GetTenants(), ","),
+					strconv.FormatBool(p.GetManual()), output.Age(p.GetCreateTime(), time.Now()))
+			}
+			return tw.Flush()
+		}),
+	}
+}
+
+func (a *app) listPools(cmd *cobra.Command) ([]*edgelbv1.AddressPool, error) {
+	conn, err := a.client(cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := a.rpcCtx(cmd)
+	defer cancel()
+	resp, err := conn.Pools.ListAddressPools(ctx, &edgelbv1.ListAddressPoolsRequest{})
+	if err != nil {
+		return nil, err
+	}
+	pools := resp.GetPools()
+	sort.SliceStable(pools, func(i, j int) bool { return pools[i].GetName() < pools[j].GetName() })
+	return pools, nil
+}
+
+func (a *app) poolDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:               "delete NAME",
+		Short:             "Delete an address pool (refused while a VIP uses it: exit code 6)",
+		Example:           `  lbctl pool delete team-a`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completePools,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			conn, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.rpcCtx(cmd)
+			defer cancel()
+			resp, err := conn.Pools.DeleteAddressPool(ctx, &edgelbv1.DeleteAddressPoolRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			if a.format.Machine() {
+				return output.Message(a.stdout, a.format, resp)
+			}
+			fmt.Fprintf(a.stdout, "pool %s deleted\n", args[0])
+			return nil
+		}),
+	}
+}
+
+func (a *app) completePools(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 || a.resolve(cmd) != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	pools, err := a.listPools(cmd)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []string
+	for _, p := range pools {
+		names = append(names, p.GetName())
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}

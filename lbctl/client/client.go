@@ -1,0 +1,161 @@
+// Package client connects lbctl to the cluster: it tries each endpoint in
+// order and keeps the first that answers. Any member will do, since
+// followers forward writes to the leader themselves.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Options says where and how to connect.
+type Options struct {
+	Endpoints []string
+	// ConnectTimeout bounds the wait for each endpoint.
+	ConnectTimeout time.Duration
+	// TLS: with any of these set the connection uses TLS (mutual TLS when a
+	// certificate is given); with none it is plaintext.
+	CAFile, CertFile, KeyFile, ServerName string
+}
+
+// TLS reports whether o asks for TLS.
+func (o Options) TLS() bool {
+	return o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" || o.ServerName != ""
+}
+
+// Conn is a connection to one member with a client for every service.
+type Conn struct {
+	Endpoint string
+	cc       *grpc.ClientConn
+
+	VirtualServices edgelbv1.VirtualServiceServiceClient
+	Pools           edgelbv1.AddressPoolServiceClient
+	Cluster         edgelbv1.ClusterServiceClient
+	Watch           edgelbv1.WatchServiceClient
+}
+
+// Close releases the connection.
+func (c *Conn) Close() error { return c.cc.Close() }
+
+// Dial returns a connection to the first endpoint that answers. When none
+// does, the error has code Unavailable and names each endpoint's failure.
+func Dial(ctx context.Context, o Options) (*Conn, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, errors.New("no endpoints given (--endpoints host:port)")
+	}
+	creds, err := transportCredentials(o)
+	if err != nil {
+		return nil, err
+	}
+	var failures []string
+	for _, ep := range o.Endpoints {
+		conn, err := dialOne(ctx, ep, creds, o.ConnectTimeout)
+		if err == nil {
+			return conn, nil
+		}
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		failures = append(failures, fmt.Sprintf("%s: %v", ep, err))
+	}
+	return nil, status.Errorf(codes.Unavailable, "cannot reach the cluster: %s", strings.Join(failures, "; "))
+}
+
+func dialOne(ctx context.Context, ep string, creds credentials.TransportCredentials, timeout time.Duration) (*Conn, error) {
+	// Remember the last dial error: gRPC only reports a connectivity state,
+	// and "connection refused" is what an operator needs to see.
+	var mu sync.Mutex
+	var dialErr error
+	dialer := func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		mu.Lock()
+		dialErr = err
+		mu.Unlock()
+		return c, err
+	}
+	cc, err := grpc.NewClient("passthrough:///"+ep,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithContextDialer(dialer),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("invalid endpoint: %w", err)
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cc.Connect()
+	for {
+		s := cc.GetState()
+		if s == connectivity.Ready {
+			return &Conn{
+				Endpoint:        ep,
+				cc:              cc,
+				VirtualServices: edgelbv1.NewVirtualServiceServiceClient(cc),
+				Pools:           edgelbv1.NewAddressPoolServiceClient(cc),
+				Cluster:         edgelbv1.NewClusterServiceClient(cc),
+				Watch:           edgelbv1.NewWatchServiceClient(cc),
+			}, nil
+		}
+		if s == connectivity.TransientFailure || s == connectivity.Shutdown {
+			break
+		}
+		if !cc.WaitForStateChange(wctx, s) {
+			cc.Close()
+			return nil, fmt.Errorf("no answer within %s", timeout)
+		}
+	}
+	cc.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if dialErr != nil {
+		return nil, dialErr
+	}
+	return nil, errors.New("connection failed (TLS handshake or protocol mismatch? check --ca-file/--cert-file/--server-name)")
+}
+
+func transportCredentials(o Options) (credentials.TransportCredentials, error) {
+	if !o.TLS() {
+		return insecure.NewCredentials(), nil
+	}
+	cfg := &tls.Config{ServerName: o.ServerName, MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", o.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("--cert-file and --key-file must be given together")
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(cfg), nil
+}
