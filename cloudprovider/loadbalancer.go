@@ -180,8 +180,9 @@ func (e *RefusalError) Unwrap() error { return e.err }
 // refusal turns an lbd error into one that names the Service, what was asked,
 // lbd's reason, and what to change; transport errors pass through wrapped.
 func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
+	// The lbd client wraps the gRPC status with what it was doing; take lbd's own message.
+	var gs interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &gs) {
 		return fmt.Errorf("edgelb: writing load balancer %s of Service %s/%s: %w", d.Name, svc.Namespace, svc.Name, err)
 	}
 	fam := "IPv4"
@@ -196,6 +197,7 @@ func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 		asked += " from pool " + d.Pool
 	}
 	var hint string
+	st := gs.GRPCStatus()
 	switch st.Code() {
 	case codes.FailedPrecondition, codes.PermissionDenied:
 		hint = fmt.Sprintf("request an address that tenant %s may use (spec.loadBalancerIP or annotation %s) or another pool (annotation %s)", d.Tenant, servicemap.AnnotationIPs, servicemap.AnnotationPool)

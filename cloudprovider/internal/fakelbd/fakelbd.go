@@ -52,10 +52,8 @@ func Start(t testing.TB, s *Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.UnaryInterceptor(s.intercept))
-	edgelbv1.RegisterVirtualServiceServiceServer(g, s)
-	go g.Serve(lis)
-	t.Cleanup(g.Stop)
+	go Serve(lis, s)
+	t.Cleanup(func() { lis.Close() })
 	return lis.Addr().String()
 }
 
@@ -280,4 +278,37 @@ func (s *Server) share(v *edgelbv1.VirtualService, a netip.Addr, old *edgelbv1.V
 		}
 	}
 	return nil
+}
+
+// Pools implements the AddressPoolService calls tests use.
+type Pools struct {
+	edgelbv1.UnimplementedAddressPoolServiceServer
+	S *Server
+}
+
+// CreateAddressPool adds a pool; each range must be a CIDR in the fake.
+func (p Pools) CreateAddressPool(_ context.Context, r *edgelbv1.CreateAddressPoolRequest) (*edgelbv1.CreateAddressPoolResponse, error) {
+	p.S.mu.Lock()
+	defer p.S.mu.Unlock()
+	for _, x := range p.S.pools {
+		if x.Name == r.GetPool().GetName() {
+			return nil, status.Errorf(codes.AlreadyExists, "address pool %s already exists", x.Name)
+		}
+	}
+	for _, rg := range r.GetPool().GetRanges() {
+		pf, err := netip.ParsePrefix(rg)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "fake lbd takes CIDR ranges only: %v", err)
+		}
+		p.S.pools = append(p.S.pools, Pool{Name: r.Pool.Name, Prefix: pf.Masked(), Tenants: r.Pool.Tenants})
+	}
+	return &edgelbv1.CreateAddressPoolResponse{Pool: r.Pool}, nil
+}
+
+// Serve serves s (virtual services and pools) on lis until it fails.
+func Serve(lis net.Listener, s *Server) error {
+	g := grpc.NewServer(grpc.UnaryInterceptor(s.intercept))
+	edgelbv1.RegisterVirtualServiceServiceServer(g, s)
+	edgelbv1.RegisterAddressPoolServiceServer(g, Pools{S: s})
+	return g.Serve(lis)
 }
