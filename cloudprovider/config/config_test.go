@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +84,18 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted an unusable config: %+v", r)
 		}
 	})
+}
+
+func TestExampleCloudConfigParses(t *testing.T) {
+	data, err := os.ReadFile("../../configs/ccm/cloud-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Parse(data)
+	if err != nil {
+		t.Fatalf("configs/ccm/cloud-config.yaml: %v", err)
+	}
+	if len(r.Endpoints) != 3 || !r.TLS.Enabled() {
+		t.Fatalf("example parsed as %+v", r)
+	}
 }

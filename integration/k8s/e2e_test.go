@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -340,6 +341,16 @@ func TestCCMAgainstRealAPIServer(t *testing.T) {
 		})
 		if vs := lb.get(t, "cluster-a", web); vs == nil || vs.Vip != webIP {
 			t.Errorf("cluster-a's VIP changed: %v", vs)
+		}
+	})
+
+	t.Run("configs/ccm manifests are accepted by the apiserver", func(t *testing.T) {
+		for _, f := range []string{"rbac.yaml", "deployment.yaml"} {
+			out, err := exec.Command(filepath.Join(bins, "kubectl"), "--kubeconfig", kcA, "apply", "--dry-run=server",
+				"-f", filepath.Join(RepoRoot(), "configs", "ccm", f)).CombinedOutput()
+			if err != nil {
+				t.Errorf("kubectl apply --dry-run=server %s: %v\n%s", f, err, out)
+			}
 		}
 	})
 
