@@ -92,7 +92,7 @@ func TestEnsureCreatesThenIsIdempotent(t *testing.T) {
 	if vs == nil || len(vs.Ports) != 2 || vs.Ports[1].BackendPort != 30444 || backends(vs) != "10.0.0.1,10.0.0.2" {
 		t.Fatalf("stored = %v", vs)
 	}
-	writes := e.f.Writes
+	_, writes := e.f.Counts()
 	for range 3 {
 		if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1", "10.0.0.2")); err != nil {
 			t.Fatal(err)
@@ -101,8 +101,8 @@ func TestEnsureCreatesThenIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if e.f.Writes != writes {
-		t.Fatalf("unchanged Service caused %d writes", e.f.Writes-writes)
+	if _, now := e.f.Counts(); now != writes {
+		t.Fatalf("unchanged Service caused %d writes", now-writes)
 	}
 	st2, exists, err := e.lb.GetLoadBalancer(e.ctx, "cluster-a", s)
 	if err != nil || !exists || st2.Ingress[0].IP != "10.250.0.1" {

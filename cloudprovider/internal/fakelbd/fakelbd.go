@@ -69,6 +69,20 @@ func (s *Server) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	return h(ctx, req)
 }
 
+// Counts returns how many calls were served and how many of them changed something.
+func (s *Server) Counts() (calls, writes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Calls, s.Writes
+}
+
+// SetFailNext makes the next n calls fail with Unavailable.
+func (s *Server) SetFailNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.FailNext = n
+}
+
 // All returns copies of every stored service, sorted by tenant/name.
 func (s *Server) All() []*edgelbv1.VirtualService {
 	s.mu.Lock()
@@ -306,8 +320,8 @@ func (p Pools) CreateAddressPool(_ context.Context, r *edgelbv1.CreateAddressPoo
 }
 
 // Serve serves s (virtual services and pools) on lis until it fails.
-func Serve(lis net.Listener, s *Server) error {
-	g := grpc.NewServer(grpc.UnaryInterceptor(s.intercept))
+func Serve(lis net.Listener, s *Server, opts ...grpc.ServerOption) error {
+	g := grpc.NewServer(append(opts, grpc.UnaryInterceptor(s.intercept))...)
 	edgelbv1.RegisterVirtualServiceServiceServer(g, s)
 	edgelbv1.RegisterAddressPoolServiceServer(g, Pools{S: s})
 	return g.Serve(lis)
