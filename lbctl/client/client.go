@@ -24,6 +24,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// perEndpointCap bounds the wait for an endpoint that is not the last one.
+const perEndpointCap = 3 * time.Second
+
 // Options says where and how to connect.
 type Options struct {
 	Endpoints []string
@@ -64,8 +67,14 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		return nil, err
 	}
 	var failures []string
-	for _, ep := range o.Endpoints {
-		conn, err := dialOne(ctx, ep, creds, o.ConnectTimeout)
+	for i, ep := range o.Endpoints {
+		// A member that is down should not eat the whole budget when others
+		// remain to be tried; the last one gets the full timeout.
+		timeout := o.ConnectTimeout
+		if i < len(o.Endpoints)-1 && (timeout <= 0 || timeout > perEndpointCap) {
+			timeout = perEndpointCap
+		}
+		conn, err := dialOne(ctx, ep, creds, timeout)
 		if err == nil {
 			return conn, nil
 		}
