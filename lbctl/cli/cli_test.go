@@ -398,6 +398,18 @@ func TestWatch(t *testing.T) {
 	}
 }
 
+func TestWatchSurvivesMemberLoss(t *testing.T) {
+	e := newEnv(t)
+	e.ok("vip", "create", "web", "--port", "tcp/80")
+	e.fake.set(func() { e.fake.dieAfterSnapshot = true })
+	other, addr2 := startFake(t)
+	other.set(func() { other.watchOnce = true })
+	r := lbctl(t, e.cfg, "--endpoints", e.addr+","+addr2, "watch")
+	if r.code != 0 || !strings.Contains(r.err, "stream lost") || !strings.Contains(r.err, "resuming after revision 1") {
+		t.Errorf("watch across member loss: exit %d\n%s\n%s", r.code, r.out, r.err)
+	}
+}
+
 func TestWaitForOwner(t *testing.T) {
 	e := newEnv(t)
 	e.fake.set(func() { e.fake.autoOwner = "lb2" })

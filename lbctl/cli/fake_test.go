@@ -30,8 +30,10 @@ type fakeLB struct {
 	down    map[string]bool // members whose status cannot be fetched
 	nextIP  int
 
-	autoOwner string // when set, created services get this owner shortly after
-	watchOnce bool   // Watch sends the snapshot and ends the stream
+	stop             func() // stops the gRPC server
+	dieAfterSnapshot bool   // Watch stops the whole server after its first response
+	autoOwner        string // when set, created services get this owner shortly after
+	watchOnce        bool   // Watch sends the snapshot and ends the stream
 }
 
 func startFake(t *testing.T) (*fakeLB, string) {
@@ -58,6 +60,7 @@ func startFake(t *testing.T) (*fakeLB, string) {
 	edgelbv1.RegisterWatchServiceServer(s, watchServer{f: f})
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
+	f.stop = s.Stop
 	return f, lis.Addr().String()
 }
 
@@ -479,8 +482,15 @@ func (s watchServer) Watch(r *edgelbv1.WatchRequest, stream edgelbv1.WatchServic
 		return err
 	}
 	s.f.mu.Lock()
-	once := s.f.watchOnce
+	once, die := s.f.watchOnce, s.f.dieAfterSnapshot
 	s.f.mu.Unlock()
+	if die {
+		// Like a SIGKILLed member: the client sees Unavailable. The pause
+		// lets the snapshot reach the client first.
+		go func() { time.Sleep(100 * time.Millisecond); s.f.stop() }()
+		<-stream.Context().Done()
+		return nil
+	}
 	if once {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/edgelb/edgelb/lbctl/output"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -34,41 +35,83 @@ last revision seen.`,
   lbctl watch --resume 1234 -o json | jq -c 'select(.virtualService)'`,
 		Args: cobra.NoArgs,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			conn, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			req := &edgelbv1.WatchRequest{ResumeRevision: resume, Tenant: a.tenant}
 			if allTenants {
 				req.Tenant = ""
 			}
-			// No --timeout here: a watch runs until interrupted.
-			stream, err := conn.Watch.Watch(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			for {
-				resp, err := stream.Recv()
-				if errors.Is(err, io.EOF) || (err != nil && cmd.Context().Err() != nil && status.Code(err) == codes.Canceled) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				if resp.GetSnapshot() {
-					fmt.Fprintf(a.stderr, "# snapshot of the current state at revision %d (%d objects)\n", resp.GetRevision(), len(resp.GetEvents()))
-				}
-				for _, ev := range resp.GetEvents() {
-					if err := a.printEvent(ev); err != nil {
-						return err
-					}
-				}
-			}
+			return a.follow(cmd, req)
 		}),
 	}
 	c.Flags().Uint64Var(&resume, "resume", 0, "continue after this revision")
 	c.Flags().BoolVarP(&allTenants, "all-tenants", "A", false, "virtual services of every tenant you may see")
 	return c
+}
+
+// follow prints the stream. When the member it follows goes away, it
+// reconnects (to the first endpoint that answers) and resumes after the last
+// revision seen, so a leader failover does not end the watch; it gives up
+// when no endpoint answers for --timeout.
+func (a *app) follow(cmd *cobra.Command, req *edgelbv1.WatchRequest) error {
+	ctx := cmd.Context()
+	var lost time.Time
+	for {
+		err := a.followOnce(cmd, req)
+		if err == nil || ctx.Err() != nil {
+			return nil // the server ended the stream, or we were interrupted
+		}
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		if lost.IsZero() {
+			lost = time.Now()
+		} else if time.Since(lost) > a.timeout {
+			return err
+		}
+		fmt.Fprintf(a.stderr, "# stream lost (%s); reconnecting, resuming after revision %d\n", status.Convert(err).Message(), req.ResumeRevision)
+		if a.conn != nil {
+			a.conn.Close()
+			a.conn = nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// followOnce prints one stream until it ends; req.ResumeRevision tracks
+// the last revision seen.
+func (a *app) followOnce(cmd *cobra.Command, req *edgelbv1.WatchRequest) error {
+	conn, err := a.client(cmd.Context())
+	if err != nil {
+		return err
+	}
+	// No --timeout here: a watch runs until interrupted.
+	stream, err := conn.Watch.Watch(cmd.Context(), req)
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if resp.GetSnapshot() {
+			fmt.Fprintf(a.stderr, "# snapshot of the current state at revision %d (%d objects)\n", resp.GetRevision(), len(resp.GetEvents()))
+		}
+		for _, ev := range resp.GetEvents() {
+			if err := a.printEvent(ev); err != nil {
+				return err
+			}
+		}
+		if resp.GetRevision() > req.ResumeRevision {
+			req.ResumeRevision = resp.GetRevision()
+		}
+	}
 }
 
 func (a *app) printEvent(ev *edgelbv1.Event) error {
