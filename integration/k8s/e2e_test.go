@@ -39,7 +39,7 @@ func startLBD(t *testing.T, dir string) (string, *lbd) {
 		bin, err = GoBuild(t, dir, "./lbd", "lbd")
 	}
 	if bin == "" {
-		t.Logf("WARNING: using the in-memory fake lbd, not the real one (set EDGELB_E2E_FAKE_LBD= and make ./lbd build): %v", err)
+		t.Logf("WARNING: ./lbd does not build, so the in-memory fake lbd stands in (not the done criterion): %v", err)
 		if bin, err = GoBuild(t, dir, "./cloudprovider/internal/fakelbd/cmd/fakelbd", "fakelbd"); err != nil {
 			t.Fatal(err)
 		}
@@ -251,6 +251,31 @@ func TestCCMAgainstRealAPIServer(t *testing.T) {
 		eventually(t, "node removed", want("192.168.50.3"))
 		if vs := lb.get(t, "cluster-a", web); vs.Vip != webIP {
 			t.Errorf("VIP moved from %s to %s on node changes", webIP, vs.Vip)
+		}
+	})
+
+	t.Run("a resync that changes nothing writes nothing", func(t *testing.T) {
+		gen := lb.get(t, "cluster-a", web).GetGeneration()
+		// An annotation change makes the controller run EnsureLoadBalancer again.
+		s, _ := a.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations["example.com/touched"] = "1"
+		if _, err := a.CoreV1().Services("default").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "resync", func() string {
+			evs, _ := a.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web,reason=EnsuredLoadBalancer"})
+			for _, e := range evs.Items {
+				if e.Count >= 2 {
+					return ""
+				}
+			}
+			return "no second EnsuredLoadBalancer Event"
+		})
+		if now := lb.get(t, "cluster-a", web).GetGeneration(); now != gen {
+			t.Fatalf("generation %d → %d: an unchanged Service was written again (lbd defaults not normalised?)", gen, now)
 		}
 	})
 
