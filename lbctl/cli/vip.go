@@ -223,6 +223,18 @@ func parseBackends(in []string) ([]*edgelbv1.Backend, error) {
 	return out, nil
 }
 
+// registerCompletions offers the enum values of the spec flags.
+func (f *vipFlags) registerCompletions(c *cobra.Command) {
+	fixed := func(flag string, vals ...string) {
+		c.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))
+	}
+	fixed("family", "ipv4", "ipv6")
+	fixed("scheduler", "mh", "rr", "wrr", "lc", "wlc", "sh")
+	fixed("mode", "nat", "dr")
+	fixed("health-check", "tcp", "http", "https", "none")
+	fixed("port", "tcp/", "udp/", "sctp/")
+}
+
 func (a *app) vipCreateCmd() *cobra.Command {
 	var f vipFlags
 	c := &cobra.Command{
@@ -260,6 +272,7 @@ member owns (serves) the VIP.`,
 		}),
 	}
 	f.register(c.Flags())
+	f.registerCompletions(c)
 	return c
 }
 
@@ -575,6 +588,7 @@ command again. --port, --backend and --source-range replace their whole list;
 		}),
 	}
 	f.register(c.Flags())
+	f.registerCompletions(c)
 	c.Flags().Uint64Var(&ifGen, "if-generation", 0, "update only if the stored generation is this one (default: the generation just read)")
 	return c
 }
