@@ -283,7 +283,8 @@ func (a *app) finishWrite(cmd *cobra.Command, vs *edgelbv1.VirtualService, verb 
 		if err != nil {
 			return err
 		}
-		got, err := wait.ForOwner(cmd.Context(), conn.VirtualServices, conn.Watch, vs.GetTenant(), vs.GetName(), f.waitTimeout, a.stderr)
+		tenant := pick(vs.GetTenant(), a.tenant)
+		got, err := wait.ForOwner(cmd.Context(), conn.VirtualServices, conn.Watch, tenant, vs.GetName(), f.waitTimeout, a.stderr)
 		if err != nil {
 			// The write itself succeeded: say so, so a script does not retry it.
 			fmt.Fprintf(a.stderr, "virtualservice %s/%s %s (generation %d), but not yet served\n", vs.GetTenant(), vs.GetName(), verb, vs.GetGeneration())
