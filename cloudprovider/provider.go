@@ -5,15 +5,18 @@
 package cloudprovider
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
+	"k8s.io/client-go/informers"
 	k8scloud "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
 
-	"context"
+	"github.com/edgelb/edgelb/cloudprovider/classcontroller"
 	"github.com/edgelb/edgelb/cloudprovider/config"
 	"github.com/edgelb/edgelb/cloudprovider/lbclient"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -68,14 +71,27 @@ func New(cfg *config.Resolved, c VirtualServices) *Cloud {
 	return &Cloud{cfg: cfg, lb: &LoadBalancer{cfg: cfg, c: c}}
 }
 
-// Initialize is a no-op: the provider keeps no state of its own.
-func (c *Cloud) Initialize(k8scloud.ControllerClientBuilder, <-chan struct{}) {
-	if len(c.cfg.LoadBalancerClasses) > 0 {
-		// The upstream service controller skips every Service with spec.loadBalancerClass set.
-		klog.Warningf("edgelb: loadBalancerClasses %v are configured, but this CCM only serves Services without a class yet", c.cfg.LoadBalancerClasses)
+// Initialize starts the class controller when loadBalancerClasses are
+// configured: the upstream service controller skips every Service with
+// spec.loadBalancerClass set.
+func (c *Cloud) Initialize(b k8scloud.ControllerClientBuilder, stop <-chan struct{}) {
+	klog.InfoS("edgelb cloud provider initialized", "endpoints", c.cfg.Endpoints, "tenant", c.cfg.Tenant, "defaultPool", c.cfg.DefaultPool, "classes", c.cfg.LoadBalancerClasses)
+	if len(c.cfg.LoadBalancerClasses) == 0 {
+		return
 	}
-	klog.InfoS("edgelb cloud provider initialized", "endpoints", c.cfg.Endpoints, "tenant", c.cfg.Tenant, "defaultPool", c.cfg.DefaultPool)
+	cs := b.ClientOrDie("edgelb-class-controller")
+	f := informers.NewSharedInformerFactory(cs, classResync)
+	// The tenant is required with classes (config check): Initialize is not told --cluster-name.
+	ctrl := classcontroller.New(cs, f, c.lb, c.cfg.Tenant, c.cfg.LoadBalancerClasses)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-stop; cancel() }()
+	f.Start(stop)
+	go ctrl.Run(ctx)
 }
+
+// classResync re-checks classed Services now and then, so a refused one is
+// retried even when nothing in Kubernetes changes (a freed address in lbd).
+const classResync = 5 * time.Minute
 
 // LoadBalancer is supported.
 func (c *Cloud) LoadBalancer() (k8scloud.LoadBalancer, bool) { return c.lb, true }

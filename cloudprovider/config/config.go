@@ -27,8 +27,9 @@ type Config struct {
 	RequestTimeout string `json:"requestTimeout,omitempty"`
 	// HealthCheck holds the probe timings applied to every VirtualService.
 	HealthCheck HealthCheck `json:"healthCheck,omitempty"`
-	// LoadBalancerClasses are the spec.loadBalancerClass values served. Empty: only
-	// Services without a class (the upstream service controller skips classed Services).
+	// LoadBalancerClasses are the spec.loadBalancerClass values served, by a
+	// controller of edgelb's own (the upstream service controller skips classed
+	// Services); needs Tenant. Empty: only Services without a class.
 	LoadBalancerClasses []string `json:"loadBalancerClasses,omitempty"`
 }
 
@@ -142,6 +143,9 @@ func (r *Resolved) check() error {
 	}
 	if hc.ProxyHealthPort > 65535 {
 		return fmt.Errorf("healthCheck.proxyHealthPort: %d is out of range", hc.ProxyHealthPort)
+	}
+	if len(r.LoadBalancerClasses) > 0 && r.Tenant == "" {
+		return errors.New("loadBalancerClasses: set tenant as well (the class controller is not told --cluster-name)")
 	}
 	for i, c := range r.LoadBalancerClasses {
 		if c == "" || len(c) > 253 {

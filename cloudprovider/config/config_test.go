@@ -68,7 +68,7 @@ func FuzzParseConfig(f *testing.F) {
 		"endpoints: [127.0.0.1:7700]",
 		"endpoints: [a:1]\nhealthCheck: {interval: 1s, timeout: 2s}",
 		"{\"endpoints\":[\"[::1]:7700\"],\"tenant\":\"x\"}",
-		"endpoints: [a:1]\nloadBalancerClasses: ['']",
+		"endpoints: [a:1]\ntenant: t\nloadBalancerClasses: ['']",
 		"- 1\n- 2",
 		"endpoints: [a:1]\nrequestTimeout: -1s",
 	} {

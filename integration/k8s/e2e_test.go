@@ -145,9 +145,9 @@ func udp(p int32) v1.ServicePort {
 	return v1.ServicePort{Name: fmt.Sprintf("udp-%d", p), Protocol: v1.ProtocolUDP, Port: p}
 }
 
-func writeCloudConfig(t *testing.T, dir, name, api string) string {
+func writeCloudConfig(t *testing.T, dir, name, api, extra string) string {
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(fmt.Sprintf("endpoints: [%q]\nrequestTimeout: 3s\n", api)), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(fmt.Sprintf("endpoints: [%q]\nrequestTimeout: 3s\n%s", api, extra)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -181,8 +181,8 @@ func TestCCMAgainstRealAPIServer(t *testing.T) {
 	// Two clusters (tenants), each with its own apiserver and CCM, one lbd.
 	kcA := StartAPIServer(t, bins, filepath.Join(dir, "cluster-a"))
 	kcB := StartAPIServer(t, bins, filepath.Join(dir, "cluster-b"))
-	StartCCM(t, ccm, kcA, writeCloudConfig(t, dir, "cloud-a.yaml", api), "cluster-a", filepath.Join(dir, "ccm-a.log"))
-	StartCCM(t, ccm, kcB, writeCloudConfig(t, dir, "cloud-b.yaml", api), "cluster-b", filepath.Join(dir, "ccm-b.log"))
+	StartCCM(t, ccm, kcA, writeCloudConfig(t, dir, "cloud-a.yaml", api, "tenant: cluster-a\nloadBalancerClasses: [edgelb.io/lb]\n"), "cluster-a", filepath.Join(dir, "ccm-a.log"))
+	StartCCM(t, ccm, kcB, writeCloudConfig(t, dir, "cloud-b.yaml", api, ""), "cluster-b", filepath.Join(dir, "ccm-b.log"))
 	a, b := Clientset(t, kcA), Clientset(t, kcB)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -367,6 +367,32 @@ func TestCCMAgainstRealAPIServer(t *testing.T) {
 		if vs := lb.get(t, "cluster-a", web); vs == nil || vs.Vip != webIP {
 			t.Errorf("cluster-a's VIP changed: %v", vs)
 		}
+	})
+
+	t.Run("a configured loadBalancerClass is served", func(t *testing.T) {
+		s := lbService("classed", tcp(8443))
+		class := "edgelb.io/lb"
+		s.Spec.LoadBalancerClass = &class
+		d, created, ips, err := MeasureServiceToIngress(ctx, a, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("classed Service → EXTERNAL-IP %s: %s", ips[0], d.Round(time.Millisecond))
+		if vs := lb.get(t, "cluster-a", created); vs == nil || vs.Vip != ips[0] {
+			t.Fatalf("lbd has %v", vs)
+		}
+		if err := a.CoreV1().Services("default").Delete(ctx, "classed", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "classed Service gone", func() string {
+			if _, err := a.CoreV1().Services("default").Get(ctx, "classed", metav1.GetOptions{}); err == nil {
+				return "Service still there (finalizer)"
+			}
+			if lb.get(t, "cluster-a", created) != nil {
+				return "VirtualService still in lbd"
+			}
+			return ""
+		})
 	})
 
 	t.Run("configs/ccm manifests are accepted by the apiserver", func(t *testing.T) {
