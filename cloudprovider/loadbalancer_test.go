@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -285,5 +286,48 @@ func TestInstancesV2(t *testing.T) {
 	}
 	if ok, _ := (Instances{}).InstanceExists(context.Background(), n); !ok {
 		t.Fatal("node reported gone")
+	}
+}
+
+func TestRequestedVIPChangeMovesIt(t *testing.T) {
+	e := newEnv(t, "")
+	s := service("56565656", 80)
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.LoadBalancerIP = "10.250.0.5"
+	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1"))
+	if err != nil || st.Ingress[0].IP != "10.250.0.5" {
+		t.Fatalf("status %v, err %v; want the requested 10.250.0.5", st, err)
+	}
+}
+
+// staleGets answers NotFound to the first Get although the object exists, as
+// when an earlier Create got through but its answer was lost.
+type staleGets struct {
+	VirtualServices
+	n int
+}
+
+func (s *staleGets) Get(ctx context.Context, tenant, name string) (*edgelbv1.VirtualService, error) {
+	if s.n++; s.n == 1 {
+		return nil, status.Error(codes.NotFound, "stale")
+	}
+	return s.VirtualServices.Get(ctx, tenant, name)
+}
+
+func TestCreateAlreadyExistsMeansCompare(t *testing.T) {
+	e := newEnv(t, "")
+	s := service("78787878", 80)
+	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	lb := &LoadBalancer{cfg: e.lb.cfg, c: &staleGets{VirtualServices: e.lb.c}}
+	st, err := lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1", "10.0.0.2"))
+	if err != nil || st.Ingress[0].IP != "10.250.0.1" {
+		t.Fatalf("status %v, err %v", st, err)
+	}
+	if got := backends(e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol))); got != "10.0.0.1,10.0.0.2" {
+		t.Fatalf("backends %s: the existing VirtualService was not compared and updated", got)
 	}
 }
