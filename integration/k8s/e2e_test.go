@@ -182,7 +182,8 @@ func TestCCMAgainstRealAPIServer(t *testing.T) {
 	kcA := StartAPIServer(t, bins, filepath.Join(dir, "cluster-a"))
 	kcB := StartAPIServer(t, bins, filepath.Join(dir, "cluster-b"))
 	StartCCM(t, ccm, kcA, writeCloudConfig(t, dir, "cloud-a.yaml", api, "tenant: cluster-a\nloadBalancerClasses: [edgelb.io/lb]\n"), "cluster-a", filepath.Join(dir, "ccm-a.log"))
-	StartCCM(t, ccm, kcB, writeCloudConfig(t, dir, "cloud-b.yaml", api, ""), "cluster-b", filepath.Join(dir, "ccm-b.log"))
+	StartCCM(t, ccm, kcB, writeCloudConfig(t, dir, "cloud-b.yaml", api, ""), "cluster-b", filepath.Join(dir, "ccm-b.log"),
+		"service-lb-controller", "cloud-node-controller")
 	a, b := Clientset(t, kcA), Clientset(t, kcB)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -390,6 +391,26 @@ func TestCCMAgainstRealAPIServer(t *testing.T) {
 			}
 			if lb.get(t, "cluster-a", created) != nil {
 				return "VirtualService still in lbd"
+			}
+			return ""
+		})
+	})
+
+	t.Run("InstancesV2 initialises an external-cloud-provider node", func(t *testing.T) {
+		n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "fresh", Annotations: map[string]string{"alpha.kubernetes.io/provided-node-ip": "192.168.60.9"}},
+			Spec: v1.NodeSpec{Taints: []v1.Taint{{Key: "node.cloudprovider.kubernetes.io/uninitialized", Value: "true", Effect: v1.TaintEffectNoSchedule}}}}
+		n.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		if _, err := b.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "node initialised", func() string {
+			got, err := b.CoreV1().Nodes().Get(ctx, "fresh", metav1.GetOptions{})
+			if err != nil {
+				return err.Error()
+			}
+			uninit := slices.ContainsFunc(got.Spec.Taints, func(t v1.Taint) bool { return t.Key == "node.cloudprovider.kubernetes.io/uninitialized" })
+			if got.Spec.ProviderID != "edgelb://fresh" || uninit || len(got.Status.Addresses) == 0 || got.Status.Addresses[0].Address != "192.168.60.9" {
+				return fmt.Sprintf("providerID %q, taints %v, addresses %v", got.Spec.ProviderID, got.Spec.Taints, got.Status.Addresses)
 			}
 			return ""
 		})

@@ -143,12 +143,16 @@ func Start(t testing.TB, logPath, bin string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// StartCCM runs the edgelb cloud-controller-manager (service controller only).
-func StartCCM(t testing.TB, bin, kubeconfig, cloudConfig, clusterName, logPath string) {
+// StartCCM runs the edgelb cloud-controller-manager with the given
+// controllers (default: the service controller only).
+func StartCCM(t testing.TB, bin, kubeconfig, cloudConfig, clusterName, logPath string, controllers ...string) {
 	t.Helper()
+	if len(controllers) == 0 {
+		controllers = []string{"service-lb-controller"}
+	}
 	Start(t, logPath, bin,
 		"--cloud-provider=edgelb", "--cloud-config="+cloudConfig, "--cluster-name="+clusterName,
-		"--controllers=service-lb-controller", "--leader-elect=false", "--secure-port=0",
+		"--controllers="+strings.Join(controllers, ","), "--leader-elect=false", "--secure-port=0",
 		"--kubeconfig="+kubeconfig, "--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig,
 		"--v=2")
 }
