@@ -1,6 +1,7 @@
 package k8se2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -34,12 +35,15 @@ type lbd struct {
 // loopback; while ./lbd does not build yet, the in-memory fake with the same
 // command line stands in, and the test says so loudly.
 func startLBD(t *testing.T, dir string) (string, *lbd) {
-	bin, err := "", error(nil)
-	if os.Getenv("EDGELB_E2E_FAKE_LBD") == "" {
-		bin, err = GoBuild(t, dir, "./lbd", "lbd")
+	// EDGELB_LBD_BIN: a prebuilt lbd; EDGELB_LBD_PKG: its package (default ./lbd);
+	// EDGELB_E2E_FAKE_LBD=1: the fake on purpose.
+	bin, err := os.Getenv("EDGELB_LBD_BIN"), error(nil)
+	pkg := cmp.Or(os.Getenv("EDGELB_LBD_PKG"), "./lbd")
+	if bin == "" && os.Getenv("EDGELB_E2E_FAKE_LBD") == "" {
+		bin, err = GoBuild(t, dir, pkg, "lbd")
 	}
 	if bin == "" {
-		t.Logf("WARNING: ./lbd does not build, so the in-memory fake lbd stands in (not the done criterion): %v", err)
+		t.Logf("WARNING: %s does not build, so the in-memory fake lbd stands in (not the done criterion): %v", pkg, err)
 		if bin, err = GoBuild(t, dir, "./cloudprovider/internal/fakelbd/cmd/fakelbd", "fakelbd"); err != nil {
 			t.Fatal(err)
 		}
