@@ -1,0 +1,470 @@
+package fsm
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// applier applies one command under the FSM lock and collects its events.
+type applier struct {
+	f      *FSM
+	idx    uint64
+	time   *timestamppb.Timestamp
+	events []*edgelbv1.Event
+}
+
+func (a *applier) st() *state { return a.f.st }
+
+func (a *applier) emit(t edgelbv1.EventType, reason string, obj any) {
+	e := &edgelbv1.Event{Type: t, Reason: reason}
+	switch o := obj.(type) {
+	case *edgelbv1.VirtualService:
+		e.Object = &edgelbv1.Event_VirtualService{VirtualService: o}
+	case *edgelbv1.AddressPool:
+		e.Object = &edgelbv1.Event_AddressPool{AddressPool: o}
+	case *edgelbv1.Member:
+		e.Object = &edgelbv1.Event_Member{Member: o}
+	}
+	a.events = append(a.events, e)
+}
+
+const (
+	put = edgelbv1.EventType_EVENT_TYPE_PUT
+	del = edgelbv1.EventType_EVENT_TYPE_DELETE
+)
+
+func notFound(k Key) *Result {
+	return fail(codes.NotFound, "virtual service %s not found", k)
+}
+
+func (a *applier) lookup(tenant, name string) (*edgelbv1.VirtualService, Key, *Result) {
+	k := Key{tenant, name}
+	vs, ok := a.st().services[k]
+	if !ok {
+		return nil, k, notFound(k)
+	}
+	return vs, k, nil
+}
+
+func checkGeneration(vs *edgelbv1.VirtualService, expected uint64) *Result {
+	if expected != 0 && expected != vs.Generation {
+		return fail(codes.Aborted, "virtual service %s/%s is at generation %d, not %d: it changed since you read it; read it again and retry",
+			vs.Tenant, vs.Name, vs.Generation, expected)
+	}
+	return nil
+}
+
+// store records a new version of a service, bumping its generation.
+func (a *applier) store(old, vs *edgelbv1.VirtualService, reason string) *Result {
+	if old != nil {
+		vs.Generation = old.Generation + 1
+		vs.CreateTime = old.CreateTime
+	} else {
+		vs.Generation = 1
+		vs.CreateTime = a.time
+	}
+	vs.UpdateTime = a.time
+	a.st().putService(vs)
+	a.emit(put, reason, vs)
+	return &Result{Service: cloneVS(vs)}
+}
+
+func (a *applier) createService(c *raftv1.CreateVirtualService) *Result {
+	vs := cloneVS(c.Service)
+	k := KeyOf(vs)
+	if _, ok := a.st().services[k]; ok {
+		return fail(codes.AlreadyExists, "virtual service %s already exists; use update to change it", k)
+	}
+	if r := a.placeVIP(vs, nil); r != nil {
+		return r
+	}
+	vs.Owner = c.Owner
+	return a.store(nil, vs, "created")
+}
+
+func (a *applier) updateService(c *raftv1.UpdateVirtualService) *Result {
+	old, _, r := a.lookup(c.Service.Tenant, c.Service.Name)
+	if r != nil {
+		return r
+	}
+	if r := checkGeneration(old, c.ExpectedGeneration); r != nil {
+		return r
+	}
+	vs := cloneVS(c.Service)
+	if vs.Vip == "" && vs.Pool == "" || vs.Vip == "" && vs.Pool == old.Pool {
+		// An update that names no address keeps the one it has.
+		vs.Vip, vs.Pool, vs.IpFamily = old.Vip, old.Pool, old.IpFamily
+	}
+	if r := a.placeVIP(vs, old); r != nil {
+		return r
+	}
+	vs.Owner = old.Owner
+	// Keep the health the checkers reported for backends that stay.
+	carryHealth(old, vs)
+	return a.store(old, vs, "updated")
+}
+
+func carryHealth(old, vs *edgelbv1.VirtualService) {
+	type bk struct {
+		a string
+		p uint32
+	}
+	h := map[bk]*edgelbv1.BackendHealth{}
+	for _, b := range old.Backends {
+		if b.Health != nil {
+			h[bk{b.Address, b.Port}] = b.Health
+		}
+	}
+	for _, b := range vs.Backends {
+		if x, ok := h[bk{b.Address, b.Port}]; ok {
+			b.Health = x
+		}
+	}
+}
+
+func (a *applier) deleteService(c *raftv1.DeleteVirtualService) *Result {
+	old, k, r := a.lookup(c.Tenant, c.Name)
+	if r != nil {
+		return r
+	}
+	if r := checkGeneration(old, c.ExpectedGeneration); r != nil {
+		return r
+	}
+	a.st().deleteService(k)
+	a.emit(del, "deleted", old)
+	return &Result{Service: cloneVS(old)}
+}
+
+// withBackends stores a copy of old with a changed backend list.
+func (a *applier) withBackends(old *edgelbv1.VirtualService, bs []*edgelbv1.Backend, reason string) *Result {
+	vs := cloneVS(old)
+	vs.Backends = bs
+	return a.store(old, vs, reason)
+}
+
+func (a *applier) checkFamily(vs *edgelbv1.VirtualService, bs []*edgelbv1.Backend) *Result {
+	v6 := netip.MustParseAddr(vs.Vip).Is6()
+	for _, b := range bs {
+		ad, err := netip.ParseAddr(b.Address)
+		if err != nil {
+			return fail(codes.InvalidArgument, "backend %q is not an IP address", b.Address)
+		}
+		if ad.Is6() != v6 {
+			return fail(codes.InvalidArgument, "backend %s is not of the family of VIP %s; a VIP's backends share its family", b.Address, vs.Vip)
+		}
+	}
+	return nil
+}
+
+func (a *applier) setBackends(c *raftv1.SetBackends) *Result {
+	old, _, r := a.lookup(c.Tenant, c.Name)
+	if r != nil {
+		return r
+	}
+	if r := checkGeneration(old, c.ExpectedGeneration); r != nil {
+		return r
+	}
+	if r := a.checkFamily(old, c.Backends); r != nil {
+		return r
+	}
+	bs := make([]*edgelbv1.Backend, len(c.Backends))
+	for i, b := range c.Backends {
+		bs[i] = proto.Clone(b).(*edgelbv1.Backend)
+	}
+	tmp := &edgelbv1.VirtualService{Backends: old.Backends}
+	carryHealth(tmp, &edgelbv1.VirtualService{Backends: bs})
+	return a.withBackends(old, bs, "backends set")
+}
+
+func findBackend(bs []*edgelbv1.Backend, addr string, port uint32) int {
+	for i, b := range bs {
+		if b.Address == addr && b.Port == port {
+			return i
+		}
+	}
+	return -1
+}
+
+func backendName(addr string, port uint32) string {
+	if port == 0 {
+		return addr
+	}
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
+}
+
+func (a *applier) addBackend(c *raftv1.AddBackend) *Result {
+	old, k, r := a.lookup(c.Tenant, c.Name)
+	if r != nil {
+		return r
+	}
+	if r := a.checkFamily(old, []*edgelbv1.Backend{c.Backend}); r != nil {
+		return r
+	}
+	if findBackend(old.Backends, c.Backend.Address, c.Backend.Port) >= 0 {
+		return fail(codes.AlreadyExists, "backend %s is already in %s", backendName(c.Backend.Address, c.Backend.Port), k)
+	}
+	bs := cloneBackends(old.Backends)
+	bs = append(bs, proto.Clone(c.Backend).(*edgelbv1.Backend))
+	return a.withBackends(old, bs, "backend added")
+}
+
+func cloneBackends(in []*edgelbv1.Backend) []*edgelbv1.Backend {
+	out := make([]*edgelbv1.Backend, len(in), len(in)+1)
+	for i, b := range in {
+		out[i] = proto.Clone(b).(*edgelbv1.Backend)
+	}
+	return out
+}
+
+func (a *applier) removeBackend(c *raftv1.RemoveBackend) *Result {
+	old, k, r := a.lookup(c.Tenant, c.Name)
+	if r != nil {
+		return r
+	}
+	i := findBackend(old.Backends, c.Address, c.Port)
+	if i < 0 {
+		return fail(codes.NotFound, "backend %s is not in %s", backendName(c.Address, c.Port), k)
+	}
+	bs := cloneBackends(old.Backends)
+	bs = append(bs[:i], bs[i+1:]...)
+	return a.withBackends(old, bs, "backend removed")
+}
+
+func (a *applier) drainBackend(c *raftv1.DrainBackend) *Result {
+	old, k, r := a.lookup(c.Tenant, c.Name)
+	if r != nil {
+		return r
+	}
+	i := findBackend(old.Backends, c.Address, c.Port)
+	if i < 0 {
+		return fail(codes.NotFound, "backend %s is not in %s", backendName(c.Address, c.Port), k)
+	}
+	if old.Backends[i].Drained == c.Drained {
+		// Nothing changes: answer with the stored object and record no event.
+		return &Result{Service: cloneVS(old)}
+	}
+	bs := cloneBackends(old.Backends)
+	bs[i].Drained = c.Drained
+	reason := "backend drained"
+	if !c.Drained {
+		reason = "backend undrained"
+	}
+	return a.withBackends(old, bs, reason)
+}
+
+func (a *applier) createPool(c *raftv1.CreateAddressPool) *Result {
+	p := proto.Clone(c.Pool).(*edgelbv1.AddressPool)
+	if _, ok := a.st().pools[p.Name]; ok {
+		return fail(codes.AlreadyExists, "address pool %s already exists", p.Name)
+	}
+	p.CreateTime = a.time
+	st := a.st()
+	if err := st.putPool(p); err != nil {
+		return fail(codes.InvalidArgument, "pool %s: %v", p.Name, err)
+	}
+	for _, n := range st.sortedPoolNames() {
+		if n != p.Name && st.parsed[n].Overlaps(st.parsed[p.Name]) {
+			st.deletePool(p.Name)
+			return fail(codes.FailedPrecondition, "address pool %s overlaps pool %s; pools must not share addresses", p.Name, n)
+		}
+	}
+	a.emit(put, "created", p)
+	return &Result{Pool: proto.Clone(p).(*edgelbv1.AddressPool)}
+}
+
+func (a *applier) deletePool(c *raftv1.DeleteAddressPool) *Result {
+	p, ok := a.st().pools[c.Name]
+	if !ok {
+		return fail(codes.NotFound, "address pool %s not found", c.Name)
+	}
+	var users []string
+	for k, vs := range a.st().services {
+		if vs.Pool == c.Name {
+			users = append(users, k.String())
+		}
+	}
+	if len(users) > 0 {
+		sort.Strings(users)
+		more := ""
+		if len(users) > 3 {
+			more = fmt.Sprintf(" and %d more", len(users)-3)
+			users = users[:3]
+		}
+		return fail(codes.FailedPrecondition, "address pool %s is in use by %d virtual services (%s%s); delete them or move their VIPs first",
+			c.Name, len(users), strings.Join(users, ", "), more)
+	}
+	a.st().deletePool(c.Name)
+	a.emit(del, "deleted", p)
+	return &Result{Pool: proto.Clone(p).(*edgelbv1.AddressPool)}
+}
+
+func (a *applier) putMember(c *raftv1.PutMember) *Result {
+	m := proto.Clone(c.Member).(*edgelbv1.Member)
+	if m.State == edgelbv1.MemberState_MEMBER_STATE_UNSPECIFIED {
+		m.State = edgelbv1.MemberState_MEMBER_STATE_ACTIVE
+	}
+	if old, ok := a.st().members[m.Id]; ok && proto.Equal(old, m) {
+		return &Result{Member: proto.Clone(m).(*edgelbv1.Member)}
+	}
+	a.st().members[m.Id] = m
+	a.emit(put, "member updated", m)
+	return &Result{Member: proto.Clone(m).(*edgelbv1.Member)}
+}
+
+func (a *applier) removeMember(c *raftv1.RemoveMember) *Result {
+	m, ok := a.st().members[c.Id]
+	if !ok {
+		return fail(codes.NotFound, "member %s not found", c.Id)
+	}
+	delete(a.st().members, c.Id)
+	a.emit(del, "member removed", m)
+	// Its VIPs are unowned now; the leader's assigner gives them to others.
+	for _, vs := range a.sortedServices() {
+		if vs.Owner == c.Id {
+			n := cloneVS(vs)
+			n.Owner = ""
+			a.st().putService(n)
+			a.emit(put, "owner "+c.Id+" removed", n)
+		}
+	}
+	return &Result{Member: proto.Clone(m).(*edgelbv1.Member)}
+}
+
+func (a *applier) setOwners(c *raftv1.SetOwners) *Result {
+	for _, as := range c.Assignments {
+		vs, ok := a.st().services[Key{as.Tenant, as.Name}]
+		if !ok || vs.Owner == as.Owner {
+			// Deleted or already there since the leader decided: nothing to do.
+			continue
+		}
+		n := cloneVS(vs)
+		n.Owner = as.Owner
+		// Ownership is not a spec change: the generation stays, so clients'
+		// optimistic updates are not refused because a VIP moved.
+		a.st().putService(n)
+		a.emit(put, as.Reason, n)
+	}
+	return &Result{}
+}
+
+func (a *applier) sortedServices() []*edgelbv1.VirtualService {
+	vss, _, _ := a.st().snapshot()
+	return vss
+}
+
+// placeVIP resolves vs's VIP against the pools: checks a requested one or
+// allocates a free one, and enforces the sharing rules. old is the stored
+// version on update (its own address and ports do not conflict with itself).
+func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
+	st := a.st()
+	if vs.Pool != "" {
+		p, ok := st.pools[vs.Pool]
+		if !ok {
+			return fail(codes.FailedPrecondition, "address pool %s does not exist; create it or name another pool", vs.Pool)
+		}
+		if !poolOpenTo(p, vs.Tenant) {
+			return fail(codes.PermissionDenied, "address pool %s is not open to tenant %s", vs.Pool, vs.Tenant)
+		}
+	}
+	if vs.Vip != "" {
+		addr := netip.MustParseAddr(vs.Vip)
+		pool := a.poolFor(addr, vs.Tenant, vs.Pool)
+		if pool == "" {
+			return fail(codes.FailedPrecondition, "vip %s is not in any address pool open to tenant %s%s; pick an address from one (lbctl pool list) or create a pool that holds it",
+				vs.Vip, vs.Tenant, a.poolHint(vs.Pool))
+		}
+		vs.Pool = pool
+		return a.checkShare(vs, addr, old)
+	}
+	// Allocate. A sharing key first joins an existing VIP that has the key.
+	v6 := vs.IpFamily == edgelbv1.IPFamily_IP_FAMILY_IPV6
+	if vs.SharingKey != "" {
+		for _, other := range a.sortedServices() {
+			if other.Tenant == vs.Tenant && other.SharingKey == vs.SharingKey && (old == nil || KeyOf(other) != KeyOf(old)) &&
+				netip.MustParseAddr(other.Vip).Is6() == v6 && (vs.Pool == "" || vs.Pool == other.Pool) {
+				if a.checkShare(vs, netip.MustParseAddr(other.Vip), old) == nil {
+					vs.Vip, vs.Pool = other.Vip, other.Pool
+					return nil
+				}
+			}
+		}
+	}
+	var tried []string
+	for _, name := range st.sortedPoolNames() {
+		p := st.pools[name]
+		if vs.Pool != "" && name != vs.Pool || vs.Pool == "" && p.Manual || !poolOpenTo(p, vs.Tenant) {
+			continue
+		}
+		tried = append(tried, name)
+		addr, ok := st.parsed[name].Allocate(v6, func(x netip.Addr) bool { return len(st.byVIP[x]) > 0 })
+		if ok {
+			vs.Vip, vs.Pool = addr.String(), name
+			return nil
+		}
+	}
+	fam := "IPv4"
+	if v6 {
+		fam = "IPv6"
+	}
+	if len(tried) == 0 {
+		return fail(codes.FailedPrecondition, "no address pool is open to tenant %s%s; create one (lbctl pool create) or request a VIP", vs.Tenant, a.poolHint(vs.Pool))
+	}
+	return fail(codes.ResourceExhausted, "no free %s address in pools %s open to tenant %s; add a range to a pool or free a VIP",
+		fam, strings.Join(tried, ", "), vs.Tenant)
+}
+
+func (a *applier) poolHint(pool string) string {
+	if pool != "" {
+		return " in pool " + pool
+	}
+	return ""
+}
+
+// poolFor returns the pool (restricted to want, if set) open to tenant that holds addr.
+func (a *applier) poolFor(addr netip.Addr, tenant, want string) string {
+	st := a.st()
+	for _, name := range st.sortedPoolNames() {
+		if want != "" && name != want {
+			continue
+		}
+		if poolOpenTo(st.pools[name], tenant) && st.parsed[name].Contains(addr) {
+			return name
+		}
+	}
+	return ""
+}
+
+// checkShare enforces who may use an address already in use: only services of
+// the same tenant with the same non-empty sharing key, on distinct ports.
+func (a *applier) checkShare(vs *edgelbv1.VirtualService, addr netip.Addr, old *edgelbv1.VirtualService) *Result {
+	for _, k := range a.st().byVIP[addr] {
+		if old != nil && k == KeyOf(old) {
+			continue
+		}
+		other := a.st().services[k]
+		if other.Tenant != vs.Tenant {
+			return fail(codes.AlreadyExists, "vip %s is in use by another tenant; request another address", addr)
+		}
+		if vs.SharingKey == "" || other.SharingKey != vs.SharingKey {
+			return fail(codes.AlreadyExists, "vip %s is in use by %s; to share it, give both the same sharing key and distinct ports", addr, k)
+		}
+		for _, p := range vs.Ports {
+			for _, q := range other.Ports {
+				if p.Protocol == q.Protocol && p.Port == q.Port {
+					return fail(codes.AlreadyExists, "port %s/%d on vip %s is already used by %s; pick another port",
+						strings.ToLower(strings.TrimPrefix(p.Protocol.String(), "PROTOCOL_")), p.Port, addr, k)
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+// Package fsm is edgelb's replicated state machine: virtual services, address
+// pools and members, changed only by commands committed through the raft log.
+//
+// Apply is deterministic — given the same state and command every member makes the
+// same decision, including VIP allocation and refusals — so stateful checks
+// (duplicates, pools, generations) live here rather than in the API layer, where
+// they would race with concurrent writes.
+package fsm
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// CommandVersion is the command format this binary proposes and understands.
+const CommandVersion = 1
+
+// snapshotVersion is the format of snapshots this binary writes.
+const snapshotVersion = 1
+
+// maxHistory is the number of events at least kept for Watch resumption (up to
+// twice as many are). A watcher further behind gets a full snapshot instead.
+const maxHistory = 16384
+
+// Result is what Apply returns for one command: a gRPC code and message, the
+// revision the change was recorded at, and the object it produced.
+type Result struct {
+	Code     codes.Code
+	Message  string
+	Revision uint64
+	Service  *edgelbv1.VirtualService
+	Pool     *edgelbv1.AddressPool
+	Member   *edgelbv1.Member
+}
+
+// Err returns the result as a gRPC status error, or nil.
+func (r *Result) Err() error {
+	if r.Code == codes.OK {
+		return nil
+	}
+	return status.Error(r.Code, r.Message)
+}
+
+func fail(c codes.Code, format string, args ...any) *Result {
+	return &Result{Code: c, Message: fmt.Sprintf(format, args...)}
+}
+
+// FSM implements raft.FSM.
+type FSM struct {
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	st       *state
+	revision uint64
+	history  []*edgelbv1.Event // oldest first, at most maxHistory
+	floor    uint64            // history holds every event after this revision
+	changed  chan struct{}     // closed and replaced on every change
+}
+
+// New returns an empty FSM.
+func New(log *slog.Logger) *FSM {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &FSM{log: log, st: newState(), changed: make(chan struct{})}
+}
+
+// Encode marshals a command for raft.Apply.
+func Encode(cmd *raftv1.Command) ([]byte, error) {
+	if cmd.Version == 0 {
+		cmd.Version = CommandVersion
+	}
+	return proto.Marshal(cmd)
+}
+
+// Apply applies one committed log entry. It implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	var cmd raftv1.Command
+	if err := proto.Unmarshal(l.Data, &cmd); err != nil {
+		// A corrupt entry would be corrupt on every member: refusing it keeps them equal.
+		f.log.Error("undecodable raft log entry", "index", l.Index, "err", err)
+		return fail(codes.Internal, "undecodable command at index %d: %v", l.Index, err)
+	}
+	return f.ApplyCommand(l.Index, &cmd)
+}
+
+// ApplyCommand applies a decoded command at log index idx. Exposed for tests
+// and benchmarks that drive the FSM without raft.
+func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
+	if cmd.Version > CommandVersion {
+		f.log.Error("raft log entry is newer than this binary; upgrade lbd on this member", "index", idx, "version", cmd.Version)
+		return fail(codes.Unimplemented, "command version %d is newer than this member understands (%d)", cmd.Version, CommandVersion)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := applier{f: f, idx: idx, time: cmd.Time}
+	var r *Result
+	switch op := cmd.Op.(type) {
+	case *raftv1.Command_CreateVirtualService:
+		r = a.createService(op.CreateVirtualService)
+	case *raftv1.Command_UpdateVirtualService:
+		r = a.updateService(op.UpdateVirtualService)
+	case *raftv1.Command_DeleteVirtualService:
+		r = a.deleteService(op.DeleteVirtualService)
+	case *raftv1.Command_SetBackends:
+		r = a.setBackends(op.SetBackends)
+	case *raftv1.Command_AddBackend:
+		r = a.addBackend(op.AddBackend)
+	case *raftv1.Command_RemoveBackend:
+		r = a.removeBackend(op.RemoveBackend)
+	case *raftv1.Command_DrainBackend:
+		r = a.drainBackend(op.DrainBackend)
+	case *raftv1.Command_CreateAddressPool:
+		r = a.createPool(op.CreateAddressPool)
+	case *raftv1.Command_DeleteAddressPool:
+		r = a.deletePool(op.DeleteAddressPool)
+	case *raftv1.Command_PutMember:
+		r = a.putMember(op.PutMember)
+	case *raftv1.Command_RemoveMember:
+		r = a.removeMember(op.RemoveMember)
+	case *raftv1.Command_SetOwners:
+		r = a.setOwners(op.SetOwners)
+	default:
+		r = fail(codes.InvalidArgument, "empty or unknown command")
+	}
+	if len(a.events) > 0 {
+		f.revision = idx
+		for _, e := range a.events {
+			e.Revision = idx
+		}
+		f.history = append(f.history, a.events...)
+		// Trim in batches so the copy is amortised over many applies.
+		if len(f.history) > 2*maxHistory {
+			over := len(f.history) - maxHistory
+			f.floor = f.history[over-1].Revision
+			f.history = append(f.history[:0:0], f.history[over:]...)
+		}
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+	if r.Code == codes.OK {
+		r.Revision = f.revision
+	}
+	return r
+}
+
+// Revision is the log index of the last change.
+func (f *FSM) Revision() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.revision
+}
+
+// Changed returns a channel that is closed at the next change. Take it before
+// reading, so that a change between the read and the wait is not missed.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// EventsSince returns the events after revision rev. ok is false when some of
+// them are no longer in the history (the caller must resynchronise from a snapshot).
+func (f *FSM) EventsSince(rev uint64) (events []*edgelbv1.Event, current uint64, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if rev >= f.revision {
+		return nil, f.revision, true
+	}
+	if rev < f.floor {
+		return nil, f.revision, false
+	}
+	i := sort.Search(len(f.history), func(i int) bool { return f.history[i].Revision > rev })
+	out := make([]*edgelbv1.Event, len(f.history)-i)
+	copy(out, f.history[i:])
+	return out, f.revision, true
+}
+
+// SnapshotEvents returns the whole current state as PUT events and its revision.
+func (f *FSM) SnapshotEvents() ([]*edgelbv1.Event, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	vss, pools, members := f.st.snapshot()
+	evs := make([]*edgelbv1.Event, 0, len(vss)+len(pools)+len(members))
+	put := edgelbv1.EventType_EVENT_TYPE_PUT
+	for _, m := range members {
+		evs = append(evs, &edgelbv1.Event{Type: put, Revision: f.revision, Object: &edgelbv1.Event_Member{Member: m}})
+	}
+	for _, p := range pools {
+		evs = append(evs, &edgelbv1.Event{Type: put, Revision: f.revision, Object: &edgelbv1.Event_AddressPool{AddressPool: p}})
+	}
+	for _, vs := range vss {
+		evs = append(evs, &edgelbv1.Event{Type: put, Revision: f.revision, Object: &edgelbv1.Event_VirtualService{VirtualService: vs}})
+	}
+	return evs, f.revision
+}
+
+// Snapshot implements raft.FSM. The objects are immutable once stored, so
+// holding the slices is enough; marshalling happens in Persist, off the apply path.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	vss, pools, members := f.st.snapshot()
+	return &snapshot{msg: &raftv1.Snapshot{
+		Version:         snapshotVersion,
+		Revision:        f.revision,
+		VirtualServices: vss,
+		AddressPools:    pools,
+		Members:         members,
+	}}, nil
+}
+
+// Restore implements raft.FSM: it replaces the state with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	var msg raftv1.Snapshot
+	if err := proto.Unmarshal(b, &msg); err != nil {
+		return fmt.Errorf("decode snapshot: %w", err)
+	}
+	if msg.Version > snapshotVersion {
+		return fmt.Errorf("snapshot version %d is newer than this binary understands (%d)", msg.Version, snapshotVersion)
+	}
+	st := newState()
+	for _, p := range msg.AddressPools {
+		if err := st.putPool(p); err != nil {
+			return fmt.Errorf("restore pool %s: %w", p.Name, err)
+		}
+	}
+	for _, vs := range msg.VirtualServices {
+		st.putService(vs)
+	}
+	for _, m := range msg.Members {
+		st.members[m.Id] = m
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st = st
+	f.revision = msg.Revision
+	// History before a restore no longer describes how to reach this state.
+	f.history = nil
+	f.floor = msg.Revision
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return nil
+}
+
+type snapshot struct{ msg *raftv1.Snapshot }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	b, err := proto.Marshal(s.msg)
+	if err != nil {
+		sink.Cancel()
+		return fmt.Errorf("encode snapshot: %w", err)
+	}
+	if _, err := sink.Write(b); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("write snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}

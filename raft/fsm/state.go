@@ -1,0 +1,153 @@
+package fsm
+
+import (
+	"net/netip"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/ipam"
+)
+
+// Key names a virtual service: its tenant and name.
+type Key struct{ Tenant, Name string }
+
+func (k Key) String() string { return k.Tenant + "/" + k.Name }
+
+// KeyOf returns the key of vs.
+func KeyOf(vs *edgelbv1.VirtualService) Key { return Key{vs.Tenant, vs.Name} }
+
+// state is the replicated data with its indexes. It is only touched under the
+// FSM's lock; objects in it are never mutated after insertion (writers replace
+// them), so readers may hand out clones without copying under contention.
+type state struct {
+	services map[Key]*edgelbv1.VirtualService
+	byVIP    map[netip.Addr][]Key
+	pools    map[string]*edgelbv1.AddressPool
+	parsed   map[string]*ipam.Pool
+	members  map[string]*edgelbv1.Member
+}
+
+func newState() *state {
+	return &state{
+		services: map[Key]*edgelbv1.VirtualService{},
+		byVIP:    map[netip.Addr][]Key{},
+		pools:    map[string]*edgelbv1.AddressPool{},
+		parsed:   map[string]*ipam.Pool{},
+		members:  map[string]*edgelbv1.Member{},
+	}
+}
+
+func (s *state) putService(vs *edgelbv1.VirtualService) {
+	k := KeyOf(vs)
+	if old, ok := s.services[k]; ok {
+		s.unindexVIP(k, old.Vip)
+	}
+	s.services[k] = vs
+	a := netip.MustParseAddr(vs.Vip)
+	s.byVIP[a] = append(s.byVIP[a], k)
+}
+
+func (s *state) deleteService(k Key) {
+	if old, ok := s.services[k]; ok {
+		s.unindexVIP(k, old.Vip)
+		delete(s.services, k)
+	}
+}
+
+func (s *state) unindexVIP(k Key, vip string) {
+	a := netip.MustParseAddr(vip)
+	keys := s.byVIP[a]
+	for i, x := range keys {
+		if x == k {
+			keys = append(keys[:i:i], keys[i+1:]...)
+			break
+		}
+	}
+	if len(keys) == 0 {
+		delete(s.byVIP, a)
+	} else {
+		s.byVIP[a] = keys
+	}
+}
+
+func (s *state) putPool(p *edgelbv1.AddressPool) error {
+	parsed, err := ipam.ParsePool(p.Ranges)
+	if err != nil {
+		return err
+	}
+	s.pools[p.Name] = p
+	s.parsed[p.Name] = parsed
+	return nil
+}
+
+func (s *state) deletePool(name string) {
+	delete(s.pools, name)
+	delete(s.parsed, name)
+}
+
+// poolOpenTo reports whether tenant may use pool p.
+func poolOpenTo(p *edgelbv1.AddressPool, tenant string) bool {
+	if len(p.Tenants) == 0 {
+		return true
+	}
+	for _, t := range p.Tenants {
+		if t == tenant {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedPoolNames returns pool names in a stable order: allocation must not
+// depend on Go's map iteration order, or members would disagree.
+func (s *state) sortedPoolNames() []string {
+	names := make([]string, 0, len(s.pools))
+	for n := range s.pools {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// snapshot copies the state into its wire form.
+func (s *state) snapshot() (vss []*edgelbv1.VirtualService, pools []*edgelbv1.AddressPool, members []*edgelbv1.Member) {
+	keys := make([]Key, 0, len(s.services))
+	for k := range s.services {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Tenant != keys[j].Tenant {
+			return keys[i].Tenant < keys[j].Tenant
+		}
+		return keys[i].Name < keys[j].Name
+	})
+	for _, k := range keys {
+		vss = append(vss, s.services[k])
+	}
+	for _, n := range s.sortedPoolNames() {
+		pools = append(pools, s.pools[n])
+	}
+	ids := make([]string, 0, len(s.members))
+	for id := range s.members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		members = append(members, s.members[id])
+	}
+	return vss, pools, members
+}
+
+func cloneVS(vs *edgelbv1.VirtualService) *edgelbv1.VirtualService {
+	return proto.Clone(vs).(*edgelbv1.VirtualService)
+}
+
+func clonePool(p *edgelbv1.AddressPool) *edgelbv1.AddressPool {
+	return proto.Clone(p).(*edgelbv1.AddressPool)
+}
+
+func cloneMember(m *edgelbv1.Member) *edgelbv1.Member {
+	return proto.Clone(m).(*edgelbv1.Member)
+}

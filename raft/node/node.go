@@ -1,0 +1,343 @@
+// Package node runs one member of edgelb's raft cluster: hashicorp/raft with a
+// raft-boltdb (v2) log and stable store, file snapshots and a TCP transport,
+// around the FSM in package fsm. It knows nothing of gRPC; the API layer calls it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+)
+
+// Timing holds raft's timers. The defaults are tuned for edge hosts on one LAN
+// (sub-millisecond RTT): a dead leader is noticed after HeartbeatTimeout and a
+// new one elected within about ElectionTimeout more, so the control plane is back
+// in ~1 s while the data plane keeps forwarding. hashicorp/raft's own defaults
+// (1 s / 1 s / 500 ms) assume a WAN.
+type Timing struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+}
+
+// DefaultTiming is Timing for a LAN.
+func DefaultTiming() Timing {
+	return Timing{
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      10 * time.Millisecond,
+	}
+}
+
+// transportTimeout bounds one raft RPC. It is also how long a leader takes to
+// notice a partitioned follower (a heartbeat to it hangs this long), so it is
+// short; large snapshots get longer deadlines from raft itself.
+const transportTimeout = 2 * time.Second
+
+// Config describes one member.
+type Config struct {
+	ID string
+	// RaftAddr is the address raft listens on and that peers dial.
+	RaftAddr string
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// Bootstrap starts a new single-member cluster when DataDir holds no state.
+	Bootstrap bool
+	Timing    Timing
+	// SnapshotThreshold is the number of log entries between snapshots (0: raft's default).
+	SnapshotThreshold uint64
+	Logger            *slog.Logger
+	// LogOutput receives raft's own log lines (default stderr).
+	LogOutput io.Writer
+	LogJSON   bool
+}
+
+// Node is a running raft member.
+type Node struct {
+	cfg       Config
+	FSM       *fsm.FSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	leaderCh  chan bool
+	peers     *peerWatch
+	done      chan struct{}
+}
+
+// ErrNotLeader is returned by writes on a member that is not the leader.
+var ErrNotLeader = raft.ErrNotLeader
+
+// Open starts the member. The FSM is restored from the latest snapshot and the
+// log before Open returns.
+func Open(cfg Config, f *fsm.FSM) (*Node, error) {
+	if cfg.ID == "" {
+		return nil, errors.New("raft: member id is empty")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.LogOutput == nil {
+		cfg.LogOutput = os.Stderr
+	}
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = DefaultTiming()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create raft data dir %s: %w", cfg.DataDir, err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.Timing.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Timing.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Timing.CommitTimeout
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	rc.Logger = hclog.New(&hclog.LoggerOptions{
+		Name: "raft", Level: hclog.Info, Output: cfg.LogOutput, JSONFormat: cfg.LogJSON,
+	})
+	leaderCh := make(chan bool, 16)
+	rc.NotifyCh = leaderCh
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("open raft store %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	}
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, rc.Logger.Named("snapshot"))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		store.Close()
+		return nil, fmt.Errorf("raft address %q must name the host's own IP, since peers dial it", cfg.RaftAddr)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, transportTimeout, rc.Logger.Named("transport"))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
+	}
+	existing, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("inspect raft state in %s: %w", cfg.DataDir, err)
+	}
+	r, err := raft.NewRaft(rc, f, logs, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n := &Node{cfg: cfg, FSM: f, raft: r, store: store, transport: trans, leaderCh: leaderCh,
+		peers: newPeerWatch(), done: make(chan struct{})}
+	obs := make(chan raft.Observation, 64)
+	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
+			return true
+		}
+		return false
+	}))
+	go n.peers.run(obs, n.done)
+	if !existing && cfg.Bootstrap {
+		cfg.Logger.Info("bootstrapping a new single-member cluster", "id", cfg.ID, "raft_addr", cfg.RaftAddr)
+		fut := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: raft.ServerID(cfg.ID), Address: trans.LocalAddr(),
+		}}})
+		if err := fut.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.Shutdown()
+			return nil, fmt.Errorf("bootstrap cluster: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// HadState reports whether the member found a cluster configuration on disk,
+// i.e. whether it is (or was) already part of a cluster.
+func (n *Node) HadState() bool {
+	fut := n.raft.GetConfiguration()
+	return fut.Error() == nil && len(fut.Configuration().Servers) > 0
+}
+
+// ID is this member's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// RaftAddr is the address peers reach this member's raft at.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// LeaderChanges delivers true when this member becomes leader and false when it
+// stops being leader. Only one consumer may read it.
+func (n *Node) LeaderChanges() <-chan bool { return n.leaderCh }
+
+// IsLeader reports whether this member believes it is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's id and raft address, empty if unknown.
+func (n *Node) Leader() (id, raftAddr string) {
+	addr, sid := n.raft.LeaderWithID()
+	return string(sid), string(addr)
+}
+
+// timeout turns ctx's deadline into raft's timeout argument.
+func timeout(ctx context.Context, def time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return def
+}
+
+// Apply commits cmd through the log and returns the FSM's result. It fails with
+// ErrNotLeader on a follower.
+func (n *Node) Apply(ctx context.Context, cmd *raftv1.Command) (*fsm.Result, error) {
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	fut := n.raft.Apply(data, timeout(ctx, 10*time.Second))
+	if err := fut.Error(); err != nil {
+		return nil, err
+	}
+	res, ok := fut.Response().(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("unexpected FSM response %T", fut.Response())
+	}
+	return res, nil
+}
+
+// Barrier waits until every entry committed before the call is applied locally.
+// A new leader calls it before acting on the FSM's state.
+func (n *Node) Barrier(ctx context.Context) error {
+	return n.raft.Barrier(timeout(ctx, 10*time.Second)).Error()
+}
+
+// AddVoter adds (or, with nonvoter, adds as learner) a member to the raft
+// configuration. Adding a member already present at the same address is a no-op.
+func (n *Node) AddVoter(ctx context.Context, id, addr string, nonvoter bool) error {
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("read raft configuration: %w", err)
+	}
+	for _, s := range cf.Configuration().Servers {
+		if string(s.ID) == id && string(s.Address) == addr && (s.Suffrage == raft.Voter) == !nonvoter {
+			return nil
+		}
+	}
+	var fut raft.IndexFuture
+	if nonvoter {
+		fut = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout(ctx, 10*time.Second))
+	} else {
+		fut = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout(ctx, 10*time.Second))
+	}
+	return fut.Error()
+}
+
+// RemoveServer removes a member from the raft configuration.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	return n.raft.RemoveServer(raft.ServerID(id), 0, timeout(ctx, 10*time.Second)).Error()
+}
+
+// Server is one entry of the raft configuration.
+type Server struct {
+	ID, Address string
+	Voter       bool
+}
+
+// Servers returns the raft configuration.
+func (n *Node) Servers() ([]Server, error) {
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, fmt.Errorf("read raft configuration: %w", err)
+	}
+	var out []Server
+	for _, s := range cf.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// TransferLeadership hands leadership to target (any up-to-date follower when
+// target is empty) and returns when done.
+func (n *Node) TransferLeadership(target string) error {
+	if target == "" {
+		return n.raft.LeadershipTransfer().Error()
+	}
+	servers, err := n.Servers()
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		if s.ID == target {
+			return n.raft.LeadershipTransferToServer(raft.ServerID(s.ID), raft.ServerAddress(s.Address)).Error()
+		}
+	}
+	return fmt.Errorf("member %s is not in the raft configuration", target)
+}
+
+// Status is raft's view of this member.
+type Status struct {
+	State                                        string
+	Term, LastApplied, CommitIndex, LastLogIndex uint64
+	LastContact                                  time.Time
+}
+
+// Status returns raft's counters.
+func (n *Node) Status() Status {
+	return Status{
+		State:        n.raft.State().String(),
+		Term:         n.raft.CurrentTerm(),
+		LastApplied:  n.raft.AppliedIndex(),
+		CommitIndex:  n.raft.CommitIndex(),
+		LastLogIndex: n.raft.LastIndex(),
+		LastContact:  n.raft.LastContact(),
+	}
+}
+
+// Snapshot forces a snapshot now (tests, operators before upgrades).
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Shutdown stops raft and closes the stores.
+func (n *Node) Shutdown() error {
+	select {
+	case <-n.done:
+	default:
+		close(n.done)
+	}
+	err := n.raft.Shutdown().Error()
+	if cerr := n.transport.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := n.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
