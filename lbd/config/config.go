@@ -1,0 +1,202 @@
+// Package config is lbd's configuration: a YAML file and flags over built-in
+// defaults. With nothing given, lbd runs a single-member cluster on loopback
+// with its data under ./lbd-data.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/edgelb/edgelb/lbd/validate"
+)
+
+// Duration is a time.Duration written as "500ms" in YAML.
+type Duration struct{ time.Duration }
+
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (e.g. 500ms, 2s)", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Config is lbd's whole configuration.
+type Config struct {
+	// ID names this member in the cluster; default: the host name.
+	ID string `json:"id"`
+	// DataDir holds the raft log, snapshots and the data plane's record of what it programmed.
+	DataDir string `json:"dataDir"`
+	// APIAddr is where the gRPC API listens; peers and lbctl dial it.
+	APIAddr string `json:"apiAddr"`
+	// RaftAddr is where raft listens; peers dial it.
+	RaftAddr string `json:"raftAddr"`
+	// Join lists API addresses of existing members; empty bootstraps a new cluster
+	// (only when DataDir holds no state: a restarted member rejoins by itself).
+	Join []string `json:"join,omitempty"`
+
+	DataPlane DataPlane `json:"dataPlane"`
+	Raft      Raft      `json:"raft"`
+	Ownership Ownership `json:"ownership"`
+	Log       Log       `json:"log"`
+}
+
+// DataPlane configures what lbd does to the kernel.
+type DataPlane struct {
+	// Mode is "ipvs" (default) or "none" (control plane only: no kernel changes).
+	Mode string `json:"mode"`
+	// Interface is the data interface VIPs are added to.
+	Interface string `json:"interface"`
+	// SNAT: auto, iptables-legacy, iptables-nft, nft or none.
+	SNAT string `json:"snat"`
+	// GARPBurst gratuitous ARPs / unsolicited NAs are sent on takeover, GARPBurstInterval apart,
+	// then one every GARPRepeatInterval.
+	GARPBurst          int      `json:"garpBurst"`
+	GARPBurstInterval  Duration `json:"garpBurstInterval"`
+	GARPRepeatInterval Duration `json:"garpRepeatInterval"`
+}
+
+// Raft holds raft's timers (see raft/node.DefaultTiming for why these values).
+type Raft struct {
+	HeartbeatTimeout   Duration `json:"heartbeatTimeout"`
+	ElectionTimeout    Duration `json:"electionTimeout"`
+	LeaderLeaseTimeout Duration `json:"leaderLeaseTimeout"`
+	SnapshotThreshold  uint64   `json:"snapshotThreshold"`
+}
+
+// Ownership configures VIP assignment.
+type Ownership struct {
+	// Grace is how long the leader waits after losing heartbeats from a member
+	// before its VIPs move.
+	Grace Duration `json:"grace"`
+}
+
+// Log configures lbd's logs.
+type Log struct {
+	Format string `json:"format"` // text or json
+	Level  string `json:"level"`  // debug, info, warn, error
+}
+
+// Default returns the embedded defaults.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		ID:       sanitizeID(host),
+		DataDir:  "lbd-data",
+		APIAddr:  "127.0.0.1:7700",
+		RaftAddr: "127.0.0.1:7701",
+		DataPlane: DataPlane{
+			Mode: "ipvs", Interface: "eth0", SNAT: "auto",
+			GARPBurst: 3, GARPBurstInterval: Duration{100 * time.Millisecond}, GARPRepeatInterval: Duration{10 * time.Second},
+		},
+		Raft: Raft{
+			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},
+			LeaderLeaseTimeout: Duration{250 * time.Millisecond},
+		},
+		Ownership: Ownership{Grace: Duration{time.Second}},
+		Log:       Log{Format: "text", Level: "info"},
+	}
+}
+
+func sanitizeID(s string) string {
+	s = strings.ToLower(s)
+	var b strings.Builder
+	for _, r := range s {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			b.WriteRune(r)
+		}
+	}
+	out := strings.Trim(b.String(), "-.")
+	if out == "" {
+		return "lbd"
+	}
+	return out
+}
+
+// Load reads a YAML file over c. Unknown fields are errors, so a typo does not
+// silently leave a default in place.
+func (c *Config) Load(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", path, err)
+	}
+	if err := yaml.UnmarshalStrict(b, c); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	return nil
+}
+
+// Validate checks the whole configuration and says what to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := validate.Name("id", c.ID, 63); err != nil {
+		add("id: %q must be a DNS label (lowercase letters, digits, '-', '.'); set --id", c.ID)
+	}
+	if c.DataDir == "" {
+		add("dataDir: must not be empty")
+	}
+	for _, a := range []struct{ name, v string }{{"apiAddr", c.APIAddr}, {"raftAddr", c.RaftAddr}} {
+		ap, err := netip.ParseAddrPort(a.v)
+		if err != nil {
+			add("%s: %q must be IP:port of this host (peers dial it), e.g. 10.0.0.11:7700", a.name, a.v)
+			continue
+		}
+		if ap.Addr().IsUnspecified() {
+			add("%s: %q is a wildcard; give the address peers reach this host at", a.name, a.v)
+		}
+	}
+	if c.APIAddr == c.RaftAddr {
+		add("apiAddr and raftAddr are both %s; they need different ports", c.APIAddr)
+	}
+	for i, j := range c.Join {
+		if _, err := netip.ParseAddrPort(j); err != nil {
+			if err := validate.HostPort("join", j); err != nil {
+				add("join[%d]: %q must be host:port of a member's API", i, j)
+			}
+		}
+	}
+	switch c.DataPlane.Mode {
+	case "ipvs", "none":
+	default:
+		add("dataPlane.mode: %q is not ipvs or none", c.DataPlane.Mode)
+	}
+	switch c.DataPlane.SNAT {
+	case "auto", "iptables-legacy", "iptables-nft", "nft", "none":
+	default:
+		add("dataPlane.snat: %q is not auto, iptables-legacy, iptables-nft, nft or none", c.DataPlane.SNAT)
+	}
+	if c.DataPlane.Mode == "ipvs" && c.DataPlane.Interface == "" {
+		add("dataPlane.interface: required with the ipvs data plane (the interface VIPs are added to)")
+	}
+	if c.Raft.HeartbeatTimeout.Duration < 5*time.Millisecond || c.Raft.ElectionTimeout.Duration < c.Raft.HeartbeatTimeout.Duration {
+		add("raft: heartbeatTimeout must be ≥5ms and electionTimeout ≥ heartbeatTimeout")
+	}
+	if c.Raft.LeaderLeaseTimeout.Duration <= 0 || c.Raft.LeaderLeaseTimeout.Duration > c.Raft.HeartbeatTimeout.Duration {
+		add("raft.leaderLeaseTimeout must be >0 and ≤ heartbeatTimeout")
+	}
+	if c.Ownership.Grace.Duration < c.Raft.HeartbeatTimeout.Duration {
+		add("ownership.grace (%s) must be ≥ raft.heartbeatTimeout (%s)", c.Ownership.Grace, c.Raft.HeartbeatTimeout)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format: %q is not text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,301 @@
+// Package daemon wires lbd together: the raft member, the gRPC API, the
+// leader's ownership assigner and the per-host reconciler that drives the data
+// plane. Data flows one way: API → raft log → FSM → reconciler → kernel.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/ownership"
+	"github.com/edgelb/edgelb/lbd/server"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/node"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// DataPlane programs the VIPs this host owns into the kernel.
+type DataPlane interface {
+	// Reconcile makes the kernel hold exactly these services (the ones this
+	// host owns); anything it programmed before and not listed is withdrawn.
+	Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService) error
+	Close() error
+}
+
+// Daemon is a running lbd.
+type Daemon struct {
+	cfg    config.Config
+	log    *slog.Logger
+	node   *node.Node
+	srv    *server.Server
+	grpc   *grpc.Server
+	health *health.Server
+	dp     DataPlane
+	dpName string
+	lis    net.Listener
+
+	owned  chan []string // latest VIPs programmed, for status
+	stopBG context.CancelFunc
+}
+
+// Run starts lbd and blocks until ctx is cancelled, then shuts down cleanly.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	d, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return d.Stop()
+}
+
+// Start brings up lbd and returns once its API listens.
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	d := &Daemon{cfg: cfg, log: log, owned: make(chan []string, 1)}
+	d.owned <- nil
+
+	dp, name, err := openDataPlane(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	d.dp, d.dpName = dp, name
+
+	lis, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		dp.Close()
+		return nil, fmt.Errorf("listen for the API on %s: %w", cfg.APIAddr, err)
+	}
+	d.lis = lis
+
+	f := fsm.New(log.With("component", "fsm"))
+	n, err := node.Open(node.Config{
+		ID: cfg.ID, RaftAddr: cfg.RaftAddr, DataDir: filepath.Join(cfg.DataDir, "raft"),
+		Bootstrap: len(cfg.Join) == 0,
+		Timing: node.Timing{
+			HeartbeatTimeout: cfg.Raft.HeartbeatTimeout.Duration, ElectionTimeout: cfg.Raft.ElectionTimeout.Duration,
+			LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout.Duration, CommitTimeout: 10 * time.Millisecond,
+		},
+		SnapshotThreshold: cfg.Raft.SnapshotThreshold,
+		Logger:            log.With("component", "raft"),
+		LogJSON:           cfg.Log.Format == "json",
+	}, f)
+	if err != nil {
+		lis.Close()
+		dp.Close()
+		return nil, err
+	}
+	d.node = n
+
+	self := &edgelbv1.Member{Id: cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: cfg.APIAddr, DataInterface: cfg.DataPlane.Interface}
+	d.srv = server.New(n, server.Options{
+		Self: self, DataPlane: name, Version: Version, Logger: log.With("component", "api"),
+		OwnedVIPs: d.ownedVIPs,
+	})
+	d.grpc = grpc.NewServer()
+	d.srv.Register(d.grpc)
+	d.health = health.NewServer()
+	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(d.grpc, d.health)
+	reflection.Register(d.grpc)
+	go func() {
+		if err := d.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("API server stopped", "err", err)
+		}
+	}()
+	log.Info("lbd started", "id", cfg.ID, "api", cfg.APIAddr, "raft", n.RaftAddr(), "data_plane", name, "data_dir", cfg.DataDir, "version", Version)
+
+	bg, cancel := context.WithCancel(context.Background())
+	d.stopBG = cancel
+	if len(cfg.Join) > 0 && !n.HadState() {
+		go d.join(bg, self)
+	}
+	go d.leaderLoop(bg)
+	go d.healthLoop(bg)
+	go d.reconcileLoop(bg)
+	return d, nil
+}
+
+// Addr is the API's listening address.
+func (d *Daemon) Addr() string { return d.lis.Addr().String() }
+
+// Node exposes the raft member (for tests).
+func (d *Daemon) Node() *node.Node { return d.node }
+
+func (d *Daemon) ownedVIPs() []string {
+	v := <-d.owned
+	d.owned <- v
+	return v
+}
+
+// join asks the listed members to add this one, until one of them does.
+func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		for _, addr := range d.cfg.Join {
+			err := func() error {
+				conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				_, err = edgelbv1.NewClusterServiceClient(conn).AddMember(cctx, &edgelbv1.AddMemberRequest{Member: self})
+				return err
+			}()
+			if err == nil {
+				d.log.Info("joined the cluster", "via", addr)
+				return
+			}
+			d.log.Warn("join failed; retrying", "via", addr, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+// leaderLoop runs the leader's duties for as long as this member leads.
+func (d *Daemon) leaderLoop(ctx context.Context) {
+	var stop context.CancelFunc = func() {}
+	defer func() { stop() }()
+	start := func() {
+		stop()
+		lctx, cancel := context.WithCancel(ctx)
+		stop = cancel
+		go func() {
+			// Apply everything the previous leader committed before deciding anything.
+			if err := d.node.Barrier(lctx); err != nil {
+				d.log.Warn("leader barrier", "err", err)
+			}
+			for lctx.Err() == nil {
+				if err := d.srv.RegisterSelf(lctx); err == nil {
+					break
+				} else {
+					d.log.Warn("register self", "err", err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			(&ownership.Assigner{Node: d.node, Grace: d.cfg.Ownership.Grace.Duration, Log: d.log.With("component", "ownership")}).Run(lctx)
+		}()
+	}
+	if d.node.IsLeader() {
+		start()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-d.node.LeaderChanges():
+			if leader {
+				d.log.Info("became raft leader")
+				start()
+			} else {
+				d.log.Info("no longer raft leader")
+				stop()
+				stop = func() {}
+			}
+		}
+	}
+}
+
+// healthLoop reports SERVING while a leader is known, so load balancers and
+// scripts in front of the API can wait for a usable member.
+func (d *Daemon) healthLoop(ctx context.Context) {
+	last := healthpb.HealthCheckResponse_UNKNOWN
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if d.srv.Ready() {
+			if _, ok := d.node.FSM.Member(d.cfg.ID); ok || d.node.IsLeader() {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+		}
+		if st != last {
+			d.health.SetServingStatus("", st)
+			last = st
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reconcileLoop drives the data plane from the FSM: on every change, and
+// every resyncInterval to repair what someone else changed in the kernel.
+func (d *Daemon) reconcileLoop(ctx context.Context) {
+	const resyncInterval = 30 * time.Second
+	failures := 0
+	for {
+		changed := d.node.FSM.Changed()
+		owned, _ := d.node.FSM.List(fsm.Filter{Owner: d.cfg.ID})
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := d.dp.Reconcile(cctx, owned)
+		cancel()
+		wait := resyncInterval
+		if err != nil {
+			failures++
+			wait = min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)
+			d.log.Error("reconcile data plane", "owned", len(owned), "err", err, "retry_in", wait)
+		} else {
+			failures = 0
+			vips := make([]string, 0, len(owned))
+			seen := map[string]bool{}
+			for _, vs := range owned {
+				if !seen[vs.Vip] {
+					seen[vs.Vip] = true
+					vips = append(vips, vs.Vip)
+				}
+			}
+			<-d.owned
+			d.owned <- vips
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Stop shuts lbd down: the API stops accepting calls, raft stops, and the data
+// plane is closed without withdrawing what it programmed (a restart must not
+// disturb traffic).
+func (d *Daemon) Stop() error {
+	d.stopBG()
+	stopped := make(chan struct{})
+	go func() { d.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		d.grpc.Stop() // watches never end by themselves
+	}
+	d.srv.Close()
+	err := d.node.Shutdown()
+	if cerr := d.dp.Close(); err == nil {
+		err = cerr
+	}
+	d.log.Info("lbd stopped")
+	return err
+}

@@ -1,0 +1,139 @@
+// Command lbd is the edgelb daemon: one member of the raft-replicated edge
+// cluster, which programs the VIPs it owns into the kernel's IPVS.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/daemon"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg := config.Default()
+	var cfgFile string
+	var join []string
+	cmd := &cobra.Command{
+		Use:   "lbd",
+		Short: "edgelb daemon: a member of the edge load-balancer cluster",
+		Long: `lbd keeps the cluster's virtual services (VIPs, ports, backends) in a
+raft-replicated store shared by 3–5 edge hosts, and programs the VIPs this host
+owns into the kernel's IPVS, adds them to the data interface and announces them.
+
+With no flags it starts a single-member cluster on loopback with its data in
+./lbd-data. Flags override the config file; the config file overrides defaults.`,
+		Example: `  # A single member for a first look (no kernel changes):
+  lbd --data-plane=none
+
+  # The first member of a production cluster:
+  lbd --id edge1 --api-addr 10.0.0.11:7700 --raft-addr 10.0.0.11:7701 --interface eth0
+
+  # The others join it (a restarted member rejoins from its data dir by itself):
+  lbd --id edge2 --api-addr 10.0.0.12:7700 --raft-addr 10.0.0.12:7701 --join 10.0.0.11:7700
+
+  # From a file (see configs/lbd.yaml):
+  lbd --config /etc/edgelb/lbd.yaml`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgFile != "" {
+				base := config.Default()
+				if err := base.Load(cfgFile); err != nil {
+					return err
+				}
+				// Flags the user set win over the file.
+				f := cmd.Flags()
+				override := cfg
+				cfg = base
+				if f.Changed("id") {
+					cfg.ID = override.ID
+				}
+				if f.Changed("data-dir") {
+					cfg.DataDir = override.DataDir
+				}
+				if f.Changed("api-addr") {
+					cfg.APIAddr = override.APIAddr
+				}
+				if f.Changed("raft-addr") {
+					cfg.RaftAddr = override.RaftAddr
+				}
+				if f.Changed("data-plane") {
+					cfg.DataPlane.Mode = override.DataPlane.Mode
+				}
+				if f.Changed("interface") {
+					cfg.DataPlane.Interface = override.DataPlane.Interface
+				}
+				if f.Changed("snat") {
+					cfg.DataPlane.SNAT = override.DataPlane.SNAT
+				}
+				if f.Changed("log-format") {
+					cfg.Log.Format = override.Log.Format
+				}
+				if f.Changed("log-level") {
+					cfg.Log.Level = override.Log.Level
+				}
+			}
+			if len(join) > 0 {
+				cfg.Join = nil
+				for _, j := range join {
+					for _, p := range strings.Split(j, ",") {
+						if p = strings.TrimSpace(p); p != "" {
+							cfg.Join = append(cfg.Join, p)
+						}
+					}
+				}
+			}
+			log := newLogger(cfg.Log)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return daemon.Run(ctx, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&cfgFile, "config", "c", "", "YAML config file (flags override it)")
+	f.StringVar(&cfg.ID, "id", cfg.ID, "member id, unique in the cluster (default: host name)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the raft log, snapshots and data-plane state")
+	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "gRPC API address, IP:port that lbctl and peers dial")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "raft address, IP:port that peers dial")
+	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join (comma-separated); omit to bootstrap a new cluster")
+	f.StringVar(&cfg.DataPlane.Mode, "data-plane", cfg.DataPlane.Mode, "ipvs, or none for a control-plane-only member (no kernel changes)")
+	f.StringVar(&cfg.DataPlane.Interface, "interface", cfg.DataPlane.Interface, "data interface VIPs are added to")
+	f.StringVar(&cfg.DataPlane.SNAT, "snat", cfg.DataPlane.SNAT, "SNAT backend for nat mode: auto, iptables-legacy, iptables-nft, nft, none")
+	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
+	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
+	for flag, vals := range map[string][]string{
+		"data-plane": {"ipvs", "none"}, "snat": {"auto", "iptables-legacy", "iptables-nft", "nft", "none"},
+		"log-format": {"text", "json"}, "log-level": {"debug", "info", "warn", "error"},
+	} {
+		cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))
+	}
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "lbd:", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,65 @@
+package ownership
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/node"
+)
+
+// maxBatch bounds one SetOwners command, so a mass move (a member with 10k VIPs
+// died) is committed as several log entries of reasonable size.
+const maxBatch = 1000
+
+// Assigner runs on the leader and commits ownership decisions.
+type Assigner struct {
+	Node *node.Node
+	// Grace is how long a follower may miss heartbeats before its VIPs move.
+	Grace time.Duration
+	Log   *slog.Logger
+}
+
+// Run assigns until ctx ends (the leader cancels it when it steps down).
+func (a *Assigner) Run(ctx context.Context) {
+	f := a.Node.FSM
+	self := a.Node.ID()
+	tick := time.NewTicker(max(a.Grace/4, 50*time.Millisecond))
+	defer tick.Stop()
+	for {
+		changed := f.Changed()
+		silence := a.Node.PeerSilence()
+		alive := func(id string) bool {
+			d, failing := silence[id]
+			return id == self || !failing || d < a.Grace
+		}
+		vss, _ := f.List(fsm.Filter{})
+		plan := Plan(vss, f.Members(), alive)
+		for len(plan) > 0 && ctx.Err() == nil {
+			n := min(len(plan), maxBatch)
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			res, err := a.Node.Apply(cctx, &raftv1.Command{Op: &raftv1.Command_SetOwners{SetOwners: &raftv1.SetOwners{Assignments: plan[:n]}}})
+			cancel()
+			if err == nil {
+				err = res.Err()
+			}
+			if err != nil {
+				a.Log.Warn("commit VIP assignments", "count", n, "err", err)
+				break
+			}
+			for _, as := range plan[:n] {
+				a.Log.Info("VIP assigned", "service", as.Tenant+"/"+as.Name, "owner", as.Owner, "reason", as.Reason)
+			}
+			plan = plan[n:]
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-a.Node.PeerChanges():
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,268 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgelb/edgelb/lbd/validate"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+)
+
+// onLeader runs local when this member leads, else call on the leader's
+// ClusterService. Membership changes go through raft's configuration, which
+// only the leader can change, so they are forwarded as whole calls.
+func onLeader[T any](ctx context.Context, s *Server, local func(context.Context) (T, error), remote func(context.Context, edgelbv1.ClusterServiceClient) (T, error)) (T, error) {
+	var zero T
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
+		defer cancel()
+	}
+	for attempt := 0; ; attempt++ {
+		if s.node.IsLeader() {
+			return local(ctx)
+		}
+		id, addr := s.leaderAPI()
+		if addr != "" {
+			conn, err := s.peer(addr)
+			if err != nil {
+				return zero, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
+			}
+			return remote(ctx, edgelbv1.NewClusterServiceClient(conn))
+		}
+		select {
+		case <-ctx.Done():
+			return zero, status.Error(codes.Unavailable, "no raft leader known; check that a majority of members is up")
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func (s *Server) ListMembers(ctx context.Context, req *edgelbv1.ListMembersRequest) (*edgelbv1.ListMembersResponse, error) {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read raft configuration: %v", err)
+	}
+	byID := map[string]*edgelbv1.Member{}
+	for _, m := range s.fsm.Members() {
+		m.Suffrage = "removed"
+		byID[m.Id] = m
+	}
+	for _, sv := range servers {
+		m, ok := byID[sv.ID]
+		if !ok {
+			// In raft but not yet registered (joining).
+			m = &edgelbv1.Member{Id: sv.ID, RaftAddress: sv.Address}
+			byID[sv.ID] = m
+		}
+		m.Suffrage = "voter"
+		if !sv.Voter {
+			m.Suffrage = "nonvoter"
+		}
+	}
+	out := make([]*edgelbv1.Member, 0, len(byID))
+	for _, m := range byID {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
+	leader, _ := s.node.Leader()
+	return &edgelbv1.ListMembersResponse{Members: out, LeaderId: leader}, nil
+}
+
+// AddMember adds a member to raft's configuration and registers it in the
+// member table. Re-adding a member with the same addresses is a no-op, so a
+// joining lbd may retry.
+func (s *Server) AddMember(ctx context.Context, req *edgelbv1.AddMemberRequest) (*edgelbv1.AddMemberResponse, error) {
+	var m *edgelbv1.Member
+	if req.Member != nil {
+		m = proto.Clone(req.Member).(*edgelbv1.Member)
+	}
+	if err := validate.Member(m); err != nil {
+		return nil, err
+	}
+	m.Suffrage = ""
+	return onLeader(ctx, s, func(ctx context.Context) (*edgelbv1.AddMemberResponse, error) {
+		for _, other := range s.fsm.Members() {
+			if other.Id != m.Id && (other.RaftAddress == m.RaftAddress || other.ApiAddress == m.ApiAddress) {
+				return nil, status.Errorf(codes.AlreadyExists, "member %s already uses raft address %s / API address %s; remove it first or pick other addresses",
+					other.Id, other.RaftAddress, other.ApiAddress)
+			}
+		}
+		if err := s.node.AddVoter(ctx, m.Id, m.RaftAddress, req.Nonvoter); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "add %s (%s) to raft: %v", m.Id, m.RaftAddress, err)
+		}
+		m.State = edgelbv1.MemberState_MEMBER_STATE_ACTIVE
+		res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: m}}})
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("member added", "id", m.Id, "raft_addr", m.RaftAddress, "api_addr", m.ApiAddress, "nonvoter", req.Nonvoter)
+		return &edgelbv1.AddMemberResponse{Member: res.Member}, nil
+	}, func(ctx context.Context, c edgelbv1.ClusterServiceClient) (*edgelbv1.AddMemberResponse, error) {
+		return c.AddMember(ctx, req)
+	})
+}
+
+func (s *Server) RemoveMember(ctx context.Context, req *edgelbv1.RemoveMemberRequest) (*edgelbv1.RemoveMemberResponse, error) {
+	if err := validate.Name("id", req.Id, 63); err != nil {
+		return nil, err
+	}
+	return onLeader(ctx, s, func(ctx context.Context) (*edgelbv1.RemoveMemberResponse, error) {
+		servers, err := s.node.Servers()
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "read raft configuration: %v", err)
+		}
+		inRaft := false
+		for _, sv := range servers {
+			inRaft = inRaft || sv.ID == req.Id
+		}
+		_, inTable := s.fsm.Member(req.Id)
+		if !inRaft && !inTable {
+			return nil, status.Errorf(codes.NotFound, "member %s not found (lbctl member list)", req.Id)
+		}
+		if inRaft && len(servers) == 1 {
+			return nil, status.Errorf(codes.FailedPrecondition, "member %s is the only member; a cluster cannot remove its last member", req.Id)
+		}
+		// Table first: its VIPs lose their owner and are reassigned while the
+		// member can still be told; removing the leader itself makes it step down.
+		if inTable {
+			if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_RemoveMember{RemoveMember: &raftv1.RemoveMember{Id: req.Id}}}); err != nil {
+				return nil, err
+			}
+		}
+		if inRaft {
+			if err := s.node.RemoveServer(ctx, req.Id); err != nil {
+				return nil, status.Errorf(codes.Unavailable, "remove %s from raft: %v", req.Id, err)
+			}
+		}
+		s.log.Info("member removed", "id", req.Id)
+		return &edgelbv1.RemoveMemberResponse{}, nil
+	}, func(ctx context.Context, c edgelbv1.ClusterServiceClient) (*edgelbv1.RemoveMemberResponse, error) {
+		return c.RemoveMember(ctx, req)
+	})
+}
+
+func (s *Server) memberOrStub(id string) *edgelbv1.Member {
+	if m, ok := s.fsm.Member(id); ok {
+		return m
+	}
+	if id == s.opts.Self.Id {
+		return proto.Clone(s.opts.Self).(*edgelbv1.Member)
+	}
+	_, addr := s.node.Leader()
+	return &edgelbv1.Member{Id: id, RaftAddress: addr}
+}
+
+func (s *Server) GetLeader(ctx context.Context, req *edgelbv1.GetLeaderRequest) (*edgelbv1.GetLeaderResponse, error) {
+	id, _ := s.node.Leader()
+	if id == "" {
+		return nil, status.Error(codes.Unavailable, "no leader elected; check that a majority of members is up")
+	}
+	return &edgelbv1.GetLeaderResponse{Leader: s.memberOrStub(id), Term: s.node.Status().Term}, nil
+}
+
+func (s *Server) TransferLeadership(ctx context.Context, req *edgelbv1.TransferLeadershipRequest) (*edgelbv1.TransferLeadershipResponse, error) {
+	if req.TargetId != "" {
+		if err := validate.Name("target_id", req.TargetId, 63); err != nil {
+			return nil, err
+		}
+	}
+	return onLeader(ctx, s, func(ctx context.Context) (*edgelbv1.TransferLeadershipResponse, error) {
+		if req.TargetId == s.opts.Self.Id {
+			return &edgelbv1.TransferLeadershipResponse{Leader: s.memberOrStub(req.TargetId)}, nil
+		}
+		if err := s.node.TransferLeadership(req.TargetId); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "transfer leadership to %q: %v", req.TargetId, err)
+		}
+		// Wait for this member to learn the new leader, so the answer names it.
+		for ctx.Err() == nil {
+			if id, _ := s.node.Leader(); id != "" && id != s.opts.Self.Id {
+				return &edgelbv1.TransferLeadershipResponse{Leader: s.memberOrStub(id)}, nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil, status.Error(codes.DeadlineExceeded, "leadership transfer started but no new leader was seen in time")
+	}, func(ctx context.Context, c edgelbv1.ClusterServiceClient) (*edgelbv1.TransferLeadershipResponse, error) {
+		return c.TransferLeadership(ctx, req)
+	})
+}
+
+// GetMemberStatus answers for this member, or asks the named member.
+func (s *Server) GetMemberStatus(ctx context.Context, req *edgelbv1.GetMemberStatusRequest) (*edgelbv1.GetMemberStatusResponse, error) {
+	if req.Id == "" || req.Id == s.opts.Self.Id {
+		return &edgelbv1.GetMemberStatusResponse{Status: s.localStatus()}, nil
+	}
+	if err := validate.Name("id", req.Id, 63); err != nil {
+		return nil, err
+	}
+	m, ok := s.fsm.Member(req.Id)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "member %s not found (lbctl member list)", req.Id)
+	}
+	conn, err := s.peer(m.ApiAddress)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "connect to member %s at %s: %v", m.Id, m.ApiAddress, err)
+	}
+	resp, err := edgelbv1.NewClusterServiceClient(conn).GetMemberStatus(ctx, &edgelbv1.GetMemberStatusRequest{Id: req.Id})
+	if err != nil {
+		st := status.Convert(err)
+		return nil, status.Errorf(st.Code(), "member %s at %s: %s", m.Id, m.ApiAddress, st.Message())
+	}
+	return resp, nil
+}
+
+func (s *Server) localStatus() *edgelbv1.MemberStatus {
+	st := s.node.Status()
+	leader, _ := s.node.Leader()
+	var owned []string
+	if s.opts.OwnedVIPs != nil {
+		owned = s.opts.OwnedVIPs()
+	} else {
+		vss, _ := s.fsm.List(fsm.Filter{Owner: s.opts.Self.Id})
+		seen := map[string]bool{}
+		for _, vs := range vss {
+			if !seen[vs.Vip] {
+				seen[vs.Vip] = true
+				owned = append(owned, vs.Vip)
+			}
+		}
+	}
+	return &edgelbv1.MemberStatus{
+		Member:           s.memberOrStub(s.opts.Self.Id),
+		RaftState:        st.State,
+		Term:             st.Term,
+		LastAppliedIndex: st.LastApplied,
+		CommitIndex:      st.CommitIndex,
+		LastLogIndex:     st.LastLogIndex,
+		LeaderId:         leader,
+		OwnedVips:        owned,
+		Revision:         s.fsm.Revision(),
+		DataPlane:        s.opts.DataPlane,
+		Version:          s.opts.Version,
+	}
+}
+
+// RegisterSelf puts this member into the member table; the leader calls it on
+// taking office so a bootstrapped or restarted member is listed with its API address.
+func (s *Server) RegisterSelf(ctx context.Context) error {
+	if m, ok := s.fsm.Member(s.opts.Self.Id); ok {
+		want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
+		want.State = m.State
+		if proto.Equal(m, want) {
+			return nil
+		}
+	}
+	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: s.opts.Self}}})
+	if err != nil {
+		return fmt.Errorf("register member %s: %w", s.opts.Self.Id, err)
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"context"
+	"net/netip"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgelb/edgelb/lbd/validate"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+func isV6(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	return err == nil && a.Is6()
+}
+
+func (s *Server) CreateAddressPool(ctx context.Context, req *edgelbv1.CreateAddressPoolRequest) (*edgelbv1.CreateAddressPoolResponse, error) {
+	var p *edgelbv1.AddressPool
+	if req.Pool != nil {
+		p = proto.Clone(req.Pool).(*edgelbv1.AddressPool)
+	}
+	if err := validate.AddressPool(p, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_CreateAddressPool{
+		CreateAddressPool: &raftv1.CreateAddressPool{Pool: p},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.CreateAddressPoolResponse{Pool: res.Pool}, nil
+}
+
+func (s *Server) GetAddressPool(ctx context.Context, req *edgelbv1.GetAddressPoolRequest) (*edgelbv1.GetAddressPoolResponse, error) {
+	if err := validate.Name("name", req.Name, 63); err != nil {
+		return nil, err
+	}
+	p, used, size, ok := s.fsm.Pool(req.Name)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "address pool %s not found (lbctl pool list)", req.Name)
+	}
+	return &edgelbv1.GetAddressPoolResponse{Pool: p, Used: used, Size: size}, nil
+}
+
+func (s *Server) ListAddressPools(ctx context.Context, req *edgelbv1.ListAddressPoolsRequest) (*edgelbv1.ListAddressPoolsResponse, error) {
+	return &edgelbv1.ListAddressPoolsResponse{Pools: s.fsm.Pools()}, nil
+}
+
+func (s *Server) DeleteAddressPool(ctx context.Context, req *edgelbv1.DeleteAddressPoolRequest) (*edgelbv1.DeleteAddressPoolResponse, error) {
+	if err := validate.Name("name", req.Name, 63); err != nil {
+		return nil, err
+	}
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_DeleteAddressPool{
+		DeleteAddressPool: &raftv1.DeleteAddressPool{Name: req.Name},
+	}}); err != nil {
+		return nil, err
+	}
+	return &edgelbv1.DeleteAddressPoolResponse{}, nil
+}

@@ -1,0 +1,121 @@
+// Package server is lbd's gRPC API: it validates requests, turns writes into
+// raft commands (forwarding them to the leader when this member is a follower),
+// and answers reads and watches from the local replica of the state.
+package server
+
+import (
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/edgelb/edgelb/lbd/validate"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/node"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Self is this member as it registers itself in the member table.
+	Self *edgelbv1.Member
+	// DataPlane names the data plane for status ("ipvs", "control-plane-only").
+	DataPlane string
+	Version   string
+	Limits    validate.Limits
+	Logger    *slog.Logger
+	// PeerCreds secure the connections this member opens to other members'
+	// APIs (forwarded writes); nil means plaintext.
+	PeerCreds credentials.TransportCredentials
+	// OwnedVIPs reports the VIPs the local data plane currently programs.
+	OwnedVIPs func() []string
+}
+
+// Server implements the edgelb.v1 services and the internal PeerService.
+type Server struct {
+	edgelbv1.UnimplementedVirtualServiceServiceServer
+	edgelbv1.UnimplementedAddressPoolServiceServer
+	edgelbv1.UnimplementedClusterServiceServer
+	edgelbv1.UnimplementedWatchServiceServer
+	raftv1.UnimplementedPeerServiceServer
+
+	node *node.Node
+	fsm  *fsm.FSM
+	opts Options
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by API address
+}
+
+// New returns a Server over a running raft member.
+func New(n *node.Node, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Limits == (validate.Limits{}) {
+		opts.Limits = validate.DefaultLimits
+	}
+	if opts.PeerCreds == nil {
+		opts.PeerCreds = insecure.NewCredentials()
+	}
+	return &Server{node: n, fsm: n.FSM, opts: opts, log: opts.Logger, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Register adds every service to g.
+func (s *Server) Register(g *grpc.Server) {
+	edgelbv1.RegisterVirtualServiceServiceServer(g, s)
+	edgelbv1.RegisterAddressPoolServiceServer(g, s)
+	edgelbv1.RegisterClusterServiceServer(g, s)
+	edgelbv1.RegisterWatchServiceServer(g, s)
+	raftv1.RegisterPeerServiceServer(g, s)
+}
+
+// peer returns a (cached) client connection to another member's API.
+func (s *Server) peer(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(s.opts.PeerCreds))
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// Close closes connections to peers.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a, c := range s.conns {
+		c.Close()
+		delete(s.conns, a)
+	}
+}
+
+// leaderAPI returns the leader's id and API address, if known.
+func (s *Server) leaderAPI() (id, addr string) {
+	id, _ = s.node.Leader()
+	if id == "" {
+		return "", ""
+	}
+	if id == s.opts.Self.Id {
+		return id, s.opts.Self.ApiAddress
+	}
+	if m, ok := s.fsm.Member(id); ok {
+		return id, m.ApiAddress
+	}
+	return id, ""
+}
+
+// Ready reports whether the member knows a leader (its API can serve writes).
+func (s *Server) Ready() bool {
+	id, _ := s.node.Leader()
+	return id != ""
+}

@@ -1,0 +1,220 @@
+package server
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgelb/edgelb/lbd/validate"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+)
+
+func serviceKey(tenant, name string) (fsm.Key, error) {
+	if err := validate.Tenant("tenant", &tenant); err != nil {
+		return fsm.Key{}, err
+	}
+	if err := validate.Name("name", name, 253); err != nil {
+		return fsm.Key{}, err
+	}
+	return fsm.Key{Tenant: tenant, Name: name}, nil
+}
+
+// CreateVirtualService validates the service and commits it. The FSM allocates
+// the VIP (when none is requested) and refuses duplicates.
+func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateVirtualServiceRequest) (*edgelbv1.CreateVirtualServiceResponse, error) {
+	vs := proto.Clone(req.GetService()).(*edgelbv1.VirtualService)
+	if req.GetService() == nil {
+		vs = nil
+	}
+	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_CreateVirtualService{
+		CreateVirtualService: &raftv1.CreateVirtualService{Service: vs, Owner: s.initialOwner(vs)},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.CreateVirtualServiceResponse{Service: res.Service}, nil
+}
+
+// initialOwner picks the owner recorded with a new service, so that it is
+// programmed right after the commit instead of one assignment round later. The
+// leader's assigner has the final word.
+func (s *Server) initialOwner(vs *edgelbv1.VirtualService) string {
+	if vs.PinnedMember != "" {
+		if _, ok := s.fsm.Member(vs.PinnedMember); ok {
+			return vs.PinnedMember
+		}
+	}
+	id, _ := s.node.Leader()
+	return id
+}
+
+func (s *Server) GetVirtualService(ctx context.Context, req *edgelbv1.GetVirtualServiceRequest) (*edgelbv1.GetVirtualServiceResponse, error) {
+	k, err := serviceKey(req.Tenant, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	vs, ok := s.fsm.Service(k)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "virtual service %s not found (lbctl vip list --tenant %s)", k, k.Tenant)
+	}
+	return &edgelbv1.GetVirtualServiceResponse{Service: vs}, nil
+}
+
+func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirtualServicesRequest) (*edgelbv1.ListVirtualServicesResponse, error) {
+	if req.Tenant != "" {
+		if err := validate.Name("tenant", req.Tenant, 63); err != nil {
+			return nil, err
+		}
+	}
+	if req.Vip != "" {
+		if _, err := validate.VIP("vip", req.Vip); err != nil {
+			return nil, err
+		}
+	}
+	vss, rev := s.fsm.List(fsm.Filter{Tenant: req.Tenant, Labels: req.Labels, Pool: req.Pool, VIP: req.Vip})
+	return &edgelbv1.ListVirtualServicesResponse{Services: vss, Revision: rev}, nil
+}
+
+func (s *Server) UpdateVirtualService(ctx context.Context, req *edgelbv1.UpdateVirtualServiceRequest) (*edgelbv1.UpdateVirtualServiceResponse, error) {
+	vs := proto.Clone(req.GetService()).(*edgelbv1.VirtualService)
+	if req.GetService() == nil {
+		vs = nil
+	}
+	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_UpdateVirtualService{
+		UpdateVirtualService: &raftv1.UpdateVirtualService{Service: vs, ExpectedGeneration: req.ExpectedGeneration},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.UpdateVirtualServiceResponse{Service: res.Service}, nil
+}
+
+func (s *Server) DeleteVirtualService(ctx context.Context, req *edgelbv1.DeleteVirtualServiceRequest) (*edgelbv1.DeleteVirtualServiceResponse, error) {
+	k, err := serviceKey(req.Tenant, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_DeleteVirtualService{
+		DeleteVirtualService: &raftv1.DeleteVirtualService{Tenant: k.Tenant, Name: k.Name, ExpectedGeneration: req.ExpectedGeneration},
+	}}); err != nil {
+		return nil, err
+	}
+	return &edgelbv1.DeleteVirtualServiceResponse{}, nil
+}
+
+func (s *Server) SetBackends(ctx context.Context, req *edgelbv1.SetBackendsRequest) (*edgelbv1.SetBackendsResponse, error) {
+	k, err := serviceKey(req.Tenant, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	bs := make([]*edgelbv1.Backend, len(req.Backends))
+	for i, b := range req.Backends {
+		if b != nil {
+			bs[i] = proto.Clone(b).(*edgelbv1.Backend)
+		}
+	}
+	// The family and DR rules depend on the stored VIP; the FSM re-checks them
+	// against the state the command applies to.
+	want6, dr := s.shape(k, bs)
+	if err := validate.Backends("backends", bs, want6, dr, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetBackends{
+		SetBackends: &raftv1.SetBackends{Tenant: k.Tenant, Name: k.Name, Backends: bs, ExpectedGeneration: req.ExpectedGeneration},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.SetBackendsResponse{Service: res.Service}, nil
+}
+
+// shape returns the family and DR-ness of a stored service, or, when it is not
+// known here, that of the first backend (so validation does not refuse on a guess).
+func (s *Server) shape(k fsm.Key, bs []*edgelbv1.Backend) (want6, dr bool) {
+	if vs, ok := s.fsm.Service(k); ok {
+		return isV6(vs.Vip), vs.ForwardingMode == edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	}
+	if len(bs) > 0 && bs[0] != nil {
+		return isV6(bs[0].Address), false
+	}
+	return false, false
+}
+
+func (s *Server) AddBackend(ctx context.Context, req *edgelbv1.AddBackendRequest) (*edgelbv1.AddBackendResponse, error) {
+	k, err := serviceKey(req.Tenant, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	if req.Backend == nil {
+		return nil, status.Error(codes.InvalidArgument, "backend: is required (address and optional port, weight)")
+	}
+	b := proto.Clone(req.Backend).(*edgelbv1.Backend)
+	want6, dr := s.shape(k, []*edgelbv1.Backend{b})
+	if err := validate.Backend("backend", b, want6, dr); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_AddBackend{
+		AddBackend: &raftv1.AddBackend{Tenant: k.Tenant, Name: k.Name, Backend: b},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.AddBackendResponse{Service: res.Service}, nil
+}
+
+func backendRef(addr string, port uint32) (string, error) {
+	a, err := validate.VIP("address", addr)
+	if err != nil {
+		return "", status.Errorf(codes.InvalidArgument, "address: %q is not an IP address; name the backend as listed by lbctl vip get", addr)
+	}
+	if port > 65535 {
+		return "", status.Errorf(codes.InvalidArgument, "port: %d is out of range 0-65535", port)
+	}
+	return a.String(), nil
+}
+
+func (s *Server) RemoveBackend(ctx context.Context, req *edgelbv1.RemoveBackendRequest) (*edgelbv1.RemoveBackendResponse, error) {
+	k, err := serviceKey(req.Tenant, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := backendRef(req.Address, req.Port)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_RemoveBackend{
+		RemoveBackend: &raftv1.RemoveBackend{Tenant: k.Tenant, Name: k.Name, Address: addr, Port: req.Port},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.RemoveBackendResponse{Service: res.Service}, nil
+}
+
+func (s *Server) DrainBackend(ctx context.Context, req *edgelbv1.DrainBackendRequest) (*edgelbv1.DrainBackendResponse, error) {
+	k, err := serviceKey(req.Tenant, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := backendRef(req.Address, req.Port)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_DrainBackend{
+		DrainBackend: &raftv1.DrainBackend{Tenant: k.Tenant, Name: k.Name, Address: addr, Port: req.Port, Drained: req.Drained},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.DrainBackendResponse{Service: res.Service}, nil
+}

@@ -1,0 +1,153 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+)
+
+// defaultWriteTimeout bounds a write whose client set no deadline: long enough
+// to ride out a leader election, short enough that a client learns of a lost quorum.
+const defaultWriteTimeout = 15 * time.Second
+
+// notLeaderMsg is what PeerService.Apply answers on a member that lost
+// leadership; the forwarder retries on the new leader, since nothing was applied.
+const notLeaderMsg = "not the raft leader"
+
+// propose commits cmd: on the leader directly, on a follower by forwarding to the
+// leader. It returns once the result is visible on this member, so a client that
+// writes and then reads through the same member sees its write.
+func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
+		defer cancel()
+	}
+	cmd.Version = fsm.CommandVersion
+	if cmd.Time == nil {
+		cmd.Time = timestamppb.Now()
+	}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		res, retry, err := s.proposeOnce(ctx, cmd)
+		if !retry {
+			if err != nil {
+				return nil, err
+			}
+			if res.Code == codes.OK {
+				s.waitApplied(ctx, res.Revision)
+			}
+			return res, res.Err()
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, status.Errorf(codes.Unavailable, "no raft leader reachable (%v); check that a majority of members is up (lbctl member list)", lastErr)
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 20 * time.Millisecond << min(attempt, 4)
+	return min(d, 300*time.Millisecond)
+}
+
+// proposeOnce makes one attempt. retry is true when nothing can have been
+// applied (no leader known, leader moved before accepting), so trying again is safe.
+func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm.Result, retry bool, err error) {
+	if s.node.IsLeader() {
+		res, err := s.node.Apply(ctx, cmd)
+		switch {
+		case err == nil:
+			return res, false, nil
+		case errors.Is(err, raft.ErrNotLeader):
+			return nil, true, err
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout):
+			// The entry may or may not commit; the client must look before retrying.
+			return nil, false, status.Errorf(codes.Unavailable, "leadership changed while committing; the change may or may not have been applied: read it back before retrying (%v)", err)
+		default:
+			return nil, false, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
+		}
+	}
+	id, addr := s.leaderAPI()
+	if id == "" {
+		return nil, true, errors.New("no leader elected yet")
+	}
+	if addr == "" {
+		return nil, true, fmt.Errorf("leader %s has not registered its API address yet", id)
+	}
+	conn, err := s.peer(addr)
+	if err != nil {
+		return nil, false, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
+	}
+	resp, err := raftv1.NewPeerServiceClient(conn).Apply(ctx, &raftv1.ApplyRequest{Command: cmd})
+	if err != nil {
+		st := status.Convert(err)
+		if st.Code() == codes.Unavailable && st.Message() == notLeaderMsg {
+			return nil, true, err
+		}
+		if st.Code() == codes.Unavailable && attemptNotSent(err) {
+			return nil, true, err
+		}
+		return nil, false, status.Errorf(st.Code(), "forward to leader %s at %s: %s", id, addr, st.Message())
+	}
+	return &fsm.Result{
+		Code: codes.Code(resp.Code), Message: resp.Message, Revision: resp.Revision,
+		Service: resp.VirtualService, Pool: resp.AddressPool, Member: resp.Member,
+	}, false, nil
+}
+
+// attemptNotSent reports whether a forwarding error happened before the
+// request could reach the leader (connection refused): safe to retry.
+func attemptNotSent(err error) bool {
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host")
+}
+
+// waitApplied waits (bounded by ctx) until the local FSM has applied rev.
+func (s *Server) waitApplied(ctx context.Context, rev uint64) {
+	for {
+		ch := s.fsm.Changed()
+		if s.fsm.Revision() >= rev || s.node.Status().LastApplied >= rev {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Apply is the PeerService call followers use to forward writes to the leader.
+func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.ApplyResponse, error) {
+	if req.Command == nil {
+		return nil, status.Error(codes.InvalidArgument, "command is required")
+	}
+	if !s.node.IsLeader() {
+		return nil, status.Error(codes.Unavailable, notLeaderMsg)
+	}
+	res, err := s.node.Apply(ctx, req.Command)
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return nil, status.Error(codes.Unavailable, notLeaderMsg)
+		}
+		return nil, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
+	}
+	return &raftv1.ApplyResponse{
+		Code: int32(res.Code), Message: res.Message, Revision: res.Revision,
+		VirtualService: res.Service, AddressPool: res.Pool, Member: res.Member,
+	}, nil
+}
