@@ -71,7 +71,9 @@ type Raft struct {
 	HeartbeatTimeout   Duration `json:"heartbeatTimeout"`
 	ElectionTimeout    Duration `json:"electionTimeout"`
 	LeaderLeaseTimeout Duration `json:"leaderLeaseTimeout"`
-	SnapshotThreshold  uint64   `json:"snapshotThreshold"`
+	// SnapshotThreshold log entries between snapshots, checked every SnapshotInterval.
+	SnapshotThreshold uint64   `json:"snapshotThreshold"`
+	SnapshotInterval  Duration `json:"snapshotInterval"`
 }
 
 // Ownership configures VIP assignment.

@@ -93,6 +93,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 			LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout.Duration, CommitTimeout: 10 * time.Millisecond,
 		},
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold,
+		SnapshotInterval:  cfg.Raft.SnapshotInterval.Duration,
 		Logger:            log.With("component", "raft"),
 		LogJSON:           cfg.Log.Format == "json",
 	}, f)

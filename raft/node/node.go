@@ -61,7 +61,9 @@ type Config struct {
 	Timing    Timing
 	// SnapshotThreshold is the number of log entries between snapshots (0: raft's default).
 	SnapshotThreshold uint64
-	Logger            *slog.Logger
+	// SnapshotInterval is how often raft checks the threshold (0: raft's default, 2m).
+	SnapshotInterval time.Duration
+	Logger           *slog.Logger
 	// LogOutput receives raft's own log lines (default stderr).
 	LogOutput io.Writer
 	LogJSON   bool
@@ -108,6 +110,9 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	rc.CommitTimeout = cfg.Timing.CommitTimeout
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
 	}
 	rc.Logger = hclog.New(&hclog.LoggerOptions{
 		Name: "raft", Level: hclog.Info, Output: cfg.LogOutput, JSONFormat: cfg.LogJSON,
