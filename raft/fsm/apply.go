@@ -356,6 +356,40 @@ func (a *applier) setOwners(c *raftv1.SetOwners) *Result {
 	return &Result{}
 }
 
+// setBackendHealth records the owner's health observations. Reports from a
+// member that no longer owns the service are dropped: after a failover only
+// the new owner's checks count.
+func (a *applier) setBackendHealth(c *raftv1.SetBackendHealth) *Result {
+	changed := map[Key]*edgelbv1.VirtualService{}
+	var order []Key
+	for _, u := range c.Updates {
+		k := Key{u.Tenant, u.Name}
+		vs, ok := changed[k]
+		if !ok {
+			cur, exists := a.st().services[k]
+			if !exists || cur.Owner == "" || cur.Owner != u.Reporter {
+				continue
+			}
+			vs = cloneVS(cur)
+		}
+		i := findBackend(vs.Backends, u.Address, u.Port)
+		if i < 0 || u.Health == nil || proto.Equal(vs.Backends[i].Health, u.Health) {
+			continue
+		}
+		vs.Backends[i].Health = proto.Clone(u.Health).(*edgelbv1.BackendHealth)
+		if !ok {
+			changed[k] = vs
+			order = append(order, k)
+		}
+	}
+	for _, k := range order {
+		vs := changed[k]
+		a.st().putService(vs)
+		a.emit(put, "backend health changed", vs)
+	}
+	return &Result{}
+}
+
 func (a *applier) sortedServices() []*edgelbv1.VirtualService {
 	vss, _, _ := a.st().snapshot()
 	return vss

@@ -131,6 +131,8 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r = a.removeMember(op.RemoveMember)
 	case *raftv1.Command_SetOwners:
 		r = a.setOwners(op.SetOwners)
+	case *raftv1.Command_SetBackendHealth:
+		r = a.setBackendHealth(op.SetBackendHealth)
 	default:
 		r = fail(codes.InvalidArgument, "empty or unknown command")
 	}

@@ -45,6 +45,7 @@ type Command struct {
 	//	*Command_PutMember
 	//	*Command_RemoveMember
 	//	*Command_SetOwners
+	//	*Command_SetBackendHealth
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -209,6 +210,15 @@ func (x *Command) GetSetOwners() *SetOwners {
 	return nil
 }
 
+func (x *Command) GetSetBackendHealth() *SetBackendHealth {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetBackendHealth); ok {
+			return x.SetBackendHealth
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -261,6 +271,10 @@ type Command_SetOwners struct {
 	SetOwners *SetOwners `protobuf:"bytes,21,opt,name=set_owners,json=setOwners,proto3,oneof"`
 }
 
+type Command_SetBackendHealth struct {
+	SetBackendHealth *SetBackendHealth `protobuf:"bytes,22,opt,name=set_backend_health,json=setBackendHealth,proto3,oneof"`
+}
+
 func (*Command_CreateVirtualService) isCommand_Op() {}
 
 func (*Command_UpdateVirtualService) isCommand_Op() {}
@@ -284,6 +298,8 @@ func (*Command_PutMember) isCommand_Op() {}
 func (*Command_RemoveMember) isCommand_Op() {}
 
 func (*Command_SetOwners) isCommand_Op() {}
+
+func (*Command_SetBackendHealth) isCommand_Op() {}
 
 type CreateVirtualService struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1013,6 +1029,138 @@ func (x *Assignment) GetReason() string {
 	return ""
 }
 
+// SetBackendHealth records health-check transitions observed by a VIP's owner.
+// Health is status, not spec: it does not bump the generation.
+type SetBackendHealth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Updates       []*HealthUpdate        `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBackendHealth) Reset() {
+	*x = SetBackendHealth{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBackendHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBackendHealth) ProtoMessage() {}
+
+func (x *SetBackendHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBackendHealth.ProtoReflect.Descriptor instead.
+func (*SetBackendHealth) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SetBackendHealth) GetUpdates() []*HealthUpdate {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+// HealthUpdate is one backend's new health in one virtual service.
+type HealthUpdate struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tenant  string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Address string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Port    uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	Health  *v1.BackendHealth      `protobuf:"bytes,5,opt,name=health,proto3" json:"health,omitempty"`
+	// The member that observed it; ignored unless it owns the service when applied.
+	Reporter      string `protobuf:"bytes,6,opt,name=reporter,proto3" json:"reporter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthUpdate) Reset() {
+	*x = HealthUpdate{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthUpdate) ProtoMessage() {}
+
+func (x *HealthUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthUpdate.ProtoReflect.Descriptor instead.
+func (*HealthUpdate) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *HealthUpdate) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *HealthUpdate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HealthUpdate) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *HealthUpdate) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *HealthUpdate) GetHealth() *v1.BackendHealth {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+func (x *HealthUpdate) GetReporter() string {
+	if x != nil {
+		return x.Reporter
+	}
+	return ""
+}
+
 // Snapshot is the whole FSM state, as written to raft snapshots.
 type Snapshot struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -1027,7 +1175,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1187,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1200,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1094,7 +1242,7 @@ var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\a\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\\\n" +
@@ -1113,7 +1261,8 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"put_member\x18\x13 \x01(\v2\x19.edgelb.raft.v1.PutMemberH\x00R\tputMember\x12C\n" +
 	"\rremove_member\x18\x14 \x01(\v2\x1c.edgelb.raft.v1.RemoveMemberH\x00R\fremoveMember\x12:\n" +
 	"\n" +
-	"set_owners\x18\x15 \x01(\v2\x19.edgelb.raft.v1.SetOwnersH\x00R\tsetOwnersB\x04\n" +
+	"set_owners\x18\x15 \x01(\v2\x19.edgelb.raft.v1.SetOwnersH\x00R\tsetOwners\x12P\n" +
+	"\x12set_backend_health\x18\x16 \x01(\v2 .edgelb.raft.v1.SetBackendHealthH\x00R\x10setBackendHealthB\x04\n" +
 	"\x02op\"a\n" +
 	"\x14CreateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12\x14\n" +
@@ -1161,7 +1310,16 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xf0\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"J\n" +
+	"\x10SetBackendHealth\x126\n" +
+	"\aupdates\x18\x01 \x03(\v2\x1c.edgelb.raft.v1.HealthUpdateR\aupdates\"\xb6\x01\n" +
+	"\fHealthUpdate\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\x120\n" +
+	"\x06health\x18\x05 \x01(\v2\x18.edgelb.v1.BackendHealthR\x06health\x12\x1a\n" +
+	"\breporter\x18\x06 \x01(\tR\breporter\"\xf0\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
@@ -1181,7 +1339,7 @@ func file_edgelb_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_command_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: edgelb.raft.v1.Command
 	(*CreateVirtualService)(nil),  // 1: edgelb.raft.v1.CreateVirtualService
@@ -1197,15 +1355,18 @@ var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*RemoveMember)(nil),          // 11: edgelb.raft.v1.RemoveMember
 	(*SetOwners)(nil),             // 12: edgelb.raft.v1.SetOwners
 	(*Assignment)(nil),            // 13: edgelb.raft.v1.Assignment
-	(*Snapshot)(nil),              // 14: edgelb.raft.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*v1.VirtualService)(nil),     // 16: edgelb.v1.VirtualService
-	(*v1.Backend)(nil),            // 17: edgelb.v1.Backend
-	(*v1.AddressPool)(nil),        // 18: edgelb.v1.AddressPool
-	(*v1.Member)(nil),             // 19: edgelb.v1.Member
+	(*SetBackendHealth)(nil),      // 14: edgelb.raft.v1.SetBackendHealth
+	(*HealthUpdate)(nil),          // 15: edgelb.raft.v1.HealthUpdate
+	(*Snapshot)(nil),              // 16: edgelb.raft.v1.Snapshot
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*v1.VirtualService)(nil),     // 18: edgelb.v1.VirtualService
+	(*v1.Backend)(nil),            // 19: edgelb.v1.Backend
+	(*v1.AddressPool)(nil),        // 20: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 21: edgelb.v1.Member
+	(*v1.BackendHealth)(nil),      // 22: edgelb.v1.BackendHealth
 }
 var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
-	15, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	17, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: edgelb.raft.v1.Command.create_virtual_service:type_name -> edgelb.raft.v1.CreateVirtualService
 	2,  // 2: edgelb.raft.v1.Command.update_virtual_service:type_name -> edgelb.raft.v1.UpdateVirtualService
 	3,  // 3: edgelb.raft.v1.Command.delete_virtual_service:type_name -> edgelb.raft.v1.DeleteVirtualService
@@ -1218,21 +1379,24 @@ var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
 	10, // 10: edgelb.raft.v1.Command.put_member:type_name -> edgelb.raft.v1.PutMember
 	11, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
 	12, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
-	16, // 13: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	16, // 14: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	17, // 15: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
-	17, // 16: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
-	18, // 17: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
-	19, // 18: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
-	13, // 19: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
-	16, // 20: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
-	18, // 21: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
-	19, // 22: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
+	18, // 14: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	18, // 15: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	19, // 16: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
+	19, // 17: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
+	20, // 18: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
+	21, // 19: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
+	13, // 20: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
+	15, // 21: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
+	22, // 22: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
+	18, // 23: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
+	20, // 24: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
+	21, // 25: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_command_proto_init() }
@@ -1253,6 +1417,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 		(*Command_PutMember)(nil),
 		(*Command_RemoveMember)(nil),
 		(*Command_SetOwners)(nil),
+		(*Command_SetBackendHealth)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1260,7 +1425,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_command_proto_rawDesc), len(file_edgelb_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
