@@ -1,10 +1,50 @@
 #!/usr/bin/env bash
-# The README's test command (make test). Everything CI runs.
+# The README's test command (make test): everything CI runs.
+#   1. proto: buf lint, generated code up to date, buf breaking vs the previous commit
+#   2. go vet and go test ./... (unit tests, fuzz seed corpora, the loopback
+#      3-member lbd cluster driven by lbctl)
+#   3. fuzz smoke: every Fuzz target for FUZZTIME (default 5s)
+#   4. real Kubernetes: kube-apiserver+etcd built from source (cached), the CCM
+#      with the edgelb cloud provider against a real lbd (EDGELB_E2E=1)
+#   5. real kernel: the User-Mode Linux scenarios (EDGELB_UML=1), when the harness exists
+# Set SKIP_E2E=1 to stop after step 3 (same as `make test-unit` plus fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== proto: buf lint, generate, breaking"
+FUZZTIME=${FUZZTIME:-5s}
+t0=$(date +%s)
+stage() { echo; echo "== $* ($(( $(date +%s) - t0 ))s)"; }
+
+stage "proto: buf lint, generate, breaking"
 bash scripts/proto.sh check
-echo "== go vet"
+
+stage "go vet"
 go vet ./...
-echo "== go test ./..."
+
+stage "go test ./..."
 go test ./...
+
+stage "fuzz smoke (${FUZZTIME} per target)"
+for pkg in $(go list ./...); do
+  targets=$(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true)
+  for f in $targets; do
+    echo "-- $pkg $f"
+    go test -run '^$' -fuzz "^${f}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/edgelb-fuzz.log 2>&1 || {
+      cat /tmp/edgelb-fuzz.log; echo "fuzz target $pkg $f failed (the crasher is under that package's testdata/fuzz)" >&2; exit 1; }
+  done
+done
+
+if [ "${SKIP_E2E:-0}" = 1 ]; then
+  stage "done (SKIP_E2E=1: Kubernetes and kernel scenarios skipped)"
+  exit 0
+fi
+
+stage "real Kubernetes API: kube-apiserver + etcd + CCM + lbd"
+bash integration/k8s/build-k8s-bins.sh >/dev/null
+EDGELB_E2E=1 go test -count=1 -timeout 20m ./integration/k8s/
+
+if [ -f scripts/e2e-uml.sh ]; then
+  stage "real kernel: User-Mode Linux scenarios"
+  bash scripts/e2e-uml.sh
+fi
+
+stage "all tests passed"

@@ -33,6 +33,7 @@ var Version = "dev"
 type DataPlane interface {
 	// Reconcile makes the kernel hold exactly these services (the ones this
 	// host owns); anything it programmed before and not listed is withdrawn.
+	// The services are the FSM's own immutable objects: read, never modify.
 	Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService) error
 	Close() error
 }
@@ -249,7 +250,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	failures := 0
 	for {
 		changed := d.node.FSM.Changed()
-		owned, _ := d.node.FSM.List(fsm.Filter{Owner: d.cfg.ID})
+		owned, _ := d.node.FSM.Shared(fsm.Filter{Owner: d.cfg.ID})
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := d.dp.Reconcile(cctx, owned)
 		cancel()
@@ -275,10 +276,17 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			// Let a burst of commits land so one pass covers them all.
+			time.Sleep(coalesce)
 		case <-time.After(wait):
 		}
 	}
 }
+
+// coalesce is how long the reconciler and the assigner let a burst of commits
+// accumulate before one pass over the state. It adds at most this much to the
+// time from commit to kernel; without it a write storm costs a full pass per write.
+const coalesce = 5 * time.Millisecond
 
 // Stop shuts lbd down: the API stops accepting calls, raft stops, and the data
 // plane is closed without withdrawing what it programmed (a restart must not

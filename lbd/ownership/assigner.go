@@ -35,7 +35,7 @@ func (a *Assigner) Run(ctx context.Context) {
 			d, failing := silence[id]
 			return id == self || !failing || d < a.Grace
 		}
-		vss, _ := f.List(fsm.Filter{})
+		vss, _ := f.Shared(fsm.Filter{})
 		plan := Plan(vss, f.Members(), alive)
 		for len(plan) > 0 && ctx.Err() == nil {
 			n := min(len(plan), maxBatch)
@@ -58,6 +58,7 @@ func (a *Assigner) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			time.Sleep(5 * time.Millisecond) // let a burst of commits land first
 		case <-a.Node.PeerChanges():
 		case <-tick.C:
 		}

@@ -226,7 +226,7 @@ func (s *Server) localStatus() *edgelbv1.MemberStatus {
 	if s.opts.OwnedVIPs != nil {
 		owned = s.opts.OwnedVIPs()
 	} else {
-		vss, _ := s.fsm.List(fsm.Filter{Owner: s.opts.Self.Id})
+		vss, _ := s.fsm.Shared(fsm.Filter{Owner: s.opts.Self.Id})
 		seen := map[string]bool{}
 		for _, vs := range vss {
 			if !seen[vs.Vip] {

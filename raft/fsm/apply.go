@@ -439,9 +439,11 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 			continue
 		}
 		tried = append(tried, name)
-		addr, ok := st.parsed[name].Allocate(v6, func(x netip.Addr) bool { return len(st.byVIP[x]) > 0 })
+		lk := lowFreeKey(name, v6)
+		addr, ok := st.parsed[name].AllocateFrom(v6, st.lowFree[lk], func(x netip.Addr) bool { return len(st.byVIP[x]) > 0 })
 		if ok {
 			vs.Vip, vs.Pool = addr.String(), name
+			st.lowFree[lk] = addr
 			return nil
 		}
 	}

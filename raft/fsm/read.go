@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"net/netip"
+	"sort"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -47,16 +48,49 @@ func (f *FSM) Service(k Key) (*edgelbv1.VirtualService, bool) {
 // List returns copies of the services that match, sorted by tenant and name,
 // and the revision they were read at.
 func (f *FSM) List(flt Filter) ([]*edgelbv1.VirtualService, uint64) {
+	var out []*edgelbv1.VirtualService
+	rev := f.View(flt, func(vs *edgelbv1.VirtualService) { out = append(out, cloneVS(vs)) })
+	return out, rev
+}
+
+// View calls fn with the services that match, in order, without copying them.
+// Stored objects are never mutated (writers replace them), so fn may keep
+// them for reading but must never modify them. fn runs under the FSM's read lock: it must not call back into the FSM.
+func (f *FSM) View(flt Filter, fn func(vs *edgelbv1.VirtualService)) uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	vss, _, _ := f.st.snapshot()
-	out := make([]*edgelbv1.VirtualService, 0, len(vss))
-	for _, vs := range vss {
-		if flt.match(vs) {
-			out = append(out, cloneVS(vs))
+	if flt.Owner != "" {
+		keys := make([]Key, 0, len(f.st.byOwner[flt.Owner]))
+		for k := range f.st.byOwner[flt.Owner] {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].Tenant != keys[j].Tenant {
+				return keys[i].Tenant < keys[j].Tenant
+			}
+			return keys[i].Name < keys[j].Name
+		})
+		for _, k := range keys {
+			if vs := f.st.services[k]; flt.match(vs) {
+				fn(vs)
+			}
+		}
+		return f.revision
+	}
+	for _, k := range f.st.sortedKeys() {
+		if vs := f.st.services[k]; flt.match(vs) {
+			fn(vs)
 		}
 	}
-	return out, f.revision
+	return f.revision
+}
+
+// Shared returns the matching services without copying them: they are
+// immutable once stored, so callers may read them freely but must never modify them.
+func (f *FSM) Shared(flt Filter) ([]*edgelbv1.VirtualService, uint64) {
+	var out []*edgelbv1.VirtualService
+	rev := f.View(flt, func(vs *edgelbv1.VirtualService) { out = append(out, vs) })
+	return out, rev
 }
 
 // Pool returns a pool with its used and total address counts.

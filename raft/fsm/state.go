@@ -27,6 +27,14 @@ type state struct {
 	pools    map[string]*edgelbv1.AddressPool
 	parsed   map[string]*ipam.Pool
 	members  map[string]*edgelbv1.Member
+
+	// Derived indexes, rebuilt from the above (never snapshotted).
+	sorted  []Key                       // services' keys in order; nil when stale
+	byOwner map[string]map[Key]struct{} // owner → its services
+	// lowFree[pool+family]: every address of the pool before it (in the pool's
+	// order) is in use, so allocation may start there. Only a shortcut: the
+	// address found is the same as from a full scan, so members stay identical.
+	lowFree map[string]netip.Addr
 }
 
 func newState() *state {
@@ -36,14 +44,57 @@ func newState() *state {
 		pools:    map[string]*edgelbv1.AddressPool{},
 		parsed:   map[string]*ipam.Pool{},
 		members:  map[string]*edgelbv1.Member{},
+		byOwner:  map[string]map[Key]struct{}{},
+		lowFree:  map[string]netip.Addr{},
 	}
+}
+
+func (s *state) indexOwner(k Key, owner string, add bool) {
+	if owner == "" {
+		return
+	}
+	set := s.byOwner[owner]
+	if add {
+		if set == nil {
+			set = map[Key]struct{}{}
+			s.byOwner[owner] = set
+		}
+		set[k] = struct{}{}
+		return
+	}
+	delete(set, k)
+	if len(set) == 0 {
+		delete(s.byOwner, owner)
+	}
+}
+
+// sortedKeys returns the services' keys ordered by tenant and name.
+func (s *state) sortedKeys() []Key {
+	if s.sorted == nil {
+		keys := make([]Key, 0, len(s.services))
+		for k := range s.services {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].Tenant != keys[j].Tenant {
+				return keys[i].Tenant < keys[j].Tenant
+			}
+			return keys[i].Name < keys[j].Name
+		})
+		s.sorted = keys
+	}
+	return s.sorted
 }
 
 func (s *state) putService(vs *edgelbv1.VirtualService) {
 	k := KeyOf(vs)
 	if old, ok := s.services[k]; ok {
 		s.unindexVIP(k, old.Vip)
+		s.indexOwner(k, old.Owner, false)
+	} else {
+		s.sorted = nil
 	}
+	s.indexOwner(k, vs.Owner, true)
 	s.services[k] = vs
 	a := netip.MustParseAddr(vs.Vip)
 	s.byVIP[a] = append(s.byVIP[a], k)
@@ -52,7 +103,9 @@ func (s *state) putService(vs *edgelbv1.VirtualService) {
 func (s *state) deleteService(k Key) {
 	if old, ok := s.services[k]; ok {
 		s.unindexVIP(k, old.Vip)
+		s.indexOwner(k, old.Owner, false)
 		delete(s.services, k)
+		s.sorted = nil
 	}
 }
 
@@ -67,9 +120,30 @@ func (s *state) unindexVIP(k Key, vip string) {
 	}
 	if len(keys) == 0 {
 		delete(s.byVIP, a)
+		s.freed(a)
 	} else {
 		s.byVIP[a] = keys
 	}
+}
+
+// freed lowers the allocation shortcut of every pool holding a.
+func (s *state) freed(a netip.Addr) {
+	for name, p := range s.parsed {
+		if !p.Contains(a) {
+			continue
+		}
+		k := lowFreeKey(name, a.Is6())
+		if low, ok := s.lowFree[k]; ok && p.Before(a, low) {
+			s.lowFree[k] = a
+		}
+	}
+}
+
+func lowFreeKey(pool string, v6 bool) string {
+	if v6 {
+		return pool + "/6"
+	}
+	return pool + "/4"
 }
 
 func (s *state) putPool(p *edgelbv1.AddressPool) error {
@@ -79,12 +153,16 @@ func (s *state) putPool(p *edgelbv1.AddressPool) error {
 	}
 	s.pools[p.Name] = p
 	s.parsed[p.Name] = parsed
+	delete(s.lowFree, lowFreeKey(p.Name, false))
+	delete(s.lowFree, lowFreeKey(p.Name, true))
 	return nil
 }
 
 func (s *state) deletePool(name string) {
 	delete(s.pools, name)
 	delete(s.parsed, name)
+	delete(s.lowFree, lowFreeKey(name, false))
+	delete(s.lowFree, lowFreeKey(name, true))
 }
 
 // poolOpenTo reports whether tenant may use pool p.
@@ -113,17 +191,8 @@ func (s *state) sortedPoolNames() []string {
 
 // snapshot copies the state into its wire form.
 func (s *state) snapshot() (vss []*edgelbv1.VirtualService, pools []*edgelbv1.AddressPool, members []*edgelbv1.Member) {
-	keys := make([]Key, 0, len(s.services))
-	for k := range s.services {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].Tenant != keys[j].Tenant {
-			return keys[i].Tenant < keys[j].Tenant
-		}
-		return keys[i].Name < keys[j].Name
-	})
-	for _, k := range keys {
+	vss = make([]*edgelbv1.VirtualService, 0, len(s.services))
+	for _, k := range s.sortedKeys() {
 		vss = append(vss, s.services[k])
 	}
 	for _, n := range s.sortedPoolNames() {

@@ -173,11 +173,26 @@ func (p *Pool) Size() uint64 {
 // which used reports false. It visits at most (addresses in use)+1 addresses, so a
 // huge, sparsely used IPv6 pool costs no more than its used set.
 func (p *Pool) Allocate(v6 bool, used func(netip.Addr) bool) (netip.Addr, bool) {
+	return p.AllocateFrom(v6, netip.Addr{}, used)
+}
+
+// AllocateFrom is Allocate for a caller that knows every address before from
+// (in the pool's order) is used: it starts there. An invalid from starts at the
+// beginning. The answer is the same as Allocate's; only the work differs.
+func (p *Pool) AllocateFrom(v6 bool, from netip.Addr, used func(netip.Addr) bool) (netip.Addr, bool) {
+	skipping := from.IsValid() && from.Is6() == v6
 	for _, r := range p.Ranges {
 		if r.First.Is6() != v6 {
 			continue
 		}
-		for a := r.First; ; a = a.Next() {
+		start := r.First
+		if skipping {
+			if !r.Contains(from) {
+				continue
+			}
+			start, skipping = from, false
+		}
+		for a := start; ; a = a.Next() {
 			if !used(a) {
 				return a, true
 			}
@@ -187,4 +202,24 @@ func (p *Pool) Allocate(v6 bool, used func(netip.Addr) bool) (netip.Addr, bool) 
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// Before reports whether a comes before b in the pool's allocation order
+// (ranges in order, addresses ascending within a range). Addresses outside the
+// pool come after every address in it.
+func (p *Pool) Before(a, b netip.Addr) bool {
+	ia, ib := p.rangeIndex(a), p.rangeIndex(b)
+	if ia != ib {
+		return ia < ib
+	}
+	return a.Less(b)
+}
+
+func (p *Pool) rangeIndex(a netip.Addr) int {
+	for i, r := range p.Ranges {
+		if r.Contains(a) {
+			return i
+		}
+	}
+	return len(p.Ranges)
 }

@@ -1,0 +1,199 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/edgelb/edgelb/lbd/config"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startCluster runs n control-plane-only members in this process.
+func startCluster(t testing.TB, n int) []*Daemon {
+	var ds []*Daemon
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := 0; i < n; i++ {
+		cfg := config.Default()
+		cfg.ID = fmt.Sprintf("m%d", i+1)
+		cfg.DataDir = filepath.Join(dir, cfg.ID)
+		cfg.APIAddr, cfg.RaftAddr = freeAddr(t), freeAddr(t)
+		cfg.DataPlane.Mode = "none"
+		if i > 0 {
+			cfg.Join = []string{ds[0].Addr()}
+		}
+		d, err := Start(context.Background(), cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Stop() })
+		ds = append(ds, d)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		servers, _ := ds[0].Node().Servers()
+		registered := 0
+		for _, d := range ds {
+			if _, ok := ds[0].Node().FSM.Member(d.cfg.ID); ok {
+				registered++
+			}
+		}
+		if len(servers) == n && registered == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster of %d did not form", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return ds
+}
+
+func client(t testing.TB, addr string) edgelbv1.VirtualServiceServiceClient {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return edgelbv1.NewVirtualServiceServiceClient(cc)
+}
+
+func leaderAndFollower(t testing.TB, ds []*Daemon) (leader, follower *Daemon) {
+	for time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		for _, d := range ds {
+			if d.Node().IsLeader() {
+				leader = d
+			} else {
+				follower = d
+			}
+		}
+		if leader != nil && follower != nil {
+			return
+		}
+	}
+}
+
+func setupPool(t testing.TB, addr string) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	_, err = edgelbv1.NewAddressPoolServiceClient(cc).CreateAddressPool(context.Background(),
+		&edgelbv1.CreateAddressPoolRequest{Pool: &edgelbv1.AddressPool{Name: "bench", Ranges: []string{"10.128.0.0/9"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newService(i int) *edgelbv1.VirtualService {
+	return &edgelbv1.VirtualService{
+		Name:     fmt.Sprintf("svc-%d", i),
+		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}},
+		Backends: []*edgelbv1.Backend{{Address: "10.0.0.21"}, {Address: "10.0.0.22"}, {Address: "10.0.0.23"}},
+	}
+}
+
+// BenchmarkCreateVirtualService measures one write through the whole path
+// (gRPC, validation, raft commit on a 3-member loopback cluster, FSM apply,
+// VIP allocation), sequentially for latency and with 32 clients for throughput.
+func BenchmarkCreateVirtualService(b *testing.B) {
+	ds := startCluster(b, 3)
+	leader, follower := leaderAndFollower(b, ds)
+	setupPool(b, leader.Addr())
+	var seq atomic.Int64
+	for _, via := range []struct {
+		name string
+		d    *Daemon
+	}{{"leader", leader}, {"follower", follower}} {
+		c := client(b, via.d.Addr())
+		b.Run("sequential/via-"+via.name, func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if _, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: newService(int(seq.Add(1)))}); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			reportLatency(b, lat)
+		})
+		b.Run("parallel32/via-"+via.name, func(b *testing.B) {
+			var mu sync.Mutex
+			var lat []time.Duration
+			b.SetParallelism(16) // 2 cores × 16 = 32 clients
+			t0 := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				var mine []time.Duration
+				for pb.Next() {
+					s := time.Now()
+					if _, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: newService(int(seq.Add(1)))}); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(s))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "writes/s")
+			reportLatency(b, lat)
+		})
+	}
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// TestInProcessCluster checks the in-process cluster the benchmark relies on,
+// including a write through a follower being visible there at once.
+func TestInProcessCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three raft members")
+	}
+	ds := startCluster(t, 3)
+	leader, follower := leaderAndFollower(t, ds)
+	setupPool(t, follower.Addr())
+	c := client(t, follower.Addr())
+	r, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: newService(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Service.Vip != "10.128.0.1" {
+		t.Errorf("allocated %s, want 10.128.0.1", r.Service.Vip)
+	}
+	if _, ok := follower.Node().FSM.Service(fsmKey("default", "svc-1")); !ok {
+		t.Error("the follower that forwarded the write does not show it yet")
+	}
+	if leader.Node().FSM.Revision() < r.Service.Generation {
+		t.Error("leader revision behind")
+	}
+}
