@@ -1,0 +1,131 @@
+// Command nodeserver stands in for a Kubernetes node's NodePort in the UML scenarios:
+// it answers with its node name so a client can tell which node a VIP sent it to.
+//
+//	nodeserver --name node1 [--port 30080,30081] [--health-port 30256] [--unhealthy]
+//
+// On each port, TCP and UDP, IPv4 and IPv6:
+//   - TCP: on accept it writes "NAME\n"; then for every line it reads it writes "NAME\n"
+//     again (so a long-lived connection can be pinged).
+//   - UDP: every datagram is answered with "NAME\n".
+//
+// On the health port, HTTP: GET /healthz answers 200 "ok NAME" or 503 "unhealthy NAME"
+// (kube-proxy's healthCheckNodePort behaves alike); POST or PUT /healthz?status=ok|fail
+// flips it; GET / answers "NAME\n".
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+func main() {
+	name := flag.String("name", "", "node name to answer with (default: host name)")
+	ports := flag.String("port", "30080", "comma-separated ports to serve on, TCP and UDP")
+	healthPort := flag.Int("health-port", 30256, "HTTP /healthz port (0: none)")
+	unhealthy := flag.Bool("unhealthy", false, "start with /healthz answering 503")
+	flag.Parse()
+	if *name == "" {
+		*name, _ = os.Hostname()
+	}
+	log.SetPrefix("nodeserver " + *name + ": ")
+	log.SetFlags(log.Lmicroseconds)
+	reply := []byte(*name + "\n")
+
+	for _, p := range strings.Split(*ports, ",") {
+		port, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			log.Fatalf("bad port %q", p)
+		}
+		// "[::]" with the default bindv6only=0 serves IPv4 too.
+		addr := fmt.Sprintf("[::]:%d", port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serveTCP(ln, reply)
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serveUDP(pc, reply)
+	}
+
+	var healthy atomic.Bool
+	healthy.Store(!*unhealthy)
+	if *healthPort != 0 {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost || r.Method == http.MethodPut {
+				switch r.URL.Query().Get("status") {
+				case "ok":
+					healthy.Store(true)
+				case "fail":
+					healthy.Store(false)
+				default:
+					http.Error(w, "status=ok|fail", http.StatusBadRequest)
+					return
+				}
+				log.Printf("healthz set to %s", r.URL.Query().Get("status"))
+			}
+			if healthy.Load() {
+				fmt.Fprintf(w, "ok %s\n", *name)
+				return
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "unhealthy %s\n", *name)
+		})
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { w.Write(reply) })
+		ln, err := net.Listen("tcp", fmt.Sprintf("[::]:%d", *healthPort))
+		if err != nil {
+			log.Fatal(err)
+		}
+		go func() { log.Fatal(http.Serve(ln, mux)) }()
+	}
+	log.Printf("serving tcp+udp on %s, health on %d", *ports, *healthPort)
+	select {}
+}
+
+func serveTCP(ln net.Listener, reply []byte) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			log.Printf("accept: %v", err)
+			continue
+		}
+		go func() {
+			defer c.Close()
+			if _, err := c.Write(reply); err != nil {
+				return
+			}
+			r := bufio.NewReader(c)
+			for {
+				if _, err := r.ReadSlice('\n'); err != nil {
+					return
+				}
+				if _, err := c.Write(reply); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func serveUDP(pc net.PacketConn, reply []byte) {
+	buf := make([]byte, 2048)
+	for {
+		_, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			log.Printf("udp read: %v", err)
+			continue
+		}
+		pc.WriteTo(reply, addr)
+	}
+}

@@ -1,0 +1,448 @@
+// Package probe sends client traffic through a VIP and reports what happened: which
+// node answered how often, which long-lived connections broke, how long new
+// connections failed after an event. It talks to integration/cmd/nodeserver, which
+// answers every TCP connection, every line on it and every UDP datagram with its node
+// name. Used in-process by the guest scenarios and by the probe command.
+//
+// Every worker goroutine can run inside a named network namespace (Options.NetNS):
+// it locks its thread and setns(2)s into it, so no `ip netns exec` is needed.
+package probe
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgelb/edgelb/integration/netns"
+)
+
+// Options common to every mode.
+type Options struct {
+	Proto   string        // "tcp" (default) or "udp"
+	Addr    string        // VIP:port or [VIP6]:port
+	NetNS   string        // namespace to send from ("" = the caller's)
+	Timeout time.Duration // per connection / datagram (default 1s)
+}
+
+func (o *Options) defaults() {
+	if o.Proto == "" {
+		o.Proto = "tcp"
+	}
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
+}
+
+// Once makes one connection (TCP: connect and read the greeting; UDP: one datagram
+// from a fresh socket, so a fresh source port) and returns the node's name.
+func Once(o Options) (string, error) {
+	o.defaults()
+	d := net.Dialer{Timeout: o.Timeout}
+	c, err := d.Dial(o.Proto, o.Addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(o.Timeout))
+	if o.Proto == "udp" {
+		if _, err := c.Write([]byte("?\n")); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 256)
+		n, err := c.Read(buf)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(buf[:n])), nil
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// CountResult is what Count saw.
+type CountResult struct {
+	Proto     string         `json:"proto"`
+	Addr      string         `json:"addr"`
+	Sent      int            `json:"sent"`
+	OK        int            `json:"ok"`
+	Errors    int            `json:"errors"`
+	Counts    map[string]int `json:"counts"`                 // node name -> answers
+	Samples   []string       `json:"errorSamples,omitempty"` // up to 5 error messages
+	Elapsed   time.Duration  `json:"elapsedNs"`
+	PerSecond float64        `json:"perSecond"` // successful connections per second
+}
+
+// Nodes returns the answering nodes, sorted.
+func (r CountResult) Nodes() []string {
+	var out []string
+	for n := range r.Counts {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r CountResult) String() string {
+	var parts []string
+	for _, n := range r.Nodes() {
+		parts = append(parts, fmt.Sprintf("%s=%d", n, r.Counts[n]))
+	}
+	return fmt.Sprintf("%s %s: %d/%d ok (%s) %.0f/s errors=%d %v", r.Proto, r.Addr, r.OK, r.Sent, strings.Join(parts, " "), r.PerSecond, r.Errors, r.Samples)
+}
+
+// Count makes n connections (or sends n datagrams) with the given concurrency and
+// counts the answering nodes.
+func Count(ctx context.Context, o Options, n, concurrency int) (CountResult, error) {
+	o.defaults()
+	if concurrency < 1 {
+		concurrency = 1
+	}
+	res := CountResult{Proto: o.Proto, Addr: o.Addr, Counts: map[string]int{}}
+	jobs := make(chan struct{})
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var setupErr error
+	start := time.Now()
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := netns.Enter(o.NetNS); err != nil {
+				mu.Lock()
+				setupErr = err
+				mu.Unlock()
+				for range jobs {
+				}
+				return
+			}
+			for range jobs {
+				name, err := Once(o)
+				mu.Lock()
+				res.Sent++
+				if err != nil {
+					res.Errors++
+					if len(res.Samples) < 5 {
+						res.Samples = append(res.Samples, err.Error())
+					}
+				} else {
+					res.OK++
+					res.Counts[name]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for i := 0; i < n; i++ {
+		select {
+		case jobs <- struct{}{}:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	if s := res.Elapsed.Seconds(); s > 0 {
+		res.PerSecond = float64(res.OK) / s
+	}
+	if setupErr != nil {
+		return res, setupErr
+	}
+	return res, ctx.Err()
+}
+
+// Break is one long-lived connection that stopped answering.
+type Break struct {
+	Conn  int           `json:"conn"`
+	Node  string        `json:"node"`
+	After time.Duration `json:"afterNs"` // since the hold started
+	Err   string        `json:"err"`
+}
+
+// HoldResult is what a Hold saw.
+type HoldResult struct {
+	Addr    string         `json:"addr"`
+	Opened  int            `json:"opened"`
+	Kept    int            `json:"kept"`
+	Broken  []Break        `json:"broken"`
+	Pings   int            `json:"pings"`
+	Nodes   map[string]int `json:"nodes"` // node name -> connections held to it
+	Elapsed time.Duration  `json:"elapsedNs"`
+}
+
+// Hold is a set of long-lived TCP connections, each pinged on an interval.
+type Hold struct {
+	o        Options
+	interval time.Duration
+	start    time.Time
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	res      HoldResult
+}
+
+// StartHold opens m TCP connections and pings each every interval (a line; the node
+// answers with its name, which must not change) until Stop. Every connection must
+// open; a connection that fails a ping, or answers with another name, is broken and
+// not pinged again.
+func StartHold(o Options, m int, interval time.Duration) (*Hold, error) {
+	o.defaults()
+	o.Proto = "tcp"
+	h := &Hold{o: o, interval: interval, stop: make(chan struct{}), start: time.Now()}
+	h.res = HoldResult{Addr: o.Addr, Nodes: map[string]int{}}
+	conns := make([]net.Conn, 0, m)
+	names := make([]string, 0, m)
+	err := netns.Do(o.NetNS, func() error {
+		d := net.Dialer{Timeout: o.Timeout}
+		for i := 0; i < m; i++ {
+			c, err := d.Dial("tcp", o.Addr)
+			if err != nil {
+				return fmt.Errorf("hold: connection %d: %w", i, err)
+			}
+			c.SetReadDeadline(time.Now().Add(o.Timeout))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				c.Close()
+				return fmt.Errorf("hold: connection %d greeting: %w", i, err)
+			}
+			conns = append(conns, c)
+			names = append(names, strings.TrimSpace(line))
+		}
+		return nil
+	})
+	if err != nil {
+		for _, c := range conns {
+			c.Close()
+		}
+		return nil, err
+	}
+	h.res.Opened = m
+	for i, c := range conns {
+		h.res.Nodes[names[i]]++
+		h.wg.Add(1)
+		go h.ping(i, c, names[i], time.Duration(i)*interval/time.Duration(m))
+	}
+	return h, nil
+}
+
+func (h *Hold) ping(i int, c net.Conn, name string, offset time.Duration) {
+	defer h.wg.Done()
+	defer c.Close()
+	r := bufio.NewReader(c)
+	broke := func(err error) {
+		h.mu.Lock()
+		h.res.Broken = append(h.res.Broken, Break{Conn: i, Node: name, After: time.Since(h.start), Err: err.Error()})
+		h.mu.Unlock()
+	}
+	select {
+	case <-time.After(offset):
+	case <-h.stop:
+		return
+	}
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		c.SetDeadline(time.Now().Add(h.o.Timeout))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			broke(err)
+			return
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			broke(err)
+			return
+		}
+		if got := strings.TrimSpace(line); got != name {
+			broke(fmt.Errorf("answered by %q, was %q", got, name))
+			return
+		}
+		h.mu.Lock()
+		h.res.Pings++
+		h.mu.Unlock()
+		select {
+		case <-t.C:
+		case <-h.stop:
+			return
+		}
+	}
+}
+
+// Stop ends the pinging, closes the connections and reports.
+func (h *Hold) Stop() HoldResult {
+	close(h.stop)
+	h.wg.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.res.Elapsed = time.Since(h.start)
+	h.res.Kept = h.res.Opened - len(h.res.Broken)
+	sort.Slice(h.res.Broken, func(a, b int) bool { return h.res.Broken[a].Conn < h.res.Broken[b].Conn })
+	return h.res
+}
+
+// Attempt is one new connection made by a Steady.
+type Attempt struct {
+	At   time.Duration `json:"atNs"` // start, since the steady started
+	Took time.Duration `json:"tookNs"`
+	Node string        `json:"node,omitempty"`
+	Err  string        `json:"err,omitempty"`
+}
+
+// SteadyResult is what a Steady saw.
+type SteadyResult struct {
+	Addr     string         `json:"addr"`
+	Proto    string         `json:"proto"`
+	Rate     float64        `json:"rate"`
+	Attempts int            `json:"attempts"`
+	OK       int            `json:"ok"`
+	Failed   int            `json:"failed"`
+	Counts   map[string]int `json:"counts"`
+	// Mark is when Mark was called (since the start), and RecoveredAfter the time from
+	// the mark to the end of the first successful attempt that started after it; -1
+	// without a mark or without such an attempt. FailedAfterMark counts attempts that
+	// started after the mark and failed.
+	Mark            time.Duration `json:"markNs"`
+	RecoveredAfter  time.Duration `json:"recoveredAfterNs"`
+	FailedAfterMark int           `json:"failedAfterMark"`
+	// LongestOutage is the longest span between the start of a failed attempt and the
+	// end of the next successful one.
+	LongestOutage time.Duration `json:"longestOutageNs"`
+	Timeline      []Attempt     `json:"timeline,omitempty"`
+}
+
+// Steady makes new connections at a steady rate until Stop.
+type Steady struct {
+	o       Options
+	start   time.Time
+	cancel  context.CancelFunc
+	done    chan struct{}
+	mu      sync.Mutex
+	mark    time.Duration
+	marked  bool
+	rate    float64
+	attempt []Attempt
+}
+
+// StartSteady starts making rate new connections per second (with up to workers in
+// flight; default 8).
+func StartSteady(o Options, rate float64, workers int) (*Steady, error) {
+	o.defaults()
+	if rate <= 0 {
+		return nil, errors.New("steady: rate must be > 0")
+	}
+	if workers < 1 {
+		workers = 8
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Steady{o: o, start: time.Now(), cancel: cancel, done: make(chan struct{}), rate: rate}
+	jobs := make(chan time.Duration)
+	var wg sync.WaitGroup
+	ready := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := netns.Enter(o.NetNS)
+			ready <- err
+			if err != nil {
+				return
+			}
+			for at := range jobs {
+				t0 := time.Now()
+				name, err := Once(o)
+				a := Attempt{At: at, Took: time.Since(t0), Node: name}
+				if err != nil {
+					a.Err = err.Error()
+				}
+				s.mu.Lock()
+				s.attempt = append(s.attempt, a)
+				s.mu.Unlock()
+			}
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		if err := <-ready; err != nil {
+			cancel()
+			close(jobs)
+			return nil, err
+		}
+	}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				close(jobs)
+				wg.Wait()
+				return
+			case <-t.C:
+				select {
+				case jobs <- time.Since(s.start):
+				default: // every worker busy: skip this slot, do not queue up
+				}
+			}
+		}
+	}()
+	return s, nil
+}
+
+// Mark records the event (kill, cut, restart) the recovery time is measured from.
+func (s *Steady) Mark() {
+	s.mu.Lock()
+	s.mark, s.marked = time.Since(s.start), true
+	s.mu.Unlock()
+}
+
+// Stop ends the traffic and reports; withTimeline keeps every attempt.
+func (s *Steady) Stop(withTimeline bool) SteadyResult {
+	s.cancel()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sort.Slice(s.attempt, func(a, b int) bool { return s.attempt[a].At < s.attempt[b].At })
+	r := SteadyResult{Addr: s.o.Addr, Proto: s.o.Proto, Rate: s.rate, Counts: map[string]int{}, RecoveredAfter: -1}
+	if s.marked {
+		r.Mark = s.mark
+	}
+	var outageStart time.Duration = -1
+	for _, a := range s.attempt {
+		r.Attempts++
+		if a.Err != "" {
+			r.Failed++
+			if s.marked && a.At >= s.mark {
+				r.FailedAfterMark++
+			}
+			if outageStart < 0 {
+				outageStart = a.At
+			}
+			continue
+		}
+		r.OK++
+		r.Counts[a.Node]++
+		end := a.At + a.Took
+		if outageStart >= 0 {
+			if d := end - outageStart; d > r.LongestOutage {
+				r.LongestOutage = d
+			}
+			outageStart = -1
+		}
+		if s.marked && a.At >= s.mark && (r.RecoveredAfter < 0 || end-s.mark < r.RecoveredAfter) {
+			r.RecoveredAfter = end - s.mark
+		}
+	}
+	if withTimeline {
+		r.Timeline = append([]Attempt{}, s.attempt...)
+	}
+	return r
+}

@@ -1,0 +1,251 @@
+// Package topo builds, inside a User-Mode Linux guest (see integration/uml), the
+// network the edgelb scenarios run on: one shared L2 segment and network namespaces
+// for the edge hosts, the "Kubernetes nodes" and a client.
+//
+// Address plan (IPv4 10.0.0.0/24 and IPv6 fd00::/64 on one bridge, "lan"):
+//
+//	what                 netns     IPv4            IPv6        serves
+//	management (guest)   (root)    10.0.0.1        fd00::1     lbctl/tests reach every host from here
+//	edge host i (1..3)   edgeI     10.0.0.1I       fd00::1I    lbd: API :7700, raft :7701; VIPs on eth0
+//	k8s node i (1..N)    nodeI     10.0.0.2I       fd00::2I    nodeserver: NodePort tcp+udp :30080, /healthz on :30256
+//	client               client    10.0.0.100      fd00::100   probe
+//	VIP pool                       10.0.0.200-250  fd00::200/120
+//
+// Every host's interface is eth0 (a veth whose peer "v-NAME" is a port of lan). The
+// root namespace holds the bridge and a management address on it, so code running
+// there (tests, lbctl) reaches every host without entering a namespace. IPv6 addresses
+// are added without duplicate address detection.
+package topo
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgelb/edgelb/integration/netns"
+	"github.com/edgelb/edgelb/integration/probe"
+)
+
+// Fixed parts of the plan.
+const (
+	Bridge       = "lan"
+	Interface    = "eth0"
+	NodePort     = 30080
+	HealthPort   = 30256
+	APIPort      = 7700
+	RaftPort     = 7701
+	VIPPoolV4    = "10.0.0.200-10.0.0.250"
+	VIPPoolV6    = "fd00::200/120"
+	ManagementV4 = "10.0.0.1"
+	ManagementV6 = "fd00::1"
+)
+
+// Host is one namespace on the segment.
+type Host struct {
+	Name string // namespace name, also the host's name
+	V4   netip.Addr
+	V6   netip.Addr
+}
+
+// Config sizes the topology.
+type Config struct {
+	Edges int // edge hosts (default 3)
+	Nodes int // Kubernetes nodes (default 3)
+	// Forwarding turns on net.ipv4.ip_forward and IPv6 forwarding on the edge hosts.
+	// Off by default: lbd sets what its data-plane mode needs, and the scenarios check it.
+	Forwarding bool
+}
+
+// Topology is a built network.
+type Topology struct {
+	Edges  []Host
+	Nodes  []Host
+	Client Host
+}
+
+// EdgeHost, NodeHost and ClientHost give a host's place in the plan.
+func EdgeHost(i int) Host { return host(fmt.Sprintf("edge%d", i), 10+i) }
+func NodeHost(i int) Host { return host(fmt.Sprintf("node%d", i), 20+i) }
+func ClientHost() Host    { return host("client", 100) }
+
+func host(name string, octet int) Host {
+	return Host{
+		Name: name,
+		V4:   netip.AddrFrom4([4]byte{10, 0, 0, byte(octet)}),
+		V6:   netip.MustParseAddr(fmt.Sprintf("fd00::%d", octet)),
+	}
+}
+
+// All lists every host.
+func (t *Topology) All() []Host {
+	out := append(append([]Host{}, t.Edges...), t.Nodes...)
+	return append(out, t.Client)
+}
+
+// Build creates the bridge, the namespaces and their links. It must run as root inside
+// the guest (it changes the running kernel's network). It runs one `ip -batch` for the
+// root namespace and one per host namespace.
+func Build(cfg Config) (*Topology, error) {
+	if cfg.Edges == 0 {
+		cfg.Edges = 3
+	}
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 3
+	}
+	if cfg.Edges > 9 || cfg.Nodes > 9 {
+		return nil, fmt.Errorf("topo: at most 9 edges and 9 nodes fit the address plan")
+	}
+	t := &Topology{Client: ClientHost()}
+	for i := 1; i <= cfg.Edges; i++ {
+		t.Edges = append(t.Edges, EdgeHost(i))
+	}
+	for i := 1; i <= cfg.Nodes; i++ {
+		t.Nodes = append(t.Nodes, NodeHost(i))
+	}
+
+	var root strings.Builder
+	fmt.Fprintf(&root, "link add %s type bridge stp_state 0 forward_delay 0 mcast_snooping 0\n", Bridge)
+	fmt.Fprintf(&root, "link set %s up\n", Bridge)
+	fmt.Fprintf(&root, "addr add %s/24 dev %s\n", ManagementV4, Bridge)
+	fmt.Fprintf(&root, "addr add %s/64 dev %s nodad\n", ManagementV6, Bridge)
+	for _, h := range t.All() {
+		fmt.Fprintf(&root, "netns add %s\n", h.Name)
+		fmt.Fprintf(&root, "link add v-%s type veth peer name %s netns %s\n", h.Name, Interface, h.Name)
+		fmt.Fprintf(&root, "link set v-%s master %s up\n", h.Name, Bridge)
+	}
+	if err := ipBatch("", root.String()); err != nil {
+		return nil, err
+	}
+	for _, h := range t.All() {
+		for _, kv := range [][2]string{
+			{"net.ipv6.conf.all.accept_dad", "0"},
+			{"net.ipv6.conf.default.accept_dad", "0"},
+			{"net.ipv6.conf." + Interface + ".accept_dad", "0"},
+		} {
+			if err := netns.WriteSysctl(h.Name, kv[0], kv[1]); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.Forwarding && strings.HasPrefix(h.Name, "edge") {
+			netns.WriteSysctl(h.Name, "net.ipv4.ip_forward", "1")
+			netns.WriteSysctl(h.Name, "net.ipv6.conf.all.forwarding", "1")
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "link set lo up\n")
+		fmt.Fprintf(&b, "addr add %s/24 dev %s\n", h.V4, Interface)
+		fmt.Fprintf(&b, "addr add %s/64 dev %s nodad\n", h.V6, Interface)
+		fmt.Fprintf(&b, "link set %s up\n", Interface)
+		if err := ipBatch(h.Name, b.String()); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// ipBatch runs `ip [-n NS] -batch -` with the given commands.
+func ipBatch(ns, cmds string) error {
+	args := []string{}
+	if ns != "" {
+		args = append(args, "-n", ns)
+	}
+	args = append(args, "-batch", "-")
+	cmd := exec.Command("ip", args...)
+	cmd.Stdin = strings.NewReader(cmds)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip %s: %v\n%s\ncommands:\n%s", strings.Join(args, " "), err, out.String(), cmds)
+	}
+	return nil
+}
+
+// IP runs one `ip` command in a namespace ("" for the root) and returns its output.
+func IP(ns string, args ...string) (string, error) {
+	if ns != "" {
+		args = append([]string{"-n", ns}, args...)
+	}
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// SetLink brings a host's link to the segment down (cut) or up (heal), from the
+// bridge side, as a switch port would.
+func SetLink(h Host, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	_, err := IP("", "link", "set", "v-"+h.Name, state)
+	return err
+}
+
+// Run runs a command inside a namespace and returns its combined output.
+func Run(ns string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := netns.Start(ns, cmd); err != nil {
+		return "", err
+	}
+	err := cmd.Wait()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s in %s: %v: %s", name, strings.Join(args, " "), ns, err, out.String())
+	}
+	return out.String(), nil
+}
+
+// StartNodeServer starts integration/cmd/nodeserver in a node's namespace, answering
+// with the node's name on NodePort (TCP and UDP) and /healthz on HealthPort. Its log
+// goes to logDir/NAME.log.
+func StartNodeServer(h Host, bin, logDir string, extraArgs ...string) (*exec.Cmd, error) {
+	args := append([]string{"--name", h.Name, "--port", fmt.Sprint(NodePort), "--health-port", fmt.Sprint(HealthPort)}, extraArgs...)
+	return StartLogged(h.Name, filepath.Join(logDir, h.Name+".log"), bin, args...)
+}
+
+// StartLogged starts a process in a namespace with stdout and stderr appended to logPath.
+func StartLogged(ns, logPath, bin string, args ...string) (*exec.Cmd, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	err = netns.Start(ns, cmd)
+	f.Close() // the child holds its own copy
+	if err != nil {
+		return nil, fmt.Errorf("start %s in %s: %w", bin, ns, err)
+	}
+	return cmd, nil
+}
+
+// WaitAnswer retries probe.Once until it succeeds or the time is up, and returns the
+// answering node's name.
+func WaitAnswer(o probe.Options, within time.Duration) (string, error) {
+	deadline := time.Now().Add(within)
+	if o.Timeout == 0 {
+		o.Timeout = 500 * time.Millisecond
+	}
+	for {
+		var name string
+		err := netns.Do(o.NetNS, func() error {
+			var err error
+			name, err = probe.Once(probe.Options{Proto: o.Proto, Addr: o.Addr, Timeout: o.Timeout})
+			return err
+		})
+		if err == nil {
+			return name, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%s %s: no answer within %s: %w", o.Proto, o.Addr, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
