@@ -37,11 +37,13 @@ With no flags it starts a single-member cluster on loopback with its data in
 		Example: `  # A single member for a first look (no kernel changes):
   lbd --data-plane=none
 
-  # The first member of a production cluster:
-  lbd --id edge1 --api-addr 10.0.0.11:7700 --raft-addr 10.0.0.11:7701 --interface eth0
+  # The first member of a production cluster (certificates: lbd certs --help):
+  lbd --id edge1 --api-addr 10.0.0.11:7700 --raft-addr 10.0.0.11:7701 --interface eth0 \
+      --tls-ca ca.crt --tls-cert edge1.crt --tls-key edge1.key
 
   # The others join it (a restarted member rejoins from its data dir by itself):
-  lbd --id edge2 --api-addr 10.0.0.12:7700 --raft-addr 10.0.0.12:7701 --join 10.0.0.11:7700
+  lbd --id edge2 --api-addr 10.0.0.12:7700 --raft-addr 10.0.0.12:7701 --join 10.0.0.11:7700 \
+      --tls-ca ca.crt --tls-cert edge2.crt --tls-key edge2.key
 
   # From a file (see configs/lbd.yaml):
   lbd --config /etc/edgelb/lbd.yaml`,
@@ -85,6 +87,18 @@ With no flags it starts a single-member cluster on loopback with its data in
 				if f.Changed("log-level") {
 					cfg.Log.Level = override.Log.Level
 				}
+				if f.Changed("tls-ca") {
+					cfg.TLS.CAFile = override.TLS.CAFile
+				}
+				if f.Changed("tls-cert") {
+					cfg.TLS.CertFile = override.TLS.CertFile
+				}
+				if f.Changed("tls-key") {
+					cfg.TLS.KeyFile = override.TLS.KeyFile
+				}
+				if f.Changed("insecure-plaintext") {
+					cfg.InsecurePlaintext = override.InsecurePlaintext
+				}
 			}
 			if len(join) > 0 {
 				cfg.Join = nil
@@ -112,6 +126,10 @@ With no flags it starts a single-member cluster on loopback with its data in
 	f.StringVar(&cfg.DataPlane.Mode, "data-plane", cfg.DataPlane.Mode, "ipvs, or none for a control-plane-only member (no kernel changes)")
 	f.StringVar(&cfg.DataPlane.Interface, "interface", cfg.DataPlane.Interface, "data interface VIPs are added to")
 	f.StringVar(&cfg.DataPlane.SNAT, "snat", cfg.DataPlane.SNAT, "SNAT backend for nat mode: auto, iptables-legacy, iptables-nft, nft, none")
+	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "cluster CA certificate (PEM); with --tls-cert/--tls-key enables mutual TLS on the API and raft")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "this member's certificate (edgelb://member/<id>; lbd certs issue makes it)")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "this member's private key")
+	f.BoolVar(&cfg.InsecurePlaintext, "insecure-plaintext", false, "allow plaintext on non-loopback addresses (lab only: no encryption, every caller is admin)")
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
 	for flag, vals := range map[string][]string{
@@ -120,6 +138,7 @@ With no flags it starts a single-member cluster on loopback with its data in
 	} {
 		cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))
 	}
+	cmd.AddCommand(certsCommand())
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "lbd:", err)

@@ -56,6 +56,7 @@ func freePort(t *testing.T) int {
 type member struct {
 	id, api, raft, dir, cfg string
 	join                    []string
+	extra                   []string // more lbd flags
 	cmd                     *exec.Cmd
 	log                     *bytes.Buffer
 }
@@ -109,6 +110,7 @@ func (m *member) start(t *testing.T) {
 	if len(m.join) > 0 {
 		args = append(args, "--join", strings.Join(m.join, ","))
 	}
+	args = append(args, m.extra...)
 	if m.log == nil {
 		m.log = &bytes.Buffer{}
 	}
@@ -145,6 +147,7 @@ func (m *member) stop(t *testing.T) {
 func lbctl(t *testing.T, endpoints []string, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "lbctl"), append([]string{"--endpoints", strings.Join(endpoints, ","), "--timeout", "20s"}, args...)...)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

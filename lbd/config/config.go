@@ -45,10 +45,58 @@ type Config struct {
 	// (only when DataDir holds no state: a restarted member rejoins by itself).
 	Join []string `json:"join,omitempty"`
 
+	// TLS secures the API and raft with mutual TLS. Without it lbd runs
+	// plaintext only on loopback addresses or with InsecurePlaintext.
+	TLS TLS `json:"tls"`
+	// InsecurePlaintext allows plaintext on non-loopback addresses (development only).
+	InsecurePlaintext bool `json:"insecurePlaintext"`
+	Auth              Auth `json:"auth"`
+
 	DataPlane DataPlane `json:"dataPlane"`
 	Raft      Raft      `json:"raft"`
 	Ownership Ownership `json:"ownership"`
 	Log       Log       `json:"log"`
+}
+
+// TLS names this member's certificate, key and the cluster CA (PEM files,
+// reloaded when they change). The certificate must carry edgelb://member/<id>.
+type TLS struct {
+	CAFile   string `json:"caFile"`
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+}
+
+// Enabled reports whether any TLS file is set.
+func (t TLS) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
+
+// Identity maps a certificate URI to a role (for certificates from another PKI).
+type Identity struct {
+	Role   string `json:"role"`
+	Name   string `json:"name"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// Auth configures authorisation and per-identity limits.
+type Auth struct {
+	// Identities maps certificate URI SANs to identities, overriding edgelb://<role>/<name>.
+	Identities map[string]Identity `json:"identities,omitempty"`
+	// WriteRate is the sustained writes per second one identity may make; WriteBurst its burst.
+	WriteRate  float64 `json:"writeRate"`
+	WriteBurst int     `json:"writeBurst"`
+	// MaxServicesPerTenant bounds one tenant's virtual services.
+	MaxServicesPerTenant int `json:"maxServicesPerTenant"`
+}
+
+// Loopback reports whether both listening addresses are loopback, where
+// plaintext reaches no one but this host.
+func (c *Config) Loopback() bool {
+	for _, a := range []string{c.APIAddr, c.RaftAddr} {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return false
+		}
+	}
+	return true
 }
 
 // DataPlane configures what lbd does to the kernel.
@@ -106,6 +154,7 @@ func Default() Config {
 			LeaderLeaseTimeout: Duration{250 * time.Millisecond},
 		},
 		Ownership: Ownership{Grace: Duration{time.Second}},
+		Auth:      Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
 		Log:       Log{Format: "text", Level: "info"},
 	}
 }
@@ -189,6 +238,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Ownership.Grace.Duration < c.Raft.HeartbeatTimeout.Duration {
 		add("ownership.grace (%s) must be ≥ raft.heartbeatTimeout (%s)", c.Ownership.Grace, c.Raft.HeartbeatTimeout)
+	}
+	if c.TLS.Enabled() && (c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		add("tls: caFile, certFile and keyFile must be set together (lbd certs issue --role member makes them)")
+	}
+	if !c.TLS.Enabled() && !c.InsecurePlaintext && !c.Loopback() {
+		add("tls: no certificates, and apiAddr/raftAddr are not loopback: set tls.caFile/certFile/keyFile (see lbd certs --help), or --insecure-plaintext for a lab")
+	}
+	for uri, id := range c.Auth.Identities {
+		switch id.Role {
+		case "admin", "member", "operator", "viewer", "cloud-provider":
+		default:
+			add("auth.identities[%q].role: %q is not admin, member, operator, viewer or cloud-provider", uri, id.Role)
+		}
+		if id.Role == "cloud-provider" && id.Tenant == "" {
+			add("auth.identities[%q]: a cloud-provider needs its tenant", uri)
+		}
+	}
+	if c.Auth.WriteRate < 0 || c.Auth.MaxServicesPerTenant < 0 {
+		add("auth: writeRate and maxServicesPerTenant must not be negative (0 means unlimited)")
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -49,6 +48,7 @@ type Daemon struct {
 	dp     DataPlane
 	dpName string
 	lis    net.Listener
+	sec    *security
 
 	owned  chan []string // latest VIPs programmed, for status
 	stopBG context.CancelFunc
@@ -85,6 +85,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	}
 	d.lis = lis
 
+	sec, err := newSecurity(cfg, log)
+	if err != nil {
+		lis.Close()
+		dp.Close()
+		return nil, err
+	}
+	d.sec = sec
+
 	f := fsm.New(log.With("component", "fsm"))
 	n, err := node.Open(node.Config{
 		ID: cfg.ID, RaftAddr: cfg.RaftAddr, DataDir: filepath.Join(cfg.DataDir, "raft"),
@@ -97,6 +105,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		SnapshotInterval:  cfg.Raft.SnapshotInterval.Duration,
 		Logger:            log.With("component", "raft"),
 		LogJSON:           cfg.Log.Format == "json",
+		TLS:               sec.raftTLS(),
 	}, f)
 	if err != nil {
 		lis.Close()
@@ -108,9 +117,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	self := &edgelbv1.Member{Id: cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: cfg.APIAddr, DataInterface: cfg.DataPlane.Interface}
 	d.srv = server.New(n, server.Options{
 		Self: self, DataPlane: name, Version: Version, Logger: log.With("component", "api"),
-		OwnedVIPs: d.ownedVIPs,
+		OwnedVIPs: d.ownedVIPs, PeerCreds: sec.peerCreds(),
+		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
 	})
-	d.grpc = grpc.NewServer()
+	d.grpc = grpc.NewServer(sec.serverOptions()...)
 	d.srv.Register(d.grpc)
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -151,7 +161,7 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		for _, addr := range d.cfg.Join {
 			err := func() error {
-				conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(d.sec.peerCreds()))
 				if err != nil {
 					return err
 				}

@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"net/netip"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgelb/edgelb/lbd/auth"
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -47,7 +49,18 @@ func (s *Server) GetAddressPool(ctx context.Context, req *edgelbv1.GetAddressPoo
 }
 
 func (s *Server) ListAddressPools(ctx context.Context, req *edgelbv1.ListAddressPoolsRequest) (*edgelbv1.ListAddressPoolsResponse, error) {
-	return &edgelbv1.ListAddressPoolsResponse{Pools: s.fsm.Pools()}, nil
+	pools := s.fsm.Pools()
+	// A tenant-bound caller sees only the pools it may allocate from.
+	if id, ok := auth.FromContext(ctx); ok && id.Tenant != "" {
+		open := pools[:0]
+		for _, p := range pools {
+			if len(p.Tenants) == 0 || slices.Contains(p.Tenants, id.Tenant) {
+				open = append(open, p)
+			}
+		}
+		pools = open
+	}
+	return &edgelbv1.ListAddressPoolsResponse{Pools: pools}, nil
 }
 
 func (s *Server) DeleteAddressPool(ctx context.Context, req *edgelbv1.DeleteAddressPoolRequest) (*edgelbv1.DeleteAddressPoolResponse, error) {

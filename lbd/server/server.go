@@ -30,6 +30,8 @@ type Options struct {
 	// PeerCreds secure the connections this member opens to other members'
 	// APIs (forwarded writes); nil means plaintext.
 	PeerCreds credentials.TransportCredentials
+	// MaxServicesPerTenant bounds one tenant's virtual services (0: unlimited).
+	MaxServicesPerTenant int
 	// OwnedVIPs reports the VIPs the local data plane currently programs.
 	OwnedVIPs func() []string
 }

@@ -7,13 +7,20 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgelb/edgelb/lbd/auth"
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
 )
 
-func serviceKey(tenant, name string) (fsm.Key, error) {
+// serviceKey validates a service reference and applies the caller's tenant
+// binding: a cloud provider names its own tenant or none.
+func serviceKey(ctx context.Context, tenant, name string) (fsm.Key, error) {
+	tenant, err := auth.TenantScope(ctx, tenant)
+	if err != nil {
+		return fsm.Key{}, err
+	}
 	if err := validate.Tenant("tenant", &tenant); err != nil {
 		return fsm.Key{}, err
 	}
@@ -30,8 +37,18 @@ func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateV
 	if req.GetService() == nil {
 		vs = nil
 	}
+	if err := scopeService(ctx, vs); err != nil {
+		return nil, err
+	}
 	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
 		return nil, err
+	}
+	if max := s.opts.MaxServicesPerTenant; max > 0 {
+		n := 0
+		s.fsm.View(fsm.Filter{Tenant: vs.Tenant}, func(*edgelbv1.VirtualService) { n++ })
+		if n >= max {
+			return nil, status.Errorf(codes.ResourceExhausted, "tenant %s already has %d virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant", vs.Tenant, n)
+		}
 	}
 	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_CreateVirtualService{
 		CreateVirtualService: &raftv1.CreateVirtualService{Service: vs, Owner: s.initialOwner(vs)},
@@ -55,8 +72,21 @@ func (s *Server) initialOwner(vs *edgelbv1.VirtualService) string {
 	return id
 }
 
+// scopeService applies the caller's tenant binding to a service in a request.
+func scopeService(ctx context.Context, vs *edgelbv1.VirtualService) error {
+	if vs == nil {
+		return nil
+	}
+	t, err := auth.TenantScope(ctx, vs.Tenant)
+	if err != nil {
+		return err
+	}
+	vs.Tenant = t
+	return nil
+}
+
 func (s *Server) GetVirtualService(ctx context.Context, req *edgelbv1.GetVirtualServiceRequest) (*edgelbv1.GetVirtualServiceResponse, error) {
-	k, err := serviceKey(req.Tenant, req.Name)
+	k, err := serviceKey(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +98,12 @@ func (s *Server) GetVirtualService(ctx context.Context, req *edgelbv1.GetVirtual
 }
 
 func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirtualServicesRequest) (*edgelbv1.ListVirtualServicesResponse, error) {
-	if req.Tenant != "" {
-		if err := validate.Name("tenant", req.Tenant, 63); err != nil {
+	tenant, err := auth.TenantScope(ctx, req.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	if tenant != "" {
+		if err := validate.Name("tenant", tenant, 63); err != nil {
 			return nil, err
 		}
 	}
@@ -78,7 +112,7 @@ func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirt
 			return nil, err
 		}
 	}
-	vss, rev := s.fsm.List(fsm.Filter{Tenant: req.Tenant, Labels: req.Labels, Pool: req.Pool, VIP: req.Vip})
+	vss, rev := s.fsm.List(fsm.Filter{Tenant: tenant, Labels: req.Labels, Pool: req.Pool, VIP: req.Vip})
 	return &edgelbv1.ListVirtualServicesResponse{Services: vss, Revision: rev}, nil
 }
 
@@ -86,6 +120,9 @@ func (s *Server) UpdateVirtualService(ctx context.Context, req *edgelbv1.UpdateV
 	vs := proto.Clone(req.GetService()).(*edgelbv1.VirtualService)
 	if req.GetService() == nil {
 		vs = nil
+	}
+	if err := scopeService(ctx, vs); err != nil {
+		return nil, err
 	}
 	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
 		return nil, err
@@ -100,7 +137,7 @@ func (s *Server) UpdateVirtualService(ctx context.Context, req *edgelbv1.UpdateV
 }
 
 func (s *Server) DeleteVirtualService(ctx context.Context, req *edgelbv1.DeleteVirtualServiceRequest) (*edgelbv1.DeleteVirtualServiceResponse, error) {
-	k, err := serviceKey(req.Tenant, req.Name)
+	k, err := serviceKey(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +150,7 @@ func (s *Server) DeleteVirtualService(ctx context.Context, req *edgelbv1.DeleteV
 }
 
 func (s *Server) SetBackends(ctx context.Context, req *edgelbv1.SetBackendsRequest) (*edgelbv1.SetBackendsResponse, error) {
-	k, err := serviceKey(req.Tenant, req.Name)
+	k, err := serviceKey(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +188,7 @@ func (s *Server) shape(k fsm.Key, bs []*edgelbv1.Backend) (want6, dr bool) {
 }
 
 func (s *Server) AddBackend(ctx context.Context, req *edgelbv1.AddBackendRequest) (*edgelbv1.AddBackendResponse, error) {
-	k, err := serviceKey(req.Tenant, req.Name)
+	k, err := serviceKey(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +221,7 @@ func backendRef(addr string, port uint32) (string, error) {
 }
 
 func (s *Server) RemoveBackend(ctx context.Context, req *edgelbv1.RemoveBackendRequest) (*edgelbv1.RemoveBackendResponse, error) {
-	k, err := serviceKey(req.Tenant, req.Name)
+	k, err := serviceKey(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +239,7 @@ func (s *Server) RemoveBackend(ctx context.Context, req *edgelbv1.RemoveBackendR
 }
 
 func (s *Server) DrainBackend(ctx context.Context, req *edgelbv1.DrainBackendRequest) (*edgelbv1.DrainBackendResponse, error) {
-	k, err := serviceKey(req.Tenant, req.Name)
+	k, err := serviceKey(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/edgelb/edgelb/lbd/auth"
 	"github.com/edgelb/edgelb/lbd/validate"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -15,12 +16,16 @@ const maxBatch = 1000
 // Watch streams the state: a full snapshot (or, when resume_revision is still in
 // this member's history, only what changed since), then every change as it is applied.
 func (s *Server) Watch(req *edgelbv1.WatchRequest, stream edgelbv1.WatchService_WatchServer) error {
-	if req.Tenant != "" {
-		if err := validate.Name("tenant", req.Tenant, 63); err != nil {
+	ctx := stream.Context()
+	tenant, err := auth.TenantScope(ctx, req.Tenant)
+	if err != nil {
+		return err
+	}
+	if tenant != "" {
+		if err := validate.Name("tenant", tenant, 63); err != nil {
 			return err
 		}
 	}
-	ctx := stream.Context()
 	rev := req.ResumeRevision
 	sendSnapshot := rev == 0
 	for {
@@ -45,7 +50,7 @@ func (s *Server) Watch(req *edgelbv1.WatchRequest, stream edgelbv1.WatchService_
 			evs, rev = s.fsm.SnapshotEvents()
 			snapshot, sendSnapshot = true, false
 		}
-		evs = filterTenant(evs, req.Tenant)
+		evs = filterTenant(evs, tenant)
 		if snapshot || len(evs) > 0 {
 			if err := sendBatches(stream, snapshot, evs, rev); err != nil {
 				return err

@@ -67,6 +67,8 @@ type Config struct {
 	// LogOutput receives raft's own log lines (default stderr).
 	LogOutput io.Writer
 	LogJSON   bool
+	// TLS, when set, makes the raft transport mutual TLS; nil is plaintext.
+	TLS *TLS
 }
 
 // Node is a running raft member.
@@ -143,7 +145,15 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("raft address %q must name the host's own IP, since peers dial it", cfg.RaftAddr)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, transportTimeout, rc.Logger.Named("transport"))
+	var trans *raft.NetworkTransport
+	if cfg.TLS != nil {
+		var stream *tlsStream
+		if stream, err = newTLSStream(cfg.RaftAddr, adv, cfg.TLS); err == nil {
+			trans = raft.NewNetworkTransportWithLogger(stream, 3, transportTimeout, rc.Logger.Named("transport"))
+		}
+	} else {
+		trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, transportTimeout, rc.Logger.Named("transport"))
+	}
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)

@@ -1,0 +1,189 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func lbd(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(bin, "lbd"), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("lbd %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// creds returns lbctl's TLS flags for the certificate NAME in dir.
+func creds(dir, name string) []string {
+	return []string{"--ca-file", filepath.Join(dir, "ca.crt"), "--cert-file", filepath.Join(dir, name+".crt"), "--key-file", filepath.Join(dir, name+".key")}
+}
+
+func tlsClient(t *testing.T, caDir, certDir, name string) *tls.Config {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, _ := os.ReadFile(filepath.Join(caDir, "ca.crt"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}}
+}
+
+// handshake dials addr with cfg and completes a TLS 1.3 handshake including the
+// server's verdict on our certificate (which arrives with the first read).
+func handshake(addr string, cfg *tls.Config) (*tls.ConnectionState, error) {
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err != nil && !strings.Contains(err.Error(), "timeout") {
+		return nil, err
+	}
+	st := c.ConnectionState()
+	return &st, nil
+}
+
+func TestClusterSecurity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three lbd processes; skipped with -short")
+	}
+	pki := t.TempDir()
+	lbd(t, "certs", "ca", "--out", pki)
+	for _, c := range []struct{ role, name string }{
+		{"member", "edge1"}, {"member", "edge2"}, {"member", "edge3"},
+		{"admin", "alice"}, {"viewer", "victor"}, {"cloud-provider", "tenant-a"}, {"cloud-provider", "tenant-b"},
+	} {
+		lbd(t, "certs", "issue", "--ca", pki, "--role", c.role, "--name", c.name, "--host", "127.0.0.1", "--out", pki)
+	}
+	// A certificate with the right shape from a CA the cluster does not trust.
+	rogue := t.TempDir()
+	lbd(t, "certs", "ca", "--out", rogue)
+	lbd(t, "certs", "issue", "--ca", rogue, "--role", "admin", "--name", "mallory", "--host", "127.0.0.1", "--out", rogue)
+	os.WriteFile(filepath.Join(rogue, "ca.crt"), must(os.ReadFile(filepath.Join(pki, "ca.crt"))), 0o644)
+
+	c := newCluster(t, 3)
+	for _, m := range c.members {
+		m.extra = []string{"--tls-ca", filepath.Join(pki, "ca.crt"), "--tls-cert", filepath.Join(pki, m.id+".crt"), "--tls-key", filepath.Join(pki, m.id+".key")}
+		m.start(t)
+	}
+	all := c.endpoints()
+	admin := func(args ...string) []string { return append(creds(pki, "alice"), args...) }
+	eventually(t, 30*time.Second, "TLS cluster forms", func() error {
+		out, errs, code := lbctl(t, all, admin("member", "list", "-o", "json")...)
+		if code != 0 {
+			return fmt.Errorf("exit %d: %s", code, errs)
+		}
+		if n := strings.Count(out, `"suffrage": "voter"`) + strings.Count(out, `"suffrage":"voter"`); n != 3 {
+			return fmt.Errorf("%d voters", n)
+		}
+		return nil
+	})
+	mustLbctl(t, all, admin("pool", "create", "a", "--range", "192.0.2.0/28", "--tenant-allowed", "tenant-a")...)
+	mustLbctl(t, all, admin("pool", "create", "b", "--range", "198.51.100.0/28", "--tenant-allowed", "tenant-b")...)
+
+	t.Run("no client certificate is refused", func(t *testing.T) {
+		_, errs, code := lbctl(t, all, "--ca-file", filepath.Join(pki, "ca.crt"), "vip", "list")
+		if code == 0 {
+			t.Fatalf("listing without a client certificate succeeded")
+		}
+		_, errs2, code2 := lbctl(t, all, "vip", "list") // plaintext
+		if code2 == 0 {
+			t.Fatalf("plaintext listing succeeded: %s", errs2)
+		}
+		t.Logf("without certificate: exit %d: %s", code, strings.TrimSpace(errs))
+	})
+
+	t.Run("a certificate from another CA is refused", func(t *testing.T) {
+		_, errs, code := lbctl(t, all, creds(rogue, "mallory")...)
+		_, errs, code = lbctl(t, all, append(creds(rogue, "mallory"), "pool", "list")...)
+		if code == 0 {
+			t.Fatalf("a foreign-CA admin was served: %s", errs)
+		}
+	})
+
+	t.Run("viewer reads but may not write", func(t *testing.T) {
+		mustLbctl(t, all, append(creds(pki, "victor"), "vip", "list")...)
+		_, errs, code := lbctl(t, all, append(creds(pki, "victor"), "vip", "create", "x", "--tenant", "tenant-a", "--port", "tcp/80")...)
+		if code != 7 || !strings.Contains(errs, "may not") {
+			t.Fatalf("viewer create: exit %d %q; want 7 (PermissionDenied)", code, errs)
+		}
+	})
+
+	t.Run("tenants are isolated", func(t *testing.T) {
+		ta := func(args ...string) []string { return append(creds(pki, "tenant-a"), args...) }
+		tb := func(args ...string) []string { return append(creds(pki, "tenant-b"), args...) }
+		out := mustLbctl(t, all, ta("vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.21", "-o", "json")...)
+		if !strings.Contains(out, `"tenant-a"`) || !strings.Contains(out, "192.0.2.") {
+			t.Fatalf("tenant-a's VIP is not in its tenant and pool: %s", out)
+		}
+		if out := mustLbctl(t, all, tb("vip", "list", "-o", "json")...); strings.Contains(out, "web") {
+			t.Fatalf("tenant-b sees tenant-a's VIP: %s", out)
+		}
+		for _, args := range [][]string{
+			{"vip", "get", "web", "--tenant", "tenant-a"},
+			{"vip", "delete", "web", "--tenant", "tenant-a"},
+			{"vip", "list", "--tenant", "tenant-a"},
+		} {
+			if _, errs, code := lbctl(t, all, tb(args...)...); code != 7 {
+				t.Errorf("tenant-b %s: exit %d (%s); want 7", strings.Join(args, " "), code, errs)
+			}
+		}
+		// B cannot take A's address, nor allocate from A's pool.
+		if _, errs, code := lbctl(t, all, tb("vip", "create", "steal", "--vip", "192.0.2.1", "--port", "tcp/81")...); code == 0 {
+			t.Errorf("tenant-b took tenant-a's address: %s", errs)
+		}
+		if _, errs, code := lbctl(t, all, tb("vip", "create", "pool-a", "--pool", "a", "--port", "tcp/81")...); code != 7 {
+			t.Errorf("tenant-b allocating from pool a: exit %d (%s); want 7", code, errs)
+		}
+		mustLbctl(t, all, ta("vip", "get", "web")...)
+	})
+
+	t.Run("the raft port accepts only members", func(t *testing.T) {
+		raftAddr := c.members[0].raft
+		if _, err := handshake(raftAddr, tlsClient(t, pki, pki, "alice")); err == nil {
+			t.Fatal("an admin (non-member) certificate completed a handshake with the raft port")
+		}
+		if _, err := handshake(raftAddr, tlsClient(t, pki, pki, "edge2")); err != nil {
+			t.Fatalf("a member certificate was refused by the raft port: %v", err)
+		}
+	})
+
+	t.Run("a rotated certificate is served without a restart", func(t *testing.T) {
+		m := c.members[0]
+		before, err := handshake(m.api, tlsClient(t, pki, pki, "alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lbd(t, "certs", "issue", "--ca", pki, "--role", "member", "--name", m.id, "--host", "127.0.0.1", "--out", pki, "--force")
+		eventually(t, 10*time.Second, "new certificate served", func() error {
+			st, err := handshake(m.api, tlsClient(t, pki, pki, "alice"))
+			if err != nil {
+				return err
+			}
+			if st.PeerCertificates[0].SerialNumber.Cmp(before.PeerCertificates[0].SerialNumber) == 0 {
+				return fmt.Errorf("still the old certificate")
+			}
+			return nil
+		})
+		mustLbctl(t, []string{m.api}, admin("vip", "list")...)
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgelb/edgelb/lbd/certs"
+)
+
+func certsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "certs",
+		Short: "Create the cluster CA and issue member, admin, operator, viewer and cloud-provider certificates",
+		Long: `Every lbd member, lbctl user and cloud provider authenticates with a certificate
+from the cluster CA. The role and name live in the certificate (URI SAN
+edgelb://<role>/<name>); a cloud-provider certificate's name is its tenant, and
+it sees and changes only that tenant's virtual services.
+
+Certificates are written as NAME.crt and NAME.key; lbd reloads its own when the
+files change, so rotating is: issue a new one with --force over the old files.`,
+		Example: `  lbd certs ca --out /etc/edgelb/ca
+  lbd certs issue --ca /etc/edgelb/ca --role member --name edge1 --host 10.0.0.11 --out /etc/edgelb
+  lbd certs issue --ca /etc/edgelb/ca --role admin --name alice --out ~/.config/edgelb
+  lbd certs issue --ca /etc/edgelb/ca --role cloud-provider --name cluster-a --out ./ccm
+  lbd certs issue --ca /etc/edgelb/ca --role viewer --name grafana --out ./viewer`,
+	}
+	var out, name string
+	var validity time.Duration
+	ca := &cobra.Command{
+		Use:   "ca",
+		Short: "Create a new cluster CA (ca.crt, ca.key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := certs.NewCA(name, validity)
+			if err != nil {
+				return err
+			}
+			if err := c.Save(out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "CA written to %s (keep ca.key offline; distribute ca.crt)\n", filepath.Join(out, "ca.crt"))
+			return nil
+		},
+	}
+	ca.Flags().StringVar(&out, "out", ".", "directory to write ca.crt and ca.key into")
+	ca.Flags().StringVar(&name, "name", "edgelb CA", "the CA's common name")
+	ca.Flags().DurationVar(&validity, "validity", 10*365*24*time.Hour, "how long the CA is valid")
+
+	var caDir, role, iname, iout string
+	var hosts []string
+	var force bool
+	var ivalidity time.Duration
+	issue := &cobra.Command{
+		Use:   "issue",
+		Short: "Issue a certificate signed by the CA",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := certs.LoadCA(caDir)
+			if err != nil {
+				return err
+			}
+			is, err := c.Issue(certs.Request{Role: role, Name: iname, Hosts: hosts, Validity: ivalidity})
+			if err != nil {
+				return err
+			}
+			if err := is.Save(iout, iname, force); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "edgelb://%s/%s written to %s.crt and %s.key\n", role, iname, filepath.Join(iout, iname), filepath.Join(iout, iname))
+			return nil
+		},
+	}
+	f := issue.Flags()
+	f.StringVar(&caDir, "ca", ".", "directory holding ca.crt and ca.key")
+	f.StringVar(&role, "role", "", "member, admin, operator, viewer or cloud-provider")
+	f.StringVar(&iname, "name", "", "member id, user name, or (cloud-provider) tenant")
+	f.StringSliceVar(&hosts, "host", nil, "IP or DNS name the certificate serves, repeatable (members: the API and raft addresses' host)")
+	f.StringVar(&iout, "out", ".", "directory to write NAME.crt and NAME.key into")
+	f.BoolVar(&force, "force", false, "replace existing files (certificate rotation)")
+	f.DurationVar(&ivalidity, "validity", 365*24*time.Hour, "how long the certificate is valid")
+	issue.MarkFlagRequired("role")
+	issue.MarkFlagRequired("name")
+	issue.RegisterFlagCompletionFunc("role", cobra.FixedCompletions(certs.Roles, cobra.ShellCompDirectiveNoFileComp))
+	cmd.AddCommand(ca, issue)
+	return cmd
+}
