@@ -352,6 +352,34 @@ func TestClusterLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("planned moves: vip move and member drain", func(t *testing.T) {
+		web := vipOf(t, all, "web")
+		var target *member
+		for _, m := range c.members {
+			if m.id != web["owner"] {
+				target = m
+				break
+			}
+		}
+		mustLbctl(t, viaFollower, "vip", "move", web["vip"].(string), target.id)
+		if o := vipOf(t, viaFollower, "web")["owner"]; o != target.id {
+			t.Fatalf("after vip move, owner %v; want %s", o, target.id)
+		}
+		// Sticky: a few assignment rounds later it is still there.
+		time.Sleep(300 * time.Millisecond)
+		if o := vipOf(t, all, "web")["owner"]; o != target.id {
+			t.Fatalf("moved VIP went back to %v", o)
+		}
+		mustLbctl(t, viaFollower, "member", "drain", target.id, "--wait", "--wait-timeout", "15s")
+		if o := vipOf(t, all, "web")["owner"]; o == target.id || o == "" {
+			t.Fatalf("after draining %s, web is owned by %q", target.id, o)
+		}
+		if _, errs, code := lbctl(t, all, "vip", "move", web["vip"].(string), target.id); code != 6 {
+			t.Errorf("moving a VIP to a draining member: exit %d (%s); want 6", code, errs)
+		}
+		mustLbctl(t, all, "member", "drain", target.id, "--undo")
+	})
+
 	// Enough writes to pass the snapshot threshold, so restarts restore from snapshots.
 	for i := 0; i < 20; i++ {
 		mustLbctl(t, all, "vip", "create", fmt.Sprintf("svc%02d", i), "--port", "tcp/443:30443", "--backend", "10.0.0.23")

@@ -20,7 +20,7 @@ func (a *app) memberCmd() *cobra.Command {
 		Example: `  lbctl member list
   lbctl member status`,
 	}
-	c.AddCommand(a.memberListCmd(), a.memberAddCmd(), a.memberRemoveCmd(), a.memberStatusCmd())
+	c.AddCommand(a.memberListCmd(), a.memberAddCmd(), a.memberRemoveCmd(), a.memberStatusCmd(), a.memberDrainCmd())
 	return c
 }
 

@@ -29,7 +29,7 @@ func (a *app) vipCmd() *cobra.Command {
   lbctl vip list
   lbctl vip get web -o yaml`,
 	}
-	c.AddCommand(a.vipCreateCmd(), a.vipGetCmd(), a.vipListCmd(), a.vipUpdateCmd(), a.vipDeleteCmd())
+	c.AddCommand(a.vipCreateCmd(), a.vipGetCmd(), a.vipListCmd(), a.vipUpdateCmd(), a.vipDeleteCmd(), a.vipMoveCmd())
 	return c
 }
 

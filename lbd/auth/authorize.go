@@ -18,6 +18,7 @@ type access int
 const (
 	accRead     access = iota // any identity
 	accService                // virtual services: admin, operator, cloud-provider (own tenant)
+	accOperator               // planned moves and drains: admin, operator
 	accAdmin                  // pools, membership, leadership
 	accMember                 // raft peers only
 	accJoin                   // AddMember: admin, or a member joining
@@ -36,6 +37,8 @@ var methods = map[string]access{
 	"/edgelb.v1.VirtualServiceService/AddBackend":           accService,
 	"/edgelb.v1.VirtualServiceService/RemoveBackend":        accService,
 	"/edgelb.v1.VirtualServiceService/DrainBackend":         accService,
+	"/edgelb.v1.VirtualServiceService/MoveVIP":              accOperator,
+	"/edgelb.v1.ClusterService/DrainMember":                 accOperator,
 	"/edgelb.v1.AddressPoolService/CreateAddressPool":       accAdmin,
 	"/edgelb.v1.AddressPoolService/GetAddressPool":          accRead,
 	"/edgelb.v1.AddressPoolService/ListAddressPools":        accRead,
@@ -118,13 +121,15 @@ func (a *Authorizer) check(id Identity, method string) (Identity, error) {
 		allowed = true
 	case acc == accService:
 		allowed = id.Role == RoleAdmin || id.Role == RoleOperator || id.Role == RoleCloudProvider
+	case acc == accOperator:
+		allowed = id.Role == RoleAdmin || id.Role == RoleOperator
 	case acc == accAdmin, acc == accJoin:
 		allowed = id.Role == RoleAdmin
 	}
 	if !allowed {
 		return id, status.Errorf(codes.PermissionDenied, "%s (role %s) may not call %s; ask an admin for a certificate with the right role", id, id.Role, method[strings.LastIndexByte(method, '/')+1:])
 	}
-	if (acc == accService || acc == accAdmin) && id.Role != RoleMember && !a.allow(id) {
+	if (acc == accService || acc == accAdmin || acc == accOperator) && id.Role != RoleMember && !a.allow(id) {
 		return id, status.Errorf(codes.ResourceExhausted, "%s exceeds %.0f writes/s; slow down and retry", id, a.WriteRate)
 	}
 	return id, nil

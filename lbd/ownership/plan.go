@@ -18,6 +18,7 @@ const (
 	ReasonOwnerDown  = "owner unreachable"
 	ReasonOwnerDrain = "owner draining"
 	ReasonAlign      = "VIP shared with another service"
+	ReasonMoved      = "moved by operator"
 )
 
 // Plan returns the assignments that give every VIP an eligible owner. It is

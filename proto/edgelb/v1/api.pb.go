@@ -1020,6 +1020,104 @@ func (x *DrainBackendResponse) GetService() *VirtualService {
 	return nil
 }
 
+type MoveVIPRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vip   string                 `protobuf:"bytes,1,opt,name=vip,proto3" json:"vip,omitempty"`
+	// The member to own it next.
+	Member        string `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveVIPRequest) Reset() {
+	*x = MoveVIPRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveVIPRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveVIPRequest) ProtoMessage() {}
+
+func (x *MoveVIPRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveVIPRequest.ProtoReflect.Descriptor instead.
+func (*MoveVIPRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MoveVIPRequest) GetVip() string {
+	if x != nil {
+		return x.Vip
+	}
+	return ""
+}
+
+func (x *MoveVIPRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+type MoveVIPResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The services on that VIP, with their new owner.
+	Services      []*VirtualService `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveVIPResponse) Reset() {
+	*x = MoveVIPResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveVIPResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveVIPResponse) ProtoMessage() {}
+
+func (x *MoveVIPResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveVIPResponse.ProtoReflect.Descriptor instead.
+func (*MoveVIPResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MoveVIPResponse) GetServices() []*VirtualService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 type CreateAddressPoolRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pool          *AddressPool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
@@ -1029,7 +1127,7 @@ type CreateAddressPoolRequest struct {
 
 func (x *CreateAddressPoolRequest) Reset() {
 	*x = CreateAddressPoolRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[18]
+	mi := &file_edgelb_v1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1139,7 @@ func (x *CreateAddressPoolRequest) String() string {
 func (*CreateAddressPoolRequest) ProtoMessage() {}
 
 func (x *CreateAddressPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[18]
+	mi := &file_edgelb_v1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1152,7 @@ func (x *CreateAddressPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAddressPoolRequest.ProtoReflect.Descriptor instead.
 func (*CreateAddressPoolRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateAddressPoolRequest) GetPool() *AddressPool {
@@ -1073,7 +1171,7 @@ type CreateAddressPoolResponse struct {
 
 func (x *CreateAddressPoolResponse) Reset() {
 	*x = CreateAddressPoolResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[19]
+	mi := &file_edgelb_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1183,7 @@ func (x *CreateAddressPoolResponse) String() string {
 func (*CreateAddressPoolResponse) ProtoMessage() {}
 
 func (x *CreateAddressPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[19]
+	mi := &file_edgelb_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1196,7 @@ func (x *CreateAddressPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAddressPoolResponse.ProtoReflect.Descriptor instead.
 func (*CreateAddressPoolResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateAddressPoolResponse) GetPool() *AddressPool {
@@ -1117,7 +1215,7 @@ type GetAddressPoolRequest struct {
 
 func (x *GetAddressPoolRequest) Reset() {
 	*x = GetAddressPoolRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[20]
+	mi := &file_edgelb_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1227,7 @@ func (x *GetAddressPoolRequest) String() string {
 func (*GetAddressPoolRequest) ProtoMessage() {}
 
 func (x *GetAddressPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[20]
+	mi := &file_edgelb_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1240,7 @@ func (x *GetAddressPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAddressPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetAddressPoolRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetAddressPoolRequest) GetName() string {
@@ -1164,7 +1262,7 @@ type GetAddressPoolResponse struct {
 
 func (x *GetAddressPoolResponse) Reset() {
 	*x = GetAddressPoolResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[21]
+	mi := &file_edgelb_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1274,7 @@ func (x *GetAddressPoolResponse) String() string {
 func (*GetAddressPoolResponse) ProtoMessage() {}
 
 func (x *GetAddressPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[21]
+	mi := &file_edgelb_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1287,7 @@ func (x *GetAddressPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAddressPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetAddressPoolResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetAddressPoolResponse) GetPool() *AddressPool {
@@ -1221,7 +1319,7 @@ type ListAddressPoolsRequest struct {
 
 func (x *ListAddressPoolsRequest) Reset() {
 	*x = ListAddressPoolsRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[22]
+	mi := &file_edgelb_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1331,7 @@ func (x *ListAddressPoolsRequest) String() string {
 func (*ListAddressPoolsRequest) ProtoMessage() {}
 
 func (x *ListAddressPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[22]
+	mi := &file_edgelb_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1344,7 @@ func (x *ListAddressPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAddressPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListAddressPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 type ListAddressPoolsResponse struct {
@@ -1258,7 +1356,7 @@ type ListAddressPoolsResponse struct {
 
 func (x *ListAddressPoolsResponse) Reset() {
 	*x = ListAddressPoolsResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[23]
+	mi := &file_edgelb_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1368,7 @@ func (x *ListAddressPoolsResponse) String() string {
 func (*ListAddressPoolsResponse) ProtoMessage() {}
 
 func (x *ListAddressPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[23]
+	mi := &file_edgelb_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1381,7 @@ func (x *ListAddressPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAddressPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListAddressPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListAddressPoolsResponse) GetPools() []*AddressPool {
@@ -1302,7 +1400,7 @@ type DeleteAddressPoolRequest struct {
 
 func (x *DeleteAddressPoolRequest) Reset() {
 	*x = DeleteAddressPoolRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[24]
+	mi := &file_edgelb_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1412,7 @@ func (x *DeleteAddressPoolRequest) String() string {
 func (*DeleteAddressPoolRequest) ProtoMessage() {}
 
 func (x *DeleteAddressPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[24]
+	mi := &file_edgelb_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1425,7 @@ func (x *DeleteAddressPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPoolRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPoolRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteAddressPoolRequest) GetName() string {
@@ -1345,7 +1443,7 @@ type DeleteAddressPoolResponse struct {
 
 func (x *DeleteAddressPoolResponse) Reset() {
 	*x = DeleteAddressPoolResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[25]
+	mi := &file_edgelb_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1455,7 @@ func (x *DeleteAddressPoolResponse) String() string {
 func (*DeleteAddressPoolResponse) ProtoMessage() {}
 
 func (x *DeleteAddressPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[25]
+	mi := &file_edgelb_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1468,7 @@ func (x *DeleteAddressPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPoolResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPoolResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 type ListMembersRequest struct {
@@ -1381,7 +1479,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[26]
+	mi := &file_edgelb_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1491,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[26]
+	mi := &file_edgelb_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1504,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 type ListMembersResponse struct {
@@ -1419,7 +1517,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[27]
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1529,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[27]
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1542,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -1472,7 +1570,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1582,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1595,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AddMemberRequest) GetMember() *Member {
@@ -1523,7 +1621,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1633,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1646,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AddMemberResponse) GetMember() *Member {
@@ -1567,7 +1665,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1677,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1690,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1610,7 +1708,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1720,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1733,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 type GetLeaderRequest struct {
@@ -1646,7 +1744,7 @@ type GetLeaderRequest struct {
 
 func (x *GetLeaderRequest) Reset() {
 	*x = GetLeaderRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1756,7 @@ func (x *GetLeaderRequest) String() string {
 func (*GetLeaderRequest) ProtoMessage() {}
 
 func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1769,7 @@ func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 type GetLeaderResponse struct {
@@ -1684,7 +1782,7 @@ type GetLeaderResponse struct {
 
 func (x *GetLeaderResponse) Reset() {
 	*x = GetLeaderResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1794,7 @@ func (x *GetLeaderResponse) String() string {
 func (*GetLeaderResponse) ProtoMessage() {}
 
 func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1807,7 @@ func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderResponse.ProtoReflect.Descriptor instead.
 func (*GetLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetLeaderResponse) GetLeader() *Member {
@@ -1736,7 +1834,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1846,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1859,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TransferLeadershipRequest) GetTargetId() string {
@@ -1780,7 +1878,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1890,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,12 +1903,109 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() *Member {
 	if x != nil {
 		return x.Leader
+	}
+	return nil
+}
+
+type DrainMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// true returns a drained member to service.
+	Undrain       bool `protobuf:"varint,2,opt,name=undrain,proto3" json:"undrain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainMemberRequest) Reset() {
+	*x = DrainMemberRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainMemberRequest) ProtoMessage() {}
+
+func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainMemberRequest.ProtoReflect.Descriptor instead.
+func (*DrainMemberRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DrainMemberRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DrainMemberRequest) GetUndrain() bool {
+	if x != nil {
+		return x.Undrain
+	}
+	return false
+}
+
+type DrainMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainMemberResponse) Reset() {
+	*x = DrainMemberResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainMemberResponse) ProtoMessage() {}
+
+func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainMemberResponse.ProtoReflect.Descriptor instead.
+func (*DrainMemberResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DrainMemberResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
 	}
 	return nil
 }
@@ -1825,7 +2020,7 @@ type GetMemberStatusRequest struct {
 
 func (x *GetMemberStatusRequest) Reset() {
 	*x = GetMemberStatusRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +2032,7 @@ func (x *GetMemberStatusRequest) String() string {
 func (*GetMemberStatusRequest) ProtoMessage() {}
 
 func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +2045,7 @@ func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetMemberStatusRequest) GetId() string {
@@ -1884,7 +2079,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2091,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2104,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -1998,7 +2193,7 @@ type GetMemberStatusResponse struct {
 
 func (x *GetMemberStatusResponse) Reset() {
 	*x = GetMemberStatusResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2205,7 @@ func (x *GetMemberStatusResponse) String() string {
 func (*GetMemberStatusResponse) ProtoMessage() {}
 
 func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2218,7 @@ func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetMemberStatusResponse) GetStatus() *MemberStatus {
@@ -2044,7 +2239,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2251,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2264,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchRequest) GetResumeRevision() uint64 {
@@ -2104,7 +2299,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2311,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2324,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Event) GetType() EventType {
@@ -2222,7 +2417,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2429,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2442,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchResponse) GetSnapshot() bool {
@@ -2333,7 +2528,12 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x12\x18\n" +
 	"\adrained\x18\x05 \x01(\bR\adrained\"K\n" +
 	"\x14DrainBackendResponse\x123\n" +
-	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\"F\n" +
+	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\":\n" +
+	"\x0eMoveVIPRequest\x12\x10\n" +
+	"\x03vip\x18\x01 \x01(\tR\x03vip\x12\x16\n" +
+	"\x06member\x18\x02 \x01(\tR\x06member\"H\n" +
+	"\x0fMoveVIPResponse\x125\n" +
+	"\bservices\x18\x01 \x03(\v2\x19.edgelb.v1.VirtualServiceR\bservices\"F\n" +
 	"\x18CreateAddressPoolRequest\x12*\n" +
 	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\"G\n" +
 	"\x19CreateAddressPoolResponse\x12*\n" +
@@ -2369,7 +2569,12 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x19TransferLeadershipRequest\x12\x1b\n" +
 	"\ttarget_id\x18\x01 \x01(\tR\btargetId\"G\n" +
 	"\x1aTransferLeadershipResponse\x12)\n" +
-	"\x06leader\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06leader\"(\n" +
+	"\x06leader\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06leader\">\n" +
+	"\x12DrainMemberRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aundrain\x18\x02 \x01(\bR\aundrain\"@\n" +
+	"\x13DrainMemberResponse\x12)\n" +
+	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\xf4\x02\n" +
 	"\fMemberStatus\x12)\n" +
@@ -2408,7 +2613,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eEVENT_TYPE_PUT\x10\x01\x12\x15\n" +
-	"\x11EVENT_TYPE_DELETE\x10\x022\xd6\x06\n" +
+	"\x11EVENT_TYPE_DELETE\x10\x022\x98\a\n" +
 	"\x15VirtualServiceService\x12g\n" +
 	"\x14CreateVirtualService\x12&.edgelb.v1.CreateVirtualServiceRequest\x1a'.edgelb.v1.CreateVirtualServiceResponse\x12^\n" +
 	"\x11GetVirtualService\x12#.edgelb.v1.GetVirtualServiceRequest\x1a$.edgelb.v1.GetVirtualServiceResponse\x12d\n" +
@@ -2419,18 +2624,20 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"AddBackend\x12\x1c.edgelb.v1.AddBackendRequest\x1a\x1d.edgelb.v1.AddBackendResponse\x12R\n" +
 	"\rRemoveBackend\x12\x1f.edgelb.v1.RemoveBackendRequest\x1a .edgelb.v1.RemoveBackendResponse\x12O\n" +
-	"\fDrainBackend\x12\x1e.edgelb.v1.DrainBackendRequest\x1a\x1f.edgelb.v1.DrainBackendResponse2\x88\x03\n" +
+	"\fDrainBackend\x12\x1e.edgelb.v1.DrainBackendRequest\x1a\x1f.edgelb.v1.DrainBackendResponse\x12@\n" +
+	"\aMoveVIP\x12\x19.edgelb.v1.MoveVIPRequest\x1a\x1a.edgelb.v1.MoveVIPResponse2\x88\x03\n" +
 	"\x12AddressPoolService\x12^\n" +
 	"\x11CreateAddressPool\x12#.edgelb.v1.CreateAddressPoolRequest\x1a$.edgelb.v1.CreateAddressPoolResponse\x12U\n" +
 	"\x0eGetAddressPool\x12 .edgelb.v1.GetAddressPoolRequest\x1a!.edgelb.v1.GetAddressPoolResponse\x12[\n" +
 	"\x10ListAddressPools\x12\".edgelb.v1.ListAddressPoolsRequest\x1a#.edgelb.v1.ListAddressPoolsResponse\x12^\n" +
-	"\x11DeleteAddressPool\x12#.edgelb.v1.DeleteAddressPoolRequest\x1a$.edgelb.v1.DeleteAddressPoolResponse2\xfc\x03\n" +
+	"\x11DeleteAddressPool\x12#.edgelb.v1.DeleteAddressPoolRequest\x1a$.edgelb.v1.DeleteAddressPoolResponse2\xca\x04\n" +
 	"\x0eClusterService\x12L\n" +
 	"\vListMembers\x12\x1d.edgelb.v1.ListMembersRequest\x1a\x1e.edgelb.v1.ListMembersResponse\x12F\n" +
 	"\tAddMember\x12\x1b.edgelb.v1.AddMemberRequest\x1a\x1c.edgelb.v1.AddMemberResponse\x12O\n" +
 	"\fRemoveMember\x12\x1e.edgelb.v1.RemoveMemberRequest\x1a\x1f.edgelb.v1.RemoveMemberResponse\x12F\n" +
 	"\tGetLeader\x12\x1b.edgelb.v1.GetLeaderRequest\x1a\x1c.edgelb.v1.GetLeaderResponse\x12a\n" +
-	"\x12TransferLeadership\x12$.edgelb.v1.TransferLeadershipRequest\x1a%.edgelb.v1.TransferLeadershipResponse\x12X\n" +
+	"\x12TransferLeadership\x12$.edgelb.v1.TransferLeadershipRequest\x1a%.edgelb.v1.TransferLeadershipResponse\x12L\n" +
+	"\vDrainMember\x12\x1d.edgelb.v1.DrainMemberRequest\x1a\x1e.edgelb.v1.DrainMemberResponse\x12X\n" +
 	"\x0fGetMemberStatus\x12!.edgelb.v1.GetMemberStatusRequest\x1a\".edgelb.v1.GetMemberStatusResponse2L\n" +
 	"\fWatchService\x12<\n" +
 	"\x05Watch\x12\x17.edgelb.v1.WatchRequest\x1a\x18.edgelb.v1.WatchResponse0\x01B3Z1github.com/edgelb/edgelb/proto/edgelb/v1;edgelbv1b\x06proto3"
@@ -2448,7 +2655,7 @@ func file_edgelb_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_edgelb_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_edgelb_v1_api_proto_goTypes = []any{
 	(EventType)(0),                       // 0: edgelb.v1.EventType
 	(*CreateVirtualServiceRequest)(nil),  // 1: edgelb.v1.CreateVirtualServiceRequest
@@ -2469,111 +2676,121 @@ var file_edgelb_v1_api_proto_goTypes = []any{
 	(*RemoveBackendResponse)(nil),        // 16: edgelb.v1.RemoveBackendResponse
 	(*DrainBackendRequest)(nil),          // 17: edgelb.v1.DrainBackendRequest
 	(*DrainBackendResponse)(nil),         // 18: edgelb.v1.DrainBackendResponse
-	(*CreateAddressPoolRequest)(nil),     // 19: edgelb.v1.CreateAddressPoolRequest
-	(*CreateAddressPoolResponse)(nil),    // 20: edgelb.v1.CreateAddressPoolResponse
-	(*GetAddressPoolRequest)(nil),        // 21: edgelb.v1.GetAddressPoolRequest
-	(*GetAddressPoolResponse)(nil),       // 22: edgelb.v1.GetAddressPoolResponse
-	(*ListAddressPoolsRequest)(nil),      // 23: edgelb.v1.ListAddressPoolsRequest
-	(*ListAddressPoolsResponse)(nil),     // 24: edgelb.v1.ListAddressPoolsResponse
-	(*DeleteAddressPoolRequest)(nil),     // 25: edgelb.v1.DeleteAddressPoolRequest
-	(*DeleteAddressPoolResponse)(nil),    // 26: edgelb.v1.DeleteAddressPoolResponse
-	(*ListMembersRequest)(nil),           // 27: edgelb.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 28: edgelb.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),             // 29: edgelb.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),            // 30: edgelb.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),          // 31: edgelb.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 32: edgelb.v1.RemoveMemberResponse
-	(*GetLeaderRequest)(nil),             // 33: edgelb.v1.GetLeaderRequest
-	(*GetLeaderResponse)(nil),            // 34: edgelb.v1.GetLeaderResponse
-	(*TransferLeadershipRequest)(nil),    // 35: edgelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),   // 36: edgelb.v1.TransferLeadershipResponse
-	(*GetMemberStatusRequest)(nil),       // 37: edgelb.v1.GetMemberStatusRequest
-	(*MemberStatus)(nil),                 // 38: edgelb.v1.MemberStatus
-	(*GetMemberStatusResponse)(nil),      // 39: edgelb.v1.GetMemberStatusResponse
-	(*WatchRequest)(nil),                 // 40: edgelb.v1.WatchRequest
-	(*Event)(nil),                        // 41: edgelb.v1.Event
-	(*WatchResponse)(nil),                // 42: edgelb.v1.WatchResponse
-	nil,                                  // 43: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	(*VirtualService)(nil),               // 44: edgelb.v1.VirtualService
-	(*Backend)(nil),                      // 45: edgelb.v1.Backend
-	(*AddressPool)(nil),                  // 46: edgelb.v1.AddressPool
-	(*Member)(nil),                       // 47: edgelb.v1.Member
+	(*MoveVIPRequest)(nil),               // 19: edgelb.v1.MoveVIPRequest
+	(*MoveVIPResponse)(nil),              // 20: edgelb.v1.MoveVIPResponse
+	(*CreateAddressPoolRequest)(nil),     // 21: edgelb.v1.CreateAddressPoolRequest
+	(*CreateAddressPoolResponse)(nil),    // 22: edgelb.v1.CreateAddressPoolResponse
+	(*GetAddressPoolRequest)(nil),        // 23: edgelb.v1.GetAddressPoolRequest
+	(*GetAddressPoolResponse)(nil),       // 24: edgelb.v1.GetAddressPoolResponse
+	(*ListAddressPoolsRequest)(nil),      // 25: edgelb.v1.ListAddressPoolsRequest
+	(*ListAddressPoolsResponse)(nil),     // 26: edgelb.v1.ListAddressPoolsResponse
+	(*DeleteAddressPoolRequest)(nil),     // 27: edgelb.v1.DeleteAddressPoolRequest
+	(*DeleteAddressPoolResponse)(nil),    // 28: edgelb.v1.DeleteAddressPoolResponse
+	(*ListMembersRequest)(nil),           // 29: edgelb.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),          // 30: edgelb.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),             // 31: edgelb.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),            // 32: edgelb.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),          // 33: edgelb.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 34: edgelb.v1.RemoveMemberResponse
+	(*GetLeaderRequest)(nil),             // 35: edgelb.v1.GetLeaderRequest
+	(*GetLeaderResponse)(nil),            // 36: edgelb.v1.GetLeaderResponse
+	(*TransferLeadershipRequest)(nil),    // 37: edgelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),   // 38: edgelb.v1.TransferLeadershipResponse
+	(*DrainMemberRequest)(nil),           // 39: edgelb.v1.DrainMemberRequest
+	(*DrainMemberResponse)(nil),          // 40: edgelb.v1.DrainMemberResponse
+	(*GetMemberStatusRequest)(nil),       // 41: edgelb.v1.GetMemberStatusRequest
+	(*MemberStatus)(nil),                 // 42: edgelb.v1.MemberStatus
+	(*GetMemberStatusResponse)(nil),      // 43: edgelb.v1.GetMemberStatusResponse
+	(*WatchRequest)(nil),                 // 44: edgelb.v1.WatchRequest
+	(*Event)(nil),                        // 45: edgelb.v1.Event
+	(*WatchResponse)(nil),                // 46: edgelb.v1.WatchResponse
+	nil,                                  // 47: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	(*VirtualService)(nil),               // 48: edgelb.v1.VirtualService
+	(*Backend)(nil),                      // 49: edgelb.v1.Backend
+	(*AddressPool)(nil),                  // 50: edgelb.v1.AddressPool
+	(*Member)(nil),                       // 51: edgelb.v1.Member
 }
 var file_edgelb_v1_api_proto_depIdxs = []int32{
-	44, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	44, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	44, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	43, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	44, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
-	44, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	44, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	45, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
-	44, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
-	45, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
-	44, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	44, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	44, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	46, // 13: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
-	46, // 14: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	46, // 15: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	46, // 16: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
-	47, // 17: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
-	47, // 18: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
-	47, // 19: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
-	47, // 20: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
-	47, // 21: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
-	47, // 22: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
-	38, // 23: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
-	0,  // 24: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
-	44, // 25: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
-	46, // 26: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
-	47, // 27: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
-	41, // 28: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
-	1,  // 29: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
-	3,  // 30: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
-	5,  // 31: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
-	7,  // 32: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
-	9,  // 33: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
-	11, // 34: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
-	13, // 35: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
-	15, // 36: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
-	17, // 37: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
-	19, // 38: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
-	21, // 39: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
-	23, // 40: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
-	25, // 41: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
-	27, // 42: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
-	29, // 43: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
-	31, // 44: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
-	33, // 45: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
-	35, // 46: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
-	37, // 47: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
-	40, // 48: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
-	2,  // 49: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
-	4,  // 50: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
-	6,  // 51: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
-	8,  // 52: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
-	10, // 53: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
-	12, // 54: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
-	14, // 55: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
-	16, // 56: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
-	18, // 57: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
-	20, // 58: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
-	22, // 59: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
-	24, // 60: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
-	26, // 61: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
-	28, // 62: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
-	30, // 63: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
-	32, // 64: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
-	34, // 65: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
-	36, // 66: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
-	39, // 67: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
-	42, // 68: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
-	49, // [49:69] is the sub-list for method output_type
-	29, // [29:49] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	48, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	48, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	48, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	47, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	48, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
+	48, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	48, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	49, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
+	48, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
+	49, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
+	48, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	48, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	48, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	48, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
+	50, // 14: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
+	50, // 15: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	50, // 16: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	50, // 17: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
+	51, // 18: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
+	51, // 19: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
+	51, // 20: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
+	51, // 21: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
+	51, // 22: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
+	51, // 23: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
+	51, // 24: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
+	42, // 25: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
+	0,  // 26: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
+	48, // 27: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
+	50, // 28: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
+	51, // 29: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
+	45, // 30: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
+	1,  // 31: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
+	3,  // 32: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
+	5,  // 33: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
+	7,  // 34: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
+	9,  // 35: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
+	11, // 36: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
+	13, // 37: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
+	15, // 38: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
+	17, // 39: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
+	19, // 40: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
+	21, // 41: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
+	23, // 42: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
+	25, // 43: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
+	27, // 44: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
+	29, // 45: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
+	31, // 46: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
+	33, // 47: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
+	35, // 48: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
+	37, // 49: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
+	39, // 50: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
+	41, // 51: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
+	44, // 52: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
+	2,  // 53: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
+	4,  // 54: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
+	6,  // 55: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
+	8,  // 56: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
+	10, // 57: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
+	12, // 58: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
+	14, // 59: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
+	16, // 60: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
+	18, // 61: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
+	20, // 62: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
+	22, // 63: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
+	24, // 64: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
+	26, // 65: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
+	28, // 66: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
+	30, // 67: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
+	32, // 68: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
+	34, // 69: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
+	36, // 70: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
+	38, // 71: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
+	40, // 72: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
+	43, // 73: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
+	46, // 74: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
+	53, // [53:75] is the sub-list for method output_type
+	31, // [31:53] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_v1_api_proto_init() }
@@ -2582,7 +2799,7 @@ func file_edgelb_v1_api_proto_init() {
 		return
 	}
 	file_edgelb_v1_types_proto_init()
-	file_edgelb_v1_api_proto_msgTypes[40].OneofWrappers = []any{
+	file_edgelb_v1_api_proto_msgTypes[44].OneofWrappers = []any{
 		(*Event_VirtualService)(nil),
 		(*Event_AddressPool)(nil),
 		(*Event_Member)(nil),
@@ -2593,7 +2810,7 @@ func file_edgelb_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_v1_api_proto_rawDesc), len(file_edgelb_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   43,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

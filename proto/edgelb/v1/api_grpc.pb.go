@@ -28,6 +28,7 @@ const (
 	VirtualServiceService_AddBackend_FullMethodName           = "/edgelb.v1.VirtualServiceService/AddBackend"
 	VirtualServiceService_RemoveBackend_FullMethodName        = "/edgelb.v1.VirtualServiceService/RemoveBackend"
 	VirtualServiceService_DrainBackend_FullMethodName         = "/edgelb.v1.VirtualServiceService/DrainBackend"
+	VirtualServiceService_MoveVIP_FullMethodName              = "/edgelb.v1.VirtualServiceService/MoveVIP"
 )
 
 // VirtualServiceServiceClient is the client API for VirtualServiceService service.
@@ -49,6 +50,10 @@ type VirtualServiceServiceClient interface {
 	RemoveBackend(ctx context.Context, in *RemoveBackendRequest, opts ...grpc.CallOption) (*RemoveBackendResponse, error)
 	// Drain (or undrain) a backend: it keeps established connections, gets no new ones.
 	DrainBackend(ctx context.Context, in *DrainBackendRequest, opts ...grpc.CallOption) (*DrainBackendResponse, error)
+	// Hand a VIP (every service on that address) to another member: a planned
+	// move. The new owner takes over; established connections carry over through
+	// connection sync.
+	MoveVIP(ctx context.Context, in *MoveVIPRequest, opts ...grpc.CallOption) (*MoveVIPResponse, error)
 }
 
 type virtualServiceServiceClient struct {
@@ -149,6 +154,16 @@ func (c *virtualServiceServiceClient) DrainBackend(ctx context.Context, in *Drai
 	return out, nil
 }
 
+func (c *virtualServiceServiceClient) MoveVIP(ctx context.Context, in *MoveVIPRequest, opts ...grpc.CallOption) (*MoveVIPResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveVIPResponse)
+	err := c.cc.Invoke(ctx, VirtualServiceService_MoveVIP_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VirtualServiceServiceServer is the server API for VirtualServiceService service.
 // All implementations must embed UnimplementedVirtualServiceServiceServer
 // for forward compatibility.
@@ -168,6 +183,10 @@ type VirtualServiceServiceServer interface {
 	RemoveBackend(context.Context, *RemoveBackendRequest) (*RemoveBackendResponse, error)
 	// Drain (or undrain) a backend: it keeps established connections, gets no new ones.
 	DrainBackend(context.Context, *DrainBackendRequest) (*DrainBackendResponse, error)
+	// Hand a VIP (every service on that address) to another member: a planned
+	// move. The new owner takes over; established connections carry over through
+	// connection sync.
+	MoveVIP(context.Context, *MoveVIPRequest) (*MoveVIPResponse, error)
 	mustEmbedUnimplementedVirtualServiceServiceServer()
 }
 
@@ -204,6 +223,9 @@ func (UnimplementedVirtualServiceServiceServer) RemoveBackend(context.Context, *
 }
 func (UnimplementedVirtualServiceServiceServer) DrainBackend(context.Context, *DrainBackendRequest) (*DrainBackendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainBackend not implemented")
+}
+func (UnimplementedVirtualServiceServiceServer) MoveVIP(context.Context, *MoveVIPRequest) (*MoveVIPResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveVIP not implemented")
 }
 func (UnimplementedVirtualServiceServiceServer) mustEmbedUnimplementedVirtualServiceServiceServer() {}
 func (UnimplementedVirtualServiceServiceServer) testEmbeddedByValue()                               {}
@@ -388,6 +410,24 @@ func _VirtualServiceService_DrainBackend_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VirtualServiceService_MoveVIP_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveVIPRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VirtualServiceServiceServer).MoveVIP(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VirtualServiceService_MoveVIP_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VirtualServiceServiceServer).MoveVIP(ctx, req.(*MoveVIPRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VirtualServiceService_ServiceDesc is the grpc.ServiceDesc for VirtualServiceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -430,6 +470,10 @@ var VirtualServiceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainBackend",
 			Handler:    _VirtualServiceService_DrainBackend_Handler,
+		},
+		{
+			MethodName: "MoveVIP",
+			Handler:    _VirtualServiceService_MoveVIP_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -664,6 +708,7 @@ const (
 	ClusterService_RemoveMember_FullMethodName       = "/edgelb.v1.ClusterService/RemoveMember"
 	ClusterService_GetLeader_FullMethodName          = "/edgelb.v1.ClusterService/GetLeader"
 	ClusterService_TransferLeadership_FullMethodName = "/edgelb.v1.ClusterService/TransferLeadership"
+	ClusterService_DrainMember_FullMethodName        = "/edgelb.v1.ClusterService/DrainMember"
 	ClusterService_GetMemberStatus_FullMethodName    = "/edgelb.v1.ClusterService/GetMemberStatus"
 )
 
@@ -678,6 +723,9 @@ type ClusterServiceClient interface {
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 	GetLeader(ctx context.Context, in *GetLeaderRequest, opts ...grpc.CallOption) (*GetLeaderResponse, error)
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
+	// Drain a member: it gives up its VIPs (handed to others without dropping
+	// established connections) and takes no new ones until undrained.
+	DrainMember(ctx context.Context, in *DrainMemberRequest, opts ...grpc.CallOption) (*DrainMemberResponse, error)
 	// Status as seen by one member (forwarded to it when it is not the one asked).
 	GetMemberStatus(ctx context.Context, in *GetMemberStatusRequest, opts ...grpc.CallOption) (*GetMemberStatusResponse, error)
 }
@@ -740,6 +788,16 @@ func (c *clusterServiceClient) TransferLeadership(ctx context.Context, in *Trans
 	return out, nil
 }
 
+func (c *clusterServiceClient) DrainMember(ctx context.Context, in *DrainMemberRequest, opts ...grpc.CallOption) (*DrainMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainMemberResponse)
+	err := c.cc.Invoke(ctx, ClusterService_DrainMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) GetMemberStatus(ctx context.Context, in *GetMemberStatusRequest, opts ...grpc.CallOption) (*GetMemberStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetMemberStatusResponse)
@@ -761,6 +819,9 @@ type ClusterServiceServer interface {
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	GetLeader(context.Context, *GetLeaderRequest) (*GetLeaderResponse, error)
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
+	// Drain a member: it gives up its VIPs (handed to others without dropping
+	// established connections) and takes no new ones until undrained.
+	DrainMember(context.Context, *DrainMemberRequest) (*DrainMemberResponse, error)
 	// Status as seen by one member (forwarded to it when it is not the one asked).
 	GetMemberStatus(context.Context, *GetMemberStatusRequest) (*GetMemberStatusResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
@@ -787,6 +848,9 @@ func (UnimplementedClusterServiceServer) GetLeader(context.Context, *GetLeaderRe
 }
 func (UnimplementedClusterServiceServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
+}
+func (UnimplementedClusterServiceServer) DrainMember(context.Context, *DrainMemberRequest) (*DrainMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainMember not implemented")
 }
 func (UnimplementedClusterServiceServer) GetMemberStatus(context.Context, *GetMemberStatusRequest) (*GetMemberStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMemberStatus not implemented")
@@ -902,6 +966,24 @@ func _ClusterService_TransferLeadership_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_DrainMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).DrainMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_DrainMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).DrainMember(ctx, req.(*DrainMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_GetMemberStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetMemberStatusRequest)
 	if err := dec(in); err != nil {
@@ -946,6 +1028,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeadership",
 			Handler:    _ClusterService_TransferLeadership_Handler,
+		},
+		{
+			MethodName: "DrainMember",
+			Handler:    _ClusterService_DrainMember_Handler,
 		},
 		{
 			MethodName: "GetMemberStatus",
