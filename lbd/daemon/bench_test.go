@@ -15,6 +15,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/edgelb/edgelb/lbd/config"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -195,5 +197,42 @@ func TestInProcessCluster(t *testing.T) {
 	}
 	if leader.Node().FSM.Revision() < r.Service.Generation {
 		t.Error("leader revision behind")
+	}
+
+	cc, err := grpc.NewClient(follower.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	// The gRPC health service answers SERVING on a member that knows its leader.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		h, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err == nil && h.Status == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health: %v %v; want SERVING", h, err)
+		}
+	}
+	// Server reflection lists the API, so grpcurl works without .proto files.
+	stream, err := reflectpb.NewServerReflectionClient(cc).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectpb.ServerReflectionRequest{MessageRequest: &reflectpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names[s.Name] = true
+	}
+	for _, want := range []string{"edgelb.v1.VirtualServiceService", "edgelb.v1.AddressPoolService", "edgelb.v1.ClusterService", "edgelb.v1.WatchService", "grpc.health.v1.Health"} {
+		if !names[want] {
+			t.Errorf("reflection does not list %s (got %v)", want, names)
+		}
 	}
 }
