@@ -1,0 +1,576 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgelb/edgelb/integration/lab"
+	"github.com/edgelb/edgelb/integration/netns"
+	"github.com/edgelb/edgelb/integration/probe"
+	"github.com/edgelb/edgelb/integration/topo"
+	"github.com/edgelb/edgelb/integration/uml"
+)
+
+// TestGuest runs inside the guest (started by TestUML): one lab, then the scenarios
+// in order, each creating and deleting its own VIPs.
+func TestGuest(t *testing.T) {
+	if os.Getenv(guestEnv) != "1" || !uml.InGuest() {
+		t.Skip("runs inside the User-Mode Linux guest only; see TestUML")
+	}
+	mode := os.Getenv("EDGELB_E2E_DATAPLANE")
+	l, err := lab.Start(lab.Config{
+		Bin:      os.Getenv("EDGELB_E2E_BIN"),
+		Work:     os.Getenv("EDGELB_E2E_WORK"),
+		DataMode: mode,
+		Logf:     t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	defer func() {
+		if t.Failed() {
+			for _, m := range l.Members {
+				t.Logf("---- lbd %s (log tail) ----\n%s", m.ID, m.LogTail(60))
+			}
+		}
+	}()
+	mustLBCTL(t, l, "pool", "create", "lab4", "--range", topo.VIPPoolV4)
+	mustLBCTL(t, l, "pool", "create", "lab6", "--range", topo.VIPPoolV6)
+
+	s := &scenarios{l: l}
+	t.Run("weights_tcp_udp", s.weights)
+	t.Run("ipvs_exact_state", s.ipvsExact)
+	t.Run("one_backend_change", s.oneBackendChange)
+	t.Run("restart_lbd_under_traffic", s.restartUnderTraffic)
+	t.Run("delete_vip_cleans_up", s.deleteVIP)
+	t.Run("ipv6_vip", s.ipv6)
+	t.Run("bench_conns_per_second", s.bench)
+}
+
+type scenarios struct{ l *lab.Lab }
+
+func mustLBCTL(t *testing.T, l *lab.Lab, args ...string) string {
+	t.Helper()
+	t0 := time.Now()
+	out, err := l.LBCTL(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("lbctl %s (%s)", strings.Join(args, " "), time.Since(t0).Round(time.Millisecond))
+	return out
+}
+
+const client = "client"
+
+func nodeBackend(i int, weight int) string {
+	return fmt.Sprintf("%s:%d,weight=%d", topo.NodeHost(i).V4, topo.NodePort, weight)
+}
+
+// createVIP creates a virtual service, waits for its owner and for the VIP to answer
+// from the client on every given address:port.
+func (s *scenarios) createVIP(t *testing.T, name string, args []string, answer ...probe.Options) *lab.Member {
+	t.Helper()
+	mustLBCTL(t, s.l, append([]string{"vip", "create", name, "--wait"}, args...)...)
+	owner, vs, err := s.l.WaitOwner(name, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	for _, o := range answer {
+		o.NetNS = client
+		if _, err := topo.WaitAnswer(o, 20*time.Second); err != nil {
+			s.dumpMember(t, owner)
+			t.Fatalf("vip %s (%s, owner %s): %v", name, vs.GetVip(), owner.ID, err)
+		}
+	}
+	t.Logf("vip %s = %s owned by %s, answering after %s", name, vs.GetVip(), owner.ID, time.Since(t0).Round(time.Millisecond))
+	return owner
+}
+
+func (s *scenarios) deleteVIP_(t *testing.T, name string) {
+	t.Helper()
+	if _, err := s.l.LBCTL("vip", "delete", name); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+}
+
+func (s *scenarios) dumpMember(t *testing.T, m *lab.Member) {
+	t.Helper()
+	ipvs, _ := m.IPVSList()
+	addrs, _ := m.Addrs()
+	nat, _ := m.NATRules()
+	t.Logf("%s: ipvsadm -Ln:\n%s\naddresses: %v\nnat rules:\n%s", m.ID, ipvs, addrs, strings.Join(nat, "\n"))
+}
+
+// checkProportions wants counts[nodeI] ≈ total*w_i/Σw within tol (a share of total).
+func checkProportions(t *testing.T, what string, r probe.CountResult, weights map[string]int, tol float64) {
+	t.Helper()
+	sum := 0
+	for _, w := range weights {
+		sum += w
+	}
+	if r.OK == 0 {
+		t.Errorf("%s: no answers: %s", what, r)
+		return
+	}
+	if r.Errors > 0 {
+		t.Errorf("%s: %d errors: %v", what, r.Errors, r.Samples)
+	}
+	for node, w := range weights {
+		want := float64(r.OK) * float64(w) / float64(sum)
+		got := float64(r.Counts[node])
+		if math.Abs(got-want) > tol*float64(r.OK)+1 {
+			t.Errorf("%s: %s got %.0f answers, want %.0f (weight %d of %d) ± %.0f%%: %s", what, node, got, want, w, sum, tol*100, r)
+		}
+	}
+	for node := range r.Counts {
+		if _, ok := weights[node]; !ok {
+			t.Errorf("%s: answer from %s, which is not a backend", what, node)
+		}
+	}
+	t.Logf("%s: %s", what, r)
+}
+
+func (s *scenarios) weights(t *testing.T) {
+	const name = "weights"
+	vip := "10.0.0.200"
+	args := []string{"--vip", vip, "--port", "tcp/80:30080", "--port", "udp/80:30080", "--scheduler", "wrr",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 2), "--backend", nodeBackend(3, 3)}
+	tcp := probe.Options{Proto: "tcp", Addr: vip + ":80", NetNS: client}
+	udp := probe.Options{Proto: "udp", Addr: vip + ":80", NetNS: client}
+	s.createVIP(t, name, args, tcp, udp)
+	defer s.deleteVIP_(t, name)
+	w := map[string]int{"node1": 1, "node2": 2, "node3": 3}
+	ctx := context.Background()
+	r, err := probe.Count(ctx, tcp, 600, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProportions(t, "tcp wrr 1:2:3", r, w, 0.03)
+	r, err = probe.Count(ctx, udp, 600, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProportions(t, "udp wrr 1:2:3", r, w, 0.03)
+
+	// The default scheduler, Maglev hashing, with weights: proportional over many
+	// source ports, not exact.
+	mustLBCTL(t, s.l, "vip", "update", name, "--scheduler", "mh")
+	waitIPVS(t, s.l, name, func(lines []string) bool { return slices.Contains(lines, "-A -t "+vip+":80 -s mh") })
+	r, err = probe.Count(ctx, tcp, 600, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProportions(t, "tcp mh 1:2:3", r, w, 0.10)
+	r, err = probe.Count(ctx, udp, 600, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProportions(t, "udp mh 1:2:3", r, w, 0.10)
+}
+
+// waitIPVS polls the owner's ipvsadm -Sn until ok.
+func waitIPVS(t *testing.T, l *lab.Lab, name string, ok func([]string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var lines []string
+	for {
+		owner, _, err := l.WaitOwner(name, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err = owner.IPVSSave()
+		if err == nil && ok(lines) {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: ipvsadm -Sn did not reach the wanted state within 15s; it holds:\n%s", owner.ID, strings.Join(lines, "\n"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (s *scenarios) ipvsExact(t *testing.T) {
+	const name = "exact"
+	vip := "10.0.0.201"
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--port", "udp/53:30080", "--scheduler", "wlc",
+		"--persistence", "300", "--backend", nodeBackend(1, 5), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 0) + ",drained"},
+		probe.Options{Addr: vip + ":80"})
+	defer s.deleteVIP_(t, name)
+	want := []string{
+		"-A -t " + vip + ":80 -s wlc -p 300",
+		"-a -t " + vip + ":80 -r 10.0.0.21:30080 -m -w 5",
+		"-a -t " + vip + ":80 -r 10.0.0.22:30080 -m -w 1",
+		"-a -t " + vip + ":80 -r 10.0.0.23:30080 -m -w 0",
+		"-A -u " + vip + ":53 -s wlc -p 300",
+		"-a -u " + vip + ":53 -r 10.0.0.21:30080 -m -w 5",
+		"-a -u " + vip + ":53 -r 10.0.0.22:30080 -m -w 1",
+		"-a -u " + vip + ":53 -r 10.0.0.23:30080 -m -w 0",
+	}
+	sort.Strings(want)
+	got, err := owner.IPVSSave()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("owner %s ipvsadm -Sn:\n%s\nwant exactly:\n%s", owner.ID, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	list, _ := owner.IPVSList()
+	t.Logf("owner %s ipvsadm -Ln:\n%s", owner.ID, list)
+	// The other members hold nothing for it.
+	for _, m := range s.l.Members {
+		if m == owner {
+			continue
+		}
+		lines, err := m.IPVSSave()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lines) != 0 {
+			t.Errorf("%s (not the owner) holds IPVS entries:\n%s", m.ID, strings.Join(lines, "\n"))
+		}
+		addrs, _ := m.Addrs()
+		for _, a := range addrs {
+			if strings.HasPrefix(a, vip+"/") {
+				t.Errorf("%s (not the owner) has the VIP address %s", m.ID, a)
+			}
+		}
+	}
+	// The owner has the VIP as a /32, a SNAT rule for it, and the sysctls nat mode needs.
+	addrs, _ := owner.Addrs()
+	if !slices.Contains(addrs, vip+"/32") {
+		t.Errorf("owner %s addresses %v lack %s/32", owner.ID, addrs, vip)
+	}
+	nat, _ := owner.NATRules()
+	if !slices.ContainsFunc(nat, func(r string) bool { return strings.Contains(r, vip) }) {
+		t.Errorf("owner %s has no nat rule for %s:\n%s", owner.ID, vip, strings.Join(nat, "\n"))
+	}
+	for key, want := range map[string]string{"net.ipv4.vs.conntrack": "1", "net.ipv4.vs.expire_nodest_conn": "1"} {
+		got, err := netns.ReadSysctl(owner.Host.Name, key)
+		if err != nil || strings.TrimSpace(got) != want {
+			t.Errorf("owner %s: %s = %q (%v), want %s", owner.ID, key, strings.TrimSpace(got), err, want)
+		}
+	}
+}
+
+// destStats parses `ipvsadm -Ln --stats` into "proto vip:port -> dest" -> Conns.
+func destStats(out string) map[string]int64 {
+	stats := map[string]int64{}
+	svc := ""
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 3 {
+			continue
+		}
+		switch {
+		case f[0] == "TCP" || f[0] == "UDP" || f[0] == "SCTP":
+			svc = f[0] + " " + f[1]
+			n, _ := strconv.ParseInt(f[2], 10, 64)
+			stats[svc] = n
+		case f[0] == "->" && svc != "" && f[1] != "RemoteAddress:Port":
+			n, _ := strconv.ParseInt(f[2], 10, 64)
+			stats[svc+" -> "+f[1]] = n
+		}
+	}
+	return stats
+}
+
+func diffLines(before, after []string) (removed, added []string) {
+	for _, l := range before {
+		if !slices.Contains(after, l) {
+			removed = append(removed, l)
+		}
+	}
+	for _, l := range after {
+		if !slices.Contains(before, l) {
+			added = append(added, l)
+		}
+	}
+	return
+}
+
+func (s *scenarios) oneBackendChange(t *testing.T) {
+	const name = "change"
+	vip := "10.0.0.202"
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client}
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	defer s.deleteVIP_(t, name)
+
+	hold, err := probe.StartHold(tcp, 12, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	before, _ := owner.IPVSSave()
+	statsOut, _ := owner.IPVSList("--stats")
+	statsBefore := destStats(statsOut)
+
+	// 1. A weight.
+	mustLBCTL(t, s.l, "backend", "set", name, "--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 4), "--backend", nodeBackend(3, 1))
+	after := waitIPVS(t, s.l, name, func(l []string) bool { return slices.Contains(l, "-a -t "+vip+":80 -r 10.0.0.22:30080 -m -w 4") })
+	rm, add := diffLines(before, after)
+	if len(rm) != 1 || len(add) != 1 || !strings.Contains(rm[0], "10.0.0.22:30080") {
+		t.Errorf("weight change of node2: removed %v, added %v; want only node2's line changed", rm, add)
+	}
+	statsOut, _ = owner.IPVSList("--stats")
+	statsAfter := destStats(statsOut)
+	for k, v := range statsBefore {
+		if statsAfter[k] < v {
+			t.Errorf("counter of %s went from %d to %d: the entry was recreated", k, v, statsAfter[k])
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	// 2. Remove node3.
+	before = after
+	mustLBCTL(t, s.l, "backend", "remove", name, fmt.Sprintf("%s:%d", topo.NodeHost(3).V4, topo.NodePort))
+	after = waitIPVS(t, s.l, name, func(l []string) bool {
+		return !slices.ContainsFunc(l, func(x string) bool { return strings.Contains(x, "10.0.0.23:30080") })
+	})
+	rm, add = diffLines(before, after)
+	if len(rm) != 1 || len(add) != 0 || !strings.Contains(rm[0], "10.0.0.23:30080") {
+		t.Errorf("removal of node3: removed %v, added %v; want only node3's line removed", rm, add)
+	}
+
+	// 3. Add it back with weight 2.
+	before = after
+	mustLBCTL(t, s.l, "backend", "add", name, fmt.Sprintf("%s:%d", topo.NodeHost(3).V4, topo.NodePort), "--weight", "2")
+	after = waitIPVS(t, s.l, name, func(l []string) bool { return slices.Contains(l, "-a -t "+vip+":80 -r 10.0.0.23:30080 -m -w 2") })
+	rm, add = diffLines(before, after)
+	if len(rm) != 0 || len(add) != 1 {
+		t.Errorf("adding node3: removed %v, added %v; want one line added", rm, add)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	res := hold.Stop()
+	t.Logf("held %d connections %v: %d pings, broken %d", res.Opened, res.Nodes, res.Pings, len(res.Broken))
+	for _, b := range res.Broken {
+		// Connections to a removed backend may end (expire_nodest_conn); no other may.
+		if b.Node != "node3" {
+			t.Errorf("connection %d to %s broke at %s: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
+		}
+	}
+}
+
+func (s *scenarios) leader(t *testing.T) string {
+	t.Helper()
+	out := mustLBCTL(t, s.l, "leader", "-o", "json")
+	var v struct {
+		Leader string `json:"leader"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("lbctl leader -o json: %v: %s", err, out)
+	}
+	return v.Leader
+}
+
+func (s *scenarios) restartUnderTraffic(t *testing.T) {
+	for _, how := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"sigkill", syscall.SIGKILL}, {"sigterm", syscall.SIGTERM}} {
+		t.Run(how.name, func(t *testing.T) { s.restartOnce(t, how.sig) })
+	}
+}
+
+func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
+	name := "restart-" + strings.ToLower(strings.TrimPrefix(sig.String(), "SIG"))
+	vip := "10.0.0.203"
+	// Pin the VIP to a member that is not the raft leader, so the restart tests the
+	// data plane's adoption of kernel state, not a change of leader or owner.
+	leader := s.leader(t)
+	pin := ""
+	for _, m := range s.l.Members {
+		if m.ID != leader && m.Running() {
+			pin = m.ID
+			break
+		}
+	}
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client}
+	udp := probe.Options{Proto: "udp", Addr: vip + ":80", NetNS: client}
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--pin", pin, "--port", "tcp/80:30080", "--port", "udp/80:30080",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp, udp)
+	defer s.deleteVIP_(t, name)
+	if owner.ID != pin {
+		t.Fatalf("owner %s, pinned to %s", owner.ID, pin)
+	}
+	before, _ := owner.IPVSSave()
+	hold, err := probe.StartHold(tcp, 20, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steady, err := probe.StartSteady(tcp, 20, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steadyUDP, err := probe.StartSteady(udp, 10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	steady.Mark()
+	t0 := time.Now()
+	err = owner.Signal(sig, 20*time.Second)
+	t.Logf("%s %s: exited after %s (%v)", sig, owner.ID, time.Since(t0).Round(time.Millisecond), err)
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.WaitServing(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s serving again %s after the signal", owner.ID, time.Since(t0).Round(time.Millisecond))
+	time.Sleep(3 * time.Second) // let it reconcile under traffic
+	hr := hold.Stop()
+	sr := steady.Stop(false)
+	ur := steadyUDP.Stop(false)
+	after, _ := owner.IPVSSave()
+	if !slices.Equal(before, after) {
+		t.Errorf("IPVS before the restart:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+	}
+	t.Logf("held: %d/%d kept, %d pings; new tcp: %d/%d ok, longest outage %s; new udp: %d/%d ok",
+		hr.Kept, hr.Opened, hr.Pings, sr.OK, sr.Attempts, sr.LongestOutage.Round(time.Millisecond), ur.OK, ur.Attempts)
+	for _, b := range hr.Broken {
+		t.Errorf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
+	}
+	if sr.Failed > 0 || ur.Failed > 0 {
+		t.Errorf("new connections failed during the restart: tcp %d of %d, udp %d of %d", sr.Failed, sr.Attempts, ur.Failed, ur.Attempts)
+	}
+}
+
+func (s *scenarios) deleteVIP(t *testing.T) {
+	const name = "delete"
+	vip := "10.0.0.204"
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client}
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--port", "udp/80:30080",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1)}, tcp)
+	has := func(m *lab.Member) (addr, ipvs, nat bool) {
+		addrs, _ := m.Addrs()
+		addr = slices.ContainsFunc(addrs, func(a string) bool { return strings.HasPrefix(a, vip+"/") })
+		lines, _ := m.IPVSSave()
+		ipvs = slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, vip+":") })
+		rules, _ := m.NATRules()
+		nat = slices.ContainsFunc(rules, func(l string) bool { return strings.Contains(l, vip) })
+		return
+	}
+	if a, i, n := has(owner); !a || !i || !n {
+		s.dumpMember(t, owner)
+		t.Fatalf("before delete, owner %s: address %v, ipvs %v, nat rule %v; want all", owner.ID, a, i, n)
+	}
+	mustLBCTL(t, s.l, "vip", "delete", name)
+	t0 := time.Now()
+	deadline := t0.Add(15 * time.Second)
+	for {
+		clean := true
+		var state []string
+		for _, m := range s.l.Members {
+			a, i, n := has(m)
+			if a || i || n {
+				clean = false
+				state = append(state, fmt.Sprintf("%s: address %v ipvs %v nat %v", m.ID, a, i, n))
+			}
+		}
+		if clean {
+			t.Logf("address, IPVS services and SNAT rule gone from every member %s after the delete", time.Since(t0).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			s.dumpMember(t, owner)
+			t.Fatalf("15s after the delete: %v", state)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if name, err := probe.Once(probe.Options{Addr: vip + ":80", Timeout: 500 * time.Millisecond}); err == nil {
+		t.Errorf("deleted VIP still answers (from %s)", name)
+	}
+	if _, err := s.l.LBCTL("vip", "get", name); err == nil {
+		t.Errorf("vip get %s still finds it", name)
+	}
+}
+
+func (s *scenarios) ipv6(t *testing.T) {
+	const name = "web6"
+	vip := "fd00::210"
+	var args []string
+	weights := map[string]int{}
+	for i := 1; i <= 3; i++ {
+		args = append(args, "--backend", fmt.Sprintf("[%s]:%d,weight=%d", topo.NodeHost(i).V6, topo.NodePort, i))
+		weights[fmt.Sprintf("node%d", i)] = i
+	}
+	tcp := probe.Options{Addr: "[" + vip + "]:80", NetNS: client}
+	udp := probe.Options{Proto: "udp", Addr: "[" + vip + "]:80", NetNS: client}
+	owner := s.createVIP(t, name, append([]string{"--vip", vip, "--port", "tcp/80:30080", "--port", "udp/80:30080", "--scheduler", "wrr"}, args...), tcp, udp)
+	defer s.deleteVIP_(t, name)
+	ctx := context.Background()
+	r, err := probe.Count(ctx, tcp, 300, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProportions(t, "tcp6 wrr 1:2:3", r, weights, 0.03)
+	r, err = probe.Count(ctx, udp, 300, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProportions(t, "udp6 wrr 1:2:3", r, weights, 0.03)
+	lines, _ := owner.IPVSSave()
+	if !slices.Contains(lines, "-A -t ["+vip+"]:80 -s wrr") {
+		t.Errorf("owner %s ipvsadm -Sn lacks the IPv6 service:\n%s", owner.ID, strings.Join(lines, "\n"))
+	}
+	addrs, _ := owner.Addrs()
+	if !slices.Contains(addrs, vip+"/128") {
+		t.Errorf("owner %s addresses %v lack %s/128", owner.ID, addrs, vip)
+	}
+}
+
+func (s *scenarios) bench(t *testing.T) {
+	const name = "bench"
+	vip := "10.0.0.205"
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client}
+	s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--port", "udp/80:30080",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	defer s.deleteVIP_(t, name)
+	ctx := context.Background()
+	n, conc := 1500, 4
+	if v, err := strconv.Atoi(os.Getenv("EDGELB_E2E_BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
+	direct := probe.Options{Addr: fmt.Sprintf("%s:%d", topo.NodeHost(1).V4, topo.NodePort), NetNS: client}
+	var lines []string
+	for _, proto := range []string{"tcp", "udp"} {
+		via, dir := tcp, direct
+		via.Proto, dir.Proto = proto, proto
+		// Alternate, twice each, so a slow phase of the guest hits both sides.
+		var rv, rd []float64
+		for round := 0; round < 2; round++ {
+			a, err := probe.Count(ctx, via, n, conc)
+			if err != nil || a.Errors > 0 {
+				t.Errorf("via VIP: %v %s", err, a)
+			}
+			b, err := probe.Count(ctx, dir, n, conc)
+			if err != nil || b.Errors > 0 {
+				t.Errorf("direct: %v %s", err, b)
+			}
+			rv, rd = append(rv, a.PerSecond), append(rd, b.PerSecond)
+		}
+		v, d := (rv[0]+rv[1])/2, (rd[0]+rd[1])/2
+		lines = append(lines, fmt.Sprintf("BENCH %s new connections/s from the client (concurrency %d, %d per round, 2 rounds): via VIP %.0f/s, straight to a node %.0f/s, ratio %.2f", proto, conc, n, v, d, v/d))
+	}
+	for _, l := range lines {
+		t.Log(l)
+	}
+	if w := os.Getenv("EDGELB_E2E_WORK"); w != "" {
+		os.WriteFile(filepath.Join(w, "bench.txt"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	}
+}

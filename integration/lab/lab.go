@@ -1,0 +1,445 @@
+// Package lab runs a whole edgelb cluster inside a User-Mode Linux guest: the topology
+// of integration/topo, a nodeserver on every "Kubernetes node", and real lbd
+// processes on the edge hosts driven by the real lbctl. The guest scenarios
+// (integration/e2e) and the sandbox (integration/cmd/sandbox) are built on it. It
+// must run as root inside the guest.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/edgelb/edgelb/integration/netns"
+	"github.com/edgelb/edgelb/integration/topo"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// Config of a lab.
+type Config struct {
+	Bin      string   // directory holding lbd, lbctl and nodeserver
+	Work     string   // directory for logs (visible on the host)
+	DataRoot string   // lbd data directories (default /run/edgelb: the guest's tmpfs)
+	Edges    int      // edge hosts running lbd (default 3)
+	Nodes    int      // Kubernetes nodes running nodeserver (default 3)
+	Members  int      // how many edge hosts start lbd (default all)
+	DataMode string   // lbd --data-plane (default "ipvs")
+	LBDArgs  []string // extra flags for every lbd
+	// Ready is how long a member may take to report SERVING (default 60s: the guest
+	// has one slow CPU).
+	Ready time.Duration
+	Logf  func(format string, args ...any) // progress (default: none)
+}
+
+// Lab is a running cluster.
+type Lab struct {
+	Cfg     Config
+	Topo    *topo.Topology
+	Members []*Member
+	nodes   []*exec.Cmd
+}
+
+// Member is one lbd on an edge host.
+type Member struct {
+	lab     *Lab
+	Host    topo.Host
+	ID      string
+	API     string // host:port
+	Raft    string
+	DataDir string
+	LogPath string
+	Join    []string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+func (c *Config) defaults() {
+	if c.DataRoot == "" {
+		c.DataRoot = "/run/edgelb"
+	}
+	if c.Edges == 0 {
+		c.Edges = 3
+	}
+	if c.Nodes == 0 {
+		c.Nodes = 3
+	}
+	if c.Members == 0 || c.Members > c.Edges {
+		c.Members = c.Edges
+	}
+	if c.DataMode == "" {
+		c.DataMode = "ipvs"
+	}
+	if c.Ready == 0 {
+		c.Ready = 60 * time.Second
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+}
+
+// Start builds the topology, starts the node servers and the lbd members (the first
+// bootstraps, the others join it) and waits until every member reports SERVING.
+func Start(cfg Config) (*Lab, error) {
+	cfg.defaults()
+	if err := os.MkdirAll(cfg.Work, 0o755); err != nil {
+		return nil, err
+	}
+	l := &Lab{Cfg: cfg}
+	t0 := time.Now()
+	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes})
+	if err != nil {
+		return nil, err
+	}
+	l.Topo = tp
+	cfg.Logf("topology: %d edges, %d nodes, client (%s)", cfg.Edges, cfg.Nodes, time.Since(t0).Round(time.Millisecond))
+	for _, n := range tp.Nodes {
+		cmd, err := topo.StartNodeServer(n, filepath.Join(cfg.Bin, "nodeserver"), cfg.Work)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		l.nodes = append(l.nodes, cmd)
+	}
+	for i, h := range tp.Edges {
+		m := &Member{
+			lab: l, Host: h, ID: h.Name,
+			API:     fmt.Sprintf("%s:%d", h.V4, topo.APIPort),
+			Raft:    fmt.Sprintf("%s:%d", h.V4, topo.RaftPort),
+			DataDir: filepath.Join(cfg.DataRoot, h.Name),
+			LogPath: filepath.Join(cfg.Work, "lbd-"+h.Name+".log"),
+		}
+		if i > 0 {
+			m.Join = []string{l.Members[0].API}
+		}
+		l.Members = append(l.Members, m)
+	}
+	for i, m := range l.Members[:cfg.Members] {
+		t1 := time.Now()
+		if err := m.Start(); err != nil {
+			l.Close()
+			return nil, err
+		}
+		if err := m.WaitServing(cfg.Ready); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("%w\n--- %s log ---\n%s", err, m.ID, m.LogTail(40))
+		}
+		cfg.Logf("lbd %s serving (%s) after %s", m.ID, map[bool]string{true: "bootstrap", false: "join"}[i == 0], time.Since(t1).Round(time.Millisecond))
+	}
+	return l, nil
+}
+
+// Close stops every process the lab started.
+func (l *Lab) Close() {
+	for _, m := range l.Members {
+		m.Kill()
+	}
+	for _, c := range l.nodes {
+		if c.Process != nil {
+			c.Process.Kill()
+		}
+	}
+}
+
+// Endpoints is the lbctl --endpoints value for the running members.
+func (l *Lab) Endpoints() string {
+	var eps []string
+	for _, m := range l.Members {
+		if m.Running() {
+			eps = append(eps, m.API)
+		}
+	}
+	return strings.Join(eps, ",")
+}
+
+// Member returns the member with that id (nil if none).
+func (l *Lab) Member(id string) *Member {
+	for _, m := range l.Members {
+		if m.ID == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// LBCTL runs the real lbctl from the management namespace against the running
+// members and returns its stdout; the error carries the exit code and stderr.
+func (l *Lab) LBCTL(args ...string) (string, error) {
+	full := append([]string{"--endpoints", l.Endpoints()}, args...)
+	cmd := exec.Command(filepath.Join(l.Cfg.Bin, "lbctl"), full...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		return out.String(), &LBCTLError{Args: args, Code: code, Stderr: strings.TrimSpace(errb.String())}
+	}
+	return out.String(), nil
+}
+
+// LBCTLError is a failed lbctl run.
+type LBCTLError struct {
+	Args   []string
+	Code   int
+	Stderr string
+}
+
+func (e *LBCTLError) Error() string {
+	return fmt.Sprintf("lbctl %s: exit %d: %s", strings.Join(e.Args, " "), e.Code, e.Stderr)
+}
+
+// VIP reads a virtual service with lbctl vip get -o json.
+func (l *Lab) VIP(name string) (*edgelbv1.VirtualService, error) {
+	out, err := l.LBCTL("vip", "get", name, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	vs := &edgelbv1.VirtualService{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(out), vs); err != nil {
+		return nil, fmt.Errorf("vip get %s: %w: %s", name, err, out)
+	}
+	return vs, nil
+}
+
+// WaitOwner waits until the virtual service has an owner among the running members
+// and returns it.
+func (l *Lab) WaitOwner(name string, within time.Duration) (*Member, *edgelbv1.VirtualService, error) {
+	deadline := time.Now().Add(within)
+	for {
+		vs, err := l.VIP(name)
+		if err == nil && vs.GetOwner() != "" {
+			if m := l.Member(vs.GetOwner()); m != nil && m.Running() {
+				return m, vs, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("owner %q", vs.GetOwner())
+			}
+			return nil, vs, fmt.Errorf("vip %s: no running owner within %s: %w", name, within, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Start starts the member's lbd (again, after Kill or Stop: it rejoins from its data
+// directory).
+func (m *Member) Start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil && !isClosed(m.exited) {
+		return fmt.Errorf("lbd %s already running", m.ID)
+	}
+	cfg := m.lab.Cfg
+	args := []string{
+		"--id", m.ID, "--data-dir", m.DataDir,
+		"--api-addr", m.API, "--raft-addr", m.Raft,
+		"--data-plane", cfg.DataMode, "--interface", topo.Interface,
+		"--insecure-plaintext",
+	}
+	if len(m.Join) > 0 {
+		args = append(args, "--join", strings.Join(m.Join, ","))
+	}
+	args = append(args, cfg.LBDArgs...)
+	f, err := os.OpenFile(m.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "==== %s lbd %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
+	cmd := exec.Command(filepath.Join(cfg.Bin, "lbd"), args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := netns.Start(m.Host.Name, cmd); err != nil {
+		return fmt.Errorf("start lbd %s: %w", m.ID, err)
+	}
+	m.cmd = cmd
+	m.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		err := cmd.Wait()
+		m.mu.Lock()
+		m.err = err
+		m.mu.Unlock()
+		close(exited)
+	}(cmd, m.exited)
+	return nil
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// Running reports whether the member's lbd process is alive.
+func (m *Member) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cmd != nil && !isClosed(m.exited)
+}
+
+// Pid of the running lbd (0 when not running).
+func (m *Member) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || isClosed(m.exited) {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
+// Signal sends sig and waits up to within for the process to end; it kills it after
+// that. It returns the process's exit error.
+func (m *Member) Signal(sig syscall.Signal, within time.Duration) error {
+	m.mu.Lock()
+	cmd, exited := m.cmd, m.exited
+	m.mu.Unlock()
+	if cmd == nil || isClosed(exited) {
+		return nil
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(within):
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("lbd %s did not exit within %s of %s; killed", m.ID, within, sig)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// Kill SIGKILLs the member's lbd and waits for it.
+func (m *Member) Kill() { m.Signal(syscall.SIGKILL, 5*time.Second) }
+
+// Stop SIGTERMs the member's lbd and waits (up to 20s) for a clean exit.
+func (m *Member) Stop() error { return m.Signal(syscall.SIGTERM, 20*time.Second) }
+
+// WaitServing waits until the member's gRPC health service reports SERVING.
+func (m *Member) WaitServing(within time.Duration) error {
+	conn, err := grpc.NewClient(m.API, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(within)
+	var last string
+	for {
+		if !m.Running() {
+			return fmt.Errorf("lbd %s exited while starting: %v", m.ID, m.err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = resp.GetStatus().String()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lbd %s not SERVING within %s: %s", m.ID, within, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// LogTail returns the last n lines of the member's log.
+func (m *Member) LogTail(n int) string {
+	b, err := os.ReadFile(m.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// IPVSSave returns the member's IPVS table as `ipvsadm -Sn` lines, sorted.
+func (m *Member) IPVSSave() ([]string, error) {
+	out, err := topo.Run(m.Host.Name, "ipvsadm", "-Sn")
+	if err != nil {
+		return nil, err
+	}
+	return sortedLines(out), nil
+}
+
+// IPVSList returns `ipvsadm -Ln` (with extra flags, e.g. --stats) on the member.
+func (m *Member) IPVSList(flags ...string) (string, error) {
+	return topo.Run(m.Host.Name, "ipvsadm", append([]string{"-Ln"}, flags...)...)
+}
+
+// Addrs returns the addresses on the member's data interface, as CIDR strings.
+func (m *Member) Addrs() ([]string, error) {
+	out, err := topo.IP(m.Host.Name, "-o", "addr", "show", "dev", topo.Interface)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "inet" || f[i] == "inet6" {
+				addrs = append(addrs, f[i+1])
+			}
+		}
+	}
+	return addrs, nil
+}
+
+// NATRules returns the member's iptables and ip6tables nat-table rules (legacy
+// backend, the one this guest kernel supports), as `-A ...` lines.
+func (m *Member) NATRules() ([]string, error) {
+	var rules []string
+	for _, bin := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
+		out, err := topo.Run(m.Host.Name, bin, "-t", "nat")
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "-A ") {
+				rules = append(rules, l)
+			}
+		}
+	}
+	return rules, nil
+}
+
+func sortedLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
