@@ -78,7 +78,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		}
 		// A low snapshot threshold makes restarts go through snapshot restore.
 		m.cfg = filepath.Join(root, m.id+".yaml")
-		os.WriteFile(m.cfg, []byte("raft:\n  snapshotThreshold: 16\n  snapshotInterval: 200ms\n"), 0o644)
+		os.WriteFile(m.cfg, []byte("raft:\n  snapshotThreshold: 16\n  snapshotInterval: 200ms\nownership:\n  lease: 1s\n  grace: 1200ms\n"), 0o644)
 		if i > 1 {
 			m.join = []string{c.members[0].api}
 		}
@@ -457,6 +457,55 @@ func TestClusterLifecycle(t *testing.T) {
 		if len(snaps) == 0 {
 			t.Errorf("no raft snapshot was written under %s", c.members[0].dir)
 		}
+	})
+
+	t.Run("a member cut off from the others withdraws its VIPs by itself", func(t *testing.T) {
+		// Freeze two members: the third loses its quorum and its leader. Past the
+		// lease it must stop serving what it owns, without anyone telling it.
+		lone := c.members[0]
+		status := func() []any {
+			out := mustLbctl(t, []string{lone.api}, "member", "status", lone.id, "-o", "json")
+			vips, _ := decode(t, out)["ownedVips"].([]any)
+			return vips
+		}
+		eventually(t, 15*time.Second, lone.id+" owns a VIP", func() error {
+			if len(status()) == 0 {
+				mustLbctl(t, all, "vip", "move", vipOf(t, all, "svc00")["vip"].(string), lone.id)
+				return fmt.Errorf("owns nothing yet")
+			}
+			return nil
+		})
+		for _, m := range c.members[1:] {
+			m.cmd.Process.Signal(syscall.SIGSTOP)
+		}
+		defer func() {
+			for _, m := range c.members[1:] {
+				m.cmd.Process.Signal(syscall.SIGCONT)
+			}
+		}()
+		eventually(t, 10*time.Second, lone.id+" fences itself", func() error {
+			if v := status(); len(v) > 0 {
+				return fmt.Errorf("still serving %v", v)
+			}
+			return nil
+		})
+		for _, m := range c.members[1:] {
+			m.cmd.Process.Signal(syscall.SIGCONT)
+		}
+		eventually(t, 15*time.Second, lone.id+" serves again once the cluster is back", func() error {
+			out, _, code := lbctl(t, all, "vip", "list", "-o", "json")
+			if code != 0 {
+				return fmt.Errorf("cluster not answering")
+			}
+			owns := false
+			for _, vs := range items(t, out) {
+				owns = owns || vs["owner"] == lone.id
+			}
+			if owns && len(status()) == 0 {
+				return fmt.Errorf("owns VIPs in the table but serves none")
+			}
+			return nil
+		})
 	})
 
 	t.Run("member removal", func(t *testing.T) {

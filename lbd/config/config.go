@@ -124,10 +124,15 @@ type Raft struct {
 	SnapshotInterval  Duration `json:"snapshotInterval"`
 }
 
-// Ownership configures VIP assignment.
+// Ownership configures VIP assignment and fencing.
 type Ownership struct {
-	// Grace is how long the leader waits after losing heartbeats from a member
-	// before its VIPs move.
+	// Lease is how long a member keeps answering for its VIPs without hearing
+	// from the raft leader. It must outlast a leader election, or every owner
+	// would blink when the leader dies.
+	Lease Duration `json:"lease"`
+	// Grace is how long the leader waits after a member's last heartbeat before
+	// its VIPs move. It must exceed Lease plus the worst clock-rate drift, so the
+	// old owner has surely withdrawn before the new one announces.
 	Grace Duration `json:"grace"`
 }
 
@@ -153,7 +158,7 @@ func Default() Config {
 			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},
 			LeaderLeaseTimeout: Duration{250 * time.Millisecond},
 		},
-		Ownership: Ownership{Grace: Duration{time.Second}},
+		Ownership: Ownership{Lease: Duration{2 * time.Second}, Grace: Duration{2500 * time.Millisecond}},
 		Auth:      Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
 		Log:       Log{Format: "text", Level: "info"},
 	}
@@ -236,8 +241,11 @@ func (c *Config) Validate() error {
 	if c.Raft.LeaderLeaseTimeout.Duration <= 0 || c.Raft.LeaderLeaseTimeout.Duration > c.Raft.HeartbeatTimeout.Duration {
 		add("raft.leaderLeaseTimeout must be >0 and ≤ heartbeatTimeout")
 	}
-	if c.Ownership.Grace.Duration < c.Raft.HeartbeatTimeout.Duration {
-		add("ownership.grace (%s) must be ≥ raft.heartbeatTimeout (%s)", c.Ownership.Grace, c.Raft.HeartbeatTimeout)
+	if c.Ownership.Lease.Duration < 2*c.Raft.HeartbeatTimeout.Duration {
+		add("ownership.lease (%s) must be at least 2 × raft.heartbeatTimeout (%s), so a leader election does not fence every owner", c.Ownership.Lease, c.Raft.HeartbeatTimeout)
+	}
+	if c.Ownership.Grace.Duration < c.Ownership.Lease.Duration+100*time.Millisecond {
+		add("ownership.grace (%s) must exceed ownership.lease (%s) by at least 100ms, so an old owner has withdrawn before a new one announces", c.Ownership.Grace, c.Ownership.Lease)
 	}
 	if c.TLS.Enabled() && (c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		add("tls: caFile, certFile and keyFile must be set together (lbd certs issue --role member makes them)")

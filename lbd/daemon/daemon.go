@@ -257,10 +257,25 @@ func (d *Daemon) healthLoop(ctx context.Context) {
 // every resyncInterval to repair what someone else changed in the kernel.
 func (d *Daemon) reconcileLoop(ctx context.Context) {
 	const resyncInterval = 30 * time.Second
+	lease := d.cfg.Ownership.Lease.Duration
 	failures := 0
+	fenced := false
 	for {
 		changed := d.node.FSM.Changed()
 		owned, _ := d.node.FSM.Shared(fsm.Filter{Owner: d.cfg.ID})
+		// Self-fencing: a member answers for its VIPs only while it is in
+		// contact with the leader. Past the lease it withdraws them by itself,
+		// before the leader (which waits the longer grace) gives them to another.
+		if !d.inContact(lease) {
+			if !fenced && len(owned) > 0 {
+				d.log.Warn("lost contact with the raft leader for longer than the lease; withdrawing VIPs", "lease", lease, "owned", len(owned))
+			}
+			fenced = true
+			owned = nil
+		} else if fenced {
+			d.log.Info("back in contact with the raft leader; serving owned VIPs again")
+			fenced = false
+		}
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := d.dp.Reconcile(cctx, owned)
 		cancel()
@@ -282,6 +297,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			<-d.owned
 			d.owned <- vips
 		}
+		if len(owned) > 0 || fenced {
+			// Re-check the lease often while there is something to fence or restore.
+			wait = min(wait, lease/4)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -291,6 +310,17 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// inContact reports whether this member heard from a leader within lease: it
+// is the leader (raft makes a leader that loses its quorum step down within
+// the leader lease), or a follower whose last contact is recent.
+func (d *Daemon) inContact(lease time.Duration) bool {
+	if d.node.IsLeader() {
+		return true
+	}
+	last := d.node.Status().LastContact
+	return !last.IsZero() && time.Since(last) < lease
 }
 
 // coalesce is how long the reconciler and the assigner let a burst of commits
