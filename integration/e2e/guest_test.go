@@ -257,7 +257,9 @@ func (s *scenarios) ipvsExact(t *testing.T) {
 	if !slices.ContainsFunc(nat, func(r string) bool { return strings.Contains(r, vip) }) {
 		t.Errorf("owner %s has no nat rule for %s:\n%s", owner.ID, vip, strings.Join(nat, "\n"))
 	}
-	for key, want := range map[string]string{"net.ipv4.vs.conntrack": "1", "net.ipv4.vs.expire_nodest_conn": "1"} {
+	// ip_forward: IPVS NAT replies are forwarded packets; without it the client's SYN
+	// reaches the node but no SYN-ACK comes back (checked in this guest).
+	for key, want := range map[string]string{"net.ipv4.vs.conntrack": "1", "net.ipv4.vs.expire_nodest_conn": "1", "net.ipv4.ip_forward": "1"} {
 		got, err := netns.ReadSysctl(owner.Host.Name, key)
 		if err != nil || strings.TrimSpace(got) != want {
 			t.Errorf("owner %s: %s = %q (%v), want %s", owner.ID, key, strings.TrimSpace(got), err, want)
