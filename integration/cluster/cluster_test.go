@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -62,11 +62,11 @@ type member struct {
 }
 
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	members []*member
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t testing.TB, n int) *cluster {
 	c := &cluster{t: t}
 	root := t.TempDir()
 	for i := 1; i <= n; i++ {
@@ -104,7 +104,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-func (m *member) start(t *testing.T) {
+func (m *member) start(t testing.TB) {
 	t.Helper()
 	args := []string{"--id", m.id, "--config", m.cfg, "--data-dir", m.dir, "--api-addr", m.api, "--raft-addr", m.raft, "--data-plane", "none"}
 	if len(m.join) > 0 {
