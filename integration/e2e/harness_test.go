@@ -118,27 +118,7 @@ func TestUML(t *testing.T) {
 	g := <-parsed
 	t.Logf("guest: boot %s, total %s, exit %d", res.BootTime.Round(time.Millisecond), res.Duration.Round(time.Second), res.ExitCode)
 
-	for _, name := range g.order {
-		r := g.results[name]
-		sub, ok := strings.CutPrefix(name, "TestGuest/")
-		if !ok {
-			continue
-		}
-		t.Run(sub, func(t *testing.T) {
-			if r.status != "SKIP" || testing.Verbose() {
-				t.Log("\n" + r.output.String())
-			}
-			switch r.status {
-			case "PASS":
-			case "SKIP":
-				t.Skip("skipped in the guest")
-			case "FAIL":
-				t.Fail()
-			default:
-				t.Error("no result from the guest (crashed or timed out in this scenario)")
-			}
-		})
-	}
+	g.report(t, "TestGuest")
 	top := g.results["TestGuest"]
 	if runErr != nil {
 		t.Fatalf("guest run: %v", runErr)
@@ -160,6 +140,32 @@ type guestResults struct {
 	order   []string
 	results map[string]*guestResult
 	loose   strings.Builder
+}
+
+// report turns the guest's subtests of parent into subtests of t, nested alike.
+func (g *guestResults) report(t *testing.T, parent string) {
+	for _, name := range g.order {
+		sub, ok := strings.CutPrefix(name, parent+"/")
+		if !ok || strings.Contains(sub, "/") {
+			continue
+		}
+		r := g.results[name]
+		t.Run(sub, func(t *testing.T) {
+			if r.status != "SKIP" || testing.Verbose() {
+				t.Log("\n" + r.output.String())
+			}
+			g.report(t, name)
+			switch r.status {
+			case "PASS":
+			case "SKIP":
+				t.Skip("skipped in the guest")
+			case "FAIL":
+				t.Fail()
+			default:
+				t.Error("no result from the guest (crashed or timed out in this scenario)")
+			}
+		})
+	}
 }
 
 var (
