@@ -125,7 +125,7 @@ With no flags it starts a single-member cluster on loopback with its data in
 	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join (comma-separated); omit to bootstrap a new cluster")
 	f.StringVar(&cfg.DataPlane.Mode, "data-plane", cfg.DataPlane.Mode, "ipvs, or none for a control-plane-only member (no kernel changes)")
 	f.StringVar(&cfg.DataPlane.Interface, "interface", cfg.DataPlane.Interface, "data interface VIPs are added to")
-	f.StringVar(&cfg.DataPlane.SNAT, "snat", cfg.DataPlane.SNAT, "SNAT backend for nat mode: auto, iptables-legacy, iptables-nft, nft, none")
+	f.StringVar(&cfg.DataPlane.SNAT, "snat", cfg.DataPlane.SNAT, "SNAT backend for nat mode: auto, iptables-legacy, iptables-nft, none")
 	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "cluster CA certificate (PEM); with --tls-cert/--tls-key enables mutual TLS on the API and raft")
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "this member's certificate (edgelb://member/<id>; lbd certs issue makes it)")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "this member's private key")
@@ -133,7 +133,7 @@ With no flags it starts a single-member cluster on loopback with its data in
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
 	for flag, vals := range map[string][]string{
-		"data-plane": {"ipvs", "none"}, "snat": {"auto", "iptables-legacy", "iptables-nft", "nft", "none"},
+		"data-plane": {"ipvs", "none"}, "snat": {"auto", "iptables-legacy", "iptables-nft", "none"},
 		"log-format": {"text", "json"}, "log-level": {"debug", "info", "warn", "error"},
 	} {
 		cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))

@@ -105,7 +105,7 @@ type DataPlane struct {
 	Mode string `json:"mode"`
 	// Interface is the data interface VIPs are added to.
 	Interface string `json:"interface"`
-	// SNAT: auto, iptables-legacy, iptables-nft, nft or none.
+	// SNAT: auto (iptables-legacy if usable, else iptables-nft), iptables-legacy, iptables-nft or none.
 	SNAT string `json:"snat"`
 	// GARPBurst gratuitous ARPs / unsolicited NAs are sent on takeover, GARPBurstInterval apart,
 	// then one every GARPRepeatInterval.
@@ -228,9 +228,11 @@ func (c *Config) Validate() error {
 		add("dataPlane.mode: %q is not ipvs or none", c.DataPlane.Mode)
 	}
 	switch c.DataPlane.SNAT {
-	case "auto", "iptables-legacy", "iptables-nft", "nft", "none":
+	case "auto", "iptables-legacy", "iptables-nft", "none":
+	case "nft":
+		add("dataPlane.snat: nft cannot match IPVS traffic (nftables has no xt_ipvs); use iptables-nft (same nftables kernel, through nft_compat) or iptables-legacy")
 	default:
-		add("dataPlane.snat: %q is not auto, iptables-legacy, iptables-nft, nft or none", c.DataPlane.SNAT)
+		add("dataPlane.snat: %q is not auto, iptables-legacy, iptables-nft or none", c.DataPlane.SNAT)
 	}
 	if c.DataPlane.Mode == "ipvs" && c.DataPlane.Interface == "" {
 		add("dataPlane.interface: required with the ipvs data plane (the interface VIPs are added to)")

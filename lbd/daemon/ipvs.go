@@ -2,12 +2,24 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/dataplane"
 )
 
 func openIPVS(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPlane, string, error) {
-	return nil, "", fmt.Errorf("the ipvs data plane is not available in this build; run with --data-plane=none for a control-plane-only member")
+	e, err := dataplane.Open(ctx, dataplane.Config{
+		Interface:          cfg.DataPlane.Interface,
+		StateDir:           cfg.DataDir,
+		GARPBurst:          cfg.DataPlane.GARPBurst,
+		GARPBurstInterval:  cfg.DataPlane.GARPBurstInterval.Duration,
+		GARPRepeatInterval: cfg.DataPlane.GARPRepeatInterval.Duration,
+		SNAT:               cfg.DataPlane.SNAT,
+		Logger:             log.With("component", "dataplane"),
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return e, "ipvs", nil
 }

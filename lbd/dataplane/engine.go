@@ -1,0 +1,468 @@
+// Package dataplane programs the VIPs this host owns into the kernel: IPVS
+// services and destinations (cloudflare/ipvs), the VIP address on the data
+// interface (rtnetlink), gratuitous ARP / NDP announcements, and the SNAT rule
+// of nat mode. Reconcile diffs the desired state against what this engine
+// programmed and changes only what differs; it never flushes, and it never
+// touches IPVS services, addresses or rules it did not create.
+package dataplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cloudflare/ipvs"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgelb/edgelb/lbd/dataplane/addr"
+	"github.com/edgelb/edgelb/lbd/dataplane/announce"
+	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
+	"github.com/edgelb/edgelb/lbd/dataplane/snat"
+	"github.com/edgelb/edgelb/lbd/dataplane/sysctl"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// Config configures the engine.
+type Config struct {
+	Interface          string
+	StateDir           string // where programmed.json records what this engine owns
+	GARPBurst          int
+	GARPBurstInterval  time.Duration
+	GARPRepeatInterval time.Duration
+	SNAT               string // auto, iptables-legacy, iptables-nft, none
+	SysctlRoot         string // default /proc/sys
+	Logger             *slog.Logger
+}
+
+// Engine is the data plane of one host.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	ipvs    ipvs.Client
+	addrs   addr.Manager
+	ifindex int
+	snat    snat.Rules
+	wire    announce.Sender
+	ann     *announce.Announcer
+	cancel  context.CancelFunc
+
+	mu     sync.Mutex
+	actual ipvsdiff.State      // what this engine believes the kernel holds for its services
+	ours   map[ipvsdiff.SvcKey]bool
+	vips   map[netip.Addr]bool // addresses this engine added
+	cache  map[*edgelbv1.VirtualService][]*ipvsdiff.Svc
+	stats  Stats
+
+	lastResync time.Time
+}
+
+// resyncEvery is how often Reconcile first re-reads the kernel to repair
+// changes made behind its back; between resyncs it trusts what it applied.
+const resyncEvery = 30 * time.Second
+
+// Stats counts the engine's work.
+type Stats struct {
+	Reconciles, Ops, Errors uint64
+	LastDuration            time.Duration
+}
+
+// record is what programmed.json holds.
+type record struct {
+	Services []string `json:"services"` // "tcp/192.0.2.1:80"
+	VIPs     []string `json:"vips"`
+}
+
+// Open checks that IPVS is usable, sets the sysctls, and adopts what the kernel
+// holds for the services and addresses recorded by a previous run, so a
+// restart disturbs no connection.
+func Open(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.SysctlRoot == "" {
+		cfg.SysctlRoot = "/proc/sys"
+	}
+	c, err := ipvs.New()
+	if err == nil {
+		_, err = c.Info()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("IPVS is not available (%v): load the ip_vs module (modprobe ip_vs ip_vs_mh) and run as root, or start with --data-plane=none for a control-plane-only member", err)
+	}
+	if err := sysctl.Apply(cfg.SysctlRoot, sysctl.Required, sysctl.Optional); err != nil {
+		return nil, err
+	}
+	ifindex, err := addr.IfIndex(cfg.Interface)
+	if err != nil {
+		return nil, err
+	}
+	am, err := addr.Open()
+	if err != nil {
+		return nil, err
+	}
+	rules, err := snat.Open(ctx, cfg.SNAT)
+	if err != nil {
+		am.Close()
+		return nil, err
+	}
+	wire, err := announce.Open(cfg.Interface)
+	if err != nil {
+		am.Close()
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: c, addrs: am, ifindex: ifindex, snat: rules, wire: wire, lastResync: time.Now(),
+		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
+		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}}
+	if err := e.adopt(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval}, wire, cfg.Logger)
+	actx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	go e.ann.Run(actx)
+	for a := range e.vips {
+		e.ann.Added(a) // re-announce what we still hold after a restart
+	}
+	snatName := "none"
+	if rules != nil {
+		snatName = rules.Backend()
+	}
+	e.log.Info("IPVS data plane ready", "interface", cfg.Interface, "snat", snatName, "adopted_services", len(e.actual), "adopted_vips", len(e.vips))
+	return e, nil
+}
+
+func (e *Engine) recordPath() string { return filepath.Join(e.cfg.StateDir, "programmed.json") }
+
+// adopt reads the record of a previous run and the kernel's matching state.
+func (e *Engine) adopt() error {
+	b, err := os.ReadFile(e.recordPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", e.recordPath(), err)
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("parse %s: %w (delete it to start over; IPVS services it named will then be left alone)", e.recordPath(), err)
+	}
+	want := map[string]bool{}
+	for _, s := range r.Services {
+		want[s] = true
+	}
+	svcs, err := e.ipvs.Services()
+	if err != nil {
+		return fmt.Errorf("list IPVS services: %w", err)
+	}
+	for _, s := range svcs {
+		k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
+		if !want[k.String()] {
+			continue
+		}
+		ds, err := e.ipvs.Destinations(s.Service)
+		if err != nil {
+			return fmt.Errorf("list destinations of %s: %w", k, err)
+		}
+		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvs.ServicePersistent, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
+		if sv.Flags == 0 {
+			sv.Timeout = 0
+		}
+		for _, d := range ds {
+			sv.Dests[ipvsdiff.DestKey{Addr: d.Address, Port: d.Port}] = ipvsdiff.Dest{Weight: d.Weight, Fwd: d.FwdMethod}
+		}
+		e.actual[k] = sv
+		e.ours[k] = true
+	}
+	have, err := e.addrs.List(e.ifindex)
+	if err != nil {
+		return err
+	}
+	onIf := map[netip.Addr]bool{}
+	for _, a := range have {
+		onIf[a] = true
+	}
+	for _, s := range r.VIPs {
+		if a, err := netip.ParseAddr(s); err == nil && onIf[a] {
+			e.vips[a] = true
+		}
+	}
+	return nil
+}
+
+func (e *Engine) save() error {
+	var r record
+	for k := range e.ours {
+		r.Services = append(r.Services, k.String())
+	}
+	for a := range e.vips {
+		r.VIPs = append(r.VIPs, a.String())
+	}
+	sort.Strings(r.Services)
+	sort.Strings(r.VIPs)
+	b, _ := json.MarshalIndent(r, "", " ")
+	if err := os.MkdirAll(e.cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	tmp := e.recordPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	return os.Rename(tmp, e.recordPath())
+}
+
+// desired builds the IPVS state for owned, reusing the result for services
+// whose (immutable) object did not change since the last call.
+func (e *Engine) desired(owned []*edgelbv1.VirtualService) (ipvsdiff.State, map[netip.Addr]bool, map[netip.Addr]bool, error) {
+	st := ipvsdiff.State{}
+	vips := map[netip.Addr]bool{}
+	natVIPs := map[netip.Addr]bool{}
+	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(owned))
+	for _, vs := range owned {
+		svcs, ok := e.cache[vs]
+		if !ok {
+			var err error
+			if svcs, err = ipvsdiff.FromService(vs); err != nil {
+				return nil, nil, nil, err
+			}
+		}
+		next[vs] = svcs
+		for _, s := range svcs {
+			st[s.Key] = s
+		}
+		a := netip.MustParseAddr(vs.Vip)
+		vips[a] = true
+		if vs.ForwardingMode != edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
+			natVIPs[a] = true
+		}
+	}
+	e.cache = next
+	return st, vips, natVIPs, nil
+}
+
+// Reconcile makes the kernel hold exactly the services in owned.
+func (e *Engine) Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService) error {
+	if time.Since(e.lastResync) > resyncEvery {
+		if err := e.Resync(); err != nil {
+			e.log.Warn("re-read kernel state", "err", err)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	start := time.Now()
+	e.stats.Reconciles++
+	want, vips, natVIPs, err := e.desired(owned)
+	if err != nil {
+		e.stats.Errors++
+		return err
+	}
+	var errs []error
+	changed := false
+
+	// Withdraw addresses first, so no new traffic reaches services about to go.
+	for a := range e.vips {
+		if !vips[a] {
+			if err := e.addrs.Remove(e.ifindex, a); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			e.ann.Removed(a)
+			delete(e.vips, a)
+			changed = true
+			e.log.Info("VIP withdrawn", "vip", a, "interface", e.cfg.Interface)
+		}
+	}
+
+	ops := ipvsdiff.Plan(want, e.actual, func(k ipvsdiff.SvcKey) bool { return e.ours[k] })
+	for _, op := range ops {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if err := e.apply(op); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", op, err))
+			continue
+		}
+		changed = true
+	}
+	e.stats.Ops += uint64(len(ops))
+
+	if e.snat != nil {
+		var list []netip.Addr
+		for a := range natVIPs {
+			list = append(list, a)
+		}
+		if err := e.snat.Set(ctx, list); err != nil {
+			errs = append(errs, fmt.Errorf("SNAT rules: %w", err))
+		}
+	}
+
+	// Add addresses last: traffic arrives only once IPVS and SNAT are ready.
+	added := []netip.Addr{}
+	for a := range vips {
+		if e.vips[a] {
+			continue
+		}
+		if err := e.addrs.Add(e.ifindex, a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.vips[a] = true
+		added = append(added, a)
+		changed = true
+	}
+	if changed {
+		if err := e.save(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, a := range added {
+		e.ann.Added(a)
+		e.log.Info("VIP added and announced", "vip", a, "interface", e.cfg.Interface)
+	}
+	e.stats.LastDuration = time.Since(start)
+	if len(errs) > 0 {
+		e.stats.Errors++
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+func (e *Engine) apply(op ipvsdiff.Op) error {
+	svc := op.Svc.Service()
+	switch op.Kind {
+	case ipvsdiff.CreateService:
+		if err := e.ipvs.CreateService(svc); err != nil {
+			// Someone else's service with our key: take it over rather than fail forever.
+			if uerr := e.ipvs.UpdateService(svc); uerr != nil {
+				return err
+			}
+			e.log.Warn("took over an existing IPVS service not created by lbd", "service", op.Svc.Key)
+		}
+		e.ours[op.Svc.Key] = true
+		e.actual[op.Svc.Key] = &ipvsdiff.Svc{Key: op.Svc.Key, Scheduler: op.Svc.Scheduler, Flags: op.Svc.Flags, Timeout: op.Svc.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
+	case ipvsdiff.UpdateService:
+		if err := e.ipvs.UpdateService(svc); err != nil {
+			return err
+		}
+		a := e.actual[op.Svc.Key]
+		a.Scheduler, a.Flags, a.Timeout = op.Svc.Scheduler, op.Svc.Flags, op.Svc.Timeout
+	case ipvsdiff.RemoveService:
+		if err := e.ipvs.RemoveService(svc); err != nil && !isNotExist(err) {
+			return err
+		}
+		delete(e.actual, op.Svc.Key)
+		delete(e.ours, op.Svc.Key)
+	case ipvsdiff.CreateDest:
+		if err := e.ipvs.CreateDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); err != nil {
+			if uerr := e.ipvs.UpdateDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); uerr != nil {
+				return err
+			}
+		}
+		e.actual[op.Svc.Key].Dests[op.Dest] = op.D
+	case ipvsdiff.UpdateDest:
+		if err := e.ipvs.UpdateDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); err != nil {
+			return err
+		}
+		e.actual[op.Svc.Key].Dests[op.Dest] = op.D
+	case ipvsdiff.RemoveDest:
+		if err := e.ipvs.RemoveDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); err != nil && !isNotExist(err) {
+			return err
+		}
+		delete(e.actual[op.Svc.Key].Dests, op.Dest)
+	}
+	return nil
+}
+
+// isNotExist: IPVS answers ESRCH for a missing service, ENOENT for a missing destination.
+func isNotExist(err error) bool { return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) }
+
+// Resync re-reads the kernel for this engine's services, so a change made by
+// someone else (ipvsadm by hand, another program) is repaired on the next Reconcile.
+func (e *Engine) Resync() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lastResync = time.Now()
+	svcs, err := e.ipvs.Services()
+	if err != nil {
+		return fmt.Errorf("list IPVS services: %w", err)
+	}
+	seen := map[ipvsdiff.SvcKey]bool{}
+	for _, s := range svcs {
+		k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
+		if !e.ours[k] {
+			continue
+		}
+		seen[k] = true
+		ds, err := e.ipvs.Destinations(s.Service)
+		if err != nil {
+			return fmt.Errorf("list destinations of %s: %w", k, err)
+		}
+		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvs.ServicePersistent, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
+		if sv.Flags == 0 {
+			sv.Timeout = 0
+		}
+		for _, d := range ds {
+			sv.Dests[ipvsdiff.DestKey{Addr: d.Address, Port: d.Port}] = ipvsdiff.Dest{Weight: d.Weight, Fwd: d.FwdMethod}
+		}
+		e.actual[k] = sv
+	}
+	for k := range e.actual {
+		if !seen[k] {
+			delete(e.actual, k) // deleted behind our back: recreate
+		}
+	}
+	have, err := e.addrs.List(e.ifindex)
+	if err != nil {
+		return err
+	}
+	on := map[netip.Addr]bool{}
+	for _, a := range have {
+		on[a] = true
+	}
+	for a := range e.vips {
+		if !on[a] {
+			delete(e.vips, a) // lost with a link flap or by hand: re-add and re-announce
+		}
+	}
+	if s, ok := e.snat.(*snat.Tables); ok {
+		s.Forget()
+	}
+	return nil
+}
+
+// Stats returns counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
+}
+
+// Announcements returns GARP/NA sent and failed.
+func (e *Engine) Announcements() (sent, failed uint64) { return e.ann.Counts() }
+
+// IPVS exposes the client (for stats).
+func (e *Engine) IPVS() ipvs.Client { return e.ipvs }
+
+// Close stops announcing and leaves the kernel as it is: a restarted lbd
+// adopts it, and connections keep flowing meanwhile.
+func (e *Engine) Close() error {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	if e.wire != nil {
+		e.wire.Close()
+	}
+	if c, ok := e.addrs.(*addr.Netlink); ok {
+		c.Close()
+	}
+	return nil
+}

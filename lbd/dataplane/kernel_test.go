@@ -1,0 +1,183 @@
+package dataplane
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// These tests need root and a kernel with IPVS: run them in the User-Mode
+// Linux guest (docs/SANDBOX.md):
+//
+//	go test -c -o /tmp/dataplane.test ./lbd/dataplane
+//	EDGELB_KERNEL_TESTS=1 bin/umlrun -- /tmp/dataplane.test -test.v
+func kernelOnly(t *testing.T) {
+	if os.Getenv("EDGELB_KERNEL_TESTS") != "1" {
+		t.Skip("set EDGELB_KERNEL_TESTS=1 and run in a kernel with IPVS (see docs/SANDBOX.md)")
+	}
+}
+
+func sh(t *testing.T, cmd string) string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", cmd).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+	return string(out)
+}
+
+func svc(name, vip string, ports []*edgelbv1.Port, backends ...string) *edgelbv1.VirtualService {
+	vs := &edgelbv1.VirtualService{Tenant: "t", Name: name, Vip: vip, Ports: ports}
+	for _, b := range backends {
+		vs.Backends = append(vs.Backends, &edgelbv1.Backend{Address: b, Weight: 1})
+	}
+	return vs
+}
+
+func tcp(p, bp uint32) *edgelbv1.Port {
+	return &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: p, BackendPort: bp}
+}
+
+func TestKernelReconcile(t *testing.T) {
+	kernelOnly(t)
+	sh(t, "ip link add lb0 type dummy && ip link set lb0 up && ip addr add 10.99.0.1/24 dev lb0 && ip -6 addr add fd99::1/64 dev lb0 nodad")
+	defer exec.Command("ip", "link", "del", "lb0").Run()
+	// Someone else's service, which lbd must never touch.
+	sh(t, "ipvsadm -A -t 10.77.0.1:80 -s rr && ipvsadm -a -t 10.77.0.1:80 -r 10.77.0.2:80 -m")
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	open := func() *Engine {
+		e, err := Open(ctx, Config{Interface: "lb0", StateDir: dir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open()
+
+	web := svc("web", "192.0.2.10", []*edgelbv1.Port{tcp(80, 30080), {Protocol: edgelbv1.Protocol_PROTOCOL_UDP, Port: 53, BackendPort: 30053}}, "10.99.0.21", "10.99.0.22")
+	web.Scheduler = edgelbv1.Scheduler_SCHEDULER_RR
+	web.Persistence = &edgelbv1.Persistence{TimeoutSeconds: 600}
+	v6 := svc("v6", "fd99::10", []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_SCTP, Port: 443, BackendPort: 30443}}, "fd99::21")
+	dr := svc("dr", "192.0.2.11", []*edgelbv1.Port{tcp(80, 80)}, "10.99.0.23")
+	dr.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	dr.Scheduler = edgelbv1.Scheduler_SCHEDULER_WLC
+	all := []*edgelbv1.VirtualService{web, v6, dr}
+	if err := e.Reconcile(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	ipvs := sh(t, "ipvsadm -Ln")
+	for _, want := range []string{
+		"TCP  192.0.2.10:80 rr persistent 600", "UDP  192.0.2.10:53 rr persistent 600",
+		"10.99.0.21:30080", "10.99.0.22:30053", "SCTP [fd99::10]:443 mh", "[fd99::21]:30443",
+		"TCP  192.0.2.11:80 wlc", "10.99.0.23:80                Route", "TCP  10.77.0.1:80 rr",
+	} {
+		if !strings.Contains(ipvs, want) {
+			t.Errorf("ipvsadm -Ln lacks %q:\n%s", want, ipvs)
+		}
+	}
+	addrs := sh(t, "ip addr show dev lb0")
+	for _, want := range []string{"192.0.2.10/32", "192.0.2.11/32", "fd99::10/128"} {
+		if !strings.Contains(addrs, want) {
+			t.Errorf("lb0 lacks %s:\n%s", want, addrs)
+		}
+	}
+	rules := sh(t, "iptables-legacy -t nat -S EDGELB-POSTROUTING; iptables-legacy -t nat -S POSTROUTING")
+	if !strings.Contains(rules, "--vaddr 192.0.2.10 -j SNAT --to-source 192.0.2.10") || strings.Contains(rules, "192.0.2.11") || !strings.Contains(rules, "-A POSTROUTING -j EDGELB-POSTROUTING") {
+		t.Errorf("SNAT rules (nat VIP only, jumped to from POSTROUTING):\n%s", rules)
+	}
+
+	t.Run("a no-op reconcile changes nothing", func(t *testing.T) {
+		before := e.Stats().Ops
+		if err := e.Reconcile(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.Stats().Ops - before; d != 0 {
+			t.Errorf("%d IPVS operations for an unchanged state", d)
+		}
+	})
+
+	t.Run("changing one backend changes only that destination", func(t *testing.T) {
+		web2 := proto.Clone(web).(*edgelbv1.VirtualService)
+		web2.Backends[1].Weight = 5
+		before := e.Stats().Ops
+		all = []*edgelbv1.VirtualService{web2, v6, dr}
+		if err := e.Reconcile(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.Stats().Ops - before; d != 2 { // the backend is on two ports
+			t.Errorf("%d operations; want 2 (one destination update per port)", d)
+		}
+		if out := sh(t, "ipvsadm -Ln -t 192.0.2.10:80"); !strings.Contains(out, "10.99.0.22:30080") || !strings.Contains(out, "Masq    5") {
+			t.Errorf("weight not updated:\n%s", out)
+		}
+		// Drained and unhealthy backends get weight 0 (kept for established connections).
+		web3 := proto.Clone(web2).(*edgelbv1.VirtualService)
+		web3.Backends[0].Drained = true
+		web3.Backends[1].Health = &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY}
+		all = []*edgelbv1.VirtualService{web3, v6, dr}
+		if err := e.Reconcile(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		if out := sh(t, "ipvsadm -Ln -t 192.0.2.10:80"); strings.Count(out, "Masq    0") != 2 {
+			t.Errorf("drained/unhealthy backends should have weight 0:\n%s", out)
+		}
+	})
+
+	t.Run("a restarted engine adopts the kernel state and changes nothing", func(t *testing.T) {
+		before := sh(t, "ipvsadm -Ln")
+		e.Close()
+		e = open()
+		if err := e.Reconcile(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.Stats().Ops; n != 0 {
+			t.Errorf("%d IPVS operations after a restart with the same state", n)
+		}
+		if after := sh(t, "ipvsadm -Ln"); after != before {
+			t.Errorf("IPVS changed across a restart:\n%s\n---\n%s", before, after)
+		}
+	})
+
+	t.Run("a service deleted behind lbd's back is restored at the next resync", func(t *testing.T) {
+		sh(t, "ipvsadm -D -t 192.0.2.11:80")
+		if err := e.Resync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Reconcile(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		if out := sh(t, "ipvsadm -Ln"); !strings.Contains(out, "192.0.2.11:80") {
+			t.Errorf("not restored:\n%s", out)
+		}
+	})
+
+	t.Run("withdrawing removes address, IPVS service and SNAT rule, and nothing else", func(t *testing.T) {
+		if err := e.Reconcile(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		ipvs := sh(t, "ipvsadm -Ln")
+		if strings.Contains(ipvs, "192.0.2.1") || strings.Contains(ipvs, "fd99::10") {
+			t.Errorf("services left:\n%s", ipvs)
+		}
+		if !strings.Contains(ipvs, "10.77.0.1:80") || !strings.Contains(ipvs, "10.77.0.2:80") {
+			t.Errorf("the foreign service was touched:\n%s", ipvs)
+		}
+		if addrs := sh(t, "ip addr show dev lb0"); strings.Contains(addrs, "192.0.2.") || strings.Contains(addrs, "fd99::10") {
+			t.Errorf("addresses left:\n%s", addrs)
+		}
+		if rules := sh(t, "iptables-legacy -t nat -S EDGELB-POSTROUTING"); strings.Contains(rules, "SNAT") {
+			t.Errorf("SNAT rules left:\n%s", rules)
+		}
+	})
+	e.Close()
+}

@@ -1,0 +1,64 @@
+// Package sysctl sets the kernel settings the data plane relies on and checks
+// that they took, so a host that cannot forward fails at start with the name
+// of the setting rather than later with silent packet loss.
+package sysctl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Setting is one sysctl and why it is needed.
+type Setting struct {
+	Key, Value, Why string
+}
+
+// Required lists what IPVS NAT to NodePorts needs on an edge host.
+var Required = []Setting{
+	{"net.ipv4.ip_forward", "1", "IPVS NAT forwards packets to the nodes"},
+	{"net.ipv4.vs.conntrack", "1", "the SNAT rule needs conntrack entries for IPVS connections"},
+	{"net.ipv4.vs.expire_nodest_conn", "1", "connections to a removed backend are dropped instead of black-holed (kubernetes#71358)"},
+	{"net.ipv4.vs.expire_quiescent_template", "1", "persistence templates to a weight-0 backend expire, so drained and unhealthy backends get no new clients"},
+}
+
+// Optional settings are applied when the kernel has them (IPv6 may be absent).
+var Optional = []Setting{
+	{"net.ipv6.conf.all.forwarding", "1", "IPVS NAT for IPv6 VIPs"},
+}
+
+func path(root, key string) string {
+	return filepath.Join(root, strings.ReplaceAll(key, ".", "/"))
+}
+
+// Apply writes and verifies the settings under root (normally /proc/sys).
+func Apply(root string, required, optional []Setting) error {
+	var errs []error
+	for _, s := range required {
+		if err := set(root, s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, s := range optional {
+		if _, err := os.Stat(path(root, s.Key)); err == nil {
+			if err := set(root, s); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func set(root string, s Setting) error {
+	p := path(root, s.Key)
+	if err := os.WriteFile(p, []byte(s.Value+"\n"), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s (%s): %w; run lbd as root or with CAP_NET_ADMIN, or set it in /etc/sysctl.d", s.Key, s.Value, s.Why, err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil || strings.TrimSpace(string(b)) != s.Value {
+		return fmt.Errorf("sysctl %s did not keep %s (reads %q): %s", s.Key, s.Value, strings.TrimSpace(string(b)), s.Why)
+	}
+	return nil
+}
