@@ -55,7 +55,7 @@ type Engine struct {
 	cancel  context.CancelFunc
 
 	mu     sync.Mutex
-	actual ipvsdiff.State      // what this engine believes the kernel holds for its services
+	actual ipvsdiff.State // what this engine believes the kernel holds for its services
 	ours   map[ipvsdiff.SvcKey]bool
 	vips   map[netip.Addr]bool // addresses this engine added
 	cache  map[*edgelbv1.VirtualService][]*ipvsdiff.Svc
