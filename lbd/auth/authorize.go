@@ -54,6 +54,12 @@ var methods = map[string]access{
 	"/grpc.health.v1.Health/Check":                          accInternal,
 	"/grpc.health.v1.Health/List":                           accInternal,
 	"/grpc.health.v1.Health/Watch":                          accInternal,
+
+	// A backup holds every tenant's services, the pools and the member table:
+	// admin only, like restore, so a cloud provider or viewer cannot carry
+	// other tenants' configuration away in one call.
+	"/edgelb.v1.ClusterService/SaveSnapshot":    accAdmin,
+	"/edgelb.v1.ClusterService/RestoreSnapshot": accAdmin,
 }
 
 // DefaultTenant is the tenant of requests that name none.

@@ -9,6 +9,7 @@ package edgelbv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1471,6 +1472,358 @@ func (*DeleteAddressPoolResponse) Descriptor() ([]byte, []int) {
 	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
+// SnapshotHeader describes a snapshot of the replicated state.
+type SnapshotHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version of this header and of the chunking; 1.
+	FormatVersion uint32 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
+	// The member that produced it and the state revision it holds.
+	MemberId string `protobuf:"bytes,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Revision uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Version of the edgelb.raft.v1.Snapshot encoding inside (its own version field).
+	SnapshotVersion uint32                 `protobuf:"varint,4,opt,name=snapshot_version,json=snapshotVersion,proto3" json:"snapshot_version,omitempty"`
+	CreateTime      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Size in bytes and SHA-256 of the serialized edgelb.raft.v1.Snapshot.
+	Size   uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256 []byte `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Counts, for people reading the header.
+	VirtualServices uint32 `protobuf:"varint,8,opt,name=virtual_services,json=virtualServices,proto3" json:"virtual_services,omitempty"`
+	AddressPools    uint32 `protobuf:"varint,9,opt,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
+	Members         uint32 `protobuf:"varint,10,opt,name=members,proto3" json:"members,omitempty"`
+	// lbd version that produced it.
+	ServerVersion string `protobuf:"bytes,11,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotHeader) Reset() {
+	*x = SnapshotHeader{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotHeader) ProtoMessage() {}
+
+func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
+func (*SnapshotHeader) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SnapshotHeader) GetFormatVersion() uint32 {
+	if x != nil {
+		return x.FormatVersion
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetSnapshotVersion() uint32 {
+	if x != nil {
+		return x.SnapshotVersion
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *SnapshotHeader) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *SnapshotHeader) GetVirtualServices() uint32 {
+	if x != nil {
+		return x.VirtualServices
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAddressPools() uint32 {
+	if x != nil {
+		return x.AddressPools
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetServerVersion() string {
+	if x != nil {
+		return x.ServerVersion
+	}
+	return ""
+}
+
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
+}
+
+type SaveSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message only.
+	Header *SnapshotHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The next bytes of the serialized edgelb.raft.v1.Snapshot.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotResponse) Reset() {
+	*x = SaveSnapshotResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotResponse) ProtoMessage() {}
+
+func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SaveSnapshotResponse) GetHeader() *SnapshotHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message only.
+	Header        *SnapshotHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Data          []byte          `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotRequest) Reset() {
+	*x = RestoreSnapshotRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotRequest) ProtoMessage() {}
+
+func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RestoreSnapshotRequest) GetHeader() *SnapshotHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RestoreSnapshotRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision at which the restored state was committed.
+	Revision        uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	VirtualServices uint32 `protobuf:"varint,2,opt,name=virtual_services,json=virtualServices,proto3" json:"virtual_services,omitempty"`
+	AddressPools    uint32 `protobuf:"varint,3,opt,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
+	// Virtual services and pools that existed before and are not in the snapshot.
+	RemovedVirtualServices uint32 `protobuf:"varint,4,opt,name=removed_virtual_services,json=removedVirtualServices,proto3" json:"removed_virtual_services,omitempty"`
+	RemovedAddressPools    uint32 `protobuf:"varint,5,opt,name=removed_address_pools,json=removedAddressPools,proto3" json:"removed_address_pools,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotResponse) Reset() {
+	*x = RestoreSnapshotResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotResponse) ProtoMessage() {}
+
+func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RestoreSnapshotResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RestoreSnapshotResponse) GetVirtualServices() uint32 {
+	if x != nil {
+		return x.VirtualServices
+	}
+	return 0
+}
+
+func (x *RestoreSnapshotResponse) GetAddressPools() uint32 {
+	if x != nil {
+		return x.AddressPools
+	}
+	return 0
+}
+
+func (x *RestoreSnapshotResponse) GetRemovedVirtualServices() uint32 {
+	if x != nil {
+		return x.RemovedVirtualServices
+	}
+	return 0
+}
+
+func (x *RestoreSnapshotResponse) GetRemovedAddressPools() uint32 {
+	if x != nil {
+		return x.RemovedAddressPools
+	}
+	return 0
+}
+
 type ListMembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1479,7 +1832,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1844,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1857,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 type ListMembersResponse struct {
@@ -1517,7 +1870,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1882,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1895,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -1570,7 +1923,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1935,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1948,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AddMemberRequest) GetMember() *Member {
@@ -1621,7 +1974,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1986,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1999,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AddMemberResponse) GetMember() *Member {
@@ -1665,7 +2018,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +2030,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +2043,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1708,7 +2061,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +2073,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2086,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 type GetLeaderRequest struct {
@@ -1744,7 +2097,7 @@ type GetLeaderRequest struct {
 
 func (x *GetLeaderRequest) Reset() {
 	*x = GetLeaderRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2109,7 @@ func (x *GetLeaderRequest) String() string {
 func (*GetLeaderRequest) ProtoMessage() {}
 
 func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2122,7 @@ func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 type GetLeaderResponse struct {
@@ -1782,7 +2135,7 @@ type GetLeaderResponse struct {
 
 func (x *GetLeaderResponse) Reset() {
 	*x = GetLeaderResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +2147,7 @@ func (x *GetLeaderResponse) String() string {
 func (*GetLeaderResponse) ProtoMessage() {}
 
 func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +2160,7 @@ func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderResponse.ProtoReflect.Descriptor instead.
 func (*GetLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetLeaderResponse) GetLeader() *Member {
@@ -1834,7 +2187,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2199,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2212,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TransferLeadershipRequest) GetTargetId() string {
@@ -1878,7 +2231,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2243,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2256,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() *Member {
@@ -1924,7 +2277,7 @@ type DrainMemberRequest struct {
 
 func (x *DrainMemberRequest) Reset() {
 	*x = DrainMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2289,7 @@ func (x *DrainMemberRequest) String() string {
 func (*DrainMemberRequest) ProtoMessage() {}
 
 func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2302,7 @@ func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberRequest.ProtoReflect.Descriptor instead.
 func (*DrainMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DrainMemberRequest) GetId() string {
@@ -1975,7 +2328,7 @@ type DrainMemberResponse struct {
 
 func (x *DrainMemberResponse) Reset() {
 	*x = DrainMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2340,7 @@ func (x *DrainMemberResponse) String() string {
 func (*DrainMemberResponse) ProtoMessage() {}
 
 func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2353,7 @@ func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberResponse.ProtoReflect.Descriptor instead.
 func (*DrainMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DrainMemberResponse) GetMember() *Member {
@@ -2020,7 +2373,7 @@ type GetMemberStatusRequest struct {
 
 func (x *GetMemberStatusRequest) Reset() {
 	*x = GetMemberStatusRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2385,7 @@ func (x *GetMemberStatusRequest) String() string {
 func (*GetMemberStatusRequest) ProtoMessage() {}
 
 func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2398,7 @@ func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetMemberStatusRequest) GetId() string {
@@ -2079,7 +2432,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2444,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2457,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -2193,7 +2546,7 @@ type GetMemberStatusResponse struct {
 
 func (x *GetMemberStatusResponse) Reset() {
 	*x = GetMemberStatusResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[42]
+	mi := &file_edgelb_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2558,7 @@ func (x *GetMemberStatusResponse) String() string {
 func (*GetMemberStatusResponse) ProtoMessage() {}
 
 func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[42]
+	mi := &file_edgelb_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2571,7 @@ func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetMemberStatusResponse) GetStatus() *MemberStatus {
@@ -2239,7 +2592,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[43]
+	mi := &file_edgelb_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2604,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[43]
+	mi := &file_edgelb_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2617,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WatchRequest) GetResumeRevision() uint64 {
@@ -2299,7 +2652,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[44]
+	mi := &file_edgelb_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2664,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[44]
+	mi := &file_edgelb_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2677,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Event) GetType() EventType {
@@ -2417,7 +2770,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[45]
+	mi := &file_edgelb_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2782,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[45]
+	mi := &file_edgelb_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2795,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *WatchResponse) GetSnapshot() bool {
@@ -2470,7 +2823,7 @@ var File_edgelb_v1_api_proto protoreflect.FileDescriptor
 
 const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13edgelb/v1/api.proto\x12\tedgelb.v1\x1a\x15edgelb/v1/types.proto\"R\n" +
+	"\x13edgelb/v1/api.proto\x12\tedgelb.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n" +
 	"\x1bCreateVirtualServiceRequest\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\"S\n" +
 	"\x1cCreateVirtualServiceResponse\x123\n" +
@@ -2549,7 +2902,34 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x05pools\x18\x01 \x03(\v2\x16.edgelb.v1.AddressPoolR\x05pools\".\n" +
 	"\x18DeleteAddressPoolRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
-	"\x19DeleteAddressPoolResponse\"\x14\n" +
+	"\x19DeleteAddressPoolResponse\"\x95\x03\n" +
+	"\x0eSnapshotHeader\x12%\n" +
+	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1b\n" +
+	"\tmember_id\x18\x02 \x01(\tR\bmemberId\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12)\n" +
+	"\x10snapshot_version\x18\x04 \x01(\rR\x0fsnapshotVersion\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\a \x01(\fR\x06sha256\x12)\n" +
+	"\x10virtual_services\x18\b \x01(\rR\x0fvirtualServices\x12#\n" +
+	"\raddress_pools\x18\t \x01(\rR\faddressPools\x12\x18\n" +
+	"\amembers\x18\n" +
+	" \x01(\rR\amembers\x12%\n" +
+	"\x0eserver_version\x18\v \x01(\tR\rserverVersion\"\x15\n" +
+	"\x13SaveSnapshotRequest\"]\n" +
+	"\x14SaveSnapshotResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.edgelb.v1.SnapshotHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"_\n" +
+	"\x16RestoreSnapshotRequest\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.edgelb.v1.SnapshotHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xf3\x01\n" +
+	"\x17RestoreSnapshotResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12)\n" +
+	"\x10virtual_services\x18\x02 \x01(\rR\x0fvirtualServices\x12#\n" +
+	"\raddress_pools\x18\x03 \x01(\rR\faddressPools\x128\n" +
+	"\x18removed_virtual_services\x18\x04 \x01(\rR\x16removedVirtualServices\x122\n" +
+	"\x15removed_address_pools\x18\x05 \x01(\rR\x13removedAddressPools\"\x14\n" +
 	"\x12ListMembersRequest\"_\n" +
 	"\x13ListMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.edgelb.v1.MemberR\amembers\x12\x1b\n" +
@@ -2630,7 +3010,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x11CreateAddressPool\x12#.edgelb.v1.CreateAddressPoolRequest\x1a$.edgelb.v1.CreateAddressPoolResponse\x12U\n" +
 	"\x0eGetAddressPool\x12 .edgelb.v1.GetAddressPoolRequest\x1a!.edgelb.v1.GetAddressPoolResponse\x12[\n" +
 	"\x10ListAddressPools\x12\".edgelb.v1.ListAddressPoolsRequest\x1a#.edgelb.v1.ListAddressPoolsResponse\x12^\n" +
-	"\x11DeleteAddressPool\x12#.edgelb.v1.DeleteAddressPoolRequest\x1a$.edgelb.v1.DeleteAddressPoolResponse2\xca\x04\n" +
+	"\x11DeleteAddressPool\x12#.edgelb.v1.DeleteAddressPoolRequest\x1a$.edgelb.v1.DeleteAddressPoolResponse2\xf9\x05\n" +
 	"\x0eClusterService\x12L\n" +
 	"\vListMembers\x12\x1d.edgelb.v1.ListMembersRequest\x1a\x1e.edgelb.v1.ListMembersResponse\x12F\n" +
 	"\tAddMember\x12\x1b.edgelb.v1.AddMemberRequest\x1a\x1c.edgelb.v1.AddMemberResponse\x12O\n" +
@@ -2638,7 +3018,9 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\tGetLeader\x12\x1b.edgelb.v1.GetLeaderRequest\x1a\x1c.edgelb.v1.GetLeaderResponse\x12a\n" +
 	"\x12TransferLeadership\x12$.edgelb.v1.TransferLeadershipRequest\x1a%.edgelb.v1.TransferLeadershipResponse\x12L\n" +
 	"\vDrainMember\x12\x1d.edgelb.v1.DrainMemberRequest\x1a\x1e.edgelb.v1.DrainMemberResponse\x12X\n" +
-	"\x0fGetMemberStatus\x12!.edgelb.v1.GetMemberStatusRequest\x1a\".edgelb.v1.GetMemberStatusResponse2L\n" +
+	"\x0fGetMemberStatus\x12!.edgelb.v1.GetMemberStatusRequest\x1a\".edgelb.v1.GetMemberStatusResponse\x12Q\n" +
+	"\fSaveSnapshot\x12\x1e.edgelb.v1.SaveSnapshotRequest\x1a\x1f.edgelb.v1.SaveSnapshotResponse0\x01\x12Z\n" +
+	"\x0fRestoreSnapshot\x12!.edgelb.v1.RestoreSnapshotRequest\x1a\".edgelb.v1.RestoreSnapshotResponse(\x012L\n" +
 	"\fWatchService\x12<\n" +
 	"\x05Watch\x12\x17.edgelb.v1.WatchRequest\x1a\x18.edgelb.v1.WatchResponse0\x01B3Z1github.com/edgelb/edgelb/proto/edgelb/v1;edgelbv1b\x06proto3"
 
@@ -2655,7 +3037,7 @@ func file_edgelb_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_edgelb_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_edgelb_v1_api_proto_goTypes = []any{
 	(EventType)(0),                       // 0: edgelb.v1.EventType
 	(*CreateVirtualServiceRequest)(nil),  // 1: edgelb.v1.CreateVirtualServiceRequest
@@ -2686,111 +3068,124 @@ var file_edgelb_v1_api_proto_goTypes = []any{
 	(*ListAddressPoolsResponse)(nil),     // 26: edgelb.v1.ListAddressPoolsResponse
 	(*DeleteAddressPoolRequest)(nil),     // 27: edgelb.v1.DeleteAddressPoolRequest
 	(*DeleteAddressPoolResponse)(nil),    // 28: edgelb.v1.DeleteAddressPoolResponse
-	(*ListMembersRequest)(nil),           // 29: edgelb.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 30: edgelb.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),             // 31: edgelb.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),            // 32: edgelb.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),          // 33: edgelb.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 34: edgelb.v1.RemoveMemberResponse
-	(*GetLeaderRequest)(nil),             // 35: edgelb.v1.GetLeaderRequest
-	(*GetLeaderResponse)(nil),            // 36: edgelb.v1.GetLeaderResponse
-	(*TransferLeadershipRequest)(nil),    // 37: edgelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),   // 38: edgelb.v1.TransferLeadershipResponse
-	(*DrainMemberRequest)(nil),           // 39: edgelb.v1.DrainMemberRequest
-	(*DrainMemberResponse)(nil),          // 40: edgelb.v1.DrainMemberResponse
-	(*GetMemberStatusRequest)(nil),       // 41: edgelb.v1.GetMemberStatusRequest
-	(*MemberStatus)(nil),                 // 42: edgelb.v1.MemberStatus
-	(*GetMemberStatusResponse)(nil),      // 43: edgelb.v1.GetMemberStatusResponse
-	(*WatchRequest)(nil),                 // 44: edgelb.v1.WatchRequest
-	(*Event)(nil),                        // 45: edgelb.v1.Event
-	(*WatchResponse)(nil),                // 46: edgelb.v1.WatchResponse
-	nil,                                  // 47: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	(*VirtualService)(nil),               // 48: edgelb.v1.VirtualService
-	(*Backend)(nil),                      // 49: edgelb.v1.Backend
-	(*AddressPool)(nil),                  // 50: edgelb.v1.AddressPool
-	(*Member)(nil),                       // 51: edgelb.v1.Member
+	(*SnapshotHeader)(nil),               // 29: edgelb.v1.SnapshotHeader
+	(*SaveSnapshotRequest)(nil),          // 30: edgelb.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),         // 31: edgelb.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),       // 32: edgelb.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),      // 33: edgelb.v1.RestoreSnapshotResponse
+	(*ListMembersRequest)(nil),           // 34: edgelb.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),          // 35: edgelb.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),             // 36: edgelb.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),            // 37: edgelb.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),          // 38: edgelb.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 39: edgelb.v1.RemoveMemberResponse
+	(*GetLeaderRequest)(nil),             // 40: edgelb.v1.GetLeaderRequest
+	(*GetLeaderResponse)(nil),            // 41: edgelb.v1.GetLeaderResponse
+	(*TransferLeadershipRequest)(nil),    // 42: edgelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),   // 43: edgelb.v1.TransferLeadershipResponse
+	(*DrainMemberRequest)(nil),           // 44: edgelb.v1.DrainMemberRequest
+	(*DrainMemberResponse)(nil),          // 45: edgelb.v1.DrainMemberResponse
+	(*GetMemberStatusRequest)(nil),       // 46: edgelb.v1.GetMemberStatusRequest
+	(*MemberStatus)(nil),                 // 47: edgelb.v1.MemberStatus
+	(*GetMemberStatusResponse)(nil),      // 48: edgelb.v1.GetMemberStatusResponse
+	(*WatchRequest)(nil),                 // 49: edgelb.v1.WatchRequest
+	(*Event)(nil),                        // 50: edgelb.v1.Event
+	(*WatchResponse)(nil),                // 51: edgelb.v1.WatchResponse
+	nil,                                  // 52: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	(*VirtualService)(nil),               // 53: edgelb.v1.VirtualService
+	(*Backend)(nil),                      // 54: edgelb.v1.Backend
+	(*AddressPool)(nil),                  // 55: edgelb.v1.AddressPool
+	(*timestamppb.Timestamp)(nil),        // 56: google.protobuf.Timestamp
+	(*Member)(nil),                       // 57: edgelb.v1.Member
 }
 var file_edgelb_v1_api_proto_depIdxs = []int32{
-	48, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	48, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	48, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	47, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	48, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
-	48, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	48, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	49, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
-	48, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
-	49, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
-	48, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	48, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	48, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	48, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
-	50, // 14: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
-	50, // 15: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	50, // 16: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	50, // 17: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
-	51, // 18: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
-	51, // 19: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
-	51, // 20: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
-	51, // 21: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
-	51, // 22: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
-	51, // 23: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
-	51, // 24: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
-	42, // 25: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
-	0,  // 26: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
-	48, // 27: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
-	50, // 28: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
-	51, // 29: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
-	45, // 30: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
-	1,  // 31: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
-	3,  // 32: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
-	5,  // 33: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
-	7,  // 34: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
-	9,  // 35: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
-	11, // 36: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
-	13, // 37: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
-	15, // 38: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
-	17, // 39: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
-	19, // 40: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
-	21, // 41: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
-	23, // 42: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
-	25, // 43: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
-	27, // 44: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
-	29, // 45: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
-	31, // 46: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
-	33, // 47: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
-	35, // 48: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
-	37, // 49: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
-	39, // 50: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
-	41, // 51: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
-	44, // 52: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
-	2,  // 53: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
-	4,  // 54: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
-	6,  // 55: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
-	8,  // 56: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
-	10, // 57: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
-	12, // 58: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
-	14, // 59: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
-	16, // 60: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
-	18, // 61: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
-	20, // 62: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
-	22, // 63: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
-	24, // 64: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
-	26, // 65: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
-	28, // 66: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
-	30, // 67: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
-	32, // 68: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
-	34, // 69: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
-	36, // 70: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
-	38, // 71: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
-	40, // 72: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
-	43, // 73: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
-	46, // 74: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
-	53, // [53:75] is the sub-list for method output_type
-	31, // [31:53] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	53, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	53, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	53, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	52, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	53, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
+	53, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	53, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	54, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
+	53, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
+	54, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
+	53, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	53, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	53, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	53, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
+	55, // 14: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
+	55, // 15: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	55, // 16: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	55, // 17: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
+	56, // 18: edgelb.v1.SnapshotHeader.create_time:type_name -> google.protobuf.Timestamp
+	29, // 19: edgelb.v1.SaveSnapshotResponse.header:type_name -> edgelb.v1.SnapshotHeader
+	29, // 20: edgelb.v1.RestoreSnapshotRequest.header:type_name -> edgelb.v1.SnapshotHeader
+	57, // 21: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
+	57, // 22: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
+	57, // 23: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
+	57, // 24: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
+	57, // 25: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
+	57, // 26: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
+	57, // 27: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
+	47, // 28: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
+	0,  // 29: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
+	53, // 30: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
+	55, // 31: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
+	57, // 32: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
+	50, // 33: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
+	1,  // 34: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
+	3,  // 35: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
+	5,  // 36: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
+	7,  // 37: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
+	9,  // 38: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
+	11, // 39: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
+	13, // 40: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
+	15, // 41: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
+	17, // 42: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
+	19, // 43: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
+	21, // 44: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
+	23, // 45: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
+	25, // 46: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
+	27, // 47: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
+	34, // 48: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
+	36, // 49: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
+	38, // 50: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
+	40, // 51: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
+	42, // 52: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
+	44, // 53: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
+	46, // 54: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
+	30, // 55: edgelb.v1.ClusterService.SaveSnapshot:input_type -> edgelb.v1.SaveSnapshotRequest
+	32, // 56: edgelb.v1.ClusterService.RestoreSnapshot:input_type -> edgelb.v1.RestoreSnapshotRequest
+	49, // 57: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
+	2,  // 58: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
+	4,  // 59: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
+	6,  // 60: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
+	8,  // 61: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
+	10, // 62: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
+	12, // 63: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
+	14, // 64: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
+	16, // 65: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
+	18, // 66: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
+	20, // 67: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
+	22, // 68: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
+	24, // 69: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
+	26, // 70: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
+	28, // 71: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
+	35, // 72: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
+	37, // 73: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
+	39, // 74: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
+	41, // 75: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
+	43, // 76: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
+	45, // 77: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
+	48, // 78: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
+	31, // 79: edgelb.v1.ClusterService.SaveSnapshot:output_type -> edgelb.v1.SaveSnapshotResponse
+	33, // 80: edgelb.v1.ClusterService.RestoreSnapshot:output_type -> edgelb.v1.RestoreSnapshotResponse
+	51, // 81: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
+	58, // [58:82] is the sub-list for method output_type
+	34, // [34:58] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_v1_api_proto_init() }
@@ -2799,7 +3194,7 @@ func file_edgelb_v1_api_proto_init() {
 		return
 	}
 	file_edgelb_v1_types_proto_init()
-	file_edgelb_v1_api_proto_msgTypes[44].OneofWrappers = []any{
+	file_edgelb_v1_api_proto_msgTypes[49].OneofWrappers = []any{
 		(*Event_VirtualService)(nil),
 		(*Event_AddressPool)(nil),
 		(*Event_Member)(nil),
@@ -2810,7 +3205,7 @@ func file_edgelb_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_v1_api_proto_rawDesc), len(file_edgelb_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   47,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -710,6 +710,8 @@ const (
 	ClusterService_TransferLeadership_FullMethodName = "/edgelb.v1.ClusterService/TransferLeadership"
 	ClusterService_DrainMember_FullMethodName        = "/edgelb.v1.ClusterService/DrainMember"
 	ClusterService_GetMemberStatus_FullMethodName    = "/edgelb.v1.ClusterService/GetMemberStatus"
+	ClusterService_SaveSnapshot_FullMethodName       = "/edgelb.v1.ClusterService/SaveSnapshot"
+	ClusterService_RestoreSnapshot_FullMethodName    = "/edgelb.v1.ClusterService/RestoreSnapshot"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -728,6 +730,17 @@ type ClusterServiceClient interface {
 	DrainMember(ctx context.Context, in *DrainMemberRequest, opts ...grpc.CallOption) (*DrainMemberResponse, error)
 	// Status as seen by one member (forwarded to it when it is not the one asked).
 	GetMemberStatus(ctx context.Context, in *GetMemberStatusRequest, opts ...grpc.CallOption) (*GetMemberStatusResponse, error)
+	// Stream a consistent copy of the replicated state (virtual services, pools,
+	// members) as the answering member holds it, at one revision. It reads the
+	// local replica only, so it works on a member that has lost its quorum (the
+	// first step of recovering a cluster from one survivor). The first message
+	// carries the header; the rest carry the data in chunks.
+	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error)
+	// Replace the cluster's virtual services and address pools with a snapshot's,
+	// through the raft log (every member applies it at the same index). The
+	// member table and raft configuration stay those of the running cluster.
+	// The first message carries the header, the others the data.
+	RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse], error)
 }
 
 type clusterServiceClient struct {
@@ -808,6 +821,38 @@ func (c *clusterServiceClient) GetMemberStatus(ctx context.Context, in *GetMembe
 	return out, nil
 }
 
+func (c *clusterServiceClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_SaveSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SaveSnapshotRequest, SaveSnapshotResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotResponse]
+
+func (c *clusterServiceClient) RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[1], ClusterService_RestoreSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreSnapshotRequest, RestoreSnapshotResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_RestoreSnapshotClient = grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse]
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -824,6 +869,17 @@ type ClusterServiceServer interface {
 	DrainMember(context.Context, *DrainMemberRequest) (*DrainMemberResponse, error)
 	// Status as seen by one member (forwarded to it when it is not the one asked).
 	GetMemberStatus(context.Context, *GetMemberStatusRequest) (*GetMemberStatusResponse, error)
+	// Stream a consistent copy of the replicated state (virtual services, pools,
+	// members) as the answering member holds it, at one revision. It reads the
+	// local replica only, so it works on a member that has lost its quorum (the
+	// first step of recovering a cluster from one survivor). The first message
+	// carries the header; the rest carry the data in chunks.
+	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error
+	// Replace the cluster's virtual services and address pools with a snapshot's,
+	// through the raft log (every member applies it at the same index). The
+	// member table and raft configuration stay those of the running cluster.
+	// The first message carries the header, the others the data.
+	RestoreSnapshot(grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]) error
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -854,6 +910,12 @@ func (UnimplementedClusterServiceServer) DrainMember(context.Context, *DrainMemb
 }
 func (UnimplementedClusterServiceServer) GetMemberStatus(context.Context, *GetMemberStatusRequest) (*GetMemberStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMemberStatus not implemented")
+}
+func (UnimplementedClusterServiceServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
+}
+func (UnimplementedClusterServiceServer) RestoreSnapshot(grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method RestoreSnapshot not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -1002,6 +1064,24 @@ func _ClusterService_GetMemberStatus_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SaveSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServiceServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SaveSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotResponse]
+
+func _ClusterService_RestoreSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServiceServer).RestoreSnapshot(&grpc.GenericServerStream[RestoreSnapshotRequest, RestoreSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_RestoreSnapshotServer = grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1038,7 +1118,18 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ClusterService_GetMemberStatus_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SaveSnapshot",
+			Handler:       _ClusterService_SaveSnapshot_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RestoreSnapshot",
+			Handler:       _ClusterService_RestoreSnapshot_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "edgelb/v1/api.proto",
 }
 

@@ -46,6 +46,7 @@ type Command struct {
 	//	*Command_RemoveMember
 	//	*Command_SetOwners
 	//	*Command_SetBackendHealth
+	//	*Command_RestoreState
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -219,6 +220,15 @@ func (x *Command) GetSetBackendHealth() *SetBackendHealth {
 	return nil
 }
 
+func (x *Command) GetRestoreState() *RestoreState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RestoreState); ok {
+			return x.RestoreState
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -275,6 +285,10 @@ type Command_SetBackendHealth struct {
 	SetBackendHealth *SetBackendHealth `protobuf:"bytes,22,opt,name=set_backend_health,json=setBackendHealth,proto3,oneof"`
 }
 
+type Command_RestoreState struct {
+	RestoreState *RestoreState `protobuf:"bytes,23,opt,name=restore_state,json=restoreState,proto3,oneof"`
+}
+
 func (*Command_CreateVirtualService) isCommand_Op() {}
 
 func (*Command_UpdateVirtualService) isCommand_Op() {}
@@ -300,6 +314,8 @@ func (*Command_RemoveMember) isCommand_Op() {}
 func (*Command_SetOwners) isCommand_Op() {}
 
 func (*Command_SetBackendHealth) isCommand_Op() {}
+
+func (*Command_RestoreState) isCommand_Op() {}
 
 type CreateVirtualService struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1161,6 +1177,62 @@ func (x *HealthUpdate) GetReporter() string {
 	return ""
 }
 
+// RestoreState replaces the virtual services and address pools with a
+// snapshot's (lbctl snapshot restore). The member table stays the running
+// cluster's: members and owners belong to the cluster, not to the backup.
+type RestoreState struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot *Snapshot              `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// Who asked, for the log.
+	RequestedBy   string `protobuf:"bytes,2,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreState) Reset() {
+	*x = RestoreState{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreState) ProtoMessage() {}
+
+func (x *RestoreState) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreState.ProtoReflect.Descriptor instead.
+func (*RestoreState) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RestoreState) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *RestoreState) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
 // Snapshot is the whole FSM state, as written to raft snapshots.
 type Snapshot struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -1175,7 +1247,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1259,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1272,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1242,7 +1314,7 @@ var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\b\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\\\n" +
@@ -1262,7 +1334,8 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\rremove_member\x18\x14 \x01(\v2\x1c.edgelb.raft.v1.RemoveMemberH\x00R\fremoveMember\x12:\n" +
 	"\n" +
 	"set_owners\x18\x15 \x01(\v2\x19.edgelb.raft.v1.SetOwnersH\x00R\tsetOwners\x12P\n" +
-	"\x12set_backend_health\x18\x16 \x01(\v2 .edgelb.raft.v1.SetBackendHealthH\x00R\x10setBackendHealthB\x04\n" +
+	"\x12set_backend_health\x18\x16 \x01(\v2 .edgelb.raft.v1.SetBackendHealthH\x00R\x10setBackendHealth\x12C\n" +
+	"\rrestore_state\x18\x17 \x01(\v2\x1c.edgelb.raft.v1.RestoreStateH\x00R\frestoreStateB\x04\n" +
 	"\x02op\"a\n" +
 	"\x14CreateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12\x14\n" +
@@ -1319,7 +1392,10 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x120\n" +
 	"\x06health\x18\x05 \x01(\v2\x18.edgelb.v1.BackendHealthR\x06health\x12\x1a\n" +
-	"\breporter\x18\x06 \x01(\tR\breporter\"\xf0\x01\n" +
+	"\breporter\x18\x06 \x01(\tR\breporter\"g\n" +
+	"\fRestoreState\x124\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x18.edgelb.raft.v1.SnapshotR\bsnapshot\x12!\n" +
+	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"\xf0\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
@@ -1339,7 +1415,7 @@ func file_edgelb_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_command_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: edgelb.raft.v1.Command
 	(*CreateVirtualService)(nil),  // 1: edgelb.raft.v1.CreateVirtualService
@@ -1357,16 +1433,17 @@ var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Assignment)(nil),            // 13: edgelb.raft.v1.Assignment
 	(*SetBackendHealth)(nil),      // 14: edgelb.raft.v1.SetBackendHealth
 	(*HealthUpdate)(nil),          // 15: edgelb.raft.v1.HealthUpdate
-	(*Snapshot)(nil),              // 16: edgelb.raft.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*v1.VirtualService)(nil),     // 18: edgelb.v1.VirtualService
-	(*v1.Backend)(nil),            // 19: edgelb.v1.Backend
-	(*v1.AddressPool)(nil),        // 20: edgelb.v1.AddressPool
-	(*v1.Member)(nil),             // 21: edgelb.v1.Member
-	(*v1.BackendHealth)(nil),      // 22: edgelb.v1.BackendHealth
+	(*RestoreState)(nil),          // 16: edgelb.raft.v1.RestoreState
+	(*Snapshot)(nil),              // 17: edgelb.raft.v1.Snapshot
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*v1.VirtualService)(nil),     // 19: edgelb.v1.VirtualService
+	(*v1.Backend)(nil),            // 20: edgelb.v1.Backend
+	(*v1.AddressPool)(nil),        // 21: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 22: edgelb.v1.Member
+	(*v1.BackendHealth)(nil),      // 23: edgelb.v1.BackendHealth
 }
 var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
-	17, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	18, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: edgelb.raft.v1.Command.create_virtual_service:type_name -> edgelb.raft.v1.CreateVirtualService
 	2,  // 2: edgelb.raft.v1.Command.update_virtual_service:type_name -> edgelb.raft.v1.UpdateVirtualService
 	3,  // 3: edgelb.raft.v1.Command.delete_virtual_service:type_name -> edgelb.raft.v1.DeleteVirtualService
@@ -1380,23 +1457,25 @@ var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
 	11, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
 	12, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
 	14, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
-	18, // 14: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	18, // 15: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	19, // 16: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
-	19, // 17: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
-	20, // 18: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
-	21, // 19: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
-	13, // 20: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
-	15, // 21: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
-	22, // 22: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
-	18, // 23: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
-	20, // 24: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
-	21, // 25: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	16, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
+	19, // 15: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	19, // 16: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	20, // 17: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
+	20, // 18: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
+	21, // 19: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
+	22, // 20: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
+	13, // 21: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
+	15, // 22: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
+	23, // 23: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
+	17, // 24: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
+	19, // 25: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
+	21, // 26: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
+	22, // 27: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_command_proto_init() }
@@ -1418,6 +1497,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 		(*Command_RemoveMember)(nil),
 		(*Command_SetOwners)(nil),
 		(*Command_SetBackendHealth)(nil),
+		(*Command_RestoreState)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1425,7 +1505,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_command_proto_rawDesc), len(file_edgelb_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
