@@ -62,6 +62,9 @@ type Engine struct {
 	stats  Stats
 
 	lastResync time.Time
+	// settled maps each service to the desired *Svc last applied in full; an
+	// identical pointer next time means nothing to compare (objects are immutable).
+	settled map[ipvsdiff.SvcKey]*ipvsdiff.Svc
 }
 
 // resyncEvery is how often Reconcile first re-reads the kernel to repair
@@ -281,18 +284,31 @@ func (e *Engine) Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService
 		}
 	}
 
-	ops := ipvsdiff.Plan(want, e.actual, func(k ipvsdiff.SvcKey) bool { return e.ours[k] })
+	ops := ipvsdiff.Plan(want, e.actual, func(k ipvsdiff.SvcKey) bool { return e.ours[k] },
+		func(k ipvsdiff.SvcKey, d *ipvsdiff.Svc) bool { return e.settled[k] == d })
+	failed := map[ipvsdiff.SvcKey]bool{}
 	for _, op := range ops {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
-			break
+			failed[op.Svc.Key] = true
+			continue
 		}
 		if err := e.apply(op); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", op, err))
+			failed[op.Svc.Key] = true
 			continue
 		}
-		changed = true
+		// The record names services and addresses, not destinations: only
+		// those changes need it rewritten.
+		changed = changed || op.Kind == ipvsdiff.CreateService || op.Kind == ipvsdiff.RemoveService
 	}
+	next := make(map[ipvsdiff.SvcKey]*ipvsdiff.Svc, len(want))
+	for k, d := range want {
+		if !failed[k] {
+			next[k] = d
+		}
+	}
+	e.settled = next
 	e.stats.Ops += uint64(len(ops))
 
 	if e.snat != nil {
@@ -420,6 +436,7 @@ func (e *Engine) Resync() error {
 			delete(e.actual, k) // deleted behind our back: recreate
 		}
 	}
+	e.settled = nil // compare everything against what was just read
 	have, err := e.addrs.List(e.ifindex)
 	if err != nil {
 		return err
