@@ -458,6 +458,13 @@ func AddressPool(p *edgelbv1.AddressPool, lim Limits) error {
 		if err := checkUnicast(f, r.Last, r.Last.String()); err != nil {
 			return err
 		}
+		// The ends may be fine while the middle spans loopback, multicast or
+		// link-local addresses; VIPs allocated there would be refused.
+		for _, sp := range special {
+			if r.Overlaps(sp.r) {
+				return invalid(f, "%s includes %s (%s), which cannot be a VIP; split the range around it", r, sp.r, sp.what)
+			}
+		}
 	}
 	if len(p.Tenants) > lim.MaxPoolTenants {
 		return invalid("pool.tenants", "%d tenants; the limit is %d", len(p.Tenants), lim.MaxPoolTenants)
@@ -469,6 +476,38 @@ func AddressPool(p *edgelbv1.AddressPool, lim Limits) error {
 	}
 	p.CreateTime = nil
 	return nil
+}
+
+var special = func() []struct {
+	r    ipam.Range
+	what string
+} {
+	var out []struct {
+		r    ipam.Range
+		what string
+	}
+	for _, x := range []struct{ cidr, what string }{
+		{"0.0.0.0/32", "unspecified"}, {"127.0.0.0/8", "loopback"}, {"169.254.0.0/16", "link-local"},
+		{"224.0.0.0/4", "multicast"}, {"255.255.255.255/32", "broadcast"},
+		{"::/128", "unspecified"}, {"::1/128", "loopback"}, {"fe80::/10", "link-local"},
+		{"ff00::/8", "multicast"}, {"::ffff:0:0/96", "IPv4-mapped"},
+	} {
+		p := netip.MustParsePrefix(x.cidr)
+		out = append(out, struct {
+			r    ipam.Range
+			what string
+		}{ipam.Range{First: p.Addr(), Last: prefixLast(p)}, x.what})
+	}
+	return out
+}()
+
+func prefixLast(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // HostPort checks a host:port address of a member.
