@@ -133,6 +133,8 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r = a.setOwners(op.SetOwners)
 	case *raftv1.Command_SetBackendHealth:
 		r = a.setBackendHealth(op.SetBackendHealth)
+	case *raftv1.Command_RestoreState: // lbctl snapshot restore (restore.go)
+		r = a.restoreState(op.RestoreState)
 	default:
 		r = fail(codes.InvalidArgument, "empty or unknown command")
 	}
