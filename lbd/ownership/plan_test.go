@@ -1,0 +1,339 @@
+package ownership
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+func vs(name, vip, owner string) *edgelbv1.VirtualService {
+	return &edgelbv1.VirtualService{Tenant: "t", Name: name, Vip: vip, Owner: owner}
+}
+
+func pinnedTo(v *edgelbv1.VirtualService, m string) *edgelbv1.VirtualService {
+	v.PinnedMember = m
+	return v
+}
+
+func members(ids ...string) []*edgelbv1.Member {
+	var out []*edgelbv1.Member
+	for _, id := range ids {
+		out = append(out, &edgelbv1.Member{Id: id, State: edgelbv1.MemberState_MEMBER_STATE_ACTIVE})
+	}
+	return out
+}
+
+func withState(ms []*edgelbv1.Member, id string, st edgelbv1.MemberState) []*edgelbv1.Member {
+	for _, m := range ms {
+		if m.Id == id {
+			m.State = st
+		}
+	}
+	return ms
+}
+
+func allAlive(string) bool { return true }
+
+func aliveExcept(dead ...string) func(string) bool {
+	return func(id string) bool {
+		for _, d := range dead {
+			if d == id {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// render writes a plan as "name→owner(reason)" sorted, for comparisons.
+func render(plan []*raftv1.Assignment) string {
+	var s []string
+	for _, a := range plan {
+		s = append(s, fmt.Sprintf("%s→%s(%s)", a.Name, a.Owner, a.Reason))
+	}
+	sort.Strings(s)
+	return strings.Join(s, " ")
+}
+
+func TestPlanIsSticky(t *testing.T) {
+	// Uneven, but every owner is fine: nothing moves, not even to balance.
+	vss := []*edgelbv1.VirtualService{
+		vs("a", "10.0.0.1", "m1"), vs("b", "10.0.0.2", "m1"), vs("c", "10.0.0.3", "m1"), vs("d", "10.0.0.4", "m2"),
+	}
+	if plan := Plan(vss, members("m1", "m2", "m3"), allAlive); len(plan) != 0 {
+		t.Errorf("plan for a healthy cluster: %s, want nothing", render(plan))
+	}
+	// Members with an unspecified state count as active.
+	ms := []*edgelbv1.Member{{Id: "m1"}, {Id: "m2"}}
+	if plan := Plan(vss, ms, allAlive); len(plan) != 0 {
+		t.Errorf("plan with unspecified member states: %s, want nothing", render(plan))
+	}
+	if plan := Plan(nil, members("m1"), allAlive); len(plan) != 0 {
+		t.Errorf("plan with no services: %s", render(plan))
+	}
+}
+
+func TestPlanNewVIPsGoToLeastLoaded(t *testing.T) {
+	vss := []*edgelbv1.VirtualService{
+		vs("a", "10.0.0.1", "m1"), vs("b", "10.0.0.2", "m1"), vs("c", "10.0.0.3", "m2"),
+		vs("new1", "10.0.0.4", ""), vs("new2", "10.0.0.5", ""), vs("new3", "10.0.0.6", ""),
+	}
+	// Loads 2/1/0: m3 first, then m2 and m3 tie (lowest id wins), then m3.
+	got := render(Plan(vss, members("m1", "m2", "m3"), allAlive))
+	want := "new1→m3(assigned) new2→m2(assigned) new3→m3(assigned)"
+	if got != want {
+		t.Errorf("plan = %s\nwant   %s", got, want)
+	}
+	// Determinism: the same input gives the same plan, whatever the input order.
+	rev := make([]*edgelbv1.VirtualService, len(vss))
+	for i := range vss {
+		rev[len(vss)-1-i] = vss[i]
+	}
+	ms := members("m3", "m2", "m1")
+	if again := render(Plan(rev, ms, allAlive)); again != want {
+		t.Errorf("plan with reordered input = %s", again)
+	}
+}
+
+func TestPlanSharedAddressesShareAnOwner(t *testing.T) {
+	// A new pair on one address goes to one member together.
+	vss := []*edgelbv1.VirtualService{vs("a", "10.0.0.1", ""), vs("b", "10.0.0.1", ""), vs("c", "10.0.0.2", "m1")}
+	plan := Plan(vss, members("m1", "m2"), allAlive)
+	if got := render(plan); got != "a→m2(assigned) b→m2(assigned)" {
+		t.Errorf("plan = %s, want both to the idle m2", got)
+	}
+	// A newcomer on an owned address joins its owner.
+	vss = []*edgelbv1.VirtualService{vs("a", "10.0.0.1", "m2"), vs("b", "10.0.0.1", "")}
+	if got := render(Plan(vss, members("m1", "m2"), allAlive)); got != "b→m2("+ReasonAlign+")" {
+		t.Errorf("plan = %s, want b aligned with m2", got)
+	}
+	// Disagreeing owners: the majority wins.
+	vss = []*edgelbv1.VirtualService{vs("a", "10.0.0.1", "m2"), vs("b", "10.0.0.1", "m2"), vs("c", "10.0.0.1", "m1")}
+	if got := render(Plan(vss, members("m1", "m2"), allAlive)); got != "c→m2("+ReasonAlign+")" {
+		t.Errorf("plan = %s, want c aligned with the majority m2", got)
+	}
+	// When the shared owner dies, the whole group moves together.
+	vss = []*edgelbv1.VirtualService{vs("a", "10.0.0.1", "m1"), vs("b", "10.0.0.1", "m1")}
+	if got := render(Plan(vss, members("m1", "m2", "m3"), aliveExcept("m1"))); got != "a→m2("+ReasonOwnerDown+") b→m2("+ReasonOwnerDown+")" {
+		t.Errorf("plan = %s, want the group moved together to m2", got)
+	}
+}
+
+// A group whose owners disagree, and whose majority owner died, should settle
+// on its surviving owner: moving the services that are already on a live member
+// is a move without a reason.
+func TestPlanMixedGroupPrefersLiveOwner(t *testing.T) {
+	vss := []*edgelbv1.VirtualService{
+		vs("a", "10.0.0.1", "m1"), vs("b", "10.0.0.1", "m1"), vs("c", "10.0.0.1", "m2"),
+		vs("d", "10.0.0.2", "m2"), // m2 is busier than the idle m3
+	}
+	got := render(Plan(vss, members("m1", "m2", "m3"), aliveExcept("m1")))
+	if got != "a→m2("+ReasonOwnerDown+") b→m2("+ReasonOwnerDown+")" {
+		t.Errorf("plan = %s, want a and b to join c on the live m2 and c to stay", got)
+	}
+}
+
+func TestPlanPinned(t *testing.T) {
+	ms := members("m1", "m2", "m3")
+	// An eligible pinned member wins over the current owner, for the whole group.
+	vss := []*edgelbv1.VirtualService{pinnedTo(vs("a", "10.0.0.1", "m1"), "m3"), vs("b", "10.0.0.1", "m1"), vs("c", "10.0.0.2", "")}
+	got := render(Plan(vss, ms, allAlive))
+	if got != "a→m3("+ReasonPinned+") b→m3("+ReasonPinned+") c→m1(assigned)" {
+		t.Errorf("plan = %s", got)
+	}
+	// A new pinned service goes straight to its member.
+	vss = []*edgelbv1.VirtualService{pinnedTo(vs("a", "10.0.0.1", ""), "m3")}
+	if got := Plan(vss, ms, allAlive); len(got) != 1 || got[0].Owner != "m3" {
+		t.Errorf("plan = %s, want a→m3", render(got))
+	}
+	// A pinned member that is dead, draining or unknown does not take it: the
+	// current owner keeps it.
+	for name, tc := range map[string]struct {
+		ms    []*edgelbv1.Member
+		alive func(string) bool
+		pin   string
+	}{
+		"dead":     {members("m1", "m2", "m3"), aliveExcept("m3"), "m3"},
+		"draining": {withState(members("m1", "m2", "m3"), "m3", edgelbv1.MemberState_MEMBER_STATE_DRAINING), allAlive, "m3"},
+		"unknown":  {members("m1", "m2"), allAlive, "m9"},
+	} {
+		vss := []*edgelbv1.VirtualService{pinnedTo(vs("a", "10.0.0.1", "m1"), tc.pin)}
+		if got := Plan(vss, tc.ms, tc.alive); len(got) != 0 {
+			t.Errorf("%s pinned member: plan = %s, want a to stay on m1", name, render(got))
+		}
+	}
+	// Once the pinned member is back, it takes the VIP again.
+	vss = []*edgelbv1.VirtualService{pinnedTo(vs("a", "10.0.0.1", "m1"), "m3")}
+	if got := render(Plan(vss, ms, allAlive)); got != "a→m3("+ReasonPinned+")" {
+		t.Errorf("plan = %s, want a back on m3", got)
+	}
+}
+
+func TestPlanMovesWithReason(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ms     []*edgelbv1.Member
+		alive  func(string) bool
+		reason string
+	}{
+		{"unreachable", members("m1", "m2", "m3"), aliveExcept("m1"), ReasonOwnerDown},
+		{"removed", members("m2", "m3"), allAlive, ReasonOwnerGone},
+		{"draining", withState(members("m1", "m2", "m3"), "m1", edgelbv1.MemberState_MEMBER_STATE_DRAINING), allAlive, ReasonOwnerDrain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vss := []*edgelbv1.VirtualService{
+				vs("a", "10.0.0.1", "m1"), vs("b", "10.0.0.2", "m1"), vs("c", "10.0.0.3", "m1"), vs("d", "10.0.0.4", "m1"),
+				vs("e", "10.0.0.5", "m2"),
+			}
+			plan := Plan(vss, tc.ms, tc.alive)
+			if len(plan) != 4 {
+				t.Fatalf("plan = %s, want m1's four VIPs moved", render(plan))
+			}
+			load := map[string]int{"m2": 1}
+			for _, a := range plan {
+				if a.Reason != tc.reason {
+					t.Errorf("%s moved with reason %q, want %q", a.Name, a.Reason, tc.reason)
+				}
+				if a.Owner != "m2" && a.Owner != "m3" {
+					t.Errorf("%s moved to %q", a.Name, a.Owner)
+				}
+				if a.Name == "e" {
+					t.Error("e moved although its owner is fine")
+				}
+				load[a.Owner]++
+			}
+			// Spread evenly, counting what m2 already had: 5 VIPs over two members.
+			if d := load["m2"] - load["m3"]; d < -1 || d > 1 {
+				t.Errorf("load after the move: %v, want even", load)
+			}
+		})
+	}
+}
+
+func TestPlanNobodyEligibleNoChurn(t *testing.T) {
+	vss := []*edgelbv1.VirtualService{vs("a", "10.0.0.1", "m1"), vs("b", "10.0.0.2", ""), vs("c", "10.0.0.3", "gone")}
+	for name, tc := range map[string]struct {
+		ms    []*edgelbv1.Member
+		alive func(string) bool
+	}{
+		"all dead":     {members("m1", "m2"), aliveExcept("m1", "m2")},
+		"all draining": {withState(withState(members("m1", "m2"), "m1", edgelbv1.MemberState_MEMBER_STATE_DRAINING), "m2", edgelbv1.MemberState_MEMBER_STATE_DRAINING), allAlive},
+		"all left":     {withState(members("m1"), "m1", edgelbv1.MemberState_MEMBER_STATE_LEFT), allAlive},
+		"no members":   {nil, allAlive},
+	} {
+		if plan := Plan(vss, tc.ms, tc.alive); len(plan) != 0 {
+			t.Errorf("%s: plan = %s, want no churn", name, render(plan))
+		}
+	}
+}
+
+// Random clusters: after applying a plan, the next plan is empty; every VIP
+// has an eligible owner when anyone is eligible; shared VIPs have one owner;
+// services on a healthy, agreed, unpinned owner do not move.
+func TestPlanProperties(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for iter := range 500 {
+		ids := []string{"m1", "m2", "m3", "m4"}
+		var ms []*edgelbv1.Member
+		for _, id := range ids[:1+rng.IntN(4)] {
+			ms = append(ms, &edgelbv1.Member{Id: id, State: edgelbv1.MemberState(rng.IntN(3))})
+		}
+		dead := map[string]bool{}
+		for _, id := range ids {
+			dead[id] = rng.IntN(4) == 0
+		}
+		alive := func(id string) bool { return !dead[id] }
+		active := map[string]bool{}
+		for _, m := range ms {
+			if m.State != edgelbv1.MemberState_MEMBER_STATE_DRAINING {
+				active[m.Id] = true
+			}
+		}
+		eligible := func(id string) bool { return active[id] && alive(id) }
+		anyEligible := false
+		for _, id := range ids {
+			anyEligible = anyEligible || eligible(id)
+		}
+
+		var vss []*edgelbv1.VirtualService
+		for i := range 1 + rng.IntN(12) {
+			owner := []string{"", "m1", "m2", "m3", "m4", "m9"}[rng.IntN(6)]
+			v := vs(fmt.Sprint("s", i), fmt.Sprint("10.0.0.", rng.IntN(6)), owner)
+			if rng.IntN(6) == 0 {
+				v.PinnedMember = ids[rng.IntN(4)]
+			}
+			vss = append(vss, v)
+		}
+		groupOK := map[string]bool{} // VIP → every service agrees on an eligible owner and no eligible pin differs
+		owners := map[string]map[string]bool{}
+		for _, v := range vss {
+			if owners[v.Vip] == nil {
+				owners[v.Vip] = map[string]bool{}
+			}
+			owners[v.Vip][v.Owner] = true
+		}
+		for vip, os := range owners {
+			ok := len(os) == 1
+			for o := range os {
+				ok = ok && eligible(o)
+			}
+			for _, v := range vss {
+				if v.Vip == vip && v.PinnedMember != "" && eligible(v.PinnedMember) && !os[v.PinnedMember] {
+					ok = false
+				}
+			}
+			groupOK[vip] = ok
+		}
+
+		plan := Plan(vss, ms, alive)
+		byName := map[string]*edgelbv1.VirtualService{}
+		for _, v := range vss {
+			byName[v.Name] = v
+		}
+		for _, a := range plan {
+			v := byName[a.Name]
+			if v == nil || a.Tenant != "t" {
+				t.Fatalf("iter %d: assignment for unknown service %v", iter, a)
+			}
+			if !eligible(a.Owner) {
+				t.Fatalf("iter %d: %s assigned to ineligible %q", iter, a.Name, a.Owner)
+			}
+			if groupOK[v.Vip] {
+				t.Fatalf("iter %d: %s moved from healthy owner %s to %s (%s)", iter, a.Name, v.Owner, a.Owner, a.Reason)
+			}
+			if a.Owner == v.Owner {
+				t.Fatalf("iter %d: no-op assignment %v", iter, a)
+			}
+			if a.Reason == "" {
+				t.Fatalf("iter %d: assignment without a reason %v", iter, a)
+			}
+		}
+		for _, a := range plan {
+			byName[a.Name].Owner = a.Owner
+		}
+		if again := Plan(vss, ms, alive); len(again) != 0 {
+			t.Fatalf("iter %d: plan is not a fixpoint; second plan %s", iter, render(again))
+		}
+		if !anyEligible {
+			if len(plan) != 0 {
+				t.Fatalf("iter %d: nobody eligible but plan %s", iter, render(plan))
+			}
+			continue
+		}
+		ownerOf := map[string]string{}
+		for _, v := range vss {
+			if !eligible(v.Owner) {
+				t.Fatalf("iter %d: %s left on ineligible %q although someone is eligible", iter, v.Name, v.Owner)
+			}
+			if o, seen := ownerOf[v.Vip]; seen && o != v.Owner {
+				t.Fatalf("iter %d: VIP %s on both %s and %s", iter, v.Vip, o, v.Owner)
+			}
+			ownerOf[v.Vip] = v.Owner
+		}
+	}
+}
