@@ -41,6 +41,9 @@ type Config struct {
 	APIAddr string `json:"apiAddr"`
 	// RaftAddr is where raft listens; peers dial it.
 	RaftAddr string `json:"raftAddr"`
+	// MetricsAddr is where the HTTP listener for /metrics, /healthz and
+	// /readyz listens (host:port); empty disables it. See lbd/daemon/metrics.go.
+	MetricsAddr string `json:"metricsAddr"`
 	// Join lists API addresses of existing members; empty bootstraps a new cluster
 	// (only when DataDir holds no state: a restarted member rejoins by itself).
 	Join []string `json:"join,omitempty"`
@@ -55,6 +58,7 @@ type Config struct {
 	DataPlane DataPlane `json:"dataPlane"`
 	Raft      Raft      `json:"raft"`
 	Ownership Ownership `json:"ownership"`
+	Health    Health    `json:"health"`
 	Log       Log       `json:"log"`
 }
 
@@ -136,20 +140,33 @@ type Ownership struct {
 	Grace Duration `json:"grace"`
 }
 
+// Health configures backend health checking (the checks themselves are per
+// virtual service; see docs/HEALTH.md).
+type Health struct {
+	// Enabled runs checks for the VIPs this member owns. Off, every backend
+	// counts as up.
+	Enabled bool `json:"enabled"`
+}
+
 // Log configures lbd's logs.
 type Log struct {
 	Format string `json:"format"` // text or json
 	Level  string `json:"level"`  // debug, info, warn, error
 }
 
+// DefaultMetricsAddr is the default metrics listener: loopback, so that
+// exposing metrics to the network is a decision (metrics name VIPs and backends).
+const DefaultMetricsAddr = "127.0.0.1:7702"
+
 // Default returns the embedded defaults.
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
-		ID:       sanitizeID(host),
-		DataDir:  "lbd-data",
-		APIAddr:  "127.0.0.1:7700",
-		RaftAddr: "127.0.0.1:7701",
+		ID:          sanitizeID(host),
+		DataDir:     "lbd-data",
+		APIAddr:     "127.0.0.1:7700",
+		RaftAddr:    "127.0.0.1:7701",
+		MetricsAddr: DefaultMetricsAddr,
 		DataPlane: DataPlane{
 			Mode: "ipvs", Interface: "eth0", SNAT: "auto",
 			GARPBurst: 3, GARPBurstInterval: Duration{100 * time.Millisecond}, GARPRepeatInterval: Duration{10 * time.Second},
@@ -159,6 +176,7 @@ func Default() Config {
 			LeaderLeaseTimeout: Duration{250 * time.Millisecond},
 		},
 		Ownership: Ownership{Lease: Duration{2 * time.Second}, Grace: Duration{2500 * time.Millisecond}},
+		Health:    Health{Enabled: true},
 		Auth:      Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
 		Log:       Log{Format: "text", Level: "info"},
 	}
@@ -210,6 +228,11 @@ func (c *Config) Validate() error {
 		}
 		if ap.Addr().IsUnspecified() {
 			add("%s: %q is a wildcard; give the address peers reach this host at", a.name, a.v)
+		}
+	}
+	if c.MetricsAddr != "" {
+		if err := validate.HostPort("metricsAddr", c.MetricsAddr); err != nil {
+			add("metricsAddr: %q must be host:port (e.g. 127.0.0.1:7702, or 0.0.0.0:7702 for every address), or empty to disable", c.MetricsAddr)
 		}
 	}
 	if c.APIAddr == c.RaftAddr {

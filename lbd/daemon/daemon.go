@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
+	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/health"
 	"github.com/edgelb/edgelb/lbd/ownership"
 	"github.com/edgelb/edgelb/lbd/server"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -44,14 +45,15 @@ type Daemon struct {
 	node   *node.Node
 	srv    *server.Server
 	grpc   *grpc.Server
-	health *health.Server
+	health *grpchealth.Server
 	dp     DataPlane
 	dpName string
 	lis    net.Listener
 	sec    *security
 
-	owned  chan []string // latest VIPs programmed, for status
-	stopBG context.CancelFunc
+	owned   chan []string // latest VIPs programmed, for status
+	checker *health.Checker
+	stopBG  context.CancelFunc
 }
 
 // Run starts lbd and blocks until ctx is cancelled, then shuts down cleanly.
@@ -122,7 +124,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	})
 	d.grpc = grpc.NewServer(sec.serverOptions()...)
 	d.srv.Register(d.grpc)
-	d.health = health.NewServer()
+	d.health = grpchealth.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(d.grpc, d.health)
 	reflection.Register(d.grpc)
@@ -141,6 +143,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	go d.leaderLoop(bg)
 	go d.healthLoop(bg)
 	go d.reconcileLoop(bg)
+	if cfg.Health.Enabled {
+		go d.checkLoop(bg)
+	}
 	return d, nil
 }
 

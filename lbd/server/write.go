@@ -24,6 +24,12 @@ const defaultWriteTimeout = 15 * time.Second
 // leadership; the forwarder retries on the new leader, since nothing was applied.
 const notLeaderMsg = "not the raft leader"
 
+// Propose commits a command on behalf of this member (health reports). It is
+// propose for callers outside the API.
+func (s *Server) Propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result, error) {
+	return s.propose(ctx, cmd)
+}
+
 // propose commits cmd: on the leader directly, on a follower by forwarding to the
 // leader. It returns once the result is visible on this member, so a client that
 // writes and then reads through the same member sees its write.

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/edgelb/edgelb/lbd/health"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+)
+
+// healthReportDelay batches transitions into one raft entry: a node that dies
+// fails every check of every VIP on it within one interval.
+const healthReportDelay = 50 * time.Millisecond
+
+var protoState = map[health.State]edgelbv1.BackendHealthState{
+	health.Unknown:   edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNKNOWN,
+	health.Healthy:   edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY,
+	health.Unhealthy: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY,
+}
+
+// checkLoop runs the health checks of the backends of the VIPs this member
+// owns and publishes transitions through raft, where the reconciler (weight
+// 0 for unhealthy backends), the API and Watch see them, and where a new owner
+// finds them after a failover.
+func (d *Daemon) checkLoop(ctx context.Context) {
+	var mu sync.Mutex
+	pending := map[health.Key]health.Status{}
+	signal := make(chan struct{}, 1)
+	c := health.New(health.Options{
+		Logger: d.log.With("component", "health"),
+		OnTransition: func(k health.Key, st health.Status) {
+			mu.Lock()
+			pending[k] = st
+			mu.Unlock()
+			select {
+			case signal <- struct{}{}:
+			default:
+			}
+		},
+	})
+	d.checker = c
+	go c.Run(ctx)
+	var refs map[health.Key][]health.Ref
+	for {
+		changed := d.node.FSM.Changed()
+		owned, _ := d.node.FSM.Shared(fsm.Filter{Owner: d.cfg.ID})
+		refs = health.Targets(owned)
+		keys := make([]health.Key, 0, len(refs))
+		for k := range refs {
+			keys = append(keys, k)
+		}
+		c.SetTargetsFrom(keys, func(k health.Key) health.State { return d.publishedState(refs[k]) })
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			time.Sleep(coalesce)
+		case <-signal:
+			time.Sleep(healthReportDelay)
+			mu.Lock()
+			batch := pending
+			pending = map[health.Key]health.Status{}
+			mu.Unlock()
+			d.publishHealth(ctx, batch, refs)
+		}
+	}
+}
+
+// publishedState is the health the FSM holds for the backends a check stands for.
+func (d *Daemon) publishedState(refs []health.Ref) health.State {
+	for _, r := range refs {
+		vs, ok := d.node.FSM.Service(fsm.Key{Tenant: r.Tenant, Name: r.Name})
+		if !ok {
+			continue
+		}
+		for _, b := range vs.Backends {
+			if b.Address == r.Address && b.Port == r.Port {
+				switch b.GetHealth().GetState() {
+				case edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY:
+					return health.Unhealthy
+				case edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY:
+					return health.Healthy
+				}
+			}
+		}
+	}
+	return health.Unknown
+}
+
+func (d *Daemon) publishHealth(ctx context.Context, batch map[health.Key]health.Status, refs map[health.Key][]health.Ref) {
+	var ups []*raftv1.HealthUpdate
+	for k, st := range batch {
+		h := &edgelbv1.BackendHealth{State: protoState[st.State], LastError: st.LastError,
+			LastCheckTime: timestamppb.New(st.LastCheck), LastTransitionTime: timestamppb.New(st.LastTransition)}
+		for _, r := range refs[k] {
+			ups = append(ups, &raftv1.HealthUpdate{Tenant: r.Tenant, Name: r.Name, Address: r.Address, Port: r.Port, Health: h, Reporter: d.cfg.ID})
+		}
+		d.log.Info("backend health changed", "backend", k.String(), "state", st.State.String(), "error", st.LastError, "services", len(refs[k]))
+	}
+	if len(ups) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := d.srv.Propose(cctx, &raftv1.Command{Op: &raftv1.Command_SetBackendHealth{SetBackendHealth: &raftv1.SetBackendHealth{Updates: ups}}}); err != nil {
+		// The data plane still got nothing wrong: it follows the FSM. The
+		// next transition or the owner's next start republishes.
+		d.log.Warn("publish backend health", "updates", len(ups), "err", err)
+	}
+}

@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// hostIP returns a non-loopback IPv4 address of this machine (backends may not be loopback).
+func hostIP(t *testing.T) string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address to run a backend on")
+	return ""
+}
+
+func serve(t *testing.T, addr string) net.Listener {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l
+}
+
+// The owner checks its backends and publishes transitions through raft: the
+// stored service shows the backend unhealthy when it stops answering and
+// healthy again when it returns, with no change of generation.
+func TestOwnerPublishesBackendHealth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a raft member")
+	}
+	ip := hostIP(t)
+	l := serve(t, ip+":0")
+	addr := l.Addr().(*net.TCPAddr)
+	ds := startCluster(t, 1)
+	setupPool(t, ds[0].Addr())
+	c := client(t, ds[0].Addr())
+	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{
+		Name:     "web",
+		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: uint32(addr.Port)}},
+		Backends: []*edgelbv1.Backend{{Address: ip}},
+		HealthCheck: &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP,
+			Interval: durationpb.New(100 * time.Millisecond), Timeout: durationpb.New(50 * time.Millisecond), Rise: 1, Fall: 2},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := func(want edgelbv1.BackendHealthState) *edgelbv1.VirtualService {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r, err := c.GetVirtualService(context.Background(), &edgelbv1.GetVirtualServiceRequest{Name: "web"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Service.Backends[0].GetHealth().GetState() == want {
+				return r.Service
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("backend health %v, want %v", r.Service.Backends[0].GetHealth(), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	wait(edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY)
+	l.Close()
+	vs := wait(edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY)
+	if vs.Backends[0].Health.LastError == "" || vs.Generation != 1 {
+		t.Errorf("unhealthy backend: %+v, generation %d (health must not bump it)", vs.Backends[0].Health, vs.Generation)
+	}
+	l2 := serve(t, addr.String())
+	defer l2.Close()
+	wait(edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY)
+}
