@@ -4,10 +4,13 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,7 +28,8 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	s := strings.Trim(string(b), `"`)
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a duration (e.g. 500ms, 2s)", s)
+		// A type error lets encoding/json name the field (ownership.lease).
+		return &json.UnmarshalTypeError{Value: "string " + strconv.Quote(s) + " (want a duration, e.g. 500ms, 2s)", Type: reflect.TypeOf(time.Duration(0))}
 	}
 	d.Duration = v
 	return nil

@@ -55,11 +55,11 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 	// Count the load that stays where it is, so new VIPs go to the least loaded.
 	current := map[string]string{}
 	for _, vip := range vips {
-		owner := groupOwner(groups[vip])
+		owner := groupOwner(groups[vip], eligible)
 		if pin := pinned(groups[vip]); pin != "" && eligible(pin) {
 			owner = pin
 		}
-		if eligible(owner) {
+		if owner != "" {
 			current[vip] = owner
 			load[owner]++
 		}
@@ -67,7 +67,8 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 	var out []*raftv1.Assignment
 	for _, vip := range vips {
 		g := groups[vip]
-		owner, reason := current[vip], ""
+		owner := current[vip]
+		joined := owner != "" // newcomers join a group that already has its owner
 		if owner == "" {
 			owner = leastLoaded(load, eligible)
 			if owner == "" {
@@ -75,28 +76,28 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 				continue
 			}
 			load[owner]++
-			prev := groupOwner(g)
-			switch {
-			case prev == "":
-				reason = ReasonNew
-			case !known[prev]:
-				reason = ReasonOwnerGone
-			case !active[prev]:
-				reason = ReasonOwnerDrain
-			default:
-				reason = ReasonOwnerDown
-			}
 		}
 		for _, vs := range g {
 			if vs.Owner == owner {
 				continue
 			}
-			r := reason
-			if r == "" {
+			// The reason is about this service's own previous owner.
+			var r string
+			switch prev := vs.Owner; {
+			case prev == "" && joined:
 				r = ReasonAlign
-				if pinned(g) == owner {
-					r = ReasonPinned
-				}
+			case prev == "":
+				r = ReasonNew
+			case !known[prev]:
+				r = ReasonOwnerGone
+			case !active[prev]:
+				r = ReasonOwnerDrain
+			case !alive(prev):
+				r = ReasonOwnerDown
+			case pinned(g) == owner:
+				r = ReasonPinned
+			default:
+				r = ReasonAlign
 			}
 			out = append(out, &raftv1.Assignment{Tenant: vs.Tenant, Name: vs.Name, Owner: owner, Reason: r})
 		}
@@ -104,11 +105,12 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 	return out
 }
 
-// groupOwner is the owner most services of an address agree on (ties: lowest id).
-func groupOwner(g []*edgelbv1.VirtualService) string {
+// groupOwner is the eligible owner most services of an address agree on
+// (ties: lowest id), or "" when none of their owners is eligible.
+func groupOwner(g []*edgelbv1.VirtualService, eligible func(string) bool) string {
 	count := map[string]int{}
 	for _, vs := range g {
-		if vs.Owner != "" {
+		if eligible(vs.Owner) {
 			count[vs.Owner]++
 		}
 	}

@@ -88,6 +88,14 @@ func (a *applier) createService(c *raftv1.CreateVirtualService) *Result {
 		return r
 	}
 	vs.Owner = c.Owner
+	// A service joining a shared address goes where the address already is:
+	// it can live on one host only.
+	for _, k := range a.st().byVIP[netip.MustParseAddr(vs.Vip)] {
+		if o := a.st().services[k].Owner; o != "" {
+			vs.Owner = o
+			break
+		}
+	}
 	return a.store(nil, vs, "created")
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"sync"
 
@@ -101,6 +102,10 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 	if cmd.Version > CommandVersion {
 		f.log.Error("raft log entry is newer than this binary; upgrade lbd on this member", "index", idx, "version", cmd.Version)
 		return fail(codes.Unimplemented, "command version %d is newer than this member understands (%d)", cmd.Version, CommandVersion)
+	}
+	if r := wellFormed(cmd); r != nil {
+		f.log.Error("refusing malformed raft log entry", "index", idx, "err", r.Message)
+		return r
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -246,6 +251,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	for _, vs := range msg.VirtualServices {
+		if vs == nil {
+			return fmt.Errorf("restore: snapshot holds an empty virtual service")
+		}
+		if _, err := netip.ParseAddr(vs.Vip); err != nil {
+			return fmt.Errorf("restore: virtual service %s/%s has VIP %q: %w", vs.Tenant, vs.Name, vs.Vip, err)
+		}
 		st.putService(vs)
 	}
 	for _, m := range msg.Members {
