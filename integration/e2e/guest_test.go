@@ -29,11 +29,28 @@ func TestGuest(t *testing.T) {
 		t.Skip("runs inside the User-Mode Linux guest only; see TestUML")
 	}
 	mode := os.Getenv("EDGELB_E2E_DATAPLANE")
+	lbdConfig := guestLBDConfig
+	switch v := os.Getenv("EDGELB_E2E_LBD_CONFIG"); v {
+	case "":
+	case "default":
+		lbdConfig = ""
+	default:
+		b, err := os.ReadFile(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lbdConfig = string(b)
+	}
+	if lbdConfig != "" {
+		t.Logf("lbd config:\n%s", lbdConfig)
+	}
 	l, err := lab.Start(lab.Config{
-		Bin:      os.Getenv("EDGELB_E2E_BIN"),
-		Work:     os.Getenv("EDGELB_E2E_WORK"),
-		DataMode: mode,
-		Logf:     t.Logf,
+		LBDConfig: lbdConfig,
+		Bin:       os.Getenv("EDGELB_E2E_BIN"),
+		Work:      os.Getenv("EDGELB_E2E_WORK"),
+		DataMode:  mode,
+		Clients:   512,
+		Logf:      t.Logf,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +75,20 @@ func TestGuest(t *testing.T) {
 	t.Run("ipv6_vip", s.ipv6)
 	t.Run("bench_conns_per_second", s.bench)
 }
+
+// guestLBDConfig relaxes raft timing for the guest: one slow CPU shared by three lbd,
+// three nodes and the traffic generator. With lbd's LAN defaults (500 ms heartbeat and
+// election timeouts, 2 s lease) the loaded guest saw repeated elections, and VIPs
+// withdrawn and re-added, which has nothing to do with what these scenarios check.
+// EDGELB_E2E_LBD_CONFIG=default runs lbd's defaults; =FILE uses that file.
+const guestLBDConfig = `raft:
+  heartbeatTimeout: 1500ms
+  electionTimeout: 1500ms
+  leaderLeaseTimeout: 750ms
+ownership:
+  lease: 6s
+  grace: 6500ms
+`
 
 type scenarios struct{ l *lab.Lab }
 
@@ -165,20 +196,34 @@ func (s *scenarios) weights(t *testing.T) {
 	}
 	checkProportions(t, "udp wrr 1:2:3", r, w, 0.03)
 
-	// The default scheduler, Maglev hashing, with weights: proportional over many
-	// source ports, not exact.
+	// The default scheduler, Maglev hashing, with weights. IPVS mh hashes the source
+	// address (and the source port only with the mh-port flag), so the spread shows
+	// over many clients: one connection from each of 512 source addresses. Proportional,
+	// not exact.
 	mustLBCTL(t, s.l, "vip", "update", name, "--scheduler", "mh")
-	waitIPVS(t, s.l, name, func(lines []string) bool { return slices.Contains(lines, "-A -t "+vip+":80 -s mh") })
-	r, err = probe.Count(ctx, tcp, 600, 2)
+	lines := waitIPVS(t, s.l, name, func(lines []string) bool {
+		return slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "-A -t "+vip+":80 -s mh") })
+	})
+	t.Logf("owner's table with mh:\n%s", strings.Join(lines, "\n"))
+	// UDP entries from the wrr rounds (same source ports) would still pin to the old
+	// choice: flush the client side by using the other source addresses only.
+	many := s.l.Topo.ClientSources
+	tcpMany, udpMany := tcp, udp
+	tcpMany.Sources, udpMany.Sources = many, many
+	r, err = probe.Count(ctx, tcpMany, len(many), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkProportions(t, "tcp mh 1:2:3", r, w, 0.10)
-	r, err = probe.Count(ctx, udp, 600, 2)
+	checkProportions(t, fmt.Sprintf("tcp mh 1:2:3 from %d clients", len(many)), r, w, 0.08)
+	r, err = probe.Count(ctx, udpMany, len(many), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkProportions(t, "udp mh 1:2:3", r, w, 0.10)
+	checkProportions(t, fmt.Sprintf("udp mh 1:2:3 from %d clients", len(many)), r, w, 0.08)
+	// From one client address, every connection lands on one node unless the service
+	// hashes source ports too: record which, for the reader.
+	r, _ = probe.Count(ctx, tcp, 60, 2)
+	t.Logf("tcp mh from a single client address: %s", r)
 }
 
 // waitIPVS polls the owner's ipvsadm -Sn until ok.
@@ -206,7 +251,7 @@ func (s *scenarios) ipvsExact(t *testing.T) {
 	const name = "exact"
 	vip := "10.0.0.201"
 	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--port", "udp/53:30080", "--scheduler", "wlc",
-		"--persistence", "300", "--backend", nodeBackend(1, 5), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 0) + ",drained"},
+		"--persistence", "300", "--backend", nodeBackend(1, 5), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1) + ",drained"},
 		probe.Options{Addr: vip + ":80"})
 	defer s.deleteVIP_(t, name)
 	want := []string{
@@ -371,12 +416,14 @@ func (s *scenarios) leader(t *testing.T) string {
 	t.Helper()
 	out := mustLBCTL(t, s.l, "leader", "-o", "json")
 	var v struct {
-		Leader string `json:"leader"`
+		Leader struct {
+			ID string `json:"id"`
+		} `json:"leader"`
 	}
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		t.Fatalf("lbctl leader -o json: %v: %s", err, out)
 	}
-	return v.Leader
+	return v.Leader.ID
 }
 
 func (s *scenarios) restartUnderTraffic(t *testing.T) {
@@ -434,11 +481,19 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 		t.Fatal(err)
 	}
 	t.Logf("%s serving again %s after the signal", owner.ID, time.Since(t0).Round(time.Millisecond))
-	time.Sleep(3 * time.Second) // let it reconcile under traffic
+	// Keep the traffic going while the restarted lbd reconciles (up to 15 s for the
+	// table to be what it was, then 2 s more).
+	var after []string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		if after, _ = owner.IPVSSave(); slices.Equal(before, after) {
+			break
+		}
+	}
+	time.Sleep(2 * time.Second)
 	hr := hold.Stop()
 	sr := steady.Stop(false)
 	ur := steadyUDP.Stop(false)
-	after, _ := owner.IPVSSave()
+	after, _ = owner.IPVSSave()
 	if !slices.Equal(before, after) {
 		t.Errorf("IPVS before the restart:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
@@ -556,13 +611,17 @@ func (s *scenarios) bench(t *testing.T) {
 		// Alternate, twice each, so a slow phase of the guest hits both sides.
 		var rv, rd []float64
 		for round := 0; round < 2; round++ {
+			// UDP may lose a datagram in the loaded guest (1 s timeout): tolerate 2 %.
 			a, err := probe.Count(ctx, via, n, conc)
-			if err != nil || a.Errors > 0 {
+			if err != nil || float64(a.Errors) > 0.02*float64(n) || (proto == "tcp" && a.Errors > 0) {
 				t.Errorf("via VIP: %v %s", err, a)
 			}
 			b, err := probe.Count(ctx, dir, n, conc)
-			if err != nil || b.Errors > 0 {
+			if err != nil || float64(b.Errors) > 0.02*float64(n) || (proto == "tcp" && b.Errors > 0) {
 				t.Errorf("direct: %v %s", err, b)
+			}
+			if a.Errors+b.Errors > 0 {
+				t.Logf("%s lost: via VIP %d, direct %d of %d", proto, a.Errors, b.Errors, n)
 			}
 			rv, rd = append(rv, a.PerSecond), append(rd, b.PerSecond)
 		}

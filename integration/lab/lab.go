@@ -37,8 +37,11 @@ type Config struct {
 	Edges    int      // edge hosts running lbd (default 3)
 	Nodes    int      // Kubernetes nodes running nodeserver (default 3)
 	Members  int      // how many edge hosts start lbd (default all)
+	Clients  int      // extra client source addresses (topo.Config.ClientAddrs)
 	DataMode string   // lbd --data-plane (default "ipvs")
 	LBDArgs  []string // extra flags for every lbd
+	// LBDConfig, when set, is YAML written to Work/lbd.yaml and passed as --config.
+	LBDConfig string
 	// Ready is how long a member may take to report SERVING (default 60s: the guest
 	// has one slow CPU).
 	Ready time.Duration
@@ -103,7 +106,7 @@ func Start(cfg Config) (*Lab, error) {
 	}
 	l := &Lab{Cfg: cfg}
 	t0 := time.Now()
-	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes})
+	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes, ClientAddrs: cfg.Clients})
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +262,13 @@ func (m *Member) Start() error {
 	}
 	if len(m.Join) > 0 {
 		args = append(args, "--join", strings.Join(m.Join, ","))
+	}
+	if cfg.LBDConfig != "" {
+		p := filepath.Join(cfg.Work, "lbd.yaml")
+		if err := os.WriteFile(p, []byte(cfg.LBDConfig), 0o644); err != nil {
+			return err
+		}
+		args = append(args, "--config", p)
 	}
 	args = append(args, cfg.LBDArgs...)
 	f, err := os.OpenFile(m.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

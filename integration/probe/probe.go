@@ -14,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgelb/edgelb/integration/netns"
@@ -28,6 +30,24 @@ type Options struct {
 	Addr    string        // VIP:port or [VIP6]:port
 	NetNS   string        // namespace to send from ("" = the caller's)
 	Timeout time.Duration // per connection / datagram (default 1s)
+	// Sources, when set, are the local addresses connections come from, taken in turn
+	// (many clients: source-hashing schedulers); default the kernel's choice.
+	Sources []netip.Addr
+	next    *atomic.Uint64
+}
+
+func (o *Options) source() net.Addr {
+	if len(o.Sources) == 0 {
+		return nil
+	}
+	i := 0
+	if o.next != nil {
+		i = int(o.next.Add(1)-1) % len(o.Sources)
+	}
+	if o.Proto == "udp" {
+		return &net.UDPAddr{IP: o.Sources[i].AsSlice()}
+	}
+	return &net.TCPAddr{IP: o.Sources[i].AsSlice()}
 }
 
 func (o *Options) defaults() {
@@ -37,13 +57,16 @@ func (o *Options) defaults() {
 	if o.Timeout == 0 {
 		o.Timeout = time.Second
 	}
+	if o.next == nil {
+		o.next = new(atomic.Uint64)
+	}
 }
 
 // Once makes one connection (TCP: connect and read the greeting; UDP: one datagram
 // from a fresh socket, so a fresh source port) and returns the node's name.
 func Once(o Options) (string, error) {
 	o.defaults()
-	d := net.Dialer{Timeout: o.Timeout}
+	d := net.Dialer{Timeout: o.Timeout, LocalAddr: o.source()}
 	c, err := d.Dial(o.Proto, o.Addr)
 	if err != nil {
 		return "", err

@@ -10,6 +10,7 @@
 //	k8s node i (1..N)    nodeI     10.0.0.2I       fd00::2I    nodeserver: NodePort tcp+udp :30080, /healthz on :30256
 //	client               client    10.0.0.100      fd00::100   probe
 //	VIP pool                       10.0.0.200-250  fd00::200/120
+//	more clients         client    10.1.0.0/16                 Config.ClientAddrs extra source addresses (routed via 10.0.0.100)
 //
 // Every host's interface is eth0 (a veth whose peer "v-NAME" is a port of lan). The
 // root namespace holds the bridge and a management address on it, so code running
@@ -43,6 +44,9 @@ const (
 	VIPPoolV6    = "fd00::200/120"
 	ManagementV4 = "10.0.0.1"
 	ManagementV6 = "fd00::1"
+	// ClientNet holds the client's extra source addresses (many clients behind one
+	// router): every other host routes it via the client's 10.0.0.100.
+	ClientNet = "10.1.0.0/16"
 )
 
 // Host is one namespace on the segment.
@@ -59,6 +63,9 @@ type Config struct {
 	// Forwarding turns on net.ipv4.ip_forward and IPv6 forwarding on the edge hosts.
 	// Off by default: lbd sets what its data-plane mode needs, and the scenarios check it.
 	Forwarding bool
+	// ClientAddrs extra IPv4 addresses from ClientNet on the client (10.1.0.1, ...), so
+	// traffic can come from many sources (source-hashing schedulers). Default 0.
+	ClientAddrs int
 }
 
 // Topology is a built network.
@@ -66,6 +73,8 @@ type Topology struct {
 	Edges  []Host
 	Nodes  []Host
 	Client Host
+	// ClientSources are the client's extra addresses (Config.ClientAddrs).
+	ClientSources []netip.Addr
 }
 
 // EdgeHost, NodeHost and ClientHost give a host's place in the plan.
@@ -108,11 +117,20 @@ func Build(cfg Config) (*Topology, error) {
 		t.Nodes = append(t.Nodes, NodeHost(i))
 	}
 
+	if cfg.ClientAddrs > 65000 {
+		return nil, fmt.Errorf("topo: at most 65000 client addresses")
+	}
+	for i := 1; i <= cfg.ClientAddrs; i++ {
+		t.ClientSources = append(t.ClientSources, netip.AddrFrom4([4]byte{10, 1, byte(i / 256), byte(i % 256)}))
+	}
 	var root strings.Builder
 	fmt.Fprintf(&root, "link add %s type bridge stp_state 0 forward_delay 0 mcast_snooping 0\n", Bridge)
 	fmt.Fprintf(&root, "link set %s up\n", Bridge)
 	fmt.Fprintf(&root, "addr add %s/24 dev %s\n", ManagementV4, Bridge)
 	fmt.Fprintf(&root, "addr add %s/64 dev %s nodad\n", ManagementV6, Bridge)
+	if cfg.ClientAddrs > 0 {
+		fmt.Fprintf(&root, "route add %s via %s\n", ClientNet, t.Client.V4)
+	}
 	for _, h := range t.All() {
 		fmt.Fprintf(&root, "netns add %s\n", h.Name)
 		fmt.Fprintf(&root, "link add v-%s type veth peer name %s netns %s\n", h.Name, Interface, h.Name)
@@ -140,6 +158,13 @@ func Build(cfg Config) (*Topology, error) {
 		fmt.Fprintf(&b, "addr add %s/24 dev %s\n", h.V4, Interface)
 		fmt.Fprintf(&b, "addr add %s/64 dev %s nodad\n", h.V6, Interface)
 		fmt.Fprintf(&b, "link set %s up\n", Interface)
+		if h.Name == t.Client.Name {
+			for _, a := range t.ClientSources {
+				fmt.Fprintf(&b, "addr add %s/16 dev %s\n", a, Interface)
+			}
+		} else if cfg.ClientAddrs > 0 {
+			fmt.Fprintf(&b, "route add %s via %s\n", ClientNet, t.Client.V4)
+		}
 		if err := ipBatch(h.Name, b.String()); err != nil {
 			return nil, err
 		}
