@@ -72,6 +72,9 @@ With no flags it starts a single-member cluster on loopback with its data in
 				if f.Changed("raft-addr") {
 					cfg.RaftAddr = override.RaftAddr
 				}
+				if f.Changed("metrics-addr") {
+					cfg.MetricsAddr = override.MetricsAddr
+				}
 				if f.Changed("data-plane") {
 					cfg.DataPlane.Mode = override.DataPlane.Mode
 				}
@@ -122,6 +125,7 @@ With no flags it starts a single-member cluster on loopback with its data in
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the raft log, snapshots and data-plane state")
 	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "gRPC API address, IP:port that lbctl and peers dial")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "raft address, IP:port that peers dial")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "HTTP address for /metrics, /healthz and /readyz; empty disables")
 	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join (comma-separated); omit to bootstrap a new cluster")
 	f.StringVar(&cfg.DataPlane.Mode, "data-plane", cfg.DataPlane.Mode, "ipvs, or none for a control-plane-only member (no kernel changes)")
 	f.StringVar(&cfg.DataPlane.Interface, "interface", cfg.DataPlane.Interface, "data interface VIPs are added to")

@@ -53,6 +53,7 @@ type Daemon struct {
 
 	owned   chan []string // latest VIPs programmed, for status
 	checker *health.Checker
+	ops     *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
 	stopBG  context.CancelFunc
 }
 
@@ -122,7 +123,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		OwnedVIPs: d.ownedVIPs, PeerCreds: sec.peerCreds(),
 		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
 	})
-	d.grpc = grpc.NewServer(sec.serverOptions()...)
+	if err := d.startOps(); err != nil { // issue 8: metrics (metrics.go)
+		n.Shutdown()
+		lis.Close()
+		dp.Close()
+		return nil, err
+	}
+	d.grpc = grpc.NewServer(append(d.opsServerOptions(), sec.serverOptions()...)...) // issue 8: metrics interceptors first
 	d.srv.Register(d.grpc)
 	d.health = grpchealth.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -338,6 +345,7 @@ const coalesce = 5 * time.Millisecond
 // disturb traffic).
 func (d *Daemon) Stop() error {
 	d.stopBG()
+	d.stopOps() // issue 8 (metrics.go)
 	stopped := make(chan struct{})
 	go func() { d.grpc.GracefulStop(); close(stopped) }()
 	select {
