@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/daemon"
+	"github.com/edgelb/edgelb/lbd/dataplane"
 )
 
 func main() {
@@ -22,6 +23,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) == 3 && args[0] == dataplane.FenceCommand {
+		return dataplane.RunFence(args[1], args[2], os.Stdin)
+	}
 	cfg := config.Default()
 	var cfgFile string
 	var join []string

@@ -42,8 +42,15 @@ stage "real Kubernetes API: kube-apiserver + etcd + CCM + lbd"
 bash integration/k8s/build-k8s-bins.sh >/dev/null
 EDGELB_E2E=1 go test -count=1 -timeout 20m ./integration/k8s/
 
+stage "real kernel: data plane against the IPVS of a User-Mode Linux kernel"
+bash scripts/uml-deps.sh
+mkdir -p .cache/bin
+go build -o .cache/bin/umlrun ./integration/cmd/umlrun
+go test -c -o .cache/bin/dataplane.test ./lbd/dataplane
+EDGELB_KERNEL_TESTS=1 .cache/bin/umlrun -timeout 5m -- .cache/bin/dataplane.test -test.v -test.run Kernel
+
 if [ -f scripts/e2e-uml.sh ]; then
-  stage "real kernel: User-Mode Linux scenarios"
+  stage "real kernel: User-Mode Linux scenarios (3 edge hosts, nodes, client)"
   bash scripts/e2e-uml.sh
 fi
 

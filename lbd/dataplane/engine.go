@@ -39,6 +39,8 @@ type Config struct {
 	GARPRepeatInterval time.Duration
 	SNAT               string // auto, iptables-legacy, iptables-nft, none
 	SysctlRoot         string // default /proc/sys
+	// NoFence skips the fence process (tests that open several engines).
+	NoFence bool
 	Logger             *slog.Logger
 }
 
@@ -53,6 +55,7 @@ type Engine struct {
 	wire    announce.Sender
 	ann     *announce.Announcer
 	cancel  context.CancelFunc
+	fence   *Fence
 
 	mu     sync.Mutex
 	actual ipvsdiff.State // what this engine believes the kernel holds for its services
@@ -127,6 +130,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := e.adopt(); err != nil {
 		e.Close()
 		return nil, err
+	}
+	if !cfg.NoFence {
+		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir); err != nil {
+			e.Close()
+			return nil, err
+		}
 	}
 	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval}, wire, cfg.Logger)
 	actx, cancel := context.WithCancel(context.Background())
@@ -474,6 +483,9 @@ func (e *Engine) IPVS() ipvs.Client { return e.ipvs }
 func (e *Engine) Close() error {
 	if e.cancel != nil {
 		e.cancel()
+	}
+	if e.fence != nil {
+		e.fence.Keep()
 	}
 	if e.wire != nil {
 		e.wire.Close()

@@ -161,6 +161,29 @@ func TestKernelReconcile(t *testing.T) {
 		}
 	})
 
+	t.Run("a crash leaves no VIP answering: the fence withdraws the addresses", func(t *testing.T) {
+		// What a SIGKILL does to the fence's pipe: it closes without "keep".
+		e.fence.w.Close()
+		e.fence.cmd.Wait()
+		addrs := sh(t, "ip addr show dev lb0")
+		if strings.Contains(addrs, "192.0.2.10/32") || strings.Contains(addrs, "fd99::10/128") {
+			t.Errorf("addresses left after the crash:\n%s", addrs)
+		}
+		if ipvs := sh(t, "ipvsadm -Ln"); !strings.Contains(ipvs, "192.0.2.10:80") {
+			t.Errorf("the fence should leave IPVS (for connection sync), got:\n%s", ipvs)
+		}
+		// The restarted engine, still the owner, puts them back.
+		e.fence = nil
+		e.Close()
+		e = open()
+		if err := e.Reconcile(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		if addrs := sh(t, "ip addr show dev lb0"); !strings.Contains(addrs, "192.0.2.10/32") {
+			t.Errorf("addresses not restored after restart:\n%s", addrs)
+		}
+	})
+
 	t.Run("withdrawing removes address, IPVS service and SNAT rule, and nothing else", func(t *testing.T) {
 		if err := e.Reconcile(ctx, nil); err != nil {
 			t.Fatal(err)

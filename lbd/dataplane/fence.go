@@ -1,0 +1,106 @@
+package dataplane
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/edgelb/edgelb/lbd/dataplane/addr"
+)
+
+// The fence is a small child process that outlives a crashed lbd. A SIGKILLed
+// lbd leaves its VIP addresses on the interface, and the kernel keeps
+// answering ARP for them: after a survivor takes over, two hosts would answer
+// for one VIP. The fence holds a pipe from lbd; when the pipe closes without
+// lbd saying "keep" first (a crash, not a clean stop), it removes the
+// addresses lbd recorded in programmed.json and exits. A clean stop says
+// "keep", because a restart must not disturb traffic.
+
+// FenceCommand is the hidden lbd subcommand that runs the fence.
+const FenceCommand = "__fence"
+
+// Fence is the parent's end of the pipe.
+type Fence struct {
+	w   io.WriteCloser
+	cmd *exec.Cmd
+}
+
+// StartFence starts the fence child (this same binary) for the interface and
+// state directory.
+func StartFence(iface, stateDir string) (*Fence, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable for the fence: %w", err)
+	}
+	cmd := exec.Command(exe, FenceCommand, iface, stateDir)
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the fence process: %w", err)
+	}
+	return &Fence{w: w, cmd: cmd}, nil
+}
+
+// Keep tells the fence this is a clean stop: leave the addresses.
+func (f *Fence) Keep() {
+	fmt.Fprintln(f.w, "keep")
+	f.w.Close()
+	f.cmd.Wait()
+}
+
+// RunFence is the child: it waits for its parent's pipe to close and fences
+// unless told to keep. It returns the process exit code.
+func RunFence(iface, stateDir string, stdin io.Reader) int {
+	r := bufio.NewReader(stdin)
+	line, _ := r.ReadString('\n') // returns at "keep" or when the parent dies
+	if strings.TrimSpace(line) == "keep" {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(stateDir, "programmed.json"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "lbd fence: read record:", err)
+		return 1
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		fmt.Fprintln(os.Stderr, "lbd fence: parse record:", err)
+		return 1
+	}
+	idx, err := addr.IfIndex(iface)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lbd fence:", err)
+		return 1
+	}
+	nl, err := addr.Open()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lbd fence:", err)
+		return 1
+	}
+	defer nl.Close()
+	code := 0
+	for _, s := range rec.VIPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		if err := nl.Remove(idx, a); err != nil {
+			fmt.Fprintln(os.Stderr, "lbd fence:", err)
+			code = 1
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "lbd fence: lbd exited without a clean stop; withdrew VIP %s from %s\n", a, iface)
+	}
+	return code
+}
