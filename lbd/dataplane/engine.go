@@ -41,7 +41,7 @@ type Config struct {
 	SysctlRoot         string // default /proc/sys
 	// NoFence skips the fence process (tests that open several engines).
 	NoFence bool
-	Logger             *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Engine is the data plane of one host.
