@@ -120,6 +120,11 @@ type DataPlane struct {
 	GARPBurst          int      `json:"garpBurst"`
 	GARPBurstInterval  Duration `json:"garpBurstInterval"`
 	GARPRepeatInterval Duration `json:"garpRepeatInterval"`
+	// ConnSync runs the kernel's IPVS connection sync (master and backup) on the
+	// data interface, so a takeover keeps established connections. SyncID must
+	// be the same on every member and unique per segment.
+	ConnSync bool   `json:"connSync"`
+	SyncID   uint32 `json:"syncID"`
 }
 
 // Raft holds raft's timers (see raft/node.DefaultTiming for why these values).
@@ -174,6 +179,7 @@ func Default() Config {
 		DataPlane: DataPlane{
 			Mode: "ipvs", Interface: "eth0", SNAT: "auto",
 			GARPBurst: 3, GARPBurstInterval: Duration{100 * time.Millisecond}, GARPRepeatInterval: Duration{10 * time.Second},
+			ConnSync: true, SyncID: 1,
 		},
 		Raft: Raft{
 			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},

@@ -9,7 +9,13 @@ import (
 )
 
 func openIPVS(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPlane, string, error) {
+	sync := ""
+	if cfg.DataPlane.ConnSync {
+		sync = cfg.DataPlane.Interface
+	}
 	e, err := dataplane.Open(ctx, dataplane.Config{
+		SyncInterface:      sync,
+		SyncID:             cfg.DataPlane.SyncID,
 		Interface:          cfg.DataPlane.Interface,
 		StateDir:           cfg.DataDir,
 		GARPBurst:          cfg.DataPlane.GARPBurst,

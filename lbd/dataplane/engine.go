@@ -26,6 +26,7 @@ import (
 	"github.com/edgelb/edgelb/lbd/dataplane/announce"
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
 	"github.com/edgelb/edgelb/lbd/dataplane/snat"
+	"github.com/edgelb/edgelb/lbd/dataplane/syncd"
 	"github.com/edgelb/edgelb/lbd/dataplane/sysctl"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -41,7 +42,10 @@ type Config struct {
 	SysctlRoot         string // default /proc/sys
 	// NoFence skips the fence process (tests that open several engines).
 	NoFence bool
-	Logger  *slog.Logger
+	// SyncInterface carries IPVS connection sync (multicast); empty disables it.
+	SyncInterface string
+	SyncID        uint32
+	Logger        *slog.Logger
 }
 
 // Engine is the data plane of one host.
@@ -130,6 +134,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := e.adopt(); err != nil {
 		e.Close()
 		return nil, err
+	}
+	if cfg.SyncInterface != "" {
+		if err := syncd.Start(cfg.SyncInterface, cfg.SyncID); err != nil {
+			// Traffic still flows; only takeovers lose established connections.
+			cfg.Logger.Error("IPVS connection sync not running: a takeover will reset established connections", "err", err)
+		}
 	}
 	if !cfg.NoFence {
 		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir); err != nil {

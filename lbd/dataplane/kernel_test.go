@@ -56,7 +56,7 @@ func TestKernelReconcile(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 	open := func() *Engine {
-		e, err := Open(ctx, Config{Interface: "lb0", StateDir: dir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1})
+		e, err := Open(ctx, Config{Interface: "lb0", StateDir: dir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, SyncInterface: "lb0", SyncID: 7})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,6 +95,13 @@ func TestKernelReconcile(t *testing.T) {
 	if !strings.Contains(rules, "--vaddr 192.0.2.10 -j SNAT --to-source 192.0.2.10") || strings.Contains(rules, "192.0.2.11") || !strings.Contains(rules, "-A POSTROUTING -j EDGELB-POSTROUTING") {
 		t.Errorf("SNAT rules (nat VIP only, jumped to from POSTROUTING):\n%s", rules)
 	}
+
+	t.Run("connection sync daemons run as master and backup", func(t *testing.T) {
+		out := sh(t, "ipvsadm -L --daemon")
+		if !strings.Contains(out, "master sync daemon (mcast=lb0, syncid=7") || !strings.Contains(out, "backup sync daemon (mcast=lb0, syncid=7") {
+			t.Errorf("ipvsadm -L --daemon:\n%s", out)
+		}
+	})
 
 	t.Run("a no-op reconcile changes nothing", func(t *testing.T) {
 		before := e.Stats().Ops
