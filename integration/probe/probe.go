@@ -36,6 +36,14 @@ type Options struct {
 	next    *atomic.Uint64
 }
 
+// WithSources returns o sending from addrs in turn; copies of the result share the
+// turn, so successive Count calls keep cycling through all of addrs.
+func (o Options) WithSources(addrs []netip.Addr) Options {
+	o.Sources = addrs
+	o.next = new(atomic.Uint64)
+	return o
+}
+
 func (o *Options) source() net.Addr {
 	if len(o.Sources) == 0 {
 		return nil

@@ -117,7 +117,17 @@ func runGuest(bin string, dur time.Duration) int {
 	defer stop()
 	say := func(format string, args ...any) { fmt.Printf("sandbox: "+format+"\n", args...) }
 	// SANDBOX_DATAPLANE=none runs lbd control-plane-only (debugging the sandbox itself).
-	l, err := lab.Start(lab.Config{Bin: bin, Work: dir, Logf: say, DataMode: os.Getenv("SANDBOX_DATAPLANE")})
+	// SANDBOX_LBD_CONFIG=FILE passes an lbd config file (e.g. slower raft timing).
+	var lbdConfig string
+	if p := os.Getenv("SANDBOX_LBD_CONFIG"); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sandbox:", err)
+			return 1
+		}
+		lbdConfig = string(b)
+	}
+	l, err := lab.Start(lab.Config{Bin: bin, Work: dir, Logf: say, DataMode: os.Getenv("SANDBOX_DATAPLANE"), Clients: 250, LBDConfig: lbdConfig})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandbox:", err)
 		return 1
@@ -168,7 +178,7 @@ func runGuest(bin string, dur time.Duration) int {
    scripts/sandbox.sh lbctl vip list -o wide
    scripts/sandbox.sh lbctl backend set web --backend 10.0.0.21:30080,weight=3 --backend 10.0.0.22:30080
    scripts/sandbox.sh ip netns exec %s ipvsadm -Ln
-   scripts/sandbox.sh probe -netns client count %s:80
+   scripts/sandbox.sh probe -netns client count %s:80   (one client address: mh sends it all to one node)
  (each runs inside the guest; lbctl's endpoints are preset). Logs: %s
 ────────────────────────────────────────────────────────────────────────────
 `, len(l.Topo.Nodes), vip, owner.ID, fmtWeights(weights), owner.ID, vip, dir)
@@ -181,7 +191,11 @@ func runGuest(bin string, dur time.Duration) int {
 	total := map[string]int{}
 	var rounds, sent, failed int
 	tcp := probe.Options{Proto: "tcp", Addr: vip + ":80", NetNS: "client", Timeout: time.Second}
-	udp := tcp
+	// The default scheduler (Maglev, IPVS mh) hashes the client's address: traffic from
+	// a single address goes to a single node. Like real traffic, these rounds come from
+	// many client addresses (10.1.0.0/16, routed via the client host).
+	tcp = tcp.WithSources(l.Topo.ClientSources)
+	udp := tcp.WithSources(l.Topo.ClientSources)
 	udp.Proto = "udp"
 	for round := 1; ctx.Err() == nil; round++ {
 		rc, _ := probe.Count(ctx, tcp, 60, 2)
@@ -198,7 +212,7 @@ func runGuest(bin string, dur time.Duration) int {
 		for n, c := range ru.Counts {
 			total[n] += c
 		}
-		fmt.Printf("\n[%s] round %d: client -> %s:80, 60 TCP connections + 30 UDP datagrams (%.0f conn/s)\n", time.Now().Format("15:04:05"), round, vip, rc.PerSecond)
+		fmt.Printf("\n[%s] round %d: %d client addresses -> %s:80, 60 TCP connections + 30 UDP datagrams (%.0f conn/s)\n", time.Now().Format("15:04:05"), round, len(tcp.Sources), vip, rc.PerSecond)
 		printBars(rc, ru, weights)
 		if rc.Errors+ru.Errors > 0 {
 			fmt.Printf("  errors: tcp %d udp %d %v %v\n", rc.Errors, ru.Errors, rc.Samples, ru.Samples)
