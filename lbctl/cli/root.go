@@ -129,6 +129,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.AddCommand(
 		a.vipCmd(), a.backendCmd(), a.poolCmd(), a.memberCmd(), a.leaderCmd(),
 		a.watchCmd(), a.configCmd(), a.completionCmd(), a.versionCmd(),
+		a.statusCmd(), a.snapshotCmd(),
 	)
 	return root
 }

@@ -1,0 +1,332 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+
+	"github.com/edgelb/edgelb/lbctl/output"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// clusterStatus is `lbctl status -o json|yaml`. Field names are stable.
+type clusterStatus struct {
+	// Health is "healthy", "degraded" (serving, but something needs a look) or
+	// "unavailable" (no raft leader: no writes, no failover).
+	Health   string         `json:"health"`
+	Problems []string       `json:"problems"`
+	Leader   string         `json:"leader"`
+	Term     uint64         `json:"term"`
+	Revision uint64         `json:"revision"`
+	Members  []memberHealth `json:"members"`
+	Services int            `json:"services"`
+	VIPs     int            `json:"vips"`
+	// VIPs that need attention: no owner, an owner that is not serving, or
+	// backends reported UNHEALTHY by the owner's health checks.
+	VIPProblems []vipHealth `json:"vipProblems"`
+}
+
+type memberHealth struct {
+	ID        string `json:"id"`
+	Role      string `json:"role"`  // leader, follower, candidate, ... or "unknown" when unreachable
+	State     string `json:"state"` // active, draining, left
+	Suffrage  string `json:"suffrage"`
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	// AssignedVIPs are the VIPs the replicated state gives it; ServingVIPs
+	// those its data plane currently programs (fewer while fenced or failing).
+	AssignedVIPs int    `json:"assignedVips"`
+	ServingVIPs  int    `json:"servingVips"`
+	Applied      uint64 `json:"appliedIndex"`
+	// Lag is the leader's commit index minus this member's applied index.
+	Lag     uint64 `json:"lag"`
+	Version string `json:"version,omitempty"`
+}
+
+type vipHealth struct {
+	VIP               string   `json:"vip"`
+	Services          []string `json:"services"`
+	Owner             string   `json:"owner"`
+	Problem           string   `json:"problem"`
+	UnhealthyBackends []string `json:"unhealthyBackends,omitempty"`
+	Backends          int      `json:"backends"`
+}
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "One screen: is the edge cluster healthy?",
+		Long: `Show the cluster's health on one screen: the raft leader and term, every
+member with its raft role, whether it answers, how many VIPs it is assigned and
+how many it actually serves, how far behind the leader it is; then every VIP
+that needs attention: without an owner, owned by a member that is unreachable,
+draining or not serving it, or with backends the owner's health checks report
+UNHEALTHY.
+
+Health is "healthy", "degraded" (traffic flows, something needs a look) or
+"unavailable" (no raft leader: no writes and no failover until a majority of
+members is back). The exit code is 0 whenever the cluster answered; scripts
+read .health from -o json.
+
+Without --tenant every tenant the caller may see is included.`,
+		Example: `  lbctl status
+  lbctl status -o json | jq -r .health
+  lbctl --endpoints lb1:7700,lb2:7700,lb3:7700 status`,
+		Args: cobra.NoArgs,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			st, err := a.collectStatus(cmd)
+			if err != nil {
+				return err
+			}
+			if a.format.Machine() {
+				return output.Value(a.stdout, a.format, st)
+			}
+			a.printClusterStatus(st)
+			return nil
+		}),
+	}
+}
+
+func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
+	conn, err := a.client(cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	st := &clusterStatus{Problems: []string{}, Members: []memberHealth{}, VIPProblems: []vipHealth{}}
+
+	ctx, cancel := a.rpcCtx(cmd)
+	defer cancel()
+	if l, err := conn.Cluster.GetLeader(ctx, &edgelbv1.GetLeaderRequest{}); err == nil {
+		st.Leader, st.Term = l.GetLeader().GetId(), l.GetTerm()
+	} else {
+		st.Problems = append(st.Problems, "no raft leader: "+status.Convert(err).Message())
+	}
+	members, err := conn.Cluster.ListMembers(ctx, &edgelbv1.ListMembersRequest{})
+	if err != nil {
+		return nil, err
+	}
+	tenant := ""
+	if changed(cmd.Flags(), "tenant") {
+		tenant = a.tenant
+	}
+	list, err := conn.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{Tenant: tenant})
+	if err != nil {
+		return nil, err
+	}
+	st.Revision = list.GetRevision()
+	st.Services = len(list.GetServices())
+
+	// VIPs by address: all services on one address share its owner.
+	type vipInfo struct {
+		owner    string
+		services []*edgelbv1.VirtualService
+	}
+	vips := map[string]*vipInfo{}
+	var order []string
+	assigned := map[string]int{}
+	for _, vs := range list.GetServices() {
+		v := vips[vs.GetVip()]
+		if v == nil {
+			v = &vipInfo{}
+			vips[vs.GetVip()] = v
+			order = append(order, vs.GetVip())
+		}
+		if v.owner == "" && vs.GetOwner() != "" {
+			v.owner = vs.GetOwner()
+			assigned[v.owner]++
+		}
+		v.services = append(v.services, vs)
+	}
+	st.VIPs = len(order)
+
+	// Each member's own view, asked through the answering member.
+	byID := map[string]*memberHealth{}
+	var leaderCommit uint64
+	statuses := map[string]*edgelbv1.MemberStatus{}
+	for _, m := range members.GetMembers() {
+		mh := memberHealth{ID: m.GetId(), State: stateName(m.GetState()), Suffrage: m.GetSuffrage(), Role: "unknown", AssignedVIPs: assigned[m.GetId()]}
+		mctx, mcancel := a.rpcCtx(cmd)
+		resp, err := conn.Cluster.GetMemberStatus(mctx, &edgelbv1.GetMemberStatusRequest{Id: m.GetId()})
+		mcancel()
+		if err != nil {
+			mh.Error = status.Convert(err).Message()
+		} else {
+			s := resp.GetStatus()
+			statuses[m.GetId()] = s
+			mh.Reachable = true
+			mh.Role = strings.ToLower(s.GetRaftState())
+			mh.ServingVIPs = len(s.GetOwnedVips())
+			mh.Applied = s.GetLastAppliedIndex()
+			mh.Version = s.GetVersion()
+			if m.GetId() == st.Leader {
+				leaderCommit = s.GetCommitIndex()
+			}
+		}
+		st.Members = append(st.Members, mh)
+	}
+	for i := range st.Members {
+		mh := &st.Members[i]
+		byID[mh.ID] = mh
+		if mh.Reachable && leaderCommit > mh.Applied {
+			mh.Lag = leaderCommit - mh.Applied
+		}
+		switch {
+		case !mh.Reachable:
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s does not answer: %s", mh.ID, mh.Error))
+		case mh.Suffrage == "removed":
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s is in the member table but not in the raft configuration", mh.ID))
+		case mh.ServingVIPs < mh.AssignedVIPs:
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s is assigned %d VIPs but serves %d (fenced from the leader, or its data plane is failing: see its log)", mh.ID, mh.AssignedVIPs, mh.ServingVIPs))
+		}
+		if mh.State == "draining" {
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s is draining (lbctl member drain %s --undrain returns it)", mh.ID, mh.ID))
+		}
+	}
+
+	for _, addr := range order {
+		v := vips[addr]
+		vh := vipHealth{VIP: addr, Owner: v.owner}
+		healthy := 0
+		for _, vs := range v.services {
+			vh.Services = append(vh.Services, vs.GetTenant()+"/"+vs.GetName())
+			for _, b := range vs.GetBackends() {
+				vh.Backends++
+				if b.GetHealth().GetState() == edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY {
+					desc := backendAddr(b, vs)
+					if e := b.GetHealth().GetLastError(); e != "" {
+						desc += " (" + e + ")"
+					}
+					vh.UnhealthyBackends = append(vh.UnhealthyBackends, desc)
+				} else if !b.GetDrained() {
+					healthy++
+				}
+			}
+		}
+		owner := byID[v.owner]
+		switch {
+		case v.owner == "":
+			vh.Problem = "no owner: no member serves it (are all members draining or fenced?)"
+		case owner == nil:
+			vh.Problem = "owner " + v.owner + " is not a member"
+		case !owner.Reachable:
+			vh.Problem = "owner " + v.owner + " does not answer"
+		case owner.State == "draining":
+			vh.Problem = "owner " + v.owner + " is draining"
+		case !servesVIP(statuses[v.owner], addr):
+			vh.Problem = "owner " + v.owner + " does not program it"
+		case len(vh.UnhealthyBackends) > 0 && healthy == 0:
+			vh.Problem = "no healthy backend"
+		case len(vh.UnhealthyBackends) > 0:
+			vh.Problem = fmt.Sprintf("%d of %d backends unhealthy", len(vh.UnhealthyBackends), vh.Backends)
+		}
+		if vh.Problem != "" {
+			st.VIPProblems = append(st.VIPProblems, vh)
+		}
+	}
+	switch {
+	case st.Leader == "":
+		st.Health = "unavailable"
+	case len(st.Problems) > 0 || len(st.VIPProblems) > 0:
+		st.Health = "degraded"
+	default:
+		st.Health = "healthy"
+	}
+	return st, nil
+}
+
+func servesVIP(s *edgelbv1.MemberStatus, vip string) bool {
+	for _, v := range s.GetOwnedVips() {
+		if v == vip {
+			return true
+		}
+	}
+	return false
+}
+
+// backendAddr is ADDR:PORT of a backend, with the port it is really reached on.
+func backendAddr(b *edgelbv1.Backend, vs *edgelbv1.VirtualService) string {
+	port := b.GetPort()
+	if port == 0 && len(vs.GetPorts()) > 0 {
+		port = vs.GetPorts()[0].GetBackendPort()
+		if port == 0 {
+			port = vs.GetPorts()[0].GetPort()
+		}
+	}
+	host := b.GetAddress()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port == 0 {
+		return host
+	}
+	return host + ":" + strconv.FormatUint(uint64(port), 10)
+}
+
+func (a *app) printClusterStatus(st *clusterStatus) {
+	w := a.stdout
+	leader := "none"
+	if st.Leader != "" {
+		leader = fmt.Sprintf("%s (term %d)", st.Leader, st.Term)
+	}
+	reachable := 0
+	for _, m := range st.Members {
+		if m.Reachable {
+			reachable++
+		}
+	}
+	unowned := 0
+	for _, v := range st.VIPProblems {
+		if v.Owner == "" {
+			unowned++
+		}
+	}
+	tw := output.TableWriter(w)
+	output.Row(tw, "CLUSTER", strings.ToUpper(st.Health))
+	output.Row(tw, "LEADER", leader)
+	output.Row(tw, "MEMBERS", fmt.Sprintf("%d of %d reachable", reachable, len(st.Members)))
+	output.Row(tw, "VIPS", fmt.Sprintf("%d (%d virtual services, revision %d); %d need attention, %d without owner", st.VIPs, st.Services, st.Revision, len(st.VIPProblems), unowned))
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = output.TableWriter(w)
+	output.Row(tw, "MEMBER", "ROLE", "STATE", "REACHABLE", "VIPS", "SERVING", "APPLIED", "LAG", "VERSION")
+	for _, m := range st.Members {
+		if !m.Reachable {
+			output.Row(tw, m.ID, m.Role, m.State, "no", strconv.Itoa(m.AssignedVIPs), "-", "-", "-", "-")
+			continue
+		}
+		output.Row(tw, m.ID, m.Role, m.State, "yes", strconv.Itoa(m.AssignedVIPs), strconv.Itoa(m.ServingVIPs),
+			u64(m.Applied), u64(m.Lag), orDash(m.Version))
+	}
+	tw.Flush()
+
+	if len(st.VIPProblems) > 0 {
+		fmt.Fprintln(w)
+		tw = output.TableWriter(w)
+		output.Row(tw, "VIP", "SERVICES", "OWNER", "PROBLEM", "UNHEALTHY BACKENDS")
+		for _, v := range st.VIPProblems {
+			svcs := v.Services
+			if len(svcs) > 3 {
+				svcs = append(svcs[:3:3], fmt.Sprintf("+%d", len(v.Services)-3))
+			}
+			bad := v.UnhealthyBackends
+			if len(bad) > 3 {
+				bad = append(bad[:3:3], fmt.Sprintf("+%d", len(v.UnhealthyBackends)-3))
+			}
+			output.Row(tw, v.VIP, strings.Join(svcs, ","), orDash(v.Owner), v.Problem, orDash(strings.Join(bad, ", ")))
+		}
+		tw.Flush()
+	}
+	if len(st.Problems) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "PROBLEMS")
+		sort.Strings(st.Problems)
+		for _, p := range st.Problems {
+			fmt.Fprintln(w, "  - "+p)
+		}
+	}
+}

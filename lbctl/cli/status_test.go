@@ -1,0 +1,395 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/daemon"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+)
+
+// These tests run lbctl against real lbd members (control-plane only) in
+// this process: the real gRPC server, raft and FSM, not the fake.
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type member struct {
+	cfg config.Config
+	d   *daemon.Daemon
+}
+
+func (m *member) stop() {
+	if m.d != nil {
+		m.d.Stop()
+		m.d = nil
+	}
+}
+
+func startMember(t *testing.T, id, dir string, join []string) *member {
+	t.Helper()
+	cfg := config.Default()
+	cfg.ID = id
+	cfg.DataDir = filepath.Join(dir, id)
+	cfg.APIAddr, cfg.RaftAddr = freePort(t), freePort(t)
+	cfg.MetricsAddr = ""
+	cfg.DataPlane.Mode = "none"
+	cfg.Health.Enabled = false // backends are made up; health is set through raft below
+	cfg.Join = join
+	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{cfg: cfg, d: d}
+	t.Cleanup(m.stop)
+	return m
+}
+
+// startLBD starts n members that form one cluster and waits until each is registered.
+func startLBD(t *testing.T, n int) []*member {
+	t.Helper()
+	dir := t.TempDir()
+	var ms []*member
+	for i := range n {
+		var join []string
+		if i > 0 {
+			join = []string{ms[0].cfg.APIAddr}
+		}
+		ms = append(ms, startMember(t, fmt.Sprintf("lb%d", i+1), dir, join))
+	}
+	eventually(t, "cluster formed", func() bool {
+		return len(ms[0].d.Node().FSM.Members()) == n
+	})
+	return ms
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			cond() // once more, so a condition that logs shows its last state
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// realEnv runs lbctl against the members' API addresses.
+type realEnv struct {
+	t   *testing.T
+	cfg string
+	eps []string
+}
+
+func newRealEnv(t *testing.T, ms ...*member) *realEnv {
+	t.Setenv("LBCTL_ENDPOINTS", "")
+	e := &realEnv{t: t, cfg: filepath.Join(t.TempDir(), "lbctl.yaml")}
+	for _, m := range ms {
+		e.eps = append(e.eps, m.cfg.APIAddr)
+	}
+	return e
+}
+
+func (e *realEnv) run(args ...string) result {
+	e.t.Helper()
+	if len(args) == 1 {
+		args = strings.Fields(args[0])
+	}
+	return lbctl(e.t, e.cfg, append([]string{"--endpoints", strings.Join(e.eps, ",")}, args...)...)
+}
+
+func (e *realEnv) ok(args ...string) string {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("lbctl %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.out, r.err)
+	}
+	return r.out
+}
+
+func (e *realEnv) status() clusterStatus {
+	e.t.Helper()
+	var st clusterStatus
+	if err := json.Unmarshal([]byte(e.ok("status", "-o", "json")), &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func leaderOf(t *testing.T, ms []*member) *member {
+	t.Helper()
+	var l *member
+	eventually(t, "a leader", func() bool {
+		for _, m := range ms {
+			if m.d != nil && m.d.Node().IsLeader() {
+				l = m
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+func TestStatusAgainstRealCluster(t *testing.T) {
+	ms := startLBD(t, 3)
+	e := newRealEnv(t, ms...)
+
+	st := e.status()
+	if st.Health != "healthy" || st.Leader == "" || st.Term == 0 || len(st.Members) != 3 {
+		t.Fatalf("fresh cluster: %+v", st)
+	}
+	for _, m := range st.Members {
+		if !m.Reachable || m.State != "active" || m.Suffrage != "voter" {
+			t.Errorf("member %+v", m)
+		}
+	}
+
+	e.ok("pool create public --range 192.0.2.0/24")
+	e.ok("vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.11", "--backend", "10.0.0.12")
+	e.ok("vip", "create", "api", "--port", "tcp/443:30443", "--backend", "10.0.0.21")
+	eventually(t, "both VIPs served", func() bool {
+		st := e.status()
+		served := 0
+		for _, m := range st.Members {
+			served += m.ServingVIPs
+		}
+		return st.Health == "healthy" && st.VIPs == 2 && served == 2
+	})
+
+	// The owner's health checks report one backend of web down.
+	vs, _ := ms[0].d.Node().FSM.Service(fsm.Key{Tenant: "default", Name: "web"})
+	leader := leaderOf(t, ms)
+	_, err := leader.d.Node().Apply(context.Background(), &raftv1.Command{Op: &raftv1.Command_SetBackendHealth{SetBackendHealth: &raftv1.SetBackendHealth{
+		Updates: []*raftv1.HealthUpdate{{Tenant: "default", Name: "web", Address: "10.0.0.12", Reporter: vs.Owner,
+			Health: &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY, LastError: "connection refused"}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "unhealthy backend reported", func() bool { return len(e.status().VIPProblems) == 1 })
+	st = e.status()
+	p := st.VIPProblems[0]
+	if st.Health != "degraded" || p.VIP != vs.Vip || p.Problem != "1 of 2 backends unhealthy" ||
+		len(p.UnhealthyBackends) != 1 || p.UnhealthyBackends[0] != "10.0.0.12:30080 (connection refused)" || p.Owner != vs.Owner {
+		t.Errorf("status with an unhealthy backend: %+v", st)
+	}
+	table := e.ok("status")
+	for _, want := range []string{"CLUSTER   DEGRADED", "leader", "follower", vs.Vip, "default/web", "1 of 2 backends unhealthy", "10.0.0.12:30080 (connection refused)"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	t.Logf("lbctl status:\n%s", table)
+
+	// A follower dies: it shows unreachable; its VIPs move after the grace.
+	var victim *member
+	for _, m := range ms {
+		if m != leader {
+			victim = m
+			break
+		}
+	}
+	victim.stop()
+	e.eps = nil
+	for _, m := range ms {
+		if m.d != nil {
+			e.eps = append(e.eps, m.cfg.APIAddr)
+		}
+	}
+	st = e.status()
+	var seen bool
+	for _, m := range st.Members {
+		if m.ID == victim.cfg.ID {
+			seen = true
+			if m.Reachable || m.Error == "" {
+				t.Errorf("stopped member shows as %+v", m)
+			}
+		}
+	}
+	if !seen || st.Health != "degraded" || !containsPrefix(st.Problems, "member "+victim.cfg.ID+" does not answer") {
+		t.Errorf("status after a member stopped: %+v", st)
+	}
+	yaml := e.ok("status", "-o", "yaml")
+	if !strings.Contains(yaml, "health: degraded") {
+		t.Errorf("yaml output:\n%s", yaml)
+	}
+}
+
+func containsPrefix(ss []string, prefix string) bool {
+	for _, s := range ss {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func vipNames(t *testing.T, e *realEnv) []string {
+	t.Helper()
+	var list struct {
+		Items []struct {
+			Name, Vip string
+			Backends  []struct{ Address string }
+		}
+	}
+	if err := json.Unmarshal([]byte(e.ok("vip", "list", "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, it := range list.Items {
+		var bs []string
+		for _, b := range it.Backends {
+			bs = append(bs, b.Address)
+		}
+		out = append(out, it.Name+"="+it.Vip+"["+strings.Join(bs, ",")+"]")
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestSnapshotSaveRestoreRoundTrip(t *testing.T) {
+	ms := startLBD(t, 3)
+	e := newRealEnv(t, ms...)
+	e.ok("pool create public --range 192.0.2.0/24")
+	e.ok("vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.11", "--backend", "10.0.0.12")
+	e.ok("vip", "create", "api", "--port", "tcp/443:30443", "--backend", "10.0.0.21")
+	want := vipNames(t, e)
+
+	file := filepath.Join(t.TempDir(), "backup.snap")
+	out := e.ok("snapshot", "save", file)
+	if !strings.Contains(out, "2 virtual services, 1 address pools, 3 members") {
+		t.Errorf("save said: %s", out)
+	}
+	insp := e.ok("snapshot", "inspect", file, "-o", "json")
+	var hdr map[string]any
+	if err := json.Unmarshal([]byte(insp), &hdr); err != nil || hdr["virtualServices"] != float64(2) || hdr["formatVersion"] != float64(1) {
+		t.Errorf("inspect: %v %s", err, insp)
+	}
+
+	// Change the state after the backup: drop one service, change one, add one and a pool.
+	e.ok("vip", "delete", "api")
+	e.ok("backend", "add", "web", "10.0.0.13")
+	e.ok("pool create private --range 198.51.100.0/24")
+	e.ok("vip", "create", "extra", "--pool", "private", "--port", "tcp/25", "--backend", "10.0.0.31")
+
+	// Without --yes, restore only shows the file.
+	if r := e.run("snapshot", "restore", file); r.code != 2 || !strings.Contains(r.out, "checksum ok") {
+		t.Errorf("restore without --yes: exit %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	// Restore through a follower: it forwards the whole upload to the leader.
+	leader := leaderOf(t, ms)
+	var follower *member
+	for _, m := range ms {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	fe := newRealEnv(t, follower)
+	out = fe.ok("snapshot", "restore", file, "--yes")
+	if !strings.Contains(out, "2 virtual services, 1 address pools (removed 1 services and 1 pools not in the snapshot)") {
+		t.Errorf("restore said: %s", out)
+	}
+	if got := vipNames(t, fe); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("after restore:\n%v\nwant\n%v", got, want)
+	}
+	// Every member holds the restored state.
+	for _, m := range ms {
+		me := newRealEnv(t, m)
+		eventually(t, "member "+m.cfg.ID+" restored", func() bool { return strings.Join(vipNames(t, me), " ") == strings.Join(want, " ") })
+	}
+	if r := e.run("pool", "get", "private"); r.code != 4 {
+		t.Errorf("pool private survived the restore: exit %d", r.code)
+	}
+	// The restored services get owners and the cluster is healthy.
+	eventually(t, "healthy after restore", func() bool { return e.status().Health == "healthy" })
+
+	// A damaged file is refused before anything is sent.
+	b, _ := os.ReadFile(file)
+	b[len(b)-1] ^= 0xff
+	bad := filepath.Join(t.TempDir(), "bad.snap")
+	os.WriteFile(bad, b, 0o600)
+	if r := e.run("snapshot", "restore", bad, "--yes"); r.code != 1 || !strings.Contains(r.err, "damaged") {
+		t.Errorf("damaged file: exit %d %s", r.code, r.err)
+	}
+}
+
+// TestRecoverFromSingleSurvivor is the procedure of docs/OPERATIONS.md
+// "Recovery from a single surviving member": two of three members are lost
+// for good; the survivor has no quorum, but still answers snapshot save from
+// its replica; a fresh single-member cluster is bootstrapped and restored
+// from it, and new members join.
+func TestRecoverFromSingleSurvivor(t *testing.T) {
+	ms := startLBD(t, 3)
+	e := newRealEnv(t, ms...)
+	e.ok("pool create public --range 192.0.2.0/24")
+	e.ok("vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.11", "--backend", "10.0.0.12")
+	e.ok("vip", "create", "dns", "--port", "udp/53:30053", "--backend", "10.0.0.21")
+	want := vipNames(t, e)
+
+	survivor := ms[2]
+	// The survivor's snapshot holds what it has applied: writes committed by
+	// the others but not yet applied there are lost (docs/OPERATIONS.md).
+	eventually(t, "survivor caught up", func() bool {
+		vss, _ := survivor.d.Node().FSM.List(fsm.Filter{})
+		return len(vss) == 2
+	})
+	ms[0].stop()
+	ms[1].stop()
+	se := newRealEnv(t, survivor)
+	eventually(t, "survivor lost its leader", func() bool { id, _ := survivor.d.Node().Leader(); return id == "" })
+	if st := se.status(); st.Health != "unavailable" {
+		t.Errorf("survivor's status: %+v", st)
+	}
+	file := filepath.Join(t.TempDir(), "survivor.snap")
+	se.ok("snapshot", "save", file) // no quorum needed
+
+	// Re-bootstrap on the survivor's host: its old data set aside, same id.
+	survivor.stop()
+	dir := t.TempDir()
+	fresh := startMember(t, survivor.cfg.ID, dir, nil)
+	fe := newRealEnv(t, fresh)
+	eventually(t, "new cluster ready", func() bool { return fe.run("leader").code == 0 })
+	fe.ok("snapshot", "restore", file, "--yes")
+	if got := vipNames(t, fe); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("recovered state:\n%v\nwant\n%v", got, want)
+	}
+	// Two new members join; the state replicates; everything has an owner.
+	m2 := startMember(t, "lb-new2", dir, []string{fresh.cfg.APIAddr})
+	m3 := startMember(t, "lb-new3", dir, []string{fresh.cfg.APIAddr})
+	all := newRealEnv(t, fresh, m2, m3)
+	var st clusterStatus
+	eventually(t, "recovered cluster healthy with 3 members", func() bool {
+		st = all.status()
+		ok := st.Health == "healthy" && len(st.Members) == 3 && st.VIPs == 2
+		if !ok {
+			t.Logf("not yet: %+v", st)
+		}
+		return ok
+	})
+	t.Logf("recovered: %+v", st)
+	if got := vipNames(t, newRealEnv(t, m3)); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("new member's replica:\n%v\nwant\n%v", got, want)
+	}
+}
