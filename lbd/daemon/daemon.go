@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -51,10 +54,12 @@ type Daemon struct {
 	lis    net.Listener
 	sec    *security
 
-	owned   chan []string // latest VIPs programmed, for status
-	checker *health.Checker
-	ops     *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
-	stopBG  context.CancelFunc
+	owned chan []string // latest VIPs programmed, for status
+	// lastContact is the last time this member knew a leader (persisted).
+	lastContact time.Time
+	checker     *health.Checker
+	ops         *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
+	stopBG      context.CancelFunc
 }
 
 // Run starts lbd and blocks until ctx is cancelled, then shuts down cleanly.
@@ -142,6 +147,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	}()
 	log.Info("lbd started", "id", cfg.ID, "api", cfg.APIAddr, "raft", n.RaftAddr(), "data_plane", name, "data_dir", cfg.DataDir, "version", Version)
 
+	d.loadContact()
 	bg, cancel := context.WithCancel(context.Background())
 	d.stopBG = cancel
 	if len(cfg.Join) > 0 && !n.HadState() {
@@ -329,10 +335,51 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 // the leader lease), or a follower whose last contact is recent.
 func (d *Daemon) inContact(lease time.Duration) bool {
 	if d.node.IsLeader() {
+		d.noteContact(time.Now())
 		return true
 	}
 	last := d.node.Status().LastContact
-	return !last.IsZero() && time.Since(last) < lease
+	if last.IsZero() || last.Before(d.lastContact) {
+		// Just restarted: raft has not heard from a leader yet. The contact
+		// recorded before the restart still counts for what is left of its
+		// lease, so a quick restart keeps the VIPs it adopted instead of
+		// withdrawing them and breaking every connection.
+		last = d.lastContact
+	}
+	if time.Since(last) < lease {
+		d.noteContact(last)
+		return true
+	}
+	return false
+}
+
+// contactFile records the last time this member knew it was in contact, so
+// the lease survives a restart (see inContact).
+func (d *Daemon) contactFile() string { return filepath.Join(d.cfg.DataDir, "last-contact") }
+
+func (d *Daemon) loadContact() {
+	b, err := os.ReadFile(d.contactFile())
+	if err != nil {
+		return
+	}
+	if ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+		// Never trust a recorded time from the future (clock stepped back).
+		if t := time.Unix(0, ns); t.Before(time.Now()) {
+			d.lastContact = t
+		}
+	}
+}
+
+// noteContact persists t, at most a few times per lease.
+func (d *Daemon) noteContact(t time.Time) {
+	if t.Sub(d.lastContact) < d.cfg.Ownership.Lease.Duration/8 {
+		return
+	}
+	d.lastContact = t
+	tmp := d.contactFile() + ".tmp"
+	if os.WriteFile(tmp, []byte(strconv.FormatInt(t.UnixNano(), 10)), 0o600) == nil {
+		os.Rename(tmp, d.contactFile())
+	}
 }
 
 // coalesce is how long the reconciler and the assigner let a burst of commits

@@ -182,7 +182,7 @@ func (e *Engine) adopt() error {
 		want[s] = true
 	}
 	svcs, err := e.ipvs.Services()
-	if err != nil {
+	if err != nil && !isNotExist(err) {
 		return fmt.Errorf("list IPVS services: %w", err)
 	}
 	for _, s := range svcs {
@@ -194,8 +194,8 @@ func (e *Engine) adopt() error {
 		if err != nil {
 			return fmt.Errorf("list destinations of %s: %w", k, err)
 		}
-		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvs.ServicePersistent, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
-		if sv.Flags == 0 {
+		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvsdiff.FlagsMask, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
+		if sv.Flags&ipvs.ServicePersistent == 0 {
 			sv.Timeout = 0
 		}
 		for _, d := range ds {
@@ -427,7 +427,7 @@ func (e *Engine) Resync() error {
 	defer e.mu.Unlock()
 	e.lastResync = time.Now()
 	svcs, err := e.ipvs.Services()
-	if err != nil {
+	if err != nil && !isNotExist(err) { // an empty table answers ENOENT
 		return fmt.Errorf("list IPVS services: %w", err)
 	}
 	seen := map[ipvsdiff.SvcKey]bool{}
@@ -441,8 +441,8 @@ func (e *Engine) Resync() error {
 		if err != nil {
 			return fmt.Errorf("list destinations of %s: %w", k, err)
 		}
-		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvs.ServicePersistent, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
-		if sv.Flags == 0 {
+		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvsdiff.FlagsMask, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
+		if sv.Flags&ipvs.ServicePersistent == 0 {
 			sv.Timeout = 0
 		}
 		for _, d := range ds {

@@ -78,7 +78,7 @@ func TestKernelReconcile(t *testing.T) {
 	ipvs := sh(t, "ipvsadm -Ln")
 	for _, want := range []string{
 		"TCP  192.0.2.10:80 rr persistent 600", "UDP  192.0.2.10:53 rr persistent 600",
-		"10.99.0.21:30080", "10.99.0.22:30053", "SCTP [fd99::10]:443 mh", "[fd99::21]:30443",
+		"10.99.0.21:30080", "10.99.0.22:30053", "SCTP [fd99::10]:443 mh (mh-fallback,mh-port)", "[fd99::21]:30443",
 		"TCP  192.0.2.11:80 wlc", "10.99.0.23:80                Route", "TCP  10.77.0.1:80 rr",
 	} {
 		if !strings.Contains(ipvs, want) {

@@ -98,6 +98,16 @@ func FromService(vs *edgelbv1.VirtualService) ([]*Svc, error) {
 	if t := vs.GetPersistence().GetTimeoutSeconds(); t > 0 {
 		flags |= ipvs.ServicePersistent
 		timeout = t
+	} else if sched == "mh" || sched == "sh" {
+		// Hash the client port too: without it every connection from one client
+		// (or one NAT gateway in front of many) lands on one node. With
+		// persistence the client address alone is the point.
+		flags |= ipvs.ServiceSchedulerOpt2 // mh-port / sh-port
+	}
+	if sched == "mh" || sched == "sh" {
+		// Fall back to another node when the hashed one has weight 0 (drained,
+		// unhealthy) instead of dropping the connection.
+		flags |= ipvs.ServiceSchedulerOpt1 // mh-fallback / sh-fallback
 	}
 	out := make([]*Svc, 0, len(vs.Ports))
 	for _, p := range vs.Ports {
@@ -189,7 +199,7 @@ func Plan(desired, actual State, ours func(SvcKey) bool, settled func(SvcKey, *S
 			}
 			continue
 		}
-		if a.Scheduler != d.Scheduler || a.Flags&ipvs.ServicePersistent != d.Flags&ipvs.ServicePersistent || a.Timeout != d.Timeout {
+		if a.Scheduler != d.Scheduler || a.Flags&FlagsMask != d.Flags&FlagsMask || a.Timeout != d.Timeout {
 			ops = append(ops, Op{Kind: UpdateService, Svc: d})
 		}
 		for _, dk := range sortedDests(d.Dests) {
@@ -246,6 +256,9 @@ func sortedDests(m map[DestKey]Dest) []DestKey {
 	})
 	return out
 }
+
+// FlagsMask is the service flags lbd sets and compares (the kernel adds others, e.g. hashed).
+const FlagsMask = ipvs.ServicePersistent | ipvs.ServiceSchedulerOpt1 | ipvs.ServiceSchedulerOpt2 | ipvs.ServiceSchedulerOpt3
 
 // Family is the IPVS address family of an address.
 func Family(a netip.Addr) ipvs.AddressFamily {
