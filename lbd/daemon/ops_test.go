@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/metrics"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -236,4 +238,55 @@ func TestMetricsAddrInUse(t *testing.T) {
 		t.Fatalf("after a failed start, the listeners were not released: %v", err)
 	}
 	d.Stop()
+}
+
+type fakeIPVS struct{}
+
+func (fakeIPVS) Stats(context.Context) ([]metrics.ServiceStats, error) {
+	return []metrics.ServiceStats{{Tenant: "t", Name: "web", VIP: "192.0.2.1", Protocol: "tcp", Port: 80,
+		Counters: metrics.Counters{Connections: 10, CPS: 2},
+		Backends: []metrics.BackendStats{{Address: "10.0.0.1", Port: 30080, Weight: 1, ActiveConns: 3}}}}, nil
+}
+
+// TestDashboardMetricsExist checks that every metric the Grafana dashboard
+// queries is one lbd exports, so a rename cannot silently blank a panel.
+func TestDashboardMetricsExist(t *testing.T) {
+	d := startMetricsCluster(t, 1)[0]
+	m := d.Metrics()
+	if err := m.RegisterIPVS(fakeIPVS{}); err != nil {
+		t.Fatal(err)
+	}
+	// Families with labels appear once they have a child.
+	m.Checked("tcp", true, time.Millisecond)
+	m.Transition(false)
+	m.Announced("ipv4", "takeover", 3)
+	m.TookOver(time.Second)
+	m.KernelChange("service_add")
+	client(t, d.Addr()).GetVirtualService(context.Background(), &edgelbv1.GetVirtualServiceRequest{Name: "x"})
+
+	_, body := get(t, "http://"+d.MetricsAddr()+"/metrics")
+	have := map[string]bool{}
+	for _, line := range strings.Split(body, "\n") {
+		if f := strings.Fields(line); len(f) == 4 && f[1] == "TYPE" {
+			have[f[2]] = true
+			if f[3] == "histogram" {
+				for _, s := range []string{"_bucket", "_count", "_sum"} {
+					have[f[2]+s] = true
+				}
+			}
+		}
+	}
+	b, err := os.ReadFile("../../configs/grafana/edgelb.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`\b((?:edgelb|process|go)_[a-z0-9_]+)`).FindAllStringSubmatch(string(b), -1)
+	if len(names) < 20 {
+		t.Fatalf("found only %d metric references in the dashboard", len(names))
+	}
+	for _, n := range names {
+		if !have[n[1]] {
+			t.Errorf("the dashboard queries %s, which lbd does not export", n[1])
+		}
+	}
 }
