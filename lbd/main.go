@@ -23,8 +23,8 @@ func main() {
 }
 
 func run(args []string) int {
-	if len(args) == 3 && args[0] == dataplane.FenceCommand {
-		return dataplane.RunFence(args[1], args[2], os.Stdin)
+	if len(args) > 0 && args[0] == dataplane.FenceCommand {
+		return dataplane.RunFence(args[1:], os.Stdin)
 	}
 	cfg := config.Default()
 	var cfgFile string

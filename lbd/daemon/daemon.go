@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -57,9 +58,13 @@ type Daemon struct {
 	owned chan []string // latest VIPs programmed, for status
 	// lastContact is the last time this member knew a leader (persisted).
 	lastContact time.Time
-	checker     *health.Checker
-	ops         *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
-	stopBG      context.CancelFunc
+	// caughtUp is set once the local FSM has applied everything the cluster
+	// had committed when this member started; before that the FSM may show a
+	// past state (log replay), which the data plane must not follow.
+	caughtUp atomic.Bool
+	checker  *health.Checker
+	ops      *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
+	stopBG   context.CancelFunc
 }
 
 // Run starts lbd and blocks until ctx is cancelled, then shuts down cleanly.
@@ -155,6 +160,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	}
 	go d.leaderLoop(bg)
 	go d.healthLoop(bg)
+	go d.catchUp(bg)
 	go d.reconcileLoop(bg)
 	if cfg.Health.Enabled {
 		go d.checkLoop(bg)
@@ -214,6 +220,8 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 			// Apply everything the previous leader committed before deciding anything.
 			if err := d.node.Barrier(lctx); err != nil {
 				d.log.Warn("leader barrier", "err", err)
+			} else {
+				d.caughtUp.Store(true)
 			}
 			for lctx.Err() == nil {
 				if err := d.srv.RegisterSelf(lctx); err == nil {
@@ -280,6 +288,19 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	fenced := false
 	for {
 		changed := d.node.FSM.Changed()
+		if !d.caughtUp.Load() {
+			// Right after a start the FSM replays its log and may show a past
+			// state; following it would withdraw and re-add VIPs mid-replay.
+			// Keep what the kernel holds while the lease allows, then fence.
+			if d.inContact(lease) {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
+		}
 		owned, _ := d.node.FSM.Shared(fsm.Filter{Owner: d.cfg.ID})
 		// Self-fencing: a member answers for its VIPs only while it is in
 		// contact with the leader. Past the lease it withdraws them by itself,
@@ -326,6 +347,28 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			// Let a burst of commits land so one pass covers them all.
 			time.Sleep(coalesce)
 		case <-time.After(wait):
+		}
+	}
+}
+
+// catchUp marks the member caught up once its FSM has applied the commit
+// index the leader reports (a leader marks itself after its barrier).
+func (d *Daemon) catchUp(ctx context.Context) {
+	var target uint64
+	for !d.caughtUp.Load() && ctx.Err() == nil {
+		if target == 0 {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			target, _ = d.srv.LeaderCommitIndex(cctx)
+			cancel()
+		}
+		if target > 0 && d.node.Status().LastApplied >= target {
+			d.caughtUp.Store(true)
+			d.log.Info("caught up with the cluster; the data plane follows the replicated state", "applied", target)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

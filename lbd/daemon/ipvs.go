@@ -15,6 +15,7 @@ func openIPVS(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPla
 	}
 	e, err := dataplane.Open(ctx, dataplane.Config{
 		SyncInterface:      sync,
+		FenceDelay:         cfg.Ownership.Lease.Duration,
 		SyncID:             cfg.DataPlane.SyncID,
 		Interface:          cfg.DataPlane.Interface,
 		StateDir:           cfg.DataDir,

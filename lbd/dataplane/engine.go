@@ -42,6 +42,9 @@ type Config struct {
 	SysctlRoot         string // default /proc/sys
 	// NoFence skips the fence process (tests that open several engines).
 	NoFence bool
+	// FenceDelay is how long the fence gives a crashed lbd to come back
+	// before it withdraws the VIPs: the ownership lease.
+	FenceDelay time.Duration
 	// SyncInterface carries IPVS connection sync (multicast); empty disables it.
 	SyncInterface string
 	SyncID        uint32
@@ -97,6 +100,9 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
 	if cfg.SysctlRoot == "" {
 		cfg.SysctlRoot = "/proc/sys"
 	}
@@ -142,7 +148,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	if !cfg.NoFence {
-		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir); err != nil {
+		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir, cfg.FenceDelay); err != nil {
 			e.Close()
 			return nil, err
 		}

@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/edgelb/edgelb/lbd/dataplane/addr"
 )
@@ -31,14 +33,23 @@ type Fence struct {
 	cmd *exec.Cmd
 }
 
+// pidFile names the engine that currently owns the state directory.
+const pidFile = "engine.pid"
+
 // StartFence starts the fence child (this same binary) for the interface and
-// state directory.
-func StartFence(iface, stateDir string) (*Fence, error) {
+// state directory. After a crash it waits up to delay (the ownership lease:
+// the cluster moves the VIPs only after the longer grace) for a new lbd to
+// take the state directory over — a quick restart then disturbs nothing —
+// and withdraws the addresses otherwise.
+func StartFence(iface, stateDir string, delay time.Duration) (*Fence, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable for the fence: %w", err)
 	}
-	cmd := exec.Command(exe, FenceCommand, iface, stateDir)
+	if err := os.WriteFile(filepath.Join(stateDir, pidFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		return nil, fmt.Errorf("record the engine's pid: %w", err)
+	}
+	cmd := exec.Command(exe, FenceCommand, iface, stateDir, delay.String(), strconv.Itoa(os.Getpid()))
 	w, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -58,12 +69,28 @@ func (f *Fence) Keep() {
 }
 
 // RunFence is the child: it waits for its parent's pipe to close and fences
-// unless told to keep. It returns the process exit code.
-func RunFence(iface, stateDir string, stdin io.Reader) int {
+// unless told to keep or a new engine takes over within delay. It returns the
+// process exit code. args: interface, state dir, delay, parent pid.
+func RunFence(args []string, stdin io.Reader) int {
+	if len(args) != 4 {
+		fmt.Fprintln(os.Stderr, "lbd fence: want interface, state dir, delay, parent pid")
+		return 2
+	}
+	iface, stateDir, parent := args[0], args[1], args[3]
+	delay, err := time.ParseDuration(args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lbd fence:", err)
+		return 2
+	}
 	r := bufio.NewReader(stdin)
 	line, _ := r.ReadString('\n') // returns at "keep" or when the parent dies
 	if strings.TrimSpace(line) == "keep" {
 		return 0
+	}
+	for deadline := time.Now().Add(delay); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if b, err := os.ReadFile(filepath.Join(stateDir, pidFile)); err == nil && strings.TrimSpace(string(b)) != parent {
+			return 0 // a restarted lbd adopted the state: it decides now
+		}
 	}
 	b, err := os.ReadFile(filepath.Join(stateDir, "programmed.json"))
 	if err != nil {

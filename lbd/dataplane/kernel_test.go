@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -56,7 +57,7 @@ func TestKernelReconcile(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 	open := func() *Engine {
-		e, err := Open(ctx, Config{Interface: "lb0", StateDir: dir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, SyncInterface: "lb0", SyncID: 7})
+		e, err := Open(ctx, Config{Interface: "lb0", StateDir: dir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, SyncInterface: "lb0", SyncID: 7, FenceDelay: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,9 +170,14 @@ func TestKernelReconcile(t *testing.T) {
 	})
 
 	t.Run("a crash leaves no VIP answering: the fence withdraws the addresses", func(t *testing.T) {
-		// What a SIGKILL does to the fence's pipe: it closes without "keep".
+		// What a SIGKILL does to the fence's pipe: it closes without "keep";
+		// no new engine takes over within the delay.
 		e.fence.w.Close()
+		start := time.Now()
 		e.fence.cmd.Wait()
+		if waited := time.Since(start); waited < 250*time.Millisecond {
+			t.Errorf("the fence withdrew after %s, before the delay (300ms) a restart gets", waited)
+		}
 		addrs := sh(t, "ip addr show dev lb0")
 		if strings.Contains(addrs, "192.0.2.10/32") || strings.Contains(addrs, "fd99::10/128") {
 			t.Errorf("addresses left after the crash:\n%s", addrs)

@@ -4,6 +4,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"sync"
 
@@ -114,6 +116,27 @@ func (s *Server) leaderAPI() (id, addr string) {
 		return id, m.ApiAddress
 	}
 	return id, ""
+}
+
+// LeaderCommitIndex asks the leader for its commit index: a member that has
+// applied that much has caught up with everything committed before it asked.
+func (s *Server) LeaderCommitIndex(ctx context.Context) (uint64, error) {
+	id, addr := s.leaderAPI()
+	if id == "" || addr == "" {
+		return 0, errors.New("no leader known yet")
+	}
+	if id == s.opts.Self.Id {
+		return s.node.Status().CommitIndex, nil
+	}
+	conn, err := s.peer(addr)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := edgelbv1.NewClusterServiceClient(conn).GetMemberStatus(ctx, &edgelbv1.GetMemberStatusRequest{Id: id})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Status.CommitIndex, nil
 }
 
 // Ready reports whether the member knows a leader (its API can serve writes).

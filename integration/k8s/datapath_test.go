@@ -1,0 +1,236 @@
+package k8se2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgelb/edgelb/integration/lab"
+	"github.com/edgelb/edgelb/integration/probe"
+	"github.com/edgelb/edgelb/integration/topo"
+	"github.com/edgelb/edgelb/integration/uml"
+)
+
+// The real data path end to end: kube-apiserver, etcd and the CCM run on the
+// host; three lbd members, three "Kubernetes nodes" and a client run inside a
+// User-Mode Linux guest, reached over a tap device. A Service of type
+// LoadBalancer gets its EXTERNAL-IP from lbd, the nodes serve the NodePort the
+// apiserver assigned, and the client in the guest reaches them through the VIP.
+//
+// Host and guest meet through files in a shared work directory (the guest sees
+// the host's file system): ready → nodeport → answered.
+
+const (
+	tapName  = "edgelbtap0"
+	tapHost  = "198.51.100.1"
+	tapGuest = "198.51.100.2"
+	tapNet   = "198.51.100.0/30"
+	dpTenant = "dp-cluster"
+)
+
+func TestMain(m *testing.M) {
+	uml.MaybeGuestInit()
+	os.Exit(m.Run())
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func waitFile(path string, within time.Duration) (string, error) {
+	deadline := time.Now().Add(within)
+	for {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return strings.TrimSpace(string(b)), nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%s did not appear within %s", path, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestServiceThroughUMLDataPath(t *testing.T) {
+	if os.Getenv("EDGELB_E2E") != "1" || os.Getenv("EDGELB_UML") != "1" {
+		t.Skip("set EDGELB_E2E=1 and EDGELB_UML=1: runs kube-apiserver+etcd+CCM on the host and lbd in a User-Mode Linux guest (sudo bash scripts/uml-deps.sh first)")
+	}
+	if uml.InGuest() {
+		t.Skip("host side")
+	}
+	work := t.TempDir()
+	bins := BuildK8sBins(t)
+	binDir := filepath.Join(work, "bin")
+	for _, p := range []struct{ pkg, name string }{
+		{"./lbd", "lbd"}, {"./lbctl", "lbctl"}, {"./integration/cmd/nodeserver", "nodeserver"},
+		{"./cloudprovider/cmd/edgelb-cloud-controller-manager", "ccm"},
+	} {
+		if _, err := GoBuild(t, binDir, p.pkg, p.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubeconfig := StartAPIServer(t, bins, filepath.Join(work, "k8s"))
+	cs := Clientset(t, kubeconfig)
+
+	// The tap device: the host's end of a link only this machine has.
+	exec.Command("ip", "link", "del", tapName).Run()
+	run(t, "ip", "tuntap", "add", "dev", tapName, "mode", "tap")
+	t.Cleanup(func() { exec.Command("ip", "link", "del", tapName).Run() })
+	run(t, "ip", "addr", "add", tapHost+"/30", "dev", tapName)
+	run(t, "ip", "link", "set", tapName, "up")
+	run(t, "ip", "route", "replace", "10.0.0.0/24", "via", tapGuest, "dev", tapName)
+
+	guestDone := make(chan error, 1)
+	go func() {
+		res, err := uml.Run(context.Background(), uml.Options{
+			Argv:       []string{os.Args[0], "-test.run", "^TestGuestDataPath$", "-test.v"},
+			Env:        append(os.Environ(), "EDGELB_DP_WORK="+work, "EDGELB_DP_BIN="+binDir),
+			Stdout:     os.Stderr,
+			Stderr:     os.Stderr,
+			Timeout:    8 * time.Minute,
+			Mem:        "1024M",
+			WorkDir:    filepath.Join(work, "uml"),
+			KernelArgs: []string{"vec0:transport=tap,ifname=" + tapName},
+		})
+		if err == nil && res.ExitCode != 0 {
+			err = fmt.Errorf("guest exited %d (%s)", res.ExitCode, res.Stopped)
+		}
+		guestDone <- err
+	}()
+	if _, err := waitFile(filepath.Join(work, "ready"), 4*time.Minute); err != nil {
+		t.Fatalf("guest lab: %v (guest: %v)", err, drain(guestDone))
+	}
+
+	// The CCM on the host reaches lbd in the guest through the tap.
+	cfg := filepath.Join(work, "cloud.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("endpoints: [\"10.0.0.11:7700\", \"10.0.0.12:7700\", \"10.0.0.13:7700\"]\nrequestTimeout: 5s\ntenant: %s\nhealthCheck:\n  interval: 1s\n  timeout: 500ms\n", dpTenant)), 0o600)
+	StartCCM(t, filepath.Join(binDir, "ccm"), kubeconfig, cfg, dpTenant, filepath.Join(work, "ccm.log"))
+	for i := 1; i <= 3; i++ {
+		addNode(t, cs, fmt.Sprintf("node%d", i), fmt.Sprintf("10.0.0.2%d", i))
+	}
+
+	svc := lbService("web", tcp(80))
+	t0 := time.Now()
+	created, err := cs.CoreV1().Services("default").Create(context.Background(), svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := created.Spec.Ports[0].NodePort
+	os.WriteFile(filepath.Join(work, "nodeport"), []byte(strconv.Itoa(int(np))), 0o644)
+	os.WriteFile(filepath.Join(work, "t0"), []byte(strconv.FormatInt(t0.UnixNano(), 10)), 0o644)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ips, err := WaitIngress(ctx, cs, "default", "web")
+	if err != nil {
+		t.Fatalf("EXTERNAL-IP: %v", err)
+	}
+	ingress := time.Since(t0)
+	ans, err := waitFile(filepath.Join(work, "answered"), 3*time.Minute)
+	if err != nil {
+		t.Fatalf("client in the guest: %v (guest: %v)", err, drain(guestDone))
+	}
+	var a struct {
+		At   int64
+		VIP  string
+		Node string
+	}
+	if err := json.Unmarshal([]byte(ans), &a); err != nil {
+		t.Fatal(err)
+	}
+	if len(ips) == 0 || ips[0] != a.VIP {
+		t.Errorf("EXTERNAL-IP %v, but the guest reached %s", ips, a.VIP)
+	}
+	reach := time.Unix(0, a.At).Sub(t0)
+	t.Logf("Service created → EXTERNAL-IP %s: %s; → VIP answers TCP (node %s, NodePort %d): %s", ips[0], ingress.Round(time.Millisecond), a.Node, np, reach.Round(time.Millisecond))
+	fmt.Printf("BENCH-JSON {\"name\":\"service-to-reachable\",\"value\":%d,\"unit\":\"ms\",\"n\":1}\n", reach.Milliseconds())
+	os.WriteFile(filepath.Join(work, "done"), []byte("1"), 0o644)
+	if err := <-guestDone; err != nil {
+		t.Errorf("guest: %v", err)
+	}
+}
+
+func drain(ch chan error) error {
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(time.Second):
+		return nil
+	}
+}
+
+// TestGuestDataPath runs inside the guest.
+func TestGuestDataPath(t *testing.T) {
+	work := os.Getenv("EDGELB_DP_WORK")
+	if !uml.InGuest() || work == "" {
+		t.Skip("guest side of TestServiceThroughUMLDataPath")
+	}
+	bin := os.Getenv("EDGELB_DP_BIN")
+	run(t, "ip", "addr", "add", tapGuest+"/30", "dev", "vec0")
+	run(t, "ip", "link", "set", "vec0", "up")
+	run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	l, err := lab.Start(lab.Config{Bin: bin, Work: filepath.Join(work, "lab"), Logf: t.Logf,
+		LBDConfig: "health:\n  enabled: true\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, e := range l.Topo.Edges {
+		run(t, "ip", "netns", "exec", e.Name, "ip", "route", "add", tapNet, "via", topo.ManagementV4)
+	}
+	if out, err := l.LBCTL("pool", "create", "k8s", "--range", topo.VIPPoolV4); err != nil {
+		t.Fatalf("pool: %v %s", err, out)
+	}
+	os.WriteFile(filepath.Join(work, "ready"), []byte("1"), 0o644)
+
+	npS, err := waitFile(filepath.Join(work, "nodeport"), 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Topo.Nodes {
+		if _, err := topo.StartLogged(n.Name, filepath.Join(work, "lab", n.Name+"-np.log"), filepath.Join(bin, "nodeserver"),
+			"--name", n.Name, "--port", npS, "--health-port", "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Find the VIP lbd gave the Service, then connect until it answers.
+	deadline := time.Now().Add(3 * time.Minute)
+	var vip string
+	for vip == "" && time.Now().Before(deadline) {
+		out, err := l.LBCTL("vip", "list", "--tenant", dpTenant, "-o", "json")
+		if err == nil {
+			var list struct{ Items []struct{ Vip string } }
+			if json.Unmarshal([]byte(out), &list) == nil && len(list.Items) > 0 {
+				vip = list.Items[0].Vip
+			}
+		}
+		if vip == "" {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if vip == "" {
+		t.Fatal("no VIP for the Service appeared in lbd")
+	}
+	for time.Now().Before(deadline) {
+		node, err := probe.Once(probe.Options{Addr: vip + ":80", NetNS: topo.ClientHost().Name, Timeout: 300 * time.Millisecond})
+		if err == nil {
+			b, _ := json.Marshal(map[string]any{"At": time.Now().UnixNano(), "VIP": vip, "Node": node})
+			os.WriteFile(filepath.Join(work, "answered"), b, 0o644)
+			waitFile(filepath.Join(work, "done"), time.Minute)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("VIP %s never answered", vip)
+}
