@@ -1,0 +1,302 @@
+// Command bench runs every edgelb benchmark and prints one table: each figure
+// with its spread over repeated trials, its baseline where one exists, the
+// ratio, the goal, and the command that produced it. Results are also written
+// as JSON, and -compare prints the change against an earlier JSON file.
+//
+//	go run ./integration/cmd/bench                  # everything (needs root for the guest rows)
+//	go run ./integration/cmd/bench -skip-guest      # host-only rows
+//	go run ./integration/cmd/bench -compare old.json
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Figure is one row of the table.
+type Figure struct {
+	Name     string    `json:"name"`
+	Unit     string    `json:"unit"`
+	Values   []float64 `json:"values"` // one per trial
+	Median   float64   `json:"median"`
+	Min      float64   `json:"min"`
+	Max      float64   `json:"max"`
+	Baseline *float64  `json:"baseline,omitempty"`
+	Goal     string    `json:"goal,omitempty"`
+	Command  string    `json:"command"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// source runs one command and extracts named metrics from its output.
+type source struct {
+	cmd     []string
+	env     []string
+	trials  int
+	guest   bool
+	extract func(out string) map[string][]float64 // metric key → values (one per trial line)
+	rows    []row
+}
+
+type row struct {
+	name, key, unit, goal string
+	baselineKey           string
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
+
+// goBench collects ReportMetric values: key "BenchmarkName unit".
+func goBench(out string) map[string][]float64 {
+	m := map[string][]float64{}
+	for _, l := range strings.Split(out, "\n") {
+		g := benchLine.FindStringSubmatch(strings.TrimSpace(l))
+		if g == nil {
+			continue
+		}
+		f := strings.Fields(g[2])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			m[g[1]+" "+f[i+1]] = append(m[g[1]+" "+f[i+1]], v)
+		}
+	}
+	return m
+}
+
+// benchJSON collects `BENCH-JSON {...}` lines: key "name" (value) and "name p50"/"name p99".
+func benchJSON(out string) map[string][]float64 {
+	m := map[string][]float64{}
+	for _, l := range strings.Split(out, "\n") {
+		i := strings.Index(l, "BENCH-JSON ")
+		if i < 0 {
+			continue
+		}
+		var v map[string]any
+		if json.Unmarshal([]byte(l[i+len("BENCH-JSON "):]), &v) != nil {
+			continue
+		}
+		name, _ := v["name"].(string)
+		for k, x := range v {
+			f, ok := x.(float64)
+			if !ok || k == "n" {
+				continue
+			}
+			key := name
+			if k != "value" {
+				key = name + " " + k
+			}
+			m[key] = append(m[key], f)
+		}
+	}
+	return m
+}
+
+var connsLine = regexp.MustCompile(`BENCH (\w+) new connections/s.*via VIP ([\d.]+)/s, straight to a node ([\d.]+)/s`)
+
+func connsBench(out string) map[string][]float64 {
+	m := benchJSON(out)
+	for _, g := range connsLine.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(g[2], 64)
+		d, _ := strconv.ParseFloat(g[3], 64)
+		m[g[1]+" via-vip"] = append(m[g[1]+" via-vip"], v)
+		m[g[1]+" direct"] = append(m[g[1]+" direct"], d)
+	}
+	return m
+}
+
+func sources() []source {
+	return []source{
+		{cmd: []string{"go", "test", "./lbd/daemon", "-run", "^$", "-bench", "BenchmarkCreateVirtualService/.*via-leader", "-benchtime", "2s", "-count", "3"},
+			trials: 1, extract: goBench, rows: []row{
+				{"API write latency p50 (3 members, via leader)", "BenchmarkCreateVirtualService/sequential/via-leader p50-ms", "ms", "", ""},
+				{"API write latency p99 (3 members, via leader)", "BenchmarkCreateVirtualService/sequential/via-leader p99-ms", "ms", "≤ 10 ms", ""},
+				{"API write throughput (32 clients)", "BenchmarkCreateVirtualService/parallel32/via-leader writes/s", "writes/s", "≥ 5,000/s", ""},
+			}},
+		{cmd: []string{"go", "test", "./lbd/dataplane", "-run", "^$", "-bench", "Reconcile", "-benchtime", "3x", "-count", "3"},
+			trials: 1, extract: goBench, rows: []row{
+				{"reconcile logic, 10k VIPs × 50 backends, cold", "BenchmarkReconcileCold10kx50 sec/op", "s", "≤ 60 s (with kernel)", ""},
+				{"reconcile logic, one backend change at 10k × 50", "BenchmarkReconcileOneBackendChange10kx50 ms/op", "ms", "≤ 5 ms", ""},
+			}},
+		{cmd: []string{"go", "test", "./integration/cluster", "-run", "^$", "-bench", "RSS10kVIPs", "-benchtime", "1x", "-count", "2"},
+			trials: 1, extract: goBench, rows: []row{
+				{"lbd resident memory, 10k VIPs × 50 backends", "BenchmarkRSS10kVIPs rss-MB", "MB", "≤ 300 MB", ""},
+			}},
+		{cmd: []string{"go", "test", "./lbd/health", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-count", "3"},
+			trials: 1, extract: goBench, rows: []row{
+				{"health checks per second (10k TCP targets, 2 cores)", "BenchmarkChecks10kBackends checks/s", "checks/s", "", ""},
+				{"backend failure detection p50 (interval 100 ms, fall 3)", "BenchmarkDetection p50-ms", "ms", "", ""},
+				{"backend failure detection p99", "BenchmarkDetection p99-ms", "ms", "", ""},
+			}},
+		{cmd: []string{"go", "test", "./integration/e2e", "-count=1", "-v", "-run", "TestUML/bench", "-timeout", "20m"},
+			env: []string{"EDGELB_UML=1"}, guest: true, trials: 2, extract: connsBench, rows: []row{
+				{"TCP new connections/s through the VIP", "tcp via-vip", "conn/s", "≥ 0.9 × direct", "tcp direct"},
+				{"UDP datagrams/s through the VIP", "udp via-vip", "req/s", "≥ 0.9 × direct", "udp direct"},
+			}},
+		{cmd: []string{"go", "test", "./integration/ha", "-count=1", "-v", "-run", "Bench", "-timeout", "30m"},
+			env: []string{"EDGELB_UML=1"}, guest: true, trials: 1, extract: benchJSON, rows: []row{
+				{"unplanned failover (SIGKILL owner) p50", "failover-sigkill p50", "ms", "", ""},
+				{"unplanned failover (SIGKILL owner) p99", "failover-sigkill p99", "ms", "≤ 500 ms", ""},
+				{"established connections kept (SIGKILL owner)", "kept-sigkill", "%", "≥ 99 %", ""},
+				{"unplanned failover (link cut) p99", "failover-partition p99", "ms", "≤ 500 ms", ""},
+				{"planned drain: connections dropped", "drain-dropped", "conns", "0", ""},
+			}},
+		{cmd: []string{"go", "test", "./integration/k8s", "-count=1", "-v", "-run", "TestServiceThroughUMLDataPath", "-timeout", "20m"},
+			env: []string{"EDGELB_UML=1", "EDGELB_E2E=1"}, guest: true, trials: 3, extract: benchJSON, rows: []row{
+				{"Service created → VIP answers TCP (apiserver+CCM on host, lbd in guest)", "service-to-reachable", "ms", "≤ 1 s p99", ""},
+			}},
+	}
+}
+
+func stats(vs []float64) (med, lo, hi float64) {
+	s := append([]float64(nil), vs...)
+	sort.Float64s(s)
+	return s[len(s)/2], s[0], s[len(s)-1]
+}
+
+func main() {
+	skipGuest := flag.Bool("skip-guest", false, "skip the rows that boot a User-Mode Linux guest")
+	out := flag.String("json", "bench-results.json", "write results here")
+	compare := flag.String("compare", "", "an earlier results file to compare against")
+	flag.Parse()
+
+	var figs []Figure
+	for _, s := range sources() {
+		if s.guest && *skipGuest {
+			continue
+		}
+		all := map[string][]float64{}
+		var runErr string
+		for i := 0; i < s.trials; i++ {
+			fmt.Fprintf(os.Stderr, "» %s (trial %d/%d)\n", strings.Join(s.cmd, " "), i+1, s.trials)
+			c := exec.Command(s.cmd[0], s.cmd[1:]...)
+			c.Env = append(os.Environ(), s.env...)
+			var buf bytes.Buffer
+			c.Stdout, c.Stderr = &buf, &buf
+			t0 := time.Now()
+			err := c.Run()
+			if err != nil {
+				runErr = fmt.Sprintf("%v (see output above)", err)
+				sc := bufio.NewScanner(bytes.NewReader(buf.Bytes()))
+				for sc.Scan() {
+					if l := sc.Text(); strings.Contains(l, "FAIL") || strings.Contains(l, "Error") {
+						fmt.Fprintln(os.Stderr, "   ", l)
+					}
+				}
+			}
+			fmt.Fprintf(os.Stderr, "  %s\n", time.Since(t0).Round(time.Second))
+			for k, v := range s.extract(buf.String()) {
+				all[k] = append(all[k], v...)
+			}
+		}
+		for _, r := range s.rows {
+			f := Figure{Name: r.name, Unit: r.unit, Goal: r.goal, Command: strings.Join(append(s.env, s.cmd...), " ")}
+			vals := all[r.key]
+			if r.unit == "s" && len(vals) == 0 {
+				// go test prints ns/op; convert when the row wants seconds or ms.
+				if ns := all[strings.Replace(r.key, "sec/op", "ns/op", 1)]; len(ns) > 0 {
+					for _, v := range ns {
+						vals = append(vals, v/1e9)
+					}
+				}
+			}
+			if r.unit == "ms" && len(vals) == 0 {
+				if ns := all[strings.Replace(r.key, "ms/op", "ns/op", 1)]; len(ns) > 0 {
+					for _, v := range ns {
+						vals = append(vals, v/1e6)
+					}
+				}
+			}
+			if len(vals) == 0 {
+				f.Error = "no figure in the output"
+				if runErr != "" {
+					f.Error = runErr
+				}
+			} else {
+				f.Values = vals
+				f.Median, f.Min, f.Max = stats(vals)
+			}
+			if r.baselineKey != "" {
+				if b := all[r.baselineKey]; len(b) > 0 {
+					m, _, _ := stats(b)
+					f.Baseline = &m
+				}
+			}
+			figs = append(figs, f)
+		}
+	}
+
+	var old map[string]Figure
+	if *compare != "" {
+		var prev []Figure
+		if b, err := os.ReadFile(*compare); err == nil && json.Unmarshal(b, &prev) == nil {
+			old = map[string]Figure{}
+			for _, f := range prev {
+				old[f.Name] = f
+			}
+		} else {
+			fmt.Fprintf(os.Stderr, "cannot read %s: %v\n", *compare, err)
+		}
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	hdr := "FIGURE\tMEDIAN [MIN–MAX] (n)\tBASELINE\tRATIO\tGOAL"
+	if old != nil {
+		hdr += "\tPREVIOUS\tCHANGE"
+	}
+	fmt.Fprintln(tw, hdr)
+	for _, f := range figs {
+		val := "—  " + f.Error
+		if f.Error == "" {
+			val = fmt.Sprintf("%s %s [%s–%s] (%d)", num(f.Median), f.Unit, num(f.Min), num(f.Max), len(f.Values))
+		}
+		base, ratio := "", ""
+		if f.Baseline != nil {
+			base = fmt.Sprintf("%s %s", num(*f.Baseline), f.Unit)
+			if *f.Baseline != 0 && f.Error == "" {
+				ratio = fmt.Sprintf("%.2f×", f.Median / *f.Baseline)
+			}
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", f.Name, val, base, ratio, f.Goal)
+		if old != nil {
+			if p, ok := old[f.Name]; ok && p.Error == "" && f.Error == "" && p.Median != 0 {
+				line += fmt.Sprintf("\t%s\t%+.1f%%", num(p.Median), 100*(f.Median-p.Median)/p.Median)
+			} else {
+				line += "\t\t"
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	fmt.Println()
+	for _, f := range figs {
+		fmt.Printf("  %s: %s\n", f.Name, f.Command)
+	}
+	b, _ := json.MarshalIndent(figs, "", "  ")
+	if err := os.WriteFile(*out, b, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("\nresults written to %s (compare a later run with -compare %s)\n", *out, *out)
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, one table (see integration/cmd/bench).
+# Rows that boot a User-Mode Linux guest need root (packages via scripts/uml-deps.sh);
+# BENCH_ARGS="-skip-guest" runs the host-only rows, BENCH_ARGS="-compare old.json" compares.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ]; then bash scripts/uml-deps.sh; else BENCH_ARGS="-skip-guest ${BENCH_ARGS:-}"; fi
+bash integration/k8s/build-k8s-bins.sh >/dev/null
+exec go run ./integration/cmd/bench -json "${BENCH_JSON:-bench-results.json}" ${BENCH_ARGS:-}
