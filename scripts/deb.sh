@@ -34,7 +34,9 @@ DIST=$(mktemp -d)
 trap 'rm -rf "$DIST"' EXIT
 ldflags="-s -w -X github.com/edgelb/edgelb/lbd/daemon.Version=$VERSION -X github.com/edgelb/edgelb/lbctl/cli.Version=$VERSION"
 CGO_ENABLED=0 GOOS=linux GOARCH=$ARCH go build -trimpath -ldflags "$ldflags" -o "$DIST/" ./lbd ./lbctl ./cloudprovider/cmd/edgelb-cloud-controller-manager >&2
-export VERSION ARCH DIST
-"$BIN/nfpm" package --config packaging/nfpm.yaml --packager deb --target "$OUT/" >&2
+export VERSION ARCH
+# nfpm expands ${VERSION} and ${ARCH} itself, but not paths in contents: render ${DIST}.
+sed "s#\${DIST}#$DIST#g" packaging/nfpm.yaml >"$DIST/nfpm.yaml"
+"$BIN/nfpm" package --config "$DIST/nfpm.yaml" --packager deb --target "$OUT/" >&2
 deb=$(ls -t "$OUT"/edgelb_*"_$ARCH.deb" | head -1)
 echo "$deb"
