@@ -55,6 +55,19 @@ func (a *applier) restoreState(c *raftv1.RestoreState) *Result {
 			return fail(codes.InvalidArgument, "restore: address pool %s: %v", p.Name, err)
 		}
 	}
+	names := st.sortedPoolNames()
+	for i, n := range names {
+		for _, m := range names[i+1:] {
+			if st.parsed[n].Overlaps(st.parsed[m]) {
+				return fail(codes.FailedPrecondition, "restore: address pools %s and %s overlap; pools must not share addresses", n, m)
+			}
+		}
+	}
+	// The services go through the same pool and sharing checks as a create,
+	// against the state being built: a backup may be old, hand-edited or from
+	// another cluster, and a state no sequence of commands could reach would
+	// mislead allocation and pool deletion later.
+	scratch := &applier{f: &FSM{log: a.f.log, st: st}, idx: a.idx, time: a.time}
 	for _, in := range snap.VirtualServices {
 		if in == nil || in.Name == "" {
 			return fail(codes.InvalidArgument, "restore: the snapshot holds a virtual service without a name")
@@ -97,6 +110,9 @@ func (a *applier) restoreState(c *raftv1.RestoreState) *Result {
 			vs.Generation++
 		}
 		vs.UpdateTime = a.time
+		if r := scratch.placeVIP(vs, nil); r != nil {
+			return fail(r.Code, "restore: virtual service %s: %s", k, r.Message)
+		}
 		st.putService(vs)
 	}
 	// Members are the running cluster's; the map moves to the new state as is.

@@ -42,7 +42,8 @@ func TestRestoreStateRefusesInconsistentSnapshots(t *testing.T) {
 			s.AddressPools[0].Tenants = nil
 			s.VirtualServices = append(s.VirtualServices, vs)
 		},
-		"shared port clash": func(s *raftv1.Snapshot) { s.VirtualServices[1].Ports = []*edgelbv1.Port{tcp(80)} },
+		// Snapshots list services sorted by key: [0] is t/tls (443), [1] t/web (80).
+		"shared port clash": func(s *raftv1.Snapshot) { s.VirtualServices[0].Ports = []*edgelbv1.Port{tcp(80)} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := good()

@@ -130,8 +130,9 @@ func TestRestoreStateRefusesBadSnapshotsChangingNothing(t *testing.T) {
 		"nameless pool": {&raftv1.Snapshot{AddressPools: []*edgelbv1.AddressPool{nil}}, codes.InvalidArgument, "without a name"},
 		"dup pool":      {&raftv1.Snapshot{AddressPools: []*edgelbv1.AddressPool{pool("x", "10.0.0.0/24"), pool("x", "10.0.1.0/24")}}, codes.InvalidArgument, "twice"},
 		"bad vip":       {&raftv1.Snapshot{VirtualServices: []*edgelbv1.VirtualService{{Tenant: "t", Name: "x", Vip: "nope"}}}, codes.InvalidArgument, "not an IP"},
-		"dup service":   {&raftv1.Snapshot{VirtualServices: []*edgelbv1.VirtualService{svc("t", "x", "10.0.0.1"), svc("t", "x", "10.0.0.2")}}, codes.InvalidArgument, "twice"},
-		"nil backend":   {&raftv1.Snapshot{VirtualServices: []*edgelbv1.VirtualService{withBackends(svc("t", "x", "10.0.0.1"), nil)}}, codes.InvalidArgument, "empty backend"},
+		"dup service": {&raftv1.Snapshot{AddressPools: []*edgelbv1.AddressPool{pool("p", "10.0.0.0/24")},
+			VirtualServices: []*edgelbv1.VirtualService{svc("t", "x", "10.0.0.1"), svc("t", "x", "10.0.0.2")}}, codes.InvalidArgument, "twice"},
+		"nil backend": {&raftv1.Snapshot{VirtualServices: []*edgelbv1.VirtualService{withBackends(svc("t", "x", "10.0.0.1"), nil)}}, codes.InvalidArgument, "empty backend"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
