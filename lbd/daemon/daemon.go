@@ -35,10 +35,11 @@ var Version = "dev"
 
 // DataPlane programs the VIPs this host owns into the kernel.
 type DataPlane interface {
-	// Reconcile makes the kernel hold exactly these services (the ones this
-	// host owns); anything it programmed before and not listed is withdrawn.
-	// The services are the FSM's own immutable objects: read, never modify.
-	Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService) error
+	// Reconcile makes the kernel hold every service's IPVS entries (a hot
+	// standby) and the addresses of those whose Owner is owner ("" for none);
+	// anything it programmed before and not listed is withdrawn. The services
+	// are the FSM's own immutable objects: read, never modify.
+	Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error
 	Close() error
 }
 
@@ -301,34 +302,42 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				continue
 			}
 		}
-		owned, _ := d.node.FSM.Shared(fsm.Filter{Owner: d.cfg.ID})
+		all, _ := d.node.FSM.Shared(fsm.Filter{})
+		owner := d.cfg.ID
+		owned := 0
+		for _, vs := range all {
+			if vs.Owner == owner {
+				owned++
+			}
+		}
 		// Self-fencing: a member answers for its VIPs only while it is in
 		// contact with the leader. Past the lease it withdraws them by itself,
 		// before the leader (which waits the longer grace) gives them to another.
 		if !d.inContact(lease) {
-			if !fenced && len(owned) > 0 {
-				d.log.Warn("lost contact with the raft leader for longer than the lease; withdrawing VIPs", "lease", lease, "owned", len(owned))
+			if !fenced {
+				d.log.Warn("no contact with a raft leader for longer than the lease; not serving VIPs", "lease", lease, "owned", owned,
+					"raft_last_contact", d.node.Status().LastContact, "recorded_contact", d.lastContact)
 			}
 			fenced = true
-			owned = nil
+			owner, owned = "", 0
 		} else if fenced {
 			d.log.Info("back in contact with the raft leader; serving owned VIPs again")
 			fenced = false
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := d.dp.Reconcile(cctx, owned)
+		err := d.dp.Reconcile(cctx, all, owner)
 		cancel()
 		wait := resyncInterval
 		if err != nil {
 			failures++
 			wait = min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)
-			d.log.Error("reconcile data plane", "owned", len(owned), "err", err, "retry_in", wait)
+			d.log.Error("reconcile data plane", "owned", owned, "err", err, "retry_in", wait)
 		} else {
 			failures = 0
-			vips := make([]string, 0, len(owned))
+			vips := make([]string, 0, owned)
 			seen := map[string]bool{}
-			for _, vs := range owned {
-				if !seen[vs.Vip] {
+			for _, vs := range all {
+				if owner != "" && vs.Owner == owner && !seen[vs.Vip] {
 					seen[vs.Vip] = true
 					vips = append(vips, vs.Vip)
 				}
@@ -336,7 +345,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			<-d.owned
 			d.owned <- vips
 		}
-		if len(owned) > 0 || fenced {
+		if owned > 0 || fenced {
 			// Re-check the lease often while there is something to fence or restore.
 			wait = min(wait, lease/4)
 		}

@@ -24,10 +24,16 @@ type noDataPlane struct {
 	last int
 }
 
-func (n *noDataPlane) Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService) error {
-	if len(owned) != n.last {
-		n.log.Info("control-plane-only: not programming owned services", "count", len(owned))
-		n.last = len(owned)
+func (n *noDataPlane) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
+	owned := 0
+	for _, vs := range all {
+		if owner != "" && vs.Owner == owner {
+			owned++
+		}
+	}
+	if owned != n.last {
+		n.log.Info("control-plane-only: not programming owned services", "count", owned)
+		n.last = owned
 	}
 	return nil
 }

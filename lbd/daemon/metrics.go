@@ -141,13 +141,17 @@ type instrumentedDataPlane struct {
 	m *metrics.Metrics
 }
 
-func (p *instrumentedDataPlane) Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService) error {
+func (p *instrumentedDataPlane) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
 	start := time.Now()
-	err := p.DataPlane.Reconcile(ctx, owned)
+	err := p.DataPlane.Reconcile(ctx, all, owner)
 	vips := map[string]struct{}{}
-	for _, vs := range owned {
-		vips[vs.Vip] = struct{}{}
+	owned := 0
+	for _, vs := range all {
+		if owner != "" && vs.Owner == owner {
+			vips[vs.Vip] = struct{}{}
+			owned++
+		}
 	}
-	p.m.ObserveReconcile(time.Since(start), len(vips), len(owned), err)
+	p.m.ObserveReconcile(time.Since(start), len(vips), owned, err)
 	return err
 }

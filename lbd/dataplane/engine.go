@@ -247,14 +247,15 @@ func (e *Engine) save() error {
 	return os.Rename(tmp, e.recordPath())
 }
 
-// desired builds the IPVS state for owned, reusing the result for services
-// whose (immutable) object did not change since the last call.
-func (e *Engine) desired(owned []*edgelbv1.VirtualService) (ipvsdiff.State, map[netip.Addr]bool, map[netip.Addr]bool, error) {
+// desired builds the IPVS state for all services, the addresses of those
+// owner owns and the nat-mode VIPs, reusing the IPVS form of services whose
+// (immutable) object did not change since the last call.
+func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]bool, map[netip.Addr]bool, error) {
 	st := ipvsdiff.State{}
 	vips := map[netip.Addr]bool{}
 	natVIPs := map[netip.Addr]bool{}
-	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(owned))
-	for _, vs := range owned {
+	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
+	for _, vs := range all {
 		svcs, ok := e.cache[vs]
 		if !ok {
 			var err error
@@ -267,7 +268,9 @@ func (e *Engine) desired(owned []*edgelbv1.VirtualService) (ipvsdiff.State, map[
 			st[s.Key] = s
 		}
 		a := netip.MustParseAddr(vs.Vip)
-		vips[a] = true
+		if owner != "" && vs.Owner == owner {
+			vips[a] = true
+		}
 		if vs.ForwardingMode != edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
 			natVIPs[a] = true
 		}
@@ -276,8 +279,12 @@ func (e *Engine) desired(owned []*edgelbv1.VirtualService) (ipvsdiff.State, map[
 	return st, vips, natVIPs, nil
 }
 
-// Reconcile makes the kernel hold exactly the services in owned.
-func (e *Engine) Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService) error {
+// Reconcile makes the kernel hold the IPVS services and SNAT rules of every
+// service in all — a hot standby: a takeover then only adds the address — and
+// the VIP addresses (announced) of exactly those whose Owner is owner (none
+// when owner is empty: fenced or not serving). Anything it programmed before
+// and not listed is withdrawn.
+func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
 	if time.Since(e.lastResync) > resyncEvery {
 		if err := e.Resync(); err != nil {
 			e.log.Warn("re-read kernel state", "err", err)
@@ -287,7 +294,7 @@ func (e *Engine) Reconcile(ctx context.Context, owned []*edgelbv1.VirtualService
 	defer e.mu.Unlock()
 	start := time.Now()
 	e.stats.Reconciles++
-	want, vips, natVIPs, err := e.desired(owned)
+	want, vips, natVIPs, err := e.desired(all, owner)
 	if err != nil {
 		e.stats.Errors++
 		return err

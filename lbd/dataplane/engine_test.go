@@ -67,7 +67,7 @@ func many(n, backends int) []*edgelbv1.VirtualService {
 	out := make([]*edgelbv1.VirtualService, n)
 	for i := range out {
 		vs := &edgelbv1.VirtualService{Tenant: "t", Name: fmt.Sprintf("s%d", i),
-			Vip: netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)}).String(), Ports: []*edgelbv1.Port{tcp(80, 30080)}}
+			Vip: netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)}).String(), Owner: "me", Ports: []*edgelbv1.Port{tcp(80, 30080)}}
 		for j := 0; j < backends; j++ {
 			vs.Backends = append(vs.Backends, &edgelbv1.Backend{Address: netip.AddrFrom4([4]byte{10, 1, byte(j >> 8), byte(j + 1)}).String(), Weight: 1})
 		}
@@ -80,7 +80,7 @@ func TestReconcileAddsChangesAndWithdraws(t *testing.T) {
 	e, k, fa, snd := fakeEngine(t)
 	ctx := context.Background()
 	vss := many(3, 4)
-	if err := e.Reconcile(ctx, vss); err != nil {
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
 		t.Fatal(err)
 	}
 	if k.calls != 3*(1+4) || len(fa.on) != 3 || snd.n != 3 {
@@ -89,14 +89,14 @@ func TestReconcileAddsChangesAndWithdraws(t *testing.T) {
 	k.calls = 0
 	changed := proto.Clone(vss[1]).(*edgelbv1.VirtualService)
 	changed.Backends[2].Weight = 7
-	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{vss[0], changed, vss[2]}); err != nil {
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{vss[0], changed, vss[2]}, "me"); err != nil {
 		t.Fatal(err)
 	}
 	if k.calls != 1 {
 		t.Fatalf("one backend weight changed: %d IPVS calls, want 1", k.calls)
 	}
 	k.calls = 0
-	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{vss[0]}); err != nil {
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{vss[0]}, "me"); err != nil {
 		t.Fatal(err)
 	}
 	if k.calls != 2 || len(fa.on) != 1 {
@@ -121,7 +121,7 @@ func BenchmarkReconcileCold10kx50(b *testing.B) {
 		b.StopTimer()
 		e, k, _, _ := fakeEngine(b)
 		b.StartTimer()
-		if err := e.Reconcile(context.Background(), vss); err != nil {
+		if err := e.Reconcile(context.Background(), vss, "me"); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(k.calls), "ipvs-ops")
@@ -134,7 +134,7 @@ func BenchmarkReconcileOneBackendChange10kx50(b *testing.B) {
 	vss := many(10000, 50)
 	e, k, _, _ := fakeEngine(b)
 	ctx := context.Background()
-	if err := e.Reconcile(ctx, vss); err != nil {
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
 		b.Fatal(err)
 	}
 	alt := append([]*edgelbv1.VirtualService(nil), vss...)
@@ -148,7 +148,7 @@ func BenchmarkReconcileOneBackendChange10kx50(b *testing.B) {
 		if i%2 == 0 {
 			next = alt
 		}
-		if err := e.Reconcile(ctx, next); err != nil {
+		if err := e.Reconcile(ctx, next, "me"); err != nil {
 			b.Fatal(err)
 		}
 	}

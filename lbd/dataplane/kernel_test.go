@@ -36,7 +36,7 @@ func sh(t *testing.T, cmd string) string {
 }
 
 func svc(name, vip string, ports []*edgelbv1.Port, backends ...string) *edgelbv1.VirtualService {
-	vs := &edgelbv1.VirtualService{Tenant: "t", Name: name, Vip: vip, Ports: ports}
+	vs := &edgelbv1.VirtualService{Tenant: "t", Name: name, Vip: vip, Ports: ports, Owner: "me"}
 	for _, b := range backends {
 		vs.Backends = append(vs.Backends, &edgelbv1.Backend{Address: b, Weight: 1})
 	}
@@ -73,7 +73,7 @@ func TestKernelReconcile(t *testing.T) {
 	dr.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
 	dr.Scheduler = edgelbv1.Scheduler_SCHEDULER_WLC
 	all := []*edgelbv1.VirtualService{web, v6, dr}
-	if err := e.Reconcile(ctx, all); err != nil {
+	if err := e.Reconcile(ctx, all, "me"); err != nil {
 		t.Fatal(err)
 	}
 	ipvs := sh(t, "ipvsadm -Ln")
@@ -106,7 +106,7 @@ func TestKernelReconcile(t *testing.T) {
 
 	t.Run("a no-op reconcile changes nothing", func(t *testing.T) {
 		before := e.Stats().Ops
-		if err := e.Reconcile(ctx, all); err != nil {
+		if err := e.Reconcile(ctx, all, "me"); err != nil {
 			t.Fatal(err)
 		}
 		if d := e.Stats().Ops - before; d != 0 {
@@ -119,7 +119,7 @@ func TestKernelReconcile(t *testing.T) {
 		web2.Backends[1].Weight = 5
 		before := e.Stats().Ops
 		all = []*edgelbv1.VirtualService{web2, v6, dr}
-		if err := e.Reconcile(ctx, all); err != nil {
+		if err := e.Reconcile(ctx, all, "me"); err != nil {
 			t.Fatal(err)
 		}
 		if d := e.Stats().Ops - before; d != 2 { // the backend is on two ports
@@ -133,7 +133,7 @@ func TestKernelReconcile(t *testing.T) {
 		web3.Backends[0].Drained = true
 		web3.Backends[1].Health = &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY}
 		all = []*edgelbv1.VirtualService{web3, v6, dr}
-		if err := e.Reconcile(ctx, all); err != nil {
+		if err := e.Reconcile(ctx, all, "me"); err != nil {
 			t.Fatal(err)
 		}
 		if out := sh(t, "ipvsadm -Ln -t 192.0.2.10:80"); strings.Count(out, "Masq    0") != 2 {
@@ -145,7 +145,7 @@ func TestKernelReconcile(t *testing.T) {
 		before := sh(t, "ipvsadm -Ln")
 		e.Close()
 		e = open()
-		if err := e.Reconcile(ctx, all); err != nil {
+		if err := e.Reconcile(ctx, all, "me"); err != nil {
 			t.Fatal(err)
 		}
 		if n := e.Stats().Ops; n != 0 {
@@ -161,11 +161,36 @@ func TestKernelReconcile(t *testing.T) {
 		if err := e.Resync(); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.Reconcile(ctx, all); err != nil {
+		if err := e.Reconcile(ctx, all, "me"); err != nil {
 			t.Fatal(err)
 		}
 		if out := sh(t, "ipvsadm -Ln"); !strings.Contains(out, "192.0.2.11:80") {
 			t.Errorf("not restored:\n%s", out)
+		}
+	})
+
+	t.Run("a standby holds IPVS and SNAT but no address; taking over adds only the address", func(t *testing.T) {
+		before := e.Stats().Ops
+		if err := e.Reconcile(ctx, all, "someone-else"); err != nil {
+			t.Fatal(err)
+		}
+		if addrs := sh(t, "ip addr show dev lb0"); strings.Contains(addrs, "192.0.2.10/32") {
+			t.Errorf("a standby holds the address:\n%s", addrs)
+		}
+		if ipvs := sh(t, "ipvsadm -Ln"); !strings.Contains(ipvs, "192.0.2.10:80") {
+			t.Errorf("a standby dropped the IPVS service:\n%s", ipvs)
+		}
+		if rules := sh(t, "iptables-legacy -t nat -S EDGELB-POSTROUTING"); !strings.Contains(rules, "192.0.2.10") {
+			t.Errorf("a standby dropped the SNAT rule:\n%s", rules)
+		}
+		if err := e.Reconcile(ctx, all, "me"); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.Stats().Ops - before; d != 0 {
+			t.Errorf("standby and takeover cost %d IPVS operations; want 0", d)
+		}
+		if addrs := sh(t, "ip addr show dev lb0"); !strings.Contains(addrs, "192.0.2.10/32") {
+			t.Errorf("takeover did not add the address:\n%s", addrs)
 		}
 	})
 
@@ -189,7 +214,7 @@ func TestKernelReconcile(t *testing.T) {
 		e.fence = nil
 		e.Close()
 		e = open()
-		if err := e.Reconcile(ctx, all); err != nil {
+		if err := e.Reconcile(ctx, all, "me"); err != nil {
 			t.Fatal(err)
 		}
 		if addrs := sh(t, "ip addr show dev lb0"); !strings.Contains(addrs, "192.0.2.10/32") {
@@ -198,7 +223,7 @@ func TestKernelReconcile(t *testing.T) {
 	})
 
 	t.Run("withdrawing removes address, IPVS service and SNAT rule, and nothing else", func(t *testing.T) {
-		if err := e.Reconcile(ctx, nil); err != nil {
+		if err := e.Reconcile(ctx, nil, "me"); err != nil {
 			t.Fatal(err)
 		}
 		ipvs := sh(t, "ipvsadm -Ln")
