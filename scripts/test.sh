@@ -38,12 +38,14 @@ if [ "${SKIP_E2E:-0}" = 1 ]; then
   exit 0
 fi
 
-stage "real Kubernetes API: kube-apiserver + etcd + CCM + lbd"
+stage "install the User-Mode Linux kernel and tools (apt, when missing)"
+bash scripts/uml-deps.sh
+
+stage "real Kubernetes API: kube-apiserver + etcd + CCM + lbd (loopback, and through the UML data path)"
 bash integration/k8s/build-k8s-bins.sh >/dev/null
-EDGELB_E2E=1 go test -count=1 -timeout 20m ./integration/k8s/
+EDGELB_E2E=1 EDGELB_UML=1 go test -count=1 -v -timeout 20m ./integration/k8s/ 2>&1 | grep -E '^(=== RUN|--- |\s+--- |ok|FAIL|PASS)|Service created|BENCH' ; test "${PIPESTATUS[0]}" = 0
 
 stage "real kernel: data plane against the IPVS of a User-Mode Linux kernel"
-bash scripts/uml-deps.sh
 mkdir -p .cache/bin
 go build -o .cache/bin/umlrun ./integration/cmd/umlrun
 go test -c -o .cache/bin/dataplane.test ./lbd/dataplane
