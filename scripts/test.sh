@@ -43,7 +43,11 @@ bash scripts/uml-deps.sh
 
 stage "real Kubernetes API: kube-apiserver + etcd + CCM + lbd (loopback, and through the UML data path)"
 bash integration/k8s/build-k8s-bins.sh >/dev/null
-EDGELB_E2E=1 EDGELB_UML=1 go test -count=1 -v -timeout 20m ./integration/k8s/ 2>&1 | grep -E '^(=== RUN|--- |\s+--- |ok|FAIL|PASS)|Service created|BENCH' ; test "${PIPESTATUS[0]}" = 0
+mkdir -p .cache
+if ! EDGELB_E2E=1 EDGELB_UML=1 go test -count=1 -v -timeout 20m ./integration/k8s/ >.cache/k8s-e2e.log 2>&1; then
+  tail -300 .cache/k8s-e2e.log; echo "Kubernetes e2e failed (full log: .cache/k8s-e2e.log)" >&2; exit 1
+fi
+grep -E '^(--- |\s+--- |ok)|Service created|BENCH' .cache/k8s-e2e.log
 
 stage "real kernel: data plane against the IPVS of a User-Mode Linux kernel"
 mkdir -p .cache/bin
