@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/dataplane"
 	"github.com/edgelb/edgelb/lbd/metrics"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -58,7 +59,11 @@ func (d *Daemon) startOps() error {
 		}
 		return 0
 	}))
-	if s, ok := d.dp.(metrics.IPVSStats); ok {
+	if e, ok := d.dp.(*dataplane.Engine); ok {
+		if err := o.m.RegisterIPVS(ipvsStats{e: e, f: d.node.FSM}); err != nil {
+			return fmt.Errorf("register IPVS metrics: %w", err)
+		}
+	} else if s, ok := d.dp.(metrics.IPVSStats); ok {
 		if err := o.m.RegisterIPVS(s); err != nil {
 			return fmt.Errorf("register IPVS metrics: %w", err)
 		}
