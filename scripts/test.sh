@@ -23,6 +23,9 @@ go vet ./...
 stage "go test ./..."
 go test ./...
 
+stage "race detector on the concurrent core (raft, lbd)"
+go test -race ./raft/... ./lbd/...
+
 stage "fuzz smoke (${FUZZTIME} per target)"
 for pkg in $(go list ./...); do
   targets=$(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -73,6 +74,7 @@ func TestGuest(t *testing.T) {
 	t.Run("restart_lbd_under_traffic", s.restartUnderTraffic)
 	t.Run("delete_vip_cleans_up", s.deleteVIP)
 	t.Run("ipv6_vip", s.ipv6)
+	t.Run("metrics_after_traffic", s.metrics)
 	t.Run("bench_conns_per_second", s.bench)
 }
 
@@ -589,6 +591,74 @@ func (s *scenarios) ipv6(t *testing.T) {
 	addrs, _ := owner.Addrs()
 	if !slices.Contains(addrs, vip+"/128") {
 		t.Errorf("owner %s addresses %v lack %s/128", owner.ID, addrs, vip)
+	}
+}
+
+// metrics scrapes the owner's /metrics after real traffic and checks the
+// series an operator dashboards on carry sensible values.
+func (s *scenarios) metrics(t *testing.T) {
+	const name = "metrics"
+	vip := "10.0.0.204"
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1)},
+		probe.Options{Addr: vip + ":80"})
+	defer s.deleteVIP_(t, name)
+	for i := 0; i < 20; i++ {
+		if _, err := probe.Once(probe.Options{Addr: vip + ":80", NetNS: client, Timeout: time.Second}); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	out, err := exec.Command("ip", "netns", "exec", owner.Host.Name, "curl", "-s", "--max-time", "10", "http://127.0.0.1:7702/metrics").Output()
+	if err != nil {
+		t.Fatalf("scrape %s: %v", owner.ID, err)
+	}
+	series := map[string]float64{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+			series[l[:i]] += v
+		}
+	}
+	sum := func(prefix string, match ...string) (float64, bool) {
+		total, found := 0.0, false
+		for k, v := range series {
+			ok := strings.HasPrefix(k, prefix)
+			for _, m := range match {
+				ok = ok && strings.Contains(k, m)
+			}
+			if ok {
+				total += v
+				found = true
+			}
+		}
+		return total, found
+	}
+	checks := []struct {
+		what   string
+		prefix string
+		match  []string
+		ok     func(float64) bool
+	}{
+		{"IPVS connections of the VIP (≥20)", "edgelb_ipvs_service_connections_total", []string{`vip="` + vip + `"`, `service="metrics"`}, func(v float64) bool { return v >= 20 }},
+		{"IPVS connections per backend", "edgelb_ipvs_backend_connections_total", []string{`vip="` + vip + `"`}, func(v float64) bool { return v >= 20 }},
+		{"backend weights", "edgelb_ipvs_backend_weight", []string{`vip="` + vip + `"`}, func(v float64) bool { return v == 2 }},
+		{"IPVS read up", "edgelb_ipvs_up", nil, func(v float64) bool { return v == 1 }},
+		{"raft term", "edgelb_raft_term", nil, func(v float64) bool { return v >= 1 }},
+		{"raft applied index", "edgelb_raft_applied_index", nil, func(v float64) bool { return v > 0 }},
+		{"a raft leader known", "edgelb_raft_leader", nil, func(v float64) bool { return v == 1 }},
+		{"VIPs served by the owner", "edgelb_ownership_vips_served", nil, func(v float64) bool { return v >= 1 }},
+		{"gRPC requests handled", "edgelb_grpc_server_handled_total", nil, func(v float64) bool { return v > 0 }},
+	}
+	for _, c := range checks {
+		v, found := sum(c.prefix, c.match...)
+		if !found || !c.ok(v) {
+			t.Errorf("%s: %s %v = %v (found %v)", c.what, c.prefix, c.match, v, found)
+		}
+	}
+	if t.Failed() {
+		t.Logf("scrape of %s:\n%s", owner.ID, out)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,7 @@ type Daemon struct {
 
 	owned chan []string // latest VIPs programmed, for status
 	// lastContact is the last time this member knew a leader (persisted).
+	contactMu   sync.Mutex
 	lastContact time.Time
 	// caughtUp is set once the local FSM has applied everything the cluster
 	// had committed when this member started; before that the FSM may show a
@@ -162,6 +164,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	go d.leaderLoop(bg)
 	go d.healthLoop(bg)
 	go d.catchUp(bg)
+	go d.contactLoop(bg)
 	go d.reconcileLoop(bg)
 	if cfg.Health.Enabled {
 		go d.checkLoop(bg)
@@ -316,7 +319,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		if !d.inContact(lease) {
 			if !fenced {
 				d.log.Warn("no contact with a raft leader for longer than the lease; not serving VIPs", "lease", lease, "owned", owned,
-					"raft_last_contact", d.node.Status().LastContact, "recorded_contact", d.lastContact)
+					"raft_last_contact", d.node.Status().LastContact)
 			}
 			fenced = true
 			owner, owned = "", 0
@@ -386,6 +389,8 @@ func (d *Daemon) catchUp(ctx context.Context) {
 // is the leader (raft makes a leader that loses its quorum step down within
 // the leader lease), or a follower whose last contact is recent.
 func (d *Daemon) inContact(lease time.Duration) bool {
+	d.contactMu.Lock()
+	defer d.contactMu.Unlock()
 	if d.node.IsLeader() {
 		d.noteContact(time.Now())
 		return true
@@ -403,6 +408,22 @@ func (d *Daemon) inContact(lease time.Duration) bool {
 		return true
 	}
 	return false
+}
+
+// contactLoop persists the last leader contact on its own clock: the
+// reconcile loop may be busy in the kernel for seconds, and a restart must not
+// find a stale record and fence VIPs it still holds a valid lease for.
+func (d *Daemon) contactLoop(ctx context.Context) {
+	t := time.NewTicker(max(d.cfg.Ownership.Lease.Duration/8, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.inContact(d.cfg.Ownership.Lease.Duration)
+		}
+	}
 }
 
 // contactFile records the last time this member knew it was in contact, so

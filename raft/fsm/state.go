@@ -3,6 +3,7 @@ package fsm
 import (
 	"net/netip"
 	"sort"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -29,6 +30,7 @@ type state struct {
 	members  map[string]*edgelbv1.Member
 
 	// Derived indexes, rebuilt from the above (never snapshotted).
+	sortMu  sync.Mutex                  // readers build sorted lazily, under the FSM read lock
 	sorted  []Key                       // services' keys in order; nil when stale
 	byOwner map[string]map[Key]struct{} // owner → its services
 	// lowFree[pool+family]: every address of the pool before it (in the pool's
@@ -70,6 +72,8 @@ func (s *state) indexOwner(k Key, owner string, add bool) {
 
 // sortedKeys returns the services' keys ordered by tenant and name.
 func (s *state) sortedKeys() []Key {
+	s.sortMu.Lock()
+	defer s.sortMu.Unlock()
 	if s.sorted == nil {
 		keys := make([]Key, 0, len(s.services))
 		for k := range s.services {
