@@ -74,6 +74,7 @@ func TestGuest(t *testing.T) {
 	t.Run("restart_lbd_under_traffic", s.restartUnderTraffic)
 	t.Run("delete_vip_cleans_up", s.deleteVIP)
 	t.Run("ipv6_vip", s.ipv6)
+	t.Run("health_checks_follow_healthz", s.health)
 	t.Run("metrics_after_traffic", s.metrics)
 	t.Run("bench_conns_per_second", s.bench)
 }
@@ -592,6 +593,85 @@ func (s *scenarios) ipv6(t *testing.T) {
 	if !slices.Contains(addrs, vip+"/128") {
 		t.Errorf("owner %s addresses %v lack %s/128", owner.ID, addrs, vip)
 	}
+}
+
+// setHealthz flips a node's /healthz (kube-proxy's healthCheckNodePort stand-in).
+func setHealthz(t *testing.T, node int, ok bool) {
+	t.Helper()
+	st := "fail"
+	if ok {
+		st = "ok"
+	}
+	url := fmt.Sprintf("http://%s:%d/healthz?status=%s", topo.NodeHost(node).V4, topo.HealthPort, st)
+	if out, err := exec.Command("curl", "-s", "-X", "POST", "--max-time", "5", url).CombinedOutput(); err != nil {
+		t.Fatalf("POST %s: %v %s", url, err, out)
+	}
+}
+
+// health: a node whose /healthz answers 503 (no ready local endpoint, as with
+// externalTrafficPolicy: Local) stops receiving new connections within about
+// fall × interval, and receives again after rise × interval once it answers 200.
+func (s *scenarios) health(t *testing.T) {
+	const name = "health"
+	vip := "10.0.0.205"
+	s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1),
+		"--health-check", "http", "--health-port", fmt.Sprint(topo.HealthPort), "--health-path", "/healthz",
+		"--health-interval", "300ms", "--health-timeout", "200ms", "--rise", "2", "--fall", "2"},
+		probe.Options{Addr: vip + ":80"})
+	defer s.deleteVIP_(t, name)
+	defer setHealthz(t, 2, true)
+	o := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: time.Second}
+	count := func() probe.CountResult {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r, err := probe.Count(ctx, o, 30, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := count(); r.Counts["node2"] == 0 {
+		t.Fatalf("node2 gets no traffic before the test: %s", r)
+	}
+	setHealthz(t, 2, false)
+	t0 := time.Now()
+	var out time.Duration
+	for time.Since(t0) < 20*time.Second {
+		if r := count(); r.Counts["node2"] == 0 && r.OK == r.Sent {
+			out = time.Since(t0)
+			break
+		}
+	}
+	if out == 0 {
+		t.Fatalf("node2 still receives connections 20s after its /healthz turned 503")
+	}
+	// Stays out while unhealthy, and the API says why.
+	if r := count(); r.Counts["node2"] != 0 {
+		t.Errorf("node2 got traffic again while unhealthy: %s", r)
+	}
+	vs, err := s.l.VIP(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range vs.Backends {
+		if b.Address == topo.NodeHost(2).V4.String() && (b.GetHealth().GetState().String() != "BACKEND_HEALTH_STATE_UNHEALTHY" || !strings.Contains(b.GetHealth().GetLastError(), "503")) {
+			t.Errorf("node2 health in the API: %v", b.GetHealth())
+		}
+	}
+	setHealthz(t, 2, true)
+	t1 := time.Now()
+	var back time.Duration
+	for time.Since(t1) < 20*time.Second {
+		if r := count(); r.Counts["node2"] > 0 {
+			back = time.Since(t1)
+			break
+		}
+	}
+	if back == 0 {
+		t.Fatalf("node2 receives nothing 20s after its /healthz recovered")
+	}
+	t.Logf("node2 left the rotation %s after /healthz turned 503 (fall 2 × 300ms) and returned %s after it recovered (rise 2 × 300ms); times include the probe rounds", out.Round(time.Millisecond), back.Round(time.Millisecond))
 }
 
 // metrics scrapes the owner's /metrics after real traffic and checks the
