@@ -687,6 +687,8 @@ func (s *scenarios) metrics(t *testing.T) {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
+	// IPVS publishes its counters through its estimator, every 2 s.
+	time.Sleep(3 * time.Second)
 	out, err := exec.Command("ip", "netns", "exec", owner.Host.Name, "curl", "-s", "--max-time", "10", "http://127.0.0.1:7702/metrics").Output()
 	if err != nil {
 		t.Fatalf("scrape %s: %v", owner.ID, err)
@@ -704,7 +706,8 @@ func (s *scenarios) metrics(t *testing.T) {
 	sum := func(prefix string, match ...string) (float64, bool) {
 		total, found := 0.0, false
 		for k, v := range series {
-			ok := strings.HasPrefix(k, prefix)
+			name, _, _ := strings.Cut(k, "{")
+			ok := name == prefix
 			for _, m := range match {
 				ok = ok && strings.Contains(k, m)
 			}
