@@ -196,16 +196,9 @@ func (e *Engine) adopt() error {
 		if !want[k.String()] {
 			continue
 		}
-		ds, err := e.ipvs.Destinations(s.Service)
+		sv, err := e.read(s)
 		if err != nil {
-			return fmt.Errorf("list destinations of %s: %w", k, err)
-		}
-		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvsdiff.FlagsMask, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
-		if sv.Flags&ipvs.ServicePersistent == 0 {
-			sv.Timeout = 0
-		}
-		for _, d := range ds {
-			sv.Dests[ipvsdiff.DestKey{Addr: d.Address, Port: d.Port}] = ipvsdiff.Dest{Weight: d.Weight, Fwd: d.FwdMethod}
+			return err
 		}
 		e.actual[k] = sv
 		e.ours[k] = true
@@ -224,6 +217,23 @@ func (e *Engine) adopt() error {
 		}
 	}
 	return nil
+}
+
+// read is the kernel's view of one IPVS service with its destinations.
+func (e *Engine) read(s ipvs.ServiceExtended) (*ipvsdiff.Svc, error) {
+	k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
+	ds, err := e.ipvs.Destinations(s.Service)
+	if err != nil && !isNotExist(err) {
+		return nil, fmt.Errorf("list destinations of %s: %w", k, err)
+	}
+	sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvsdiff.FlagsMask, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
+	if sv.Flags&ipvs.ServicePersistent == 0 {
+		sv.Timeout = 0
+	}
+	for _, d := range ds {
+		sv.Dests[ipvsdiff.DestKey{Addr: d.Address, Port: d.Port}] = ipvsdiff.Dest{Weight: d.Weight, Fwd: d.FwdMethod}
+	}
+	return sv, nil
 }
 
 func (e *Engine) save() error {
@@ -450,16 +460,9 @@ func (e *Engine) Resync() error {
 			continue
 		}
 		seen[k] = true
-		ds, err := e.ipvs.Destinations(s.Service)
+		sv, err := e.read(s)
 		if err != nil {
-			return fmt.Errorf("list destinations of %s: %w", k, err)
-		}
-		sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvsdiff.FlagsMask, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
-		if sv.Flags&ipvs.ServicePersistent == 0 {
-			sv.Timeout = 0
-		}
-		for _, d := range ds {
-			sv.Dests[ipvsdiff.DestKey{Addr: d.Address, Port: d.Port}] = ipvsdiff.Dest{Weight: d.Weight, Fwd: d.FwdMethod}
+			return err
 		}
 		e.actual[k] = sv
 	}

@@ -33,14 +33,8 @@ func serviceKey(ctx context.Context, tenant, name string) (fsm.Key, error) {
 // CreateVirtualService validates the service and commits it. The FSM allocates
 // the VIP (when none is requested) and refuses duplicates.
 func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateVirtualServiceRequest) (*edgelbv1.CreateVirtualServiceResponse, error) {
-	vs := proto.Clone(req.GetService()).(*edgelbv1.VirtualService)
-	if req.GetService() == nil {
-		vs = nil
-	}
-	if err := scopeService(ctx, vs); err != nil {
-		return nil, err
-	}
-	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
+	vs, err := s.checkedService(ctx, req.GetService())
+	if err != nil {
 		return nil, err
 	}
 	if max := s.opts.MaxServicesPerTenant; max > 0 {
@@ -70,6 +64,22 @@ func (s *Server) initialOwner(vs *edgelbv1.VirtualService) string {
 	}
 	id, _ := s.node.Leader()
 	return id
+}
+
+// checkedService copies a request's service, applies the caller's tenant
+// binding and validates it (filling in defaults).
+func (s *Server) checkedService(ctx context.Context, in *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error) {
+	var vs *edgelbv1.VirtualService
+	if in != nil {
+		vs = proto.Clone(in).(*edgelbv1.VirtualService)
+	}
+	if err := scopeService(ctx, vs); err != nil {
+		return nil, err
+	}
+	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	return vs, nil
 }
 
 // scopeService applies the caller's tenant binding to a service in a request.
@@ -117,14 +127,8 @@ func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirt
 }
 
 func (s *Server) UpdateVirtualService(ctx context.Context, req *edgelbv1.UpdateVirtualServiceRequest) (*edgelbv1.UpdateVirtualServiceResponse, error) {
-	vs := proto.Clone(req.GetService()).(*edgelbv1.VirtualService)
-	if req.GetService() == nil {
-		vs = nil
-	}
-	if err := scopeService(ctx, vs); err != nil {
-		return nil, err
-	}
-	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
+	vs, err := s.checkedService(ctx, req.GetService())
+	if err != nil {
 		return nil, err
 	}
 	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_UpdateVirtualService{
