@@ -733,6 +733,9 @@ func (s *scenarios) metrics(t *testing.T) {
 		{"a raft leader known", "edgelb_raft_leader", nil, func(v float64) bool { return v == 1 }},
 		{"VIPs served by the owner", "edgelb_ownership_vips_served", nil, func(v float64) bool { return v >= 1 }},
 		{"gRPC requests handled", "edgelb_grpc_server_handled_total", nil, func(v float64) bool { return v > 0 }},
+		{"gratuitous ARPs sent on takeover", "edgelb_dataplane_announcements_total", []string{`kind="takeover"`}, func(v float64) bool { return v >= 1 }},
+		{"kernel changes", "edgelb_dataplane_changes_total", []string{`op="addr_add"`}, func(v float64) bool { return v >= 1 }},
+		{"takeover timing recorded", "edgelb_ownership_takeover_seconds_count", nil, func(v float64) bool { return v >= 1 }},
 	}
 	for _, c := range checks {
 		v, found := sum(c.prefix, c.match...)

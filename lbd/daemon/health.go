@@ -33,7 +33,15 @@ func (d *Daemon) checkLoop(ctx context.Context) {
 	signal := make(chan struct{}, 1)
 	c := health.New(health.Options{
 		Logger: d.log.With("component", "health"),
+		OnProbe: func(k health.Key, ok bool, lat time.Duration) {
+			if m := d.Metrics(); m != nil {
+				m.Checked(k.Spec.Type.String(), ok, lat)
+			}
+		},
 		OnTransition: func(k health.Key, st health.Status) {
+			if m := d.Metrics(); m != nil {
+				m.Transition(st.State == health.Healthy)
+			}
 			mu.Lock()
 			pending[k] = st
 			mu.Unlock()

@@ -63,6 +63,7 @@ func (d *Daemon) startOps() error {
 		if err := o.m.RegisterIPVS(ipvsStats{e: e, f: d.node.FSM}); err != nil {
 			return fmt.Errorf("register IPVS metrics: %w", err)
 		}
+		e.SetObserver(o.m)
 	} else if s, ok := d.dp.(metrics.IPVSStats); ok {
 		if err := o.m.RegisterIPVS(s); err != nil {
 			return fmt.Errorf("register IPVS metrics: %w", err)

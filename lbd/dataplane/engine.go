@@ -72,6 +72,7 @@ type Engine struct {
 	stats  Stats
 
 	lastResync time.Time
+	obs        Observer
 	// settled maps each service to the desired *Svc last applied in full; an
 	// identical pointer next time means nothing to compare (objects are immutable).
 	settled map[ipvsdiff.SvcKey]*ipvsdiff.Svc
@@ -80,6 +81,33 @@ type Engine struct {
 // resyncEvery is how often Reconcile first re-reads the kernel to repair
 // changes made behind its back; between resyncs it trusts what it applied.
 const resyncEvery = 30 * time.Second
+
+// Observer receives what only the data plane sees (lbd/metrics implements it).
+type Observer interface {
+	KernelChange(op string)
+	Announced(family, kind string, n int)
+	TookOver(d time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) KernelChange(string)           {}
+func (nopObserver) Announced(string, string, int) {}
+func (nopObserver) TookOver(time.Duration)        {}
+
+// SetObserver installs o (metrics are set up after the data plane opens).
+func (e *Engine) SetObserver(o Observer) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.obs = o
+	e.ann.SetOnSent(func(a netip.Addr, kind string) {
+		fam := "ipv4"
+		if a.Is6() {
+			fam = "ipv6"
+		}
+		o.Announced(fam, kind, 1)
+	})
+}
 
 // Stats counts the engine's work.
 type Stats struct {
@@ -134,7 +162,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		am.Close()
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: c, addrs: am, ifindex: ifindex, snat: rules, wire: wire, lastResync: time.Now(),
+	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: c, addrs: am, ifindex: ifindex, snat: rules, wire: wire, lastResync: time.Now(), obs: nopObserver{},
 		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
 		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}}
 	if err := e.adopt(); err != nil {
@@ -320,6 +348,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 				continue
 			}
 			e.ann.Removed(a)
+			e.obs.KernelChange("addr_remove")
 			delete(e.vips, a)
 			changed = true
 			e.log.Info("VIP withdrawn", "vip", a, "interface", e.cfg.Interface)
@@ -340,6 +369,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			failed[op.Svc.Key] = true
 			continue
 		}
+		e.obs.KernelChange(opNames[op.Kind])
 		// The record names services and addresses, not destinations: only
 		// those changes need it rewritten.
 		changed = changed || op.Kind == ipvsdiff.CreateService || op.Kind == ipvsdiff.RemoveService
@@ -374,6 +404,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			continue
 		}
 		e.vips[a] = true
+		e.obs.KernelChange("addr_add")
 		added = append(added, a)
 		changed = true
 	}
@@ -384,7 +415,10 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	}
 	for _, a := range added {
 		e.ann.Added(a)
-		e.log.Info("VIP added and announced", "vip", a, "interface", e.cfg.Interface)
+		// From the start of this pass (which began on the commit that gave
+		// this host the VIP) to the first announcement.
+		e.obs.TookOver(time.Since(start))
+		e.log.Info("VIP added and announced", "vip", a, "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
 	}
 	e.stats.LastDuration = time.Since(start)
 	if len(errs) > 0 {
@@ -438,6 +472,11 @@ func (e *Engine) apply(op ipvsdiff.Op) error {
 		delete(e.actual[op.Svc.Key].Dests, op.Dest)
 	}
 	return nil
+}
+
+var opNames = map[ipvsdiff.OpKind]string{
+	ipvsdiff.CreateService: "service_add", ipvsdiff.UpdateService: "service_update", ipvsdiff.RemoveService: "service_remove",
+	ipvsdiff.CreateDest: "dest_add", ipvsdiff.UpdateDest: "dest_update", ipvsdiff.RemoveDest: "dest_remove",
 }
 
 // isNotExist: IPVS answers ESRCH for a missing service, ENOENT for a missing destination.

@@ -58,7 +58,7 @@ func fakeEngine(tb testing.TB) (*Engine, *countingIPVS, *fakeAddrs, *nopSender) 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e := &Engine{cfg: Config{StateDir: tb.TempDir(), Interface: "fake0"}, log: log, ipvs: k, addrs: fa,
 		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
-		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}, lastResync: time.Now().Add(time.Hour),
+		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}, lastResync: time.Now().Add(time.Hour), obs: nopObserver{},
 		ann: announce.New(announce.Config{Burst: 1}, snd, log)}
 	return e, k, fa, snd
 }

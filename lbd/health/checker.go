@@ -42,6 +42,8 @@ type Options struct {
 	// OnTransition is called (from the scheduler goroutine; keep it short) when
 	// a check's state changes.
 	OnTransition func(Key, Status)
+	// OnProbe, when set, is called for every probe result (metrics).
+	OnProbe func(k Key, ok bool, latency time.Duration)
 	// MaxInFlight bounds concurrent probes (default 512).
 	MaxInFlight int
 	Logger      *slog.Logger
@@ -310,6 +312,9 @@ func (c *Checker) record(r result) {
 	t.next = r.at.Add(t.key.Spec.Interval - r.latency)
 	heap.Push(&c.queue, t)
 	c.mu.Unlock()
+	if c.opts.OnProbe != nil {
+		c.opts.OnProbe(t.key, r.err == nil, r.latency)
+	}
 	if changed {
 		c.opts.OnTransition(t.key, st)
 	}

@@ -111,6 +111,15 @@ type Announcer struct {
 	kick chan netip.Addr
 
 	sent, failed uint64
+	onSent       func(a netip.Addr, kind string)
+}
+
+// SetOnSent installs a callback for every announcement sent (kind "takeover"
+// for the burst after a VIP is added, "repeat" for the periodic ones).
+func (an *Announcer) SetOnSent(f func(a netip.Addr, kind string)) {
+	an.mu.Lock()
+	defer an.mu.Unlock()
+	an.onSent = f
 }
 
 // New returns an Announcer; call Run.
@@ -129,7 +138,7 @@ func (an *Announcer) Added(a netip.Addr) {
 	an.mu.Lock()
 	an.set[a] = struct{}{}
 	an.mu.Unlock()
-	an.send(a) // not queued: the first GARP is on the failover's critical path
+	an.send(a, "takeover") // not queued: the first GARP is on the failover's critical path
 	select {
 	case an.kick <- a:
 	default:
@@ -150,7 +159,7 @@ func (an *Announcer) Counts() (sent, failed uint64) {
 	return an.sent, an.failed
 }
 
-func (an *Announcer) send(a netip.Addr) {
+func (an *Announcer) send(a netip.Addr, kind string) {
 	err := an.s.Announce(a)
 	an.mu.Lock()
 	if err != nil {
@@ -158,7 +167,11 @@ func (an *Announcer) send(a netip.Addr) {
 	} else {
 		an.sent++
 	}
+	f := an.onSent
 	an.mu.Unlock()
+	if err == nil && f != nil {
+		f(a, kind)
+	}
 	if err != nil {
 		an.log.Warn("announce VIP", "vip", a, "err", err)
 	}
@@ -209,7 +222,7 @@ func (an *Announcer) Run(ctx context.Context) {
 					if b.left <= 0 || !an.active(b.a) {
 						continue
 					}
-					an.send(b.a)
+					an.send(b.a, "takeover")
 					b.left--
 					b.at = now.Add(an.cfg.BurstInterval)
 				}
@@ -226,7 +239,7 @@ func (an *Announcer) Run(ctx context.Context) {
 			}
 			an.mu.Unlock()
 			for _, a := range all {
-				an.send(a)
+				an.send(a, "repeat")
 			}
 		}
 	}
