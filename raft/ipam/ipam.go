@@ -43,7 +43,7 @@ func ParseRange(s string) (Range, error) {
 		if b.Less(a) {
 			return Range{}, fmt.Errorf("range %q: last address is before the first", s)
 		}
-		return Range{First: a, Last: b}, nil
+		return noMapped(s, Range{First: a, Last: b})
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
@@ -64,7 +64,18 @@ func ParseRange(s string) (Range, error) {
 		first = first.Next()
 		last = last.Prev()
 	}
-	return Range{First: first, Last: last}, nil
+	return noMapped(s, Range{First: first, Last: last})
+}
+
+// mapped is the IPv4-mapped IPv6 block: an address there is an IPv4 address
+// in disguise, and a VIP allocated from it would be one the API refuses.
+var mapped = Range{First: netip.MustParseAddr("::ffff:0.0.0.0"), Last: netip.MustParseAddr("::ffff:255.255.255.255")}
+
+func noMapped(s string, r Range) (Range, error) {
+	if r.First.Is6() && r.Overlaps(mapped) {
+		return Range{}, fmt.Errorf("range %q includes IPv4-mapped addresses (::ffff:0:0/96); split it around them", s)
+	}
+	return r, nil
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
