@@ -332,7 +332,7 @@ func TestAddressPool(t *testing.T) {
 		{"overlap", &edgelbv1.AddressPool{Name: "lan", Ranges: []string{"192.0.2.0/24", "192.0.2.7/32"}}, "pool", "overlaps"},
 		{"loopback end", &edgelbv1.AddressPool{Name: "lan", Ranges: []string{"127.0.0.0/24"}}, "pool.ranges[0]", "loopback"},
 		{"multicast end", &edgelbv1.AddressPool{Name: "lan", Ranges: []string{"192.0.2.0/24", "ff02::1-ff02::9"}}, "pool.ranges[1]", "multicast"},
-		{"unspecified v6", &edgelbv1.AddressPool{Name: "lan", Ranges: []string{"::/64"}}, "pool.ranges[0]", "unspecified"},
+		{"unspecified v6", &edgelbv1.AddressPool{Name: "lan", Ranges: []string{"::-::ff"}}, "pool.ranges[0]", "unspecified"},
 		{"too many tenants", &edgelbv1.AddressPool{Name: "lan", Ranges: []string{"192.0.2.0/24"}, Tenants: []string{"a", "b"}}, "pool.tenants", "limit is 1"},
 		{"bad tenant", &edgelbv1.AddressPool{Name: "lan", Ranges: []string{"192.0.2.0/24"}, Tenants: []string{"A"}}, "pool.tenants[0]", "not a valid name"},
 	} {
