@@ -317,7 +317,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		// contact with the leader. Past the lease it withdraws them by itself,
 		// before the leader (which waits the longer grace) gives them to another.
 		if !d.inContact(lease) {
-			if !fenced {
+			if !fenced && owned > 0 {
 				d.log.Warn("no contact with a raft leader for longer than the lease; not serving VIPs", "lease", lease, "owned", owned,
 					"raft_last_contact", d.node.Status().LastContact)
 			}

@@ -17,6 +17,9 @@ import (
 // fails every check of every VIP on it within one interval.
 const healthReportDelay = 50 * time.Millisecond
 
+// maxHealthUpdates bounds one SetBackendHealth entry (~100 bytes an update).
+const maxHealthUpdates = 2000
+
 var protoState = map[health.State]edgelbv1.BackendHealthState{
 	health.Unknown:   edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNKNOWN,
 	health.Healthy:   edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY,
@@ -113,11 +116,18 @@ func (d *Daemon) publishHealth(ctx context.Context, batch map[health.Key]health.
 	if len(ups) == 0 {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := d.srv.Propose(cctx, &raftv1.Command{Op: &raftv1.Command_SetBackendHealth{SetBackendHealth: &raftv1.SetBackendHealth{Updates: ups}}}); err != nil {
-		// The data plane still got nothing wrong: it follows the FSM. The
-		// next transition or the owner's next start republishes.
-		d.log.Warn("publish backend health", "updates", len(ups), "err", err)
+	// A dead node fails every check of every VIP on it at once: commit in
+	// chunks so no single log entry grows to megabytes.
+	for len(ups) > 0 {
+		n := min(len(ups), maxHealthUpdates)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := d.srv.Propose(cctx, &raftv1.Command{Op: &raftv1.Command_SetBackendHealth{SetBackendHealth: &raftv1.SetBackendHealth{Updates: ups[:n]}}})
+		cancel()
+		if err != nil {
+			// The data plane still got nothing wrong: it follows the FSM. The
+			// next transition or the owner's next start republishes.
+			d.log.Warn("publish backend health", "updates", n, "err", err)
+		}
+		ups = ups[n:]
 	}
 }

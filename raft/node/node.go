@@ -64,7 +64,7 @@ type Config struct {
 	// SnapshotInterval is how often raft checks the threshold (0: raft's default, 2m).
 	SnapshotInterval time.Duration
 	Logger           *slog.Logger
-	// LogOutput receives raft's own log lines (default stderr).
+	// LogOutput receives raft's own log lines (default: Logger).
 	LogOutput io.Writer
 	LogJSON   bool
 	// TLS, when set, makes the raft transport mutual TLS; nil is plaintext.
@@ -95,8 +95,9 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.LogOutput == nil {
-		cfg.LogOutput = os.Stderr
+	viaSlog := cfg.LogOutput == nil
+	if viaSlog {
+		cfg.LogOutput = slogWriter{cfg.Logger}
 	}
 	if cfg.Timing == (Timing{}) {
 		cfg.Timing = DefaultTiming()
@@ -117,7 +118,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		rc.SnapshotInterval = cfg.SnapshotInterval
 	}
 	rc.Logger = hclog.New(&hclog.LoggerOptions{
-		Name: "raft", Level: hclog.Info, Output: cfg.LogOutput, JSONFormat: cfg.LogJSON,
+		Name: "raft", Level: hclog.Info, Output: cfg.LogOutput, JSONFormat: cfg.LogJSON && !viaSlog, DisableTime: viaSlog,
 	})
 	leaderCh := make(chan bool, 16)
 	rc.NotifyCh = leaderCh
