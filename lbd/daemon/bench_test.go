@@ -32,7 +32,7 @@ func freeAddr(t testing.TB) string {
 }
 
 // startCluster runs n control-plane-only members in this process.
-func startCluster(t testing.TB, n int) []*Daemon {
+func startCluster(t testing.TB, n int, opts ...func(*config.Config)) []*Daemon {
 	var ds []*Daemon
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -42,6 +42,13 @@ func startCluster(t testing.TB, n int) []*Daemon {
 		cfg.DataDir = filepath.Join(dir, cfg.ID)
 		cfg.APIAddr, cfg.RaftAddr = freeAddr(t), freeAddr(t)
 		cfg.DataPlane.Mode = "none"
+		// The write path itself: no per-identity limit, and no health checks of
+		// the made-up backends adding their own writes.
+		cfg.Auth.WriteRate = 0
+		cfg.Health.Enabled = false
+		for _, o := range opts {
+			o(&cfg)
+		}
 		if i > 0 {
 			cfg.Join = []string{ds[0].Addr()}
 		}

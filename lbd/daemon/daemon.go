@@ -305,7 +305,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				continue
 			}
 		}
-		all, _ := d.node.FSM.Shared(fsm.Filter{})
+		all, _ := d.node.FSM.All()
 		owner := d.cfg.ID
 		owned := 0
 		for _, vs := range all {

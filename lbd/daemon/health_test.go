@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/edgelb/edgelb/lbd/config"
+
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -50,7 +52,7 @@ func TestOwnerPublishesBackendHealth(t *testing.T) {
 	ip := hostIP(t)
 	l := serve(t, ip+":0")
 	addr := l.Addr().(*net.TCPAddr)
-	ds := startCluster(t, 1)
+	ds := startCluster(t, 1, func(c *config.Config) { c.Health.Enabled = true })
 	setupPool(t, ds[0].Addr())
 	c := client(t, ds[0].Addr())
 	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{

@@ -38,9 +38,7 @@ func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateV
 		return nil, err
 	}
 	if max := s.opts.MaxServicesPerTenant; max > 0 {
-		n := 0
-		s.fsm.View(fsm.Filter{Tenant: vs.Tenant}, func(*edgelbv1.VirtualService) { n++ })
-		if n >= max {
+		if n := s.fsm.TenantServices(vs.Tenant); n >= max {
 			return nil, status.Errorf(codes.ResourceExhausted, "tenant %s already has %d virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant", vs.Tenant, n)
 		}
 	}

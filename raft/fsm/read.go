@@ -93,6 +93,26 @@ func (f *FSM) Shared(flt Filter) ([]*edgelbv1.VirtualService, uint64) {
 	return out, rev
 }
 
+// All returns every service, shared (never modify them), in no particular
+// order: for readers that need the whole set but not its order, without the
+// sort a write invalidates.
+func (f *FSM) All() ([]*edgelbv1.VirtualService, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*edgelbv1.VirtualService, 0, len(f.st.services))
+	for _, vs := range f.st.services {
+		out = append(out, vs)
+	}
+	return out, f.revision
+}
+
+// TenantServices returns how many services a tenant has.
+func (f *FSM) TenantServices(tenant string) int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.tenants[tenant]
+}
+
 // Pool returns a pool with its used and total address counts.
 func (f *FSM) Pool(name string) (p *edgelbv1.AddressPool, used, size uint64, ok bool) {
 	f.mu.RLock()

@@ -33,6 +33,7 @@ type state struct {
 	sortMu  sync.Mutex                  // readers build sorted lazily, under the FSM read lock
 	sorted  []Key                       // services' keys in order; nil when stale
 	byOwner map[string]map[Key]struct{} // owner → its services
+	tenants map[string]int              // tenant → number of services
 	// lowFree[pool+family]: every address of the pool before it (in the pool's
 	// order) is in use, so allocation may start there. Only a shortcut: the
 	// address found is the same as from a full scan, so members stay identical.
@@ -47,6 +48,7 @@ func newState() *state {
 		parsed:   map[string]*ipam.Pool{},
 		members:  map[string]*edgelbv1.Member{},
 		byOwner:  map[string]map[Key]struct{}{},
+		tenants:  map[string]int{},
 		lowFree:  map[string]netip.Addr{},
 	}
 }
@@ -97,6 +99,7 @@ func (s *state) putService(vs *edgelbv1.VirtualService) {
 		s.indexOwner(k, old.Owner, false)
 	} else {
 		s.sorted = nil
+		s.tenants[k.Tenant]++
 	}
 	s.indexOwner(k, vs.Owner, true)
 	s.services[k] = vs
@@ -110,6 +113,9 @@ func (s *state) deleteService(k Key) {
 		s.indexOwner(k, old.Owner, false)
 		delete(s.services, k)
 		s.sorted = nil
+		if s.tenants[k.Tenant]--; s.tenants[k.Tenant] <= 0 {
+			delete(s.tenants, k.Tenant)
+		}
 	}
 }
 
