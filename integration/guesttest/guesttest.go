@@ -1,0 +1,224 @@
+// Package guesttest runs a package's scenario tests inside one User-Mode Linux
+// guest (integration/uml) and reports them back to `go test` on the host: the
+// host-side test builds lbd, lbctl, nodeserver and probe, boots the guest with
+// the same test binary as its init, runs the guest-side test there, and turns
+// each guest subtest into a subtest of the host's. integration/e2e (data plane)
+// and integration/ha (failover) are built on it.
+//
+// Knobs: EDGELB_E2E_BIN=DIR uses prebuilt binaries instead of building them;
+// EDGELB_E2E_KEEP=1 keeps the work directory (lbd and node logs, guest console).
+package guesttest
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgelb/edgelb/integration/uml"
+)
+
+// GuestEnv is set in the guest's environment; guest-side tests skip without it.
+const GuestEnv = "EDGELB_E2E_GUEST"
+
+// InGuest reports whether this process is the guest side of a run.
+func InGuest() bool { return os.Getenv(GuestEnv) == "1" && uml.InGuest() }
+
+// BuildBinaries builds lbd, lbctl, nodeserver and probe into a cache directory
+// (or returns EDGELB_E2E_BIN).
+func BuildBinaries(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("EDGELB_E2E_BIN"); dir != "" {
+		return dir
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "edgelb-e2e", "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/edgelb/edgelb/lbd", "github.com/edgelb/edgelb/lbctl",
+		"github.com/edgelb/edgelb/integration/cmd/nodeserver", "github.com/edgelb/edgelb/integration/cmd/probe")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build binaries: %v\n%s", err, out)
+	}
+	t.Logf("built lbd, lbctl, nodeserver, probe into %s in %s", dir, time.Since(t0).Round(time.Millisecond))
+	return dir
+}
+
+// RunFilter is this test binary's -test.run value.
+func RunFilter() string {
+	if f := flag.Lookup("test.run"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+// guestRun maps the host's -run filter (Host/scenario) to the guest's.
+func guestRun(guestTest string) string {
+	f := flag.Lookup("test.run")
+	if f == nil {
+		return "^" + guestTest + "$"
+	}
+	parts := strings.SplitN(f.Value.String(), "/", 2)
+	if len(parts) == 2 && parts[1] != "" {
+		return "^" + guestTest + "$/" + parts[1]
+	}
+	return "^" + guestTest + "$"
+}
+
+// Options of a guest run.
+type Options struct {
+	GuestTest string // the guest-side test function's name (default TestGuest)
+	Mem       string // guest memory (default 1536M)
+	Env       []string
+}
+
+// Run boots the guest, runs o.GuestTest there and reports its subtests as t's.
+func Run(t *testing.T, o Options) {
+	t.Helper()
+	if o.GuestTest == "" {
+		o.GuestTest = "TestGuest"
+	}
+	if o.Mem == "" {
+		o.Mem = "1536M"
+	}
+	bin := BuildBinaries(t)
+	work, err := os.MkdirTemp("", "edgelb-guest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := os.Getenv("EDGELB_E2E_KEEP") == "1"
+	defer func() {
+		if keep || t.Failed() {
+			t.Logf("work directory kept: %s (lbd-*.log, node*.log, uml/console.log)", work)
+			return
+		}
+		os.RemoveAll(work)
+	}()
+
+	timeout := 18 * time.Minute
+	if d, ok := t.Deadline(); ok {
+		timeout = time.Until(d) - 30*time.Second
+	}
+	pr, pw := io.Pipe()
+	parsed := make(chan *guestResults, 1)
+	go func() { parsed <- parseGuest(pr, testing.Verbose()) }()
+	env := append(os.Environ(), GuestEnv+"=1", "EDGELB_E2E_BIN="+bin, "EDGELB_E2E_WORK="+work)
+	env = append(env, o.Env...)
+	res, runErr := uml.Run(context.Background(), uml.Options{
+		Argv:        []string{os.Args[0], "-test.run", guestRun(o.GuestTest), "-test.v", "-test.timeout", (timeout - 20*time.Second).String()},
+		Env:         env,
+		Stdout:      pw,
+		Stderr:      pw,
+		Timeout:     timeout,
+		Mem:         o.Mem,
+		WorkDir:     filepath.Join(work, "uml"),
+		KeepWorkDir: true,
+	})
+	pw.Close()
+	g := <-parsed
+	t.Logf("guest: boot %s, total %s, exit %d", res.BootTime.Round(time.Millisecond), res.Duration.Round(time.Second), res.ExitCode)
+
+	g.report(t, o.GuestTest)
+	top := g.results[o.GuestTest]
+	if runErr != nil {
+		t.Fatalf("guest run: %v", runErr)
+	}
+	if top == nil {
+		t.Fatalf("the guest ran no %s (exit %d):\n%s", o.GuestTest, res.ExitCode, g.loose.String())
+	}
+	if top.status != "PASS" {
+		t.Errorf("%s %s (exit %d):\n%s", o.GuestTest, top.status, res.ExitCode, top.output.String())
+	}
+}
+
+type guestResult struct {
+	status string
+	output strings.Builder
+}
+
+type guestResults struct {
+	order   []string
+	results map[string]*guestResult
+	loose   strings.Builder
+}
+
+// report turns the guest's subtests of parent into subtests of t, nested alike.
+func (g *guestResults) report(t *testing.T, parent string) {
+	for _, name := range g.order {
+		sub, ok := strings.CutPrefix(name, parent+"/")
+		if !ok || strings.Contains(sub, "/") {
+			continue
+		}
+		r := g.results[name]
+		t.Run(sub, func(t *testing.T) {
+			if r.status != "SKIP" || testing.Verbose() {
+				t.Log("\n" + r.output.String())
+			}
+			g.report(t, name)
+			switch r.status {
+			case "PASS":
+			case "SKIP":
+				t.Skip("skipped in the guest")
+			case "FAIL":
+				t.Fail()
+			default:
+				t.Error("no result from the guest (crashed or timed out in this scenario)")
+			}
+		})
+	}
+}
+
+var (
+	runLine    = regexp.MustCompile(`^\s*=== (RUN|CONT|PAUSE|NAME)\s+(\S+)`)
+	resultLine = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(`)
+)
+
+// parseGuest splits the guest's `go test -v` output by test; with live set it also
+// echoes every line (prefixed) to stdout so long runs show progress.
+func parseGuest(r io.Reader, live bool) *guestResults {
+	g := &guestResults{results: map[string]*guestResult{}}
+	get := func(name string) *guestResult {
+		if g.results[name] == nil {
+			g.results[name] = &guestResult{}
+			g.order = append(g.order, name)
+		}
+		return g.results[name]
+	}
+	cur := ""
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if live {
+			fmt.Println("guest| " + line)
+		}
+		if m := runLine.FindStringSubmatch(line); m != nil {
+			cur = m[2]
+			get(cur)
+		} else if m := resultLine.FindStringSubmatch(line); m != nil {
+			get(m[2]).status = m[1]
+		} else if cur != "" {
+			o := &get(cur).output
+			o.WriteString(line)
+			o.WriteByte('\n')
+		} else {
+			g.loose.WriteString(line + "\n")
+		}
+	}
+	io.Copy(io.Discard, r)
+	return g
+}
