@@ -279,8 +279,11 @@ func (c *Config) Validate() error {
 	if c.Ownership.Lease.Duration < 2*c.Raft.HeartbeatTimeout.Duration {
 		add("ownership.lease (%s) must be at least 2 × raft.heartbeatTimeout (%s), so a leader election does not fence every owner", c.Ownership.Lease, c.Raft.HeartbeatTimeout)
 	}
-	if c.Ownership.Grace.Duration < c.Ownership.Lease.Duration+100*time.Millisecond {
-		add("ownership.grace (%s) must exceed ownership.lease (%s) by at least 100ms, so an old owner has withdrawn before a new one announces", c.Ownership.Grace, c.Ownership.Lease)
+	// The leader counts silence from the last heartbeat answer it got; the
+	// member may have heard one more heartbeat (up to heartbeatTimeout/5 later)
+	// whose answer was lost. The margin covers that and scheduling delays.
+	if margin := max(100*time.Millisecond, c.Raft.HeartbeatTimeout.Duration/4); c.Ownership.Grace.Duration < c.Ownership.Lease.Duration+margin {
+		add("ownership.grace (%s) must exceed ownership.lease (%s) by at least %s (the larger of 100ms and raft.heartbeatTimeout/4), so an old owner has withdrawn before a new one announces", c.Ownership.Grace, c.Ownership.Lease, margin)
 	}
 	if c.TLS.Enabled() && (c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		add("tls: caFile, certFile and keyFile must be set together (lbd certs issue --role member makes them)")

@@ -147,6 +147,12 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"lease timeout", func(c *Config) { c.Raft.LeaderLeaseTimeout.Duration = 0 }, []string{"raft.leaderLeaseTimeout"}},
 		{"ownership lease", func(c *Config) { c.Ownership.Lease.Duration = 500 * time.Millisecond }, []string{"ownership.lease", "500ms"}},
 		{"ownership grace", func(c *Config) { c.Ownership.Grace.Duration = c.Ownership.Lease.Duration }, []string{"ownership.grace"}},
+		// Slow raft timers need a wider margin: the member may have heard one
+		// more heartbeat than the leader counted.
+		{"ownership grace margin with slow raft", func(c *Config) {
+			c.Raft.HeartbeatTimeout.Duration, c.Raft.ElectionTimeout.Duration = 2*time.Second, 2*time.Second
+			c.Ownership.Lease.Duration, c.Ownership.Grace.Duration = 4*time.Second, 4300*time.Millisecond
+		}, []string{"ownership.grace", "at least 500ms"}},
 		{"partial tls", func(c *Config) { c.TLS.CAFile = "ca.pem" }, []string{"tls", "certFile"}},
 		{"plaintext off loopback", func(c *Config) { c.APIAddr, c.RaftAddr = "10.0.0.1:7700", "10.0.0.1:7701" }, []string{"tls", "--insecure-plaintext"}},
 		{"role", func(c *Config) { c.Auth.Identities = map[string]Identity{"spiffe://x": {Role: "root"}} }, []string{"auth.identities", "spiffe://x", "root"}},

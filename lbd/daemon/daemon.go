@@ -348,9 +348,14 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			<-d.owned
 			d.owned <- vips
 		}
-		if owned > 0 || fenced {
-			// Re-check the lease often while there is something to fence or restore.
+		if fenced {
+			// Re-check often while there is something to restore.
 			wait = min(wait, lease/4)
+		} else if owned > 0 {
+			// Wake when the lease would run out: an owner cut off from the
+			// leader must have withdrawn before the leader's grace moves its
+			// VIPs, and every moment it lingers is taken from that margin.
+			wait = min(wait, max(time.Until(d.leaseExpiry(lease)), 0)+time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
@@ -389,11 +394,18 @@ func (d *Daemon) catchUp(ctx context.Context) {
 // is the leader (raft makes a leader that loses its quorum step down within
 // the leader lease), or a follower whose last contact is recent.
 func (d *Daemon) inContact(lease time.Duration) bool {
+	return time.Now().Before(d.leaseExpiry(lease))
+}
+
+// leaseExpiry is when this member's lease on its VIPs runs out unless a leader
+// is heard from again.
+func (d *Daemon) leaseExpiry(lease time.Duration) time.Time {
 	d.contactMu.Lock()
 	defer d.contactMu.Unlock()
 	if d.node.IsLeader() {
-		d.noteContact(time.Now())
-		return true
+		now := time.Now()
+		d.noteContact(now)
+		return now.Add(lease)
 	}
 	last := d.node.Status().LastContact
 	if last.IsZero() || last.Before(d.lastContact) {
@@ -405,9 +417,8 @@ func (d *Daemon) inContact(lease time.Duration) bool {
 	}
 	if time.Since(last) < lease {
 		d.noteContact(last)
-		return true
 	}
-	return false
+	return last.Add(lease)
 }
 
 // contactLoop persists the last leader contact on its own clock: the

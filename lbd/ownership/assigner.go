@@ -26,11 +26,22 @@ type Assigner struct {
 func (a *Assigner) Run(ctx context.Context) {
 	f := a.Node.FSM
 	self := a.Node.ID()
-	tick := time.NewTicker(max(a.Grace/4, 50*time.Millisecond))
+	// A slow tick backs up the event-driven wakeups below; the exact wakeup
+	// for a silent member is the moment its grace runs out, since every
+	// millisecond after that is failover time.
+	tick := time.NewTicker(max(a.Grace, time.Second))
 	defer tick.Stop()
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	for {
 		changed := f.Changed()
 		silence := a.Node.PeerSilence()
+		next := time.Duration(-1)
+		for id, d := range silence {
+			if id != self && d < a.Grace && (next < 0 || a.Grace-d < next) {
+				next = a.Grace - d
+			}
+		}
 		alive := func(id string) bool {
 			d, failing := silence[id]
 			return id == self || !failing || d < a.Grace
@@ -54,6 +65,11 @@ func (a *Assigner) Run(ctx context.Context) {
 			}
 			plan = plan[n:]
 		}
+		if next >= 0 {
+			expiry.Reset(next + time.Millisecond)
+		} else {
+			expiry.Reset(time.Hour)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -61,6 +77,7 @@ func (a *Assigner) Run(ctx context.Context) {
 			time.Sleep(5 * time.Millisecond) // let a burst of commits land first
 		case <-a.Node.PeerChanges():
 		case <-tick.C:
+		case <-expiry.C:
 		}
 	}
 }

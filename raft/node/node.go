@@ -45,9 +45,14 @@ func DefaultTiming() Timing {
 }
 
 // transportTimeout bounds one raft RPC. It is also how long a leader takes to
-// notice a partitioned follower (a heartbeat to it hangs this long), so it is
-// short; large snapshots get longer deadlines from raft itself.
-const transportTimeout = 2 * time.Second
+// notice a partitioned follower (a heartbeat to it hangs this long). VIPs move
+// only once the ownership grace has passed since the follower's last answer,
+// so the timeout must stay below that grace; twice the heartbeat timeout does,
+// and still tolerates a follower's slow fsync. Large snapshots get longer
+// deadlines from raft itself (scaled by size).
+func (t Timing) transportTimeout() time.Duration {
+	return min(max(2*t.HeartbeatTimeout, 200*time.Millisecond), 2*time.Second)
+}
 
 // Config describes one member.
 type Config struct {
@@ -150,10 +155,10 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if cfg.TLS != nil {
 		var stream *tlsStream
 		if stream, err = newTLSStream(cfg.RaftAddr, adv, cfg.TLS); err == nil {
-			trans = raft.NewNetworkTransportWithLogger(stream, 3, transportTimeout, rc.Logger.Named("transport"))
+			trans = raft.NewNetworkTransportWithLogger(stream, 3, cfg.Timing.transportTimeout(), rc.Logger.Named("transport"))
 		}
 	} else {
-		trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, transportTimeout, rc.Logger.Named("transport"))
+		trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, cfg.Timing.transportTimeout(), rc.Logger.Named("transport"))
 	}
 	if err != nil {
 		store.Close()
