@@ -71,6 +71,7 @@ type Member struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	err    error
+	cut    bool
 }
 
 func (c *Config) defaults() {
@@ -160,11 +161,12 @@ func (l *Lab) Close() {
 	}
 }
 
-// Endpoints is the lbctl --endpoints value for the running members.
+// Endpoints is the lbctl --endpoints value for the running members that are
+// not cut off the segment.
 func (l *Lab) Endpoints() string {
 	var eps []string
 	for _, m := range l.Members {
-		if m.Running() {
+		if m.Running() && !m.IsCut() {
 			eps = append(eps, m.API)
 		}
 	}
@@ -243,6 +245,70 @@ func (l *Lab) WaitOwner(name string, within time.Duration) (*Member, *edgelbv1.V
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Cut takes the member's host off the segment (its switch port goes down): a
+// partition, or to its peers and clients a dead host. Heal undoes it.
+func (m *Member) Cut() error  { return m.setLink(false) }
+func (m *Member) Heal() error { return m.setLink(true) }
+
+func (m *Member) setLink(up bool) error {
+	if err := topo.SetLink(m.Host, up); err != nil {
+		return fmt.Errorf("%s link up=%v: %w", m.ID, up, err)
+	}
+	m.mu.Lock()
+	m.cut = !up
+	m.mu.Unlock()
+	return nil
+}
+
+// IsCut reports whether the member's host is off the segment.
+func (m *Member) IsCut() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cut
+}
+
+// MAC is the hardware address of the member's data interface.
+func (m *Member) MAC() (string, error) {
+	out, err := topo.IP(m.Host.Name, "-o", "link", "show", "dev", topo.Interface)
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "link/ether" {
+			return f[i+1], nil
+		}
+	}
+	return "", fmt.Errorf("%s: no link/ether in %q", m.ID, out)
+}
+
+// HasAddr reports whether the member's data interface holds ip.
+func (m *Member) HasAddr(ip string) bool {
+	addrs, _ := m.Addrs()
+	for _, a := range addrs {
+		if strings.HasPrefix(a, ip+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Neighbour returns the hardware address ns's neighbour table holds for ip
+// ("" when it holds none, or an incomplete or failed entry).
+func Neighbour(ns, ip string) string {
+	out, err := topo.IP(ns, "neigh", "show", ip)
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "lladdr" {
+			return f[i+1]
+		}
+	}
+	return ""
 }
 
 // Start starts the member's lbd (again, after Kill or Stop: it rejoins from its data
