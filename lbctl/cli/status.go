@@ -2,9 +2,11 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
@@ -28,7 +30,39 @@ type clusterStatus struct {
 	// VIPs that need attention: no owner, an owner that is not serving, or
 	// backends reported UNHEALTHY by the owner's health checks.
 	VIPProblems []vipHealth `json:"vipProblems"`
+	// RecentMoves are the latest ownership changes still in the replicated
+	// event history, newest first: failovers ("owner unreachable", "owner
+	// left the cluster") and planned moves ("owner draining", "moved by
+	// operator", "pinned to member").
+	RecentMoves []ownerMove `json:"recentMoves"`
 }
+
+type ownerMove struct {
+	Time     time.Time `json:"time"`
+	Revision uint64    `json:"revision"`
+	VIP      string    `json:"vip"`
+	Services []string  `json:"services"`
+	Owner    string    `json:"owner"`
+	Reason   string    `json:"reason"`
+	// Unplanned is true for failovers, false for moves an operator asked for.
+	Unplanned bool `json:"unplanned"`
+}
+
+// moveReasons are the ownership reasons lbd/ownership records for a VIP that
+// changes hands (not a new VIP being placed); true marks failovers.
+var moveReasons = map[string]bool{
+	"owner unreachable":      true,
+	"owner left the cluster": true,
+	"owner draining":         false,
+	"moved by operator":      false,
+	"pinned to member":       false,
+}
+
+// maxMoves shown by status, and how far back in the event history it looks.
+const (
+	maxMoves        = 10
+	moveHistoryBack = 4000
+)
 
 type memberHealth struct {
 	ID        string `json:"id"`
@@ -65,7 +99,8 @@ member with its raft role, whether it answers, how many VIPs it is assigned and
 how many it actually serves, how far behind the leader it is; then every VIP
 that needs attention: without an owner, owned by a member that is unreachable,
 draining or not serving it, or with backends the owner's health checks report
-UNHEALTHY.
+UNHEALTHY; last, the most recent ownership moves (failovers and planned
+moves) with their time and reason.
 
 Health is "healthy", "degraded" (traffic flows, something needs a look) or
 "unavailable" (no raft leader: no writes and no failover until a majority of
@@ -227,6 +262,7 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 			st.VIPProblems = append(st.VIPProblems, vh)
 		}
 	}
+	st.RecentMoves = a.recentMoves(cmd, conn.Watch, tenant, st.Revision)
 	switch {
 	case st.Leader == "":
 		st.Health = "unavailable"
@@ -236,6 +272,52 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		st.Health = "healthy"
 	}
 	return st, nil
+}
+
+// recentMoves replays the event history before revision rev (Watch from an
+// older revision) and keeps the ownership moves. History that is gone (the
+// server answers with a snapshot) or a failing stream yields what was found.
+func (a *app) recentMoves(cmd *cobra.Command, w edgelbv1.WatchServiceClient, tenant string, rev uint64) []ownerMove {
+	moves := []ownerMove{}
+	if rev < 2 {
+		return moves
+	}
+	ctx, cancel := a.rpcCtx(cmd)
+	defer cancel()
+	stream, err := w.Watch(ctx, &edgelbv1.WatchRequest{ResumeRevision: max(rev, moveHistoryBack+1) - moveHistoryBack, Tenant: tenant})
+	if err != nil {
+		return moves
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil || resp.GetSnapshot() {
+			break
+		}
+		for _, ev := range resp.GetEvents() {
+			vs := ev.GetVirtualService()
+			unplanned, ok := moveReasons[ev.GetReason()]
+			if vs == nil || !ok || ev.GetType() != edgelbv1.EventType_EVENT_TYPE_PUT || ev.GetRevision() > rev {
+				continue
+			}
+			svc := vs.GetTenant() + "/" + vs.GetName()
+			// One decision moves every service of an address at once.
+			if n := len(moves); n > 0 && moves[n-1].VIP == vs.GetVip() && moves[n-1].Owner == vs.GetOwner() && moves[n-1].Reason == ev.GetReason() {
+				moves[n-1].Services = append(moves[n-1].Services, svc)
+				moves[n-1].Revision = ev.GetRevision()
+				continue
+			}
+			moves = append(moves, ownerMove{Time: ev.GetTime().AsTime(), Revision: ev.GetRevision(), VIP: vs.GetVip(),
+				Services: []string{svc}, Owner: vs.GetOwner(), Reason: ev.GetReason(), Unplanned: unplanned})
+		}
+		if resp.GetRevision() >= rev {
+			break
+		}
+	}
+	slices.Reverse(moves)
+	if len(moves) > maxMoves {
+		moves = moves[:maxMoves]
+	}
+	return moves
 }
 
 func servesVIP(s *edgelbv1.MemberStatus, vip string) bool {
@@ -318,6 +400,27 @@ func (a *app) printClusterStatus(st *clusterStatus) {
 				bad = append(bad[:3:3], fmt.Sprintf("+%d", len(v.UnhealthyBackends)-3))
 			}
 			output.Row(tw, v.VIP, strings.Join(svcs, ","), orDash(v.Owner), v.Problem, orDash(strings.Join(bad, ", ")))
+		}
+		tw.Flush()
+	}
+	if len(st.RecentMoves) > 0 {
+		fmt.Fprintln(w)
+		tw = output.TableWriter(w)
+		output.Row(tw, "RECENT MOVES", "VIP", "TO", "REASON", "SERVICES")
+		for _, m := range st.RecentMoves {
+			when := "-"
+			if !m.Time.IsZero() && m.Time.Unix() > 0 {
+				when = m.Time.Local().Format("2006-01-02 15:04:05")
+			}
+			reason := m.Reason
+			if m.Unplanned {
+				reason = "FAILOVER: " + reason
+			}
+			svcs := m.Services
+			if len(svcs) > 3 {
+				svcs = append(svcs[:3:3], fmt.Sprintf("+%d", len(m.Services)-3))
+			}
+			output.Row(tw, when, m.VIP, m.Owner, reason, strings.Join(svcs, ","))
 		}
 		tw.Flush()
 	}

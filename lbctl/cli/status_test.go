@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -210,6 +211,12 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 			break
 		}
 	}
+	// Give it web's VIP first (a planned move), so its death is a failover.
+	e.ok("vip", "move", vs.Vip, victim.cfg.ID)
+	eventually(t, "planned move in recent moves", func() bool {
+		m := e.status().RecentMoves
+		return len(m) > 0 && m[0].VIP == vs.Vip && m[0].Owner == victim.cfg.ID && m[0].Reason == "moved by operator" && !m[0].Unplanned
+	})
 	victim.stop()
 	e.eps = nil
 	for _, m := range ms {
@@ -234,6 +241,24 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 	if !strings.Contains(yaml, "health: degraded") {
 		t.Errorf("yaml output:\n%s", yaml)
 	}
+	// After the grace the leader moves the VIP: status lists the failover.
+	var moved ownerMove
+	eventually(t, "failover in recent moves", func() bool {
+		m := e.status().RecentMoves
+		if len(m) == 0 {
+			return false
+		}
+		moved = m[0]
+		return moved.VIP == vs.Vip && moved.Unplanned && moved.Reason == "owner unreachable" && moved.Owner != victim.cfg.ID
+	})
+	if time.Since(moved.Time) > time.Minute || !slices.Contains(moved.Services, "default/web") {
+		t.Errorf("failover entry %+v", moved)
+	}
+	table = e.ok("status")
+	if !strings.Contains(table, "FAILOVER: owner unreachable") || !strings.Contains(table, "moved by operator") {
+		t.Errorf("table lacks the recent moves:\n%s", table)
+	}
+	t.Logf("lbctl status after the failover:\n%s", table)
 }
 
 func containsPrefix(ss []string, prefix string) bool {

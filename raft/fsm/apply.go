@@ -25,7 +25,7 @@ type applier struct {
 func (a *applier) st() *state { return a.f.st }
 
 func (a *applier) emit(t edgelbv1.EventType, reason string, obj any) {
-	e := &edgelbv1.Event{Type: t, Reason: reason}
+	e := &edgelbv1.Event{Type: t, Reason: reason, Time: a.time}
 	switch o := obj.(type) {
 	case *edgelbv1.VirtualService:
 		e.Object = &edgelbv1.Event_VirtualService{VirtualService: o}

@@ -9,6 +9,7 @@ package fsm
 
 import (
 	"fmt"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -86,6 +87,11 @@ func New(log *slog.Logger) *FSM {
 func Encode(cmd *raftv1.Command) ([]byte, error) {
 	if cmd.Version == 0 {
 		cmd.Version = CommandVersion
+	}
+	// The proposer's clock, recorded once, so every member stores the same
+	// times (commands from the leader's own loops have none yet).
+	if cmd.Time == nil {
+		cmd.Time = timestamppb.Now()
 	}
 	return proto.Marshal(cmd)
 }
