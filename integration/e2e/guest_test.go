@@ -746,6 +746,41 @@ func (s *scenarios) metrics(t *testing.T) {
 	if t.Failed() {
 		t.Logf("scrape of %s:\n%s", owner.ID, out)
 	}
+
+	// The same counters through the API: lbctl asks any member, which reads
+	// the owner's kernel.
+	js := mustLBCTL(t, s.l, "vip", "stats", name, "-o", "json")
+	var st struct {
+		Member string
+		Ports  []struct {
+			Protocol string
+			Port     int
+			Counters struct{ Connections string }
+			Backends []struct {
+				Address  string
+				Weight   int
+				Counters struct{ Connections string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		t.Fatalf("vip stats -o json: %v\n%s", err, js)
+	}
+	var total int64
+	for _, p := range st.Ports {
+		for _, b := range p.Backends {
+			n, _ := strconv.ParseInt(b.Counters.Connections, 10, 64)
+			total += n
+		}
+	}
+	if st.Member != owner.ID || len(st.Ports) != 1 || len(st.Ports[0].Backends) != 2 || total < 20 {
+		t.Errorf("lbctl vip stats %s: from %q (owner %s), %d connections over the backends (want ≥20):\n%s", name, st.Member, owner.ID, total, js)
+	}
+	table := mustLBCTL(t, s.l, "vip", "get", name)
+	if !strings.Contains(table, "Traffic:") || !strings.Contains(table, "10.0.0.21:30080") {
+		t.Errorf("lbctl vip get %s lacks the live traffic:\n%s", name, table)
+	}
+	t.Logf("lbctl vip get %s:\n%s", name, table)
 }
 
 func (s *scenarios) bench(t *testing.T) {

@@ -211,6 +211,14 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 			break
 		}
 	}
+	// Control-plane-only members have no kernel counters: a clear refusal,
+	// and vip get still shows the service.
+	if r := e.run("vip", "stats", "web"); r.code == 0 || !strings.Contains(r.err, "without a data plane") {
+		t.Errorf("vip stats on a control-plane-only cluster: exit %d\n%s", r.code, r.err)
+	}
+	if out := e.ok("vip", "get", "web"); !strings.Contains(out, "Traffic:") || !strings.Contains(out, "unavailable: ") {
+		t.Errorf("vip get without kernel counters:\n%s", out)
+	}
 	// Give it web's VIP first (a planned move), so its death is a failover.
 	e.ok("vip", "move", vs.Vip, victim.cfg.ID)
 	eventually(t, "planned move in recent moves", func() bool {

@@ -29,7 +29,7 @@ func (a *app) vipCmd() *cobra.Command {
   lbctl vip list
   lbctl vip get web -o yaml`,
 	}
-	c.AddCommand(a.vipCreateCmd(), a.vipGetCmd(), a.vipListCmd(), a.vipUpdateCmd(), a.vipDeleteCmd(), a.vipMoveCmd())
+	c.AddCommand(a.vipCreateCmd(), a.vipGetCmd(), a.vipStatsCmd(), a.vipListCmd(), a.vipUpdateCmd(), a.vipDeleteCmd(), a.vipMoveCmd())
 	return c
 }
 
@@ -318,9 +318,14 @@ func (a *app) getVIP(cmd *cobra.Command, name string) (*edgelbv1.VirtualService,
 }
 
 func (a *app) vipGetCmd() *cobra.Command {
-	return &cobra.Command{
+	var stats bool
+	c := &cobra.Command{
 		Use:   "get NAME",
-		Short: "Show one virtual service",
+		Short: "Show one virtual service, with live traffic per backend",
+		Long: `Show one virtual service: its spec, owner, backends with their health, and
+live traffic per port and backend (connections, rates, bytes) read from the
+IPVS table of the member that owns it. -o json|yaml prints the stored service
+only; lbctl vip stats NAME -o json gives the traffic in machine form.`,
 		Example: `  lbctl vip get web
   lbctl vip get web -o json | jq -r .vip
   lbctl vip get web --tenant cluster-a -o yaml`,
@@ -335,9 +340,90 @@ func (a *app) vipGetCmd() *cobra.Command {
 				return output.Message(a.stdout, a.format, vs)
 			}
 			printVIPDetail(a.stdout, vs)
+			if stats && vs.GetOwner() != "" {
+				st, err := a.serviceStats(cmd, args[0], "")
+				fmt.Fprintln(a.stdout, "Traffic:")
+				if err != nil {
+					fmt.Fprintf(a.stdout, "  unavailable: %s\n", status.Convert(err).Message())
+					return nil
+				}
+				printServiceStats(a.stdout, st, "  ")
+			}
 			return nil
 		}),
 	}
+	c.Flags().BoolVar(&stats, "stats", true, "read live traffic from the owner's kernel (--stats=false skips it)")
+	return c
+}
+
+func (a *app) serviceStats(cmd *cobra.Command, name, member string) (*edgelbv1.GetServiceStatsResponse, error) {
+	conn, err := a.client(cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := a.rpcCtx(cmd)
+	defer cancel()
+	return conn.VirtualServices.GetServiceStats(ctx, &edgelbv1.GetServiceStatsRequest{Tenant: a.tenant, Name: name, Member: member})
+}
+
+func (a *app) vipStatsCmd() *cobra.Command {
+	var member string
+	c := &cobra.Command{
+		Use:   "stats NAME",
+		Short: "Live traffic of a virtual service, per port and backend, from the kernel",
+		Long: `Read a virtual service's IPVS counters: per port and per backend the
+connections (total, active, inactive), connections per second and bytes in and
+out (totals and per second; IPVS's estimator updates rates every 2 s). They
+come from the owner's kernel, the one carrying the traffic; --member reads a
+standby's instead (its counters show only connections synced to it).`,
+		Example: `  lbctl vip stats web
+  lbctl vip stats web -o json | jq '.ports[].backends[] | {address, activeConnections}'
+  lbctl vip stats web --member edge2`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeVIPs,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			st, err := a.serviceStats(cmd, args[0], member)
+			if err != nil {
+				return err
+			}
+			if a.format.Machine() {
+				return output.Message(a.stdout, a.format, st)
+			}
+			printServiceStats(a.stdout, st, "")
+			return nil
+		}),
+	}
+	c.Flags().StringVar(&member, "member", "", "read this member's kernel instead of the owner's")
+	return c
+}
+
+func printServiceStats(w io.Writer, st *edgelbv1.GetServiceStatsResponse, indent string) {
+	fmt.Fprintf(w, "%sfrom %s at %s\n", indent, st.GetMember(), output.Time(st.GetTime()))
+	tw := output.TableWriter(w)
+	output.Row(tw, indent+"PORT", "BACKEND", "WEIGHT", "ACTIVE", "INACTIVE", "CONNECTIONS", "CONN/S", "BYTES IN", "BYTES OUT", "IN/S", "OUT/S")
+	for _, p := range st.GetPorts() {
+		port := strings.ToLower(strings.TrimPrefix(p.GetProtocol().String(), "PROTOCOL_")) + "/" + strconv.FormatUint(uint64(p.GetPort()), 10)
+		c := p.GetCounters()
+		var active, inactive uint64
+		for _, b := range p.GetBackends() {
+			active += uint64(b.GetActiveConnections())
+			inactive += uint64(b.GetInactiveConnections())
+		}
+		output.Row(tw, indent+port, "(all)", "-", u64(active), u64(inactive), u64(c.GetConnections()), u64(c.GetConnectionsPerSecond()),
+			u64(c.GetBytesIn()), u64(c.GetBytesOut()), u64(c.GetBytesInPerSecond()), u64(c.GetBytesOutPerSecond()))
+		for _, b := range p.GetBackends() {
+			bc := b.GetCounters()
+			addr := b.GetAddress()
+			if strings.Contains(addr, ":") {
+				addr = "[" + addr + "]"
+			}
+			output.Row(tw, indent+"", addr+":"+strconv.FormatUint(uint64(b.GetPort()), 10), strconv.FormatUint(uint64(b.GetWeight()), 10),
+				strconv.FormatUint(uint64(b.GetActiveConnections()), 10), strconv.FormatUint(uint64(b.GetInactiveConnections()), 10),
+				u64(bc.GetConnections()), u64(bc.GetConnectionsPerSecond()), u64(bc.GetBytesIn()), u64(bc.GetBytesOut()),
+				u64(bc.GetBytesInPerSecond()), u64(bc.GetBytesOutPerSecond()))
+		}
+	}
+	tw.Flush()
 }
 
 func printVIPDetail(w io.Writer, vs *edgelbv1.VirtualService) {

@@ -38,6 +38,7 @@ var methods = map[string]access{
 	"/edgelb.v1.VirtualServiceService/RemoveBackend":        accService,
 	"/edgelb.v1.VirtualServiceService/DrainBackend":         accService,
 	"/edgelb.v1.VirtualServiceService/MoveVIP":              accOperator,
+	"/edgelb.v1.VirtualServiceService/GetServiceStats":      accRead,
 	"/edgelb.v1.ClusterService/DrainMember":                 accOperator,
 	"/edgelb.v1.AddressPoolService/CreateAddressPool":       accAdmin,
 	"/edgelb.v1.AddressPoolService/GetAddressPool":          accRead,

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/dataplane"
 	"github.com/edgelb/edgelb/lbd/health"
 	"github.com/edgelb/edgelb/lbd/ownership"
 	"github.com/edgelb/edgelb/lbd/server"
@@ -131,11 +132,15 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	d.node = n
 
 	self := &edgelbv1.Member{Id: cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: cfg.APIAddr, DataInterface: cfg.DataPlane.Interface}
-	d.srv = server.New(n, server.Options{
+	opts := server.Options{
 		Self: self, DataPlane: name, Version: Version, Logger: log.With("component", "api"),
 		OwnedVIPs: d.ownedVIPs, PeerCreds: sec.peerCreds(),
 		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
-	})
+	}
+	if e, ok := dp.(*dataplane.Engine); ok {
+		opts.ServiceStats = ipvsStats{e: e, f: f}.Service
+	}
+	d.srv = server.New(n, opts)
 	if err := d.startOps(); err != nil { // issue 8: metrics (metrics.go)
 		n.Shutdown()
 		lis.Close()

@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 
 	"github.com/cloudflare/ipvs"
 
 	"github.com/edgelb/edgelb/lbd/dataplane"
+	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
 	"github.com/edgelb/edgelb/lbd/metrics"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
@@ -58,6 +60,48 @@ func (s ipvsStats) Stats(ctx context.Context) ([]metrics.ServiceStats, error) {
 		out = append(out, st)
 	}
 	return out, nil
+}
+
+// Service reads one virtual service's IPVS services and destinations, for
+// GetServiceStats (lbctl vip get --stats).
+func (s ipvsStats) Service(ctx context.Context, vs *edgelbv1.VirtualService) ([]*edgelbv1.PortStats, error) {
+	svcs, err := ipvsdiff.FromService(vs)
+	if err != nil {
+		return nil, err
+	}
+	protos := map[ipvs.Protocol]edgelbv1.Protocol{ipvs.TCP: edgelbv1.Protocol_PROTOCOL_TCP, ipvs.UDP: edgelbv1.Protocol_PROTOCOL_UDP, ipvs.SCTP: edgelbv1.Protocol_PROTOCOL_SCTP}
+	var out []*edgelbv1.PortStats
+	for _, sv := range svcs {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		svc := sv.Service()
+		got, err := s.e.IPVS().Service(svc)
+		if err != nil {
+			return nil, fmt.Errorf("IPVS service %s/%s: %w", svc.Protocol, netip.AddrPortFrom(svc.Address, svc.Port), err)
+		}
+		ps := &edgelbv1.PortStats{Protocol: protos[svc.Protocol], Port: uint32(svc.Port), Counters: apiCounters(got.Stats64)}
+		ds, err := s.e.IPVS().Destinations(svc)
+		if err != nil {
+			return nil, fmt.Errorf("IPVS destinations of %s/%s: %w", svc.Protocol, netip.AddrPortFrom(svc.Address, svc.Port), err)
+		}
+		for _, d := range ds {
+			ps.Backends = append(ps.Backends, &edgelbv1.BackendStats{
+				Address: d.Address.String(), Port: uint32(d.Port), Weight: d.Weight,
+				ActiveConnections: d.ActiveConnections, InactiveConnections: d.InactiveConnections, Counters: apiCounters(d.Stats64),
+			})
+		}
+		out = append(out, ps)
+	}
+	return out, nil
+}
+
+func apiCounters(s ipvs.Stats) *edgelbv1.TrafficCounters {
+	return &edgelbv1.TrafficCounters{
+		Connections: s.Connections, PacketsIn: s.IncomingPackets, PacketsOut: s.OutgoingPackets,
+		BytesIn: s.IncomingBytes, BytesOut: s.OutgoingBytes, ConnectionsPerSecond: s.ConnectionRate,
+		BytesInPerSecond: s.IncomingByteRate, BytesOutPerSecond: s.OutgoingByteRate,
+	}
 }
 
 func statsKey(vip, proto string, port uint16) string {

@@ -36,6 +36,9 @@ type Options struct {
 	MaxServicesPerTenant int
 	// OwnedVIPs reports the VIPs the local data plane currently programs.
 	OwnedVIPs func() []string
+	// ServiceStats reads the local kernel's counters of a service (nil: this
+	// member has no data plane to read).
+	ServiceStats func(ctx context.Context, vs *edgelbv1.VirtualService) ([]*edgelbv1.PortStats, error)
 }
 
 // Server implements the edgelb.v1 services and the internal PeerService.

@@ -1119,6 +1119,384 @@ func (x *MoveVIPResponse) GetServices() []*VirtualService {
 	return nil
 }
 
+type GetServiceStatsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The member whose kernel to read; empty reads the owner's.
+	Member        string `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceStatsRequest) Reset() {
+	*x = GetServiceStatsRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceStatsRequest) ProtoMessage() {}
+
+func (x *GetServiceStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetServiceStatsRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetServiceStatsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GetServiceStatsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetServiceStatsRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+type GetServiceStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member the counters come from.
+	Member        string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Ports         []*PortStats           `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceStatsResponse) Reset() {
+	*x = GetServiceStatsResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceStatsResponse) ProtoMessage() {}
+
+func (x *GetServiceStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetServiceStatsResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetServiceStatsResponse) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *GetServiceStatsResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *GetServiceStatsResponse) GetPorts() []*PortStats {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+// PortStats are the counters of one IPVS service (VIP, protocol, port).
+type PortStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Protocol      Protocol               `protobuf:"varint,1,opt,name=protocol,proto3,enum=edgelb.v1.Protocol" json:"protocol,omitempty"`
+	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Counters      *TrafficCounters       `protobuf:"bytes,3,opt,name=counters,proto3" json:"counters,omitempty"`
+	Backends      []*BackendStats        `protobuf:"bytes,4,rep,name=backends,proto3" json:"backends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortStats) Reset() {
+	*x = PortStats{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortStats) ProtoMessage() {}
+
+func (x *PortStats) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortStats.ProtoReflect.Descriptor instead.
+func (*PortStats) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PortStats) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *PortStats) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *PortStats) GetCounters() *TrafficCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+func (x *PortStats) GetBackends() []*BackendStats {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+type BackendStats struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Port    uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// The weight the kernel holds (0 while drained or unhealthy).
+	Weight              uint32           `protobuf:"varint,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	ActiveConnections   uint32           `protobuf:"varint,4,opt,name=active_connections,json=activeConnections,proto3" json:"active_connections,omitempty"`
+	InactiveConnections uint32           `protobuf:"varint,5,opt,name=inactive_connections,json=inactiveConnections,proto3" json:"inactive_connections,omitempty"`
+	Counters            *TrafficCounters `protobuf:"bytes,6,opt,name=counters,proto3" json:"counters,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *BackendStats) Reset() {
+	*x = BackendStats{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendStats) ProtoMessage() {}
+
+func (x *BackendStats) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendStats.ProtoReflect.Descriptor instead.
+func (*BackendStats) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *BackendStats) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BackendStats) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *BackendStats) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *BackendStats) GetActiveConnections() uint32 {
+	if x != nil {
+		return x.ActiveConnections
+	}
+	return 0
+}
+
+func (x *BackendStats) GetInactiveConnections() uint32 {
+	if x != nil {
+		return x.InactiveConnections
+	}
+	return 0
+}
+
+func (x *BackendStats) GetCounters() *TrafficCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+// TrafficCounters are IPVS's totals since the service was created, and its
+// rates (2-second estimator).
+type TrafficCounters struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Connections          uint64                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	PacketsIn            uint64                 `protobuf:"varint,2,opt,name=packets_in,json=packetsIn,proto3" json:"packets_in,omitempty"`
+	PacketsOut           uint64                 `protobuf:"varint,3,opt,name=packets_out,json=packetsOut,proto3" json:"packets_out,omitempty"`
+	BytesIn              uint64                 `protobuf:"varint,4,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	BytesOut             uint64                 `protobuf:"varint,5,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	ConnectionsPerSecond uint64                 `protobuf:"varint,6,opt,name=connections_per_second,json=connectionsPerSecond,proto3" json:"connections_per_second,omitempty"`
+	BytesInPerSecond     uint64                 `protobuf:"varint,7,opt,name=bytes_in_per_second,json=bytesInPerSecond,proto3" json:"bytes_in_per_second,omitempty"`
+	BytesOutPerSecond    uint64                 `protobuf:"varint,8,opt,name=bytes_out_per_second,json=bytesOutPerSecond,proto3" json:"bytes_out_per_second,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *TrafficCounters) Reset() {
+	*x = TrafficCounters{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficCounters) ProtoMessage() {}
+
+func (x *TrafficCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficCounters.ProtoReflect.Descriptor instead.
+func (*TrafficCounters) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TrafficCounters) GetConnections() uint64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetPacketsIn() uint64 {
+	if x != nil {
+		return x.PacketsIn
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetPacketsOut() uint64 {
+	if x != nil {
+		return x.PacketsOut
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetConnectionsPerSecond() uint64 {
+	if x != nil {
+		return x.ConnectionsPerSecond
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetBytesInPerSecond() uint64 {
+	if x != nil {
+		return x.BytesInPerSecond
+	}
+	return 0
+}
+
+func (x *TrafficCounters) GetBytesOutPerSecond() uint64 {
+	if x != nil {
+		return x.BytesOutPerSecond
+	}
+	return 0
+}
+
 type CreateAddressPoolRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pool          *AddressPool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
@@ -1128,7 +1506,7 @@ type CreateAddressPoolRequest struct {
 
 func (x *CreateAddressPoolRequest) Reset() {
 	*x = CreateAddressPoolRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[20]
+	mi := &file_edgelb_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1518,7 @@ func (x *CreateAddressPoolRequest) String() string {
 func (*CreateAddressPoolRequest) ProtoMessage() {}
 
 func (x *CreateAddressPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[20]
+	mi := &file_edgelb_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1531,7 @@ func (x *CreateAddressPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAddressPoolRequest.ProtoReflect.Descriptor instead.
 func (*CreateAddressPoolRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateAddressPoolRequest) GetPool() *AddressPool {
@@ -1172,7 +1550,7 @@ type CreateAddressPoolResponse struct {
 
 func (x *CreateAddressPoolResponse) Reset() {
 	*x = CreateAddressPoolResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[21]
+	mi := &file_edgelb_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1562,7 @@ func (x *CreateAddressPoolResponse) String() string {
 func (*CreateAddressPoolResponse) ProtoMessage() {}
 
 func (x *CreateAddressPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[21]
+	mi := &file_edgelb_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1575,7 @@ func (x *CreateAddressPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAddressPoolResponse.ProtoReflect.Descriptor instead.
 func (*CreateAddressPoolResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateAddressPoolResponse) GetPool() *AddressPool {
@@ -1216,7 +1594,7 @@ type GetAddressPoolRequest struct {
 
 func (x *GetAddressPoolRequest) Reset() {
 	*x = GetAddressPoolRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[22]
+	mi := &file_edgelb_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1606,7 @@ func (x *GetAddressPoolRequest) String() string {
 func (*GetAddressPoolRequest) ProtoMessage() {}
 
 func (x *GetAddressPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[22]
+	mi := &file_edgelb_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1619,7 @@ func (x *GetAddressPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAddressPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetAddressPoolRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetAddressPoolRequest) GetName() string {
@@ -1263,7 +1641,7 @@ type GetAddressPoolResponse struct {
 
 func (x *GetAddressPoolResponse) Reset() {
 	*x = GetAddressPoolResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[23]
+	mi := &file_edgelb_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1653,7 @@ func (x *GetAddressPoolResponse) String() string {
 func (*GetAddressPoolResponse) ProtoMessage() {}
 
 func (x *GetAddressPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[23]
+	mi := &file_edgelb_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1666,7 @@ func (x *GetAddressPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAddressPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetAddressPoolResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetAddressPoolResponse) GetPool() *AddressPool {
@@ -1320,7 +1698,7 @@ type ListAddressPoolsRequest struct {
 
 func (x *ListAddressPoolsRequest) Reset() {
 	*x = ListAddressPoolsRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[24]
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1710,7 @@ func (x *ListAddressPoolsRequest) String() string {
 func (*ListAddressPoolsRequest) ProtoMessage() {}
 
 func (x *ListAddressPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[24]
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1723,7 @@ func (x *ListAddressPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAddressPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListAddressPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
 }
 
 type ListAddressPoolsResponse struct {
@@ -1357,7 +1735,7 @@ type ListAddressPoolsResponse struct {
 
 func (x *ListAddressPoolsResponse) Reset() {
 	*x = ListAddressPoolsResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[25]
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1747,7 @@ func (x *ListAddressPoolsResponse) String() string {
 func (*ListAddressPoolsResponse) ProtoMessage() {}
 
 func (x *ListAddressPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[25]
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1760,7 @@ func (x *ListAddressPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAddressPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListAddressPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListAddressPoolsResponse) GetPools() []*AddressPool {
@@ -1401,7 +1779,7 @@ type DeleteAddressPoolRequest struct {
 
 func (x *DeleteAddressPoolRequest) Reset() {
 	*x = DeleteAddressPoolRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[26]
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1791,7 @@ func (x *DeleteAddressPoolRequest) String() string {
 func (*DeleteAddressPoolRequest) ProtoMessage() {}
 
 func (x *DeleteAddressPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[26]
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1804,7 @@ func (x *DeleteAddressPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPoolRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPoolRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteAddressPoolRequest) GetName() string {
@@ -1444,7 +1822,7 @@ type DeleteAddressPoolResponse struct {
 
 func (x *DeleteAddressPoolResponse) Reset() {
 	*x = DeleteAddressPoolResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[27]
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1834,7 @@ func (x *DeleteAddressPoolResponse) String() string {
 func (*DeleteAddressPoolResponse) ProtoMessage() {}
 
 func (x *DeleteAddressPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[27]
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1847,7 @@ func (x *DeleteAddressPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPoolResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPoolResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 // SnapshotHeader describes a snapshot of the replicated state.
@@ -1498,7 +1876,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1888,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[28]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1901,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -1611,7 +1989,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +2001,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +2014,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 type SaveSnapshotResponse struct {
@@ -1651,7 +2029,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +2041,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +2054,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SaveSnapshotResponse) GetHeader() *SnapshotHeader {
@@ -1704,7 +2082,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +2094,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +2107,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RestoreSnapshotRequest) GetHeader() *SnapshotHeader {
@@ -1761,7 +2139,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2151,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2164,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RestoreSnapshotResponse) GetRevision() uint64 {
@@ -1832,7 +2210,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2222,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2235,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 type ListMembersResponse struct {
@@ -1870,7 +2248,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2260,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2273,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -1923,7 +2301,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2313,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2326,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AddMemberRequest) GetMember() *Member {
@@ -1974,7 +2352,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2364,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2377,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AddMemberResponse) GetMember() *Member {
@@ -2018,7 +2396,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2408,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2421,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -2061,7 +2439,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2451,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2464,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 type GetLeaderRequest struct {
@@ -2097,7 +2475,7 @@ type GetLeaderRequest struct {
 
 func (x *GetLeaderRequest) Reset() {
 	*x = GetLeaderRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2487,7 @@ func (x *GetLeaderRequest) String() string {
 func (*GetLeaderRequest) ProtoMessage() {}
 
 func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2500,7 @@ func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 type GetLeaderResponse struct {
@@ -2135,7 +2513,7 @@ type GetLeaderResponse struct {
 
 func (x *GetLeaderResponse) Reset() {
 	*x = GetLeaderResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2525,7 @@ func (x *GetLeaderResponse) String() string {
 func (*GetLeaderResponse) ProtoMessage() {}
 
 func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2538,7 @@ func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderResponse.ProtoReflect.Descriptor instead.
 func (*GetLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetLeaderResponse) GetLeader() *Member {
@@ -2187,7 +2565,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2577,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2590,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransferLeadershipRequest) GetTargetId() string {
@@ -2231,7 +2609,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[42]
+	mi := &file_edgelb_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2621,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[42]
+	mi := &file_edgelb_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2634,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() *Member {
@@ -2277,7 +2655,7 @@ type DrainMemberRequest struct {
 
 func (x *DrainMemberRequest) Reset() {
 	*x = DrainMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[43]
+	mi := &file_edgelb_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2667,7 @@ func (x *DrainMemberRequest) String() string {
 func (*DrainMemberRequest) ProtoMessage() {}
 
 func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[43]
+	mi := &file_edgelb_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2680,7 @@ func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberRequest.ProtoReflect.Descriptor instead.
 func (*DrainMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DrainMemberRequest) GetId() string {
@@ -2328,7 +2706,7 @@ type DrainMemberResponse struct {
 
 func (x *DrainMemberResponse) Reset() {
 	*x = DrainMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[44]
+	mi := &file_edgelb_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2718,7 @@ func (x *DrainMemberResponse) String() string {
 func (*DrainMemberResponse) ProtoMessage() {}
 
 func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[44]
+	mi := &file_edgelb_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2731,7 @@ func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberResponse.ProtoReflect.Descriptor instead.
 func (*DrainMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DrainMemberResponse) GetMember() *Member {
@@ -2373,7 +2751,7 @@ type GetMemberStatusRequest struct {
 
 func (x *GetMemberStatusRequest) Reset() {
 	*x = GetMemberStatusRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[45]
+	mi := &file_edgelb_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2763,7 @@ func (x *GetMemberStatusRequest) String() string {
 func (*GetMemberStatusRequest) ProtoMessage() {}
 
 func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[45]
+	mi := &file_edgelb_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2776,7 @@ func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetMemberStatusRequest) GetId() string {
@@ -2432,7 +2810,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[46]
+	mi := &file_edgelb_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2822,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[46]
+	mi := &file_edgelb_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2835,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -2546,7 +2924,7 @@ type GetMemberStatusResponse struct {
 
 func (x *GetMemberStatusResponse) Reset() {
 	*x = GetMemberStatusResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[47]
+	mi := &file_edgelb_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +2936,7 @@ func (x *GetMemberStatusResponse) String() string {
 func (*GetMemberStatusResponse) ProtoMessage() {}
 
 func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[47]
+	mi := &file_edgelb_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +2949,7 @@ func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetMemberStatusResponse) GetStatus() *MemberStatus {
@@ -2592,7 +2970,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[48]
+	mi := &file_edgelb_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +2982,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[48]
+	mi := &file_edgelb_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +2995,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WatchRequest) GetResumeRevision() uint64 {
@@ -2654,7 +3032,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[49]
+	mi := &file_edgelb_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +3044,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[49]
+	mi := &file_edgelb_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +3057,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Event) GetType() EventType {
@@ -2779,7 +3157,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[50]
+	mi := &file_edgelb_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +3169,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[50]
+	mi := &file_edgelb_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +3182,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchResponse) GetSnapshot() bool {
@@ -2895,7 +3273,38 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x03vip\x18\x01 \x01(\tR\x03vip\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\"H\n" +
 	"\x0fMoveVIPResponse\x125\n" +
-	"\bservices\x18\x01 \x03(\v2\x19.edgelb.v1.VirtualServiceR\bservices\"F\n" +
+	"\bservices\x18\x01 \x03(\v2\x19.edgelb.v1.VirtualServiceR\bservices\"\\\n" +
+	"\x16GetServiceStatsRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06member\x18\x03 \x01(\tR\x06member\"\x8d\x01\n" +
+	"\x17GetServiceStatsResponse\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12*\n" +
+	"\x05ports\x18\x03 \x03(\v2\x14.edgelb.v1.PortStatsR\x05ports\"\xbd\x01\n" +
+	"\tPortStats\x12/\n" +
+	"\bprotocol\x18\x01 \x01(\x0e2\x13.edgelb.v1.ProtocolR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x126\n" +
+	"\bcounters\x18\x03 \x01(\v2\x1a.edgelb.v1.TrafficCountersR\bcounters\x123\n" +
+	"\bbackends\x18\x04 \x03(\v2\x17.edgelb.v1.BackendStatsR\bbackends\"\xee\x01\n" +
+	"\fBackendStats\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x16\n" +
+	"\x06weight\x18\x03 \x01(\rR\x06weight\x12-\n" +
+	"\x12active_connections\x18\x04 \x01(\rR\x11activeConnections\x121\n" +
+	"\x14inactive_connections\x18\x05 \x01(\rR\x13inactiveConnections\x126\n" +
+	"\bcounters\x18\x06 \x01(\v2\x1a.edgelb.v1.TrafficCountersR\bcounters\"\xc1\x02\n" +
+	"\x0fTrafficCounters\x12 \n" +
+	"\vconnections\x18\x01 \x01(\x04R\vconnections\x12\x1d\n" +
+	"\n" +
+	"packets_in\x18\x02 \x01(\x04R\tpacketsIn\x12\x1f\n" +
+	"\vpackets_out\x18\x03 \x01(\x04R\n" +
+	"packetsOut\x12\x19\n" +
+	"\bbytes_in\x18\x04 \x01(\x04R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\x05 \x01(\x04R\bbytesOut\x124\n" +
+	"\x16connections_per_second\x18\x06 \x01(\x04R\x14connectionsPerSecond\x12-\n" +
+	"\x13bytes_in_per_second\x18\a \x01(\x04R\x10bytesInPerSecond\x12/\n" +
+	"\x14bytes_out_per_second\x18\b \x01(\x04R\x11bytesOutPerSecond\"F\n" +
 	"\x18CreateAddressPoolRequest\x12*\n" +
 	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\"G\n" +
 	"\x19CreateAddressPoolResponse\x12*\n" +
@@ -3003,7 +3412,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eEVENT_TYPE_PUT\x10\x01\x12\x15\n" +
-	"\x11EVENT_TYPE_DELETE\x10\x022\x98\a\n" +
+	"\x11EVENT_TYPE_DELETE\x10\x022\xf2\a\n" +
 	"\x15VirtualServiceService\x12g\n" +
 	"\x14CreateVirtualService\x12&.edgelb.v1.CreateVirtualServiceRequest\x1a'.edgelb.v1.CreateVirtualServiceResponse\x12^\n" +
 	"\x11GetVirtualService\x12#.edgelb.v1.GetVirtualServiceRequest\x1a$.edgelb.v1.GetVirtualServiceResponse\x12d\n" +
@@ -3015,7 +3424,8 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"AddBackend\x12\x1c.edgelb.v1.AddBackendRequest\x1a\x1d.edgelb.v1.AddBackendResponse\x12R\n" +
 	"\rRemoveBackend\x12\x1f.edgelb.v1.RemoveBackendRequest\x1a .edgelb.v1.RemoveBackendResponse\x12O\n" +
 	"\fDrainBackend\x12\x1e.edgelb.v1.DrainBackendRequest\x1a\x1f.edgelb.v1.DrainBackendResponse\x12@\n" +
-	"\aMoveVIP\x12\x19.edgelb.v1.MoveVIPRequest\x1a\x1a.edgelb.v1.MoveVIPResponse2\x88\x03\n" +
+	"\aMoveVIP\x12\x19.edgelb.v1.MoveVIPRequest\x1a\x1a.edgelb.v1.MoveVIPResponse\x12X\n" +
+	"\x0fGetServiceStats\x12!.edgelb.v1.GetServiceStatsRequest\x1a\".edgelb.v1.GetServiceStatsResponse2\x88\x03\n" +
 	"\x12AddressPoolService\x12^\n" +
 	"\x11CreateAddressPool\x12#.edgelb.v1.CreateAddressPoolRequest\x1a$.edgelb.v1.CreateAddressPoolResponse\x12U\n" +
 	"\x0eGetAddressPool\x12 .edgelb.v1.GetAddressPoolRequest\x1a!.edgelb.v1.GetAddressPoolResponse\x12[\n" +
@@ -3047,7 +3457,7 @@ func file_edgelb_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_edgelb_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_edgelb_v1_api_proto_goTypes = []any{
 	(EventType)(0),                       // 0: edgelb.v1.EventType
 	(*CreateVirtualServiceRequest)(nil),  // 1: edgelb.v1.CreateVirtualServiceRequest
@@ -3070,133 +3480,147 @@ var file_edgelb_v1_api_proto_goTypes = []any{
 	(*DrainBackendResponse)(nil),         // 18: edgelb.v1.DrainBackendResponse
 	(*MoveVIPRequest)(nil),               // 19: edgelb.v1.MoveVIPRequest
 	(*MoveVIPResponse)(nil),              // 20: edgelb.v1.MoveVIPResponse
-	(*CreateAddressPoolRequest)(nil),     // 21: edgelb.v1.CreateAddressPoolRequest
-	(*CreateAddressPoolResponse)(nil),    // 22: edgelb.v1.CreateAddressPoolResponse
-	(*GetAddressPoolRequest)(nil),        // 23: edgelb.v1.GetAddressPoolRequest
-	(*GetAddressPoolResponse)(nil),       // 24: edgelb.v1.GetAddressPoolResponse
-	(*ListAddressPoolsRequest)(nil),      // 25: edgelb.v1.ListAddressPoolsRequest
-	(*ListAddressPoolsResponse)(nil),     // 26: edgelb.v1.ListAddressPoolsResponse
-	(*DeleteAddressPoolRequest)(nil),     // 27: edgelb.v1.DeleteAddressPoolRequest
-	(*DeleteAddressPoolResponse)(nil),    // 28: edgelb.v1.DeleteAddressPoolResponse
-	(*SnapshotHeader)(nil),               // 29: edgelb.v1.SnapshotHeader
-	(*SaveSnapshotRequest)(nil),          // 30: edgelb.v1.SaveSnapshotRequest
-	(*SaveSnapshotResponse)(nil),         // 31: edgelb.v1.SaveSnapshotResponse
-	(*RestoreSnapshotRequest)(nil),       // 32: edgelb.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),      // 33: edgelb.v1.RestoreSnapshotResponse
-	(*ListMembersRequest)(nil),           // 34: edgelb.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 35: edgelb.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),             // 36: edgelb.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),            // 37: edgelb.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),          // 38: edgelb.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 39: edgelb.v1.RemoveMemberResponse
-	(*GetLeaderRequest)(nil),             // 40: edgelb.v1.GetLeaderRequest
-	(*GetLeaderResponse)(nil),            // 41: edgelb.v1.GetLeaderResponse
-	(*TransferLeadershipRequest)(nil),    // 42: edgelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),   // 43: edgelb.v1.TransferLeadershipResponse
-	(*DrainMemberRequest)(nil),           // 44: edgelb.v1.DrainMemberRequest
-	(*DrainMemberResponse)(nil),          // 45: edgelb.v1.DrainMemberResponse
-	(*GetMemberStatusRequest)(nil),       // 46: edgelb.v1.GetMemberStatusRequest
-	(*MemberStatus)(nil),                 // 47: edgelb.v1.MemberStatus
-	(*GetMemberStatusResponse)(nil),      // 48: edgelb.v1.GetMemberStatusResponse
-	(*WatchRequest)(nil),                 // 49: edgelb.v1.WatchRequest
-	(*Event)(nil),                        // 50: edgelb.v1.Event
-	(*WatchResponse)(nil),                // 51: edgelb.v1.WatchResponse
-	nil,                                  // 52: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	(*VirtualService)(nil),               // 53: edgelb.v1.VirtualService
-	(*Backend)(nil),                      // 54: edgelb.v1.Backend
-	(*AddressPool)(nil),                  // 55: edgelb.v1.AddressPool
-	(*timestamppb.Timestamp)(nil),        // 56: google.protobuf.Timestamp
-	(*Member)(nil),                       // 57: edgelb.v1.Member
+	(*GetServiceStatsRequest)(nil),       // 21: edgelb.v1.GetServiceStatsRequest
+	(*GetServiceStatsResponse)(nil),      // 22: edgelb.v1.GetServiceStatsResponse
+	(*PortStats)(nil),                    // 23: edgelb.v1.PortStats
+	(*BackendStats)(nil),                 // 24: edgelb.v1.BackendStats
+	(*TrafficCounters)(nil),              // 25: edgelb.v1.TrafficCounters
+	(*CreateAddressPoolRequest)(nil),     // 26: edgelb.v1.CreateAddressPoolRequest
+	(*CreateAddressPoolResponse)(nil),    // 27: edgelb.v1.CreateAddressPoolResponse
+	(*GetAddressPoolRequest)(nil),        // 28: edgelb.v1.GetAddressPoolRequest
+	(*GetAddressPoolResponse)(nil),       // 29: edgelb.v1.GetAddressPoolResponse
+	(*ListAddressPoolsRequest)(nil),      // 30: edgelb.v1.ListAddressPoolsRequest
+	(*ListAddressPoolsResponse)(nil),     // 31: edgelb.v1.ListAddressPoolsResponse
+	(*DeleteAddressPoolRequest)(nil),     // 32: edgelb.v1.DeleteAddressPoolRequest
+	(*DeleteAddressPoolResponse)(nil),    // 33: edgelb.v1.DeleteAddressPoolResponse
+	(*SnapshotHeader)(nil),               // 34: edgelb.v1.SnapshotHeader
+	(*SaveSnapshotRequest)(nil),          // 35: edgelb.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),         // 36: edgelb.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),       // 37: edgelb.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),      // 38: edgelb.v1.RestoreSnapshotResponse
+	(*ListMembersRequest)(nil),           // 39: edgelb.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),          // 40: edgelb.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),             // 41: edgelb.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),            // 42: edgelb.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),          // 43: edgelb.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 44: edgelb.v1.RemoveMemberResponse
+	(*GetLeaderRequest)(nil),             // 45: edgelb.v1.GetLeaderRequest
+	(*GetLeaderResponse)(nil),            // 46: edgelb.v1.GetLeaderResponse
+	(*TransferLeadershipRequest)(nil),    // 47: edgelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),   // 48: edgelb.v1.TransferLeadershipResponse
+	(*DrainMemberRequest)(nil),           // 49: edgelb.v1.DrainMemberRequest
+	(*DrainMemberResponse)(nil),          // 50: edgelb.v1.DrainMemberResponse
+	(*GetMemberStatusRequest)(nil),       // 51: edgelb.v1.GetMemberStatusRequest
+	(*MemberStatus)(nil),                 // 52: edgelb.v1.MemberStatus
+	(*GetMemberStatusResponse)(nil),      // 53: edgelb.v1.GetMemberStatusResponse
+	(*WatchRequest)(nil),                 // 54: edgelb.v1.WatchRequest
+	(*Event)(nil),                        // 55: edgelb.v1.Event
+	(*WatchResponse)(nil),                // 56: edgelb.v1.WatchResponse
+	nil,                                  // 57: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	(*VirtualService)(nil),               // 58: edgelb.v1.VirtualService
+	(*Backend)(nil),                      // 59: edgelb.v1.Backend
+	(*timestamppb.Timestamp)(nil),        // 60: google.protobuf.Timestamp
+	(Protocol)(0),                        // 61: edgelb.v1.Protocol
+	(*AddressPool)(nil),                  // 62: edgelb.v1.AddressPool
+	(*Member)(nil),                       // 63: edgelb.v1.Member
 }
 var file_edgelb_v1_api_proto_depIdxs = []int32{
-	53, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	53, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	53, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	52, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	53, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
-	53, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	53, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	54, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
-	53, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
-	54, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
-	53, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	53, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	53, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	53, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
-	55, // 14: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
-	55, // 15: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	55, // 16: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	55, // 17: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
-	56, // 18: edgelb.v1.SnapshotHeader.create_time:type_name -> google.protobuf.Timestamp
-	29, // 19: edgelb.v1.SaveSnapshotResponse.header:type_name -> edgelb.v1.SnapshotHeader
-	29, // 20: edgelb.v1.RestoreSnapshotRequest.header:type_name -> edgelb.v1.SnapshotHeader
-	57, // 21: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
-	57, // 22: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
-	57, // 23: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
-	57, // 24: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
-	57, // 25: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
-	57, // 26: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
-	57, // 27: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
-	47, // 28: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
-	0,  // 29: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
-	53, // 30: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
-	55, // 31: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
-	57, // 32: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
-	56, // 33: edgelb.v1.Event.time:type_name -> google.protobuf.Timestamp
-	50, // 34: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
-	1,  // 35: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
-	3,  // 36: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
-	5,  // 37: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
-	7,  // 38: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
-	9,  // 39: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
-	11, // 40: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
-	13, // 41: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
-	15, // 42: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
-	17, // 43: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
-	19, // 44: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
-	21, // 45: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
-	23, // 46: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
-	25, // 47: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
-	27, // 48: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
-	34, // 49: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
-	36, // 50: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
-	38, // 51: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
-	40, // 52: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
-	42, // 53: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
-	44, // 54: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
-	46, // 55: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
-	30, // 56: edgelb.v1.ClusterService.SaveSnapshot:input_type -> edgelb.v1.SaveSnapshotRequest
-	32, // 57: edgelb.v1.ClusterService.RestoreSnapshot:input_type -> edgelb.v1.RestoreSnapshotRequest
-	49, // 58: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
-	2,  // 59: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
-	4,  // 60: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
-	6,  // 61: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
-	8,  // 62: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
-	10, // 63: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
-	12, // 64: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
-	14, // 65: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
-	16, // 66: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
-	18, // 67: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
-	20, // 68: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
-	22, // 69: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
-	24, // 70: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
-	26, // 71: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
-	28, // 72: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
-	35, // 73: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
-	37, // 74: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
-	39, // 75: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
-	41, // 76: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
-	43, // 77: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
-	45, // 78: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
-	48, // 79: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
-	31, // 80: edgelb.v1.ClusterService.SaveSnapshot:output_type -> edgelb.v1.SaveSnapshotResponse
-	33, // 81: edgelb.v1.ClusterService.RestoreSnapshot:output_type -> edgelb.v1.RestoreSnapshotResponse
-	51, // 82: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
-	59, // [59:83] is the sub-list for method output_type
-	35, // [35:59] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	58, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	58, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	58, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	57, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	58, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
+	58, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	58, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	59, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
+	58, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
+	59, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
+	58, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	58, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	58, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	58, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
+	60, // 14: edgelb.v1.GetServiceStatsResponse.time:type_name -> google.protobuf.Timestamp
+	23, // 15: edgelb.v1.GetServiceStatsResponse.ports:type_name -> edgelb.v1.PortStats
+	61, // 16: edgelb.v1.PortStats.protocol:type_name -> edgelb.v1.Protocol
+	25, // 17: edgelb.v1.PortStats.counters:type_name -> edgelb.v1.TrafficCounters
+	24, // 18: edgelb.v1.PortStats.backends:type_name -> edgelb.v1.BackendStats
+	25, // 19: edgelb.v1.BackendStats.counters:type_name -> edgelb.v1.TrafficCounters
+	62, // 20: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
+	62, // 21: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	62, // 22: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	62, // 23: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
+	60, // 24: edgelb.v1.SnapshotHeader.create_time:type_name -> google.protobuf.Timestamp
+	34, // 25: edgelb.v1.SaveSnapshotResponse.header:type_name -> edgelb.v1.SnapshotHeader
+	34, // 26: edgelb.v1.RestoreSnapshotRequest.header:type_name -> edgelb.v1.SnapshotHeader
+	63, // 27: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
+	63, // 28: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
+	63, // 29: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
+	63, // 30: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
+	63, // 31: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
+	63, // 32: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
+	63, // 33: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
+	52, // 34: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
+	0,  // 35: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
+	58, // 36: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
+	62, // 37: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
+	63, // 38: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
+	60, // 39: edgelb.v1.Event.time:type_name -> google.protobuf.Timestamp
+	55, // 40: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
+	1,  // 41: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
+	3,  // 42: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
+	5,  // 43: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
+	7,  // 44: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
+	9,  // 45: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
+	11, // 46: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
+	13, // 47: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
+	15, // 48: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
+	17, // 49: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
+	19, // 50: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
+	21, // 51: edgelb.v1.VirtualServiceService.GetServiceStats:input_type -> edgelb.v1.GetServiceStatsRequest
+	26, // 52: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
+	28, // 53: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
+	30, // 54: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
+	32, // 55: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
+	39, // 56: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
+	41, // 57: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
+	43, // 58: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
+	45, // 59: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
+	47, // 60: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
+	49, // 61: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
+	51, // 62: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
+	35, // 63: edgelb.v1.ClusterService.SaveSnapshot:input_type -> edgelb.v1.SaveSnapshotRequest
+	37, // 64: edgelb.v1.ClusterService.RestoreSnapshot:input_type -> edgelb.v1.RestoreSnapshotRequest
+	54, // 65: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
+	2,  // 66: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
+	4,  // 67: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
+	6,  // 68: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
+	8,  // 69: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
+	10, // 70: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
+	12, // 71: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
+	14, // 72: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
+	16, // 73: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
+	18, // 74: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
+	20, // 75: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
+	22, // 76: edgelb.v1.VirtualServiceService.GetServiceStats:output_type -> edgelb.v1.GetServiceStatsResponse
+	27, // 77: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
+	29, // 78: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
+	31, // 79: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
+	33, // 80: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
+	40, // 81: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
+	42, // 82: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
+	44, // 83: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
+	46, // 84: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
+	48, // 85: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
+	50, // 86: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
+	53, // 87: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
+	36, // 88: edgelb.v1.ClusterService.SaveSnapshot:output_type -> edgelb.v1.SaveSnapshotResponse
+	38, // 89: edgelb.v1.ClusterService.RestoreSnapshot:output_type -> edgelb.v1.RestoreSnapshotResponse
+	56, // 90: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
+	66, // [66:91] is the sub-list for method output_type
+	41, // [41:66] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_v1_api_proto_init() }
@@ -3205,7 +3629,7 @@ func file_edgelb_v1_api_proto_init() {
 		return
 	}
 	file_edgelb_v1_types_proto_init()
-	file_edgelb_v1_api_proto_msgTypes[49].OneofWrappers = []any{
+	file_edgelb_v1_api_proto_msgTypes[54].OneofWrappers = []any{
 		(*Event_VirtualService)(nil),
 		(*Event_AddressPool)(nil),
 		(*Event_Member)(nil),
@@ -3216,7 +3640,7 @@ func file_edgelb_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_v1_api_proto_rawDesc), len(file_edgelb_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   52,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -29,6 +29,7 @@ const (
 	VirtualServiceService_RemoveBackend_FullMethodName        = "/edgelb.v1.VirtualServiceService/RemoveBackend"
 	VirtualServiceService_DrainBackend_FullMethodName         = "/edgelb.v1.VirtualServiceService/DrainBackend"
 	VirtualServiceService_MoveVIP_FullMethodName              = "/edgelb.v1.VirtualServiceService/MoveVIP"
+	VirtualServiceService_GetServiceStats_FullMethodName      = "/edgelb.v1.VirtualServiceService/GetServiceStats"
 )
 
 // VirtualServiceServiceClient is the client API for VirtualServiceService service.
@@ -54,6 +55,9 @@ type VirtualServiceServiceClient interface {
 	// move. The new owner takes over; established connections carry over through
 	// connection sync.
 	MoveVIP(ctx context.Context, in *MoveVIPRequest, opts ...grpc.CallOption) (*MoveVIPResponse, error)
+	// Live kernel counters of a service, per port and per backend, read from
+	// the IPVS table of its owner (or of the member named in the request).
+	GetServiceStats(ctx context.Context, in *GetServiceStatsRequest, opts ...grpc.CallOption) (*GetServiceStatsResponse, error)
 }
 
 type virtualServiceServiceClient struct {
@@ -164,6 +168,16 @@ func (c *virtualServiceServiceClient) MoveVIP(ctx context.Context, in *MoveVIPRe
 	return out, nil
 }
 
+func (c *virtualServiceServiceClient) GetServiceStats(ctx context.Context, in *GetServiceStatsRequest, opts ...grpc.CallOption) (*GetServiceStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetServiceStatsResponse)
+	err := c.cc.Invoke(ctx, VirtualServiceService_GetServiceStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VirtualServiceServiceServer is the server API for VirtualServiceService service.
 // All implementations must embed UnimplementedVirtualServiceServiceServer
 // for forward compatibility.
@@ -187,6 +201,9 @@ type VirtualServiceServiceServer interface {
 	// move. The new owner takes over; established connections carry over through
 	// connection sync.
 	MoveVIP(context.Context, *MoveVIPRequest) (*MoveVIPResponse, error)
+	// Live kernel counters of a service, per port and per backend, read from
+	// the IPVS table of its owner (or of the member named in the request).
+	GetServiceStats(context.Context, *GetServiceStatsRequest) (*GetServiceStatsResponse, error)
 	mustEmbedUnimplementedVirtualServiceServiceServer()
 }
 
@@ -226,6 +243,9 @@ func (UnimplementedVirtualServiceServiceServer) DrainBackend(context.Context, *D
 }
 func (UnimplementedVirtualServiceServiceServer) MoveVIP(context.Context, *MoveVIPRequest) (*MoveVIPResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MoveVIP not implemented")
+}
+func (UnimplementedVirtualServiceServiceServer) GetServiceStats(context.Context, *GetServiceStatsRequest) (*GetServiceStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetServiceStats not implemented")
 }
 func (UnimplementedVirtualServiceServiceServer) mustEmbedUnimplementedVirtualServiceServiceServer() {}
 func (UnimplementedVirtualServiceServiceServer) testEmbeddedByValue()                               {}
@@ -428,6 +448,24 @@ func _VirtualServiceService_MoveVIP_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VirtualServiceService_GetServiceStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServiceStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VirtualServiceServiceServer).GetServiceStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VirtualServiceService_GetServiceStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VirtualServiceServiceServer).GetServiceStats(ctx, req.(*GetServiceStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VirtualServiceService_ServiceDesc is the grpc.ServiceDesc for VirtualServiceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -474,6 +512,10 @@ var VirtualServiceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MoveVIP",
 			Handler:    _VirtualServiceService_MoveVIP_Handler,
+		},
+		{
+			MethodName: "GetServiceStats",
+			Handler:    _VirtualServiceService_GetServiceStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
