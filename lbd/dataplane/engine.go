@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -480,7 +481,11 @@ var opNames = map[ipvsdiff.OpKind]string{
 }
 
 // isNotExist: IPVS answers ESRCH for a missing service, ENOENT for a missing destination.
-func isNotExist(err error) bool { return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) }
+// isNotExist: the kernel's ENOENT/ESRCH, which the IPVS client may also hand
+// back as fs.ErrNotExist (an empty IPVS table answers so).
+func isNotExist(err error) bool {
+	return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) || errors.Is(err, fs.ErrNotExist)
+}
 
 // Resync re-reads the kernel for this engine's services, so a change made by
 // someone else (ipvsadm by hand, another program) is repaired on the next Reconcile.

@@ -20,9 +20,10 @@ import (
 // lbd leaves its VIP addresses on the interface, and the kernel keeps
 // answering ARP for them: after a survivor takes over, two hosts would answer
 // for one VIP. The fence holds a pipe from lbd; when the pipe closes without
-// lbd saying "keep" first (a crash, not a clean stop), it removes the
-// addresses lbd recorded in programmed.json and exits. A clean stop says
-// "keep", because a restart must not disturb traffic.
+// lbd saying "keep" first (a crash), or after a clean stop ("keep"), it waits
+// up to the lease for a restarted lbd to take the state directory over — a
+// quick restart disturbs nothing — and otherwise removes the addresses lbd
+// recorded in programmed.json, before the cluster's grace moves them.
 
 // FenceCommand is the hidden lbd subcommand that runs the fence.
 const FenceCommand = "__fence"
@@ -61,11 +62,12 @@ func StartFence(iface, stateDir string, delay time.Duration) (*Fence, error) {
 	return &Fence{w: w, cmd: cmd}, nil
 }
 
-// Keep tells the fence this is a clean stop: leave the addresses.
+// Keep tells the fence this is a clean stop: the addresses stay for a
+// restart within the lease, and are withdrawn after it like after a crash.
 func (f *Fence) Keep() {
 	fmt.Fprintln(f.w, "keep")
 	f.w.Close()
-	f.cmd.Wait()
+	f.cmd.Process.Release() // it outlives us by design
 }
 
 // RunFence is the child: it waits for its parent's pipe to close and fences
@@ -84,9 +86,10 @@ func RunFence(args []string, stdin io.Reader) int {
 	}
 	r := bufio.NewReader(stdin)
 	line, _ := r.ReadString('\n') // returns at "keep" or when the parent dies
-	if strings.TrimSpace(line) == "keep" {
-		return 0
-	}
+	// A clean stop is a restart as often as a shutdown for maintenance. Both
+	// get the lease to come back: past it the cluster moves the VIPs, and an
+	// address left behind would answer beside the new owner.
+	clean := strings.TrimSpace(line) == "keep"
 	for deadline := time.Now().Add(delay); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if b, err := os.ReadFile(filepath.Join(stateDir, pidFile)); err == nil && strings.TrimSpace(string(b)) != parent {
 			return 0 // a restarted lbd adopted the state: it decides now
@@ -127,7 +130,11 @@ func RunFence(args []string, stdin io.Reader) int {
 			code = 1
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "lbd fence: lbd exited without a clean stop; withdrew VIP %s from %s\n", a, iface)
+		how := "exited without a clean stop"
+		if clean {
+			how = "stopped"
+		}
+		fmt.Fprintf(os.Stderr, "lbd fence: lbd %s and did not come back within %s; withdrew VIP %s from %s\n", how, delay, a, iface)
 	}
 	return code
 }

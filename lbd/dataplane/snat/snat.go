@@ -33,7 +33,11 @@ type Rules interface {
 // Tables is Rules over iptables/ip6tables binaries of one flavour.
 type Tables struct {
 	v4, v6 string // iptables and ip6tables commands, e.g. iptables-legacy
-	last   string // the last rule text applied, to skip no-op changes
+	// last is the rule text last applied per family (nil: unknown, so the
+	// next Set writes it and checks the POSTROUTING jump). Starting a process
+	// is the expensive part of a change (hundreds of milliseconds on a small
+	// or emulated host), so a change touches only the family that changed.
+	last [2]*string
 }
 
 // Open picks the backend. mode: auto (iptables-legacy if it can list the nat
@@ -90,30 +94,35 @@ func (t *Tables) Set(ctx context.Context, vips []netip.Addr) error {
 			fmt.Fprintf(&r6, "-A %s -m ipvs --vaddr %s/128 -j SNAT --to-source %s\n", Chain, v, v)
 		}
 	}
-	text := r4.String() + "|" + r6.String()
-	if text == t.last {
-		return nil
-	}
-	for _, f := range []struct{ cmd, rules string }{{t.v4, r4.String()}, {t.v6, r6.String()}} {
-		if err := apply(ctx, f.cmd, f.rules); err != nil {
-			if f.cmd == t.v6 && f.rules == "" {
-				// A host without IPv6 NAT and no IPv6 VIPs is fine.
+	for i, f := range []struct{ cmd, rules string }{{t.v4, r4.String()}, {t.v6, r6.String()}} {
+		if t.last[i] != nil && *t.last[i] == f.rules {
+			continue
+		}
+		if err := apply(ctx, f.cmd, f.rules, t.last[i] == nil); err != nil {
+			if i == 1 && f.rules == "" {
+				// A host without IPv6 NAT and no IPv6 VIPs is fine; do not
+				// try again until there is an IPv6 VIP.
+				t.last[i] = &f.rules
 				continue
 			}
 			return err
 		}
+		t.last[i] = &f.rules
 	}
-	t.last = text
 	return nil
 }
 
-// apply replaces our chain and makes sure POSTROUTING jumps to it.
-func apply(ctx context.Context, cmd, rules string) error {
+// apply replaces our chain and, with checkJump, makes sure POSTROUTING jumps
+// to it.
+func apply(ctx context.Context, cmd, rules string, checkJump bool) error {
 	input := "*nat\n:" + Chain + " - [0:0]\n" + rules + "COMMIT\n"
 	c := exec.CommandContext(ctx, cmd+"-restore", "--noflush") // iptables-legacy-restore, ip6tables-nft-restore...
 	c.Stdin = strings.NewReader(input)
 	if out, err := c.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v: %s", c.Path, err, bytes.TrimSpace(out))
+	}
+	if !checkJump {
+		return nil
 	}
 	if err := exec.CommandContext(ctx, cmd, "-t", "nat", "-C", "POSTROUTING", "-j", Chain).Run(); err != nil {
 		if out, err := exec.CommandContext(ctx, cmd, "-t", "nat", "-A", "POSTROUTING", "-j", Chain).CombinedOutput(); err != nil {
@@ -125,4 +134,4 @@ func apply(ctx context.Context, cmd, rules string) error {
 
 // Forget drops the memory of the last applied rules, so the next Set rewrites
 // them (after a resync, in case someone flushed the chain).
-func (t *Tables) Forget() { t.last = "" }
+func (t *Tables) Forget() { t.last = [2]*string{} }
