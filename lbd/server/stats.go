@@ -16,13 +16,9 @@ import (
 // owner's kernel is read unless the request names another member; a member
 // that is not the one asked for forwards the call to it.
 func (s *Server) GetServiceStats(ctx context.Context, req *edgelbv1.GetServiceStatsRequest) (*edgelbv1.GetServiceStatsResponse, error) {
-	k, err := serviceKey(ctx, req.Tenant, req.Name)
+	k, vs, err := s.lookup(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
-	}
-	vs, ok := s.fsm.Service(k)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "virtual service %s not found (lbctl vip list --tenant %s)", k, k.Tenant)
 	}
 	target := req.Member
 	if target == "" {

@@ -94,15 +94,24 @@ func scopeService(ctx context.Context, vs *edgelbv1.VirtualService) error {
 }
 
 func (s *Server) GetVirtualService(ctx context.Context, req *edgelbv1.GetVirtualServiceRequest) (*edgelbv1.GetVirtualServiceResponse, error) {
-	k, err := serviceKey(ctx, req.Tenant, req.Name)
+	_, vs, err := s.lookup(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
 	}
+	return &edgelbv1.GetVirtualServiceResponse{Service: vs}, nil
+}
+
+// lookup finds a service the caller may see, or says how to find it.
+func (s *Server) lookup(ctx context.Context, tenant, name string) (fsm.Key, *edgelbv1.VirtualService, error) {
+	k, err := serviceKey(ctx, tenant, name)
+	if err != nil {
+		return k, nil, err
+	}
 	vs, ok := s.fsm.Service(k)
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "virtual service %s not found (lbctl vip list --tenant %s)", k, k.Tenant)
+		return k, nil, status.Errorf(codes.NotFound, "virtual service %s not found (lbctl vip list --tenant %s)", k, k.Tenant)
 	}
-	return &edgelbv1.GetVirtualServiceResponse{Service: vs}, nil
+	return k, vs, nil
 }
 
 func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirtualServicesRequest) (*edgelbv1.ListVirtualServicesResponse, error) {
