@@ -60,6 +60,7 @@ type Engine struct {
 	addrs   addr.Manager
 	ifindex int
 	snat    snat.Rules
+	resyncs int // resyncs so far (SNAT is repaired every snatRepairEvery)
 	wire    announce.Sender
 	ann     *announce.Announcer
 	cancel  context.CancelFunc
@@ -529,11 +530,19 @@ func (e *Engine) Resync() error {
 			delete(e.vips, a) // lost with a link flap or by hand: re-add and re-announce
 		}
 	}
-	if s, ok := e.snat.(*snat.Tables); ok {
+	// Rewriting the SNAT chains starts iptables processes (seconds on a
+	// small or emulated host, with the engine locked), so only every
+	// snatRepairEvery resyncs, and only the SNAT repair, not the check.
+	e.resyncs++
+	if s, ok := e.snat.(*snat.Tables); ok && e.resyncs%snatRepairEvery == 0 {
 		s.Forget()
 	}
 	return nil
 }
+
+// snatRepairEvery resyncs (of resyncEvery) the SNAT chains are rewritten, in
+// case someone flushed them: every 5 minutes.
+const snatRepairEvery = 10
 
 // Stats returns counters.
 func (e *Engine) Stats() Stats {

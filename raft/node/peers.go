@@ -29,7 +29,12 @@ func (p *peerWatch) run(ch <-chan raft.Observation, done <-chan struct{}) {
 			p.mu.Lock()
 			switch d := o.Data.(type) {
 			case raft.FailedHeartbeatObservation:
-				if _, ok := p.failing[string(d.PeerID)]; !ok {
+				// Keep the latest last contact, not the first: a resumption
+				// can go unobserved (replication restarted for the peer, or
+				// the observation dropped), and an old entry would make a
+				// member that answered a moment ago look silent for long —
+				// its VIPs would move while it still serves them.
+				if t, ok := p.failing[string(d.PeerID)]; !ok || d.LastContact.After(t) {
 					p.failing[string(d.PeerID)] = d.LastContact
 				}
 			case raft.ResumedHeartbeatObservation:
