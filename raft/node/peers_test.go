@@ -22,7 +22,7 @@ func TestPeerWatchKeepsLatestContact(t *testing.T) {
 	recent := time.Now().Add(-100 * time.Millisecond)
 	ch <- raft.Observation{Data: raft.FailedHeartbeatObservation{PeerID: "edge2", LastContact: recent}}
 	ch <- raft.Observation{Data: raft.FailedHeartbeatObservation{PeerID: "edge2", LastContact: old}} // stale, late
-	ch <- raft.Observation{Data: raft.LeaderObservation{}}                                              // a barrier: run has handled the above
+	ch <- raft.Observation{Data: raft.LeaderObservation{}}                                           // a barrier: run has handled the above
 	ch <- raft.Observation{Data: raft.FailedHeartbeatObservation{PeerID: "edge3", LastContact: recent}}
 	ch <- raft.Observation{Data: raft.FailedHeartbeatObservation{PeerID: "edge2", LastContact: recent}}
 	ch <- raft.Observation{Data: raft.ResumedHeartbeatObservation{PeerID: "edge3"}}
