@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -284,15 +286,35 @@ func (m *Member) MAC() (string, error) {
 	return "", fmt.Errorf("%s: no link/ether in %q", m.ID, out)
 }
 
-// HasAddr reports whether the member's data interface holds ip.
+// HasAddr reports whether the member's data interface holds ip. It asks the
+// kernel over netlink from a thread in the member's namespace, not through
+// `ip`: scenarios poll it often, and in the guest a process start costs up
+// to seconds of its one CPU.
 func (m *Member) HasAddr(ip string) bool {
-	addrs, _ := m.Addrs()
-	for _, a := range addrs {
-		if strings.HasPrefix(a, ip+"/") {
-			return true
-		}
+	want, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
 	}
-	return false
+	found := false
+	netns.Do(m.Host.Name, func() error {
+		ifc, err := net.InterfaceByName(topo.Interface)
+		if err != nil {
+			return err
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if got, ok := netip.AddrFromSlice(n.IP); ok && got.Unmap() == want {
+					found = true
+				}
+			}
+		}
+		return nil
+	})
+	return found
 }
 
 // Neighbour returns the hardware address ns's neighbour table holds for ip

@@ -1,0 +1,62 @@
+package ha
+
+import (
+	"testing"
+	"time"
+
+	"github.com/edgelb/edgelb/integration/probe"
+)
+
+func TestOutage(t *testing.T) {
+	ms := time.Millisecond
+	ok := func(at, took time.Duration) probe.Attempt { return probe.Attempt{At: at, Took: took} }
+	bad := func(at time.Duration) probe.Attempt { return probe.Attempt{At: at, Took: 500 * ms, Err: "timeout"} }
+	for _, c := range []struct {
+		name string
+		r    probe.SteadyResult
+		want time.Duration
+	}{
+		{"never failed", probe.SteadyResult{Mark: 100 * ms, Timeline: []probe.Attempt{ok(0, ms), ok(110*ms, ms), ok(150*ms, ms)}}, 0},
+		// The first attempt after the mark failed: the outage counts from the mark.
+		{"cut", probe.SteadyResult{Mark: 100 * ms, Timeline: []probe.Attempt{ok(50*ms, ms), bad(120 * ms), bad(200 * ms), ok(900*ms, 2*ms)}}, 802 * ms},
+		// Served on after the mark, then a gap (fence withdrew before the takeover).
+		{"gap", probe.SteadyResult{Mark: 100 * ms, Timeline: []probe.Attempt{ok(120*ms, ms), bad(2000 * ms), ok(2400*ms, ms), bad(2500 * ms), ok(2600*ms, ms)}}, 401 * ms},
+		// Failures before the mark do not count.
+		{"before mark", probe.SteadyResult{Mark: 1000 * ms, Timeline: []probe.Attempt{bad(0), ok(100*ms, ms), ok(1100*ms, ms)}}, 0},
+		{"never recovered", probe.SteadyResult{Mark: 0, Timeline: []probe.Attempt{bad(0), bad(1000 * ms)}}, 1500 * ms},
+	} {
+		if got := outage(c.r); got != c.want {
+			t.Errorf("%s: outage %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	p50, p99 := percentiles(ds)
+	if p50 != 50*time.Millisecond || p99 != 99*time.Millisecond {
+		t.Errorf("p50 %s p99 %s, want 50ms 99ms", p50, p99)
+	}
+	p50, p99 = percentiles(ds[:3]) // 100, 99, 98 ms
+	if p50 != 99*time.Millisecond || p99 != 100*time.Millisecond {
+		t.Errorf("3 samples: p50 %s p99 %s", p50, p99)
+	}
+}
+
+func TestParseARPReplies(t *testing.T) {
+	for _, out := range []string{
+		"ARPING 10.0.0.210\n60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=0 time=1.1 msec\n60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=1 time=0.9 msec\n",
+		"ARPING 10.0.0.210 from 10.0.0.100 eth0\nUnicast reply from 10.0.0.210 [3E:87:49:08:A3:05]  0.9ms\n",
+	} {
+		if got := parseARPReplies(out); len(got) != 1 || got[0] != "3e:87:49:08:a3:05" {
+			t.Errorf("%q: %v", out, got)
+		}
+	}
+	two := "60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=0\n60 bytes from 06:8d:e1:f8:74:85 (10.0.0.210): index=1\n"
+	if got := parseARPReplies(two); len(got) != 2 {
+		t.Errorf("two hosts answering: %v", got)
+	}
+}

@@ -1,0 +1,54 @@
+// Package ha holds edgelb's failover scenarios (issue 4), run against real lbd
+// processes and the real IPVS of a User-Mode Linux guest (integration/guesttest):
+// three edge hosts on one segment, three nodes, a client, live traffic — new
+// connections at a steady rate and a set of long-lived ones — while an owner is
+// SIGKILLed, the raft leader that owns the VIP is SIGKILLed, an owner's link is
+// cut, a member is drained, and every member is restarted in turn.
+//
+//	sudo bash scripts/uml-deps.sh
+//	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUML$' -timeout 20m          # scenarios
+//	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUMLBench' -timeout 40m      # ≥20 failovers of each kind
+//
+// EDGELB_HA_ROUNDS sets the rounds per kind of the benchmark (default 20);
+// EDGELB_HA_PROFILE picks lbd's timing: "guest" (the default), "lan" (lbd's
+// defaults) or "fast" (see profiles).
+package ha
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/edgelb/edgelb/integration/guesttest"
+	"github.com/edgelb/edgelb/integration/uml"
+)
+
+func TestMain(m *testing.M) {
+	uml.MaybeGuestInit() // PID 1 of the guest: mount, load modules, run the guest test
+	os.Exit(m.Run())
+}
+
+func hostOnly(t *testing.T) {
+	if os.Getenv("EDGELB_UML") != "1" {
+		t.Skip("failover scenarios boot a User-Mode Linux guest; run: sudo bash scripts/uml-deps.sh && EDGELB_UML=1 go test ./integration/ha/ -v")
+	}
+	if uml.InGuest() {
+		t.Skip("host side only")
+	}
+}
+
+// TestUML runs the failover scenarios once each.
+func TestUML(t *testing.T) {
+	hostOnly(t)
+	guesttest.Run(t, guesttest.Options{GuestTest: "TestGuest"})
+}
+
+// TestUMLBench runs many failovers of each kind and prints their figures as
+// BENCH-JSON lines (make bench reads them). It runs only when asked for by name.
+func TestUMLBench(t *testing.T) {
+	hostOnly(t)
+	if f := guesttest.RunFilter(); !strings.Contains(f, "Bench") {
+		t.Skip("the failover benchmark runs only when named: -run TestUMLBench")
+	}
+	guesttest.Run(t, guesttest.Options{GuestTest: "TestGuestBench"})
+}
