@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: help build sandbox test test-unit test-e2e proto proto-check deps bench clean
+.PHONY: help build sandbox test test-unit test-e2e test-ha proto proto-check deps bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,10 @@ test: ## everything CI runs: proto checks, unit tests, fuzz smoke, real-kernel a
 test-unit: ## go vet and go test ./... (quick, no kernel, no apiserver)
 	$(GO) vet ./...
 	$(GO) test ./...
+
+test-ha: ## failover scenarios in the UML guest (SIGKILL owner/leader, cut link, drain, rolling restart)
+	bash scripts/uml-deps.sh
+	EDGELB_UML=1 $(GO) test -count=1 -v -timeout 30m -run 'TestUML$$' ./integration/ha/
 
 proto: ## regenerate Go code from proto/ with pinned buf and plugins
 	bash scripts/proto.sh generate

@@ -6,7 +6,9 @@
 #   3. fuzz smoke: every Fuzz target for FUZZTIME (default 5s)
 #   4. real Kubernetes: kube-apiserver+etcd built from source (cached), the CCM
 #      with the edgelb cloud provider against a real lbd (EDGELB_E2E=1)
-#   5. real kernel: the User-Mode Linux scenarios (EDGELB_UML=1), when the harness exists
+#   5. real kernel: the data plane and the User-Mode Linux scenarios
+#      (EDGELB_UML=1, integration/e2e). The failover scenarios (integration/ha)
+#      run with `make test-ha`: their rolling-restart case still fails at times.
 # Set SKIP_E2E=1 to stop after step 3 (same as `make test-unit` plus fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,9 +63,8 @@ go build -o .cache/bin/umlrun ./integration/cmd/umlrun
 go test -c -o .cache/bin/dataplane.test ./lbd/dataplane
 EDGELB_KERNEL_TESTS=1 .cache/bin/umlrun -timeout 5m -- .cache/bin/dataplane.test -test.v -test.run Kernel
 
-if [ -f scripts/e2e-uml.sh ]; then
-  stage "real kernel: User-Mode Linux scenarios (3 edge hosts, nodes, client)"
-  bash scripts/e2e-uml.sh
-fi
+stage "real kernel: User-Mode Linux scenarios (3 edge hosts, nodes, client)"
+# The conns/s figure is make bench's; here a shorter run checks the path.
+EDGELB_E2E_BENCH_N=${EDGELB_E2E_BENCH_N:-300} bash scripts/e2e-uml.sh
 
 stage "all tests passed"
