@@ -399,6 +399,9 @@ func TestGuest(t *testing.T) {
 			if r.Kept != r.Opened {
 				t.Errorf("%d of %d established connections broke", r.Opened-r.Kept, r.Opened)
 			}
+			if kind == "sigkill" {
+				s.metricsAfterFailover(t, s.l.Member(r.To))
+			}
 		})
 	}
 	t.Run("drain", func(t *testing.T) {
@@ -408,6 +411,60 @@ func TestGuest(t *testing.T) {
 		}
 	})
 	t.Run("rolling_restart", s.rollingRestart)
+}
+
+// metricsAfterFailover scrapes the survivor's /metrics: the failover shows
+// as an ownership change by reason, a takeover time, and a served VIP with
+// traffic counted by IPVS.
+func (s *suite) metricsAfterFailover(t *testing.T, m *lab.Member) {
+	t.Helper()
+	out, err := topo.Run(m.Host.Name, "curl", "-s", "--max-time", "20", "http://127.0.0.1:7702/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", m.ID, err)
+	}
+	series := map[string]float64{}
+	for _, l := range strings.Split(out, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(l, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+				series[l[:i]] = v
+			}
+		}
+	}
+	sum := func(name string, match ...string) float64 {
+		total := 0.0
+		for k, v := range series {
+			n, _, _ := strings.Cut(k, "{")
+			ok := n == name
+			for _, m := range match {
+				ok = ok && strings.Contains(k, m)
+			}
+			if ok {
+				total += v
+			}
+		}
+		return total
+	}
+	for _, c := range []struct {
+		what  string
+		value float64
+		ok    bool
+	}{
+		{"failovers counted by reason (owner_unreachable)", sum("edgelb_ownership_assignments_total", `reason="owner_unreachable"`), sum("edgelb_ownership_assignments_total", `reason="owner_unreachable"`) >= 1},
+		{"takeovers timed", sum("edgelb_ownership_takeover_seconds_count"), sum("edgelb_ownership_takeover_seconds_count") >= 1},
+		{"VIPs served by the survivor", sum("edgelb_ownership_vips_served"), sum("edgelb_ownership_vips_served") >= 1},
+		{"takeover announcements sent", sum("edgelb_dataplane_announcements_total", `kind="takeover"`), sum("edgelb_dataplane_announcements_total", `kind="takeover"`) >= 1},
+		{"connections through the VIP counted by IPVS", sum("edgelb_ipvs_service_connections_total", `vip="`+vip+`"`), sum("edgelb_ipvs_service_connections_total", `vip="`+vip+`"`) >= 1},
+		{"a raft leader known", sum("edgelb_raft_leader"), sum("edgelb_raft_leader") == 1},
+	} {
+		if !c.ok {
+			t.Errorf("%s on %s after the failover: %v", c.what, m.ID, c.value)
+		} else {
+			t.Logf("%s on %s: %v", c.what, m.ID, c.value)
+		}
+	}
 }
 
 // drain hands the owner's VIPs to the others under traffic and returns the
