@@ -700,35 +700,11 @@ func (s *scenarios) metrics(t *testing.T) {
 	}
 	// IPVS publishes its counters through its estimator, every 2 s.
 	time.Sleep(3 * time.Second)
-	out, err := exec.Command("ip", "netns", "exec", owner.Host.Name, "curl", "-s", "--max-time", "10", "http://127.0.0.1:7702/metrics").Output()
+	series, out, err := owner.Metrics()
 	if err != nil {
-		t.Fatalf("scrape %s: %v", owner.ID, err)
+		t.Fatal(err)
 	}
-	series := map[string]float64{}
-	for _, l := range strings.Split(string(out), "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
-			series[l[:i]] += v
-		}
-	}
-	sum := func(prefix string, match ...string) (float64, bool) {
-		total, found := 0.0, false
-		for k, v := range series {
-			name, _, _ := strings.Cut(k, "{")
-			ok := name == prefix
-			for _, m := range match {
-				ok = ok && strings.Contains(k, m)
-			}
-			if ok {
-				total += v
-				found = true
-			}
-		}
-		return total, found
-	}
+	sum := series.Sum
 	checks := []struct {
 		what   string
 		prefix string

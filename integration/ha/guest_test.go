@@ -418,34 +418,13 @@ func TestGuest(t *testing.T) {
 // traffic counted by IPVS.
 func (s *suite) metricsAfterFailover(t *testing.T, m *lab.Member) {
 	t.Helper()
-	out, err := topo.Run(m.Host.Name, "curl", "-s", "--max-time", "20", "http://127.0.0.1:7702/metrics")
+	series, _, err := m.Metrics()
 	if err != nil {
-		t.Fatalf("scrape %s: %v", m.ID, err)
-	}
-	series := map[string]float64{}
-	for _, l := range strings.Split(out, "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		if i := strings.LastIndexByte(l, ' '); i > 0 {
-			if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
-				series[l[:i]] = v
-			}
-		}
+		t.Fatal(err)
 	}
 	sum := func(name string, match ...string) float64 {
-		total := 0.0
-		for k, v := range series {
-			n, _, _ := strings.Cut(k, "{")
-			ok := n == name
-			for _, m := range match {
-				ok = ok && strings.Contains(k, m)
-			}
-			if ok {
-				total += v
-			}
-		}
-		return total
+		v, _ := series.Sum(name, match...)
+		return v
 	}
 	for _, c := range []struct {
 		what  string

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -540,4 +541,45 @@ func sortedLines(s string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Metrics is one scrape of a member's /metrics: series (name with labels) to value.
+type Metrics map[string]float64
+
+// Metrics scrapes the member's metrics listener (lbd's default, loopback in
+// its namespace).
+func (m *Member) Metrics() (Metrics, string, error) {
+	out, err := topo.Run(m.Host.Name, "curl", "-s", "--max-time", "20", "http://127.0.0.1:7702/metrics")
+	if err != nil {
+		return nil, out, fmt.Errorf("scrape %s: %w", m.ID, err)
+	}
+	series := Metrics{}
+	for _, l := range strings.Split(out, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(l, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+				series[l[:i]] += v
+			}
+		}
+	}
+	return series, out, nil
+}
+
+// Sum adds up the series named name whose labels contain every match
+// (`vip="10.0.0.1"`); found is false when none matched.
+func (s Metrics) Sum(name string, match ...string) (total float64, found bool) {
+	for k, v := range s {
+		n, _, _ := strings.Cut(k, "{")
+		ok := n == name
+		for _, m := range match {
+			ok = ok && strings.Contains(k, m)
+		}
+		if ok {
+			total += v
+			found = true
+		}
+	}
+	return total, found
 }
