@@ -329,8 +329,16 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			fenced = true
 			owner, owned = "", 0
 		} else if fenced {
-			d.log.Info("back in contact with the raft leader; serving owned VIPs again")
+			// Back from a partition, the replica may still show this member
+			// as the owner of VIPs the leader moved meanwhile (the heartbeat
+			// that restores contact can come before the entries it missed).
+			// Serving from that state would put the address on two hosts:
+			// catch up with the leader's commit index first, as after a start.
 			fenced = false
+			d.caughtUp.Store(false)
+			go d.catchUp(ctx)
+			d.log.Info("back in contact with the raft leader; serving owned VIPs again once caught up")
+			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := d.dp.Reconcile(cctx, all, owner)
