@@ -22,6 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/edgelb/edgelb/integration/freeport"
 )
 
 // Dir is this package's directory (where the scripts are).
@@ -61,16 +63,8 @@ func GoBuild(t testing.TB, dir, pkg, name string) (string, error) {
 	return out, nil
 }
 
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// FreePort returns a loopback port that was free a moment ago (see freeport).
+func FreePort(t testing.TB) int { return freeport.Loopback(t) }
 
 // StartAPIServer starts etcd and kube-apiserver on loopback in workdir and
 // returns a kubeconfig path; both are stopped when the test ends.
