@@ -190,7 +190,10 @@ func runGuest(bin string, dur time.Duration) int {
 	}
 	total := map[string]int{}
 	var rounds, sent, failed int
-	tcp := probe.Options{Proto: "tcp", Addr: vip + ":80", NetNS: "client", Timeout: time.Second}
+	// 3 s lets a SYN be retransmitted once: IPVS drops a SYN whose client port
+	// matches a connection it still holds in TIME_WAIT (conn_reuse_mode=1 with
+	// conntrack), and on a slow host a 1 s timeout counted those as failures.
+	tcp := probe.Options{Proto: "tcp", Addr: vip + ":80", NetNS: "client", Timeout: 3 * time.Second}
 	// The default scheduler (Maglev, IPVS mh) hashes the client's address: traffic from
 	// a single address goes to a single node. Like real traffic, these rounds come from
 	// many client addresses (10.1.0.0/16, routed via the client host).
