@@ -172,7 +172,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	go d.contactLoop(bg)
 	go d.reconcileLoop(bg)
 	if cfg.Health.Enabled {
-		go d.checkLoop(bg)
+		go d.checkLoop(bg, d.newChecker())
 	}
 	return d, nil
 }

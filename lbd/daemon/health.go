@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/edgelb/edgelb/lbd/health"
+	"github.com/edgelb/edgelb/lbd/ownership"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
@@ -26,15 +27,35 @@ var protoState = map[health.State]edgelbv1.BackendHealthState{
 	health.Unhealthy: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY,
 }
 
-// checkLoop runs the health checks of the backends of the VIPs this member
-// owns and publishes transitions through raft, where the reconciler (weight
-// 0 for unhealthy backends), the API and Watch see them, and where a new owner
-// finds them after a failover.
-func (d *Daemon) checkLoop(ctx context.Context) {
-	var mu sync.Mutex
-	pending := map[health.Key]health.Status{}
-	signal := make(chan struct{}, 1)
-	c := health.New(health.Options{
+// healthReports collects the checker's transitions for checkLoop to publish.
+type healthReports struct {
+	mu      sync.Mutex
+	pending map[health.Key]health.Status
+	signal  chan struct{}
+}
+
+func (r *healthReports) add(k health.Key, st health.Status) {
+	r.mu.Lock()
+	r.pending[k] = st
+	r.mu.Unlock()
+	select {
+	case r.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (r *healthReports) take() map[health.Key]health.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	batch := r.pending
+	r.pending = map[health.Key]health.Status{}
+	return batch
+}
+
+// newChecker sets d.checker up; checkLoop runs it.
+func (d *Daemon) newChecker() *healthReports {
+	r := &healthReports{pending: map[health.Key]health.Status{}, signal: make(chan struct{}, 1)}
+	d.checker = health.New(health.Options{
 		Logger: d.log.With("component", "health"),
 		OnProbe: func(k health.Key, ok bool, lat time.Duration) {
 			if m := d.Metrics(); m != nil {
@@ -45,39 +66,64 @@ func (d *Daemon) checkLoop(ctx context.Context) {
 			if m := d.Metrics(); m != nil {
 				m.Transition(st.State == health.Healthy)
 			}
-			mu.Lock()
-			pending[k] = st
-			mu.Unlock()
-			select {
-			case signal <- struct{}{}:
-			default:
-			}
+			r.add(k, st)
 		},
 	})
-	d.checker = c
+	return r
+}
+
+// checkLoop runs the health checks of the backends of the VIPs this member
+// owns or would take over, and publishes the owned ones' transitions through
+// raft, where the reconciler (weight 0 for unhealthy backends), the API and
+// Watch see them, and where a new owner finds them after a failover.
+func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
+	c := d.checker
 	go c.Run(ctx)
+	// refs are the checks of the VIPs this member owns: only the owner
+	// publishes. It also checks the VIPs it would inherit if their owner
+	// failed now, so a takeover starts from results of this host's own.
 	var refs map[health.Key][]health.Ref
 	for {
 		changed := d.node.FSM.Changed()
-		owned, _ := d.node.FSM.Shared(fsm.Filter{Owner: d.cfg.ID})
+		all, _ := d.node.FSM.Shared(fsm.Filter{})
+		succ := ownership.Successors(all, d.node.FSM.Members())
+		var owned, watched []*edgelbv1.VirtualService
+		for _, vs := range all {
+			switch {
+			case vs.Owner == d.cfg.ID:
+				owned = append(owned, vs)
+				watched = append(watched, vs)
+			case succ[vs.Vip] == d.cfg.ID:
+				watched = append(watched, vs)
+			}
+		}
+		prev := refs
 		refs = health.Targets(owned)
-		keys := make([]health.Key, 0, len(refs))
-		for k := range refs {
+		every := health.Targets(watched)
+		keys := make([]health.Key, 0, len(every))
+		for k := range every {
 			keys = append(keys, k)
 		}
-		c.SetTargetsFrom(keys, func(k health.Key) health.State { return d.publishedState(refs[k]) })
+		c.SetTargetsFrom(keys, func(k health.Key) health.State { return d.publishedState(every[k]) })
+		// A VIP just inherited: what this member found while standing by
+		// replaces what the FSM holds, which the old owner may have failed to
+		// update before it died.
+		for k, rs := range refs {
+			if _, had := prev[k]; had {
+				continue
+			}
+			if st, ok := c.Status(k); ok && st.State != health.Unknown && st.State != d.publishedState(rs) {
+				r.add(k, st)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
 			time.Sleep(coalesce)
-		case <-signal:
+		case <-r.signal:
 			time.Sleep(healthReportDelay)
-			mu.Lock()
-			batch := pending
-			pending = map[health.Key]health.Status{}
-			mu.Unlock()
-			d.publishHealth(ctx, batch, refs)
+			d.publishHealth(ctx, r.take(), refs)
 		}
 	}
 }
@@ -106,6 +152,11 @@ func (d *Daemon) publishedState(refs []health.Ref) health.State {
 func (d *Daemon) publishHealth(ctx context.Context, batch map[health.Key]health.Status, refs map[health.Key][]health.Ref) {
 	var ups []*raftv1.HealthUpdate
 	for k, st := range batch {
+		if len(refs[k]) == 0 {
+			// A check of a VIP this member would inherit: the owner reports.
+			d.log.Debug("backend health changed (standing by)", "backend", k.String(), "state", st.State.String(), "error", st.LastError)
+			continue
+		}
 		h := &edgelbv1.BackendHealth{State: protoState[st.State], LastError: st.LastError,
 			LastCheckTime: timestamppb.New(st.LastCheck), LastTransitionTime: timestamppb.New(st.LastTransition)}
 		for _, r := range refs[k] {

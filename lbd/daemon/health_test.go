@@ -3,12 +3,16 @@ package daemon
 import (
 	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/health"
+	"github.com/edgelb/edgelb/lbd/ownership"
+	"github.com/edgelb/edgelb/raft/fsm"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -91,4 +95,95 @@ func TestOwnerPublishesBackendHealth(t *testing.T) {
 	l2 := serve(t, addr.String())
 	defer l2.Close()
 	wait(edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY)
+}
+
+// The member that would inherit a VIP checks its backends too, and only the
+// owner reports. When the owner dies, a backend that failed meanwhile (nobody
+// left to report it) is reported by the new owner from its own standby checks,
+// so traffic does not go to it after the takeover.
+func TestSuccessorChecksAndReportsOnTakeover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs raft members")
+	}
+	ip := hostIP(t)
+	l := serve(t, ip+":0")
+	addr := l.Addr().(*net.TCPAddr)
+	ds := startCluster(t, 3, func(c *config.Config) { c.Health.Enabled = true })
+	leader, _ := leaderAndFollower(t, ds)
+	var pin *Daemon
+	for _, d := range ds {
+		if d != leader {
+			pin = d
+			break
+		}
+	}
+	setupPool(t, leader.Addr())
+	c := client(t, leader.Addr())
+	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{
+		Name: "web", PinnedMember: pin.cfg.ID,
+		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: uint32(addr.Port)}},
+		Backends: []*edgelbv1.Backend{{Address: ip}},
+		HealthCheck: &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP,
+			Interval: durationpb.New(100 * time.Millisecond), Timeout: durationpb.New(50 * time.Millisecond), Rise: 1, Fall: 2},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() *edgelbv1.VirtualService {
+		t.Helper()
+		r, err := c.GetVirtualService(context.Background(), &edgelbv1.GetVirtualServiceRequest{Name: "web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Service
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; service: %v", what, get())
+			}
+		}
+	}
+	waitFor("the pinned owner's report", func() bool {
+		vs := get()
+		return vs.Owner == pin.cfg.ID && vs.Backends[0].GetHealth().GetState() == edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY
+	})
+	vss, _ := leader.Node().FSM.Shared(fsm.Filter{})
+	succID := ownership.Successors(vss, leader.Node().FSM.Members())[get().Vip]
+	var succ, other *Daemon
+	for _, d := range ds {
+		switch d.cfg.ID {
+		case pin.cfg.ID:
+		case succID:
+			succ = d
+		default:
+			other = d
+		}
+	}
+	if succ == nil || other == nil {
+		t.Fatalf("successor %q of %s: not one of the other two members", succID, pin.cfg.ID)
+	}
+	spec, _ := health.SpecFromProto(get().HealthCheck)
+	key := health.Key{Addr: netip.MustParseAddr(ip), Port: uint16(addr.Port), Spec: spec}
+	state := func(d *Daemon) (health.State, bool) {
+		st, ok := d.checker.Status(key)
+		return st.State, ok
+	}
+	waitFor("the successor's standby check", func() bool { st, _ := state(succ); return st == health.Healthy })
+	if _, ok := state(other); ok {
+		t.Errorf("%s checks %s: it neither owns nor would inherit the VIP", other.cfg.ID, key.Addr)
+	}
+
+	// The owner stops; the backend fails before the VIP moves.
+	pin.Stop()
+	l.Close()
+	waitFor("the successor's standby check to fail", func() bool { st, _ := state(succ); return st == health.Unhealthy })
+	if st := get().Backends[0].GetHealth().GetState(); st != edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY {
+		t.Fatalf("published state %v before the takeover: only the owner reports", st)
+	}
+	waitFor("the takeover and the new owner's report", func() bool {
+		vs := get()
+		return vs.Owner == succ.cfg.ID && vs.Backends[0].GetHealth().GetState() == edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY
+	})
 }

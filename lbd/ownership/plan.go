@@ -4,7 +4,9 @@
 package ownership
 
 import (
+	"slices"
 	"sort"
+	"strings"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -108,6 +110,12 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 // groupOwner is the eligible owner most services of an address agree on
 // (ties: lowest id), or "" when none of their owners is eligible.
 func groupOwner(g []*edgelbv1.VirtualService, eligible func(string) bool) string {
+	if len(g) == 1 { // the common case, without the map
+		if eligible(g[0].Owner) {
+			return g[0].Owner
+		}
+		return ""
+	}
 	count := map[string]int{}
 	for _, vs := range g {
 		if eligible(vs.Owner) {
@@ -143,4 +151,105 @@ func leastLoaded(load map[string]int, eligible func(string) bool) string {
 		}
 	}
 	return best
+}
+
+// Successors predicts, for each VIP address, the member that would take it
+// over if its owner failed now: what Plan would decide with that owner
+// unreachable and every other member reachable. Members run the health checks
+// of the VIPs they would inherit as well as their own, so a takeover starts
+// from fresh results. Every member runs it on each change of state, so it
+// does not run Plan once per owner: it lays the VIPs out once and, per owner,
+// replays Plan's two passes over only the groups that owner's failure frees.
+func Successors(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member) map[string]string {
+	active := map[string]bool{}
+	for _, m := range members {
+		if m.State == edgelbv1.MemberState_MEMBER_STATE_ACTIVE || m.State == edgelbv1.MemberState_MEMBER_STATE_UNSPECIFIED {
+			active[m.Id] = true
+		}
+	}
+	// Groups of services sharing an address, in address order.
+	sorted := slices.Clone(vss)
+	slices.SortStableFunc(sorted, func(a, b *edgelbv1.VirtualService) int { return strings.Compare(a.Vip, b.Vip) })
+	var groups [][]*edgelbv1.VirtualService
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && sorted[j].Vip == sorted[i].Vip {
+			j++
+		}
+		groups = append(groups, sorted[i:j])
+		i = j
+	}
+	owner := func(g []*edgelbv1.VirtualService, eligible func(string) bool) string {
+		if pin := pinned(g); pin != "" && eligible(pin) {
+			return pin
+		}
+		return groupOwner(g, eligible)
+	}
+	// Plan's first pass with everyone reachable.
+	allUp := func(id string) bool { return id != "" && active[id] }
+	load := map[string]int{}
+	for id := range active {
+		load[id] = 0
+	}
+	var free []int // groups nobody eligible owns
+	byOwner := map[string][]int{}
+	base := make([]string, len(groups))
+	for gi, g := range groups {
+		o := owner(g, allUp)
+		base[gi] = o
+		if o == "" {
+			free = append(free, gi)
+			continue
+		}
+		load[o]++
+		byOwner[o] = append(byOwner[o], gi)
+	}
+	out := map[string]string{}
+	for down, mine := range byOwner {
+		eligible := func(id string) bool { return id != down && allUp(id) }
+		l := make(map[string]int, len(load))
+		for id, n := range load {
+			if id != down {
+				l[id] = n
+			}
+		}
+		// Plan's first pass again for the groups down held or nobody holds
+		// (both lists are in address order; merged, so the second pass
+		// assigns in Plan's order), then its second pass.
+		var again []int
+		affected := mergeSorted(mine, free)
+		for _, gi := range affected {
+			if o := owner(groups[gi], eligible); o != "" {
+				l[o]++
+				if base[gi] == down {
+					out[groups[gi][0].Vip] = o
+				}
+				continue
+			}
+			again = append(again, gi)
+		}
+		for _, gi := range again {
+			o := leastLoaded(l, eligible)
+			if o == "" {
+				break
+			}
+			l[o]++
+			if base[gi] == down {
+				out[groups[gi][0].Vip] = o
+			}
+		}
+	}
+	return out
+}
+
+func mergeSorted(a, b []int) []int {
+	out := make([]int, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0] < b[0] {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }

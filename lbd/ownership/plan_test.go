@@ -337,3 +337,102 @@ func TestPlanProperties(t *testing.T) {
 		}
 	}
 }
+
+// A member's VIPs would spread over the others, least loaded first; each
+// VIP's successor is who the leader's Plan would pick when its owner died.
+func TestSuccessors(t *testing.T) {
+	vss := []*edgelbv1.VirtualService{
+		vs("v1", "10.0.0.1", "a"), vs("v2", "10.0.0.2", "a"),
+		vs("v3", "10.0.0.3", "b"), vs("v4", "10.0.0.4", "c"),
+		vs("v4-udp", "10.0.0.4", "c"), // shares v4's address
+		vs("new", "10.0.0.5", ""),     // not assigned yet: nothing to inherit
+	}
+	got := Successors(vss, members("a", "b", "c"))
+	want := map[string]string{"10.0.0.1": "b", "10.0.0.2": "c", "10.0.0.3": "c", "10.0.0.4": "b"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("successors %v, want %v", got, want)
+	}
+	// A draining member takes nothing over, and the VIPs it still holds are
+	// moving already (the leader's Plan reassigns them now): no prediction.
+	got = Successors(vss, withState(members("a", "b", "c"), "b", edgelbv1.MemberState_MEMBER_STATE_DRAINING))
+	want = map[string]string{"10.0.0.1": "c", "10.0.0.2": "c", "10.0.0.4": "a"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("with b draining: successors %v, want %v", got, want)
+	}
+	if got := Successors(vss[:2], members("a")); len(got) != 0 {
+		t.Fatalf("single member: successors %v, want none", got)
+	}
+}
+
+// Every member runs Successors on each change of state (its health checks
+// follow it): one Plan per owner over every VIP.
+func BenchmarkSuccessors(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			ids := []string{"m1", "m2", "m3", "m4", "m5"}
+			vss := make([]*edgelbv1.VirtualService, n)
+			for i := range vss {
+				vss[i] = vs(fmt.Sprint("s", i), fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), ids[i%len(ids)])
+			}
+			ms := members(ids...)
+			for b.Loop() {
+				Successors(vss, ms)
+			}
+		})
+	}
+}
+
+// successorsByPlan is Successors' definition: one Plan per owner.
+func successorsByPlan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member) map[string]string {
+	out := map[string]string{}
+	for _, vs := range vss {
+		if vs.Owner == "" {
+			continue
+		}
+		down := vs.Owner
+		for _, a := range Plan(vss, members, func(id string) bool { return id != down }) {
+			for _, v := range vss {
+				if v.Tenant == a.Tenant && v.Name == a.Name && v.Owner == down {
+					out[v.Vip] = a.Owner
+				}
+			}
+		}
+	}
+	return out
+}
+
+// On any settled state (the leader's Plan has nothing left to do), the fast
+// Successors agrees with running Plan once per owner.
+func TestSuccessorsMatchesPlan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 3))
+	for iter := range 2000 {
+		ids := []string{"m1", "m2", "m3", "m4", "m5"}
+		var ms []*edgelbv1.Member
+		for _, id := range ids[:1+rng.IntN(5)] {
+			ms = append(ms, &edgelbv1.Member{Id: id, State: edgelbv1.MemberState(rng.IntN(3))})
+		}
+		var vss []*edgelbv1.VirtualService
+		for i := range 1 + rng.IntN(20) {
+			v := vs(fmt.Sprint("s", i), fmt.Sprint("10.0.0.", rng.IntN(10)), "")
+			if rng.IntN(6) == 0 {
+				v.PinnedMember = ids[rng.IntN(5)]
+			}
+			vss = append(vss, v)
+		}
+		for _, a := range Plan(vss, ms, allAlive) {
+			for _, v := range vss {
+				if v.Name == a.Name {
+					v.Owner = a.Owner
+				}
+			}
+		}
+		got, want := Successors(vss, ms), successorsByPlan(vss, ms)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			var state []string
+			for _, v := range vss {
+				state = append(state, fmt.Sprintf("%s@%s→%s(pin %s)", v.Name, v.Vip, v.Owner, v.PinnedMember))
+			}
+			t.Fatalf("iteration %d: members %v, services %v:\nSuccessors %v\nby Plan    %v", iter, ms, state, got, want)
+		}
+	}
+}
