@@ -94,8 +94,9 @@ func TestExampleConfigIsValidAndComplete(t *testing.T) {
 	if strings.Contains(u["CapabilityBoundingSet"], "CAP_SYS_ADMIN") || u["CapabilityBoundingSet"] == "" {
 		t.Errorf("the unit's bounding set %q should be minimal", u["CapabilityBoundingSet"])
 	}
-	if u["KillMode"] != "mixed" {
-		t.Errorf("KillMode %q: the fence child must survive a crashed lbd long enough to withdraw its VIPs", u["KillMode"])
+	if u["KillMode"] != "process" {
+		// mixed SIGKILLs what remains once lbd exits, control-group kills it with lbd.
+		t.Errorf("KillMode %q: the fence child must outlive a stopped or crashed lbd for up to the lease to withdraw its VIPs", u["KillMode"])
 	}
 	if u["ProtectKernelTunables"] != "no" {
 		t.Error("lbd writes net.ipv4.vs.* sysctls: /proc/sys must stay writable")
