@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgelb/edgelb/integration/freeport"
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/daemon"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
@@ -25,13 +25,9 @@ import (
 // These tests run lbctl against real lbd members (control-plane only) in
 // this process: the real gRPC server, raft and FSM, not the fake.
 
+// freePort is a loopback address below the ephemeral range (see freeport).
 func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", freeport.Loopback(t))
 }
 
 type member struct {

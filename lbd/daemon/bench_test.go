@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -18,17 +17,16 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/edgelb/edgelb/integration/freeport"
 	"github.com/edgelb/edgelb/lbd/config"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
+// freeAddr is a loopback address for a listener the test starts later: below
+// the ephemeral range, where no outgoing connection (nor another test
+// package's ":0") can take it in between (a race run failed on that).
 func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", freeport.Loopback(t))
 }
 
 // startCluster runs n control-plane-only members in this process.
