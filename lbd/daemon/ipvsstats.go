@@ -25,7 +25,7 @@ type ipvsStats struct {
 func (s ipvsStats) Stats(ctx context.Context) ([]metrics.ServiceStats, error) {
 	svcs, err := s.e.IPVS().Services()
 	if err != nil {
-		if strings.Contains(err.Error(), "no such file") {
+		if dataplane.IsEmptyTable(err) {
 			return nil, nil // an empty table
 		}
 		return nil, err

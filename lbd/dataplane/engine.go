@@ -484,6 +484,10 @@ var opNames = map[ipvsdiff.OpKind]string{
 // isNotExist: IPVS answers ESRCH for a missing service, ENOENT for a missing destination.
 // isNotExist: the kernel's ENOENT/ESRCH, which the IPVS client may also hand
 // back as fs.ErrNotExist (an empty IPVS table answers so).
+// IsEmptyTable reports whether err is how the kernel answers a listing of an
+// empty IPVS table (or of an entry that is gone): ENOENT or ESRCH.
+func IsEmptyTable(err error) bool { return isNotExist(err) }
+
 func isNotExist(err error) bool {
 	return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) || errors.Is(err, fs.ErrNotExist)
 }
