@@ -27,6 +27,13 @@ var Required = []Setting{
 // Optional settings are applied when the kernel has them (IPv6 may be absent).
 var Optional = []Setting{
 	{"net.ipv6.conf.all.forwarding", "1", "IPVS NAT for IPv6 VIPs"},
+	// After a takeover, a connection whose sync message never arrived would
+	// be answered with a RST by the new owner's own stack (IPVS schedules
+	// only SYNs). Sloppy, IPVS schedules its next packet like a new one, and
+	// with the default mh scheduler (a hash of the client address) that is
+	// the same backend: the connection goes on.
+	{"net.ipv4.vs.sloppy_tcp", "1", "a new owner picks up established TCP connections that connection sync missed"},
+	{"net.ipv4.vs.sloppy_sctp", "1", "the same for SCTP associations"},
 }
 
 func path(root, key string) string {
