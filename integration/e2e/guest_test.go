@@ -21,6 +21,7 @@ import (
 	"github.com/edgelb/edgelb/integration/probe"
 	"github.com/edgelb/edgelb/integration/topo"
 	"github.com/edgelb/edgelb/integration/uml"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
 // TestGuest runs inside the guest (started by TestUML): one lab, then the scenarios
@@ -614,13 +615,10 @@ func (s *scenarios) ipv6(t *testing.T) {
 	}
 }
 
-// setHealthz flips a node's /healthz (kube-proxy's healthCheckNodePort stand-in).
-func setHealthz(t *testing.T, node int, ok bool) {
+// setHealthz sets a node's /healthz (kube-proxy's healthCheckNodePort
+// stand-in): ok, fail, or flap (200 and 503 in turn to each prober).
+func setHealthz(t *testing.T, node int, st string) {
 	t.Helper()
-	st := "fail"
-	if ok {
-		st = "ok"
-	}
 	url := fmt.Sprintf("http://%s:%d/healthz?status=%s", topo.NodeHost(node).V4, topo.HealthPort, st)
 	if out, err := exec.Command("curl", "-s", "-X", "POST", "--max-time", "5", url).CombinedOutput(); err != nil {
 		t.Fatalf("POST %s: %v %s", url, err, out)
@@ -639,7 +637,7 @@ func (s *scenarios) health(t *testing.T) {
 		"--health-interval", "300ms", "--health-timeout", "200ms", "--rise", "2", "--fall", "2"},
 		probe.Options{Addr: vip + ":80"})
 	defer s.deleteVIP_(t, name)
-	defer setHealthz(t, 2, true)
+	defer setHealthz(t, 2, "ok")
 	o := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: time.Second}
 	count := func() probe.CountResult {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -653,7 +651,7 @@ func (s *scenarios) health(t *testing.T) {
 	if r := count(); r.Counts["node2"] == 0 {
 		t.Fatalf("node2 gets no traffic before the test: %s", r)
 	}
-	setHealthz(t, 2, false)
+	setHealthz(t, 2, "fail")
 	t0 := time.Now()
 	var out time.Duration
 	for time.Since(t0) < guestWait {
@@ -678,7 +676,7 @@ func (s *scenarios) health(t *testing.T) {
 			t.Errorf("node2 health in the API: %v", b.GetHealth())
 		}
 	}
-	setHealthz(t, 2, true)
+	setHealthz(t, 2, "ok")
 	t1 := time.Now()
 	var back time.Duration
 	for time.Since(t1) < guestWait {
@@ -691,6 +689,53 @@ func (s *scenarios) health(t *testing.T) {
 		t.Fatalf("node2 receives nothing %s after its /healthz recovered", guestWait)
 	}
 	t.Logf("node2 left the rotation %s after /healthz turned 503 (fall 2 × 300ms) and returned %s after it recovered (rise 2 × 300ms); times include the probe rounds", out.Round(time.Millisecond), back.Round(time.Millisecond))
+
+	// Flapping is damped: a /healthz that answers 200 and 503 in turn never
+	// gives fall (or rise) results in a row, so the backend keeps the state it
+	// had — in the rotation when it was healthy, out of it when it was not.
+	node2 := func() *edgelbv1.BackendHealth {
+		t.Helper()
+		vs, err := s.l.VIP(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range vs.Backends {
+			if b.Address == topo.NodeHost(2).V4.String() {
+				return b.GetHealth()
+			}
+		}
+		t.Fatal("node2 is not a backend")
+		return nil
+	}
+	waitState := func(want edgelbv1.BackendHealthState) *edgelbv1.BackendHealth {
+		t.Helper()
+		for t0 := time.Now(); ; time.Sleep(300 * time.Millisecond) {
+			if h := node2(); h.GetState() == want {
+				return h
+			}
+			if time.Since(t0) > guestWait {
+				t.Fatalf("node2 health %v, want %v", node2(), want)
+			}
+		}
+	}
+	for _, from := range []edgelbv1.BackendHealthState{edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY, edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY} {
+		if from == edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY {
+			setHealthz(t, 2, "fail")
+		}
+		before := waitState(from)
+		setHealthz(t, 2, "flap")
+		time.Sleep(15 * 300 * time.Millisecond) // 15 intervals of flapping
+		r := count()
+		after := node2()
+		setHealthz(t, 2, "ok")
+		if after.GetState() != from || !after.GetLastTransitionTime().AsTime().Equal(before.GetLastTransitionTime().AsTime()) {
+			t.Errorf("flapping from %v: node2 health went %v → %v", from, before, after)
+		}
+		if got := r.Counts["node2"] > 0; got != (from == edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY) {
+			t.Errorf("flapping from %v: node2 got traffic %v (%s)", from, got, r)
+		}
+		t.Logf("flapping /healthz for 15 intervals from %v: no transition; traffic %s", from, r)
+	}
 }
 
 // metrics scrapes the owner's /metrics after real traffic and checks the

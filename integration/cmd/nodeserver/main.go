@@ -23,6 +23,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -58,8 +59,12 @@ func main() {
 		go serveUDP(pc, reply)
 	}
 
-	var healthy atomic.Bool
+	var healthy, flap atomic.Bool
 	healthy.Store(!*unhealthy)
+	// flap: each prober (by source address) gets 200 and 503 in turn, the
+	// pattern rise/fall must damp.
+	var flapMu sync.Mutex
+	flapCount := map[string]int{}
 	if *healthPort != 0 {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -67,15 +72,29 @@ func main() {
 				switch r.URL.Query().Get("status") {
 				case "ok":
 					healthy.Store(true)
+					flap.Store(false)
 				case "fail":
 					healthy.Store(false)
+					flap.Store(false)
+				case "flap":
+					flap.Store(true)
 				default:
-					http.Error(w, "status=ok|fail", http.StatusBadRequest)
+					http.Error(w, "status=ok|fail|flap", http.StatusBadRequest)
 					return
 				}
 				log.Printf("healthz set to %s", r.URL.Query().Get("status"))
+				w.WriteHeader(http.StatusNoContent)
+				return
 			}
-			if healthy.Load() {
+			ok := healthy.Load()
+			if flap.Load() {
+				host, _, _ := net.SplitHostPort(r.RemoteAddr)
+				flapMu.Lock()
+				flapCount[host]++
+				ok = flapCount[host]%2 == 0
+				flapMu.Unlock()
+			}
+			if ok {
 				fmt.Fprintf(w, "ok %s\n", *name)
 				return
 			}
