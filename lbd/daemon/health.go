@@ -79,40 +79,53 @@ func (d *Daemon) newChecker() *healthReports {
 func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
 	c := d.checker
 	go c.Run(ctx)
-	// refs are the checks of the VIPs this member owns: only the owner
-	// publishes. It also checks the VIPs it would inherit if their owner
-	// failed now, so a takeover starts from results of this host's own.
+	// refs maps each check this member runs to the backends it stands for:
+	// those of the VIPs it owns, and of the VIPs it would inherit if their
+	// owner failed now, so a takeover starts from results of its own. Only
+	// the owned ones are published. (One map: at 10k VIPs × 50 backends
+	// each costs tens of megabytes.)
 	var refs map[health.Key][]health.Ref
+	owned := map[fsm.Key]bool{}
+	others := map[fsm.Key]bool{} // services another member owned at the last pass
 	for {
 		changed := d.node.FSM.Changed()
 		all, _ := d.node.FSM.Shared(fsm.Filter{})
 		succ := ownership.Successors(all, d.node.FSM.Members())
-		var owned, watched []*edgelbv1.VirtualService
+		prevOthers := others
+		owned = make(map[fsm.Key]bool, len(owned))
+		others = make(map[fsm.Key]bool, len(others))
+		byKey := make(map[fsm.Key]*edgelbv1.VirtualService, len(owned))
+		var watched, inherited []*edgelbv1.VirtualService
 		for _, vs := range all {
+			k := fsm.Key{Tenant: vs.Tenant, Name: vs.Name}
+			if vs.Owner != "" && vs.Owner != d.cfg.ID {
+				others[k] = true
+			}
 			switch {
 			case vs.Owner == d.cfg.ID:
-				owned = append(owned, vs)
-				watched = append(watched, vs)
+				owned[k] = true
+				if prevOthers[k] {
+					inherited = append(inherited, vs)
+				}
 			case succ[vs.Vip] == d.cfg.ID:
-				watched = append(watched, vs)
-			}
-		}
-		prev := refs
-		refs = health.Targets(owned)
-		every := health.Targets(watched)
-		keys := make([]health.Key, 0, len(every))
-		for k := range every {
-			keys = append(keys, k)
-		}
-		c.SetTargetsFrom(keys, func(k health.Key) health.State { return d.publishedState(every[k]) })
-		// A VIP just inherited: what this member found while standing by
-		// replaces what the FSM holds, which the old owner may have failed to
-		// update before it died.
-		for k, rs := range refs {
-			if _, had := prev[k]; had {
+			default:
 				continue
 			}
-			if st, ok := c.Status(k); ok && st.State != health.Unknown && st.State != d.publishedState(rs) {
+			watched = append(watched, vs)
+			byKey[k] = vs
+		}
+		refs = nil // let the old map go before the new one is built
+		refs = health.Targets(watched)
+		keys := make([]health.Key, 0, len(refs))
+		for k := range refs {
+			keys = append(keys, k)
+		}
+		c.SetTargetsFrom(keys, func(k health.Key) health.State { return publishedState(byKey, refs[k]) })
+		// A VIP just inherited: what this member found while standing by
+		// replaces what the FSM holds, which the old owner may have failed
+		// to update before it died.
+		for k, rs := range health.Targets(inherited) {
+			if st, ok := c.Status(k); ok && st.State != health.Unknown && st.State != publishedState(byKey, rs) {
 				r.add(k, st)
 			}
 		}
@@ -123,16 +136,17 @@ func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
 			time.Sleep(coalesce)
 		case <-r.signal:
 			time.Sleep(healthReportDelay)
-			d.publishHealth(ctx, r.take(), refs)
+			d.publishHealth(ctx, r.take(), refs, owned)
 		}
 	}
 }
 
-// publishedState is the health the FSM holds for the backends a check stands for.
-func (d *Daemon) publishedState(refs []health.Ref) health.State {
+// publishedState is the health the FSM holds for the backends a check stands
+// for, read from the services at hand (no copies: this runs per check).
+func publishedState(byKey map[fsm.Key]*edgelbv1.VirtualService, refs []health.Ref) health.State {
 	for _, r := range refs {
-		vs, ok := d.node.FSM.Service(fsm.Key{Tenant: r.Tenant, Name: r.Name})
-		if !ok {
+		vs := byKey[fsm.Key{Tenant: r.Tenant, Name: r.Name}]
+		if vs == nil {
 			continue
 		}
 		for _, b := range vs.Backends {
@@ -149,20 +163,27 @@ func (d *Daemon) publishedState(refs []health.Ref) health.State {
 	return health.Unknown
 }
 
-func (d *Daemon) publishHealth(ctx context.Context, batch map[health.Key]health.Status, refs map[health.Key][]health.Ref) {
+func (d *Daemon) publishHealth(ctx context.Context, batch map[health.Key]health.Status, refs map[health.Key][]health.Ref, owned map[fsm.Key]bool) {
 	var ups []*raftv1.HealthUpdate
 	for k, st := range batch {
-		if len(refs[k]) == 0 {
-			// A check of a VIP this member would inherit: the owner reports.
+		var h *edgelbv1.BackendHealth
+		n := 0
+		for _, r := range refs[k] {
+			if !owned[fsm.Key{Tenant: r.Tenant, Name: r.Name}] {
+				continue // a VIP this member would inherit: its owner reports
+			}
+			if h == nil {
+				h = &edgelbv1.BackendHealth{State: protoState[st.State], LastError: st.LastError,
+					LastCheckTime: timestamppb.New(st.LastCheck), LastTransitionTime: timestamppb.New(st.LastTransition)}
+			}
+			ups = append(ups, &raftv1.HealthUpdate{Tenant: r.Tenant, Name: r.Name, Address: r.Address, Port: r.Port, Health: h, Reporter: d.cfg.ID})
+			n++
+		}
+		if n == 0 {
 			d.log.Debug("backend health changed (standing by)", "backend", k.String(), "state", st.State.String(), "error", st.LastError)
 			continue
 		}
-		h := &edgelbv1.BackendHealth{State: protoState[st.State], LastError: st.LastError,
-			LastCheckTime: timestamppb.New(st.LastCheck), LastTransitionTime: timestamppb.New(st.LastTransition)}
-		for _, r := range refs[k] {
-			ups = append(ups, &raftv1.HealthUpdate{Tenant: r.Tenant, Name: r.Name, Address: r.Address, Port: r.Port, Health: h, Reporter: d.cfg.ID})
-		}
-		d.log.Info("backend health changed", "backend", k.String(), "state", st.State.String(), "error", st.LastError, "services", len(refs[k]))
+		d.log.Info("backend health changed", "backend", k.String(), "state", st.State.String(), "error", st.LastError, "services", n)
 	}
 	if len(ups) == 0 {
 		return
