@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,13 +28,13 @@ import (
 // seconds there), since a clean Close is followed by the fence too.
 const fenceDelay = 5 * time.Second
 
-func kernelOnly(t *testing.T) {
+func kernelOnly(t testing.TB) {
 	if os.Getenv("EDGELB_KERNEL_TESTS") != "1" {
 		t.Skip("set EDGELB_KERNEL_TESTS=1 and run in a kernel with IPVS (see docs/SANDBOX.md)")
 	}
 }
 
-func sh(t *testing.T, cmd string) string {
+func sh(t testing.TB, cmd string) string {
 	t.Helper()
 	out, err := exec.Command("sh", "-c", cmd).CombinedOutput()
 	if err != nil {
@@ -247,4 +249,73 @@ func TestKernelReconcile(t *testing.T) {
 		}
 	})
 	e.Close()
+}
+
+// BenchmarkKernelReconcile10kx50 is issue 9's reconcile row against the real
+// IPVS of the guest: 10,000 VIPs × 50 backends programmed from nothing (IPVS
+// services and destinations, addresses, one SNAT rule per VIP), then one
+// backend drained and undrained at that size, then everything withdrawn. The
+// first change after the cold start includes the periodic resync (a re-read
+// of the whole table), hence the max.
+//
+//	go test -c -o /tmp/dp.test ./lbd/dataplane
+//	EDGELB_KERNEL_TESTS=1 go run ./integration/cmd/umlrun -mem 2048M -- /tmp/dp.test -test.run '^$' -test.bench KernelReconcile -test.benchtime 1x
+func BenchmarkKernelReconcile10kx50(b *testing.B) {
+	kernelOnly(b)
+	sh(b, "ip link add lb1 type dummy && ip link set lb1 up && ip addr add 10.98.0.1/24 dev lb1")
+	defer exec.Command("ip", "link", "del", "lb1").Run()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	e, err := Open(ctx, Config{Interface: "lb1", StateDir: b.TempDir(), SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, NoFence: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	// EDGELB_KERNEL_BENCH_VIPS scales it down: the emulated kernel takes
+	// about 1 ms per IPVS operation, so 10k × 50 cold is minutes there.
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("EDGELB_KERNEL_BENCH_VIPS")); err == nil && v > 0 {
+		n = v
+	}
+	vss := many(n, 50)
+	for b.Loop() {
+		t0 := time.Now()
+		if err := e.Reconcile(ctx, vss, "me"); err != nil {
+			b.Fatal(err)
+		}
+		cold := time.Since(t0)
+		st := e.Stats()
+		// One backend of one service drained, then back, 20 times.
+		alt := slices.Clone(vss)
+		c := proto.Clone(vss[n/2]).(*edgelbv1.VirtualService)
+		c.Backends[25].Drained = true
+		alt[n/2] = c
+		var one []time.Duration
+		for i := range 20 {
+			next := alt
+			if i%2 == 1 {
+				next = vss
+			}
+			t1 := time.Now()
+			if err := e.Reconcile(ctx, next, "me"); err != nil {
+				b.Fatal(err)
+			}
+			one = append(one, time.Since(t1))
+		}
+		slices.Sort(one)
+		if out := sh(b, "ipvsadm -Ln | grep -c '^TCP'"); strings.TrimSpace(out) != strconv.Itoa(n) {
+			b.Fatalf("%s IPVS services after the reconcile, want %d", strings.TrimSpace(out), n)
+		}
+		t2 := time.Now()
+		if err := e.Reconcile(ctx, nil, "me"); err != nil {
+			b.Fatal(err)
+		}
+		withdraw := time.Since(t2)
+		b.ReportMetric(cold.Seconds(), "cold-s")
+		b.ReportMetric(float64(st.Ops), "cold-ipvs-ops")
+		b.ReportMetric(float64(one[len(one)/2])/1e6, "one-change-p50-ms")
+		b.ReportMetric(float64(one[len(one)-1])/1e6, "one-change-max-ms")
+		b.ReportMetric(withdraw.Seconds(), "withdraw-s")
+		b.ReportMetric(float64(n), "vips")
+	}
 }
