@@ -46,6 +46,18 @@ func serve(t *testing.T, addr string) net.Listener {
 	return l
 }
 
+// checkedWeb is a service "web" with one backend ip:port, checked by TCP
+// every 100 ms (rise 1, fall 2).
+func checkedWeb(ip string, port int) *edgelbv1.VirtualService {
+	return &edgelbv1.VirtualService{
+		Name:     "web",
+		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: uint32(port)}},
+		Backends: []*edgelbv1.Backend{{Address: ip}},
+		HealthCheck: &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP,
+			Interval: durationpb.New(100 * time.Millisecond), Timeout: durationpb.New(50 * time.Millisecond), Rise: 1, Fall: 2},
+	}
+}
+
 // The owner checks its backends and publishes transitions through raft: the
 // stored service shows the backend unhealthy when it stops answering and
 // healthy again when it returns, with no change of generation.
@@ -59,13 +71,7 @@ func TestOwnerPublishesBackendHealth(t *testing.T) {
 	ds := startCluster(t, 1, func(c *config.Config) { c.Health.Enabled = true })
 	setupPool(t, ds[0].Addr())
 	c := client(t, ds[0].Addr())
-	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{
-		Name:     "web",
-		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: uint32(addr.Port)}},
-		Backends: []*edgelbv1.Backend{{Address: ip}},
-		HealthCheck: &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP,
-			Interval: durationpb.New(100 * time.Millisecond), Timeout: durationpb.New(50 * time.Millisecond), Rise: 1, Fall: 2},
-	}})
+	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: checkedWeb(ip, addr.Port)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,13 +125,9 @@ func TestSuccessorChecksAndReportsOnTakeover(t *testing.T) {
 	}
 	setupPool(t, leader.Addr())
 	c := client(t, leader.Addr())
-	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{
-		Name: "web", PinnedMember: pin.cfg.ID,
-		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: uint32(addr.Port)}},
-		Backends: []*edgelbv1.Backend{{Address: ip}},
-		HealthCheck: &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP,
-			Interval: durationpb.New(100 * time.Millisecond), Timeout: durationpb.New(50 * time.Millisecond), Rise: 1, Fall: 2},
-	}})
+	web := checkedWeb(ip, addr.Port)
+	web.PinnedMember = pin.cfg.ID
+	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: web})
 	if err != nil {
 		t.Fatal(err)
 	}
