@@ -92,9 +92,9 @@ func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
 		all, _ := d.node.FSM.Shared(fsm.Filter{})
 		succ := ownership.Successors(all, d.node.FSM.Members())
 		prevOthers := others
+		byKey := make(map[fsm.Key]*edgelbv1.VirtualService, len(owned))
 		owned = make(map[fsm.Key]bool, len(owned))
 		others = make(map[fsm.Key]bool, len(others))
-		byKey := make(map[fsm.Key]*edgelbv1.VirtualService, len(owned))
 		var watched, inherited []*edgelbv1.VirtualService
 		for _, vs := range all {
 			k := fsm.Key{Tenant: vs.Tenant, Name: vs.Name}

@@ -29,13 +29,10 @@ const (
 // address can live on one host only. alive reports members the leader hears
 // from; the leader itself is always alive.
 func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func(id string) bool) []*raftv1.Assignment {
-	active := map[string]bool{}
+	active := activeMembers(members)
 	load := map[string]int{}
-	for _, m := range members {
-		if m.State == edgelbv1.MemberState_MEMBER_STATE_ACTIVE || m.State == edgelbv1.MemberState_MEMBER_STATE_UNSPECIFIED {
-			active[m.Id] = true
-			load[m.Id] = 0
-		}
+	for id := range active {
+		load[id] = 0
 	}
 	known := map[string]bool{}
 	for _, m := range members {
@@ -57,10 +54,7 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 	// Count the load that stays where it is, so new VIPs go to the least loaded.
 	current := map[string]string{}
 	for _, vip := range vips {
-		owner := groupOwner(groups[vip], eligible)
-		if pin := pinned(groups[vip]); pin != "" && eligible(pin) {
-			owner = pin
-		}
+		owner := pinnedOrGroupOwner(groups[vip], eligible)
 		if owner != "" {
 			current[vip] = owner
 			load[owner]++
@@ -105,6 +99,26 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 		}
 	}
 	return out
+}
+
+// activeMembers are the members that may own VIPs (not draining).
+func activeMembers(members []*edgelbv1.Member) map[string]bool {
+	active := map[string]bool{}
+	for _, m := range members {
+		if m.State == edgelbv1.MemberState_MEMBER_STATE_ACTIVE || m.State == edgelbv1.MemberState_MEMBER_STATE_UNSPECIFIED {
+			active[m.Id] = true
+		}
+	}
+	return active
+}
+
+// pinnedOrGroupOwner is the group's pinned member when it is eligible, else
+// its groupOwner.
+func pinnedOrGroupOwner(g []*edgelbv1.VirtualService, eligible func(string) bool) string {
+	if pin := pinned(g); pin != "" && eligible(pin) {
+		return pin
+	}
+	return groupOwner(g, eligible)
 }
 
 // groupOwner is the eligible owner most services of an address agree on
@@ -161,12 +175,7 @@ func leastLoaded(load map[string]int, eligible func(string) bool) string {
 // does not run Plan once per owner: it lays the VIPs out once and, per owner,
 // replays Plan's two passes over only the groups that owner's failure frees.
 func Successors(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member) map[string]string {
-	active := map[string]bool{}
-	for _, m := range members {
-		if m.State == edgelbv1.MemberState_MEMBER_STATE_ACTIVE || m.State == edgelbv1.MemberState_MEMBER_STATE_UNSPECIFIED {
-			active[m.Id] = true
-		}
-	}
+	active := activeMembers(members)
 	// Groups of services sharing an address, in address order.
 	sorted := slices.Clone(vss)
 	slices.SortStableFunc(sorted, func(a, b *edgelbv1.VirtualService) int { return strings.Compare(a.Vip, b.Vip) })
@@ -179,12 +188,6 @@ func Successors(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member) map[
 		groups = append(groups, sorted[i:j])
 		i = j
 	}
-	owner := func(g []*edgelbv1.VirtualService, eligible func(string) bool) string {
-		if pin := pinned(g); pin != "" && eligible(pin) {
-			return pin
-		}
-		return groupOwner(g, eligible)
-	}
 	// Plan's first pass with everyone reachable.
 	allUp := func(id string) bool { return id != "" && active[id] }
 	load := map[string]int{}
@@ -195,7 +198,7 @@ func Successors(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member) map[
 	byOwner := map[string][]int{}
 	base := make([]string, len(groups))
 	for gi, g := range groups {
-		o := owner(g, allUp)
+		o := pinnedOrGroupOwner(g, allUp)
 		base[gi] = o
 		if o == "" {
 			free = append(free, gi)
@@ -219,7 +222,7 @@ func Successors(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member) map[
 		var again []int
 		affected := mergeSorted(mine, free)
 		for _, gi := range affected {
-			if o := owner(groups[gi], eligible); o != "" {
+			if o := pinnedOrGroupOwner(groups[gi], eligible); o != "" {
 				l[o]++
 				if base[gi] == down {
 					out[groups[gi][0].Vip] = o
