@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -74,13 +75,19 @@ type Engine struct {
 	stats  Stats
 
 	lastResync time.Time
-	obs        Observer
+	// resyncMu is held while the kernel is being re-read; touched (non-nil
+	// only then) names what reconciles changed meanwhile, which the older
+	// reading must not overwrite.
+	resyncMu    sync.Mutex
+	touched     map[ipvsdiff.SvcKey]bool
+	touchedVIPs map[netip.Addr]bool
+	obs         Observer
 	// settled maps each service to the desired *Svc last applied in full; an
 	// identical pointer next time means nothing to compare (objects are immutable).
 	settled map[ipvsdiff.SvcKey]*ipvsdiff.Svc
 }
 
-// resyncEvery is how often Reconcile first re-reads the kernel to repair
+// resyncEvery is how often Reconcile starts re-reading the kernel to repair
 // changes made behind its back; between resyncs it trusts what it applied.
 const resyncEvery = 30 * time.Second
 
@@ -325,13 +332,20 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 // when owner is empty: fenced or not serving). Anything it programmed before
 // and not listed is withdrawn.
 func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
-	if time.Since(e.lastResync) > resyncEvery {
-		if err := e.Resync(); err != nil {
-			e.log.Warn("re-read kernel state", "err", err)
-		}
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// The re-read runs beside this pass, not before it: at 10k VIPs × 50
+	// it takes seconds (half a minute in an emulated kernel), and a takeover
+	// must not wait for it. Its repairs apply from the next pass on.
+	if time.Since(e.lastResync) > resyncEvery && e.resyncMu.TryLock() {
+		e.lastResync = time.Now()
+		go func() {
+			defer e.resyncMu.Unlock()
+			if err := e.resync(); err != nil {
+				e.log.Warn("re-read kernel state", "err", err)
+			}
+		}()
+	}
 	start := time.Now()
 	e.stats.Reconciles++
 	want, vips, natVIPs, err := e.desired(all, owner)
@@ -352,6 +366,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			e.ann.Removed(a)
 			e.obs.KernelChange("addr_remove")
 			delete(e.vips, a)
+			e.touchVIP(a)
 			changed = true
 			e.log.Info("VIP withdrawn", "vip", a, "interface", e.cfg.Interface)
 		}
@@ -406,6 +421,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			continue
 		}
 		e.vips[a] = true
+		e.touchVIP(a)
 		e.obs.KernelChange("addr_add")
 		added = append(added, a)
 		changed = true
@@ -431,6 +447,9 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 }
 
 func (e *Engine) apply(op ipvsdiff.Op) error {
+	if e.touched != nil {
+		e.touched[op.Svc.Key] = true
+	}
 	svc := op.Svc.Service()
 	switch op.Kind {
 	case ipvsdiff.CreateService:
@@ -481,56 +500,66 @@ var opNames = map[ipvsdiff.OpKind]string{
 	ipvsdiff.CreateDest: "dest_add", ipvsdiff.UpdateDest: "dest_update", ipvsdiff.RemoveDest: "dest_remove",
 }
 
-// isNotExist: IPVS answers ESRCH for a missing service, ENOENT for a missing destination.
-// isNotExist: the kernel's ENOENT/ESRCH, which the IPVS client may also hand
-// back as fs.ErrNotExist (an empty IPVS table answers so).
 // IsEmptyTable reports whether err is how the kernel answers a listing of an
 // empty IPVS table (or of an entry that is gone): ENOENT or ESRCH.
 func IsEmptyTable(err error) bool { return isNotExist(err) }
 
+// isNotExist: IPVS answers ESRCH for a missing service, ENOENT for a missing
+// destination, which the client may also hand back as fs.ErrNotExist.
 func isNotExist(err error) bool {
 	return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) || errors.Is(err, fs.ErrNotExist)
 }
 
 // Resync re-reads the kernel for this engine's services, so a change made by
-// someone else (ipvsadm by hand, another program) is repaired on the next Reconcile.
+// someone else (ipvsadm by hand, another program) is repaired on the next
+// Reconcile. Reconcile starts one by itself every resyncEvery.
 func (e *Engine) Resync() error {
+	e.resyncMu.Lock()
+	defer e.resyncMu.Unlock()
+	return e.resync()
+}
+
+func (e *Engine) touchVIP(a netip.Addr) {
+	if e.touchedVIPs != nil {
+		e.touchedVIPs[a] = true
+	}
+}
+
+// resync reads the kernel without the engine's lock, so reconciles go on
+// meanwhile; what they change during the read is kept as they applied it
+// rather than overwritten by the older reading. The caller holds resyncMu.
+func (e *Engine) resync() error {
+	e.mu.Lock()
+	e.lastResync = time.Now()
+	ours := maps.Clone(e.ours)
+	e.touched, e.touchedVIPs = map[ipvsdiff.SvcKey]bool{}, map[netip.Addr]bool{}
+	e.mu.Unlock()
+	read, have, err := e.readKernel(ours)
+
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.lastResync = time.Now()
-	svcs, err := e.ipvs.Services()
-	if err != nil && !isNotExist(err) { // an empty table answers ENOENT
-		return fmt.Errorf("list IPVS services: %w", err)
+	touched, touchedVIPs := e.touched, e.touchedVIPs
+	e.touched, e.touchedVIPs = nil, nil
+	if err != nil {
+		return err
 	}
-	seen := map[ipvsdiff.SvcKey]bool{}
-	for _, s := range svcs {
-		k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
-		if !e.ours[k] {
+	for k := range ours {
+		if touched[k] || !e.ours[k] {
 			continue
 		}
-		seen[k] = true
-		sv, err := e.read(s)
-		if err != nil {
-			return err
-		}
-		e.actual[k] = sv
-	}
-	for k := range e.actual {
-		if !seen[k] {
+		if sv, ok := read[k]; ok {
+			e.actual[k] = sv
+		} else {
 			delete(e.actual, k) // deleted behind our back: recreate
 		}
 	}
 	e.settled = nil // compare everything against what was just read
-	have, err := e.addrs.List(e.ifindex)
-	if err != nil {
-		return err
-	}
 	on := map[netip.Addr]bool{}
 	for _, a := range have {
 		on[a] = true
 	}
 	for a := range e.vips {
-		if !on[a] {
+		if !on[a] && !touchedVIPs[a] {
 			delete(e.vips, a) // lost with a link flap or by hand: re-add and re-announce
 		}
 	}
@@ -542,6 +571,32 @@ func (e *Engine) Resync() error {
 		s.Forget()
 	}
 	return nil
+}
+
+// readKernel lists the services among ours with their destinations, and the
+// addresses on the interface.
+func (e *Engine) readKernel(ours map[ipvsdiff.SvcKey]bool) (map[ipvsdiff.SvcKey]*ipvsdiff.Svc, []netip.Addr, error) {
+	svcs, err := e.ipvs.Services()
+	if err != nil && !isNotExist(err) { // an empty table answers ENOENT
+		return nil, nil, fmt.Errorf("list IPVS services: %w", err)
+	}
+	read := map[ipvsdiff.SvcKey]*ipvsdiff.Svc{}
+	for _, s := range svcs {
+		k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
+		if !ours[k] {
+			continue
+		}
+		sv, err := e.read(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		read[k] = sv
+	}
+	have, err := e.addrs.List(e.ifindex)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list addresses on %s: %w", e.cfg.Interface, err)
+	}
+	return read, have, nil
 }
 
 // snatRepairEvery resyncs (of resyncEvery) the SNAT chains are rewritten, in

@@ -274,7 +274,11 @@ func BenchmarkKernelReconcile10kx50(b *testing.B) {
 	// EDGELB_KERNEL_BENCH_VIPS scales it down: the emulated kernel takes
 	// about 1 ms per IPVS operation, so 10k × 50 cold is minutes there.
 	n := 10000
-	if v, err := strconv.Atoi(os.Getenv("EDGELB_KERNEL_BENCH_VIPS")); err == nil && v > 0 {
+	if s := os.Getenv("EDGELB_KERNEL_BENCH_VIPS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 || v > 65536 {
+			b.Fatalf("EDGELB_KERNEL_BENCH_VIPS=%q: want a number of VIPs from 1 to 65536", s)
+		}
 		n = v
 	}
 	vss := many(n, 50)
