@@ -251,6 +251,62 @@ func TestKernelReconcile(t *testing.T) {
 	e.Close()
 }
 
+// Every scheduler lbd offers reaches the kernel as itself, and an IPv6 VIP is
+// usable at once on an interface that does duplicate address detection: the
+// veth here runs DAD for 30 s, so an address added without IFA_F_NODAD would
+// stay "tentative" (unusable as a source or destination) that long.
+func TestKernelSchedulersAndNoDAD(t *testing.T) {
+	kernelOnly(t)
+	sh(t, "ip link add lbv0 type veth peer name lbv1 && ip link set lbv1 up && "+
+		"sysctl -qw net.ipv6.conf.lbv0.accept_dad=1 net.ipv6.conf.lbv0.dad_transmits=30 && "+
+		"ip link set lbv0 up && ip addr add 10.96.0.1/24 dev lbv0 && ip -6 addr add fd96::1/64 dev lbv0 nodad")
+	defer exec.Command("ip", "link", "del", "lbv0").Run()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	e, err := Open(ctx, Config{Interface: "lbv0", StateDir: t.TempDir(), SNAT: "none", Logger: log, GARPRepeatInterval: -1, NoFence: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	want := map[edgelbv1.Scheduler]string{
+		edgelbv1.Scheduler_SCHEDULER_MH:  "mh (mh-fallback,mh-port)",
+		edgelbv1.Scheduler_SCHEDULER_RR:  "rr",
+		edgelbv1.Scheduler_SCHEDULER_WRR: "wrr",
+		edgelbv1.Scheduler_SCHEDULER_LC:  "lc",
+		edgelbv1.Scheduler_SCHEDULER_WLC: "wlc",
+		edgelbv1.Scheduler_SCHEDULER_SH:  "sh (sh-fallback,sh-port)",
+	}
+	var all []*edgelbv1.VirtualService
+	for sched := range want {
+		vs := svc("s"+strconv.Itoa(int(sched)), "192.0.2.40", []*edgelbv1.Port{tcp(8000+uint32(sched), 30080)}, "10.96.0.21", "10.96.0.22")
+		vs.Scheduler = sched
+		all = append(all, vs)
+	}
+	all = append(all, svc("v6", "fd96::10", []*edgelbv1.Port{tcp(80, 30080)}, "fd96::21"))
+	if err := e.Reconcile(ctx, all, "me"); err != nil {
+		t.Fatal(err)
+	}
+	// Read the address first: DAD, had it started, is still running.
+	addrs := sh(t, "ip -6 addr show dev lbv0")
+	i := strings.Index(addrs, "fd96::10/128")
+	if i < 0 || strings.Contains(strings.SplitN(addrs[i:], "\n", 2)[0], "tentative") {
+		t.Errorf("the IPv6 VIP is missing or still tentative (duplicate address detection not skipped):\n%s", addrs)
+	}
+	ipvs := sh(t, "ipvsadm -Ln")
+	for sched, name := range want {
+		line := "TCP  192.0.2.40:" + strconv.Itoa(8000+int(sched)) + " " + name
+		if !strings.Contains(ipvs, line+"\n") && !strings.Contains(ipvs, line+" ") {
+			t.Errorf("ipvsadm -Ln lacks %q:\n%s", line, ipvs)
+		}
+	}
+	if err := e.Reconcile(ctx, nil, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if ipvs := sh(t, "ipvsadm -Ln"); strings.Contains(ipvs, "192.0.2.40") || strings.Contains(ipvs, "fd96::10") {
+		t.Errorf("services left after withdrawing:\n%s", ipvs)
+	}
+}
+
 // BenchmarkKernelReconcile10kx50 is issue 9's reconcile row against the real
 // IPVS of the guest: 10,000 VIPs × 50 backends programmed from nothing (IPVS
 // services and destinations, addresses, one SNAT rule per VIP), then one
