@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -106,10 +109,16 @@ func TestClusterSecurity(t *testing.T) {
 	})
 
 	t.Run("a certificate from another CA is refused", func(t *testing.T) {
-		_, errs, code := lbctl(t, all, creds(rogue, "mallory")...)
-		_, errs, code = lbctl(t, all, append(creds(rogue, "mallory"), "pool", "list")...)
+		_, errs, code := lbctl(t, all, append(creds(rogue, "mallory"), "pool", "list")...)
 		if code == 0 {
 			t.Fatalf("a foreign-CA admin was served: %s", errs)
+		}
+		if code != 8 || !strings.Contains(errs, "TLS handshake") || !strings.Contains(errs, "--cert-file") {
+			t.Errorf("foreign-CA admin: exit %d %q; want 8 (unreachable) pointing at the TLS handshake and --cert-file", code, errs)
+		}
+		// lbctl cannot tell why; the server's TLS alert says it.
+		if _, err := handshake(c.members[0].api, tlsClient(t, pki, rogue, "mallory")); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+			t.Errorf("foreign-CA handshake: %v; want the server's unknown certificate authority alert", err)
 		}
 	})
 
@@ -140,14 +149,45 @@ func TestClusterSecurity(t *testing.T) {
 				t.Errorf("tenant-b %s: exit %d (%s); want 7", strings.Join(args, " "), code, errs)
 			}
 		}
-		// B cannot take A's address, nor allocate from A's pool.
-		if _, errs, code := lbctl(t, all, tb("vip", "create", "steal", "--vip", "192.0.2.1", "--port", "tcp/81")...); code == 0 {
-			t.Errorf("tenant-b took tenant-a's address: %s", errs)
+		// B cannot take A's address, nor allocate from A's pool. The address is
+		// refused as outside B's pools (FailedPrecondition, exit 6), the same
+		// answer as for an address in no pool: pool a stays hidden from B.
+		if _, errs, code := lbctl(t, all, tb("vip", "create", "steal", "--vip", "192.0.2.1", "--port", "tcp/81")...); code != 6 || !strings.Contains(errs, "not in any address pool open to tenant tenant-b") {
+			t.Errorf("tenant-b requesting tenant-a's address: exit %d (%s); want 6 (FailedPrecondition: not in any address pool open to tenant tenant-b)", code, errs)
 		}
 		if _, errs, code := lbctl(t, all, tb("vip", "create", "pool-a", "--pool", "a", "--port", "tcp/81")...); code != 7 {
 			t.Errorf("tenant-b allocating from pool a: exit %d (%s); want 7", code, errs)
 		}
 		mustLbctl(t, all, ta("vip", "get", "web")...)
+
+		// Pools closed to a tenant are hidden from it: by name, and in a watch.
+		if _, errs, code := lbctl(t, all, ta("pool", "get", "b")...); code != 4 || !strings.Contains(errs, "address pool b not found") {
+			t.Errorf("tenant-a getting pool b: exit %d (%s); want 4 (NotFound)", code, errs)
+		}
+		mustLbctl(t, all, ta("pool", "get", "a")...)
+		mustLbctl(t, all, tb("vip", "create", "web-b", "--port", "tcp/80", "-o", "json")...)
+		events := watchUntil(t, all, "vip tenant-a/web ", ta("watch")...)
+		if !strings.Contains(events, " pool a ") || strings.Contains(events, " pool b ") || strings.Contains(events, "tenant-b") {
+			t.Errorf("tenant-a's watch shows pool b or tenant-b's services, or misses pool a:\n%s", events)
+		}
+
+		// A member's status lists the VIPs it owns; a tenant sees only its own.
+		vipOf := func(args ...string) string {
+			v, _ := decode(t, mustLbctl(t, all, append(args, "-o", "json")...))["vip"].(string)
+			return v
+		}
+		vipA, vipB := vipOf(ta("vip", "get", "web")...), vipOf(tb("vip", "get", "web-b")...)
+		eventually(t, 20*time.Second, "both tenants' VIPs are owned", func() error {
+			out := mustLbctl(t, all, admin("member", "status", "--all", "-o", "json")...)
+			if !strings.Contains(out, `"`+vipA+`"`) || !strings.Contains(out, `"`+vipB+`"`) {
+				return fmt.Errorf("owned VIPs do not include %s and %s: %s", vipA, vipB, out)
+			}
+			return nil
+		})
+		out = mustLbctl(t, all, ta("member", "status", "--all", "-o", "json")...)
+		if !strings.Contains(out, `"`+vipA+`"`) || strings.Contains(out, `"`+vipB+`"`) {
+			t.Errorf("tenant-a's member status: want its VIP %s and not tenant-b's %s:\n%s", vipA, vipB, out)
+		}
 	})
 
 	t.Run("the raft port accepts only members", func(t *testing.T) {
@@ -162,23 +202,84 @@ func TestClusterSecurity(t *testing.T) {
 
 	t.Run("a rotated certificate is served without a restart", func(t *testing.T) {
 		m := c.members[0]
-		before, err := handshake(m.api, tlsClient(t, pki, pki, "alice"))
-		if err != nil {
-			t.Fatal(err)
+		// The API and the raft port serve the same member certificate.
+		ports := []struct{ name, addr, client string }{{"API", m.api, "alice"}, {"raft", m.raft, "edge2"}}
+		before := map[string]string{}
+		for _, p := range ports {
+			st, err := handshake(p.addr, tlsClient(t, pki, pki, p.client))
+			if err != nil {
+				t.Fatalf("%s port before rotation: %v", p.name, err)
+			}
+			before[p.name] = st.PeerCertificates[0].SerialNumber.String()
 		}
 		lbd(t, "certs", "issue", "--ca", pki, "--role", "member", "--name", m.id, "--host", "127.0.0.1", "--out", pki, "--force")
-		eventually(t, 10*time.Second, "new certificate served", func() error {
-			st, err := handshake(m.api, tlsClient(t, pki, pki, "alice"))
-			if err != nil {
-				return err
-			}
-			if st.PeerCertificates[0].SerialNumber.Cmp(before.PeerCertificates[0].SerialNumber) == 0 {
-				return fmt.Errorf("still the old certificate")
-			}
-			return nil
-		})
+		for _, p := range ports {
+			eventually(t, 10*time.Second, "new certificate served on the "+p.name+" port", func() error {
+				st, err := handshake(p.addr, tlsClient(t, pki, pki, p.client))
+				if err != nil {
+					return err
+				}
+				if st.PeerCertificates[0].SerialNumber.String() == before[p.name] {
+					return fmt.Errorf("still the old certificate (serial %s)", before[p.name])
+				}
+				return nil
+			})
+		}
 		mustLbctl(t, []string{m.api}, admin("vip", "list")...)
+		// The cluster still commits through the rotated member, and the write
+		// reaches every member's replica over raft.
+		mustLbctl(t, []string{m.api}, admin("vip", "create", "rotated", "--tenant", "tenant-a", "--port", "tcp/82")...)
+		for _, o := range c.members {
+			eventually(t, 10*time.Second, o.id+" has the write made after rotation", func() error {
+				if _, errs, code := lbctl(t, []string{o.api}, admin("vip", "get", "rotated", "--tenant", "tenant-a")...); code != 0 {
+					return fmt.Errorf("exit %d: %s", code, errs)
+				}
+				return nil
+			})
+		}
 	})
+}
+
+// watchUntil runs lbctl watch until its output holds until (or 20 s pass),
+// then stops it, and returns what it printed.
+func watchUntil(t *testing.T, endpoints []string, until string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "lbctl"), append([]string{"--endpoints", strings.Join(endpoints, ",")}, args...)...)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start lbctl watch: %v", err)
+	}
+	for ctx.Err() == nil && !strings.Contains(out.String(), until) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	cmd.Wait()
+	if !strings.Contains(out.String(), until) {
+		t.Fatalf("lbctl %s never printed %q:\n%s", strings.Join(args, " "), until, out.String())
+	}
+	return out.String()
+}
+
+// syncBuffer is a bytes.Buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func must[T any](v T, err error) T {

@@ -195,8 +195,35 @@ func (s *Server) TransferLeadership(ctx context.Context, req *edgelbv1.TransferL
 	})
 }
 
-// GetMemberStatus answers for this member, or asks the named member.
+// GetMemberStatus answers for this member, or asks the named member. A caller
+// bound to a tenant sees only that tenant's owned VIPs: the full list would
+// tell it which addresses other tenants use.
 func (s *Server) GetMemberStatus(ctx context.Context, req *edgelbv1.GetMemberStatusRequest) (*edgelbv1.GetMemberStatusResponse, error) {
+	resp, err := s.memberStatus(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if tenant := callerTenant(ctx); tenant != "" && resp.Status != nil {
+		resp.Status.OwnedVips = s.tenantVIPs(tenant, resp.Status.OwnedVips)
+	}
+	return resp, nil
+}
+
+// tenantVIPs returns the VIPs in vips that belong to tenant's services (VIPs
+// are never shared between tenants).
+func (s *Server) tenantVIPs(tenant string, vips []string) []string {
+	mine := map[string]bool{}
+	s.fsm.View(fsm.Filter{Tenant: tenant}, func(vs *edgelbv1.VirtualService) { mine[vs.Vip] = true })
+	var out []string
+	for _, v := range vips {
+		if mine[v] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func (s *Server) memberStatus(ctx context.Context, req *edgelbv1.GetMemberStatusRequest) (*edgelbv1.GetMemberStatusResponse, error) {
 	if req.Id == "" || req.Id == s.opts.Self.Id {
 		return &edgelbv1.GetMemberStatusResponse{Status: s.localStatus()}, nil
 	}

@@ -42,7 +42,9 @@ func (s *Server) GetAddressPool(ctx context.Context, req *edgelbv1.GetAddressPoo
 		return nil, err
 	}
 	p, used, size, ok := s.fsm.Pool(req.Name)
-	if !ok {
+	// A pool not open to a tenant-bound caller is hidden: the same answer as
+	// for no pool at all, so its name, ranges and tenants do not leak.
+	if !ok || !openTo(p, callerTenant(ctx)) {
 		return nil, status.Errorf(codes.NotFound, "address pool %s not found (lbctl pool list)", req.Name)
 	}
 	return &edgelbv1.GetAddressPoolResponse{Pool: p, Used: used, Size: size}, nil
@@ -51,16 +53,28 @@ func (s *Server) GetAddressPool(ctx context.Context, req *edgelbv1.GetAddressPoo
 func (s *Server) ListAddressPools(ctx context.Context, req *edgelbv1.ListAddressPoolsRequest) (*edgelbv1.ListAddressPoolsResponse, error) {
 	pools := s.fsm.Pools()
 	// A tenant-bound caller sees only the pools it may allocate from.
-	if id, ok := auth.FromContext(ctx); ok && id.Tenant != "" {
+	if tenant := callerTenant(ctx); tenant != "" {
 		open := pools[:0]
 		for _, p := range pools {
-			if len(p.Tenants) == 0 || slices.Contains(p.Tenants, id.Tenant) {
+			if openTo(p, tenant) {
 				open = append(open, p)
 			}
 		}
 		pools = open
 	}
 	return &edgelbv1.ListAddressPoolsResponse{Pools: pools}, nil
+}
+
+// callerTenant is the tenant the caller is bound to, "" when it sees every tenant.
+func callerTenant(ctx context.Context) string {
+	t, _ := auth.TenantScope(ctx, "") // naming no tenant is never refused
+	return t
+}
+
+// openTo reports whether a caller bound to tenant ("" for none) may see pool p:
+// the pools it may allocate from, as the FSM decides (fsm.poolOpenTo).
+func openTo(p *edgelbv1.AddressPool, tenant string) bool {
+	return tenant == "" || len(p.Tenants) == 0 || slices.Contains(p.Tenants, tenant)
 }
 
 func (s *Server) DeleteAddressPool(ctx context.Context, req *edgelbv1.DeleteAddressPoolRequest) (*edgelbv1.DeleteAddressPoolResponse, error) {

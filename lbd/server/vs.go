@@ -211,6 +211,13 @@ func (s *Server) AddBackend(ctx context.Context, req *edgelbv1.AddBackendRequest
 	if err := validate.Backend("backend", b, want6, dr); err != nil {
 		return nil, err
 	}
+	// The limit is on the service's whole list, which the request does not
+	// carry. The FSM checks again on the state the add applies to, since
+	// concurrent adds all pass here.
+	if n, _ := s.fsm.BackendCount(k); n >= s.opts.Limits.MaxBackends {
+		return nil, status.Errorf(codes.InvalidArgument, "backends: virtual service %s already has %d backends, the limit (%d); remove one first (lbctl backend remove %s ADDR) or spread them over more virtual services",
+			k, n, s.opts.Limits.MaxBackends, k.Name)
+	}
 	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_AddBackend{
 		AddBackend: &raftv1.AddBackend{Tenant: k.Tenant, Name: k.Name, Backend: b},
 	}})

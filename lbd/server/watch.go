@@ -26,6 +26,7 @@ func (s *Server) Watch(req *edgelbv1.WatchRequest, stream edgelbv1.WatchService_
 			return err
 		}
 	}
+	bound := callerTenant(ctx)
 	rev := req.ResumeRevision
 	sendSnapshot := rev == 0
 	for {
@@ -50,7 +51,7 @@ func (s *Server) Watch(req *edgelbv1.WatchRequest, stream edgelbv1.WatchService_
 			evs, rev = s.fsm.SnapshotEvents()
 			snapshot, sendSnapshot = true, false
 		}
-		evs = filterTenant(evs, tenant)
+		evs = filterTenant(evs, tenant, bound)
 		if snapshot || len(evs) > 0 {
 			if err := sendBatches(stream, snapshot, evs, rev); err != nil {
 				return err
@@ -64,13 +65,20 @@ func (s *Server) Watch(req *edgelbv1.WatchRequest, stream edgelbv1.WatchService_
 	}
 }
 
-func filterTenant(evs []*edgelbv1.Event, tenant string) []*edgelbv1.Event {
-	if tenant == "" {
+// filterTenant keeps the services of tenant ("" for all) and, for a caller
+// bound to a tenant (bound), only the pools open to it, as ListAddressPools
+// does. A pool's tenants never change, so its create and delete events are
+// kept or dropped alike.
+func filterTenant(evs []*edgelbv1.Event, tenant, bound string) []*edgelbv1.Event {
+	if tenant == "" && bound == "" {
 		return evs
 	}
 	out := evs[:0:0]
 	for _, e := range evs {
-		if vs := e.GetVirtualService(); vs != nil && vs.Tenant != tenant {
+		if vs := e.GetVirtualService(); vs != nil && tenant != "" && vs.Tenant != tenant {
+			continue
+		}
+		if p := e.GetAddressPool(); p != nil && !openTo(p, bound) {
 			continue
 		}
 		out = append(out, e)

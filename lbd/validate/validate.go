@@ -17,11 +17,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/ipam"
 )
 
 // Limits bound what one request may carry, so one client cannot make every
-// member's kernel and memory pay for an oversized service.
+// member's kernel and memory pay for an oversized service. MaxBackends also
+// bounds a service grown one AddBackend at a time; the FSM refuses more than
+// fsm.MaxBackends whatever the limit here.
 type Limits struct {
 	MaxPorts         int
 	MaxBackends      int
@@ -36,7 +39,7 @@ type Limits struct {
 // DefaultLimits are generous for Kubernetes clusters of a few thousand nodes.
 var DefaultLimits = Limits{
 	MaxPorts:         100,
-	MaxBackends:      5000,
+	MaxBackends:      fsm.MaxBackends,
 	MaxSourceRanges:  1000,
 	MaxLabels:        64,
 	MaxPersistenceS:  86400,

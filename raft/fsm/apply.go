@@ -84,6 +84,9 @@ func (a *applier) createService(c *raftv1.CreateVirtualService) *Result {
 	if _, ok := a.st().services[k]; ok {
 		return fail(codes.AlreadyExists, "virtual service %s already exists; use update to change it", k)
 	}
+	if r := backendLimit(k, len(vs.Backends)); r != nil {
+		return r
+	}
 	if r := a.placeVIP(vs, nil); r != nil {
 		return r
 	}
@@ -105,6 +108,9 @@ func (a *applier) updateService(c *raftv1.UpdateVirtualService) *Result {
 		return r
 	}
 	if r := checkGeneration(old, c.ExpectedGeneration); r != nil {
+		return r
+	}
+	if r := backendLimit(KeyOf(old), len(c.Service.Backends)); r != nil {
 		return r
 	}
 	vs := cloneVS(c.Service)
@@ -181,6 +187,9 @@ func (a *applier) setBackends(c *raftv1.SetBackends) *Result {
 	if r := checkGeneration(old, c.ExpectedGeneration); r != nil {
 		return r
 	}
+	if r := backendLimit(KeyOf(old), len(c.Backends)); r != nil {
+		return r
+	}
 	if r := a.checkFamily(old, c.Backends); r != nil {
 		return r
 	}
@@ -209,10 +218,29 @@ func backendName(addr string, port uint32) string {
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
 }
 
+// MaxBackends is the most backends one virtual service may hold. The API
+// refuses first (validate.Limits.MaxBackends, by default this); the FSM
+// checks too, since an AddBackend carries one backend and only the state it
+// applies to knows how many the service has, and concurrent adds race past any
+// earlier check. A constant, not configuration, so every member decides alike,
+// also when it replays old entries: raise it in a release, never lower it.
+const MaxBackends = 5000
+
+// backendLimit refuses a backend list of n for k beyond MaxBackends.
+func backendLimit(k Key, n int) *Result {
+	if n > MaxBackends {
+		return fail(codes.InvalidArgument, "backends: virtual service %s would have %d backends; the limit is %d per service: remove unused ones or spread them over more virtual services", k, n, MaxBackends)
+	}
+	return nil
+}
+
 func (a *applier) addBackend(c *raftv1.AddBackend) *Result {
 	old, k, r := a.lookup(c.Tenant, c.Name)
 	if r != nil {
 		return r
+	}
+	if n := len(old.Backends); n >= MaxBackends {
+		return fail(codes.InvalidArgument, "backends: virtual service %s already has %d backends, the limit per service; remove one first (lbctl backend remove) or spread them over more virtual services", k, n)
 	}
 	if r := a.checkFamily(old, []*edgelbv1.Backend{c.Backend}); r != nil {
 		return r

@@ -45,6 +45,18 @@ func (f *FSM) Service(k Key) (*edgelbv1.VirtualService, bool) {
 	return cloneVS(vs), true
 }
 
+// BackendCount returns how many backends the service with key k has, without
+// copying them.
+func (f *FSM) BackendCount(k Key) (int, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	vs, ok := f.st.services[k]
+	if !ok {
+		return 0, false
+	}
+	return len(vs.Backends), true
+}
+
 // List returns copies of the services that match, sorted by tenant and name,
 // and the revision they were read at.
 func (f *FSM) List(flt Filter) ([]*edgelbv1.VirtualService, uint64) {
