@@ -2,11 +2,17 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/edgelb/edgelb/lbd/config"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
+
+// openKernel opens the IPVS data plane; tests replace it, so that they
+// never touch the host's IPVS, addresses or sysctls.
+var openKernel = openIPVS
 
 func openDataPlane(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPlane, string, error) {
 	switch cfg.DataPlane.Mode {
@@ -14,7 +20,17 @@ func openDataPlane(ctx context.Context, cfg config.Config, log *slog.Logger) (Da
 		log.Warn("CONTROL-PLANE-ONLY MODE: this member programs nothing into the kernel; VIPs it owns will not answer. Use only for development and API tests.")
 		return &noDataPlane{log: log}, "control-plane-only", nil
 	default:
-		return openIPVS(ctx, cfg, log)
+		dp, name, err := openKernel(ctx, cfg, log)
+		if err != nil {
+			// Never fall back to control-plane-only by ourselves: a member
+			// that owns VIPs and programs none is an outage. Say how to
+			// ask for it, unless the error already does.
+			if !strings.Contains(err.Error(), "--data-plane=none") {
+				err = fmt.Errorf("%w (on a host meant to carry no traffic, start with --data-plane=none)", err)
+			}
+			return nil, "", fmt.Errorf("open the IPVS data plane on %s: %w", cfg.DataPlane.Interface, err)
+		}
+		return dp, name, nil
 	}
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -165,26 +166,28 @@ func publishedState(byKey map[fsm.Key]*edgelbv1.VirtualService, refs []health.Re
 
 func (d *Daemon) publishHealth(ctx context.Context, batch map[health.Key]health.Status, refs map[health.Key][]health.Ref, owned map[fsm.Key]bool) {
 	var ups []*raftv1.HealthUpdate
+	var lines []healthLine
+	debug := d.log.Enabled(ctx, slog.LevelDebug)
 	for k, st := range batch {
 		var h *edgelbv1.BackendHealth
-		n := 0
 		for _, r := range refs[k] {
-			if !owned[fsm.Key{Tenant: r.Tenant, Name: r.Name}] {
-				continue // a VIP this member would inherit: its owner reports
+			sk := fsm.Key{Tenant: r.Tenant, Name: r.Name}
+			if !owned[sk] {
+				// A VIP this member would inherit: its owner reports.
+				if debug {
+					lines = append(lines, healthLine{svc: sk, check: k, st: st})
+				}
+				continue
 			}
 			if h == nil {
 				h = &edgelbv1.BackendHealth{State: protoState[st.State], LastError: st.LastError,
 					LastCheckTime: timestamppb.New(st.LastCheck), LastTransitionTime: timestamppb.New(st.LastTransition)}
 			}
 			ups = append(ups, &raftv1.HealthUpdate{Tenant: r.Tenant, Name: r.Name, Address: r.Address, Port: r.Port, Health: h, Reporter: d.cfg.ID})
-			n++
+			lines = append(lines, healthLine{svc: sk, check: k, st: st, owned: true})
 		}
-		if n == 0 {
-			d.log.Debug("backend health changed (standing by)", "backend", k.String(), "state", st.State.String(), "error", st.LastError)
-			continue
-		}
-		d.log.Info("backend health changed", "backend", k.String(), "state", st.State.String(), "error", st.LastError, "services", n)
 	}
+	d.logHealth(lines)
 	if len(ups) == 0 {
 		return
 	}
@@ -201,5 +204,39 @@ func (d *Daemon) publishHealth(ctx context.Context, batch map[health.Key]health.
 			d.log.Warn("publish backend health", "updates", n, "err", err)
 		}
 		ups = ups[n:]
+	}
+}
+
+// healthLine is one service a health transition concerns.
+type healthLine struct {
+	svc   fsm.Key
+	check health.Key
+	st    health.Status
+	owned bool // else this member only stands by for it
+}
+
+// logHealth writes a line per service a transition concerns, each naming the
+// VIP and tenant (issue 8); the VIPs come from one pass over the FSM.
+func (d *Daemon) logHealth(lines []healthLine) {
+	if len(lines) == 0 {
+		return
+	}
+	vips := make(map[fsm.Key]string, len(lines))
+	for _, l := range lines {
+		vips[l.svc] = ""
+	}
+	all, _ := d.node.FSM.All()
+	for _, vs := range all {
+		if _, ok := vips[fsm.Key{Tenant: vs.Tenant, Name: vs.Name}]; ok {
+			vips[fsm.Key{Tenant: vs.Tenant, Name: vs.Name}] = vs.Vip
+		}
+	}
+	for _, l := range lines {
+		args := []any{"vip", vips[l.svc], "tenant", l.svc.Tenant, "service", l.svc.Name, "backend", l.check.String(), "state", l.st.State.String(), "error", l.st.LastError}
+		if l.owned {
+			d.log.Info("backend health changed", args...)
+		} else {
+			d.log.Debug("backend health changed (standing by)", args...)
+		}
 	}
 }

@@ -85,6 +85,12 @@ type Engine struct {
 	// settled maps each service to the desired *Svc last applied in full; an
 	// identical pointer next time means nothing to compare (objects are immutable).
 	settled map[ipvsdiff.SvcKey]*ipvsdiff.Svc
+	// owned is the last pass's owned VIPs → tenant, for the log line of a
+	// VIP withdrawn because its service is gone. unlabelled holds the VIPs
+	// adopted at open whose tenant the announcer does not know yet
+	// (programmed.json records addresses, not tenants).
+	owned      map[netip.Addr]string
+	unlabelled map[netip.Addr]bool
 }
 
 // resyncEvery is how often Reconcile starts re-reading the kernel to repair
@@ -194,8 +200,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	actx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	go e.ann.Run(actx)
+	e.unlabelled = map[netip.Addr]bool{}
 	for a := range e.vips {
-		e.ann.Added(a) // re-announce what we still hold after a restart
+		// Re-announce what we still hold after a restart; Reconcile names
+		// the tenant once it knows the services.
+		e.ann.Added(a, "")
+		e.unlabelled[a] = true
 	}
 	snatName := "none"
 	if rules != nil {
@@ -295,11 +305,12 @@ func (e *Engine) save() error {
 }
 
 // desired builds the IPVS state for all services, the addresses of those
-// owner owns and the nat-mode VIPs, reusing the IPVS form of services whose
+// owner owns (with their tenant, for the logs: the FSM gives an address to one
+// tenant only) and the nat-mode VIPs, reusing the IPVS form of services whose
 // (immutable) object did not change since the last call.
-func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]bool, map[netip.Addr]bool, error) {
+func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr]bool, error) {
 	st := ipvsdiff.State{}
-	vips := map[netip.Addr]bool{}
+	vips := map[netip.Addr]string{}
 	natVIPs := map[netip.Addr]bool{}
 	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
 	for _, vs := range all {
@@ -316,7 +327,7 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		}
 		a := netip.MustParseAddr(vs.Vip)
 		if owner != "" && vs.Owner == owner {
-			vips[a] = true
+			vips[a] = vs.Tenant
 		}
 		if vs.ForwardingMode != edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
 			natVIPs[a] = true
@@ -348,17 +359,42 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	}
 	start := time.Now()
 	e.stats.Reconciles++
+	prev := e.cache // the last pass's services: a withdrawn VIP's may be gone from all
 	want, vips, natVIPs, err := e.desired(all, owner)
 	if err != nil {
 		e.stats.Errors++
 		return err
 	}
+	// Log lines about a VIP name its tenant (issue 8): an owned VIP's comes
+	// with desired, a withdrawn one's from the last pass; only a VIP in
+	// neither (adopted at open, then withdrawn) costs a look through the
+	// services, once per pass.
+	var tenants map[netip.Addr]string
+	tenantOf := func(a netip.Addr) string {
+		if t, ok := vips[a]; ok {
+			return t
+		}
+		if t, ok := e.owned[a]; ok {
+			return t
+		}
+		if tenants == nil {
+			tenants = vipTenants(e.cache, prev)
+		}
+		return tenants[a]
+	}
+	for a := range e.unlabelled {
+		if t, ok := vips[a]; ok {
+			e.ann.SetTenant(a, t)
+		}
+		delete(e.unlabelled, a) // not owned: withdrawn below
+	}
+	defer func() { e.owned = vips }()
 	var errs []error
 	changed := false
 
 	// Withdraw addresses first, so no new traffic reaches services about to go.
 	for a := range e.vips {
-		if !vips[a] {
+		if _, ok := vips[a]; !ok {
 			if err := e.addrs.Remove(e.ifindex, a); err != nil {
 				errs = append(errs, err)
 				continue
@@ -368,7 +404,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			delete(e.vips, a)
 			e.touchVIP(a)
 			changed = true
-			e.log.Info("VIP withdrawn", "vip", a, "interface", e.cfg.Interface)
+			e.log.Info("VIP withdrawn", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface)
 		}
 	}
 
@@ -381,7 +417,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			failed[op.Svc.Key] = true
 			continue
 		}
-		if err := e.apply(op); err != nil {
+		if err := e.apply(op, tenantOf); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", op, err))
 			failed[op.Svc.Key] = true
 			continue
@@ -432,11 +468,11 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		}
 	}
 	for _, a := range added {
-		e.ann.Added(a)
+		e.ann.Added(a, tenantOf(a))
 		// From the start of this pass (which began on the commit that gave
 		// this host the VIP) to the first announcement.
 		e.obs.TookOver(time.Since(start))
-		e.log.Info("VIP added and announced", "vip", a, "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
+		e.log.Info("VIP added and announced", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
 	}
 	e.stats.LastDuration = time.Since(start)
 	if len(errs) > 0 {
@@ -446,7 +482,8 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	return nil
 }
 
-func (e *Engine) apply(op ipvsdiff.Op) error {
+// apply makes one change; tenantOf names a VIP's tenant for the log.
+func (e *Engine) apply(op ipvsdiff.Op, tenantOf func(netip.Addr) string) error {
 	if e.touched != nil {
 		e.touched[op.Svc.Key] = true
 	}
@@ -458,7 +495,7 @@ func (e *Engine) apply(op ipvsdiff.Op) error {
 			if uerr := e.ipvs.UpdateService(svc); uerr != nil {
 				return err
 			}
-			e.log.Warn("took over an existing IPVS service not created by lbd", "service", op.Svc.Key)
+			e.log.Warn("took over an existing IPVS service not created by lbd", "vip", op.Svc.Key.Addr, "tenant", tenantOf(op.Svc.Key.Addr), "service", op.Svc.Key)
 		}
 		e.ours[op.Svc.Key] = true
 		e.actual[op.Svc.Key] = &ipvsdiff.Svc{Key: op.Svc.Key, Scheduler: op.Svc.Scheduler, Flags: op.Svc.Flags, Timeout: op.Svc.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
@@ -493,6 +530,22 @@ func (e *Engine) apply(op ipvsdiff.Op) error {
 		delete(e.actual[op.Svc.Key].Dests, op.Dest)
 	}
 	return nil
+}
+
+// vipTenants maps the VIP of every service in caches (services → their IPVS
+// form, as in Engine.cache) to its tenant.
+func vipTenants(caches ...map[*edgelbv1.VirtualService][]*ipvsdiff.Svc) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, c := range caches {
+		for vs, svcs := range c {
+			if len(svcs) > 0 {
+				out[svcs[0].Key.Addr] = vs.Tenant // parsed already
+			} else if a, err := netip.ParseAddr(vs.Vip); err == nil {
+				out[a] = vs.Tenant
+			}
+		}
+	}
+	return out
 }
 
 var opNames = map[ipvsdiff.OpKind]string{

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/node"
 )
@@ -60,9 +61,7 @@ func (a *Assigner) Run(ctx context.Context) {
 				a.Log.Warn("commit VIP assignments", "count", n, "err", err)
 				break
 			}
-			for _, as := range plan[:n] {
-				a.Log.Info("VIP assigned", "service", as.Tenant+"/"+as.Name, "owner", as.Owner, "reason", as.Reason)
-			}
+			logAssigned(a.Log, vss, plan[:n])
 			plan = plan[n:]
 		}
 		if next >= 0 {
@@ -79,5 +78,25 @@ func (a *Assigner) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-expiry.C:
 		}
+	}
+}
+
+// logAssigned writes a line per committed assignment naming the VIP, its
+// tenant and service separately (issue 8: grep by any of them). vss are the
+// services the plan was made from.
+func logAssigned(log *slog.Logger, vss []*edgelbv1.VirtualService, committed []*raftv1.Assignment) {
+	vips := make(map[fsm.Key]string, len(committed))
+	for _, as := range committed {
+		vips[fsm.Key{Tenant: as.Tenant, Name: as.Name}] = ""
+	}
+	for _, vs := range vss {
+		k := fsm.Key{Tenant: vs.Tenant, Name: vs.Name}
+		if _, ok := vips[k]; ok {
+			vips[k] = vs.Vip
+		}
+	}
+	for _, as := range committed {
+		log.Info("VIP assigned", "vip", vips[fsm.Key{Tenant: as.Tenant, Name: as.Name}], "tenant", as.Tenant, "service", as.Name,
+			"owner", as.Owner, "reason", as.Reason)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -55,7 +56,7 @@ func (w *Wire) Announce(a netip.Addr) error {
 			}
 			w.arp = c
 		}
-		p, err := arp.NewPacket(arp.OperationRequest, w.ifi.HardwareAddr, a, ethernet.Broadcast, a)
+		p, err := gratuitousARP(w.ifi.HardwareAddr, a)
 		if err != nil {
 			return err
 		}
@@ -71,14 +72,32 @@ func (w *Wire) Announce(a netip.Addr) error {
 		}
 		w.ndp = c
 	}
-	na := &ndp.NeighborAdvertisement{
-		Override: true, TargetAddress: a,
-		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: w.ifi.HardwareAddr}},
-	}
-	if err := w.ndp.WriteTo(na, nil, netip.IPv6LinkLocalAllNodes()); err != nil {
+	// The NDP socket has the kernel fill in the ICMPv6 checksum (IPV6_CHECKSUM).
+	if err := w.ndp.WriteTo(unsolicitedNA(w.ifi.HardwareAddr, a), nil, netip.IPv6LinkLocalAllNodes()); err != nil {
 		return fmt.Errorf("send unsolicited NA for %s on %s: %w", a, w.ifi.Name, err)
 	}
 	return nil
+}
+
+// gratuitousARP is the announcement of an IPv4 VIP: an ARP request from hw
+// whose sender and target protocol addresses are both the VIP (RFC 5227's
+// announcement), so every neighbour updates an existing entry for it.
+func gratuitousARP(hw net.HardwareAddr, a netip.Addr) (*arp.Packet, error) {
+	p, err := arp.NewPacket(arp.OperationRequest, hw, a, ethernet.Broadcast, a)
+	if err != nil {
+		return nil, fmt.Errorf("build gratuitous ARP for %s: %w", a, err)
+	}
+	return p, nil
+}
+
+// unsolicitedNA is the announcement of an IPv6 VIP (RFC 4861 7.2.6): not
+// solicited, with the override flag so neighbours replace the old owner's
+// link-layer address, which the target link-layer option carries.
+func unsolicitedNA(hw net.HardwareAddr, a netip.Addr) *ndp.NeighborAdvertisement {
+	return &ndp.NeighborAdvertisement{
+		Override: true, TargetAddress: a,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: hw}},
+	}
 }
 
 // Close closes the sockets.
@@ -107,7 +126,7 @@ type Announcer struct {
 	s    Sender
 	log  *slog.Logger
 	mu   sync.Mutex
-	set  map[netip.Addr]struct{}
+	set  map[netip.Addr]string // announced addresses → their tenant, for the logs
 	kick chan netip.Addr
 
 	sent, failed uint64
@@ -130,18 +149,29 @@ func New(cfg Config, s Sender, log *slog.Logger) *Announcer {
 	if cfg.BurstInterval <= 0 {
 		cfg.BurstInterval = 100 * time.Millisecond
 	}
-	return &Announcer{cfg: cfg, s: s, log: log, set: map[netip.Addr]struct{}{}, kick: make(chan netip.Addr, 1024)}
+	return &Announcer{cfg: cfg, s: s, log: log, set: map[netip.Addr]string{}, kick: make(chan netip.Addr, 1024)}
 }
 
-// Added starts a burst for a; the first announcement goes out at once.
-func (an *Announcer) Added(a netip.Addr) {
+// Added starts a burst for a, a VIP of tenant (named in log lines about it);
+// the first announcement goes out at once.
+func (an *Announcer) Added(a netip.Addr, tenant string) {
 	an.mu.Lock()
-	an.set[a] = struct{}{}
+	an.set[a] = tenant
 	an.mu.Unlock()
-	an.send(a, "takeover") // not queued: the first GARP is on the failover's critical path
+	an.send(a, tenant, "takeover") // not queued: the first GARP is on the failover's critical path
 	select {
 	case an.kick <- a:
 	default:
+	}
+}
+
+// SetTenant names the tenant of an address already announced (one re-announced
+// after a restart, before the services were known).
+func (an *Announcer) SetTenant(a netip.Addr, tenant string) {
+	an.mu.Lock()
+	defer an.mu.Unlock()
+	if _, ok := an.set[a]; ok {
+		an.set[a] = tenant
 	}
 }
 
@@ -159,7 +189,7 @@ func (an *Announcer) Counts() (sent, failed uint64) {
 	return an.sent, an.failed
 }
 
-func (an *Announcer) send(a netip.Addr, kind string) {
+func (an *Announcer) send(a netip.Addr, tenant, kind string) {
 	err := an.s.Announce(a)
 	an.mu.Lock()
 	if err != nil {
@@ -173,15 +203,16 @@ func (an *Announcer) send(a netip.Addr, kind string) {
 		f(a, kind)
 	}
 	if err != nil {
-		an.log.Warn("announce VIP", "vip", a, "err", err)
+		an.log.Warn("announce VIP", "vip", a, "tenant", tenant, "kind", kind, "err", err)
 	}
 }
 
-func (an *Announcer) active(a netip.Addr) bool {
+// active reports whether a is still announced, and its tenant.
+func (an *Announcer) active(a netip.Addr) (tenant string, ok bool) {
 	an.mu.Lock()
 	defer an.mu.Unlock()
-	_, ok := an.set[a]
-	return ok
+	tenant, ok = an.set[a]
+	return tenant, ok
 }
 
 // Run sends the rest of each burst and the periodic repeats until ctx ends.
@@ -219,10 +250,11 @@ func (an *Announcer) Run(ctx context.Context) {
 			kept := bursts[:0]
 			for _, b := range bursts {
 				if !b.at.After(now) {
-					if b.left <= 0 || !an.active(b.a) {
+					tenant, ok := an.active(b.a)
+					if b.left <= 0 || !ok {
 						continue
 					}
-					an.send(b.a, "takeover")
+					an.send(b.a, tenant, "takeover")
 					b.left--
 					b.at = now.Add(an.cfg.BurstInterval)
 				}
@@ -233,13 +265,10 @@ func (an *Announcer) Run(ctx context.Context) {
 			bursts = kept
 		case <-repeat:
 			an.mu.Lock()
-			all := make([]netip.Addr, 0, len(an.set))
-			for a := range an.set {
-				all = append(all, a)
-			}
+			all := maps.Clone(an.set)
 			an.mu.Unlock()
-			for _, a := range all {
-				an.send(a, "repeat")
+			for a, tenant := range all {
+				an.send(a, tenant, "repeat")
 			}
 		}
 	}

@@ -77,7 +77,7 @@ func Open(ctx context.Context, mode string) (Rules, error) {
 		}
 		return nil, fmt.Errorf("no usable iptables for SNAT (install iptables; or set --snat=none if replies return some other way): legacy: %v; nft: %v", errL, errN)
 	}
-	return nil, fmt.Errorf("unknown snat mode %q", mode)
+	return nil, fmt.Errorf("unknown snat mode %q: use auto, iptables-legacy, iptables-nft or none", mode)
 }
 
 // Backend names the flavour in use.

@@ -6,6 +6,7 @@ package sysctl
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,7 +41,9 @@ func path(root, key string) string {
 	return filepath.Join(root, strings.ReplaceAll(key, ".", "/"))
 }
 
-// Apply writes and verifies the settings under root (normally /proc/sys).
+// Apply writes and verifies the settings under root (normally /proc/sys),
+// and reports every one that failed, not only the first. An optional setting
+// the kernel does not have is skipped; one it has must take like a required one.
 func Apply(root string, required, optional []Setting) error {
 	var errs []error
 	for _, s := range required {
@@ -60,12 +63,31 @@ func Apply(root string, required, optional []Setting) error {
 
 func set(root string, s Setting) error {
 	p := path(root, s.Key)
-	if err := os.WriteFile(p, []byte(s.Value+"\n"), 0o644); err != nil {
+	// No O_CREATE: a sysctl that does not exist is a missing kernel feature,
+	// not a file to make.
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err == nil {
+		_, err = f.Write([]byte(s.Value + "\n"))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		fix := "this kernel lacks it"
+		if strings.HasPrefix(s.Key, "net.ipv4.vs.") {
+			fix = "load IPVS first (modprobe ip_vs)"
+		}
+		return fmt.Errorf("sysctl %s=%s (%s): no such setting at %s; %s", s.Key, s.Value, s.Why, p, fix)
+	}
+	if err != nil {
 		return fmt.Errorf("sysctl %s=%s (%s): %w; run lbd as root or with CAP_NET_ADMIN, or set it in /etc/sysctl.d", s.Key, s.Value, s.Why, err)
 	}
 	b, err := os.ReadFile(p)
-	if err != nil || strings.TrimSpace(string(b)) != s.Value {
-		return fmt.Errorf("sysctl %s did not keep %s (reads %q): %s", s.Key, s.Value, strings.TrimSpace(string(b)), s.Why)
+	if err != nil {
+		return fmt.Errorf("sysctl %s=%s: read it back: %w", s.Key, s.Value, err)
+	}
+	if got := strings.TrimSpace(string(b)); got != s.Value {
+		return fmt.Errorf("sysctl %s did not keep %s (reads %q): %s", s.Key, s.Value, got, s.Why)
 	}
 	return nil
 }

@@ -1,0 +1,194 @@
+package snat
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// These tests never run iptables: PATH holds only the fakes a test writes,
+// which record their arguments and input in a log.
+
+// fakePath points PATH at an empty directory and returns it with the log the
+// fakes write to.
+func fakePath(t *testing.T) (dir, log string) {
+	t.Helper()
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat for the fakes to copy their input with")
+	}
+	catPath = cat
+	dir = t.TempDir()
+	log = filepath.Join(dir, "calls.log")
+	t.Setenv("PATH", dir)
+	t.Setenv("FAKE_LOG", log)
+	return dir, log
+}
+
+// catPath is cat's full path: PATH holds only the fakes.
+var catPath string
+
+// fake installs a command that logs "name args" (and its input, for the
+// -restore commands) and exits with code; with failCheck, "-C" (is the jump
+// there?) fails as it does before the first run.
+func fake(t *testing.T, dir, name string, code int, failCheck bool) {
+	t.Helper()
+	script := fmt.Sprintf(`#!/bin/sh
+echo "%s $*" >> "$FAKE_LOG"
+case "%s" in *-restore) %s >> "$FAKE_LOG" ;; esac
+case " $* " in *" -C "*) [ %t = true ] && exit 1 ;; esac
+[ %d = 0 ] || echo "can't initialize iptables table 'nat'" >&2
+exit %d
+`, name, name, catPath, failCheck, code, code)
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func calls(t *testing.T, log string) string {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if os.IsNotExist(err) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestOpenRefusals(t *testing.T) {
+	_, log := fakePath(t) // nothing installed: any attempt to run iptables fails
+	ctx := context.Background()
+	for _, c := range []struct {
+		mode string
+		want []string
+	}{
+		{"pf", []string{`unknown snat mode "pf"`, "auto", "iptables-legacy", "iptables-nft", "none"}},
+		{"IPTABLES-NFT", []string{`unknown snat mode "IPTABLES-NFT"`}},
+		{"nft", []string{"nftables has no IPVS match", "iptables-nft", "iptables-legacy"}},
+		{"iptables-legacy", []string{"snat mode iptables-legacy", "iptables-legacy -t nat -S"}},
+		{"iptables-nft", []string{"snat mode iptables-nft", "iptables-nft -t nat -S"}},
+		{"auto", []string{"no usable iptables", "install iptables", "--snat=none", "legacy:", "nft:"}},
+		{"", []string{"no usable iptables"}}, // empty is auto
+	} {
+		r, err := Open(ctx, c.mode)
+		if err == nil {
+			t.Errorf("mode %q: opened %v, want a refusal", c.mode, r)
+			continue
+		}
+		if r != nil {
+			t.Errorf("mode %q: rules %v along with the error", c.mode, r)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("mode %q: error %q does not mention %q", c.mode, err, w)
+			}
+		}
+	}
+	if got := calls(t, log); got != "" {
+		t.Errorf("refusals ran commands:\n%s", got)
+	}
+}
+
+// none is SNAT off: no rules object, so the engine skips SNAT, and nothing run.
+func TestOpenNone(t *testing.T) {
+	dir, log := fakePath(t)
+	fake(t, dir, "iptables-legacy", 0, false)
+	r, err := Open(context.Background(), "none")
+	if err != nil || r != nil {
+		t.Fatalf("none: %v, %v; want nil rules and no error", r, err)
+	}
+	if got := calls(t, log); got != "" {
+		t.Errorf("none ran commands:\n%s", got)
+	}
+}
+
+// auto prefers iptables-legacy when it can list the nat table (the rules
+// are then where xt_ipvs is) and falls back to iptables-nft.
+func TestOpenAutoPicks(t *testing.T) {
+	ctx := context.Background()
+	dir, _ := fakePath(t)
+	fake(t, dir, "iptables-legacy", 0, false)
+	fake(t, dir, "iptables-nft", 0, false)
+	if r, err := Open(ctx, "auto"); err != nil || r.Backend() != "iptables-legacy" {
+		t.Fatalf("both usable: %v, %v; want iptables-legacy", r, err)
+	}
+	fake(t, dir, "iptables-legacy", 3, false)
+	if r, err := Open(ctx, "auto"); err != nil || r.Backend() != "iptables-nft" {
+		t.Fatalf("legacy unusable: %v, %v; want iptables-nft", r, err)
+	}
+	if r, err := Open(ctx, "iptables-nft"); err != nil || r.Backend() != "iptables-nft" {
+		t.Fatalf("iptables-nft asked for: %v, %v", r, err)
+	}
+	// Asked for by name, legacy is not swapped for nft behind the operator's back.
+	if _, err := Open(ctx, "iptables-legacy"); err == nil || !strings.Contains(err.Error(), "can't initialize") {
+		t.Fatalf("iptables-legacy asked for but unusable: %v; want its error", err)
+	}
+}
+
+// Set writes one SNAT rule per VIP into our chain in one restore per family,
+// makes sure POSTROUTING jumps to it the first time, and afterwards rewrites
+// only a family whose VIPs changed.
+func TestSetRules(t *testing.T) {
+	ctx := context.Background()
+	dir, log := fakePath(t)
+	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "ip6tables-legacy", "ip6tables-legacy-restore"} {
+		fake(t, dir, n, 0, true)
+	}
+	r, err := Open(ctx, "iptables-legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(log)
+	v4a, v4b, v6 := netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
+	if err := r.Set(ctx, []netip.Addr{v4a, v6, v4b}); err != nil {
+		t.Fatal(err)
+	}
+	want := `iptables-legacy-restore --noflush
+*nat
+:EDGELB-POSTROUTING - [0:0]
+-A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.1/32 -j SNAT --to-source 192.0.2.1
+-A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
+COMMIT
+iptables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
+iptables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
+ip6tables-legacy-restore --noflush
+*nat
+:EDGELB-POSTROUTING - [0:0]
+-A EDGELB-POSTROUTING -m ipvs --vaddr 2001:db8::1/128 -j SNAT --to-source 2001:db8::1
+COMMIT
+ip6tables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
+ip6tables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
+`
+	if got := calls(t, log); got != want {
+		t.Fatalf("first Set ran:\n%s\nwant:\n%s", got, want)
+	}
+
+	os.Remove(log)
+	if err := r.Set(ctx, []netip.Addr{v4b, v4a, v6}); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls(t, log); got != "" {
+		t.Fatalf("unchanged VIPs ran:\n%s", got)
+	}
+
+	os.Remove(log)
+	if err := r.Set(ctx, []netip.Addr{v4a, v6}); err != nil {
+		t.Fatal(err)
+	}
+	want = `iptables-legacy-restore --noflush
+*nat
+:EDGELB-POSTROUTING - [0:0]
+-A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
+COMMIT
+`
+	if got := calls(t, log); got != want {
+		t.Fatalf("one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
+	}
+}

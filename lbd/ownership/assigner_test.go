@@ -1,0 +1,149 @@
+package ownership
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgelb/edgelb/integration/freeport"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/node"
+)
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// assigned returns the "VIP assigned" records.
+func (l *logBuffer) assigned(t *testing.T) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if m["msg"] == "VIP assigned" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// checkAssigned fails unless recs are exactly one line per service of want
+// (tenant/name → VIP), each naming VIP, tenant and service apart.
+func checkAssigned(t *testing.T, recs []map[string]any, want map[string]string, owner string) {
+	t.Helper()
+	got := map[string]string{}
+	for _, r := range recs {
+		tenant, _ := r["tenant"].(string)
+		name, _ := r["service"].(string)
+		vip, _ := r["vip"].(string)
+		if r["owner"] != owner || r["reason"] == "" {
+			t.Errorf("record %v: want owner %s and a reason", r, owner)
+		}
+		got[tenant+"/"+name] = vip
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || len(recs) != len(want) {
+		t.Errorf("assigned (tenant/service → vip): %v in %d lines, want %v", got, len(recs), want)
+	}
+}
+
+// Issue 8: each assignment line names the VIP, the tenant and the service as
+// separate keys.
+func TestLogAssignedNamesVIPAndTenant(t *testing.T) {
+	var buf logBuffer
+	vss := []*edgelbv1.VirtualService{
+		{Tenant: "acme", Name: "web", Vip: "192.0.2.1"},
+		{Tenant: "acme", Name: "web-udp", Vip: "192.0.2.1"},
+		{Tenant: "globex", Name: "web", Vip: "192.0.2.2"},
+		{Tenant: "initech", Name: "api", Vip: "192.0.2.3"}, // not in this batch
+	}
+	batch := []*raftv1.Assignment{
+		{Tenant: "acme", Name: "web", Owner: "m2", Reason: ReasonOwnerDown},
+		{Tenant: "acme", Name: "web-udp", Owner: "m2", Reason: ReasonOwnerDown},
+		{Tenant: "globex", Name: "web", Owner: "m2", Reason: ReasonNew},
+	}
+	logAssigned(slog.New(slog.NewJSONHandler(&buf, nil)), vss, batch)
+	checkAssigned(t, buf.assigned(t), map[string]string{"acme/web": "192.0.2.1", "acme/web-udp": "192.0.2.1", "globex/web": "192.0.2.2"}, "m2")
+}
+
+// The same through Run on a one-member raft cluster: the leader assigns new
+// services to itself and logs each with its VIP and tenant.
+func TestAssignerRunLogs(t *testing.T) {
+	quiet := slog.New(slog.DiscardHandler)
+	raftAddr := fmt.Sprintf("127.0.0.1:%d", freeport.Loopback(t))
+	n, err := node.Open(node.Config{
+		ID: "m1", RaftAddr: raftAddr, DataDir: t.TempDir(), Bootstrap: true, Logger: quiet,
+		Timing: node.Timing{HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond,
+			LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond},
+	}, fsm.New(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the one-member cluster elected no leader")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	apply := func(cmd *raftv1.Command) {
+		t.Helper()
+		res, err := n.Apply(ctx, cmd)
+		if err == nil {
+			err = res.Err()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(&raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: &edgelbv1.Member{Id: "m1", RaftAddress: raftAddr}}}})
+	apply(&raftv1.Command{Op: &raftv1.Command_CreateAddressPool{CreateAddressPool: &raftv1.CreateAddressPool{
+		Pool: &edgelbv1.AddressPool{Name: "p", Ranges: []string{"192.0.2.0/28"}}}}})
+	want := map[string]string{"acme/web": "192.0.2.1", "globex/shop": "192.0.2.2"}
+	for k, vip := range want {
+		tenant, name, _ := strings.Cut(k, "/")
+		apply(&raftv1.Command{Op: &raftv1.Command_CreateVirtualService{CreateVirtualService: &raftv1.CreateVirtualService{
+			Service: &edgelbv1.VirtualService{Tenant: tenant, Name: name, Vip: vip,
+				Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}}}}}})
+	}
+
+	var buf logBuffer
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		(&Assigner{Node: n, Grace: time.Second, Log: slog.New(slog.NewJSONHandler(&buf, nil))}).Run(rctx)
+		close(done)
+	}()
+	for len(buf.assigned(t)) < len(want) {
+		if ctx.Err() != nil {
+			t.Fatalf("assignments logged: %v", buf.assigned(t))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+	checkAssigned(t, buf.assigned(t), want, "m1")
+}
