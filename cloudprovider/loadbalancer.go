@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgelb/edgelb/cloudprovider/config"
+	"github.com/edgelb/edgelb/cloudprovider/lbclient"
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -202,7 +204,21 @@ func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 	case codes.FailedPrecondition, codes.PermissionDenied:
 		hint = fmt.Sprintf("request an address that tenant %s may use (spec.loadBalancerIP or annotation %s) or another pool (annotation %s)", d.Tenant, servicemap.AnnotationIPs, servicemap.AnnotationPool)
 	case codes.ResourceExhausted:
-		hint = "the pool is full: free a VIP, add a range to the pool, or name another pool (annotation " + servicemap.AnnotationPool + ")"
+		// lbd says ResourceExhausted for three different things; only its
+		// message tells them apart.
+		switch exhausted(st.Message()) {
+		case exhaustedRate:
+			// Nothing about the Service: this CCM writes faster than lbd lets
+			// one identity write. lbclient already retried with backoff; the
+			// service controller retries again later.
+			return fmt.Errorf("edgelb: lbd is rate-limiting this cloud-controller-manager's writes; writing load balancer %s of Service %s/%s is retried with backoff: %w", d.Name, svc.Namespace, svc.Name, err)
+		case exhaustedTenantCap:
+			hint = fmt.Sprintf("tenant %s is at its limit of virtual services: delete unused LoadBalancer Services, or ask the lbd operator to raise auth.maxServicesPerTenant", d.Tenant)
+		case exhaustedPool:
+			hint = "the pool is full: free a VIP, add a range to the pool, or name another pool (annotation " + servicemap.AnnotationPool + ")"
+		default:
+			hint = "lbd is out of a resource (its reason is above)"
+		}
 	case codes.AlreadyExists:
 		hint = fmt.Sprintf("request another address, or share it: give both Services the same %s annotation and distinct ports", servicemap.AnnotationSharedIP)
 	case codes.InvalidArgument:
@@ -215,6 +231,33 @@ func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 		Msg:  fmt.Sprintf("edgelb refused %s VIP (%s) for Service %s/%s: %s; %s. The Service stays pending and is retried", fam, asked, svc.Namespace, svc.Name, st.Message(), hint),
 		err:  err,
 	}
+}
+
+type exhaustion int
+
+const (
+	exhaustedOther exhaustion = iota
+	exhaustedPool
+	exhaustedTenantCap
+	exhaustedRate
+)
+
+// exhausted tells lbd's ResourceExhausted errors apart by their message
+// (lbd sends no error details): the per-identity write rate
+// (lbd/auth: "... exceeds N writes/s; slow down and retry"), the per-tenant
+// cap ("tenant T already has N virtual services, the limit; ...
+// auth.maxServicesPerTenant") and an exhausted pool ("no free IPv4 address in
+// pools ...").
+func exhausted(msg string) exhaustion {
+	switch {
+	case lbclient.RateLimitMessage(msg):
+		return exhaustedRate
+	case strings.Contains(msg, "maxServicesPerTenant") || strings.Contains(msg, "virtual services, the limit"):
+		return exhaustedTenantCap
+	case strings.Contains(msg, "no free ") && strings.Contains(msg, "address"):
+		return exhaustedPool
+	}
+	return exhaustedOther
 }
 
 // IsRefusal reports whether err is lbd refusing the Service's request.

@@ -2,7 +2,9 @@ package cloudprovider
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -329,5 +331,92 @@ func TestCreateAlreadyExistsMeansCompare(t *testing.T) {
 	}
 	if got := backends(e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol))); got != "10.0.0.1,10.0.0.2" {
 		t.Fatalf("backends %s: the existing VirtualService was not compared and updated", got)
+	}
+}
+
+// lbd answers ResourceExhausted for three unrelated things; the Event must say
+// which (the status messages are lbd's own: lbd/auth, lbd/server, raft/fsm).
+func TestResourceExhaustedSaysWhich(t *testing.T) {
+	s := service("e1e1e1e1", 80)
+	d := &edgelbv1.VirtualService{Tenant: "cluster-a", Name: "k8s-e1e1e1e1-ipv4", Pool: "a"}
+	// As lbclient returns them: wrapped with what it was doing.
+	wrapped := func(msg string) error {
+		return fmt.Errorf("creating virtual service cluster-a/k8s-e1e1e1e1-ipv4: %w", status.Error(codes.ResourceExhausted, msg))
+	}
+	for _, c := range []struct {
+		name, msg string
+		refusal   bool
+		want      []string
+		not       []string
+	}{
+		{"pool full", "no free IPv4 address in pools a open to tenant cluster-a; add a range to a pool or free a VIP",
+			true, []string{"pool is full", "no free IPv4 address", "edgelb.io/address-pool"}, nil},
+		{"tenant cap", "tenant cluster-a already has 3 virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant",
+			true, []string{"tenant cluster-a is at its limit", "auth.maxServicesPerTenant", "already has 3"}, []string{"pool is full"}},
+		{"write rate", "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry",
+			false, []string{"rate-limiting", "500 writes/s", "retried"}, []string{"pool is full", "edgelb refused"}},
+		{"something else", "grpc: received message larger than max",
+			true, []string{"out of a resource", "larger than max"}, []string{"pool is full"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := refusal(s, d, wrapped(c.msg))
+			if IsRefusal(err) != c.refusal {
+				t.Errorf("IsRefusal = %v, want %v (%v)", !c.refusal, c.refusal, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q does not say %q", err, w)
+				}
+			}
+			for _, w := range c.not {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("%q says %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// A write-rate limit that passes is absorbed by the client's retries: the
+// Service gets its VIP on the first sync, so the controller records no Event.
+func TestRateLimitIsRetriedWithoutError(t *testing.T) {
+	e := newEnv(t, "")
+	e.f.SetFailNextWith(2, status.Error(codes.ResourceExhausted, "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry"))
+	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", service("e2e2e2e2", 80), nodes("10.0.0.1"))
+	if err != nil {
+		t.Fatalf("EnsureLoadBalancer under a passing rate limit: %v", err)
+	}
+	if len(st.Ingress) != 1 {
+		t.Fatalf("ingress %v", st.Ingress)
+	}
+}
+
+// lbd sends no error details with ResourceExhausted, so refusal() tells its
+// three causes apart by the words of lbd's messages. This trips when those
+// words change in lbd's source, before a CCM starts calling a rate limit a full pool.
+func TestLbdResourceExhaustedMessagesStillMatch(t *testing.T) {
+	for file, msgs := range map[string][]string{
+		"../lbd/auth/authorize.go": {"exceeds %.0f writes/s; slow down and retry"},
+		"../lbd/server/vs.go":      {"virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant"},
+		"../raft/fsm/apply.go":     {"no free %s address in pools"},
+	} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if !strings.Contains(string(b), m) {
+				t.Errorf("%s no longer says %q: update exhausted() and lbclient.RateLimitMessage", file, m)
+			}
+		}
+	}
+	for msg, want := range map[string]exhaustion{
+		fmt.Sprintf("cloud-provider/a exceeds %.0f writes/s; slow down and retry", 500.0):                                      exhaustedRate,
+		"tenant a already has 7 virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant":            exhaustedTenantCap,
+		fmt.Sprintf("no free %s address in pools %s open to tenant %s; add a range to a pool or free a VIP", "IPv6", "p", "a"): exhaustedPool,
+	} {
+		if got := exhausted(msg); got != want {
+			t.Errorf("exhausted(%q) = %d, want %d", msg, got, want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package lbclient is the CCM's gRPC client for lbd: several endpoints, fail
-// over to the next on connection-level errors, bounded retries with backoff,
-// and a deadline on every attempt.
+// over to the next on connection-level errors, bounded retries with backoff
+// (also, on the same endpoint, when lbd rate-limits this client's writes), and
+// a deadline on every attempt.
 //
 // Every call here is safe to retry: reads are idempotent; a repeated Create
 // comes back AlreadyExists, a repeated Delete NotFound, and a repeated Update
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,6 +123,21 @@ func retryable(err error) bool {
 	return false
 }
 
+// RateLimited reports whether err is lbd's per-identity write limit
+// (ResourceExhausted "... exceeds N writes/s; slow down and retry"): the
+// request was refused before it was looked at, so trying again later is safe.
+func RateLimited(err error) bool {
+	s, ok := status.FromError(err)
+	return ok && s.Code() == codes.ResourceExhausted && RateLimitMessage(s.Message())
+}
+
+// RateLimitMessage reports whether a ResourceExhausted message is lbd's write
+// rate limit rather than a full pool or a tenant's cap (lbd sends no error
+// details to tell them apart).
+func RateLimitMessage(msg string) bool {
+	return strings.Contains(msg, "writes/s") || strings.Contains(msg, "slow down and retry")
+}
+
 // do runs f against the current endpoint, moving to the next on retryable
 // errors, until it succeeds, fails for good, or ctx ends.
 func do[T any](ctx context.Context, c *Client, what string, f func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
@@ -138,6 +155,18 @@ func do[T any](ctx context.Context, c *Client, what string, f func(context.Conte
 			return r, nil
 		}
 		last = err
+		if RateLimited(err) && ctx.Err() == nil {
+			// The member is fine; this client writes too fast. Wait and try
+			// the same endpoint again (the limit is per identity, not per member).
+			klog.V(2).InfoS("lbd rate-limits our writes, waiting", "call", what, "endpoint", c.opts.Endpoints[i], "backoff", backoff)
+			select {
+			case <-ctx.Done():
+				return zero, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
 		if !retryable(err) || ctx.Err() != nil {
 			break
 		}

@@ -2,7 +2,9 @@ package lbclient
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -99,5 +101,50 @@ func TestHonoursDeadline(t *testing.T) {
 	_, err = c.Get(ctx, "t", "x")
 	if err == nil || time.Since(start) > 2*time.Second {
 		t.Fatalf("Get = %v after %s, want an error near the 300ms deadline", err, time.Since(start))
+	}
+}
+
+// lbd's write-rate limit is retried with backoff on the same endpoint (the
+// member is fine; the limit is per identity), while other ResourceExhausted
+// answers (a full pool, a tenant's cap) are the caller's to report.
+func TestRateLimitRetriedOnSameEndpoint(t *testing.T) {
+	pool := fakelbd.Pool{Name: "p", Prefix: netip.MustParsePrefix("10.0.0.0/29")}
+	first, second := fakelbd.New(pool), fakelbd.New(pool)
+	vs := func(name string) *edgelbv1.VirtualService {
+		return &edgelbv1.VirtualService{Tenant: "t", Name: name, Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}}}
+	}
+	c, err := New(Options{Endpoints: []string{fakelbd.Start(t, first), fakelbd.Start(t, second)}, AttemptTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rate := status.Error(codes.ResourceExhausted, "cloud-provider/t exceeds 500 writes/s; slow down and retry")
+	if !RateLimited(rate) || !RateLimited(fmt.Errorf("creating: %w", rate)) {
+		t.Fatal("lbd's write-rate message is not recognised")
+	}
+	first.SetFailNextWith(2, rate)
+	if _, err := c.Create(ctx, vs("x")); err != nil {
+		t.Fatalf("Create after two rate-limited tries = %v, want success", err)
+	}
+	if calls, writes := first.Counts(); calls != 3 || writes != 1 {
+		t.Errorf("first endpoint: %d calls, %d writes; want 3 and 1", calls, writes)
+	}
+	if calls, _ := second.Counts(); calls != 0 {
+		t.Errorf("a rate limit moved the client to the second endpoint (%d calls)", calls)
+	}
+
+	full := status.Error(codes.ResourceExhausted, "no free IPv4 address in pools a open to tenant t; add a range to a pool or free a VIP")
+	if RateLimited(full) {
+		t.Fatal("a full pool is taken for a rate limit")
+	}
+	first.SetFailNextWith(1, full)
+	before, _ := first.Counts()
+	if _, err := c.Create(ctx, vs("y")); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Create into a full pool = %v, want ResourceExhausted", err)
+	}
+	if after, _ := first.Counts(); after != before+1 {
+		t.Errorf("a full pool was tried %d times, want once", after-before)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/edgelb/edgelb/integration/freeport"
 )
@@ -88,6 +89,46 @@ func StartAPIServer(t testing.TB, bins, workdir string) string {
 	}
 	t.Logf("%s", strings.TrimSpace(string(b)))
 	return filepath.Join(workdir, "kubeconfig")
+}
+
+// ServiceAccountKubeconfig applies manifest (ServiceAccount + RBAC) with the
+// admin kubeconfig, issues a token for namespace/sa through the TokenRequest
+// API (`kubectl create token`; start-cluster.sh runs the apiserver with a
+// service-account issuer and signing key) and returns a kubeconfig that
+// authenticates as that ServiceAccount alone, so its RBAC is what is enforced.
+// It checks that the apiserver sees the token as the ServiceAccount.
+func ServiceAccountKubeconfig(t testing.TB, bins, adminKubeconfig, manifest, namespace, sa string) string {
+	t.Helper()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(bins, "kubectl"), append([]string{"--kubeconfig", adminKubeconfig}, args...)...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	kubectl("apply", "-f", manifest)
+	token := kubectl("create", "token", sa, "-n", namespace, "--duration=2h")
+	cfg, err := clientcmd.LoadFromFile(adminKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := "system:serviceaccount:" + namespace + ":" + sa
+	cfg.AuthInfos = map[string]*clientcmdapi.AuthInfo{user: {Token: token}}
+	for _, c := range cfg.Contexts {
+		c.AuthInfo = user
+	}
+	path := filepath.Join(filepath.Dir(adminKubeconfig), "kubeconfig-"+sa)
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(bins, "kubectl"), "--kubeconfig", path, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != user {
+		t.Fatalf("kubectl auth whoami with the ServiceAccount token: %q, %v; want %s", out, err, user)
+	}
+	return path
 }
 
 // Clientset builds a client from a kubeconfig.

@@ -37,6 +37,8 @@ type Server struct {
 	Writes int // creates, updates and deletes that changed something
 	// FailNext makes the next n calls fail with Unavailable (a member going away).
 	FailNext int
+	// FailWith is the error of those calls (nil: Unavailable).
+	FailWith error
 	Calls    int
 }
 
@@ -62,7 +64,11 @@ func (s *Server) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	s.Calls++
 	if s.FailNext > 0 {
 		s.FailNext--
+		err := s.FailWith
 		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
 		return nil, status.Error(codes.Unavailable, "fake: member unavailable")
 	}
 	s.mu.Unlock()
@@ -80,7 +86,15 @@ func (s *Server) Counts() (calls, writes int) {
 func (s *Server) SetFailNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.FailNext = n
+	s.FailNext, s.FailWith = n, nil
+}
+
+// SetFailNextWith makes the next n calls fail with err (a gRPC status error,
+// e.g. lbd's write-rate limit).
+func (s *Server) SetFailNextWith(n int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.FailNext, s.FailWith = n, err
 }
 
 // All returns copies of every stored service, sorted by tenant/name.
