@@ -36,8 +36,15 @@ func run(args []string) int {
 raft-replicated store shared by 3–5 edge hosts, and programs the VIPs this host
 owns into the kernel's IPVS, adds them to the data interface and announces them.
 
-With no flags it starts a single-member cluster on loopback with its data in
-./lbd-data. Flags override the config file; the config file overrides defaults.`,
+With no flags it starts a single-member cluster on loopback (API 127.0.0.1:7700,
+raft 127.0.0.1:7701, metrics 127.0.0.1:7702) with its data in ./lbd-data. Bare
+lbd uses the ipvs data plane on the default interface eth0: it needs root and a
+kernel with IPVS, and it changes the host (VIP addresses on eth0, IPVS
+services, SNAT rules for NAT-mode services). --data-plane=none is the
+control-plane-only mode: no kernel changes and no root needed, but the VIPs it
+owns do not answer; use it for a first look, development and API tests.
+
+Flags override the config file; the config file overrides defaults.`,
 		Example: `  # A single member for a first look (no kernel changes):
   lbd --data-plane=none
 

@@ -87,7 +87,12 @@ func client(t testing.TB, addr string) edgelbv1.VirtualServiceServiceClient {
 }
 
 func leaderAndFollower(t testing.TB, ds []*Daemon) (leader, follower *Daemon) {
-	for time.Now(); ; time.Sleep(20 * time.Millisecond) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no member became raft leader within 30s")
+		}
+		leader, follower = nil, nil
 		for _, d := range ds {
 			if d.Node().IsLeader() {
 				leader = d

@@ -69,6 +69,7 @@ type Daemon struct {
 	checker  *health.Checker
 	ops      *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
 	stopBG   context.CancelFunc
+	bgWG     sync.WaitGroup // the background loops, which Stop waits for
 }
 
 // Run starts lbd and blocks until ctx is cancelled, then shuts down cleanly.
@@ -164,15 +165,16 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	bg, cancel := context.WithCancel(context.Background())
 	d.stopBG = cancel
 	if len(cfg.Join) > 0 && !n.HadState() {
-		go d.join(bg, self)
+		d.bgWG.Go(func() { d.join(bg, self) })
 	}
-	go d.leaderLoop(bg)
-	go d.healthLoop(bg)
-	go d.catchUp(bg)
-	go d.contactLoop(bg)
-	go d.reconcileLoop(bg)
+	d.bgWG.Go(func() { d.leaderLoop(bg) })
+	d.bgWG.Go(func() { d.healthLoop(bg) })
+	d.bgWG.Go(func() { d.catchUp(bg) })
+	d.bgWG.Go(func() { d.contactLoop(bg) })
+	d.bgWG.Go(func() { d.reconcileLoop(bg) })
 	if cfg.Health.Enabled {
-		go d.checkLoop(bg, d.newChecker())
+		checker := d.newChecker()
+		d.bgWG.Go(func() { d.checkLoop(bg, checker) })
 	}
 	return d, nil
 }
@@ -336,7 +338,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			// catch up with the leader's commit index first, as after a start.
 			fenced = false
 			d.caughtUp.Store(false)
-			go d.catchUp(ctx)
+			d.bgWG.Go(func() { d.catchUp(ctx) })
 			d.log.Info("back in contact with the raft leader; serving owned VIPs again once caught up")
 			continue
 		}
@@ -489,6 +491,17 @@ const coalesce = 5 * time.Millisecond
 // disturb traffic).
 func (d *Daemon) Stop() error {
 	d.stopBG()
+	// The loops write into the data directory (last contact) and drive the
+	// data plane: let them end before what they use goes away. They follow
+	// the cancelled context; a loop stuck in a kernel call is not waited for
+	// forever.
+	loops := make(chan struct{})
+	go func() { d.bgWG.Wait(); close(loops) }()
+	select {
+	case <-loops:
+	case <-time.After(10 * time.Second):
+		d.log.Warn("background loops still running 10s after stop; shutting down anyway")
+	}
 	d.stopOps() // issue 8 (metrics.go)
 	stopped := make(chan struct{})
 	go func() { d.grpc.GracefulStop(); close(stopped) }()
