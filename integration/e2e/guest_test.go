@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +78,9 @@ func TestGuest(t *testing.T) {
 	t.Run("restart_lbd_under_traffic", s.restartUnderTraffic)
 	t.Run("delete_vip_cleans_up", s.deleteVIP)
 	t.Run("ipv6_vip", s.ipv6)
+	t.Run("direct_routing_keeps_client_address", s.directRouting)
+	t.Run("announcements_teach_the_client", s.announcements)
+	t.Run("takeover_without_sync_keeps_connections", s.sloppyTakeover)
 	t.Run("health_checks_follow_healthz", s.health)
 	t.Run("metrics_after_traffic", s.metrics)
 	t.Run("bench_conns_per_second", s.bench)
@@ -615,6 +621,254 @@ func (s *scenarios) ipv6(t *testing.T) {
 	}
 }
 
+// directRouting: in dr mode the owner forwards each connection at L2 and the
+// node answers the client itself, from the VIP it holds on lo without
+// answering ARP for it (as DR real servers are set up): the node sees the
+// client's own address, and no SNAT rule exists for the VIP.
+func (s *scenarios) directRouting(t *testing.T) {
+	const name = "dr"
+	vip := "10.0.0.206"
+	for i := 1; i <= 3; i++ {
+		ns := topo.NodeHost(i).Name
+		for _, kv := range [][2]string{{"net.ipv4.conf.all.arp_ignore", "1"}, {"net.ipv4.conf.all.arp_announce", "2"}} {
+			if err := netns.WriteSysctl(ns, kv[0], kv[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := topo.IP(ns, "addr", "add", vip+"/32", "dev", "lo"); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			topo.IP(ns, "addr", "del", vip+"/32", "dev", "lo")
+			netns.WriteSysctl(ns, "net.ipv4.conf.all.arp_ignore", "0")
+			netns.WriteSysctl(ns, "net.ipv4.conf.all.arp_announce", "0")
+		}()
+	}
+	args := []string{"--vip", vip, "--mode", "dr", "--scheduler", "rr", "--port", "tcp/30080"}
+	for i := 1; i <= 3; i++ {
+		args = append(args, "--backend", topo.NodeHost(i).V4.String()) // dr keeps the VIP's port
+	}
+	owner := s.createVIP(t, name, args, probe.Options{Addr: vip + ":30080"})
+	defer s.deleteVIP_(t, name)
+
+	o := probe.Options{Addr: vip + ":30080", NetNS: client, Timeout: 2 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), guestWait)
+	defer cancel()
+	r, err := probe.Count(ctx, o, 60, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK != r.Sent || len(r.Counts) != 3 {
+		t.Errorf("dr rr over 3 nodes: %s", r)
+	}
+	want := topo.ClientHost().V4.String()
+	seen := map[string]bool{}
+	for i := 0; i < 9; i++ {
+		line, err := whoami(vip + ":30080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 || f[1] != want {
+			t.Errorf("through the dr VIP the node saw %q, want \"NODE %s\" (the client's own address)", line, want)
+			continue
+		}
+		seen[f[0]] = true
+	}
+	if rules, _ := owner.NATRules(); slices.ContainsFunc(rules, func(l string) bool { return strings.Contains(l, vip) }) {
+		t.Errorf("owner %s has a SNAT rule for the dr VIP:\n%s", owner.ID, strings.Join(rules, "\n"))
+	}
+	lines, _ := owner.IPVSSave()
+	for i := 1; i <= 3; i++ {
+		if d := fmt.Sprintf("-a -t %s:30080 -r %s:30080 -g -w 1", vip, topo.NodeHost(i).V4); !slices.Contains(lines, d) {
+			t.Errorf("owner %s ipvsadm -Sn lacks %q:\n%s", owner.ID, d, strings.Join(lines, "\n"))
+		}
+	}
+	t.Logf("dr: %s; nodes %v saw the client as %s", r, slices.Sorted(maps.Keys(seen)), want)
+}
+
+// whoami asks, from the client, the node behind addr which address it sees.
+func whoami(addr string) (string, error) {
+	var line string
+	err := netns.Do(client, func() error {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(c)
+		if _, err := r.ReadString('\n'); err != nil { // the greeting
+			return err
+		}
+		if _, err := c.Write([]byte("whoami\n")); err != nil {
+			return err
+		}
+		line, err = r.ReadString('\n')
+		return err
+	})
+	return strings.TrimSpace(line), err
+}
+
+// announcements: the client learns where a new VIP lives from the owner's
+// gratuitous ARP (IPv4) and unsolicited neighbour advertisement (IPv6)
+// alone. Its neighbour entries, planted beforehand with a wrong MAC, switch
+// to the owner's before it has sent the VIP anything; then a VIP move
+// switches them to the new owner's the same way.
+func (s *scenarios) announcements(t *testing.T) {
+	const bogus = "02:00:00:00:00:99"
+	vips := []struct{ name, ip, backend string }{
+		{"garp4", "10.0.0.207", fmt.Sprintf("%s:%d", topo.NodeHost(1).V4, topo.NodePort)},
+		{"garp6", "fd00::211", fmt.Sprintf("[%s]:%d", topo.NodeHost(1).V6, topo.NodePort)},
+	}
+	plant := func() {
+		t.Helper()
+		for _, v := range vips {
+			if _, err := topo.IP(client, "neigh", "replace", v.ip, "lladdr", bogus, "dev", topo.Interface, "nud", "stale"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	learns := func(name, ip string, m *lab.Member, what string) {
+		t.Helper()
+		mac, err := m.MAC()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		for got := lab.Neighbour(client, ip); got != mac; got = lab.Neighbour(client, ip) {
+			if time.Since(t0) > guestWait {
+				t.Fatalf("%s: the client's neighbour entry for %s is %q, want %s's %s: no announcement reached it", what, ip, got, m.ID, mac)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("%s: the client learnt %s → %s (%s) from announcements within %s", what, ip, mac, m.ID, time.Since(t0).Round(time.Millisecond))
+	}
+	plant()
+	for _, v := range vips {
+		// No probe yet: the client must not send anything before the check.
+		mustLBCTL(t, s.l, "vip", "create", v.name, "--wait", "--vip", v.ip, "--port", "tcp/80:30080", "--backend", v.backend)
+		defer s.deleteVIP_(t, v.name)
+	}
+	for _, v := range vips {
+		owner, _, err := s.l.WaitOwner(v.name, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		learns(v.name, v.ip, owner, "new VIP")
+		addr := v.ip + ":80"
+		if strings.Contains(v.ip, ":") {
+			addr = "[" + v.ip + "]:80"
+		}
+		if _, err := topo.WaitAnswer(probe.Options{Addr: addr, NetNS: client, Timeout: time.Second}, guestWait); err != nil {
+			t.Fatalf("%s does not answer: %v", v.ip, err)
+		}
+	}
+
+	// A planned move: the new owner announces, the client follows.
+	plant()
+	for _, v := range vips {
+		old, _, err := s.l.WaitOwner(v.name, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var to *lab.Member
+		for _, m := range s.l.Members {
+			if m != old {
+				to = m
+				break
+			}
+		}
+		mustLBCTL(t, s.l, "vip", "move", v.ip, to.ID)
+		learns(v.name, v.ip, to, "after moving to "+to.ID)
+	}
+}
+
+// sloppyTakeover: a member that never heard a connection's sync message
+// still carries it when it takes the VIP over. With net.ipv4.vs.sloppy_tcp
+// (lbd sets it) IPVS schedules the connection's next packet as new, mh (the
+// default scheduler) hashes it to the node that holds it, and conntrack picks
+// it up mid-stream and SNATs it to the same VIP:port; without sloppy_tcp the
+// new owner resets it. Connection sync normally spares this path: the new
+// owner's backup sync daemon is stopped here, so nothing else can explain a
+// kept connection.
+func (s *scenarios) sloppyTakeover(t *testing.T) {
+	const name = "sloppy"
+	vip := "10.0.0.208"
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 2 * time.Second}
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	defer s.deleteVIP_(t, name)
+	var to *lab.Member
+	for _, m := range s.l.Members {
+		if m != owner && m.Running() {
+			to = m
+			break
+		}
+	}
+	ns := to.Host.Name
+	if v, err := netns.ReadSysctl(ns, "net.ipv4.vs.sloppy_tcp"); err != nil || strings.TrimSpace(v) != "1" {
+		t.Fatalf("%s: net.ipv4.vs.sloppy_tcp = %q (%v), want 1 (set by lbd)", to.ID, v, err)
+	}
+	daemons, err := topo.Run(ns, "ipvsadm", "-L", "--daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mcast, syncid string
+	for _, l := range strings.Split(daemons, "\n") {
+		if strings.HasPrefix(l, "backup sync daemon") {
+			// backup sync daemon (mcast=eth0, syncid=1, ...)
+			for _, f := range strings.FieldsFunc(l, func(r rune) bool { return r == '(' || r == ')' || r == ',' || r == ' ' }) {
+				if v, ok := strings.CutPrefix(f, "mcast="); ok {
+					mcast = v
+				}
+				if v, ok := strings.CutPrefix(f, "syncid="); ok {
+					syncid = v
+				}
+			}
+		}
+	}
+	if mcast == "" || syncid == "" {
+		t.Fatalf("%s runs no backup sync daemon:\n%s", to.ID, daemons)
+	}
+	if _, err := topo.Run(ns, "ipvsadm", "--stop-daemon", "backup"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := topo.Run(ns, "ipvsadm", "--start-daemon", "backup", "--mcast-interface", mcast, "--syncid", syncid); err != nil {
+			t.Errorf("restart %s's backup sync daemon: %v", to.ID, err)
+		}
+	}()
+
+	hold, err := probe.StartHold(tcp, 10, 250*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	conns, _ := topo.Run(ns, "ipvsadm", "-Lnc")
+	if strings.Contains(conns, vip+":80") {
+		hold.Stop()
+		t.Fatalf("%s knows the connections although its backup sync daemon is stopped:\n%s", to.ID, conns)
+	}
+	t0 := time.Now()
+	mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
+	for !to.HasAddr(vip) || owner.HasAddr(vip) {
+		if time.Since(t0) > guestWait {
+			hold.Stop()
+			t.Fatalf("%s did not move from %s to %s within %s", vip, owner.ID, to.ID, guestWait)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // a dozen pings on each connection through the new owner
+	hr := hold.Stop()
+	for _, b := range hr.Broken {
+		t.Errorf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
+	}
+	conns, _ = topo.Run(ns, "ipvsadm", "-Lnc")
+	t.Logf("moved %s→%s with %s's sync daemon stopped: held %d/%d kept, %d pings; %d IPVS connection entries of the VIP on %s afterwards",
+		owner.ID, to.ID, to.ID, hr.Kept, hr.Opened, hr.Pings, strings.Count(conns, vip+":80"), to.ID)
+}
+
 // setHealthz sets a node's /healthz (kube-proxy's healthCheckNodePort
 // stand-in): ok, fail, or flap (200 and 503 in turn to each prober).
 func setHealthz(t *testing.T, node int, st string) {
@@ -631,7 +885,7 @@ func setHealthz(t *testing.T, node int, st string) {
 func (s *scenarios) health(t *testing.T) {
 	const name = "health"
 	vip := "10.0.0.205"
-	s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
 		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1),
 		"--health-check", "http", "--health-port", fmt.Sprint(topo.HealthPort), "--health-path", "/healthz",
 		"--health-interval", "300ms", "--health-timeout", "200ms", "--rise", "2", "--fall", "2"},
@@ -662,6 +916,22 @@ func (s *scenarios) health(t *testing.T) {
 	}
 	if out == 0 {
 		t.Fatalf("node2 still receives connections %s after its /healthz turned 503", guestWait)
+	}
+	// The owner's metrics count the failed probes and the transition.
+	if series, _, err := owner.Metrics(); err != nil {
+		t.Error(err)
+	} else {
+		for _, c := range []struct {
+			name  string
+			match []string
+		}{
+			{"edgelb_health_transitions_total", []string{`to="unhealthy"`}},
+			{"edgelb_health_checks_total", []string{`type="http"`, `result="fail"`}},
+		} {
+			if v, found := series.Sum(c.name, c.match...); !found || v < 1 {
+				t.Errorf("owner %s after node2 failed: %s%v = %v (found %v), want ≥ 1", owner.ID, c.name, c.match, v, found)
+			}
+		}
 	}
 	// Stays out while unhealthy, and the API says why.
 	if r := count(); r.Counts["node2"] != 0 {
@@ -743,7 +1013,8 @@ func (s *scenarios) health(t *testing.T) {
 func (s *scenarios) metrics(t *testing.T) {
 	const name = "metrics"
 	vip := "10.0.0.204"
-	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1)},
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1),
+		"--health-check", "tcp", "--health-interval", "500ms"},
 		probe.Options{Addr: vip + ":80"})
 	defer s.deleteVIP_(t, name)
 	for i := 0; i < 20; i++ {
@@ -776,6 +1047,15 @@ func (s *scenarios) metrics(t *testing.T) {
 		{"gratuitous ARPs sent on takeover", "edgelb_dataplane_announcements_total", []string{`kind="takeover"`}, func(v float64) bool { return v >= 1 }},
 		{"kernel changes", "edgelb_dataplane_changes_total", []string{`op="addr_add"`}, func(v float64) bool { return v >= 1 }},
 		{"takeover timing recorded", "edgelb_ownership_takeover_seconds_count", nil, func(v float64) bool { return v >= 1 }},
+		{"packets in through the VIP", "edgelb_ipvs_service_packets_total", []string{`vip="` + vip + `"`, `direction="in"`}, func(v float64) bool { return v >= 20 }},
+		{"bytes out through the VIP", "edgelb_ipvs_service_bytes_total", []string{`vip="` + vip + `"`, `direction="out"`}, func(v float64) bool { return v > 0 }},
+		{"bytes to the backends", "edgelb_ipvs_backend_bytes_total", []string{`vip="` + vip + `"`, `direction="in"`}, func(v float64) bool { return v > 0 }},
+		{"the kernel's connection rate estimate", "edgelb_ipvs_service_connections_per_second", []string{`vip="` + vip + `"`}, func(v float64) bool { return v >= 0 }},
+		{"health probes that passed", "edgelb_health_checks_total", []string{`type="tcp"`, `result="ok"`}, func(v float64) bool { return v >= 1 }},
+		{"health probe latency observed", "edgelb_health_check_seconds_count", []string{`type="tcp"`}, func(v float64) bool { return v >= 1 }},
+		{"reconcile passes that succeeded", "edgelb_reconcile_total", []string{`result="ok"`}, func(v float64) bool { return v >= 1 }},
+		{"reconcile time observed", "edgelb_reconcile_duration_seconds_count", nil, func(v float64) bool { return v >= 1 }},
+		{"raft entries applied, timed", "edgelb_raft_fsm_apply_seconds_count", nil, func(v float64) bool { return v >= 1 }},
 	}
 	for _, c := range checks {
 		v, found := sum(c.prefix, c.match...)
@@ -785,6 +1065,16 @@ func (s *scenarios) metrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("scrape of %s:\n%s", owner.ID, out)
+	}
+	// Commit latency is the leader's to see.
+	if leader := s.l.Member(s.leader(t)); leader != nil {
+		ls, _, err := leader.Metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, found := ls.Sum("edgelb_raft_commit_seconds_count"); !found || v < 1 {
+			t.Errorf("leader %s: edgelb_raft_commit_seconds_count = %v (found %v), want ≥ 1 after the writes", leader.ID, v, found)
+		}
 	}
 
 	// The same counters through the API: lbctl asks any member, which reads

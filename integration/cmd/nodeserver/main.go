@@ -5,7 +5,9 @@
 //
 // On each port, TCP and UDP, IPv4 and IPv6:
 //   - TCP: on accept it writes "NAME\n"; then for every line it reads it writes "NAME\n"
-//     again (so a long-lived connection can be pinged).
+//     again (so a long-lived connection can be pinged); the line "whoami" gets
+//     "NAME CLIENT-ADDRESS\n", the source address the node sees (direct routing
+//     keeps the client's, NAT does not).
 //   - UDP: every datagram is answered with "NAME\n".
 //
 // On the health port, HTTP: GET /healthz answers 200 "ok NAME" or 503 "unhealthy NAME"
@@ -125,11 +127,17 @@ func serveTCP(ln net.Listener, reply []byte) {
 				return
 			}
 			r := bufio.NewReader(c)
+			whoami := []byte(strings.TrimSuffix(string(reply), "\n") + " " + c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String() + "\n")
 			for {
-				if _, err := r.ReadSlice('\n'); err != nil {
+				line, err := r.ReadSlice('\n')
+				if err != nil {
 					return
 				}
-				if _, err := c.Write(reply); err != nil {
+				out := reply
+				if strings.TrimSpace(string(line)) == "whoami" {
+					out = whoami
+				}
+				if _, err := c.Write(out); err != nil {
 					return
 				}
 			}
