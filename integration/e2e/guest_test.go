@@ -331,7 +331,7 @@ func (s *scenarios) ipvsExact(t *testing.T) {
 	}
 	// ip_forward: IPVS NAT replies are forwarded packets; without it the client's SYN
 	// reaches the node but no SYN-ACK comes back (checked in this guest).
-	for key, want := range map[string]string{"net.ipv4.vs.conntrack": "1", "net.ipv4.vs.expire_nodest_conn": "1", "net.ipv4.ip_forward": "1"} {
+	for key, want := range map[string]string{"net.ipv4.vs.conntrack": "1", "net.ipv4.vs.expire_nodest_conn": "1", "net.ipv4.ip_forward": "1", "net.netfilter.nf_conntrack_tcp_be_liberal": "1"} {
 		got, err := netns.ReadSysctl(owner.Host.Name, key)
 		if err != nil || strings.TrimSpace(got) != want {
 			t.Errorf("owner %s: %s = %q (%v), want %s", owner.ID, key, strings.TrimSpace(got), err, want)

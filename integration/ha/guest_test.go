@@ -499,7 +499,7 @@ func (s *suite) rollingRestart(t *testing.T) {
 		if err := m.WaitServing(60 * time.Second); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s restarted, serving after %s", m.ID, time.Since(t0).Round(time.Millisecond))
+		t.Logf("%s restarted, serving after %s; %s owned by %s", m.ID, time.Since(t0).Round(time.Millisecond), vip, s.owner(t).ID)
 		time.Sleep(time.Second)
 	}
 	hr, sr := tr.stop()

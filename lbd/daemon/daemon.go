@@ -42,6 +42,10 @@ type DataPlane interface {
 	// anything it programmed before and not listed is withdrawn. The services
 	// are the FSM's own immutable objects: read, never modify.
 	Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error
+	// Withdraw removes every VIP address this host holds and leaves the
+	// IPVS services, their connection entries and the SNAT rules as they
+	// are: fencing when the replicated state cannot be trusted yet.
+	Withdraw(ctx context.Context) error
 	Close() error
 }
 
@@ -303,14 +307,25 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			// Right after a start the FSM replays its log and may show a past
 			// state; following it would withdraw and re-add VIPs mid-replay.
 			// Keep what the kernel holds while the lease allows, then fence.
-			if d.inContact(lease) {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(50 * time.Millisecond):
+			wait := 50 * time.Millisecond
+			if !d.inContact(lease) {
+				// Fence on addresses only. Before the first entries apply
+				// the FSM may even be empty: reconciling against it would
+				// remove every IPVS service, and with them the connection
+				// entries that keep established connections alive when
+				// the VIPs come back here or move to another member (a
+				// rolling restart reset them all).
+				if err := d.dp.Withdraw(ctx); err != nil {
+					d.log.Error("withdraw VIPs while out of contact and not caught up", "err", err)
 				}
-				continue
+				wait = min(lease/4, time.Second)
 			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			continue
 		}
 		all, _ := d.node.FSM.All()
 		owner := d.cfg.ID

@@ -40,6 +40,14 @@ type noDataPlane struct {
 	last int
 }
 
+func (n *noDataPlane) Withdraw(context.Context) error {
+	if n.last != 0 {
+		n.log.Info("control-plane-only: would withdraw every VIP", "owned", n.last)
+		n.last = 0
+	}
+	return nil
+}
+
 func (n *noDataPlane) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
 	owned := 0
 	for _, vs := range all {

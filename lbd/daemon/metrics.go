@@ -147,6 +147,15 @@ type instrumentedDataPlane struct {
 	m *metrics.Metrics
 }
 
+func (p *instrumentedDataPlane) Withdraw(ctx context.Context) error {
+	err := p.DataPlane.Withdraw(ctx)
+	if err == nil {
+		p.m.VIPsServed.Set(0)
+		p.m.ServicesServed.Set(0)
+	}
+	return err
+}
+
 func (p *instrumentedDataPlane) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
 	start := time.Now()
 	err := p.DataPlane.Reconcile(ctx, all, owner)

@@ -114,7 +114,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	// Every member's replica and raft status; ownership and reconciles settle asynchronously.
 	var body string
 	scrape := func(d *Daemon) string { _, b := get(t, "http://"+d.MetricsAddr()+"/metrics"); return b }
-	waitFor(t, 10*time.Second, "services assigned and reconciled", func() bool {
+	waitFor(t, 20*time.Second, "services assigned and reconciled on every member", func() bool {
 		total := 0.0
 		for _, d := range ds {
 			b := scrape(d)
@@ -124,6 +124,9 @@ func TestMetricsEndpoints(t *testing.T) {
 			}
 			served, _ := sample(t, b, "edgelb_ownership_vips_served")
 			total += served
+			if passes, _ := sample(t, b, `edgelb_reconcile_total{result="ok"}`); passes < 1 {
+				return false // a member reconciles once caught up with the leader
+			}
 		}
 		return total == 3
 	})

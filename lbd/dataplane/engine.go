@@ -156,9 +156,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("IPVS is not available (%v): load the ip_vs module (modprobe ip_vs ip_vs_mh) and run as root, or start with --data-plane=none for a control-plane-only member", err)
 	}
-	if err := sysctl.Apply(cfg.SysctlRoot, sysctl.Required, sysctl.Optional); err != nil {
-		return nil, err
-	}
 	ifindex, err := addr.IfIndex(cfg.Interface)
 	if err != nil {
 		return nil, err
@@ -169,6 +166,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	rules, err := snat.Open(ctx, cfg.SNAT)
 	if err != nil {
+		am.Close()
+		return nil, err
+	}
+	// After the SNAT rules: they load nf_conntrack, whose settings are
+	// among the optional ones.
+	if err := sysctl.Apply(cfg.SysctlRoot, sysctl.Required, sysctl.Optional); err != nil {
 		am.Close()
 		return nil, err
 	}
@@ -483,6 +486,38 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 }
 
 // apply makes one change; tenantOf names a VIP's tenant for the log.
+// Withdraw removes every VIP address this engine added and leaves IPVS and
+// SNAT alone: the connection entries must outlive a fence, since the VIPs
+// may come back here or move to a member that relies on the same entries
+// having been synced.
+func (e *Engine) Withdraw(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	changed := false
+	for a := range e.vips {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := e.addrs.Remove(e.ifindex, a); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw VIP %s from %s: %w", a, e.cfg.Interface, err))
+			continue
+		}
+		e.ann.Removed(a)
+		e.obs.KernelChange("addr_remove")
+		delete(e.vips, a)
+		e.touchVIP(a)
+		changed = true
+		e.log.Info("VIP withdrawn (fenced; IPVS and SNAT kept)", "vip", a, "tenant", e.owned[a], "interface", e.cfg.Interface)
+	}
+	if changed {
+		if err := e.save(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (e *Engine) apply(op ipvsdiff.Op, tenantOf func(netip.Addr) string) error {
 	if e.touched != nil {
 		e.touched[op.Svc.Key] = true

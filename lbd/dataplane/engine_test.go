@@ -154,3 +154,27 @@ func BenchmarkReconcileOneBackendChange10kx50(b *testing.B) {
 	}
 	b.ReportMetric(float64(k.calls)/float64(b.N), "ipvs-ops/op")
 }
+
+// Withdraw (fencing before the replicated state can be trusted) removes the
+// addresses and touches no IPVS service: their connection entries must
+// survive for when the VIPs come back or move.
+func TestWithdrawKeepsIPVS(t *testing.T) {
+	e, k, fa, _ := fakeEngine(t)
+	ctx := context.Background()
+	if err := e.Reconcile(ctx, many(3, 4), "me"); err != nil {
+		t.Fatal(err)
+	}
+	k.calls = 0
+	if err := e.Withdraw(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(fa.on) != 0 || k.calls != 0 {
+		t.Fatalf("after Withdraw: %d addresses left, %d IPVS calls; want 0, 0", len(fa.on), k.calls)
+	}
+	if err := e.Reconcile(ctx, many(3, 4), "me"); err != nil {
+		t.Fatal(err)
+	}
+	if len(fa.on) != 3 || k.calls != 0 {
+		t.Fatalf("serving again: %d addresses, %d IPVS calls; want 3, 0", len(fa.on), k.calls)
+	}
+}

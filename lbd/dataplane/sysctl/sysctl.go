@@ -35,6 +35,12 @@ var Optional = []Setting{
 	// the same backend: the connection goes on.
 	{"net.ipv4.vs.sloppy_tcp", "1", "a new owner picks up established TCP connections that connection sync missed"},
 	{"net.ipv4.vs.sloppy_sctp", "1", "the same for SCTP associations"},
+	// A member that gets a VIP back (a rolling restart moves it away and
+	// back) still holds conntrack entries from its earlier turn, whose TCP
+	// windows stopped while another member carried the connection. Strict
+	// window tracking then marks the connection's packets invalid, SNAT
+	// skips them, and the connection is reset.
+	{"net.netfilter.nf_conntrack_tcp_be_liberal", "1", "a VIP that comes back to a member keeps its established connections despite that member's stale conntrack entries"},
 }
 
 func path(root, key string) string {
