@@ -142,8 +142,14 @@ func (m *member) stop(t *testing.T) {
 // lbctl runs the real CLI against endpoints and returns stdout, stderr and the exit code.
 func lbctl(t *testing.T, endpoints []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "lbctl"), append([]string{"--endpoints", strings.Join(endpoints, ","), "--timeout", "20s"}, args...)...)
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	return runLbctl(t, os.Environ(), append([]string{"--endpoints", strings.Join(endpoints, ","), "--timeout", "20s"}, args...)...)
+}
+
+// runLbctl runs the real CLI with env and a config directory of its own.
+func runLbctl(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "lbctl"), args...)
+	cmd.Env = append(env, "XDG_CONFIG_HOME="+t.TempDir())
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -772,23 +778,13 @@ func TestClusterLifecycle(t *testing.T) {
 // no config file: it must find lbd at its default endpoint.
 func lbctlBare(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "lbctl"), args...)
+	var env []string
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "LBCTL_") && !strings.HasPrefix(e, "XDG_CONFIG_HOME=") {
-			cmd.Env = append(cmd.Env, e)
+			env = append(env, e)
 		}
 	}
-	cmd.Env = append(cmd.Env, "XDG_CONFIG_HOME="+t.TempDir())
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run lbctl: %v", err)
-	}
-	return out.String(), errb.String(), code
+	return runLbctl(t, env, args...)
 }
 
 func mustLbctlBare(t *testing.T, args ...string) string {

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,9 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgelb/edgelb/internal/logcapture"
 )
 
 func lbd(t *testing.T, args ...string) string {
@@ -248,7 +248,7 @@ func watchUntil(t *testing.T, endpoints []string, until string, args ...string) 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "lbctl"), append([]string{"--endpoints", strings.Join(endpoints, ",")}, args...)...)
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
-	var out syncBuffer
+	var out logcapture.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start lbctl watch: %v", err)
@@ -262,24 +262,6 @@ func watchUntil(t *testing.T, endpoints []string, until string, args ...string) 
 		t.Fatalf("lbctl %s never printed %q:\n%s", strings.Join(args, " "), until, out.String())
 	}
 	return out.String()
-}
-
-// syncBuffer is a bytes.Buffer a process writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func must[T any](v T, err error) T {

@@ -1,19 +1,17 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgelb/edgelb/internal/logcapture"
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/health"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
@@ -21,40 +19,6 @@ import (
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/node"
 )
-
-// jsonLog is a logger into a buffer, and its records parsed.
-type jsonLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (j *jsonLog) Write(p []byte) (int, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.b.Write(p)
-}
-
-func (j *jsonLog) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(j, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func (j *jsonLog) records(t *testing.T) []map[string]any {
-	t.Helper()
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(j.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // soloConfig is a one-member configuration on loopback with the default
 // (ipvs) data plane and no metrics listener.
@@ -87,12 +51,12 @@ func TestStartFailsWithoutIPVS(t *testing.T) {
 		opened = append(opened, cfg.DataPlane.Interface)
 		return nil, "", cause
 	})
-	var logs jsonLog
+	var logs logcapture.Buffer
 	cfg := soloConfig(t)
 	if cfg.DataPlane.Mode != "ipvs" {
 		t.Fatalf("default data plane %q, want ipvs", cfg.DataPlane.Mode)
 	}
-	d, err := Start(context.Background(), cfg, logs.logger())
+	d, err := Start(context.Background(), cfg, logs.Logger())
 	if err == nil {
 		d.Stop()
 		t.Fatal("Start succeeded without IPVS")
@@ -106,7 +70,7 @@ func TestStartFailsWithoutIPVS(t *testing.T) {
 	if len(opened) != 1 || opened[0] != cfg.DataPlane.Interface {
 		t.Errorf("IPVS opened for %v, want once for %s", opened, cfg.DataPlane.Interface)
 	}
-	for _, r := range logs.records(t) {
+	for _, r := range logs.MustRecords(t) {
 		if msg, _ := r["msg"].(string); strings.Contains(msg, "CONTROL-PLANE-ONLY") {
 			t.Errorf("fell back to control-plane-only: %v", r)
 		}
@@ -126,7 +90,7 @@ func TestStartFailsWithoutIPVS(t *testing.T) {
 	withKernel(t, func(context.Context, config.Config, *slog.Logger) (DataPlane, string, error) {
 		return nil, "", errors.New("IPVS is not available (x): load the ip_vs module, or start with --data-plane=none for a control-plane-only member")
 	})
-	if _, err := Start(context.Background(), cfg, logs.logger()); err == nil || strings.Count(err.Error(), "--data-plane=none") != 1 {
+	if _, err := Start(context.Background(), cfg, logs.Logger()); err == nil || strings.Count(err.Error(), "--data-plane=none") != 1 {
 		t.Errorf("error %v: want --data-plane=none named once", err)
 	}
 }
@@ -138,11 +102,11 @@ func TestControlPlaneOnlyWarns(t *testing.T) {
 		t.Error("mode none opened the kernel data plane")
 		return nil, "", errors.New("not in mode none")
 	})
-	var logs jsonLog
+	var logs logcapture.Buffer
 	cfg := soloConfig(t)
 	cfg.DataPlane.Mode, cfg.DataPlane.Interface = "none", ""
 	cfg.Health.Enabled = false
-	d, err := Start(context.Background(), cfg, logs.logger())
+	d, err := Start(context.Background(), cfg, logs.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +115,7 @@ func TestControlPlaneOnlyWarns(t *testing.T) {
 		t.Errorf("data plane %q, want control-plane-only", d.dpName)
 	}
 	var warned bool
-	for _, r := range logs.records(t) {
+	for _, r := range logs.MustRecords(t) {
 		msg, _ := r["msg"].(string)
 		if strings.Contains(msg, "CONTROL-PLANE-ONLY") {
 			warned = true
@@ -186,8 +150,8 @@ func TestHealthLogNamesVIPAndTenant(t *testing.T) {
 			Owner: s.owner, Service: &edgelbv1.VirtualService{Tenant: s.tenant, Name: s.name, Vip: s.vip,
 				Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}}}}}})
 	}
-	var logs jsonLog
-	d := &Daemon{log: logs.logger(), node: &node.Node{FSM: f}}
+	var logs logcapture.Buffer
+	d := &Daemon{log: logs.Logger(), node: &node.Node{FSM: f}}
 	d.cfg.ID = "m1"
 	check := health.Key{Port: 30080}
 	st := health.Status{State: health.Unhealthy, LastError: "connection refused", LastCheck: time.Now()}
@@ -198,7 +162,7 @@ func TestHealthLogNamesVIPAndTenant(t *testing.T) {
 	})
 	want := map[string]string{"192.0.2.1": "acme", "192.0.2.2": "globex", "192.0.2.3": "initech"}
 	got := map[string]string{}
-	for _, r := range logs.records(t) {
+	for _, r := range logs.MustRecords(t) {
 		vip, _ := r["vip"].(string)
 		tenant, _ := r["tenant"].(string)
 		if want[vip] != tenant || r["state"] != "unhealthy" || r["error"] != "connection refused" {

@@ -398,16 +398,11 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	// Withdraw addresses first, so no new traffic reaches services about to go.
 	for a := range e.vips {
 		if _, ok := vips[a]; !ok {
-			if err := e.addrs.Remove(e.ifindex, a); err != nil {
+			if err := e.removeAddr(a, tenantOf(a), "VIP withdrawn"); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			e.ann.Removed(a)
-			e.obs.KernelChange("addr_remove")
-			delete(e.vips, a)
-			e.touchVIP(a)
 			changed = true
-			e.log.Info("VIP withdrawn", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface)
 		}
 	}
 
@@ -499,16 +494,11 @@ func (e *Engine) Withdraw(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := e.addrs.Remove(e.ifindex, a); err != nil {
-			errs = append(errs, fmt.Errorf("withdraw VIP %s from %s: %w", a, e.cfg.Interface, err))
+		if err := e.removeAddr(a, e.owned[a], "VIP withdrawn (fenced; IPVS and SNAT kept)"); err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		e.ann.Removed(a)
-		e.obs.KernelChange("addr_remove")
-		delete(e.vips, a)
-		e.touchVIP(a)
 		changed = true
-		e.log.Info("VIP withdrawn (fenced; IPVS and SNAT kept)", "vip", a, "tenant", e.owned[a], "interface", e.cfg.Interface)
 	}
 	if changed {
 		if err := e.save(); err != nil {
@@ -516,6 +506,20 @@ func (e *Engine) Withdraw(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeAddr takes VIP a off the interface and stops announcing it; the
+// caller holds e.mu and saves the record.
+func (e *Engine) removeAddr(a netip.Addr, tenant, msg string) error {
+	if err := e.addrs.Remove(e.ifindex, a); err != nil {
+		return fmt.Errorf("withdraw VIP %s from %s: %w", a, e.cfg.Interface, err)
+	}
+	e.ann.Removed(a)
+	e.obs.KernelChange("addr_remove")
+	delete(e.vips, a)
+	e.touchVIP(a)
+	e.log.Info(msg, "vip", a, "tenant", tenant, "interface", e.cfg.Interface)
+	return nil
 }
 
 func (e *Engine) apply(op ipvsdiff.Op, tenantOf func(netip.Addr) string) error {

@@ -1,9 +1,7 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -14,40 +12,17 @@ import (
 
 	"github.com/cloudflare/ipvs"
 
+	"github.com/edgelb/edgelb/internal/logcapture"
 	"github.com/edgelb/edgelb/lbd/dataplane/announce"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
-// syncBuffer is a log destination shared by the engine and its announcer's
-// goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// records parses the JSON log lines, each with its raw text.
-func (s *syncBuffer) records(t *testing.T) ([]map[string]any, []string) {
+// records is the engine's log so far: parsed records and their text.
+func records(t *testing.T, buf *logcapture.Buffer) ([]map[string]any, []string) {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var recs []map[string]any
-	var raw []string
-	for _, line := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		recs = append(recs, m)
-		raw = append(raw, line)
+	recs, raw, err := buf.Records()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return recs, raw
 }
@@ -93,7 +68,7 @@ func owned(tenant, name, vip, owner string) *edgelbv1.VirtualService {
 // foreign IPVS service and fail to announce: every record that mentions a
 // VIP anywhere has "vip" and the right "tenant".
 func TestVIPLogLinesNameTenant(t *testing.T) {
-	var buf syncBuffer
+	var buf logcapture.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	e, _, fa, _ := fakeEngine(t)
 	const foreign = "10.9.0.3"
@@ -143,7 +118,7 @@ func TestVIPLogLinesNameTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	recs, raw := buf.records(t)
+	recs, raw := records(t, &buf)
 	seen := map[string]int{}
 	for i, rec := range recs {
 		named := ""
@@ -178,10 +153,10 @@ func TestVIPLogLinesNameTenant(t *testing.T) {
 	}
 }
 
-func waitLogged(t *testing.T, buf *syncBuffer, match func(map[string]any) bool) {
+func waitLogged(t *testing.T, buf *logcapture.Buffer, match func(map[string]any) bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		recs, _ := buf.records(t)
+		recs, _ := records(t, buf)
 		for _, r := range recs {
 			if match(r) {
 				return

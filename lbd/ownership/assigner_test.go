@@ -1,48 +1,24 @@
 package ownership
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/edgelb/edgelb/integration/freeport"
+	"github.com/edgelb/edgelb/internal/logcapture"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
-	"github.com/edgelb/edgelb/raft/fsm"
-	"github.com/edgelb/edgelb/raft/node"
+	"github.com/edgelb/edgelb/raft/node/nodetest"
 )
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // assigned returns the "VIP assigned" records.
-func (l *logBuffer) assigned(t *testing.T) []map[string]any {
+func assigned(t *testing.T, buf *logcapture.Buffer) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
+	for _, m := range buf.MustRecords(t) {
 		if m["msg"] == "VIP assigned" {
 			out = append(out, m)
 		}
@@ -72,7 +48,7 @@ func checkAssigned(t *testing.T, recs []map[string]any, want map[string]string, 
 // Issue 8: each assignment line names the VIP, the tenant and the service as
 // separate keys.
 func TestLogAssignedNamesVIPAndTenant(t *testing.T) {
-	var buf logBuffer
+	var buf logcapture.Buffer
 	vss := []*edgelbv1.VirtualService{
 		{Tenant: "acme", Name: "web", Vip: "192.0.2.1"},
 		{Tenant: "acme", Name: "web-udp", Vip: "192.0.2.1"},
@@ -85,28 +61,13 @@ func TestLogAssignedNamesVIPAndTenant(t *testing.T) {
 		{Tenant: "globex", Name: "web", Owner: "m2", Reason: ReasonNew},
 	}
 	logAssigned(slog.New(slog.NewJSONHandler(&buf, nil)), vss, batch)
-	checkAssigned(t, buf.assigned(t), map[string]string{"acme/web": "192.0.2.1", "acme/web-udp": "192.0.2.1", "globex/web": "192.0.2.2"}, "m2")
+	checkAssigned(t, assigned(t, &buf), map[string]string{"acme/web": "192.0.2.1", "acme/web-udp": "192.0.2.1", "globex/web": "192.0.2.2"}, "m2")
 }
 
 // The same through Run on a one-member raft cluster: the leader assigns new
 // services to itself and logs each with its VIP and tenant.
 func TestAssignerRunLogs(t *testing.T) {
-	quiet := slog.New(slog.DiscardHandler)
-	raftAddr := fmt.Sprintf("127.0.0.1:%d", freeport.Loopback(t))
-	n, err := node.Open(node.Config{
-		ID: "m1", RaftAddr: raftAddr, DataDir: t.TempDir(), Bootstrap: true, Logger: quiet,
-		Timing: node.Timing{HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond,
-			LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond},
-	}, fsm.New(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the one-member cluster elected no leader")
-		}
-	}
+	n, raftAddr := nodetest.Leader(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	apply := func(cmd *raftv1.Command) {
@@ -130,20 +91,20 @@ func TestAssignerRunLogs(t *testing.T) {
 				Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}}}}}})
 	}
 
-	var buf logBuffer
+	var buf logcapture.Buffer
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		(&Assigner{Node: n, Grace: time.Second, Log: slog.New(slog.NewJSONHandler(&buf, nil))}).Run(rctx)
 		close(done)
 	}()
-	for len(buf.assigned(t)) < len(want) {
+	for len(assigned(t, &buf)) < len(want) {
 		if ctx.Err() != nil {
-			t.Fatalf("assignments logged: %v", buf.assigned(t))
+			t.Fatalf("assignments logged: %v", assigned(t, &buf))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop()
 	<-done
-	checkAssigned(t, buf.assigned(t), want, "m1")
+	checkAssigned(t, assigned(t, &buf), want, "m1")
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -11,12 +10,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/edgelb/edgelb/integration/freeport"
 	"github.com/edgelb/edgelb/lbd/auth"
 	"github.com/edgelb/edgelb/lbd/validate"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
-	"github.com/edgelb/edgelb/raft/node"
+	"github.com/edgelb/edgelb/raft/node/nodetest"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -25,21 +23,7 @@ var quiet = slog.New(slog.DiscardHandler)
 // over it, called directly (no gRPC): writes go through raft and the FSM as in lbd.
 func newServer(t *testing.T, opts Options) *Server {
 	t.Helper()
-	raftAddr := fmt.Sprintf("127.0.0.1:%d", freeport.Loopback(t))
-	n, err := node.Open(node.Config{
-		ID: "m1", RaftAddr: raftAddr, DataDir: t.TempDir(), Bootstrap: true, Logger: quiet,
-		Timing: node.Timing{HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond,
-			LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond},
-	}, fsm.New(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Shutdown() })
-	for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the one-member cluster elected no leader")
-		}
-	}
+	n, raftAddr := nodetest.Leader(t)
 	opts.Self = &edgelbv1.Member{Id: "m1", RaftAddress: raftAddr, ApiAddress: "127.0.0.1:1"}
 	opts.Logger = quiet
 	s := New(n, opts)

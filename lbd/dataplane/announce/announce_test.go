@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
+
+	"github.com/edgelb/edgelb/internal/logcapture"
 )
 
 // sent is one announcement as the Sender saw it, with its kind as the
@@ -222,7 +223,7 @@ func TestSingleAnnouncement(t *testing.T) {
 // (issue 8); the tenant of an address re-announced after a restart is filled
 // in with SetTenant.
 func TestFailureLogged(t *testing.T) {
-	var buf syncBuffer
+	var buf logcapture.Buffer
 	r := &recorder{fail: errors.New("network is down")}
 	an, _ := start(t, Config{Burst: 2, BurstInterval: 100 * time.Millisecond}, r, slog.New(slog.NewJSONHandler(&buf, nil)))
 	a, b := netip.MustParseAddr("192.0.2.40"), netip.MustParseAddr("2001:db8::40")
@@ -235,7 +236,7 @@ func TestFailureLogged(t *testing.T) {
 		t.Errorf("%d counted as sent", sent)
 	}
 	tenants := map[string]map[string]bool{}
-	for _, rec := range buf.records(t) {
+	for _, rec := range buf.MustRecords(t) {
 		if rec["msg"] != "announce VIP" {
 			continue
 		}
@@ -252,32 +253,6 @@ func TestFailureLogged(t *testing.T) {
 	if !tenants["192.0.2.40"]["acme"] || !tenants["2001:db8::40"]["globex"] {
 		t.Errorf("tenants logged per VIP: %v; want acme for 192.0.2.40 and globex for 2001:db8::40 (after SetTenant)", tenants)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(s.b.Bytes()), []byte("\n")) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
 }
 
 var hw = net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x20, 0x30}
