@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/edgelb/edgelb/integration/lab"
 	"github.com/edgelb/edgelb/lbd/config"
 )
 
@@ -90,6 +92,10 @@ func TestExampleConfigIsValidAndComplete(t *testing.T) {
 		if !strings.Contains(u["CapabilityBoundingSet"], c) || !strings.Contains(u["AmbientCapabilities"], c) {
 			t.Errorf("the unit does not grant %s", c)
 		}
+	}
+	// The guest scenarios run lbd with exactly these (integration/lab).
+	if got := strings.Fields(u["CapabilityBoundingSet"]); !slices.Equal(got, lab.UnitCapabilities) {
+		t.Errorf("the unit's bounding set %v differs from lab.UnitCapabilities %v, which the guest scenarios run lbd with", got, lab.UnitCapabilities)
 	}
 	if strings.Contains(u["CapabilityBoundingSet"], "CAP_SYS_ADMIN") || u["CapabilityBoundingSet"] == "" {
 		t.Errorf("the unit's bounding set %q should be minimal", u["CapabilityBoundingSet"])

@@ -55,7 +55,9 @@ func TestGuest(t *testing.T) {
 		Work:      os.Getenv("EDGELB_E2E_WORK"),
 		DataMode:  mode,
 		Clients:   512,
-		Logf:      t.Logf,
+		// Every scenario runs lbd with only the systemd unit's capabilities.
+		Capabilities: lab.UnitCapabilities,
+		Logf:         t.Logf,
 	})
 	if err != nil {
 		t.Fatal(err)

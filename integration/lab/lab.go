@@ -45,11 +45,19 @@ type Config struct {
 	LBDArgs  []string // extra flags for every lbd
 	// LBDConfig, when set, is YAML written to Work/lbd.yaml and passed as --config.
 	LBDConfig string
+	// Capabilities, when set, are all lbd (and the fence it starts) may use:
+	// it runs as root under setpriv with only these in its bounding set, as
+	// the systemd unit runs it (UnitCapabilities).
+	Capabilities []string
 	// Ready is how long a member may take to report SERVING (default 60s: the guest
 	// has one slow CPU).
 	Ready time.Duration
 	Logf  func(format string, args ...any) // progress (default: none)
 }
+
+// UnitCapabilities are the capabilities configs/systemd/lbd.service grants
+// lbd (its packaging test checks that they match).
+var UnitCapabilities = []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
 
 // Lab is a running cluster.
 type Lab struct {
@@ -367,6 +375,13 @@ func (m *Member) Start() error {
 	defer f.Close()
 	fmt.Fprintf(f, "==== %s lbd %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	cmd := exec.Command(filepath.Join(cfg.Bin, "lbd"), args...)
+	if len(cfg.Capabilities) > 0 {
+		set := "-all"
+		for _, c := range cfg.Capabilities {
+			set += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+		}
+		cmd = exec.Command("setpriv", append([]string{"--bounding-set", set, "--", filepath.Join(cfg.Bin, "lbd")}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := netns.Start(m.Host.Name, cmd); err != nil {
 		return fmt.Errorf("start lbd %s: %w", m.ID, err)
