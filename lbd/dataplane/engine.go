@@ -311,11 +311,10 @@ func (e *Engine) save() error {
 // owner owns (with their tenant, for the logs: the FSM gives an address to one
 // tenant only) and the nat-mode VIPs, reusing the IPVS form of services whose
 // (immutable) object did not change since the last call.
-func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr][]uint16, error) {
+func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr]bool, error) {
 	st := ipvsdiff.State{}
 	vips := map[netip.Addr]string{}
-	natVIPs := map[netip.Addr][]uint16{} // → TCP ports served
-
+	natVIPs := map[netip.Addr]bool{}
 	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
 	for _, vs := range all {
 		svcs, ok := e.cache[vs]
@@ -334,13 +333,7 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 			vips[a] = vs.Tenant
 		}
 		if vs.ForwardingMode != edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
-			ports := natVIPs[a]
-			for _, p := range vs.Ports {
-				if p.Protocol == edgelbv1.Protocol_PROTOCOL_TCP {
-					ports = append(ports, uint16(p.Port))
-				}
-			}
-			natVIPs[a] = ports
+			natVIPs[a] = true
 		}
 	}
 	e.cache = next
@@ -442,9 +435,9 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	e.stats.Ops += uint64(len(ops))
 
 	if e.snat != nil {
-		list := make([]snat.VIP, 0, len(natVIPs))
-		for a, ports := range natVIPs {
-			list = append(list, snat.VIP{Addr: a, TCPPorts: ports})
+		var list []netip.Addr
+		for a := range natVIPs {
+			list = append(list, a)
 		}
 		if err := e.snat.Set(ctx, list); err != nil {
 			errs = append(errs, fmt.Errorf("SNAT rules: %w", err))
