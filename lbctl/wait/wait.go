@@ -30,7 +30,9 @@ func ForOwner(ctx context.Context, vs edgelbv1.VirtualServiceServiceClient, w ed
 		got, err = poll(ctx, vs, tenant, name)
 	}
 	if err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
+		// The server ends the stream at the same deadline (it travels with
+		// the call) and its cancel can arrive before the client's own timer.
+		if c := status.Code(err); ctx.Err() == context.DeadlineExceeded || c == codes.DeadlineExceeded || c == codes.Canceled {
 			return nil, fmt.Errorf("%w after %s waiting for %s/%s to get an owner; it was saved, check `lbctl vip get %s` and `lbctl member status`",
 				ErrTimeout, timeout, tenant, name, name)
 		}
