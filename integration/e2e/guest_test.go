@@ -488,7 +488,12 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 	before, _ := owner.IPVSSave()
 	// Traffic light enough to leave the guest's one CPU to the restarting lbd,
 	// dense enough that a gap of a second would show.
-	hold, err := probe.StartHold(tcp, 20, 250*time.Millisecond)
+	// A held connection that stalls for a second while the guest's one CPU
+	// execs and starts lbd is not reset: wait 5 s for each answer, so only a
+	// broken connection counts.
+	held := tcp
+	held.Timeout = 5 * time.Second
+	hold, err := probe.StartHold(held, 20, 250*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
