@@ -411,6 +411,11 @@ func TestWatchStream(t *testing.T) {
 		for err := range errs {
 			t.Fatalf("create: %v", err)
 		}
+		// A write returns once the leader commits it; the follower, which the
+		// list and the watch read, may apply the last ones a moment later.
+		waitFor(t, watchWait, "the follower applies every create", func() bool {
+			return follower.Node().Status().LastApplied >= leader.Node().Status().LastApplied
+		})
 		list, err := vsc.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{})
 		if err != nil {
 			t.Fatal(err)
