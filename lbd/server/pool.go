@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"net/netip"
-	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -13,6 +12,7 @@ import (
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
 )
 
 func isV6(addr string) bool {
@@ -72,9 +72,9 @@ func callerTenant(ctx context.Context) string {
 }
 
 // openTo reports whether a caller bound to tenant ("" for none) may see pool p:
-// the pools it may allocate from, as the FSM decides (fsm.poolOpenTo).
+// the pools it may allocate from.
 func openTo(p *edgelbv1.AddressPool, tenant string) bool {
-	return tenant == "" || len(p.Tenants) == 0 || slices.Contains(p.Tenants, tenant)
+	return tenant == "" || fsm.PoolOpenTo(p, tenant)
 }
 
 func (s *Server) DeleteAddressPool(ctx context.Context, req *edgelbv1.DeleteAddressPoolRequest) (*edgelbv1.DeleteAddressPoolResponse, error) {

@@ -441,7 +441,7 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 		if !ok {
 			return fail(codes.FailedPrecondition, "address pool %s does not exist; create it or name another pool", vs.Pool)
 		}
-		if !poolOpenTo(p, vs.Tenant) {
+		if !PoolOpenTo(p, vs.Tenant) {
 			return fail(codes.PermissionDenied, "address pool %s is not open to tenant %s", vs.Pool, vs.Tenant)
 		}
 	}
@@ -471,7 +471,7 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 	var tried []string
 	for _, name := range st.sortedPoolNames() {
 		p := st.pools[name]
-		if vs.Pool != "" && name != vs.Pool || vs.Pool == "" && p.Manual || !poolOpenTo(p, vs.Tenant) {
+		if vs.Pool != "" && name != vs.Pool || vs.Pool == "" && p.Manual || !PoolOpenTo(p, vs.Tenant) {
 			continue
 		}
 		tried = append(tried, name)
@@ -508,7 +508,7 @@ func (a *applier) poolFor(addr netip.Addr, tenant, want string) string {
 		if want != "" && name != want {
 			continue
 		}
-		if poolOpenTo(st.pools[name], tenant) && st.parsed[name].Contains(addr) {
+		if PoolOpenTo(st.pools[name], tenant) && st.parsed[name].Contains(addr) {
 			return name
 		}
 	}

@@ -412,7 +412,7 @@ func checkInvariants(t testing.TB, f *FSM) {
 			t.Errorf("%s/%s is in pool %q, which does not exist", vs.Tenant, vs.Name, vs.Pool)
 			continue
 		}
-		if !poolOpenTo(p, vs.Tenant) {
+		if !PoolOpenTo(p, vs.Tenant) {
 			t.Errorf("%s/%s is in pool %s, closed to its tenant", vs.Tenant, vs.Name, vs.Pool)
 		}
 		a, err := netip.ParseAddr(vs.Vip)

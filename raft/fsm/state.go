@@ -175,8 +175,8 @@ func (s *state) deletePool(name string) {
 	delete(s.lowFree, lowFreeKey(name, true))
 }
 
-// poolOpenTo reports whether tenant may use pool p.
-func poolOpenTo(p *edgelbv1.AddressPool, tenant string) bool {
+// PoolOpenTo reports whether tenant may use pool p (allocate from it, see it).
+func PoolOpenTo(p *edgelbv1.AddressPool, tenant string) bool {
 	if len(p.Tenants) == 0 {
 		return true
 	}
