@@ -237,25 +237,13 @@ func (e *Engine) adopt() error {
 	for _, s := range r.Services {
 		want[s] = true
 	}
-	svcs, err := e.ipvs.Services()
-	if err != nil && !isNotExist(err) {
-		return fmt.Errorf("list IPVS services: %w", err)
-	}
-	for _, s := range svcs {
-		k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
-		if !want[k.String()] {
-			continue
-		}
-		sv, err := e.read(s)
-		if err != nil {
-			return err
-		}
-		e.actual[k] = sv
-		e.ours[k] = true
-	}
-	have, err := e.addrs.List(e.ifindex)
+	read, have, err := e.readKernel(func(k ipvsdiff.SvcKey) bool { return want[k.String()] })
 	if err != nil {
 		return err
+	}
+	for k, sv := range read {
+		e.actual[k] = sv
+		e.ours[k] = true
 	}
 	onIf := map[netip.Addr]bool{}
 	for _, a := range have {
@@ -626,7 +614,7 @@ func (e *Engine) resync() error {
 	ours := maps.Clone(e.ours)
 	e.touched, e.touchedVIPs = map[ipvsdiff.SvcKey]bool{}, map[netip.Addr]bool{}
 	e.mu.Unlock()
-	read, have, err := e.readKernel(ours)
+	read, have, err := e.readKernel(func(k ipvsdiff.SvcKey) bool { return ours[k] })
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -665,9 +653,9 @@ func (e *Engine) resync() error {
 	return nil
 }
 
-// readKernel lists the services among ours with their destinations, and the
-// addresses on the interface.
-func (e *Engine) readKernel(ours map[ipvsdiff.SvcKey]bool) (map[ipvsdiff.SvcKey]*ipvsdiff.Svc, []netip.Addr, error) {
+// readKernel lists the IPVS services that are ours, with their
+// destinations, and the addresses on the interface.
+func (e *Engine) readKernel(ours func(ipvsdiff.SvcKey) bool) (map[ipvsdiff.SvcKey]*ipvsdiff.Svc, []netip.Addr, error) {
 	svcs, err := e.ipvs.Services()
 	if err != nil && !isNotExist(err) { // an empty table answers ENOENT
 		return nil, nil, fmt.Errorf("list IPVS services: %w", err)
@@ -675,7 +663,7 @@ func (e *Engine) readKernel(ours map[ipvsdiff.SvcKey]bool) (map[ipvsdiff.SvcKey]
 	read := map[ipvsdiff.SvcKey]*ipvsdiff.Svc{}
 	for _, s := range svcs {
 		k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
-		if !ours[k] {
+		if !ours(k) {
 			continue
 		}
 		sv, err := e.read(s)
