@@ -125,6 +125,11 @@ type DataPlane struct {
 	// be the same on every member and unique per segment.
 	ConnSync bool   `json:"connSync"`
 	SyncID   uint32 `json:"syncID"`
+	// TakeoverGuard: for this long after a nat-mode VIP comes from another
+	// member, mid-stream TCP packets to its unserved ports (a node's reply
+	// arriving before the client's next packet) are dropped rather than
+	// answered with a RST; 0 turns it off.
+	TakeoverGuard Duration `json:"takeoverGuard"`
 }
 
 // Raft holds raft's timers (see raft/node.DefaultTiming for why these values).
@@ -179,7 +184,7 @@ func Default() Config {
 		DataPlane: DataPlane{
 			Mode: "ipvs", Interface: "eth0", SNAT: "auto",
 			GARPBurst: 3, GARPBurstInterval: Duration{100 * time.Millisecond}, GARPRepeatInterval: Duration{10 * time.Second},
-			ConnSync: true, SyncID: 1,
+			ConnSync: true, SyncID: 1, TakeoverGuard: Duration{10 * time.Second},
 		},
 		Raft: Raft{
 			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},
@@ -266,6 +271,9 @@ func (c *Config) Validate() error {
 		add("dataPlane.snat: nft cannot match IPVS traffic (nftables has no xt_ipvs); use iptables-nft (same nftables kernel, through nft_compat) or iptables-legacy")
 	default:
 		add("dataPlane.snat: %q is not auto, iptables-legacy, iptables-nft or none", c.DataPlane.SNAT)
+	}
+	if c.DataPlane.TakeoverGuard.Duration < 0 {
+		add("dataPlane.takeoverGuard: %s is negative; use 0 to turn the guard off", c.DataPlane.TakeoverGuard)
 	}
 	if c.DataPlane.Mode == "ipvs" && c.DataPlane.Interface == "" {
 		add("dataPlane.interface: required with the ipvs data plane (the interface VIPs are added to)")

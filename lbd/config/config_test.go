@@ -141,6 +141,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"join", func(c *Config) { c.Join = []string{"10.0.0.1:7700", "nope"} }, []string{"join[1]", "nope"}},
 		{"mode", func(c *Config) { c.DataPlane.Mode = "xdp" }, []string{"dataPlane.mode", "xdp"}},
 		{"snat", func(c *Config) { c.DataPlane.SNAT = "pf" }, []string{"dataPlane.snat", "pf"}},
+		{"takeover guard", func(c *Config) { c.DataPlane.TakeoverGuard.Duration = -time.Second }, []string{"dataPlane.takeoverGuard", "-1s", "0 to turn"}},
 		{"interface", func(c *Config) { c.DataPlane.Interface = "" }, []string{"dataPlane.interface"}},
 		{"heartbeat", func(c *Config) { c.Raft.HeartbeatTimeout.Duration = time.Millisecond }, []string{"heartbeatTimeout"}},
 		{"election", func(c *Config) { c.Raft.ElectionTimeout.Duration = 100 * time.Millisecond }, []string{"electionTimeout"}},

@@ -23,6 +23,7 @@ func openIPVS(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPla
 		GARPBurstInterval:  cfg.DataPlane.GARPBurstInterval.Duration,
 		GARPRepeatInterval: cfg.DataPlane.GARPRepeatInterval.Duration,
 		SNAT:               cfg.DataPlane.SNAT,
+		TakeoverGuard:      cfg.DataPlane.TakeoverGuard.Duration,
 		Logger:             log.With("component", "dataplane"),
 	})
 	if err != nil {

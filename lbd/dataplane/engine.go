@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -50,6 +51,10 @@ type Config struct {
 	// SyncInterface carries IPVS connection sync (multicast); empty disables it.
 	SyncInterface string
 	SyncID        uint32
+	// TakeoverGuard is how long, after a nat-mode VIP comes here from another
+	// member, mid-stream TCP packets to ports it does not serve are dropped
+	// (package snat says why); 0 turns the guard off.
+	TakeoverGuard time.Duration
 	Logger        *slog.Logger
 }
 
@@ -91,6 +96,17 @@ type Engine struct {
 	// (programmed.json records addresses, not tenants).
 	owned      map[netip.Addr]string
 	unlabelled map[netip.Addr]bool
+
+	// owners is each VIP's owner as the passes saw it, updated from changed
+	// objects only; a VIP whose owner changes from another member to this
+	// one has been taken over. guards holds the end of the takeover guard's
+	// window per VIP, snatList what the SNAT rules were last set to (lifting
+	// a guard between passes rewrites it).
+	owners     map[netip.Addr]string
+	guards     map[netip.Addr]time.Time
+	snatList   []snat.VIP
+	guardTimer *time.Timer
+	closed     bool
 }
 
 // resyncEvery is how often Reconcile starts re-reading the kernel to repair
@@ -297,26 +313,37 @@ func (e *Engine) save() error {
 
 // desired builds the IPVS state for all services, the addresses of those
 // owner owns (with their tenant, for the logs: the FSM gives an address to one
-// tenant only) and the nat-mode VIPs, reusing the IPVS form of services whose
+// tenant only), the nat-mode VIPs, and the VIPs that came to owner from another
+// member since the last call, reusing the IPVS form of services whose
 // (immutable) object did not change since the last call.
-func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr]bool, error) {
+func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr]bool, []netip.Addr, error) {
 	st := ipvsdiff.State{}
 	vips := map[netip.Addr]string{}
 	natVIPs := map[netip.Addr]bool{}
+	var moved []netip.Addr
+	if e.owners == nil {
+		e.owners = map[netip.Addr]string{}
+	}
 	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
 	for _, vs := range all {
+		a := netip.MustParseAddr(vs.Vip)
 		svcs, ok := e.cache[vs]
 		if !ok {
 			var err error
 			if svcs, err = ipvsdiff.FromService(vs); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, nil, nil, err
 			}
+			// An ownership change is a new object, so looking at new
+			// objects only sees every one.
+			if was := e.owners[a]; owner != "" && vs.Owner == owner && was != "" && was != owner {
+				moved = append(moved, a)
+			}
+			e.owners[a] = vs.Owner
 		}
 		next[vs] = svcs
 		for _, s := range svcs {
 			st[s.Key] = s
 		}
-		a := netip.MustParseAddr(vs.Vip)
 		if owner != "" && vs.Owner == owner {
 			vips[a] = vs.Tenant
 		}
@@ -325,7 +352,14 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		}
 	}
 	e.cache = next
-	return st, vips, natVIPs, nil
+	if len(e.owners) > 2*len(all)+1024 {
+		// Forget deleted VIPs now and then (a map rebuild, not every pass).
+		e.owners = make(map[netip.Addr]string, len(all))
+		for _, vs := range all {
+			e.owners[netip.MustParseAddr(vs.Vip)] = vs.Owner
+		}
+	}
+	return st, vips, natVIPs, moved, nil
 }
 
 // Reconcile makes the kernel hold the IPVS services and SNAT rules of every
@@ -351,7 +385,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	start := time.Now()
 	e.stats.Reconciles++
 	prev := e.cache // the last pass's services: a withdrawn VIP's may be gone from all
-	want, vips, natVIPs, err := e.desired(all, owner)
+	want, vips, natVIPs, moved, err := e.desired(all, owner)
 	if err != nil {
 		e.stats.Errors++
 		return err
@@ -423,11 +457,8 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	e.stats.Ops += uint64(len(ops))
 
 	if e.snat != nil {
-		var list []netip.Addr
-		for a := range natVIPs {
-			list = append(list, a)
-		}
-		if err := e.snat.Set(ctx, list); err != nil {
+		e.guardTakeovers(all, vips, natVIPs, moved, tenantOf)
+		if err := e.snat.Set(ctx, slices.Clone(e.snatList)); err != nil {
 			errs = append(errs, fmt.Errorf("SNAT rules: %w", err))
 		}
 	}
@@ -699,6 +730,12 @@ func (e *Engine) IPVS() ipvs.Client { return e.ipvs }
 // Close stops announcing and leaves the kernel as it is: a restarted lbd
 // adopts it, and connections keep flowing meanwhile.
 func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	if e.guardTimer != nil {
+		e.guardTimer.Stop()
+	}
+	e.mu.Unlock()
 	if e.cancel != nil {
 		e.cancel()
 	}

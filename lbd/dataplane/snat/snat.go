@@ -5,9 +5,22 @@
 // carry a connection to another edge host: its reply path does not name the
 // host that died.
 //
-// The rules live in chains of our own (EDGELB-POSTROUTING in the nat tables of
-// iptables and ip6tables), jumped to from POSTROUTING; nothing else is touched.
-// A change replaces our chain in one iptables-restore --noflush call.
+// For a while after a host takes a VIP over, a guard in the mangle table
+// (EDGELB-PREROUTING) drops TCP packets to that VIP that would open a conntrack
+// entry mid-stream on a port the VIP does not serve: a node's reply (to
+// VIP:client-port) reaching the new owner before any packet of the client's
+// has. Let through, that reply is answered with a RST by the host's own stack,
+// and its conntrack entry takes the tuple the connection's SNAT needs; dropped,
+// the node sends it again once the client's next packet has set the
+// connection up here. The guard is lifted after the window: at other times
+// those packets are the late ones of closed connections, and the RST is what
+// tells the node a connection is gone (without it, a new connection reusing
+// the client port stalls).
+//
+// The rules live in chains of our own, jumped to from POSTROUTING (nat) and
+// PREROUTING (mangle, only packets that open a conntrack entry without a SYN);
+// nothing else is touched. A change replaces our chains in one
+// iptables-restore --noflush call per family.
 package snat
 
 import (
@@ -17,16 +30,34 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
-// Chain is the chain we own in the nat table.
-const Chain = "EDGELB-POSTROUTING"
+// Chain is the chain we own in the nat table; GuardChain the one in mangle.
+const (
+	Chain      = "EDGELB-POSTROUTING"
+	GuardChain = "EDGELB-PREROUTING"
+)
+
+// guardJump selects, in mangle PREROUTING, the packets the guard looks at:
+// TCP without SYN that conntrack has not seen before (rare: established
+// connections' packets never walk the per-VIP rules).
+var guardJump = []string{"-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-j", GuardChain}
+
+// VIP is a nat-mode VIP: its SNAT rule, and with Guard the takeover guard for
+// the TCP ports it serves.
+type VIP struct {
+	Addr     netip.Addr
+	TCPPorts []uint16
+	Guard    bool
+}
 
 // Rules programs a set of VIPs.
 type Rules interface {
-	Set(ctx context.Context, vips []netip.Addr) error
+	Set(ctx context.Context, vips []VIP) error
 	Backend() string
 }
 
@@ -83,39 +114,55 @@ func Open(ctx context.Context, mode string) (Rules, error) {
 // Backend names the flavour in use.
 func (t *Tables) Backend() string { return t.v4 }
 
-// Set makes our chains hold exactly one SNAT rule per VIP.
-func (t *Tables) Set(ctx context.Context, vips []netip.Addr) error {
-	sort.Slice(vips, func(i, j int) bool { return vips[i].Less(vips[j]) })
-	var r4, r6 strings.Builder
+// Set makes our chains hold exactly one SNAT rule per VIP, and the guard for
+// those that ask for it.
+func (t *Tables) Set(ctx context.Context, vips []VIP) error {
+	sort.Slice(vips, func(i, j int) bool { return vips[i].Addr.Less(vips[j].Addr) })
+	var nat, guard [2]strings.Builder
 	for _, v := range vips {
-		if v.Is4() {
-			fmt.Fprintf(&r4, "-A %s -m ipvs --vaddr %s/32 -j SNAT --to-source %s\n", Chain, v, v)
-		} else {
-			fmt.Fprintf(&r6, "-A %s -m ipvs --vaddr %s/128 -j SNAT --to-source %s\n", Chain, v, v)
+		fam, plen := 0, 32
+		if v.Addr.Is6() {
+			fam, plen = 1, 128
 		}
-	}
-	for i, f := range []struct{ cmd, rules string }{{t.v4, r4.String()}, {t.v6, r6.String()}} {
-		if t.last[i] != nil && *t.last[i] == f.rules {
+		fmt.Fprintf(&nat[fam], "-A %s -m ipvs --vaddr %s/%d -j SNAT --to-source %s\n", Chain, v.Addr, plen, v.Addr)
+		if !v.Guard || len(v.TCPPorts) == 0 {
 			continue
 		}
-		if err := apply(ctx, f.cmd, f.rules, t.last[i] == nil); err != nil {
-			if i == 1 && f.rules == "" {
+		ports := slices.Clone(v.TCPPorts)
+		slices.Sort(ports)
+		ports = slices.Compact(ports)
+		for c := range slices.Chunk(ports, 15) { // multiport's limit
+			list := make([]string, len(c))
+			for i, p := range c {
+				list[i] = strconv.Itoa(int(p))
+			}
+			fmt.Fprintf(&guard[fam], "-A %s -d %s/%d -p tcp -m multiport --dports %s -j RETURN\n", GuardChain, v.Addr, plen, strings.Join(list, ","))
+		}
+		fmt.Fprintf(&guard[fam], "-A %s -d %s/%d -j DROP\n", GuardChain, v.Addr, plen)
+	}
+	for i, cmd := range []string{t.v4, t.v6} {
+		input := "*nat\n:" + Chain + " - [0:0]\n" + nat[i].String() + "COMMIT\n" +
+			"*mangle\n:" + GuardChain + " - [0:0]\n" + guard[i].String() + "COMMIT\n"
+		if t.last[i] != nil && *t.last[i] == input {
+			continue
+		}
+		if err := apply(ctx, cmd, input, t.last[i] == nil); err != nil {
+			if i == 1 && nat[i].Len() == 0 {
 				// A host without IPv6 NAT and no IPv6 VIPs is fine; do not
 				// try again until there is an IPv6 VIP.
-				t.last[i] = &f.rules
+				t.last[i] = &input
 				continue
 			}
 			return err
 		}
-		t.last[i] = &f.rules
+		t.last[i] = &input
 	}
 	return nil
 }
 
-// apply replaces our chain and, with checkJump, makes sure POSTROUTING jumps
-// to it.
-func apply(ctx context.Context, cmd, rules string, checkJump bool) error {
-	input := "*nat\n:" + Chain + " - [0:0]\n" + rules + "COMMIT\n"
+// apply replaces our chains with input and, with checkJump, makes sure
+// POSTROUTING (nat) and PREROUTING (mangle) jump to them.
+func apply(ctx context.Context, cmd, input string, checkJump bool) error {
 	c := exec.CommandContext(ctx, cmd+"-restore", "--noflush") // iptables-legacy-restore, ip6tables-nft-restore...
 	c.Stdin = strings.NewReader(input)
 	if out, err := c.CombinedOutput(); err != nil {
@@ -124,9 +171,16 @@ func apply(ctx context.Context, cmd, rules string, checkJump bool) error {
 	if !checkJump {
 		return nil
 	}
-	if err := exec.CommandContext(ctx, cmd, "-t", "nat", "-C", "POSTROUTING", "-j", Chain).Run(); err != nil {
-		if out, err := exec.CommandContext(ctx, cmd, "-t", "nat", "-A", "POSTROUTING", "-j", Chain).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s -t nat -A POSTROUTING -j %s: %v: %s", cmd, Chain, err, bytes.TrimSpace(out))
+	for _, j := range []struct {
+		table, chain string
+		rule         []string
+	}{{"nat", "POSTROUTING", []string{"-j", Chain}}, {"mangle", "PREROUTING", guardJump}} {
+		check := append([]string{"-t", j.table, "-C", j.chain}, j.rule...)
+		if err := exec.CommandContext(ctx, cmd, check...).Run(); err != nil {
+			add := append([]string{"-t", j.table, "-A", j.chain}, j.rule...)
+			if out, err := exec.CommandContext(ctx, cmd, add...).CombinedOutput(); err != nil {
+				return fmt.Errorf("%s %s: %v: %s", cmd, strings.Join(add, " "), err, bytes.TrimSpace(out))
+			}
 		}
 	}
 	return nil

@@ -132,9 +132,10 @@ func TestOpenAutoPicks(t *testing.T) {
 	}
 }
 
-// Set writes one SNAT rule per VIP into our chain in one restore per family,
-// makes sure POSTROUTING jumps to it the first time, and afterwards rewrites
-// only a family whose VIPs changed.
+// Set writes one SNAT rule per VIP into our chain, and the guard of the VIPs
+// that ask for it, in one restore per family; makes sure POSTROUTING and
+// PREROUTING jump to them the first time; afterwards rewrites only a family
+// whose rules changed.
 func TestSetRules(t *testing.T) {
 	ctx := context.Background()
 	dir, log := fakePath(t)
@@ -147,7 +148,14 @@ func TestSetRules(t *testing.T) {
 	}
 	os.Remove(log)
 	v4a, v4b, v6 := netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
-	if err := r.Set(ctx, []netip.Addr{v4a, v6, v4b}); err != nil {
+	many := make([]uint16, 17)
+	for i := range many {
+		many[i] = uint16(1000 + i)
+	}
+	a := VIP{Addr: v4a, TCPPorts: []uint16{443, 80, 80}, Guard: true}
+	b := VIP{Addr: v4b, Guard: true} // UDP only: nothing to guard
+	c := VIP{Addr: v6, TCPPorts: many, Guard: true}
+	if err := r.Set(ctx, []VIP{a, c, b}); err != nil {
 		t.Fatal(err)
 	}
 	want := `iptables-legacy-restore --noflush
@@ -156,30 +164,48 @@ func TestSetRules(t *testing.T) {
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.1/32 -j SNAT --to-source 192.0.2.1
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
 COMMIT
+*mangle
+:EDGELB-PREROUTING - [0:0]
+-A EDGELB-PREROUTING -d 192.0.2.2/32 -p tcp -m multiport --dports 80,443 -j RETURN
+-A EDGELB-PREROUTING -d 192.0.2.2/32 -j DROP
+COMMIT
 iptables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
 iptables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
+iptables-legacy -t mangle -C PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
+iptables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
 ip6tables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 2001:db8::1/128 -j SNAT --to-source 2001:db8::1
 COMMIT
+*mangle
+:EDGELB-PREROUTING - [0:0]
+-A EDGELB-PREROUTING -d 2001:db8::1/128 -p tcp -m multiport --dports 1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014 -j RETURN
+-A EDGELB-PREROUTING -d 2001:db8::1/128 -p tcp -m multiport --dports 1015,1016 -j RETURN
+-A EDGELB-PREROUTING -d 2001:db8::1/128 -j DROP
+COMMIT
 ip6tables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
 ip6tables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
+ip6tables-legacy -t mangle -C PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
+ip6tables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
 `
 	if got := calls(t, log); got != want {
 		t.Fatalf("first Set ran:\n%s\nwant:\n%s", got, want)
 	}
 
 	os.Remove(log)
-	if err := r.Set(ctx, []netip.Addr{v4b, v4a, v6}); err != nil {
+	if err := r.Set(ctx, []VIP{b, a, c}); err != nil {
 		t.Fatal(err)
 	}
 	if got := calls(t, log); got != "" {
 		t.Fatalf("unchanged VIPs ran:\n%s", got)
 	}
 
+	// The guard lifted from the IPv4 VIP (its window is over) and the
+	// other IPv4 VIP withdrawn: only IPv4 is rewritten.
 	os.Remove(log)
-	if err := r.Set(ctx, []netip.Addr{v4a, v6}); err != nil {
+	a.Guard = false
+	if err := r.Set(ctx, []VIP{a, c}); err != nil {
 		t.Fatal(err)
 	}
 	want = `iptables-legacy-restore --noflush
@@ -187,8 +213,11 @@ ip6tables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
 COMMIT
+*mangle
+:EDGELB-PREROUTING - [0:0]
+COMMIT
 `
 	if got := calls(t, log); got != want {
-		t.Fatalf("one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
+		t.Fatalf("guard lifted, one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
 	}
 }
