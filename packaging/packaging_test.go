@@ -12,11 +12,14 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/edgelb/edgelb/integration/lab"
+	"github.com/edgelb/edgelb/integration/uml"
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/dataplane/snat"
 )
 
 const (
@@ -153,6 +156,7 @@ func TestDeb(t *testing.T) {
 		"/usr/bin/edgelb-cloud-controller-manager":  "-rwxr-xr-x",
 		"/usr/lib/systemd/system/lbd.service":       "-rw-r--r--",
 		"/usr/lib/modules-load.d/edgelb.conf":       "-rw-r--r--",
+		"/usr/lib/modprobe.d/edgelb.conf":           "-rw-r--r--",
 		"/etc/edgelb/lbd.yaml":                      "-rw-------",
 		"/etc/edgelb/tls":                           "drwx------",
 		"/usr/share/doc/edgelb/OPERATIONS.md":       "-rw-r--r--",
@@ -197,5 +201,33 @@ func TestDeb(t *testing.T) {
 	h, err := exec.Command(filepath.Join(dir, "usr/bin/lbd"), "--help").CombinedOutput()
 	if err != nil || !strings.Contains(string(h), "--metrics-addr") {
 		t.Errorf("packaged lbd --help: %v %s", err, h)
+	}
+}
+
+// The xt_recent list is sized alike wherever it is loaded: by the package's
+// modprobe.d file on a host, by the UML guest at boot, and by lbd itself
+// (snat.RecentCapacity, which lbd warns about when the loaded size is smaller).
+// modules-load.d loads it at boot, since lbd's unit may not load modules.
+func TestRecentListSize(t *testing.T) {
+	want := "ip_list_tot=" + strconv.Itoa(snat.RecentCapacity)
+	b, err := os.ReadFile("../configs/systemd/edgelb-modprobe.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "options xt_recent "+want+"\n") {
+		t.Errorf("edgelb-modprobe.conf does not set %s:\n%s", want, b)
+	}
+	if got := uml.ModuleParams["xt_recent"]; got != want {
+		t.Errorf("the UML guest loads xt_recent with %q, want %q", got, want)
+	}
+	if !slices.Contains(uml.DefaultModules, "xt_recent") {
+		t.Error("the UML guest does not load xt_recent")
+	}
+	b, err = os.ReadFile("../configs/systemd/edgelb-modules.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^xt_recent$`).Match(b) {
+		t.Errorf("edgelb-modules.conf does not load xt_recent at boot:\n%s", b)
 	}
 }

@@ -179,7 +179,7 @@ func loadModules(dir string, want []string) {
 			glog("module %s: %v", rel, err)
 			continue
 		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
+		err = unix.FinitModule(int(f.Fd()), ModuleParams[ModName(rel)], 0)
 		f.Close()
 		if err != nil && err != unix.EEXIST {
 			glog("insmod %s: %v", rel, err)

@@ -25,9 +25,15 @@ var DefaultModules = []string{
 	"nf_nat", "xt_ipvs", "xt_nat", "xt_MASQUERADE", "xt_conntrack", "xt_state",
 	"xt_tcpudp", "xt_comment", "xt_mark", "xt_multiport", "xt_addrtype", "xt_sctp",
 	"ipt_REJECT", "ip6t_REJECT",
+	// lbd's takeover guard (lbd/dataplane/snat), loaded with ModuleParams.
+	"xt_recent",
 	// SCTP sockets (for SCTP VIP scenarios).
 	"sctp",
 }
+
+// ModuleParams are load parameters by module name: xt_recent sized as
+// packaging's modprobe.d file sizes it on a host (snat.RecentCapacity).
+var ModuleParams = map[string]string{"xt_recent": "ip_list_tot=16384"}
 
 // ModuleDir is where Debian's user-mode-linux package keeps the guest's modules.
 const ModuleDir = "/usr/lib/uml/modules"

@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -99,14 +98,8 @@ type Engine struct {
 
 	// owners is each VIP's owner as the passes saw it, updated from changed
 	// objects only; a VIP whose owner changes from another member to this
-	// one has been taken over. guards holds the end of the takeover guard's
-	// window per VIP, snatList what the SNAT rules were last set to (lifting
-	// a guard between passes rewrites it).
-	owners     map[netip.Addr]string
-	guards     map[netip.Addr]time.Time
-	snatList   []snat.VIP
-	guardTimer *time.Timer
-	closed     bool
+	// one has been taken over.
+	owners map[netip.Addr]string
 }
 
 // resyncEvery is how often Reconcile starts re-reading the kernel to repair
@@ -180,7 +173,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	rules, err := snat.Open(ctx, cfg.SNAT)
+	rules, err := snat.Open(ctx, cfg.SNAT, cfg.TakeoverGuard)
 	if err != nil {
 		am.Close()
 		return nil, err
@@ -231,6 +224,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		snatName = rules.Backend()
 	}
 	e.log.Info("IPVS data plane ready", "interface", cfg.Interface, "snat", snatName, "adopted_services", len(e.actual), "adopted_vips", len(e.vips))
+	if rules != nil && cfg.TakeoverGuard > 0 {
+		if n := snat.GuardCapacity(); n > 0 && n < snat.RecentCapacity {
+			e.log.Warn("xt_recent was loaded before lbd with a small list: a takeover guards only this many VIPs at once (unload it, or load it with ip_list_tot=16384)", "vips", n)
+		}
+	}
 	return e, nil
 }
 
@@ -316,10 +314,10 @@ func (e *Engine) save() error {
 // tenant only), the nat-mode VIPs, and the VIPs that came to owner from another
 // member since the last call, reusing the IPVS form of services whose
 // (immutable) object did not change since the last call.
-func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr]bool, []netip.Addr, error) {
+func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr][]uint16, []netip.Addr, error) {
 	st := ipvsdiff.State{}
 	vips := map[netip.Addr]string{}
-	natVIPs := map[netip.Addr]bool{}
+	natVIPs := map[netip.Addr][]uint16{} // → TCP ports, which the takeover guard lets through
 	var moved []netip.Addr
 	if e.owners == nil {
 		e.owners = map[netip.Addr]string{}
@@ -348,7 +346,13 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 			vips[a] = vs.Tenant
 		}
 		if vs.ForwardingMode != edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
-			natVIPs[a] = true
+			ports := natVIPs[a]
+			for _, s := range svcs {
+				if s.Key.Proto == ipvs.TCP {
+					ports = append(ports, s.Key.Port)
+				}
+			}
+			natVIPs[a] = ports
 		}
 	}
 	e.cache = next
@@ -457,11 +461,15 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	e.stats.Ops += uint64(len(ops))
 
 	if e.snat != nil {
-		e.guardTakeovers(all, vips, natVIPs, moved, tenantOf)
-		if err := e.snat.Set(ctx, slices.Clone(e.snatList)); err != nil {
+		list := make([]snat.VIP, 0, len(natVIPs))
+		for a, ports := range natVIPs {
+			list = append(list, snat.VIP{Addr: a, TCPPorts: ports})
+		}
+		if err := e.snat.Set(ctx, list); err != nil {
 			errs = append(errs, fmt.Errorf("SNAT rules: %w", err))
 		}
 	}
+	e.guardTakeovers(moved, vips, natVIPs, tenantOf)
 
 	// Add addresses last: traffic arrives only once IPVS and SNAT are ready.
 	added := []netip.Addr{}
@@ -730,12 +738,6 @@ func (e *Engine) IPVS() ipvs.Client { return e.ipvs }
 // Close stops announcing and leaves the kernel as it is: a restarted lbd
 // adopts it, and connections keep flowing meanwhile.
 func (e *Engine) Close() error {
-	e.mu.Lock()
-	e.closed = true
-	if e.guardTimer != nil {
-		e.guardTimer.Stop()
-	}
-	e.mu.Unlock()
 	if e.cancel != nil {
 		e.cancel()
 	}

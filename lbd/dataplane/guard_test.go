@@ -17,10 +17,11 @@ import (
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
-// recordingRules keeps every list the engine sets.
+// recordingRules keeps every list the engine sets and every guard it opens.
 type recordingRules struct {
-	mu   sync.Mutex
-	sets [][]snat.VIP
+	mu     sync.Mutex
+	sets   [][]snat.VIP
+	guards []string
 }
 
 func (r *recordingRules) Set(_ context.Context, vips []snat.VIP) error {
@@ -29,45 +30,54 @@ func (r *recordingRules) Set(_ context.Context, vips []snat.VIP) error {
 	r.sets = append(r.sets, slices.Clone(vips))
 	return nil
 }
+func (r *recordingRules) Guard(a netip.Addr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.guards = append(r.guards, a.String())
+	return nil
+}
 func (r *recordingRules) Backend() string { return "recording" }
 
-// last is the most recent list as addr → guard (with its ports) or "".
+// last is the most recent list as addr → its TCP ports.
 func (r *recordingRules) last() map[string]string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := map[string]string{}
-	if len(r.sets) == 0 {
-		return out
-	}
 	for _, v := range r.sets[len(r.sets)-1] {
-		out[v.Addr.String()] = ""
-		if v.Guard {
-			ports := slices.Clone(v.TCPPorts)
-			slices.Sort(ports)
-			var b strings.Builder
-			for i, p := range ports {
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteString(strconv.Itoa(int(p)))
+		ports := slices.Clone(v.TCPPorts)
+		slices.Sort(ports)
+		var b strings.Builder
+		for i, p := range ports {
+			if i > 0 {
+				b.WriteByte(',')
 			}
-			out[v.Addr.String()] = "guard " + b.String()
+			b.WriteString(strconv.Itoa(int(p)))
 		}
+		out[v.Addr.String()] = b.String()
 	}
 	return out
 }
 
-// A nat-mode VIP that comes here from another member is guarded for the
-// window, with its TCP ports let through, and the guard is lifted when the
-// window ends even if no pass runs. A VIP created here, one that comes back
-// after this member was fenced, and a DR VIP get no guard.
+// takeGuards returns the guards opened since the last call.
+func (r *recordingRules) takeGuards() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.guards
+	r.guards = nil
+	return g
+}
+
+// A nat-mode VIP that comes here from another member gets a takeover guard,
+// opened before its address goes up; the SNAT list carries every nat VIP's
+// TCP ports (which the guard lets through). A VIP created here, one that comes
+// back after this member was fenced, and a DR VIP get no guard.
 func TestTakeoverGuard(t *testing.T) {
 	e, _, fa, _ := fakeEngine(t)
 	buf := &logcapture.Buffer{}
 	e.log = buf.Logger()
 	rules := &recordingRules{}
 	e.snat = rules
-	e.cfg.TakeoverGuard = 300 * time.Millisecond
+	e.cfg.TakeoverGuard = 10 * time.Second
 	ctx := context.Background()
 
 	moving := owned("t", "web", "192.0.2.1", "edge2")
@@ -81,8 +91,11 @@ func TestTakeoverGuard(t *testing.T) {
 	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr}, "me"); err != nil {
 		t.Fatal(err)
 	}
-	if got := rules.last(); got["192.0.2.1"] != "" || len(got) != 1 {
-		t.Fatalf("before the takeover: %v, want 192.0.2.1 unguarded (the DR VIP has no SNAT rule)", got)
+	if got := rules.last(); got["192.0.2.1"] != "80,443,8080" || len(got) != 1 {
+		t.Fatalf("SNAT list %v, want 192.0.2.1 with its TCP ports 80, 443, 8080 (the DR VIP has no SNAT rule)", got)
+	}
+	if g := rules.takeGuards(); len(g) != 0 {
+		t.Fatalf("guards opened before any takeover: %v", g)
 	}
 
 	take := func(vs *edgelbv1.VirtualService, owner string) *edgelbv1.VirtualService {
@@ -94,11 +107,11 @@ func TestTakeoverGuard(t *testing.T) {
 	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
 		t.Fatal(err)
 	}
-	if !fa.on[netip.MustParseAddr("192.0.2.1")] || !fa.on[netip.MustParseAddr("192.0.2.2")] {
+	if !fa.on[netip.MustParseAddr("192.0.2.1")] || !fa.on[netip.MustParseAddr("192.0.2.2")] || !fa.on[netip.MustParseAddr("192.0.2.3")] {
 		t.Fatalf("addresses: %v", fa.on)
 	}
-	if got := rules.last(); got["192.0.2.1"] != "guard 80,443,8080" || got["192.0.2.2"] != "" {
-		t.Fatalf("after the takeover: %v, want 192.0.2.1 guarded with its TCP ports 80, 443, 8080 and the new 192.0.2.2 not", got)
+	if g := rules.takeGuards(); !slices.Equal(g, []string{"192.0.2.1"}) {
+		t.Fatalf("guards opened by the takeover: %v, want the nat VIP that came from edge2 only (not the DR one, not the new one)", g)
 	}
 	if recs := buf.MustRecords(t); !slices.ContainsFunc(recs, func(r map[string]any) bool {
 		return r["vip"] == "192.0.2.1" && r["tenant"] == "t" && strings.Contains(r["msg"].(string), "taken over")
@@ -106,20 +119,12 @@ func TestTakeoverGuard(t *testing.T) {
 		t.Errorf("no log line says 192.0.2.1 was taken over and guarded:\n%s", buf)
 	}
 
-	// Passes within the window keep the guard.
+	// Passes while the VIP stays here open nothing more.
 	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
 		t.Fatal(err)
 	}
-	if got := rules.last(); got["192.0.2.1"] == "" {
-		t.Fatalf("a pass inside the window dropped the guard: %v", got)
-	}
-	// No pass after that: the timer lifts it.
-	deadline := time.Now().Add(5 * time.Second)
-	for rules.last()["192.0.2.1"] != "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("guard still up 5 s after a 300 ms window: %v", rules.last())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if g := rules.takeGuards(); len(g) != 0 {
+		t.Fatalf("a pass without a takeover opened %v", g)
 	}
 
 	// Fenced (no owner given), then serving again: the VIPs were this
@@ -132,21 +137,33 @@ func TestTakeoverGuard(t *testing.T) {
 	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
 		t.Fatal(err)
 	}
-	if got := rules.last(); got["192.0.2.1"] != "" || got["192.0.2.2"] != "" {
-		t.Fatalf("back from a fence: %v, want no guard", got)
+	if g := rules.takeGuards(); len(g) != 0 {
+		t.Fatalf("back from a fence: guards %v, want none", g)
 	}
 
-	// With the guard off, a takeover sets none.
+	// Away to edge3 and back: a takeover again.
+	fresh = take(fresh, "edge3")
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
+		t.Fatal(err)
+	}
+	fresh = take(fresh, "me")
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if g := rules.takeGuards(); !slices.Equal(g, []string{"192.0.2.2"}) {
+		t.Fatalf("back from edge3: guards %v, want 192.0.2.2", g)
+	}
+
+	// With the guard off, a takeover opens none.
 	e.cfg.TakeoverGuard = 0
-	away := take(fresh, "edge3")
-	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, away}, "me"); err != nil {
+	fresh = take(fresh, "edge3")
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, take(away, "me")}, "me"); err != nil {
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, take(fresh, "me")}, "me"); err != nil {
 		t.Fatal(err)
 	}
-	if got := rules.last(); got["192.0.2.2"] != "" {
-		t.Fatalf("guard off: %v", got)
+	if g := rules.takeGuards(); len(g) != 0 {
+		t.Fatalf("guard off: %v", g)
 	}
-	e.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgelb/edgelb/lbd/dataplane/snat"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -65,7 +67,7 @@ func TestKernelReconcile(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 	open := func() *Engine {
-		e, err := Open(ctx, Config{Interface: "lb0", StateDir: dir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, SyncInterface: "lb0", SyncID: 7, FenceDelay: fenceDelay})
+		e, err := Open(ctx, Config{Interface: "lb0", StateDir: dir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, SyncInterface: "lb0", SyncID: 7, FenceDelay: fenceDelay, TakeoverGuard: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,6 +106,28 @@ func TestKernelReconcile(t *testing.T) {
 	if !strings.Contains(rules, "--vaddr 192.0.2.10 -j SNAT --to-source 192.0.2.10") || strings.Contains(rules, "192.0.2.11") || !strings.Contains(rules, "-A POSTROUTING -j EDGELB-POSTROUTING") {
 		t.Errorf("SNAT rules (nat VIP only, jumped to from POSTROUTING):\n%s", rules)
 	}
+
+	t.Run("takeover guard: RETURN for the nat VIP's TCP ports, DROP for VIPs in the kernel's list", func(t *testing.T) {
+		guard := sh(t, "iptables-legacy -t mangle -S EDGELB-PREROUTING; iptables-legacy -t mangle -S PREROUTING")
+		for _, want := range []string{
+			"-A EDGELB-PREROUTING -d 192.0.2.10/32 -p tcp -m multiport --dports 80 -j RETURN",
+			"-A EDGELB-PREROUTING -m recent --rcheck --seconds 10 --name edgelb-takeover --mask 255.255.255.255 --rdest -j DROP",
+			"--ctstate NEW -j EDGELB-PREROUTING",
+		} {
+			if !strings.Contains(guard, want) || strings.Contains(guard, "192.0.2.11") {
+				t.Errorf("guard rules lack %q or name the DR VIP:\n%s", want, guard)
+			}
+		}
+		if err := e.snat.Guard(netip.MustParseAddr("192.0.2.10")); err != nil {
+			t.Fatal(err)
+		}
+		if list := sh(t, "cat /proc/net/xt_recent/edgelb-takeover"); !strings.Contains(list, "src=192.0.2.10 ") {
+			t.Errorf("the kernel's list after Guard:\n%s", list)
+		}
+		if n := snat.GuardCapacity(); n != snat.RecentCapacity {
+			t.Errorf("xt_recent holds %d addresses per list, want %d (lbd loads it)", n, snat.RecentCapacity)
+		}
+	})
 
 	t.Run("connection sync daemons run as master and backup", func(t *testing.T) {
 		out := sh(t, "ipvsadm -L --daemon")

@@ -11,11 +11,16 @@
 // VIP:client-port) reaching the new owner before any packet of the client's
 // has. Let through, that reply is answered with a RST by the host's own stack,
 // and its conntrack entry takes the tuple the connection's SNAT needs; dropped,
-// the node sends it again once the client's next packet has set the
-// connection up here. The guard is lifted after the window: at other times
-// those packets are the late ones of closed connections, and the RST is what
-// tells the node a connection is gone (without it, a new connection reusing
-// the client port stalls).
+// the node sends it again once the client's next packet has set the connection
+// up here. Outside the window those packets are the late ones of closed
+// connections, and the RST is what tells the node a connection is gone
+// (without it, a new connection reusing the client port stalls).
+//
+// The window is kept by the kernel: the DROP rule matches only destinations
+// added to the xt_recent list edgelb-takeover within the last N seconds, and
+// Guard adds one by writing to /proc/net/xt_recent. A takeover thus costs no
+// iptables run (hundreds of milliseconds to seconds on a small or emulated
+// host) and nothing has to lift the guard.
 //
 // The rules live in chains of our own, jumped to from POSTROUTING (nat) and
 // PREROUTING (mangle, only packets that open a conntrack entry without a SYN);
@@ -29,11 +34,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Chain is the chain we own in the nat table; GuardChain the one in mangle.
@@ -47,23 +55,31 @@ const (
 // connections' packets never walk the per-VIP rules).
 var guardJump = []string{"-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-j", GuardChain}
 
-// VIP is a nat-mode VIP: its SNAT rule, and with Guard the takeover guard for
-// the TCP ports it serves.
+// RecentList is the xt_recent list of VIPs taken over within the window.
+const RecentList = "edgelb-takeover"
+
+// VIP is a nat-mode VIP and the TCP ports it serves (which the guard lets
+// through: a client's packet of a synced connection is what sets it up here).
 type VIP struct {
 	Addr     netip.Addr
 	TCPPorts []uint16
-	Guard    bool
 }
 
 // Rules programs a set of VIPs.
 type Rules interface {
 	Set(ctx context.Context, vips []VIP) error
+	// Guard opens the takeover window for a VIP about to be added here.
+	Guard(a netip.Addr) error
 	Backend() string
 }
 
 // Tables is Rules over iptables/ip6tables binaries of one flavour.
 type Tables struct {
 	v4, v6 string // iptables and ip6tables commands, e.g. iptables-legacy
+	// guard is the takeover window in whole seconds (0: no guard); recent
+	// the xt_recent list's file.
+	guard  int
+	recent string
 	// last is the rule text last applied per family (nil: unknown, so the
 	// next Set writes it and checks the POSTROUTING jump). Starting a process
 	// is the expensive part of a change (hundreds of milliseconds on a small
@@ -74,13 +90,22 @@ type Tables struct {
 // Open picks the backend. mode: auto (iptables-legacy if it can list the nat
 // table, else iptables-nft), iptables-legacy, iptables-nft, none (nil Rules).
 // Plain nft is refused: nftables has no IPVS match, which this design needs.
-func Open(ctx context.Context, mode string) (Rules, error) {
+// guard is the takeover window (rounded up to whole seconds; 0: no guard).
+func Open(ctx context.Context, mode string, guard time.Duration) (Rules, error) {
 	try := func(v4, v6 string) error {
 		out, err := exec.CommandContext(ctx, v4, "-t", "nat", "-S", "POSTROUTING").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%s -t nat -S: %v: %s", v4, err, bytes.TrimSpace(out))
 		}
 		return nil
+	}
+	tables := func(v4, v6 string) *Tables {
+		t := &Tables{v4: v4, v6: v6, recent: filepath.Join("/proc/net/xt_recent", RecentList)}
+		if guard > 0 {
+			t.guard = int((guard + time.Second - 1) / time.Second)
+			loadRecent(ctx)
+		}
+		return t
 	}
 	switch mode {
 	case "none":
@@ -91,31 +116,76 @@ func Open(ctx context.Context, mode string) (Rules, error) {
 		if err := try("iptables-legacy", "ip6tables-legacy"); err != nil {
 			return nil, fmt.Errorf("snat mode iptables-legacy: %w", err)
 		}
-		return &Tables{v4: "iptables-legacy", v6: "ip6tables-legacy"}, nil
+		return tables("iptables-legacy", "ip6tables-legacy"), nil
 	case "iptables-nft":
 		if err := try("iptables-nft", "ip6tables-nft"); err != nil {
 			return nil, fmt.Errorf("snat mode iptables-nft: %w", err)
 		}
-		return &Tables{v4: "iptables-nft", v6: "ip6tables-nft"}, nil
+		return tables("iptables-nft", "ip6tables-nft"), nil
 	case "auto", "":
 		errL := try("iptables-legacy", "ip6tables-legacy")
 		if errL == nil {
-			return &Tables{v4: "iptables-legacy", v6: "ip6tables-legacy"}, nil
+			return tables("iptables-legacy", "ip6tables-legacy"), nil
 		}
 		errN := try("iptables-nft", "ip6tables-nft")
 		if errN == nil {
-			return &Tables{v4: "iptables-nft", v6: "ip6tables-nft"}, nil
+			return tables("iptables-nft", "ip6tables-nft"), nil
 		}
 		return nil, fmt.Errorf("no usable iptables for SNAT (install iptables; or set --snat=none if replies return some other way): legacy: %v; nft: %v", errL, errN)
 	}
 	return nil, fmt.Errorf("unknown snat mode %q: use auto, iptables-legacy, iptables-nft or none", mode)
 }
 
+// RecentCapacity is how many addresses an xt_recent list holds when lbd
+// loads the module: VIPs taken over within one window beyond it push the
+// oldest out of the guard. The module's default, 100, is small for a member
+// that takes over a dead peer's thousands.
+const RecentCapacity = 16384
+
+// loadRecent loads xt_recent with room for RecentCapacity addresses, unless
+// it is loaded already (its size is fixed at load; GuardCapacity tells).
+// Failing is not fatal: iptables loads the module itself, with its default.
+func loadRecent(ctx context.Context) {
+	if _, err := os.Stat("/sys/module/xt_recent"); err == nil {
+		return
+	}
+	exec.CommandContext(ctx, "modprobe", "xt_recent", "ip_list_tot="+strconv.Itoa(RecentCapacity)).Run()
+}
+
+// GuardCapacity is how many VIPs one takeover window can guard (the loaded
+// xt_recent's ip_list_tot), or 0 if unknown.
+func GuardCapacity() int {
+	b, err := os.ReadFile("/sys/module/xt_recent/parameters/ip_list_tot")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
 // Backend names the flavour in use.
 func (t *Tables) Backend() string { return t.v4 }
 
-// Set makes our chains hold exactly one SNAT rule per VIP, and the guard for
-// those that ask for it.
+// Guard opens VIP a's takeover window: packets to it that the guard looks at
+// are dropped for the next t.guard seconds (the kernel keeps the time).
+func (t *Tables) Guard(a netip.Addr) error {
+	if t.guard == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(t.recent, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("takeover guard for %s: %w", a, err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("+" + a.String()); err != nil {
+		return fmt.Errorf("takeover guard for %s: write %s: %w", a, t.recent, err)
+	}
+	return nil
+}
+
+// Set makes our chains hold exactly one SNAT rule per VIP and, with the guard
+// on, the guard's rules: a RETURN for each VIP's TCP ports, then the DROP of
+// what goes to a VIP in its takeover window.
 func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 	sort.Slice(vips, func(i, j int) bool { return vips[i].Addr.Less(vips[j].Addr) })
 	var nat, guard [2]strings.Builder
@@ -125,7 +195,7 @@ func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 			fam, plen = 1, 128
 		}
 		fmt.Fprintf(&nat[fam], "-A %s -m ipvs --vaddr %s/%d -j SNAT --to-source %s\n", Chain, v.Addr, plen, v.Addr)
-		if !v.Guard || len(v.TCPPorts) == 0 {
+		if t.guard == 0 || len(v.TCPPorts) == 0 {
 			continue
 		}
 		ports := slices.Clone(v.TCPPorts)
@@ -138,15 +208,18 @@ func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 			}
 			fmt.Fprintf(&guard[fam], "-A %s -d %s/%d -p tcp -m multiport --dports %s -j RETURN\n", GuardChain, v.Addr, plen, strings.Join(list, ","))
 		}
-		fmt.Fprintf(&guard[fam], "-A %s -d %s/%d -j DROP\n", GuardChain, v.Addr, plen)
 	}
 	for i, cmd := range []string{t.v4, t.v6} {
 		input := "*nat\n:" + Chain + " - [0:0]\n" + nat[i].String() + "COMMIT\n" +
-			"*mangle\n:" + GuardChain + " - [0:0]\n" + guard[i].String() + "COMMIT\n"
+			"*mangle\n:" + GuardChain + " - [0:0]\n" + guard[i].String()
+		if t.guard > 0 {
+			input += fmt.Sprintf("-A %s -m recent --name %s --rdest --rcheck --seconds %d -j DROP\n", GuardChain, RecentList, t.guard)
+		}
+		input += "COMMIT\n"
 		if t.last[i] != nil && *t.last[i] == input {
 			continue
 		}
-		if err := apply(ctx, cmd, input, t.last[i] == nil); err != nil {
+		if err := apply(ctx, cmd, input, t.last[i] == nil, t.guard > 0); err != nil {
 			if i == 1 && nat[i].Len() == 0 {
 				// A host without IPv6 NAT and no IPv6 VIPs is fine; do not
 				// try again until there is an IPv6 VIP.
@@ -161,8 +234,10 @@ func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 }
 
 // apply replaces our chains with input and, with checkJump, makes sure
-// POSTROUTING (nat) and PREROUTING (mangle) jump to them.
-func apply(ctx context.Context, cmd, input string, checkJump bool) error {
+// POSTROUTING (nat) and, with guard, PREROUTING (mangle) jump to them. (With
+// the guard off our mangle chain is kept empty, in case a jump to it is left
+// from a run that had it on.)
+func apply(ctx context.Context, cmd, input string, checkJump, guard bool) error {
 	c := exec.CommandContext(ctx, cmd+"-restore", "--noflush") // iptables-legacy-restore, ip6tables-nft-restore...
 	c.Stdin = strings.NewReader(input)
 	if out, err := c.CombinedOutput(); err != nil {
@@ -175,6 +250,9 @@ func apply(ctx context.Context, cmd, input string, checkJump bool) error {
 		table, chain string
 		rule         []string
 	}{{"nat", "POSTROUTING", []string{"-j", Chain}}, {"mangle", "PREROUTING", guardJump}} {
+		if j.table == "mangle" && !guard {
+			continue
+		}
 		check := append([]string{"-t", j.table, "-C", j.chain}, j.rule...)
 		if err := exec.CommandContext(ctx, cmd, check...).Run(); err != nil {
 			add := append([]string{"-t", j.table, "-A", j.chain}, j.rule...)

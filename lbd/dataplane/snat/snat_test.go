@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests never run iptables: PATH holds only the fakes a test writes,
@@ -77,7 +78,7 @@ func TestOpenRefusals(t *testing.T) {
 		{"auto", []string{"no usable iptables", "install iptables", "--snat=none", "legacy:", "nft:"}},
 		{"", []string{"no usable iptables"}}, // empty is auto
 	} {
-		r, err := Open(ctx, c.mode)
+		r, err := Open(ctx, c.mode, 0)
 		if err == nil {
 			t.Errorf("mode %q: opened %v, want a refusal", c.mode, r)
 			continue
@@ -100,7 +101,7 @@ func TestOpenRefusals(t *testing.T) {
 func TestOpenNone(t *testing.T) {
 	dir, log := fakePath(t)
 	fake(t, dir, "iptables-legacy", 0, false)
-	r, err := Open(context.Background(), "none")
+	r, err := Open(context.Background(), "none", 0)
 	if err != nil || r != nil {
 		t.Fatalf("none: %v, %v; want nil rules and no error", r, err)
 	}
@@ -116,24 +117,25 @@ func TestOpenAutoPicks(t *testing.T) {
 	dir, _ := fakePath(t)
 	fake(t, dir, "iptables-legacy", 0, false)
 	fake(t, dir, "iptables-nft", 0, false)
-	if r, err := Open(ctx, "auto"); err != nil || r.Backend() != "iptables-legacy" {
+	if r, err := Open(ctx, "auto", 0); err != nil || r.Backend() != "iptables-legacy" {
 		t.Fatalf("both usable: %v, %v; want iptables-legacy", r, err)
 	}
 	fake(t, dir, "iptables-legacy", 3, false)
-	if r, err := Open(ctx, "auto"); err != nil || r.Backend() != "iptables-nft" {
+	if r, err := Open(ctx, "auto", 0); err != nil || r.Backend() != "iptables-nft" {
 		t.Fatalf("legacy unusable: %v, %v; want iptables-nft", r, err)
 	}
-	if r, err := Open(ctx, "iptables-nft"); err != nil || r.Backend() != "iptables-nft" {
+	if r, err := Open(ctx, "iptables-nft", 0); err != nil || r.Backend() != "iptables-nft" {
 		t.Fatalf("iptables-nft asked for: %v, %v", r, err)
 	}
 	// Asked for by name, legacy is not swapped for nft behind the operator's back.
-	if _, err := Open(ctx, "iptables-legacy"); err == nil || !strings.Contains(err.Error(), "can't initialize") {
+	if _, err := Open(ctx, "iptables-legacy", 0); err == nil || !strings.Contains(err.Error(), "can't initialize") {
 		t.Fatalf("iptables-legacy asked for but unusable: %v; want its error", err)
 	}
 }
 
-// Set writes one SNAT rule per VIP into our chain, and the guard of the VIPs
-// that ask for it, in one restore per family; makes sure POSTROUTING and
+// Set writes one SNAT rule per VIP into our chain and the takeover guard's
+// rules (a RETURN for each VIP's TCP ports, then the DROP of what goes to a VIP
+// in its window) in one restore per family; makes sure POSTROUTING and
 // PREROUTING jump to them the first time; afterwards rewrites only a family
 // whose rules changed.
 func TestSetRules(t *testing.T) {
@@ -142,7 +144,7 @@ func TestSetRules(t *testing.T) {
 	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "ip6tables-legacy", "ip6tables-legacy-restore"} {
 		fake(t, dir, n, 0, true)
 	}
-	r, err := Open(ctx, "iptables-legacy")
+	r, err := Open(ctx, "iptables-legacy", 9500*time.Millisecond) // whole seconds, rounded up
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +154,9 @@ func TestSetRules(t *testing.T) {
 	for i := range many {
 		many[i] = uint16(1000 + i)
 	}
-	a := VIP{Addr: v4a, TCPPorts: []uint16{443, 80, 80}, Guard: true}
-	b := VIP{Addr: v4b, Guard: true} // UDP only: nothing to guard
-	c := VIP{Addr: v6, TCPPorts: many, Guard: true}
+	a := VIP{Addr: v4a, TCPPorts: []uint16{443, 80, 80}}
+	b := VIP{Addr: v4b} // UDP only: nothing to let through
+	c := VIP{Addr: v6, TCPPorts: many}
 	if err := r.Set(ctx, []VIP{a, c, b}); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +169,7 @@ COMMIT
 *mangle
 :EDGELB-PREROUTING - [0:0]
 -A EDGELB-PREROUTING -d 192.0.2.2/32 -p tcp -m multiport --dports 80,443 -j RETURN
--A EDGELB-PREROUTING -d 192.0.2.2/32 -j DROP
+-A EDGELB-PREROUTING -m recent --name edgelb-takeover --rdest --rcheck --seconds 10 -j DROP
 COMMIT
 iptables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
 iptables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
@@ -182,7 +184,7 @@ COMMIT
 :EDGELB-PREROUTING - [0:0]
 -A EDGELB-PREROUTING -d 2001:db8::1/128 -p tcp -m multiport --dports 1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014 -j RETURN
 -A EDGELB-PREROUTING -d 2001:db8::1/128 -p tcp -m multiport --dports 1015,1016 -j RETURN
--A EDGELB-PREROUTING -d 2001:db8::1/128 -j DROP
+-A EDGELB-PREROUTING -m recent --name edgelb-takeover --rdest --rcheck --seconds 10 -j DROP
 COMMIT
 ip6tables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
 ip6tables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
@@ -201,10 +203,7 @@ ip6tables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate N
 		t.Fatalf("unchanged VIPs ran:\n%s", got)
 	}
 
-	// The guard lifted from the IPv4 VIP (its window is over) and the
-	// other IPv4 VIP withdrawn: only IPv4 is rewritten.
 	os.Remove(log)
-	a.Guard = false
 	if err := r.Set(ctx, []VIP{a, c}); err != nil {
 		t.Fatal(err)
 	}
@@ -215,9 +214,75 @@ ip6tables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate N
 COMMIT
 *mangle
 :EDGELB-PREROUTING - [0:0]
+-A EDGELB-PREROUTING -d 192.0.2.2/32 -p tcp -m multiport --dports 80,443 -j RETURN
+-A EDGELB-PREROUTING -m recent --name edgelb-takeover --rdest --rcheck --seconds 10 -j DROP
 COMMIT
 `
 	if got := calls(t, log); got != want {
-		t.Fatalf("guard lifted, one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
+		t.Fatalf("one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
+	}
+
+	// A takeover runs no iptables: it adds the VIP to the xt_recent list.
+	os.Remove(log)
+	list := filepath.Join(t.TempDir(), "edgelb-takeover")
+	if err := os.WriteFile(list, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.(*Tables).recent = list
+	if err := r.Guard(v6); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(list); string(got) != "+2001:db8::1" {
+		t.Errorf("the list got %q, want +2001:db8::1", got)
+	}
+	if got := calls(t, log); got != "" {
+		t.Errorf("a guard ran:\n%s", got)
+	}
+	r.(*Tables).recent = filepath.Join(t.TempDir(), "missing")
+	if err := r.Guard(v4a); err == nil || !strings.Contains(err.Error(), "takeover guard for 192.0.2.2") {
+		t.Errorf("guard without the list (no rule loaded): %v", err)
+	}
+}
+
+// With the guard off, the mangle chain is kept empty and not jumped to.
+func TestSetRulesWithoutGuard(t *testing.T) {
+	ctx := context.Background()
+	dir, log := fakePath(t)
+	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "ip6tables-legacy", "ip6tables-legacy-restore"} {
+		fake(t, dir, n, 0, true)
+	}
+	r, err := Open(ctx, "iptables-legacy", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(log)
+	if err := r.Set(ctx, []VIP{{Addr: netip.MustParseAddr("192.0.2.2"), TCPPorts: []uint16{80}}}); err != nil {
+		t.Fatal(err)
+	}
+	want := `iptables-legacy-restore --noflush
+*nat
+:EDGELB-POSTROUTING - [0:0]
+-A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
+COMMIT
+*mangle
+:EDGELB-PREROUTING - [0:0]
+COMMIT
+iptables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
+iptables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
+ip6tables-legacy-restore --noflush
+*nat
+:EDGELB-POSTROUTING - [0:0]
+COMMIT
+*mangle
+:EDGELB-PREROUTING - [0:0]
+COMMIT
+ip6tables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
+ip6tables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
+`
+	if got := calls(t, log); got != want {
+		t.Fatalf("Set ran:\n%s\nwant:\n%s", got, want)
+	}
+	if err := r.Guard(netip.MustParseAddr("192.0.2.2")); err != nil {
+		t.Errorf("guard while off: %v, want a no-op", err)
 	}
 }
