@@ -80,11 +80,12 @@ type Tables struct {
 	// the xt_recent list's file.
 	guard  int
 	recent string
-	// last is the rule text last applied per family (nil: unknown, so the
-	// next Set writes it and checks the POSTROUTING jump). Starting a process
-	// is the expensive part of a change (hundreds of milliseconds on a small
-	// or emulated host), so a change touches only the family that changed.
-	last [2]*string
+	// last is the rule text last applied per family and table (nil:
+	// unknown, so the next Set writes it and checks the jumps). A change
+	// runs a process only for a family that changed and replaces only the
+	// tables that changed: on a small or emulated host each costs hundreds
+	// of milliseconds to seconds.
+	last [2][2]*string // [family][nat, mangle]
 }
 
 // Open picks the backend. mode: auto (iptables-legacy if it can list the nat
@@ -184,86 +185,111 @@ func (t *Tables) Guard(a netip.Addr) error {
 }
 
 // Set makes our chains hold exactly one SNAT rule per VIP and, with the guard
-// on, the guard's rules: a RETURN for each VIP's TCP ports, then the DROP of
-// what goes to a VIP in its takeover window.
+// on, the guard's rules: a RETURN for the TCP ports the VIPs serve, then the
+// DROP of what goes to a VIP in its takeover window. The RETURN names ports,
+// not VIP:port pairs, so creating a VIP rewrites only the nat table unless it
+// brings a new port (on an emulated host each table replaced costs seconds);
+// the price is that a node's packet to a client port some VIP serves is not
+// guarded.
 func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 	sort.Slice(vips, func(i, j int) bool { return vips[i].Addr.Less(vips[j].Addr) })
-	var nat, guard [2]strings.Builder
+	var nat [2]strings.Builder
+	var ports [2][]uint16
 	for _, v := range vips {
 		fam, plen := 0, 32
 		if v.Addr.Is6() {
 			fam, plen = 1, 128
 		}
 		fmt.Fprintf(&nat[fam], "-A %s -m ipvs --vaddr %s/%d -j SNAT --to-source %s\n", Chain, v.Addr, plen, v.Addr)
-		if t.guard == 0 || len(v.TCPPorts) == 0 {
-			continue
-		}
-		ports := slices.Clone(v.TCPPorts)
-		slices.Sort(ports)
-		ports = slices.Compact(ports)
-		for c := range slices.Chunk(ports, 15) { // multiport's limit
-			list := make([]string, len(c))
-			for i, p := range c {
-				list[i] = strconv.Itoa(int(p))
-			}
-			fmt.Fprintf(&guard[fam], "-A %s -d %s/%d -p tcp -m multiport --dports %s -j RETURN\n", GuardChain, v.Addr, plen, strings.Join(list, ","))
-		}
+		ports[fam] = append(ports[fam], v.TCPPorts...)
 	}
 	for i, cmd := range []string{t.v4, t.v6} {
-		input := "*nat\n:" + Chain + " - [0:0]\n" + nat[i].String() + "COMMIT\n" +
-			"*mangle\n:" + GuardChain + " - [0:0]\n" + guard[i].String()
+		tables := [2]string{"*nat\n:" + Chain + " - [0:0]\n" + nat[i].String() + "COMMIT\n", "*mangle\n:" + GuardChain + " - [0:0]\n"}
 		if t.guard > 0 {
-			input += fmt.Sprintf("-A %s -m recent --name %s --rdest --rcheck --seconds %d -j DROP\n", GuardChain, RecentList, t.guard)
+			ps := ports[i]
+			slices.Sort(ps)
+			ps = slices.Compact(ps)
+			var b strings.Builder
+			for c := range slices.Chunk(ps, 15) { // multiport's limit
+				list := make([]string, len(c))
+				for i, p := range c {
+					list[i] = strconv.Itoa(int(p))
+				}
+				fmt.Fprintf(&b, "-A %s -p tcp -m multiport --dports %s -j RETURN\n", GuardChain, strings.Join(list, ","))
+			}
+			fmt.Fprintf(&b, "-A %s -m recent --name %s --rdest --rcheck --seconds %d -j DROP\n", GuardChain, RecentList, t.guard)
+			tables[1] += b.String()
 		}
-		input += "COMMIT\n"
-		if t.last[i] != nil && *t.last[i] == input {
+		tables[1] += "COMMIT\n"
+		input := ""
+		for k, tab := range tables {
+			if t.last[i][k] == nil || *t.last[i][k] != tab {
+				input += tab
+			}
+		}
+		if input == "" {
 			continue
 		}
-		if err := apply(ctx, cmd, input, t.last[i] == nil, t.guard > 0); err != nil {
+		first := t.last[i][0] == nil
+		if err := apply(ctx, cmd, input, first, t.guard > 0); err != nil {
 			if i == 1 && nat[i].Len() == 0 {
 				// A host without IPv6 NAT and no IPv6 VIPs is fine; do not
 				// try again until there is an IPv6 VIP.
-				t.last[i] = &input
+				t.last[i] = [2]*string{&tables[0], &tables[1]}
 				continue
 			}
 			return err
 		}
-		t.last[i] = &input
+		t.last[i] = [2]*string{&tables[0], &tables[1]}
 	}
 	return nil
 }
 
 // apply replaces our chains with input and, with checkJump, makes sure
-// POSTROUTING (nat) and, with guard, PREROUTING (mangle) jump to them. (With
-// the guard off our mangle chain is kept empty, in case a jump to it is left
-// from a run that had it on.)
+// POSTROUTING (nat) and, with guard, PREROUTING (mangle) jump to them: one
+// iptables-save to look, and the missing jumps go into the same restore (each
+// process costs up to a second on an emulated host, and lbd's start waits for
+// them). With the guard off our mangle chain is kept empty, in case a jump to
+// it is left from a run that had it on.
 func apply(ctx context.Context, cmd, input string, checkJump, guard bool) error {
+	if checkJump {
+		out, err := exec.CommandContext(ctx, cmd+"-save").Output() // iptables-legacy-save, ...
+		if err != nil {
+			return fmt.Errorf("%s-save: %w", cmd, err)
+		}
+		has := func(chain, target string) bool {
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "-A "+chain+" ") && strings.HasSuffix(l, "-j "+target) {
+					return true
+				}
+			}
+			return false
+		}
+		// The tables in input end with COMMIT; a jump goes just before.
+		addJump := func(table, rule string) {
+			head := "*" + table + "\n"
+			at := strings.Index(input, head)
+			if at < 0 {
+				return
+			}
+			end := at + strings.Index(input[at:], "COMMIT\n")
+			input = input[:end] + rule + "\n" + input[end:]
+		}
+		if !has("POSTROUTING", Chain) {
+			addJump("nat", "-A POSTROUTING -j "+Chain)
+		}
+		if guard && !has("PREROUTING", GuardChain) {
+			addJump("mangle", "-A PREROUTING "+strings.Join(guardJump, " "))
+		}
+	}
 	c := exec.CommandContext(ctx, cmd+"-restore", "--noflush") // iptables-legacy-restore, ip6tables-nft-restore...
 	c.Stdin = strings.NewReader(input)
 	if out, err := c.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v: %s", c.Path, err, bytes.TrimSpace(out))
-	}
-	if !checkJump {
-		return nil
-	}
-	for _, j := range []struct {
-		table, chain string
-		rule         []string
-	}{{"nat", "POSTROUTING", []string{"-j", Chain}}, {"mangle", "PREROUTING", guardJump}} {
-		if j.table == "mangle" && !guard {
-			continue
-		}
-		check := append([]string{"-t", j.table, "-C", j.chain}, j.rule...)
-		if err := exec.CommandContext(ctx, cmd, check...).Run(); err != nil {
-			add := append([]string{"-t", j.table, "-A", j.chain}, j.rule...)
-			if out, err := exec.CommandContext(ctx, cmd, add...).CombinedOutput(); err != nil {
-				return fmt.Errorf("%s %s: %v: %s", cmd, strings.Join(add, " "), err, bytes.TrimSpace(out))
-			}
-		}
 	}
 	return nil
 }
 
 // Forget drops the memory of the last applied rules, so the next Set rewrites
 // them (after a resync, in case someone flushed the chain).
-func (t *Tables) Forget() { t.last = [2]*string{} }
+func (t *Tables) Forget() { t.last = [2][2]*string{} }

@@ -134,14 +134,14 @@ func TestOpenAutoPicks(t *testing.T) {
 }
 
 // Set writes one SNAT rule per VIP into our chain and the takeover guard's
-// rules (a RETURN for each VIP's TCP ports, then the DROP of what goes to a VIP
-// in its window) in one restore per family; makes sure POSTROUTING and
-// PREROUTING jump to them the first time; afterwards rewrites only a family
-// whose rules changed.
+// rules (a RETURN for the TCP ports VIPs serve, then the DROP of what goes to a
+// VIP in its window) in one restore per family; makes sure POSTROUTING and
+// PREROUTING jump to them the first time; afterwards rewrites only the tables
+// that changed.
 func TestSetRules(t *testing.T) {
 	ctx := context.Background()
 	dir, log := fakePath(t)
-	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "ip6tables-legacy", "ip6tables-legacy-restore"} {
+	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy", "ip6tables-legacy-restore", "ip6tables-legacy-save"} {
 		fake(t, dir, n, 0, true)
 	}
 	r, err := Open(ctx, "iptables-legacy", 9500*time.Millisecond) // whole seconds, rounded up
@@ -160,36 +160,34 @@ func TestSetRules(t *testing.T) {
 	if err := r.Set(ctx, []VIP{a, c, b}); err != nil {
 		t.Fatal(err)
 	}
-	want := `iptables-legacy-restore --noflush
+	want := `iptables-legacy-save 
+iptables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.1/32 -j SNAT --to-source 192.0.2.1
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
+-A POSTROUTING -j EDGELB-POSTROUTING
 COMMIT
 *mangle
 :EDGELB-PREROUTING - [0:0]
--A EDGELB-PREROUTING -d 192.0.2.2/32 -p tcp -m multiport --dports 80,443 -j RETURN
+-A EDGELB-PREROUTING -p tcp -m multiport --dports 80,443 -j RETURN
 -A EDGELB-PREROUTING -m recent --name edgelb-takeover --rdest --rcheck --seconds 10 -j DROP
+-A PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
 COMMIT
-iptables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
-iptables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
-iptables-legacy -t mangle -C PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
-iptables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
+ip6tables-legacy-save 
 ip6tables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 2001:db8::1/128 -j SNAT --to-source 2001:db8::1
+-A POSTROUTING -j EDGELB-POSTROUTING
 COMMIT
 *mangle
 :EDGELB-PREROUTING - [0:0]
--A EDGELB-PREROUTING -d 2001:db8::1/128 -p tcp -m multiport --dports 1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014 -j RETURN
--A EDGELB-PREROUTING -d 2001:db8::1/128 -p tcp -m multiport --dports 1015,1016 -j RETURN
+-A EDGELB-PREROUTING -p tcp -m multiport --dports 1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014 -j RETURN
+-A EDGELB-PREROUTING -p tcp -m multiport --dports 1015,1016 -j RETURN
 -A EDGELB-PREROUTING -m recent --name edgelb-takeover --rdest --rcheck --seconds 10 -j DROP
+-A PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
 COMMIT
-ip6tables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
-ip6tables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
-ip6tables-legacy -t mangle -C PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
-ip6tables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate NEW -j EDGELB-PREROUTING
 `
 	if got := calls(t, log); got != want {
 		t.Fatalf("first Set ran:\n%s\nwant:\n%s", got, want)
@@ -203,6 +201,7 @@ ip6tables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate N
 		t.Fatalf("unchanged VIPs ran:\n%s", got)
 	}
 
+	// A VIP withdrawn whose ports others still serve: the nat table only.
 	os.Remove(log)
 	if err := r.Set(ctx, []VIP{a, c}); err != nil {
 		t.Fatal(err)
@@ -212,14 +211,31 @@ ip6tables-legacy -t mangle -A PREROUTING -p tcp ! --syn -m conntrack --ctstate N
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
 COMMIT
+`
+	if got := calls(t, log); got != want {
+		t.Fatalf("one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
+	}
+
+	// A new VIP on a port no VIP served: both tables.
+	os.Remove(log)
+	b.TCPPorts = []uint16{8443}
+	if err := r.Set(ctx, []VIP{a, b, c}); err != nil {
+		t.Fatal(err)
+	}
+	want = `iptables-legacy-restore --noflush
+*nat
+:EDGELB-POSTROUTING - [0:0]
+-A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.1/32 -j SNAT --to-source 192.0.2.1
+-A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
+COMMIT
 *mangle
 :EDGELB-PREROUTING - [0:0]
--A EDGELB-PREROUTING -d 192.0.2.2/32 -p tcp -m multiport --dports 80,443 -j RETURN
+-A EDGELB-PREROUTING -p tcp -m multiport --dports 80,443,8443 -j RETURN
 -A EDGELB-PREROUTING -m recent --name edgelb-takeover --rdest --rcheck --seconds 10 -j DROP
 COMMIT
 `
 	if got := calls(t, log); got != want {
-		t.Fatalf("one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
+		t.Fatalf("a VIP with a new port ran:\n%s\nwant:\n%s", got, want)
 	}
 
 	// A takeover runs no iptables: it adds the VIP to the xt_recent list.
@@ -244,12 +260,19 @@ COMMIT
 	}
 }
 
-// With the guard off, the mangle chain is kept empty and not jumped to.
+// With the guard off, the mangle chain is kept empty and not jumped to; jumps
+// that iptables-save shows already (a restart) are not added again.
 func TestSetRulesWithoutGuard(t *testing.T) {
 	ctx := context.Background()
 	dir, log := fakePath(t)
-	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "ip6tables-legacy", "ip6tables-legacy-restore"} {
+	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "ip6tables-legacy", "ip6tables-legacy-restore", "ip6tables-legacy-save"} {
 		fake(t, dir, n, 0, true)
+	}
+	// This host's IPv4 tables jump to our chains already.
+	save := "#!/bin/sh\necho \"iptables-legacy-save $*\" >> \"$FAKE_LOG\"\n" +
+		"echo '*nat'; echo '-A POSTROUTING -j EDGELB-POSTROUTING'; echo COMMIT\n"
+	if err := os.WriteFile(filepath.Join(dir, "iptables-legacy-save"), []byte(save), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	r, err := Open(ctx, "iptables-legacy", 0)
 	if err != nil {
@@ -259,7 +282,8 @@ func TestSetRulesWithoutGuard(t *testing.T) {
 	if err := r.Set(ctx, []VIP{{Addr: netip.MustParseAddr("192.0.2.2"), TCPPorts: []uint16{80}}}); err != nil {
 		t.Fatal(err)
 	}
-	want := `iptables-legacy-restore --noflush
+	want := `iptables-legacy-save 
+iptables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
@@ -267,17 +291,15 @@ COMMIT
 *mangle
 :EDGELB-PREROUTING - [0:0]
 COMMIT
-iptables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
-iptables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
+ip6tables-legacy-save 
 ip6tables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
+-A POSTROUTING -j EDGELB-POSTROUTING
 COMMIT
 *mangle
 :EDGELB-PREROUTING - [0:0]
 COMMIT
-ip6tables-legacy -t nat -C POSTROUTING -j EDGELB-POSTROUTING
-ip6tables-legacy -t nat -A POSTROUTING -j EDGELB-POSTROUTING
 `
 	if got := calls(t, log); got != want {
 		t.Fatalf("Set ran:\n%s\nwant:\n%s", got, want)
