@@ -83,6 +83,7 @@ func TestGuest(t *testing.T) {
 	t.Run("direct_routing_keeps_client_address", s.directRouting)
 	t.Run("announcements_teach_the_client", s.announcements)
 	t.Run("takeover_without_sync_keeps_connections", s.sloppyTakeover)
+	t.Run("takeover_guard_keeps_server_push", s.takeoverGuard)
 	t.Run("health_checks_follow_healthz", s.health)
 	t.Run("metrics_after_traffic", s.metrics)
 	t.Run("bench_conns_per_second", s.bench)
@@ -857,6 +858,7 @@ func (s *scenarios) sloppyTakeover(t *testing.T) {
 		hold.Stop()
 		t.Fatalf("%s knows the connections although its backup sync daemon is stopped:\n%s", to.ID, conns)
 	}
+	waitStandby(t, to, vip)
 	t0 := time.Now()
 	mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
 	for !to.HasAddr(vip) || owner.HasAddr(vip) {
@@ -874,6 +876,110 @@ func (s *scenarios) sloppyTakeover(t *testing.T) {
 	conns, _ = topo.Run(ns, "ipvsadm", "-Lnc")
 	t.Logf("moved %s→%s with %s's sync daemon stopped: held %d/%d kept, %d pings; %d IPVS connection entries of the VIP on %s afterwards",
 		owner.ID, to.ID, to.ID, hr.Kept, hr.Opened, hr.Pings, strings.Count(conns, vip+":80"), to.ID)
+}
+
+// takeoverGuard: connections on which the node speaks first (a push every
+// 20 ms, the client pings every 300 ms) survive a move. After the GARP the
+// nodes' packets reach the new owner before the clients' do; the takeover
+// guard drops them (its counter shows it) until a client's ping has set the
+// connection up there. The control moves back with the guard's jump removed
+// on the destination: the host's stack answers the nodes' packets with RSTs
+// and the connections break.
+func (s *scenarios) takeoverGuard(t *testing.T) {
+	const name = "push"
+	vip := "10.0.0.209"
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 2 * time.Second}
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	defer s.deleteVIP_(t, name)
+	var other *lab.Member
+	for _, m := range s.l.Members {
+		if m != owner && m.Running() {
+			other = m
+			break
+		}
+	}
+	move := func(from, to *lab.Member) (probe.HoldResult, int) {
+		t.Helper()
+		before, err := to.GuardDrops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold, err := probe.StartPushHold(tcp, 10, 300*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second) // connection sync has carried them to every member
+		waitStandby(t, to, vip)
+		mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
+		for t0 := time.Now(); !to.HasAddr(vip) || from.HasAddr(vip); time.Sleep(100 * time.Millisecond) {
+			if time.Since(t0) > guestWait {
+				hold.Stop()
+				t.Fatalf("%s did not move from %s to %s within %s", vip, from.ID, to.ID, guestWait)
+			}
+		}
+		time.Sleep(3 * time.Second)
+		hr := hold.Stop()
+		after, err := to.GuardDrops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hr, after - before
+	}
+
+	hr, dropped := move(owner, other)
+	for _, b := range hr.Broken {
+		t.Errorf("pushing connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
+	}
+	if dropped == 0 {
+		t.Errorf("the guard on %s dropped nothing: the nodes' packets did not reach it first, so this scenario proved nothing", other.ID)
+	}
+	t.Logf("moved %s→%s under server push: held %d/%d kept, %d lines read; the guard dropped %d early node packets", owner.ID, other.ID, hr.Kept, hr.Opened, hr.Pings, dropped)
+
+	// Control: back to the first owner, with its guard's jump removed.
+	jump := []string{"-t", "mangle", "PREROUTING", "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-j", "EDGELB-PREROUTING"}
+	rule := func(op string) error {
+		args := append([]string{jump[0], jump[1], op}, jump[2:]...)
+		_, err := topo.Run(owner.Host.Name, "iptables-legacy", args...)
+		return err
+	}
+	if err := rule("-D"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if rule("-C") != nil {
+			if err := rule("-A"); err != nil {
+				t.Errorf("restore %s's guard jump: %v", owner.ID, err)
+			}
+		}
+	}()
+	hr, _ = move(other, owner)
+	if rule("-C") == nil {
+		t.Logf("lbd restored %s's guard jump during the control (its periodic repair): control skipped", owner.ID)
+		return
+	}
+	if len(hr.Broken) == 0 {
+		t.Errorf("without the guard all %d pushing connections survived the move: the guard is not what keeps them", hr.Opened)
+	}
+	t.Logf("control, moved %s→%s without the guard: %d/%d broken", other.ID, owner.ID, len(hr.Broken), hr.Opened)
+}
+
+// waitStandby waits until m has programmed vip as a hot standby (its SNAT rule
+// is in place, which a pass writes after the IPVS services). A move to a
+// member still busy programming waits for that pass, and in the emulated guest
+// a pass that writes iptables can take seconds: long enough for a held
+// connection's read to time out, which is not what these scenarios test.
+func waitStandby(t *testing.T, m *lab.Member, vip string) {
+	t.Helper()
+	for t0 := time.Now(); ; time.Sleep(200 * time.Millisecond) {
+		rules, err := m.NATRules()
+		if err == nil && slices.ContainsFunc(rules, func(r string) bool { return strings.Contains(r, "--vaddr "+vip+" ") }) {
+			return
+		}
+		if time.Since(t0) > guestWait {
+			t.Fatalf("%s has no SNAT rule for %s after %s: %v %v", m.ID, vip, guestWait, rules, err)
+		}
+	}
 }
 
 // setHealthz sets a node's /healthz (kube-proxy's healthCheckNodePort

@@ -215,6 +215,7 @@ type HoldResult struct {
 type Hold struct {
 	o        Options
 	interval time.Duration
+	push     bool
 	start    time.Time
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -227,9 +228,13 @@ type Hold struct {
 // open; a connection that fails a ping, or answers with another name, is broken and
 // not pinged again.
 func StartHold(o Options, m int, interval time.Duration) (*Hold, error) {
+	return startHold(o, m, interval, false)
+}
+
+func startHold(o Options, m int, interval time.Duration, push bool) (*Hold, error) {
 	o.defaults()
 	o.Proto = "tcp"
-	h := &Hold{o: o, interval: interval, stop: make(chan struct{}), start: time.Now()}
+	h := &Hold{o: o, interval: interval, push: push, stop: make(chan struct{}), start: time.Now()}
 	h.res = HoldResult{Addr: o.Addr, Nodes: map[string]int{}}
 	conns := make([]net.Conn, 0, m)
 	names := make([]string, 0, m)
@@ -266,9 +271,21 @@ func StartHold(o Options, m int, interval time.Duration) (*Hold, error) {
 	return h, nil
 }
 
+// StartPushHold is StartHold over connections on which the node speaks first:
+// each asks its node to stream (a line every 20 ms, unasked) and still pings
+// every interval; a connection breaks when a read or write fails, a line names
+// another node, or nothing arrives for the timeout.
+func StartPushHold(o Options, m int, interval time.Duration) (*Hold, error) {
+	return startHold(o, m, interval, true)
+}
+
 func (h *Hold) ping(i int, c net.Conn, name string, offset time.Duration) {
 	defer h.wg.Done()
 	defer c.Close()
+	if h.push {
+		h.pushed(i, c, name)
+		return
+	}
 	r := bufio.NewReader(c)
 	broke := func(err error) {
 		h.mu.Lock()
@@ -303,6 +320,73 @@ func (h *Hold) ping(i int, c net.Conn, name string, offset time.Duration) {
 		select {
 		case <-t.C:
 		case <-h.stop:
+			return
+		}
+	}
+}
+
+// pushed runs one push connection: a reader checks every line while the
+// caller's goroutine pings.
+func (h *Hold) pushed(i int, c net.Conn, name string) {
+	var once sync.Once
+	broke := func(err error) {
+		once.Do(func() {
+			h.mu.Lock()
+			h.res.Broken = append(h.res.Broken, Break{Conn: i, Node: name, After: time.Since(h.start), Err: err.Error()})
+			h.mu.Unlock()
+		})
+	}
+	stopped := func() bool {
+		select {
+		case <-h.stop:
+			return true
+		default:
+			return false
+		}
+	}
+	if _, err := c.Write([]byte("stream\n")); err != nil {
+		broke(err)
+		return
+	}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		r := bufio.NewReader(c)
+		for {
+			c.SetReadDeadline(time.Now().Add(h.o.Timeout))
+			line, err := r.ReadString('\n')
+			if err != nil {
+				if !stopped() {
+					broke(err)
+				}
+				return
+			}
+			if got := strings.TrimSpace(line); got != name {
+				broke(fmt.Errorf("answered by %q, was %q", got, name))
+				return
+			}
+			h.mu.Lock()
+			h.res.Pings++
+			h.mu.Unlock()
+		}
+	}()
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-readerDone:
+			return
+		case <-h.stop:
+			c.Close() // ends the reader
+			<-readerDone
+			return
+		}
+		c.SetWriteDeadline(time.Now().Add(h.o.Timeout))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			broke(err)
+			c.Close()
+			<-readerDone
 			return
 		}
 	}

@@ -7,7 +7,8 @@
 //   - TCP: on accept it writes "NAME\n"; then for every line it reads it writes "NAME\n"
 //     again (so a long-lived connection can be pinged); the line "whoami" gets
 //     "NAME CLIENT-ADDRESS\n", the source address the node sees (direct routing
-//     keeps the client's, NAT does not).
+//     keeps the client's, NAT does not); the line "stream" starts "NAME\n" every
+//     20 ms, unasked, beside the answers (a server push: the node speaks first).
 //   - UDP: every datagram is answered with "NAME\n".
 //
 // On the health port, HTTP: GET /healthz answers 200 "ok NAME" or 503 "unhealthy NAME"
@@ -27,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 func main() {
@@ -123,21 +125,49 @@ func serveTCP(ln net.Listener, reply []byte) {
 		}
 		go func() {
 			defer c.Close()
-			if _, err := c.Write(reply); err != nil {
+			var wmu sync.Mutex // the stream and the answers write alike
+			write := func(b []byte) error {
+				wmu.Lock()
+				defer wmu.Unlock()
+				_, err := c.Write(b)
+				return err
+			}
+			if err := write(reply); err != nil {
 				return
 			}
 			r := bufio.NewReader(c)
 			whoami := []byte(strings.TrimSuffix(string(reply), "\n") + " " + c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String() + "\n")
+			done := make(chan struct{})
+			defer close(done)
 			for {
 				line, err := r.ReadSlice('\n')
 				if err != nil {
 					return
 				}
 				out := reply
-				if strings.TrimSpace(string(line)) == "whoami" {
+				switch strings.TrimSpace(string(line)) {
+				case "whoami":
 					out = whoami
+				case "stream":
+					// The node speaks first: its name every 20 ms until the
+					// connection ends (a server push; see the e2e takeover guard).
+					go func() {
+						t := time.NewTicker(20 * time.Millisecond)
+						defer t.Stop()
+						for {
+							select {
+							case <-done:
+								return
+							case <-t.C:
+								if write(reply) != nil {
+									return
+								}
+							}
+						}
+					}()
+					continue
 				}
-				if _, err := c.Write(out); err != nil {
+				if err := write(out); err != nil {
 					return
 				}
 			}
