@@ -274,6 +274,17 @@ func (w *addrWatch) finish() (samples int, both []string) {
 	return w.n, w.both
 }
 
+// guardDrops reads every running member's takeover-guard drop counter.
+func (s *suite) guardDrops() map[string]int {
+	out := map[string]int{}
+	for _, m := range s.l.Members {
+		if n, err := m.GuardDrops(); err == nil {
+			out[m.ID] = n
+		}
+	}
+	return out
+}
+
 // round is one failover.
 type round struct {
 	Kind     string        `json:"kind"`
@@ -284,11 +295,14 @@ type round struct {
 	Kept     int           `json:"kept"`
 	Failed   int           `json:"failed"` // new connections that failed
 	Attempts int           `json:"attempts"`
+	// GuardDrops is what the survivor's takeover guard dropped: nodes'
+	// packets that reached it before the client's (-1: not read).
+	GuardDrops int `json:"guardDrops"`
 }
 
 func (r round) String() string {
-	return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), address on the survivor after %s, held %d/%d kept",
-		r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened)
+	return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), address on the survivor after %s, held %d/%d kept, %d early node packets dropped by the takeover guard",
+		r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.GuardDrops)
 }
 
 // failover makes one unplanned failover of the given kind under traffic and
@@ -314,6 +328,7 @@ func (s *suite) failover(t *testing.T, kind string) round {
 		}
 	}
 	old := s.owner(t)
+	drops := s.guardDrops()
 	tr := s.startTraffic(t, 10)
 	watch := s.watchAddrs()
 	tr.steady.Mark()
@@ -347,7 +362,10 @@ func (s *suite) failover(t *testing.T, kind string) round {
 	time.Sleep(time.Second)
 	hr, sr := tr.stop()
 	r := round{Kind: kind, From: old.ID, To: survivor.ID, Outage: outage(sr), Takeover: takeover,
-		Opened: hr.Opened, Kept: hr.Kept, Failed: sr.FailedAfterMark, Attempts: sr.Attempts}
+		Opened: hr.Opened, Kept: hr.Kept, Failed: sr.FailedAfterMark, Attempts: sr.Attempts, GuardDrops: -1}
+	if n, err := survivor.GuardDrops(); err == nil {
+		r.GuardDrops = n - drops[survivor.ID]
+	}
 
 	// Put it back together: the killed member restarts (its VIP stays with the
 	// survivor: ownership is sticky), the cut one comes back.
@@ -452,6 +470,7 @@ func (s *suite) metricsAfterFailover(t *testing.T, m *lab.Member) {
 func (s *suite) drain(t *testing.T) int {
 	t.Helper()
 	old := s.owner(t)
+	drops := s.guardDrops()
 	tr := s.startTraffic(t, 20)
 	watch := s.watchAddrs()
 	t0 := time.Now()
@@ -479,8 +498,12 @@ func (s *suite) drain(t *testing.T) int {
 	for _, b := range hr.Broken {
 		t.Logf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
 	}
-	t.Logf("drain %s→%s: moved in %s, held %d/%d kept, new %d/%d ok (longest gap for new connections %s)",
-		old.ID, to.ID, moved.Round(time.Millisecond), hr.Kept, hr.Opened, sr.OK, sr.Attempts, sr.LongestOutage.Round(time.Millisecond))
+	guarded := -1
+	if n, err := to.GuardDrops(); err == nil {
+		guarded = n - drops[to.ID]
+	}
+	t.Logf("drain %s→%s: moved in %s, held %d/%d kept, new %d/%d ok (longest gap for new connections %s), %d early node packets dropped by the takeover guard",
+		old.ID, to.ID, moved.Round(time.Millisecond), hr.Kept, hr.Opened, sr.OK, sr.Attempts, sr.LongestOutage.Round(time.Millisecond), guarded)
 	return len(hr.Broken)
 }
 

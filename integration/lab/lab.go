@@ -506,6 +506,27 @@ func (m *Member) IPVSSave() ([]string, error) {
 	return sortedLines(out), nil
 }
 
+// GuardDrops counts the packets the member's takeover guard has dropped since
+// its rules were last written (lbd/dataplane/snat).
+func (m *Member) GuardDrops() (int, error) {
+	out, err := topo.Run(m.Host.Name, "iptables-legacy", "-t", "mangle", "-vnxL", "EDGELB-PREROUTING")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 2 && f[2] == "DROP" {
+			p, err := strconv.Atoi(f[0])
+			if err != nil {
+				return 0, fmt.Errorf("iptables counters: %q: %w", l, err)
+			}
+			n += p
+		}
+	}
+	return n, nil
+}
+
 // IPVSList returns `ipvsadm -Ln` (with extra flags, e.g. --stats) on the member.
 func (m *Member) IPVSList(flags ...string) (string, error) {
 	return topo.Run(m.Host.Name, "ipvsadm", append([]string{"-Ln"}, flags...)...)
