@@ -7,8 +7,10 @@
 #   4. real Kubernetes: kube-apiserver+etcd built from source (cached), the CCM
 #      with the edgelb cloud provider against a real lbd (EDGELB_E2E=1)
 #   5. real kernel: the data plane and the User-Mode Linux scenarios
-#      (EDGELB_UML=1, integration/e2e). The failover scenarios (integration/ha)
-#      run with `make test-ha`: a held connection is still reset in some runs.
+#      (EDGELB_UML=1, integration/e2e), then the failover scenarios
+#      (integration/ha: owner SIGKILLed, leader+owner SIGKILLed, owner's link
+#      cut, drain, rolling restart), each under live traffic with held
+#      connections that must all survive.
 # Set SKIP_E2E=1 to stop after step 3 (same as `make test-unit` plus fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,5 +76,11 @@ EDGELB_KERNEL_TESTS=1 .cache/bin/umlrun -timeout 5m -- .cache/bin/dataplane.test
 stage "real kernel: User-Mode Linux scenarios (3 edge hosts, nodes, client)"
 # The conns/s figure is make bench's; here a shorter run checks the path.
 EDGELB_E2E_BENCH_N=${EDGELB_E2E_BENCH_N:-300} bash scripts/e2e-uml.sh
+
+stage "real kernel: failover scenarios (SIGKILL owner, SIGKILL leader+owner, cut link, drain, rolling restart) under traffic"
+if ! EDGELB_UML=1 go test -count=1 -v -timeout 30m -run 'TestUML$' ./integration/ha/ >.cache/ha.log 2>&1; then
+  tail -300 .cache/ha.log; echo "failover scenarios failed (full log: .cache/ha.log)" >&2; exit 1
+fi
+grep -E '^(--- |\s+--- |ok)|failover|kept|drain |restarted' .cache/ha.log | grep -v '^guest|' | head -40
 
 stage "all tests passed"
