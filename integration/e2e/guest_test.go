@@ -801,19 +801,9 @@ func (s *scenarios) announcements(t *testing.T) {
 // owner's backup sync daemon is stopped here, so nothing else can explain a
 // kept connection.
 func (s *scenarios) sloppyTakeover(t *testing.T) {
-	const name = "sloppy"
-	vip := "10.0.0.208"
-	tcp := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 2 * time.Second}
-	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080",
-		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	const name, vip = "sloppy", "10.0.0.208"
+	tcp, owner, to := s.movableVIP(t, name, vip)
 	defer s.deleteVIP_(t, name)
-	var to *lab.Member
-	for _, m := range s.l.Members {
-		if m != owner && m.Running() {
-			to = m
-			break
-		}
-	}
 	ns := to.Host.Name
 	if v, err := netns.ReadSysctl(ns, "net.ipv4.vs.sloppy_tcp"); err != nil || strings.TrimSpace(v) != "1" {
 		t.Fatalf("%s: net.ipv4.vs.sloppy_tcp = %q (%v), want 1 (set by lbd)", to.ID, v, err)
@@ -886,19 +876,9 @@ func (s *scenarios) sloppyTakeover(t *testing.T) {
 // on the destination: the host's stack answers the nodes' packets with RSTs
 // and the connections break.
 func (s *scenarios) takeoverGuard(t *testing.T) {
-	const name = "push"
-	vip := "10.0.0.209"
-	tcp := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 2 * time.Second}
-	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080",
-		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	const name, vip = "push", "10.0.0.209"
+	tcp, owner, other := s.movableVIP(t, name, vip)
 	defer s.deleteVIP_(t, name)
-	var other *lab.Member
-	for _, m := range s.l.Members {
-		if m != owner && m.Running() {
-			other = m
-			break
-		}
-	}
 	move := func(from, to *lab.Member) (probe.HoldResult, int) {
 		t.Helper()
 		before, err := to.GuardDrops()
@@ -962,6 +942,22 @@ func (s *scenarios) takeoverGuard(t *testing.T) {
 		t.Errorf("without the guard all %d pushing connections survived the move: the guard is not what keeps them", hr.Opened)
 	}
 	t.Logf("control, moved %s→%s without the guard: %d/%d broken", other.ID, owner.ID, len(hr.Broken), hr.Opened)
+}
+
+// movableVIP creates a nat VIP on tcp/80 over the three nodes and returns how
+// to reach it, its owner and another running member to move it to.
+func (s *scenarios) movableVIP(t *testing.T, name, vip string) (tcp probe.Options, owner, other *lab.Member) {
+	t.Helper()
+	tcp = probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 2 * time.Second}
+	owner = s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	for _, m := range s.l.Members {
+		if m != owner && m.Running() {
+			return tcp, owner, m
+		}
+	}
+	t.Fatalf("no running member besides %s to move %s to", owner.ID, vip)
+	return
 }
 
 // waitStandby waits until m has programmed vip as a hot standby (its SNAT rule

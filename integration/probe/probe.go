@@ -305,24 +305,31 @@ func (h *Hold) ping(i int, c net.Conn, name string, offset time.Duration) {
 			broke(err)
 			return
 		}
-		line, err := r.ReadString('\n')
-		if err != nil {
+		if err := h.readName(r, name); err != nil {
 			broke(err)
 			return
 		}
-		if got := strings.TrimSpace(line); got != name {
-			broke(fmt.Errorf("answered by %q, was %q", got, name))
-			return
-		}
-		h.mu.Lock()
-		h.res.Pings++
-		h.mu.Unlock()
 		select {
 		case <-t.C:
 		case <-h.stop:
 			return
 		}
 	}
+}
+
+// readName reads one line, which must be the node's name, and counts it.
+func (h *Hold) readName(r *bufio.Reader, name string) error {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(line); got != name {
+		return fmt.Errorf("answered by %q, was %q", got, name)
+	}
+	h.mu.Lock()
+	h.res.Pings++
+	h.mu.Unlock()
+	return nil
 }
 
 // pushed runs one push connection: a reader checks every line while the
@@ -354,20 +361,12 @@ func (h *Hold) pushed(i int, c net.Conn, name string) {
 		r := bufio.NewReader(c)
 		for {
 			c.SetReadDeadline(time.Now().Add(h.o.Timeout))
-			line, err := r.ReadString('\n')
-			if err != nil {
+			if err := h.readName(r, name); err != nil {
 				if !stopped() {
 					broke(err)
 				}
 				return
 			}
-			if got := strings.TrimSpace(line); got != name {
-				broke(fmt.Errorf("answered by %q, was %q", got, name))
-				return
-			}
-			h.mu.Lock()
-			h.res.Pings++
-			h.mu.Unlock()
 		}
 	}()
 	t := time.NewTicker(h.interval)
