@@ -226,7 +226,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e.log.Info("IPVS data plane ready", "interface", cfg.Interface, "snat", snatName, "adopted_services", len(e.actual), "adopted_vips", len(e.vips))
 	if rules != nil && cfg.TakeoverGuard > 0 {
 		if n := snat.GuardCapacity(); n > 0 && n < snat.RecentCapacity {
-			e.log.Warn("xt_recent was loaded before lbd with a small list: a takeover guards only this many VIPs at once (unload it, or load it with ip_list_tot=16384)", "vips", n)
+			e.log.Warn("xt_recent was loaded before lbd with a small list: a takeover guards only this many VIPs at once (unload it, or load it with ip_list_tot=want)", "vips", n, "want", snat.RecentCapacity)
 		}
 	}
 	return e, nil
