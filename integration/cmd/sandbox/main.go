@@ -168,6 +168,15 @@ func runGuest(bin string, dur time.Duration) int {
 		fmt.Fprintln(os.Stderr, "sandbox:", err)
 		return 1
 	}
+	// An owner is assigned before its data plane has the VIP up (in the
+	// emulated guest its iptables pass can take seconds): the rounds start
+	// once the VIP answers, as the e2e scenarios' createVIP waits.
+	t0 := time.Now()
+	if _, err := topo.WaitAnswer(probe.Options{Proto: "tcp", Addr: vip + ":80", NetNS: "client"}, time.Minute); err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox: VIP %s:80 does not answer: %v\n", vip, err)
+		return 1
+	}
+	fmt.Printf("VIP %s:80 answering %s after its owner was assigned\n", vip, time.Since(t0).Round(time.Millisecond))
 	go serveExec(ctx, dir)
 
 	fmt.Printf(`
