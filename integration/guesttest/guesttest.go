@@ -143,6 +143,56 @@ func Run(t *testing.T, o Options) {
 	if top.status != "PASS" {
 		t.Errorf("%s %s (exit %d):\n%s", o.GuestTest, top.status, res.ExitCode, top.output.String())
 	}
+	// CI shows only the end of a run, and the lbd log tails above push the
+	// failing scenarios' own messages out of it: repeat those last.
+	if s := g.failureSummary(o.GuestTest, 12); s != "" {
+		t.Errorf("failed in the guest, their last messages:\n%s", s)
+	}
+}
+
+var messageLine = regexp.MustCompile(`^\s+[\w.-]+\.go:\d+: `)
+
+// failureSummary lists, for each failed scenario under parent that has no
+// failed scenario of its own, its last max file:line messages (t.Error and
+// t.Log look alike in the output, so it cannot pick the errors alone).
+func (g *guestResults) failureSummary(parent string, max int) string {
+	var b strings.Builder
+	for _, name := range g.order {
+		r := g.results[name]
+		if !strings.HasPrefix(name, parent+"/") || r.status == "PASS" || r.status == "SKIP" || g.failedUnder(name) {
+			continue
+		}
+		var msgs []string
+		for _, l := range strings.Split(r.output.String(), "\n") {
+			if messageLine.MatchString(l) {
+				if len(l) > 400 {
+					l = l[:400] + " …"
+				}
+				msgs = append(msgs, strings.TrimSpace(l))
+			}
+		}
+		if len(msgs) > max {
+			msgs = msgs[len(msgs)-max:]
+		}
+		status := r.status
+		if status == "" {
+			status = "no result (crashed or timed out)"
+		}
+		fmt.Fprintf(&b, "%s: %s\n", name, status)
+		for _, m := range msgs {
+			fmt.Fprintf(&b, "    %s\n", m)
+		}
+	}
+	return b.String()
+}
+
+func (g *guestResults) failedUnder(name string) bool {
+	for n, r := range g.results {
+		if strings.HasPrefix(n, name+"/") && r.status != "PASS" && r.status != "SKIP" {
+			return true
+		}
+	}
+	return false
 }
 
 type guestResult struct {

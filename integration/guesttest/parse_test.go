@@ -47,4 +47,13 @@ FAIL
 	if got := g.results["TestGuest"].output.String(); !strings.Contains(got, "lbd log tail") || !strings.Contains(got, "topology built") {
 		t.Errorf("TestGuest output %q", got)
 	}
+
+	// The summary names the failed leaves with their messages, not the
+	// parent (whose log tail is what pushed them out of sight), nor passes.
+	sum := g.failureSummary("TestGuest", 12)
+	want2 := "TestGuest/restart_lbd_under_traffic/sigkill: FAIL\n    guest_test.go:20: held connection broke\n" +
+		"TestGuest/ipv6_vip: no result (crashed or timed out)\n    guest_test.go:30: no answer\n"
+	if sum != want2 {
+		t.Errorf("summary:\n%s\nwant:\n%s", sum, want2)
+	}
 }
