@@ -133,6 +133,10 @@ func (e *Engine) SetObserver(o Observer) {
 	})
 }
 
+// slowPass is how long a pass may take before it is logged with where its time
+// went: a takeover waits for the pass that adds the address.
+const slowPass = time.Second
+
 // Stats counts the engine's work.
 type Stats struct {
 	Reconciles, Ops, Errors uint64
@@ -420,6 +424,15 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	defer func() { e.owned = vips }()
 	var errs []error
 	changed := false
+	// Where a pass spends its time, for the slow-pass warning below.
+	var phases []any
+	mark := start
+	phase := func(name string) {
+		now := time.Now()
+		phases = append(phases, name, now.Sub(mark).Round(time.Microsecond))
+		mark = now
+	}
+	phase("plan")
 
 	// Withdraw addresses first, so no new traffic reaches services about to go.
 	for a := range e.vips {
@@ -459,6 +472,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	}
 	e.settled = next
 	e.stats.Ops += uint64(len(ops))
+	phase("ipvs")
 
 	if e.snat != nil {
 		list := make([]snat.VIP, 0, len(natVIPs))
@@ -469,6 +483,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			errs = append(errs, fmt.Errorf("SNAT rules: %w", err))
 		}
 	}
+	phase("snat")
 	e.guardTakeovers(moved, vips, natVIPs, tenantOf)
 
 	// Add addresses last: traffic arrives only once IPVS and SNAT are ready.
@@ -487,11 +502,13 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		added = append(added, a)
 		changed = true
 	}
+	phase("addresses")
 	if changed {
 		if err := e.save(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	phase("record")
 	for _, a := range added {
 		e.ann.Added(a, tenantOf(a))
 		// From the start of this pass (which began on the commit that gave
@@ -500,6 +517,9 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		e.log.Info("VIP added and announced", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
 	}
 	e.stats.LastDuration = time.Since(start)
+	if e.stats.LastDuration > slowPass {
+		e.log.Warn("slow data-plane pass", append([]any{"took", e.stats.LastDuration.Round(time.Microsecond), "ops", len(ops)}, phases...)...)
+	}
 	if len(errs) > 0 {
 		e.stats.Errors++
 		return errors.Join(errs...)
