@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -86,6 +87,12 @@ type Tables struct {
 	// tables that changed: on a small or emulated host each costs hundreds
 	// of milliseconds to seconds.
 	last [2][2]*string // [family][nat, mangle]
+	// guarded is every TCP port a nat VIP has served since Open, per
+	// family: the guard's RETURN lists them all. It only grows, so the
+	// mangle table is rewritten only when a port appears that no VIP served
+	// before, not each time a VIP comes or goes (a VIP deleted and another
+	// created on the same port would otherwise rewrite it twice).
+	guarded [2]map[uint16]bool
 }
 
 // Open picks the backend. mode: auto (iptables-legacy if it can list the nat
@@ -185,12 +192,13 @@ func (t *Tables) Guard(a netip.Addr) error {
 }
 
 // Set makes our chains hold exactly one SNAT rule per VIP and, with the guard
-// on, the guard's rules: a RETURN for the TCP ports the VIPs serve, then the
-// DROP of what goes to a VIP in its takeover window. The RETURN names ports,
-// not VIP:port pairs, so creating a VIP rewrites only the nat table unless it
-// brings a new port (on an emulated host each table replaced costs seconds);
-// the price is that a node's packet to a client port some VIP serves is not
-// guarded.
+// on, the guard's rules: a RETURN for the TCP ports nat VIPs serve or have
+// served since Open, then the DROP of what goes to a VIP in its takeover
+// window. The RETURN names ports, not VIP:port pairs, and never forgets one,
+// so creating or deleting a VIP rewrites only the nat table unless it brings
+// a new port (on an emulated host each table replaced costs seconds); the
+// price is that a node's packet to a client port some VIP serves or served is
+// not guarded.
 func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 	sort.Slice(vips, func(i, j int) bool { return vips[i].Addr.Less(vips[j].Addr) })
 	var nat [2]strings.Builder
@@ -201,14 +209,21 @@ func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 			fam, plen = 1, 128
 		}
 		fmt.Fprintf(&nat[fam], "-A %s -m ipvs --vaddr %s/%d -j SNAT --to-source %s\n", Chain, v.Addr, plen, v.Addr)
-		ports[fam] = append(ports[fam], v.TCPPorts...)
+		for _, p := range v.TCPPorts {
+			if t.guarded[fam] == nil {
+				t.guarded[fam] = map[uint16]bool{}
+			}
+			t.guarded[fam][p] = true
+		}
+	}
+	for fam := range ports {
+		ports[fam] = slices.Collect(maps.Keys(t.guarded[fam]))
 	}
 	for i, cmd := range []string{t.v4, t.v6} {
 		tables := [2]string{"*nat\n:" + Chain + " - [0:0]\n" + nat[i].String() + "COMMIT\n", "*mangle\n:" + GuardChain + " - [0:0]\n"}
 		if t.guard > 0 {
 			ps := ports[i]
 			slices.Sort(ps)
-			ps = slices.Compact(ps)
 			var b strings.Builder
 			for c := range slices.Chunk(ps, 15) { // multiport's limit
 				list := make([]string, len(c))

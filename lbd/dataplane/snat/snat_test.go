@@ -236,6 +236,23 @@ COMMIT
 		t.Fatalf("a VIP with a new port ran:\n%s\nwant:\n%s", got, want)
 	}
 
+	// The last VIP on ports 80 and 443 goes: the nat table only. The guard
+	// keeps letting those ports through rather than rewrite mangle at each
+	// delete and again at the next create on the same port.
+	os.Remove(log)
+	if err := r.Set(ctx, []VIP{b, c}); err != nil {
+		t.Fatal(err)
+	}
+	want = `iptables-legacy-restore --noflush
+*nat
+:EDGELB-POSTROUTING - [0:0]
+-A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.1/32 -j SNAT --to-source 192.0.2.1
+COMMIT
+`
+	if got := calls(t, log); got != want {
+		t.Fatalf("the VIP on 80 and 443 deleted ran:\n%s\nwant:\n%s", got, want)
+	}
+
 	// A takeover runs no iptables: it adds the VIP to the xt_recent list.
 	os.Remove(log)
 	list := filepath.Join(t.TempDir(), "edgelb-takeover")
