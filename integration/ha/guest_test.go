@@ -291,6 +291,10 @@ type round struct {
 	From, To string        `json:"-"`
 	Outage   time.Duration `json:"outageNs"`
 	Takeover time.Duration `json:"takeoverNs"` // event → the new owner holds the address
+	// Withdrew is when the old owner, still on the segment (oneway), had
+	// dropped the address by itself; zero if it still held it when a
+	// survivor took over.
+	Withdrew time.Duration `json:"withdrewNs,omitempty"`
 	Opened   int           `json:"opened"`
 	Kept     int           `json:"kept"`
 	Failed   int           `json:"failed"` // new connections that failed
@@ -301,6 +305,14 @@ type round struct {
 }
 
 func (r round) String() string {
+	if r.Kind == "oneway" {
+		w := "still held it then"
+		if r.Withdrew > 0 {
+			w = "withdrew by itself after " + r.Withdrew.Round(time.Millisecond).String()
+		}
+		return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), the old owner %s, address on the survivor after %s, held %d/%d kept, %d early node packets dropped by the takeover guard",
+			r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, w, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.GuardDrops)
+	}
 	return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), address on the survivor after %s, held %d/%d kept, %d early node packets dropped by the takeover guard",
 		r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.GuardDrops)
 }
@@ -311,6 +323,8 @@ func (r round) String() string {
 //	sigkill    SIGKILL the owner's lbd (not the raft leader); its host stays up
 //	leader     SIGKILL the raft leader, which owns the VIP
 //	partition  cut the owner's link to the segment, then heal it
+//	oneway     drop what the owner sends to its peers (it still hears the
+//	           leader, and clients still reach it), then lift that
 func (s *suite) failover(t *testing.T, kind string) round {
 	t.Helper()
 	leader := s.leader(t)
@@ -340,11 +354,21 @@ func (s *suite) failover(t *testing.T, kind string) round {
 		if err := old.Cut(); err != nil {
 			t.Fatal(err)
 		}
+	case "oneway":
+		if err := old.MutePeers(); err != nil {
+			t.Fatal(err)
+		}
+		// The rules take seconds to load in the guest (the link cut is one
+		// quick command): count from when they are in.
+		t0 = time.Now()
 	}
 	// The survivors move the VIP; wait until one holds the address.
 	var survivor *lab.Member
-	var takeover time.Duration
+	var takeover, withdrew time.Duration
 	for deadline := t0.Add(60 * time.Second); survivor == nil; time.Sleep(50 * time.Millisecond) {
+		if kind == "oneway" && withdrew == 0 && !old.HasAddr(vip) {
+			withdrew = time.Since(t0)
+		}
 		for _, m := range s.l.Members {
 			if m != old && m.Running() && m.HasAddr(vip) {
 				survivor, takeover = m, time.Since(t0)
@@ -361,7 +385,7 @@ func (s *suite) failover(t *testing.T, kind string) round {
 	}
 	time.Sleep(time.Second)
 	hr, sr := tr.stop()
-	r := round{Kind: kind, From: old.ID, To: survivor.ID, Outage: outage(sr), Takeover: takeover,
+	r := round{Kind: kind, From: old.ID, To: survivor.ID, Outage: outage(sr), Takeover: takeover, Withdrew: withdrew,
 		Opened: hr.Opened, Kept: hr.Kept, Failed: sr.FailedAfterMark, Attempts: sr.Attempts, GuardDrops: -1}
 	if n, err := survivor.GuardDrops(); err == nil {
 		r.GuardDrops = n - drops[survivor.ID]
@@ -379,6 +403,16 @@ func (s *suite) failover(t *testing.T, kind string) round {
 			t.Errorf("%s still holds %s after %s off the segment: it would answer beside %s once back", old.ID, vip, time.Since(t0).Round(time.Millisecond), survivor.ID)
 		}
 		if err := old.Heal(); err != nil {
+			t.Fatal(err)
+		}
+	case "oneway":
+		// Still on the segment all along: the address watch below has
+		// counted it as a second holder at every sample it held the VIP
+		// after a survivor did.
+		if old.HasAddr(vip) {
+			t.Errorf("%s still holds %s %s after its peers stopped hearing it, beside %s", old.ID, vip, time.Since(t0).Round(time.Millisecond), survivor.ID)
+		}
+		if err := old.UnmutePeers(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -410,7 +444,7 @@ func (s *suite) failover(t *testing.T, kind string) round {
 // TestGuest: each scenario once, with its assertions.
 func TestGuest(t *testing.T) {
 	s := start(t)
-	for _, kind := range []string{"sigkill", "leader", "partition"} {
+	for _, kind := range []string{"sigkill", "leader", "partition", "oneway"} {
 		t.Run(kind, func(t *testing.T) {
 			r := s.failover(t, kind)
 			// Connection sync: the survivor knows every established connection.

@@ -3,7 +3,8 @@
 // three edge hosts on one segment, three nodes, a client, live traffic — new
 // connections at a steady rate and a set of long-lived ones — while an owner is
 // SIGKILLed, the raft leader that owns the VIP is SIGKILLed, an owner's link is
-// cut, a member is drained, and every member is restarted in turn.
+// cut, an owner's packets to its peers are dropped (a one-way partition), a
+// member is drained, and every member is restarted in turn.
 //
 //	sudo bash scripts/uml-deps.sh
 //	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUML$' -timeout 20m          # scenarios

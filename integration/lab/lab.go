@@ -273,6 +273,38 @@ func (m *Member) setLink(up bool) error {
 	return nil
 }
 
+// MutePeers makes a one-way partition: everything the member's host sends to
+// the other members is dropped (filter OUTPUT in its namespace, which lbd
+// never rewrites), while their packets still reach it and it stays on the
+// segment for clients and nodes. It hears the raft leader; the leader never
+// hears back. UnmutePeers undoes it.
+func (m *Member) MutePeers() error   { return m.mutePeers("-I") }
+func (m *Member) UnmutePeers() error { return m.mutePeers("-D") }
+
+func (m *Member) mutePeers(op string) error {
+	// One restore per family: each process costs up to seconds in the guest.
+	for _, fam := range []struct {
+		bin  string
+		addr func(topo.Host) netip.Addr
+	}{{"iptables-legacy-restore", func(h topo.Host) netip.Addr { return h.V4 }}, {"ip6tables-legacy-restore", func(h topo.Host) netip.Addr { return h.V6 }}} {
+		in := "*filter\n"
+		for _, p := range m.lab.Members {
+			if p != m {
+				in += fmt.Sprintf("%s OUTPUT -d %s -j DROP\n", op, fam.addr(p.Host))
+			}
+		}
+		cmd := exec.Command(fam.bin, "--noflush")
+		cmd.Stdin = strings.NewReader(in + "COMMIT\n")
+		if err := netns.Start(m.Host.Name, cmd); err != nil {
+			return fmt.Errorf("%s: %s: %w", m.ID, fam.bin, err)
+		}
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("%s: %s %q: %w", m.ID, fam.bin, in, err)
+		}
+	}
+	return nil
+}
+
 // IsCut reports whether the member's host is off the segment.
 func (m *Member) IsCut() bool {
 	m.mu.Lock()
