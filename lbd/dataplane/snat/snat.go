@@ -71,6 +71,9 @@ type Rules interface {
 	Set(ctx context.Context, vips []VIP) error
 	// Guard opens the takeover window for a VIP about to be added here.
 	Guard(a netip.Addr) error
+	// Present reports whether the kernel holds a's SNAT rule now: read at
+	// Open (left by a previous run), then as Set last applied it.
+	Present(a netip.Addr) bool
 	Backend() string
 }
 
@@ -93,6 +96,8 @@ type Tables struct {
 	// before, not each time a VIP comes or goes (a VIP deleted and another
 	// created on the same port would otherwise rewrite it twice).
 	guarded [2]map[uint16]bool
+	// present is the VIPs whose SNAT rule the kernel holds (Present).
+	present map[netip.Addr]bool
 }
 
 // Open picks the backend. mode: auto (iptables-legacy if it can list the nat
@@ -100,15 +105,24 @@ type Tables struct {
 // Plain nft is refused: nftables has no IPVS match, which this design needs.
 // guard is the takeover window (rounded up to whole seconds; 0: no guard).
 func Open(ctx context.Context, mode string, guard time.Duration) (Rules, error) {
+	// The probe lists the whole nat table: it proves the flavour works and
+	// shows the SNAT rules a previous run left (one process either way).
+	var nat4 []byte
 	try := func(v4, v6 string) error {
-		out, err := exec.CommandContext(ctx, v4, "-t", "nat", "-S", "POSTROUTING").CombinedOutput()
+		out, err := exec.CommandContext(ctx, v4, "-t", "nat", "-S").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%s -t nat -S: %v: %s", v4, err, bytes.TrimSpace(out))
 		}
+		nat4 = out
 		return nil
 	}
 	tables := func(v4, v6 string) *Tables {
-		t := &Tables{v4: v4, v6: v6, recent: filepath.Join("/proc/net/xt_recent", RecentList)}
+		t := &Tables{v4: v4, v6: v6, recent: filepath.Join("/proc/net/xt_recent", RecentList), present: map[netip.Addr]bool{}}
+		if snatRules(nat4, t.present) {
+			// A restart: look for IPv6 ones too (none to find after a boot).
+			out, _ := exec.CommandContext(ctx, v6, "-t", "nat", "-S", Chain).Output()
+			snatRules(out, t.present)
+		}
 		if guard > 0 {
 			t.guard = int((guard + time.Second - 1) / time.Second)
 			loadRecent(ctx)
@@ -143,6 +157,29 @@ func Open(ctx context.Context, mode string, guard time.Duration) (Rules, error) 
 	}
 	return nil, fmt.Errorf("unknown snat mode %q: use auto, iptables-legacy, iptables-nft or none", mode)
 }
+
+// snatRules adds to present the VIPs that have a rule of ours in an
+// `iptables -S` listing, and reports whether the listing had our chain.
+func snatRules(listing []byte, present map[netip.Addr]bool) (chain bool) {
+	for l := range strings.Lines(string(listing)) {
+		f := strings.Fields(l)
+		if len(f) == 2 && f[0] == "-N" && f[1] == Chain {
+			chain = true
+		}
+		if len(f) < 2 || f[0] != "-A" || f[1] != Chain {
+			continue
+		}
+		if i := slices.Index(f, "--to-source"); i > 0 && i+1 < len(f) {
+			if a, err := netip.ParseAddr(f[i+1]); err == nil {
+				present[a] = true
+			}
+		}
+	}
+	return chain
+}
+
+// Present reports whether the kernel holds a's SNAT rule now.
+func (t *Tables) Present(a netip.Addr) bool { return t.present[a] }
 
 // RecentCapacity is how many addresses an xt_recent list holds when lbd
 // loads the module: VIPs taken over within one window beyond it push the
@@ -256,6 +293,16 @@ func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 			return err
 		}
 		t.last[i] = [2]*string{&tables[0], &tables[1]}
+		for a := range t.present {
+			if a.Is6() == (i == 1) {
+				delete(t.present, a)
+			}
+		}
+		for _, v := range vips {
+			if v.Addr.Is6() == (i == 1) {
+				t.present[v.Addr] = true
+			}
+		}
 	}
 	return nil
 }

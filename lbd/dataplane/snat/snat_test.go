@@ -323,3 +323,50 @@ COMMIT
 		t.Errorf("guard while off: %v, want a no-op", err)
 	}
 }
+
+// Present knows the rules a previous run left (read by Open's probe, the
+// IPv6 ones only when IPv4 shows our chain: a restart), then what Set applied.
+func TestPresent(t *testing.T) {
+	ctx := context.Background()
+	dir, _ := fakePath(t)
+	for _, n := range []string{"iptables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy-restore", "ip6tables-legacy-save"} {
+		fake(t, dir, n, 0)
+	}
+	listing := map[string]string{
+		"iptables-legacy": "-P POSTROUTING ACCEPT\n-N " + Chain + "\n-A POSTROUTING -j " + Chain + "\n" +
+			"-A " + Chain + " -m ipvs --vaddr 192.0.2.7/32 -j SNAT --to-source 192.0.2.7\n" +
+			"-A POSTROUTING -s 10.9.0.0/16 -j SNAT --to-source 192.0.2.99\n", // someone else's
+		"ip6tables-legacy": "-N " + Chain + "\n-A " + Chain + " -m ipvs --vaddr 2001:db8::7/128 -j SNAT --to-source 2001:db8::7\n",
+	}
+	for n, out := range listing {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"+catPath+" <<'X'\n"+out+"X\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := Open(ctx, "iptables-legacy", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, left6, other, fresh := netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7"), netip.MustParseAddr("192.0.2.99"), netip.MustParseAddr("192.0.2.8")
+	if !r.Present(left) || !r.Present(left6) || r.Present(other) || r.Present(fresh) {
+		t.Fatalf("after Open: present %v %v %v %v, want true true false false", r.Present(left), r.Present(left6), r.Present(other), r.Present(fresh))
+	}
+	if err := r.Set(ctx, []VIP{{Addr: fresh}}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Present(left) || r.Present(left6) || !r.Present(fresh) {
+		t.Fatalf("after Set(%s): present %v %v %v, want false false true", fresh, r.Present(left), r.Present(left6), r.Present(fresh))
+	}
+
+	// After a boot there is no chain of ours: nothing is present, and the
+	// IPv6 listing is not run.
+	listing["iptables-legacy"] = "-P POSTROUTING ACCEPT\n"
+	os.WriteFile(filepath.Join(dir, "iptables-legacy"), []byte("#!/bin/sh\n"+catPath+" <<'X'\n"+listing["iptables-legacy"]+"X\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "ip6tables-legacy"), []byte("#!/bin/sh\nexit 9\n"), 0o755)
+	if r, err = Open(ctx, "iptables-legacy", 0); err != nil {
+		t.Fatal(err)
+	}
+	if r.Present(left) || r.Present(left6) {
+		t.Fatal("after a boot: rules reported present")
+	}
+}
