@@ -206,12 +206,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 			cfg.Logger.Error("IPVS connection sync not running: a takeover will reset established connections", "err", err)
 		}
 	}
-	if !cfg.NoFence {
-		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir, cfg.FenceDelay); err != nil {
-			e.Close()
-			return nil, err
-		}
-	}
 	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval}, wire, cfg.Logger)
 	actx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
@@ -226,6 +220,17 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	snatName := "none"
 	if rules != nil {
 		snatName = rules.Backend()
+	}
+	// The fence last, once nothing can fail: taking the state directory
+	// over stops the previous run's fence, and from then on this run's
+	// daemon enforces the lease. Taken earlier (tried), a restart slower
+	// than the lease left the address up, unfenced, until the daemon's loop
+	// ran: in the guest it answered beside the member the VIP had moved to.
+	if !cfg.NoFence {
+		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir, cfg.FenceDelay); err != nil {
+			e.Close()
+			return nil, err
+		}
 	}
 	e.log.Info("IPVS data plane ready", "interface", cfg.Interface, "snat", snatName, "adopted_services", len(e.actual), "adopted_vips", len(e.vips))
 	if rules != nil && cfg.TakeoverGuard > 0 {
@@ -474,7 +479,49 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	e.stats.Ops += uint64(len(ops))
 	phase("ipvs")
 
+	// Addresses go up only once IPVS and SNAT are ready. A VIP whose SNAT
+	// rule the kernel holds already (a standby's takeover; a restart that
+	// outlasted the lease, whose fence withdrew the address) or that needs
+	// none (DR) goes up before this pass's iptables run, which takes seconds
+	// on a slow host; the rest after it. The takeover guard opens first.
+	e.guardTakeovers(moved, vips, natVIPs, tenantOf)
+	addAddrs := func(ready func(netip.Addr) bool) {
+		var added []netip.Addr
+		for a := range vips {
+			if e.vips[a] || !ready(a) {
+				continue
+			}
+			if err := e.addrs.Add(e.ifindex, a); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			e.vips[a] = true
+			e.touchVIP(a)
+			e.obs.KernelChange("addr_add")
+			added = append(added, a)
+		}
+		if len(added) == 0 {
+			return
+		}
+		// Recorded before the pass goes on: the fence withdraws only the
+		// addresses the record names, should lbd die in the SNAT run.
+		if err := e.save(); err != nil {
+			errs = append(errs, err)
+		}
+		for _, a := range added {
+			e.ann.Added(a, tenantOf(a))
+			// From the start of this pass (which began on the commit that
+			// gave this host the VIP) to the first announcement.
+			e.obs.TookOver(time.Since(start))
+			e.log.Info("VIP added and announced", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
+		}
+	}
 	if e.snat != nil {
+		addAddrs(func(a netip.Addr) bool {
+			_, nat := natVIPs[a]
+			return !nat || e.snat.Present(a)
+		})
+		phase("early-addresses")
 		list := make([]snat.VIP, 0, len(natVIPs))
 		for a, ports := range natVIPs {
 			list = append(list, snat.VIP{Addr: a, TCPPorts: ports})
@@ -482,26 +529,9 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		if err := e.snat.Set(ctx, list); err != nil {
 			errs = append(errs, fmt.Errorf("SNAT rules: %w", err))
 		}
+		phase("snat")
 	}
-	phase("snat")
-	e.guardTakeovers(moved, vips, natVIPs, tenantOf)
-
-	// Add addresses last: traffic arrives only once IPVS and SNAT are ready.
-	added := []netip.Addr{}
-	for a := range vips {
-		if e.vips[a] {
-			continue
-		}
-		if err := e.addrs.Add(e.ifindex, a); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		e.vips[a] = true
-		e.touchVIP(a)
-		e.obs.KernelChange("addr_add")
-		added = append(added, a)
-		changed = true
-	}
+	addAddrs(func(netip.Addr) bool { return true })
 	phase("addresses")
 	if changed {
 		if err := e.save(); err != nil {
@@ -509,13 +539,6 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		}
 	}
 	phase("record")
-	for _, a := range added {
-		e.ann.Added(a, tenantOf(a))
-		// From the start of this pass (which began on the commit that gave
-		// this host the VIP) to the first announcement.
-		e.obs.TookOver(time.Since(start))
-		e.log.Info("VIP added and announced", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
-	}
 	e.stats.LastDuration = time.Since(start)
 	if e.stats.LastDuration > slowPass {
 		e.log.Warn("slow data-plane pass", append([]any{"took", e.stats.LastDuration.Round(time.Microsecond), "ops", len(ops)}, phases...)...)

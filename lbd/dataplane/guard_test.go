@@ -2,7 +2,9 @@ package dataplane
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,9 +24,16 @@ type recordingRules struct {
 	mu     sync.Mutex
 	sets   [][]snat.VIP
 	guards []string
+	// left is the rules in the kernel before the first Set (a previous
+	// run's); onSet, if set, runs at each Set.
+	left  map[netip.Addr]bool
+	onSet func()
 }
 
 func (r *recordingRules) Set(_ context.Context, vips []snat.VIP) error {
+	if r.onSet != nil {
+		r.onSet()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sets = append(r.sets, slices.Clone(vips))
@@ -37,6 +46,16 @@ func (r *recordingRules) Guard(a netip.Addr) error {
 	return nil
 }
 func (r *recordingRules) Backend() string { return "recording" }
+
+// Present: as Set last applied.
+func (r *recordingRules) Present(a netip.Addr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.sets) == 0 {
+		return r.left[a]
+	}
+	return slices.ContainsFunc(r.sets[len(r.sets)-1], func(v snat.VIP) bool { return v.Addr == a })
+}
 
 // last is the most recent list as addr → its TCP ports.
 func (r *recordingRules) last() map[string]string {
@@ -165,5 +184,38 @@ func TestTakeoverGuard(t *testing.T) {
 	}
 	if g := rules.takeGuards(); len(g) != 0 {
 		t.Fatalf("guard off: %v", g)
+	}
+}
+
+// An address goes up before the pass's SNAT run when it does not need it:
+// its rule is in the kernel already (left by the previous run, whose fence
+// withdrew the address when the restart outlasted the lease), or it is DR. A
+// new nat VIP's address waits for its rule.
+func TestAddressBeforeSNATWhenRuleIsThere(t *testing.T) {
+	e, _, fa, _ := fakeEngine(t)
+	left, fresh, drA := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	var atSet map[netip.Addr]bool
+	var recorded string
+	e.snat = &recordingRules{left: map[netip.Addr]bool{left: true}, onSet: func() {
+		atSet = maps.Clone(fa.on)
+		b, _ := os.ReadFile(e.recordPath())
+		recorded = string(b)
+	}}
+	dr := owned("t", "dr", drA.String(), "me")
+	dr.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	all := []*edgelbv1.VirtualService{owned("t", "back", left.String(), "me"), owned("t", "new", fresh.String(), "me"), dr}
+	if err := e.Reconcile(context.Background(), all, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if !atSet[left] || !atSet[drA] || atSet[fresh] {
+		t.Errorf("addresses up when the SNAT rules were set: %v; want %s (its rule was there) and %s (DR), not %s (its rule was not)", atSet, left, drA, fresh)
+	}
+	// The fence withdraws what the record names: an address up during the
+	// SNAT run is in it, should lbd die there.
+	if !strings.Contains(recorded, `"`+left.String()+`"`) || !strings.Contains(recorded, `"`+drA.String()+`"`) {
+		t.Errorf("record during the SNAT run: %s; want %s and %s in it", recorded, left, drA)
+	}
+	if !fa.on[left] || !fa.on[fresh] || !fa.on[drA] {
+		t.Errorf("addresses after the pass: %v, want all three", fa.on)
 	}
 }
