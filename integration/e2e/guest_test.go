@@ -390,6 +390,7 @@ func (s *scenarios) oneBackendChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	logRedials(t, hold)
 	time.Sleep(500 * time.Millisecond)
 	before, _ := owner.IPVSSave()
 	statsOut, _ := owner.IPVSList("--stats")
@@ -498,6 +499,7 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	logRedials(t, hold)
 	steady, err := probe.StartSteady(tcp, 10, 4)
 	if err != nil {
 		t.Fatal(err)
@@ -842,6 +844,7 @@ func (s *scenarios) sloppyTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	logRedials(t, hold)
 	time.Sleep(2 * time.Second)
 	conns, _ := topo.Run(ns, "ipvsadm", "-Lnc")
 	if strings.Contains(conns, vip+":80") {
@@ -889,6 +892,7 @@ func (s *scenarios) takeoverGuard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		logRedials(t, hold)
 		time.Sleep(2 * time.Second) // connection sync has carried them to every member
 		waitStandby(t, to, vip)
 		mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
@@ -1280,5 +1284,14 @@ func (s *scenarios) bench(t *testing.T) {
 	}
 	if w := os.Getenv("EDGELB_E2E_WORK"); w != "" {
 		os.WriteFile(filepath.Join(w, "bench.txt"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	}
+}
+
+// logRedials names the dials that failed and were retried while a hold
+// opened (see probe.HoldResult.Redials).
+func logRedials(t *testing.T, h *probe.Hold) {
+	t.Helper()
+	for _, r := range h.Redials() {
+		t.Logf("hold: a dial through the VIP failed and was retried: %s", r)
 	}
 }

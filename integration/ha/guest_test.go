@@ -182,6 +182,9 @@ func (s *suite) startTraffic(t *testing.T, held int) *traffic {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, r := range h.Redials() {
+		t.Logf("hold: a dial through the VIP failed and was retried: %s", r)
+	}
 	st, err := probe.StartSteady(s.tcp(time.Second), 40, 8)
 	if err != nil {
 		h.Stop()

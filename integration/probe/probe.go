@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -209,6 +210,10 @@ type HoldResult struct {
 	Pings   int            `json:"pings"`
 	Nodes   map[string]int `json:"nodes"` // node name -> connections held to it
 	Elapsed time.Duration  `json:"elapsedNs"`
+	// Redials are the dials that failed while opening (each retried
+	// from a new client port): the set is what matters, but a VIP that
+	// left a SYN unanswered for seconds is worth a line in the log.
+	Redials []string `json:"redials,omitempty"`
 }
 
 // Hold is a set of long-lived TCP connections, each pinged on an interval.
@@ -239,11 +244,19 @@ func startHold(o Options, m int, interval time.Duration, push bool) (*Hold, erro
 	conns := make([]net.Conn, 0, m)
 	names := make([]string, 0, m)
 	err := netns.Do(o.NetNS, func() error {
-		d := net.Dialer{Timeout: o.Timeout}
+		// 5 s covers the SYN's retransmits at 1 and 3 s.
+		d := net.Dialer{Timeout: min(o.Timeout, 5*time.Second)}
 		for i := 0; i < m; i++ {
-			c, err := d.Dial("tcp", o.Addr)
-			if err != nil {
-				return fmt.Errorf("hold: connection %d: %w", i, err)
+			var c net.Conn
+			var err error
+			for try := 1; ; try++ {
+				if c, err = d.Dial("tcp", o.Addr); err == nil {
+					break
+				}
+				if try == 3 {
+					return fmt.Errorf("hold: connection %d: %w", i, err)
+				}
+				h.res.Redials = append(h.res.Redials, fmt.Sprintf("connection %d: %v", i, err))
 			}
 			c.SetReadDeadline(time.Now().Add(o.Timeout))
 			line, err := bufio.NewReader(c).ReadString('\n')
@@ -270,6 +283,9 @@ func startHold(o Options, m int, interval time.Duration, push bool) (*Hold, erro
 	}
 	return h, nil
 }
+
+// Redials lists the dials that failed while opening and were retried.
+func (h *Hold) Redials() []string { return slices.Clone(h.res.Redials) }
 
 // StartPushHold is StartHold over connections on which the node speaks first:
 // each asks its node to stream (a line every 20 ms, unasked) and still pings
