@@ -21,7 +21,7 @@ test-unit: ## go vet and go test ./... (quick, no kernel, no apiserver)
 	$(GO) vet ./...
 	$(GO) test ./...
 
-test-ha: ## failover scenarios in the UML guest (SIGKILL owner/leader, cut link, drain, rolling restart)
+test-ha: ## failover scenarios in the UML guest (SIGKILL owner/leader, cut link, one-way partition, drain, rolling restart)
 	bash scripts/uml-deps.sh
 	EDGELB_UML=1 $(GO) test -count=1 -v -timeout 30m -run 'TestUML$$' ./integration/ha/
 

@@ -77,7 +77,7 @@ stage "real kernel: User-Mode Linux scenarios (3 edge hosts, nodes, client)"
 # The conns/s figure is make bench's; here a shorter run checks the path.
 EDGELB_E2E_BENCH_N=${EDGELB_E2E_BENCH_N:-300} bash scripts/e2e-uml.sh
 
-stage "real kernel: failover scenarios (SIGKILL owner, SIGKILL leader+owner, cut link, drain, rolling restart) under traffic"
+stage "real kernel: failover scenarios (SIGKILL owner, SIGKILL leader+owner, cut link, one-way partition, drain, rolling restart) under traffic"
 if ! EDGELB_UML=1 go test -count=1 -v -timeout 30m -run 'TestUML$' ./integration/ha/ >.cache/ha.log 2>&1; then
   tail -300 .cache/ha.log; echo "failover scenarios failed (full log: .cache/ha.log)" >&2; exit 1
 fi
