@@ -177,7 +177,12 @@ type traffic struct {
 
 func (s *suite) startTraffic(t *testing.T, held int) *traffic {
 	t.Helper()
-	o := s.tcp(20 * time.Second)
+	// A held connection is broken when a ping goes unanswered for 40 s. A
+	// takeover can stall one for up to about 27 s without breaking it: the
+	// node's retransmit that the takeover guard drops (it came before any
+	// packet of the client's) is next sent about 13 s later. The stall is
+	// reported (LongestWait); tickle ACKs would end it (docs/OPERATIONS.md).
+	o := s.tcp(40 * time.Second)
 	h, err := probe.StartHold(o, held, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +305,8 @@ type round struct {
 	Withdrew time.Duration `json:"withdrewNs,omitempty"`
 	Opened   int           `json:"opened"`
 	Kept     int           `json:"kept"`
-	Failed   int           `json:"failed"` // new connections that failed
+	Stall    time.Duration `json:"stallNs"` // the longest a kept connection's ping waited
+	Failed   int           `json:"failed"`  // new connections that failed
 	Attempts int           `json:"attempts"`
 	// GuardDrops is what the survivor's takeover guard dropped: nodes'
 	// packets that reached it before the client's (-1: not read).
@@ -313,11 +319,11 @@ func (r round) String() string {
 		if r.Withdrew > 0 {
 			w = "withdrew by itself after " + r.Withdrew.Round(time.Millisecond).String()
 		}
-		return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), the old owner %s, address on the survivor after %s, held %d/%d kept, %d early node packets dropped by the takeover guard",
-			r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, w, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.GuardDrops)
+		return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), the old owner %s, address on the survivor after %s, held %d/%d kept (longest ping wait %s), %d early node packets dropped by the takeover guard",
+			r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, w, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.Stall.Round(time.Millisecond), r.GuardDrops)
 	}
-	return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), address on the survivor after %s, held %d/%d kept, %d early node packets dropped by the takeover guard",
-		r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.GuardDrops)
+	return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), address on the survivor after %s, held %d/%d kept (longest ping wait %s), %d early node packets dropped by the takeover guard",
+		r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.Stall.Round(time.Millisecond), r.GuardDrops)
 }
 
 // failover makes one unplanned failover of the given kind under traffic and
@@ -389,7 +395,7 @@ func (s *suite) failover(t *testing.T, kind string) round {
 	time.Sleep(time.Second)
 	hr, sr := tr.stop()
 	r := round{Kind: kind, From: old.ID, To: survivor.ID, Outage: outage(sr), Takeover: takeover, Withdrew: withdrew,
-		Opened: hr.Opened, Kept: hr.Kept, Failed: sr.FailedAfterMark, Attempts: sr.Attempts, GuardDrops: -1}
+		Opened: hr.Opened, Kept: hr.Kept, Stall: hr.LongestWait, Failed: sr.FailedAfterMark, Attempts: sr.Attempts, GuardDrops: -1}
 	if n, err := survivor.GuardDrops(); err == nil {
 		r.GuardDrops = n - drops[survivor.ID]
 	}
@@ -451,19 +457,9 @@ func TestGuest(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			r := s.failover(t, kind)
 			// Connection sync: the survivor knows every established
-			// connection. Except, about once in ten link cuts, one held
-			// connection whose ping went out at the cut gets no answer
-			// for 20 s (read timeout, not reset); seen in CI and in the
-			// benchmark (198/200), not yet explained (docs/OPERATIONS.md).
-			// One such loss is logged, not failed, in the link cut only.
-			allowed := 0
-			if kind == "partition" {
-				allowed = 1
-			}
-			if lost := r.Opened - r.Kept; lost > allowed {
-				t.Errorf("%d of %d established connections broke", lost, r.Opened)
-			} else if lost > 0 {
-				t.Logf("KNOWN: %d of %d established connections broke in the link cut (the open issue above)", lost, r.Opened)
+			// connection (some may stall for seconds: see startTraffic).
+			if r.Kept != r.Opened {
+				t.Errorf("%d of %d established connections broke", r.Opened-r.Kept, r.Opened)
 			}
 			if kind == "sigkill" {
 				s.metricsAfterFailover(t, s.l.Member(r.To))

@@ -214,6 +214,10 @@ type HoldResult struct {
 	// from a new client port): the set is what matters, but a VIP that
 	// left a SYN unanswered for seconds is worth a line in the log.
 	Redials []string `json:"redials,omitempty"`
+	// LongestWait is the longest a ping waited for its answer on a
+	// connection that was kept: a takeover can stall one for seconds
+	// (retransmits) without breaking it.
+	LongestWait time.Duration `json:"longestWaitNs"`
 }
 
 // Hold is a set of long-lived TCP connections, each pinged on an interval.
@@ -316,7 +320,8 @@ func (h *Hold) ping(i int, c net.Conn, name string, offset time.Duration) {
 	t := time.NewTicker(h.interval)
 	defer t.Stop()
 	for {
-		c.SetDeadline(time.Now().Add(h.o.Timeout))
+		sent := time.Now()
+		c.SetDeadline(sent.Add(h.o.Timeout))
 		if _, err := c.Write([]byte("ping\n")); err != nil {
 			broke(err)
 			return
@@ -325,6 +330,9 @@ func (h *Hold) ping(i int, c net.Conn, name string, offset time.Duration) {
 			broke(err)
 			return
 		}
+		h.mu.Lock()
+		h.res.LongestWait = max(h.res.LongestWait, time.Since(sent))
+		h.mu.Unlock()
 		select {
 		case <-t.C:
 		case <-h.stop:
