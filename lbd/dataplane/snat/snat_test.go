@@ -200,27 +200,26 @@ COMMIT
 	}
 
 	// A VIP withdrawn whose ports others still serve: the nat table only.
-	os.Remove(log)
-	if err := r.Set(ctx, []VIP{a, c}); err != nil {
-		t.Fatal(err)
+	set := func(what, want string, vips ...VIP) {
+		t.Helper()
+		os.Remove(log)
+		if err := r.Set(ctx, vips); err != nil {
+			t.Fatal(err)
+		}
+		if got := calls(t, log); got != want {
+			t.Fatalf("%s ran:\n%s\nwant:\n%s", what, got, want)
+		}
 	}
-	want = `iptables-legacy-restore --noflush
+	set("one IPv4 VIP withdrawn", `iptables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.2/32 -j SNAT --to-source 192.0.2.2
 COMMIT
-`
-	if got := calls(t, log); got != want {
-		t.Fatalf("one IPv4 VIP withdrawn ran:\n%s\nwant:\n%s", got, want)
-	}
+`, a, c)
 
 	// A new VIP on a port no VIP served: both tables.
-	os.Remove(log)
 	b.TCPPorts = []uint16{8443}
-	if err := r.Set(ctx, []VIP{a, b, c}); err != nil {
-		t.Fatal(err)
-	}
-	want = `iptables-legacy-restore --noflush
+	set("a VIP with a new port", `iptables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.1/32 -j SNAT --to-source 192.0.2.1
@@ -231,27 +230,17 @@ COMMIT
 -A EDGELB-PREROUTING -p tcp -m multiport --dports 80,443,8443 -j RETURN
 -A EDGELB-PREROUTING -m recent --name edgelb-takeover --rdest --rcheck --seconds 10 -j DROP
 COMMIT
-`
-	if got := calls(t, log); got != want {
-		t.Fatalf("a VIP with a new port ran:\n%s\nwant:\n%s", got, want)
-	}
+`, a, b, c)
 
 	// The last VIP on ports 80 and 443 goes: the nat table only. The guard
 	// keeps letting those ports through rather than rewrite mangle at each
 	// delete and again at the next create on the same port.
-	os.Remove(log)
-	if err := r.Set(ctx, []VIP{b, c}); err != nil {
-		t.Fatal(err)
-	}
-	want = `iptables-legacy-restore --noflush
+	set("the VIP on 80 and 443 deleted", `iptables-legacy-restore --noflush
 *nat
 :EDGELB-POSTROUTING - [0:0]
 -A EDGELB-POSTROUTING -m ipvs --vaddr 192.0.2.1/32 -j SNAT --to-source 192.0.2.1
 COMMIT
-`
-	if got := calls(t, log); got != want {
-		t.Fatalf("the VIP on 80 and 443 deleted ran:\n%s\nwant:\n%s", got, want)
-	}
+`, b, c)
 
 	// A takeover runs no iptables: it adds the VIP to the xt_recent list.
 	os.Remove(log)
