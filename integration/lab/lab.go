@@ -295,11 +295,13 @@ func (m *Member) mutePeers(op string) error {
 		}
 		cmd := exec.Command(fam.bin, "--noflush")
 		cmd.Stdin = strings.NewReader(in + "COMMIT\n")
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := netns.Start(m.Host.Name, cmd); err != nil {
 			return fmt.Errorf("%s: %s: %w", m.ID, fam.bin, err)
 		}
 		if err := cmd.Wait(); err != nil {
-			return fmt.Errorf("%s: %s %q: %w", m.ID, fam.bin, in, err)
+			return fmt.Errorf("%s: %s %q: %w: %s", m.ID, fam.bin, in, err, strings.TrimSpace(out.String()))
 		}
 	}
 	return nil
