@@ -398,19 +398,29 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	}
 }
 
-// catchUp marks the member caught up once its FSM has applied the commit
-// index the leader reports (a leader marks itself after its barrier).
+// catchUp marks the member caught up once its FSM has reached the revision
+// the leader's FSM reports (a leader marks itself after its barrier). It asks
+// the FSM, not raft: raft's applied index counts entries handed to the FSM,
+// and a restarted member that trusted it once withdrew a VIP it owned because
+// the service was still in the FSM's queue.
 func (d *Daemon) catchUp(ctx context.Context) {
 	var target uint64
+	known := false
 	for !d.caughtUp.Load() && ctx.Err() == nil {
-		if target == 0 {
+		if !known {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			target, _ = d.srv.LeaderCommitIndex(cctx)
+			rev, err := d.srv.LeaderRevision(cctx)
 			cancel()
+			if err == nil {
+				target, known = rev, true
+				if testHookCatchUpTarget != nil {
+					testHookCatchUpTarget(d)
+				}
+			}
 		}
-		if target > 0 && d.node.Status().LastApplied >= target {
+		if known && d.node.FSM.Revision() >= target {
 			d.caughtUp.Store(true)
-			d.log.Info("caught up with the cluster; the data plane follows the replicated state", "applied", target)
+			d.log.Info("caught up with the cluster; the data plane follows the replicated state", "revision", target)
 			return
 		}
 		select {
@@ -419,6 +429,9 @@ func (d *Daemon) catchUp(ctx context.Context) {
 		}
 	}
 }
+
+// testHookCatchUpTarget, when set by a test, runs once catchUp knows its target.
+var testHookCatchUpTarget func(*Daemon)
 
 // inContact reports whether this member heard from a leader within lease: it
 // is the leader (raft makes a leader that loses its quorum step down within

@@ -121,15 +121,17 @@ func (s *Server) leaderAPI() (id, addr string) {
 	return id, ""
 }
 
-// LeaderCommitIndex asks the leader for its commit index: a member that has
-// applied that much has caught up with everything committed before it asked.
-func (s *Server) LeaderCommitIndex(ctx context.Context) (uint64, error) {
+// LeaderRevision asks the leader for its FSM's revision: a member whose own
+// FSM has reached it holds everything the leader's state held when it asked.
+// raft's applied index would not do: raft counts entries as applied when it
+// hands them to the FSM's goroutine, before the FSM has applied them.
+func (s *Server) LeaderRevision(ctx context.Context) (uint64, error) {
 	id, addr := s.leaderAPI()
 	if id == "" || addr == "" {
 		return 0, errors.New("no leader known yet")
 	}
 	if id == s.opts.Self.Id {
-		return s.node.Status().CommitIndex, nil
+		return s.fsm.Revision(), nil
 	}
 	conn, err := s.peer(addr)
 	if err != nil {
@@ -139,7 +141,7 @@ func (s *Server) LeaderCommitIndex(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return resp.Status.CommitIndex, nil
+	return resp.Status.Revision, nil
 }
 
 // Ready reports whether the member knows a leader (its API can serve writes).

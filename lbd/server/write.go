@@ -121,11 +121,12 @@ func attemptNotSent(err error) bool {
 	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host")
 }
 
-// waitApplied waits (bounded by ctx) until the local FSM has applied rev.
+// waitApplied waits (bounded by ctx) until the local FSM has applied rev. Only
+// the FSM's own revision says so: raft's applied index runs ahead of the FSM.
 func (s *Server) waitApplied(ctx context.Context, rev uint64) {
 	for {
 		ch := s.fsm.Changed()
-		if s.fsm.Revision() >= rev || s.node.Status().LastApplied >= rev {
+		if s.fsm.Revision() >= rev {
 			return
 		}
 		select {
