@@ -324,17 +324,24 @@ func (e *Engine) save() error {
 // member since the last call, reusing the IPVS form of services whose
 // (immutable) object did not change since the last call.
 func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr][]uint16, []netip.Addr, error) {
-	st := ipvsdiff.State{}
-	vips := map[netip.Addr]string{}
-	natVIPs := map[netip.Addr][]uint16{} // → TCP ports, which the takeover guard lets through
+	// Sized like the last pass's: at 10k VIPs growing these maps from empty
+	// costs more than filling them.
+	st := make(ipvsdiff.State, len(e.settled))
+	vips := make(map[netip.Addr]string, len(e.owned))
+	natVIPs := make(map[netip.Addr][]uint16, len(e.cache)) // → TCP ports, which the takeover guard lets through
 	var moved []netip.Addr
 	if e.owners == nil {
 		e.owners = map[netip.Addr]string{}
 	}
 	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
 	for _, vs := range all {
-		a := netip.MustParseAddr(vs.Vip)
 		svcs, ok := e.cache[vs]
+		var a netip.Addr
+		if ok && len(svcs) > 0 {
+			a = svcs[0].Key.Addr // parsed already
+		} else {
+			a = netip.MustParseAddr(vs.Vip)
+		}
 		if !ok {
 			var err error
 			if svcs, err = ipvsdiff.FromService(vs); err != nil {
@@ -469,13 +476,17 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		// those changes need it rewritten.
 		changed = changed || op.Kind == ipvsdiff.CreateService || op.Kind == ipvsdiff.RemoveService
 	}
-	next := make(map[ipvsdiff.SvcKey]*ipvsdiff.Svc, len(want))
-	for k, d := range want {
-		if !failed[k] {
-			next[k] = d
+	// want is built afresh by each pass and not changed after: it is the
+	// settled set as it stands unless some change failed.
+	e.settled = want
+	if len(failed) > 0 {
+		e.settled = make(map[ipvsdiff.SvcKey]*ipvsdiff.Svc, len(want))
+		for k, d := range want {
+			if !failed[k] {
+				e.settled[k] = d
+			}
 		}
 	}
-	e.settled = next
 	e.stats.Ops += uint64(len(ops))
 	phase("ipvs")
 

@@ -180,9 +180,12 @@ func (o Op) String() string {
 func Plan(desired, actual State, ours func(SvcKey) bool, settled func(SvcKey, *Svc) bool) []Op {
 	var ops []Op
 	keys := make([]SvcKey, 0, len(desired))
+	inActual := 0 // desired services the kernel has: when that is all of actual, none is to go
 	for k, d := range desired {
-		if settled != nil && settled(k, d) {
-			if _, ok := actual[k]; ok {
+		_, ok := actual[k]
+		if ok {
+			inActual++
+			if settled != nil && settled(k, d) {
 				continue
 			}
 		}
@@ -219,9 +222,11 @@ func Plan(desired, actual State, ours func(SvcKey) bool, settled func(SvcKey, *S
 		}
 	}
 	var gone []SvcKey
-	for k := range actual {
-		if _, want := desired[k]; !want && ours(k) {
-			gone = append(gone, k)
+	if inActual < len(actual) {
+		for k := range actual {
+			if _, want := desired[k]; !want && ours(k) {
+				gone = append(gone, k)
+			}
 		}
 	}
 	sortKeys(gone)
