@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -29,9 +30,18 @@ var failoverProfiles = []struct{ name, yaml string }{
 // sigkill (the process dies; its peers see connections refused) and sigstop
 // (the host hangs or is cut off: nothing answers, nothing refuses). The data
 // plane's part of a takeover (one address, a GARP burst) is measured in the
-// guest by integration/ha.
+// guest by integration/ha. EDGELB_FAILOVER_ROUNDS sets the failovers per
+// case (default 20; make bench runs fewer to fit its time).
 func BenchmarkFailoverControlPlane(b *testing.B) {
 	rounds := 20
+	if v := os.Getenv("EDGELB_FAILOVER_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("EDGELB_FAILOVER_ROUNDS=%q: want a positive number of failovers per case", v)
+		}
+		rounds = n
+	}
+	b.ReportMetric(float64(rounds), "rounds")
 	for _, p := range failoverProfiles {
 		for _, how := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP} {
 			b.Run(p.name+"/"+map[syscall.Signal]string{syscall.SIGKILL: "sigkill", syscall.SIGSTOP: "sigstop"}[how], func(b *testing.B) {

@@ -36,7 +36,8 @@ func Dir() string {
 // RepoRoot is the module root.
 func RepoRoot() string { return filepath.Join(Dir(), "..", "..") }
 
-// BuildK8sBins builds (or finds cached) kube-apiserver, etcd and kubectl and returns their directory.
+// BuildK8sBins builds (or finds cached) kube-apiserver, etcd and kubectl (not
+// with WITH_KUBECTL=0 in the environment) and returns their directory.
 func BuildK8sBins(t testing.TB) string {
 	t.Helper()
 	cmd := exec.Command("bash", filepath.Join(Dir(), "build-k8s-bins.sh"))
