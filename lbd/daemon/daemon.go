@@ -399,7 +399,9 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 }
 
 // catchUp marks the member caught up once its FSM has reached the revision
-// the leader's FSM reports (a leader marks itself after its barrier). It asks
+// the leader's FSM reports. A leader is marked by leaderLoop after its barrier
+// (LeaderRevision refuses to answer for it), so this keeps asking until then
+// or until another member leads. It asks
 // the FSM, not raft: raft's applied index counts entries handed to the FSM,
 // and a restarted member that trusted it once withdrew a VIP it owned because
 // the service was still in the FSM's queue.

@@ -121,17 +121,22 @@ func (s *Server) leaderAPI() (id, addr string) {
 	return id, ""
 }
 
+// ErrSelfLeads is LeaderRevision's answer on the leader itself.
+var ErrSelfLeads = errors.New("this member leads: its barrier tells when its FSM is current")
+
 // LeaderRevision asks the leader for its FSM's revision: a member whose own
 // FSM has reached it holds everything the leader's state held when it asked.
 // raft's applied index would not do: raft counts entries as applied when it
-// hands them to the FSM's goroutine, before the FSM has applied them.
+// hands them to the FSM's goroutine, before the FSM has applied them. A member
+// that leads gets ErrSelfLeads: its own FSM may still be applying what the
+// previous leader committed, and only its barrier says when that is done.
 func (s *Server) LeaderRevision(ctx context.Context) (uint64, error) {
 	id, addr := s.leaderAPI()
 	if id == "" || addr == "" {
 		return 0, errors.New("no leader known yet")
 	}
 	if id == s.opts.Self.Id {
-		return s.fsm.Revision(), nil
+		return 0, ErrSelfLeads
 	}
 	conn, err := s.peer(addr)
 	if err != nil {
