@@ -314,16 +314,15 @@ type round struct {
 }
 
 func (r round) String() string {
+	owner := "" // what the old owner did: only a one-way partition leaves it able to
 	if r.Kind == "oneway" {
-		w := "still held it then"
+		owner = ", the old owner still held it then"
 		if r.Withdrew > 0 {
-			w = "withdrew by itself after " + r.Withdrew.Round(time.Millisecond).String()
+			owner = ", the old owner withdrew by itself after " + r.Withdrew.Round(time.Millisecond).String()
 		}
-		return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), the old owner %s, address on the survivor after %s, held %d/%d kept (longest ping wait %s), %d early node packets dropped by the takeover guard",
-			r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, w, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.Stall.Round(time.Millisecond), r.GuardDrops)
 	}
-	return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed), address on the survivor after %s, held %d/%d kept (longest ping wait %s), %d early node packets dropped by the takeover guard",
-		r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.Stall.Round(time.Millisecond), r.GuardDrops)
+	return fmt.Sprintf("%s %s→%s: new connections out %s (%d of %d failed)%s, address on the survivor after %s, held %d/%d kept (longest ping wait %s), %d early node packets dropped by the takeover guard",
+		r.Kind, r.From, r.To, r.Outage.Round(time.Millisecond), r.Failed, r.Attempts, owner, r.Takeover.Round(time.Millisecond), r.Kept, r.Opened, r.Stall.Round(time.Millisecond), r.GuardDrops)
 }
 
 // failover makes one unplanned failover of the given kind under traffic and

@@ -28,7 +28,7 @@ func TestRestartedMemberCatchesUpWithTheFSM(t *testing.T) {
 		// Replay from the log, not a snapshot: the replay is the window.
 		c.Raft.SnapshotThreshold = 1 << 30
 	})
-	leader, _ := leaderAndFollower(t, ds)
+	leader, follower := leaderAndFollower(t, ds)
 	setupPool(t, leader.Addr())
 	c := client(t, leader.Addr())
 	create := func(from, to int) {
@@ -48,13 +48,6 @@ func TestRestartedMemberCatchesUpWithTheFSM(t *testing.T) {
 		wg.Wait()
 		if t.Failed() {
 			t.FailNow()
-		}
-	}
-	var follower *Daemon
-	for _, d := range ds {
-		if d != leader {
-			follower = d
-			break
 		}
 	}
 	// The follower's snapshot holds svc-1..5, so a restart begins with them

@@ -327,10 +327,11 @@ func main() {
 	for _, f := range figs {
 		val := "—  " + f.Error
 		if f.Error == "" {
-			val = fmt.Sprintf("%s %s [%s–%s] (%d)", num(f.Median), f.Unit, num(f.Min), num(f.Max), len(f.Values))
+			n := strconv.Itoa(len(f.Values))
 			if f.Rounds > 0 {
-				val = fmt.Sprintf("%s %s [%s–%s] (%d; %d rounds)", num(f.Median), f.Unit, num(f.Min), num(f.Max), len(f.Values), f.Rounds)
+				n += fmt.Sprintf("; %d rounds", f.Rounds)
 			}
+			val = fmt.Sprintf("%s %s [%s–%s] (%s)", num(f.Median), f.Unit, num(f.Min), num(f.Max), n)
 		}
 		base, ratio := "", ""
 		if f.Baseline != nil {
