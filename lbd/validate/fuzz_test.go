@@ -185,7 +185,7 @@ func FuzzAddressPool(f *testing.F) {
 
 func FuzzHostPort(f *testing.F) {
 	for _, s := range []string{"10.0.0.1:7701", "[2001:db8::1]:7701", "edge-1:7700", "edge-1:0", "edge-1:080", ":80", "a:b:80",
-		"[fe80::1%eth0]:1", "EDGE.example.com:65535", "1.2.3.400:80", "host:+80", "", ":", "[::1]:"} {
+		"[fe80::1%eth0]:1", "EDGE.example.com:65535", "1.2.3.400:80", "host:+80", "", ":", "[::1]:", "[::%]]:1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -8,6 +8,7 @@ package validate
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -519,6 +520,10 @@ func HostPort(field, s string) error {
 	if err == nil {
 		if ap.Port() == 0 {
 			return invalid(field, "%q needs a non-zero port", s)
+		}
+		// netip takes zones net.Dial cannot take apart ("[::%]]:1", a zone of "]").
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return invalid(field, "%q has no valid host", trunc(s))
 		}
 		return nil
 	}
