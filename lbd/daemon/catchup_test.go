@@ -137,3 +137,34 @@ func TestRestartedMemberCatchesUpWithTheFSM(t *testing.T) {
 		t.Fatal("in 5 restarts the replay always finished before it could be slowed; nothing was checked")
 	}
 }
+
+// A member cut off from the others fences itself; if it then wins the
+// election on its way back, leaderLoop's barrier marks it caught up before
+// the reconcile loop sees contact again, clears the mark and starts a new
+// catch-up. That catch-up runs on the leader, which has no leader to ask: it
+// must use a barrier, or the member never serves its VIPs again (CI's
+// cluster test saw exactly that).
+func TestLeaderCatchesUpAgainAfterFencing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a raft member")
+	}
+	ds := startCluster(t, 1)
+	d := ds[0]
+	waitFor(t, 10*time.Second, "the only member leads and is caught up", func() bool {
+		return d.Node().IsLeader() && d.caughtUp.Load()
+	})
+	setupPool(t, d.Addr())
+	if _, err := client(t, d.Addr()).CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: newService(1)}); err != nil {
+		t.Fatal(err)
+	}
+	d.caughtUp.Store(false) // as the reconcile loop does when contact returns
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d.catchUp(ctx)
+	if !d.caughtUp.Load() {
+		t.Fatalf("the leader did not catch up again within 10s (context: %v)", ctx.Err())
+	}
+	if _, ok := d.Node().FSM.Service(fsmKey("default", "svc-1")); !ok {
+		t.Fatal("caught up without svc-1")
+	}
+}

@@ -399,12 +399,14 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 }
 
 // catchUp marks the member caught up once its FSM has reached the revision
-// the leader's FSM reports. A leader is marked by leaderLoop after its barrier
-// (LeaderRevision refuses to answer for it), so this keeps asking until then
-// or until another member leads. It asks
-// the FSM, not raft: raft's applied index counts entries handed to the FSM,
-// and a restarted member that trusted it once withdrew a VIP it owned because
-// the service was still in the FSM's queue.
+// the leader's FSM reports. It asks the FSM, not raft: raft's applied index
+// counts entries handed to the FSM, and a restarted member that trusted it
+// once withdrew a VIP it owned because the service was still in the FSM's
+// queue. A member that leads has no one to ask (LeaderRevision refuses); a
+// barrier tells it instead. It cannot rely on leaderLoop's barrier alone: a
+// member fenced off that wins the election on its way back had that barrier
+// mark it before the reconcile loop saw contact again and cleared the mark,
+// and then it waited for an answer that never came (seen in CI).
 func (d *Daemon) catchUp(ctx context.Context) {
 	var target uint64
 	known := false
@@ -412,6 +414,17 @@ func (d *Daemon) catchUp(ctx context.Context) {
 		if !known {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			rev, err := d.srv.LeaderRevision(cctx)
+			if errors.Is(err, server.ErrSelfLeads) {
+				// The barrier returns once the FSM has applied every entry
+				// committed before it, whichever leader committed them.
+				if err := d.node.Barrier(cctx); err == nil {
+					cancel()
+					d.caughtUp.Store(true)
+					d.log.Info("caught up with the cluster as its leader; the data plane follows the replicated state",
+						"revision", d.node.FSM.Revision())
+					return
+				}
+			}
 			cancel()
 			if err == nil {
 				target, known = rev, true
