@@ -427,8 +427,7 @@ func (a *applier) setBackendHealth(c *raftv1.SetBackendHealth) *Result {
 }
 
 func (a *applier) sortedServices() []*edgelbv1.VirtualService {
-	vss, _, _ := a.st().snapshot()
-	return vss
+	return a.st().sortedServices()
 }
 
 // placeVIP resolves vs's VIP against the pools: checks a requested one or

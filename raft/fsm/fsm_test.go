@@ -1,6 +1,9 @@
 package fsm
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -482,5 +485,40 @@ func TestCommandVersionAndEmpty(t *testing.T) {
 	}
 	if st, _ := status.FromError((&Result{Code: codes.Aborted, Message: "m"}).Err()); st.Code() != codes.Aborted || st.Message() != "m" {
 		t.Errorf("Result.Err() = %v", st)
+	}
+}
+
+// Ordered reads stay in tenant/name order while services come and go between
+// them: the order is patched on each write instead of rebuilt.
+func TestOrderKeptAcrossWrites(t *testing.T) {
+	h := newHarness(t)
+	h.ok(createPool(pool("p", "10.0.0.0/16")))
+	rng := rand.New(rand.NewPCG(1, 2))
+	live := map[Key]bool{}
+	for i := 0; i < 600; i++ {
+		k := Key{fmt.Sprintf("t%d", rng.IntN(3)), fmt.Sprintf("s%03d", rng.IntN(150))}
+		if live[k] {
+			h.ok(&raftv1.DeleteVirtualService{Tenant: k.Tenant, Name: k.Name})
+			delete(live, k)
+		} else {
+			h.ok(&raftv1.CreateVirtualService{Service: inPool(svc(k.Tenant, k.Name, ""), "p")})
+			live[k] = true
+		}
+		if i%7 != 0 {
+			continue // let several writes land between reads
+		}
+		got, _ := h.f.List(Filter{})
+		want := make([]Key, 0, len(live))
+		for k := range live {
+			want = append(want, k)
+		}
+		slices.SortFunc(want, compareKeys)
+		gotKeys := make([]Key, 0, len(got))
+		for _, vs := range got {
+			gotKeys = append(gotKeys, KeyOf(vs))
+		}
+		if !slices.Equal(gotKeys, want) {
+			t.Fatalf("after write %d: listed %v, want %v", i, gotKeys, want)
+		}
 	}
 }

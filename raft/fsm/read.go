@@ -118,6 +118,17 @@ func (f *FSM) All() ([]*edgelbv1.VirtualService, uint64) {
 	return out, f.revision
 }
 
+// OwnerLoad returns how many services each member owns.
+func (f *FSM) OwnerLoad() map[string]int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]int, len(f.st.byOwner))
+	for id, set := range f.st.byOwner {
+		out[id] = len(set)
+	}
+	return out
+}
+
 // TenantServices returns how many services a tenant has.
 func (f *FSM) TenantServices(tenant string) int {
 	f.mu.RLock()
@@ -146,7 +157,7 @@ func (f *FSM) Pool(name string) (p *edgelbv1.AddressPool, used, size uint64, ok 
 func (f *FSM) Pools() []*edgelbv1.AddressPool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	_, pools, _ := f.st.snapshot()
+	pools := f.st.sortedPools()
 	for i, p := range pools {
 		pools[i] = clonePool(p)
 	}
@@ -157,7 +168,7 @@ func (f *FSM) Pools() []*edgelbv1.AddressPool {
 func (f *FSM) Members() []*edgelbv1.Member {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	_, _, ms := f.st.snapshot()
+	ms := f.st.sortedMembers()
 	for i, m := range ms {
 		ms[i] = cloneMember(m)
 	}

@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -81,15 +83,38 @@ func (s *state) sortedKeys() []Key {
 		for k := range s.services {
 			keys = append(keys, k)
 		}
-		sort.Slice(keys, func(i, j int) bool {
-			if keys[i].Tenant != keys[j].Tenant {
-				return keys[i].Tenant < keys[j].Tenant
-			}
-			return keys[i].Name < keys[j].Name
-		})
+		slices.SortFunc(keys, compareKeys)
 		s.sorted = keys
 	}
 	return s.sorted
+}
+
+func compareKeys(a, b Key) int {
+	if c := strings.Compare(a.Tenant, b.Tenant); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// sortedInsert and sortedDelete keep the order up to date, when it has been
+// built, so a write costs a binary search and a copy rather than a full sort
+// for the next ordered read (the leader's assigner reads in order after every
+// commit). They run under the FSM's write lock, with no reader holding the slice.
+func (s *state) sortedInsert(k Key) {
+	if s.sorted == nil {
+		return
+	}
+	i, _ := slices.BinarySearchFunc(s.sorted, k, compareKeys)
+	s.sorted = slices.Insert(s.sorted, i, k)
+}
+
+func (s *state) sortedDelete(k Key) {
+	if s.sorted == nil {
+		return
+	}
+	if i, ok := slices.BinarySearchFunc(s.sorted, k, compareKeys); ok {
+		s.sorted = slices.Delete(s.sorted, i, i+1)
+	}
 }
 
 func (s *state) putService(vs *edgelbv1.VirtualService) {
@@ -98,7 +123,7 @@ func (s *state) putService(vs *edgelbv1.VirtualService) {
 		s.unindexVIP(k, old.Vip)
 		s.indexOwner(k, old.Owner, false)
 	} else {
-		s.sorted = nil
+		s.sortedInsert(k)
 		s.tenants[k.Tenant]++
 	}
 	s.indexOwner(k, vs.Owner, true)
@@ -112,7 +137,7 @@ func (s *state) deleteService(k Key) {
 		s.unindexVIP(k, old.Vip)
 		s.indexOwner(k, old.Owner, false)
 		delete(s.services, k)
-		s.sorted = nil
+		s.sortedDelete(k)
 		if s.tenants[k.Tenant]--; s.tenants[k.Tenant] <= 0 {
 			delete(s.tenants, k.Tenant)
 		}
@@ -201,22 +226,36 @@ func (s *state) sortedPoolNames() []string {
 
 // snapshot copies the state into its wire form.
 func (s *state) snapshot() (vss []*edgelbv1.VirtualService, pools []*edgelbv1.AddressPool, members []*edgelbv1.Member) {
-	vss = make([]*edgelbv1.VirtualService, 0, len(s.services))
+	return s.sortedServices(), s.sortedPools(), s.sortedMembers()
+}
+
+func (s *state) sortedServices() []*edgelbv1.VirtualService {
+	vss := make([]*edgelbv1.VirtualService, 0, len(s.services))
 	for _, k := range s.sortedKeys() {
 		vss = append(vss, s.services[k])
 	}
+	return vss
+}
+
+func (s *state) sortedPools() []*edgelbv1.AddressPool {
+	var pools []*edgelbv1.AddressPool
 	for _, n := range s.sortedPoolNames() {
 		pools = append(pools, s.pools[n])
 	}
+	return pools
+}
+
+func (s *state) sortedMembers() []*edgelbv1.Member {
 	ids := make([]string, 0, len(s.members))
 	for id := range s.members {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	members := make([]*edgelbv1.Member, 0, len(ids))
 	for _, id := range ids {
 		members = append(members, s.members[id])
 	}
-	return vss, pools, members
+	return members
 }
 
 func cloneVS(vs *edgelbv1.VirtualService) *edgelbv1.VirtualService {
