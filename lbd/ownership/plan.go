@@ -101,6 +101,24 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 	return out
 }
 
+// Place picks the owner of a new service, recorded with its creation so that
+// it is programmed right after the commit instead of one assignment round
+// later: its pinned member when eligible, else the eligible member that owns
+// the fewest services (ties: lowest id), as Plan would. load counts services
+// per owner. "" when no member is eligible: the assigner decides later.
+func Place(pin string, load map[string]int, members []*edgelbv1.Member, alive func(id string) bool) string {
+	active := activeMembers(members)
+	eligible := func(id string) bool { return id != "" && active[id] && alive(id) }
+	if eligible(pin) {
+		return pin
+	}
+	counts := make(map[string]int, len(active))
+	for id := range active {
+		counts[id] = load[id]
+	}
+	return leastLoaded(counts, eligible)
+}
+
 // activeMembers are the members that may own VIPs (not draining).
 func activeMembers(members []*edgelbv1.Member) map[string]bool {
 	active := map[string]bool{}

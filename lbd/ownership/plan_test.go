@@ -436,3 +436,30 @@ func TestSuccessorsMatchesPlan(t *testing.T) {
 		}
 	}
 }
+
+func TestPlace(t *testing.T) {
+	ms := withState(members("m1", "m2", "m3", "m4"), "m4", edgelbv1.MemberState_MEMBER_STATE_DRAINING)
+	notM2 := func(id string) bool { return id != "m2" }
+	for _, c := range []struct {
+		name  string
+		pin   string
+		load  map[string]int
+		alive func(string) bool
+		want  string
+	}{
+		{"least loaded", "", map[string]int{"m1": 3, "m2": 1, "m3": 2}, allAlive, "m2"},
+		{"a member that owns nothing counts as empty", "", map[string]int{"m1": 3, "m2": 1}, allAlive, "m3"},
+		{"ties go to the lowest id", "", map[string]int{"m1": 2, "m2": 1, "m3": 1}, allAlive, "m2"},
+		{"an unreachable member gets none", "", map[string]int{"m1": 3, "m3": 2}, notM2, "m3"},
+		{"a draining member gets none", "", map[string]int{"m1": 3, "m2": 3, "m3": 3}, allAlive, "m1"},
+		{"a load of a member that left is ignored", "", map[string]int{"gone": 0, "m1": 1, "m2": 1, "m3": 1}, allAlive, "m1"},
+		{"the pinned member when eligible", "m1", map[string]int{"m1": 9}, allAlive, "m1"},
+		{"not a pinned member that is unreachable", "m2", map[string]int{"m1": 9, "m3": 1}, notM2, "m3"},
+		{"not a pinned member that is draining", "m4", nil, allAlive, "m1"},
+		{"nobody eligible", "", nil, func(string) bool { return false }, ""},
+	} {
+		if got := Place(c.pin, c.load, ms, c.alive); got != c.want {
+			t.Errorf("%s: Place = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

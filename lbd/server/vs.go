@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgelb/edgelb/lbd/auth"
+	"github.com/edgelb/edgelb/lbd/ownership"
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -52,16 +53,27 @@ func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateV
 }
 
 // initialOwner picks the owner recorded with a new service, so that it is
-// programmed right after the commit instead of one assignment round later. The
-// leader's assigner has the final word.
+// programmed right after the commit instead of one assignment round later.
+// Only the leader knows which members answer its heartbeats, so it decides:
+// a follower leaves the owner empty and the leader fills it in when the write
+// is forwarded (Apply). The leader's assigner has the final word.
 func (s *Server) initialOwner(vs *edgelbv1.VirtualService) string {
-	if vs.PinnedMember != "" {
-		if _, ok := s.fsm.Member(vs.PinnedMember); ok {
-			return vs.PinnedMember
-		}
+	if !s.node.IsLeader() {
+		return ""
 	}
-	id, _ := s.node.Leader()
-	return id
+	self := s.node.ID()
+	silence := s.node.PeerSilence()
+	alive := func(id string) bool {
+		_, failing := silence[id]
+		return id == self || !failing
+	}
+	owner := ownership.Place(vs.PinnedMember, s.fsm.OwnerLoad(), s.fsm.Members(), alive)
+	if _, registered := s.fsm.Member(self); owner == "" && !registered {
+		// A leader that has not registered itself yet (a new cluster's
+		// first moments) is the only candidate there is.
+		owner = self
+	}
+	return owner
 }
 
 // checkedService copies a request's service, applies the caller's tenant

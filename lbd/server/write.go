@@ -146,6 +146,9 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	if !s.node.IsLeader() {
 		return nil, status.Error(codes.Unavailable, notLeaderMsg)
 	}
+	if c := req.Command.GetCreateVirtualService(); c != nil && c.Service != nil && c.Owner == "" {
+		c.Owner = s.initialOwner(c.Service)
+	}
 	res, err := s.node.Apply(ctx, req.Command)
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
