@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -248,6 +249,11 @@ func main() {
 			c.Stdout, c.Stderr = &buf, &buf
 			t0 := time.Now()
 			err := c.Run()
+			if err == nil && strings.Contains(buf.String(), "--- FAIL") {
+				// go test can exit 0 when a benchmark failed (an error from
+				// inside RunParallel); its figures would miss a run unnoticed.
+				err = errors.New("a benchmark failed")
+			}
 			if err != nil {
 				runErr = fmt.Sprintf("%v (see output above)", err)
 				sc := bufio.NewScanner(bytes.NewReader(buf.Bytes()))
