@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,11 +40,14 @@ type app struct {
 	certFile    string
 	keyFile     string
 	serverName  string
+	stale       bool
 
 	format  output.Format
 	tenant  string
 	dialOpt client.Options
 	conn    *client.Conn
+	// staleOnce prints the stale-read warning once per invocation.
+	staleOnce sync.Once
 	// ran is set once a command's RunE starts: errors before that point are
 	// cobra's (unknown command, bad flag, wrong arguments), hence usage errors.
 	ran bool
@@ -124,6 +128,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.certFile, "cert-file", "", "client certificate (PEM) for mutual TLS")
 	pf.StringVar(&a.keyFile, "key-file", "", "client private key (PEM) for mutual TLS")
 	pf.StringVar(&a.serverName, "server-name", "", "name to verify in the server certificate (default: the endpoint's host)")
+	pf.BoolVar(&a.stale, "stale", false, "answer reads from the member's own replica even when it has no leader, was removed or has not caught up (may be old; a warning on stderr gives its revision)")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "wide", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
@@ -175,8 +180,22 @@ func (a *app) resolve(cmd *cobra.Command) error {
 		CertFile:       pick(a.certFile, ctxCfg.CertFile),
 		KeyFile:        pick(a.keyFile, ctxCfg.KeyFile),
 		ServerName:     pick(a.serverName, ctxCfg.ServerName),
+		Stale:          a.stale,
+		OnStale:        a.warnStale,
 	}
 	return nil
+}
+
+// warnStale tells the operator, on stderr so that -o json stays parseable,
+// that what follows is one replica's view and may be old.
+func (a *app) warnStale(si client.StaleInfo) {
+	a.staleOnce.Do(func() {
+		if si.Reason == "" {
+			fmt.Fprintf(a.stderr, "WARNING: --stale: answered from member %s's own replica at revision %s (it had a leader and had caught up)\n", si.Member, si.Revision)
+			return
+		}
+		fmt.Fprintf(a.stderr, "WARNING: stale read (--stale): member %s's own replica at revision %s, which may be older than the cluster's: %s\n", si.Member, si.Revision, si.Reason)
+	})
 }
 
 func isConfigCmd(cmd *cobra.Command) bool {

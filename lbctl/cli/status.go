@@ -150,7 +150,13 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 	}
 	list, err := conn.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{Tenant: tenant})
 	if err != nil {
-		return nil, err
+		if refusedReason(err) == "" {
+			return nil, err
+		}
+		// The member cannot vouch for its replica (no leader, removed, not
+		// caught up): status still reports the members, without services.
+		st.Problems = append(st.Problems, "services not listed: "+status.Convert(err).Message())
+		list = &edgelbv1.ListVirtualServicesResponse{}
 	}
 	st.Revision = list.GetRevision()
 	st.Services = len(list.GetServices())

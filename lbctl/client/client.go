@@ -10,17 +10,20 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -35,6 +38,21 @@ type Options struct {
 	// TLS: with any of these set the connection uses TLS (mutual TLS when a
 	// certificate is given); with none it is plaintext.
 	CAFile, CertFile, KeyFile, ServerName string
+	// Stale asks members to answer reads from their own replica even when
+	// they cannot vouch for it (no leader, removed, not caught up). OnStale,
+	// if set, is called once per call that asked, with what the member
+	// said about its replica.
+	Stale   bool
+	OnStale func(StaleInfo)
+}
+
+// StaleInfo is what a member answers about a stale read.
+type StaleInfo struct {
+	Member   string
+	Revision string
+	// Reason is why the member could not vouch for its replica; empty when
+	// it could (it had a leader and had caught up).
+	Reason string
 }
 
 // TLS reports whether o asks for TLS.
@@ -74,7 +92,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		if i < len(o.Endpoints)-1 && (timeout <= 0 || timeout > perEndpointCap) {
 			timeout = perEndpointCap
 		}
-		conn, err := dialOne(ctx, ep, creds, timeout)
+		conn, err := dialOne(ctx, ep, creds, timeout, o.callOptions()...)
 		if err == nil {
 			return conn, nil
 		}
@@ -86,7 +104,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	return nil, status.Errorf(codes.Unavailable, "cannot reach the cluster: %s", strings.Join(failures, "; "))
 }
 
-func dialOne(ctx context.Context, ep string, creds credentials.TransportCredentials, timeout time.Duration) (*Conn, error) {
+func dialOne(ctx context.Context, ep string, creds credentials.TransportCredentials, timeout time.Duration, extra ...grpc.DialOption) (*Conn, error) {
 	// Remember the last dial error: gRPC only reports a connectivity state,
 	// and "connection refused" is what an operator needs to see.
 	var mu sync.Mutex
@@ -98,10 +116,10 @@ func dialOne(ctx context.Context, ep string, creds credentials.TransportCredenti
 		mu.Unlock()
 		return c, err
 	}
-	cc, err := grpc.NewClient("passthrough:///"+ep,
+	cc, err := grpc.NewClient("passthrough:///"+ep, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithContextDialer(dialer),
-	)
+	}, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("invalid endpoint: %w", err)
 	}
@@ -167,4 +185,64 @@ func transportCredentials(o Options) (credentials.TransportCredentials, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return credentials.NewTLS(cfg), nil
+}
+
+// callOptions add the stale-read request to every call, and hand what the
+// member answers about it to OnStale.
+func (o Options) callOptions() []grpc.DialOption {
+	if !o.Stale {
+		return nil
+	}
+	report := func(md metadata.MD) {
+		if o.OnStale == nil || len(md.Get(apimd.Revision)) == 0 {
+			return // not a read of the replicated state: nothing to say
+		}
+		first := func(k string) string {
+			if v := md.Get(k); len(v) > 0 {
+				return v[0]
+			}
+			return ""
+		}
+		reason, err := url.QueryUnescape(first(apimd.StaleReason))
+		if err != nil {
+			reason = first(apimd.StaleReason)
+		}
+		o.OnStale(StaleInfo{Member: first(apimd.Member), Revision: first(apimd.Revision), Reason: reason})
+	}
+	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		var hdr metadata.MD
+		err := invoker(metadata.AppendToOutgoingContext(ctx, apimd.Stale, "1"), method, req, reply, cc, append(opts, grpc.Header(&hdr))...)
+		if err == nil {
+			report(hdr)
+		}
+		return err
+	}
+	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		cs, err := streamer(metadata.AppendToOutgoingContext(ctx, apimd.Stale, "1"), desc, cc, method, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &staleStream{ClientStream: cs, report: report}, nil
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream)}
+}
+
+// staleStream reports the stale-read headers once the first message has
+// arrived (headers come before it).
+type staleStream struct {
+	grpc.ClientStream
+	report func(metadata.MD)
+	once   sync.Once
+}
+
+func (s *staleStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err == nil {
+		s.once.Do(func() {
+			if md, herr := s.Header(); herr == nil {
+				s.report(md)
+			}
+		})
+	}
+	return err
 }

@@ -141,6 +141,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		Self: self, DataPlane: name, Version: Version, Logger: log.With("component", "api"),
 		OwnedVIPs: d.ownedVIPs, PeerCreds: sec.peerCreds(),
 		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
+		CaughtUp:             d.caughtUp.Load,
+		LastLeaderContact:    d.persistedContact,
+		// A few elections' worth with this member's timers, never less than the default.
+		LeaderWait: max(3*time.Second, 3*(cfg.Raft.HeartbeatTimeout.Duration+cfg.Raft.ElectionTimeout.Duration)),
 	}
 	if e, ok := dp.(*dataplane.Engine); ok {
 		opts.ServiceStats = ipvsStats{e: e, f: f}.Service
@@ -152,7 +156,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		dp.Close()
 		return nil, err
 	}
-	d.grpc = grpc.NewServer(append(d.opsServerOptions(), sec.serverOptions()...)...) // issue 8: metrics interceptors first
+	// Metrics interceptors first (issue 8), then authorisation, then the read
+	// gate: only an authorised caller learns why a replica refuses.
+	srvOpts := append(d.opsServerOptions(), sec.serverOptions()...)
+	srvOpts = append(srvOpts, grpc.ChainUnaryInterceptor(d.srv.UnaryReadGate), grpc.ChainStreamInterceptor(d.srv.StreamReadGate))
+	d.grpc = grpc.NewServer(srvOpts...)
 	d.srv.Register(d.grpc)
 	d.health = grpchealth.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -185,6 +193,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 
 // Addr is the API's listening address.
 func (d *Daemon) Addr() string { return d.lis.Addr().String() }
+
+// ReadsRefused is nil when this member answers reads of the replicated state
+// (it has a leader and has caught up), else the status it refuses them with.
+func (d *Daemon) ReadsRefused(ctx context.Context) error { return d.srv.ReadVerdict(ctx).Err() }
 
 // Node exposes the raft member (for tests).
 func (d *Daemon) Node() *node.Node { return d.node }
@@ -477,6 +489,13 @@ func (d *Daemon) leaseExpiry(lease time.Duration) time.Time {
 		d.noteContact(last)
 	}
 	return last.Add(lease)
+}
+
+// persistedContact is the last leader contact recorded in the data dir.
+func (d *Daemon) persistedContact() time.Time {
+	d.contactMu.Lock()
+	defer d.contactMu.Unlock()
+	return d.lastContact
 }
 
 // contactLoop persists the last leader contact on its own clock: the

@@ -26,6 +26,7 @@ func onLeader[T any](ctx context.Context, s *Server, local func(context.Context)
 		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
 		defer cancel()
 	}
+	var noLeader time.Time
 	for attempt := 0; ; attempt++ {
 		if s.node.IsLeader() {
 			return local(ctx)
@@ -37,6 +38,9 @@ func onLeader[T any](ctx context.Context, s *Server, local func(context.Context)
 				return zero, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
 			}
 			return remote(ctx, edgelbv1.NewClusterServiceClient(conn))
+		}
+		if st := s.noLeaderFor(ctx, &noLeader, writeHint); st != nil {
+			return zero, st.Err()
 		}
 		select {
 		case <-ctx.Done():

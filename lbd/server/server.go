@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -39,6 +40,15 @@ type Options struct {
 	// ServiceStats reads the local kernel's counters of a service (nil: this
 	// member has no data plane to read).
 	ServiceStats func(ctx context.Context, vs *edgelbv1.VirtualService) ([]*edgelbv1.PortStats, error)
+	// CaughtUp reports whether the local replica has reached the leader's
+	// revision since it started (nil: always). Reads wait for it (gate.go).
+	CaughtUp func() bool
+	// LastLeaderContact is the last leader contact the daemon persisted,
+	// which survives a restart (raft's own starts at zero); for messages.
+	LastLeaderContact func() time.Time
+	// LeaderWait bounds how long a write waits for a leader to appear
+	// before it fails with Unavailable (0: defaultLeaderWait).
+	LeaderWait time.Duration
 }
 
 // Server implements the edgelb.v1 services and the internal PeerService.
@@ -65,6 +75,9 @@ func New(n *node.Node, opts Options) *Server {
 	}
 	if opts.Limits == (validate.Limits{}) {
 		opts.Limits = validate.DefaultLimits
+	}
+	if opts.LeaderWait <= 0 {
+		opts.LeaderWait = defaultLeaderWait
 	}
 	if opts.PeerCreds == nil {
 		opts.PeerCreds = insecure.NewCredentials()

@@ -20,6 +20,15 @@ import (
 // to ride out a leader election, short enough that a client learns of a lost quorum.
 const defaultWriteTimeout = 15 * time.Second
 
+// defaultLeaderWait is how long a write waits for a leader to appear: a few
+// elections on a LAN (each 0.5–1.2 s with the default timers). Past it the
+// quorum is most likely gone, and the client learns so while it still has
+// time to act, not from its own deadline.
+const defaultLeaderWait = 3 * time.Second
+
+// writeHint ends a write's no-leader message.
+const writeHint = "nothing was applied"
+
 // notLeaderMsg is what PeerService.Apply answers on a member that lost
 // leadership; the forwarder retries on the new leader, since nothing was applied.
 const notLeaderMsg = "not the raft leader"
@@ -44,6 +53,7 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		cmd.Time = timestamppb.Now()
 	}
 	var lastErr error
+	var noLeader time.Time
 	for attempt := 0; ; attempt++ {
 		res, retry, err := s.proposeOnce(ctx, cmd)
 		if !retry {
@@ -56,6 +66,9 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 			return res, res.Err()
 		}
 		lastErr = err
+		if st := s.noLeaderFor(ctx, &noLeader, writeHint); st != nil {
+			return nil, st.Err()
+		}
 		select {
 		case <-ctx.Done():
 			return nil, status.Errorf(codes.Unavailable, "no raft leader reachable (%v); check that a majority of members is up (lbctl member list)", lastErr)

@@ -1870,6 +1870,12 @@ type SnapshotHeader struct {
 	Members         uint32 `protobuf:"varint,10,opt,name=members,proto3" json:"members,omitempty"`
 	// lbd version that produced it.
 	ServerVersion string `protobuf:"bytes,11,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
+	// Set when the member could not vouch for its replica (no leader, removed
+	// from the cluster, not caught up) and the caller asked for it anyway
+	// (lbctl --stale): the state may be older than the cluster's. stale_reason
+	// says why. Restoring such a file needs explicit confirmation.
+	Stale         bool   `protobuf:"varint,12,opt,name=stale,proto3" json:"stale,omitempty"`
+	StaleReason   string `protobuf:"bytes,13,opt,name=stale_reason,json=staleReason,proto3" json:"stale_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1977,6 +1983,20 @@ func (x *SnapshotHeader) GetMembers() uint32 {
 func (x *SnapshotHeader) GetServerVersion() string {
 	if x != nil {
 		return x.ServerVersion
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *SnapshotHeader) GetStaleReason() string {
+	if x != nil {
+		return x.StaleReason
 	}
 	return ""
 }
@@ -3320,7 +3340,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x05pools\x18\x01 \x03(\v2\x16.edgelb.v1.AddressPoolR\x05pools\".\n" +
 	"\x18DeleteAddressPoolRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
-	"\x19DeleteAddressPoolResponse\"\x95\x03\n" +
+	"\x19DeleteAddressPoolResponse\"\xce\x03\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\tR\bmemberId\x12\x1a\n" +
@@ -3334,7 +3354,9 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\raddress_pools\x18\t \x01(\rR\faddressPools\x12\x18\n" +
 	"\amembers\x18\n" +
 	" \x01(\rR\amembers\x12%\n" +
-	"\x0eserver_version\x18\v \x01(\tR\rserverVersion\"\x15\n" +
+	"\x0eserver_version\x18\v \x01(\tR\rserverVersion\x12\x14\n" +
+	"\x05stale\x18\f \x01(\bR\x05stale\x12!\n" +
+	"\fstale_reason\x18\r \x01(\tR\vstaleReason\"\x15\n" +
 	"\x13SaveSnapshotRequest\"]\n" +
 	"\x14SaveSnapshotResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.edgelb.v1.SnapshotHeaderR\x06header\x12\x12\n" +
