@@ -153,7 +153,7 @@ Flags override the config file; the config file overrides defaults.`,
 	} {
 		cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))
 	}
-	cmd.AddCommand(certsCommand())
+	cmd.AddCommand(certsCommand(), recoverCommand())
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "lbd:", err)
