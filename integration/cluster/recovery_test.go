@@ -412,6 +412,16 @@ func TestRecovery(t *testing.T) {
 			return nil
 		})
 	}
+	eventually(t, 60*time.Second, "lbctl status says healthy", func() error {
+		out, errs, code := lbctl(t, sv, "status", "-o", "json")
+		if code != 0 {
+			return fmt.Errorf("exit %d: %s", code, errs)
+		}
+		if h := decode(t, out)["health"]; h != "healthy" {
+			return fmt.Errorf("health %v: %s", h, out)
+		}
+		return nil
+	})
 	// The recovered cluster takes writes and replicates them.
 	writeLbctl(t, sv, exitAlreadyExists, "vip", "create", "after-recovery", "--port", "tcp/8080", "--backend", "10.0.0.50")
 	for _, m := range lost {
