@@ -32,9 +32,11 @@ const Help = `Exit codes:
   4  NotFound
   5  AlreadyExists
   6  FailedPrecondition or Aborted: a conflict, e.g. the object changed
-     since it was read (--if-generation, vip update) or a pool is in use
+     since it was read (--if-generation, vip update) or a pool is in use;
+     or the member was removed from the cluster
   7  PermissionDenied or Unauthenticated
-  8  Unavailable or DeadlineExceeded: no endpoint answered in time`
+  8  Unavailable or DeadlineExceeded: no endpoint answered in time, or the
+     member has no leader or has not caught up (--stale reads it anyway)`
 
 // UsageError marks an error the operator made in typing the command.
 type UsageError struct{ Err error }
