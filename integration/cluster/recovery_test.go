@@ -215,6 +215,10 @@ func TestLeaderless(t *testing.T) {
 		if code != exitConflict {
 			t.Errorf("removed member after a restart: exit %d, %q; want exit %d", code, errs, exitConflict)
 		}
+		// With the other members listed too, lbctl reads through one of them.
+		if out, errs, code := lbctl(t, []string{victim.api, c.members[0].api}, "vip", "list", "-A", "-o", "json"); code != 0 || len(items(t, out)) < 20 {
+			t.Errorf("vip list through the removed member and %s: exit %d, %s", c.members[0].id, code, errs)
+		}
 		// It does not take writes either.
 		if _, errs, code := lbctl(t, []string{victim.api}, "vip", "create", "via-removed", "--port", "tcp/80"); code != exitConflict || !strings.Contains(errs, "removed member") {
 			t.Errorf("write through a removed member: exit %d, %s", code, errs)

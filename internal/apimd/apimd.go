@@ -3,6 +3,21 @@
 // It is not generated code, so it lives outside proto/.
 package apimd
 
+import edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+
+// ReplicaReads are the methods that answer from a member's replica of the
+// replicated state: lbd refuses them on a member that cannot vouch for its
+// replica (ErrorInfo reasons below), and a client may send them to another
+// member instead, since a read changes nothing.
+var ReplicaReads = map[string]bool{
+	edgelbv1.VirtualServiceService_GetVirtualService_FullMethodName:   true,
+	edgelbv1.VirtualServiceService_ListVirtualServices_FullMethodName: true,
+	edgelbv1.AddressPoolService_GetAddressPool_FullMethodName:         true,
+	edgelbv1.AddressPoolService_ListAddressPools_FullMethodName:       true,
+	edgelbv1.WatchService_Watch_FullMethodName:                        true,
+	edgelbv1.ClusterService_SaveSnapshot_FullMethodName:               true,
+}
+
 const (
 	// Stale, sent by a client with the value "1", asks a member to answer a
 	// read from its local replica even when it cannot vouch for it (no

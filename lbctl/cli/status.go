@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
 
+	"github.com/edgelb/edgelb/lbctl/client"
 	"github.com/edgelb/edgelb/lbctl/output"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -150,7 +151,7 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 	}
 	list, err := conn.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{Tenant: tenant})
 	if err != nil {
-		if refusedReason(err) == "" {
+		if client.RefusedReason(err) == "" {
 			return nil, err
 		}
 		// The member cannot vouch for its replica (no leader, removed, not

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgelb/edgelb/integration/freeport"
 	"github.com/edgelb/edgelb/internal/apimd"
+	"github.com/edgelb/edgelb/lbctl/client"
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/daemon"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
@@ -420,8 +421,8 @@ func TestRecoverFromSingleSurvivor(t *testing.T) {
 	}
 	defer cc.Close()
 	_, err = edgelbv1.NewVirtualServiceServiceClient(cc).ListVirtualServices(context.Background(), &edgelbv1.ListVirtualServicesRequest{})
-	if refusedReason(err) != apimd.ReasonNoLeader || status.Code(err) != codes.Unavailable {
-		t.Fatalf("list on the survivor: %v (reason %q); want Unavailable with ErrorInfo reason %s", err, refusedReason(err), apimd.ReasonNoLeader)
+	if client.RefusedReason(err) != apimd.ReasonNoLeader || status.Code(err) != codes.Unavailable {
+		t.Fatalf("list on the survivor: %v (reason %q); want Unavailable with ErrorInfo reason %s", err, client.RefusedReason(err), apimd.ReasonNoLeader)
 	}
 	if _, err := os.Stat(file); err == nil {
 		t.Fatalf("a refused save left %s behind", file)

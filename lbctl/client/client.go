@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -64,6 +65,7 @@ func (o Options) TLS() bool {
 type Conn struct {
 	Endpoint string
 	cc       *grpc.ClientConn
+	failover *failover
 
 	VirtualServices edgelbv1.VirtualServiceServiceClient
 	Pools           edgelbv1.AddressPoolServiceClient
@@ -71,8 +73,13 @@ type Conn struct {
 	Watch           edgelbv1.WatchServiceClient
 }
 
-// Close releases the connection.
-func (c *Conn) Close() error { return c.cc.Close() }
+// Close releases the connection (and those opened to other endpoints).
+func (c *Conn) Close() error {
+	if c.failover != nil {
+		c.failover.close()
+	}
+	return c.cc.Close()
+}
 
 // Dial returns a connection to the first endpoint that answers. When none
 // does, the error has code Unavailable and names each endpoint's failure.
@@ -92,8 +99,10 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		if i < len(o.Endpoints)-1 && (timeout <= 0 || timeout > perEndpointCap) {
 			timeout = perEndpointCap
 		}
-		conn, err := dialOne(ctx, ep, creds, timeout, o.callOptions()...)
+		fo := &failover{o: o, self: ep, creds: creds}
+		conn, err := dialOne(ctx, ep, creds, timeout, append(o.callOptions(), grpc.WithChainUnaryInterceptor(fo.unary))...)
 		if err == nil {
+			conn.failover = fo
 			return conn, nil
 		}
 		if ctx.Err() != nil {
@@ -245,4 +254,96 @@ func (s *staleStream) RecvMsg(m any) error {
 		})
 	}
 	return err
+}
+
+// RefusedReason is the ErrorInfo reason a member gave for refusing to answer
+// from its replica (apimd.ReasonNoLeader, ReasonNotCaughtUp,
+// ReasonRemovedMember), or "" when err is not such a refusal. It reads the
+// error's details, never its message.
+func RefusedReason(err error) string {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() == codes.OK {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == apimd.ErrorDomain {
+			switch info.GetReason() {
+			case apimd.ReasonNoLeader, apimd.ReasonNotCaughtUp, apimd.ReasonRemovedMember:
+				return info.GetReason()
+			}
+		}
+	}
+	return ""
+}
+
+// failover sends a read that the connected member refused, because it
+// cannot vouch for its replica, to the other endpoints in order: with
+// several endpoints, one member cut off from its quorum must not make the
+// cluster unreadable. Only reads (apimd.ReplicaReads) move: they change
+// nothing, so trying another member is always safe. Streams (watch,
+// snapshot save) report the refusal instead.
+type failover struct {
+	o     Options
+	self  string
+	creds credentials.TransportCredentials
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func (f *failover) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if !apimd.ReplicaReads[method] || RefusedReason(err) == "" {
+		return err
+	}
+	for _, ep := range f.o.Endpoints {
+		if ep == f.self || ctx.Err() != nil {
+			continue
+		}
+		other, cerr := f.conn(ep)
+		if cerr != nil {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, perEndpointCap)
+		e := other.Invoke(actx, method, req, reply, opts...)
+		cancel()
+		if e == nil {
+			return nil
+		}
+		switch status.Code(e) {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+			continue // down, or refusing too: the next one may answer
+		}
+		if RefusedReason(e) != "" {
+			continue
+		}
+		return e // an answer about the request itself (NotFound, ...)
+	}
+	return err // what the first member said: why it could not answer
+}
+
+func (f *failover) conn(ep string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[ep]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient("passthrough:///"+ep, append([]grpc.DialOption{grpc.WithTransportCredentials(f.creds)}, f.o.callOptions()...)...)
+	if err != nil {
+		return nil, err
+	}
+	if f.conns == nil {
+		f.conns = map[string]*grpc.ClientConn{}
+	}
+	f.conns[ep] = c
+	return c, nil
+}
+
+func (f *failover) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ep, c := range f.conns {
+		c.Close()
+		delete(f.conns, ep)
+	}
 }

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/internal/apimd"
-	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/node"
 )
 
@@ -31,14 +30,7 @@ import (
 // list, leader) stay open: they are how an operator finds out what is wrong.
 
 // gatedReads are the methods that answer from the local replica's state.
-var gatedReads = map[string]bool{
-	edgelbv1.VirtualServiceService_GetVirtualService_FullMethodName:   true,
-	edgelbv1.VirtualServiceService_ListVirtualServices_FullMethodName: true,
-	edgelbv1.AddressPoolService_GetAddressPool_FullMethodName:         true,
-	edgelbv1.AddressPoolService_ListAddressPools_FullMethodName:       true,
-	edgelbv1.WatchService_Watch_FullMethodName:                        true,
-	edgelbv1.ClusterService_SaveSnapshot_FullMethodName:               true,
-}
+var gatedReads = apimd.ReplicaReads
 
 // probeTimeout bounds the check of one peer's reachability for an error
 // message: short, since it only runs on the way to refusing a call.
