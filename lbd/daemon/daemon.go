@@ -141,6 +141,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		Self: self, DataPlane: name, Version: Version, Logger: log.With("component", "api"),
 		OwnedVIPs: d.ownedVIPs, PeerCreds: sec.peerCreds(),
 		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
+		Ready:                d.ready,
+		CatchUpTimeout:       cfg.Membership.CatchUpTimeout.Duration,
 	}
 	if e, ok := dp.(*dataplane.Engine); ok {
 		opts.ServiceStats = ipvsStats{e: e, f: f}.Service
@@ -205,7 +207,9 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 					return err
 				}
 				defer conn.Close()
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				// The leader checks this member, adds it as a non-voter and
+				// promotes it once it has caught up (up to its catch-up timeout).
+				cctx, cancel := context.WithTimeout(ctx, d.cfg.Membership.CatchUpTimeout.Duration+20*time.Second)
 				defer cancel()
 				_, err = edgelbv1.NewClusterServiceClient(conn).AddMember(cctx, &edgelbv1.AddMemberRequest{Member: self})
 				return err
@@ -214,7 +218,13 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 				d.log.Info("joined the cluster", "via", addr)
 				return
 			}
-			d.log.Warn("join failed; retrying", "via", addr, "err", err)
+			if reason := server.ErrorReason(err); reason != "" {
+				// Refused by the leader's checks: retrying helps only once
+				// the operator has fixed what the message says.
+				d.log.Error("join refused; fix the cause, lbd keeps retrying", "via", addr, "reason", reason, "err", err)
+			} else {
+				d.log.Warn("join failed; retrying", "via", addr, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -243,6 +253,16 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 					break
 				} else {
 					d.log.Warn("register self", "err", err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			// A cluster gets its id from its first leader (members from
+			// before the id existed get one from the next leader).
+			for lctx.Err() == nil {
+				if err := d.srv.EnsureClusterID(lctx); err == nil {
+					break
+				} else {
+					d.log.Warn("set cluster id", "err", err)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}

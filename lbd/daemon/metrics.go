@@ -138,6 +138,9 @@ func (d *Daemon) ready() (bool, string) {
 	if _, ok := d.node.FSM.Member(d.cfg.ID); !ok && !d.node.IsLeader() {
 		return false, "this member is not registered in the member table yet (joining?)"
 	}
+	if !d.caughtUp.Load() {
+		return false, "not caught up with the leader yet (replaying or receiving the raft log)"
+	}
 	return true, ""
 }
 

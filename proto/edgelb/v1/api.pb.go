@@ -2806,9 +2806,13 @@ type MemberStatus struct {
 	Version   string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
 	// The id of the cluster this member's replicated state belongs to (set by
 	// the cluster's first leader); empty on a member that has not joined one yet.
-	ClusterId     string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Why this member is not ready (what /readyz answers 503 with: no leader
+	// known, not registered, not caught up with the leader); empty when ready.
+	// Members older than this field leave it empty.
+	NotReadyReason string `protobuf:"bytes,13,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MemberStatus) Reset() {
@@ -2921,6 +2925,13 @@ func (x *MemberStatus) GetVersion() string {
 func (x *MemberStatus) GetClusterId() string {
 	if x != nil {
 		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetNotReadyReason() string {
+	if x != nil {
+		return x.NotReadyReason
 	}
 	return ""
 }
@@ -3384,7 +3395,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x13DrainMemberResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x93\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xbd\x03\n" +
 	"\fMemberStatus\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
@@ -3402,7 +3413,8 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	" \x01(\tR\tdataPlane\x12\x18\n" +
 	"\aversion\x18\v \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\f \x01(\tR\tclusterId\"J\n" +
+	"cluster_id\x18\f \x01(\tR\tclusterId\x12(\n" +
+	"\x10not_ready_reason\x18\r \x01(\tR\x0enotReadyReason\"J\n" +
 	"\x17GetMemberStatusResponse\x12/\n" +
 	"\x06status\x18\x01 \x01(\v2\x17.edgelb.v1.MemberStatusR\x06status\"O\n" +
 	"\fWatchRequest\x12'\n" +
