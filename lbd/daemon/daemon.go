@@ -289,18 +289,17 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 	}
 }
 
-// healthLoop reports SERVING while a leader is known, so load balancers and
-// scripts in front of the API can wait for a usable member.
+// healthLoop reports SERVING while the member is ready (a leader known,
+// registered, caught up), so load balancers and scripts in front of the API
+// can wait for a usable member.
 func (d *Daemon) healthLoop(ctx context.Context) {
 	last := healthpb.HealthCheckResponse_UNKNOWN
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if d.srv.Ready() {
-			if _, ok := d.node.FSM.Member(d.cfg.ID); ok || d.node.IsLeader() {
-				st = healthpb.HealthCheckResponse_SERVING
-			}
+		if ok, _ := d.ready(); ok { // the same answer as /readyz
+			st = healthpb.HealthCheckResponse_SERVING
 		}
 		if st != last {
 			d.health.SetServingStatus("", st)

@@ -52,7 +52,7 @@ func (d *Daemon) startOps() error {
 	}))
 	o.m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "edgelb", Name: "ready",
-		Help: "1 when /readyz answers 200: a raft leader is known and this member is registered.",
+		Help: "1 when /readyz answers 200: a raft leader is known, this member is registered and caught up with the leader.",
 	}, func() float64 {
 		if ok, _ := d.ready(); ok {
 			return 1
