@@ -314,9 +314,13 @@ func (s *Server) checkAddresses(ctx context.Context, m *edgelbv1.Member, servers
 			if !same {
 				continue
 			}
+			as := ""
+			if addr != a.String() {
+				as = " (as " + addr + ")"
+			}
 			return nil, refuse(codes.AlreadyExists, ReasonMemberAddressInUse, map[string]string{"member": id, "address": a.String()},
-				"member %s already uses %s (as %s); %s would be the same host and port under another spelling. Give the new member's own addresses, or remove %s first (lbctl member remove %s)",
-				id, a, addr, addrOf(m, a, raftAddrs), id, id)
+				"member %s already uses %s%s; %s would be the same host and port under another spelling. Give the new member's own addresses, or remove %s first (lbctl member remove %s)",
+				id, a, as, addrOf(m, a, raftAddrs), id, id)
 		}
 	}
 	// The same id at other addresses is another host, or a host that moved:
