@@ -195,12 +195,30 @@ func TestMembershipAddsOnThreeMembers(t *testing.T) {
 				break
 			}
 		}
+		var other *member // the follower that stays up
+		for _, m := range c.members {
+			if m != leader && m != down {
+				other = m
+			}
+		}
+		mustLbctl(t, all, "pool", "create", "public", "--range", "192.0.2.0/24")
+		web := decode(t, mustLbctl(t, all, "vip", "create", "web", "--port", "tcp/80", "--backend", "10.0.0.11", "-o", "json"))
+		mustLbctl(t, all, "vip", "move", web["vip"].(string), down.id)
 		down.kill()
 		rest := c.endpoints(down)
 		// With one of three down, a fourth voter that never answers would
 		// have cost the quorum: refused before anything is committed.
 		refused(t, rest, 6, "MEMBER_UNREACHABLE", "member", "add", "ghost", "--raft-addr", loopback(t), "--api-addr", loopback(t))
-		writeLbctl(t, rest, exitAlreadyExists, "pool", "create", "public", "--range", "192.0.2.0/24")
+		// Once the leader has noticed the silence (its VIP moves), removing
+		// a member that answers would leave one of two voters: refused.
+		eventually(t, 30*time.Second, "web moves off the down member", func() error {
+			if o := vipOf(t, rest, "web")["owner"]; o == down.id || o == nil || o == "" {
+				return fmt.Errorf("owner %v", o)
+			}
+			return nil
+		})
+		refused(t, rest, 6, "QUORUM_AT_RISK", "member", "remove", other.id)
+		refused(t, rest, 6, "QUORUM_AT_RISK", "member", "remove", leader.id)
 
 		// A real new member joins by itself and is promoted once caught up.
 		edge4 := c.newMember(t, "edge4", rest)
