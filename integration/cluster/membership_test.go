@@ -332,6 +332,19 @@ func TestMembershipShrinkToOneAndGrowBack(t *testing.T) {
 	if ms := memberIDs(t, grown); len(ms) != 3 || ms["edge1"] != "voter" || ms["edge4"] != "voter" || ms["edge5"] != "voter" {
 		t.Errorf("members after growing back: %v", ms)
 	}
+	// The order member add --help teaches: lbd --join first, then
+	// (optionally) member add with the same addresses, e.g. for --interface.
+	help := mustLbctl(t, grown, "member", "add", "--help")
+	if !strings.Contains(help, "--join") || !strings.Contains(help, "lbctl member add lb4 --raft-addr 10.1.0.4:7701 --api-addr 10.1.0.4:7700 --interface eth1") {
+		t.Errorf("member add --help does not teach lbd --join, then member add:\n%s", help)
+	}
+	edge4 := c.byID(t, "edge4")
+	mustLbctl(t, grown, "member", "add", edge4.id, "--raft-addr", edge4.raft, "--api-addr", edge4.api, "--interface", "eth1")
+	for _, m := range items(t, mustLbctl(t, grown, "member", "list", "-o", "json")) {
+		if m["id"] == edge4.id && (m["dataInterface"] != "eth1" || m["suffrage"] != "voter") {
+			t.Errorf("after member add with --interface: %v", m)
+		}
+	}
 	waitHealthy(t, grown)
 }
 

@@ -267,6 +267,44 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 	t.Logf("lbctl status after the failover:\n%s", table)
 }
 
+// HEALTHY needs every member ready and within maxHealthyLag entries of the
+// leader's commit index; DEGRADED names the member and its lag.
+func TestStatusLagAndReadiness(t *testing.T) {
+	e := newEnv(t)
+	status := func() clusterStatus {
+		t.Helper()
+		var st clusterStatus
+		if err := json.Unmarshal([]byte(e.ok("status", "-o", "json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := status(); st.Health != "healthy" {
+		t.Fatalf("baseline: %+v", st)
+	}
+	e.fake.set(func() { e.fake.applied = map[string]uint64{"lb2": 42 - maxHealthyLag} })
+	if st := status(); st.Health != "healthy" {
+		t.Errorf("lag of exactly %d: %+v; want healthy", maxHealthyLag, st)
+	}
+	e.fake.set(func() { e.fake.applied = map[string]uint64{"lb2": 42 - maxHealthyLag - 1} })
+	st := status()
+	want := fmt.Sprintf("member lb2 lags the leader by %d raft entries", maxHealthyLag+1)
+	if st.Health != "degraded" || !containsPrefix(st.Problems, want) || st.Members[1].Lag != maxHealthyLag+1 {
+		t.Errorf("lag of %d: %+v; want degraded with %q", maxHealthyLag+1, st, want)
+	}
+	if table := e.ok("status"); !strings.Contains(table, "CLUSTER   DEGRADED") || !strings.Contains(table, want) {
+		t.Errorf("table:\n%s", table)
+	}
+	e.fake.set(func() {
+		e.fake.applied = nil
+		e.fake.notReady = map[string]string{"lb2": "not caught up with the leader yet"}
+	})
+	st = status()
+	if st.Health != "degraded" || !containsPrefix(st.Problems, "member lb2 is not ready: not caught up") || st.Members[1].Ready || !st.Members[0].Ready {
+		t.Errorf("lb2 not ready: %+v", st)
+	}
+}
+
 func containsPrefix(ss []string, prefix string) bool {
 	for _, s := range ss {
 		if strings.HasPrefix(s, prefix) {

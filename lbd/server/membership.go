@@ -152,6 +152,14 @@ func (s *Server) addMember(ctx context.Context, m *edgelbv1.Member, nonvoter boo
 	if err := s.probeMember(ctx, m, raftAddrs, clusterID, existing != nil); err != nil {
 		return nil, err
 	}
+	// checkAddresses found its known addresses to be these under any
+	// spelling; keep the spelling raft and the table already use.
+	if existing != nil {
+		m.RaftAddress = existing.Address
+	}
+	if cur, ok := s.fsm.Member(m.Id); ok && cur.ApiAddress != "" {
+		m.ApiAddress = cur.ApiAddress
+	}
 	if existing != nil && (existing.Voter || nonvoter) {
 		// Already there with these addresses (a join's retry): make sure it
 		// is registered, change nothing else.
