@@ -257,15 +257,18 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 				time.Sleep(200 * time.Millisecond)
 			}
 			// A cluster gets its id from its first leader (members from
-			// before the id existed get one from the next leader).
-			for lctx.Err() == nil {
-				if err := d.srv.EnsureClusterID(lctx); err == nil {
-					break
-				} else {
-					d.log.Warn("set cluster id", "err", err)
+			// before the id existed get one from the next leader). Off the
+			// assigner's path: it may ask peers that do not answer.
+			go func() {
+				for lctx.Err() == nil {
+					if err := d.srv.EnsureClusterID(lctx); err == nil {
+						return
+					} else {
+						d.log.Warn("set cluster id", "err", err)
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			}()
 			(&ownership.Assigner{Node: d.node, Grace: d.cfg.Ownership.Grace.Duration, Log: d.log.With("component", "ownership")}).Run(lctx)
 		}()
 	}

@@ -90,16 +90,42 @@ func (s *Server) EnsureClusterID(ctx context.Context) error {
 	if s.fsm.ClusterID() != "" {
 		return nil
 	}
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return fmt.Errorf("generate cluster id: %w", err)
+	// A member whose state came from a snapshot written by an lbd without
+	// cluster ids has none while the others do: adopt theirs, or the
+	// members would disagree on who they are.
+	id := s.peersClusterID(ctx)
+	if id == "" {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return fmt.Errorf("generate cluster id: %w", err)
+		}
+		id = hex.EncodeToString(b)
 	}
-	id := hex.EncodeToString(b)
 	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetClusterId{SetClusterId: &raftv1.SetClusterID{ClusterId: id}}}); err != nil {
 		return fmt.Errorf("set cluster id: %w", err)
 	}
 	s.log.Info("cluster id set", "cluster_id", s.fsm.ClusterID())
 	return nil
+}
+
+// peersClusterID is the cluster id another member reports, "" if none does.
+func (s *Server) peersClusterID(ctx context.Context) string {
+	for _, m := range s.fsm.Members() {
+		if m.Id == s.opts.Self.Id || m.ApiAddress == "" {
+			continue
+		}
+		conn, err := s.peer(m.ApiAddress)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		resp, err := edgelbv1.NewClusterServiceClient(conn).GetMemberStatus(cctx, &edgelbv1.GetMemberStatusRequest{Id: m.Id})
+		cancel()
+		if err == nil && resp.GetStatus().GetClusterId() != "" {
+			return resp.GetStatus().GetClusterId()
+		}
+	}
+	return ""
 }
 
 // AddMember adds a member safely: its addresses are checked and it is asked

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -180,4 +181,25 @@ func TestRemoveLastVoterIsRefused(t *testing.T) {
 	_, err := s.RemoveMember(admin, &edgelbv1.RemoveMemberRequest{Id: "m1"})
 	wantReason(t, "last voter", err, codes.FailedPrecondition, ReasonLastVoter)
 	onlySelf(t, s)
+}
+
+// A leader without a cluster id (its state came from a snapshot written
+// before ids existed) adopts the id its peers report instead of inventing
+// another one.
+func TestEnsureClusterIDAdoptsThePeersID(t *testing.T) {
+	s := newServer(t, Options{})
+	f := newFakeCandidate(t, "m2")
+	f.set(&edgelbv1.MemberStatus{Member: &edgelbv1.Member{Id: "m2"}, ClusterId: "the-peers-id"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{
+		Member: &edgelbv1.Member{Id: "m2", RaftAddress: f.raft, ApiAddress: f.api}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureClusterID(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if id := s.fsm.ClusterID(); id != "the-peers-id" {
+		t.Errorf("cluster id %q; want the peers' the-peers-id", id)
+	}
 }
