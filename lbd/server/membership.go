@@ -203,6 +203,11 @@ func (s *Server) addMember(ctx context.Context, m *edgelbv1.Member, nonvoter boo
 	// if the caller gives up, so no half-added member is left behind.
 	bg := context.WithoutCancel(ctx)
 	if err := s.waitCaughtUp(bg, m, clusterID); err != nil {
+		if !s.node.IsLeader() {
+			// Only a leader may change the configuration; the non-voter
+			// costs no quorum, and a retry on the new leader finishes it.
+			return nil, status.Errorf(codes.Unavailable, "this member stopped leading while %s was catching up (%v); it may remain a non-voter: add it again to finish, or remove it", m.Id, err)
+		}
 		s.log.Warn("new member did not catch up; removing it again", "id", m.Id, "raft_addr", m.RaftAddress, "err", err)
 		rctx, cancel := context.WithTimeout(bg, 10*time.Second)
 		defer cancel()
@@ -461,7 +466,7 @@ func (s *Server) waitCaughtUp(ctx context.Context, m *edgelbv1.Member, clusterID
 	defer cancel()
 	target := s.fsm.Revision()
 	last := "it did not answer"
-	for {
+	for s.node.IsLeader() {
 		st, err := s.fetchStatus(ctx, m.ApiAddress)
 		switch {
 		case err != nil:
@@ -480,6 +485,7 @@ func (s *Server) waitCaughtUp(ctx context.Context, m *edgelbv1.Member, clusterID
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	return errors.New("leadership lost")
 }
 
 // quorumAfter refuses a change of the voters (delta +1 adds id, -1 removes
