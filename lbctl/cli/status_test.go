@@ -152,6 +152,9 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 	ms := startLBD(t, 3)
 	e := newRealEnv(t, ms...)
 
+	// Healthy once every member has applied its own registration (until
+	// then it is not ready, which status reports).
+	eventually(t, "fresh cluster healthy", func() bool { return e.status().Health == "healthy" })
 	st := e.status()
 	if st.Health != "healthy" || st.Leader == "" || st.Term == 0 || len(st.Members) != 3 {
 		t.Fatalf("fresh cluster: %+v", st)
