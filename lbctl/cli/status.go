@@ -116,8 +116,8 @@ commit index by at most 32 raft entries; "degraded" (traffic flows,
 something needs a look: the problems name the member and, for one that lags,
 by how much); or "unavailable" (no raft leader: no writes and no failover
 until a majority of members is back). Wait for HEALTHY before restarting the
-next member in a rolling upgrade. The exit code is 0 whenever the cluster answered; scripts
-read .health from -o json.
+next member in a rolling upgrade. The exit code is 0 whenever the cluster
+answered; scripts read .health from -o json.
 
 Without --tenant every tenant the caller may see is included.`,
 		Example: `  lbctl status
