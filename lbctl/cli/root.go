@@ -72,7 +72,12 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	if !a.ran {
 		err = exitcode.NewUsage(err)
 	}
-	fmt.Fprintf(stderr, "Error: %s\n", exitcode.Message(err))
+	msg := exitcode.Message(err)
+	if reason := exitcode.Reason(err); reason != "" {
+		// The typed reason is what scripts can match on; the text may change.
+		msg += " [" + reason + "]"
+	}
+	fmt.Fprintf(stderr, "Error: %s\n", msg)
 	code := exitcode.Code(err)
 	if code == exitcode.Usage {
 		fmt.Fprintln(stderr, "Run 'lbctl --help' or 'lbctl COMMAND --help' for usage.")

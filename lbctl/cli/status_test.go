@@ -168,6 +168,9 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 	ms := startLBD(t, 3)
 	e := newRealEnv(t, ms...)
 
+	// Healthy once every member has applied its own registration (until
+	// then it is not ready, which status reports).
+	eventually(t, "fresh cluster healthy", func() bool { return e.status().Health == "healthy" })
 	st := e.status()
 	if st.Health != "healthy" || st.Leader == "" || st.Term == 0 || len(st.Members) != 3 {
 		t.Fatalf("fresh cluster: %+v", st)
@@ -281,6 +284,44 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 		t.Errorf("table lacks the recent moves:\n%s", table)
 	}
 	t.Logf("lbctl status after the failover:\n%s", table)
+}
+
+// HEALTHY needs every member ready and within maxHealthyLag entries of the
+// leader's commit index; DEGRADED names the member and its lag.
+func TestStatusLagAndReadiness(t *testing.T) {
+	e := newEnv(t)
+	status := func() clusterStatus {
+		t.Helper()
+		var st clusterStatus
+		if err := json.Unmarshal([]byte(e.ok("status", "-o", "json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := status(); st.Health != "healthy" {
+		t.Fatalf("baseline: %+v", st)
+	}
+	e.fake.set(func() { e.fake.applied = map[string]uint64{"lb2": 42 - maxHealthyLag} })
+	if st := status(); st.Health != "healthy" {
+		t.Errorf("lag of exactly %d: %+v; want healthy", maxHealthyLag, st)
+	}
+	e.fake.set(func() { e.fake.applied = map[string]uint64{"lb2": 42 - maxHealthyLag - 1} })
+	st := status()
+	want := fmt.Sprintf("member lb2 lags the leader by %d raft entries", maxHealthyLag+1)
+	if st.Health != "degraded" || !containsPrefix(st.Problems, want) || st.Members[1].Lag != maxHealthyLag+1 {
+		t.Errorf("lag of %d: %+v; want degraded with %q", maxHealthyLag+1, st, want)
+	}
+	if table := e.ok("status"); !strings.Contains(table, "CLUSTER   DEGRADED") || !strings.Contains(table, want) {
+		t.Errorf("table:\n%s", table)
+	}
+	e.fake.set(func() {
+		e.fake.applied = nil
+		e.fake.notReady = map[string]string{"lb2": "not caught up with the leader yet"}
+	})
+	st = status()
+	if st.Health != "degraded" || !containsPrefix(st.Problems, "member lb2 is not ready: not caught up") || st.Members[1].Ready || !st.Members[0].Ready {
+		t.Errorf("lb2 not ready: %+v", st)
+	}
 }
 
 func containsPrefix(ss []string, prefix string) bool {

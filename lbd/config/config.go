@@ -62,8 +62,10 @@ type Config struct {
 	DataPlane DataPlane `json:"dataPlane"`
 	Raft      Raft      `json:"raft"`
 	Ownership Ownership `json:"ownership"`
-	Health    Health    `json:"health"`
-	Log       Log       `json:"log"`
+	// Membership configures how the leader adds members.
+	Membership Membership `json:"membership"`
+	Health     Health     `json:"health"`
+	Log        Log        `json:"log"`
 }
 
 // TLS names this member's certificate, key and the cluster CA (PEM files,
@@ -154,6 +156,14 @@ type Ownership struct {
 	Grace Duration `json:"grace"`
 }
 
+// Membership configures adding members (on the leader).
+type Membership struct {
+	// CatchUpTimeout bounds how long a new member, added as a non-voter, may
+	// take to catch up with the leader; past it, it is removed again and the
+	// add fails with the reason. Only a caught-up member becomes a voter.
+	CatchUpTimeout Duration `json:"catchUpTimeout"`
+}
+
 // Health configures backend health checking (the checks themselves are per
 // virtual service; see docs/HEALTH.md).
 type Health struct {
@@ -190,10 +200,11 @@ func Default() Config {
 			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},
 			LeaderLeaseTimeout: Duration{250 * time.Millisecond},
 		},
-		Ownership: Ownership{Lease: Duration{2 * time.Second}, Grace: Duration{2500 * time.Millisecond}},
-		Health:    Health{Enabled: true},
-		Auth:      Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
-		Log:       Log{Format: "text", Level: "info"},
+		Ownership:  Ownership{Lease: Duration{2 * time.Second}, Grace: Duration{2500 * time.Millisecond}},
+		Membership: Membership{CatchUpTimeout: Duration{30 * time.Second}},
+		Health:     Health{Enabled: true},
+		Auth:       Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
+		Log:        Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -292,6 +303,9 @@ func (c *Config) Validate() error {
 	// whose answer was lost. The margin covers that and scheduling delays.
 	if margin := max(100*time.Millisecond, c.Raft.HeartbeatTimeout.Duration/4); c.Ownership.Grace.Duration < c.Ownership.Lease.Duration+margin {
 		add("ownership.grace (%s) must exceed ownership.lease (%s) by at least %s (the larger of 100ms and raft.heartbeatTimeout/4), so an old owner has withdrawn before a new one announces", c.Ownership.Grace, c.Ownership.Lease, margin)
+	}
+	if c.Membership.CatchUpTimeout.Duration < time.Second {
+		add("membership.catchUpTimeout (%s) must be at least 1s: a new member needs time to receive the state before it may vote", c.Membership.CatchUpTimeout)
 	}
 	if c.TLS.Enabled() && (c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		add("tls: caFile, certFile and keyFile must be set together (lbd certs issue --role member makes them)")

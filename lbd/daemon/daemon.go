@@ -144,7 +144,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		CaughtUp:             d.caughtUp.Load,
 		LastLeaderContact:    d.persistedContact,
 		// A few elections' worth with this member's timers, never less than the default.
-		LeaderWait: max(3*time.Second, 3*(cfg.Raft.HeartbeatTimeout.Duration+cfg.Raft.ElectionTimeout.Duration)),
+		LeaderWait:     max(3*time.Second, 3*(cfg.Raft.HeartbeatTimeout.Duration+cfg.Raft.ElectionTimeout.Duration)),
+		Ready:          d.ready,
+		CatchUpTimeout: cfg.Membership.CatchUpTimeout.Duration,
 	}
 	if e, ok := dp.(*dataplane.Engine); ok {
 		opts.ServiceStats = ipvsStats{e: e, f: f}.Service
@@ -217,7 +219,9 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 					return err
 				}
 				defer conn.Close()
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				// The leader checks this member, adds it as a non-voter and
+				// promotes it once it has caught up (up to its catch-up timeout).
+				cctx, cancel := context.WithTimeout(ctx, d.cfg.Membership.CatchUpTimeout.Duration+20*time.Second)
 				defer cancel()
 				_, err = edgelbv1.NewClusterServiceClient(conn).AddMember(cctx, &edgelbv1.AddMemberRequest{Member: self})
 				return err
@@ -226,7 +230,13 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 				d.log.Info("joined the cluster", "via", addr)
 				return
 			}
-			d.log.Warn("join failed; retrying", "via", addr, "err", err)
+			if reason := server.ErrorReason(err); reason != "" {
+				// Refused by the leader's checks: retrying helps only once
+				// the operator has fixed what the message says.
+				d.log.Error("join refused; fix the cause, lbd keeps retrying", "via", addr, "reason", reason, "err", err)
+			} else {
+				d.log.Warn("join failed; retrying", "via", addr, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -258,6 +268,19 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
+			// A cluster gets its id from its first leader (members from
+			// before the id existed get one from the next leader). Off the
+			// assigner's path: it may ask peers that do not answer.
+			go func() {
+				for lctx.Err() == nil {
+					if err := d.srv.EnsureClusterID(lctx); err == nil {
+						return
+					} else {
+						d.log.Warn("set cluster id", "err", err)
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+			}()
 			(&ownership.Assigner{Node: d.node, Grace: d.cfg.Ownership.Grace.Duration, Log: d.log.With("component", "ownership")}).Run(lctx)
 		}()
 	}
@@ -281,18 +304,17 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 	}
 }
 
-// healthLoop reports SERVING while a leader is known, so load balancers and
-// scripts in front of the API can wait for a usable member.
+// healthLoop reports SERVING while the member is ready (a leader known,
+// registered, caught up), so load balancers and scripts in front of the API
+// can wait for a usable member.
 func (d *Daemon) healthLoop(ctx context.Context) {
 	last := healthpb.HealthCheckResponse_UNKNOWN
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if d.srv.Ready() {
-			if _, ok := d.node.FSM.Member(d.cfg.ID); ok || d.node.IsLeader() {
-				st = healthpb.HealthCheckResponse_SERVING
-			}
+		if ok, _ := d.ready(); ok { // the same answer as /readyz
+			st = healthpb.HealthCheckResponse_SERVING
 		}
 		if st != last {
 			d.health.SetServingStatus("", st)

@@ -32,9 +32,9 @@ import (
 // gatedReads are the methods that answer from the local replica's state.
 var gatedReads = apimd.ReplicaReads
 
-// probeTimeout bounds the check of one peer's reachability for an error
+// reachProbeTimeout bounds the check of one peer's reachability for an error
 // message: short, since it only runs on the way to refusing a call.
-const probeTimeout = 300 * time.Millisecond
+const reachProbeTimeout = 300 * time.Millisecond
 
 // staleKey carries, in a gated call's context, why the replica could not be
 // vouched for when the caller asked for a stale read anyway.
@@ -255,7 +255,7 @@ func (s *Server) reachable(ctx context.Context, servers []node.Server) ([]string
 			addr = m.ApiAddress
 		}
 		wg.Go(func() {
-			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			pctx, cancel := context.WithTimeout(ctx, reachProbeTimeout)
 			defer cancel()
 			c, err := (&net.Dialer{}).DialContext(pctx, "tcp", addr)
 			if err != nil {

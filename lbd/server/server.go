@@ -37,6 +37,13 @@ type Options struct {
 	MaxServicesPerTenant int
 	// OwnedVIPs reports the VIPs the local data plane currently programs.
 	OwnedVIPs func() []string
+	// Ready reports whether this member is ready (what /readyz answers) and
+	// if not, why; nil: ready whenever a leader is known.
+	Ready func() (bool, string)
+	// CatchUpTimeout bounds how long a new member may take to catch up with
+	// the leader before it is promoted to voter; past it, it is removed again
+	// (default DefaultCatchUpTimeout).
+	CatchUpTimeout time.Duration
 	// ServiceStats reads the local kernel's counters of a service (nil: this
 	// member has no data plane to read).
 	ServiceStats func(ctx context.Context, vs *edgelbv1.VirtualService) ([]*edgelbv1.PortStats, error)
@@ -66,6 +73,11 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by API address
+
+	// membership is held (one token) by the membership change in progress on
+	// this leader: a join's retry and an operator's add of the same member
+	// must not interleave (one could remove what the other is promoting).
+	membership chan struct{}
 }
 
 // New returns a Server over a running raft member.
@@ -82,7 +94,11 @@ func New(n *node.Node, opts Options) *Server {
 	if opts.PeerCreds == nil {
 		opts.PeerCreds = insecure.NewCredentials()
 	}
-	return &Server{node: n, fsm: n.FSM, opts: opts, log: opts.Logger, conns: map[string]*grpc.ClientConn{}}
+	if opts.CatchUpTimeout <= 0 {
+		opts.CatchUpTimeout = DefaultCatchUpTimeout
+	}
+	return &Server{node: n, fsm: n.FSM, opts: opts, log: opts.Logger, conns: map[string]*grpc.ClientConn{},
+		membership: make(chan struct{}, 1)}
 }
 
 // Register adds every service to g.

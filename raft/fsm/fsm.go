@@ -73,6 +73,9 @@ type FSM struct {
 	history  []*edgelbv1.Event // oldest first, at most maxHistory
 	floor    uint64            // history holds every event after this revision
 	changed  chan struct{}     // closed and replaced on every change
+	// clusterID is set once by the first SetClusterID; it lives outside st
+	// because a restore from a backup replaces st but not the cluster.
+	clusterID string
 }
 
 // New returns an empty FSM.
@@ -151,6 +154,13 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r = a.setBackendHealth(op.SetBackendHealth)
 	case *raftv1.Command_RestoreState: // lbctl snapshot restore (restore.go)
 		r = a.restoreState(op.RestoreState)
+	case *raftv1.Command_SetClusterId:
+		// First one wins: two leaders of one term cannot both propose, but a
+		// new leader may propose before it applied its predecessor's.
+		if f.clusterID == "" {
+			f.clusterID = op.SetClusterId.ClusterId
+		}
+		r = &Result{}
 	default:
 		r = fail(codes.InvalidArgument, "empty or unknown command")
 	}
@@ -173,6 +183,13 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r.Revision = f.revision
 	}
 	return r
+}
+
+// ClusterID is the cluster's id, empty until its first leader has set it.
+func (f *FSM) ClusterID() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.clusterID
 }
 
 // Revision is the log index of the last change.
@@ -238,6 +255,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		VirtualServices: vss,
 		AddressPools:    pools,
 		Members:         members,
+		ClusterId:       f.clusterID,
 	}}, nil
 }
 
@@ -277,6 +295,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.st = st
 	f.revision = msg.Revision
+	f.clusterID = msg.ClusterId
 	// History before a restore no longer describes how to reach this state.
 	f.history = nil
 	f.floor = msg.Revision

@@ -67,6 +67,10 @@ func command(idx uint64, op any) *raftv1.Command {
 		cmd.Op = &raftv1.Command_SetOwners{SetOwners: o}
 	case *raftv1.SetBackendHealth:
 		cmd.Op = &raftv1.Command_SetBackendHealth{SetBackendHealth: o}
+	case *raftv1.SetClusterID:
+		cmd.Op = &raftv1.Command_SetClusterId{SetClusterId: o}
+	case *raftv1.RestoreState:
+		cmd.Op = &raftv1.Command_RestoreState{RestoreState: o}
 	case nil:
 	default:
 		panic("unknown op")

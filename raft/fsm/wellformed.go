@@ -67,6 +67,10 @@ func wellFormed(cmd *raftv1.Command) *Result {
 		if m := op.PutMember.Member; m == nil || m.Id == "" {
 			return bad("no member")
 		}
+	case *raftv1.Command_SetClusterId:
+		if op.SetClusterId.ClusterId == "" {
+			return bad("empty cluster id")
+		}
 	case *raftv1.Command_SetOwners:
 		for _, a := range op.SetOwners.Assignments {
 			if a == nil {

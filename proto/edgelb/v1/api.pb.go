@@ -2822,10 +2822,17 @@ type MemberStatus struct {
 	// The revision of its replicated state.
 	Revision uint64 `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Data plane: "ipvs" or "control-plane-only".
-	DataPlane     string `protobuf:"bytes,10,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
-	Version       string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataPlane string `protobuf:"bytes,10,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
+	Version   string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	// The id of the cluster this member's replicated state belongs to (set by
+	// the cluster's first leader); empty on a member that has not joined one yet.
+	ClusterId string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Why this member is not ready (what /readyz answers 503 with: no leader
+	// known, not registered, not caught up with the leader); empty when ready.
+	// Members older than this field leave it empty.
+	NotReadyReason string `protobuf:"bytes,13,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MemberStatus) Reset() {
@@ -2931,6 +2938,20 @@ func (x *MemberStatus) GetDataPlane() string {
 func (x *MemberStatus) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetNotReadyReason() string {
+	if x != nil {
+		return x.NotReadyReason
 	}
 	return ""
 }
@@ -3396,7 +3417,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x13DrainMemberResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xf4\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xbd\x03\n" +
 	"\fMemberStatus\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
@@ -3412,7 +3433,10 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"data_plane\x18\n" +
 	" \x01(\tR\tdataPlane\x12\x18\n" +
-	"\aversion\x18\v \x01(\tR\aversion\"J\n" +
+	"\aversion\x18\v \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\f \x01(\tR\tclusterId\x12(\n" +
+	"\x10not_ready_reason\x18\r \x01(\tR\x0enotReadyReason\"J\n" +
 	"\x17GetMemberStatusResponse\x12/\n" +
 	"\x06status\x18\x01 \x01(\v2\x17.edgelb.v1.MemberStatusR\x06status\"O\n" +
 	"\fWatchRequest\x12'\n" +

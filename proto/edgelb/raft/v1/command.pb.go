@@ -47,6 +47,7 @@ type Command struct {
 	//	*Command_SetOwners
 	//	*Command_SetBackendHealth
 	//	*Command_RestoreState
+	//	*Command_SetClusterId
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -229,6 +230,15 @@ func (x *Command) GetRestoreState() *RestoreState {
 	return nil
 }
 
+func (x *Command) GetSetClusterId() *SetClusterID {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetClusterId); ok {
+			return x.SetClusterId
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -289,6 +299,10 @@ type Command_RestoreState struct {
 	RestoreState *RestoreState `protobuf:"bytes,23,opt,name=restore_state,json=restoreState,proto3,oneof"`
 }
 
+type Command_SetClusterId struct {
+	SetClusterId *SetClusterID `protobuf:"bytes,24,opt,name=set_cluster_id,json=setClusterId,proto3,oneof"`
+}
+
 func (*Command_CreateVirtualService) isCommand_Op() {}
 
 func (*Command_UpdateVirtualService) isCommand_Op() {}
@@ -316,6 +330,8 @@ func (*Command_SetOwners) isCommand_Op() {}
 func (*Command_SetBackendHealth) isCommand_Op() {}
 
 func (*Command_RestoreState) isCommand_Op() {}
+
+func (*Command_SetClusterId) isCommand_Op() {}
 
 type CreateVirtualService struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -930,6 +946,54 @@ func (x *RemoveMember) GetId() string {
 	return ""
 }
 
+// SetClusterID names the cluster once, when its first leader takes office. The
+// first entry wins; later ones are ignored, so every member keeps the same id.
+// A leader compares it with a joining member's, so an lbd that already belongs
+// to another cluster is refused instead of being merged into this one.
+type SetClusterID struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterID) Reset() {
+	*x = SetClusterID{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterID) ProtoMessage() {}
+
+func (x *SetClusterID) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterID.ProtoReflect.Descriptor instead.
+func (*SetClusterID) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SetClusterID) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 // SetOwners records the leader's ownership decisions.
 type SetOwners struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -940,7 +1004,7 @@ type SetOwners struct {
 
 func (x *SetOwners) Reset() {
 	*x = SetOwners{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1016,7 @@ func (x *SetOwners) String() string {
 func (*SetOwners) ProtoMessage() {}
 
 func (x *SetOwners) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1029,7 @@ func (x *SetOwners) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOwners.ProtoReflect.Descriptor instead.
 func (*SetOwners) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetOwners) GetAssignments() []*Assignment {
@@ -989,7 +1053,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1065,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1078,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Assignment) GetTenant() string {
@@ -1056,7 +1120,7 @@ type SetBackendHealth struct {
 
 func (x *SetBackendHealth) Reset() {
 	*x = SetBackendHealth{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1132,7 @@ func (x *SetBackendHealth) String() string {
 func (*SetBackendHealth) ProtoMessage() {}
 
 func (x *SetBackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1145,7 @@ func (x *SetBackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackendHealth.ProtoReflect.Descriptor instead.
 func (*SetBackendHealth) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetBackendHealth) GetUpdates() []*HealthUpdate {
@@ -1107,7 +1171,7 @@ type HealthUpdate struct {
 
 func (x *HealthUpdate) Reset() {
 	*x = HealthUpdate{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1183,7 @@ func (x *HealthUpdate) String() string {
 func (*HealthUpdate) ProtoMessage() {}
 
 func (x *HealthUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1196,7 @@ func (x *HealthUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthUpdate.ProtoReflect.Descriptor instead.
 func (*HealthUpdate) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HealthUpdate) GetTenant() string {
@@ -1191,7 +1255,7 @@ type RestoreState struct {
 
 func (x *RestoreState) Reset() {
 	*x = RestoreState{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1267,7 @@ func (x *RestoreState) String() string {
 func (*RestoreState) ProtoMessage() {}
 
 func (x *RestoreState) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1280,7 @@ func (x *RestoreState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreState.ProtoReflect.Descriptor instead.
 func (*RestoreState) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestoreState) GetSnapshot() *Snapshot {
@@ -1241,13 +1305,15 @@ type Snapshot struct {
 	VirtualServices []*v1.VirtualService   `protobuf:"bytes,3,rep,name=virtual_services,json=virtualServices,proto3" json:"virtual_services,omitempty"`
 	AddressPools    []*v1.AddressPool      `protobuf:"bytes,4,rep,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
 	Members         []*v1.Member           `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The cluster's id (SetClusterID); a restore into a running cluster keeps its own.
+	ClusterId     string `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1325,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1338,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1310,11 +1376,18 @@ func (x *Snapshot) GetMembers() []*v1.Member {
 	return nil
 }
 
+func (x *Snapshot) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\b\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\\\n" +
@@ -1335,7 +1408,8 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"set_owners\x18\x15 \x01(\v2\x19.edgelb.raft.v1.SetOwnersH\x00R\tsetOwners\x12P\n" +
 	"\x12set_backend_health\x18\x16 \x01(\v2 .edgelb.raft.v1.SetBackendHealthH\x00R\x10setBackendHealth\x12C\n" +
-	"\rrestore_state\x18\x17 \x01(\v2\x1c.edgelb.raft.v1.RestoreStateH\x00R\frestoreStateB\x04\n" +
+	"\rrestore_state\x18\x17 \x01(\v2\x1c.edgelb.raft.v1.RestoreStateH\x00R\frestoreState\x12D\n" +
+	"\x0eset_cluster_id\x18\x18 \x01(\v2\x1c.edgelb.raft.v1.SetClusterIDH\x00R\fsetClusterIdB\x04\n" +
 	"\x02op\"a\n" +
 	"\x14CreateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12\x14\n" +
@@ -1375,7 +1449,10 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\tPutMember\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"-\n" +
+	"\fSetClusterID\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"I\n" +
 	"\tSetOwners\x12<\n" +
 	"\vassignments\x18\x01 \x03(\v2\x1a.edgelb.raft.v1.AssignmentR\vassignments\"f\n" +
 	"\n" +
@@ -1395,13 +1472,15 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\breporter\x18\x06 \x01(\tR\breporter\"g\n" +
 	"\fRestoreState\x124\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x18.edgelb.raft.v1.SnapshotR\bsnapshot\x12!\n" +
-	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"\xf0\x01\n" +
+	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"\x8f\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
 	"\x10virtual_services\x18\x03 \x03(\v2\x19.edgelb.v1.VirtualServiceR\x0fvirtualServices\x12;\n" +
 	"\raddress_pools\x18\x04 \x03(\v2\x16.edgelb.v1.AddressPoolR\faddressPools\x12+\n" +
-	"\amembers\x18\x05 \x03(\v2\x11.edgelb.v1.MemberR\amembersB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
+	"\amembers\x18\x05 \x03(\v2\x11.edgelb.v1.MemberR\amembers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x06 \x01(\tR\tclusterIdB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_edgelb_raft_v1_command_proto_rawDescOnce sync.Once
@@ -1415,7 +1494,7 @@ func file_edgelb_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_command_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: edgelb.raft.v1.Command
 	(*CreateVirtualService)(nil),  // 1: edgelb.raft.v1.CreateVirtualService
@@ -1429,21 +1508,22 @@ var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*DeleteAddressPool)(nil),     // 9: edgelb.raft.v1.DeleteAddressPool
 	(*PutMember)(nil),             // 10: edgelb.raft.v1.PutMember
 	(*RemoveMember)(nil),          // 11: edgelb.raft.v1.RemoveMember
-	(*SetOwners)(nil),             // 12: edgelb.raft.v1.SetOwners
-	(*Assignment)(nil),            // 13: edgelb.raft.v1.Assignment
-	(*SetBackendHealth)(nil),      // 14: edgelb.raft.v1.SetBackendHealth
-	(*HealthUpdate)(nil),          // 15: edgelb.raft.v1.HealthUpdate
-	(*RestoreState)(nil),          // 16: edgelb.raft.v1.RestoreState
-	(*Snapshot)(nil),              // 17: edgelb.raft.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*v1.VirtualService)(nil),     // 19: edgelb.v1.VirtualService
-	(*v1.Backend)(nil),            // 20: edgelb.v1.Backend
-	(*v1.AddressPool)(nil),        // 21: edgelb.v1.AddressPool
-	(*v1.Member)(nil),             // 22: edgelb.v1.Member
-	(*v1.BackendHealth)(nil),      // 23: edgelb.v1.BackendHealth
+	(*SetClusterID)(nil),          // 12: edgelb.raft.v1.SetClusterID
+	(*SetOwners)(nil),             // 13: edgelb.raft.v1.SetOwners
+	(*Assignment)(nil),            // 14: edgelb.raft.v1.Assignment
+	(*SetBackendHealth)(nil),      // 15: edgelb.raft.v1.SetBackendHealth
+	(*HealthUpdate)(nil),          // 16: edgelb.raft.v1.HealthUpdate
+	(*RestoreState)(nil),          // 17: edgelb.raft.v1.RestoreState
+	(*Snapshot)(nil),              // 18: edgelb.raft.v1.Snapshot
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*v1.VirtualService)(nil),     // 20: edgelb.v1.VirtualService
+	(*v1.Backend)(nil),            // 21: edgelb.v1.Backend
+	(*v1.AddressPool)(nil),        // 22: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 23: edgelb.v1.Member
+	(*v1.BackendHealth)(nil),      // 24: edgelb.v1.BackendHealth
 }
 var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
-	18, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	19, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: edgelb.raft.v1.Command.create_virtual_service:type_name -> edgelb.raft.v1.CreateVirtualService
 	2,  // 2: edgelb.raft.v1.Command.update_virtual_service:type_name -> edgelb.raft.v1.UpdateVirtualService
 	3,  // 3: edgelb.raft.v1.Command.delete_virtual_service:type_name -> edgelb.raft.v1.DeleteVirtualService
@@ -1455,27 +1535,28 @@ var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
 	9,  // 9: edgelb.raft.v1.Command.delete_address_pool:type_name -> edgelb.raft.v1.DeleteAddressPool
 	10, // 10: edgelb.raft.v1.Command.put_member:type_name -> edgelb.raft.v1.PutMember
 	11, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
-	12, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
-	14, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
-	16, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
-	19, // 15: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	19, // 16: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	20, // 17: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
-	20, // 18: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
-	21, // 19: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
-	22, // 20: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
-	13, // 21: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
-	15, // 22: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
-	23, // 23: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
-	17, // 24: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
-	19, // 25: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
-	21, // 26: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
-	22, // 27: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	13, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
+	15, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
+	17, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
+	12, // 15: edgelb.raft.v1.Command.set_cluster_id:type_name -> edgelb.raft.v1.SetClusterID
+	20, // 16: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	20, // 17: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	21, // 18: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
+	21, // 19: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
+	22, // 20: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
+	23, // 21: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
+	14, // 22: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
+	16, // 23: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
+	24, // 24: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
+	18, // 25: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
+	20, // 26: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
+	22, // 27: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
+	23, // 28: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_command_proto_init() }
@@ -1498,6 +1579,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 		(*Command_SetOwners)(nil),
 		(*Command_SetBackendHealth)(nil),
 		(*Command_RestoreState)(nil),
+		(*Command_SetClusterId)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1505,7 +1587,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_command_proto_rawDesc), len(file_edgelb_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
