@@ -136,7 +136,75 @@ func (a *app) rootCmd() *cobra.Command {
 		a.watchCmd(), a.configCmd(), a.completionCmd(), a.versionCmd(),
 		a.statusCmd(), a.snapshotCmd(),
 	)
+	strictGroups(root)
 	return root
+}
+
+// synonyms are words an operator types from habit (other CLIs, shells) for a
+// command that lbctl names differently; cobra's edit distance alone would not
+// suggest "remove" for "rm" or "delete" for "remove".
+var synonyms = map[string][]string{
+	"delete": {"rm", "del", "remove", "destroy"},
+	"remove": {"rm", "del", "delete"},
+	"list":   {"ls"},
+	"get":    {"show", "describe"},
+	"create": {"add", "new"},
+	"add":    {"create", "new"},
+}
+
+// strictGroups makes a mistyped subcommand an error. Cobra runs a command
+// group that has no Run of its own by printing its help and succeeding, so
+// "lbctl vip delet web" exited 0 and a script believed it had deleted
+// something. Every command with subcommands now refuses an argument it does
+// not know (a usage error, exit 2) and names the nearest subcommands; a bare
+// group ("lbctl vip") still prints its help.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		if extra, ok := synonyms[sub.Name()]; ok {
+			sub.SuggestFor = append(sub.SuggestFor, extra...)
+		}
+		strictGroups(sub)
+	}
+	if !c.HasSubCommands() || !c.HasParent() {
+		return // the root already refuses unknown commands with suggestions
+	}
+	if c.Run == nil && c.RunE == nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+	}
+	if c.SuggestionsMinimumDistance <= 0 {
+		// cobra applies its default of 2 only on the root's own lookup
+		c.SuggestionsMinimumDistance = 2
+	}
+	own := c.Args
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if own != nil {
+			if err := own(cmd, args); err == nil {
+				return nil
+			}
+		}
+		if len(args) == 0 {
+			return nil
+		}
+		return unknownSubcommand(cmd, args[0])
+	}
+}
+
+// unknownSubcommand is the error for an argument that names no subcommand of
+// cmd, with cobra's suggestions ("Did you mean this?") when there are any.
+func unknownSubcommand(cmd *cobra.Command, arg string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", arg, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(arg); len(s) > 0 {
+		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+	} else {
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		msg += "; its commands are: " + strings.Join(names, ", ")
+	}
+	return exitcode.NewUsage(errors.New(msg))
 }
 
 // resolve merges flags, environment and config file into the settings used
