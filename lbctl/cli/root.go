@@ -215,8 +215,8 @@ func (a *app) resolve(cmd *cobra.Command) error {
 		return exitcode.NewUsage(err)
 	}
 	a.format = f
-	if a.timeout <= 0 {
-		return exitcode.NewUsage(errors.New("--timeout must be positive"))
+	if err := positive("--timeout", a.timeout); err != nil {
+		return err
 	}
 	cfg, err := config.Load(a.cfgPath())
 	if err != nil {
@@ -239,6 +239,9 @@ func (a *app) resolve(cmd *cobra.Command) error {
 	}
 	if len(eps) == 0 {
 		eps = []string{defaultEndpoint}
+	}
+	if err := config.CheckEndpoints(eps); err != nil {
+		return exitcode.NewUsage(err)
 	}
 	a.tenant = pick(a.tenantFlag, ctxCfg.Tenant, "default")
 	a.dialOpt = client.Options{
@@ -317,6 +320,15 @@ func (a *app) run(f func(cmd *cobra.Command, args []string) error) func(*cobra.C
 // usagef is a usage error of our own making (bad flag syntax): exit 2.
 func usagef(format string, args ...any) error {
 	return exitcode.NewUsage(fmt.Errorf(format, args...))
+}
+
+// positive refuses a zero or negative duration flag: a negative time limit
+// would end a wait before it began and read as a timeout.
+func positive(flag string, d time.Duration) error {
+	if d <= 0 {
+		return usagef("%s %s: must be positive, e.g. 60s", flag, d)
+	}
+	return nil
 }
 
 // changed reports whether the flag was given on the command line.

@@ -72,6 +72,11 @@ func (f *vipFlags) register(fs *pflag.FlagSet) {
 // apply sets on vs the fields whose flags were given. On update, a list flag
 // replaces the whole list; labels are merged (KEY- removes).
 func (f *vipFlags) apply(fs *pflag.FlagSet, vs *edgelbv1.VirtualService, update bool) error {
+	// Checked before anything is sent: a write must not happen when its
+	// --wait could only fail at once.
+	if err := positive("--wait-timeout", f.waitTimeout); err != nil {
+		return err
+	}
 	if changed(fs, "vip") {
 		vs.Vip = f.vip
 	}
