@@ -34,6 +34,9 @@ files change, so rotating is: issue a new one with --force over the old files.`,
 		Short: "Create a new cluster CA (ca.crt, ca.key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if validity <= 0 {
+				return fmt.Errorf("--validity %s: must be positive, e.g. 87600h", validity)
+			}
 			c, err := certs.NewCA(name, validity)
 			if err != nil {
 				return err
@@ -58,13 +61,24 @@ files change, so rotating is: issue a new one with --force over the old files.`,
 		Short: "Issue a certificate signed by the CA",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Everything is checked before the CA key is read or a file is
+			// written: a bad request leaves nothing behind.
+			if ivalidity <= 0 {
+				return fmt.Errorf("--validity %s: must be positive, e.g. 8760h for a year", ivalidity)
+			}
+			if err := certs.CheckName(iname); err != nil {
+				return fmt.Errorf("--name: %w", err)
+			}
+			if role == "member" && len(hosts) == 0 {
+				return fmt.Errorf("--role member needs --host with the member's IP (or DNS name), the host of its --api-addr and --raft-addr: peers and lbctl verify the member by it, so without it no TLS connection to the member succeeds")
+			}
 			c, err := certs.LoadCA(caDir)
 			if err != nil {
 				return err
 			}
 			is, err := c.Issue(certs.Request{Role: role, Name: iname, Hosts: hosts, Validity: ivalidity})
 			if err != nil {
-				return err
+				return fmt.Errorf("issue %s certificate %q: %w", role, iname, err)
 			}
 			if err := is.Save(iout, iname, force); err != nil {
 				return err
