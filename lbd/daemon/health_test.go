@@ -68,7 +68,7 @@ func TestOwnerPublishesBackendHealth(t *testing.T) {
 	ip := hostIP(t)
 	l := serve(t, ip+":0")
 	addr := l.Addr().(*net.TCPAddr)
-	ds := startCluster(t, 1, func(c *config.Config) { c.Health.Enabled = true })
+	ds := startCluster(t, 1, func(c *config.Config) { c.Health.Enabled, c.Health.WithoutDataPlane = true, true })
 	setupPool(t, ds[0].Addr())
 	c := client(t, ds[0].Addr())
 	_, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: checkedWeb(ip, addr.Port)})
@@ -114,7 +114,7 @@ func TestSuccessorChecksAndReportsOnTakeover(t *testing.T) {
 	ip := hostIP(t)
 	l := serve(t, ip+":0")
 	addr := l.Addr().(*net.TCPAddr)
-	ds := startCluster(t, 3, func(c *config.Config) { c.Health.Enabled = true })
+	ds := startCluster(t, 3, func(c *config.Config) { c.Health.Enabled, c.Health.WithoutDataPlane = true, true })
 	leader, _ := leaderAndFollower(t, ds)
 	var pin *Daemon
 	for _, d := range ds {
