@@ -34,7 +34,8 @@ const Help = `Exit codes:
   5  AlreadyExists
   6  FailedPrecondition or Aborted: a conflict, e.g. the object changed
      since it was read (--if-generation, vip update) or a pool is in use
-  7  PermissionDenied or Unauthenticated
+  7  PermissionDenied or Unauthenticated, or TLS failed (the message names
+     the certificate and why: CA, server name, TLS against plaintext)
   8  Unavailable or DeadlineExceeded: no endpoint answered in time`
 
 // UsageError marks an error the operator made in typing the command.
