@@ -51,13 +51,19 @@ type app struct {
 
 // Execute runs lbctl with args and returns the process exit code.
 func Execute(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return ExecuteContext(ctx, args, stdout, stderr)
+}
+
+// ExecuteContext is Execute ended by ctx instead of a signal, so that a test
+// can stop a command that runs until interrupted (watch).
+func ExecuteContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{stdout: stdout, stderr: stderr}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	err := root.ExecuteContext(ctx)
 	if a.conn != nil {
 		a.conn.Close()
