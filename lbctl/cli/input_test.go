@@ -65,6 +65,13 @@ func TestConfigRefusesBadContext(t *testing.T) {
 	if r := lbctl(t, cfg, "vip", "list"); r.code != exitcode.Usage || !strings.Contains(r.err, `endpoint "not a host"`) {
 		t.Errorf("context with 'not a host': exit %d\n%s", r.code, r.err)
 	}
+	// config itself still works on such a file, so the context can be repaired.
+	if r := lbctl(t, cfg, "config", "set-context", "x", "--endpoints", "127.0.0.1:7700"); r.code != 0 {
+		t.Errorf("repairing the context: exit %d\n%s", r.code, r.err)
+	}
+	if r := lbctl(t, cfg, "--endpoints", "127.0.0.1:1", "vip", "list"); r.code != exitcode.Unavailable {
+		t.Errorf("after the repair: exit %d, want %d (nothing listens)\n%s", r.code, exitcode.Unavailable, r.err)
+	}
 	// Good names and endpoints still save.
 	if r := lbctl(t, cfg, "config", "set-context", "prod", "--endpoints", "lb1:7700,10.0.0.12:7700,[2001:db8::13]:7700"); r.code != 0 {
 		t.Errorf("good set-context: exit %d\n%s", r.code, r.err)

@@ -246,8 +246,12 @@ func (a *app) resolve(cmd *cobra.Command) error {
 	if len(eps) == 0 {
 		eps = []string{defaultEndpoint}
 	}
-	if err := config.CheckEndpoints(eps); err != nil {
-		return exitcode.NewUsage(err)
+	// Checked here, before anything is dialled; not for `config`, which
+	// dials nothing and must be able to repair a context saved by hand.
+	if !isConfigCmd(cmd) {
+		if err := config.CheckEndpoints(eps); err != nil {
+			return exitcode.NewUsage(err)
+		}
 	}
 	a.tenant = pick(a.tenantFlag, ctxCfg.Tenant, "default")
 	a.dialOpt = client.Options{

@@ -172,9 +172,10 @@ func dialOne(ctx context.Context, ep string, creds credentials.TransportCredenti
 		}
 		if !cc.WaitForStateChange(wctx, s) {
 			cc.Close()
-			mu.Lock()
-			defer mu.Unlock()
-			return nil, connected, fmt.Errorf("no answer within %s", timeout)
+			// A member that accepts TCP and then says nothing is hung or
+			// overloaded, not misconfigured: no TLS diagnosis (connected
+			// false), which would only add its own wait.
+			return nil, false, fmt.Errorf("no answer within %s", timeout)
 		}
 	}
 	cc.Close()
