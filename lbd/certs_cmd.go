@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -99,5 +101,19 @@ files change, so rotating is: issue a new one with --force over the old files.`,
 	issue.MarkFlagRequired("name")
 	issue.RegisterFlagCompletionFunc("role", cobra.FixedCompletions(certs.Roles, cobra.ShellCompDirectiveNoFileComp))
 	cmd.AddCommand(ca, issue)
+	// A group without a Run of its own prints its help and succeeds, so
+	// "lbd certs isue" looked done to a script; refuse an unknown word.
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return errors.New(msg)
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 	return cmd
 }

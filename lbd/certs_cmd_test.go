@@ -61,3 +61,13 @@ func TestCertsIssueRefusesBadInput(t *testing.T) {
 		t.Errorf("member certificate: IPs %v, URIs %v", cert.IPAddresses, cert.URIs)
 	}
 }
+
+// A typo in a certs subcommand fails instead of printing help with exit 0.
+func TestCertsTypoFails(t *testing.T) {
+	if code := run([]string{"certs", "isue"}); code == 0 {
+		t.Error("lbd certs isue succeeded")
+	}
+	if code := run([]string{"certs"}); code != 0 {
+		t.Errorf("lbd certs (its help): exit %d", code)
+	}
+}
