@@ -118,6 +118,9 @@ func (a *app) rootCmd() *cobra.Command {
   lbctl --endpoints lb1:7700,lb2:7700 member status
   LBCTL_ENDPOINTS=lb1:7700 lbctl vip get web -o json`,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Annotations[helpOnly] != "" {
+				return nil // a bare group prints its help; it needs no settings
+			}
 			return a.resolve(cmd)
 		},
 	}
@@ -158,6 +161,9 @@ var synonyms = map[string][]string{
 	"add":    {"create", "new"},
 }
 
+// helpOnly marks a command group whose only action is printing its help.
+const helpOnly = "lbctl/help-only"
+
 // strictGroups makes a mistyped subcommand an error. Cobra runs a command
 // group that has no Run of its own by printing its help and succeeding, so
 // "lbctl vip delet web" exited 0 and a script believed it had deleted
@@ -176,6 +182,10 @@ func strictGroups(c *cobra.Command) {
 	}
 	if c.Run == nil && c.RunE == nil {
 		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[helpOnly] = "true"
 	}
 	if c.SuggestionsMinimumDistance <= 0 {
 		// cobra applies its default of 2 only on the root's own lookup
