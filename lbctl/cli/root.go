@@ -177,6 +177,17 @@ func strictGroups(c *cobra.Command) {
 		}
 		strictGroups(sub)
 	}
+	if !c.HasSubCommands() && c.Args != nil {
+		// cobra's "accepts 1 arg(s), received 2" does not say which
+		// arguments: show the command's usage line beside it.
+		own := c.Args
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := own(cmd, args); err != nil {
+				return exitcode.NewUsage(fmt.Errorf("%w (got %q); usage: %s", err, args, cmd.UseLine()))
+			}
+			return nil
+		}
+	}
 	if !c.HasSubCommands() || !c.HasParent() {
 		return // the root already refuses unknown commands with suggestions
 	}

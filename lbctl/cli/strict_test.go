@@ -85,8 +85,8 @@ func TestStrayArgumentsAreUsageErrors(t *testing.T) {
 		{"backend", "add", "web", "10.0.0.1", "x"},
 	} {
 		r := lbctl(t, cfg, append([]string{"--endpoints", "127.0.0.1:1"}, args...)...)
-		if r.code != exitcode.Usage {
-			t.Errorf("lbctl %s: exit %d, want %d; stderr:\n%s", strings.Join(args, " "), r.code, exitcode.Usage, r.err)
+		if r.code != exitcode.Usage || !strings.Contains(r.err, "usage: lbctl "+args[0]) {
+			t.Errorf("lbctl %s: exit %d, want %d and the usage line; stderr:\n%s", strings.Join(args, " "), r.code, exitcode.Usage, r.err)
 		}
 	}
 }
