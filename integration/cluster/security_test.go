@@ -124,6 +124,25 @@ func TestClusterSecurity(t *testing.T) {
 		}
 	})
 
+	t.Run("the server's certificate fails: exit 7 naming it and why", func(t *testing.T) {
+		other := t.TempDir()
+		lbd(t, "certs", "ca", "--out", other)
+		for _, tc := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"another cluster's CA in --ca-file", []string{"--ca-file", filepath.Join(other, "ca.crt"), "--cert-file", filepath.Join(pki, "alice.crt"), "--key-file", filepath.Join(pki, "alice.key")},
+				"is not signed by the CA in --ca-file " + filepath.Join(other, "ca.crt")},
+			{"server name mismatch", admin("--server-name", "lbd.example"), "valid for 127.0.0.1, not for --server-name lbd.example"},
+		} {
+			_, errs, code := lbctl(t, all[:1], append(tc.args, "vip", "list")...)
+			if code != 7 || !strings.Contains(errs, "the server's certificate (edgelb://member/") || !strings.Contains(errs, tc.want) {
+				t.Errorf("%s: exit %d %q; want 7 with %q", tc.name, code, errs, tc.want)
+			}
+		}
+	})
+
 	t.Run("viewer reads but may not write", func(t *testing.T) {
 		mustLbctl(t, all, append(creds(pki, "victor"), "vip", "list")...)
 		_, errs, code := lbctl(t, all, append(creds(pki, "victor"), "vip", "create", "x", "--tenant", "tenant-a", "--port", "tcp/80")...)
