@@ -42,7 +42,9 @@ lbd uses the ipvs data plane on the default interface eth0: it needs root and a
 kernel with IPVS, and it changes the host (VIP addresses on eth0, IPVS
 services, SNAT rules for NAT-mode services). --data-plane=none is the
 control-plane-only mode: no kernel changes and no root needed, but the VIPs it
-owns do not answer; use it for a first look, development and API tests.
+owns do not answer, and it sends no health checks to backends (unless
+--health-without-data-plane); use it for a first look, development and API
+tests.
 
 Flags override the config file; the config file overrides defaults.`,
 		Example: `  # A single member for a first look (no kernel changes):
