@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,6 +109,8 @@ func TestTLSFailuresSayWhichCertificateAndWhy(t *testing.T) {
 			[]string{"server's certificate (edgelb://member/lb1", "not signed by the CA in --ca-file " + filepath.Join(rogue, "ca.crt")}},
 		{"server name mismatch", append(tlsFlags(pki, pki, "alice"), "--endpoints", m.cfg.APIAddr, "--server-name", "lbd.example"),
 			[]string{"server's certificate (edgelb://member/lb1", "valid for 127.0.0.1, not for --server-name lbd.example"}},
+		{"endpoint's host not in the certificate", append(tlsFlags(pki, pki, "alice"), "--endpoints", "localhost:"+port(m.cfg.APIAddr)),
+			[]string{"valid for 127.0.0.1, not for the endpoint's host localhost"}},
 		{"plaintext client against TLS server", []string{"--endpoints", m.cfg.APIAddr},
 			[]string{"requires TLS", "--ca-file"}},
 		{"TLS client against plaintext server", append(tlsFlags(pki, pki, "alice"), "--endpoints", plain.cfg.APIAddr),
@@ -130,4 +133,9 @@ func TestTLSFailuresSayWhichCertificateAndWhy(t *testing.T) {
 	if r := lbctl(t, cfg, append(tlsFlags(pki, pki, "alice"), "--endpoints", "127.0.0.1:1", "leader")...); r.code != exitcode.Unavailable {
 		t.Errorf("refused TCP connection: exit %d, want %d\n%s", r.code, exitcode.Unavailable, r.err)
 	}
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
 }

@@ -155,12 +155,11 @@ func serverSide(ep string, o Options, cfg *tls.Config, err error) *TLSError {
 		}
 		return &TLSError{Endpoint: ep, Err: err, Reason: fmt.Sprintf("the server's certificate%s is not signed by %s: a wrong --ca-file, or a server of another cluster", describe(unknown.Cert), ca)}
 	case errors.As(err, &hostname):
-		name := cfg.ServerName
-		how := "the endpoint's host " + name
-		if o.ServerName != "" {
-			how = "--server-name " + name
-		} else if host, _, e := net.SplitHostPort(ep); e == nil {
-			name, how = host, "the endpoint's host "+host
+		// The name verified is --server-name, else the host dialled.
+		how := "--server-name " + cfg.ServerName
+		if cfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(ep)
+			how = "the endpoint's host " + host
 		}
 		return &TLSError{Endpoint: ep, Err: err, Reason: fmt.Sprintf("the server's certificate%s is valid for %s, not for %s: set --server-name to one of those names, or dial an address in the certificate", describe(hostname.Certificate), sans(hostname.Certificate), how)}
 	case errors.As(err, &invalid):
