@@ -198,7 +198,7 @@ Without ID: -o table/wide shows every member, one row each (a member that does
 not answer shows its error); -o json/yaml prints the answering member's
 MemberStatus, or with --all every member's as {"items": [...]}.`,
 		Example: `  lbctl member status
-  lbctl member status lb2 -o yaml
+  lbctl member status edge2 -o yaml
   lbctl --endpoints 127.0.0.1:7711 member status -o json | jq -r .lastAppliedIndex
   lbctl member status --all -o json`,
 		Args: cobra.MaximumNArgs(1),
@@ -287,7 +287,7 @@ func (a *app) leaderCmd() *cobra.Command {
 		Short: "Show the raft leader",
 		Example: `  lbctl leader
   lbctl leader -o json | jq -r .leader.id
-  lbctl leader transfer lb2`,
+  lbctl leader transfer edge2`,
 		Args: cobra.NoArgs,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			conn, err := a.client(cmd.Context())
@@ -314,7 +314,7 @@ func (a *app) leaderCmd() *cobra.Command {
 		Use:   "transfer [ID]",
 		Short: "Hand leadership to another member (default: the most up-to-date follower)",
 		Example: `  lbctl leader transfer
-  lbctl leader transfer lb2`,
+  lbctl leader transfer edge2`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			target := ""

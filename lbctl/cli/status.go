@@ -259,7 +259,7 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 			st.Problems = append(st.Problems, fmt.Sprintf("member %s is not ready: %s", mh.ID, mh.NotReady))
 		}
 		if mh.State == "draining" {
-			st.Problems = append(st.Problems, fmt.Sprintf("member %s is draining (lbctl member drain %s --undrain returns it)", mh.ID, mh.ID))
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s is draining (lbctl member drain %s --undo returns it)", mh.ID, mh.ID))
 		}
 	}
 

@@ -87,11 +87,15 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	if len(o.Endpoints) == 0 {
 		return nil, errors.New("no endpoints given (--endpoints host:port)")
 	}
-	creds, err := transportCredentials(o)
+	tlsCfg, err := tlsConfig(o)
 	if err != nil {
 		return nil, err
 	}
-	var failures []string
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	var failures []error
 	for i, ep := range o.Endpoints {
 		// A member that is down should not eat the whole budget when others
 		// remain to be tried; the last one gets the full timeout.
@@ -100,7 +104,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			timeout = perEndpointCap
 		}
 		fo := &failover{o: o, self: ep, creds: creds}
-		conn, err := dialOne(ctx, ep, creds, timeout, append(o.callOptions(), grpc.WithChainUnaryInterceptor(fo.unary))...)
+		conn, connected, err := dialOne(ctx, ep, creds, timeout, append(o.callOptions(), grpc.WithChainUnaryInterceptor(fo.unary))...)
 		if err == nil {
 			conn.failover = fo
 			return conn, nil
@@ -108,12 +112,51 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
-		failures = append(failures, fmt.Sprintf("%s: %v", ep, err))
+		if connected {
+			// TCP worked and gRPC did not: find out whether TLS was why.
+			if te := diagnose(ctx, ep, o, tlsCfg); te != nil {
+				failures = append(failures, te)
+				continue
+			}
+		}
+		failures = append(failures, fmt.Errorf("%s: %w", ep, err))
 	}
-	return nil, status.Errorf(codes.Unavailable, "cannot reach the cluster: %s", strings.Join(failures, "; "))
+	return nil, &DialError{Failures: failures}
 }
 
-func dialOne(ctx context.Context, ep string, creds credentials.TransportCredentials, timeout time.Duration, extra ...grpc.DialOption) (*Conn, error) {
+// DialError is the failure of every endpoint. Its code is Unauthenticated
+// (lbctl exit 7) when any endpoint failed on TLS, since that is a setting to
+// fix and no retry helps; otherwise Unavailable (exit 8).
+type DialError struct{ Failures []error }
+
+func (e *DialError) Error() string {
+	msgs := make([]string, len(e.Failures))
+	for i, f := range e.Failures {
+		msgs[i] = f.Error()
+	}
+	if e.code() == codes.Unauthenticated {
+		return "cannot connect to the cluster: " + strings.Join(msgs, "; ")
+	}
+	return "cannot reach the cluster: " + strings.Join(msgs, "; ")
+}
+
+func (e *DialError) Unwrap() []error { return e.Failures }
+
+func (e *DialError) GRPCStatus() *status.Status { return status.New(e.code(), e.Error()) }
+
+func (e *DialError) code() codes.Code {
+	for _, f := range e.Failures {
+		var te *TLSError
+		if errors.As(f, &te) {
+			return codes.Unauthenticated
+		}
+	}
+	return codes.Unavailable
+}
+
+// dialOne connects to ep; connected reports whether a TCP connection was
+// made, i.e. whether a failure happened above TCP (TLS or HTTP/2).
+func dialOne(ctx context.Context, ep string, creds credentials.TransportCredentials, timeout time.Duration, extra ...grpc.DialOption) (_ *Conn, connected bool, _ error) {
 	// Remember the last dial error: gRPC only reports a connectivity state,
 	// and "connection refused" is what an operator needs to see.
 	var mu sync.Mutex
@@ -122,6 +165,7 @@ func dialOne(ctx context.Context, ep string, creds credentials.TransportCredenti
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		mu.Lock()
 		dialErr = err
+		connected = connected || err == nil
 		mu.Unlock()
 		return c, err
 	}
@@ -130,7 +174,7 @@ func dialOne(ctx context.Context, ep string, creds credentials.TransportCredenti
 		grpc.WithContextDialer(dialer),
 	}, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("invalid endpoint: %w", err)
+		return nil, false, fmt.Errorf("invalid endpoint: %w", err)
 	}
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -148,28 +192,32 @@ func dialOne(ctx context.Context, ep string, creds credentials.TransportCredenti
 				Pools:           edgelbv1.NewAddressPoolServiceClient(cc),
 				Cluster:         edgelbv1.NewClusterServiceClient(cc),
 				Watch:           edgelbv1.NewWatchServiceClient(cc),
-			}, nil
+			}, true, nil
 		}
 		if s == connectivity.TransientFailure || s == connectivity.Shutdown {
 			break
 		}
 		if !cc.WaitForStateChange(wctx, s) {
 			cc.Close()
-			return nil, fmt.Errorf("no answer within %s", timeout)
+			// A member that accepts TCP and then says nothing is hung or
+			// overloaded, not misconfigured: no TLS diagnosis (connected
+			// false), which would only add its own wait.
+			return nil, false, fmt.Errorf("no answer within %s", timeout)
 		}
 	}
 	cc.Close()
 	mu.Lock()
 	defer mu.Unlock()
 	if dialErr != nil {
-		return nil, dialErr
+		return nil, connected, dialErr
 	}
-	return nil, errors.New("connection failed (TLS handshake or protocol mismatch? check --ca-file/--cert-file/--server-name)")
+	return nil, connected, errors.New("connection failed after connecting (TLS handshake or protocol mismatch? check --ca-file/--cert-file/--server-name)")
 }
 
-func transportCredentials(o Options) (credentials.TransportCredentials, error) {
+// tlsConfig is nil for a plaintext connection.
+func tlsConfig(o Options) (*tls.Config, error) {
 	if !o.TLS() {
-		return insecure.NewCredentials(), nil
+		return nil, nil
 	}
 	cfg := &tls.Config{ServerName: o.ServerName, MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
@@ -193,7 +241,7 @@ func transportCredentials(o Options) (credentials.TransportCredentials, error) {
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
-	return credentials.NewTLS(cfg), nil
+	return cfg, nil
 }
 
 // callOptions add the stale-read request to every call, and hand what the

@@ -125,8 +125,8 @@ func TestMutualTLS(t *testing.T) {
 			t.Error("a client without certificate got an answer")
 		}
 	}
-	// Plaintext against a TLS server does not connect.
-	if _, err := Dial(ctx, Options{Endpoints: []string{addr}, ConnectTimeout: time.Second}); status.Code(err) != codes.Unavailable {
+	// Plaintext against a TLS server does not connect, and says TLS is why.
+	if _, err := Dial(ctx, Options{Endpoints: []string{addr}, ConnectTimeout: time.Second}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "requires TLS") {
 		t.Errorf("plaintext to TLS server: %v", err)
 	}
 	if _, err := Dial(ctx, Options{Endpoints: []string{addr}, CertFile: p.certFile}); err == nil || !strings.Contains(err.Error(), "together") {

@@ -35,7 +35,8 @@ const Help = `Exit codes:
   6  FailedPrecondition or Aborted: a conflict, e.g. the object changed
      since it was read (--if-generation, vip update) or a pool is in use;
      or the member was removed from the cluster
-  7  PermissionDenied or Unauthenticated
+  7  PermissionDenied or Unauthenticated, or TLS failed (the message names
+     the certificate and why: CA, server name, TLS against plaintext)
   8  Unavailable or DeadlineExceeded: no endpoint answered in time, or the
      member has no leader or has not caught up (--stale reads it anyway)`
 

@@ -170,6 +170,21 @@ type Health struct {
 	// Enabled runs checks for the VIPs this member owns. Off, every backend
 	// counts as up.
 	Enabled bool `json:"enabled"`
+	// WithoutDataPlane runs the checks on a --data-plane=none member too.
+	// Off by default: such a member forwards nothing, it is typically a
+	// developer's machine, and the README's first look would otherwise send
+	// TCP probes to made-up backends (10.0.0.11:30080) from it.
+	WithoutDataPlane bool `json:"withoutDataPlane"`
+}
+
+// HealthProbes reports whether this member sends health checks to backends:
+// with the ipvs data plane when health.enabled, with data plane none only
+// when health.withoutDataPlane asks for it as well.
+func (c Config) HealthProbes() bool {
+	if !c.Health.Enabled {
+		return false
+	}
+	return c.DataPlane.Mode != "none" || c.Health.WithoutDataPlane
 }
 
 // Log configures lbd's logs.

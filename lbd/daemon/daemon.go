@@ -186,7 +186,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	d.bgWG.Go(func() { d.catchUp(bg) })
 	d.bgWG.Go(func() { d.contactLoop(bg) })
 	d.bgWG.Go(func() { d.reconcileLoop(bg) })
-	if cfg.Health.Enabled {
+	switch {
+	case cfg.HealthProbes() && cfg.DataPlane.Mode == "none":
+		d.log.Warn("HEALTH PROBES WITHOUT A DATA PLANE: this member sends health checks to the backends of the VIPs it owns or would inherit (health.withoutDataPlane)")
+	case cfg.Health.Enabled && !cfg.HealthProbes():
+		d.log.Info("data plane none: no backend health probes, every backend counts as up; set health.withoutDataPlane (--health-without-data-plane) to probe them")
+	}
+	if cfg.HealthProbes() {
 		checker := d.newChecker()
 		d.bgWG.Go(func() { d.checkLoop(bg, checker) })
 	}
