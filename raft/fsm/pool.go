@@ -118,9 +118,6 @@ func (a *applier) updatePool(c *raftv1.UpdateAddressPool) *Result {
 		}
 	}
 	p.Ranges = append(p.Ranges, c.AddRanges...)
-	if len(p.Ranges) == 0 {
-		return fail(codes.FailedPrecondition, "address pool %s would have no range left; add one (--add-range) or delete the pool (lbctl pool delete %s)", old.Name, old.Name)
-	}
 	if c.SetTenants {
 		p.Tenants = slices.Clone(c.Tenants)
 	}
@@ -130,16 +127,20 @@ func (a *applier) updatePool(c *raftv1.UpdateAddressPool) *Result {
 	if c.AllowHostAddresses != nil {
 		p.AllowHostAddresses = *c.AllowHostAddresses
 	}
-	parsed, err := ipam.ParsePool(p.Ranges)
-	if err != nil {
-		return fail(codes.InvalidArgument, "pool %s: %v", p.Name, err)
+	// With no range left every VIP of the pool is outside: say which first.
+	var parsed *ipam.Pool
+	if len(p.Ranges) > 0 {
+		var err error
+		if parsed, err = ipam.ParsePool(p.Ranges); err != nil {
+			return fail(codes.InvalidArgument, "pool %s: %v", p.Name, err)
+		}
 	}
 	var outside, closed []string
 	for _, vs := range st.sortedServices() {
 		if vs.Pool != old.Name {
 			continue
 		}
-		if !parsed.Contains(netip.MustParseAddr(vs.Vip)) {
+		if parsed == nil || !parsed.Contains(netip.MustParseAddr(vs.Vip)) {
 			outside = append(outside, vs.Vip+" ("+KeyOf(vs).String()+")")
 		} else if !PoolOpenTo(p, vs.Tenant) {
 			closed = append(closed, vs.Vip+" ("+KeyOf(vs).String()+")")
@@ -156,6 +157,9 @@ func (a *applier) updatePool(c *raftv1.UpdateAddressPool) *Result {
 			map[string]string{"pool": old.Name, "vips": strings.Join(vipsOnly(closed), ",")},
 			"address pool %s: %d allocated VIPs belong to tenants the pool would no longer admit: %s; keep their tenants in --tenants, or delete those virtual services first",
 			old.Name, len(closed), listSome(closed))
+	}
+	if parsed == nil {
+		return fail(codes.FailedPrecondition, "address pool %s would have no range left; add one (--add-range) or delete the pool (lbctl pool delete %s)", old.Name, old.Name)
 	}
 	if r := a.checkPoolPlace(p, parsed); r != nil {
 		return r
