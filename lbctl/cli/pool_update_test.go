@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,6 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/lbctl/exitcode"
+	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/daemon"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
@@ -134,5 +139,51 @@ func TestFamilyAndReservedMessages(t *testing.T) {
 	msg = e.fails(exitcode.Conflict, "vip", "create", "any", "--port", "tcp/80", "--vip", "2001:db8:1::")
 	if !strings.Contains(msg, "subnet-router anycast address") {
 		t.Errorf("anycast: %s", msg)
+	}
+}
+
+// TestPoolHostAddressesReal: a member that reports (from its configuration,
+// control-plane-only) an interface address and a gateway; pools over them
+// are refused unless --allow-host-addresses, and a pool that came first shows
+// as a warning in member status.
+func TestPoolHostAddressesReal(t *testing.T) {
+	t.Setenv("LBCTL_ENDPOINTS", "")
+	cfg := config.Default()
+	cfg.ID = "lb1"
+	cfg.DataDir = filepath.Join(t.TempDir(), "lb1")
+	cfg.APIAddr, cfg.RaftAddr = freePort(t), freePort(t)
+	cfg.MetricsAddr = ""
+	cfg.DataPlane.Mode = "none"
+	cfg.Health.Enabled = false
+	cfg.DataPlane.InterfaceAddresses = []string{"192.0.2.5"}
+	cfg.DataPlane.Gateways = []string{"192.0.2.1"}
+	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{cfg: cfg, d: d}
+	t.Cleanup(m.stop)
+	eventually(t, "registered", func() bool { _, ok := d.Node().FSM.Member("lb1"); return ok })
+	e := newRealEnv(t, m)
+
+	msg := e.fails(exitcode.Conflict, "pool", "create", "public", "--range", "192.0.2.0/24")
+	for _, want := range []string{"192.0.2.5", "member lb1", "--allow-host-addresses"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("refusal lacks %q: %s", want, msg)
+		}
+	}
+	e.ok("pool", "create", "public", "--range", "192.0.2.16/28")
+	e.fails(exitcode.Conflict, "pool", "update", "public", "--add-range", "192.0.2.0/30")
+	if out := e.ok("pool", "update", "public", "--add-range", "192.0.2.0/30", "--allow-host-addresses"); !strings.Contains(out, "generation 2") {
+		t.Errorf("update with --allow-host-addresses:\n%s", out)
+	}
+	if got := decodeJSON(t, e.ok("member", "list", "-o", "json")); !strings.Contains(fmt.Sprint(got), "192.0.2.5") {
+		t.Errorf("member list does not show the reported address: %v", got)
+	}
+	// Taking the permission back is checked like any change.
+	e.fails(exitcode.Conflict, "pool", "update", "public", "--allow-host-addresses=false")
+	e.ok("pool", "update", "public", "--remove-range", "192.0.2.0/30", "--allow-host-addresses=false")
+	if out := e.ok("member", "status"); strings.Contains(out, "WARNING") {
+		t.Errorf("warning without a conflict:\n%s", out)
 	}
 }

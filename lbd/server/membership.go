@@ -249,6 +249,7 @@ func (s *Server) registerMember(ctx context.Context, m *edgelbv1.Member, what st
 		return nil, err
 	}
 	s.log.Info(what, "id", m.Id, "raft_addr", m.RaftAddress, "api_addr", m.ApiAddress)
+	s.warnHostConflicts(m.Id)
 	return &edgelbv1.AddMemberResponse{Member: res.Member}, nil
 }
 

@@ -609,8 +609,26 @@ func Member(m *edgelbv1.Member) error {
 	if len(m.DataInterface) > 15 {
 		return invalid("member.data_interface", "%q is longer than an interface name can be (15)", m.DataInterface)
 	}
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"member.interface_addresses", m.InterfaceAddresses}, {"member.gateways", m.Gateways}} {
+		if len(l.list) > MaxMemberAddresses {
+			return invalid(l.name, "%d addresses; the limit is %d", len(l.list), MaxMemberAddresses)
+		}
+		for i, a := range l.list {
+			ad, err := netip.ParseAddr(a)
+			if err != nil || ad.Zone() != "" || ad.String() != a {
+				return invalid(fmt.Sprintf("%s[%d]", l.name, i), "%q is not an IP address in canonical form", a)
+			}
+		}
+	}
 	return nil
 }
+
+// MaxMemberAddresses bounds the interface addresses and the gateways one
+// member reports (a data interface with more is not an edge host's).
+const MaxMemberAddresses = 64
 
 func protoName(p edgelbv1.Protocol) string {
 	return strings.ToLower(strings.TrimPrefix(p.String(), "PROTOCOL_"))

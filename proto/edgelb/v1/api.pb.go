@@ -2966,8 +2966,11 @@ type MemberStatus struct {
 	// known, not registered, not caught up with the leader); empty when ready.
 	// Members older than this field leave it empty.
 	NotReadyReason string `protobuf:"bytes,13,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Problems an operator should fix, each a sentence that says how (an
+	// address pool that holds this member's own address, ...).
+	Warnings      []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MemberStatus) Reset() {
@@ -3089,6 +3092,13 @@ func (x *MemberStatus) GetNotReadyReason() string {
 		return x.NotReadyReason
 	}
 	return ""
+}
+
+func (x *MemberStatus) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 type GetMemberStatusResponse struct {
@@ -3565,7 +3575,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x13DrainMemberResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xbd\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xd9\x03\n" +
 	"\fMemberStatus\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
@@ -3584,7 +3594,8 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\aversion\x18\v \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\f \x01(\tR\tclusterId\x12(\n" +
-	"\x10not_ready_reason\x18\r \x01(\tR\x0enotReadyReason\"J\n" +
+	"\x10not_ready_reason\x18\r \x01(\tR\x0enotReadyReason\x12\x1a\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\"J\n" +
 	"\x17GetMemberStatusResponse\x12/\n" +
 	"\x06status\x18\x01 \x01(\v2\x17.edgelb.v1.MemberStatusR\x06status\"O\n" +
 	"\fWatchRequest\x12'\n" +
