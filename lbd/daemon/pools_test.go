@@ -134,3 +134,43 @@ func TestPoolsAvoidMemberAddresses(t *testing.T) {
 		t.Fatalf("m2 status warnings %v", warnings)
 	}
 }
+
+// TestFollowerRefreshesItsRecord: a follower restarted with another address
+// updates its member record by itself, and keeps its drained state.
+func TestFollowerRefreshesItsRecord(t *testing.T) {
+	ds := startCluster(t, 2)
+	l, f := leaderAndFollower(t, ds)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cc, err := grpc.NewClient(l.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := edgelbv1.NewClusterServiceClient(cc).DrainMember(ctx, &edgelbv1.DrainMemberRequest{Id: f.cfg.ID}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.cfg
+	if err := f.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Join = nil
+	cfg.DataPlane.InterfaceAddresses = []string{"192.0.2.44"}
+	f2, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f2.Stop() })
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		m, ok := l.Node().FSM.Member(cfg.ID)
+		if ok && len(m.InterfaceAddresses) == 1 && m.InterfaceAddresses[0] == "192.0.2.44" {
+			if m.State != edgelbv1.MemberState_MEMBER_STATE_DRAINING {
+				t.Fatalf("refreshing the record changed the state to %v", m.State)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader still has %v", m)
+		}
+	}
+}
