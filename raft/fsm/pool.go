@@ -32,7 +32,7 @@ func (a *applier) checkPoolPlace(p *edgelbv1.AddressPool, parsed *ipam.Pool) *Re
 		return failInfo(codes.FailedPrecondition, errinfo.HostAddressInPool,
 			map[string]string{"pool": p.Name, "address": c.addr.String(), "member": c.member, "kind": c.kind},
 			"address pool %s: range %s holds %s, the %s of member %s; a VIP there would be announced over the host's own traffic. Leave the address out of the range, or, if it is meant to be a VIP, pass --allow-host-addresses (allow_host_addresses)",
-			p.Name, c.rng, c.addr, c.kind, c.member)
+			p.Name, rangeText(c.rng), c.addr, c.kind, c.member)
 	}
 	return nil
 }
@@ -211,8 +211,16 @@ func (f *FSM) HostConflicts(id string) []string {
 		}
 		for _, c := range hostConflicts(f.st.parsed[name], []*edgelbv1.Member{m}) {
 			out = append(out, fmt.Sprintf("address pool %s (range %s) holds %s, the %s of member %s: a VIP allocated there would be announced over it; remove the range (lbctl pool update %s --remove-range ...) or allow it (--allow-host-addresses)",
-				name, c.rng, c.addr, c.kind, c.member, name))
+				name, rangeText(c.rng), c.addr, c.kind, c.member, name))
 		}
 	}
 	return out
+}
+
+// rangeText is a range as an operator wrote it: its CIDR when it has one.
+func rangeText(r ipam.Range) string {
+	if r.Prefix.IsValid() {
+		return r.Prefix.String()
+	}
+	return r.String()
 }
