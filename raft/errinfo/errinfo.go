@@ -22,6 +22,10 @@ const (
 	// A pool change would close the pool to tenants whose VIPs it holds
 	// (metadata: pool, vips).
 	PoolTenantInUse = "POOL_TENANT_IN_USE"
+	// A range to remove is not one of the pool's (metadata: pool, range).
+	PoolRangeNotFound = "POOL_RANGE_NOT_FOUND"
+	// An update would remove every range of a pool (metadata: pool).
+	PoolWouldBeEmpty = "POOL_WOULD_BE_EMPTY"
 	// The pool changed since the caller read it (metadata: pool, generation).
 	PoolGenerationMismatch = "POOL_GENERATION_MISMATCH"
 	// No pool open to the tenant holds addresses of the family asked for

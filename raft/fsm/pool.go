@@ -106,7 +106,8 @@ func (a *applier) updatePool(c *raftv1.UpdateAddressPool) *Result {
 		}
 		i := slices.IndexFunc(oldParsed.Ranges, func(o ipam.Range) bool { return o.First == r.First && o.Last == r.Last })
 		if i < 0 {
-			return fail(codes.NotFound, "address pool %s has no range %s (its ranges: %s); name a range as lbctl pool get %s lists it",
+			return failInfo(codes.NotFound, errinfo.PoolRangeNotFound, map[string]string{"pool": old.Name, "range": s},
+				"address pool %s has no range %s (its ranges: %s); name a range as lbctl pool get %s lists it",
 				old.Name, s, strings.Join(old.Ranges, ", "), old.Name)
 		}
 		drop[i] = true
@@ -159,7 +160,8 @@ func (a *applier) updatePool(c *raftv1.UpdateAddressPool) *Result {
 			old.Name, len(closed), listSome(closed))
 	}
 	if parsed == nil {
-		return fail(codes.FailedPrecondition, "address pool %s would have no range left; add one (--add-range) or delete the pool (lbctl pool delete %s)", old.Name, old.Name)
+		return failInfo(codes.FailedPrecondition, errinfo.PoolWouldBeEmpty, map[string]string{"pool": old.Name},
+			"address pool %s would have no range left; add one (--add-range) or delete the pool (lbctl pool delete %s)", old.Name, old.Name)
 	}
 	if r := a.checkPoolPlace(p, parsed); r != nil {
 		return r

@@ -155,12 +155,14 @@ func TestUpdatePool(t *testing.T) {
 	if r.Meta["vips"] != "192.0.2.1,192.0.2.2" {
 		t.Errorf("metadata vips = %q", r.Meta["vips"])
 	}
-	h.refused(&raftv1.UpdateAddressPool{Name: "p", RemoveRanges: []string{"192.0.2.64/30"}}, codes.NotFound, "no range 192.0.2.64/30")
+	r = h.refused(&raftv1.UpdateAddressPool{Name: "p", RemoveRanges: []string{"192.0.2.64/30"}}, codes.NotFound, "no range 192.0.2.64/30")
+	wantReason(t, r, errinfo.PoolRangeNotFound)
 	h.refused(&raftv1.UpdateAddressPool{Name: "p", RemoveRanges: []string{"bogus"}}, codes.InvalidArgument)
 	h.refused(&raftv1.UpdateAddressPool{Name: "nope"}, codes.NotFound)
 	h.refused(&raftv1.UpdateAddressPool{Name: "p", AddRanges: []string{"198.51.100.0/28"}}, codes.FailedPrecondition, "overlaps pool other")
 	h.refused(&raftv1.UpdateAddressPool{Name: "p", AddRanges: []string{"192.0.2.12-192.0.2.13"}}, codes.InvalidArgument, "overlaps")
-	h.refused(&raftv1.UpdateAddressPool{Name: "other", RemoveRanges: []string{"198.51.100.0/24"}}, codes.FailedPrecondition, "no range left")
+	r = h.refused(&raftv1.UpdateAddressPool{Name: "other", RemoveRanges: []string{"198.51.100.0/24"}}, codes.FailedPrecondition, "no range left")
+	wantReason(t, r, errinfo.PoolWouldBeEmpty)
 	// Closing the pool to the tenant of its VIPs.
 	r = h.refused(&raftv1.UpdateAddressPool{Name: "p", SetTenants: true, Tenants: []string{"u"}}, codes.FailedPrecondition, "no longer admit", "t/a")
 	wantReason(t, r, errinfo.PoolTenantInUse)
