@@ -39,7 +39,7 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
 		defer cancel()
 	}
-	cmd.Version = fsm.CommandVersion
+	cmd.Version = fsm.VersionFor(cmd)
 	if cmd.Time == nil {
 		cmd.Time = timestamppb.Now()
 	}

@@ -37,6 +37,21 @@ const CommandVersion = 2
 // subnet-router anycast address and whose pools carry generations.
 const versionAnycast = 2
 
+// VersionFor is the version a proposer stamps on cmd: the oldest whose rules
+// give it its meaning. Only commands that allocate addresses or change pools
+// need version 2; every other command keeps version 1, so a member still on
+// an older binary during a rolling upgrade goes on applying ownership moves,
+// backends and health rather than refusing every entry (and keeping VIPs the
+// leader has moved elsewhere).
+func VersionFor(cmd *raftv1.Command) uint32 {
+	switch cmd.Op.(type) {
+	case *raftv1.Command_CreateVirtualService, *raftv1.Command_UpdateVirtualService,
+		*raftv1.Command_CreateAddressPool, *raftv1.Command_UpdateAddressPool:
+		return versionAnycast
+	}
+	return 1
+}
+
 // snapshotVersion is the format of snapshots this binary writes.
 const snapshotVersion = 1
 
@@ -107,7 +122,7 @@ func New(log *slog.Logger) *FSM {
 // Encode marshals a command for raft.Apply.
 func Encode(cmd *raftv1.Command) ([]byte, error) {
 	if cmd.Version == 0 {
-		cmd.Version = CommandVersion
+		cmd.Version = VersionFor(cmd)
 	}
 	// The proposer's clock, recorded once, so every member stores the same
 	// times (commands from the leader's own loops have none yet).

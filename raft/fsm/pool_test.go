@@ -263,3 +263,23 @@ func TestAnycastMixedVersionsRandom(t *testing.T) {
 		}
 	}
 }
+
+func TestVersionFor(t *testing.T) {
+	for op, want := range map[any]uint32{
+		create(svc("t", "a", "")):            2,
+		&raftv1.UpdateAddressPool{}:          2,
+		createPool(pool("p", "10.0.0.0/24")): 2,
+		owners():                             1,
+		member("m1"):                         1,
+		deleteVS("t", "a"):                   1,
+	} {
+		if got := VersionFor(command(1, op)); got != want {
+			t.Errorf("VersionFor(%T) = %d, want %d", op, got, want)
+		}
+	}
+	cmd := command(1, owners())
+	cmd.Version = 0
+	if _, err := Encode(cmd); err != nil || cmd.Version != 1 {
+		t.Errorf("Encode stamped version %d", cmd.Version)
+	}
+}
