@@ -193,11 +193,11 @@ func (a *app) poolGetCmd() *cobra.Command {
 				return output.Message(a.stdout, a.format, resp)
 			}
 			tw := output.TableWriter(a.stdout)
-			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "USED", "SIZE", "AGE")
+			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "USED", "SIZE", "GENERATION", "AGE")
 			p := resp.GetPool()
 			output.Row(tw, p.GetName(), strings.Join(p.GetRanges(), ","), strings.Join(p.GetTenants(), ","),
 				strconv.FormatBool(p.GetManual()), strconv.FormatUint(resp.GetUsed(), 10), strconv.FormatUint(resp.GetSize(), 10),
-				output.Age(p.GetCreateTime(), time.Now()))
+				strconv.FormatUint(p.GetGeneration(), 10), output.Age(p.GetCreateTime(), time.Now()))
 			return tw.Flush()
 		}),
 	}

@@ -44,6 +44,10 @@ func TestPoolErrorsThroughFollower(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || errinfo.Reason(err) != errinfo.NoPoolForFamily {
 		t.Fatalf("IPv6 without an IPv6 pool, through a follower: %v (reason %q)", err, errinfo.Reason(err))
 	}
+	_, err = vips.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{Name: "bc", Vip: "192.0.2.3", Ports: port}})
+	if ei, ok := errinfo.Of(err); status.Code(err) != codes.FailedPrecondition || !ok || ei.Reason != errinfo.ReservedAddress || ei.Metadata["kind"] != "broadcast address" || ei.Metadata["pool"] != "p" {
+		t.Fatalf("broadcast address as a VIP: %v %v", err, ei)
+	}
 	if _, err := vips.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{Name: "a", Ports: port}}); err != nil {
 		t.Fatal(err)
 	}
