@@ -53,6 +53,15 @@ func TestIPv6SkipsSubnetRouterAnycast(t *testing.T) {
 	if got := h.ok(create(v6(svc("t", "c", "")))).Service.Vip; got != "2001:db8:1::2" {
 		t.Fatalf("next VIP = %s", got)
 	}
+	// The size counts what can be handed out: the anycast address only
+	// while an older VIP holds it.
+	h.ok(createPool(pool("small", "2001:db8:2::/126")))
+	if _, used, size, _ := h.f.Pool("small"); used != 0 || size != 3 {
+		t.Errorf("a /126: used %d size %d, want 0 of 3", used, size)
+	}
+	if _, used, size, _ := h.f.Pool("v6"); used != 3 || size != 1<<16 {
+		t.Errorf("v6 with the anycast address in use: used %d size %d, want 3 of 65536", used, size)
+	}
 }
 
 func TestAnycastReplayMatchesSnapshot(t *testing.T) {
