@@ -21,12 +21,13 @@ import (
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/node"
 )
 
 // ErrorDomain is the domain of the google.rpc.ErrorInfo details lbd attaches
 // to refusals; clients decide by their reason, never by the message.
-const ErrorDomain = "edgelb.io"
+const ErrorDomain = errinfo.Domain
 
 // Reasons of refused membership changes (google.rpc.ErrorInfo.reason).
 const (
