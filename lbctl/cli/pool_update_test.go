@@ -187,3 +187,38 @@ func TestPoolHostAddressesReal(t *testing.T) {
 		t.Errorf("warning without a conflict:\n%s", out)
 	}
 }
+
+// TestHostConflictInStatus: a member that joins with an address inside an
+// existing pool is admitted, and lbctl member status and lbctl status say so.
+func TestHostConflictInStatus(t *testing.T) {
+	ms := startLBD(t, 1)
+	e := newRealEnv(t, ms...)
+	e.ok("pool", "create", "q", "--range", "198.51.100.0/24")
+	cfg := config.Default()
+	cfg.ID = "lb2"
+	cfg.DataDir = filepath.Join(t.TempDir(), "lb2")
+	cfg.APIAddr, cfg.RaftAddr = freePort(t), freePort(t)
+	cfg.MetricsAddr = ""
+	cfg.DataPlane.Mode = "none"
+	cfg.Health.Enabled = false
+	cfg.DataPlane.InterfaceAddresses = []string{"198.51.100.7"}
+	cfg.Join = []string{ms[0].cfg.APIAddr}
+	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2 := &member{cfg: cfg, d: d}
+	t.Cleanup(m2.stop)
+	eventually(t, "lb2 registered", func() bool { _, ok := ms[0].d.Node().FSM.Member("lb2"); return ok })
+	eventually(t, "member status warns", func() bool {
+		return strings.Contains(e.run("member", "status", "lb2").out, "WARNING lb2: address pool q (range 198.51.100.0/24) holds 198.51.100.7")
+	})
+	st := e.status()
+	found := false
+	for _, p := range st.Problems {
+		found = found || strings.Contains(p, "member lb2: address pool q")
+	}
+	if !found || st.Health == "healthy" {
+		t.Errorf("lbctl status: health %s, problems %v", st.Health, st.Problems)
+	}
+}

@@ -211,6 +211,11 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 			mh.Version = s.GetVersion()
 			mh.NotReady = s.GetNotReadyReason()
 			mh.Ready = mh.NotReady == ""
+			// What the member itself warns about (an address pool that
+			// holds its own address, ...): a hazard, so the cluster is degraded.
+			for _, w := range s.GetWarnings() {
+				st.Problems = append(st.Problems, fmt.Sprintf("member %s: %s", m.GetId(), w))
+			}
 			if m.GetId() == st.Leader {
 				leaderCommit = s.GetCommitIndex()
 			}
