@@ -112,7 +112,8 @@ moves) with their time and reason.
 
 Health is "healthy" only when every member answers, is ready (what its
 /readyz says: a leader known, registered, caught up) and trails the leader's
-commit index by at most 32 raft entries; "degraded" (traffic flows,
+commit index by at most 32 raft entries, and no member warns (an address
+pool that holds its own address or gateway); "degraded" (traffic flows,
 something needs a look: the problems name the member and, for one that lags,
 by how much); or "unavailable" (no raft leader: no writes and no failover
 until a majority of members is back). Wait for HEALTHY before restarting the
