@@ -3,7 +3,10 @@
 // It is not generated code, so it lives outside proto/.
 package apimd
 
-import edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+import (
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
+)
 
 // ReplicaReads are the methods that answer from a member's replica of the
 // replicated state: lbd refuses them on a member that cannot vouch for its
@@ -36,7 +39,7 @@ const (
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of lbd's errors.
-const ErrorDomain = "edgelb.io"
+const ErrorDomain = errinfo.Domain
 
 // ErrorInfo reasons of a refused read or write.
 const (

@@ -277,6 +277,12 @@ func (a *app) printStatuses(sts []*edgelbv1.MemberStatus, errs map[string]error)
 		output.Row(tw, row...)
 	}
 	tw.Flush()
+	// Warnings after the table: sentences, too long for a column.
+	for _, st := range sts {
+		for _, w := range st.GetWarnings() {
+			fmt.Fprintf(a.stdout, "WARNING %s: %s\n", st.GetMember().GetId(), w)
+		}
+	}
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -113,7 +113,8 @@ moves) with their time and reason.
 
 Health is "healthy" only when every member answers, is ready (what its
 /readyz says: a leader known, registered, caught up) and trails the leader's
-commit index by at most 32 raft entries; "degraded" (traffic flows,
+commit index by at most 32 raft entries, and no member warns (an address
+pool that holds its own address or gateway); "degraded" (traffic flows,
 something needs a look: the problems name the member and, for one that lags,
 by how much); or "unavailable" (no raft leader: no writes and no failover
 until a majority of members is back). Wait for HEALTHY before restarting the
@@ -218,6 +219,11 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 			mh.Version = s.GetVersion()
 			mh.NotReady = s.GetNotReadyReason()
 			mh.Ready = mh.NotReady == ""
+			// What the member itself warns about (an address pool that
+			// holds its own address, ...): a hazard, so the cluster is degraded.
+			for _, w := range s.GetWarnings() {
+				st.Problems = append(st.Problems, fmt.Sprintf("member %s: %s", m.GetId(), w))
+			}
 			if m.GetId() == st.Leader {
 				leaderCommit = s.GetCommitIndex()
 			}

@@ -132,6 +132,14 @@ type DataPlane struct {
 	// arriving before the client's next packet) are dropped rather than
 	// answered with a RST; 0 turns it off.
 	TakeoverGuard Duration `json:"takeoverGuard"`
+	// InterfaceAddresses and Gateways are addresses this member reports as
+	// its own (the data interface's) and as its default gateways, in addition
+	// to those read from the kernel with the ipvs data plane. No address pool
+	// may hold them unless it allows host addresses: a VIP there would be
+	// announced over the host or its router. With mode none nothing is read
+	// from the kernel, so these are all the member reports.
+	InterfaceAddresses []string `json:"interfaceAddresses,omitempty"`
+	Gateways           []string `json:"gateways,omitempty"`
 }
 
 // Raft holds raft's timers (see raft/node.DefaultTiming for why these values).
@@ -192,6 +200,10 @@ type Log struct {
 	Format string `json:"format"` // text or json
 	Level  string `json:"level"`  // debug, info, warn, error
 }
+
+// maxHostAddresses bounds dataPlane.interfaceAddresses and gateways (the
+// API's limit on what a member reports, validate.MaxMemberAddresses).
+const maxHostAddresses = validate.MaxMemberAddresses
 
 // DefaultMetricsAddr is the default metrics listener: loopback, so that
 // exposing metrics to the network is a decision (metrics name VIPs and backends).
@@ -300,6 +312,19 @@ func (c *Config) Validate() error {
 	}
 	if c.DataPlane.TakeoverGuard.Duration < 0 {
 		add("dataPlane.takeoverGuard: %s is negative; use 0 to turn the guard off", c.DataPlane.TakeoverGuard)
+	}
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"dataPlane.interfaceAddresses", c.DataPlane.InterfaceAddresses}, {"dataPlane.gateways", c.DataPlane.Gateways}} {
+		if len(l.list) > maxHostAddresses {
+			add("%s: %d addresses; the limit is %d", l.name, len(l.list), maxHostAddresses)
+		}
+		for i, a := range l.list {
+			if ad, err := netip.ParseAddr(a); err != nil || ad.Zone() != "" {
+				add("%s[%d]: %q is not an IP address (e.g. 192.0.2.5 or 2001:db8::5)", l.name, i, a)
+			}
+		}
 	}
 	if c.DataPlane.Mode == "ipvs" && c.DataPlane.Interface == "" {
 		add("dataPlane.interface: required with the ipvs data plane (the interface VIPs are added to)")

@@ -137,6 +137,15 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	d.node = n
 
 	self := &edgelbv1.Member{Id: cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: cfg.APIAddr, DataInterface: cfg.DataPlane.Interface}
+	// Reported so no address pool hands out this host's own addresses or
+	// its gateway as a VIP (the FSM checks pools against every member).
+	self.InterfaceAddresses, self.Gateways, err = hostAddrs.reportedAddresses(cfg)
+	if err != nil {
+		n.Shutdown()
+		lis.Close()
+		dp.Close()
+		return nil, err
+	}
 	opts := server.Options{
 		Self: self, DataPlane: name, Version: Version, Logger: log.With("component", "api"),
 		OwnedVIPs: d.ownedVIPs, PeerCreds: sec.peerCreds(),
@@ -181,6 +190,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	if len(cfg.Join) > 0 && !n.HadState() {
 		d.bgWG.Go(func() { d.join(bg, self) })
 	}
+	d.bgWG.Go(func() { d.refreshSelf(bg) })
 	d.bgWG.Go(func() { d.leaderLoop(bg) })
 	d.bgWG.Go(func() { d.healthLoop(bg) })
 	d.bgWG.Go(func() { d.catchUp(bg) })
@@ -481,6 +491,29 @@ func (d *Daemon) catchUp(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// refreshSelf brings this member's record up to date once it has caught up,
+// when it differs from what this member reports (a follower restarted with a
+// new address on its data interface, or upgraded from a version that
+// reported none). The leader does the same through RegisterSelf; a member
+// not in the table (joining, or removed) is left to AddMember.
+func (d *Daemon) refreshSelf(ctx context.Context) {
+	for ctx.Err() == nil {
+		if d.caughtUp.Load() && !d.node.IsLeader() {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := d.srv.UpdateSelf(cctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			d.log.Warn("update this member's record", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

@@ -212,6 +212,7 @@ func (s *Server) localStatus() *edgelbv1.MemberStatus {
 		Version:          s.opts.Version,
 		ClusterId:        s.fsm.ClusterID(),
 		NotReadyReason:   s.notReadyReason(),
+		Warnings:         s.fsm.HostConflicts(s.opts.Self.Id),
 	}
 }
 
@@ -232,16 +233,49 @@ func (s *Server) notReadyReason() string {
 // RegisterSelf puts this member into the member table; the leader calls it on
 // taking office so a bootstrapped or restarted member is listed with its API address.
 func (s *Server) RegisterSelf(ctx context.Context) error {
+	want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
 	if m, ok := s.fsm.Member(s.opts.Self.Id); ok {
-		want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
+		// Keep the state (a draining member re-registering stays drained).
 		want.State = m.State
 		if proto.Equal(m, want) {
 			return nil
 		}
 	}
-	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: s.opts.Self}}})
+	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: want}}})
 	if err != nil {
 		return fmt.Errorf("register member %s: %w", s.opts.Self.Id, err)
 	}
+	s.warnHostConflicts(s.opts.Self.Id)
 	return nil
+}
+
+// UpdateSelf rewrites this member's record when it differs from what the
+// member reports now, keeping its state. A member not in the table is left
+// alone: it joins through AddMember, and a removed one must not come back
+// by itself.
+func (s *Server) UpdateSelf(ctx context.Context) error {
+	m, ok := s.fsm.Member(s.opts.Self.Id)
+	if !ok {
+		return nil
+	}
+	want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
+	want.State = m.State
+	if proto.Equal(m, want) {
+		return nil
+	}
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: want}}}); err != nil {
+		return fmt.Errorf("update member %s: %w", s.opts.Self.Id, err)
+	}
+	s.log.Info("member record updated", "id", want.Id, "interface_addresses", want.InterfaceAddresses, "gateways", want.Gateways)
+	s.warnHostConflicts(s.opts.Self.Id)
+	return nil
+}
+
+// warnHostConflicts logs every pool that holds an address member id
+// reported. Registration is not refused for it: the pool exists already, and
+// a member that cannot register cannot serve; the operator fixes the pool.
+func (s *Server) warnHostConflicts(id string) {
+	for _, w := range s.fsm.HostConflicts(id) {
+		s.log.Warn("address pool holds an address of this member", "member", id, "problem", w)
+	}
 }

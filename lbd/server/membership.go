@@ -18,17 +18,16 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/edgelb/edgelb/internal/apimd"
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/node"
 )
 
 // ErrorDomain is the domain of the google.rpc.ErrorInfo details lbd attaches
-// to refusals; clients decide by their reason, never by the message. One
-// domain for all of lbd's reasons (internal/apimd).
-const ErrorDomain = apimd.ErrorDomain
+// to refusals; clients decide by their reason, never by the message.
+const ErrorDomain = errinfo.Domain
 
 // Reasons of refused membership changes (google.rpc.ErrorInfo.reason).
 const (
@@ -251,6 +250,7 @@ func (s *Server) registerMember(ctx context.Context, m *edgelbv1.Member, what st
 		return nil, err
 	}
 	s.log.Info(what, "id", m.Id, "raft_addr", m.RaftAddress, "api_addr", m.ApiAddress)
+	s.warnHostConflicts(m.Id)
 	return &edgelbv1.AddMemberResponse{Member: res.Member}, nil
 }
 

@@ -48,7 +48,7 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
 		defer cancel()
 	}
-	cmd.Version = fsm.CommandVersion
+	cmd.Version = fsm.VersionFor(cmd)
 	if cmd.Time == nil {
 		cmd.Time = timestamppb.Now()
 	}
@@ -123,6 +123,7 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 	}
 	return &fsm.Result{
 		Code: codes.Code(resp.Code), Message: resp.Message, Revision: resp.Revision,
+		Reason: resp.Reason, Meta: resp.Metadata,
 		Service: resp.VirtualService, Pool: resp.AddressPool, Member: resp.Member,
 	}, false, nil
 }
@@ -171,6 +172,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	}
 	return &raftv1.ApplyResponse{
 		Code: int32(res.Code), Message: res.Message, Revision: res.Revision,
+		Reason: res.Reason, Metadata: res.Meta,
 		VirtualService: res.Service, AddressPool: res.Pool, Member: res.Member,
 	}, nil
 }

@@ -18,15 +18,39 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // CommandVersion is the command format this binary proposes and understands.
-const CommandVersion = 1
+//
+// Version 2: allocation skips the IPv6 subnet-router anycast address and a
+// VIP may not be requested there; a new pool starts at generation 1.
+// Entries of version 1 keep the old rules, so a log written before still
+// replays to the same state on every member.
+const CommandVersion = 2
+
+// versionAnycast is the first command version whose allocation skips the
+// subnet-router anycast address and whose pools carry generations.
+const versionAnycast = 2
+
+// VersionFor is the version a proposer stamps on cmd: the oldest whose rules
+// give it its meaning. Only commands that allocate addresses or change pools
+// need version 2; every other command keeps version 1, so a member still on
+// an older binary during a rolling upgrade goes on applying ownership moves,
+// backends and health rather than refusing every entry (and keeping VIPs the
+// leader has moved elsewhere).
+func VersionFor(cmd *raftv1.Command) uint32 {
+	switch cmd.Op.(type) {
+	case *raftv1.Command_CreateVirtualService, *raftv1.Command_UpdateVirtualService,
+		*raftv1.Command_CreateAddressPool, *raftv1.Command_UpdateAddressPool:
+		return versionAnycast
+	}
+	return 1
+}
 
 // snapshotVersion is the format of snapshots this binary writes.
 const snapshotVersion = 1
@@ -43,8 +67,11 @@ const maxHistory = 4096
 // Result is what Apply returns for one command: a gRPC code and message, the
 // revision the change was recorded at, and the object it produced.
 type Result struct {
-	Code     codes.Code
-	Message  string
+	Code    codes.Code
+	Message string
+	// Reason and Meta become a google.rpc.ErrorInfo (errinfo) on the error.
+	Reason   string
+	Meta     map[string]string
 	Revision uint64
 	Service  *edgelbv1.VirtualService
 	Pool     *edgelbv1.AddressPool
@@ -56,11 +83,17 @@ func (r *Result) Err() error {
 	if r.Code == codes.OK {
 		return nil
 	}
-	return status.Error(r.Code, r.Message)
+	return errinfo.New(r.Code, r.Reason, r.Meta, r.Message)
 }
 
 func fail(c codes.Code, format string, args ...any) *Result {
 	return &Result{Code: c, Message: fmt.Sprintf(format, args...)}
+}
+
+// failInfo is fail with an ErrorInfo reason and metadata for clients that
+// decide by it.
+func failInfo(c codes.Code, reason string, meta map[string]string, format string, args ...any) *Result {
+	return &Result{Code: c, Message: fmt.Sprintf(format, args...), Reason: reason, Meta: meta}
 }
 
 // FSM implements raft.FSM.
@@ -89,7 +122,7 @@ func New(log *slog.Logger) *FSM {
 // Encode marshals a command for raft.Apply.
 func Encode(cmd *raftv1.Command) ([]byte, error) {
 	if cmd.Version == 0 {
-		cmd.Version = CommandVersion
+		cmd.Version = VersionFor(cmd)
 	}
 	// The proposer's clock, recorded once, so every member stores the same
 	// times (commands from the leader's own loops have none yet).
@@ -123,7 +156,7 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	a := applier{f: f, idx: idx, time: cmd.Time}
+	a := applier{f: f, idx: idx, time: cmd.Time, version: cmd.Version}
 	var r *Result
 	switch op := cmd.Op.(type) {
 	case *raftv1.Command_CreateVirtualService:
@@ -144,6 +177,8 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r = a.createPool(op.CreateAddressPool)
 	case *raftv1.Command_DeleteAddressPool:
 		r = a.deletePool(op.DeleteAddressPool)
+	case *raftv1.Command_UpdateAddressPool:
+		r = a.updatePool(op.UpdateAddressPool)
 	case *raftv1.Command_PutMember:
 		r = a.putMember(op.PutMember)
 	case *raftv1.Command_RemoveMember:

@@ -59,6 +59,8 @@ func command(idx uint64, op any) *raftv1.Command {
 		cmd.Op = &raftv1.Command_CreateAddressPool{CreateAddressPool: o}
 	case *raftv1.DeleteAddressPool:
 		cmd.Op = &raftv1.Command_DeleteAddressPool{DeleteAddressPool: o}
+	case *raftv1.UpdateAddressPool:
+		cmd.Op = &raftv1.Command_UpdateAddressPool{UpdateAddressPool: o}
 	case *raftv1.PutMember:
 		cmd.Op = &raftv1.Command_PutMember{PutMember: o}
 	case *raftv1.RemoveMember:

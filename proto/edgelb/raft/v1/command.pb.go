@@ -48,6 +48,7 @@ type Command struct {
 	//	*Command_SetBackendHealth
 	//	*Command_RestoreState
 	//	*Command_SetClusterId
+	//	*Command_UpdateAddressPool
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -239,6 +240,15 @@ func (x *Command) GetSetClusterId() *SetClusterID {
 	return nil
 }
 
+func (x *Command) GetUpdateAddressPool() *UpdateAddressPool {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UpdateAddressPool); ok {
+			return x.UpdateAddressPool
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -303,6 +313,10 @@ type Command_SetClusterId struct {
 	SetClusterId *SetClusterID `protobuf:"bytes,24,opt,name=set_cluster_id,json=setClusterId,proto3,oneof"`
 }
 
+type Command_UpdateAddressPool struct {
+	UpdateAddressPool *UpdateAddressPool `protobuf:"bytes,25,opt,name=update_address_pool,json=updateAddressPool,proto3,oneof"`
+}
+
 func (*Command_CreateVirtualService) isCommand_Op() {}
 
 func (*Command_UpdateVirtualService) isCommand_Op() {}
@@ -332,6 +346,8 @@ func (*Command_SetBackendHealth) isCommand_Op() {}
 func (*Command_RestoreState) isCommand_Op() {}
 
 func (*Command_SetClusterId) isCommand_Op() {}
+
+func (*Command_UpdateAddressPool) isCommand_Op() {}
 
 type CreateVirtualService struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -814,6 +830,107 @@ func (x *CreateAddressPool) GetPool() *v1.AddressPool {
 	return nil
 }
 
+// UpdateAddressPool changes a pool (edgelb.v1.UpdateAddressPoolRequest).
+type UpdateAddressPool struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Name               string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AddRanges          []string               `protobuf:"bytes,2,rep,name=add_ranges,json=addRanges,proto3" json:"add_ranges,omitempty"`
+	RemoveRanges       []string               `protobuf:"bytes,3,rep,name=remove_ranges,json=removeRanges,proto3" json:"remove_ranges,omitempty"`
+	Tenants            []string               `protobuf:"bytes,4,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	SetTenants         bool                   `protobuf:"varint,5,opt,name=set_tenants,json=setTenants,proto3" json:"set_tenants,omitempty"`
+	Manual             *bool                  `protobuf:"varint,6,opt,name=manual,proto3,oneof" json:"manual,omitempty"`
+	ExpectedGeneration uint64                 `protobuf:"varint,7,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
+	AllowHostAddresses *bool                  `protobuf:"varint,8,opt,name=allow_host_addresses,json=allowHostAddresses,proto3,oneof" json:"allow_host_addresses,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *UpdateAddressPool) Reset() {
+	*x = UpdateAddressPool{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAddressPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAddressPool) ProtoMessage() {}
+
+func (x *UpdateAddressPool) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAddressPool.ProtoReflect.Descriptor instead.
+func (*UpdateAddressPool) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UpdateAddressPool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateAddressPool) GetAddRanges() []string {
+	if x != nil {
+		return x.AddRanges
+	}
+	return nil
+}
+
+func (x *UpdateAddressPool) GetRemoveRanges() []string {
+	if x != nil {
+		return x.RemoveRanges
+	}
+	return nil
+}
+
+func (x *UpdateAddressPool) GetTenants() []string {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *UpdateAddressPool) GetSetTenants() bool {
+	if x != nil {
+		return x.SetTenants
+	}
+	return false
+}
+
+func (x *UpdateAddressPool) GetManual() bool {
+	if x != nil && x.Manual != nil {
+		return *x.Manual
+	}
+	return false
+}
+
+func (x *UpdateAddressPool) GetExpectedGeneration() uint64 {
+	if x != nil {
+		return x.ExpectedGeneration
+	}
+	return 0
+}
+
+func (x *UpdateAddressPool) GetAllowHostAddresses() bool {
+	if x != nil && x.AllowHostAddresses != nil {
+		return *x.AllowHostAddresses
+	}
+	return false
+}
+
 type DeleteAddressPool struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -823,7 +940,7 @@ type DeleteAddressPool struct {
 
 func (x *DeleteAddressPool) Reset() {
 	*x = DeleteAddressPool{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +952,7 @@ func (x *DeleteAddressPool) String() string {
 func (*DeleteAddressPool) ProtoMessage() {}
 
 func (x *DeleteAddressPool) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +965,7 @@ func (x *DeleteAddressPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPool.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPool) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteAddressPool) GetName() string {
@@ -867,7 +984,7 @@ type PutMember struct {
 
 func (x *PutMember) Reset() {
 	*x = PutMember{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +996,7 @@ func (x *PutMember) String() string {
 func (*PutMember) ProtoMessage() {}
 
 func (x *PutMember) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1009,7 @@ func (x *PutMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMember.ProtoReflect.Descriptor instead.
 func (*PutMember) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PutMember) GetMember() *v1.Member {
@@ -911,7 +1028,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1040,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1053,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -959,7 +1076,7 @@ type SetClusterID struct {
 
 func (x *SetClusterID) Reset() {
 	*x = SetClusterID{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1088,7 @@ func (x *SetClusterID) String() string {
 func (*SetClusterID) ProtoMessage() {}
 
 func (x *SetClusterID) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1101,7 @@ func (x *SetClusterID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterID.ProtoReflect.Descriptor instead.
 func (*SetClusterID) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetClusterID) GetClusterId() string {
@@ -1004,7 +1121,7 @@ type SetOwners struct {
 
 func (x *SetOwners) Reset() {
 	*x = SetOwners{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1133,7 @@ func (x *SetOwners) String() string {
 func (*SetOwners) ProtoMessage() {}
 
 func (x *SetOwners) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1146,7 @@ func (x *SetOwners) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOwners.ProtoReflect.Descriptor instead.
 func (*SetOwners) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetOwners) GetAssignments() []*Assignment {
@@ -1053,7 +1170,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1182,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1195,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Assignment) GetTenant() string {
@@ -1120,7 +1237,7 @@ type SetBackendHealth struct {
 
 func (x *SetBackendHealth) Reset() {
 	*x = SetBackendHealth{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1249,7 @@ func (x *SetBackendHealth) String() string {
 func (*SetBackendHealth) ProtoMessage() {}
 
 func (x *SetBackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1262,7 @@ func (x *SetBackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackendHealth.ProtoReflect.Descriptor instead.
 func (*SetBackendHealth) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetBackendHealth) GetUpdates() []*HealthUpdate {
@@ -1171,7 +1288,7 @@ type HealthUpdate struct {
 
 func (x *HealthUpdate) Reset() {
 	*x = HealthUpdate{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1300,7 @@ func (x *HealthUpdate) String() string {
 func (*HealthUpdate) ProtoMessage() {}
 
 func (x *HealthUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1313,7 @@ func (x *HealthUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthUpdate.ProtoReflect.Descriptor instead.
 func (*HealthUpdate) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HealthUpdate) GetTenant() string {
@@ -1255,7 +1372,7 @@ type RestoreState struct {
 
 func (x *RestoreState) Reset() {
 	*x = RestoreState{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1384,7 @@ func (x *RestoreState) String() string {
 func (*RestoreState) ProtoMessage() {}
 
 func (x *RestoreState) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1397,7 @@ func (x *RestoreState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreState.ProtoReflect.Descriptor instead.
 func (*RestoreState) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RestoreState) GetSnapshot() *Snapshot {
@@ -1313,7 +1430,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1442,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1455,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1387,7 +1504,8 @@ var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\t\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\n" +
+	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\\\n" +
@@ -1409,7 +1527,8 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"set_owners\x18\x15 \x01(\v2\x19.edgelb.raft.v1.SetOwnersH\x00R\tsetOwners\x12P\n" +
 	"\x12set_backend_health\x18\x16 \x01(\v2 .edgelb.raft.v1.SetBackendHealthH\x00R\x10setBackendHealth\x12C\n" +
 	"\rrestore_state\x18\x17 \x01(\v2\x1c.edgelb.raft.v1.RestoreStateH\x00R\frestoreState\x12D\n" +
-	"\x0eset_cluster_id\x18\x18 \x01(\v2\x1c.edgelb.raft.v1.SetClusterIDH\x00R\fsetClusterIdB\x04\n" +
+	"\x0eset_cluster_id\x18\x18 \x01(\v2\x1c.edgelb.raft.v1.SetClusterIDH\x00R\fsetClusterId\x12S\n" +
+	"\x13update_address_pool\x18\x19 \x01(\v2!.edgelb.raft.v1.UpdateAddressPoolH\x00R\x11updateAddressPoolB\x04\n" +
 	"\x02op\"a\n" +
 	"\x14CreateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12\x14\n" +
@@ -1443,7 +1562,20 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x12\x18\n" +
 	"\adrained\x18\x05 \x01(\bR\adrained\"?\n" +
 	"\x11CreateAddressPool\x12*\n" +
-	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\"'\n" +
+	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\"\xcf\x02\n" +
+	"\x11UpdateAddressPool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"add_ranges\x18\x02 \x03(\tR\taddRanges\x12#\n" +
+	"\rremove_ranges\x18\x03 \x03(\tR\fremoveRanges\x12\x18\n" +
+	"\atenants\x18\x04 \x03(\tR\atenants\x12\x1f\n" +
+	"\vset_tenants\x18\x05 \x01(\bR\n" +
+	"setTenants\x12\x1b\n" +
+	"\x06manual\x18\x06 \x01(\bH\x00R\x06manual\x88\x01\x01\x12/\n" +
+	"\x13expected_generation\x18\a \x01(\x04R\x12expectedGeneration\x125\n" +
+	"\x14allow_host_addresses\x18\b \x01(\bH\x01R\x12allowHostAddresses\x88\x01\x01B\t\n" +
+	"\a_manualB\x17\n" +
+	"\x15_allow_host_addresses\"'\n" +
 	"\x11DeleteAddressPool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
 	"\tPutMember\x12)\n" +
@@ -1494,7 +1626,7 @@ func file_edgelb_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_command_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: edgelb.raft.v1.Command
 	(*CreateVirtualService)(nil),  // 1: edgelb.raft.v1.CreateVirtualService
@@ -1505,25 +1637,26 @@ var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*RemoveBackend)(nil),         // 6: edgelb.raft.v1.RemoveBackend
 	(*DrainBackend)(nil),          // 7: edgelb.raft.v1.DrainBackend
 	(*CreateAddressPool)(nil),     // 8: edgelb.raft.v1.CreateAddressPool
-	(*DeleteAddressPool)(nil),     // 9: edgelb.raft.v1.DeleteAddressPool
-	(*PutMember)(nil),             // 10: edgelb.raft.v1.PutMember
-	(*RemoveMember)(nil),          // 11: edgelb.raft.v1.RemoveMember
-	(*SetClusterID)(nil),          // 12: edgelb.raft.v1.SetClusterID
-	(*SetOwners)(nil),             // 13: edgelb.raft.v1.SetOwners
-	(*Assignment)(nil),            // 14: edgelb.raft.v1.Assignment
-	(*SetBackendHealth)(nil),      // 15: edgelb.raft.v1.SetBackendHealth
-	(*HealthUpdate)(nil),          // 16: edgelb.raft.v1.HealthUpdate
-	(*RestoreState)(nil),          // 17: edgelb.raft.v1.RestoreState
-	(*Snapshot)(nil),              // 18: edgelb.raft.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*v1.VirtualService)(nil),     // 20: edgelb.v1.VirtualService
-	(*v1.Backend)(nil),            // 21: edgelb.v1.Backend
-	(*v1.AddressPool)(nil),        // 22: edgelb.v1.AddressPool
-	(*v1.Member)(nil),             // 23: edgelb.v1.Member
-	(*v1.BackendHealth)(nil),      // 24: edgelb.v1.BackendHealth
+	(*UpdateAddressPool)(nil),     // 9: edgelb.raft.v1.UpdateAddressPool
+	(*DeleteAddressPool)(nil),     // 10: edgelb.raft.v1.DeleteAddressPool
+	(*PutMember)(nil),             // 11: edgelb.raft.v1.PutMember
+	(*RemoveMember)(nil),          // 12: edgelb.raft.v1.RemoveMember
+	(*SetClusterID)(nil),          // 13: edgelb.raft.v1.SetClusterID
+	(*SetOwners)(nil),             // 14: edgelb.raft.v1.SetOwners
+	(*Assignment)(nil),            // 15: edgelb.raft.v1.Assignment
+	(*SetBackendHealth)(nil),      // 16: edgelb.raft.v1.SetBackendHealth
+	(*HealthUpdate)(nil),          // 17: edgelb.raft.v1.HealthUpdate
+	(*RestoreState)(nil),          // 18: edgelb.raft.v1.RestoreState
+	(*Snapshot)(nil),              // 19: edgelb.raft.v1.Snapshot
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*v1.VirtualService)(nil),     // 21: edgelb.v1.VirtualService
+	(*v1.Backend)(nil),            // 22: edgelb.v1.Backend
+	(*v1.AddressPool)(nil),        // 23: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 24: edgelb.v1.Member
+	(*v1.BackendHealth)(nil),      // 25: edgelb.v1.BackendHealth
 }
 var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
-	19, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	20, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: edgelb.raft.v1.Command.create_virtual_service:type_name -> edgelb.raft.v1.CreateVirtualService
 	2,  // 2: edgelb.raft.v1.Command.update_virtual_service:type_name -> edgelb.raft.v1.UpdateVirtualService
 	3,  // 3: edgelb.raft.v1.Command.delete_virtual_service:type_name -> edgelb.raft.v1.DeleteVirtualService
@@ -1532,31 +1665,32 @@ var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
 	6,  // 6: edgelb.raft.v1.Command.remove_backend:type_name -> edgelb.raft.v1.RemoveBackend
 	7,  // 7: edgelb.raft.v1.Command.drain_backend:type_name -> edgelb.raft.v1.DrainBackend
 	8,  // 8: edgelb.raft.v1.Command.create_address_pool:type_name -> edgelb.raft.v1.CreateAddressPool
-	9,  // 9: edgelb.raft.v1.Command.delete_address_pool:type_name -> edgelb.raft.v1.DeleteAddressPool
-	10, // 10: edgelb.raft.v1.Command.put_member:type_name -> edgelb.raft.v1.PutMember
-	11, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
-	13, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
-	15, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
-	17, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
-	12, // 15: edgelb.raft.v1.Command.set_cluster_id:type_name -> edgelb.raft.v1.SetClusterID
-	20, // 16: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	20, // 17: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	21, // 18: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
-	21, // 19: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
-	22, // 20: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
-	23, // 21: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
-	14, // 22: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
-	16, // 23: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
-	24, // 24: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
-	18, // 25: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
-	20, // 26: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
-	22, // 27: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
-	23, // 28: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	10, // 9: edgelb.raft.v1.Command.delete_address_pool:type_name -> edgelb.raft.v1.DeleteAddressPool
+	11, // 10: edgelb.raft.v1.Command.put_member:type_name -> edgelb.raft.v1.PutMember
+	12, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
+	14, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
+	16, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
+	18, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
+	13, // 15: edgelb.raft.v1.Command.set_cluster_id:type_name -> edgelb.raft.v1.SetClusterID
+	9,  // 16: edgelb.raft.v1.Command.update_address_pool:type_name -> edgelb.raft.v1.UpdateAddressPool
+	21, // 17: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	21, // 18: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	22, // 19: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
+	22, // 20: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
+	23, // 21: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
+	24, // 22: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
+	15, // 23: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
+	17, // 24: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
+	25, // 25: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
+	19, // 26: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
+	21, // 27: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
+	23, // 28: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
+	24, // 29: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_command_proto_init() }
@@ -1580,14 +1714,16 @@ func file_edgelb_raft_v1_command_proto_init() {
 		(*Command_SetBackendHealth)(nil),
 		(*Command_RestoreState)(nil),
 		(*Command_SetClusterId)(nil),
+		(*Command_UpdateAddressPool)(nil),
 	}
+	file_edgelb_raft_v1_command_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_command_proto_rawDesc), len(file_edgelb_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
