@@ -293,7 +293,7 @@ func (e *examplesEnv) reset() {
 			e.must("member", "drain", m.ID, "--undo")
 		}
 	}
-	e.must("pool", "create", "public", "--range", "192.0.2.0/24")
+	e.must("pool", "create", "public", "--range", "192.0.2.0/24", "--range", "203.0.113.0/28")
 	e.must("pool", "create", "team-a", "--range", "198.51.100.10-198.51.100.20", "--tenant-allowed", "cluster-a")
 	e.must("pool", "create", "v6", "--range", "2001:db8:1::/112", "--manual")
 	e.must("vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.11", "--backend", "10.0.0.12", "--label", "app=web,env=prod")
@@ -316,6 +316,12 @@ func (e *examplesEnv) writeFiles() {
 		}
 		os.MkdirAll(filepath.Dir(path), 0o755)
 		e.must("snapshot", "save", path)
+	}
+	// The stale-restore example's file: saved with --stale, as its twin
+	// example in snapshot save does (this member has a leader, so it is
+	// not marked stale; restore --allow-stale takes either).
+	if path := filepath.Join(e.dir, "lb3-stale.snap"); !exists(path) {
+		e.must("--stale", "snapshot", "save", path)
 	}
 }
 
@@ -368,6 +374,13 @@ func (e *examplesEnv) generation(args []string) string {
 			name = args[i+1]
 			break
 		}
+	}
+	if len(args) > 0 && args[0] == "pool" {
+		var p struct{ Pool struct{ Generation string } }
+		if err := json.Unmarshal([]byte(e.must("pool", "get", name, "-o", "json")), &p); err != nil {
+			e.t.Fatal(err)
+		}
+		return p.Pool.Generation
 	}
 	var vs struct{ Generation string }
 	if err := json.Unmarshal([]byte(e.must("vip", "get", name, "-o", "json")), &vs); err != nil {
@@ -555,4 +568,9 @@ func skipReason(line string) string {
 		}
 	}
 	return ""
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -19,7 +19,7 @@ func (a *app) poolCmd() *cobra.Command {
 		Aliases: []string{"pools"},
 		Short:   "Manage the address pools VIPs are allocated from",
 		Example: `  lbctl pool create public --range 192.0.2.0/24
-  lbctl pool update public --add-range 198.51.100.0/28
+  lbctl pool update public --add-range 198.51.100.64/28
   lbctl pool list`,
 	}
 	c.AddCommand(a.poolCreateCmd(), a.poolGetCmd(), a.poolListCmd(), a.poolUpdateCmd(), a.poolDeleteCmd())
@@ -93,11 +93,11 @@ pool to a tenant that holds VIPs in it is refused the same way.
 
 --if-generation refuses the change (exit code 6) if the pool changed since
 that generation ('lbctl pool get NAME -o json | jq -r .pool.generation').`,
-		Example: `  lbctl pool update public --add-range 198.51.100.0/28
-  lbctl pool update public --remove-range 198.51.100.0/28
-  lbctl pool update public --tenant-allowed cluster-a --tenant-allowed cluster-b
+		Example: `  lbctl pool update public --add-range 198.51.100.64/28
+  lbctl pool update public --remove-range 203.0.113.0/28
+  lbctl pool update team-a --tenant-allowed cluster-a --tenant-allowed cluster-b
   lbctl pool update public --all-tenants --manual=false
-  lbctl pool update public --add-range 203.0.113.0/28 --if-generation 5 -o json`,
+  lbctl pool update public --add-range 198.51.100.128/28 --if-generation 4 -o json`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completePools,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {

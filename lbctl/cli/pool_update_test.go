@@ -106,7 +106,8 @@ func TestPoolUpdateReal(t *testing.T) {
 func TestPoolUpdateHelpExamples(t *testing.T) {
 	ms := startLBD(t, 1)
 	e := newRealEnv(t, ms...)
-	e.ok("pool", "create", "public", "--range", "192.0.2.0/24")
+	e.ok("pool", "create", "public", "--range", "192.0.2.0/24", "--range", "203.0.113.0/28")
+	e.ok("pool", "create", "team-a", "--range", "198.51.100.10-198.51.100.20", "--tenant-allowed", "cluster-a")
 	a := &app{}
 	for _, line := range strings.Split(a.poolUpdateCmd().Example, "\n") {
 		line = strings.TrimSpace(line)

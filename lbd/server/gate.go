@@ -124,7 +124,7 @@ func staleAsked(ctx context.Context) bool {
 func (s *Server) ReadVerdict(ctx context.Context) *status.Status { return s.replicaVerdict(ctx) }
 
 func (s *Server) replicaVerdict(ctx context.Context) *status.Status {
-	if st := s.leaderless(ctx, "lbctl --stale reads this replica anyway"); st != nil {
+	if st := s.leaderless(ctx, "lbctl --stale … reads this replica anyway"); st != nil {
 		return st
 	}
 	if s.opts.CaughtUp != nil && !s.opts.CaughtUp() {

@@ -156,7 +156,7 @@ func (a *applier) updatePool(c *raftv1.UpdateAddressPool) *Result {
 	if len(closed) > 0 {
 		return failInfo(codes.FailedPrecondition, errinfo.PoolTenantInUse,
 			map[string]string{"pool": old.Name, "vips": strings.Join(vipsOnly(closed), ",")},
-			"address pool %s: %d allocated VIPs belong to tenants the pool would no longer admit: %s; keep their tenants in --tenants, or delete those virtual services first",
+			"address pool %s: %d allocated VIPs belong to tenants the pool would no longer admit: %s; keep their tenants (lbctl pool update --tenant-allowed), or delete those virtual services first",
 			old.Name, len(closed), listSome(closed))
 	}
 	if parsed == nil {
