@@ -207,25 +207,63 @@ func runOnce(t *testing.T, p params) {
 
 	// Every member is up again; they agree on a leader and a revision.
 	until(ctx, t, 60*time.Second, "the cluster settles after the faults", func(ctx context.Context) error { return settled(ctx, ms) })
+
+	// One last acknowledged write per service, then all three members are
+	// SIGKILLed at once and restarted: the final state must hold every one.
+	sealer := &client{id: p.clients, ms: ms, keys: keys, rec: rec, c: &c, rnd: rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano()))), seen: map[string]uint64{}}
+	sealed := map[string]Output{}
+	for _, k := range keys {
+		until(ctx, t, 60*time.Second, "a last acknowledged write to "+k, func(ctx context.Context) error {
+			out, err := sealer.seal(ctx, k)
+			if err == nil {
+				sealed[k] = out
+			}
+			return err
+		})
+	}
+	for _, m := range ms {
+		m.kill()
+	}
+	c.fault("sigkill-all")
+	for _, m := range ms {
+		if err := m.start(lbdBin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	until(ctx, t, 60*time.Second, "the cluster settles after SIGKILL of every member", func(ctx context.Context) error { return settled(ctx, ms) })
+
 	// The final state, read through every member: they must agree, and the
-	// reads go into the history, so that porcupine also checks that every
-	// acknowledged write is in it.
+	// reads go into the history, so that porcupine also checks them.
 	final := map[string]Output{}
 	for _, k := range keys {
 		for _, m := range ms {
-			call := rec.now()
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			r, err := m.vs.GetVirtualService(cctx, &edgelbv1.GetVirtualServiceRequest{Name: k})
-			cancel()
-			out, known, err := outcome(Get, r.GetService(), err)
-			if err != nil || !known {
-				t.Fatalf("final read of %s on %s: %v", k, m.id, err)
-			}
-			rec.add(porcupine.Operation{ClientId: p.clients, Input: Input{Kind: Get, Key: k}, Call: call, Output: out, Return: rec.now(), Metadata: m.id})
+			var out Output
+			until(ctx, t, 30*time.Second, "final read of "+k+" through "+m.id, func(ctx context.Context) error {
+				call := rec.now()
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				r, err := m.vs.GetVirtualService(cctx, &edgelbv1.GetVirtualServiceRequest{Name: k})
+				cancel()
+				o, known, err := outcome(Get, r.GetService(), err)
+				if err != nil {
+					t.Fatalf("final read of %s through %s: %v", k, m.id, err)
+				}
+				if !known {
+					return fmt.Errorf("no answer")
+				}
+				out = o
+				rec.add(porcupine.Operation{ClientId: p.clients, Input: Input{Kind: Get, Key: k}, Call: call, Output: out, Return: rec.now(), Metadata: m.id})
+				return nil
+			})
 			if prev, ok := final[k]; ok && prev != out {
 				t.Errorf("members disagree on %s after settling: %+v and %+v (%s)", k, prev, out, m.id)
 			}
 			final[k] = out
+		}
+		c.lostChecked.Add(1)
+		if want := sealed[k]; final[k] != want {
+			c.violations.Add(1)
+			t.Errorf("acknowledged write lost: %s was acknowledged as %s before every member was SIGKILLed; after the restart it is %s",
+				k, Model.DescribeOperation(Input{Kind: Get, Key: k}, want), Model.DescribeOperation(Input{Kind: Get, Key: k}, final[k]))
 		}
 	}
 
@@ -244,11 +282,6 @@ func runOnce(t *testing.T, p params) {
 	case porcupine.Unknown:
 		t.Errorf("porcupine did not finish checking %d calls within 3 minutes", len(rec.ops))
 	}
-	lost := lostWrites(rec.ops, final, &c)
-	for _, l := range lost {
-		t.Errorf("acknowledged write lost: %s", l)
-	}
-	c.violations.Add(int64(len(lost)))
 
 	var faults []string
 	c.byFault.Range(func(k, v any) bool {
@@ -305,52 +338,6 @@ func dumpHistory(t *testing.T, ops []porcupine.Operation) string {
 	return path
 }
 
-// lostWrites checks, for each service, the acknowledged write that nothing
-// could have overwritten (every other write that may have taken effect ended
-// before it started): the final state must be what it left.
-func lostWrites(ops []porcupine.Operation, final map[string]Output, c *counts) []string {
-	byKey := map[string][]porcupine.Operation{}
-	for _, op := range ops {
-		in, out := op.Input.(Input), op.Output.(Output)
-		if in.Kind == Get || !out.Unknown && out.Code != codes.OK {
-			continue // no effect
-		}
-		byKey[in.Key] = append(byKey[in.Key], op)
-	}
-	var lost []string
-	for k, ws := range byKey {
-		var last *porcupine.Operation
-		for i := range ws {
-			if !ws[i].Output.(Output).Unknown && (last == nil || ws[i].Return > last.Return) {
-				last = &ws[i]
-			}
-		}
-		if last == nil {
-			continue
-		}
-		overwritable := false
-		for i := range ws {
-			if &ws[i] != last && ws[i].Return >= last.Call {
-				overwritable = true
-			}
-		}
-		if overwritable {
-			continue
-		}
-		c.lostChecked.Add(1)
-		in, out := last.Input.(Input), last.Output.(Output)
-		want := Output{Code: codes.OK, Gen: out.Gen, Backends: out.Backends}
-		if in.Kind == Delete {
-			want = Output{Code: codes.NotFound}
-		}
-		if got := final[k]; got != want {
-			lost = append(lost, fmt.Sprintf("%s: %s acknowledged %s, and nothing later could change it; the final state is %s",
-				k, in.Kind, Model.DescribeOperation(in, out), Model.DescribeOperation(Input{Kind: Get, Key: k}, got)))
-		}
-	}
-	return lost
-}
-
 // client makes calls of random kinds on random services through random members.
 type client struct {
 	id   int
@@ -359,7 +346,7 @@ type client struct {
 	rec  *record
 	c    *counts
 	rnd  *rand.Rand
-	seen map[string]uint64 // the last generation this client saw per service
+	seen map[string]uint64 // the last generation this client saw per service (seal: 0 when absent)
 }
 
 func (cl *client) call(ctx context.Context) error {
@@ -418,6 +405,41 @@ func (cl *client) call(ctx context.Context) error {
 	}
 	cl.record(m.id, in, call, ret, out)
 	return nil
+}
+
+// seal makes one acknowledged write to key: an unconditional update, or a
+// create when the service is gone. A call of unknown outcome is recorded and
+// answered with an error, so that the caller tries again.
+func (cl *client) seal(ctx context.Context, key string) (Output, error) {
+	m := cl.ms[cl.rnd.IntN(len(cl.ms))]
+	in := Input{Kind: Update, Key: key, Backends: Backends(cl.rnd.IntN(1 << NumBackends))}
+	if cl.seen[key] == 0 {
+		in.Kind = Create
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	call := cl.rec.now()
+	vs, err := invoke(cctx, m.vs, in)
+	ret := cl.rec.now()
+	out, known, err := outcome(in.Kind, vs, err)
+	switch {
+	case err != nil:
+		return out, fmt.Errorf("%s %s via %s: %w", in.Kind, key, m.id, err)
+	case !known:
+		cl.c.unknown.Add(1)
+		cl.record(m.id, in, call, math.MaxInt64, Output{Unknown: true})
+		return out, fmt.Errorf("%s %s via %s: outcome unknown", in.Kind, key, m.id)
+	}
+	cl.record(m.id, in, call, ret, out)
+	switch out.Code {
+	case codes.OK:
+		return out, nil
+	case codes.NotFound:
+		cl.seen[key] = 0
+	case codes.AlreadyExists:
+		cl.seen[key] = 1
+	}
+	return out, fmt.Errorf("%s %s: %s", in.Kind, key, out.Code)
 }
 
 func (cl *client) record(via string, in Input, call, ret int64, out Output) {

@@ -105,7 +105,26 @@ func scopeService(ctx context.Context, vs *edgelbv1.VirtualService) error {
 	return nil
 }
 
+// readCurrent brings the local replica up to the cluster's state before a
+// read, so that reads are linearizable: it commits an empty SetOwners entry
+// through the leader (it changes nothing and emits no event) and waits until
+// this member has applied everything committed before it. A read that follows
+// sees every write acknowledged before it began, also one acknowledged
+// through another member, and a member that is cut off from the leader, or a
+// deposed leader that has not noticed yet, answers Unavailable rather than an
+// old state.
+func (s *Server) readCurrent(ctx context.Context) error {
+	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetOwners{SetOwners: &raftv1.SetOwners{}}})
+	return err
+}
+
 func (s *Server) GetVirtualService(ctx context.Context, req *edgelbv1.GetVirtualServiceRequest) (*edgelbv1.GetVirtualServiceResponse, error) {
+	if _, err := serviceKey(ctx, req.Tenant, req.Name); err != nil {
+		return nil, err
+	}
+	if err := s.readCurrent(ctx); err != nil {
+		return nil, err
+	}
 	_, vs, err := s.lookup(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err
@@ -140,6 +159,9 @@ func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirt
 		if _, err := validate.VIP("vip", req.Vip); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.readCurrent(ctx); err != nil {
+		return nil, err
 	}
 	vss, rev := s.fsm.List(fsm.Filter{Tenant: tenant, Labels: req.Labels, Pool: req.Pool, VIP: req.Vip})
 	return &edgelbv1.ListVirtualServicesResponse{Services: vss, Revision: rev}, nil
