@@ -100,7 +100,7 @@ func TestLinearizability(t *testing.T) {
 		runs:      envInt(t, "EDGELB_LINEAR_RUNS", 1),
 	}
 	for r := 1; r <= p.runs; r++ {
-		t.Run(fmt.Sprintf("run%d", r), func(t *testing.T) { runOnce(t, p) })
+		t.Run(fmt.Sprintf("run%d", r), func(t *testing.T) { runOnce(t, p, r) })
 	}
 }
 
@@ -133,7 +133,7 @@ func (c *counts) fault(name string) {
 
 const lbdYAML = "raft:\n  snapshotThreshold: 64\n  snapshotInterval: 300ms\nownership:\n  lease: 1s\n  grace: 1200ms\n"
 
-func runOnce(t *testing.T, p params) {
+func runOnce(t *testing.T, p params, run int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ms := newCluster(t, lbdBin, 3, lbdYAML)
@@ -292,7 +292,8 @@ func runOnce(t *testing.T, p params) {
 	t.Logf("%d calls checked (%d of unknown outcome, recorded as possibly applied), %d faults injected (%v), %d final writes checked against the final state, %d violations",
 		len(rec.ops), c.unknown.Load(), c.faults.Load(), faults, c.lostChecked.Load(), c.violations.Load())
 	for name, v := range map[string]int64{"linearizability-ops": int64(len(rec.ops)), "linearizability-violations": c.violations.Load(), "linearizability-faults": c.faults.Load()} {
-		b, _ := json.Marshal(map[string]any{"name": name, "value": v})
+		// run keeps the runs' lines apart (the bench tool counts a repeated line once).
+		b, _ := json.Marshal(map[string]any{"name": name, "value": v, "run": run})
 		fmt.Printf("BENCH-JSON %s\n", b)
 	}
 }
