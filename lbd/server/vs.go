@@ -112,7 +112,8 @@ func scopeService(ctx context.Context, vs *edgelbv1.VirtualService) error {
 // sees every write acknowledged before it began, also one acknowledged
 // through another member, and a member that is cut off from the leader, or a
 // deposed leader that has not noticed yet, answers Unavailable rather than an
-// old state.
+// old state. List stays a read of the local replica: lbctl status reads it on
+// a member without a leader to say what that member holds.
 func (s *Server) readCurrent(ctx context.Context) error {
 	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetOwners{SetOwners: &raftv1.SetOwners{}}})
 	return err
@@ -159,9 +160,6 @@ func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirt
 		if _, err := validate.VIP("vip", req.Vip); err != nil {
 			return nil, err
 		}
-	}
-	if err := s.readCurrent(ctx); err != nil {
-		return nil, err
 	}
 	vss, rev := s.fsm.List(fsm.Filter{Tenant: tenant, Labels: req.Labels, Pool: req.Pool, VIP: req.Vip})
 	return &edgelbv1.ListVirtualServicesResponse{Services: vss, Revision: rev}, nil
