@@ -174,7 +174,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if err != nil {
 		trans.Close()
 		store.Close()
-		return nil, fmt.Errorf("start raft: %w", err)
+		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
 	n := &Node{cfg: cfg, FSM: f, raft: r, store: store, transport: trans, leaderCh: leaderCh,
 		peers: newPeerWatch(), done: make(chan struct{})}
