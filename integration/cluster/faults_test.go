@@ -725,3 +725,77 @@ func TestDataDirFullOrReadOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestDataDirFullOneOfThree fills the data directory of the member that leads
+// a three-member cluster: the others carry on (a new leader, writes through
+// them acknowledged), the full member refuses writes with the reason instead
+// of holding them, and once space is back it catches up with every write.
+func TestDataDirFullOneOfThree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three lbd processes; skipped with -short")
+	}
+	c := newCluster(t, 3)
+	full := c.members[0] // it bootstraps the cluster, so it leads first
+	mountTmpfs(t, full.dir, "16m")
+	apis := map[string]api{}
+	for _, m := range c.members {
+		m.start(t)
+		apis[m.id] = dial(t, m)
+	}
+	c.waitVoters(t, c.endpoints(), 3)
+	waitFor(t, 30*time.Second, "address pool created", func(ctx context.Context) error {
+		_, err := apis[full.id].pools.CreateAddressPool(ctx, &edgelbv1.CreateAddressPoolRequest{Pool: &edgelbv1.AddressPool{Name: "p", Ranges: []string{"10.98.0.0/20"}}})
+		if status.Code(err) == codes.AlreadyExists {
+			return nil
+		}
+		return err
+	})
+	var ok acked
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { streamCreates(ctx, c, apis, "full", &ok); close(done) }()
+	defer func() { stop(); <-done }()
+	waitAcked(t, &ok, 20)
+
+	filler := filepath.Join(full.dir, "filler")
+	fill(t, filler)
+	before := len(ok.list())
+	waitAcked(t, &ok, before+40) // the others go on
+	// Through the full member: an answer with a reason, in time, or the
+	// write is acknowledged (as a follower it forwards; the leader commits).
+	// Never a hang; and lbd keeps running.
+	waitFor(t, 30*time.Second, full.id+" refuses writes while its disk is full", func(ctx context.Context) error {
+		if !full.running() {
+			t.Fatalf("%s exited with its data directory full:\n%s", full.id, tail(full.log.String(), 3000))
+		}
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := apis[full.id].vs.CreateVirtualService(cctx, &edgelbv1.CreateVirtualServiceRequest{Service: newService(fmt.Sprintf("via-full-%d", time.Now().UnixNano()))})
+		switch status.Code(err) {
+		case codes.Unavailable:
+			t.Logf("write through %s: %v", full.id, err)
+			return nil
+		case codes.DeadlineExceeded:
+			t.Fatalf("a write through %s hung for 20 s with its data directory full", full.id)
+		}
+		return fmt.Errorf("write through %s: %v", full.id, err)
+	})
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(t, &ok, len(ok.list())+20)
+	stop()
+	<-done
+	names := ok.list()
+	waitFor(t, 60*time.Second, full.id+" catches up once space is back", func(ctx context.Context) error {
+		return allPresent(ctx, apis[full.id], names)
+	})
+	waitFor(t, 30*time.Second, "a write through "+full.id+" once space is back", func(ctx context.Context) error {
+		_, err := apis[full.id].vs.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{Service: newService("after-space")})
+		if status.Code(err) == codes.AlreadyExists {
+			return nil
+		}
+		return err
+	})
+	t.Logf("%d acknowledged services, all on %s after its disk was full", len(names), full.id)
+}
