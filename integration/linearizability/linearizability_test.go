@@ -123,6 +123,16 @@ func (r *record) add(op porcupine.Operation) {
 type counts struct {
 	ops, unknown, faults, violations, lostChecked atomic.Int64
 	byFault                                       sync.Map // fault name → *atomic.Int64
+
+	mu     sync.Mutex
+	marked []porcupine.Annotation // the faults, for the visualization
+}
+
+// mark records a fault on member from start to end (history times).
+func (c *counts) mark(member, what string, start, end int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.marked = append(c.marked, porcupine.Annotation{Tag: member, Start: start, End: end, Description: what, BackgroundColor: "#f6c6c6"})
 }
 
 func (c *counts) fault(name string) {
@@ -187,7 +197,7 @@ func runOnce(t *testing.T, p params, run int) {
 	faultsDone := make(chan error, 1)
 	faultCtx, stopFaults := context.WithCancel(ctx)
 	defer stopFaults()
-	go func() { faultsDone <- injectFaults(faultCtx, ms, &c) }()
+	go func() { faultsDone <- injectFaults(faultCtx, ms, &c, rec) }()
 	// Stop once both counts are reached.
 	for c.ops.Load() < int64(p.ops) || c.faults.Load() < int64(p.minFaults) {
 		select {
@@ -221,6 +231,7 @@ func runOnce(t *testing.T, p params, run int) {
 			return err
 		})
 	}
+	killed := rec.now()
 	for _, m := range ms {
 		m.kill()
 	}
@@ -231,6 +242,9 @@ func runOnce(t *testing.T, p params, run int) {
 		}
 	}
 	until(ctx, t, 60*time.Second, "the cluster settles after SIGKILL of every member", func(ctx context.Context) error { return settled(ctx, ms) })
+	for _, m := range ms {
+		c.mark(m.id, "sigkill-all until settled", killed, rec.now())
+	}
 
 	// The final state, read through every member: they must agree, and the
 	// reads go into the history, so that porcupine also checks them.
@@ -267,20 +281,23 @@ func runOnce(t *testing.T, p params, run int) {
 		}
 	}
 
-	res, info := porcupine.CheckOperationsVerbose(Model, rec.ops, 3*time.Minute)
+	res, info := porcupine.CheckOperationsVerbose(Model, rec.ops, 2*time.Minute)
 	switch res {
 	case porcupine.Illegal:
 		c.violations.Add(1)
-		path := visualize(t, info)
+		info.AddAnnotations(c.marked)
+		path, text := visualize(t, info), dumpHistory(t, rec.ops)
+		// Which services: each checked alone, briefly (an illegal history
+		// can take the checker long to refute).
 		var bad []string
 		for _, part := range Model.Partition(rec.ops) {
-			if !porcupine.CheckOperations(Model, part) {
+			if porcupine.CheckOperationsTimeout(Model, part, 10*time.Second) == porcupine.Illegal {
 				bad = append(bad, part[0].Input.(Input).Key)
 			}
 		}
-		t.Errorf("the history of %d calls is not linearizable (services %v); porcupine's visualization: %s; the history as text: %s", len(rec.ops), bad, path, dumpHistory(t, rec.ops))
+		t.Errorf("the history of %d calls is not linearizable (services %v); porcupine's visualization: %s; the history as text: %s", len(rec.ops), bad, path, text)
 	case porcupine.Unknown:
-		t.Errorf("porcupine did not finish checking %d calls within 3 minutes", len(rec.ops))
+		t.Errorf("porcupine did not finish checking %d calls within 2 minutes", len(rec.ops))
 	}
 
 	var faults []string
@@ -533,7 +550,7 @@ var faultKinds = []string{"sigkill", "sigkill-leader", "sigstop", "sigstop-leade
 // SIGSTOP long enough to cost it its leadership, then SIGCONT. The majority
 // stays up, so the cluster keeps answering. It returns with every member
 // running.
-func injectFaults(ctx context.Context, ms []*member, c *counts) error {
+func injectFaults(ctx context.Context, ms []*member, c *counts, rec *record) error {
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	pause := func(lo, hi int) {
 		select {
@@ -553,6 +570,7 @@ func injectFaults(ctx context.Context, ms []*member, c *counts) error {
 				victim = l
 			}
 		}
+		start := rec.now()
 		switch kind {
 		case "sigkill", "sigkill-leader":
 			victim.kill()
@@ -576,6 +594,7 @@ func injectFaults(ctx context.Context, ms []*member, c *counts) error {
 		bctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		err := waitBack(bctx, victim)
 		cancel()
+		c.mark(victim.id, kind+" until back", start, rec.now())
 		if err != nil {
 			return fmt.Errorf("%s not back within 60s after %s: %w", victim.id, kind, err)
 		}
