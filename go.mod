@@ -3,6 +3,7 @@ module github.com/edgelb/edgelb
 go 1.26.0
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/cloudflare/ipvs v0.10.2
 	github.com/hashicorp/go-hclog v1.6.2
 	github.com/hashicorp/go-metrics v0.5.4

@@ -3,6 +3,9 @@
 #   1. proto: buf lint, generated code up to date, buf breaking vs the previous commit
 #   2. go vet and go test ./... (unit tests, fuzz seed corpora, the loopback
 #      3-member lbd cluster driven by lbctl)
+#   2b. linearizability under faults (EDGELB_LINEAR=1): 8 clients, 1,000
+#      calls against three lbd processes that are SIGKILLed, SIGSTOPped and
+#      restarted, checked with porcupine (integration/linearizability)
 #   3. fuzz smoke: every Fuzz target for FUZZTIME (default 5s)
 #   4. real Kubernetes: kube-apiserver+etcd built from source (cached), the CCM
 #      with the edgelb cloud provider against a real lbd (EDGELB_E2E=1)
@@ -29,6 +32,13 @@ go test ./...
 
 stage "race detector on the concurrent core (raft, lbd)"
 go test -race ./raft/... ./lbd/...
+
+stage "linearizability under faults: 8 clients, 1,000 calls, members SIGKILLed/SIGSTOPped (porcupine)"
+mkdir -p .cache
+if ! EDGELB_LINEAR=1 go test -count=1 -v -timeout 5m -run TestLinearizability ./integration/linearizability/ >.cache/linearizability.log 2>&1; then
+  tail -200 .cache/linearizability.log; echo "linearizability check failed (full log: .cache/linearizability.log; porcupine's visualization under .cache/linearizability/)" >&2; exit 1
+fi
+grep -E 'calls checked|^(--- |ok)' .cache/linearizability.log
 
 stage "fuzz smoke (${FUZZTIME} per target)"
 for pkg in $(go list ./...); do

@@ -105,7 +105,27 @@ func scopeService(ctx context.Context, vs *edgelbv1.VirtualService) error {
 	return nil
 }
 
+// readCurrent brings the local replica up to the cluster's state before a
+// read, so that reads are linearizable: it commits an empty SetOwners entry
+// through the leader (it changes nothing and emits no event) and waits until
+// this member has applied everything committed before it. A read that follows
+// sees every write acknowledged before it began, also one acknowledged
+// through another member, and a member that is cut off from the leader, or a
+// deposed leader that has not noticed yet, answers Unavailable rather than an
+// old state. List stays a read of the local replica: lbctl status reads it on
+// a member without a leader to say what that member holds.
+func (s *Server) readCurrent(ctx context.Context) error {
+	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetOwners{SetOwners: &raftv1.SetOwners{}}})
+	return err
+}
+
 func (s *Server) GetVirtualService(ctx context.Context, req *edgelbv1.GetVirtualServiceRequest) (*edgelbv1.GetVirtualServiceResponse, error) {
+	if _, err := serviceKey(ctx, req.Tenant, req.Name); err != nil {
+		return nil, err
+	}
+	if err := s.readCurrent(ctx); err != nil {
+		return nil, err
+	}
 	_, vs, err := s.lookup(ctx, req.Tenant, req.Name)
 	if err != nil {
 		return nil, err

@@ -48,6 +48,10 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
 		defer cancel()
 	}
+	if err := s.node.StorageError(); err != nil {
+		// Its raft is held until it can write again: no leader would answer.
+		return nil, status.Errorf(codes.Unavailable, "this member cannot take writes: %v", err)
+	}
 	cmd.Version = fsm.VersionFor(cmd)
 	if cmd.Time == nil {
 		cmd.Time = timestamppb.Now()

@@ -104,6 +104,7 @@ type Node struct {
 	leaderCh  chan bool
 	peers     *peerWatch
 	done      chan struct{}
+	stable    *stableStore
 }
 
 // ErrNotLeader is returned by writes on a member that is not the leader.
@@ -123,7 +124,8 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	leaderCh := make(chan bool, 16)
 	rc.NotifyCh = leaderCh
 
-	store, logs, snaps, err := openStores(cfg, rc)
+	dsk := &disk{dir: cfg.DataDir}
+	store, logs, snaps, err := openStores(cfg, rc, dsk)
 	if err != nil {
 		return nil, err
 	}
@@ -155,14 +157,16 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("inspect raft state in %s: %w", cfg.DataDir, err)
 	}
-	r, err := raft.NewRaft(rc, f, logs, store, snaps, trans)
+	done := make(chan struct{})
+	stable := &stableStore{StableStore: store, disk: dsk, log: cfg.Logger, done: done}
+	r, err := raft.NewRaft(rc, f, logs, stable, snaps, trans)
 	if err != nil {
 		trans.Close()
 		store.Close()
-		return nil, fmt.Errorf("start raft: %w", err)
+		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
 	n := &Node{cfg: cfg, FSM: f, raft: r, store: store, transport: trans, leaderCh: leaderCh,
-		peers: newPeerWatch(), done: make(chan struct{})}
+		peers: newPeerWatch(), done: done, stable: stable}
 	obs := make(chan raft.Observation, 64)
 	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
@@ -215,7 +219,7 @@ const storeLockTimeout = 3 * time.Second
 
 // openStores opens the log and stable store (raft.db behind a 512-entry
 // cache) and the snapshot store (3 kept) in cfg.DataDir.
-func openStores(cfg Config, rc *raft.Config) (*raftboltdb.BoltStore, raft.LogStore, *raft.FileSnapshotStore, error) {
+func openStores(cfg Config, rc *raft.Config, dsk *disk) (*raftboltdb.BoltStore, raft.LogStore, *raft.FileSnapshotStore, error) {
 	path := filepath.Join(cfg.DataDir, "raft.db")
 	store, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: storeLockTimeout}})
 	if errors.Is(err, bolterrors.ErrTimeout) {
@@ -224,7 +228,7 @@ func openStores(cfg Config, rc *raft.Config) (*raftboltdb.BoltStore, raft.LogSto
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("open raft store %s: %w", path, err)
 	}
-	logs, err := raft.NewLogCache(512, store)
+	logs, err := raft.NewLogCache(512, &logStore{LogStore: store, disk: dsk})
 	if err != nil {
 		store.Close()
 		return nil, nil, nil, fmt.Errorf("raft log cache: %w", err)
@@ -243,6 +247,10 @@ func (n *Node) HadState() bool {
 	fut := n.raft.GetConfiguration()
 	return fut.Error() == nil && len(fut.Configuration().Servers) > 0
 }
+
+// StorageError is the failure to write raft's state (term, vote) in the data
+// directory that keeps this member out of the cluster, or nil.
+func (n *Node) StorageError() error { return n.stable.err() }
 
 // ID is this member's id.
 func (n *Node) ID() string { return n.cfg.ID }
@@ -390,7 +398,21 @@ func (n *Node) Shutdown() error {
 	default:
 		close(n.done)
 	}
-	err := n.raft.Shutdown().Error()
+	fut := n.raft.Shutdown()
+	var err error
+	if serr := n.stable.err(); serr != nil {
+		// raft is held in a write of its term or vote that cannot succeed
+		// (stable.go): it cannot finish, and the process is about to end.
+		stopped := make(chan error, 1)
+		go func() { stopped <- fut.Error() }()
+		select {
+		case err = <-stopped:
+		case <-time.After(5 * time.Second):
+			err = fmt.Errorf("raft did not stop: %w", serr)
+		}
+	} else {
+		err = fut.Error()
+	}
 	if cerr := n.transport.Close(); err == nil {
 		err = cerr
 	}

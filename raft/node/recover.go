@@ -58,7 +58,7 @@ func Recover(cfg Config, f *fsm.FSM) (*Recovered, error) {
 		return nil, fmt.Errorf("raft address %q must name the host's own IP, since peers dial it", cfg.RaftAddr)
 	}
 	rc := raftConfig(cfg)
-	store, logs, snaps, err := openStores(cfg, rc)
+	store, logs, snaps, err := openStores(cfg, rc, &disk{dir: cfg.DataDir})
 	if err != nil {
 		return nil, err
 	}

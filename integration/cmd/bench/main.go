@@ -148,6 +148,15 @@ func failoverRounds() string {
 	return "8"
 }
 
+// linearRuns is how many linearizability runs (each on a fresh cluster, with
+// its own faults) make bench checks (BENCH_LINEAR_RUNS, default 10).
+func linearRuns() string {
+	if v := os.Getenv("BENCH_LINEAR_RUNS"); v != "" {
+		return v
+	}
+	return "10"
+}
+
 // kernelVIPs sizes the reconcile row in the guest (BENCH_KERNEL_VIPS, default
 // 2000): its emulated kernel takes about 1 ms per IPVS operation, so 10k × 50
 // from cold is 8 minutes there (BENCH_KERNEL_VIPS=10000).
@@ -198,6 +207,12 @@ func sources() []source {
 				{"control-plane failover, owner hung (lbd defaults) p99", "BenchmarkFailoverControlPlane/lan/sigstop p99-ms", "ms", "", ""},
 				{"control-plane failover, owner SIGKILLed (fast profile) p99", "BenchmarkFailoverControlPlane/fast/sigkill p99-ms", "ms", "≤ 500 ms", ""},
 				{"control-plane failover, owner hung (fast profile) p99", "BenchmarkFailoverControlPlane/fast/sigstop p99-ms", "ms", "≤ 500 ms", ""},
+			}},
+		{cmd: []string{"go", "test", "./integration/linearizability", "-count=1", "-v", "-run", "TestLinearizability", "-timeout", "30m"},
+			env: []string{"EDGELB_LINEAR=1", "EDGELB_LINEAR_RUNS=" + linearRuns()}, trials: 1, extract: benchJSON, rows: []row{
+				{"linearizability under faults: calls checked per run (8 clients, 3 lbd, SIGKILL/SIGSTOP)", "linearizability-ops", "calls", "≥ 1,000", ""},
+				{"linearizability under faults: faults injected per run", "linearizability-faults", "faults", "", ""},
+				{"linearizability under faults: violations found per run", "linearizability-violations", "violations", "0", ""},
 			}},
 		{cmd: []string{"go", "test", "./integration/ha", "-count=1", "-v", "-run", "TestUMLBench", "-timeout", "40m"},
 			env: []string{"EDGELB_UML=1", "EDGELB_HA_ROUNDS=" + haRounds()}, guest: true, trials: 1, extract: benchJSON, rows: []row{

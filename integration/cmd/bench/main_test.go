@@ -19,6 +19,18 @@ BENCH-JSON {"name":"kept-sigkill","value":100.00,"n":30}`
 	}
 }
 
+func TestLinearizabilityRuns(t *testing.T) {
+	// Ten runs with no violation print ten lines that differ only in run:
+	// each must count, or the row would claim one run.
+	out := `BENCH-JSON {"name":"linearizability-violations","run":1,"value":0}
+BENCH-JSON {"name":"linearizability-violations","run":2,"value":0}
+BENCH-JSON {"name":"linearizability-ops","run":1,"value":1131}`
+	got := benchJSON(out)
+	if !reflect.DeepEqual(got["linearizability-violations"], []float64{0, 0}) || !reflect.DeepEqual(got["linearizability-ops"], []float64{1131}) {
+		t.Fatalf("benchJSON = %v; want one value per run", got)
+	}
+}
+
 func TestConnsPerRound(t *testing.T) {
 	out := `BENCH tcp new connections/s from the client (concurrency 4, 1500 per round, round 1 of 2): via VIP 150/s, straight to a node 170/s, ratio 0.88
 BENCH tcp new connections/s from the client (concurrency 4, 1500 per round, round 2 of 2): via VIP 160/s, straight to a node 180/s, ratio 0.89
