@@ -14,6 +14,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // defaultWriteTimeout bounds a write whose client set no deadline: long enough
@@ -40,6 +41,8 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		defer cancel()
 	}
 	cmd.Version = fsm.CommandVersion
+	// The API checked the command with these rules; the FSM holds it to them.
+	cmd.Rules = uint32(rules.Current)
 	if cmd.Time == nil {
 		cmd.Time = timestamppb.Now()
 	}
@@ -111,6 +114,7 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 	return &fsm.Result{
 		Code: codes.Code(resp.Code), Message: resp.Message, Revision: resp.Revision,
 		Service: resp.VirtualService, Pool: resp.AddressPool, Member: resp.Member,
+		Reason: resp.Reason, Metadata: resp.Metadata,
 	}, false, nil
 }
 
@@ -159,5 +163,6 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	return &raftv1.ApplyResponse{
 		Code: int32(res.Code), Message: res.Message, Revision: res.Revision,
 		VirtualService: res.Service, AddressPool: res.Pool, Member: res.Member,
+		Reason: res.Reason, Metadata: res.Metadata,
 	}, nil
 }

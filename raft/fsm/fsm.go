@@ -23,6 +23,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // CommandVersion is the command format this binary proposes and understands.
@@ -49,6 +50,10 @@ type Result struct {
 	Service  *edgelbv1.VirtualService
 	Pool     *edgelbv1.AddressPool
 	Member   *edgelbv1.Member
+	// Reason and Metadata, when set, are the refusal's google.rpc.ErrorInfo
+	// (domain edgelb.io), for clients that act on it without reading Message.
+	Reason   string
+	Metadata map[string]string
 }
 
 // Err returns the result as a gRPC status error, or nil.
@@ -56,11 +61,30 @@ func (r *Result) Err() error {
 	if r.Code == codes.OK {
 		return nil
 	}
+	if r.Reason != "" {
+		return rules.Error(r.Code, r.Reason, r.Metadata, "%s", r.Message)
+	}
 	return status.Error(r.Code, r.Message)
 }
 
 func fail(c codes.Code, format string, args ...any) *Result {
 	return &Result{Code: c, Message: fmt.Sprintf(format, args...)}
+}
+
+// failR is fail with an ErrorInfo reason.
+func failR(c codes.Code, reason string, meta map[string]string, format string, args ...any) *Result {
+	return &Result{Code: c, Message: fmt.Sprintf(format, args...), Reason: reason, Metadata: meta}
+}
+
+// refused turns a rules error about the object what into a result, keeping
+// its code and ErrorInfo.
+func refused(what string, err error) *Result {
+	st := status.Convert(err)
+	r := &Result{Code: st.Code(), Message: what + ": " + st.Message()}
+	if ei := rules.ErrorInfo(err); ei != nil {
+		r.Reason, r.Metadata = ei.Reason, ei.Metadata
+	}
+	return r
 }
 
 // FSM implements raft.FSM.
@@ -87,6 +111,10 @@ func New(log *slog.Logger) *FSM {
 func Encode(cmd *raftv1.Command) ([]byte, error) {
 	if cmd.Version == 0 {
 		cmd.Version = CommandVersion
+		if cmd.Rules == 0 {
+			// Made by this binary (not forwarded): checked by its rules.
+			cmd.Rules = uint32(rules.Current)
+		}
 	}
 	// The proposer's clock, recorded once, so every member stores the same
 	// times (commands from the leader's own loops have none yet).
@@ -114,13 +142,18 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		f.log.Error("raft log entry is newer than this binary; upgrade lbd on this member", "index", idx, "version", cmd.Version)
 		return fail(codes.Unimplemented, "command version %d is newer than this member understands (%d)", cmd.Version, CommandVersion)
 	}
-	if r := wellFormed(cmd); r != nil {
-		f.log.Error("refusing malformed raft log entry", "index", idx, "err", r.Message)
+	// A level above this binary's is applied by the rules this binary knows:
+	// they are a subset, and the proposer already checked the rest. Refusing
+	// would make this member diverge from newer ones during an upgrade.
+	lvl := min(rules.Level(cmd.Rules), rules.Current)
+	if r := wellFormed(cmd, lvl); r != nil {
+		// Not an error of this member: it refuses what every member refuses.
+		f.log.Warn("refusing malformed raft log entry", "index", idx, "err", r.Message)
 		return r
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	a := applier{f: f, idx: idx, time: cmd.Time}
+	a := applier{f: f, idx: idx, time: cmd.Time, lvl: lvl}
 	var r *Result
 	switch op := cmd.Op.(type) {
 	case *raftv1.Command_CreateVirtualService:

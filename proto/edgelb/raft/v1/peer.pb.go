@@ -75,8 +75,12 @@ type ApplyResponse struct {
 	VirtualService *v1.VirtualService     `protobuf:"bytes,4,opt,name=virtual_service,json=virtualService,proto3" json:"virtual_service,omitempty"`
 	AddressPool    *v1.AddressPool        `protobuf:"bytes,5,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
 	Member         *v1.Member             `protobuf:"bytes,6,opt,name=member,proto3" json:"member,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When code is not OK: the google.rpc.ErrorInfo reason (domain edgelb.io)
+	// and metadata of the refusal, so the caller's client gets them too.
+	Reason        string            `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Metadata      map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyResponse) Reset() {
@@ -151,20 +155,39 @@ func (x *ApplyResponse) GetMember() *v1.Member {
 	return nil
 }
 
+func (x *ApplyResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ApplyResponse) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 var File_edgelb_raft_v1_peer_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x19edgelb/raft/v1/peer.proto\x12\x0eedgelb.raft.v1\x1a\x1cedgelb/raft/v1/command.proto\x1a\x15edgelb/v1/types.proto\"A\n" +
 	"\fApplyRequest\x121\n" +
-	"\acommand\x18\x01 \x01(\v2\x17.edgelb.raft.v1.CommandR\acommand\"\x83\x02\n" +
+	"\acommand\x18\x01 \x01(\v2\x17.edgelb.raft.v1.CommandR\acommand\"\xa1\x03\n" +
 	"\rApplyResponse\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x04R\brevision\x12B\n" +
 	"\x0fvirtual_service\x18\x04 \x01(\v2\x19.edgelb.v1.VirtualServiceR\x0evirtualService\x129\n" +
 	"\faddress_pool\x18\x05 \x01(\v2\x16.edgelb.v1.AddressPoolR\vaddressPool\x12)\n" +
-	"\x06member\x18\x06 \x01(\v2\x11.edgelb.v1.MemberR\x06member2S\n" +
+	"\x06member\x18\x06 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12G\n" +
+	"\bmetadata\x18\b \x03(\v2+.edgelb.raft.v1.ApplyResponse.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012S\n" +
 	"\vPeerService\x12D\n" +
 	"\x05Apply\x12\x1c.edgelb.raft.v1.ApplyRequest\x1a\x1d.edgelb.raft.v1.ApplyResponseB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
 
@@ -180,27 +203,29 @@ func file_edgelb_raft_v1_peer_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_peer_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_edgelb_raft_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_edgelb_raft_v1_peer_proto_goTypes = []any{
 	(*ApplyRequest)(nil),      // 0: edgelb.raft.v1.ApplyRequest
 	(*ApplyResponse)(nil),     // 1: edgelb.raft.v1.ApplyResponse
-	(*Command)(nil),           // 2: edgelb.raft.v1.Command
-	(*v1.VirtualService)(nil), // 3: edgelb.v1.VirtualService
-	(*v1.AddressPool)(nil),    // 4: edgelb.v1.AddressPool
-	(*v1.Member)(nil),         // 5: edgelb.v1.Member
+	nil,                       // 2: edgelb.raft.v1.ApplyResponse.MetadataEntry
+	(*Command)(nil),           // 3: edgelb.raft.v1.Command
+	(*v1.VirtualService)(nil), // 4: edgelb.v1.VirtualService
+	(*v1.AddressPool)(nil),    // 5: edgelb.v1.AddressPool
+	(*v1.Member)(nil),         // 6: edgelb.v1.Member
 }
 var file_edgelb_raft_v1_peer_proto_depIdxs = []int32{
-	2, // 0: edgelb.raft.v1.ApplyRequest.command:type_name -> edgelb.raft.v1.Command
-	3, // 1: edgelb.raft.v1.ApplyResponse.virtual_service:type_name -> edgelb.v1.VirtualService
-	4, // 2: edgelb.raft.v1.ApplyResponse.address_pool:type_name -> edgelb.v1.AddressPool
-	5, // 3: edgelb.raft.v1.ApplyResponse.member:type_name -> edgelb.v1.Member
-	0, // 4: edgelb.raft.v1.PeerService.Apply:input_type -> edgelb.raft.v1.ApplyRequest
-	1, // 5: edgelb.raft.v1.PeerService.Apply:output_type -> edgelb.raft.v1.ApplyResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 0: edgelb.raft.v1.ApplyRequest.command:type_name -> edgelb.raft.v1.Command
+	4, // 1: edgelb.raft.v1.ApplyResponse.virtual_service:type_name -> edgelb.v1.VirtualService
+	5, // 2: edgelb.raft.v1.ApplyResponse.address_pool:type_name -> edgelb.v1.AddressPool
+	6, // 3: edgelb.raft.v1.ApplyResponse.member:type_name -> edgelb.v1.Member
+	2, // 4: edgelb.raft.v1.ApplyResponse.metadata:type_name -> edgelb.raft.v1.ApplyResponse.MetadataEntry
+	0, // 5: edgelb.raft.v1.PeerService.Apply:input_type -> edgelb.raft.v1.ApplyRequest
+	1, // 6: edgelb.raft.v1.PeerService.Apply:output_type -> edgelb.raft.v1.ApplyResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_peer_proto_init() }
@@ -215,7 +240,7 @@ func file_edgelb_raft_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_peer_proto_rawDesc), len(file_edgelb_raft_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
