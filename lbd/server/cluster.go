@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -205,6 +206,13 @@ func (s *Server) GetMemberStatus(ctx context.Context, req *edgelbv1.GetMemberSta
 	}
 	if tenant := callerTenant(ctx); tenant != "" && resp.Status != nil {
 		resp.Status.OwnedVips = s.tenantVIPs(tenant, resp.Status.OwnedVips)
+		var own []string
+		for _, x := range resp.Status.IsolatedServices {
+			if strings.HasPrefix(x, tenant+"/") {
+				own = append(own, x)
+			}
+		}
+		resp.Status.IsolatedServices = own
 	}
 	return resp, nil
 }
@@ -249,7 +257,10 @@ func (s *Server) memberStatus(ctx context.Context, req *edgelbv1.GetMemberStatus
 func (s *Server) localStatus() *edgelbv1.MemberStatus {
 	st := s.node.Status()
 	leader, _ := s.node.Leader()
-	var owned []string
+	var owned, isolated []string
+	if s.opts.Isolated != nil {
+		isolated = s.opts.Isolated()
+	}
 	if s.opts.OwnedVIPs != nil {
 		owned = s.opts.OwnedVIPs()
 	} else {
@@ -274,6 +285,7 @@ func (s *Server) localStatus() *edgelbv1.MemberStatus {
 		Revision:         s.fsm.Revision(),
 		DataPlane:        s.opts.DataPlane,
 		Version:          s.opts.Version,
+		IsolatedServices: isolated,
 	}
 }
 

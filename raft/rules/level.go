@@ -52,6 +52,7 @@ const (
 	ReasonUnknownMember    = "UNKNOWN_MEMBER"    // a pin names a member that is not in the cluster
 	ReasonNetworkAddress   = "NETWORK_ADDRESS"   // an IPv4 network or broadcast address, which no host can hold
 	ReasonMembersOnly      = "MEMBERS_ONLY"      // the method is served to cluster members only
+	ReasonNotLeader        = "NOT_LEADER"        // PeerService on a member that does not lead: nothing was applied
 )
 
 // Error returns a status error with an ErrorInfo detail.

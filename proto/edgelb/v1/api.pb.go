@@ -2802,10 +2802,13 @@ type MemberStatus struct {
 	// The revision of its replicated state.
 	Revision uint64 `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Data plane: "ipvs" or "control-plane-only".
-	DataPlane     string `protobuf:"bytes,10,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
-	Version       string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataPlane string `protobuf:"bytes,10,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
+	Version   string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	// Virtual services this member's data plane cannot program ("tenant/name:
+	// why"). They are left out; every other service is programmed.
+	IsolatedServices []string `protobuf:"bytes,12,rep,name=isolated_services,json=isolatedServices,proto3" json:"isolated_services,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MemberStatus) Reset() {
@@ -2913,6 +2916,13 @@ func (x *MemberStatus) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *MemberStatus) GetIsolatedServices() []string {
+	if x != nil {
+		return x.IsolatedServices
+	}
+	return nil
 }
 
 type GetMemberStatusResponse struct {
@@ -3374,7 +3384,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x13DrainMemberResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xf4\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xa1\x03\n" +
 	"\fMemberStatus\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
@@ -3390,7 +3400,8 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"data_plane\x18\n" +
 	" \x01(\tR\tdataPlane\x12\x18\n" +
-	"\aversion\x18\v \x01(\tR\aversion\"J\n" +
+	"\aversion\x18\v \x01(\tR\aversion\x12+\n" +
+	"\x11isolated_services\x18\f \x03(\tR\x10isolatedServices\"J\n" +
 	"\x17GetMemberStatusResponse\x12/\n" +
 	"\x06status\x18\x01 \x01(\v2\x17.edgelb.v1.MemberStatusR\x06status\"O\n" +
 	"\fWatchRequest\x12'\n" +
