@@ -12,6 +12,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/ipam"
 	"github.com/edgelb/edgelb/raft/rules"
 )
 
@@ -535,6 +536,9 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 		addr := netip.MustParseAddr(vs.Vip)
 		pool := a.poolFor(addr, vs.Tenant, vs.Pool)
 		if pool == "" {
+			if r := a.leftOut(vs, addr); r != nil {
+				return r
+			}
 			return fail(codes.FailedPrecondition, "vip %s is not in any address pool open to tenant %s%s; pick an address from one (lbctl pool list) or create a pool that holds it",
 				vs.Vip, vs.Tenant, a.poolHint(vs.Pool))
 		}
@@ -578,6 +582,26 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 	}
 	return fail(codes.ResourceExhausted, "no free %s address in pools %s open to tenant %s; add a range to a pool or free a VIP",
 		fam, strings.Join(tried, ", "), vs.Tenant)
+}
+
+// leftOut explains a VIP that a pool's CIDR covers but does not hand out (its
+// network or broadcast address): "not in any address pool" would send the
+// operator looking for a pool that holds it, when no host can use it.
+func (a *applier) leftOut(vs *edgelbv1.VirtualService, addr netip.Addr) *Result {
+	st := a.st()
+	for _, name := range st.sortedPoolNames() {
+		if vs.Pool != "" && name != vs.Pool {
+			continue
+		}
+		for _, r := range st.pools[name].Ranges {
+			if what, ok := ipam.LeftOut(r, addr); ok {
+				return failR(codes.InvalidArgument, rules.ReasonNetworkAddress, map[string]string{"field": "service.vip", "pool": name},
+					"vip %s is the %s address of %s (pool %s), which no host can use; pick an address inside the range, or leave --vip out to get a free one",
+					addr, what, strings.TrimSpace(r), name)
+			}
+		}
+	}
+	return nil
 }
 
 func (a *applier) poolHint(pool string) string {

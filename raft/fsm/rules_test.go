@@ -151,3 +151,17 @@ func TestPinToUnknownMemberRefused(t *testing.T) {
 	vs.PinnedMember = "m1"
 	h.ok(create(vs))
 }
+
+// The network and broadcast addresses of a pool's CIDR are left out of it;
+// asking for one is answered as such, not as "not in any address pool".
+func TestNetworkAddressVIPExplained(t *testing.T) {
+	h := newHarness(t)
+	h.ok(createPool(pool("public", "192.0.2.0/24")))
+	for vip, what := range map[string]string{"192.0.2.0": "network", "192.0.2.255": "broadcast"} {
+		r := h.refused(create(svc("t1", "s", vip)), codes.InvalidArgument, "the "+what+" address of 192.0.2.0/24 (pool public)", "pick an address inside")
+		if strings.Contains(r.Message, "not in any address pool") || rules.ReasonOf(r.Err()) != rules.ReasonNetworkAddress {
+			t.Errorf("%s: %q reason %q", vip, r.Message, rules.ReasonOf(r.Err()))
+		}
+	}
+	h.refused(create(svc("t1", "s", "198.51.100.7")), codes.FailedPrecondition, "not in any address pool")
+}

@@ -252,3 +252,20 @@ type parseError struct {
 
 func (e *parseError) Error() string { return e.msg }
 func (e *parseError) Unwrap() error { return e.err }
+
+// LeftOut says whether a is an address that range s (as written in a pool)
+// covers but leaves out: the network or broadcast address of an IPv4 CIDR of
+// /30 or wider. what is "network" or "broadcast"; ok is false otherwise.
+func LeftOut(s string, a netip.Addr) (what string, ok bool) {
+	p, err := netip.ParsePrefix(strings.TrimSpace(s))
+	if err != nil || !p.Addr().Is4() || p.Bits() > 30 || !a.Is4() {
+		return "", false
+	}
+	switch a {
+	case p.Masked().Addr():
+		return "network", true
+	case lastAddr(p):
+		return "broadcast", true
+	}
+	return "", false
+}
