@@ -24,8 +24,9 @@ const (
 )
 
 // Command is one entry of the replicated log. Entries are kept on disk for the
-// life of a cluster, so fields are only ever added; version says which rules
-// the proposer applied and lets the FSM keep old entries' meaning.
+// life of a cluster, so fields are only ever added; version (the format) and
+// rules (the validation rules the proposer applied) let the FSM keep old
+// entries' meaning.
 type Command struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
