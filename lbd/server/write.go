@@ -153,7 +153,13 @@ func connReady(ctx context.Context, conn *grpc.ClientConn) bool {
 		switch st {
 		case connectivity.Ready:
 			return true
-		case connectivity.TransientFailure, connectivity.Shutdown:
+		case connectivity.TransientFailure:
+			// Fall back for this attempt, and let the next one connect
+			// afresh instead of after gRPC's reconnect backoff (up to 2 min):
+			// a restarted leader's raft port is back within seconds.
+			conn.ResetConnectBackoff()
+			return false
+		case connectivity.Shutdown:
 			return false
 		}
 		if !conn.WaitForStateChange(ctx, st) {
