@@ -28,7 +28,9 @@ type fakeLB struct {
 	members []*edgelbv1.Member
 	leader  string
 	down    map[string]bool // members whose status cannot be fetched
-	nextIP  int
+	// isolated: services a member's data plane reports it cannot program.
+	isolated map[string][]string
+	nextIP   int
 
 	stop             func() // stops the gRPC server
 	dieAfterSnapshot bool   // Watch stops the whole server after its first response
@@ -442,6 +444,7 @@ func (s clusterServer) GetMemberStatus(_ context.Context, r *edgelbv1.GetMemberS
 	return &edgelbv1.GetMemberStatusResponse{Status: &edgelbv1.MemberStatus{
 		Member: m, RaftState: state, Term: 7, LastAppliedIndex: 42, CommitIndex: 42, LastLogIndex: 42,
 		LeaderId: s.f.leader, OwnedVips: owned, Revision: s.f.rev, DataPlane: "control-plane-only", Version: "v0.test",
+		IsolatedServices: s.f.isolated[id],
 	}}, nil
 }
 

@@ -247,6 +247,13 @@ func (a *app) printStatuses(sts []*edgelbv1.MemberStatus, errs map[string]error)
 		output.Row(tw, row...)
 	}
 	tw.Flush()
+	// A service a member's data plane cannot program is left out there while
+	// the rest is served: say so, or it would only show in the logs.
+	for _, st := range sts {
+		for _, x := range st.GetIsolatedServices() {
+			fmt.Fprintf(a.stdout, "%s cannot program %s\n", st.GetMember().GetId(), x)
+		}
+	}
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }
