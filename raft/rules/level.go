@@ -173,6 +173,44 @@ func Distinct(vs *edgelbv1.VirtualService, field string, bs []*edgelbv1.Backend)
 		}
 		seen[k] = i
 	}
+	// Entries that differ as a whole may still send one port's traffic to
+	// the same destination (10.0.0.11 and 10.0.0.11:30080 under ports
+	// 80:30080 and 443:30443): IPVS holds one destination per address and
+	// port in a service, and the last entry would silently win.
+	if len(vs.Ports) > 1 {
+		_, dr := shape(vs)
+		type dest struct {
+			port int
+			addr string
+			to   uint32
+		}
+		at := map[dest]int{}
+		for i, b := range bs {
+			if b == nil {
+				continue
+			}
+			for pi, p := range vs.Ports {
+				if p == nil {
+					continue
+				}
+				to := b.Port
+				switch {
+				case dr:
+					to = p.Port
+				case to == 0 && p.BackendPort != 0:
+					to = p.BackendPort
+				case to == 0:
+					to = p.Port
+				}
+				k := dest{pi, b.Address, to}
+				if j, dup := at[k]; dup {
+					return invalidR(ReasonDuplicateBackend, fmt.Sprintf("%s[%d]", field, i), "%s and %s[%d] (%s) both send port %d's traffic to %s; list one, or give them ports that differ",
+						BackendKey(b.Address, b.Port), field, j, BackendKey(bs[j].Address, bs[j].Port), p.Port, BackendKey(b.Address, to))
+				}
+				at[k] = i
+			}
+		}
+	}
 	return nil
 }
 

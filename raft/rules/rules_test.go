@@ -64,3 +64,19 @@ func TestBackendNormalisedBeforeRaft(t *testing.T) {
 		t.Errorf("the same at Strict: %v; want %s", err, ReasonDuplicateBackend)
 	}
 }
+
+// With two ports, 10.0.0.11 and 10.0.0.11:30080 differ as a whole but both
+// send port 80's traffic to 10.0.0.11:30080, where IPVS has room for one.
+func TestBackendsShareADestination(t *testing.T) {
+	vs := web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080})
+	vs.Ports = append(vs.Ports, &edgelbv1.Port{Port: 443, BackendPort: 30443})
+	err := VirtualService(vs, DefaultLimits)
+	if ReasonOf(err) != ReasonDuplicateBackend || !strings.Contains(status.Convert(err).Message(), "both send port 80's traffic to 10.0.0.11:30080") {
+		t.Errorf("got %v", err)
+	}
+	ok := web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 8080})
+	ok.Ports = append(ok.Ports, &edgelbv1.Port{Port: 443, BackendPort: 30443})
+	if err := VirtualService(ok, DefaultLimits); err != nil {
+		t.Errorf("distinct destinations refused: %v", err)
+	}
+}
