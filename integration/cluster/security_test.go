@@ -20,6 +20,7 @@ import (
 	"github.com/edgelb/edgelb/internal/logcapture"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // rawApply sends the command of issue 18 — tenant "", name "raw plain!\n",
@@ -244,15 +245,21 @@ func TestClusterSecurity(t *testing.T) {
 		}
 		// A member reaches it on the raft port; even so, the FSM refuses the
 		// malformed command of issue 18 (or a follower says it does not lead).
+		refused := 0
 		for _, m := range c.members {
 			resp, err := rawApply(t, m.raft, credentials.NewTLS(tlsClient(t, pki, pki, "edge2")))
 			switch {
-			case status.Code(err) == codes.Unavailable:
+			case status.Code(err) == codes.Unavailable && rules.ReasonOf(err) == rules.ReasonNotLeader:
 			case err != nil:
 				t.Errorf("member calling PeerService.Apply on %s's raft port: %v", m.id, err)
 			case codes.Code(resp.Code) != codes.InvalidArgument:
 				t.Errorf("raw command of issue 18 on %s's raft port: %v %q; want InvalidArgument", m.id, codes.Code(resp.Code), resp.Message)
+			default:
+				refused++
 			}
+		}
+		if refused != 1 {
+			t.Errorf("%d members (want the leader alone) served PeerService on the raft port and refused the raw command", refused)
 		}
 		if out := mustLbctl(t, all, admin("vip", "list", "-A", "-o", "json")...); strings.Contains(out, "raw plain") {
 			t.Errorf("the raw service was stored: %s", out)
