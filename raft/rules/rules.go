@@ -305,6 +305,12 @@ func virtualServiceAt(lvl Level, vs *edgelbv1.VirtualService, lim Limits) error 
 	if err := HealthCheck("service.health_check", vs.HealthCheck, lim); err != nil {
 		return err
 	}
+	if lvl >= Strict && vs.HealthCheck != nil {
+		// Sent in the request line of every HTTP probe.
+		if err := printable("service.health_check.path", vs.HealthCheck.Path); err != nil {
+			return err
+		}
+	}
 	if len(vs.SourceRanges) > lim.MaxSourceRanges {
 		return invalid("service.source_ranges", "%d ranges; the limit is %d", len(vs.SourceRanges), lim.MaxSourceRanges)
 	}
@@ -327,6 +333,11 @@ func virtualServiceAt(lvl Level, vs *edgelbv1.VirtualService, lim Limits) error 
 	}
 	if len(vs.SharingKey) > 253 {
 		return invalid("service.sharing_key", "is longer than 253 characters")
+	}
+	if lvl >= Strict {
+		if err := printable("service.sharing_key", vs.SharingKey); err != nil {
+			return err
+		}
 	}
 	if vs.PinnedMember != "" {
 		if err := nameAt(lvl, "service.pinned_member", vs.PinnedMember, 63); err != nil {
@@ -610,7 +621,7 @@ func Member(m *edgelbv1.Member) error {
 	if len(m.DataInterface) > 15 {
 		return invalid("member.data_interface", "%q is longer than an interface name can be (15)", m.DataInterface)
 	}
-	return nil
+	return printable("member.data_interface", m.DataInterface)
 }
 
 func protoName(p edgelbv1.Protocol) string {

@@ -23,12 +23,18 @@ func TestIssue18BadInputs(t *testing.T) {
 		reason string
 		frag   string
 	}{
-		"NUL in port name": {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "a\x00b"; return v }(), ReasonControlChar, "control character (U+0000)"},
-		"ESC in port name": {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "\x1b[31m"; return v }(), ReasonControlChar, "control character (U+001B)"},
-		"name a..b":        {func() *edgelbv1.VirtualService { v := web(); v.Name = "a..b"; return v }(), ReasonInvalidField, "(e.g. a.b)"},
-		"backend is VIP":   {web(&edgelbv1.Backend{Address: "192.0.2.10"}), ReasonBackendIsVIP, "own VIP"},
-		"two spellings":    {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080}), ReasonDuplicateBackend, "same backend as service.backends[0] (10.0.0.11)"},
-		"twice":            {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11"}), ReasonDuplicateBackend, "list it once"},
+		"NUL in port name":   {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "a\x00b"; return v }(), ReasonControlChar, "control character (U+0000)"},
+		"ESC in port name":   {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "\x1b[31m"; return v }(), ReasonControlChar, "control character (U+001B)"},
+		"name a..b":          {func() *edgelbv1.VirtualService { v := web(); v.Name = "a..b"; return v }(), ReasonInvalidField, "(e.g. a.b)"},
+		"ESC in sharing key": {func() *edgelbv1.VirtualService { v := web(); v.SharingKey = "k\x1b"; return v }(), ReasonControlChar, "control character"},
+		"NUL in check path": {func() *edgelbv1.VirtualService {
+			v := web()
+			v.HealthCheck = &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP, Path: "/a\x00"}
+			return v
+		}(), ReasonControlChar, "control character"},
+		"backend is VIP": {web(&edgelbv1.Backend{Address: "192.0.2.10"}), ReasonBackendIsVIP, "own VIP"},
+		"two spellings":  {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080}), ReasonDuplicateBackend, "same backend as service.backends[0] (10.0.0.11)"},
+		"twice":          {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11"}), ReasonDuplicateBackend, "list it once"},
 	} {
 		err := VirtualService(c.vs, DefaultLimits)
 		if status.Code(err) != codes.InvalidArgument || ReasonOf(err) != c.reason || !strings.Contains(status.Convert(err).Message(), c.frag) {
