@@ -99,3 +99,40 @@ func TestPeerServiceNotOnAPIPortInPlaintext(t *testing.T) {
 		t.Errorf("add of 10.0.0.11:30080 beside 10.0.0.11 through a follower: %v (reason %q); want AlreadyExists %s", err, rules.ReasonOf(err), rules.ReasonDuplicateBackend)
 	}
 }
+
+// A service an older release stored under a name today's rules refuse
+// ("a..b") stays reachable through the API: it can be read, take backend
+// changes, and be deleted.
+func TestLegacyNamedServiceStaysReachable(t *testing.T) {
+	ds := startCluster(t, 1)
+	setupPool(t, ds[0].Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := ds[0].Node().Apply(ctx, &raftv1.Command{Version: fsm.CommandVersion, Rules: uint32(rules.Legacy),
+		Op: &raftv1.Command_CreateVirtualService{CreateVirtualService: &raftv1.CreateVirtualService{Service: &edgelbv1.VirtualService{
+			Tenant: "default", Name: "a..b", Vip: "10.128.0.7", IpFamily: edgelbv1.IPFamily_IP_FAMILY_IPV4,
+			Scheduler: edgelbv1.Scheduler_SCHEDULER_MH, ForwardingMode: edgelbv1.ForwardingMode_FORWARDING_MODE_NAT,
+			Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 80}},
+		}}}})
+	if err == nil {
+		err = res.Err()
+	}
+	if err != nil {
+		t.Fatalf("a legacy entry: %v", err)
+	}
+	c := client(t, ds[0].Addr())
+	if _, err := c.GetVirtualService(ctx, &edgelbv1.GetVirtualServiceRequest{Name: "a..b"}); err != nil {
+		t.Errorf("get a..b: %v", err)
+	}
+	if _, err := c.AddBackend(ctx, &edgelbv1.AddBackendRequest{Name: "a..b", Backend: &edgelbv1.Backend{Address: "10.0.0.31"}}); err != nil {
+		t.Errorf("add a backend to a..b: %v", err)
+	}
+	if _, err := c.DeleteVirtualService(ctx, &edgelbv1.DeleteVirtualServiceRequest{Name: "a..b"}); err != nil {
+		t.Errorf("delete a..b: %v", err)
+	}
+	// A new one is refused.
+	_, err = c.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{Name: "c..d", Ports: []*edgelbv1.Port{{Port: 80}}}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("create c..d: %v; want InvalidArgument", err)
+	}
+}

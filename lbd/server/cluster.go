@@ -113,7 +113,7 @@ func (s *Server) AddMember(ctx context.Context, req *edgelbv1.AddMemberRequest) 
 }
 
 func (s *Server) RemoveMember(ctx context.Context, req *edgelbv1.RemoveMemberRequest) (*edgelbv1.RemoveMemberResponse, error) {
-	if err := validate.Name("id", req.Id, 63); err != nil {
+	if err := validate.RefName("id", req.Id, 63); err != nil {
 		return nil, err
 	}
 	return onLeader(ctx, s, func(ctx context.Context) (*edgelbv1.RemoveMemberResponse, error) {
@@ -172,7 +172,7 @@ func (s *Server) GetLeader(ctx context.Context, req *edgelbv1.GetLeaderRequest) 
 
 func (s *Server) TransferLeadership(ctx context.Context, req *edgelbv1.TransferLeadershipRequest) (*edgelbv1.TransferLeadershipResponse, error) {
 	if req.TargetId != "" {
-		if err := validate.Name("target_id", req.TargetId, 63); err != nil {
+		if err := validate.RefName("target_id", req.TargetId, 63); err != nil {
 			return nil, err
 		}
 	}
@@ -235,7 +235,7 @@ func (s *Server) memberStatus(ctx context.Context, req *edgelbv1.GetMemberStatus
 	if req.Id == "" || req.Id == s.opts.Self.Id {
 		return &edgelbv1.GetMemberStatusResponse{Status: s.localStatus()}, nil
 	}
-	if err := validate.Name("id", req.Id, 63); err != nil {
+	if err := validate.RefName("id", req.Id, 63); err != nil {
 		return nil, err
 	}
 	m, ok := s.fsm.Member(req.Id)

@@ -22,10 +22,10 @@ func serviceKey(ctx context.Context, tenant, name string) (fsm.Key, error) {
 	if err != nil {
 		return fsm.Key{}, err
 	}
-	if err := validate.Tenant("tenant", &tenant); err != nil {
+	if err := validate.RefTenant("tenant", &tenant); err != nil {
 		return fsm.Key{}, err
 	}
-	if err := validate.Name("name", name, 253); err != nil {
+	if err := validate.RefName("name", name, 253); err != nil {
 		return fsm.Key{}, err
 	}
 	return fsm.Key{Tenant: tenant, Name: name}, nil
@@ -132,7 +132,7 @@ func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirt
 		return nil, err
 	}
 	if tenant != "" {
-		if err := validate.Name("tenant", tenant, 63); err != nil {
+		if err := validate.RefName("tenant", tenant, 63); err != nil {
 			return nil, err
 		}
 	}

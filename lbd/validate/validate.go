@@ -26,6 +26,13 @@ const DefaultTenant = rules.DefaultTenant
 // Name checks a name of a service, pool, tenant or member.
 func Name(field, s string, max int) error { return rules.Name(field, s, max) }
 
+// RefName checks a name that refers to an existing object: by the rules
+// every release enforced, so objects stored under older rules stay reachable.
+func RefName(field, s string, max int) error { return rules.RefName(field, s, max) }
+
+// RefTenant is RefName for a tenant; empty means DefaultTenant.
+func RefTenant(field string, t *string) error { return rules.RefTenant(field, t) }
+
 // Tenant normalizes and checks a tenant name; empty means DefaultTenant.
 func Tenant(field string, t *string) error { return rules.Tenant(field, t) }
 

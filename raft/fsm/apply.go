@@ -222,8 +222,10 @@ func (a *applier) setBackends(c *raftv1.SetBackends) *Result {
 }
 
 // checkBackends holds a new backend list of old to the rules (from Strict on):
-// each backend in its one stored form, and the service as a whole as the
-// API would store it (no backend on the VIP, none twice).
+// no backend on the VIP, none twice, each in its one stored form, and each as
+// the API would store it. The rest of the service is held to the rules every
+// release enforced (Legacy), not today's: a service an older release accepted
+// (a name with "..", say) keeps taking backend changes.
 func (a *applier) checkBackends(old *edgelbv1.VirtualService, bs []*edgelbv1.Backend) *Result {
 	if a.lvl < rules.Strict {
 		return nil
@@ -236,7 +238,7 @@ func (a *applier) checkBackends(old *edgelbv1.VirtualService, bs []*edgelbv1.Bac
 	}
 	vs := cloneVS(old)
 	vs.Backends = bs
-	if err := rules.Stored(vs, a.lvl); err != nil {
+	if err := rules.Stored(vs, rules.Legacy); err != nil {
 		return refused("virtual service "+KeyOf(vs).String(), err)
 	}
 	return nil

@@ -165,3 +165,15 @@ func TestNetworkAddressVIPExplained(t *testing.T) {
 	}
 	h.refused(create(svc("t1", "s", "198.51.100.7")), codes.FailedPrecondition, "not in any address pool")
 }
+
+// A service an older release stored under rules since tightened still takes
+// backend changes; the new backends are held to today's rules.
+func TestLegacyServiceTakesBackendChanges(t *testing.T) {
+	h := newHarness(t)
+	h.ok(createPool(pool("p", "10.0.0.0/24")))
+	if r := h.applyAt(rules.Legacy, create(withBackends(svc("t1", "a..b", "10.0.0.5"), backend("192.0.2.1", 0)))); r.Code != codes.OK {
+		t.Fatal(r.Message)
+	}
+	h.ok(&raftv1.AddBackend{Tenant: "t1", Name: "a..b", Backend: backend("192.0.2.2", 0)})
+	h.refused(&raftv1.AddBackend{Tenant: "t1", Name: "a..b", Backend: backend("10.0.0.5", 0)}, codes.InvalidArgument, "own VIP")
+}

@@ -342,3 +342,13 @@ func text(v protoreflect.Value) string {
 	}
 	return fmt.Sprintf("%q", trunc(fmt.Sprint(v.Interface())))
 }
+
+// RefName checks a name that refers to an existing object (a service to get,
+// delete or change the backends of; a pool, a member, a tenant to filter by).
+// It holds it to the rules every release enforced (Legacy), not today's: an
+// object an older release stored under a name since refused ("a..b") must
+// stay reachable, if only to be deleted.
+func RefName(field, s string, max int) error { return nameAt(Legacy, field, s, max) }
+
+// RefTenant is RefName for a tenant; empty means DefaultTenant.
+func RefTenant(field string, t *string) error { return tenantAt(Legacy, field, t) }
