@@ -233,9 +233,7 @@ func (a *applier) checkBackends(old *edgelbv1.VirtualService, bs []*edgelbv1.Bac
 	if err := rules.Distinct(old, "backends", bs); err != nil {
 		return refused("virtual service "+KeyOf(old).String(), err)
 	}
-	for _, b := range bs {
-		rules.NormalizeBackend(old, b)
-	}
+	rules.NormalizeBackends(old, bs)
 	vs := cloneVS(old)
 	vs.Backends = bs
 	if err := rules.Stored(vs, rules.Legacy); err != nil {

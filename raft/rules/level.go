@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -104,7 +105,7 @@ func printable(field, s string) error {
 // as a comparable key: p itself, or for p == 0 each port's backend port.
 func effectivePorts(vs *edgelbv1.VirtualService, p uint32) string {
 	if p != 0 {
-		return fmt.Sprint(p)
+		return strconv.FormatUint(uint64(p), 10)
 	}
 	set := map[uint32]bool{}
 	for _, sp := range vs.Ports {
@@ -119,7 +120,7 @@ func effectivePorts(vs *edgelbv1.VirtualService, p uint32) string {
 	}
 	ps := make([]string, 0, len(set))
 	for p := range set {
-		ps = append(ps, fmt.Sprint(p))
+		ps = append(ps, strconv.FormatUint(uint64(p), 10))
 	}
 	sort.Strings(ps)
 	return strings.Join(ps, ",")
@@ -136,8 +137,22 @@ func SameBackend(vs *edgelbv1.VirtualService, addr1 string, port1 uint32, addr2 
 // every port of vs sends to anyway is dropped (port 0), so the same backend
 // is never stored twice under two spellings.
 func NormalizeBackend(vs *edgelbv1.VirtualService, b *edgelbv1.Backend) {
-	if b != nil && b.Port != 0 && len(vs.Ports) > 0 && effectivePorts(vs, 0) == fmt.Sprint(b.Port) {
+	if b != nil && b.Port != 0 && len(vs.Ports) > 0 && effectivePorts(vs, 0) == strconv.FormatUint(uint64(b.Port), 10) {
 		b.Port = 0
+	}
+}
+
+// NormalizeBackends is NormalizeBackend for each of bs, looking at the
+// service's ports once.
+func NormalizeBackends(vs *edgelbv1.VirtualService, bs []*edgelbv1.Backend) {
+	if len(vs.Ports) == 0 {
+		return
+	}
+	def := effectivePorts(vs, 0)
+	for _, b := range bs {
+		if b != nil && b.Port != 0 && def == strconv.FormatUint(uint64(b.Port), 10) {
+			b.Port = 0
+		}
 	}
 }
 
@@ -147,9 +162,7 @@ func backendsOn(vs *edgelbv1.VirtualService, field string, bs []*edgelbv1.Backen
 	if err := Distinct(vs, field, bs); err != nil {
 		return err
 	}
-	for _, b := range bs {
-		NormalizeBackend(vs, b)
-	}
+	NormalizeBackends(vs, bs)
 	return nil
 }
 
@@ -157,18 +170,22 @@ func backendsOn(vs *edgelbv1.VirtualService, field string, bs []*edgelbv1.Backen
 // VIP and that no two of them are the same backend under two spellings.
 func Distinct(vs *edgelbv1.VirtualService, field string, bs []*edgelbv1.Backend) error {
 	type id struct{ addr, ports string }
-	seen := map[id]int{}
+	seen := make(map[id]int, len(bs))
+	def := effectivePorts(vs, 0) // the same for every backend without a port: the FSM runs this on every write
 	for i, b := range bs {
 		if b == nil {
 			continue
 		}
-		f := fmt.Sprintf("%s[%d]", field, i)
+		f := func() string { return fmt.Sprintf("%s[%d]", field, i) }
 		if vs.Vip != "" && b.Address == vs.Vip {
-			return invalidR(ReasonBackendIsVIP, f+".address", "%s is the service's own VIP; traffic sent there would come back to the load balancer: name the address of a real server", b.Address)
+			return invalidR(ReasonBackendIsVIP, f()+".address", "%s is the service's own VIP; traffic sent there would come back to the load balancer: name the address of a real server", b.Address)
 		}
-		k := id{b.Address, effectivePorts(vs, b.Port)}
+		k := id{b.Address, def}
+		if b.Port != 0 {
+			k.ports = strconv.FormatUint(uint64(b.Port), 10)
+		}
 		if j, dup := seen[k]; dup {
-			return invalidR(ReasonDuplicateBackend, f, "%s is the same backend as %s[%d] (%s): the service's ports send to port %s either way; list it once",
+			return invalidR(ReasonDuplicateBackend, f(), "%s is the same backend as %s[%d] (%s): the service's ports send to port %s either way; list it once",
 				BackendKey(b.Address, b.Port), field, j, BackendKey(bs[j].Address, bs[j].Port), k.ports)
 		}
 		seen[k] = i
@@ -266,6 +283,9 @@ func Stored(vs *edgelbv1.VirtualService, lvl Level) error {
 	want := proto.Clone(got).(*edgelbv1.VirtualService)
 	if err := virtualServiceAt(lvl, want, CeilingLimits); err != nil {
 		return err
+	}
+	if proto.Equal(got, want) {
+		return nil
 	}
 	if f := firstDiff(got, want); f != "" {
 		return invalidR(ReasonMalformed, "service."+f, "is not in the form the API stores (defaults filled in, addresses and ranges canonical, one spelling per backend): %v; send it through the API", describe(got, want, f))
