@@ -18,6 +18,7 @@ import (
 	"github.com/edgelb/edgelb/cloudprovider/lbclient"
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // LoadBalancer implements k8scloud.LoadBalancer over lbd VirtualServices.
@@ -204,9 +205,14 @@ func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 	case codes.FailedPrecondition, codes.PermissionDenied:
 		hint = fmt.Sprintf("request an address that tenant %s may use (spec.loadBalancerIP or annotation %s) or another pool (annotation %s)", d.Tenant, servicemap.AnnotationIPs, servicemap.AnnotationPool)
 	case codes.ResourceExhausted:
-		// lbd says ResourceExhausted for three different things; only its
-		// message tells them apart.
-		switch exhausted(st.Message()) {
+		// lbd says ResourceExhausted for three different things. A full pool
+		// carries its ErrorInfo reason; the others (and older lbd) only
+		// their message.
+		kind := exhausted(st.Message())
+		if errinfo.Reason(err) == errinfo.PoolExhausted {
+			kind = exhaustedPool
+		}
+		switch kind {
 		case exhaustedRate:
 			// Nothing about the Service: this CCM writes faster than lbd lets
 			// one identity write. lbclient already retried with backoff; the
@@ -215,7 +221,7 @@ func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 		case exhaustedTenantCap:
 			hint = fmt.Sprintf("tenant %s is at its limit of virtual services: delete unused LoadBalancer Services, or ask the lbd operator to raise auth.maxServicesPerTenant", d.Tenant)
 		case exhaustedPool:
-			hint = "the pool is full: free a VIP, add a range to the pool, or name another pool (annotation " + servicemap.AnnotationPool + ")"
+			hint = "the pool is full: free a VIP, add a range to the pool (lbctl pool update NAME --add-range), or name another pool (annotation " + servicemap.AnnotationPool + ")"
 		default:
 			hint = "lbd is out of a resource (its reason is above)"
 		}

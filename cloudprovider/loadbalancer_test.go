@@ -20,6 +20,7 @@ import (
 	"github.com/edgelb/edgelb/cloudprovider/lbclient"
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 type env struct {
@@ -374,6 +375,17 @@ func TestResourceExhaustedSaysWhich(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A full pool is recognised by its ErrorInfo reason, whatever the message says.
+func TestPoolExhaustedByReason(t *testing.T) {
+	s := service("e1e1e1e1", 80)
+	d := &edgelbv1.VirtualService{Tenant: "cluster-a", Name: "k8s-e1e1e1e1-ipv4", Pool: "a"}
+	err := refusal(s, d, fmt.Errorf("creating virtual service: %w",
+		errinfo.New(codes.ResourceExhausted, errinfo.PoolExhausted, nil, "pool a has nothing left")))
+	if !IsRefusal(err) || !strings.Contains(err.Error(), "pool is full") || !strings.Contains(err.Error(), "lbctl pool update") {
+		t.Errorf("refusal by reason: %v", err)
 	}
 }
 

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,6 +36,9 @@ files change, so rotating is: issue a new one with --force over the old files.`,
 		Short: "Create a new cluster CA (ca.crt, ca.key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if validity <= 0 {
+				return fmt.Errorf("--validity %s: must be positive, e.g. 87600h", validity)
+			}
 			c, err := certs.NewCA(name, validity)
 			if err != nil {
 				return err
@@ -58,13 +63,24 @@ files change, so rotating is: issue a new one with --force over the old files.`,
 		Short: "Issue a certificate signed by the CA",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Everything is checked before the CA key is read or a file is
+			// written: a bad request leaves nothing behind.
+			if ivalidity <= 0 {
+				return fmt.Errorf("--validity %s: must be positive, e.g. 8760h for a year", ivalidity)
+			}
+			if err := certs.CheckName(iname); err != nil {
+				return fmt.Errorf("--name: %w", err)
+			}
+			if role == "member" && len(hosts) == 0 {
+				return fmt.Errorf("--role member needs --host with the member's IP (or DNS name), the host of its --api-addr and --raft-addr: peers and lbctl verify the member by it, so without it no TLS connection to the member succeeds")
+			}
 			c, err := certs.LoadCA(caDir)
 			if err != nil {
 				return err
 			}
 			is, err := c.Issue(certs.Request{Role: role, Name: iname, Hosts: hosts, Validity: ivalidity})
 			if err != nil {
-				return err
+				return fmt.Errorf("issue %s certificate %q: %w", role, iname, err)
 			}
 			if err := is.Save(iout, iname, force); err != nil {
 				return err
@@ -76,8 +92,8 @@ files change, so rotating is: issue a new one with --force over the old files.`,
 	f := issue.Flags()
 	f.StringVar(&caDir, "ca", ".", "directory holding ca.crt and ca.key")
 	f.StringVar(&role, "role", "", "member, admin, operator, viewer or cloud-provider")
-	f.StringVar(&iname, "name", "", "member id, user name, or (cloud-provider) tenant")
-	f.StringSliceVar(&hosts, "host", nil, "IP or DNS name the certificate serves, repeatable (members: the API and raft addresses' host)")
+	f.StringVar(&iname, "name", "", "member id, user name, or (cloud-provider) tenant; DNS-style: lowercase letters, digits, '-', labels joined by '.'")
+	f.StringSliceVar(&hosts, "host", nil, "IP or DNS name the certificate serves, repeatable (members: required, the API and raft addresses' host)")
 	f.StringVar(&iout, "out", ".", "directory to write NAME.crt and NAME.key into")
 	f.BoolVar(&force, "force", false, "replace existing files (certificate rotation)")
 	f.DurationVar(&ivalidity, "validity", 365*24*time.Hour, "how long the certificate is valid")
@@ -85,5 +101,19 @@ files change, so rotating is: issue a new one with --force over the old files.`,
 	issue.MarkFlagRequired("name")
 	issue.RegisterFlagCompletionFunc("role", cobra.FixedCompletions(certs.Roles, cobra.ShellCompDirectiveNoFileComp))
 	cmd.AddCommand(ca, issue)
+	// A group without a Run of its own prints its help and succeeds, so
+	// "lbd certs isue" looked done to a script; refuse an unknown word.
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return errors.New(msg)
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 	return cmd
 }

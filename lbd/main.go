@@ -42,7 +42,9 @@ lbd uses the ipvs data plane on the default interface eth0: it needs root and a
 kernel with IPVS, and it changes the host (VIP addresses on eth0, IPVS
 services, SNAT rules for NAT-mode services). --data-plane=none is the
 control-plane-only mode: no kernel changes and no root needed, but the VIPs it
-owns do not answer; use it for a first look, development and API tests.
+owns do not answer, and it sends no health checks to backends (unless
+--health-without-data-plane); use it for a first look, development and API
+tests.
 
 Flags override the config file; the config file overrides defaults.`,
 		Example: `  # A single member for a first look (no kernel changes):
@@ -110,6 +112,9 @@ Flags override the config file; the config file overrides defaults.`,
 				if f.Changed("tls-key") {
 					cfg.TLS.KeyFile = override.TLS.KeyFile
 				}
+				if f.Changed("health-without-data-plane") {
+					cfg.Health.WithoutDataPlane = override.Health.WithoutDataPlane
+				}
 				if f.Changed("insecure-plaintext") {
 					cfg.InsecurePlaintext = override.InsecurePlaintext
 				}
@@ -139,6 +144,7 @@ Flags override the config file; the config file overrides defaults.`,
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "HTTP address for /metrics, /healthz and /readyz; empty disables")
 	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join (comma-separated); omit to bootstrap a new cluster")
 	f.StringVar(&cfg.DataPlane.Mode, "data-plane", cfg.DataPlane.Mode, "ipvs, or none for a control-plane-only member (no kernel changes)")
+	f.BoolVar(&cfg.Health.WithoutDataPlane, "health-without-data-plane", cfg.Health.WithoutDataPlane, "with --data-plane=none, still send health checks to backends (off: a control-plane-only member probes nothing)")
 	f.StringVar(&cfg.DataPlane.Interface, "interface", cfg.DataPlane.Interface, "data interface VIPs are added to")
 	f.StringVar(&cfg.DataPlane.SNAT, "snat", cfg.DataPlane.SNAT, "SNAT backend for nat mode: auto, iptables-legacy, iptables-nft, none")
 	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "cluster CA certificate (PEM); with --tls-cert/--tls-key enables mutual TLS on the API and raft")
@@ -153,7 +159,7 @@ Flags override the config file; the config file overrides defaults.`,
 	} {
 		cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))
 	}
-	cmd.AddCommand(certsCommand())
+	cmd.AddCommand(certsCommand(), recoverCommand())
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "lbd:", err)

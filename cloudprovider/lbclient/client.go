@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -113,12 +115,20 @@ func (c *Client) Close() error {
 }
 
 // retryable reports errors that say nothing about the request itself: the
-// member is down, restarting, or has no leader yet. Another try (on the next
-// endpoint) may succeed.
+// member is down, restarting, has no leader yet, or was removed from the
+// cluster (FailedPrecondition with ErrorInfo REMOVED_MEMBER: an endpoint
+// list that still names it is out of date, the other members can answer).
+// Another try (on the next endpoint) may succeed.
 func retryable(err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Internal:
 		return true
+	case codes.FailedPrecondition:
+		for _, d := range status.Convert(err).Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == apimd.ErrorDomain && info.GetReason() == apimd.ReasonRemovedMember {
+				return true
+			}
+		}
 	}
 	return false
 }

@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/cloudprovider/internal/fakelbd"
+	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -146,5 +148,20 @@ func TestRateLimitRetriedOnSameEndpoint(t *testing.T) {
 	}
 	if after, _ := first.Counts(); after != before+1 {
 		t.Errorf("a full pool was tried %d times, want once", after-before)
+	}
+}
+
+// TestRetryableRemovedMember: a removed member's refusal sends the client to
+// the next endpoint; other FailedPreconditions (conflicts) do not.
+func TestRetryableRemovedMember(t *testing.T) {
+	removed, err := status.New(codes.FailedPrecondition, "removed member").WithDetails(&errdetails.ErrorInfo{Reason: apimd.ReasonRemovedMember, Domain: apimd.ErrorDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !retryable(removed.Err()) {
+		t.Error("a removed member's refusal is not retried on another endpoint")
+	}
+	if retryable(status.Error(codes.FailedPrecondition, "pool in use")) {
+		t.Error("a conflict is retried")
 	}
 }

@@ -926,6 +926,12 @@ func TestDefaultSingleMember(t *testing.T) {
 	if created["vip"] != "192.0.2.1" {
 		t.Fatalf("created %v; want VIP 192.0.2.1 from pool public", created)
 	}
+	// The README's first look sends nothing to its made-up backend
+	// (10.0.0.11:30080): a data-plane-none member runs no health checks
+	// unless told to, and says so.
+	if !strings.Contains(log.String(), "no backend health probes") || strings.Contains(log.String(), "HEALTH PROBES WITHOUT A DATA PLANE") {
+		t.Errorf("lbd --data-plane=none does not say that it probes no backend:\n%s", tail(log.String(), 3000))
+	}
 
 	// The same bare command again: it comes back from ./lbd-data.
 	stop()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/rules"
 )
 
@@ -91,8 +92,8 @@ func TestFailClosed(t *testing.T) {
 		expect(t, 3, []string{"192.0.2.20 is the service's own VIP"}, "vip", "create", "loop", "--vip", "192.0.2.20", "--port", "tcp/80", "--backend", "192.0.2.20")
 		expect(t, 3, []string{`"a..b" has an empty part between two dots`, "a.b"}, "vip", "create", "a..b", "--port", "tcp/80")
 		expect(t, 6, []string{"nosuch is not a member of this cluster", "edge1"}, "vip", "create", "pinned", "--port", "tcp/80", "--pin", "nosuch")
-		expect(t, 3, []string{"the network address of 192.0.2.0/24 (pool public)"}, "vip", "create", "net", "--vip", "192.0.2.0", "--port", "tcp/80")
-		expect(t, 3, []string{"the broadcast address"}, "vip", "create", "bcast", "--vip", "192.0.2.255", "--port", "tcp/80")
+		expect(t, 6, []string{"the network address of 192.0.2.0/24 in address pool public"}, "vip", "create", "net", "--vip", "192.0.2.0", "--port", "tcp/80")
+		expect(t, 6, []string{"the broadcast address"}, "vip", "create", "bcast", "--vip", "192.0.2.255", "--port", "tcp/80")
 		// lbctl checks ranges itself; the server's answer, raw.
 		cc, err := grpc.NewClient(follower.api, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -143,7 +144,7 @@ func TestFailClosed(t *testing.T) {
 			}, codes.InvalidArgument, rules.ReasonDuplicateBackend},
 			"name a..b":    {func(v *edgelbv1.VirtualService) { v.Name = "a..b" }, codes.InvalidArgument, rules.ReasonInvalidField},
 			"pin nosuch":   {func(v *edgelbv1.VirtualService) { v.PinnedMember = "nosuch" }, codes.FailedPrecondition, rules.ReasonUnknownMember},
-			"network addr": {func(v *edgelbv1.VirtualService) { v.Vip = "192.0.2.0" }, codes.InvalidArgument, rules.ReasonNetworkAddress},
+			"network addr": {func(v *edgelbv1.VirtualService) { v.Vip = "192.0.2.0" }, codes.FailedPrecondition, errinfo.ReservedAddress},
 		} {
 			err := create(c.mut)
 			if status.Code(err) != c.code || rules.ReasonOf(err) != c.reason {

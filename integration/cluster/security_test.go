@@ -135,7 +135,9 @@ func TestClusterSecurity(t *testing.T) {
 		if code2 == 0 {
 			t.Fatalf("plaintext listing succeeded: %s", errs2)
 		}
-		t.Logf("without certificate: exit %d: %s", code, strings.TrimSpace(errs))
+		if code != 7 || !strings.Contains(errs, "requires a client certificate") || code2 != 7 || !strings.Contains(errs2, "requires TLS") {
+			t.Errorf("without certificate: exit %d %q, plaintext: exit %d %q; want 7 saying what is missing", code, errs, code2, errs2)
+		}
 	})
 
 	t.Run("a certificate from another CA is refused", func(t *testing.T) {
@@ -143,12 +145,31 @@ func TestClusterSecurity(t *testing.T) {
 		if code == 0 {
 			t.Fatalf("a foreign-CA admin was served: %s", errs)
 		}
-		if code != 8 || !strings.Contains(errs, "TLS handshake") || !strings.Contains(errs, "--cert-file") {
-			t.Errorf("foreign-CA admin: exit %d %q; want 8 (unreachable) pointing at the TLS handshake and --cert-file", code, errs)
+		if code != 7 || !strings.Contains(errs, "the server does not trust the CA that issued the client certificate") || !strings.Contains(errs, "--cert-file "+filepath.Join(rogue, "mallory.crt")) {
+			t.Errorf("foreign-CA admin: exit %d %q; want 7 naming the client certificate and why", code, errs)
 		}
-		// lbctl cannot tell why; the server's TLS alert says it.
+		// The server's TLS alert says the same.
 		if _, err := handshake(c.members[0].api, tlsClient(t, pki, rogue, "mallory")); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
 			t.Errorf("foreign-CA handshake: %v; want the server's unknown certificate authority alert", err)
+		}
+	})
+
+	t.Run("the server's certificate fails: exit 7 naming it and why", func(t *testing.T) {
+		other := t.TempDir()
+		lbd(t, "certs", "ca", "--out", other)
+		for _, tc := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"another cluster's CA in --ca-file", []string{"--ca-file", filepath.Join(other, "ca.crt"), "--cert-file", filepath.Join(pki, "alice.crt"), "--key-file", filepath.Join(pki, "alice.key")},
+				"is not signed by the CA in --ca-file " + filepath.Join(other, "ca.crt")},
+			{"server name mismatch", admin("--server-name", "lbd.example"), "valid for 127.0.0.1, not for --server-name lbd.example"},
+		} {
+			_, errs, code := lbctl(t, all[:1], append(tc.args, "vip", "list")...)
+			if code != 7 || !strings.Contains(errs, "the server's certificate (edgelb://member/") || !strings.Contains(errs, tc.want) {
+				t.Errorf("%s: exit %d %q; want 7 with %q", tc.name, code, errs, tc.want)
+			}
 		}
 	})
 

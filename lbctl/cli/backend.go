@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/edgelb/edgelb/lbctl/output"
 	"github.com/edgelb/edgelb/lbctl/spec"
@@ -61,7 +62,7 @@ func (a *app) backendSetCmd() *cobra.Command {
 		Use:   "set NAME --backend ADDR[:PORT][,weight=N][,drained] ...",
 		Short: "Replace the whole backend list of a virtual service",
 		Example: `  lbctl backend set web --backend 10.0.0.11 --backend 10.0.0.12,weight=2 --backend 10.0.0.13,drained
-  lbctl backend set web --backend '[2001:db8::11]:30080' --if-generation 5`,
+  lbctl backend set web6 --backend '[2001:db8::11]:30080' --if-generation 5`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVIPs,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
@@ -96,7 +97,7 @@ func (a *app) backendAddCmd() *cobra.Command {
 		Short: "Add one backend to a virtual service",
 		Example: `  lbctl backend add web 10.0.0.14
   lbctl backend add web 10.0.0.14:30080 --weight 3
-  lbctl backend add web '[2001:db8::14]:30080' --drained   # add without traffic yet`,
+  lbctl backend add web6 '[2001:db8::14]:30080' --drained   # IPv6 VIP; add without traffic yet`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: a.completeVIPs,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
@@ -142,6 +143,10 @@ drain it first and remove it once its connections are gone.`,
 			if err != nil {
 				return usagef("%w", err)
 			}
+			port, err = a.storedPort(cmd, args[0], addr, port)
+			if err != nil {
+				return err
+			}
 			conn, err := a.client(cmd.Context())
 			if err != nil {
 				return err
@@ -171,6 +176,10 @@ func (a *app) backendDrainCmd() *cobra.Command {
 			if err != nil {
 				return usagef("%w", err)
 			}
+			port, err = a.storedPort(cmd, args[0], addr, port)
+			if err != nil {
+				return err
+			}
 			conn, err := a.client(cmd.Context())
 			if err != nil {
 				return err
@@ -190,4 +199,52 @@ func (a *app) backendDrainCmd() *cobra.Command {
 	}
 	c.Flags().BoolVar(&undo, "undo", false, "undrain: let the backend take new connections again")
 	return c
+}
+
+// storedPort maps the ADDR[:PORT] an operator typed to the port of the
+// backend entry it means. The API names a backend by its stored address and
+// port, and a backend added without a port ("--backend 10.0.0.11", the
+// README's way) is stored with port 0 and receives on the service's backend
+// port; "10.0.0.11:30080" means that entry, and a bare "10.0.0.11" means the
+// only entry of that address. When nothing matches, port is returned as
+// given and the server answers NotFound.
+func (a *app) storedPort(cmd *cobra.Command, name, addr string, port uint32) (uint32, error) {
+	vs, err := a.getVIP(cmd, name)
+	if err != nil {
+		return 0, fmt.Errorf("look up virtual service %s: %w", name, err)
+	}
+	want, err := netip.ParseAddr(addr)
+	if err != nil {
+		return port, nil // the server refuses it with the reason
+	}
+	var same []*edgelbv1.Backend
+	for _, b := range vs.GetBackends() {
+		if got, err := netip.ParseAddr(b.GetAddress()); err == nil && got.Unmap() == want.Unmap() {
+			if b.GetPort() == port {
+				return port, nil // exactly as stored
+			}
+			same = append(same, b)
+		}
+	}
+	if port == 0 {
+		if len(same) == 1 {
+			return same[0].GetPort(), nil
+		}
+		return port, nil
+	}
+	for _, b := range same {
+		if b.GetPort() != 0 {
+			continue
+		}
+		for _, p := range vs.GetPorts() {
+			bp := p.GetBackendPort()
+			if bp == 0 {
+				bp = p.GetPort()
+			}
+			if bp == port {
+				return 0, nil
+			}
+		}
+	}
+	return port, nil
 }

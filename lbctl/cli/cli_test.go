@@ -344,7 +344,7 @@ func TestMembersAndLeader(t *testing.T) {
 	}
 	// Issue 18: a service a member cannot program is named under the table.
 	e.fake.set(func() { e.fake.isolated = map[string][]string{"lb2": {"t/s1: unknown scheduler 42"}} })
-	if out := e.ok("member", "status"); !strings.Contains(out, "lb2 cannot program t/s1: unknown scheduler 42") {
+	if out := e.ok("member", "status"); !strings.Contains(out, "WARNING lb2 cannot program t/s1: unknown scheduler 42") {
 		t.Errorf("status with an isolated service:\n%s", out)
 	}
 	e.fake.set(func() { e.fake.isolated = nil })

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/edgelb/edgelb/lbctl/config"
+	"github.com/edgelb/edgelb/lbctl/exitcode"
 	"github.com/edgelb/edgelb/lbctl/output"
 	"github.com/spf13/cobra"
 )
@@ -36,6 +37,17 @@ func (a *app) setContextCmd() *cobra.Command {
   lbctl config set-context prod --tenant cluster-a`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if err := config.CheckContextName(args[0]); err != nil {
+				return exitcode.NewUsage(err)
+			}
+			fs := cmd.Flags()
+			if changed(fs, "endpoints") {
+				// Checked before saving: a context that cannot be dialled
+				// would otherwise fail later, far from this typo.
+				if err := config.CheckEndpoints(splitList(a.endpoints)); err != nil {
+					return exitcode.NewUsage(err)
+				}
+			}
 			path := a.cfgPath()
 			f, err := config.Load(path)
 			if err != nil {
@@ -47,7 +59,6 @@ func (a *app) setContextCmd() *cobra.Command {
 				f.Contexts[args[0]] = ctx
 			}
 			// The global connection flags double as the context's fields.
-			fs := cmd.Flags()
 			if changed(fs, "endpoints") {
 				ctx.Endpoints = splitList(a.endpoints)
 			}

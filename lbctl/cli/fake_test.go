@@ -30,6 +30,10 @@ type fakeLB struct {
 	down    map[string]bool // members whose status cannot be fetched
 	// isolated: services a member's data plane reports it cannot program.
 	isolated map[string][]string
+	// applied overrides a member's applied index (default 42, the commit
+	// index); notReady is a member's not_ready_reason.
+	applied  map[string]uint64
+	notReady map[string]string
 	nextIP   int
 
 	stop             func() // stops the gRPC server
@@ -441,10 +445,15 @@ func (s clusterServer) GetMemberStatus(_ context.Context, r *edgelbv1.GetMemberS
 		}
 	}
 	sort.Strings(owned)
+	applied := uint64(42)
+	if a, ok := s.f.applied[id]; ok {
+		applied = a
+	}
 	return &edgelbv1.GetMemberStatusResponse{Status: &edgelbv1.MemberStatus{
-		Member: m, RaftState: state, Term: 7, LastAppliedIndex: 42, CommitIndex: 42, LastLogIndex: 42,
+		Member: m, RaftState: state, Term: 7, LastAppliedIndex: applied, CommitIndex: 42, LastLogIndex: 42,
 		LeaderId: s.f.leader, OwnedVips: owned, Revision: s.f.rev, DataPlane: "control-plane-only", Version: "v0.test",
 		IsolatedServices: s.f.isolated[id],
+		NotReadyReason:   s.f.notReady[id],
 	}}, nil
 }
 

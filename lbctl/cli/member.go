@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/edgelb/edgelb/lbctl/exitcode"
 	"github.com/edgelb/edgelb/lbctl/output"
@@ -82,10 +84,37 @@ func (a *app) memberAddCmd() *cobra.Command {
 	var nonvoter bool
 	c := &cobra.Command{
 		Use:   "add ID --raft-addr HOST:PORT --api-addr HOST:PORT",
-		Short: "Add a member to the raft cluster",
-		Long: `Add a member. Start lbd on the new host with --join first (or after), then
-add it here; it replicates the state and takes VIPs once it is a voter.`,
-		Example: `  lbctl member add lb4 --raft-addr 10.1.0.4:7701 --api-addr 10.1.0.4:7700 --interface eth1
+		Short: "Add a member to the raft cluster (checked, then promoted once caught up)",
+		Long: `Add a member. The safe order:
+
+  1. On the new host, start lbd with --join naming any member's API address
+     (and its own --id, --api-addr, --raft-addr). It asks the leader to add it,
+     through the same checks as this command; nothing more is needed.
+  2. Or start it that way and then run this command with the same id and
+     addresses (e.g. to set --interface). Adding a member that is already in
+     the cluster with these addresses changes nothing.
+
+Never start the new lbd without --join: it would bootstrap a cluster of its
+own, and the add is refused (MEMBER_OF_OTHER_CLUSTER).
+
+Before anything is committed the leader checks the new member: its addresses
+are no wildcard (0.0.0.0, ::), resolve, and are not another member's under
+another spelling (localhost:7701 is 127.0.0.1:7701); lbd answers on both ports,
+with this id, and belongs to no other cluster. A failed check changes nothing;
+the error says what to fix and carries a reason (e.g. [MEMBER_ADDRESS_WILDCARD]).
+
+The member then joins as a non-voter, receives the state, and becomes a voter
+once it has caught up; one that does not within lbd's
+membership.catchUpTimeout (30s) is removed again and the command fails saying
+why. The command waits for all of this (at least 60s, or --timeout if longer).`,
+		Example: `  # on the new host (10.1.0.4), with its certificates:
+  lbd --id lb4 --api-addr 10.1.0.4:7700 --raft-addr 10.1.0.4:7701 --join 10.1.0.1:7700 --interface eth1 \
+      --tls-ca ca.crt --tls-cert lb4.crt --tls-key lb4.key
+  # then, optionally, from anywhere:
+  lbctl member add lb4 --raft-addr 10.1.0.4:7701 --api-addr 10.1.0.4:7700 --interface eth1
+  lbctl member list
+
+  # a member that replicates but never votes:
   lbctl member add lb5 --raft-addr 10.1.0.5:7701 --api-addr 10.1.0.5:7700 --nonvoter`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
@@ -94,7 +123,8 @@ add it here; it replicates the state and takes VIPs once it is a voter.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd)
+			// The leader waits for the new member to catch up (30s by default).
+			ctx, cancel := context.WithTimeout(cmd.Context(), max(a.timeout, 60*time.Second))
 			defer cancel()
 			resp, err := conn.Cluster.AddMember(ctx, &edgelbv1.AddMemberRequest{Member: &m, Nonvoter: nonvoter})
 			if err != nil {
@@ -168,7 +198,7 @@ Without ID: -o table/wide shows every member, one row each (a member that does
 not answer shows its error); -o json/yaml prints the answering member's
 MemberStatus, or with --all every member's as {"items": [...]}.`,
 		Example: `  lbctl member status
-  lbctl member status lb2 -o yaml
+  lbctl member status edge2 -o yaml
   lbctl --endpoints 127.0.0.1:7711 member status -o json | jq -r .lastAppliedIndex
   lbctl member status --all -o json`,
 		Args: cobra.MaximumNArgs(1),
@@ -247,11 +277,16 @@ func (a *app) printStatuses(sts []*edgelbv1.MemberStatus, errs map[string]error)
 		output.Row(tw, row...)
 	}
 	tw.Flush()
-	// A service a member's data plane cannot program is left out there while
-	// the rest is served: say so, or it would only show in the logs.
+	// Warnings after the table: sentences, too long for a column.
 	for _, st := range sts {
+		for _, w := range st.GetWarnings() {
+			fmt.Fprintf(a.stdout, "WARNING %s: %s\n", st.GetMember().GetId(), w)
+		}
+		// A service the member's data plane cannot program is left out
+		// there while the rest is served: say so, or it would only show in
+		// the logs and a metric.
 		for _, x := range st.GetIsolatedServices() {
-			fmt.Fprintf(a.stdout, "%s cannot program %s\n", st.GetMember().GetId(), x)
+			fmt.Fprintf(a.stdout, "WARNING %s cannot program %s\n", st.GetMember().GetId(), x)
 		}
 	}
 }
@@ -264,7 +299,7 @@ func (a *app) leaderCmd() *cobra.Command {
 		Short: "Show the raft leader",
 		Example: `  lbctl leader
   lbctl leader -o json | jq -r .leader.id
-  lbctl leader transfer lb2`,
+  lbctl leader transfer edge2`,
 		Args: cobra.NoArgs,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			conn, err := a.client(cmd.Context())
@@ -291,7 +326,7 @@ func (a *app) leaderCmd() *cobra.Command {
 		Use:   "transfer [ID]",
 		Short: "Hand leadership to another member (default: the most up-to-date follower)",
 		Example: `  lbctl leader transfer
-  lbctl leader transfer lb2`,
+  lbctl leader transfer edge2`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			target := ""

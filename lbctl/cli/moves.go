@@ -24,6 +24,9 @@ maintenance is over; VIPs do not move back by themselves (ownership is sticky).`
   lbctl member drain edge2 --undo`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if err := positive("--wait-timeout", waitTimeout); err != nil {
+				return err
+			}
 			conn, err := a.client(cmd.Context())
 			if err != nil {
 				return err

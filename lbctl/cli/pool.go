@@ -19,24 +19,29 @@ func (a *app) poolCmd() *cobra.Command {
 		Aliases: []string{"pools"},
 		Short:   "Manage the address pools VIPs are allocated from",
 		Example: `  lbctl pool create public --range 192.0.2.0/24
+  lbctl pool update public --add-range 198.51.100.0/28
   lbctl pool list`,
 	}
-	c.AddCommand(a.poolCreateCmd(), a.poolGetCmd(), a.poolListCmd(), a.poolDeleteCmd())
+	c.AddCommand(a.poolCreateCmd(), a.poolGetCmd(), a.poolListCmd(), a.poolUpdateCmd(), a.poolDeleteCmd())
 	return c
 }
 
 func (a *app) poolCreateCmd() *cobra.Command {
 	var ranges, tenants []string
-	var manual bool
+	var manual, allowHost bool
 	c := &cobra.Command{
 		Use:   "create NAME --range CIDR|FIRST-LAST ...",
 		Short: "Create an address pool",
+		Long: `Create an address pool. A range that holds an address of a member's data
+interface or a default gateway is refused (exit code 6): a VIP allocated there
+would be announced over the host's own traffic. --allow-host-addresses accepts
+it for an address that is meant to be a VIP.`,
 		Example: `  lbctl pool create public --range 192.0.2.0/24
   lbctl pool create team-a --range 198.51.100.10-198.51.100.20 --tenant-allowed cluster-a
   lbctl pool create v6 --range 2001:db8:1::/112 --manual   # only for services that name it`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			p := &edgelbv1.AddressPool{Name: args[0], Tenants: splitList(strings.Join(tenants, ",")), Manual: manual}
+			p := &edgelbv1.AddressPool{Name: args[0], Tenants: splitList(strings.Join(tenants, ",")), Manual: manual, AllowHostAddresses: allowHost}
 			for _, r := range splitList(strings.Join(ranges, ",")) {
 				canon, err := spec.ParseRange(r)
 				if err != nil {
@@ -64,7 +69,102 @@ func (a *app) poolCreateCmd() *cobra.Command {
 	c.Flags().StringArrayVar(&ranges, "range", nil, "addresses, repeatable: "+spec.RangeSyntax)
 	c.Flags().StringArrayVar(&tenants, "tenant-allowed", nil, "tenant that may use the pool, repeatable (default: every tenant)")
 	c.Flags().BoolVar(&manual, "manual", false, "allocate from this pool only for services that name it with --pool")
+	c.Flags().BoolVar(&allowHost, "allow-host-addresses", false, "accept ranges that hold a member's interface address or default gateway")
 	c.MarkFlagRequired("range")
+	return c
+}
+
+func (a *app) poolUpdateCmd() *cobra.Command {
+	var add, remove, tenants []string
+	var allTenants, manual, allowHost bool
+	var ifGen uint64
+	c := &cobra.Command{
+		Use:   "update NAME [--add-range R] [--remove-range R] [--tenant-allowed T | --all-tenants] [--manual=BOOL]",
+		Short: "Change an address pool: add or remove ranges, tenants, manual",
+		Long: `Change an address pool; only what the flags name changes. The change is one
+raft command: it applies whole or not at all.
+
+--remove-range names a range as 'lbctl pool get' lists it (or the same
+addresses written another way). Removing a range is refused while a VIP
+allocated from it exists (exit code 6; the message names the VIPs): delete
+those virtual services first. --tenant-allowed replaces the tenants (repeat
+it for several); --all-tenants opens the pool to every tenant. Closing the
+pool to a tenant that holds VIPs in it is refused the same way.
+
+--if-generation refuses the change (exit code 6) if the pool changed since
+that generation ('lbctl pool get NAME -o json | jq -r .pool.generation').`,
+		Example: `  lbctl pool update public --add-range 198.51.100.0/28
+  lbctl pool update public --remove-range 198.51.100.0/28
+  lbctl pool update public --tenant-allowed cluster-a --tenant-allowed cluster-b
+  lbctl pool update public --all-tenants --manual=false
+  lbctl pool update public --add-range 203.0.113.0/28 --if-generation 5 -o json`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completePools,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			req := &edgelbv1.UpdateAddressPoolRequest{Name: args[0], ExpectedGeneration: ifGen}
+			for _, x := range []struct {
+				flag string
+				in   []string
+				out  *[]string
+			}{{"--add-range", add, &req.AddRanges}, {"--remove-range", remove, &req.RemoveRanges}} {
+				for _, r := range splitList(strings.Join(x.in, ",")) {
+					canon, err := spec.ParseRange(r)
+					if err != nil {
+						return usagef("%s: %w", x.flag, err)
+					}
+					*x.out = append(*x.out, canon)
+				}
+			}
+			if allTenants && changed(cmd.Flags(), "tenant-allowed") {
+				return usagef("--all-tenants and --tenant-allowed contradict each other; give one")
+			}
+			if changed(cmd.Flags(), "tenant-allowed") {
+				req.Tenants, req.SetTenants = splitList(strings.Join(tenants, ",")), true
+				if len(req.Tenants) == 0 {
+					return usagef("--tenant-allowed: no tenant given; to open the pool to every tenant use --all-tenants")
+				}
+			}
+			if allTenants {
+				req.SetTenants = true
+			}
+			if changed(cmd.Flags(), "manual") {
+				req.Manual = &manual
+			}
+			if changed(cmd.Flags(), "allow-host-addresses") {
+				req.AllowHostAddresses = &allowHost
+			}
+			if len(req.AddRanges) == 0 && len(req.RemoveRanges) == 0 && !req.SetTenants && req.Manual == nil && req.AllowHostAddresses == nil {
+				return usagef("nothing to change: give --add-range, --remove-range, --tenant-allowed, --all-tenants, --manual or --allow-host-addresses")
+			}
+			conn, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.rpcCtx(cmd)
+			defer cancel()
+			resp, err := conn.Pools.UpdateAddressPool(ctx, req)
+			if err != nil {
+				return err // Aborted already says to read the pool again
+			}
+			p := resp.GetPool()
+			if a.format.Machine() {
+				return output.Message(a.stdout, a.format, p)
+			}
+			fmt.Fprintf(a.stdout, "pool %s updated, generation %d\n", p.GetName(), p.GetGeneration())
+			tw := output.TableWriter(a.stdout)
+			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "GENERATION", "AGE")
+			output.Row(tw, p.GetName(), strings.Join(p.GetRanges(), ","), strings.Join(p.GetTenants(), ","),
+				strconv.FormatBool(p.GetManual()), strconv.FormatUint(p.GetGeneration(), 10), output.Age(p.GetCreateTime(), time.Now()))
+			return tw.Flush()
+		}),
+	}
+	c.Flags().StringArrayVar(&add, "add-range", nil, "range to add, repeatable: "+spec.RangeSyntax)
+	c.Flags().StringArrayVar(&remove, "remove-range", nil, "range to remove, repeatable, as 'lbctl pool get' lists it")
+	c.Flags().StringArrayVar(&tenants, "tenant-allowed", nil, "replace the tenants that may use the pool, repeatable")
+	c.Flags().BoolVar(&allTenants, "all-tenants", false, "open the pool to every tenant")
+	c.Flags().BoolVar(&manual, "manual", false, "allocate from this pool only for services that name it (--manual=false undoes)")
+	c.Flags().BoolVar(&allowHost, "allow-host-addresses", false, "accept ranges that hold a member's interface address or default gateway (--allow-host-addresses=false undoes)")
+	c.Flags().Uint64Var(&ifGen, "if-generation", 0, "update only if the pool is still at this generation")
 	return c
 }
 
@@ -93,11 +193,11 @@ func (a *app) poolGetCmd() *cobra.Command {
 				return output.Message(a.stdout, a.format, resp)
 			}
 			tw := output.TableWriter(a.stdout)
-			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "USED", "SIZE", "AGE")
+			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "USED", "SIZE", "GENERATION", "AGE")
 			p := resp.GetPool()
 			output.Row(tw, p.GetName(), strings.Join(p.GetRanges(), ","), strings.Join(p.GetTenants(), ","),
 				strconv.FormatBool(p.GetManual()), strconv.FormatUint(resp.GetUsed(), 10), strconv.FormatUint(resp.GetSize(), 10),
-				output.Age(p.GetCreateTime(), time.Now()))
+				strconv.FormatUint(p.GetGeneration(), 10), output.Age(p.GetCreateTime(), time.Now()))
 			return tw.Flush()
 		}),
 	}

@@ -43,11 +43,16 @@ func (a *app) snapshotCmd() *cobra.Command {
 		Long: `Back up and restore the replicated state: virtual services, address pools
 and the member table, as one member holds it at one revision.
 
-save reads the answering member's own replica, so it works even on a member
-that has lost its quorum (the first step of recovering a cluster from a single
-survivor, see docs/OPERATIONS.md). restore replaces the cluster's services and
-pools through the raft log; the member table stays the running cluster's.
-Both need the admin role.`,
+save reads the answering member's own replica, and only when that member can
+vouch for it: it knows a leader and has caught up with it. A member without a
+leader (no quorum), removed from the cluster or still catching up refuses, since
+its replica may be empty or old. With --stale it saves anyway and the file
+records that it is stale, why, and its revision; restoring such a file needs
+--allow-stale. (A cluster that lost its quorum for good is recovered from the
+survivor's raft log with lbd recover, docs/OPERATIONS.md §8, not from a file.)
+
+restore replaces the cluster's services and pools through the raft log; the
+member table stays the running cluster's. Both need the admin role.`,
 		Example: `  lbctl snapshot save /var/backups/edgelb/$(date +%F).snap
   lbctl snapshot inspect /var/backups/edgelb/2026-01-02.snap
   lbctl snapshot restore /var/backups/edgelb/2026-01-02.snap --yes`,
@@ -61,7 +66,8 @@ func (a *app) snapshotSaveCmd() *cobra.Command {
 		Use:   "save FILE",
 		Short: "Save the state to FILE (written atomically; - for stdout)",
 		Example: `  lbctl snapshot save backup.snap
-  lbctl --endpoints lb3:7700 snapshot save - > backup.snap`,
+  lbctl --endpoints lb3:7700 snapshot save - > backup.snap
+  lbctl --endpoints lb3:7700 --stale snapshot save lb3-stale.snap   # a member without a leader`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			conn, err := a.client(cmd.Context())
@@ -108,15 +114,19 @@ func (a *app) snapshotSaveCmd() *cobra.Command {
 			if a.format.Machine() && args[0] != "-" {
 				return output.Message(a.stdout, a.format, hdr)
 			}
-			fmt.Fprintf(out, "saved revision %d from member %s: %d virtual services, %d address pools, %d members (%d bytes, sha256 %x)\n",
-				hdr.GetRevision(), hdr.GetMemberId(), hdr.GetVirtualServices(), hdr.GetAddressPools(), hdr.GetMembers(), hdr.GetSize(), hdr.GetSha256())
+			stale := ""
+			if hdr.GetStale() {
+				stale = "STALE "
+			}
+			fmt.Fprintf(out, "saved %srevision %d from member %s: %d virtual services, %d address pools, %d members (%d bytes, sha256 %x)\n",
+				stale, hdr.GetRevision(), hdr.GetMemberId(), hdr.GetVirtualServices(), hdr.GetAddressPools(), hdr.GetMembers(), hdr.GetSize(), hdr.GetSha256())
 			return nil
 		}),
 	}
 }
 
 func (a *app) snapshotRestoreCmd() *cobra.Command {
-	var yes bool
+	var yes, allowStale bool
 	c := &cobra.Command{
 		Use:   "restore FILE --yes",
 		Short: "Replace the cluster's services and pools with FILE's",
@@ -132,9 +142,12 @@ backends that exist on both sides. Generations rise above both, so a client
 holding a pre-restore generation cannot update blindly.
 
 The file's checksum is verified before anything is sent. Without --yes,
-restore only prints what the file holds.`,
+restore only prints what the file holds. A stale file (saved with --stale from
+a member that could not vouch for its replica) also needs --allow-stale: it
+may hold less than the cluster had.`,
 		Example: `  lbctl snapshot restore backup.snap           # show what would be restored
-  lbctl snapshot restore backup.snap --yes`,
+  lbctl snapshot restore backup.snap --yes
+  lbctl snapshot restore lb3-stale.snap --yes --allow-stale`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			hdr, data, err := readSnapshotFile(args[0])
@@ -144,6 +157,14 @@ restore only prints what the file holds.`,
 			if !yes {
 				a.printSnapshotHeader(args[0], hdr)
 				return usagef("restore replaces every virtual service and address pool of the cluster; run again with --yes to do it")
+			}
+			if hdr.GetStale() && !allowStale {
+				a.printSnapshotHeader(args[0], hdr)
+				return usagef("%s is a stale snapshot: member %s saved revision %d without being able to vouch for it (%s); it may hold less than the cluster had. Run again with --allow-stale to restore it anyway",
+					args[0], hdr.GetMemberId(), hdr.GetRevision(), hdr.GetStaleReason())
+			}
+			if hdr.GetStale() {
+				fmt.Fprintf(a.stderr, "WARNING: restoring a stale snapshot: member %s at revision %d (%s)\n", hdr.GetMemberId(), hdr.GetRevision(), hdr.GetStaleReason())
 			}
 			conn, err := a.client(cmd.Context())
 			if err != nil {
@@ -184,6 +205,7 @@ restore only prints what the file holds.`,
 		}),
 	}
 	c.Flags().BoolVar(&yes, "yes", false, "really replace the cluster's state")
+	c.Flags().BoolVar(&allowStale, "allow-stale", false, "also restore a file saved with --stale (it may hold less than the cluster had)")
 	return c
 }
 
@@ -216,6 +238,11 @@ func (a *app) printSnapshotHeader(name string, hdr *edgelbv1.SnapshotHeader) {
 	tw := output.TableWriter(a.stdout)
 	output.Row(tw, "  saved from member", hdr.GetMemberId())
 	output.Row(tw, "  at revision", u64(hdr.GetRevision()))
+	if hdr.GetStale() {
+		output.Row(tw, "  stale", "YES: "+hdr.GetStaleReason())
+	} else {
+		output.Row(tw, "  stale", "no")
+	}
 	output.Row(tw, "  created", created)
 	output.Row(tw, "  server version", orDash(hdr.GetServerVersion()))
 	output.Row(tw, "  virtual services", u64(uint64(hdr.GetVirtualServices())))

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
 
+	"github.com/edgelb/edgelb/lbctl/client"
 	"github.com/edgelb/edgelb/lbctl/output"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -77,9 +78,17 @@ type memberHealth struct {
 	ServingVIPs  int    `json:"servingVips"`
 	Applied      uint64 `json:"appliedIndex"`
 	// Lag is the leader's commit index minus this member's applied index.
-	Lag     uint64 `json:"lag"`
-	Version string `json:"version,omitempty"`
+	Lag uint64 `json:"lag"`
+	// Ready is what the member's /readyz says; NotReady is why not.
+	Ready    bool   `json:"ready"`
+	NotReady string `json:"notReady,omitempty"`
+	Version  string `json:"version,omitempty"`
 }
+
+// maxHealthyLag is how many raft entries a member may trail the leader's
+// commit index and still count as caught up. Statuses are read one after
+// the other, so a member replicating a busy write stream trails by a few.
+const maxHealthyLag = 32
 
 type vipHealth struct {
 	VIP               string   `json:"vip"`
@@ -102,10 +111,15 @@ draining or not serving it, or with backends the owner's health checks report
 UNHEALTHY; last, the most recent ownership moves (failovers and planned
 moves) with their time and reason.
 
-Health is "healthy", "degraded" (traffic flows, something needs a look) or
-"unavailable" (no raft leader: no writes and no failover until a majority of
-members is back). The exit code is 0 whenever the cluster answered; scripts
-read .health from -o json.
+Health is "healthy" only when every member answers, is ready (what its
+/readyz says: a leader known, registered, caught up) and trails the leader's
+commit index by at most 32 raft entries, and no member warns (an address
+pool that holds its own address or gateway); "degraded" (traffic flows,
+something needs a look: the problems name the member and, for one that lags,
+by how much); or "unavailable" (no raft leader: no writes and no failover
+until a majority of members is back). Wait for HEALTHY before restarting the
+next member in a rolling upgrade. The exit code is 0 whenever the cluster
+answered; scripts read .health from -o json.
 
 Without --tenant every tenant the caller may see is included.`,
 		Example: `  lbctl status
@@ -150,7 +164,13 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 	}
 	list, err := conn.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{Tenant: tenant})
 	if err != nil {
-		return nil, err
+		if client.RefusedReason(err) == "" {
+			return nil, err
+		}
+		// The member cannot vouch for its replica (no leader, removed, not
+		// caught up): status still reports the members, without services.
+		st.Problems = append(st.Problems, "services not listed: "+status.Convert(err).Message())
+		list = &edgelbv1.ListVirtualServicesResponse{}
 	}
 	st.Revision = list.GetRevision()
 	st.Services = len(list.GetServices())
@@ -197,6 +217,13 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 			mh.ServingVIPs = len(s.GetOwnedVips())
 			mh.Applied = s.GetLastAppliedIndex()
 			mh.Version = s.GetVersion()
+			mh.NotReady = s.GetNotReadyReason()
+			mh.Ready = mh.NotReady == ""
+			// What the member itself warns about (an address pool that
+			// holds its own address, ...): a hazard, so the cluster is degraded.
+			for _, w := range s.GetWarnings() {
+				st.Problems = append(st.Problems, fmt.Sprintf("member %s: %s", m.GetId(), w))
+			}
 			if m.GetId() == st.Leader {
 				leaderCommit = s.GetCommitIndex()
 			}
@@ -209,6 +236,19 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		if mh.Reachable && leaderCommit > mh.Applied {
 			mh.Lag = leaderCommit - mh.Applied
 		}
+		if mh.Lag > maxHealthyLag {
+			// Its status may have been read well before the leader's: ask
+			// again, so only a member that really trails is reported.
+			mctx, mcancel := a.rpcCtx(cmd)
+			if resp, err := conn.Cluster.GetMemberStatus(mctx, &edgelbv1.GetMemberStatusRequest{Id: mh.ID}); err == nil {
+				mh.Applied = max(mh.Applied, resp.GetStatus().GetLastAppliedIndex())
+				mh.Lag = 0
+				if leaderCommit > mh.Applied {
+					mh.Lag = leaderCommit - mh.Applied
+				}
+			}
+			mcancel()
+		}
 		switch {
 		case !mh.Reachable:
 			st.Problems = append(st.Problems, fmt.Sprintf("member %s does not answer: %s", mh.ID, mh.Error))
@@ -217,8 +257,15 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		case mh.ServingVIPs < mh.AssignedVIPs:
 			st.Problems = append(st.Problems, fmt.Sprintf("member %s is assigned %d VIPs but serves %d (fenced from the leader, or its data plane is failing: see its log)", mh.ID, mh.AssignedVIPs, mh.ServingVIPs))
 		}
+		if mh.Reachable && mh.Lag > maxHealthyLag {
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s lags the leader by %d raft entries (applied %d, leader committed %d): it is catching up, or cannot reach the leader (see its log)",
+				mh.ID, mh.Lag, mh.Applied, leaderCommit))
+		}
+		if mh.Reachable && !mh.Ready {
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s is not ready: %s", mh.ID, mh.NotReady))
+		}
 		if mh.State == "draining" {
-			st.Problems = append(st.Problems, fmt.Sprintf("member %s is draining (lbctl member drain %s --undrain returns it)", mh.ID, mh.ID))
+			st.Problems = append(st.Problems, fmt.Sprintf("member %s is draining (lbctl member drain %s --undo returns it)", mh.ID, mh.ID))
 		}
 	}
 

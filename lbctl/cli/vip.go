@@ -72,6 +72,11 @@ func (f *vipFlags) register(fs *pflag.FlagSet) {
 // apply sets on vs the fields whose flags were given. On update, a list flag
 // replaces the whole list; labels are merged (KEY- removes).
 func (f *vipFlags) apply(fs *pflag.FlagSet, vs *edgelbv1.VirtualService, update bool) error {
+	// Checked before anything is sent: a write must not happen when its
+	// --wait could only fail at once.
+	if err := positive("--wait-timeout", f.waitTimeout); err != nil {
+		return err
+	}
 	if changed(fs, "vip") {
 		vs.Vip = f.vip
 	}
@@ -250,8 +255,9 @@ member owns (serves) the VIP.`,
   lbctl vip create api --vip 192.0.2.10 --port tcp/443:30443 --backend 10.0.0.11,weight=2 \
       --health-check http --health-path /healthz --health-port 30256 --persistence 3h
 
-  # DNS over UDP and TCP, direct routing, from an IPv6 pool:
-  lbctl vip create dns --pool v6 --family ipv6 --port udp/53:30053 --port tcp/53:30053 --mode dr`,
+  # DNS over UDP and TCP from an IPv6 pool, direct routing (which cannot
+  # change ports: the backends answer on port 53 themselves):
+  lbctl vip create dns --pool v6 --family ipv6 --port udp/53 --port tcp/53 --mode dr`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			vs := &edgelbv1.VirtualService{Name: args[0], Tenant: a.tenant}

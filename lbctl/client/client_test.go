@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -123,8 +125,8 @@ func TestMutualTLS(t *testing.T) {
 			t.Error("a client without certificate got an answer")
 		}
 	}
-	// Plaintext against a TLS server does not connect.
-	if _, err := Dial(ctx, Options{Endpoints: []string{addr}, ConnectTimeout: time.Second}); status.Code(err) != codes.Unavailable {
+	// Plaintext against a TLS server does not connect, and says TLS is why.
+	if _, err := Dial(ctx, Options{Endpoints: []string{addr}, ConnectTimeout: time.Second}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "requires TLS") {
 		t.Errorf("plaintext to TLS server: %v", err)
 	}
 	if _, err := Dial(ctx, Options{Endpoints: []string{addr}, CertFile: p.certFile}); err == nil || !strings.Contains(err.Error(), "together") {
@@ -148,5 +150,80 @@ func TestFirstAnsweringEndpoint(t *testing.T) {
 	_, err = Dial(context.Background(), Options{Endpoints: []string{dead}, ConnectTimeout: 2 * time.Second})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("dead endpoint: %v", err)
+	}
+}
+
+// vsServer answers ListVirtualServices with one service named after it, or
+// refuses like a member that cannot vouch for its replica.
+type vsServer struct {
+	edgelbv1.UnimplementedVirtualServiceServiceServer
+	name   string
+	refuse string // an ErrorInfo reason, or "" to answer
+	calls  int
+}
+
+func (v *vsServer) ListVirtualServices(context.Context, *edgelbv1.ListVirtualServicesRequest) (*edgelbv1.ListVirtualServicesResponse, error) {
+	v.calls++
+	if v.refuse != "" {
+		st, _ := status.New(codes.Unavailable, "refused by "+v.name).WithDetails(&errdetails.ErrorInfo{Reason: v.refuse, Domain: apimd.ErrorDomain})
+		return nil, st.Err()
+	}
+	return &edgelbv1.ListVirtualServicesResponse{Services: []*edgelbv1.VirtualService{{Name: v.name}}}, nil
+}
+
+func (v *vsServer) CreateVirtualService(context.Context, *edgelbv1.CreateVirtualServiceRequest) (*edgelbv1.CreateVirtualServiceResponse, error) {
+	v.calls++
+	st, _ := status.New(codes.Unavailable, "no leader").WithDetails(&errdetails.ErrorInfo{Reason: apimd.ReasonNoLeader, Domain: apimd.ErrorDomain})
+	return nil, st.Err()
+}
+
+func serveVS(t *testing.T, v *vsServer) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	edgelbv1.RegisterVirtualServiceServiceServer(s, v)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	return lis.Addr().String()
+}
+
+// TestRefusedReadMovesToNextEndpoint: a read refused by a member that cannot
+// vouch for its replica is answered by the next endpoint that can; writes
+// stay where they were sent, and when no member can answer the first
+// refusal is what the caller sees.
+func TestRefusedReadMovesToNextEndpoint(t *testing.T) {
+	lone := &vsServer{name: "lone", refuse: apimd.ReasonNoLeader}
+	removed := &vsServer{name: "removed", refuse: apimd.ReasonRemovedMember}
+	good := &vsServer{name: "good"}
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := lis.Addr().String()
+	lis.Close()
+	ctx := context.Background()
+	c, err := Dial(ctx, Options{Endpoints: []string{serveVS(t, lone), dead, serveVS(t, removed), serveVS(t, good)}, ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{})
+	if err != nil || len(resp.Services) != 1 || resp.Services[0].Name != "good" {
+		t.Fatalf("list = %v, %v; want the answer of the member that can vouch for its replica", resp, err)
+	}
+	if lone.calls != 1 || removed.calls != 1 {
+		t.Errorf("calls: lone %d, removed %d; want one each", lone.calls, removed.calls)
+	}
+	// A write is not moved.
+	if _, err := c.VirtualServices.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{}); RefusedReason(err) != apimd.ReasonNoLeader || good.calls != 1 {
+		t.Errorf("create = %v (good called %d times); want lone's refusal, nothing sent elsewhere", err, good.calls)
+	}
+	// Nobody can answer: the first member's refusal.
+	c2, err := Dial(ctx, Options{Endpoints: []string{serveVS(t, &vsServer{name: "a", refuse: apimd.ReasonNoLeader}), serveVS(t, &vsServer{name: "b", refuse: apimd.ReasonNotCaughtUp})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, err := c2.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{}); RefusedReason(err) != apimd.ReasonNoLeader || !strings.Contains(status.Convert(err).Message(), "refused by a") {
+		t.Errorf("list with every member refusing = %v; want the first one's refusal", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -32,9 +33,12 @@ const Help = `Exit codes:
   4  NotFound
   5  AlreadyExists
   6  FailedPrecondition or Aborted: a conflict, e.g. the object changed
-     since it was read (--if-generation, vip update) or a pool is in use
-  7  PermissionDenied or Unauthenticated
-  8  Unavailable or DeadlineExceeded: no endpoint answered in time`
+     since it was read (--if-generation, vip update) or a pool is in use;
+     or the member was removed from the cluster
+  7  PermissionDenied or Unauthenticated, or TLS failed (the message names
+     the certificate and why: CA, server name, TLS against plaintext)
+  8  Unavailable or DeadlineExceeded: no endpoint answered in time, or the
+     member has no leader or has not caught up (--stale reads it anyway)`
 
 // UsageError marks an error the operator made in typing the command.
 type UsageError struct{ Err error }
@@ -95,6 +99,21 @@ func fromGRPC(c codes.Code) int {
 // Message is the text printed after "Error: ". A gRPC status inside err is
 // shown as its bare message, without grpc-go's "rpc error: code = ..." prefix,
 // keeping whatever context was wrapped around it.
+// Reason returns the google.rpc.ErrorInfo reason lbd attached to err (domain
+// edgelb.io), or "".
+func Reason(err error) string {
+	var gs grpcStatus
+	if !errors.As(err, &gs) || gs.GRPCStatus() == nil {
+		return ""
+	}
+	for _, d := range gs.GRPCStatus().Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == "edgelb.io" {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 func Message(err error) string {
 	msg := err.Error()
 	var gs grpcStatus

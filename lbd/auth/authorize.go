@@ -43,6 +43,7 @@ var methods = map[string]access{
 	"/edgelb.v1.AddressPoolService/CreateAddressPool":       accAdmin,
 	"/edgelb.v1.AddressPoolService/GetAddressPool":          accRead,
 	"/edgelb.v1.AddressPoolService/ListAddressPools":        accRead,
+	"/edgelb.v1.AddressPoolService/UpdateAddressPool":       accAdmin,
 	"/edgelb.v1.AddressPoolService/DeleteAddressPool":       accAdmin,
 	"/edgelb.v1.ClusterService/ListMembers":                 accRead,
 	"/edgelb.v1.ClusterService/AddMember":                   accJoin,

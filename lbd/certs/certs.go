@@ -11,13 +11,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,9 @@ type CA struct {
 
 // NewCA creates a self-signed CA valid for validity.
 func NewCA(name string, validity time.Duration) (*CA, error) {
+	if validity <= 0 {
+		return nil, fmt.Errorf("validity %s: must be positive, e.g. 87600h for ten years", validity)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA key: %w", err)
@@ -116,11 +120,24 @@ func (ca *CA) Issue(req Request) (*Issued, error) {
 	if !ok {
 		return nil, fmt.Errorf("role %q is not one of %v", req.Role, Roles)
 	}
-	if req.Name == "" {
-		return nil, errors.New("name is required (member id, user or tenant)")
+	if err := CheckName(req.Name); err != nil {
+		return nil, err
 	}
-	if req.Validity <= 0 {
-		req.Validity = 365 * 24 * time.Hour
+	if req.Role == "member" && len(req.Hosts) == 0 {
+		// Peers and lbctl verify a member by the address they dial; a member
+		// certificate without one fails every TLS handshake with it.
+		return nil, fmt.Errorf("a member certificate needs the member's address: pass --host with the IP (or DNS name) of its API and raft addresses, e.g. --host 10.0.0.11")
+	}
+	for _, h := range req.Hosts {
+		if err := checkHost(h); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case req.Validity < 0:
+		return nil, fmt.Errorf("validity %s: must be positive, e.g. 8760h for a year", req.Validity)
+	case req.Validity == 0:
+		req.Validity = 365 * 24 * time.Hour // the zero Request means the default
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -157,6 +174,43 @@ func (ca *CA) Issue(req Request) (*Issued, error) {
 	}, nil
 }
 
+var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// CheckName refuses a certificate name that is not a DNS-style name
+// (lowercase labels of letters, digits and '-', joined by '.'). The name
+// becomes both the file name NAME.crt under --out and the identity
+// edgelb://ROLE/NAME: "../escaped" would write outside --out and put a path
+// into the identity.
+func CheckName(name string) error {
+	const rule = "lowercase letters, digits and '-', in labels joined by '.', e.g. edge1 or alice"
+	if name == "" {
+		return fmt.Errorf("name is required (member id, user or tenant): %s", rule)
+	}
+	if len(name) > 253 {
+		return fmt.Errorf("name %q is longer than 253 characters", name)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if !labelRE.MatchString(label) {
+			return fmt.Errorf("name %q is not a DNS-style name: use %s", name, rule)
+		}
+	}
+	return nil
+}
+
+// checkHost refuses a --host that is neither an IP address nor a DNS name,
+// since it would go into the certificate as a DNS name nobody can match.
+func checkHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	for _, label := range strings.Split(strings.TrimPrefix(h, "*."), ".") {
+		if !labelRE.MatchString(strings.ToLower(label)) {
+			return fmt.Errorf("host %q is neither an IP address nor a DNS name", h)
+		}
+	}
+	return nil
+}
+
 // Save writes <base>.crt and <base>.key into dir; with overwrite it replaces
 // them atomically (rename), which is how a rotation reaches a running lbd.
 func (is *Issued) Save(dir, base string, overwrite bool) error {
@@ -164,6 +218,9 @@ func (is *Issued) Save(dir, base string, overwrite bool) error {
 }
 
 func writeFiles(dir, base string, cert, key []byte, overwrite bool) error {
+	if base == "" || filepath.Base(base) != base || base == "." || base == ".." {
+		return fmt.Errorf("file name %q must not name a directory", base) // never write outside dir
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}

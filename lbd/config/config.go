@@ -62,8 +62,10 @@ type Config struct {
 	DataPlane DataPlane `json:"dataPlane"`
 	Raft      Raft      `json:"raft"`
 	Ownership Ownership `json:"ownership"`
-	Health    Health    `json:"health"`
-	Log       Log       `json:"log"`
+	// Membership configures how the leader adds members.
+	Membership Membership `json:"membership"`
+	Health     Health     `json:"health"`
+	Log        Log        `json:"log"`
 }
 
 // TLS names this member's certificate, key and the cluster CA (PEM files,
@@ -130,6 +132,14 @@ type DataPlane struct {
 	// arriving before the client's next packet) are dropped rather than
 	// answered with a RST; 0 turns it off.
 	TakeoverGuard Duration `json:"takeoverGuard"`
+	// InterfaceAddresses and Gateways are addresses this member reports as
+	// its own (the data interface's) and as its default gateways, in addition
+	// to those read from the kernel with the ipvs data plane. No address pool
+	// may hold them unless it allows host addresses: a VIP there would be
+	// announced over the host or its router. With mode none nothing is read
+	// from the kernel, so these are all the member reports.
+	InterfaceAddresses []string `json:"interfaceAddresses,omitempty"`
+	Gateways           []string `json:"gateways,omitempty"`
 }
 
 // Raft holds raft's timers (see raft/node.DefaultTiming for why these values).
@@ -154,12 +164,35 @@ type Ownership struct {
 	Grace Duration `json:"grace"`
 }
 
+// Membership configures adding members (on the leader).
+type Membership struct {
+	// CatchUpTimeout bounds how long a new member, added as a non-voter, may
+	// take to catch up with the leader; past it, it is removed again and the
+	// add fails with the reason. Only a caught-up member becomes a voter.
+	CatchUpTimeout Duration `json:"catchUpTimeout"`
+}
+
 // Health configures backend health checking (the checks themselves are per
 // virtual service; see docs/HEALTH.md).
 type Health struct {
 	// Enabled runs checks for the VIPs this member owns. Off, every backend
 	// counts as up.
 	Enabled bool `json:"enabled"`
+	// WithoutDataPlane runs the checks on a --data-plane=none member too.
+	// Off by default: such a member forwards nothing, it is typically a
+	// developer's machine, and the README's first look would otherwise send
+	// TCP probes to made-up backends (10.0.0.11:30080) from it.
+	WithoutDataPlane bool `json:"withoutDataPlane"`
+}
+
+// HealthProbes reports whether this member sends health checks to backends:
+// with the ipvs data plane when health.enabled, with data plane none only
+// when health.withoutDataPlane asks for it as well.
+func (c Config) HealthProbes() bool {
+	if !c.Health.Enabled {
+		return false
+	}
+	return c.DataPlane.Mode != "none" || c.Health.WithoutDataPlane
 }
 
 // Log configures lbd's logs.
@@ -167,6 +200,10 @@ type Log struct {
 	Format string `json:"format"` // text or json
 	Level  string `json:"level"`  // debug, info, warn, error
 }
+
+// maxHostAddresses bounds dataPlane.interfaceAddresses and gateways (the
+// API's limit on what a member reports, validate.MaxMemberAddresses).
+const maxHostAddresses = validate.MaxMemberAddresses
 
 // DefaultMetricsAddr is the default metrics listener: loopback, so that
 // exposing metrics to the network is a decision (metrics name VIPs and backends).
@@ -190,10 +227,11 @@ func Default() Config {
 			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},
 			LeaderLeaseTimeout: Duration{250 * time.Millisecond},
 		},
-		Ownership: Ownership{Lease: Duration{2 * time.Second}, Grace: Duration{2500 * time.Millisecond}},
-		Health:    Health{Enabled: true},
-		Auth:      Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
-		Log:       Log{Format: "text", Level: "info"},
+		Ownership:  Ownership{Lease: Duration{2 * time.Second}, Grace: Duration{2500 * time.Millisecond}},
+		Membership: Membership{CatchUpTimeout: Duration{30 * time.Second}},
+		Health:     Health{Enabled: true},
+		Auth:       Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
+		Log:        Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -275,6 +313,19 @@ func (c *Config) Validate() error {
 	if c.DataPlane.TakeoverGuard.Duration < 0 {
 		add("dataPlane.takeoverGuard: %s is negative; use 0 to turn the guard off", c.DataPlane.TakeoverGuard)
 	}
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"dataPlane.interfaceAddresses", c.DataPlane.InterfaceAddresses}, {"dataPlane.gateways", c.DataPlane.Gateways}} {
+		if len(l.list) > maxHostAddresses {
+			add("%s: %d addresses; the limit is %d", l.name, len(l.list), maxHostAddresses)
+		}
+		for i, a := range l.list {
+			if ad, err := netip.ParseAddr(a); err != nil || ad.Zone() != "" {
+				add("%s[%d]: %q is not an IP address (e.g. 192.0.2.5 or 2001:db8::5)", l.name, i, a)
+			}
+		}
+	}
 	if c.DataPlane.Mode == "ipvs" && c.DataPlane.Interface == "" {
 		add("dataPlane.interface: required with the ipvs data plane (the interface VIPs are added to)")
 	}
@@ -292,6 +343,9 @@ func (c *Config) Validate() error {
 	// whose answer was lost. The margin covers that and scheduling delays.
 	if margin := max(100*time.Millisecond, c.Raft.HeartbeatTimeout.Duration/4); c.Ownership.Grace.Duration < c.Ownership.Lease.Duration+margin {
 		add("ownership.grace (%s) must exceed ownership.lease (%s) by at least %s (the larger of 100ms and raft.heartbeatTimeout/4), so an old owner has withdrawn before a new one announces", c.Ownership.Grace, c.Ownership.Lease, margin)
+	}
+	if c.Membership.CatchUpTimeout.Duration < time.Second {
+		add("membership.catchUpTimeout (%s) must be at least 1s: a new member needs time to receive the state before it may vote", c.Membership.CatchUpTimeout)
 	}
 	if c.TLS.Enabled() && (c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		add("tls: caFile, certFile and keyFile must be set together (lbd certs issue --role member makes them)")

@@ -66,11 +66,18 @@ func startCluster(t testing.TB, n int, opts ...func(*config.Config)) []*Daemon {
 				registered++
 			}
 		}
-		if len(servers) == n && registered == n {
+		// Each member answers reads once it has a leader and has caught up.
+		serving := 0
+		for _, d := range ds {
+			if d.ReadsRefused(context.Background()) == nil {
+				serving++
+			}
+		}
+		if len(servers) == n && registered == n && serving == n {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cluster of %d did not form", n)
+			t.Fatalf("cluster of %d did not form: %d in raft, %d registered, %d serving reads", n, len(servers), registered, serving)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

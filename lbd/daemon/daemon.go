@@ -139,10 +139,25 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	d.node = n
 
 	self := &edgelbv1.Member{Id: cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: cfg.APIAddr, DataInterface: cfg.DataPlane.Interface}
+	// Reported so no address pool hands out this host's own addresses or
+	// its gateway as a VIP (the FSM checks pools against every member).
+	self.InterfaceAddresses, self.Gateways, err = hostAddrs.reportedAddresses(cfg)
+	if err != nil {
+		n.Shutdown()
+		lis.Close()
+		dp.Close()
+		return nil, err
+	}
 	opts := server.Options{
 		Self: self, DataPlane: name, Version: Version, Logger: log.With("component", "api"),
 		OwnedVIPs: d.ownedVIPs, PeerCreds: sec.peerCreds(),
 		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
+		CaughtUp:             d.caughtUp.Load,
+		LastLeaderContact:    d.persistedContact,
+		// A few elections' worth with this member's timers, never less than the default.
+		LeaderWait:     max(3*time.Second, 3*(cfg.Raft.HeartbeatTimeout.Duration+cfg.Raft.ElectionTimeout.Duration)),
+		Ready:          d.ready,
+		CatchUpTimeout: cfg.Membership.CatchUpTimeout.Duration,
 	}
 	if e, ok := dp.(*dataplane.Engine); ok {
 		opts.ServiceStats = ipvsStats{e: e, f: f}.Service
@@ -155,7 +170,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		dp.Close()
 		return nil, err
 	}
-	d.grpc = grpc.NewServer(append(d.opsServerOptions(), sec.serverOptions()...)...) // issue 8: metrics interceptors first
+	// Metrics interceptors first (issue 8), then authorisation, then the read
+	// gate: only an authorised caller learns why a replica refuses.
+	srvOpts := append(d.opsServerOptions(), sec.serverOptions()...)
+	srvOpts = append(srvOpts, grpc.ChainUnaryInterceptor(d.srv.UnaryReadGate), grpc.ChainStreamInterceptor(d.srv.StreamReadGate))
+	d.grpc = grpc.NewServer(srvOpts...)
 	d.srv.Register(d.grpc)
 	if sec.servesPeerOnAPI() {
 		d.srv.RegisterPeer(d.grpc)
@@ -187,12 +206,19 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	if len(cfg.Join) > 0 && !n.HadState() {
 		d.bgWG.Go(func() { d.join(bg, self) })
 	}
+	d.bgWG.Go(func() { d.refreshSelf(bg) })
 	d.bgWG.Go(func() { d.leaderLoop(bg) })
 	d.bgWG.Go(func() { d.healthLoop(bg) })
 	d.bgWG.Go(func() { d.catchUp(bg) })
 	d.bgWG.Go(func() { d.contactLoop(bg) })
 	d.bgWG.Go(func() { d.reconcileLoop(bg) })
-	if cfg.Health.Enabled {
+	switch {
+	case cfg.HealthProbes() && cfg.DataPlane.Mode == "none":
+		d.log.Warn("HEALTH PROBES WITHOUT A DATA PLANE: this member sends health checks to the backends of the VIPs it owns or would inherit (health.withoutDataPlane)")
+	case cfg.Health.Enabled && !cfg.HealthProbes():
+		d.log.Info("data plane none: no backend health probes, every backend counts as up; set health.withoutDataPlane (--health-without-data-plane) to probe them")
+	}
+	if cfg.HealthProbes() {
 		checker := d.newChecker()
 		d.bgWG.Go(func() { d.checkLoop(bg, checker) })
 	}
@@ -201,6 +227,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 
 // Addr is the API's listening address.
 func (d *Daemon) Addr() string { return d.lis.Addr().String() }
+
+// ReadsRefused is nil when this member answers reads of the replicated state
+// (it has a leader and has caught up), else the status it refuses them with.
+func (d *Daemon) ReadsRefused(ctx context.Context) error { return d.srv.ReadVerdict(ctx).Err() }
 
 // Node exposes the raft member (for tests).
 func (d *Daemon) Node() *node.Node { return d.node }
@@ -221,7 +251,9 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 					return err
 				}
 				defer conn.Close()
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				// The leader checks this member, adds it as a non-voter and
+				// promotes it once it has caught up (up to its catch-up timeout).
+				cctx, cancel := context.WithTimeout(ctx, d.cfg.Membership.CatchUpTimeout.Duration+20*time.Second)
 				defer cancel()
 				_, err = edgelbv1.NewClusterServiceClient(conn).AddMember(cctx, &edgelbv1.AddMemberRequest{Member: self})
 				return err
@@ -230,7 +262,13 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 				d.log.Info("joined the cluster", "via", addr)
 				return
 			}
-			d.log.Warn("join failed; retrying", "via", addr, "err", err)
+			if reason := server.ErrorReason(err); reason != "" {
+				// Refused by the leader's checks: retrying helps only once
+				// the operator has fixed what the message says.
+				d.log.Error("join refused; fix the cause, lbd keeps retrying", "via", addr, "reason", reason, "err", err)
+			} else {
+				d.log.Warn("join failed; retrying", "via", addr, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -262,6 +300,19 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
+			// A cluster gets its id from its first leader (members from
+			// before the id existed get one from the next leader). Off the
+			// assigner's path: it may ask peers that do not answer.
+			go func() {
+				for lctx.Err() == nil {
+					if err := d.srv.EnsureClusterID(lctx); err == nil {
+						return
+					} else {
+						d.log.Warn("set cluster id", "err", err)
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+			}()
 			(&ownership.Assigner{Node: d.node, Grace: d.cfg.Ownership.Grace.Duration, Log: d.log.With("component", "ownership")}).Run(lctx)
 		}()
 	}
@@ -285,18 +336,17 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 	}
 }
 
-// healthLoop reports SERVING while a leader is known, so load balancers and
-// scripts in front of the API can wait for a usable member.
+// healthLoop reports SERVING while the member is ready (a leader known,
+// registered, caught up), so load balancers and scripts in front of the API
+// can wait for a usable member.
 func (d *Daemon) healthLoop(ctx context.Context) {
 	last := healthpb.HealthCheckResponse_UNKNOWN
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if d.srv.Ready() {
-			if _, ok := d.node.FSM.Member(d.cfg.ID); ok || d.node.IsLeader() {
-				st = healthpb.HealthCheckResponse_SERVING
-			}
+		if ok, _ := d.ready(); ok { // the same answer as /readyz
+			st = healthpb.HealthCheckResponse_SERVING
 		}
 		if st != last {
 			d.health.SetServingStatus("", st)
@@ -461,6 +511,29 @@ func (d *Daemon) catchUp(ctx context.Context) {
 	}
 }
 
+// refreshSelf brings this member's record up to date once it has caught up,
+// when it differs from what this member reports (a follower restarted with a
+// new address on its data interface, or upgraded from a version that
+// reported none). The leader does the same through RegisterSelf; a member
+// not in the table (joining, or removed) is left to AddMember.
+func (d *Daemon) refreshSelf(ctx context.Context) {
+	for ctx.Err() == nil {
+		if d.caughtUp.Load() && !d.node.IsLeader() {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := d.srv.UpdateSelf(cctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			d.log.Warn("update this member's record", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // testHookCatchUpTarget, when set by a test, runs once catchUp knows its target.
 var testHookCatchUpTarget func(*Daemon)
 
@@ -493,6 +566,13 @@ func (d *Daemon) leaseExpiry(lease time.Duration) time.Time {
 		d.noteContact(last)
 	}
 	return last.Add(lease)
+}
+
+// persistedContact is the last leader contact recorded in the data dir.
+func (d *Daemon) persistedContact() time.Time {
+	d.contactMu.Lock()
+	defer d.contactMu.Unlock()
+	return d.lastContact
 }
 
 // contactLoop persists the last leader contact on its own clock: the

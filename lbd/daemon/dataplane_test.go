@@ -40,6 +40,7 @@ func withKernel(t *testing.T, open func(context.Context, config.Config, *slog.Lo
 	prev := openKernel
 	openKernel = open
 	t.Cleanup(func() { openKernel = prev })
+	withHostAddrs(t, nil, "")
 }
 
 // The default data plane is ipvs: when IPVS cannot be opened, Start fails —

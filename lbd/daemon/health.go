@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -53,11 +54,17 @@ func (r *healthReports) take() map[health.Key]health.Status {
 	return batch
 }
 
+// healthDial opens the health probes' connections; nil is the plain dialer.
+// Tests point it at loopback: backends may not be loopback addresses, and a
+// test must send no traffic anywhere else.
+var healthDial func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // newChecker sets d.checker up; checkLoop runs it.
 func (d *Daemon) newChecker() *healthReports {
 	r := &healthReports{pending: map[health.Key]health.Status{}, signal: make(chan struct{}, 1)}
 	d.checker = health.New(health.Options{
-		Logger: d.log.With("component", "health"),
+		Logger:      d.log.With("component", "health"),
+		DialContext: healthDial,
 		OnProbe: func(k health.Key, ok bool, lat time.Duration) {
 			if m := d.Metrics(); m != nil {
 				m.Checked(k.Spec.Type.String(), ok, lat)

@@ -52,7 +52,7 @@ func (d *Daemon) startOps() error {
 	}))
 	o.m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "edgelb", Name: "ready",
-		Help: "1 when /readyz answers 200: a raft leader is known and this member is registered.",
+		Help: "1 when /readyz answers 200: a raft leader is known, this member is registered and caught up with the leader.",
 	}, func() float64 {
 		if ok, _ := d.ready(); ok {
 			return 1
@@ -137,6 +137,9 @@ func (d *Daemon) ready() (bool, string) {
 	}
 	if _, ok := d.node.FSM.Member(d.cfg.ID); !ok && !d.node.IsLeader() {
 		return false, "this member is not registered in the member table yet (joining?)"
+	}
+	if !d.caughtUp.Load() {
+		return false, "not caught up with the leader yet (replaying or receiving the raft log)"
 	}
 	return true, ""
 }

@@ -47,6 +47,10 @@ type Options struct {
 	// MaxInFlight bounds concurrent probes (default 512).
 	MaxInFlight int
 	Logger      *slog.Logger
+	// DialContext opens every probe's connection (default net.Dialer). Tests
+	// set it to keep their probes on loopback, since the API refuses
+	// loopback backends.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 type target struct {
@@ -93,13 +97,16 @@ func New(opts Options) *Checker {
 	if opts.OnTransition == nil {
 		opts.OnTransition = func(Key, Status) {}
 	}
+	if opts.DialContext == nil {
+		opts.DialContext = (&net.Dialer{}).DialContext
+	}
 	// Health probes must see the backend as a new client would: no connection
 	// reuse (a kept-alive connection hides a node that stopped accepting), no
 	// redirects followed, no proxies.
 	tr := func(insecure bool) *http.Client {
 		return &http.Client{
 			Transport: &http.Transport{
-				DisableKeepAlives: true, Proxy: nil,
+				DisableKeepAlives: true, Proxy: nil, DialContext: opts.DialContext,
 				TLSClientConfig: &tls.Config{InsecureSkipVerify: insecure}, //nolint:gosec // health checks of NodePorts carry no certificate
 			},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -245,8 +252,7 @@ func (c *Checker) probe(ctx context.Context, t *target) {
 func (c *Checker) do(ctx context.Context, k Key) error {
 	addr := netip.AddrPortFrom(k.Addr, k.Port).String()
 	if k.Spec.Type == TCP {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		conn, err := c.opts.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return err
 		}

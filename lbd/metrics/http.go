@@ -25,8 +25,9 @@ type Server struct {
 //
 //	/metrics  Prometheus text format
 //	/healthz  200 "ok" while the process serves HTTP at all (liveness)
-//	/readyz   200 "ready" once a raft leader is known and this member is
-//	          registered in the member table; 503 with the reason otherwise
+//	/readyz   200 "ready" once a raft leader is known, this member is
+//	          registered in the member table and has caught up with the
+//	          leader; 503 with the reason otherwise
 func (m *Metrics) Handler(ready Readiness) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{

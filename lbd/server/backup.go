@@ -29,10 +29,10 @@ const snapshotChunk = 1 << 20
 // measured (10,000 services × 50 backends) serialises to well under this.
 const maxRestoreSize = 1 << 30
 
-// SaveSnapshot streams this member's replicated state at one revision. It
-// reads only the local replica, so it answers without a quorum: on the last
-// surviving member of a broken cluster it is how the state is saved before
-// re-bootstrapping (docs/OPERATIONS.md).
+// SaveSnapshot streams this member's replicated state at one revision. Like
+// every read it passes the read gate (gate.go): a member without a leader
+// refuses, since its replica may be empty or old, unless the caller asks for
+// a stale copy; the header then says it is stale and why.
 func (s *Server) SaveSnapshot(req *edgelbv1.SaveSnapshotRequest, stream edgelbv1.ClusterService_SaveSnapshotServer) error {
 	snap, err := s.fsm.Snapshot()
 	if err != nil {
@@ -61,6 +61,9 @@ func (s *Server) SaveSnapshot(req *edgelbv1.SaveSnapshotRequest, stream edgelbv1
 		Members:         uint32(len(msg.Members)),
 		ServerVersion:   s.opts.Version,
 	}
+	if r := StaleReason(stream.Context()); r != "" {
+		hdr.Stale, hdr.StaleReason = true, r
+	}
 	first := true
 	for first || len(data) > 0 {
 		n := min(len(data), snapshotChunk)
@@ -74,7 +77,7 @@ func (s *Server) SaveSnapshot(req *edgelbv1.SaveSnapshotRequest, stream edgelbv1
 		}
 		data = data[n:]
 	}
-	s.log.Info("snapshot saved", "revision", hdr.Revision, "bytes", hdr.Size, "services", hdr.VirtualServices, "by", identityOf(stream.Context()))
+	s.log.Info("snapshot saved", "revision", hdr.Revision, "bytes", hdr.Size, "services", hdr.VirtualServices, "stale", hdr.Stale, "by", identityOf(stream.Context()))
 	return nil
 }
 
@@ -143,7 +146,7 @@ func (s *Server) RestoreSnapshot(stream edgelbv1.ClusterService_RestoreSnapshotS
 	if err != nil {
 		return err
 	}
-	s.log.Warn("state restored from a snapshot", "snapshot_member", hdr.MemberId, "snapshot_revision", hdr.Revision,
+	s.log.Warn("state restored from a snapshot", "snapshot_member", hdr.MemberId, "snapshot_revision", hdr.Revision, "snapshot_stale", hdr.Stale,
 		"revision", resp.Revision, "services", resp.VirtualServices, "removed_services", resp.RemovedVirtualServices, "by", by)
 	return stream.SendAndClose(resp)
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -27,9 +28,14 @@ func onLeader[T any](ctx context.Context, s *Server, local func(context.Context)
 		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
 		defer cancel()
 	}
+	var noLeader time.Time
 	for attempt := 0; ; attempt++ {
 		if s.node.IsLeader() {
-			return local(ctx)
+			res, err := local(ctx)
+			if !errors.Is(err, errLeaderMoved) {
+				return res, err
+			}
+			continue // handed leadership over: the new leader finishes the call
 		}
 		id, addr := s.leaderAPI()
 		if addr != "" {
@@ -38,6 +44,9 @@ func onLeader[T any](ctx context.Context, s *Server, local func(context.Context)
 				return zero, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
 			}
 			return remote(ctx, edgelbv1.NewClusterServiceClient(conn))
+		}
+		if st := s.noLeaderFor(ctx, &noLeader, writeHint); st != nil {
+			return zero, st.Err()
 		}
 		select {
 		case <-ctx.Done():
@@ -76,79 +85,6 @@ func (s *Server) ListMembers(ctx context.Context, req *edgelbv1.ListMembersReque
 	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
 	leader, _ := s.node.Leader()
 	return &edgelbv1.ListMembersResponse{Members: out, LeaderId: leader}, nil
-}
-
-// AddMember adds a member to raft's configuration and registers it in the
-// member table. Re-adding a member with the same addresses is a no-op, so a
-// joining lbd may retry.
-func (s *Server) AddMember(ctx context.Context, req *edgelbv1.AddMemberRequest) (*edgelbv1.AddMemberResponse, error) {
-	var m *edgelbv1.Member
-	if req.Member != nil {
-		m = proto.Clone(req.Member).(*edgelbv1.Member)
-	}
-	if err := validate.Member(m); err != nil {
-		return nil, err
-	}
-	m.Suffrage = ""
-	return onLeader(ctx, s, func(ctx context.Context) (*edgelbv1.AddMemberResponse, error) {
-		for _, other := range s.fsm.Members() {
-			if other.Id != m.Id && (other.RaftAddress == m.RaftAddress || other.ApiAddress == m.ApiAddress) {
-				return nil, status.Errorf(codes.AlreadyExists, "member %s already uses raft address %s / API address %s; remove it first or pick other addresses",
-					other.Id, other.RaftAddress, other.ApiAddress)
-			}
-		}
-		if err := s.node.AddVoter(ctx, m.Id, m.RaftAddress, req.Nonvoter); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "add %s (%s) to raft: %v", m.Id, m.RaftAddress, err)
-		}
-		m.State = edgelbv1.MemberState_MEMBER_STATE_ACTIVE
-		res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: m}}})
-		if err != nil {
-			return nil, err
-		}
-		s.log.Info("member added", "id", m.Id, "raft_addr", m.RaftAddress, "api_addr", m.ApiAddress, "nonvoter", req.Nonvoter)
-		return &edgelbv1.AddMemberResponse{Member: res.Member}, nil
-	}, func(ctx context.Context, c edgelbv1.ClusterServiceClient) (*edgelbv1.AddMemberResponse, error) {
-		return c.AddMember(ctx, req)
-	})
-}
-
-func (s *Server) RemoveMember(ctx context.Context, req *edgelbv1.RemoveMemberRequest) (*edgelbv1.RemoveMemberResponse, error) {
-	if err := validate.RefName("id", req.Id, 63); err != nil {
-		return nil, err
-	}
-	return onLeader(ctx, s, func(ctx context.Context) (*edgelbv1.RemoveMemberResponse, error) {
-		servers, err := s.node.Servers()
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "read raft configuration: %v", err)
-		}
-		inRaft := false
-		for _, sv := range servers {
-			inRaft = inRaft || sv.ID == req.Id
-		}
-		_, inTable := s.fsm.Member(req.Id)
-		if !inRaft && !inTable {
-			return nil, status.Errorf(codes.NotFound, "member %s not found (lbctl member list)", req.Id)
-		}
-		if inRaft && len(servers) == 1 {
-			return nil, status.Errorf(codes.FailedPrecondition, "member %s is the only member; a cluster cannot remove its last member", req.Id)
-		}
-		// Table first: its VIPs lose their owner and are reassigned while the
-		// member can still be told; removing the leader itself makes it step down.
-		if inTable {
-			if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_RemoveMember{RemoveMember: &raftv1.RemoveMember{Id: req.Id}}}); err != nil {
-				return nil, err
-			}
-		}
-		if inRaft {
-			if err := s.node.RemoveServer(ctx, req.Id); err != nil {
-				return nil, status.Errorf(codes.Unavailable, "remove %s from raft: %v", req.Id, err)
-			}
-		}
-		s.log.Info("member removed", "id", req.Id)
-		return &edgelbv1.RemoveMemberResponse{}, nil
-	}, func(ctx context.Context, c edgelbv1.ClusterServiceClient) (*edgelbv1.RemoveMemberResponse, error) {
-		return c.RemoveMember(ctx, req)
-	})
 }
 
 func (s *Server) memberOrStub(id string) *edgelbv1.Member {
@@ -286,22 +222,72 @@ func (s *Server) localStatus() *edgelbv1.MemberStatus {
 		DataPlane:        s.opts.DataPlane,
 		Version:          s.opts.Version,
 		IsolatedServices: isolated,
+		ClusterId:        s.fsm.ClusterID(),
+		NotReadyReason:   s.notReadyReason(),
+		Warnings:         s.fsm.HostConflicts(s.opts.Self.Id),
 	}
+}
+
+// notReadyReason is why this member is not ready, "" when it is.
+func (s *Server) notReadyReason() string {
+	if s.opts.Ready != nil {
+		if ok, why := s.opts.Ready(); !ok {
+			return why
+		}
+		return ""
+	}
+	if !s.Ready() {
+		return "no raft leader known"
+	}
+	return ""
 }
 
 // RegisterSelf puts this member into the member table; the leader calls it on
 // taking office so a bootstrapped or restarted member is listed with its API address.
 func (s *Server) RegisterSelf(ctx context.Context) error {
+	want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
 	if m, ok := s.fsm.Member(s.opts.Self.Id); ok {
-		want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
+		// Keep the state (a draining member re-registering stays drained).
 		want.State = m.State
 		if proto.Equal(m, want) {
 			return nil
 		}
 	}
-	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: s.opts.Self}}})
+	_, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: want}}})
 	if err != nil {
 		return fmt.Errorf("register member %s: %w", s.opts.Self.Id, err)
 	}
+	s.warnHostConflicts(s.opts.Self.Id)
 	return nil
+}
+
+// UpdateSelf rewrites this member's record when it differs from what the
+// member reports now, keeping its state. A member not in the table is left
+// alone: it joins through AddMember, and a removed one must not come back
+// by itself.
+func (s *Server) UpdateSelf(ctx context.Context) error {
+	m, ok := s.fsm.Member(s.opts.Self.Id)
+	if !ok {
+		return nil
+	}
+	want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
+	want.State = m.State
+	if proto.Equal(m, want) {
+		return nil
+	}
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: want}}}); err != nil {
+		return fmt.Errorf("update member %s: %w", s.opts.Self.Id, err)
+	}
+	s.log.Info("member record updated", "id", want.Id, "interface_addresses", want.InterfaceAddresses, "gateways", want.Gateways)
+	s.warnHostConflicts(s.opts.Self.Id)
+	return nil
+}
+
+// warnHostConflicts logs every pool that holds an address member id
+// reported. Registration is not refused for it: the pool exists already, and
+// a member that cannot register cannot serve; the operator fixes the pool.
+func (s *Server) warnHostConflicts(id string) {
+	for _, w := range s.fsm.HostConflicts(id) {
+		s.log.Warn("address pool holds an address of this member", "member", id, "problem", w)
+	}
 }

@@ -29,7 +29,7 @@ func (s *Server) MoveVIP(ctx context.Context, req *edgelbv1.MoveVIPRequest) (*ed
 		return nil, status.Errorf(codes.NotFound, "member %s not found (lbctl member list)", req.Member)
 	}
 	if m.State != edgelbv1.MemberState_MEMBER_STATE_ACTIVE {
-		return nil, status.Errorf(codes.FailedPrecondition, "member %s is %s; only an active member can take a VIP (lbctl member undrain %s)",
+		return nil, status.Errorf(codes.FailedPrecondition, "member %s is %s; only an active member can take a VIP (lbctl member drain %s --undo)",
 			m.Id, stateName(m.State), m.Id)
 	}
 	vss, _ := s.fsm.Shared(fsm.Filter{VIP: addr.String()})

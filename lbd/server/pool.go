@@ -37,6 +37,33 @@ func (s *Server) CreateAddressPool(ctx context.Context, req *edgelbv1.CreateAddr
 	return &edgelbv1.CreateAddressPoolResponse{Pool: res.Pool}, nil
 }
 
+// UpdateAddressPool changes a pool through raft: the FSM decides against the
+// state the change applies to whether every allocated VIP stays inside.
+func (s *Server) UpdateAddressPool(ctx context.Context, req *edgelbv1.UpdateAddressPoolRequest) (*edgelbv1.UpdateAddressPoolResponse, error) {
+	req = proto.Clone(req).(*edgelbv1.UpdateAddressPoolRequest)
+	if err := validate.UpdateAddressPool(req, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	// The range limit counts the pool as this replica holds it; a concurrent
+	// update may pass it by a few, like the per-tenant service limit.
+	if p, _, _, ok := s.fsm.Pool(req.Name); ok {
+		if n := len(p.Ranges) + len(req.AddRanges) - len(req.RemoveRanges); n > s.opts.Limits.MaxPoolRanges {
+			return nil, status.Errorf(codes.InvalidArgument, "add_ranges: address pool %s would have %d ranges; the limit is %d", req.Name, n, s.opts.Limits.MaxPoolRanges)
+		}
+	}
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_UpdateAddressPool{
+		UpdateAddressPool: &raftv1.UpdateAddressPool{
+			Name: req.Name, AddRanges: req.AddRanges, RemoveRanges: req.RemoveRanges,
+			Tenants: req.Tenants, SetTenants: req.SetTenants, Manual: req.Manual,
+			ExpectedGeneration: req.ExpectedGeneration, AllowHostAddresses: req.AllowHostAddresses,
+		},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &edgelbv1.UpdateAddressPoolResponse{Pool: res.Pool}, nil
+}
+
 func (s *Server) GetAddressPool(ctx context.Context, req *edgelbv1.GetAddressPoolRequest) (*edgelbv1.GetAddressPoolResponse, error) {
 	if err := validate.RefName("name", req.Name, 63); err != nil {
 		return nil, err

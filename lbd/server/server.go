@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -39,9 +40,25 @@ type Options struct {
 	// Isolated reports the services the local data plane cannot program
 	// ("tenant/name: why"); nil: none can be (no data plane).
 	Isolated func() []string
+	// Ready reports whether this member is ready (what /readyz answers) and
+	// if not, why; nil: ready whenever a leader is known.
+	Ready func() (bool, string)
+	// CatchUpTimeout bounds how long a new member may take to catch up with
+	// the leader before it is promoted to voter; past it, it is removed again
+	// (default DefaultCatchUpTimeout).
+	CatchUpTimeout time.Duration
 	// ServiceStats reads the local kernel's counters of a service (nil: this
 	// member has no data plane to read).
 	ServiceStats func(ctx context.Context, vs *edgelbv1.VirtualService) ([]*edgelbv1.PortStats, error)
+	// CaughtUp reports whether the local replica has reached the leader's
+	// revision since it started (nil: always). Reads wait for it (gate.go).
+	CaughtUp func() bool
+	// LastLeaderContact is the last leader contact the daemon persisted,
+	// which survives a restart (raft's own starts at zero); for messages.
+	LastLeaderContact func() time.Time
+	// LeaderWait bounds how long a write waits for a leader to appear
+	// before it fails with Unavailable (0: defaultLeaderWait).
+	LeaderWait time.Duration
 }
 
 // Server implements the edgelb.v1 services and the internal PeerService.
@@ -59,6 +76,11 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by API address
+
+	// membership is held (one token) by the membership change in progress on
+	// this leader: a join's retry and an operator's add of the same member
+	// must not interleave (one could remove what the other is promoting).
+	membership chan struct{}
 }
 
 // New returns a Server over a running raft member.
@@ -69,10 +91,17 @@ func New(n *node.Node, opts Options) *Server {
 	if opts.Limits == (validate.Limits{}) {
 		opts.Limits = validate.DefaultLimits
 	}
+	if opts.LeaderWait <= 0 {
+		opts.LeaderWait = defaultLeaderWait
+	}
 	if opts.PeerCreds == nil {
 		opts.PeerCreds = insecure.NewCredentials()
 	}
-	return &Server{node: n, fsm: n.FSM, opts: opts, log: opts.Logger, conns: map[string]*grpc.ClientConn{}}
+	if opts.CatchUpTimeout <= 0 {
+		opts.CatchUpTimeout = DefaultCatchUpTimeout
+	}
+	return &Server{node: n, fsm: n.FSM, opts: opts, log: opts.Logger, conns: map[string]*grpc.ClientConn{},
+		membership: make(chan struct{}, 1)}
 }
 
 // Register adds every service to g.

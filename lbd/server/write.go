@@ -23,6 +23,15 @@ import (
 // to ride out a leader election, short enough that a client learns of a lost quorum.
 const defaultWriteTimeout = 15 * time.Second
 
+// defaultLeaderWait is how long a write waits for a leader to appear: a few
+// elections on a LAN (each 0.5–1.2 s with the default timers). Past it the
+// quorum is most likely gone, and the client learns so while it still has
+// time to act, not from its own deadline.
+const defaultLeaderWait = 3 * time.Second
+
+// writeHint ends a write's no-leader message.
+const writeHint = "nothing was applied"
+
 // notLeaderMsg is what PeerService.Apply answers on a member that lost
 // leadership (reason rules.ReasonNotLeader); the forwarder retries on the new
 // leader, since nothing was applied.
@@ -47,13 +56,14 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		ctx, cancel = context.WithTimeout(ctx, defaultWriteTimeout)
 		defer cancel()
 	}
-	cmd.Version = fsm.CommandVersion
+	cmd.Version = fsm.VersionFor(cmd)
 	// The API checked the command with these rules; the FSM holds it to them.
 	cmd.Rules = uint32(rules.Current)
 	if cmd.Time == nil {
 		cmd.Time = timestamppb.Now()
 	}
 	var lastErr error
+	var noLeader time.Time
 	for attempt := 0; ; attempt++ {
 		res, retry, err := s.proposeOnce(ctx, cmd)
 		if !retry {
@@ -66,6 +76,9 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 			return res, res.Err()
 		}
 		lastErr = err
+		if st := s.noLeaderFor(ctx, &noLeader, writeHint); st != nil {
+			return nil, st.Err()
+		}
 		select {
 		case <-ctx.Done():
 			return nil, status.Errorf(codes.Unavailable, "no raft leader reachable (%v); check that a majority of members is up (lbctl member list)", lastErr)
@@ -137,8 +150,8 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 	}
 	return &fsm.Result{
 		Code: codes.Code(resp.Code), Message: resp.Message, Revision: resp.Revision,
+		Reason: resp.Reason, Meta: resp.Metadata,
 		Service: resp.VirtualService, Pool: resp.AddressPool, Member: resp.Member,
-		Reason: resp.Reason, Metadata: resp.Metadata,
 	}, false, nil
 }
 
@@ -212,7 +225,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	}
 	return &raftv1.ApplyResponse{
 		Code: int32(res.Code), Message: res.Message, Revision: res.Revision,
+		Reason: res.Reason, Metadata: res.Meta,
 		VirtualService: res.Service, AddressPool: res.Pool, Member: res.Member,
-		Reason: res.Reason, Metadata: res.Metadata,
 	}, nil
 }

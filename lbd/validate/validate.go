@@ -78,6 +78,14 @@ func Labels(field string, l map[string]string, lim Limits) error { return rules.
 // AddressPool checks a pool and normalizes its ranges.
 func AddressPool(p *edgelbv1.AddressPool, lim Limits) error { return rules.AddressPool(p, lim) }
 
+// UpdateAddressPool checks a pool update and trims its ranges.
+func UpdateAddressPool(req *edgelbv1.UpdateAddressPoolRequest, lim Limits) error {
+	return rules.UpdateAddressPool(req, lim)
+}
+
+// MaxMemberAddresses bounds the interface addresses and the gateways one member reports.
+const MaxMemberAddresses = rules.MaxMemberAddresses
+
 // HostPort checks a host:port address of a member.
 func HostPort(field, s string) error { return rules.HostPort(field, s) }
 

@@ -13,17 +13,19 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/ipam"
 	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // applier applies one command under the FSM lock and collects its events.
 type applier struct {
-	f      *FSM
-	idx    uint64
-	time   *timestamppb.Timestamp
-	events []*edgelbv1.Event
-	// lvl is the rule set the command is held to (raftv1.Command.rules).
+	f       *FSM
+	idx     uint64
+	time    *timestamppb.Timestamp
+	version uint32 // the command's: which rules its proposer applied
+	events  []*edgelbv1.Event
+	// lvl is the validation rule set the command is held to (raftv1.Command.rules).
 	lvl rules.Level
 }
 
@@ -402,16 +404,20 @@ func (a *applier) createPool(c *raftv1.CreateAddressPool) *Result {
 		return fail(codes.AlreadyExists, "address pool %s already exists", p.Name)
 	}
 	p.CreateTime = a.time
+	p.UpdateTime = nil
+	p.Generation = 0
+	if a.version >= versionAnycast {
+		p.Generation = 1
+	}
 	st := a.st()
-	if err := st.putPool(p); err != nil {
+	parsed, err := ipam.ParsePool(p.Ranges)
+	if err != nil {
 		return fail(codes.InvalidArgument, "pool %s: %v", p.Name, err)
 	}
-	for _, n := range st.sortedPoolNames() {
-		if n != p.Name && st.parsed[n].Overlaps(st.parsed[p.Name]) {
-			st.deletePool(p.Name)
-			return fail(codes.FailedPrecondition, "address pool %s overlaps pool %s; pools must not share addresses", p.Name, n)
-		}
+	if r := a.checkPoolPlace(p, parsed); r != nil {
+		return r
 	}
+	st.putParsedPool(p, parsed)
 	a.emit(put, "created", p)
 	return &Result{Pool: proto.Clone(p).(*edgelbv1.AddressPool)}
 }
@@ -547,11 +553,17 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 		addr := netip.MustParseAddr(vs.Vip)
 		pool := a.poolFor(addr, vs.Tenant, vs.Pool)
 		if pool == "" {
-			if r := a.leftOut(vs, addr); r != nil {
+			if r := a.reservedVIP(addr, vs.Tenant, vs.Pool); r != nil {
 				return r
 			}
 			return fail(codes.FailedPrecondition, "vip %s is not in any address pool open to tenant %s%s; pick an address from one (lbctl pool list) or create a pool that holds it",
 				vs.Vip, vs.Tenant, a.poolHint(vs.Pool))
+		}
+		// The subnet-router anycast address is in its range (VIPs allocated
+		// there before version 2 stay valid, also across updates) but a new
+		// request for it is refused: routers on the subnet answer it.
+		if a.version >= versionAnycast && st.parsed[pool].IsAnycast(addr) && (old == nil || old.Vip != vs.Vip) {
+			return a.reservedVIP(addr, vs.Tenant, pool)
 		}
 		vs.Pool = pool
 		return a.checkShare(vs, addr, old)
@@ -569,48 +581,89 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 			}
 		}
 	}
-	var tried []string
+	var tried, withFamily []string
 	for _, name := range st.sortedPoolNames() {
 		p := st.pools[name]
 		if vs.Pool != "" && name != vs.Pool || vs.Pool == "" && p.Manual || !PoolOpenTo(p, vs.Tenant) {
 			continue
 		}
 		tried = append(tried, name)
+		parsed := st.parsed[name]
+		if !parsed.HasFamily(v6) {
+			continue
+		}
+		withFamily = append(withFamily, name)
 		lk := lowFreeKey(name, v6)
-		addr, ok := st.parsed[name].AllocateFrom(v6, st.lowFree[lk], func(x netip.Addr) bool { return len(st.byVIP[x]) > 0 })
+		addr, ok := a.allocate(parsed, v6, st.lowFree[lk])
 		if ok {
 			vs.Vip, vs.Pool = addr.String(), name
 			st.lowFree[lk] = addr
 			return nil
 		}
 	}
-	fam := "IPv4"
+	fam, example := "IPv4", "192.0.2.0/24"
 	if v6 {
-		fam = "IPv6"
+		fam, example = "IPv6", "2001:db8::/112"
 	}
 	if len(tried) == 0 {
 		return fail(codes.FailedPrecondition, "no address pool is open to tenant %s%s; create one (lbctl pool create) or request a VIP", vs.Tenant, a.poolHint(vs.Pool))
 	}
-	return fail(codes.ResourceExhausted, "no free %s address in pools %s open to tenant %s; add a range to a pool or free a VIP",
-		fam, strings.Join(tried, ", "), vs.Tenant)
+	meta := map[string]string{"tenant": vs.Tenant, "family": fam, "pools": strings.Join(tried, ",")}
+	if len(withFamily) == 0 {
+		// Not a full pool: there is none of this family to be full. Saying
+		// "no free address" would send the operator looking for leaks.
+		name := "NAME"
+		if vs.Pool != "" {
+			name = vs.Pool
+		}
+		return failInfo(codes.FailedPrecondition, errinfo.NoPoolForFamily, meta,
+			"no address pool for %s open to tenant %s (pools %s hold no %s range); create one with lbctl pool create NAME --range %s, add a range with lbctl pool update %s --add-range %s, or ask for the other family",
+			fam, vs.Tenant, strings.Join(tried, ", "), fam, example, name, example)
+	}
+	return failInfo(codes.ResourceExhausted, errinfo.PoolExhausted, meta,
+		"no free %s address in pools %s open to tenant %s; add a range with lbctl pool update %s --add-range CIDR|FIRST-LAST, or free a VIP",
+		fam, strings.Join(withFamily, ", "), vs.Tenant, withFamily[0])
 }
 
-// leftOut explains a VIP that a pool's CIDR covers but does not hand out (its
-// network or broadcast address): "not in any address pool" would send the
-// operator looking for a pool that holds it, when no host can use it.
-func (a *applier) leftOut(vs *edgelbv1.VirtualService, addr netip.Addr) *Result {
+// allocate picks the lowest free address of the family in pool p, starting at
+// from (the pool's low-water mark: everything before it is in use or is a
+// subnet-router anycast address). Commands of version 2 on never take the
+// anycast address; version 1 commands (logs written before) may, and start
+// from it when it is free and before from, so they allocate exactly what
+// they did when first applied.
+func (a *applier) allocate(p *ipam.Pool, v6 bool, from netip.Addr) (netip.Addr, bool) {
 	st := a.st()
-	for _, name := range st.sortedPoolNames() {
-		if vs.Pool != "" && name != vs.Pool {
-			continue
-		}
-		for _, r := range st.pools[name].Ranges {
-			if what, ok := ipam.LeftOut(r, addr); ok {
-				return failR(codes.InvalidArgument, rules.ReasonNetworkAddress, map[string]string{"field": "service.vip", "pool": name},
-					"vip %s is the %s address of %s (pool %s), which no host can use; pick an address inside the range, or leave --vip out to get a free one",
-					addr, what, strings.TrimSpace(r), name)
+	skipAnycast := a.version >= versionAnycast
+	if !skipAnycast && from.IsValid() {
+		for _, x := range p.Anycast() {
+			if p.Before(x, from) && len(st.byVIP[x]) == 0 {
+				from = x
+				break
 			}
 		}
+	}
+	return p.AllocateFrom(v6, from, func(x netip.Addr) bool {
+		return len(st.byVIP[x]) > 0 || skipAnycast && x.Is6() && p.IsAnycast(x)
+	})
+}
+
+// reservedVIP explains a requested VIP that is an address a pool's CIDR
+// holds but never hands out (IPv4 network/broadcast, IPv6 subnet-router
+// anycast), or returns nil when no pool open to tenant reserves it.
+func (a *applier) reservedVIP(addr netip.Addr, tenant, want string) *Result {
+	st := a.st()
+	for _, name := range st.sortedPoolNames() {
+		if want != "" && name != want || !PoolOpenTo(st.pools[name], tenant) {
+			continue
+		}
+		r, why, ok := st.parsed[name].Reserved(addr)
+		if !ok {
+			continue
+		}
+		return failInfo(codes.FailedPrecondition, errinfo.ReservedAddress,
+			map[string]string{"vip": addr.String(), "pool": name, "range": r.Prefix.String(), "kind": why},
+			"vip %s is the %s of %s in address pool %s, which is never used for a VIP; pick another address of the pool (lbctl pool get %s), or leave --vip out to allocate one",
+			addr, why, r.Prefix, name, name)
 	}
 	return nil
 }

@@ -23,11 +23,36 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // CommandVersion is the command format this binary proposes and understands.
-const CommandVersion = 1
+//
+// Version 2: allocation skips the IPv6 subnet-router anycast address and a
+// VIP may not be requested there; a new pool starts at generation 1.
+// Entries of version 1 keep the old rules, so a log written before still
+// replays to the same state on every member.
+const CommandVersion = 2
+
+// versionAnycast is the first command version whose allocation skips the
+// subnet-router anycast address and whose pools carry generations.
+const versionAnycast = 2
+
+// VersionFor is the version a proposer stamps on cmd: the oldest whose rules
+// give it its meaning. Only commands that allocate addresses or change pools
+// need version 2; every other command keeps version 1, so a member still on
+// an older binary during a rolling upgrade goes on applying ownership moves,
+// backends and health rather than refusing every entry (and keeping VIPs the
+// leader has moved elsewhere).
+func VersionFor(cmd *raftv1.Command) uint32 {
+	switch cmd.Op.(type) {
+	case *raftv1.Command_CreateVirtualService, *raftv1.Command_UpdateVirtualService,
+		*raftv1.Command_CreateAddressPool, *raftv1.Command_UpdateAddressPool:
+		return versionAnycast
+	}
+	return 1
+}
 
 // snapshotVersion is the format of snapshots this binary writes.
 const snapshotVersion = 1
@@ -44,16 +69,15 @@ const maxHistory = 4096
 // Result is what Apply returns for one command: a gRPC code and message, the
 // revision the change was recorded at, and the object it produced.
 type Result struct {
-	Code     codes.Code
-	Message  string
+	Code    codes.Code
+	Message string
+	// Reason and Meta become a google.rpc.ErrorInfo (errinfo) on the error.
+	Reason   string
+	Meta     map[string]string
 	Revision uint64
 	Service  *edgelbv1.VirtualService
 	Pool     *edgelbv1.AddressPool
 	Member   *edgelbv1.Member
-	// Reason and Metadata, when set, are the refusal's google.rpc.ErrorInfo
-	// (domain edgelb.io), for clients that act on it without reading Message.
-	Reason   string
-	Metadata map[string]string
 }
 
 // Err returns the result as a gRPC status error, or nil.
@@ -61,19 +85,22 @@ func (r *Result) Err() error {
 	if r.Code == codes.OK {
 		return nil
 	}
-	if r.Reason != "" {
-		return rules.Error(r.Code, r.Reason, r.Metadata, "%s", r.Message)
-	}
-	return status.Error(r.Code, r.Message)
+	return errinfo.New(r.Code, r.Reason, r.Meta, r.Message)
 }
 
 func fail(c codes.Code, format string, args ...any) *Result {
 	return &Result{Code: c, Message: fmt.Sprintf(format, args...)}
 }
 
-// failR is fail with an ErrorInfo reason.
+// failInfo is fail with an ErrorInfo reason and metadata for clients that
+// decide by it.
+func failInfo(c codes.Code, reason string, meta map[string]string, format string, args ...any) *Result {
+	return &Result{Code: c, Message: fmt.Sprintf(format, args...), Reason: reason, Meta: meta}
+}
+
+// failR is failInfo (the name the rule checks use).
 func failR(c codes.Code, reason string, meta map[string]string, format string, args ...any) *Result {
-	return &Result{Code: c, Message: fmt.Sprintf(format, args...), Reason: reason, Metadata: meta}
+	return failInfo(c, reason, meta, format, args...)
 }
 
 // refused turns a rules error about the object what into a result, keeping
@@ -82,7 +109,7 @@ func refused(what string, err error) *Result {
 	st := status.Convert(err)
 	r := &Result{Code: st.Code(), Message: what + ": " + st.Message()}
 	if ei := rules.ErrorInfo(err); ei != nil {
-		r.Reason, r.Metadata = ei.Reason, ei.Metadata
+		r.Reason, r.Meta = ei.Reason, ei.Metadata
 	}
 	return r
 }
@@ -97,6 +124,9 @@ type FSM struct {
 	history  []*edgelbv1.Event // oldest first, at most maxHistory
 	floor    uint64            // history holds every event after this revision
 	changed  chan struct{}     // closed and replaced on every change
+	// clusterID is set once by the first SetClusterID; it lives outside st
+	// because a restore from a backup replaces st but not the cluster.
+	clusterID string
 }
 
 // New returns an empty FSM.
@@ -110,7 +140,7 @@ func New(log *slog.Logger) *FSM {
 // Encode marshals a command for raft.Apply.
 func Encode(cmd *raftv1.Command) ([]byte, error) {
 	if cmd.Version == 0 {
-		cmd.Version = CommandVersion
+		cmd.Version = VersionFor(cmd)
 		if cmd.Rules == 0 {
 			// Made by this binary (not forwarded): checked by its rules.
 			cmd.Rules = uint32(rules.Current)
@@ -153,7 +183,7 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	a := applier{f: f, idx: idx, time: cmd.Time, lvl: lvl}
+	a := applier{f: f, idx: idx, time: cmd.Time, version: cmd.Version, lvl: lvl}
 	var r *Result
 	switch op := cmd.Op.(type) {
 	case *raftv1.Command_CreateVirtualService:
@@ -174,6 +204,8 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r = a.createPool(op.CreateAddressPool)
 	case *raftv1.Command_DeleteAddressPool:
 		r = a.deletePool(op.DeleteAddressPool)
+	case *raftv1.Command_UpdateAddressPool:
+		r = a.updatePool(op.UpdateAddressPool)
 	case *raftv1.Command_PutMember:
 		r = a.putMember(op.PutMember)
 	case *raftv1.Command_RemoveMember:
@@ -184,6 +216,13 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r = a.setBackendHealth(op.SetBackendHealth)
 	case *raftv1.Command_RestoreState: // lbctl snapshot restore (restore.go)
 		r = a.restoreState(op.RestoreState)
+	case *raftv1.Command_SetClusterId:
+		// First one wins: two leaders of one term cannot both propose, but a
+		// new leader may propose before it applied its predecessor's.
+		if f.clusterID == "" {
+			f.clusterID = op.SetClusterId.ClusterId
+		}
+		r = &Result{}
 	default:
 		r = fail(codes.InvalidArgument, "empty or unknown command")
 	}
@@ -206,6 +245,13 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r.Revision = f.revision
 	}
 	return r
+}
+
+// ClusterID is the cluster's id, empty until its first leader has set it.
+func (f *FSM) ClusterID() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.clusterID
 }
 
 // Revision is the log index of the last change.
@@ -271,6 +317,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		VirtualServices: vss,
 		AddressPools:    pools,
 		Members:         members,
+		ClusterId:       f.clusterID,
 	}}, nil
 }
 
@@ -310,6 +357,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.st = st
 	f.revision = msg.Revision
+	f.clusterID = msg.ClusterId
 	// History before a restore no longer describes how to reach this state.
 	f.history = nil
 	f.floor = msg.Revision

@@ -51,6 +51,8 @@ func TestApplyMalformedCommands(t *testing.T) {
 		"remove unparsable backend":         &raftv1.RemoveBackend{Tenant: "t1", Name: "a", Address: "bogus", Port: 1},
 		"drain unparsable backend":          &raftv1.DrainBackend{Tenant: "t1", Name: "a", Address: "bogus", Drained: true},
 		"create pool without pool":          &raftv1.CreateAddressPool{},
+		"update pool with bad ranges":       &raftv1.UpdateAddressPool{Name: "p", AddRanges: []string{"", "10.0.0.0/33"}, RemoveRanges: []string{"x-y"}},
+		"update unknown pool":               &raftv1.UpdateAddressPool{},
 		"put member without member":         &raftv1.PutMember{},
 		"set owners with a nil assignment":  &raftv1.SetOwners{Assignments: []*raftv1.Assignment{nil}},
 		"health with a nil update":          &raftv1.SetBackendHealth{Updates: []*raftv1.HealthUpdate{nil}},
@@ -120,8 +122,19 @@ func FuzzApply(f *testing.F) {
 		owners(assign("t1", "a", "m2")),
 		createPool(pool("over", "10.0.0.8/29")),
 		&raftv1.DeleteAddressPool{Name: "q"},
+		&raftv1.UpdateAddressPool{Name: "p", AddRanges: []string{"2001:db8:1::/120"}, ExpectedGeneration: 1},
+		&raftv1.UpdateAddressPool{Name: "p", RemoveRanges: []string{"2001:db8::/124"}},
+		&raftv1.UpdateAddressPool{Name: "q", SetTenants: true},
+		hostMember("m9", []string{"10.0.0.3"}, []string{"10.0.2.1"}),
 	} {
 		add(op)
+	}
+	// An entry of an older binary: allocation by the version-1 rules (the
+	// IPv6 subnet-router anycast address is not skipped).
+	old := command(idx, create(v6(svc("t2", "old6", ""))))
+	old.Version = 1
+	if b, err := proto.Marshal(old); err == nil {
+		f.Add(b)
 	}
 	newer, _ := proto.Marshal(&raftv1.Command{Version: CommandVersion + 1, Op: &raftv1.Command_RemoveMember{RemoveMember: &raftv1.RemoveMember{Id: "m1"}}})
 	f.Add(newer)

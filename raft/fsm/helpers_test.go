@@ -60,6 +60,8 @@ func command(idx uint64, op any) *raftv1.Command {
 		cmd.Op = &raftv1.Command_CreateAddressPool{CreateAddressPool: o}
 	case *raftv1.DeleteAddressPool:
 		cmd.Op = &raftv1.Command_DeleteAddressPool{DeleteAddressPool: o}
+	case *raftv1.UpdateAddressPool:
+		cmd.Op = &raftv1.Command_UpdateAddressPool{UpdateAddressPool: o}
 	case *raftv1.PutMember:
 		cmd.Op = &raftv1.Command_PutMember{PutMember: o}
 	case *raftv1.RemoveMember:
@@ -68,6 +70,10 @@ func command(idx uint64, op any) *raftv1.Command {
 		cmd.Op = &raftv1.Command_SetOwners{SetOwners: o}
 	case *raftv1.SetBackendHealth:
 		cmd.Op = &raftv1.Command_SetBackendHealth{SetBackendHealth: o}
+	case *raftv1.SetClusterID:
+		cmd.Op = &raftv1.Command_SetClusterId{SetClusterId: o}
+	case *raftv1.RestoreState:
+		cmd.Op = &raftv1.Command_RestoreState{RestoreState: o}
 	case nil:
 	default:
 		panic("unknown op")

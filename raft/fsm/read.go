@@ -150,7 +150,15 @@ func (f *FSM) Pool(name string) (p *edgelbv1.AddressPool, used, size uint64, ok 
 			used++
 		}
 	}
-	return clonePool(p), used, parsed.Size(), true
+	// Size counts what can be handed out: a free subnet-router anycast
+	// address never is (one already held by an older VIP counts as used).
+	size = parsed.Size()
+	for _, x := range parsed.Anycast() {
+		if len(f.st.byVIP[x]) == 0 && size > 0 && size < 1<<63 {
+			size--
+		}
+	}
+	return clonePool(p), used, size, true
 }
 
 // Pools returns copies of every pool, sorted by name.

@@ -9,6 +9,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/rules"
 )
 
@@ -158,8 +159,8 @@ func TestNetworkAddressVIPExplained(t *testing.T) {
 	h := newHarness(t)
 	h.ok(createPool(pool("public", "192.0.2.0/24")))
 	for vip, what := range map[string]string{"192.0.2.0": "network", "192.0.2.255": "broadcast"} {
-		r := h.refused(create(svc("t1", "s", vip)), codes.InvalidArgument, "the "+what+" address of 192.0.2.0/24 (pool public)", "pick an address inside")
-		if strings.Contains(r.Message, "not in any address pool") || rules.ReasonOf(r.Err()) != rules.ReasonNetworkAddress {
+		r := h.refused(create(svc("t1", "s", vip)), codes.FailedPrecondition, "the "+what+" address of 192.0.2.0/24 in address pool public")
+		if strings.Contains(r.Message, "not in any address pool") || rules.ReasonOf(r.Err()) != errinfo.ReservedAddress {
 			t.Errorf("%s: %q reason %q", vip, r.Message, rules.ReasonOf(r.Err()))
 		}
 	}

@@ -186,11 +186,17 @@ func (s *state) putPool(p *edgelbv1.AddressPool) error {
 	if err != nil {
 		return err
 	}
+	s.putParsedPool(p, parsed)
+	return nil
+}
+
+// putParsedPool stores p with its parsed ranges. A changed pool starts its
+// allocation shortcut over: its order of addresses may have changed.
+func (s *state) putParsedPool(p *edgelbv1.AddressPool, parsed *ipam.Pool) {
 	s.pools[p.Name] = p
 	s.parsed[p.Name] = parsed
 	delete(s.lowFree, lowFreeKey(p.Name, false))
 	delete(s.lowFree, lowFreeKey(p.Name, true))
-	return nil
 }
 
 func (s *state) deletePool(name string) {

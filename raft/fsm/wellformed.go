@@ -97,6 +97,10 @@ func wellFormed(cmd *raftv1.Command, lvl rules.Level) *Result {
 				return refused("member "+op.PutMember.Member.Id, err)
 			}
 		}
+	case *raftv1.Command_SetClusterId:
+		if op.SetClusterId.ClusterId == "" {
+			return bad("empty cluster id")
+		}
 	case *raftv1.Command_SetOwners:
 		for _, a := range op.SetOwners.Assignments {
 			if a == nil {

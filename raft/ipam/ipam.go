@@ -14,6 +14,10 @@ import (
 // Range is an inclusive range of addresses of one family.
 type Range struct {
 	First, Last netip.Addr
+	// Prefix is the CIDR the range was written as (invalid for a first-last
+	// range). It names the addresses a CIDR holds but does not hand out: IPv4
+	// network and broadcast, the IPv6 subnet-router anycast address.
+	Prefix netip.Prefix
 }
 
 // ParseRange parses a CIDR ("192.0.2.0/24", "2001:db8::/120") or an inclusive
@@ -72,7 +76,7 @@ func ParseRange(s string) (Range, error) {
 		first = first.Next()
 		last = last.Prev()
 	}
-	return noMapped(s, Range{First: first, Last: last})
+	return noMapped(s, Range{First: first, Last: last, Prefix: p})
 }
 
 // mapped is the IPv4-mapped IPv6 block: an address there is an IPv4 address
@@ -127,6 +131,41 @@ func (r Range) String() string {
 	return r.First.String() + "-" + r.Last.String()
 }
 
+// Anycast is the subnet-router anycast address of an IPv6 CIDR range (RFC
+// 4291 §2.6.1: the prefix with an all-zero host part, which routers on the
+// subnet answer), and false for IPv4, first-last ranges, /127 (RFC 6164) and
+// /128. The address stays in the range, so VIPs allocated there before it was
+// skipped remain valid; only new allocations pass it by.
+func (r Range) Anycast() (netip.Addr, bool) {
+	if !r.Prefix.IsValid() || !r.Prefix.Addr().Is6() || r.Prefix.Bits() > 126 {
+		return netip.Addr{}, false
+	}
+	return r.Prefix.Addr(), true
+}
+
+// Reserved says why a is an address of r's CIDR that is not handed out as a
+// VIP: "network address" or "broadcast address" (IPv4 /30 and wider, left out
+// of the range) or "subnet-router anycast address" (IPv6). "" when it is none.
+func (r Range) Reserved(a netip.Addr) string {
+	if !r.Prefix.IsValid() {
+		return ""
+	}
+	a = a.Unmap()
+	if r.Prefix.Addr().Is4() && r.Prefix.Bits() <= 30 {
+		switch a {
+		case r.Prefix.Addr():
+			return "network address"
+		case lastAddr(r.Prefix):
+			return "broadcast address"
+		}
+		return ""
+	}
+	if x, ok := r.Anycast(); ok && a == x {
+		return "subnet-router anycast address"
+	}
+	return ""
+}
+
 // Pool is a parsed set of ranges.
 type Pool struct {
 	Ranges []Range
@@ -157,6 +196,50 @@ func ParsePool(ranges []string) (*Pool, error) {
 func (p *Pool) Contains(a netip.Addr) bool {
 	for _, r := range p.Ranges {
 		if r.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Reserved finds a range of the pool whose CIDR reserves a (see
+// Range.Reserved) and says why; ok is false when no range does.
+func (p *Pool) Reserved(a netip.Addr) (r Range, why string, ok bool) {
+	for _, r := range p.Ranges {
+		if why := r.Reserved(a); why != "" {
+			return r, why, true
+		}
+	}
+	return Range{}, "", false
+}
+
+// IsAnycast reports whether a is the subnet-router anycast address of one of
+// the pool's IPv6 CIDR ranges.
+func (p *Pool) IsAnycast(a netip.Addr) bool {
+	for _, r := range p.Ranges {
+		if x, ok := r.Anycast(); ok && x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Anycast returns the subnet-router anycast addresses of the pool's IPv6
+// CIDR ranges, in the pool's order.
+func (p *Pool) Anycast() []netip.Addr {
+	var out []netip.Addr
+	for _, r := range p.Ranges {
+		if x, ok := r.Anycast(); ok {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// HasFamily reports whether the pool holds addresses of the family (v6=false: IPv4).
+func (p *Pool) HasFamily(v6 bool) bool {
+	for _, r := range p.Ranges {
+		if r.First.Is6() == v6 {
 			return true
 		}
 	}
@@ -252,20 +335,3 @@ type parseError struct {
 
 func (e *parseError) Error() string { return e.msg }
 func (e *parseError) Unwrap() error { return e.err }
-
-// LeftOut says whether a is an address that range s (as written in a pool)
-// covers but leaves out: the network or broadcast address of an IPv4 CIDR of
-// /30 or wider. what is "network" or "broadcast"; ok is false otherwise.
-func LeftOut(s string, a netip.Addr) (what string, ok bool) {
-	p, err := netip.ParsePrefix(strings.TrimSpace(s))
-	if err != nil || !p.Addr().Is4() || p.Bits() > 30 || !a.Is4() {
-		return "", false
-	}
-	switch a {
-	case p.Masked().Addr():
-		return "network", true
-	case lastAddr(p):
-		return "broadcast", true
-	}
-	return "", false
-}

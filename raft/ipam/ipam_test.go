@@ -323,7 +323,8 @@ func FuzzParseRange(f *testing.F) {
 		}
 		// The String form parses back to the same range.
 		back, err := ParseRange(r.String())
-		if err != nil || back != r {
+		// (First and Last only: the first-last form has no CIDR.)
+		if err != nil || back.First != r.First || back.Last != r.Last {
 			t.Fatalf("ParseRange(%q).String() = %q reparses to %s, %v", s, r.String(), back, err)
 		}
 		// A one-range pool allocates its first address first.
@@ -332,4 +333,44 @@ func FuzzParseRange(f *testing.F) {
 			t.Fatalf("pool %s allocates %v %v first, want %s", r, a, ok, r.First)
 		}
 	})
+}
+
+func TestReservedAndAnycast(t *testing.T) {
+	p, err := ParsePool([]string{"192.0.2.0/24", "2001:db8:1::/112", "2001:db8:2::/127", "2001:db8:3::10-2001:db8:3::20", "198.51.100.0/31"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ a, why string }{
+		{"192.0.2.0", "network address"},
+		{"192.0.2.255", "broadcast address"},
+		{"192.0.2.1", ""},
+		{"2001:db8:1::", "subnet-router anycast address"},
+		{"2001:db8:1::1", ""},
+		{"2001:db8:2::", ""},   // /127: RFC 6164, no anycast address
+		{"2001:db8:3::10", ""}, // a first-last range has no subnet
+		{"198.51.100.0", ""},   // /31: both addresses usable
+	} {
+		_, why, ok := p.Reserved(addr(tc.a))
+		if why != tc.why || ok != (tc.why != "") {
+			t.Errorf("Reserved(%s) = %q %v, want %q", tc.a, why, ok, tc.why)
+		}
+	}
+	if got := p.Anycast(); len(got) != 1 || got[0] != addr("2001:db8:1::") {
+		t.Errorf("Anycast() = %v", got)
+	}
+	if !p.IsAnycast(addr("2001:db8:1::")) || p.IsAnycast(addr("2001:db8:1::1")) {
+		t.Error("IsAnycast")
+	}
+	// The anycast address stays in the range: VIPs allocated there by older
+	// versions are still inside their pool.
+	if !p.Contains(addr("2001:db8:1::")) {
+		t.Error("the anycast address left the range")
+	}
+	if !p.HasFamily(true) || !p.HasFamily(false) {
+		t.Error("HasFamily")
+	}
+	v4, _ := ParsePool([]string{"10.0.0.0/24"})
+	if v4.HasFamily(true) {
+		t.Error("an IPv4 pool has IPv6")
+	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
@@ -75,6 +77,22 @@ type Config struct {
 	LogJSON   bool
 	// TLS, when set, makes the raft transport mutual TLS; nil is plaintext.
 	TLS *TLS
+
+	logViaSlog bool // raft's lines go through Logger (set by withDefaults)
+}
+
+func (cfg Config) withDefaults() Config {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.LogOutput == nil {
+		cfg.LogOutput = slogWriter{cfg.Logger}
+		cfg.logViaSlog = true
+	}
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = DefaultTiming()
+	}
+	return cfg
 }
 
 // Node is a running raft member.
@@ -99,50 +117,17 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if cfg.ID == "" {
 		return nil, errors.New("raft: member id is empty")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	viaSlog := cfg.LogOutput == nil
-	if viaSlog {
-		cfg.LogOutput = slogWriter{cfg.Logger}
-	}
-	if cfg.Timing == (Timing{}) {
-		cfg.Timing = DefaultTiming()
-	}
+	cfg = cfg.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create raft data dir %s: %w", cfg.DataDir, err)
 	}
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(cfg.ID)
-	rc.HeartbeatTimeout = cfg.Timing.HeartbeatTimeout
-	rc.ElectionTimeout = cfg.Timing.ElectionTimeout
-	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
-	rc.CommitTimeout = cfg.Timing.CommitTimeout
-	if cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = cfg.SnapshotThreshold
-	}
-	if cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = cfg.SnapshotInterval
-	}
-	rc.Logger = hclog.New(&hclog.LoggerOptions{
-		Name: "raft", Level: hclog.Info, Output: cfg.LogOutput, JSONFormat: cfg.LogJSON && !viaSlog, DisableTime: viaSlog,
-	})
+	rc := raftConfig(cfg)
 	leaderCh := make(chan bool, 16)
 	rc.NotifyCh = leaderCh
 
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	store, logs, snaps, err := openStores(cfg, rc)
 	if err != nil {
-		return nil, fmt.Errorf("open raft store %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
-	}
-	logs, err := raft.NewLogCache(512, store)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("raft log cache: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, rc.Logger.Named("snapshot"))
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+		return nil, err
 	}
 	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 	if err != nil {
@@ -206,6 +191,58 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 // PeerListener is the gRPC side of the raft port: the daemon serves
 // PeerService on it, to members only (see mux.go). Connections are *PeerConn.
 func (n *Node) PeerListener() net.Listener { return n.peerLis }
+
+// raftConfig is hashicorp/raft's configuration for cfg.
+func raftConfig(cfg Config) *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.Timing.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Timing.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Timing.CommitTimeout
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	rc.Logger = hclog.New(&hclog.LoggerOptions{
+		Name: "raft", Level: hclog.Info, Output: cfg.LogOutput, JSONFormat: cfg.LogJSON && !cfg.logViaSlog, DisableTime: cfg.logViaSlog,
+	})
+	return rc
+}
+
+// ErrDataDirInUse is returned when another process (a running lbd) holds
+// the raft store open.
+var ErrDataDirInUse = errors.New("raft data dir is in use by another process (is lbd running on it?)")
+
+// storeLockTimeout bounds the wait for the raft store's file lock. A store
+// is held by one process only; waiting longer would not help.
+const storeLockTimeout = 3 * time.Second
+
+// openStores opens the log and stable store (raft.db behind a 512-entry
+// cache) and the snapshot store (3 kept) in cfg.DataDir.
+func openStores(cfg Config, rc *raft.Config) (*raftboltdb.BoltStore, raft.LogStore, *raft.FileSnapshotStore, error) {
+	path := filepath.Join(cfg.DataDir, "raft.db")
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: storeLockTimeout}})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, nil, nil, fmt.Errorf("open raft store %s: %w", path, ErrDataDirInUse)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open raft store %s: %w", path, err)
+	}
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		store.Close()
+		return nil, nil, nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, rc.Logger.Named("snapshot"))
+	if err != nil {
+		store.Close()
+		return nil, nil, nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	return store, logs, snaps, nil
+}
 
 // HadState reports whether the member found a cluster configuration on disk,
 // i.e. whether it is (or was) already part of a cluster.

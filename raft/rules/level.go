@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // Level is the set of rules a command was checked against when it was
@@ -39,8 +40,8 @@ const (
 	Current = Strict
 )
 
-// Domain is the google.rpc.ErrorInfo domain of edgelb's errors.
-const Domain = "edgelb.io"
+// Domain is the google.rpc.ErrorInfo domain of edgelb's errors (errinfo's).
+const Domain = errinfo.Domain
 
 // Reasons in google.rpc.ErrorInfo: stable identifiers a client can act on
 // without reading the message. Metadata "field" names the request field.
@@ -51,18 +52,13 @@ const (
 	ReasonControlChar      = "CONTROL_CHARACTER" // a text field holds a control character
 	ReasonMalformed        = "MALFORMED_COMMAND" // a raft command the API would never have proposed
 	ReasonUnknownMember    = "UNKNOWN_MEMBER"    // a pin names a member that is not in the cluster
-	ReasonNetworkAddress   = "NETWORK_ADDRESS"   // an IPv4 network or broadcast address, which no host can hold
 	ReasonMembersOnly      = "MEMBERS_ONLY"      // the method is served to cluster members only
 	ReasonNotLeader        = "NOT_LEADER"        // PeerService on a member that does not lead: nothing was applied
 )
 
-// Error returns a status error with an ErrorInfo detail.
+// Error returns a status error with an ErrorInfo detail (errinfo.New).
 func Error(c codes.Code, reason string, meta map[string]string, format string, args ...any) error {
-	st := status.New(c, fmt.Sprintf(format, args...))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: meta}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
+	return errinfo.New(c, reason, meta, fmt.Sprintf(format, args...))
 }
 
 // ErrorInfo returns the edgelb ErrorInfo attached to err, or nil.

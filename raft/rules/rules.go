@@ -518,19 +518,8 @@ func addressPoolAt(lvl Level, p *edgelbv1.AddressPool, lim Limits) error {
 		return invalid("pool", "%v", err)
 	}
 	for i, r := range pool.Ranges {
-		f := fmt.Sprintf("pool.ranges[%d]", i)
-		if err := checkUnicast(f, r.First, r.First.String()); err != nil {
+		if err := poolRange(fmt.Sprintf("pool.ranges[%d]", i), r); err != nil {
 			return err
-		}
-		if err := checkUnicast(f, r.Last, r.Last.String()); err != nil {
-			return err
-		}
-		// The ends may be fine while the middle spans loopback, multicast or
-		// link-local addresses; VIPs allocated there would be refused.
-		for _, sp := range special {
-			if r.Overlaps(sp.r) {
-				return invalid(f, "%s includes %s (%s), which cannot be a VIP; split the range around it", r, sp.r, sp.what)
-			}
 		}
 	}
 	if len(p.Tenants) > lim.MaxPoolTenants {
@@ -542,6 +531,68 @@ func addressPoolAt(lvl Level, p *edgelbv1.AddressPool, lim Limits) error {
 		}
 	}
 	p.CreateTime = nil
+	return nil
+}
+
+// poolRange refuses a range that holds addresses no VIP may have.
+func poolRange(f string, r ipam.Range) error {
+	if err := checkUnicast(f, r.First, r.First.String()); err != nil {
+		return err
+	}
+	if err := checkUnicast(f, r.Last, r.Last.String()); err != nil {
+		return err
+	}
+	// The ends may be fine while the middle spans loopback, multicast or
+	// link-local addresses; VIPs allocated there would be refused.
+	for _, sp := range special {
+		if r.Overlaps(sp.r) {
+			return invalid(f, "%s includes %s (%s), which cannot be a VIP; split the range around it", r, sp.r, sp.what)
+		}
+	}
+	return nil
+}
+
+// UpdateAddressPool checks a pool update and trims its ranges. Whether the
+// removed ranges exist, and what the pool looks like afterwards, is for the
+// FSM to decide against the state the change applies to.
+func UpdateAddressPool(req *edgelbv1.UpdateAddressPoolRequest, lim Limits) error {
+	if err := RefName("name", req.Name, 63); err != nil {
+		return err
+	}
+	if len(req.AddRanges) == 0 && len(req.RemoveRanges) == 0 && !req.SetTenants && req.Manual == nil && req.AllowHostAddresses == nil {
+		return invalid("update", "changes nothing; give ranges to add or remove, tenants, manual or allow_host_addresses")
+	}
+	if len(req.AddRanges) > lim.MaxPoolRanges || len(req.RemoveRanges) > lim.MaxPoolRanges {
+		return invalid("add_ranges", "more than %d ranges in one update", lim.MaxPoolRanges)
+	}
+	for i := range req.AddRanges {
+		req.AddRanges[i] = strings.TrimSpace(req.AddRanges[i])
+		f := fmt.Sprintf("add_ranges[%d]", i)
+		r, err := ipam.ParseRange(req.AddRanges[i])
+		if err != nil {
+			return invalid(f, "%v", err)
+		}
+		if err := poolRange(f, r); err != nil {
+			return err
+		}
+	}
+	for i := range req.RemoveRanges {
+		req.RemoveRanges[i] = strings.TrimSpace(req.RemoveRanges[i])
+		if _, err := ipam.ParseRange(req.RemoveRanges[i]); err != nil {
+			return invalid(fmt.Sprintf("remove_ranges[%d]", i), "%v", err)
+		}
+	}
+	if len(req.Tenants) > 0 && !req.SetTenants {
+		return invalid("tenants", "set set_tenants to replace the pool's tenants")
+	}
+	if len(req.Tenants) > lim.MaxPoolTenants {
+		return invalid("tenants", "%d tenants; the limit is %d", len(req.Tenants), lim.MaxPoolTenants)
+	}
+	for i, t := range req.Tenants {
+		if err := Name(fmt.Sprintf("tenants[%d]", i), t, 63); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -621,8 +672,26 @@ func Member(m *edgelbv1.Member) error {
 	if len(m.DataInterface) > 15 {
 		return invalid("member.data_interface", "%q is longer than an interface name can be (15)", m.DataInterface)
 	}
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"member.interface_addresses", m.InterfaceAddresses}, {"member.gateways", m.Gateways}} {
+		if len(l.list) > MaxMemberAddresses {
+			return invalid(l.name, "%d addresses; the limit is %d", len(l.list), MaxMemberAddresses)
+		}
+		for i, a := range l.list {
+			ad, err := netip.ParseAddr(a)
+			if err != nil || ad.Zone() != "" || ad.String() != a {
+				return invalid(fmt.Sprintf("%s[%d]", l.name, i), "%q is not an IP address in canonical form", a)
+			}
+		}
+	}
 	return printable("member.data_interface", m.DataInterface)
 }
+
+// MaxMemberAddresses bounds the interface addresses and the gateways one
+// member reports (a data interface with more is not an edge host's).
+const MaxMemberAddresses = 64
 
 func protoName(p edgelbv1.Protocol) string {
 	return strings.ToLower(strings.TrimPrefix(p.String(), "PROTOCOL_"))

@@ -274,7 +274,7 @@ func (s *Server) place(v, old *edgelbv1.VirtualService) error {
 	if len(tried) == 0 {
 		return status.Errorf(codes.FailedPrecondition, "no address pool is open to tenant %s", v.Tenant)
 	}
-	return status.Errorf(codes.ResourceExhausted, "no free address in pools %s open to tenant %s; add a range to a pool or free a VIP", strings.Join(tried, ", "), v.Tenant)
+	return status.Errorf(codes.ResourceExhausted, "no free address in pools %s open to tenant %s; add a range with lbctl pool update NAME --add-range, or free a VIP", strings.Join(tried, ", "), v.Tenant)
 }
 
 func (s *Server) used(a netip.Addr) bool {

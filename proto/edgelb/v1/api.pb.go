@@ -1498,8 +1498,11 @@ func (x *TrafficCounters) GetBytesOutPerSecond() uint64 {
 }
 
 type CreateAddressPoolRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pool          *AddressPool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A range that holds an address of a member's data interface or a default
+	// gateway is refused (reason HOST_ADDRESS_IN_POOL) unless
+	// pool.allow_host_addresses is set.
+	Pool          *AddressPool `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1690,6 +1693,158 @@ func (x *GetAddressPoolResponse) GetSize() uint64 {
 	return 0
 }
 
+type UpdateAddressPoolRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Ranges to add, in the syntax of AddressPool.ranges.
+	AddRanges []string `protobuf:"bytes,2,rep,name=add_ranges,json=addRanges,proto3" json:"add_ranges,omitempty"`
+	// Ranges to remove, each as the pool lists it (or the same addresses written
+	// another way: 192.0.2.0/24 removes the range listed as 192.0.2.0/24).
+	RemoveRanges []string `protobuf:"bytes,3,rep,name=remove_ranges,json=removeRanges,proto3" json:"remove_ranges,omitempty"`
+	// With set_tenants, tenants replaces the pool's tenants (empty: every tenant).
+	Tenants    []string `protobuf:"bytes,4,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	SetTenants bool     `protobuf:"varint,5,opt,name=set_tenants,json=setTenants,proto3" json:"set_tenants,omitempty"`
+	// Set to change whether only services that name the pool use it.
+	Manual *bool `protobuf:"varint,6,opt,name=manual,proto3,oneof" json:"manual,omitempty"`
+	// 0 skips the check; otherwise the pool must still be at this generation.
+	ExpectedGeneration uint64 `protobuf:"varint,7,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
+	// Set to change AddressPool.allow_host_addresses; the pool after the
+	// change is checked against the members' addresses either way.
+	AllowHostAddresses *bool `protobuf:"varint,8,opt,name=allow_host_addresses,json=allowHostAddresses,proto3,oneof" json:"allow_host_addresses,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *UpdateAddressPoolRequest) Reset() {
+	*x = UpdateAddressPoolRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAddressPoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAddressPoolRequest) ProtoMessage() {}
+
+func (x *UpdateAddressPoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAddressPoolRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAddressPoolRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UpdateAddressPoolRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateAddressPoolRequest) GetAddRanges() []string {
+	if x != nil {
+		return x.AddRanges
+	}
+	return nil
+}
+
+func (x *UpdateAddressPoolRequest) GetRemoveRanges() []string {
+	if x != nil {
+		return x.RemoveRanges
+	}
+	return nil
+}
+
+func (x *UpdateAddressPoolRequest) GetTenants() []string {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *UpdateAddressPoolRequest) GetSetTenants() bool {
+	if x != nil {
+		return x.SetTenants
+	}
+	return false
+}
+
+func (x *UpdateAddressPoolRequest) GetManual() bool {
+	if x != nil && x.Manual != nil {
+		return *x.Manual
+	}
+	return false
+}
+
+func (x *UpdateAddressPoolRequest) GetExpectedGeneration() uint64 {
+	if x != nil {
+		return x.ExpectedGeneration
+	}
+	return 0
+}
+
+func (x *UpdateAddressPoolRequest) GetAllowHostAddresses() bool {
+	if x != nil && x.AllowHostAddresses != nil {
+		return *x.AllowHostAddresses
+	}
+	return false
+}
+
+type UpdateAddressPoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          *AddressPool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAddressPoolResponse) Reset() {
+	*x = UpdateAddressPoolResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAddressPoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAddressPoolResponse) ProtoMessage() {}
+
+func (x *UpdateAddressPoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAddressPoolResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAddressPoolResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UpdateAddressPoolResponse) GetPool() *AddressPool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
 type ListAddressPoolsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1698,7 +1853,7 @@ type ListAddressPoolsRequest struct {
 
 func (x *ListAddressPoolsRequest) Reset() {
 	*x = ListAddressPoolsRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1865,7 @@ func (x *ListAddressPoolsRequest) String() string {
 func (*ListAddressPoolsRequest) ProtoMessage() {}
 
 func (x *ListAddressPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[29]
+	mi := &file_edgelb_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1878,7 @@ func (x *ListAddressPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAddressPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListAddressPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 type ListAddressPoolsResponse struct {
@@ -1735,7 +1890,7 @@ type ListAddressPoolsResponse struct {
 
 func (x *ListAddressPoolsResponse) Reset() {
 	*x = ListAddressPoolsResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1902,7 @@ func (x *ListAddressPoolsResponse) String() string {
 func (*ListAddressPoolsResponse) ProtoMessage() {}
 
 func (x *ListAddressPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[30]
+	mi := &file_edgelb_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1915,7 @@ func (x *ListAddressPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAddressPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListAddressPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListAddressPoolsResponse) GetPools() []*AddressPool {
@@ -1779,7 +1934,7 @@ type DeleteAddressPoolRequest struct {
 
 func (x *DeleteAddressPoolRequest) Reset() {
 	*x = DeleteAddressPoolRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1946,7 @@ func (x *DeleteAddressPoolRequest) String() string {
 func (*DeleteAddressPoolRequest) ProtoMessage() {}
 
 func (x *DeleteAddressPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[31]
+	mi := &file_edgelb_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1959,7 @@ func (x *DeleteAddressPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPoolRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPoolRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteAddressPoolRequest) GetName() string {
@@ -1822,7 +1977,7 @@ type DeleteAddressPoolResponse struct {
 
 func (x *DeleteAddressPoolResponse) Reset() {
 	*x = DeleteAddressPoolResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1989,7 @@ func (x *DeleteAddressPoolResponse) String() string {
 func (*DeleteAddressPoolResponse) ProtoMessage() {}
 
 func (x *DeleteAddressPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[32]
+	mi := &file_edgelb_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2002,7 @@ func (x *DeleteAddressPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPoolResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPoolResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 // SnapshotHeader describes a snapshot of the replicated state.
@@ -1870,13 +2025,19 @@ type SnapshotHeader struct {
 	Members         uint32 `protobuf:"varint,10,opt,name=members,proto3" json:"members,omitempty"`
 	// lbd version that produced it.
 	ServerVersion string `protobuf:"bytes,11,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
+	// Set when the member could not vouch for its replica (no leader, removed
+	// from the cluster, not caught up) and the caller asked for it anyway
+	// (lbctl --stale): the state may be older than the cluster's. stale_reason
+	// says why. Restoring such a file needs explicit confirmation.
+	Stale         bool   `protobuf:"varint,12,opt,name=stale,proto3" json:"stale,omitempty"`
+	StaleReason   string `protobuf:"bytes,13,opt,name=stale_reason,json=staleReason,proto3" json:"stale_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2049,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[33]
+	mi := &file_edgelb_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2062,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -1981,6 +2142,20 @@ func (x *SnapshotHeader) GetServerVersion() string {
 	return ""
 }
 
+func (x *SnapshotHeader) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *SnapshotHeader) GetStaleReason() string {
+	if x != nil {
+		return x.StaleReason
+	}
+	return ""
+}
+
 type SaveSnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1989,7 +2164,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2176,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[34]
+	mi := &file_edgelb_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2189,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 type SaveSnapshotResponse struct {
@@ -2029,7 +2204,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2216,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[35]
+	mi := &file_edgelb_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2229,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SaveSnapshotResponse) GetHeader() *SnapshotHeader {
@@ -2082,7 +2257,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2269,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[36]
+	mi := &file_edgelb_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2282,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RestoreSnapshotRequest) GetHeader() *SnapshotHeader {
@@ -2139,7 +2314,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2326,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[37]
+	mi := &file_edgelb_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2339,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RestoreSnapshotResponse) GetRevision() uint64 {
@@ -2210,7 +2385,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2397,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[38]
+	mi := &file_edgelb_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2410,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 type ListMembersResponse struct {
@@ -2248,7 +2423,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2260,7 +2435,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[39]
+	mi := &file_edgelb_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2273,7 +2448,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2301,7 +2476,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2488,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[40]
+	mi := &file_edgelb_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2501,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AddMemberRequest) GetMember() *Member {
@@ -2352,7 +2527,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2539,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[41]
+	mi := &file_edgelb_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2552,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AddMemberResponse) GetMember() *Member {
@@ -2396,7 +2571,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[42]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2583,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[42]
+	mi := &file_edgelb_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2596,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -2439,7 +2614,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[43]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2626,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[43]
+	mi := &file_edgelb_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2639,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 type GetLeaderRequest struct {
@@ -2475,7 +2650,7 @@ type GetLeaderRequest struct {
 
 func (x *GetLeaderRequest) Reset() {
 	*x = GetLeaderRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[44]
+	mi := &file_edgelb_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2662,7 @@ func (x *GetLeaderRequest) String() string {
 func (*GetLeaderRequest) ProtoMessage() {}
 
 func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[44]
+	mi := &file_edgelb_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2675,7 @@ func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 type GetLeaderResponse struct {
@@ -2513,7 +2688,7 @@ type GetLeaderResponse struct {
 
 func (x *GetLeaderResponse) Reset() {
 	*x = GetLeaderResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[45]
+	mi := &file_edgelb_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2700,7 @@ func (x *GetLeaderResponse) String() string {
 func (*GetLeaderResponse) ProtoMessage() {}
 
 func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[45]
+	mi := &file_edgelb_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2713,7 @@ func (x *GetLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderResponse.ProtoReflect.Descriptor instead.
 func (*GetLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetLeaderResponse) GetLeader() *Member {
@@ -2565,7 +2740,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[46]
+	mi := &file_edgelb_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2752,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[46]
+	mi := &file_edgelb_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2765,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TransferLeadershipRequest) GetTargetId() string {
@@ -2609,7 +2784,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[47]
+	mi := &file_edgelb_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2796,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[47]
+	mi := &file_edgelb_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2809,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() *Member {
@@ -2655,7 +2830,7 @@ type DrainMemberRequest struct {
 
 func (x *DrainMemberRequest) Reset() {
 	*x = DrainMemberRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[48]
+	mi := &file_edgelb_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2842,7 @@ func (x *DrainMemberRequest) String() string {
 func (*DrainMemberRequest) ProtoMessage() {}
 
 func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[48]
+	mi := &file_edgelb_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2855,7 @@ func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberRequest.ProtoReflect.Descriptor instead.
 func (*DrainMemberRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DrainMemberRequest) GetId() string {
@@ -2706,7 +2881,7 @@ type DrainMemberResponse struct {
 
 func (x *DrainMemberResponse) Reset() {
 	*x = DrainMemberResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[49]
+	mi := &file_edgelb_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +2893,7 @@ func (x *DrainMemberResponse) String() string {
 func (*DrainMemberResponse) ProtoMessage() {}
 
 func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[49]
+	mi := &file_edgelb_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +2906,7 @@ func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberResponse.ProtoReflect.Descriptor instead.
 func (*DrainMemberResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DrainMemberResponse) GetMember() *Member {
@@ -2751,7 +2926,7 @@ type GetMemberStatusRequest struct {
 
 func (x *GetMemberStatusRequest) Reset() {
 	*x = GetMemberStatusRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[50]
+	mi := &file_edgelb_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2938,7 @@ func (x *GetMemberStatusRequest) String() string {
 func (*GetMemberStatusRequest) ProtoMessage() {}
 
 func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[50]
+	mi := &file_edgelb_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2951,7 @@ func (x *GetMemberStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetMemberStatusRequest) GetId() string {
@@ -2804,16 +2979,26 @@ type MemberStatus struct {
 	// Data plane: "ipvs" or "control-plane-only".
 	DataPlane string `protobuf:"bytes,10,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
 	Version   string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	// The id of the cluster this member's replicated state belongs to (set by
+	// the cluster's first leader); empty on a member that has not joined one yet.
+	ClusterId string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Why this member is not ready (what /readyz answers 503 with: no leader
+	// known, not registered, not caught up with the leader); empty when ready.
+	// Members older than this field leave it empty.
+	NotReadyReason string `protobuf:"bytes,13,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
+	// Problems an operator should fix, each a sentence that says how (an
+	// address pool that holds this member's own address, ...).
+	Warnings []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// Virtual services this member's data plane cannot program ("tenant/name:
 	// why"). They are left out; every other service is programmed.
-	IsolatedServices []string `protobuf:"bytes,12,rep,name=isolated_services,json=isolatedServices,proto3" json:"isolated_services,omitempty"`
+	IsolatedServices []string `protobuf:"bytes,15,rep,name=isolated_services,json=isolatedServices,proto3" json:"isolated_services,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[51]
+	mi := &file_edgelb_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +3010,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[51]
+	mi := &file_edgelb_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +3023,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -2918,6 +3103,27 @@ func (x *MemberStatus) GetVersion() string {
 	return ""
 }
 
+func (x *MemberStatus) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetNotReadyReason() string {
+	if x != nil {
+		return x.NotReadyReason
+	}
+	return ""
+}
+
+func (x *MemberStatus) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 func (x *MemberStatus) GetIsolatedServices() []string {
 	if x != nil {
 		return x.IsolatedServices
@@ -2934,7 +3140,7 @@ type GetMemberStatusResponse struct {
 
 func (x *GetMemberStatusResponse) Reset() {
 	*x = GetMemberStatusResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[52]
+	mi := &file_edgelb_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2946,7 +3152,7 @@ func (x *GetMemberStatusResponse) String() string {
 func (*GetMemberStatusResponse) ProtoMessage() {}
 
 func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[52]
+	mi := &file_edgelb_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2959,7 +3165,7 @@ func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetMemberStatusResponse) GetStatus() *MemberStatus {
@@ -2980,7 +3186,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[53]
+	mi := &file_edgelb_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2992,7 +3198,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[53]
+	mi := &file_edgelb_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3005,7 +3211,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchRequest) GetResumeRevision() uint64 {
@@ -3042,7 +3248,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[54]
+	mi := &file_edgelb_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3260,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[54]
+	mi := &file_edgelb_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3273,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Event) GetType() EventType {
@@ -3167,7 +3373,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[55]
+	mi := &file_edgelb_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3385,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[55]
+	mi := &file_edgelb_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3398,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WatchResponse) GetSnapshot() bool {
@@ -3324,13 +3530,28 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x16GetAddressPoolResponse\x12*\n" +
 	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\x12\x12\n" +
 	"\x04used\x18\x02 \x01(\x04R\x04used\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x04R\x04size\"\x19\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\"\xd6\x02\n" +
+	"\x18UpdateAddressPoolRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"add_ranges\x18\x02 \x03(\tR\taddRanges\x12#\n" +
+	"\rremove_ranges\x18\x03 \x03(\tR\fremoveRanges\x12\x18\n" +
+	"\atenants\x18\x04 \x03(\tR\atenants\x12\x1f\n" +
+	"\vset_tenants\x18\x05 \x01(\bR\n" +
+	"setTenants\x12\x1b\n" +
+	"\x06manual\x18\x06 \x01(\bH\x00R\x06manual\x88\x01\x01\x12/\n" +
+	"\x13expected_generation\x18\a \x01(\x04R\x12expectedGeneration\x125\n" +
+	"\x14allow_host_addresses\x18\b \x01(\bH\x01R\x12allowHostAddresses\x88\x01\x01B\t\n" +
+	"\a_manualB\x17\n" +
+	"\x15_allow_host_addresses\"G\n" +
+	"\x19UpdateAddressPoolResponse\x12*\n" +
+	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\"\x19\n" +
 	"\x17ListAddressPoolsRequest\"H\n" +
 	"\x18ListAddressPoolsResponse\x12,\n" +
 	"\x05pools\x18\x01 \x03(\v2\x16.edgelb.v1.AddressPoolR\x05pools\".\n" +
 	"\x18DeleteAddressPoolRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1b\n" +
-	"\x19DeleteAddressPoolResponse\"\x95\x03\n" +
+	"\x19DeleteAddressPoolResponse\"\xce\x03\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\tR\bmemberId\x12\x1a\n" +
@@ -3344,7 +3565,9 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\raddress_pools\x18\t \x01(\rR\faddressPools\x12\x18\n" +
 	"\amembers\x18\n" +
 	" \x01(\rR\amembers\x12%\n" +
-	"\x0eserver_version\x18\v \x01(\tR\rserverVersion\"\x15\n" +
+	"\x0eserver_version\x18\v \x01(\tR\rserverVersion\x12\x14\n" +
+	"\x05stale\x18\f \x01(\bR\x05stale\x12!\n" +
+	"\fstale_reason\x18\r \x01(\tR\vstaleReason\"\x15\n" +
 	"\x13SaveSnapshotRequest\"]\n" +
 	"\x14SaveSnapshotResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.edgelb.v1.SnapshotHeaderR\x06header\x12\x12\n" +
@@ -3384,7 +3607,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x13DrainMemberResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xa1\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x86\x04\n" +
 	"\fMemberStatus\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
@@ -3400,8 +3623,12 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"data_plane\x18\n" +
 	" \x01(\tR\tdataPlane\x12\x18\n" +
-	"\aversion\x18\v \x01(\tR\aversion\x12+\n" +
-	"\x11isolated_services\x18\f \x03(\tR\x10isolatedServices\"J\n" +
+	"\aversion\x18\v \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\f \x01(\tR\tclusterId\x12(\n" +
+	"\x10not_ready_reason\x18\r \x01(\tR\x0enotReadyReason\x12\x1a\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\x12+\n" +
+	"\x11isolated_services\x18\x0f \x03(\tR\x10isolatedServices\"J\n" +
 	"\x17GetMemberStatusResponse\x12/\n" +
 	"\x06status\x18\x01 \x01(\v2\x17.edgelb.v1.MemberStatusR\x06status\"O\n" +
 	"\fWatchRequest\x12'\n" +
@@ -3436,11 +3663,12 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\rRemoveBackend\x12\x1f.edgelb.v1.RemoveBackendRequest\x1a .edgelb.v1.RemoveBackendResponse\x12O\n" +
 	"\fDrainBackend\x12\x1e.edgelb.v1.DrainBackendRequest\x1a\x1f.edgelb.v1.DrainBackendResponse\x12@\n" +
 	"\aMoveVIP\x12\x19.edgelb.v1.MoveVIPRequest\x1a\x1a.edgelb.v1.MoveVIPResponse\x12X\n" +
-	"\x0fGetServiceStats\x12!.edgelb.v1.GetServiceStatsRequest\x1a\".edgelb.v1.GetServiceStatsResponse2\x88\x03\n" +
+	"\x0fGetServiceStats\x12!.edgelb.v1.GetServiceStatsRequest\x1a\".edgelb.v1.GetServiceStatsResponse2\xe8\x03\n" +
 	"\x12AddressPoolService\x12^\n" +
 	"\x11CreateAddressPool\x12#.edgelb.v1.CreateAddressPoolRequest\x1a$.edgelb.v1.CreateAddressPoolResponse\x12U\n" +
 	"\x0eGetAddressPool\x12 .edgelb.v1.GetAddressPoolRequest\x1a!.edgelb.v1.GetAddressPoolResponse\x12[\n" +
 	"\x10ListAddressPools\x12\".edgelb.v1.ListAddressPoolsRequest\x1a#.edgelb.v1.ListAddressPoolsResponse\x12^\n" +
+	"\x11UpdateAddressPool\x12#.edgelb.v1.UpdateAddressPoolRequest\x1a$.edgelb.v1.UpdateAddressPoolResponse\x12^\n" +
 	"\x11DeleteAddressPool\x12#.edgelb.v1.DeleteAddressPoolRequest\x1a$.edgelb.v1.DeleteAddressPoolResponse2\xf9\x05\n" +
 	"\x0eClusterService\x12L\n" +
 	"\vListMembers\x12\x1d.edgelb.v1.ListMembersRequest\x1a\x1e.edgelb.v1.ListMembersResponse\x12F\n" +
@@ -3468,7 +3696,7 @@ func file_edgelb_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_edgelb_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_edgelb_v1_api_proto_goTypes = []any{
 	(EventType)(0),                       // 0: edgelb.v1.EventType
 	(*CreateVirtualServiceRequest)(nil),  // 1: edgelb.v1.CreateVirtualServiceRequest
@@ -3500,138 +3728,143 @@ var file_edgelb_v1_api_proto_goTypes = []any{
 	(*CreateAddressPoolResponse)(nil),    // 27: edgelb.v1.CreateAddressPoolResponse
 	(*GetAddressPoolRequest)(nil),        // 28: edgelb.v1.GetAddressPoolRequest
 	(*GetAddressPoolResponse)(nil),       // 29: edgelb.v1.GetAddressPoolResponse
-	(*ListAddressPoolsRequest)(nil),      // 30: edgelb.v1.ListAddressPoolsRequest
-	(*ListAddressPoolsResponse)(nil),     // 31: edgelb.v1.ListAddressPoolsResponse
-	(*DeleteAddressPoolRequest)(nil),     // 32: edgelb.v1.DeleteAddressPoolRequest
-	(*DeleteAddressPoolResponse)(nil),    // 33: edgelb.v1.DeleteAddressPoolResponse
-	(*SnapshotHeader)(nil),               // 34: edgelb.v1.SnapshotHeader
-	(*SaveSnapshotRequest)(nil),          // 35: edgelb.v1.SaveSnapshotRequest
-	(*SaveSnapshotResponse)(nil),         // 36: edgelb.v1.SaveSnapshotResponse
-	(*RestoreSnapshotRequest)(nil),       // 37: edgelb.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),      // 38: edgelb.v1.RestoreSnapshotResponse
-	(*ListMembersRequest)(nil),           // 39: edgelb.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 40: edgelb.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),             // 41: edgelb.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),            // 42: edgelb.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),          // 43: edgelb.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 44: edgelb.v1.RemoveMemberResponse
-	(*GetLeaderRequest)(nil),             // 45: edgelb.v1.GetLeaderRequest
-	(*GetLeaderResponse)(nil),            // 46: edgelb.v1.GetLeaderResponse
-	(*TransferLeadershipRequest)(nil),    // 47: edgelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),   // 48: edgelb.v1.TransferLeadershipResponse
-	(*DrainMemberRequest)(nil),           // 49: edgelb.v1.DrainMemberRequest
-	(*DrainMemberResponse)(nil),          // 50: edgelb.v1.DrainMemberResponse
-	(*GetMemberStatusRequest)(nil),       // 51: edgelb.v1.GetMemberStatusRequest
-	(*MemberStatus)(nil),                 // 52: edgelb.v1.MemberStatus
-	(*GetMemberStatusResponse)(nil),      // 53: edgelb.v1.GetMemberStatusResponse
-	(*WatchRequest)(nil),                 // 54: edgelb.v1.WatchRequest
-	(*Event)(nil),                        // 55: edgelb.v1.Event
-	(*WatchResponse)(nil),                // 56: edgelb.v1.WatchResponse
-	nil,                                  // 57: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	(*VirtualService)(nil),               // 58: edgelb.v1.VirtualService
-	(*Backend)(nil),                      // 59: edgelb.v1.Backend
-	(*timestamppb.Timestamp)(nil),        // 60: google.protobuf.Timestamp
-	(Protocol)(0),                        // 61: edgelb.v1.Protocol
-	(*AddressPool)(nil),                  // 62: edgelb.v1.AddressPool
-	(*Member)(nil),                       // 63: edgelb.v1.Member
+	(*UpdateAddressPoolRequest)(nil),     // 30: edgelb.v1.UpdateAddressPoolRequest
+	(*UpdateAddressPoolResponse)(nil),    // 31: edgelb.v1.UpdateAddressPoolResponse
+	(*ListAddressPoolsRequest)(nil),      // 32: edgelb.v1.ListAddressPoolsRequest
+	(*ListAddressPoolsResponse)(nil),     // 33: edgelb.v1.ListAddressPoolsResponse
+	(*DeleteAddressPoolRequest)(nil),     // 34: edgelb.v1.DeleteAddressPoolRequest
+	(*DeleteAddressPoolResponse)(nil),    // 35: edgelb.v1.DeleteAddressPoolResponse
+	(*SnapshotHeader)(nil),               // 36: edgelb.v1.SnapshotHeader
+	(*SaveSnapshotRequest)(nil),          // 37: edgelb.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),         // 38: edgelb.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),       // 39: edgelb.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),      // 40: edgelb.v1.RestoreSnapshotResponse
+	(*ListMembersRequest)(nil),           // 41: edgelb.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),          // 42: edgelb.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),             // 43: edgelb.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),            // 44: edgelb.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),          // 45: edgelb.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 46: edgelb.v1.RemoveMemberResponse
+	(*GetLeaderRequest)(nil),             // 47: edgelb.v1.GetLeaderRequest
+	(*GetLeaderResponse)(nil),            // 48: edgelb.v1.GetLeaderResponse
+	(*TransferLeadershipRequest)(nil),    // 49: edgelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),   // 50: edgelb.v1.TransferLeadershipResponse
+	(*DrainMemberRequest)(nil),           // 51: edgelb.v1.DrainMemberRequest
+	(*DrainMemberResponse)(nil),          // 52: edgelb.v1.DrainMemberResponse
+	(*GetMemberStatusRequest)(nil),       // 53: edgelb.v1.GetMemberStatusRequest
+	(*MemberStatus)(nil),                 // 54: edgelb.v1.MemberStatus
+	(*GetMemberStatusResponse)(nil),      // 55: edgelb.v1.GetMemberStatusResponse
+	(*WatchRequest)(nil),                 // 56: edgelb.v1.WatchRequest
+	(*Event)(nil),                        // 57: edgelb.v1.Event
+	(*WatchResponse)(nil),                // 58: edgelb.v1.WatchResponse
+	nil,                                  // 59: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	(*VirtualService)(nil),               // 60: edgelb.v1.VirtualService
+	(*Backend)(nil),                      // 61: edgelb.v1.Backend
+	(*timestamppb.Timestamp)(nil),        // 62: google.protobuf.Timestamp
+	(Protocol)(0),                        // 63: edgelb.v1.Protocol
+	(*AddressPool)(nil),                  // 64: edgelb.v1.AddressPool
+	(*Member)(nil),                       // 65: edgelb.v1.Member
 }
 var file_edgelb_v1_api_proto_depIdxs = []int32{
-	58, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	58, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	58, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	57, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	58, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
-	58, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	58, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	59, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
-	58, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
-	59, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
-	58, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	58, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	58, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	58, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
-	60, // 14: edgelb.v1.GetServiceStatsResponse.time:type_name -> google.protobuf.Timestamp
+	60, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	60, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	60, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	59, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	60, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
+	60, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	60, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	61, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
+	60, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
+	61, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
+	60, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	60, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	60, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	60, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
+	62, // 14: edgelb.v1.GetServiceStatsResponse.time:type_name -> google.protobuf.Timestamp
 	23, // 15: edgelb.v1.GetServiceStatsResponse.ports:type_name -> edgelb.v1.PortStats
-	61, // 16: edgelb.v1.PortStats.protocol:type_name -> edgelb.v1.Protocol
+	63, // 16: edgelb.v1.PortStats.protocol:type_name -> edgelb.v1.Protocol
 	25, // 17: edgelb.v1.PortStats.counters:type_name -> edgelb.v1.TrafficCounters
 	24, // 18: edgelb.v1.PortStats.backends:type_name -> edgelb.v1.BackendStats
 	25, // 19: edgelb.v1.BackendStats.counters:type_name -> edgelb.v1.TrafficCounters
-	62, // 20: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
-	62, // 21: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	62, // 22: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	62, // 23: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
-	60, // 24: edgelb.v1.SnapshotHeader.create_time:type_name -> google.protobuf.Timestamp
-	34, // 25: edgelb.v1.SaveSnapshotResponse.header:type_name -> edgelb.v1.SnapshotHeader
-	34, // 26: edgelb.v1.RestoreSnapshotRequest.header:type_name -> edgelb.v1.SnapshotHeader
-	63, // 27: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
-	63, // 28: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
-	63, // 29: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
-	63, // 30: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
-	63, // 31: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
-	63, // 32: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
-	63, // 33: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
-	52, // 34: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
-	0,  // 35: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
-	58, // 36: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
-	62, // 37: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
-	63, // 38: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
-	60, // 39: edgelb.v1.Event.time:type_name -> google.protobuf.Timestamp
-	55, // 40: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
-	1,  // 41: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
-	3,  // 42: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
-	5,  // 43: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
-	7,  // 44: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
-	9,  // 45: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
-	11, // 46: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
-	13, // 47: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
-	15, // 48: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
-	17, // 49: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
-	19, // 50: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
-	21, // 51: edgelb.v1.VirtualServiceService.GetServiceStats:input_type -> edgelb.v1.GetServiceStatsRequest
-	26, // 52: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
-	28, // 53: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
-	30, // 54: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
-	32, // 55: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
-	39, // 56: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
-	41, // 57: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
-	43, // 58: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
-	45, // 59: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
-	47, // 60: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
-	49, // 61: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
-	51, // 62: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
-	35, // 63: edgelb.v1.ClusterService.SaveSnapshot:input_type -> edgelb.v1.SaveSnapshotRequest
-	37, // 64: edgelb.v1.ClusterService.RestoreSnapshot:input_type -> edgelb.v1.RestoreSnapshotRequest
-	54, // 65: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
-	2,  // 66: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
-	4,  // 67: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
-	6,  // 68: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
-	8,  // 69: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
-	10, // 70: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
-	12, // 71: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
-	14, // 72: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
-	16, // 73: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
-	18, // 74: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
-	20, // 75: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
-	22, // 76: edgelb.v1.VirtualServiceService.GetServiceStats:output_type -> edgelb.v1.GetServiceStatsResponse
-	27, // 77: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
-	29, // 78: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
-	31, // 79: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
-	33, // 80: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
-	40, // 81: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
-	42, // 82: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
-	44, // 83: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
-	46, // 84: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
-	48, // 85: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
-	50, // 86: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
-	53, // 87: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
-	36, // 88: edgelb.v1.ClusterService.SaveSnapshot:output_type -> edgelb.v1.SaveSnapshotResponse
-	38, // 89: edgelb.v1.ClusterService.RestoreSnapshot:output_type -> edgelb.v1.RestoreSnapshotResponse
-	56, // 90: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
-	66, // [66:91] is the sub-list for method output_type
-	41, // [41:66] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	64, // 20: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
+	64, // 21: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	64, // 22: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	64, // 23: edgelb.v1.UpdateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	64, // 24: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
+	62, // 25: edgelb.v1.SnapshotHeader.create_time:type_name -> google.protobuf.Timestamp
+	36, // 26: edgelb.v1.SaveSnapshotResponse.header:type_name -> edgelb.v1.SnapshotHeader
+	36, // 27: edgelb.v1.RestoreSnapshotRequest.header:type_name -> edgelb.v1.SnapshotHeader
+	65, // 28: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
+	65, // 29: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
+	65, // 30: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
+	65, // 31: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
+	65, // 32: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
+	65, // 33: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
+	65, // 34: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
+	54, // 35: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
+	0,  // 36: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
+	60, // 37: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
+	64, // 38: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
+	65, // 39: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
+	62, // 40: edgelb.v1.Event.time:type_name -> google.protobuf.Timestamp
+	57, // 41: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
+	1,  // 42: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
+	3,  // 43: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
+	5,  // 44: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
+	7,  // 45: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
+	9,  // 46: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
+	11, // 47: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
+	13, // 48: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
+	15, // 49: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
+	17, // 50: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
+	19, // 51: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
+	21, // 52: edgelb.v1.VirtualServiceService.GetServiceStats:input_type -> edgelb.v1.GetServiceStatsRequest
+	26, // 53: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
+	28, // 54: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
+	32, // 55: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
+	30, // 56: edgelb.v1.AddressPoolService.UpdateAddressPool:input_type -> edgelb.v1.UpdateAddressPoolRequest
+	34, // 57: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
+	41, // 58: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
+	43, // 59: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
+	45, // 60: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
+	47, // 61: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
+	49, // 62: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
+	51, // 63: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
+	53, // 64: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
+	37, // 65: edgelb.v1.ClusterService.SaveSnapshot:input_type -> edgelb.v1.SaveSnapshotRequest
+	39, // 66: edgelb.v1.ClusterService.RestoreSnapshot:input_type -> edgelb.v1.RestoreSnapshotRequest
+	56, // 67: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
+	2,  // 68: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
+	4,  // 69: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
+	6,  // 70: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
+	8,  // 71: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
+	10, // 72: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
+	12, // 73: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
+	14, // 74: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
+	16, // 75: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
+	18, // 76: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
+	20, // 77: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
+	22, // 78: edgelb.v1.VirtualServiceService.GetServiceStats:output_type -> edgelb.v1.GetServiceStatsResponse
+	27, // 79: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
+	29, // 80: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
+	33, // 81: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
+	31, // 82: edgelb.v1.AddressPoolService.UpdateAddressPool:output_type -> edgelb.v1.UpdateAddressPoolResponse
+	35, // 83: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
+	42, // 84: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
+	44, // 85: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
+	46, // 86: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
+	48, // 87: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
+	50, // 88: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
+	52, // 89: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
+	55, // 90: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
+	38, // 91: edgelb.v1.ClusterService.SaveSnapshot:output_type -> edgelb.v1.SaveSnapshotResponse
+	40, // 92: edgelb.v1.ClusterService.RestoreSnapshot:output_type -> edgelb.v1.RestoreSnapshotResponse
+	58, // 93: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
+	68, // [68:94] is the sub-list for method output_type
+	42, // [42:68] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_v1_api_proto_init() }
@@ -3640,7 +3873,8 @@ func file_edgelb_v1_api_proto_init() {
 		return
 	}
 	file_edgelb_v1_types_proto_init()
-	file_edgelb_v1_api_proto_msgTypes[54].OneofWrappers = []any{
+	file_edgelb_v1_api_proto_msgTypes[29].OneofWrappers = []any{}
+	file_edgelb_v1_api_proto_msgTypes[56].OneofWrappers = []any{
 		(*Event_VirtualService)(nil),
 		(*Event_AddressPool)(nil),
 		(*Event_Member)(nil),
@@ -3651,7 +3885,7 @@ func file_edgelb_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_v1_api_proto_rawDesc), len(file_edgelb_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   57,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

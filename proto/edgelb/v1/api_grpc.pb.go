@@ -526,6 +526,7 @@ const (
 	AddressPoolService_CreateAddressPool_FullMethodName = "/edgelb.v1.AddressPoolService/CreateAddressPool"
 	AddressPoolService_GetAddressPool_FullMethodName    = "/edgelb.v1.AddressPoolService/GetAddressPool"
 	AddressPoolService_ListAddressPools_FullMethodName  = "/edgelb.v1.AddressPoolService/ListAddressPools"
+	AddressPoolService_UpdateAddressPool_FullMethodName = "/edgelb.v1.AddressPoolService/UpdateAddressPool"
 	AddressPoolService_DeleteAddressPool_FullMethodName = "/edgelb.v1.AddressPoolService/DeleteAddressPool"
 )
 
@@ -538,6 +539,11 @@ type AddressPoolServiceClient interface {
 	CreateAddressPool(ctx context.Context, in *CreateAddressPoolRequest, opts ...grpc.CallOption) (*CreateAddressPoolResponse, error)
 	GetAddressPool(ctx context.Context, in *GetAddressPoolRequest, opts ...grpc.CallOption) (*GetAddressPoolResponse, error)
 	ListAddressPools(ctx context.Context, in *ListAddressPoolsRequest, opts ...grpc.CallOption) (*ListAddressPoolsResponse, error)
+	// Changes a pool: adds or removes ranges, replaces its tenants, sets
+	// manual. Refused with FailedPrecondition (reason POOL_RANGE_IN_USE, naming
+	// the VIPs) while an allocated VIP would fall outside the pool, and with
+	// Aborted when expected_generation is set and the pool changed since.
+	UpdateAddressPool(ctx context.Context, in *UpdateAddressPoolRequest, opts ...grpc.CallOption) (*UpdateAddressPoolResponse, error)
 	// Refused with FailedPrecondition while any VIP uses the pool.
 	DeleteAddressPool(ctx context.Context, in *DeleteAddressPoolRequest, opts ...grpc.CallOption) (*DeleteAddressPoolResponse, error)
 }
@@ -580,6 +586,16 @@ func (c *addressPoolServiceClient) ListAddressPools(ctx context.Context, in *Lis
 	return out, nil
 }
 
+func (c *addressPoolServiceClient) UpdateAddressPool(ctx context.Context, in *UpdateAddressPoolRequest, opts ...grpc.CallOption) (*UpdateAddressPoolResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAddressPoolResponse)
+	err := c.cc.Invoke(ctx, AddressPoolService_UpdateAddressPool_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *addressPoolServiceClient) DeleteAddressPool(ctx context.Context, in *DeleteAddressPoolRequest, opts ...grpc.CallOption) (*DeleteAddressPoolResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteAddressPoolResponse)
@@ -599,6 +615,11 @@ type AddressPoolServiceServer interface {
 	CreateAddressPool(context.Context, *CreateAddressPoolRequest) (*CreateAddressPoolResponse, error)
 	GetAddressPool(context.Context, *GetAddressPoolRequest) (*GetAddressPoolResponse, error)
 	ListAddressPools(context.Context, *ListAddressPoolsRequest) (*ListAddressPoolsResponse, error)
+	// Changes a pool: adds or removes ranges, replaces its tenants, sets
+	// manual. Refused with FailedPrecondition (reason POOL_RANGE_IN_USE, naming
+	// the VIPs) while an allocated VIP would fall outside the pool, and with
+	// Aborted when expected_generation is set and the pool changed since.
+	UpdateAddressPool(context.Context, *UpdateAddressPoolRequest) (*UpdateAddressPoolResponse, error)
 	// Refused with FailedPrecondition while any VIP uses the pool.
 	DeleteAddressPool(context.Context, *DeleteAddressPoolRequest) (*DeleteAddressPoolResponse, error)
 	mustEmbedUnimplementedAddressPoolServiceServer()
@@ -619,6 +640,9 @@ func (UnimplementedAddressPoolServiceServer) GetAddressPool(context.Context, *Ge
 }
 func (UnimplementedAddressPoolServiceServer) ListAddressPools(context.Context, *ListAddressPoolsRequest) (*ListAddressPoolsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAddressPools not implemented")
+}
+func (UnimplementedAddressPoolServiceServer) UpdateAddressPool(context.Context, *UpdateAddressPoolRequest) (*UpdateAddressPoolResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateAddressPool not implemented")
 }
 func (UnimplementedAddressPoolServiceServer) DeleteAddressPool(context.Context, *DeleteAddressPoolRequest) (*DeleteAddressPoolResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteAddressPool not implemented")
@@ -698,6 +722,24 @@ func _AddressPoolService_ListAddressPools_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AddressPoolService_UpdateAddressPool_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAddressPoolRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AddressPoolServiceServer).UpdateAddressPool(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AddressPoolService_UpdateAddressPool_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AddressPoolServiceServer).UpdateAddressPool(ctx, req.(*UpdateAddressPoolRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AddressPoolService_DeleteAddressPool_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteAddressPoolRequest)
 	if err := dec(in); err != nil {
@@ -734,6 +776,10 @@ var AddressPoolService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAddressPools",
 			Handler:    _AddressPoolService_ListAddressPools_Handler,
+		},
+		{
+			MethodName: "UpdateAddressPool",
+			Handler:    _AddressPoolService_UpdateAddressPool_Handler,
 		},
 		{
 			MethodName: "DeleteAddressPool",

@@ -988,10 +988,19 @@ type AddressPool struct {
 	// Tenants that may use this pool; empty means every tenant.
 	Tenants []string `protobuf:"bytes,3,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	// When true, only services that name this pool get addresses from it.
-	Manual        bool                   `protobuf:"varint,4,opt,name=manual,proto3" json:"manual,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Manual     bool                   `protobuf:"varint,4,opt,name=manual,proto3" json:"manual,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Incremented on every change; updates may require the generation they
+	// read. 0 for pools created before pools had generations.
+	Generation uint64                 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Accept ranges that hold an address of a member's data interface or a
+	// default gateway. Off, such a pool is refused (an address announced as a
+	// VIP there takes traffic from the host or its router), and a member that
+	// registers with an address in it is logged and shown as a warning.
+	AllowHostAddresses bool `protobuf:"varint,8,opt,name=allow_host_addresses,json=allowHostAddresses,proto3" json:"allow_host_addresses,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *AddressPool) Reset() {
@@ -1059,6 +1068,27 @@ func (x *AddressPool) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *AddressPool) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *AddressPool) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *AddressPool) GetAllowHostAddresses() bool {
+	if x != nil {
+		return x.AllowHostAddresses
+	}
+	return false
+}
+
 // Member is an edge host running lbd.
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1068,9 +1098,15 @@ type Member struct {
 	DataInterface string                 `protobuf:"bytes,4,opt,name=data_interface,json=dataInterface,proto3" json:"data_interface,omitempty"`
 	State         MemberState            `protobuf:"varint,5,opt,name=state,proto3,enum=edgelb.v1.MemberState" json:"state,omitempty"`
 	// Output only: voter, nonvoter.
-	Suffrage      string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Suffrage string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	// Addresses of the data interface and the host's default gateways, as the
+	// member reported them when it registered. No address pool may hold them
+	// unless the pool allows host addresses. Empty when the member has none to
+	// report (control-plane-only members without dataPlane.hostAddresses).
+	InterfaceAddresses []string `protobuf:"bytes,7,rep,name=interface_addresses,json=interfaceAddresses,proto3" json:"interface_addresses,omitempty"`
+	Gateways           []string `protobuf:"bytes,8,rep,name=gateways,proto3" json:"gateways,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -1145,6 +1181,20 @@ func (x *Member) GetSuffrage() string {
 	return ""
 }
 
+func (x *Member) GetInterfaceAddresses() []string {
+	if x != nil {
+		return x.InterfaceAddresses
+	}
+	return nil
+}
+
+func (x *Member) GetGateways() []string {
+	if x != nil {
+		return x.Gateways
+	}
+	return nil
+}
+
 var File_edgelb_v1_types_proto protoreflect.FileDescriptor
 
 const file_edgelb_v1_types_proto_rawDesc = "" +
@@ -1206,14 +1256,20 @@ const file_edgelb_v1_types_proto_rawDesc = "" +
 	"updateTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x02\n" +
 	"\vAddressPool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06ranges\x18\x02 \x03(\tR\x06ranges\x12\x18\n" +
 	"\atenants\x18\x03 \x03(\tR\atenants\x12\x16\n" +
 	"\x06manual\x18\x04 \x01(\bR\x06manual\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xcd\x01\n" +
+	"createTime\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\x12;\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x120\n" +
+	"\x14allow_host_addresses\x18\b \x01(\bR\x12allowHostAddresses\"\x9a\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -1221,7 +1277,9 @@ const file_edgelb_v1_types_proto_rawDesc = "" +
 	"apiAddress\x12%\n" +
 	"\x0edata_interface\x18\x04 \x01(\tR\rdataInterface\x12,\n" +
 	"\x05state\x18\x05 \x01(\x0e2\x16.edgelb.v1.MemberStateR\x05state\x12\x1a\n" +
-	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage*[\n" +
+	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12/\n" +
+	"\x13interface_addresses\x18\a \x03(\tR\x12interfaceAddresses\x12\x1a\n" +
+	"\bgateways\x18\b \x03(\tR\bgateways*[\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -1314,12 +1372,13 @@ var file_edgelb_v1_types_proto_depIdxs = []int32{
 	16, // 16: edgelb.v1.VirtualService.create_time:type_name -> google.protobuf.Timestamp
 	16, // 17: edgelb.v1.VirtualService.update_time:type_name -> google.protobuf.Timestamp
 	16, // 18: edgelb.v1.AddressPool.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 19: edgelb.v1.Member.state:type_name -> edgelb.v1.MemberState
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	16, // 19: edgelb.v1.AddressPool.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 20: edgelb.v1.Member.state:type_name -> edgelb.v1.MemberState
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_v1_types_proto_init() }

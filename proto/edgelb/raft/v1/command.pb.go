@@ -55,6 +55,8 @@ type Command struct {
 	//	*Command_SetOwners
 	//	*Command_SetBackendHealth
 	//	*Command_RestoreState
+	//	*Command_SetClusterId
+	//	*Command_UpdateAddressPool
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -244,6 +246,24 @@ func (x *Command) GetRestoreState() *RestoreState {
 	return nil
 }
 
+func (x *Command) GetSetClusterId() *SetClusterID {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetClusterId); ok {
+			return x.SetClusterId
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUpdateAddressPool() *UpdateAddressPool {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UpdateAddressPool); ok {
+			return x.UpdateAddressPool
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -304,6 +324,14 @@ type Command_RestoreState struct {
 	RestoreState *RestoreState `protobuf:"bytes,23,opt,name=restore_state,json=restoreState,proto3,oneof"`
 }
 
+type Command_SetClusterId struct {
+	SetClusterId *SetClusterID `protobuf:"bytes,24,opt,name=set_cluster_id,json=setClusterId,proto3,oneof"`
+}
+
+type Command_UpdateAddressPool struct {
+	UpdateAddressPool *UpdateAddressPool `protobuf:"bytes,25,opt,name=update_address_pool,json=updateAddressPool,proto3,oneof"`
+}
+
 func (*Command_CreateVirtualService) isCommand_Op() {}
 
 func (*Command_UpdateVirtualService) isCommand_Op() {}
@@ -331,6 +359,10 @@ func (*Command_SetOwners) isCommand_Op() {}
 func (*Command_SetBackendHealth) isCommand_Op() {}
 
 func (*Command_RestoreState) isCommand_Op() {}
+
+func (*Command_SetClusterId) isCommand_Op() {}
+
+func (*Command_UpdateAddressPool) isCommand_Op() {}
 
 type CreateVirtualService struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -813,6 +845,107 @@ func (x *CreateAddressPool) GetPool() *v1.AddressPool {
 	return nil
 }
 
+// UpdateAddressPool changes a pool (edgelb.v1.UpdateAddressPoolRequest).
+type UpdateAddressPool struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Name               string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AddRanges          []string               `protobuf:"bytes,2,rep,name=add_ranges,json=addRanges,proto3" json:"add_ranges,omitempty"`
+	RemoveRanges       []string               `protobuf:"bytes,3,rep,name=remove_ranges,json=removeRanges,proto3" json:"remove_ranges,omitempty"`
+	Tenants            []string               `protobuf:"bytes,4,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	SetTenants         bool                   `protobuf:"varint,5,opt,name=set_tenants,json=setTenants,proto3" json:"set_tenants,omitempty"`
+	Manual             *bool                  `protobuf:"varint,6,opt,name=manual,proto3,oneof" json:"manual,omitempty"`
+	ExpectedGeneration uint64                 `protobuf:"varint,7,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
+	AllowHostAddresses *bool                  `protobuf:"varint,8,opt,name=allow_host_addresses,json=allowHostAddresses,proto3,oneof" json:"allow_host_addresses,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *UpdateAddressPool) Reset() {
+	*x = UpdateAddressPool{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAddressPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAddressPool) ProtoMessage() {}
+
+func (x *UpdateAddressPool) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAddressPool.ProtoReflect.Descriptor instead.
+func (*UpdateAddressPool) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UpdateAddressPool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateAddressPool) GetAddRanges() []string {
+	if x != nil {
+		return x.AddRanges
+	}
+	return nil
+}
+
+func (x *UpdateAddressPool) GetRemoveRanges() []string {
+	if x != nil {
+		return x.RemoveRanges
+	}
+	return nil
+}
+
+func (x *UpdateAddressPool) GetTenants() []string {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *UpdateAddressPool) GetSetTenants() bool {
+	if x != nil {
+		return x.SetTenants
+	}
+	return false
+}
+
+func (x *UpdateAddressPool) GetManual() bool {
+	if x != nil && x.Manual != nil {
+		return *x.Manual
+	}
+	return false
+}
+
+func (x *UpdateAddressPool) GetExpectedGeneration() uint64 {
+	if x != nil {
+		return x.ExpectedGeneration
+	}
+	return 0
+}
+
+func (x *UpdateAddressPool) GetAllowHostAddresses() bool {
+	if x != nil && x.AllowHostAddresses != nil {
+		return *x.AllowHostAddresses
+	}
+	return false
+}
+
 type DeleteAddressPool struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -822,7 +955,7 @@ type DeleteAddressPool struct {
 
 func (x *DeleteAddressPool) Reset() {
 	*x = DeleteAddressPool{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +967,7 @@ func (x *DeleteAddressPool) String() string {
 func (*DeleteAddressPool) ProtoMessage() {}
 
 func (x *DeleteAddressPool) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[9]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +980,7 @@ func (x *DeleteAddressPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAddressPool.ProtoReflect.Descriptor instead.
 func (*DeleteAddressPool) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteAddressPool) GetName() string {
@@ -866,7 +999,7 @@ type PutMember struct {
 
 func (x *PutMember) Reset() {
 	*x = PutMember{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1011,7 @@ func (x *PutMember) String() string {
 func (*PutMember) ProtoMessage() {}
 
 func (x *PutMember) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[10]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1024,7 @@ func (x *PutMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMember.ProtoReflect.Descriptor instead.
 func (*PutMember) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PutMember) GetMember() *v1.Member {
@@ -910,7 +1043,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1055,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[11]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,12 +1068,60 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveMember) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+// SetClusterID names the cluster once, when its first leader takes office. The
+// first entry wins; later ones are ignored, so every member keeps the same id.
+// A leader compares it with a joining member's, so an lbd that already belongs
+// to another cluster is refused instead of being merged into this one.
+type SetClusterID struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterID) Reset() {
+	*x = SetClusterID{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterID) ProtoMessage() {}
+
+func (x *SetClusterID) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterID.ProtoReflect.Descriptor instead.
+func (*SetClusterID) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SetClusterID) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -955,7 +1136,7 @@ type SetOwners struct {
 
 func (x *SetOwners) Reset() {
 	*x = SetOwners{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1148,7 @@ func (x *SetOwners) String() string {
 func (*SetOwners) ProtoMessage() {}
 
 func (x *SetOwners) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[12]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1161,7 @@ func (x *SetOwners) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOwners.ProtoReflect.Descriptor instead.
 func (*SetOwners) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetOwners) GetAssignments() []*Assignment {
@@ -1004,7 +1185,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1197,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[13]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1210,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Assignment) GetTenant() string {
@@ -1071,7 +1252,7 @@ type SetBackendHealth struct {
 
 func (x *SetBackendHealth) Reset() {
 	*x = SetBackendHealth{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1264,7 @@ func (x *SetBackendHealth) String() string {
 func (*SetBackendHealth) ProtoMessage() {}
 
 func (x *SetBackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[14]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1277,7 @@ func (x *SetBackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackendHealth.ProtoReflect.Descriptor instead.
 func (*SetBackendHealth) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetBackendHealth) GetUpdates() []*HealthUpdate {
@@ -1122,7 +1303,7 @@ type HealthUpdate struct {
 
 func (x *HealthUpdate) Reset() {
 	*x = HealthUpdate{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1315,7 @@ func (x *HealthUpdate) String() string {
 func (*HealthUpdate) ProtoMessage() {}
 
 func (x *HealthUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[15]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1328,7 @@ func (x *HealthUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthUpdate.ProtoReflect.Descriptor instead.
 func (*HealthUpdate) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HealthUpdate) GetTenant() string {
@@ -1206,7 +1387,7 @@ type RestoreState struct {
 
 func (x *RestoreState) Reset() {
 	*x = RestoreState{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1399,7 @@ func (x *RestoreState) String() string {
 func (*RestoreState) ProtoMessage() {}
 
 func (x *RestoreState) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[16]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1412,7 @@ func (x *RestoreState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreState.ProtoReflect.Descriptor instead.
 func (*RestoreState) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RestoreState) GetSnapshot() *Snapshot {
@@ -1256,13 +1437,15 @@ type Snapshot struct {
 	VirtualServices []*v1.VirtualService   `protobuf:"bytes,3,rep,name=virtual_services,json=virtualServices,proto3" json:"virtual_services,omitempty"`
 	AddressPools    []*v1.AddressPool      `protobuf:"bytes,4,rep,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
 	Members         []*v1.Member           `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The cluster's id (SetClusterID); a restore into a running cluster keeps its own.
+	ClusterId     string `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1457,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_command_proto_msgTypes[17]
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1470,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1325,11 +1508,19 @@ func (x *Snapshot) GetMembers() []*v1.Member {
 	return nil
 }
 
+func (x *Snapshot) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\t\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\n" +
+	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -1351,7 +1542,9 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"set_owners\x18\x15 \x01(\v2\x19.edgelb.raft.v1.SetOwnersH\x00R\tsetOwners\x12P\n" +
 	"\x12set_backend_health\x18\x16 \x01(\v2 .edgelb.raft.v1.SetBackendHealthH\x00R\x10setBackendHealth\x12C\n" +
-	"\rrestore_state\x18\x17 \x01(\v2\x1c.edgelb.raft.v1.RestoreStateH\x00R\frestoreStateB\x04\n" +
+	"\rrestore_state\x18\x17 \x01(\v2\x1c.edgelb.raft.v1.RestoreStateH\x00R\frestoreState\x12D\n" +
+	"\x0eset_cluster_id\x18\x18 \x01(\v2\x1c.edgelb.raft.v1.SetClusterIDH\x00R\fsetClusterId\x12S\n" +
+	"\x13update_address_pool\x18\x19 \x01(\v2!.edgelb.raft.v1.UpdateAddressPoolH\x00R\x11updateAddressPoolB\x04\n" +
 	"\x02op\"a\n" +
 	"\x14CreateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12\x14\n" +
@@ -1385,13 +1578,29 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x12\x18\n" +
 	"\adrained\x18\x05 \x01(\bR\adrained\"?\n" +
 	"\x11CreateAddressPool\x12*\n" +
-	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\"'\n" +
+	"\x04pool\x18\x01 \x01(\v2\x16.edgelb.v1.AddressPoolR\x04pool\"\xcf\x02\n" +
+	"\x11UpdateAddressPool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"add_ranges\x18\x02 \x03(\tR\taddRanges\x12#\n" +
+	"\rremove_ranges\x18\x03 \x03(\tR\fremoveRanges\x12\x18\n" +
+	"\atenants\x18\x04 \x03(\tR\atenants\x12\x1f\n" +
+	"\vset_tenants\x18\x05 \x01(\bR\n" +
+	"setTenants\x12\x1b\n" +
+	"\x06manual\x18\x06 \x01(\bH\x00R\x06manual\x88\x01\x01\x12/\n" +
+	"\x13expected_generation\x18\a \x01(\x04R\x12expectedGeneration\x125\n" +
+	"\x14allow_host_addresses\x18\b \x01(\bH\x01R\x12allowHostAddresses\x88\x01\x01B\t\n" +
+	"\a_manualB\x17\n" +
+	"\x15_allow_host_addresses\"'\n" +
 	"\x11DeleteAddressPool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
 	"\tPutMember\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"-\n" +
+	"\fSetClusterID\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"I\n" +
 	"\tSetOwners\x12<\n" +
 	"\vassignments\x18\x01 \x03(\v2\x1a.edgelb.raft.v1.AssignmentR\vassignments\"f\n" +
 	"\n" +
@@ -1411,13 +1620,15 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\breporter\x18\x06 \x01(\tR\breporter\"g\n" +
 	"\fRestoreState\x124\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x18.edgelb.raft.v1.SnapshotR\bsnapshot\x12!\n" +
-	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"\xf0\x01\n" +
+	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"\x8f\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
 	"\x10virtual_services\x18\x03 \x03(\v2\x19.edgelb.v1.VirtualServiceR\x0fvirtualServices\x12;\n" +
 	"\raddress_pools\x18\x04 \x03(\v2\x16.edgelb.v1.AddressPoolR\faddressPools\x12+\n" +
-	"\amembers\x18\x05 \x03(\v2\x11.edgelb.v1.MemberR\amembersB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
+	"\amembers\x18\x05 \x03(\v2\x11.edgelb.v1.MemberR\amembers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x06 \x01(\tR\tclusterIdB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_edgelb_raft_v1_command_proto_rawDescOnce sync.Once
@@ -1431,7 +1642,7 @@ func file_edgelb_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_command_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: edgelb.raft.v1.Command
 	(*CreateVirtualService)(nil),  // 1: edgelb.raft.v1.CreateVirtualService
@@ -1442,24 +1653,26 @@ var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*RemoveBackend)(nil),         // 6: edgelb.raft.v1.RemoveBackend
 	(*DrainBackend)(nil),          // 7: edgelb.raft.v1.DrainBackend
 	(*CreateAddressPool)(nil),     // 8: edgelb.raft.v1.CreateAddressPool
-	(*DeleteAddressPool)(nil),     // 9: edgelb.raft.v1.DeleteAddressPool
-	(*PutMember)(nil),             // 10: edgelb.raft.v1.PutMember
-	(*RemoveMember)(nil),          // 11: edgelb.raft.v1.RemoveMember
-	(*SetOwners)(nil),             // 12: edgelb.raft.v1.SetOwners
-	(*Assignment)(nil),            // 13: edgelb.raft.v1.Assignment
-	(*SetBackendHealth)(nil),      // 14: edgelb.raft.v1.SetBackendHealth
-	(*HealthUpdate)(nil),          // 15: edgelb.raft.v1.HealthUpdate
-	(*RestoreState)(nil),          // 16: edgelb.raft.v1.RestoreState
-	(*Snapshot)(nil),              // 17: edgelb.raft.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*v1.VirtualService)(nil),     // 19: edgelb.v1.VirtualService
-	(*v1.Backend)(nil),            // 20: edgelb.v1.Backend
-	(*v1.AddressPool)(nil),        // 21: edgelb.v1.AddressPool
-	(*v1.Member)(nil),             // 22: edgelb.v1.Member
-	(*v1.BackendHealth)(nil),      // 23: edgelb.v1.BackendHealth
+	(*UpdateAddressPool)(nil),     // 9: edgelb.raft.v1.UpdateAddressPool
+	(*DeleteAddressPool)(nil),     // 10: edgelb.raft.v1.DeleteAddressPool
+	(*PutMember)(nil),             // 11: edgelb.raft.v1.PutMember
+	(*RemoveMember)(nil),          // 12: edgelb.raft.v1.RemoveMember
+	(*SetClusterID)(nil),          // 13: edgelb.raft.v1.SetClusterID
+	(*SetOwners)(nil),             // 14: edgelb.raft.v1.SetOwners
+	(*Assignment)(nil),            // 15: edgelb.raft.v1.Assignment
+	(*SetBackendHealth)(nil),      // 16: edgelb.raft.v1.SetBackendHealth
+	(*HealthUpdate)(nil),          // 17: edgelb.raft.v1.HealthUpdate
+	(*RestoreState)(nil),          // 18: edgelb.raft.v1.RestoreState
+	(*Snapshot)(nil),              // 19: edgelb.raft.v1.Snapshot
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*v1.VirtualService)(nil),     // 21: edgelb.v1.VirtualService
+	(*v1.Backend)(nil),            // 22: edgelb.v1.Backend
+	(*v1.AddressPool)(nil),        // 23: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 24: edgelb.v1.Member
+	(*v1.BackendHealth)(nil),      // 25: edgelb.v1.BackendHealth
 }
 var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
-	18, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	20, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: edgelb.raft.v1.Command.create_virtual_service:type_name -> edgelb.raft.v1.CreateVirtualService
 	2,  // 2: edgelb.raft.v1.Command.update_virtual_service:type_name -> edgelb.raft.v1.UpdateVirtualService
 	3,  // 3: edgelb.raft.v1.Command.delete_virtual_service:type_name -> edgelb.raft.v1.DeleteVirtualService
@@ -1468,30 +1681,32 @@ var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
 	6,  // 6: edgelb.raft.v1.Command.remove_backend:type_name -> edgelb.raft.v1.RemoveBackend
 	7,  // 7: edgelb.raft.v1.Command.drain_backend:type_name -> edgelb.raft.v1.DrainBackend
 	8,  // 8: edgelb.raft.v1.Command.create_address_pool:type_name -> edgelb.raft.v1.CreateAddressPool
-	9,  // 9: edgelb.raft.v1.Command.delete_address_pool:type_name -> edgelb.raft.v1.DeleteAddressPool
-	10, // 10: edgelb.raft.v1.Command.put_member:type_name -> edgelb.raft.v1.PutMember
-	11, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
-	12, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
-	14, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
-	16, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
-	19, // 15: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	19, // 16: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	20, // 17: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
-	20, // 18: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
-	21, // 19: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
-	22, // 20: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
-	13, // 21: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
-	15, // 22: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
-	23, // 23: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
-	17, // 24: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
-	19, // 25: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
-	21, // 26: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
-	22, // 27: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	10, // 9: edgelb.raft.v1.Command.delete_address_pool:type_name -> edgelb.raft.v1.DeleteAddressPool
+	11, // 10: edgelb.raft.v1.Command.put_member:type_name -> edgelb.raft.v1.PutMember
+	12, // 11: edgelb.raft.v1.Command.remove_member:type_name -> edgelb.raft.v1.RemoveMember
+	14, // 12: edgelb.raft.v1.Command.set_owners:type_name -> edgelb.raft.v1.SetOwners
+	16, // 13: edgelb.raft.v1.Command.set_backend_health:type_name -> edgelb.raft.v1.SetBackendHealth
+	18, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
+	13, // 15: edgelb.raft.v1.Command.set_cluster_id:type_name -> edgelb.raft.v1.SetClusterID
+	9,  // 16: edgelb.raft.v1.Command.update_address_pool:type_name -> edgelb.raft.v1.UpdateAddressPool
+	21, // 17: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	21, // 18: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	22, // 19: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
+	22, // 20: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
+	23, // 21: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
+	24, // 22: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
+	15, // 23: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
+	17, // 24: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
+	25, // 25: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
+	19, // 26: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
+	21, // 27: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
+	23, // 28: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
+	24, // 29: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_command_proto_init() }
@@ -1514,14 +1729,17 @@ func file_edgelb_raft_v1_command_proto_init() {
 		(*Command_SetOwners)(nil),
 		(*Command_SetBackendHealth)(nil),
 		(*Command_RestoreState)(nil),
+		(*Command_SetClusterId)(nil),
+		(*Command_UpdateAddressPool)(nil),
 	}
+	file_edgelb_raft_v1_command_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_command_proto_rawDesc), len(file_edgelb_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -75,8 +75,8 @@ type ApplyResponse struct {
 	VirtualService *v1.VirtualService     `protobuf:"bytes,4,opt,name=virtual_service,json=virtualService,proto3" json:"virtual_service,omitempty"`
 	AddressPool    *v1.AddressPool        `protobuf:"bytes,5,opt,name=address_pool,json=addressPool,proto3" json:"address_pool,omitempty"`
 	Member         *v1.Member             `protobuf:"bytes,6,opt,name=member,proto3" json:"member,omitempty"`
-	// When code is not OK: the google.rpc.ErrorInfo reason (domain edgelb.io)
-	// and metadata of the refusal, so the caller's client gets them too.
+	// google.rpc.ErrorInfo of a refusal (domain edgelb.io), so a forwarded
+	// write fails with the same details as one applied where it arrived.
 	Reason        string            `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	Metadata      map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
