@@ -12,8 +12,37 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
 	"github.com/edgelb/edgelb/internal/logcapture"
+	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
+
+// rawApply sends the command of issue 18 — tenant "", name "raw plain!\n",
+// protocol 99, port 0, backend 255.255.255.255, weight 999999, scheduler 42 —
+// straight to PeerService.Apply at addr.
+func rawApply(t *testing.T, addr string, creds credentials.TransportCredentials) (*raftv1.ApplyResponse, error) {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return raftv1.NewPeerServiceClient(cc).Apply(ctx, &raftv1.ApplyRequest{Command: &raftv1.Command{Version: 1,
+		Op: &raftv1.Command_CreateVirtualService{CreateVirtualService: &raftv1.CreateVirtualService{Service: &edgelbv1.VirtualService{
+			Tenant: "", Name: "raw plain!\n", Vip: "192.0.2.5",
+			Ports:     []*edgelbv1.Port{{Protocol: 99, Port: 0}},
+			Backends:  []*edgelbv1.Backend{{Address: "255.255.255.255", Weight: 999999}},
+			Scheduler: 42,
+		}}}}})
+}
 
 func lbd(t *testing.T, args ...string) string {
 	t.Helper()
@@ -67,6 +96,7 @@ func TestClusterSecurity(t *testing.T) {
 	for _, c := range []struct{ role, name string }{
 		{"member", "edge1"}, {"member", "edge2"}, {"member", "edge3"},
 		{"admin", "alice"}, {"viewer", "victor"}, {"cloud-provider", "tenant-a"}, {"cloud-provider", "tenant-b"},
+		{"operator", "oscar"},
 	} {
 		lbd(t, "certs", "issue", "--ca", pki, "--role", c.role, "--name", c.name, "--host", "127.0.0.1", "--out", pki)
 	}
@@ -218,6 +248,42 @@ func TestClusterSecurity(t *testing.T) {
 		}
 		if _, err := handshake(raftAddr, tlsClient(t, pki, pki, "edge2")); err != nil {
 			t.Fatalf("a member certificate was refused by the raft port: %v", err)
+		}
+	})
+
+	// Issue 18: PeerService takes raw raft commands; only members may call it.
+	t.Run("PeerService only for members", func(t *testing.T) {
+		for _, who := range []string{"alice", "oscar", "victor", "tenant-a"} {
+			for _, m := range c.members {
+				_, err := rawApply(t, m.api, credentials.NewTLS(tlsClient(t, pki, pki, who)))
+				if status.Code(err) != codes.PermissionDenied {
+					t.Errorf("%s calling PeerService.Apply on %s's API port: %v; want PermissionDenied", who, m.id, err)
+				}
+			}
+			if _, err := handshake(c.members[0].raft, tlsClient(t, pki, pki, who)); err == nil {
+				t.Errorf("%s completed a TLS handshake with the raft port, where PeerService is served", who)
+			}
+		}
+		// A member reaches it on the raft port; even so, the FSM refuses the
+		// malformed command of issue 18 (or a follower says it does not lead).
+		refused := 0
+		for _, m := range c.members {
+			resp, err := rawApply(t, m.raft, credentials.NewTLS(tlsClient(t, pki, pki, "edge2")))
+			switch {
+			case status.Code(err) == codes.Unavailable && rules.ReasonOf(err) == rules.ReasonNotLeader:
+			case err != nil:
+				t.Errorf("member calling PeerService.Apply on %s's raft port: %v", m.id, err)
+			case codes.Code(resp.Code) != codes.InvalidArgument:
+				t.Errorf("raw command of issue 18 on %s's raft port: %v %q; want InvalidArgument", m.id, codes.Code(resp.Code), resp.Message)
+			default:
+				refused++
+			}
+		}
+		if refused != 1 {
+			t.Errorf("%d members (want the leader alone) served PeerService on the raft port and refused the raw command", refused)
+		}
+		if out := mustLbctl(t, all, admin("vip", "list", "-A", "-o", "json")...); strings.Contains(out, "raw plain") {
+			t.Errorf("the raw service was stored: %s", out)
 		}
 	})
 

@@ -342,6 +342,12 @@ func TestMembersAndLeader(t *testing.T) {
 	if strings.Count(all, "\n") != 4 || !strings.Contains(all, "Leader") || !strings.Contains(all, "APPLIED") {
 		t.Errorf("status table (every member):\n%s", all)
 	}
+	// Issue 18: a service a member cannot program is named under the table.
+	e.fake.set(func() { e.fake.isolated = map[string][]string{"lb2": {"t/s1: unknown scheduler 42"}} })
+	if out := e.ok("member", "status"); !strings.Contains(out, "WARNING lb2 cannot program t/s1: unknown scheduler 42") {
+		t.Errorf("status with an isolated service:\n%s", out)
+	}
+	e.fake.set(func() { e.fake.isolated = nil })
 	// A member that does not answer shows as such, and the exit code says so.
 	e.fake.set(func() { e.fake.down["lb3"] = true })
 	r := e.run("member", "status")

@@ -28,6 +28,8 @@ type fakeLB struct {
 	members []*edgelbv1.Member
 	leader  string
 	down    map[string]bool // members whose status cannot be fetched
+	// isolated: services a member's data plane reports it cannot program.
+	isolated map[string][]string
 	// applied overrides a member's applied index (default 42, the commit
 	// index); notReady is a member's not_ready_reason.
 	applied  map[string]uint64
@@ -450,7 +452,8 @@ func (s clusterServer) GetMemberStatus(_ context.Context, r *edgelbv1.GetMemberS
 	return &edgelbv1.GetMemberStatusResponse{Status: &edgelbv1.MemberStatus{
 		Member: m, RaftState: state, Term: 7, LastAppliedIndex: applied, CommitIndex: 42, LastLogIndex: 42,
 		LeaderId: s.f.leader, OwnedVips: owned, Revision: s.f.rev, DataPlane: "control-plane-only", Version: "v0.test",
-		NotReadyReason: s.f.notReady[id],
+		IsolatedServices: s.f.isolated[id],
+		NotReadyReason:   s.f.notReady[id],
 	}}, nil
 }
 

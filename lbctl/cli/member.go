@@ -282,6 +282,12 @@ func (a *app) printStatuses(sts []*edgelbv1.MemberStatus, errs map[string]error)
 		for _, w := range st.GetWarnings() {
 			fmt.Fprintf(a.stdout, "WARNING %s: %s\n", st.GetMember().GetId(), w)
 		}
+		// A service the member's data plane cannot program is left out
+		// there while the rest is served: say so, or it would only show in
+		// the logs and a metric.
+		for _, x := range st.GetIsolatedServices() {
+			fmt.Fprintf(a.stdout, "WARNING %s cannot program %s\n", st.GetMember().GetId(), x)
+		}
 	}
 }
 

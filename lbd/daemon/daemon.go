@@ -51,16 +51,18 @@ type DataPlane interface {
 
 // Daemon is a running lbd.
 type Daemon struct {
-	cfg    config.Config
-	log    *slog.Logger
-	node   *node.Node
-	srv    *server.Server
-	grpc   *grpc.Server
-	health *grpchealth.Server
-	dp     DataPlane
-	dpName string
-	lis    net.Listener
-	sec    *security
+	cfg  config.Config
+	log  *slog.Logger
+	node *node.Node
+	srv  *server.Server
+	grpc *grpc.Server
+	// peerGRPC serves PeerService on the raft port (members only).
+	peerGRPC *grpc.Server
+	health   *grpchealth.Server
+	dp       DataPlane
+	dpName   string
+	lis      net.Listener
+	sec      *security
 
 	owned chan []string // latest VIPs programmed, for status
 	// lastContact is the last time this member knew a leader (persisted).
@@ -159,6 +161,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	}
 	if e, ok := dp.(*dataplane.Engine); ok {
 		opts.ServiceStats = ipvsStats{e: e, f: f}.Service
+		opts.Isolated = e.Isolated
 	}
 	d.srv = server.New(n, opts)
 	if err := d.startOps(); err != nil { // issue 8: metrics (metrics.go)
@@ -173,6 +176,19 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	srvOpts = append(srvOpts, grpc.ChainUnaryInterceptor(d.srv.UnaryReadGate), grpc.ChainStreamInterceptor(d.srv.StreamReadGate))
 	d.grpc = grpc.NewServer(srvOpts...)
 	d.srv.Register(d.grpc)
+	if sec.servesPeerOnAPI() {
+		d.srv.RegisterPeer(d.grpc)
+	}
+	// PeerService takes raw raft commands: it is served on the raft port,
+	// which only members reach (member certificates with TLS; in plaintext
+	// whoever reaches the raft port could append to the log anyway).
+	d.peerGRPC = grpc.NewServer(append(d.opsServerOptions(), sec.peerServerOptions()...)...)
+	d.srv.RegisterPeer(d.peerGRPC)
+	go func() {
+		if err := d.peerGRPC.Serve(n.PeerListener()); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+			log.Error("PeerService server on the raft port stopped", "err", err)
+		}
+	}()
 	d.health = grpchealth.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(d.grpc, d.health)
@@ -633,6 +649,8 @@ func (d *Daemon) Stop() error {
 	case <-time.After(3 * time.Second):
 		d.grpc.Stop() // watches never end by themselves
 	}
+	// Forwarded writes in flight end with the API calls that carried them.
+	d.peerGRPC.Stop()
 	d.srv.Close()
 	err := d.node.Shutdown()
 	if cerr := d.dp.Close(); err == nil {

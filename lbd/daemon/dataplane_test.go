@@ -149,6 +149,7 @@ func TestHealthLogNamesVIPAndTenant(t *testing.T) {
 	} {
 		apply(&raftv1.Command{Op: &raftv1.Command_CreateVirtualService{CreateVirtualService: &raftv1.CreateVirtualService{
 			Owner: s.owner, Service: &edgelbv1.VirtualService{Tenant: s.tenant, Name: s.name, Vip: s.vip,
+				IpFamily: edgelbv1.IPFamily_IP_FAMILY_IPV4, Scheduler: edgelbv1.Scheduler_SCHEDULER_MH, ForwardingMode: edgelbv1.ForwardingMode_FORWARDING_MODE_NAT,
 				Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}}}}}})
 	}
 	var logs logcapture.Buffer

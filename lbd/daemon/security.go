@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -56,6 +60,60 @@ func newSecurity(cfg config.Config, log *slog.Logger) (*security, error) {
 	s.reloader = r
 	return s, nil
 }
+
+// servesPeerOnAPI says whether the API port serves PeerService too: with TLS
+// to member certificates only (members of the previous release forward there
+// during a rolling upgrade); in plaintext never, since every caller there is
+// admin and PeerService would take raw commands from anyone.
+func (s *security) servesPeerOnAPI() bool { return s.reloader != nil }
+
+// peerServerOptions are those of the gRPC server on the raft port: the
+// connection arrives there already accepted (and with TLS, handshaken with a
+// member certificate) by the raft port's mux.
+func (s *security) peerServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.Creds(handshaken{tls: s.reloader != nil}),
+		grpc.ChainUnaryInterceptor(s.authz.Unary),
+		grpc.ChainStreamInterceptor(s.authz.Stream),
+	}
+}
+
+// handshaken is the transport security of connections the raft port's mux
+// hands over: TLS, when configured, is already done, and its state is passed
+// on so the authorizer sees the member's certificate.
+type handshaken struct{ tls bool }
+
+func (h handshaken) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	pc, ok := c.(interface {
+		TLSState() (tls.ConnectionState, bool)
+	})
+	if !h.tls {
+		return insecure.NewCredentials().ServerHandshake(c)
+	}
+	if !ok {
+		return nil, nil, errors.New("raft port connection without TLS state")
+	}
+	st, ok := pc.TLSState()
+	if !ok {
+		return nil, nil, errors.New("raft port connection is not TLS")
+	}
+	return c, credentials.TLSInfo{State: st, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
+}
+
+func (handshaken) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("handshaken credentials are for serving only")
+}
+
+func (h handshaken) Info() credentials.ProtocolInfo {
+	if h.tls {
+		return credentials.ProtocolInfo{SecurityProtocol: "tls"}
+	}
+	return credentials.ProtocolInfo{SecurityProtocol: "insecure"}
+}
+
+func (h handshaken) Clone() credentials.TransportCredentials { return h }
+func (handshaken) OverrideServerName(string) error           { return nil }
 
 func (s *security) serverOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{

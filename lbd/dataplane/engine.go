@@ -100,6 +100,54 @@ type Engine struct {
 	// objects only; a VIP whose owner changes from another member to this
 	// one has been taken over.
 	owners map[netip.Addr]string
+
+	// isolated names the services the last pass could not turn into IPVS
+	// services (tenant/name → why). They are left out; every other service
+	// is programmed. Guarded by isoMu, not mu: status reads it while a pass
+	// may be stuck in the kernel.
+	isoMu    sync.Mutex
+	isolated map[string]string
+}
+
+// IsolationObserver is implemented by an Observer that also wants the number
+// of services the data plane cannot program (lbd/metrics does).
+type IsolationObserver interface {
+	Isolated(n int)
+}
+
+// Isolated returns the services the data plane could not program in its
+// last pass, as "tenant/name: why", sorted.
+func (e *Engine) Isolated() []string {
+	e.isoMu.Lock()
+	defer e.isoMu.Unlock()
+	out := make([]string, 0, len(e.isolated))
+	for k, why := range e.isolated {
+		out = append(out, k+": "+why)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// noteIsolated records this pass's isolated services, logging each once when
+// it becomes isolated and when it is programmable again.
+func (e *Engine) noteIsolated(now map[string]string) {
+	e.isoMu.Lock()
+	before := e.isolated
+	e.isolated = now
+	e.isoMu.Unlock()
+	for k, why := range now {
+		if before[k] != why {
+			e.log.Error("cannot program virtual service; it is left out and every other service is programmed", "service", k, "err", why)
+		}
+	}
+	for k := range before {
+		if _, still := now[k]; !still {
+			e.log.Info("virtual service is programmable again", "service", k)
+		}
+	}
+	if o, ok := e.obs.(IsolationObserver); ok {
+		o.Isolated(len(now))
+	}
 }
 
 // resyncEvery is how often Reconcile starts re-reading the kernel to repair
@@ -334,19 +382,31 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		e.owners = map[netip.Addr]string{}
 	}
 	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
+	var isolated map[string]string
+	defer func() { e.noteIsolated(isolated) }()
 	for _, vs := range all {
 		svcs, ok := e.cache[vs]
-		var a netip.Addr
-		if ok && len(svcs) > 0 {
-			a = svcs[0].Key.Addr // parsed already
-		} else {
-			a = netip.MustParseAddr(vs.Vip)
-		}
 		if !ok {
 			var err error
 			if svcs, err = ipvsdiff.FromService(vs); err != nil {
-				return nil, nil, nil, nil, err
+				// One service the kernel cannot take (a scheduler this
+				// binary does not know, say, from a newer member) must not
+				// keep every other service from being programmed: it is left
+				// out, with its address, and reported.
+				if isolated == nil {
+					isolated = map[string]string{}
+				}
+				isolated[vs.Tenant+"/"+vs.Name] = err.Error()
+				continue
 			}
+		}
+		var a netip.Addr
+		if len(svcs) > 0 {
+			a = svcs[0].Key.Addr // parsed already
+		} else {
+			a = netip.MustParseAddr(vs.Vip) // FromService parsed it
+		}
+		if !ok {
 			// An ownership change is a new object, so looking at new
 			// objects only sees every one.
 			if was := e.owners[a]; owner != "" && vs.Owner == owner && was != "" && was != owner {
@@ -376,7 +436,9 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		// Forget deleted VIPs now and then (a map rebuild, not every pass).
 		e.owners = make(map[netip.Addr]string, len(all))
 		for _, vs := range all {
-			e.owners[netip.MustParseAddr(vs.Vip)] = vs.Owner
+			if a, err := netip.ParseAddr(vs.Vip); err == nil {
+				e.owners[a] = vs.Owner
+			}
 		}
 	}
 	return st, vips, natVIPs, moved, nil

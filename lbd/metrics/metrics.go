@@ -38,6 +38,7 @@ type Metrics struct {
 	ServicesServed    prometheus.Gauge
 	OwnershipCommits  *prometheus.CounterVec
 	DataPlaneChanges  *prometheus.CounterVec // op: reported by the data plane
+	IsolatedServices  prometheus.Gauge       // services the data plane cannot program (left out; the rest is programmed)
 	Announcements     *prometheus.CounterVec // family, kind
 	TakeoverSeconds   prometheus.Histogram
 	HealthChecks      *prometheus.CounterVec   // result
@@ -94,6 +95,10 @@ func New(version string) *Metrics {
 			Namespace: ns, Subsystem: "ownership", Name: "services_served",
 			Help: "Virtual services this member's data plane programs (after the last successful reconcile).",
 		}),
+		IsolatedServices: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: "dataplane", Name: "isolated_services",
+			Help: "Virtual services this member's data plane cannot program and leaves out, after the last pass (lbctl member status lists them with the reason); every other service is programmed.",
+		}),
 		OwnershipCommits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "ownership", Name: "assignments_total",
 			Help: "Ownership changes of virtual services applied by this member's replica, by reason (every member counts the same commits; use max() across members).",
@@ -139,7 +144,7 @@ func New(version string) *Metrics {
 		m.GRPCRequests, m.GRPCLatency, m.GRPCInFlight,
 		m.RaftLeaderChanges,
 		m.ReconcileSeconds, m.ReconcileTotal, m.ReconcileLastOK, m.VIPsServed, m.ServicesServed,
-		m.OwnershipCommits, m.DataPlaneChanges, m.Announcements, m.TakeoverSeconds,
+		m.OwnershipCommits, m.DataPlaneChanges, m.IsolatedServices, m.Announcements, m.TakeoverSeconds,
 		m.HealthChecks, m.HealthLatency, m.HealthTransitions,
 		m.BuildInfo,
 	)
@@ -185,6 +190,9 @@ type HealthObserver interface {
 }
 
 func (m *Metrics) KernelChange(op string) { m.DataPlaneChanges.WithLabelValues(op).Inc() }
+
+// Isolated sets the number of services the data plane cannot program.
+func (m *Metrics) Isolated(n int) { m.IsolatedServices.Set(float64(n)) }
 
 func (m *Metrics) Announced(family, kind string, n int) {
 	m.Announcements.WithLabelValues(family, kind).Add(float64(n))

@@ -80,7 +80,7 @@ func TestAssignerRunLogs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	apply(&raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: &edgelbv1.Member{Id: "m1", RaftAddress: raftAddr}}}})
+	apply(&raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: &edgelbv1.Member{Id: "m1", RaftAddress: raftAddr, ApiAddress: "127.0.0.1:7700"}}}})
 	apply(&raftv1.Command{Op: &raftv1.Command_CreateAddressPool{CreateAddressPool: &raftv1.CreateAddressPool{
 		Pool: &edgelbv1.AddressPool{Name: "p", Ranges: []string{"192.0.2.0/28"}}}}})
 	want := map[string]string{"acme/web": "192.0.2.1", "globex/shop": "192.0.2.2"}
@@ -88,6 +88,7 @@ func TestAssignerRunLogs(t *testing.T) {
 		tenant, name, _ := strings.Cut(k, "/")
 		apply(&raftv1.Command{Op: &raftv1.Command_CreateVirtualService{CreateVirtualService: &raftv1.CreateVirtualService{
 			Service: &edgelbv1.VirtualService{Tenant: tenant, Name: name, Vip: vip,
+				IpFamily: edgelbv1.IPFamily_IP_FAMILY_IPV4, Scheduler: edgelbv1.Scheduler_SCHEDULER_MH, ForwardingMode: edgelbv1.ForwardingMode_FORWARDING_MODE_NAT,
 				Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}}}}}})
 	}
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -107,7 +108,7 @@ func (s *Server) GetLeader(ctx context.Context, req *edgelbv1.GetLeaderRequest) 
 
 func (s *Server) TransferLeadership(ctx context.Context, req *edgelbv1.TransferLeadershipRequest) (*edgelbv1.TransferLeadershipResponse, error) {
 	if req.TargetId != "" {
-		if err := validate.Name("target_id", req.TargetId, 63); err != nil {
+		if err := validate.RefName("target_id", req.TargetId, 63); err != nil {
 			return nil, err
 		}
 	}
@@ -141,6 +142,13 @@ func (s *Server) GetMemberStatus(ctx context.Context, req *edgelbv1.GetMemberSta
 	}
 	if tenant := callerTenant(ctx); tenant != "" && resp.Status != nil {
 		resp.Status.OwnedVips = s.tenantVIPs(tenant, resp.Status.OwnedVips)
+		var own []string
+		for _, x := range resp.Status.IsolatedServices {
+			if strings.HasPrefix(x, tenant+"/") {
+				own = append(own, x)
+			}
+		}
+		resp.Status.IsolatedServices = own
 	}
 	return resp, nil
 }
@@ -163,7 +171,7 @@ func (s *Server) memberStatus(ctx context.Context, req *edgelbv1.GetMemberStatus
 	if req.Id == "" || req.Id == s.opts.Self.Id {
 		return &edgelbv1.GetMemberStatusResponse{Status: s.localStatus()}, nil
 	}
-	if err := validate.Name("id", req.Id, 63); err != nil {
+	if err := validate.RefName("id", req.Id, 63); err != nil {
 		return nil, err
 	}
 	m, ok := s.fsm.Member(req.Id)
@@ -185,7 +193,10 @@ func (s *Server) memberStatus(ctx context.Context, req *edgelbv1.GetMemberStatus
 func (s *Server) localStatus() *edgelbv1.MemberStatus {
 	st := s.node.Status()
 	leader, _ := s.node.Leader()
-	var owned []string
+	var owned, isolated []string
+	if s.opts.Isolated != nil {
+		isolated = s.opts.Isolated()
+	}
 	if s.opts.OwnedVIPs != nil {
 		owned = s.opts.OwnedVIPs()
 	} else {
@@ -210,6 +221,7 @@ func (s *Server) localStatus() *edgelbv1.MemberStatus {
 		Revision:         s.fsm.Revision(),
 		DataPlane:        s.opts.DataPlane,
 		Version:          s.opts.Version,
+		IsolatedServices: isolated,
 		ClusterId:        s.fsm.ClusterID(),
 		NotReadyReason:   s.notReadyReason(),
 		Warnings:         s.fsm.HostConflicts(s.opts.Self.Id),

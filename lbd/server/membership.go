@@ -532,7 +532,7 @@ func (s *Server) quorumAfter(id string, delta int) error {
 // then out of raft's configuration. Removing the leader hands leadership to
 // another voter first, which then removes it.
 func (s *Server) RemoveMember(ctx context.Context, req *edgelbv1.RemoveMemberRequest) (*edgelbv1.RemoveMemberResponse, error) {
-	if err := validate.Name("id", req.Id, 63); err != nil {
+	if err := validate.RefName("id", req.Id, 63); err != nil {
 		return nil, err
 	}
 	return onLeader(ctx, s, func(ctx context.Context) (*edgelbv1.RemoveMemberResponse, error) {

@@ -21,7 +21,7 @@ func (s *Server) MoveVIP(ctx context.Context, req *edgelbv1.MoveVIPRequest) (*ed
 	if err != nil {
 		return nil, err
 	}
-	if err := validate.Name("member", req.Member, 63); err != nil {
+	if err := validate.RefName("member", req.Member, 63); err != nil {
 		return nil, err
 	}
 	m, ok := s.fsm.Member(req.Member)
@@ -66,7 +66,7 @@ func stateName(st edgelbv1.MemberState) string {
 // DrainMember marks a member draining (or active again). The assigner moves a
 // draining member's VIPs to others and gives it no new ones.
 func (s *Server) DrainMember(ctx context.Context, req *edgelbv1.DrainMemberRequest) (*edgelbv1.DrainMemberResponse, error) {
-	if err := validate.Name("id", req.Id, 63); err != nil {
+	if err := validate.RefName("id", req.Id, 63); err != nil {
 		return nil, err
 	}
 	m, ok := s.fsm.Member(req.Id)

@@ -65,7 +65,7 @@ func (s *Server) UpdateAddressPool(ctx context.Context, req *edgelbv1.UpdateAddr
 }
 
 func (s *Server) GetAddressPool(ctx context.Context, req *edgelbv1.GetAddressPoolRequest) (*edgelbv1.GetAddressPoolResponse, error) {
-	if err := validate.Name("name", req.Name, 63); err != nil {
+	if err := validate.RefName("name", req.Name, 63); err != nil {
 		return nil, err
 	}
 	p, used, size, ok := s.fsm.Pool(req.Name)
@@ -105,7 +105,7 @@ func openTo(p *edgelbv1.AddressPool, tenant string) bool {
 }
 
 func (s *Server) DeleteAddressPool(ctx context.Context, req *edgelbv1.DeleteAddressPoolRequest) (*edgelbv1.DeleteAddressPoolResponse, error) {
-	if err := validate.Name("name", req.Name, 63); err != nil {
+	if err := validate.RefName("name", req.Name, 63); err != nil {
 		return nil, err
 	}
 	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_DeleteAddressPool{

@@ -37,6 +37,9 @@ type Options struct {
 	MaxServicesPerTenant int
 	// OwnedVIPs reports the VIPs the local data plane currently programs.
 	OwnedVIPs func() []string
+	// Isolated reports the services the local data plane cannot program
+	// ("tenant/name: why"); nil: none can be (no data plane).
+	Isolated func() []string
 	// Ready reports whether this member is ready (what /readyz answers) and
 	// if not, why; nil: ready whenever a leader is known.
 	Ready func() (bool, string)
@@ -107,6 +110,12 @@ func (s *Server) Register(g *grpc.Server) {
 	edgelbv1.RegisterAddressPoolServiceServer(g, s)
 	edgelbv1.RegisterClusterServiceServer(g, s)
 	edgelbv1.RegisterWatchServiceServer(g, s)
+}
+
+// RegisterPeer adds PeerService to g: a server on the raft port (members
+// only), and in TLS mode the API server too, where only member certificates
+// may call it, so members of the previous release can still forward to this one.
+func (s *Server) RegisterPeer(g *grpc.Server) {
 	raftv1.RegisterPeerServiceServer(g, s)
 }
 
@@ -133,6 +142,12 @@ func (s *Server) Close() {
 		c.Close()
 		delete(s.conns, a)
 	}
+}
+
+// leaderPeer returns the leader's id and raft address (where PeerService is
+// served), if known.
+func (s *Server) leaderPeer() (id, addr string) {
+	return s.node.Leader()
 }
 
 // leaderAPI returns the leader's id and API address, if known.

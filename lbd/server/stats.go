@@ -28,7 +28,7 @@ func (s *Server) GetServiceStats(ctx context.Context, req *edgelbv1.GetServiceSt
 		return nil, status.Errorf(codes.FailedPrecondition, "virtual service %s has no owner yet, so no member carries its traffic (lbctl status)", k)
 	}
 	if target != s.opts.Self.Id {
-		if err := validate.Name("member", target, 63); err != nil {
+		if err := validate.RefName("member", target, 63); err != nil {
 			return nil, err
 		}
 		m, ok := s.fsm.Member(target)

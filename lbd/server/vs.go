@@ -22,10 +22,10 @@ func serviceKey(ctx context.Context, tenant, name string) (fsm.Key, error) {
 	if err != nil {
 		return fsm.Key{}, err
 	}
-	if err := validate.Tenant("tenant", &tenant); err != nil {
+	if err := validate.RefTenant("tenant", &tenant); err != nil {
 		return fsm.Key{}, err
 	}
-	if err := validate.Name("name", name, 253); err != nil {
+	if err := validate.RefName("name", name, 253); err != nil {
 		return fsm.Key{}, err
 	}
 	return fsm.Key{Tenant: tenant, Name: name}, nil
@@ -152,7 +152,7 @@ func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirt
 		return nil, err
 	}
 	if tenant != "" {
-		if err := validate.Name("tenant", tenant, 63); err != nil {
+		if err := validate.RefName("tenant", tenant, 63); err != nil {
 			return nil, err
 		}
 	}
@@ -205,9 +205,17 @@ func (s *Server) SetBackends(ctx context.Context, req *edgelbv1.SetBackendsReque
 	}
 	// The family and DR rules depend on the stored VIP; the FSM re-checks them
 	// against the state the command applies to.
-	want6, dr := s.shape(k, bs)
-	if err := validate.Backends("backends", bs, want6, dr, s.opts.Limits); err != nil {
-		return nil, err
+	if vs, ok := s.fsm.Service(k); ok {
+		// Normalised against the stored service (one form per backend); the
+		// FSM checks again against the service the command applies to.
+		if err := validate.BackendsOf("backends", bs, vs, s.opts.Limits); err != nil {
+			return nil, err
+		}
+	} else {
+		want6, dr := s.shape(k, bs)
+		if err := validate.Backends("backends", bs, want6, dr, s.opts.Limits); err != nil {
+			return nil, err
+		}
 	}
 	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetBackends{
 		SetBackends: &raftv1.SetBackends{Tenant: k.Tenant, Name: k.Name, Backends: bs, ExpectedGeneration: req.ExpectedGeneration},
@@ -239,9 +247,15 @@ func (s *Server) AddBackend(ctx context.Context, req *edgelbv1.AddBackendRequest
 		return nil, status.Error(codes.InvalidArgument, "backend: is required (address and optional port, weight)")
 	}
 	b := proto.Clone(req.Backend).(*edgelbv1.Backend)
-	want6, dr := s.shape(k, []*edgelbv1.Backend{b})
-	if err := validate.Backend("backend", b, want6, dr); err != nil {
-		return nil, err
+	if vs, ok := s.fsm.Service(k); ok {
+		if err := validate.BackendOf("backend", b, vs); err != nil {
+			return nil, err
+		}
+	} else {
+		want6, dr := s.shape(k, []*edgelbv1.Backend{b})
+		if err := validate.Backend("backend", b, want6, dr); err != nil {
+			return nil, err
+		}
 	}
 	// The limit is on the service's whole list, which the request does not
 	// carry. The FSM checks again on the state the add applies to, since

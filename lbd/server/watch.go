@@ -22,7 +22,7 @@ func (s *Server) Watch(req *edgelbv1.WatchRequest, stream edgelbv1.WatchService_
 		return err
 	}
 	if tenant != "" {
-		if err := validate.Name("tenant", tenant, 63); err != nil {
+		if err := validate.RefName("tenant", tenant, 63); err != nil {
 			return err
 		}
 	}

@@ -8,12 +8,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // defaultWriteTimeout bounds a write whose client set no deadline: long enough
@@ -30,8 +33,13 @@ const defaultLeaderWait = 3 * time.Second
 const writeHint = "nothing was applied"
 
 // notLeaderMsg is what PeerService.Apply answers on a member that lost
-// leadership; the forwarder retries on the new leader, since nothing was applied.
+// leadership (reason rules.ReasonNotLeader); the forwarder retries on the new
+// leader, since nothing was applied.
 const notLeaderMsg = "not the raft leader"
+
+// peerReadyTimeout bounds the wait for a connection to the leader's raft port
+// before falling back to its API port.
+const peerReadyTimeout = 2 * time.Second
 
 // Propose commits a command on behalf of this member (health reports). It is
 // propose for callers outside the API.
@@ -53,6 +61,8 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		return nil, status.Errorf(codes.Unavailable, "this member cannot take writes: %v", err)
 	}
 	cmd.Version = fsm.VersionFor(cmd)
+	// The API checked the command with these rules; the FSM holds it to them.
+	cmd.Rules = uint32(rules.Current)
 	if cmd.Time == nil {
 		cmd.Time = timestamppb.Now()
 	}
@@ -103,24 +113,41 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 			return nil, false, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
 		}
 	}
-	id, addr := s.leaderAPI()
+	id, addr := s.leaderPeer()
 	if id == "" {
 		return nil, true, errors.New("no leader elected yet")
-	}
-	if addr == "" {
-		return nil, true, fmt.Errorf("leader %s has not registered its API address yet", id)
 	}
 	conn, err := s.peer(addr)
 	if err != nil {
 		return nil, false, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
 	}
+	if !connReady(ctx, conn) {
+		// PeerService is on the raft port since issue 18. A leader of the
+		// previous release (a rolling upgrade replaces it last) serves it on
+		// its API port only; nothing was sent to the raft port, so trying
+		// there cannot apply the command twice.
+		_, api := s.leaderAPI()
+		if api == "" {
+			return nil, true, fmt.Errorf("leader %s does not answer on its raft port %s and has not registered its API address", id, addr)
+		}
+		if conn, err = s.peer(api); err != nil {
+			return nil, false, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, api, err)
+		}
+		addr = api
+	}
 	resp, err := raftv1.NewPeerServiceClient(conn).Apply(ctx, &raftv1.ApplyRequest{Command: cmd})
 	if err != nil {
 		st := status.Convert(err)
-		if st.Code() == codes.Unavailable && st.Message() == notLeaderMsg {
+		if st.Code() == codes.Unavailable && (rules.ReasonOf(err) == rules.ReasonNotLeader || st.Message() == notLeaderMsg) {
+			// (The message: a leader of the previous release sends no reason.)
 			return nil, true, err
 		}
 		if st.Code() == codes.Unavailable && attemptNotSent(err) {
+			return nil, true, err
+		}
+		if st.Code() == codes.Unimplemented {
+			// The leader's API port does not serve PeerService (plaintext,
+			// this release): its raft port was only briefly unreachable.
 			return nil, true, err
 		}
 		return nil, false, status.Errorf(st.Code(), "forward to leader %s at %s: %s", id, addr, st.Message())
@@ -130,6 +157,32 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 		Reason: resp.Reason, Meta: resp.Metadata,
 		Service: resp.VirtualService, Pool: resp.AddressPool, Member: resp.Member,
 	}, false, nil
+}
+
+// connReady waits (briefly) until conn is connected; false means it could not
+// connect, so nothing was sent on it.
+func connReady(ctx context.Context, conn *grpc.ClientConn) bool {
+	ctx, cancel := context.WithTimeout(ctx, peerReadyTimeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		st := conn.GetState()
+		switch st {
+		case connectivity.Ready:
+			return true
+		case connectivity.TransientFailure:
+			// Fall back for this attempt, and let the next one connect
+			// afresh instead of after gRPC's reconnect backoff (up to 2 min):
+			// a restarted leader's raft port is back within seconds.
+			conn.ResetConnectBackoff()
+			return false
+		case connectivity.Shutdown:
+			return false
+		}
+		if !conn.WaitForStateChange(ctx, st) {
+			return false
+		}
+	}
 }
 
 // attemptNotSent reports whether a forwarding error happened before the
@@ -162,7 +215,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 		return nil, status.Error(codes.InvalidArgument, "command is required")
 	}
 	if !s.node.IsLeader() {
-		return nil, status.Error(codes.Unavailable, notLeaderMsg)
+		return nil, rules.Error(codes.Unavailable, rules.ReasonNotLeader, nil, notLeaderMsg)
 	}
 	if c := req.Command.GetCreateVirtualService(); c != nil && c.Service != nil && c.Owner == "" {
 		c.Owner = s.initialOwner(c.Service)
@@ -170,7 +223,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	res, err := s.node.Apply(ctx, req.Command)
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
-			return nil, status.Error(codes.Unavailable, notLeaderMsg)
+			return nil, rules.Error(codes.Unavailable, rules.ReasonNotLeader, nil, notLeaderMsg)
 		}
 		return nil, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
 	}

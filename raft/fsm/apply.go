@@ -8,12 +8,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/ipam"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // applier applies one command under the FSM lock and collects its events.
@@ -23,6 +25,8 @@ type applier struct {
 	time    *timestamppb.Timestamp
 	version uint32 // the command's: which rules its proposer applied
 	events  []*edgelbv1.Event
+	// lvl is the validation rule set the command is held to (raftv1.Command.rules).
+	lvl rules.Level
 }
 
 func (a *applier) st() *state { return a.f.st }
@@ -90,7 +94,13 @@ func (a *applier) createService(c *raftv1.CreateVirtualService) *Result {
 	if r := backendLimit(k, len(vs.Backends)); r != nil {
 		return r
 	}
+	if r := a.checkPin(vs, nil); r != nil {
+		return r
+	}
 	if r := a.placeVIP(vs, nil); r != nil {
+		return r
+	}
+	if r := a.placed(vs); r != nil {
 		return r
 	}
 	vs.Owner = c.Owner
@@ -121,7 +131,13 @@ func (a *applier) updateService(c *raftv1.UpdateVirtualService) *Result {
 		// An update that names no address keeps the one it has.
 		vs.Vip, vs.Pool, vs.IpFamily = old.Vip, old.Pool, old.IpFamily
 	}
+	if r := a.checkPin(vs, old); r != nil {
+		return r
+	}
 	if r := a.placeVIP(vs, old); r != nil {
+		return r
+	}
+	if r := a.placed(vs); r != nil {
 		return r
 	}
 	vs.Owner = old.Owner
@@ -200,14 +216,90 @@ func (a *applier) setBackends(c *raftv1.SetBackends) *Result {
 	for i, b := range c.Backends {
 		bs[i] = proto.Clone(b).(*edgelbv1.Backend)
 	}
+	if r := a.checkBackends(old, bs, bs); r != nil {
+		return r
+	}
 	tmp := &edgelbv1.VirtualService{Backends: old.Backends}
 	carryHealth(tmp, &edgelbv1.VirtualService{Backends: bs})
 	return a.withBackends(old, bs, "backends set")
 }
 
+// checkBackends holds a new backend list bs of old to the rules (from Strict
+// on): no backend on the VIP, none twice, and each of fresh (the backends the
+// command brings; the others were checked when they came) in its one stored
+// form and as the API would store it. The rest of the service is held to the
+// rules every release enforced (Legacy), not today's: a service an older
+// release accepted (a name with "..", say) keeps taking backend changes.
+// Checking only fresh keeps an add to a 5,000-backend service cheap.
+func (a *applier) checkBackends(old *edgelbv1.VirtualService, bs, fresh []*edgelbv1.Backend) *Result {
+	if a.lvl < rules.Strict {
+		return nil
+	}
+	if err := rules.Distinct(old, "backends", bs); err != nil {
+		return refused("virtual service "+KeyOf(old).String(), err)
+	}
+	rules.NormalizeBackends(old, fresh)
+	// A shallow copy without old's backends: Stored clones what it changes.
+	vs := &edgelbv1.VirtualService{}
+	m := vs.ProtoReflect()
+	old.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "backends" {
+			m.Set(fd, v)
+		}
+		return true
+	})
+	vs.Backends = fresh
+	if err := rules.Stored(vs, rules.Legacy); err != nil {
+		return refused("virtual service "+KeyOf(vs).String(), err)
+	}
+	return nil
+}
+
+// placed holds a service whose VIP is now known to the rules that need it.
+func (a *applier) placed(vs *edgelbv1.VirtualService) *Result {
+	if err := rules.Placed(vs, a.lvl); err != nil {
+		return refused("virtual service "+KeyOf(vs).String(), err)
+	}
+	return nil
+}
+
+// checkPin refuses a pin to a member the cluster does not have: it would be
+// silently ignored, and the VIP placed elsewhere. A pin the service already
+// had stays allowed (its member may have left since).
+func (a *applier) checkPin(vs, old *edgelbv1.VirtualService) *Result {
+	if a.lvl < rules.Strict || vs.PinnedMember == "" || old != nil && old.PinnedMember == vs.PinnedMember {
+		return nil
+	}
+	if _, ok := a.st().members[vs.PinnedMember]; ok {
+		return nil
+	}
+	ids := make([]string, 0, len(a.st().members))
+	for id := range a.st().members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return failR(codes.FailedPrecondition, rules.ReasonUnknownMember, map[string]string{"field": "service.pinned_member", "member": vs.PinnedMember},
+		"service.pinned_member: %s is not a member of this cluster (members: %s); pin to one of them or leave the pin out", vs.PinnedMember, strings.Join(ids, ", "))
+}
+
 func findBackend(bs []*edgelbv1.Backend, addr string, port uint32) int {
 	for i, b := range bs {
 		if b.Address == addr && b.Port == port {
+			return i
+		}
+	}
+	return -1
+}
+
+// findBackendIn finds a backend of vs by its identity: from Strict on,
+// 10.0.0.11:30080 names the backend stored as 10.0.0.11 when every port of vs
+// sends to 30080 (and the other way round).
+func (a *applier) findBackendIn(vs *edgelbv1.VirtualService, addr string, port uint32) int {
+	if i := findBackend(vs.Backends, addr, port); i >= 0 || a.lvl < rules.Strict {
+		return i
+	}
+	for i, b := range vs.Backends {
+		if rules.SameBackend(vs, b.Address, b.Port, addr, port) {
 			return i
 		}
 	}
@@ -221,13 +313,9 @@ func backendName(addr string, port uint32) string {
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
 }
 
-// MaxBackends is the most backends one virtual service may hold. The API
-// refuses first (validate.Limits.MaxBackends, by default this); the FSM
-// checks too, since an AddBackend carries one backend and only the state it
-// applies to knows how many the service has, and concurrent adds race past any
-// earlier check. A constant, not configuration, so every member decides alike,
-// also when it replays old entries: raise it in a release, never lower it.
-const MaxBackends = 5000
+// MaxBackends is the most backends one virtual service may hold (see
+// rules.MaxBackends: raise it in a release, never lower it).
+const MaxBackends = rules.MaxBackends
 
 // backendLimit refuses a backend list of n for k beyond MaxBackends.
 func backendLimit(k Key, n int) *Result {
@@ -248,11 +336,21 @@ func (a *applier) addBackend(c *raftv1.AddBackend) *Result {
 	if r := a.checkFamily(old, []*edgelbv1.Backend{c.Backend}); r != nil {
 		return r
 	}
-	if findBackend(old.Backends, c.Backend.Address, c.Backend.Port) >= 0 {
-		return fail(codes.AlreadyExists, "backend %s is already in %s", backendName(c.Backend.Address, c.Backend.Port), k)
+	if i := a.findBackendIn(old, c.Backend.Address, c.Backend.Port); i >= 0 {
+		have := old.Backends[i]
+		if have.Address == c.Backend.Address && have.Port == c.Backend.Port {
+			return failR(codes.AlreadyExists, rules.ReasonDuplicateBackend, map[string]string{"field": "backend"},
+				"backend %s is already in %s; change it with lbctl backend set or drain, or remove it first", backendName(c.Backend.Address, c.Backend.Port), k)
+		}
+		return failR(codes.AlreadyExists, rules.ReasonDuplicateBackend, map[string]string{"field": "backend"},
+			"backend %s is already in %s as %s: the service's ports send to the same port either way; change that entry (lbctl backend set or drain) instead of adding another",
+			backendName(c.Backend.Address, c.Backend.Port), k, backendName(have.Address, have.Port))
 	}
 	bs := cloneBackends(old.Backends)
 	bs = append(bs, proto.Clone(c.Backend).(*edgelbv1.Backend))
+	if r := a.checkBackends(old, bs, bs[len(bs)-1:]); r != nil {
+		return r
+	}
 	return a.withBackends(old, bs, "backend added")
 }
 
@@ -269,7 +367,7 @@ func (a *applier) removeBackend(c *raftv1.RemoveBackend) *Result {
 	if r != nil {
 		return r
 	}
-	i := findBackend(old.Backends, c.Address, c.Port)
+	i := a.findBackendIn(old, c.Address, c.Port)
 	if i < 0 {
 		return fail(codes.NotFound, "backend %s is not in %s", backendName(c.Address, c.Port), k)
 	}
@@ -283,7 +381,7 @@ func (a *applier) drainBackend(c *raftv1.DrainBackend) *Result {
 	if r != nil {
 		return r
 	}
-	i := findBackend(old.Backends, c.Address, c.Port)
+	i := a.findBackendIn(old, c.Address, c.Port)
 	if i < 0 {
 		return fail(codes.NotFound, "backend %s is not in %s", backendName(c.Address, c.Port), k)
 	}

@@ -18,11 +18,13 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // CommandVersion is the command format this binary proposes and understands.
@@ -96,6 +98,22 @@ func failInfo(c codes.Code, reason string, meta map[string]string, format string
 	return &Result{Code: c, Message: fmt.Sprintf(format, args...), Reason: reason, Meta: meta}
 }
 
+// failR is failInfo (the name the rule checks use).
+func failR(c codes.Code, reason string, meta map[string]string, format string, args ...any) *Result {
+	return failInfo(c, reason, meta, format, args...)
+}
+
+// refused turns a rules error about the object what into a result, keeping
+// its code and ErrorInfo.
+func refused(what string, err error) *Result {
+	st := status.Convert(err)
+	r := &Result{Code: st.Code(), Message: what + ": " + st.Message()}
+	if ei := rules.ErrorInfo(err); ei != nil {
+		r.Reason, r.Meta = ei.Reason, ei.Metadata
+	}
+	return r
+}
+
 // FSM implements raft.FSM.
 type FSM struct {
 	log *slog.Logger
@@ -123,6 +141,10 @@ func New(log *slog.Logger) *FSM {
 func Encode(cmd *raftv1.Command) ([]byte, error) {
 	if cmd.Version == 0 {
 		cmd.Version = VersionFor(cmd)
+		if cmd.Rules == 0 {
+			// Made by this binary (not forwarded): checked by its rules.
+			cmd.Rules = uint32(rules.Current)
+		}
 	}
 	// The proposer's clock, recorded once, so every member stores the same
 	// times (commands from the leader's own loops have none yet).
@@ -150,13 +172,18 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		f.log.Error("raft log entry is newer than this binary; upgrade lbd on this member", "index", idx, "version", cmd.Version)
 		return fail(codes.Unimplemented, "command version %d is newer than this member understands (%d)", cmd.Version, CommandVersion)
 	}
-	if r := wellFormed(cmd); r != nil {
-		f.log.Error("refusing malformed raft log entry", "index", idx, "err", r.Message)
+	// A level above this binary's is applied by the rules this binary knows:
+	// they are a subset, and the proposer already checked the rest. Refusing
+	// would make this member diverge from newer ones during an upgrade.
+	lvl := min(rules.Level(cmd.Rules), rules.Current)
+	if r := wellFormed(cmd, lvl); r != nil {
+		// Not an error of this member: it refuses what every member refuses.
+		f.log.Warn("refusing malformed raft log entry", "index", idx, "err", r.Message)
 		return r
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	a := applier{f: f, idx: idx, time: cmd.Time, version: cmd.Version}
+	a := applier{f: f, idx: idx, time: cmd.Time, version: cmd.Version, lvl: lvl}
 	var r *Result
 	switch op := cmd.Op.(type) {
 	case *raftv1.Command_CreateVirtualService:

@@ -273,17 +273,17 @@ func TestBackends(t *testing.T) {
 	h.refused(&raftv1.RemoveBackend{Tenant: "t1", Name: "s", Address: "192.0.2.3", Port: 0}, codes.NotFound, "192.0.2.3")
 
 	// An IPv6 VIP takes IPv6 backends only.
-	h.ok(create(withBackends(v6(svc("t1", "six", "")), backend("2001:db8:1::1", 80))))
+	h.ok(create(withBackends(v6(svc("t1", "six", "")), backend("2001:db8:1::1", 8080))))
 	h.refused(&raftv1.AddBackend{Tenant: "t1", Name: "six", Backend: backend("192.0.2.1", 80)}, codes.InvalidArgument, "family")
 }
 
 func TestBackendHealth(t *testing.T) {
 	h := newHarness(t)
 	h.ok(createPool(pool("p", "10.0.0.0/29")))
-	h.ok(createOwned(withBackends(svc("t1", "s", ""), backend("192.0.2.1", 80)), "m1"))
+	h.ok(createOwned(withBackends(svc("t1", "s", ""), backend("192.0.2.1", 8080)), "m1"))
 	up := &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_HEALTHY}
 	report := func(reporter string) *raftv1.SetBackendHealth {
-		return &raftv1.SetBackendHealth{Updates: []*raftv1.HealthUpdate{{Tenant: "t1", Name: "s", Address: "192.0.2.1", Port: 80, Health: up, Reporter: reporter}}}
+		return &raftv1.SetBackendHealth{Updates: []*raftv1.HealthUpdate{{Tenant: "t1", Name: "s", Address: "192.0.2.1", Port: 8080, Health: up, Reporter: reporter}}}
 	}
 	rev := h.f.Revision()
 	h.ok(report("m2")) // not the owner: dropped

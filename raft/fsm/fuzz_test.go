@@ -11,6 +11,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // safeApply applies a log entry and turns a panic into a test failure that
@@ -166,6 +167,18 @@ func FuzzApply(f *testing.F) {
 		} else if cur := h.f.Revision(); cur != rev && cur != idx {
 			t.Fatalf("revision moved to %d, neither the old %d nor the entry's index %d", cur, rev, idx)
 		}
+		// Whatever is stored passes the API's rules: at the least those of
+		// every release (Legacy), and a service this command wrote those of
+		// the level it was stamped with.
+		var cmd raftv1.Command
+		_ = proto.Unmarshal(data, &cmd)
+		assertWellFormedState(t, h.f)
+		if r1.Code == codes.OK && r1.Service != nil && cmd.GetDeleteVirtualService() == nil {
+			lvl := min(rules.Level(cmd.Rules), rules.Current)
+			if err := rules.Stored(r1.Service, lvl); err != nil {
+				t.Fatalf("accepted %v at rules %d, storing a service the API would refuse: %v", &cmd, lvl, err)
+			}
+		}
 		if r1.Code != r2.Code || r1.Message != r2.Message || r1.Revision != r2.Revision || !proto.Equal(r1.Service, r2.Service) {
 			t.Fatalf("restored member answered differently: %v %q vs %v %q", r1.Code, r1.Message, r2.Code, r2.Message)
 		}
@@ -182,4 +195,24 @@ func FuzzApply(f *testing.F) {
 			t.Fatal("snapshot round-trip changed the state")
 		}
 	})
+}
+
+// assertWellFormedState fails unless every stored service and pool passes the
+// rules every release enforced.
+func assertWellFormedState(t testing.TB, f *FSM) {
+	t.Helper()
+	vss, pools, _ := f.st.snapshot()
+	for _, vs := range vss {
+		if err := rules.Stored(vs, rules.Legacy); err != nil {
+			t.Fatalf("stored service %s/%s breaks the rules: %v", vs.Tenant, vs.Name, err)
+		}
+		if err := rules.Placed(vs, rules.Legacy); err != nil || vs.Vip == "" {
+			t.Fatalf("stored service %s/%s has no usable VIP (%q): %v", vs.Tenant, vs.Name, vs.Vip, err)
+		}
+	}
+	for _, p := range pools {
+		if err := rules.StoredPool(p, rules.Legacy); err != nil {
+			t.Fatalf("stored pool %s breaks the rules: %v", p.Name, err)
+		}
+	}
 }

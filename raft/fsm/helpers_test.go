@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"github.com/edgelb/edgelb/raft/rules"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -39,7 +40,7 @@ func (h *harness) apply(op any) *Result {
 }
 
 func command(idx uint64, op any) *raftv1.Command {
-	cmd := &raftv1.Command{Version: CommandVersion, Time: timestamppb.New(epoch.Add(time.Duration(idx) * time.Second))}
+	cmd := &raftv1.Command{Version: CommandVersion, Rules: testRules, Time: timestamppb.New(epoch.Add(time.Duration(idx) * time.Second))}
 	switch o := op.(type) {
 	case *raftv1.CreateVirtualService:
 		cmd.Op = &raftv1.Command_CreateVirtualService{CreateVirtualService: o}
@@ -271,3 +272,7 @@ func rlog(idx uint64, data []byte) *raft.Log {
 
 // quiet keeps expected refusals of malformed entries out of the test output.
 var quiet = slog.New(slog.DiscardHandler)
+
+// testRules is the rule level of the commands tests build: the current one,
+// as a member of this version proposes them.
+var testRules = uint32(rules.Current)

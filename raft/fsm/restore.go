@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // Reasons recorded with the events of a restore (they show in Watch).
@@ -48,6 +49,9 @@ func (a *applier) restoreState(c *raftv1.RestoreState) *Result {
 		if p == nil || p.Name == "" {
 			return fail(codes.InvalidArgument, "restore: the snapshot holds an address pool without a name")
 		}
+		if err := rules.StoredPool(p, rules.Legacy); err != nil {
+			return refused("restore: address pool "+p.Name, err)
+		}
 		if _, dup := st.pools[p.Name]; dup {
 			return fail(codes.InvalidArgument, "restore: the snapshot holds address pool %s twice", p.Name)
 		}
@@ -86,6 +90,13 @@ func (a *applier) restoreState(c *raftv1.RestoreState) *Result {
 			if _, err := netip.ParseAddr(b.Address); err != nil {
 				return fail(codes.InvalidArgument, "restore: virtual service %s has backend %q, which is not an IP address", k, b.Address)
 			}
+		}
+		// A backup's services were accepted once, maybe before today's rules
+		// (Strict): they are held to the rules every release enforced, so a
+		// backup of an upgraded cluster still restores, and a hand-edited one
+		// stores nothing the API never accepted.
+		if err := rules.Stored(in, rules.Legacy); err != nil {
+			return refused("restore: virtual service "+k.String(), err)
 		}
 		vs := cloneVS(in)
 		cur := old.services[k]

@@ -24,7 +24,7 @@ func TestRestoreStateReplacesServicesAndPoolsKeepsMembers(t *testing.T) {
 	src := newHarness(t)
 	src.ok(member("m-old"))
 	src.ok(createPool(pool("a", "192.0.2.0/24")))
-	src.ok(createOwned(withBackends(svc("t", "web", "192.0.2.1"), backend("10.0.0.1", 80), backend("10.0.0.2", 80)), "m-old"))
+	src.ok(createOwned(withBackends(svc("t", "web", "192.0.2.1"), backend("10.0.0.1", 8080), backend("10.0.0.2", 8080)), "m-old"))
 	src.ok(createOwned(svc("t", "api", "192.0.2.2"), "m-old"))
 	backup := src.snap()
 
@@ -36,13 +36,13 @@ func TestRestoreStateReplacesServicesAndPoolsKeepsMembers(t *testing.T) {
 	h.ok(createPool(pool("a", "192.0.2.0/24")))
 	h.ok(createPool(pool("b", "198.51.100.0/24")))
 	h.ok(createOwned(svc("t", "gone", "198.51.100.7"), "m1"))
-	h.ok(createOwned(withBackends(svc("t", "web", "192.0.2.1"), backend("10.0.0.1", 80)), "m2"))
+	h.ok(createOwned(withBackends(svc("t", "web", "192.0.2.1"), backend("10.0.0.1", 8080)), "m2"))
 	for range 5 {
-		h.ok(&raftv1.DrainBackend{Tenant: "t", Name: "web", Address: "10.0.0.1", Port: 80, Drained: true})
-		h.ok(&raftv1.DrainBackend{Tenant: "t", Name: "web", Address: "10.0.0.1", Port: 80, Drained: false})
+		h.ok(&raftv1.DrainBackend{Tenant: "t", Name: "web", Address: "10.0.0.1", Port: 8080, Drained: true})
+		h.ok(&raftv1.DrainBackend{Tenant: "t", Name: "web", Address: "10.0.0.1", Port: 8080, Drained: false})
 	}
 	unhealthy := &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY, LastError: "refused"}
-	h.ok(&raftv1.SetBackendHealth{Updates: []*raftv1.HealthUpdate{{Tenant: "t", Name: "web", Address: "10.0.0.1", Port: 80, Health: unhealthy, Reporter: "m2"}}})
+	h.ok(&raftv1.SetBackendHealth{Updates: []*raftv1.HealthUpdate{{Tenant: "t", Name: "web", Address: "10.0.0.1", Port: 8080, Health: unhealthy, Reporter: "m2"}}})
 	genBefore := h.get("t", "web").Generation
 	revBefore := h.f.Revision()
 

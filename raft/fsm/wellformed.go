@@ -4,9 +4,11 @@ import (
 	"net/netip"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // wellFormed refuses a command whose shape the apply functions rely on
@@ -14,8 +16,17 @@ import (
 // requests long before, but a log entry is read back from disk and from peers:
 // a malformed one must be refused on every member alike, never crash them all
 // and again on every replay.
-func wellFormed(cmd *raftv1.Command) *Result {
-	bad := func(what string) *Result { return fail(codes.InvalidArgument, "malformed command: %s", what) }
+//
+// Beyond the shape, objects a command carries whole (a service on create and
+// update, a pool, a member) must pass the API's own rules (raft/rules) at the
+// level the proposer checked them with, in the form the API stores: so a
+// command that skipped the API — a raw PeerService call — stores nothing the
+// API would refuse. Checks that need the stored service (backend lists) run
+// where it is at hand, in the apply functions.
+func wellFormed(cmd *raftv1.Command, lvl rules.Level) *Result {
+	bad := func(what string) *Result {
+		return failR(codes.InvalidArgument, rules.ReasonMalformed, nil, "malformed command: %s", what)
+	}
 	addrOK := func(s string) bool { _, err := netip.ParseAddr(s); return err == nil }
 	service := func(vs *edgelbv1.VirtualService) *Result {
 		if vs == nil {
@@ -36,11 +47,20 @@ func wellFormed(cmd *raftv1.Command) *Result {
 		}
 		return nil
 	}
+	checked := func(vs *edgelbv1.VirtualService) *Result {
+		if r := service(vs); r != nil {
+			return r
+		}
+		if err := rules.Stored(vs, lvl); err != nil {
+			return refused("virtual service "+KeyOf(vs).String(), err)
+		}
+		return nil
+	}
 	switch op := cmd.Op.(type) {
 	case *raftv1.Command_CreateVirtualService:
-		return service(op.CreateVirtualService.Service)
+		return checked(op.CreateVirtualService.Service)
 	case *raftv1.Command_UpdateVirtualService:
-		return service(op.UpdateVirtualService.Service)
+		return checked(op.UpdateVirtualService.Service)
 	case *raftv1.Command_SetBackends:
 		for _, b := range op.SetBackends.Backends {
 			if b == nil || !addrOK(b.Address) {
@@ -63,9 +83,19 @@ func wellFormed(cmd *raftv1.Command) *Result {
 		if op.CreateAddressPool.Pool == nil {
 			return bad("no address pool")
 		}
+		if err := rules.StoredPool(op.CreateAddressPool.Pool, lvl); err != nil {
+			return refused("address pool "+op.CreateAddressPool.Pool.Name, err)
+		}
 	case *raftv1.Command_PutMember:
 		if m := op.PutMember.Member; m == nil || m.Id == "" {
 			return bad("no member")
+		}
+		if lvl >= rules.Strict {
+			// Members register themselves from a validated configuration;
+			// older ones were not held to the API's member rules here.
+			if err := rules.Member(proto.Clone(op.PutMember.Member).(*edgelbv1.Member)); err != nil {
+				return refused("member "+op.PutMember.Member.Id, err)
+			}
 		}
 	case *raftv1.Command_SetClusterId:
 		if op.SetClusterId.ClusterId == "" {

@@ -31,11 +31,11 @@ func ParseRange(s string) (Range, error) {
 	if first, last, ok := strings.Cut(s, "-"); ok {
 		a, err := netip.ParseAddr(strings.TrimSpace(first))
 		if err != nil {
-			return Range{}, fmt.Errorf("range %q: first address: %w", s, err)
+			return Range{}, &parseError{fmt.Sprintf("range %q: first address %q is not an IP address", s, strings.TrimSpace(first)), err}
 		}
 		b, err := netip.ParseAddr(strings.TrimSpace(last))
 		if err != nil {
-			return Range{}, fmt.Errorf("range %q: last address: %w", s, err)
+			return Range{}, &parseError{fmt.Sprintf("range %q: last address %q is not an IP address", s, strings.TrimSpace(last)), err}
 		}
 		if a.Zone() != "" || b.Zone() != "" {
 			return Range{}, fmt.Errorf("range %q: zoned addresses are not allowed", s)
@@ -51,7 +51,15 @@ func ParseRange(s string) (Range, error) {
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return Range{}, fmt.Errorf("%q is neither a CIDR (192.0.2.0/24) nor a range (192.0.2.10-192.0.2.20): %w", s, err)
+		why := ""
+		if addr, bits, ok := strings.Cut(s, "/"); ok {
+			if _, aerr := netip.ParseAddr(addr); aerr != nil {
+				why = fmt.Sprintf(": %q is not an IP address", addr)
+			} else {
+				why = fmt.Sprintf(": /%s is not a prefix length of that family", bits)
+			}
+		}
+		return Range{}, &parseError{fmt.Sprintf("%q is neither a CIDR (192.0.2.0/24) nor a range (192.0.2.10-192.0.2.20)%s", s, why), err}
 	}
 	if p.Addr().Zone() != "" {
 		return Range{}, fmt.Errorf("range %q: zoned addresses are not allowed", s)
@@ -317,3 +325,13 @@ func (p *Pool) rangeIndex(a netip.Addr) int {
 	}
 	return len(p.Ranges)
 }
+
+// parseError words a parse failure for an operator, keeping netip's error
+// (whose text names Go functions, netip.ParsePrefix(...)) for errors.Is/As.
+type parseError struct {
+	msg string
+	err error
+}
+
+func (e *parseError) Error() string { return e.msg }
+func (e *parseError) Unwrap() error { return e.err }

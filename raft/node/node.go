@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -101,6 +102,7 @@ type Node struct {
 	raft      *raft.Raft
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
+	peerLis   net.Listener
 	leaderCh  chan bool
 	peers     *peerWatch
 	done      chan struct{}
@@ -138,19 +140,20 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("raft address %q must name the host's own IP, since peers dial it", cfg.RaftAddr)
 	}
-	var trans *raft.NetworkTransport
-	if cfg.TLS != nil {
-		var stream *tlsStream
-		if stream, err = newTLSStream(cfg.RaftAddr, adv, cfg.TLS); err == nil {
-			trans = raft.NewNetworkTransportWithLogger(stream, 3, cfg.Timing.transportTimeout(), rc.Logger.Named("transport"))
-		}
-	} else {
-		trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, cfg.Timing.transportTimeout(), rc.Logger.Named("transport"))
-	}
+	l, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
+	if cfg.TLS != nil {
+		l = tls.NewListener(l, cfg.TLS.Server)
+	}
+	mx := newMux(l)
+	var stream raft.StreamLayer = &plainStream{Listener: mx.raft, adv: adv}
+	if cfg.TLS != nil {
+		stream = newTLSStream(mx.raft, adv, cfg.TLS)
+	}
+	trans := raft.NewNetworkTransportWithLogger(stream, 3, cfg.Timing.transportTimeout(), rc.Logger.Named("transport"))
 	existing, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
 		trans.Close()
@@ -165,7 +168,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
-	n := &Node{cfg: cfg, FSM: f, raft: r, store: store, transport: trans, leaderCh: leaderCh,
+	n := &Node{cfg: cfg, FSM: f, raft: r, store: store, transport: trans, peerLis: mx.grpc, leaderCh: leaderCh,
 		peers: newPeerWatch(), done: done, stable: stable}
 	obs := make(chan raft.Observation, 64)
 	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
@@ -188,6 +191,10 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	}
 	return n, nil
 }
+
+// PeerListener is the gRPC side of the raft port: the daemon serves
+// PeerService on it, to members only (see mux.go). Connections are *PeerConn.
+func (n *Node) PeerListener() net.Listener { return n.peerLis }
 
 // raftConfig is hashicorp/raft's configuration for cfg.
 func raftConfig(cfg Config) *raft.Config {

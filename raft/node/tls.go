@@ -23,12 +23,8 @@ type tlsStream struct {
 	client *tls.Config
 }
 
-func newTLSStream(bind string, adv net.Addr, t *TLS) (*tlsStream, error) {
-	l, err := net.Listen("tcp", bind)
-	if err != nil {
-		return nil, err
-	}
-	return &tlsStream{Listener: tls.NewListener(l, t.Server), adv: adv, client: t.Client}, nil
+func newTLSStream(l net.Listener, adv net.Addr, t *TLS) *tlsStream {
+	return &tlsStream{Listener: l, adv: adv, client: t.Client}
 }
 
 func (s *tlsStream) Addr() net.Addr { return s.adv }

@@ -111,9 +111,17 @@ func FromService(vs *edgelbv1.VirtualService) ([]*Svc, error) {
 	}
 	out := make([]*Svc, 0, len(vs.Ports))
 	for _, p := range vs.Ports {
+		if p == nil {
+			return nil, fmt.Errorf("virtual service %s/%s: empty port", vs.Tenant, vs.Name)
+		}
 		proto, ok := protocols[p.Protocol]
 		if !ok {
 			return nil, fmt.Errorf("virtual service %s/%s: unknown protocol %v", vs.Tenant, vs.Name, p.Protocol)
+		}
+		// The kernel's ports are 16 bits: a larger number would be
+		// truncated into another port, not refused.
+		if p.Port == 0 || p.Port > 65535 || p.BackendPort > 65535 {
+			return nil, fmt.Errorf("virtual service %s/%s: port %d → %d is out of range", vs.Tenant, vs.Name, p.Port, p.BackendPort)
 		}
 		s := &Svc{
 			Key:       SvcKey{Addr: addr, Proto: proto, Port: uint16(p.Port)},
@@ -121,11 +129,20 @@ func FromService(vs *edgelbv1.VirtualService) ([]*Svc, error) {
 			Dests: make(map[DestKey]Dest, len(vs.Backends)),
 		}
 		for _, b := range vs.Backends {
+			if b == nil {
+				return nil, fmt.Errorf("virtual service %s/%s: empty backend", vs.Tenant, vs.Name)
+			}
 			ba, err := netip.ParseAddr(b.Address)
 			if err != nil {
 				return nil, fmt.Errorf("virtual service %s/%s: backend %q: %w", vs.Tenant, vs.Name, b.Address, err)
 			}
+			if b.Port > 65535 {
+				return nil, fmt.Errorf("virtual service %s/%s: backend %s port %d is out of range", vs.Tenant, vs.Name, b.Address, b.Port)
+			}
 			port := uint16(p.BackendPort)
+			if port == 0 {
+				port = uint16(p.Port)
+			}
 			if b.Port != 0 {
 				port = uint16(b.Port)
 			}

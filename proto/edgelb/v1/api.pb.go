@@ -2988,9 +2988,12 @@ type MemberStatus struct {
 	NotReadyReason string `protobuf:"bytes,13,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
 	// Problems an operator should fix, each a sentence that says how (an
 	// address pool that holds this member's own address, ...).
-	Warnings      []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Warnings []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// Virtual services this member's data plane cannot program ("tenant/name:
+	// why"). They are left out; every other service is programmed.
+	IsolatedServices []string `protobuf:"bytes,15,rep,name=isolated_services,json=isolatedServices,proto3" json:"isolated_services,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MemberStatus) Reset() {
@@ -3117,6 +3120,13 @@ func (x *MemberStatus) GetNotReadyReason() string {
 func (x *MemberStatus) GetWarnings() []string {
 	if x != nil {
 		return x.Warnings
+	}
+	return nil
+}
+
+func (x *MemberStatus) GetIsolatedServices() []string {
+	if x != nil {
+		return x.IsolatedServices
 	}
 	return nil
 }
@@ -3597,7 +3607,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x13DrainMemberResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xd9\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x86\x04\n" +
 	"\fMemberStatus\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
@@ -3617,7 +3627,8 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\f \x01(\tR\tclusterId\x12(\n" +
 	"\x10not_ready_reason\x18\r \x01(\tR\x0enotReadyReason\x12\x1a\n" +
-	"\bwarnings\x18\x0e \x03(\tR\bwarnings\"J\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\x12+\n" +
+	"\x11isolated_services\x18\x0f \x03(\tR\x10isolatedServices\"J\n" +
 	"\x17GetMemberStatusResponse\x12/\n" +
 	"\x06status\x18\x01 \x01(\v2\x17.edgelb.v1.MemberStatusR\x06status\"O\n" +
 	"\fWatchRequest\x12'\n" +

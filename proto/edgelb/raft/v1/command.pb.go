@@ -24,13 +24,21 @@ const (
 )
 
 // Command is one entry of the replicated log. Entries are kept on disk for the
-// life of a cluster, so fields are only ever added; version says which rules
-// the proposer applied and lets the FSM keep old entries' meaning.
+// life of a cluster, so fields are only ever added; version (the format) and
+// rules (the validation rules the proposer applied) let the FSM keep old
+// entries' meaning.
 type Command struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// Set by the proposer so every member records the same timestamps.
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The validation rules (raft/rules.Level) the proposer checked the command
+	// against; the FSM holds the command to the same ones. 0: an entry of a
+	// binary older than this field, held to the rules of its time. A separate
+	// field rather than a new version, because older members ignore it and
+	// apply the entry, where a newer version would make them refuse it and
+	// diverge during a rolling upgrade.
+	Rules uint32 `protobuf:"varint,3,opt,name=rules,proto3" json:"rules,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*Command_CreateVirtualService
@@ -96,6 +104,13 @@ func (x *Command) GetTime() *timestamppb.Timestamp {
 		return x.Time
 	}
 	return nil
+}
+
+func (x *Command) GetRules() uint32 {
+	if x != nil {
+		return x.Rules
+	}
+	return 0
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -1504,11 +1519,12 @@ var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\n" +
 	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
-	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\\\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05rules\x18\x03 \x01(\rR\x05rules\x12\\\n" +
 	"\x16create_virtual_service\x18\n" +
 	" \x01(\v2$.edgelb.raft.v1.CreateVirtualServiceH\x00R\x14createVirtualService\x12\\\n" +
 	"\x16update_virtual_service\x18\v \x01(\v2$.edgelb.raft.v1.UpdateVirtualServiceH\x00R\x14updateVirtualService\x12\\\n" +
