@@ -73,7 +73,9 @@ type Daemon struct {
 	checker  *health.Checker
 	ops      *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
 	stopBG   context.CancelFunc
-	bgWG     sync.WaitGroup // the background loops, which Stop waits for
+	// stallFile is the test hook's file (testhook.go); "" outside tests.
+	stallFile string
+	bgWG      sync.WaitGroup // the background loops, which Stop waits for
 }
 
 // Run starts lbd and blocks until ctx is cancelled, then shuts down cleanly.
@@ -91,7 +93,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	d := &Daemon{cfg: cfg, log: log, owned: make(chan []string, 1)}
+	d := &Daemon{cfg: cfg, log: log, owned: make(chan []string, 1), stallFile: stallPath(cfg)}
 	d.owned <- nil
 
 	dp, name, err := openDataPlane(ctx, cfg, log)
@@ -399,11 +401,11 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			// renews no more, and the fence withdraws when this runs out.
 			d.renew(lh, exp)
 		}
-		if stallRequested() {
+		if d.stallRequested() {
 			nextPass = time.Time{} // the test hook holds the next pass: make it now
 		}
 		if !time.Now().Before(nextPass) {
-			testStall(ctx, d.log)
+			d.testStall(ctx, d.log)
 			cctx, cancel := context.WithTimeout(ctx, time.Minute)
 			err := d.dp.Reconcile(cctx, all, owner)
 			cancel()

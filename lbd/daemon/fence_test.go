@@ -129,18 +129,17 @@ func (s *notifySocket) first() string {
 func TestLeaseAndWatchdogFollowTheReconcileLoop(t *testing.T) {
 	sock := listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "400000") // pinged every 100–200 ms
-	stall := filepath.Join(t.TempDir(), "stall")
-	prevStall := stallFile
-	stallFile = stall
+	t.Setenv(testHooksEnv, "1")
 	stalled := make(chan struct{}, 1)
 	testHookStalled = func() { stalled <- struct{}{} }
-	t.Cleanup(func() { stallFile, testHookStalled = prevStall, nil })
+	t.Cleanup(func() { testHookStalled = nil })
 
 	dp := &leaseDP{lapsed: make(chan struct{}, 1)}
 	withKernel(t, func(context.Context, config.Config, *slog.Logger) (DataPlane, string, error) { return dp, "fake", nil })
 	var logs logcapture.Buffer
 	cfg := soloConfig(t)
 	cfg.Health.Enabled = false
+	stall := filepath.Join(cfg.DataDir, "test-stall")
 	d, err := Start(context.Background(), cfg, logs.Logger())
 	if err != nil {
 		t.Fatal(err)

@@ -4,36 +4,48 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/edgelb/edgelb/lbd/config"
 )
 
-// stallFile, when set (EDGELB_TEST_STALL_FILE, for guest tests only), holds
-// every reconcile pass while the named file exists: what a pass stuck in a
-// slow iptables-restore or a netlink call does to the loop.
-var stallFile = os.Getenv("EDGELB_TEST_STALL_FILE")
+// testHooksEnv enables hooks that only the guest scenarios use. With
+// EDGELB_TEST_HOOKS=1, every reconcile pass is held while the file
+// <data dir>/test-stall exists: what a pass stuck in a slow iptables-restore
+// or a netlink call that never returns does to the loop.
+const testHooksEnv = "EDGELB_TEST_HOOKS"
+
+// stallPath is the hook's file for this configuration ("" when hooks are off).
+func stallPath(cfg config.Config) string {
+	if os.Getenv(testHooksEnv) != "1" {
+		return ""
+	}
+	return filepath.Join(cfg.DataDir, "test-stall")
+}
 
 // stallRequested reports whether the test hook wants the next pass held.
-func stallRequested() bool {
-	if stallFile == "" {
+func (d *Daemon) stallRequested() bool {
+	if d.stallFile == "" {
 		return false
 	}
-	_, err := os.Stat(stallFile)
+	_, err := os.Stat(d.stallFile)
 	return err == nil
 }
 
 // testStall blocks while the stall file exists (or until ctx ends).
-func testStall(ctx context.Context, log *slog.Logger) {
-	if !stallRequested() {
+func (d *Daemon) testStall(ctx context.Context, log *slog.Logger) {
+	if !d.stallRequested() {
 		return
 	}
-	log.Warn("TEST HOOK: reconcile pass held until the stall file goes", "file", stallFile)
+	log.Warn("TEST HOOK: reconcile pass held until the stall file goes", "file", d.stallFile)
 	if testHookStalled != nil {
 		testHookStalled()
 	}
-	for stallRequested() && ctx.Err() == nil {
+	for d.stallRequested() && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	log.Warn("TEST HOOK: reconcile pass released", "file", stallFile)
+	log.Warn("TEST HOOK: reconcile pass released", "file", d.stallFile)
 }
 
 // testHookStalled, when set by a test, runs as a pass starts to be held.

@@ -82,6 +82,9 @@ type Engine struct {
 	lapsed   map[netip.Addr]bool // withdrawn by the fence, not yet seen by a pass
 	lapses   atomic.Uint64       // count of the fence's withdrawals, ever
 	lapsedCh chan struct{}
+	// leaseUntil is the last "serve until" given to the fence, on
+	// CLOCK_MONOTONIC (0: not armed); announcements stop once it passes.
+	leaseUntil atomic.Int64
 	// pending are addresses about to be added: recorded first, so a fence
 	// that acts while the pass is in the kernel withdraws them too.
 	pending []netip.Addr
@@ -222,7 +225,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 			cfg.Logger.Error("IPVS connection sync not running: a takeover will reset established connections", "err", err)
 		}
 	}
-	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval}, wire, cfg.Logger)
+	if !cfg.NoFence && !cfg.LeaseUntil.IsZero() {
+		e.leaseUntil.Store(int64(monotonicAt(cfg.LeaseUntil)))
+	}
+	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval, Allowed: e.leaseHeld}, wire, cfg.Logger)
 	actx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	go e.ann.Run(actx)
@@ -623,7 +629,16 @@ func (e *Engine) Renew(until time.Time) error {
 	if e.fence == nil {
 		return nil
 	}
+	e.leaseUntil.Store(int64(monotonicAt(until)))
 	return e.fence.Renew(until)
+}
+
+// leaseHeld reports whether the fence's lease still runs (or was never
+// armed): past it the fence may have withdrawn the addresses, and after a
+// SIGSTOP the announcer's timer can fire before the fence's report is read.
+func (e *Engine) leaseHeld() bool {
+	u := e.leaseUntil.Load()
+	return u == 0 || monotonic() < time.Duration(u)
 }
 
 // Lapsed is signalled when the fence withdrew addresses because the lease

@@ -118,6 +118,11 @@ type Config struct {
 	Burst          int           // announcements right after a VIP is added
 	BurstInterval  time.Duration // between them
 	RepeatInterval time.Duration // then one every this long (≤0: never)
+	// Allowed, when set, is asked before each announcement; false sends
+	// nothing. The engine closes it once the fence's lease has run out: the
+	// fence may have withdrawn the address, and a GARP for an address this
+	// host does not hold draws the segment's traffic to it.
+	Allowed func() bool
 }
 
 // Announcer runs the schedule for a changing set of addresses.
@@ -190,6 +195,9 @@ func (an *Announcer) Counts() (sent, failed uint64) {
 }
 
 func (an *Announcer) send(a netip.Addr, tenant, kind string) {
+	if an.cfg.Allowed != nil && !an.cfg.Allowed() {
+		return
+	}
 	err := an.s.Announce(a)
 	an.mu.Lock()
 	if err != nil {
