@@ -545,6 +545,16 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		var added []netip.Addr
 		failed := false
 		for _, a := range e.pending {
+			if !e.leaseHeld() {
+				// The lease this pass was started under has run out: the
+				// pass hung, and its plan is stale (the cluster may have
+				// moved these VIPs meanwhile). Seen in the guest: a pass
+				// released after 14 s added a VIP its successor served.
+				// The daemon's next pass decides afresh.
+				errs = append(errs, fmt.Errorf("%w: not adding %d VIP addresses from a pass that outlived it", ErrLeaseLapsed, len(e.pending)-len(added)))
+				failed = true
+				break
+			}
 			if err := e.addrs.Add(e.ifindex, a); err != nil {
 				errs = append(errs, err)
 				failed = true
@@ -622,6 +632,10 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 }
 
 // apply makes one change; tenantOf names a VIP's tenant for the log.
+// ErrLeaseLapsed is returned by a Reconcile that did not add addresses
+// because the lease last given to the fence had run out during the pass.
+var ErrLeaseLapsed = errors.New("the serving lease ran out during the data-plane pass")
+
 // Renew tells the fence this host may serve until until (see Fence.Renew:
 // only from where lbd has just confirmed it serves). It does not wait for
 // the engine's lock, so a pass stuck in the kernel does not block it.

@@ -1,7 +1,9 @@
 package dataplane
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -327,5 +329,69 @@ func waitCond(t *testing.T, limit time.Duration, what string, cond func() bool) 
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s", what, limit)
 		}
+	}
+}
+
+// A pass that outlives the lease it was started under (it hung in the
+// kernel) adds no address from its stale plan: the cluster may have moved
+// the VIP meanwhile. The next pass, under a fresh lease, adds it.
+func TestPassPastItsLeaseAddsNoAddress(t *testing.T) {
+	e, _, fa, snd := fakeEngine(t)
+	ctx := context.Background()
+	vss := many(2, 1)
+	e.leaseUntil.Store(int64(monotonic() - time.Millisecond))
+	err := e.Reconcile(ctx, vss, "me")
+	if !errors.Is(err, ErrLeaseLapsed) {
+		t.Fatalf("pass past its lease: err %v, want ErrLeaseLapsed", err)
+	}
+	if len(fa.on) != 0 || snd.n != 0 {
+		t.Fatalf("pass past its lease added %d addresses and sent %d announcements; want none", len(fa.on), snd.n)
+	}
+	e.leaseUntil.Store(int64(monotonic() + time.Minute))
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if len(fa.on) != 2 || snd.n != 2 {
+		t.Fatalf("under a fresh lease: %d addresses, %d announcements; want 2, 2", len(fa.on), snd.n)
+	}
+}
+
+// When the fence reports that it withdrew an address, the engine stops
+// announcing it at once, wakes the daemon, and its next pass adds the
+// address back (the engine believed it held it, so without the report no
+// pass would).
+func TestFenceReportReaddsThroughAPass(t *testing.T) {
+	e, _, fa, snd := fakeEngine(t)
+	e.lapsed, e.lapsedCh = map[netip.Addr]bool{}, make(chan struct{}, 1)
+	ctx := context.Background()
+	vss := many(1, 1)
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr(vss[0].Vip)
+	if !fa.on[a] {
+		t.Fatal("the VIP did not go up")
+	}
+	// The fence's work: the address is gone, and it says so.
+	delete(fa.on, a)
+	e.fenceWithdrew(a)
+	select {
+	case <-e.Lapsed():
+	default:
+		t.Fatal("the report did not wake the daemon")
+	}
+	n := snd.n
+	e.ann.Added(netip.MustParseAddr("192.0.2.250"), "") // the announcer still runs for others
+	if snd.n != n+1 {
+		t.Fatal("the announcer stopped altogether")
+	}
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if !fa.on[a] {
+		t.Fatal("the pass after the report did not add the VIP back")
+	}
+	if snd.n != n+2 {
+		t.Errorf("the VIP added back was announced %d times, want once", snd.n-n-1)
 	}
 }
