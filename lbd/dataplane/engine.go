@@ -525,7 +525,11 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	// none (DR) goes up before this pass's iptables run, which takes seconds
 	// on a slow host; the rest after it. The takeover guard opens first.
 	e.guardTakeovers(moved, vips, natVIPs, tenantOf)
+	outlived := false // this pass outlived its lease: it adds nothing more
 	addAddrs := func(ready func(netip.Addr) bool) {
+		if outlived {
+			return
+		}
 		e.pending = e.pending[:0]
 		for a := range vips {
 			if !e.vips[a] && ready(a) {
@@ -552,7 +556,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 				// released after 14 s added a VIP its successor served.
 				// The daemon's next pass decides afresh.
 				errs = append(errs, fmt.Errorf("%w: not adding %d VIP addresses from a pass that outlived it", ErrLeaseLapsed, len(e.pending)-len(added)))
-				failed = true
+				failed, outlived = true, true
 				break
 			}
 			if err := e.addrs.Add(e.ifindex, a); err != nil {
