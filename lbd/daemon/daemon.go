@@ -319,6 +319,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	failures := 0
 	fenced := false
 	var nextPass time.Time // zero: a pass is due now
+	var changed <-chan struct{}
 	lastIter := time.Now()
 	for {
 		wd.alive()
@@ -335,7 +336,23 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			d.bgWG.Go(func() { d.catchUp(ctx) })
 		}
 		lastIter = time.Now()
-		changed := d.node.FSM.Changed()
+		if testHookIteration != nil {
+			testHookIteration()
+		}
+		// The channel of the last look stays until it fires: an iteration
+		// that only renews must not drop a change that landed after the
+		// select returned (the next look's channel would not fire for it).
+		// The fresh one is taken before the old is checked, so nothing
+		// falls between them.
+		fresh := d.node.FSM.Changed()
+		if changed != nil {
+			select {
+			case <-changed:
+				nextPass = time.Time{}
+			default:
+			}
+		}
+		changed = fresh
 		if !d.caughtUp.Load() {
 			// Right after a start the FSM replays its log and may show a past
 			// state; following it would withdraw and re-add VIPs mid-replay.
@@ -459,6 +476,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		}
 	}
 }
+
+// testHookIteration, when set by a test, runs at the top of each iteration
+// of the reconcile loop.
+var testHookIteration func()
 
 // leaseHolder is a data plane whose addresses a fence guards (the IPVS
 // engine): it is told how long this member may serve, and reports when the

@@ -21,14 +21,16 @@ type leaseDP struct {
 	mu       sync.Mutex
 	renewals []time.Time // the "serve until" of each renewal
 	passes   int
+	lastAll  int // services in the last pass
 	kept     bool
 	lapsed   chan struct{}
 }
 
-func (f *leaseDP) Reconcile(context.Context, []*edgelbv1.VirtualService, string) error {
+func (f *leaseDP) Reconcile(_ context.Context, all []*edgelbv1.VirtualService, _ string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.passes++
+	f.lastAll = len(all)
 	return nil
 }
 func (f *leaseDP) Withdraw(context.Context) error { return nil }
@@ -221,4 +223,44 @@ func TestLeaseAndWatchdogFollowTheReconcileLoop(t *testing.T) {
 		t.Error("a clean stop did not tell the fence to keep the addresses")
 	}
 	waitFor(t, 5*time.Second, "STOPPING=1 on a clean stop", func() bool { return sock.count("STOPPING=1") == 1 })
+}
+
+// A change that lands while the loop is between two looks (after its wait
+// returned, before it looks again) is not lost: the loop wakes often only to
+// renew the lease, and a renewal-only iteration must still see the change.
+// The hook makes the change at exactly that point; the next resync pass
+// would come only 30 s later.
+func TestChangeBetweenIterationsIsNotMissed(t *testing.T) {
+	dp := &leaseDP{lapsed: make(chan struct{}, 1)}
+	withKernel(t, func(context.Context, config.Config, *slog.Logger) (DataPlane, string, error) { return dp, "fake", nil })
+	var logs logcapture.Buffer
+	cfg := soloConfig(t)
+	cfg.Health.Enabled = false
+	d, err := Start(context.Background(), cfg, logs.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Stop() })
+	waitFor(t, 20*time.Second, "caught up", d.caughtUp.Load)
+	setupPool(t, d.Addr())
+	c := client(t, d.Addr())
+	create := func(i int) {
+		if _, err := c.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: newService(i)}); err != nil {
+			t.Error(err)
+		}
+	}
+	create(1)
+	waitFor(t, 10*time.Second, "a pass with the first service", func() bool { dp.mu.Lock(); defer dp.mu.Unlock(); return dp.lastAll == 1 })
+	// Let the loop settle into renewal-only iterations.
+	time.Sleep(time.Second)
+	done := make(chan struct{})
+	var once sync.Once
+	testHookIteration = func() { once.Do(func() { create(2); close(done) }) }
+	t.Cleanup(func() { testHookIteration = nil })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop did not iterate")
+	}
+	waitFor(t, 5*time.Second, "a pass with the service created between two iterations", func() bool { dp.mu.Lock(); defer dp.mu.Unlock(); return dp.lastAll == 2 })
 }
