@@ -647,8 +647,31 @@ func (e *Engine) Renew(until time.Time) error {
 	if e.fence == nil {
 		return nil
 	}
-	e.leaseUntil.Store(int64(monotonicAt(until)))
+	e.renewed(until)
 	return e.fence.Renew(until)
+}
+
+// renewed records a new lease. A renewal that comes after the last lease ran
+// out means the fence withdraws, or has withdrawn, every recorded address,
+// and its report may not have been read yet: this is what a stopped raft
+// leader does right after SIGCONT (raft counts its step-down as contact).
+// Announcing them until the report arrives would draw traffic to a host
+// without the addresses — seen in the guest — so they stop now, and the
+// next pass adds back and announces those this member still owns.
+func (e *Engine) renewed(until time.Time) {
+	if prev := e.leaseUntil.Load(); prev != 0 && monotonic() >= time.Duration(prev) {
+		for _, a := range e.ann.RemoveAll() {
+			e.lapsedMu.Lock()
+			e.lapsed[a] = true
+			e.lapsedMu.Unlock()
+		}
+		e.lapses.Add(1)
+		select {
+		case e.lapsedCh <- struct{}{}:
+		default:
+		}
+	}
+	e.leaseUntil.Store(int64(monotonicAt(until)))
 }
 
 // leaseHeld reports whether the fence's lease still runs (or was never

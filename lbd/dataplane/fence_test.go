@@ -473,3 +473,44 @@ func TestFenceReportReaddsThroughAPass(t *testing.T) {
 		t.Errorf("the VIP added back was announced %d times, want once", snd.n-n-1)
 	}
 }
+
+// A renewal after the lease ran out (a stopped leader right after SIGCONT,
+// before the fence's report is read) stops every announcement at once; the
+// next pass adds the addresses back and announces them.
+func TestRenewalAfterALapseStopsAnnouncing(t *testing.T) {
+	e, _, fa, snd := fakeEngine(t)
+	e.lapsed, e.lapsedCh = map[netip.Addr]bool{}, make(chan struct{}, 1)
+	ctx := context.Background()
+	vss := many(1, 1)
+	e.renewed(time.Now().Add(time.Minute))
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr(vss[0].Vip)
+	// In time: nothing changes.
+	e.renewed(time.Now().Add(time.Minute))
+	select {
+	case <-e.Lapsed():
+		t.Fatal("a renewal in time counted as a lapse")
+	default:
+	}
+	// Late: the lease had run out; the fence took the address.
+	e.leaseUntil.Store(int64(monotonic() - time.Millisecond))
+	delete(fa.on, a)
+	e.renewed(time.Now().Add(time.Minute))
+	select {
+	case <-e.Lapsed():
+	default:
+		t.Fatal("a late renewal did not wake the daemon")
+	}
+	if got := e.ann.RemoveAll(); len(got) != 0 {
+		t.Errorf("still announcing %v after a late renewal", got)
+	}
+	n := snd.n
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if !fa.on[a] || snd.n != n+1 {
+		t.Errorf("the next pass: address up %v, %d announcements; want up, 1", fa.on[a], snd.n-n)
+	}
+}

@@ -187,6 +187,18 @@ func (an *Announcer) Removed(a netip.Addr) {
 	an.mu.Unlock()
 }
 
+// RemoveAll stops announcing every address and returns them.
+func (an *Announcer) RemoveAll() []netip.Addr {
+	an.mu.Lock()
+	defer an.mu.Unlock()
+	out := make([]netip.Addr, 0, len(an.set))
+	for a := range an.set {
+		out = append(out, a)
+	}
+	clear(an.set)
+	return out
+}
+
 // Counts returns announcements sent and failed.
 func (an *Announcer) Counts() (sent, failed uint64) {
 	an.mu.Lock()
