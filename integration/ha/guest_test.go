@@ -470,6 +470,7 @@ func TestGuest(t *testing.T) {
 	}
 	// A hung owner (issue 18): its fence withdraws the VIP.
 	t.Run("hung_sigstop", func(t *testing.T) { s.hung(t, "sigstop") })
+	t.Run("hung_leader", func(t *testing.T) { s.hung(t, "leader") })
 	t.Run("hung_pass", func(t *testing.T) { s.hung(t, "pass") })
 	t.Run("drain", func(t *testing.T) {
 		dropped := s.drain(t)
