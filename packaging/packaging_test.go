@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgelb/edgelb/integration/lab"
 	"github.com/edgelb/edgelb/integration/uml"
@@ -106,6 +107,15 @@ func TestExampleConfigIsValidAndComplete(t *testing.T) {
 	if u["KillMode"] != "process" {
 		// mixed SIGKILLs what remains once lbd exits, control-group kills it with lbd.
 		t.Errorf("KillMode %q: the fence child must outlive a stopped or crashed lbd for up to the lease to withdraw its VIPs", u["KillMode"])
+	}
+	// lbd speaks sd_notify (lbd/daemon/watchdog.go): without Type=notify
+	// systemd ignores READY=1, and without WatchdogSec nothing restarts an
+	// lbd whose reconcile loop hangs.
+	if u["Type"] != "notify" || u["NotifyAccess"] != "main" {
+		t.Errorf("Type=%q NotifyAccess=%q: want notify and main (lbd sends READY=1 and WATCHDOG=1 itself; the fence child must not count)", u["Type"], u["NotifyAccess"])
+	}
+	if d, err := time.ParseDuration(u["WatchdogSec"]); err != nil || d < 10*time.Second {
+		t.Errorf("WatchdogSec=%q: want a duration of at least 10s (longer than a slow healthy pass)", u["WatchdogSec"])
 	}
 	if u["ProtectKernelTunables"] != "no" {
 		t.Error("lbd writes net.ipv4.vs.* sysctls: /proc/sys must stay writable")

@@ -74,6 +74,9 @@ func start(t *testing.T) *suite {
 		t.Fatalf("EDGELB_HA_PROFILE=%q: want guest, lan or fast", profile)
 	}
 	t.Logf("lbd timing profile %q:\n%s", profile, cfg)
+	// The hung_pass scenario holds one member's reconcile pass through the
+	// stall file (lbd/daemon/testhook.go); inert unless the file exists.
+	os.Setenv("EDGELB_TEST_HOOKS", "1")
 	l, err := lab.Start(lab.Config{
 		LBDConfig: cfg,
 		Bin:       os.Getenv("EDGELB_E2E_BIN"),
@@ -465,6 +468,10 @@ func TestGuest(t *testing.T) {
 			}
 		})
 	}
+	// A hung owner (issue 18): its fence withdraws the VIP.
+	t.Run("hung_sigstop", func(t *testing.T) { s.hung(t, "sigstop") })
+	t.Run("hung_leader", func(t *testing.T) { s.hung(t, "leader") })
+	t.Run("hung_pass", func(t *testing.T) { s.hung(t, "pass") })
 	t.Run("drain", func(t *testing.T) {
 		dropped := s.drain(t)
 		if dropped > 0 {

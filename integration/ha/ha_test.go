@@ -4,10 +4,14 @@
 // connections at a steady rate and a set of long-lived ones — while an owner is
 // SIGKILLed, the raft leader that owns the VIP is SIGKILLed, an owner's link is
 // cut, an owner's packets to its peers are dropped (a one-way partition), a
-// member is drained, and every member is restarted in turn.
+// member is drained, and every member is restarted in turn; and an owner that
+// hangs (issue 18: SIGSTOP of a follower or of the raft leader, a reconcile
+// pass held through the EDGELB_TEST_HOOKS stall file), whose fence must
+// withdraw the VIP within the lease.
 //
 //	sudo bash scripts/uml-deps.sh
 //	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUML$' -timeout 20m          # scenarios
+//	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUML$/hung' -timeout 20m     # the hung owners only
 //	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUMLBench' -timeout 40m      # ≥20 failovers of each kind
 //
 // EDGELB_HA_ROUNDS sets the rounds per kind of the benchmark (default 20);

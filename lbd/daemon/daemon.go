@@ -75,7 +75,9 @@ type Daemon struct {
 	checker  *health.Checker
 	ops      *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
 	stopBG   context.CancelFunc
-	bgWG     sync.WaitGroup // the background loops, which Stop waits for
+	// stallFile is the test hook's file (testhook.go); "" outside tests.
+	stallFile string
+	bgWG      sync.WaitGroup // the background loops, which Stop waits for
 }
 
 // Run starts lbd and blocks until ctx is cancelled, then shuts down cleanly.
@@ -93,7 +95,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	d := &Daemon{cfg: cfg, log: log, owned: make(chan []string, 1)}
+	d := &Daemon{cfg: cfg, log: log, owned: make(chan []string, 1), stallFile: stallPath(cfg)}
 	d.owned <- nil
 
 	dp, name, err := openDataPlane(ctx, cfg, log)
@@ -362,19 +364,69 @@ func (d *Daemon) healthLoop(ctx context.Context) {
 
 // reconcileLoop drives the data plane from the FSM: on every change, and
 // every resyncInterval to repair what someone else changed in the kernel.
+//
+// It is also the one place that renews the fence's lease (lbd/dataplane
+// fence.go) and pings systemd's watchdog: both must stop when this loop
+// stops — lbd stopped, deadlocked, or a pass stuck in the kernel — since
+// this loop is what withdraws the VIPs when the lease runs out. A timer
+// elsewhere would keep renewing for a member that can no longer fence itself.
 func (d *Daemon) reconcileLoop(ctx context.Context) {
 	const resyncInterval = 30 * time.Second
 	lease := d.cfg.Ownership.Lease.Duration
+	// Between passes the loop wakes this often to renew the fence's lease,
+	// well before it runs out.
+	renewEvery := max(lease/4, 10*time.Millisecond)
+	lh := leaseHolderOf(d.dp)
+	var lapsed <-chan struct{}
+	if lh != nil {
+		lapsed = lh.Lapsed()
+	}
+	wd := newWatchdog(d.log)
 	failures := 0
 	fenced := false
+	var nextPass time.Time // zero: a pass is due now
+	var changed <-chan struct{}
+	lastIter := time.Now()
 	for {
-		changed := d.node.FSM.Changed()
+		wd.alive()
+		// A gap longer than the lease since the last iteration means this
+		// loop did not run: the process was stopped or a pass hung. The
+		// fence has likely withdrawn the VIPs, and the cluster may have
+		// moved them; raft may not have noticed yet (a stopped leader still
+		// believes it leads for a moment after SIGCONT). Catch up with the
+		// cluster before serving, as after a partition.
+		if gap := time.Since(lastIter); gap > lease && d.caughtUp.Load() {
+			d.log.Warn("the reconcile loop did not run for longer than the lease (process stopped or a pass hung); catching up with the cluster before serving VIPs again",
+				"gap", gap.Round(time.Millisecond), "lease", lease)
+			d.caughtUp.Store(false)
+			d.bgWG.Go(func() { d.catchUp(ctx) })
+		}
+		lastIter = time.Now()
+		if testHookIteration != nil {
+			testHookIteration()
+		}
+		// The channel of the last look stays until it fires: an iteration
+		// that only renews must not drop a change that landed after the
+		// select returned (the next look's channel would not fire for it).
+		// The fresh one is taken before the old is checked, so nothing
+		// falls between them.
+		fresh := d.node.FSM.Changed()
+		if changed != nil {
+			select {
+			case <-changed:
+				nextPass = time.Time{}
+			default:
+			}
+		}
+		changed = fresh
 		if !d.caughtUp.Load() {
 			// Right after a start the FSM replays its log and may show a past
 			// state; following it would withdraw and re-add VIPs mid-replay.
 			// Keep what the kernel holds while the lease allows, then fence.
 			wait := 50 * time.Millisecond
-			if !d.inContact(lease) {
+			if exp := d.leaseExpiry(lease); time.Now().Before(exp) {
+				d.renew(lh, exp)
+			} else {
 				// Fence on addresses only. Before the first entries apply
 				// the FSM may even be empty: reconciling against it would
 				// remove every IPVS service, and with them the connection
@@ -386,6 +438,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				}
 				wait = min(lease/4, time.Second)
 			}
+			nextPass = time.Time{}
 			select {
 			case <-ctx.Done():
 				return
@@ -404,10 +457,14 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		// Self-fencing: a member answers for its VIPs only while it is in
 		// contact with the leader. Past the lease it withdraws them by itself,
 		// before the leader (which waits the longer grace) gives them to another.
-		if !d.inContact(lease) {
+		exp := d.leaseExpiry(lease)
+		if !time.Now().Before(exp) {
 			if !fenced && owned > 0 {
 				d.log.Warn("no contact with a raft leader for longer than the lease; not serving VIPs", "lease", lease, "owned", owned,
 					"raft_last_contact", d.node.Status().LastContact)
+			}
+			if !fenced {
+				nextPass = time.Time{}
 			}
 			fenced = true
 			owner, owned = "", 0
@@ -422,36 +479,52 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			d.bgWG.Go(func() { d.catchUp(ctx) })
 			d.log.Info("back in contact with the raft leader; serving owned VIPs again once caught up")
 			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := d.dp.Reconcile(cctx, all, owner)
-		cancel()
-		wait := resyncInterval
-		if err != nil {
-			failures++
-			wait = min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)
-			d.log.Error("reconcile data plane", "owned", owned, "err", err, "retry_in", wait)
 		} else {
-			failures = 0
-			vips := make([]string, 0, owned)
-			seen := map[string]bool{}
-			for _, vs := range all {
-				if owner != "" && vs.Owner == owner && !seen[vs.Vip] {
-					seen[vs.Vip] = true
-					vips = append(vips, vs.Vip)
-				}
-			}
-			<-d.owned
-			d.owned <- vips
+			// Renewed before the pass: a pass that then hangs in the kernel
+			// renews no more, and the fence withdraws when this runs out.
+			d.renew(lh, exp)
 		}
-		if fenced {
-			// Re-check often while there is something to restore.
-			wait = min(wait, lease/4)
-		} else if owned > 0 {
-			// Wake when the lease would run out: an owner cut off from the
-			// leader must have withdrawn before the leader's grace moves its
-			// VIPs, and every moment it lingers is taken from that margin.
-			wait = min(wait, max(time.Until(d.leaseExpiry(lease)), 0)+time.Millisecond)
+		if d.stallRequested() {
+			nextPass = time.Time{} // the test hook holds the next pass: make it now
+		}
+		if !time.Now().Before(nextPass) {
+			d.testStall(ctx, d.log)
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			err := d.dp.Reconcile(cctx, all, owner)
+			cancel()
+			wait := resyncInterval
+			if err != nil {
+				failures++
+				wait = min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)
+				d.log.Error("reconcile data plane", "owned", owned, "err", err, "retry_in", wait)
+			} else {
+				failures = 0
+				vips := make([]string, 0, owned)
+				seen := map[string]bool{}
+				for _, vs := range all {
+					if owner != "" && vs.Owner == owner && !seen[vs.Vip] {
+						seen[vs.Vip] = true
+						vips = append(vips, vs.Vip)
+					}
+				}
+				<-d.owned
+				d.owned <- vips
+			}
+			if fenced {
+				// Re-check often while there is something to restore.
+				wait = min(wait, lease/4)
+			}
+			nextPass = time.Now().Add(wait)
+		}
+		wait := min(time.Until(nextPass), wd.every())
+		if !fenced {
+			wait = min(wait, renewEvery)
+			if owned > 0 {
+				// Wake when the lease would run out: an owner cut off from the
+				// leader must have withdrawn before the leader's grace moves its
+				// VIPs, and every moment it lingers is taken from that margin.
+				wait = min(wait, max(time.Until(d.leaseExpiry(lease)), 0)+time.Millisecond)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -459,8 +532,49 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		case <-changed:
 			// Let a burst of commits land so one pass covers them all.
 			time.Sleep(coalesce)
-		case <-time.After(wait):
+			nextPass = time.Time{}
+		case <-lapsed:
+			// The fence withdrew addresses (this loop was late to renew):
+			// a pass puts back those this member still owns, once it has
+			// caught up (the gap check above) and is in contact.
+			nextPass = time.Time{}
+		case <-time.After(max(wait, 0)):
 		}
+	}
+}
+
+// testHookIteration, when set by a test, runs at the top of each iteration
+// of the reconcile loop.
+var testHookIteration func()
+
+// leaseHolder is a data plane whose addresses a fence guards (the IPVS
+// engine): it is told how long this member may serve, and reports when the
+// fence withdrew because no renewal came in time.
+type leaseHolder interface {
+	Renew(until time.Time) error
+	Lapsed() <-chan struct{}
+	Keep()
+}
+
+// leaseHolderOf returns dp's fence side, seen through the metrics wrapper;
+// nil when dp has no fence (control-plane-only, test fakes).
+func leaseHolderOf(dp DataPlane) leaseHolder {
+	if i, ok := dp.(*instrumentedDataPlane); ok {
+		dp = i.DataPlane
+	}
+	lh, _ := dp.(leaseHolder)
+	return lh
+}
+
+// renew extends the fence's lease to exp, when the data plane has a fence.
+func (d *Daemon) renew(lh leaseHolder, exp time.Time) {
+	if lh == nil {
+		return
+	}
+	if err := lh.Renew(exp); err != nil {
+		// Without renewals the fence withdraws the VIPs when the lease runs
+		// out: fail closed, and say why.
+		d.log.Error("renew the fence's lease; the VIPs will be withdrawn when it runs out", "err", err)
 	}
 }
 
@@ -629,6 +743,13 @@ const coalesce = 5 * time.Millisecond
 // plane is closed without withdrawing what it programmed (a restart must not
 // disturb traffic).
 func (d *Daemon) Stop() error {
+	// From here on nothing renews the fence's lease: tell it this is a clean
+	// stop, which gives a restart the lease to take the addresses over.
+	// Said later, a stop slower than the lease would have them withdrawn.
+	if lh := leaseHolderOf(d.dp); lh != nil {
+		lh.Keep()
+	}
+	notifyStopping()
 	d.stopBG()
 	// The loops write into the data directory (last contact) and drive the
 	// data plane: let them end before what they use goes away. They follow

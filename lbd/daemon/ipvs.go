@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/dataplane"
@@ -14,8 +15,11 @@ func openIPVS(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPla
 		sync = cfg.DataPlane.Interface
 	}
 	e, err := dataplane.Open(ctx, dataplane.Config{
-		SyncInterface:      sync,
-		FenceDelay:         cfg.Ownership.Lease.Duration,
+		SyncInterface: sync,
+		FenceDelay:    cfg.Ownership.Lease.Duration,
+		// The lease runs from the start: an lbd that hangs before its
+		// reconcile loop first renews it is fenced too.
+		LeaseUntil:         time.Now().Add(cfg.Ownership.Lease.Duration),
 		SyncID:             cfg.DataPlane.SyncID,
 		Interface:          cfg.DataPlane.Interface,
 		StateDir:           cfg.DataDir,

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudflare/ipvs"
@@ -47,6 +48,10 @@ type Config struct {
 	// FenceDelay is how long the fence gives a crashed lbd to come back
 	// before it withdraws the VIPs: the ownership lease.
 	FenceDelay time.Duration
+	// LeaseUntil, unless zero, is how long this host may serve from the
+	// start: the fence withdraws the addresses then unless Renew extends it.
+	// Zero leaves the fence's lease unarmed until the first Renew.
+	LeaseUntil time.Time
 	// SyncInterface carries IPVS connection sync (multicast); empty disables it.
 	SyncInterface string
 	SyncID        uint32
@@ -70,6 +75,19 @@ type Engine struct {
 	ann     *announce.Announcer
 	cancel  context.CancelFunc
 	fence   *Fence
+
+	// The fence's reports, kept apart from mu: a pass stuck in the kernel
+	// holds mu, and the announcer must stop at once for what the fence took.
+	lapsedMu sync.Mutex
+	lapsed   map[netip.Addr]bool // withdrawn by the fence, not yet seen by a pass
+	lapses   atomic.Uint64       // count of the fence's withdrawals, ever
+	lapsedCh chan struct{}
+	// leaseUntil is the last "serve until" given to the fence, on
+	// CLOCK_MONOTONIC (0: not armed); announcements stop once it passes.
+	leaseUntil atomic.Int64
+	// pending are addresses about to be added: recorded first, so a fence
+	// that acts while the pass is in the kernel withdraws them too.
+	pending []netip.Addr
 
 	mu     sync.Mutex
 	actual ipvsdiff.State // what this engine believes the kernel holds for its services
@@ -242,6 +260,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: c, addrs: am, ifindex: ifindex, snat: rules, wire: wire, lastResync: time.Now(), obs: nopObserver{},
+		lapsed: map[netip.Addr]bool{}, lapsedCh: make(chan struct{}, 1),
 		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
 		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}}
 	if err := e.adopt(); err != nil {
@@ -254,7 +273,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 			cfg.Logger.Error("IPVS connection sync not running: a takeover will reset established connections", "err", err)
 		}
 	}
-	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval}, wire, cfg.Logger)
+	if !cfg.NoFence && !cfg.LeaseUntil.IsZero() {
+		e.leaseUntil.Store(int64(monotonicAt(cfg.LeaseUntil)))
+	}
+	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval, Allowed: e.leaseHeld}, wire, cfg.Logger)
 	actx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	go e.ann.Run(actx)
@@ -275,10 +297,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	// than the lease left the address up, unfenced, until the daemon's loop
 	// ran: in the guest it answered beside the member the VIP had moved to.
 	if !cfg.NoFence {
-		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir, cfg.FenceDelay); err != nil {
+		if e.fence, err = StartFence(cfg.Interface, cfg.StateDir, cfg.FenceDelay, cfg.LeaseUntil); err != nil {
 			e.Close()
 			return nil, err
 		}
+		go e.fence.Withdrawn(e.fenceWithdrew)
 	}
 	e.log.Info("IPVS data plane ready", "interface", cfg.Interface, "snat", snatName, "adopted_services", len(e.actual), "adopted_vips", len(e.vips))
 	if rules != nil && cfg.TakeoverGuard > 0 {
@@ -352,6 +375,11 @@ func (e *Engine) save() error {
 	}
 	for a := range e.vips {
 		r.VIPs = append(r.VIPs, a.String())
+	}
+	for _, a := range e.pending {
+		if !e.vips[a] {
+			r.VIPs = append(r.VIPs, a.String())
+		}
 	}
 	sort.Strings(r.Services)
 	sort.Strings(r.VIPs)
@@ -466,6 +494,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	}
 	start := time.Now()
 	e.stats.Reconciles++
+	lapses := e.absorbLapsed()
 	prev := e.cache // the last pass's services: a withdrawn VIP's may be gone from all
 	want, vips, natVIPs, moved, err := e.desired(all, owner)
 	if err != nil {
@@ -558,14 +587,43 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	// none (DR) goes up before this pass's iptables run, which takes seconds
 	// on a slow host; the rest after it. The takeover guard opens first.
 	e.guardTakeovers(moved, vips, natVIPs, tenantOf)
+	outlived := false // this pass outlived its lease: it adds nothing more
 	addAddrs := func(ready func(netip.Addr) bool) {
-		var added []netip.Addr
+		if outlived {
+			return
+		}
+		e.pending = e.pending[:0]
 		for a := range vips {
-			if e.vips[a] || !ready(a) {
-				continue
+			if !e.vips[a] && ready(a) {
+				e.pending = append(e.pending, a)
+			}
+		}
+		if len(e.pending) == 0 {
+			return
+		}
+		// Recorded before they go up: the fence withdraws only the
+		// addresses the record names, should lbd die or hang from here on.
+		if err := e.save(); err != nil {
+			errs = append(errs, err)
+			e.pending = e.pending[:0]
+			return // an address the fence does not know of could outlive a hang
+		}
+		var added []netip.Addr
+		failed := false
+		for _, a := range e.pending {
+			if !e.leaseHeld() {
+				// The lease this pass was started under has run out: the
+				// pass hung, and its plan is stale (the cluster may have
+				// moved these VIPs meanwhile). Seen in the guest: a pass
+				// released after 14 s added a VIP its successor served.
+				// The daemon's next pass decides afresh.
+				errs = append(errs, fmt.Errorf("%w: not adding %d VIP addresses from a pass that outlived it", ErrLeaseLapsed, len(e.pending)-len(added)))
+				failed, outlived = true, true
+				break
 			}
 			if err := e.addrs.Add(e.ifindex, a); err != nil {
 				errs = append(errs, err)
+				failed = true
 				continue
 			}
 			e.vips[a] = true
@@ -573,13 +631,29 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			e.obs.KernelChange("addr_add")
 			added = append(added, a)
 		}
-		if len(added) == 0 {
-			return
+		e.pending = e.pending[:0]
+		if failed {
+			if err := e.save(); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		// Recorded before the pass goes on: the fence withdraws only the
-		// addresses the record names, should lbd die in the SNAT run.
-		if err := e.save(); err != nil {
-			errs = append(errs, err)
+		if e.lapses.Load() != lapses {
+			// The fence withdrew while this pass was in the kernel: what it
+			// added may be gone again, and announcing an address not held
+			// would draw traffic to this host. The next pass (the report
+			// wakes the daemon) adds and announces them afresh, if this host
+			// still owns them then; until then they are not held (fail closed).
+			for _, a := range added {
+				if err := e.addrs.Remove(e.ifindex, a); err != nil {
+					errs = append(errs, fmt.Errorf("withdraw VIP %s the fence raced: %w", a, err))
+					continue
+				}
+				delete(e.vips, a)
+			}
+			if err := e.save(); err != nil {
+				errs = append(errs, err)
+			}
+			return
 		}
 		for _, a := range added {
 			e.ann.Added(a, tenantOf(a))
@@ -624,6 +698,104 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 }
 
 // apply makes one change; tenantOf names a VIP's tenant for the log.
+// ErrLeaseLapsed is returned by a Reconcile that did not add addresses
+// because the lease last given to the fence had run out during the pass.
+var ErrLeaseLapsed = errors.New("the serving lease ran out during the data-plane pass")
+
+// Renew tells the fence this host may serve until until (see Fence.Renew:
+// only from where lbd has just confirmed it serves). It does not wait for
+// the engine's lock, so a pass stuck in the kernel does not block it.
+func (e *Engine) Renew(until time.Time) error {
+	if e.fence == nil {
+		return nil
+	}
+	e.renewed(until)
+	return e.fence.Renew(until)
+}
+
+// renewed records a new lease. A renewal that comes after the last lease ran
+// out means the fence withdraws, or has withdrawn, every recorded address,
+// and its report may not have been read yet: this is what a stopped raft
+// leader does right after SIGCONT (raft counts its step-down as contact).
+// Announcing them until the report arrives would draw traffic to a host
+// without the addresses — seen in the guest — so they stop now, and the
+// next pass adds back and announces those this member still owns.
+func (e *Engine) renewed(until time.Time) {
+	if prev := e.leaseUntil.Load(); prev != 0 && monotonic() >= time.Duration(prev) {
+		for _, a := range e.ann.RemoveAll() {
+			e.lapsedMu.Lock()
+			e.lapsed[a] = true
+			e.lapsedMu.Unlock()
+		}
+		e.lapses.Add(1)
+		select {
+		case e.lapsedCh <- struct{}{}:
+		default:
+		}
+	}
+	e.leaseUntil.Store(int64(monotonicAt(until)))
+}
+
+// leaseHeld reports whether the fence's lease still runs (or was never
+// armed): past it the fence may have withdrawn the addresses, and after a
+// SIGSTOP the announcer's timer can fire before the fence's report is read.
+func (e *Engine) leaseHeld() bool {
+	u := e.leaseUntil.Load()
+	return u == 0 || monotonic() < time.Duration(u)
+}
+
+// Lapsed is signalled when the fence withdrew addresses because the lease
+// was not renewed in time; the next Reconcile puts back those still owned.
+func (e *Engine) Lapsed() <-chan struct{} { return e.lapsedCh }
+
+// Keep tells the fence that lbd is stopping cleanly: from now on nothing in
+// lbd renews the lease, and the fence gives a restart the lease to take the
+// addresses over (as after a crash) instead of withdrawing them at once.
+func (e *Engine) Keep() {
+	if e.fence != nil {
+		e.fence.Keep()
+	}
+}
+
+// fenceWithdrew handles the fence's report that a lapsed lease made it
+// withdraw a. It runs on its own goroutine, without mu.
+func (e *Engine) fenceWithdrew(a netip.Addr) {
+	e.ann.Removed(a) // no more GARPs for an address this host no longer holds
+	e.lapsedMu.Lock()
+	e.lapsed[a] = true
+	e.lapsedMu.Unlock()
+	e.lapses.Add(1)
+	e.log.Warn("the fence withdrew a VIP: lbd did not renew its lease in time (hung, stopped, or out of contact)", "vip", a, "interface", e.cfg.Interface)
+	select {
+	case e.lapsedCh <- struct{}{}:
+	default:
+	}
+}
+
+// absorbLapsed forgets the addresses the fence withdrew, so this pass adds
+// back those still owned; it returns the withdrawal count it has seen.
+// The caller holds mu.
+func (e *Engine) absorbLapsed() uint64 {
+	n := e.lapses.Load()
+	e.lapsedMu.Lock()
+	defer e.lapsedMu.Unlock()
+	changed := false
+	for a := range e.lapsed {
+		if e.vips[a] {
+			delete(e.vips, a)
+			e.touchVIP(a)
+			changed = true
+		}
+		delete(e.lapsed, a)
+	}
+	if changed {
+		if err := e.save(); err != nil {
+			e.log.Warn("record the addresses the fence withdrew", "err", err)
+		}
+	}
+	return n
+}
+
 // Withdraw removes every VIP address this engine added and leaves IPVS and
 // SNAT alone: the connection entries must outlive a fence, since the VIPs
 // may come back here or move to a member that relies on the same entries

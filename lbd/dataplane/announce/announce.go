@@ -118,6 +118,11 @@ type Config struct {
 	Burst          int           // announcements right after a VIP is added
 	BurstInterval  time.Duration // between them
 	RepeatInterval time.Duration // then one every this long (≤0: never)
+	// Allowed, when set, is asked before each announcement; false sends
+	// nothing. The engine closes it once the fence's lease has run out: the
+	// fence may have withdrawn the address, and a GARP for an address this
+	// host does not hold draws the segment's traffic to it.
+	Allowed func() bool
 }
 
 // Announcer runs the schedule for a changing set of addresses.
@@ -182,6 +187,18 @@ func (an *Announcer) Removed(a netip.Addr) {
 	an.mu.Unlock()
 }
 
+// RemoveAll stops announcing every address and returns them.
+func (an *Announcer) RemoveAll() []netip.Addr {
+	an.mu.Lock()
+	defer an.mu.Unlock()
+	out := make([]netip.Addr, 0, len(an.set))
+	for a := range an.set {
+		out = append(out, a)
+	}
+	clear(an.set)
+	return out
+}
+
 // Counts returns announcements sent and failed.
 func (an *Announcer) Counts() (sent, failed uint64) {
 	an.mu.Lock()
@@ -190,6 +207,9 @@ func (an *Announcer) Counts() (sent, failed uint64) {
 }
 
 func (an *Announcer) send(a netip.Addr, tenant, kind string) {
+	if an.cfg.Allowed != nil && !an.cfg.Allowed() {
+		return
+	}
 	err := an.s.Announce(a)
 	an.mu.Lock()
 	if err != nil {

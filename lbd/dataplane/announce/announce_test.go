@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -371,4 +372,27 @@ func icmpv6Checksum(src, dst netip.Addr, msg []byte) uint16 {
 		sum = sum>>16 + sum&0xffff
 	}
 	return ^uint16(sum)
+}
+
+// A closed gate (the fence's lease ran out) stops every announcement, the
+// burst and the repeats alike; opened again, the repeats resume.
+func TestAllowedGate(t *testing.T) {
+	var open atomic.Bool
+	open.Store(true)
+	r := &recorder{}
+	an, _ := start(t, Config{Burst: 2, BurstInterval: 20 * time.Millisecond, RepeatInterval: 30 * time.Millisecond, Allowed: open.Load}, r, nil)
+	a := netip.MustParseAddr("192.0.2.1")
+	an.Added(a, "t")
+	waitFor(t, "the burst and a repeat", func() bool { return r.total() >= 3 })
+	open.Store(false)
+	n := r.total()
+	b := netip.MustParseAddr("192.0.2.2")
+	an.Added(b, "t") // would send at once were the gate open
+	// Several repeat intervals pass; nothing may go out.
+	time.Sleep(200 * time.Millisecond)
+	if got := r.total(); got != n {
+		t.Errorf("%d announcements with the gate closed", got-n)
+	}
+	open.Store(true)
+	waitFor(t, "repeats once the gate opens", func() bool { return r.total() > n })
 }
