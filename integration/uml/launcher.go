@@ -60,6 +60,10 @@ var guestFPUEnv = []string{
 // listSep separates the settings inside the variables of guestFPUEnv.
 var listSep = map[string]string{"GODEBUG": ",", "GLIBC_TUNABLES": ":"}
 
+// init turns a binary started by Run with launchEnv into the launcher, before main or
+// TestMain. Package inits that Go orders before this one have run by then; they must
+// not need anything Run's caller would set up. The fds (consoles), the process group
+// and the parent-death signal Run gave this process pass through the exec.
 func init() {
 	kernel := os.Getenv(launchEnv)
 	if kernel == "" {
