@@ -59,7 +59,9 @@ for pkg in $(go list ./...); do
 done
 
 stage "package: build the .deb with pinned nfpm and check where its files land"
-EDGELB_DEB=1 go test -count=1 -run TestDeb ./packaging
+# A cold build of the pinned nfpm on a loaded machine took longer than go test's
+# default 10 minutes.
+EDGELB_DEB=1 go test -count=1 -timeout 30m -run TestDeb ./packaging
 
 if [ "${SKIP_E2E:-0}" = 1 ]; then
   stage "done (SKIP_E2E=1: Kubernetes and kernel scenarios skipped)"

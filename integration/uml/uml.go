@@ -5,8 +5,9 @@
 // network namespaces. This is how edgelb tests its data plane on machines whose kernel
 // has no IPVS.
 //
-// The host side (Run) writes a spec into a per-run work directory, boots linux.uml with
-// the calling executable as the guest's init, streams the command's stdout and stderr
+// The host side (Run) writes a spec into a per-run work directory, boots linux.uml
+// (through the calling executable as a launcher that first installs a seccomp filter:
+// see launcher.go) with the calling executable as the guest's init, streams the command's stdout and stderr
 // back over two UML consoles, and returns the command's exit code. The guest side
 // (MaybeGuestInit, called first thing in main or TestMain) mounts /proc, /sys, /dev and
 // /run, loads the kernel modules (dependencies resolved from modules.dep), brings lo up,
@@ -153,8 +154,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 
 	start := time.Now()
+	env := o.Env
+	if fpregsFallback() {
+		env = withGuestFPUEnv(env) // see launcher.go
+	}
 	sp := spec{
-		Argv: o.Argv, Env: o.Env, Dir: o.Dir,
+		Argv: o.Argv, Env: env, Dir: o.Dir,
 		Modules:     append(append([]string{}, o.Modules...), o.ExtraModules...),
 		ModuleDir:   filepath.Join(ModuleDir, kver),
 		WorkDir:     o.WorkDir,
@@ -193,8 +198,17 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		"loglevel=4",
 		specEnv + "=" + specPath,
 	}
+	if fpregsFallback() {
+		args = append(args, guestFPUEnv...) // init's environment
+	}
 	args = append(args, o.KernelArgs...)
-	cmd := exec.Command(kernel, args...)
+	// The kernel is started through this binary (launcher.go), which installs a
+	// seccomp filter before it execs linux.uml.
+	path, argv, lenv, err := launchCommand(kernel, args)
+	if err != nil {
+		return res, err
+	}
+	cmd := &exec.Cmd{Path: path, Args: argv}
 	cmd.Stdin = nil
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -206,6 +220,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		memDir = "/dev/shm"
 	}
 	cmd.Env = append(os.Environ(), "TMPDIR="+memDir)
+	cmd.Env = append(cmd.Env, lenv...)
 	cmd.Dir = o.WorkDir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
