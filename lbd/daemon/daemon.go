@@ -402,8 +402,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			d.bgWG.Go(func() { d.catchUp(ctx) })
 		}
 		lastIter = time.Now()
-		if testHookIteration != nil {
-			testHookIteration()
+		if hook := testHookIteration.Load(); hook != nil {
+			(*hook)()
 		}
 		// The channel of the last look stays until it fires: an iteration
 		// that only renews must not drop a change that landed after the
@@ -544,8 +544,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 }
 
 // testHookIteration, when set by a test, runs at the top of each iteration
-// of the reconcile loop.
-var testHookIteration func()
+// of the reconcile loop (atomic: the test sets it while the loop runs).
+var testHookIteration atomic.Pointer[func()]
 
 // leaseHolder is a data plane whose addresses a fence guards (the IPVS
 // engine): it is told how long this member may serve, and reports when the

@@ -255,8 +255,9 @@ func TestChangeBetweenIterationsIsNotMissed(t *testing.T) {
 	time.Sleep(time.Second)
 	done := make(chan struct{})
 	var once sync.Once
-	testHookIteration = func() { once.Do(func() { create(2); close(done) }) }
-	t.Cleanup(func() { testHookIteration = nil })
+	hook := func() { once.Do(func() { create(2); close(done) }) }
+	testHookIteration.Store(&hook)
+	t.Cleanup(func() { testHookIteration.Store(nil) })
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
