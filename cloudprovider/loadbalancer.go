@@ -58,7 +58,7 @@ func (l *LoadBalancer) GetLoadBalancer(ctx context.Context, clusterName string, 
 	if len(found) == 0 {
 		return nil, false, nil
 	}
-	return servicemap.Ingress(found), true, nil
+	return servicemap.Ingress(svc, found), true, nil
 }
 
 // EnsureLoadBalancer creates or updates the Service's VirtualServices and
@@ -69,7 +69,7 @@ func (l *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName strin
 	if err != nil {
 		return nil, err
 	}
-	return servicemap.Ingress(got), nil
+	return servicemap.Ingress(svc, got), nil
 }
 
 // UpdateLoadBalancer is called when the node set changes; it recomputes the

@@ -89,7 +89,7 @@ func TestEnsureCreatesThenIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Ingress) != 1 || st.Ingress[0].IP != "10.250.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeVIP {
+	if len(st.Ingress) != 1 || st.Ingress[0].IP != "10.250.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeProxy { // nat: packets reach the node addressed to the node
 		t.Fatalf("status = %+v", st)
 	}
 	vs := e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol))
