@@ -28,6 +28,7 @@ const ProviderName = "edgelb"
 // VirtualServices is what the provider needs from lbd (lbclient.Client implements it).
 type VirtualServices interface {
 	Get(ctx context.Context, tenant, name string) (*edgelbv1.VirtualService, error)
+	List(ctx context.Context, tenant string, labels map[string]string) ([]*edgelbv1.VirtualService, error)
 	Create(ctx context.Context, vs *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error)
 	Update(ctx context.Context, vs *edgelbv1.VirtualService, expectedGeneration uint64) (*edgelbv1.VirtualService, error)
 	Delete(ctx context.Context, tenant, name string) error
