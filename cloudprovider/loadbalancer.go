@@ -25,8 +25,9 @@ import (
 
 // LoadBalancer implements k8scloud.LoadBalancer over lbd VirtualServices.
 type LoadBalancer struct {
-	cfg *config.Resolved
-	c   VirtualServices
+	cfg   *config.Resolved
+	c     VirtualServices
+	watch *lbdWatch // nil: no re-queue on lbd's return (tests)
 }
 
 var _ k8scloud.LoadBalancer = (*LoadBalancer)(nil)
@@ -68,6 +69,7 @@ func (l *LoadBalancer) GetLoadBalancer(ctx context.Context, clusterName string, 
 // change; the service controller records it as an Event and retries with backoff.
 func (l *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
 	got, err := l.reconcile(ctx, clusterName, svc, nodes)
+	l.record(svc, clusterName, err)
 	if err != nil {
 		return nil, err
 	}
@@ -78,11 +80,30 @@ func (l *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName strin
 // whole desired state and writes only what differs.
 func (l *LoadBalancer) UpdateLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) error {
 	_, err := l.reconcile(ctx, clusterName, svc, nodes)
+	l.record(svc, clusterName, err)
 	return err
+}
+
+// record tells the lbd watch how a sync of svc ended (see resync.go).
+func (l *LoadBalancer) record(svc *v1.Service, clusterName string, err error) {
+	if l.watch == nil {
+		return
+	}
+	t, terr := tenant(l.cfg, clusterName)
+	if terr != nil {
+		return
+	}
+	l.watch.record(svc, t, err)
 }
 
 // EnsureLoadBalancerDeleted deletes the VirtualServices of every family; ones already gone are fine.
 func (l *LoadBalancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName string, svc *v1.Service) error {
+	err := l.ensureDeleted(ctx, clusterName, svc)
+	l.record(svc, clusterName, err)
+	return err
+}
+
+func (l *LoadBalancer) ensureDeleted(ctx context.Context, clusterName string, svc *v1.Service) error {
 	t, err := tenant(l.cfg, clusterName)
 	if err != nil {
 		return err

@@ -36,8 +36,9 @@ type VirtualServices interface {
 
 // Cloud implements k8scloud.Interface.
 type Cloud struct {
-	cfg *config.Resolved
-	lb  *LoadBalancer
+	cfg   *config.Resolved
+	lb    *LoadBalancer
+	watch *lbdWatch
 }
 
 var _ k8scloud.Interface = (*Cloud)(nil)
@@ -69,7 +70,8 @@ func Register() {
 
 // New builds the provider over an lbd client.
 func New(cfg *config.Resolved, c VirtualServices) *Cloud {
-	return &Cloud{cfg: cfg, lb: &LoadBalancer{cfg: cfg, c: c}}
+	w := newLbdWatch()
+	return &Cloud{cfg: cfg, lb: &LoadBalancer{cfg: cfg, c: c, watch: w}, watch: w}
 }
 
 // Initialize starts the class controller when loadBalancerClasses are
@@ -77,6 +79,11 @@ func New(cfg *config.Resolved, c VirtualServices) *Cloud {
 // spec.loadBalancerClass set.
 func (c *Cloud) Initialize(b k8scloud.ControllerClientBuilder, stop <-chan struct{}) {
 	klog.InfoS("edgelb cloud provider initialized", "endpoints", c.cfg.Endpoints, "tenant", c.cfg.Tenant, "defaultPool", c.cfg.DefaultPool, "classes", c.cfg.LoadBalancerClasses)
+	wctx, wcancel := context.WithCancel(context.Background())
+	go func() { <-stop; wcancel() }()
+	if c.watch != nil {
+		go c.watch.run(wctx, c.lb.c)
+	}
 	if len(c.cfg.LoadBalancerClasses) == 0 {
 		return
 	}
@@ -86,6 +93,9 @@ func (c *Cloud) Initialize(b k8scloud.ControllerClientBuilder, stop <-chan struc
 	ctrl := classcontroller.New(cs, f, c.lb, c.cfg.Tenant, c.cfg.LoadBalancerClasses)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-stop; cancel() }()
+	if c.watch != nil {
+		c.watch.onReturn(func(ns, name string) { ctrl.Requeue(ns + "/" + name) })
+	}
 	f.Start(stop)
 	go ctrl.Run(ctx)
 }
