@@ -149,7 +149,7 @@ func (w *lbdWatch) release() {
 	clear(w.waiting)
 	fs := append([]func(string, string){}, w.requeue...)
 	w.mu.Unlock()
-	klog.InfoS("lbd answers again; re-queueing the Services that failed while it was unreachable", "services", len(keys))
+	klog.InfoS("lbd answers again; re-queueing the Services that failed while it was unreachable", "services", len(keys), "controllers", len(fs))
 	for _, k := range keys {
 		ns, name, err := cache.SplitMetaNamespaceKey(k)
 		if err != nil {

@@ -137,7 +137,7 @@ func TestCCMIssue23(t *testing.T) {
 		StartCCMWith(t, ccm, sa, cfg, tenant, log, []string{fmt.Sprintf("--concurrent-service-syncs=%d", workers)})
 		return fastClient(t, kc), log
 	}
-	one, _ := cluster("cluster-a", 1)
+	one, logOne := cluster("cluster-a", 1)
 	five, logFive := cluster("cluster-b", 5)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -147,7 +147,7 @@ func TestCCMIssue23(t *testing.T) {
 
 	// 100 Services created at once; the time until every one has its
 	// EXTERNAL-IP. No threshold: the machine is shared; the numbers are printed.
-	bench := func(t *testing.T, cs kubernetes.Interface, workers int) {
+	bench := func(t *testing.T, cs kubernetes.Interface, workers int, ccmLog string) {
 		const n = 100
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -188,9 +188,15 @@ func TestCCMIssue23(t *testing.T) {
 		d := time.Since(start)
 		t.Logf("%d Services with %d service-sync worker(s): created in %s, all with EXTERNAL-IP after %s", n, workers, created.Round(time.Millisecond), d.Round(time.Millisecond))
 		fmt.Printf("BENCH 100-services-to-external-ip workers=%d %s\n", workers, d.Round(time.Millisecond))
+		// What else may pace it, as far as the CCM logs it at --v=2: its
+		// apiserver client's rate limit (only waits over 1 s are logged) and
+		// lbd's per-identity write limit.
+		log, _ := os.ReadFile(ccmLog)
+		t.Logf("CCM log: %d client-side throttling waits over 1 s, %d lbd write-rate waits",
+			strings.Count(string(log), "client-side throttling"), strings.Count(string(log), "lbd rate-limits our writes"))
 	}
-	t.Run("100 Services, 1 worker", func(t *testing.T) { bench(t, one, 1) })
-	t.Run("100 Services, 5 workers", func(t *testing.T) { bench(t, five, 5) })
+	t.Run("100 Services, 1 worker", func(t *testing.T) { bench(t, one, 1, logOne) })
+	t.Run("100 Services, 5 workers", func(t *testing.T) { bench(t, five, 5, logFive) })
 
 	cs := five
 	create := func(t *testing.T, s *v1.Service) {
@@ -321,7 +327,6 @@ func TestCCMIssue23(t *testing.T) {
 			}
 			return ""
 		})
-		outage := time.Now()
 		signal(syscall.SIGCONT)
 		stopped = false
 		back := time.Now()
@@ -332,13 +337,16 @@ func TestCCMIssue23(t *testing.T) {
 		d := time.Since(back)
 		t.Logf("outage: %d failed syncs; EXTERNAL-IP %v %s after lbd was continued", n, ips, d.Round(time.Millisecond))
 		fmt.Printf("BENCH lbd-return-to-external-ip %s\n", d.Round(time.Millisecond))
+		// The re-queue went to upstream's service controller (through
+		// cloudprovider.StartServiceController), not only logged.
 		log, _ := os.ReadFile(logFive)
-		if !strings.Contains(string(log), "lbd answers again") {
-			t.Errorf("the CCM log has no re-queue line")
+		if !strings.Contains(string(log), "lbd answers again") || !strings.Contains(string(log), "controllers=1") {
+			t.Errorf("the CCM log has no re-queue into the service controller")
 		}
-		// Upstream alone would retry ~20 s after the third failure.
+		// Upstream alone retries ~20 s after the third failure (19.98 s
+		// measured with the re-queue disabled).
 		if d > 15*time.Second {
-			t.Errorf("EXTERNAL-IP %s after lbd returned (third failure %s before): not re-queued", d, time.Since(outage))
+			t.Errorf("EXTERNAL-IP %s after lbd returned: not re-queued", d)
 		}
 	})
 }
