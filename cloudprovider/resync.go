@@ -42,7 +42,17 @@ type lbdWatch struct {
 	waiting map[string]string // namespace/name → tenant
 	requeue []func(namespace, name string)
 	wake    chan struct{}
+	// gap is the least time between two releases; it doubles while
+	// re-queued Services keep failing unreachable (lbd answering the probe
+	// but not the syncs, e.g. reads served while writes time out) and is
+	// reset by any successful sync, so a half-working lbd is not hammered
+	// once a second for every waiting Service.
+	gap         time.Duration
+	lastRelease time.Time
 }
+
+// maxReleaseGap caps the gap: still far below upstream's 300 s backoff.
+const maxReleaseGap = 30 * time.Second
 
 func newLbdWatch() *lbdWatch {
 	return &lbdWatch{waiting: map[string]string{}, wake: make(chan struct{}, 1)}
@@ -69,6 +79,9 @@ func (w *lbdWatch) record(svc *v1.Service, tenant string, err error) {
 	defer w.mu.Unlock()
 	if err == nil || !unreachable(err) {
 		delete(w.waiting, key)
+		if err == nil {
+			w.gap = 0
+		}
 		return
 	}
 	if _, ok := w.waiting[key]; !ok {
@@ -118,9 +131,25 @@ func (w *lbdWatch) run(ctx context.Context, c VirtualServices) {
 			if err != nil && unreachable(err) {
 				continue
 			}
+			if !w.due(time.Now()) {
+				continue
+			}
 			w.release()
 		}
 	}
+}
+
+// due reports whether a release may happen at now, and if so books it:
+// the next one must wait twice as long unless a sync succeeds meanwhile.
+func (w *lbdWatch) due(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now.Sub(w.lastRelease) < w.gap {
+		return false
+	}
+	w.lastRelease = now
+	w.gap = min(max(2*w.gap, probeInterval), maxReleaseGap)
+	return true
 }
 
 func (w *lbdWatch) pending() int {

@@ -2,6 +2,7 @@ package cloudprovider
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,4 +148,25 @@ func TestUpstreamControllerRetriesWhenLbdReturns(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("ingress %s after lbd answered again", time.Since(back).Round(time.Millisecond))
+}
+
+// Re-queued Services that fail unreachable again are released with a
+// growing gap (lbd answering the probe but not the syncs), reset by a success.
+func TestReleaseGapGrowsUntilASyncSucceeds(t *testing.T) {
+	w := newLbdWatch()
+	t0 := time.Now()
+	var at []time.Duration
+	for d := time.Duration(0); d <= 70*time.Second; d += 500 * time.Millisecond {
+		if w.due(t0.Add(d)) {
+			at = append(at, d)
+		}
+	}
+	want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second, 31 * time.Second, 61 * time.Second}
+	if fmt.Sprint(at) != fmt.Sprint(want) {
+		t.Errorf("releases at %v, want %v (gap 1, 2, 4, 8, 16, 30 s)", at, want)
+	}
+	w.record(service("d4d4d4d4", 80), "cluster-a", nil)
+	if !w.due(t0.Add(61*time.Second + time.Millisecond)) {
+		t.Error("a successful sync did not reset the gap")
+	}
 }
