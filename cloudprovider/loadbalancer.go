@@ -285,7 +285,7 @@ func (l *LoadBalancer) refusal(ctx context.Context, svc *v1.Service, d *edgelbv1
 // CCM) lbd's message is kept, as it then names no object of ours.
 func (l *LoadBalancer) conflict(ctx context.Context, svc *v1.Service, d *edgelbv1.VirtualService, lbdMsg string) (reason, hint string) {
 	share := fmt.Sprintf("request another address, or share it: give both Services the same %s annotation and distinct ports", servicemap.AnnotationSharedIP)
-	if d.Vip == "" {
+	if d.Vip == "" || l.c == nil {
 		return lbdMsg, share
 	}
 	lctx, cancel := context.WithTimeout(ctx, conflictLookupTimeout)
