@@ -1,11 +1,13 @@
 package cloudprovider
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,8 +25,9 @@ import (
 
 // LoadBalancer implements k8scloud.LoadBalancer over lbd VirtualServices.
 type LoadBalancer struct {
-	cfg *config.Resolved
-	c   VirtualServices
+	cfg   *config.Resolved
+	c     VirtualServices
+	watch *lbdWatch // nil: no re-queue on lbd's return (tests)
 }
 
 var _ k8scloud.LoadBalancer = (*LoadBalancer)(nil)
@@ -58,7 +61,7 @@ func (l *LoadBalancer) GetLoadBalancer(ctx context.Context, clusterName string, 
 	if len(found) == 0 {
 		return nil, false, nil
 	}
-	return servicemap.Ingress(found), true, nil
+	return servicemap.Ingress(svc, found), true, nil
 }
 
 // EnsureLoadBalancer creates or updates the Service's VirtualServices and
@@ -66,21 +69,41 @@ func (l *LoadBalancer) GetLoadBalancer(ctx context.Context, clusterName string, 
 // change; the service controller records it as an Event and retries with backoff.
 func (l *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
 	got, err := l.reconcile(ctx, clusterName, svc, nodes)
+	l.record(svc, clusterName, err)
 	if err != nil {
 		return nil, err
 	}
-	return servicemap.Ingress(got), nil
+	return servicemap.Ingress(svc, got), nil
 }
 
 // UpdateLoadBalancer is called when the node set changes; it recomputes the
 // whole desired state and writes only what differs.
 func (l *LoadBalancer) UpdateLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) error {
 	_, err := l.reconcile(ctx, clusterName, svc, nodes)
+	l.record(svc, clusterName, err)
 	return err
+}
+
+// record tells the lbd watch how a sync of svc ended (see resync.go).
+func (l *LoadBalancer) record(svc *v1.Service, clusterName string, err error) {
+	if l.watch == nil {
+		return
+	}
+	t, terr := tenant(l.cfg, clusterName)
+	if terr != nil {
+		return
+	}
+	l.watch.record(svc, t, err)
 }
 
 // EnsureLoadBalancerDeleted deletes the VirtualServices of every family; ones already gone are fine.
 func (l *LoadBalancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName string, svc *v1.Service) error {
+	err := l.ensureDeleted(ctx, clusterName, svc)
+	l.record(svc, clusterName, err)
+	return err
+}
+
+func (l *LoadBalancer) ensureDeleted(ctx context.Context, clusterName string, svc *v1.Service) error {
 	t, err := tenant(l.cfg, clusterName)
 	if err != nil {
 		return err
@@ -144,7 +167,7 @@ func (l *LoadBalancer) sync(ctx context.Context, svc *v1.Service, d *edgelbv1.Vi
 					continue
 				}
 			}
-			return nil, refusal(svc, d, err)
+			return nil, l.refusal(ctx, svc, d, err)
 		case err != nil:
 			return nil, fmt.Errorf("edgelb: reading load balancer %s of Service %s/%s: %w", d.Name, svc.Namespace, svc.Name, err)
 		}
@@ -161,7 +184,7 @@ func (l *LoadBalancer) sync(ctx context.Context, svc *v1.Service, d *edgelbv1.Vi
 			continue // someone wrote in between: read again and compare
 		}
 		if err != nil {
-			return nil, refusal(svc, d, err)
+			return nil, l.refusal(ctx, svc, d, err)
 		}
 		klog.InfoS("edgelb VIP updated", "service", klog.KObj(svc), "virtualService", d.Name, "vip", out.GetVip(), "backends", len(out.GetBackends()), "generation", out.GetGeneration())
 		return out, nil
@@ -182,7 +205,7 @@ func (e *RefusalError) Unwrap() error { return e.err }
 
 // refusal turns an lbd error into one that names the Service, what was asked,
 // lbd's reason, and what to change; transport errors pass through wrapped.
-func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
+func (l *LoadBalancer) refusal(ctx context.Context, svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 	// The lbd client wraps the gRPC status with what it was doing; take lbd's own message.
 	var gs interface{ GRPCStatus() *status.Status }
 	if !errors.As(err, &gs) {
@@ -201,8 +224,18 @@ func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 	}
 	var hint string
 	st := gs.GRPCStatus()
+	reason := st.Message()
 	switch st.Code() {
 	case codes.FailedPrecondition, codes.PermissionDenied:
+		if ei, ok := errinfo.Of(err); ok && ei.Reason == errinfo.ReservedAddress {
+			// lbd never hands out a CIDR's network/broadcast (or IPv6
+			// subnet-router anycast) address; "not allowed" would send the
+			// user looking at pools and tenants instead.
+			m := ei.Metadata
+			reason = fmt.Sprintf("%s is the %s of %s in address pool %s, which is never used for a VIP", cmp.Or(m["vip"], d.Vip), cmp.Or(m["kind"], "reserved address"), cmp.Or(m["range"], "its range"), cmp.Or(m["pool"], "?"))
+			hint = fmt.Sprintf("request another address of the pool (spec.loadBalancerIP or annotation %s), or none to have one allocated", servicemap.AnnotationIPs)
+			break
+		}
 		hint = fmt.Sprintf("request an address that tenant %s may use (spec.loadBalancerIP or annotation %s) or another pool (annotation %s)", d.Tenant, servicemap.AnnotationIPs, servicemap.AnnotationPool)
 	case codes.ResourceExhausted:
 		// lbd says ResourceExhausted for three different things. A full pool
@@ -226,17 +259,98 @@ func refusal(svc *v1.Service, d *edgelbv1.VirtualService, err error) error {
 			hint = "lbd is out of a resource (its reason is above)"
 		}
 	case codes.AlreadyExists:
-		hint = fmt.Sprintf("request another address, or share it: give both Services the same %s annotation and distinct ports", servicemap.AnnotationSharedIP)
+		// lbd names the holder by its lbd key (tenant/k8s-<uid>-ipv4), which
+		// means nothing in kubectl; name the Kubernetes Service instead.
+		reason, hint = l.conflict(ctx, svc, d, reason)
 	case codes.InvalidArgument:
 		hint = "fix the Service field named above"
+		if f := invalidField(err); f != "" {
+			reason = fmt.Sprintf("%s (Service field: %s)", reason, f)
+		}
 	default:
 		return fmt.Errorf("edgelb: writing load balancer %s of Service %s/%s: %w", d.Name, svc.Namespace, svc.Name, err)
 	}
 	return &RefusalError{
 		Code: st.Code(),
-		Msg:  fmt.Sprintf("edgelb refused %s VIP (%s) for Service %s/%s: %s; %s. The Service stays pending and is retried", fam, asked, svc.Namespace, svc.Name, st.Message(), hint),
+		Msg:  fmt.Sprintf("edgelb refused %s VIP (%s) for Service %s/%s: %s; %s. The Service stays pending and is retried", fam, asked, svc.Namespace, svc.Name, reason, hint),
 		err:  err,
 	}
+}
+
+// conflict explains lbd's AlreadyExists for a requested VIP from the
+// tenant's own VirtualServices (their labels name the Kubernetes Services):
+// held by Services with another or no sharing key, or by ones with the same
+// key on a clashing port. It decides from the stored objects, not from lbd's
+// wording; when the holder is not visible (another tenant, or not made by a
+// CCM) lbd's message is kept, as it then names no object of ours.
+func (l *LoadBalancer) conflict(ctx context.Context, svc *v1.Service, d *edgelbv1.VirtualService, lbdMsg string) (reason, hint string) {
+	share := fmt.Sprintf("request another address, or share it: give both Services the same %s annotation and distinct ports", servicemap.AnnotationSharedIP)
+	if d.Vip == "" || l.c == nil {
+		return lbdMsg, share
+	}
+	lctx, cancel := context.WithTimeout(ctx, conflictLookupTimeout)
+	defer cancel()
+	all, err := l.c.List(lctx, d.Tenant, map[string]string{servicemap.LabelManagedBy: servicemap.ManagedBy})
+	if err != nil {
+		klog.V(2).InfoS("listing VirtualServices to name the holder of a VIP failed", "service", klog.KObj(svc), "vip", d.Vip, "err", err)
+		return lbdMsg, share
+	}
+	var holders, clashes []string
+	for _, o := range all {
+		if o.GetVip() != d.Vip || o.GetLabels()[servicemap.LabelUID] == string(svc.UID) {
+			continue
+		}
+		who := "Service " + o.GetLabels()[servicemap.LabelNamespace] + "/" + o.GetLabels()[servicemap.LabelName]
+		holders = append(holders, who)
+		if d.SharingKey == "" || o.GetSharingKey() != d.SharingKey {
+			continue
+		}
+		for _, p := range d.Ports {
+			for _, q := range o.GetPorts() {
+				if p.Protocol == q.Protocol && p.Port == q.Port {
+					clashes = append(clashes, fmt.Sprintf("port %d/%s is already used on it by %s", p.Port, strings.TrimPrefix(p.Protocol.String(), "PROTOCOL_"), who))
+				}
+			}
+		}
+	}
+	switch {
+	case len(clashes) > 0:
+		return fmt.Sprintf("VIP %s is shared (%s %q), but %s", d.Vip, servicemap.AnnotationSharedIP, d.SharingKey, strings.Join(clashes, "; ")),
+			"use distinct ports on a shared VIP, or request another address"
+	case len(holders) > 0:
+		return fmt.Sprintf("VIP %s is in use by %s", d.Vip, strings.Join(holders, ", ")), share
+	}
+	return lbdMsg, "request another address"
+}
+
+// conflictLookupTimeout bounds the extra read that names a VIP's holder: the
+// refusal stands without it.
+const conflictLookupTimeout = 5 * time.Second
+
+// lbdFields maps lbd's VirtualService fields (ErrorInfo metadata "field" of
+// an INVALID_FIELD error) to what the user writes in the Service.
+var lbdFields = map[string]string{
+	"service.sharing_key":   "annotation " + servicemap.AnnotationSharedIP,
+	"service.vip":           "spec.loadBalancerIP or annotation " + servicemap.AnnotationIPs,
+	"service.pool":          "annotation " + servicemap.AnnotationPool,
+	"service.source_ranges": "spec.loadBalancerSourceRanges",
+	"service.ports":         "spec.ports",
+	"service.persistence":   "spec.sessionAffinityConfig",
+}
+
+// invalidField names the Service field behind lbd's INVALID_FIELD, if known.
+func invalidField(err error) string {
+	ei, ok := errinfo.Of(err)
+	if !ok {
+		return ""
+	}
+	f := ei.Metadata["field"]
+	for k, v := range lbdFields {
+		if f == k || strings.HasPrefix(f, k+"[") || strings.HasPrefix(f, k+".") {
+			return v
+		}
+	}
+	return ""
 }
 
 type exhaustion int

@@ -89,7 +89,7 @@ func TestEnsureCreatesThenIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Ingress) != 1 || st.Ingress[0].IP != "10.250.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeVIP {
+	if len(st.Ingress) != 1 || st.Ingress[0].IP != "10.250.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeProxy { // nat: packets reach the node addressed to the node
 		t.Fatalf("status = %+v", st)
 	}
 	vs := e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol))
@@ -360,7 +360,7 @@ func TestResourceExhaustedSaysWhich(t *testing.T) {
 			true, []string{"out of a resource", "larger than max"}, []string{"pool is full"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := refusal(s, d, wrapped(c.msg))
+			err := (&LoadBalancer{}).refusal(context.Background(), s, d, wrapped(c.msg))
 			if IsRefusal(err) != c.refusal {
 				t.Errorf("IsRefusal = %v, want %v (%v)", !c.refusal, c.refusal, err)
 			}
@@ -382,7 +382,7 @@ func TestResourceExhaustedSaysWhich(t *testing.T) {
 func TestPoolExhaustedByReason(t *testing.T) {
 	s := service("e1e1e1e1", 80)
 	d := &edgelbv1.VirtualService{Tenant: "cluster-a", Name: "k8s-e1e1e1e1-ipv4", Pool: "a"}
-	err := refusal(s, d, fmt.Errorf("creating virtual service: %w",
+	err := (&LoadBalancer{}).refusal(context.Background(), s, d, fmt.Errorf("creating virtual service: %w",
 		errinfo.New(codes.ResourceExhausted, errinfo.PoolExhausted, nil, "pool a has nothing left")))
 	if !IsRefusal(err) || !strings.Contains(err.Error(), "pool is full") || !strings.Contains(err.Error(), "lbctl pool update") {
 		t.Errorf("refusal by reason: %v", err)
@@ -430,5 +430,67 @@ func TestLbdResourceExhaustedMessagesStillMatch(t *testing.T) {
 		if got := exhausted(msg); got != want {
 			t.Errorf("exhausted(%q) = %d, want %d", msg, got, want)
 		}
+	}
+}
+
+// A VIP conflict names the Kubernetes Service that holds the address, not
+// lbd's tenant/k8s-<uid> key, for both kinds of conflict.
+func TestConflictNamesTheKubernetesService(t *testing.T) {
+	e := newEnv(t, "")
+	holder := service("c4c4c4c4", 80)
+	holder.Name = "c4-a"
+	holder.Annotations[servicemap.AnnotationSharedIP] = "web"
+	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", holder, nodes("10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := st.Ingress[0].IP
+	for name, tc := range map[string]struct {
+		key  string
+		port int32
+		want string
+	}{
+		"no sharing key":  {"", 443, "VIP " + vip + " is in use by Service default/c4-a"},
+		"same key, clash": {"web", 80, "port 80/TCP is already used on it by Service default/c4-a"},
+	} {
+		s := service("c5c5c5c5", tc.port)
+		s.Spec.LoadBalancerIP = vip
+		if tc.key != "" {
+			s.Annotations[servicemap.AnnotationSharedIP] = tc.key
+		}
+		_, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1"))
+		if !IsRefusal(err) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "k8s-c4c4c4c4") {
+			t.Errorf("%s: %v; want it to say %q and not lbd's name", name, err, tc.want)
+		}
+	}
+}
+
+// A network or broadcast address is said to be one (lbd's ErrorInfo reason
+// RESERVED_ADDRESS), not "not in any address pool".
+func TestReservedAddressSaysSo(t *testing.T) {
+	s := service("e2e2e2e2", 80)
+	s.Spec.LoadBalancerIP = "10.250.0.255"
+	d := &edgelbv1.VirtualService{Tenant: "cluster-a", Name: "k8s-e2e2e2e2-ipv4", Vip: "10.250.0.255"}
+	lbdErr := errinfo.New(codes.FailedPrecondition, errinfo.ReservedAddress,
+		map[string]string{"vip": "10.250.0.255", "pool": "a", "range": "10.250.0.0/24", "kind": "broadcast address"}, "reworded at will")
+	err := (&LoadBalancer{}).refusal(context.Background(), s, d, fmt.Errorf("creating virtual service: %w", lbdErr))
+	for _, want := range []string{"10.250.0.255 is the broadcast address of 10.250.0.0/24 in address pool a", "request another address of the pool", "default/svc-e2e2e2e2"} {
+		if !IsRefusal(err) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: want it to say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "may use") {
+		t.Errorf("%v: a reserved address is no permission problem", err)
+	}
+}
+
+// lbd's INVALID_FIELD names its own field; the refusal adds the Service's.
+func TestInvalidFieldNamesTheServiceField(t *testing.T) {
+	s := service("e3e3e3e3", 80)
+	d := &edgelbv1.VirtualService{Tenant: "cluster-a", Name: "k8s-e3e3e3e3-ipv4"}
+	lbdErr := errinfo.New(codes.InvalidArgument, "INVALID_FIELD", map[string]string{"field": "service.sharing_key"}, "service.sharing_key: is longer than 253 characters")
+	err := (&LoadBalancer{}).refusal(context.Background(), s, d, lbdErr)
+	if !IsRefusal(err) || !strings.Contains(err.Error(), "Service field: annotation "+servicemap.AnnotationSharedIP) {
+		t.Errorf("%v: want the annotation named", err)
 	}
 }

@@ -28,6 +28,7 @@ const ProviderName = "edgelb"
 // VirtualServices is what the provider needs from lbd (lbclient.Client implements it).
 type VirtualServices interface {
 	Get(ctx context.Context, tenant, name string) (*edgelbv1.VirtualService, error)
+	List(ctx context.Context, tenant string, labels map[string]string) ([]*edgelbv1.VirtualService, error)
 	Create(ctx context.Context, vs *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error)
 	Update(ctx context.Context, vs *edgelbv1.VirtualService, expectedGeneration uint64) (*edgelbv1.VirtualService, error)
 	Delete(ctx context.Context, tenant, name string) error
@@ -35,8 +36,9 @@ type VirtualServices interface {
 
 // Cloud implements k8scloud.Interface.
 type Cloud struct {
-	cfg *config.Resolved
-	lb  *LoadBalancer
+	cfg   *config.Resolved
+	lb    *LoadBalancer
+	watch *lbdWatch
 }
 
 var _ k8scloud.Interface = (*Cloud)(nil)
@@ -68,7 +70,8 @@ func Register() {
 
 // New builds the provider over an lbd client.
 func New(cfg *config.Resolved, c VirtualServices) *Cloud {
-	return &Cloud{cfg: cfg, lb: &LoadBalancer{cfg: cfg, c: c}}
+	w := newLbdWatch()
+	return &Cloud{cfg: cfg, lb: &LoadBalancer{cfg: cfg, c: c, watch: w}, watch: w}
 }
 
 // Initialize starts the class controller when loadBalancerClasses are
@@ -76,6 +79,11 @@ func New(cfg *config.Resolved, c VirtualServices) *Cloud {
 // spec.loadBalancerClass set.
 func (c *Cloud) Initialize(b k8scloud.ControllerClientBuilder, stop <-chan struct{}) {
 	klog.InfoS("edgelb cloud provider initialized", "endpoints", c.cfg.Endpoints, "tenant", c.cfg.Tenant, "defaultPool", c.cfg.DefaultPool, "classes", c.cfg.LoadBalancerClasses)
+	wctx, wcancel := context.WithCancel(context.Background())
+	go func() { <-stop; wcancel() }()
+	if c.watch != nil {
+		go c.watch.run(wctx, c.lb.c)
+	}
 	if len(c.cfg.LoadBalancerClasses) == 0 {
 		return
 	}
@@ -85,6 +93,9 @@ func (c *Cloud) Initialize(b k8scloud.ControllerClientBuilder, stop <-chan struc
 	ctrl := classcontroller.New(cs, f, c.lb, c.cfg.Tenant, c.cfg.LoadBalancerClasses)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-stop; cancel() }()
+	if c.watch != nil {
+		c.watch.onReturn(func(ns, name string) { ctrl.Requeue(ns + "/" + name) })
+	}
 	f.Start(stop)
 	go ctrl.Run(ctx)
 }

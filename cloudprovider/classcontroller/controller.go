@@ -127,6 +127,10 @@ func (c *Controller) next(ctx context.Context) bool {
 	return true
 }
 
+// Requeue syncs the Service now, ahead of any backoff it is waiting out
+// (the provider calls it when lbd answers again after an outage).
+func (c *Controller) Requeue(key string) { c.queue.Add(key) }
+
 // Sync reconciles one Service by key (exported for tests).
 func (c *Controller) Sync(ctx context.Context, key string) error { return c.sync(ctx, key) }
 

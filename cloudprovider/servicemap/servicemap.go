@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -26,6 +28,10 @@ const (
 	AnnotationPool = "edgelb.io/address-pool"
 	// AnnotationSharedIP is a sharing key: Services with the same key may share a VIP on distinct ports.
 	AnnotationSharedIP = "edgelb.io/allow-shared-ip"
+	// AnnotationIPMode overrides status.loadBalancer.ingress[].ipMode ("VIP" or "Proxy").
+	AnnotationIPMode = "edgelb.io/ip-mode"
+	// MaxSharingKey is lbd's limit on service.sharing_key (raft/rules).
+	MaxSharingKey = 253
 	// LabelExcludeLB is upstream's label for nodes that must not receive load-balancer traffic.
 	LabelExcludeLB = "node.kubernetes.io/exclude-from-external-load-balancers"
 
@@ -75,6 +81,9 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 	if err != nil {
 		return nil, err
 	}
+	if _, err := IPMode(svc); err != nil {
+		return nil, err
+	}
 	fams := ServiceFamilies(svc)
 	requested, err := requestedVIPs(svc, fams)
 	if err != nil {
@@ -84,9 +93,15 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 	if err != nil {
 		return nil, err
 	}
-	pool := cfg.DefaultPool
-	if p, ok := svc.Annotations[AnnotationPool]; ok {
-		pool = strings.TrimSpace(p)
+	sharingKey, err := sharingKey(svc)
+	if err != nil {
+		return nil, err
+	}
+	// An empty (or blank) pool annotation is "unset", as an empty
+	// loadBalancerIP is: templating tools often render an empty value.
+	pool, poolAnnotated := cfg.DefaultPool, false
+	if p := strings.TrimSpace(svc.Annotations[AnnotationPool]); p != "" {
+		pool, poolAnnotated = p, true
 		if !config.ValidName(pool) {
 			return nil, fmt.Errorf("annotation %s: %q is not a valid pool name", AnnotationPool, p)
 		}
@@ -102,7 +117,7 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 			Backends:    Backends(nodes, want6),
 			Pool:        pool,
 			IpFamily:    protoFamily(fam),
-			SharingKey:  strings.TrimSpace(svc.Annotations[AnnotationSharedIP]),
+			SharingKey:  sharingKey,
 			HealthCheck: healthCheck(cfg, svc),
 			Labels: map[string]string{
 				LabelNamespace: svc.Namespace,
@@ -114,7 +129,7 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 		if vs.Vip != "" {
 			// A requested VIP may lie in any pool open to the tenant; naming the
 			// default pool as well would refuse addresses from the others.
-			if _, annotated := svc.Annotations[AnnotationPool]; !annotated {
+			if !poolAnnotated {
 				vs.Pool = ""
 			}
 		}
@@ -183,11 +198,34 @@ func clonePorts(ps []*edgelbv1.Port) []*edgelbv1.Port {
 	return out
 }
 
-// requestedVIPs reads edgelb.io/load-balancer-ips, else spec.loadBalancerIP.
+// sharingKey is the allow-shared-ip annotation, checked against lbd's rules
+// for service.sharing_key here so that the error names the annotation the
+// user wrote rather than lbd's field.
+func sharingKey(svc *v1.Service) (string, error) {
+	k := strings.TrimSpace(svc.Annotations[AnnotationSharedIP])
+	if len(k) > MaxSharingKey {
+		return "", fmt.Errorf("annotation %s is %d characters long; at most %d are allowed: use a shorter key", AnnotationSharedIP, len(k), MaxSharingKey)
+	}
+	for _, r := range k {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return "", fmt.Errorf("annotation %s holds a control or invalid character (%U); use printable text", AnnotationSharedIP, r)
+		}
+	}
+	return k, nil
+}
+
+// requestedVIPs reads edgelb.io/load-balancer-ips or spec.loadBalancerIP.
+// Both set is refused, as MetalLB does: letting one silently win would hide
+// a typo or a stale field, and the Service would get an address nobody meant.
 func requestedVIPs(svc *v1.Service, fams []v1.IPFamily) (map[v1.IPFamily]string, error) {
 	src, raw := "annotation "+AnnotationIPs, svc.Annotations[AnnotationIPs]
-	if strings.TrimSpace(raw) == "" {
-		src, raw = "spec.loadBalancerIP", svc.Spec.LoadBalancerIP
+	lbIP := strings.TrimSpace(svc.Spec.LoadBalancerIP)
+	switch {
+	case strings.TrimSpace(raw) != "" && lbIP != "":
+		return nil, fmt.Errorf("both annotation %s (%q) and spec.loadBalancerIP (%q) are set; set only one (spec.loadBalancerIP is deprecated: keep the annotation and clear spec.loadBalancerIP)",
+			AnnotationIPs, strings.TrimSpace(raw), lbIP)
+	case strings.TrimSpace(raw) == "":
+		src, raw = "spec.loadBalancerIP", lbIP
 	}
 	out := map[v1.IPFamily]string{}
 	for _, s := range strings.Split(raw, ",") {
@@ -264,7 +302,7 @@ func healthCheck(cfg *config.Resolved, svc *v1.Service) *edgelbv1.HealthCheck {
 
 // Backends returns the nodes' addresses of one family, sorted and without
 // duplicates: the InternalIP, or the ExternalIP for nodes with no InternalIP
-// of that family. Nodes labelled exclude-from-external-load-balancers are left out.
+// of that family. Nodes that Excluded reports are left out.
 func Backends(nodes []*v1.Node, want6 bool) []*edgelbv1.Backend {
 	seen := map[netip.Addr]bool{}
 	var addrs []netip.Addr
@@ -272,7 +310,7 @@ func Backends(nodes []*v1.Node, want6 bool) []*edgelbv1.Backend {
 		if n == nil {
 			continue
 		}
-		if _, excluded := n.Labels[LabelExcludeLB]; excluded {
+		if Excluded(n) {
 			continue
 		}
 		if a, ok := nodeAddr(n, want6); ok && !seen[a] {
@@ -286,6 +324,23 @@ func Backends(nodes []*v1.Node, want6 bool) []*edgelbv1.Backend {
 		out[i] = &edgelbv1.Backend{Address: a.String(), Weight: 1}
 	}
 	return out
+}
+
+// Excluded reads node.kubernetes.io/exclude-from-external-load-balancers as
+// the upstream service controller (k8s.io/cloud-provider v0.36
+// nodeIncludedPredicate) does: the value is a bool (strconv.ParseBool), so
+// "false" keeps the node; "true", and any value that is no bool (including
+// ""), excludes it — failing closed. Reading it the same way matters twice:
+// upstream hands in only the nodes it includes, and it resyncs every
+// Service exactly when this answer flips for a node, so a node labelled
+// "false" again comes back without a restart.
+func Excluded(n *v1.Node) bool {
+	v, ok := n.Labels[LabelExcludeLB]
+	if !ok {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	return err != nil || b
 }
 
 func nodeAddr(n *v1.Node, want6 bool) (netip.Addr, bool) {
@@ -359,10 +414,32 @@ func Normalize(in *edgelbv1.VirtualService) *edgelbv1.VirtualService {
 	return vs
 }
 
-// Ingress is the Service status for the VIPs: ipMode VIP, because traffic to
-// the address is meant to reach kube-proxy's rules on the nodes (dr) or the
-// NodePort through the edge hosts (nat) — either way the address is a VIP.
-func Ingress(vss []*edgelbv1.VirtualService) *v1.LoadBalancerStatus {
+// IPMode validates the ip-mode annotation: "" (unset), or exactly one of
+// Kubernetes' values, VIP or Proxy (case as in the API).
+func IPMode(svc *v1.Service) (v1.LoadBalancerIPMode, error) {
+	switch m := v1.LoadBalancerIPMode(strings.TrimSpace(svc.Annotations[AnnotationIPMode])); m {
+	case "", v1.LoadBalancerIPModeVIP, v1.LoadBalancerIPModeProxy:
+		return m, nil
+	default:
+		return "", fmt.Errorf("annotation %s: %q is neither %q nor %q", AnnotationIPMode, m, v1.LoadBalancerIPModeVIP, v1.LoadBalancerIPModeProxy)
+	}
+}
+
+// Ingress is the Service status for the VIPs. ipMode says how packets for the
+// VIP arrive at the nodes, which tells kube-proxy whether to short-cut
+// in-cluster traffic to the VIP:
+//   - nat (what the CCM programs): the edge rewrites the destination to
+//     node:NodePort, so packets reach the node addressed to the node — Proxy.
+//     kube-proxy then does not bind the VIP on the nodes, and pods reaching
+//     the VIP go through the load balancer (its source ranges, health checks
+//     and SNAT apply to them too).
+//   - dr: packets reach the node still addressed to the VIP and kube-proxy's
+//     rules for the VIP deliver them — VIP.
+//
+// The edgelb.io/ip-mode annotation overrides (e.g. VIP in nat mode to keep
+// in-cluster traffic on the nodes); an invalid value is refused by Desired.
+func Ingress(svc *v1.Service, vss []*edgelbv1.VirtualService) *v1.LoadBalancerStatus {
+	override, _ := IPMode(svc)
 	st := &v1.LoadBalancerStatus{}
 	seen := map[string]bool{}
 	for _, vs := range vss {
@@ -370,7 +447,13 @@ func Ingress(vss []*edgelbv1.VirtualService) *v1.LoadBalancerStatus {
 			continue
 		}
 		seen[vs.Vip] = true
-		mode := v1.LoadBalancerIPModeVIP
+		mode := v1.LoadBalancerIPModeProxy
+		if vs.GetForwardingMode() == edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
+			mode = v1.LoadBalancerIPModeVIP
+		}
+		if override != "" {
+			mode = override
+		}
 		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: vs.Vip, IPMode: &mode})
 	}
 	return st

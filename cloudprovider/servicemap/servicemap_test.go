@@ -173,11 +173,18 @@ func TestDesiredErrors(t *testing.T) {
 		"bad pool":                   {func(s *v1.Service) { s.Annotations[AnnotationPool] = "No Pool" }, "pool name"},
 		"bad range":                  {func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"nope"} }, "CIDR"},
 		"range of other family only": {func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"2001:db8::/32"} }, "0.0.0.0/0"},
+		"annotation and loadBalancerIP both": {func(s *v1.Service) {
+			s.Annotations[AnnotationIPs] = "10.250.0.1"
+			s.Spec.LoadBalancerIP = "10.250.0.1" // even when they agree: one source of truth
+		}, "both annotation " + AnnotationIPs},
+		"sharing key too long":     {func(s *v1.Service) { s.Annotations[AnnotationSharedIP] = strings.Repeat("k", 254) }, "annotation " + AnnotationSharedIP + " is 254 characters long"},
+		"sharing key control char": {func(s *v1.Service) { s.Annotations[AnnotationSharedIP] = "a\x01b" }, "annotation " + AnnotationSharedIP},
+		"bad ip-mode":              {func(s *v1.Service) { s.Annotations[AnnotationIPMode] = "proxy" }, AnnotationIPMode},
 	} {
 		s := svc()
 		tc.mod(s)
-		if _, err := Desired(cfg(t), "c1", s, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: err = %v, want it to mention %q", name, err, tc.want)
+		if _, err := Desired(cfg(t), "c1", s, nil); err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "service.sharing_key") {
+			t.Errorf("%s: err = %v, want it to mention %q (and no lbd field)", name, err, tc.want)
 		}
 	}
 }
@@ -209,9 +216,61 @@ func TestEqualIgnoresServerDefaults(t *testing.T) {
 	}
 }
 
-func TestIngress(t *testing.T) {
-	st := Ingress([]*edgelbv1.VirtualService{{Vip: "10.0.0.1"}, {Vip: "10.0.0.1"}, {Vip: "2001:db8::1"}})
-	if len(st.Ingress) != 2 || st.Ingress[0].IP != "10.0.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeVIP {
-		t.Fatalf("ingress = %+v", st.Ingress)
+func TestIngressIPMode(t *testing.T) {
+	nat, dr := edgelbv1.ForwardingMode_FORWARDING_MODE_NAT, edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	for name, tc := range map[string]struct {
+		annotation string
+		mode       edgelbv1.ForwardingMode
+		want       v1.LoadBalancerIPMode
+	}{
+		"nat: packets reach the node addressed to the node": {"", nat, v1.LoadBalancerIPModeProxy},
+		"unspecified is lbd's default, nat":                 {"", edgelbv1.ForwardingMode_FORWARDING_MODE_UNSPECIFIED, v1.LoadBalancerIPModeProxy},
+		"dr: packets reach the node addressed to the VIP":   {"", dr, v1.LoadBalancerIPModeVIP},
+		"annotation VIP overrides nat":                      {"VIP", nat, v1.LoadBalancerIPModeVIP},
+		"annotation Proxy overrides dr":                     {"Proxy", dr, v1.LoadBalancerIPModeProxy},
+	} {
+		s := svc()
+		if tc.annotation != "" {
+			s.Annotations[AnnotationIPMode] = tc.annotation
+		}
+		st := Ingress(s, []*edgelbv1.VirtualService{{Vip: "10.0.0.1", ForwardingMode: tc.mode}, {Vip: "10.0.0.1", ForwardingMode: tc.mode}, {Vip: "2001:db8::1", ForwardingMode: tc.mode}})
+		if len(st.Ingress) != 2 || st.Ingress[0].IP != "10.0.0.1" || *st.Ingress[0].IPMode != tc.want || *st.Ingress[1].IPMode != tc.want {
+			t.Errorf("%s: ingress = %+v, want ipMode %s", name, st.Ingress, tc.want)
+		}
+	}
+}
+
+func TestExcludeLabelReadAsUpstream(t *testing.T) {
+	// The rule of k8s.io/cloud-provider's nodeIncludedPredicate: a bool, and
+	// anything that is not one excludes.
+	for v, excluded := range map[string]bool{"false": false, "False": false, "0": false, "f": false,
+		"true": true, "True": true, "1": true, "": true, "yes": true, "no": true} {
+		n := node("n", map[string]string{LabelExcludeLB: v}, "10.0.0.1")
+		if Excluded(n) != excluded {
+			t.Errorf("label %q: excluded = %v, want %v", v, !excluded, excluded)
+		}
+		if got := len(Backends([]*v1.Node{n}, false)); got != map[bool]int{true: 0, false: 1}[excluded] {
+			t.Errorf("label %q: %d backends", v, got)
+		}
+	}
+	if Excluded(node("n", nil, "10.0.0.1")) {
+		t.Error("a node without the label is excluded")
+	}
+}
+
+func TestEmptyPoolAnnotationIsUnset(t *testing.T) {
+	for _, v := range []string{"", "  "} {
+		s := svc()
+		s.Annotations[AnnotationPool] = v
+		vss, err := Desired(cfg(t), "c1", s, nil)
+		if err != nil || vss[0].Pool != "main" {
+			t.Errorf("pool annotation %q: %v, %v; want the default pool", v, vss, err)
+		}
+		s.Spec.LoadBalancerIP = "10.250.0.5"
+		// A requested VIP without a pool may come from any pool: the empty
+		// annotation must not pin it to the default one.
+		if vss, err := Desired(cfg(t), "c1", s, nil); err != nil || vss[0].Pool != "" {
+			t.Errorf("pool annotation %q with a VIP: %v, %v; want no pool", v, vss, err)
+		}
 	}
 }

@@ -183,14 +183,20 @@ func Start(t testing.TB, logPath, bin string, args ...string) *exec.Cmd {
 // controllers (default: the service controller only).
 func StartCCM(t testing.TB, bin, kubeconfig, cloudConfig, clusterName, logPath string, controllers ...string) {
 	t.Helper()
+	StartCCMWith(t, bin, kubeconfig, cloudConfig, clusterName, logPath, nil, controllers...)
+}
+
+// StartCCMWith is StartCCM with extra flags (e.g. --concurrent-service-syncs).
+func StartCCMWith(t testing.TB, bin, kubeconfig, cloudConfig, clusterName, logPath string, extra []string, controllers ...string) {
+	t.Helper()
 	if len(controllers) == 0 {
 		controllers = []string{"service-lb-controller"}
 	}
-	Start(t, logPath, bin,
-		"--cloud-provider=edgelb", "--cloud-config="+cloudConfig, "--cluster-name="+clusterName,
-		"--controllers="+strings.Join(controllers, ","), "--leader-elect=false", "--secure-port=0",
-		"--kubeconfig="+kubeconfig, "--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig,
-		"--v=2")
+	args := []string{"--cloud-provider=edgelb", "--cloud-config=" + cloudConfig, "--cluster-name=" + clusterName,
+		"--controllers=" + strings.Join(controllers, ","), "--leader-elect=false", "--secure-port=0",
+		"--kubeconfig=" + kubeconfig, "--authentication-kubeconfig=" + kubeconfig, "--authorization-kubeconfig=" + kubeconfig,
+		"--v=2"}
+	Start(t, logPath, bin, append(args, extra...)...)
 }
 
 // WaitIngress waits until the Service has an ingress IP and returns them.

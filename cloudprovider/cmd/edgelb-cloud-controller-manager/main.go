@@ -4,6 +4,7 @@
 package main
 
 import (
+	"maps"
 	"os"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -27,7 +28,15 @@ func main() {
 	if err != nil {
 		klog.Fatalf("initializing options: %v", err)
 	}
-	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, app.DefaultInitFuncConstructors,
+	// Upstream's controllers, but the service controller's Service informer
+	// keeps its handlers, so that the provider can re-queue Services that
+	// failed while lbd was unreachable the moment lbd answers again instead
+	// of after up to 300 s of backoff (cloudprovider/resync.go).
+	ctors := maps.Clone(app.DefaultInitFuncConstructors)
+	sc := ctors[names.ServiceLBController]
+	sc.Constructor = cloudprovider.StartServiceController
+	ctors[names.ServiceLBController] = sc
+	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, ctors,
 		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, wait.NeverStop)
 	os.Exit(cli.Run(cmd))
 }
