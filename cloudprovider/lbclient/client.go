@@ -20,7 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -28,8 +27,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
-	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // Options configures a Client.
@@ -124,11 +123,7 @@ func retryable(err error) bool {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Internal:
 		return true
 	case codes.FailedPrecondition:
-		for _, d := range status.Convert(err).Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == apimd.ErrorDomain && info.GetReason() == apimd.ReasonRemovedMember {
-				return true
-			}
-		}
+		return errinfo.Reason(err) == errinfo.RemovedMember
 	}
 	return false
 }

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/cloudprovider/internal/fakelbd"
-	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // deadAddr is a loopback port with nothing listening.
@@ -154,7 +154,7 @@ func TestRateLimitRetriedOnSameEndpoint(t *testing.T) {
 // TestRetryableRemovedMember: a removed member's refusal sends the client to
 // the next endpoint; other FailedPreconditions (conflicts) do not.
 func TestRetryableRemovedMember(t *testing.T) {
-	removed, err := status.New(codes.FailedPrecondition, "removed member").WithDetails(&errdetails.ErrorInfo{Reason: apimd.ReasonRemovedMember, Domain: apimd.ErrorDomain})
+	removed, err := status.New(codes.FailedPrecondition, "removed member").WithDetails(&errdetails.ErrorInfo{Reason: errinfo.RemovedMember, Domain: errinfo.Domain})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/edgelb/edgelb/lbd/ownership"
 	"github.com/edgelb/edgelb/lbd/server"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/node"
 )
@@ -264,7 +265,7 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 				d.log.Info("joined the cluster", "via", addr)
 				return
 			}
-			if reason := server.ErrorReason(err); reason != "" {
+			if reason := errinfo.Reason(err); reason != "" {
 				// Refused by the leader's checks: retrying helps only once
 				// the operator has fixed what the message says.
 				d.log.Error("join refused; fix the cause, lbd keeps retrying", "via", addr, "reason", reason, "err", err)

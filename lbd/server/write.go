@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/rules"
 )
@@ -33,7 +34,7 @@ const defaultLeaderWait = 3 * time.Second
 const writeHint = "nothing was applied"
 
 // notLeaderMsg is what PeerService.Apply answers on a member that lost
-// leadership (reason rules.ReasonNotLeader); the forwarder retries on the new
+// leadership (reason errinfo.NotLeader); the forwarder retries on the new
 // leader, since nothing was applied.
 const notLeaderMsg = "not the raft leader"
 
@@ -138,7 +139,7 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 	resp, err := raftv1.NewPeerServiceClient(conn).Apply(ctx, &raftv1.ApplyRequest{Command: cmd})
 	if err != nil {
 		st := status.Convert(err)
-		if st.Code() == codes.Unavailable && (rules.ReasonOf(err) == rules.ReasonNotLeader || st.Message() == notLeaderMsg) {
+		if st.Code() == codes.Unavailable && (errinfo.Reason(err) == errinfo.NotLeader || st.Message() == notLeaderMsg) {
 			// (The message: a leader of the previous release sends no reason.)
 			return nil, true, err
 		}
@@ -215,7 +216,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 		return nil, status.Error(codes.InvalidArgument, "command is required")
 	}
 	if !s.node.IsLeader() {
-		return nil, rules.Error(codes.Unavailable, rules.ReasonNotLeader, nil, notLeaderMsg)
+		return nil, errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
 	}
 	if c := req.Command.GetCreateVirtualService(); c != nil && c.Service != nil && c.Owner == "" {
 		c.Owner = s.initialOwner(c.Service)
@@ -223,7 +224,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	res, err := s.node.Apply(ctx, req.Command)
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
-			return nil, rules.Error(codes.Unavailable, rules.ReasonNotLeader, nil, notLeaderMsg)
+			return nil, errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
 		}
 		return nil, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
 	}
