@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -129,18 +128,11 @@ func retryable(err error) bool {
 }
 
 // RateLimited reports whether err is lbd's per-identity write limit
-// (ResourceExhausted "... exceeds N writes/s; slow down and retry"): the
-// request was refused before it was looked at, so trying again later is safe.
+// (ResourceExhausted with ErrorInfo RATE_LIMITED): the request was refused
+// before it was looked at, so trying again later is safe. A full pool
+// (POOL_EXHAUSTED) or a tenant's cap (TENANT_SERVICE_LIMIT) is not.
 func RateLimited(err error) bool {
-	s, ok := status.FromError(err)
-	return ok && s.Code() == codes.ResourceExhausted && RateLimitMessage(s.Message())
-}
-
-// RateLimitMessage reports whether a ResourceExhausted message is lbd's write
-// rate limit rather than a full pool or a tenant's cap (lbd sends no error
-// details to tell them apart).
-func RateLimitMessage(msg string) bool {
-	return strings.Contains(msg, "writes/s") || strings.Contains(msg, "slow down and retry")
+	return status.Code(err) == codes.ResourceExhausted && errinfo.Reason(err) == errinfo.RateLimited
 }
 
 // do runs f against the current endpoint, moving to the next on retryable
@@ -163,11 +155,17 @@ func do[T any](ctx context.Context, c *Client, what string, f func(context.Conte
 		if RateLimited(err) && ctx.Err() == nil {
 			// The member is fine; this client writes too fast. Wait and try
 			// the same endpoint again (the limit is per identity, not per member).
-			klog.V(2).InfoS("lbd rate-limits our writes, waiting", "call", what, "endpoint", c.opts.Endpoints[i], "backoff", backoff)
+			// lbd's RetryInfo says when a token is back; never sooner than
+			// our own backoff, so many waiting calls do not return at once.
+			wait := backoff
+			if d, ok := errinfo.RetryDelay(err); ok {
+				wait = min(max(wait, d), time.Second)
+			}
+			klog.V(2).InfoS("lbd rate-limits our writes, waiting", "call", what, "endpoint", c.opts.Endpoints[i], "backoff", wait)
 			select {
 			case <-ctx.Done():
 				return zero, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			}
 			backoff = min(2*backoff, time.Second)
 			continue
