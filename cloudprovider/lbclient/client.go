@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/edgelb/edgelb/internal/backoff"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
@@ -135,12 +136,14 @@ func RateLimited(err error) bool {
 	return status.Code(err) == codes.ResourceExhausted && errinfo.Reason(err) == errinfo.RateLimited
 }
 
+// retry paces the attempts of one call.
+var retry = backoff.Policy{First: 50 * time.Millisecond, Max: time.Second}
+
 // do runs f against the current endpoint, moving to the next on retryable
 // errors, until it succeeds, fails for good, or ctx ends.
 func do[T any](ctx context.Context, c *Client, what string, f func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
 	var zero T
 	var last error
-	backoff := 50 * time.Millisecond
 	for attempt := 0; attempt < c.opts.Attempts; attempt++ {
 		c.mu.Lock()
 		i := c.cur
@@ -155,19 +158,16 @@ func do[T any](ctx context.Context, c *Client, what string, f func(context.Conte
 		if RateLimited(err) && ctx.Err() == nil {
 			// The member is fine; this client writes too fast. Wait and try
 			// the same endpoint again (the limit is per identity, not per member).
-			// lbd's RetryInfo says when a token is back; never sooner than
-			// our own backoff, so many waiting calls do not return at once.
-			wait := backoff
+			// lbd's RetryInfo says when a token is back: wait that, but no
+			// less than our own backoff and no more than its longest wait.
+			wait := retry.Delay(attempt)
 			if d, ok := errinfo.RetryDelay(err); ok {
-				wait = min(max(wait, d), time.Second)
+				wait = min(max(wait, d), retry.Max)
 			}
 			klog.V(2).InfoS("lbd rate-limits our writes, waiting", "call", what, "endpoint", c.opts.Endpoints[i], "backoff", wait)
-			select {
-			case <-ctx.Done():
+			if !backoff.Wait(ctx, wait) {
 				return zero, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
-			case <-time.After(wait):
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		if !retryable(err) || ctx.Err() != nil {
@@ -179,12 +179,9 @@ func do[T any](ctx context.Context, c *Client, what string, f func(context.Conte
 			c.cur = (i + 1) % len(c.conns)
 		}
 		c.mu.Unlock()
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx, retry.Delay(attempt)) {
 			return zero, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 	return zero, fmt.Errorf("%s: %w", what, last)
 }

@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/edgelb/edgelb/internal/backoff"
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/dataplane"
 	"github.com/edgelb/edgelb/lbd/health"
@@ -273,12 +274,13 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 				d.log.Warn("join failed; retrying", "via", addr, "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
-		}
+		backoff.Wait(ctx, joinRetry.Delay(attempt))
 	}
 }
+
+// joinRetry paces join attempts: a leader being elected answers within a
+// second or two; one refusing for a reason waits for the operator.
+var joinRetry = backoff.Policy{First: 500 * time.Millisecond, Max: 5 * time.Second}
 
 // leaderLoop runs the leader's duties for as long as this member leads.
 func (d *Daemon) leaderLoop(ctx context.Context) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/edgelb/edgelb/internal/backoff"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
@@ -84,18 +85,15 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		if st := s.noLeaderFor(ctx, &noLeader, writeHint); st != nil {
 			return nil, st.Err()
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx, leaderRetry.Delay(attempt)) {
 			return nil, status.Errorf(codes.Unavailable, "no raft leader reachable (%v); check that a majority of members is up (lbctl member list)", lastErr)
-		case <-time.After(backoff(attempt)):
 		}
 	}
 }
 
-func backoff(attempt int) time.Duration {
-	d := 20 * time.Millisecond << min(attempt, 4)
-	return min(d, 300*time.Millisecond)
-}
+// leaderRetry paces calls that wait for a leader to appear or to answer
+// (here and in cluster.go): an election on a LAN takes 0.5–1.2 s.
+var leaderRetry = backoff.Policy{First: 20 * time.Millisecond, Max: 300 * time.Millisecond}
 
 // proposeOnce makes one attempt. retry is true when nothing can have been
 // applied (no leader known, leader moved before accepting), so trying again is safe.
