@@ -17,7 +17,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/edgelb/edgelb/cloudprovider/config"
-	"github.com/edgelb/edgelb/cloudprovider/lbclient"
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
@@ -238,22 +237,17 @@ func (l *LoadBalancer) refusal(ctx context.Context, svc *v1.Service, d *edgelbv1
 		}
 		hint = fmt.Sprintf("request an address that tenant %s may use (spec.loadBalancerIP or annotation %s) or another pool (annotation %s)", d.Tenant, servicemap.AnnotationIPs, servicemap.AnnotationPool)
 	case codes.ResourceExhausted:
-		// lbd says ResourceExhausted for three different things. A full pool
-		// carries its ErrorInfo reason; the others (and older lbd) only
-		// their message.
-		kind := exhausted(st.Message())
-		if errinfo.Reason(err) == errinfo.PoolExhausted {
-			kind = exhaustedPool
-		}
-		switch kind {
-		case exhaustedRate:
+		// lbd says ResourceExhausted for three different things; its
+		// ErrorInfo reason says which.
+		switch errinfo.Reason(err) {
+		case errinfo.RateLimited:
 			// Nothing about the Service: this CCM writes faster than lbd lets
 			// one identity write. lbclient already retried with backoff; the
 			// service controller retries again later.
 			return fmt.Errorf("edgelb: lbd is rate-limiting this cloud-controller-manager's writes; writing load balancer %s of Service %s/%s is retried with backoff: %w", d.Name, svc.Namespace, svc.Name, err)
-		case exhaustedTenantCap:
+		case errinfo.TenantServiceLimit:
 			hint = fmt.Sprintf("tenant %s is at its limit of virtual services: delete unused LoadBalancer Services, or ask the lbd operator to raise auth.maxServicesPerTenant", d.Tenant)
-		case exhaustedPool:
+		case errinfo.PoolExhausted:
 			hint = "the pool is full: free a VIP, add a range to the pool (lbctl pool update NAME --add-range), or name another pool (annotation " + servicemap.AnnotationPool + ")"
 		default:
 			hint = "lbd is out of a resource (its reason is above)"
@@ -351,33 +345,6 @@ func invalidField(err error) string {
 		}
 	}
 	return ""
-}
-
-type exhaustion int
-
-const (
-	exhaustedOther exhaustion = iota
-	exhaustedPool
-	exhaustedTenantCap
-	exhaustedRate
-)
-
-// exhausted tells lbd's ResourceExhausted errors apart by their message
-// (lbd sends no error details): the per-identity write rate
-// (lbd/auth: "... exceeds N writes/s; slow down and retry"), the per-tenant
-// cap ("tenant T already has N virtual services, the limit; ...
-// auth.maxServicesPerTenant") and an exhausted pool ("no free IPv4 address in
-// pools ...").
-func exhausted(msg string) exhaustion {
-	switch {
-	case lbclient.RateLimitMessage(msg):
-		return exhaustedRate
-	case strings.Contains(msg, "maxServicesPerTenant") || strings.Contains(msg, "virtual services, the limit"):
-		return exhaustedTenantCap
-	case strings.Contains(msg, "no free ") && strings.Contains(msg, "address"):
-		return exhaustedPool
-	}
-	return exhaustedOther
 }
 
 // IsRefusal reports whether err is lbd refusing the Service's request.

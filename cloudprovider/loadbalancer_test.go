@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -336,31 +335,32 @@ func TestCreateAlreadyExistsMeansCompare(t *testing.T) {
 }
 
 // lbd answers ResourceExhausted for three unrelated things; the Event must say
-// which (the status messages are lbd's own: lbd/auth, lbd/server, raft/fsm).
+// which, decided by the ErrorInfo reason (the messages are lbd's own:
+// lbd/auth, lbd/server, raft/fsm; the reasons are tested where lbd attaches them).
 func TestResourceExhaustedSaysWhich(t *testing.T) {
 	s := service("e1e1e1e1", 80)
 	d := &edgelbv1.VirtualService{Tenant: "cluster-a", Name: "k8s-e1e1e1e1-ipv4", Pool: "a"}
 	// As lbclient returns them: wrapped with what it was doing.
-	wrapped := func(msg string) error {
-		return fmt.Errorf("creating virtual service cluster-a/k8s-e1e1e1e1-ipv4: %w", status.Error(codes.ResourceExhausted, msg))
+	wrapped := func(reason, msg string) error {
+		return fmt.Errorf("creating virtual service cluster-a/k8s-e1e1e1e1-ipv4: %w", errinfo.New(codes.ResourceExhausted, reason, nil, msg))
 	}
 	for _, c := range []struct {
-		name, msg string
-		refusal   bool
-		want      []string
-		not       []string
+		name, reason, msg string
+		refusal           bool
+		want              []string
+		not               []string
 	}{
-		{"pool full", "no free IPv4 address in pools a open to tenant cluster-a; add a range to a pool or free a VIP",
+		{"pool full", errinfo.PoolExhausted, "no free IPv4 address in pools a open to tenant cluster-a; add a range to a pool or free a VIP",
 			true, []string{"pool is full", "no free IPv4 address", "edgelb.io/address-pool"}, nil},
-		{"tenant cap", "tenant cluster-a already has 3 virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant",
+		{"tenant cap", errinfo.TenantServiceLimit, "tenant cluster-a already has 3 virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant",
 			true, []string{"tenant cluster-a is at its limit", "auth.maxServicesPerTenant", "already has 3"}, []string{"pool is full"}},
-		{"write rate", "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry",
+		{"write rate", errinfo.RateLimited, "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry",
 			false, []string{"rate-limiting", "500 writes/s", "retried"}, []string{"pool is full", "edgelb refused"}},
-		{"something else", "grpc: received message larger than max",
+		{"something else", "", "grpc: received message larger than max",
 			true, []string{"out of a resource", "larger than max"}, []string{"pool is full"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := (&LoadBalancer{}).refusal(context.Background(), s, d, wrapped(c.msg))
+			err := (&LoadBalancer{}).refusal(context.Background(), s, d, wrapped(c.reason, c.msg))
 			if IsRefusal(err) != c.refusal {
 				t.Errorf("IsRefusal = %v, want %v (%v)", !c.refusal, c.refusal, err)
 			}
@@ -393,7 +393,7 @@ func TestPoolExhaustedByReason(t *testing.T) {
 // Service gets its VIP on the first sync, so the controller records no Event.
 func TestRateLimitIsRetriedWithoutError(t *testing.T) {
 	e := newEnv(t, "")
-	e.f.SetFailNextWith(2, status.Error(codes.ResourceExhausted, "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry"))
+	e.f.SetFailNextWith(2, errinfo.Retry(codes.ResourceExhausted, errinfo.RateLimited, nil, 10*time.Millisecond, "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry"))
 	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", service("e2e2e2e2", 80), nodes("10.0.0.1"))
 	if err != nil {
 		t.Fatalf("EnsureLoadBalancer under a passing rate limit: %v", err)
@@ -403,33 +403,15 @@ func TestRateLimitIsRetriedWithoutError(t *testing.T) {
 	}
 }
 
-// lbd sends no error details with ResourceExhausted, so refusal() tells its
-// three causes apart by the words of lbd's messages. This trips when those
-// words change in lbd's source, before a CCM starts calling a rate limit a full pool.
-func TestLbdResourceExhaustedMessagesStillMatch(t *testing.T) {
-	for file, msgs := range map[string][]string{
-		"../lbd/auth/authorize.go": {"exceeds %.0f writes/s; slow down and retry"},
-		"../lbd/server/vs.go":      {"virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant"},
-		"../raft/fsm/apply.go":     {"no free %s address in pools"},
-	} {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			if !strings.Contains(string(b), m) {
-				t.Errorf("%s no longer says %q: update exhausted() and lbclient.RateLimitMessage", file, m)
-			}
-		}
-	}
-	for msg, want := range map[string]exhaustion{
-		fmt.Sprintf("cloud-provider/a exceeds %.0f writes/s; slow down and retry", 500.0):                                      exhaustedRate,
-		"tenant a already has 7 virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant":            exhaustedTenantCap,
-		fmt.Sprintf("no free %s address in pools %s open to tenant %s; add a range to a pool or free a VIP", "IPv6", "p", "a"): exhaustedPool,
-	} {
-		if got := exhausted(msg); got != want {
-			t.Errorf("exhausted(%q) = %d, want %d", msg, got, want)
-		}
+// A ResourceExhausted without a reason (an lbd older than the reasons, or
+// gRPC's own message-size limit) is never taken for a rate limit or a full
+// pool, whatever its words: the CCM decides by reason only.
+func TestResourceExhaustedWithoutReason(t *testing.T) {
+	s := service("e1e1e1e1", 80)
+	d := &edgelbv1.VirtualService{Tenant: "cluster-a", Name: "k8s-e1e1e1e1-ipv4", Pool: "a"}
+	err := (&LoadBalancer{}).refusal(context.Background(), s, d, status.Error(codes.ResourceExhausted, "cloud-provider/a exceeds 500 writes/s; slow down and retry; no free IPv4 address"))
+	if !IsRefusal(err) || !strings.Contains(err.Error(), "out of a resource") {
+		t.Errorf("refusal without a reason: %v", err)
 	}
 }
 

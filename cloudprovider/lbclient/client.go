@@ -16,11 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -28,8 +26,9 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
-	"github.com/edgelb/edgelb/internal/apimd"
+	"github.com/edgelb/edgelb/internal/backoff"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // Options configures a Client.
@@ -124,36 +123,27 @@ func retryable(err error) bool {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Internal:
 		return true
 	case codes.FailedPrecondition:
-		for _, d := range status.Convert(err).Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == apimd.ErrorDomain && info.GetReason() == apimd.ReasonRemovedMember {
-				return true
-			}
-		}
+		return errinfo.Reason(err) == errinfo.RemovedMember
 	}
 	return false
 }
 
 // RateLimited reports whether err is lbd's per-identity write limit
-// (ResourceExhausted "... exceeds N writes/s; slow down and retry"): the
-// request was refused before it was looked at, so trying again later is safe.
+// (ResourceExhausted with ErrorInfo RATE_LIMITED): the request was refused
+// before it was looked at, so trying again later is safe. A full pool
+// (POOL_EXHAUSTED) or a tenant's cap (TENANT_SERVICE_LIMIT) is not.
 func RateLimited(err error) bool {
-	s, ok := status.FromError(err)
-	return ok && s.Code() == codes.ResourceExhausted && RateLimitMessage(s.Message())
+	return status.Code(err) == codes.ResourceExhausted && errinfo.Reason(err) == errinfo.RateLimited
 }
 
-// RateLimitMessage reports whether a ResourceExhausted message is lbd's write
-// rate limit rather than a full pool or a tenant's cap (lbd sends no error
-// details to tell them apart).
-func RateLimitMessage(msg string) bool {
-	return strings.Contains(msg, "writes/s") || strings.Contains(msg, "slow down and retry")
-}
+// retry paces the attempts of one call.
+var retry = backoff.Policy{First: 50 * time.Millisecond, Max: time.Second}
 
 // do runs f against the current endpoint, moving to the next on retryable
 // errors, until it succeeds, fails for good, or ctx ends.
 func do[T any](ctx context.Context, c *Client, what string, f func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
 	var zero T
 	var last error
-	backoff := 50 * time.Millisecond
 	for attempt := 0; attempt < c.opts.Attempts; attempt++ {
 		c.mu.Lock()
 		i := c.cur
@@ -168,13 +158,16 @@ func do[T any](ctx context.Context, c *Client, what string, f func(context.Conte
 		if RateLimited(err) && ctx.Err() == nil {
 			// The member is fine; this client writes too fast. Wait and try
 			// the same endpoint again (the limit is per identity, not per member).
-			klog.V(2).InfoS("lbd rate-limits our writes, waiting", "call", what, "endpoint", c.opts.Endpoints[i], "backoff", backoff)
-			select {
-			case <-ctx.Done():
-				return zero, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
-			case <-time.After(backoff):
+			// lbd's RetryInfo says when a token is back: wait that, but no
+			// less than our own backoff and no more than its longest wait.
+			wait := retry.Delay(attempt)
+			if d, ok := errinfo.RetryDelay(err); ok {
+				wait = min(max(wait, d), retry.Max)
 			}
-			backoff = min(2*backoff, time.Second)
+			klog.V(2).InfoS("lbd rate-limits our writes, waiting", "call", what, "endpoint", c.opts.Endpoints[i], "backoff", wait)
+			if !backoff.Wait(ctx, wait) {
+				return zero, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
+			}
 			continue
 		}
 		if !retryable(err) || ctx.Err() != nil {
@@ -186,12 +179,9 @@ func do[T any](ctx context.Context, c *Client, what string, f func(context.Conte
 			c.cur = (i + 1) % len(c.conns)
 		}
 		c.mu.Unlock()
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx, retry.Delay(attempt)) {
 			return zero, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 	return zero, fmt.Errorf("%s: %w", what, last)
 }

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/cloudprovider/internal/fakelbd"
-	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // deadAddr is a loopback port with nothing listening.
@@ -122,9 +122,13 @@ func TestRateLimitRetriedOnSameEndpoint(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rate := status.Error(codes.ResourceExhausted, "cloud-provider/t exceeds 500 writes/s; slow down and retry")
+	rate := errinfo.Retry(codes.ResourceExhausted, errinfo.RateLimited, nil, 20*time.Millisecond, "cloud-provider/t exceeds 500 writes/s; slow down and retry")
 	if !RateLimited(rate) || !RateLimited(fmt.Errorf("creating: %w", rate)) {
-		t.Fatal("lbd's write-rate message is not recognised")
+		t.Fatal("lbd's write-rate refusal (reason RATE_LIMITED) is not recognised")
+	}
+	// Decided by the reason, not the words: the same text without it is not a rate limit.
+	if RateLimited(status.Error(codes.ResourceExhausted, "cloud-provider/t exceeds 500 writes/s; slow down and retry")) {
+		t.Fatal("a ResourceExhausted without reason RATE_LIMITED is taken for a rate limit")
 	}
 	first.SetFailNextWith(2, rate)
 	if _, err := c.Create(ctx, vs("x")); err != nil {
@@ -137,7 +141,7 @@ func TestRateLimitRetriedOnSameEndpoint(t *testing.T) {
 		t.Errorf("a rate limit moved the client to the second endpoint (%d calls)", calls)
 	}
 
-	full := status.Error(codes.ResourceExhausted, "no free IPv4 address in pools a open to tenant t; add a range to a pool or free a VIP")
+	full := errinfo.New(codes.ResourceExhausted, errinfo.PoolExhausted, nil, "no free IPv4 address in pools a open to tenant t; add a range to a pool or free a VIP")
 	if RateLimited(full) {
 		t.Fatal("a full pool is taken for a rate limit")
 	}
@@ -154,7 +158,7 @@ func TestRateLimitRetriedOnSameEndpoint(t *testing.T) {
 // TestRetryableRemovedMember: a removed member's refusal sends the client to
 // the next endpoint; other FailedPreconditions (conflicts) do not.
 func TestRetryableRemovedMember(t *testing.T) {
-	removed, err := status.New(codes.FailedPrecondition, "removed member").WithDetails(&errdetails.ErrorInfo{Reason: apimd.ReasonRemovedMember, Domain: apimd.ErrorDomain})
+	removed, err := status.New(codes.FailedPrecondition, "removed member").WithDetails(&errdetails.ErrorInfo{Reason: errinfo.RemovedMember, Domain: errinfo.Domain})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
-	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // Issue 18 on a plaintext cluster of real lbd processes: no path around
@@ -133,22 +132,22 @@ func TestFailClosed(t *testing.T) {
 			code   codes.Code
 			reason string
 		}{
-			"NUL in port name": {func(v *edgelbv1.VirtualService) { v.Ports[0].Name = "we\x00b" }, codes.InvalidArgument, rules.ReasonControlChar},
-			"ESC in port name": {func(v *edgelbv1.VirtualService) { v.Ports[0].Name = "\x1b[2J" }, codes.InvalidArgument, rules.ReasonControlChar},
+			"NUL in port name": {func(v *edgelbv1.VirtualService) { v.Ports[0].Name = "we\x00b" }, codes.InvalidArgument, errinfo.ControlCharacter},
+			"ESC in port name": {func(v *edgelbv1.VirtualService) { v.Ports[0].Name = "\x1b[2J" }, codes.InvalidArgument, errinfo.ControlCharacter},
 			"backend is VIP": {func(v *edgelbv1.VirtualService) {
 				v.Vip = "192.0.2.30"
 				v.Backends[0].Address = "192.0.2.30"
-			}, codes.InvalidArgument, rules.ReasonBackendIsVIP},
+			}, codes.InvalidArgument, errinfo.BackendIsVIP},
 			"two spellings": {func(v *edgelbv1.VirtualService) {
 				v.Backends = append(v.Backends, &edgelbv1.Backend{Address: "10.0.0.21", Port: 30080})
-			}, codes.InvalidArgument, rules.ReasonDuplicateBackend},
-			"name a..b":    {func(v *edgelbv1.VirtualService) { v.Name = "a..b" }, codes.InvalidArgument, rules.ReasonInvalidField},
-			"pin nosuch":   {func(v *edgelbv1.VirtualService) { v.PinnedMember = "nosuch" }, codes.FailedPrecondition, rules.ReasonUnknownMember},
+			}, codes.InvalidArgument, errinfo.DuplicateBackend},
+			"name a..b":    {func(v *edgelbv1.VirtualService) { v.Name = "a..b" }, codes.InvalidArgument, errinfo.InvalidField},
+			"pin nosuch":   {func(v *edgelbv1.VirtualService) { v.PinnedMember = "nosuch" }, codes.FailedPrecondition, errinfo.UnknownMember},
 			"network addr": {func(v *edgelbv1.VirtualService) { v.Vip = "192.0.2.0" }, codes.FailedPrecondition, errinfo.ReservedAddress},
 		} {
 			err := create(c.mut)
-			if status.Code(err) != c.code || rules.ReasonOf(err) != c.reason {
-				t.Errorf("%s: %v (reason %q); want %v %s", name, err, rules.ReasonOf(err), c.code, c.reason)
+			if status.Code(err) != c.code || errinfo.Reason(err) != c.reason {
+				t.Errorf("%s: %v (reason %q); want %v %s", name, err, errinfo.Reason(err), c.code, c.reason)
 			}
 		}
 		if _, err := vsc.GetVirtualService(ctx, &edgelbv1.GetVirtualServiceRequest{Name: "raw"}); status.Code(err) != codes.NotFound {

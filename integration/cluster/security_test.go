@@ -20,7 +20,7 @@ import (
 	"github.com/edgelb/edgelb/internal/logcapture"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
-	"github.com/edgelb/edgelb/raft/rules"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // rawApply sends the command of issue 18 — tenant "", name "raw plain!\n",
@@ -270,7 +270,7 @@ func TestClusterSecurity(t *testing.T) {
 		for _, m := range c.members {
 			resp, err := rawApply(t, m.raft, credentials.NewTLS(tlsClient(t, pki, pki, "edge2")))
 			switch {
-			case status.Code(err) == codes.Unavailable && rules.ReasonOf(err) == rules.ReasonNotLeader:
+			case status.Code(err) == codes.Unavailable && errinfo.Reason(err) == errinfo.NotLeader:
 			case err != nil:
 				t.Errorf("member calling PeerService.Apply on %s's raft port: %v", m.id, err)
 			case codes.Code(resp.Code) != codes.InvalidArgument:

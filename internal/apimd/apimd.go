@@ -1,16 +1,16 @@
 // Package apimd names what lbd and its clients exchange beside the protobuf
-// messages: gRPC metadata keys and the reasons of google.rpc.ErrorInfo details.
-// It is not generated code, so it lives outside proto/.
+// messages: gRPC metadata keys and the methods that read a member's replica.
+// It is not generated code, so it lives outside proto/. The reasons and
+// metadata of google.rpc.ErrorInfo details are raft/errinfo's.
 package apimd
 
 import (
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
-	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // ReplicaReads are the methods that answer from a member's replica of the
 // replicated state: lbd refuses them on a member that cannot vouch for its
-// replica (ErrorInfo reasons below), and a client may send them to another
+// replica (errinfo.NoLeader, NotCaughtUp, RemovedMember), and a client may send them to another
 // member instead, since a read changes nothing.
 var ReplicaReads = map[string]bool{
 	edgelbv1.VirtualServiceService_GetVirtualService_FullMethodName:   true,
@@ -36,28 +36,4 @@ const (
 	Member      = "edgelb-member"
 	Revision    = "edgelb-revision"
 	StaleReason = "edgelb-stale-reason"
-)
-
-// ErrorDomain is the google.rpc.ErrorInfo domain of lbd's errors.
-const ErrorDomain = errinfo.Domain
-
-// ErrorInfo reasons of a refused read or write.
-const (
-	// ReasonNoLeader: the member knows no leader (no quorum). Code Unavailable.
-	ReasonNoLeader = "NO_LEADER"
-	// ReasonNotCaughtUp: the member has a leader but its replica has not yet
-	// reached the leader's revision. Code Unavailable: it passes by itself.
-	ReasonNotCaughtUp = "NOT_CAUGHT_UP"
-	// ReasonRemovedMember: the member is not in the cluster's configuration.
-	// Code FailedPrecondition: it stays so until an operator acts.
-	ReasonRemovedMember = "REMOVED_MEMBER"
-)
-
-// ErrorInfo metadata keys.
-const (
-	MetaRevision    = "revision"     // the replica's revision
-	MetaLastContact = "last_contact" // RFC 3339 time of the last leader contact, empty if never
-	MetaReachable   = "reachable"    // "k/n": members answering, of the configuration
-	MetaLeader      = "leader"       // the leader's id, when one is known
-	MetaMember      = "member"       // the answering member's id
 )

@@ -17,6 +17,7 @@ import (
 	"github.com/edgelb/edgelb/lbctl/config"
 	"github.com/edgelb/edgelb/lbctl/exitcode"
 	"github.com/edgelb/edgelb/lbctl/output"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -79,7 +80,7 @@ func ExecuteContext(ctx context.Context, args []string, stdout, stderr io.Writer
 		err = exitcode.NewUsage(err)
 	}
 	msg := exitcode.Message(err)
-	if reason := exitcode.Reason(err); reason != "" {
+	if reason := errinfo.Reason(err); reason != "" {
 		// The typed reason is what scripts can match on; the text may change.
 		msg += " [" + reason + "]"
 	}

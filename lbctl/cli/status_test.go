@@ -20,12 +20,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/integration/freeport"
-	"github.com/edgelb/edgelb/internal/apimd"
 	"github.com/edgelb/edgelb/lbctl/client"
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/daemon"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 )
 
@@ -462,8 +462,8 @@ func TestRecoverFromSingleSurvivor(t *testing.T) {
 	}
 	defer cc.Close()
 	_, err = edgelbv1.NewVirtualServiceServiceClient(cc).ListVirtualServices(context.Background(), &edgelbv1.ListVirtualServicesRequest{})
-	if client.RefusedReason(err) != apimd.ReasonNoLeader || status.Code(err) != codes.Unavailable {
-		t.Fatalf("list on the survivor: %v (reason %q); want Unavailable with ErrorInfo reason %s", err, client.RefusedReason(err), apimd.ReasonNoLeader)
+	if client.RefusedReason(err) != errinfo.NoLeader || status.Code(err) != codes.Unavailable {
+		t.Fatalf("list on the survivor: %v (reason %q); want Unavailable with ErrorInfo reason %s", err, client.RefusedReason(err), errinfo.NoLeader)
 	}
 	if _, err := os.Stat(file); err == nil {
 		t.Fatalf("a refused save left %s behind", file)

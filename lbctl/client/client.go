@@ -18,7 +18,7 @@ import (
 
 	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -305,21 +305,12 @@ func (s *staleStream) RecvMsg(m any) error {
 }
 
 // RefusedReason is the ErrorInfo reason a member gave for refusing to answer
-// from its replica (apimd.ReasonNoLeader, ReasonNotCaughtUp,
-// ReasonRemovedMember), or "" when err is not such a refusal. It reads the
-// error's details, never its message.
+// from its replica (errinfo.NoLeader, NotCaughtUp, RemovedMember), or ""
+// when err is not such a refusal. It reads the error's details, never its
+// message.
 func RefusedReason(err error) string {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() == codes.OK {
-		return ""
-	}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == apimd.ErrorDomain {
-			switch info.GetReason() {
-			case apimd.ReasonNoLeader, apimd.ReasonNotCaughtUp, apimd.ReasonRemovedMember:
-				return info.GetReason()
-			}
-		}
+	if errinfo.Is(err, errinfo.NoLeader, errinfo.NotCaughtUp, errinfo.RemovedMember) {
+		return errinfo.Reason(err)
 	}
 	return ""
 }

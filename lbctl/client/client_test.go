@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -165,7 +165,7 @@ type vsServer struct {
 func (v *vsServer) ListVirtualServices(context.Context, *edgelbv1.ListVirtualServicesRequest) (*edgelbv1.ListVirtualServicesResponse, error) {
 	v.calls++
 	if v.refuse != "" {
-		st, _ := status.New(codes.Unavailable, "refused by "+v.name).WithDetails(&errdetails.ErrorInfo{Reason: v.refuse, Domain: apimd.ErrorDomain})
+		st, _ := status.New(codes.Unavailable, "refused by "+v.name).WithDetails(&errdetails.ErrorInfo{Reason: v.refuse, Domain: errinfo.Domain})
 		return nil, st.Err()
 	}
 	return &edgelbv1.ListVirtualServicesResponse{Services: []*edgelbv1.VirtualService{{Name: v.name}}}, nil
@@ -173,7 +173,7 @@ func (v *vsServer) ListVirtualServices(context.Context, *edgelbv1.ListVirtualSer
 
 func (v *vsServer) CreateVirtualService(context.Context, *edgelbv1.CreateVirtualServiceRequest) (*edgelbv1.CreateVirtualServiceResponse, error) {
 	v.calls++
-	st, _ := status.New(codes.Unavailable, "no leader").WithDetails(&errdetails.ErrorInfo{Reason: apimd.ReasonNoLeader, Domain: apimd.ErrorDomain})
+	st, _ := status.New(codes.Unavailable, "no leader").WithDetails(&errdetails.ErrorInfo{Reason: errinfo.NoLeader, Domain: errinfo.Domain})
 	return nil, st.Err()
 }
 
@@ -194,8 +194,8 @@ func serveVS(t *testing.T, v *vsServer) string {
 // stay where they were sent, and when no member can answer the first
 // refusal is what the caller sees.
 func TestRefusedReadMovesToNextEndpoint(t *testing.T) {
-	lone := &vsServer{name: "lone", refuse: apimd.ReasonNoLeader}
-	removed := &vsServer{name: "removed", refuse: apimd.ReasonRemovedMember}
+	lone := &vsServer{name: "lone", refuse: errinfo.NoLeader}
+	removed := &vsServer{name: "removed", refuse: errinfo.RemovedMember}
 	good := &vsServer{name: "good"}
 	lis, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := lis.Addr().String()
@@ -214,16 +214,16 @@ func TestRefusedReadMovesToNextEndpoint(t *testing.T) {
 		t.Errorf("calls: lone %d, removed %d; want one each", lone.calls, removed.calls)
 	}
 	// A write is not moved.
-	if _, err := c.VirtualServices.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{}); RefusedReason(err) != apimd.ReasonNoLeader || good.calls != 1 {
+	if _, err := c.VirtualServices.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{}); RefusedReason(err) != errinfo.NoLeader || good.calls != 1 {
 		t.Errorf("create = %v (good called %d times); want lone's refusal, nothing sent elsewhere", err, good.calls)
 	}
 	// Nobody can answer: the first member's refusal.
-	c2, err := Dial(ctx, Options{Endpoints: []string{serveVS(t, &vsServer{name: "a", refuse: apimd.ReasonNoLeader}), serveVS(t, &vsServer{name: "b", refuse: apimd.ReasonNotCaughtUp})}})
+	c2, err := Dial(ctx, Options{Endpoints: []string{serveVS(t, &vsServer{name: "a", refuse: errinfo.NoLeader}), serveVS(t, &vsServer{name: "b", refuse: errinfo.NotCaughtUp})}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if _, err := c2.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{}); RefusedReason(err) != apimd.ReasonNoLeader || !strings.Contains(status.Convert(err).Message(), "refused by a") {
+	if _, err := c2.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{}); RefusedReason(err) != errinfo.NoLeader || !strings.Contains(status.Convert(err).Message(), "refused by a") {
 		t.Errorf("list with every member refusing = %v; want the first one's refusal", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"strings"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -99,21 +98,6 @@ func fromGRPC(c codes.Code) int {
 // Message is the text printed after "Error: ". A gRPC status inside err is
 // shown as its bare message, without grpc-go's "rpc error: code = ..." prefix,
 // keeping whatever context was wrapped around it.
-// Reason returns the google.rpc.ErrorInfo reason lbd attached to err (domain
-// edgelb.io), or "".
-func Reason(err error) string {
-	var gs grpcStatus
-	if !errors.As(err, &gs) || gs.GRPCStatus() == nil {
-		return ""
-	}
-	for _, d := range gs.GRPCStatus().Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == "edgelb.io" {
-			return info.GetReason()
-		}
-	}
-	return ""
-}
-
 func Message(err error) string {
 	msg := err.Error()
 	var gs grpcStatus

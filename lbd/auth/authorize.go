@@ -2,10 +2,14 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -137,15 +141,23 @@ func (a *Authorizer) check(id Identity, method string) (Identity, error) {
 	if !allowed {
 		return id, status.Errorf(codes.PermissionDenied, "%s (role %s) may not call %s; ask an admin for a certificate with the right role", id, id.Role, method[strings.LastIndexByte(method, '/')+1:])
 	}
-	if (acc == accService || acc == accAdmin || acc == accOperator) && id.Role != RoleMember && !a.allow(id) {
-		return id, status.Errorf(codes.ResourceExhausted, "%s exceeds %.0f writes/s; slow down and retry", id, a.WriteRate)
+	if (acc == accService || acc == accAdmin || acc == accOperator) && id.Role != RoleMember {
+		if ok, wait := a.allow(id); !ok {
+			// Refused before the request was looked at: a retry after wait
+			// is safe, and RetryInfo says so to clients (lbclient waits it).
+			return id, errinfo.Retry(codes.ResourceExhausted, errinfo.RateLimited,
+				map[string]string{"identity": id.String(), "rate": strconv.FormatFloat(a.WriteRate, 'f', -1, 64)}, wait,
+				fmt.Sprintf("%s exceeds %.0f writes/s; slow down and retry", id, a.WriteRate))
+		}
 	}
 	return id, nil
 }
 
-func (a *Authorizer) allow(id Identity) bool {
+// allow takes a write token of id; when there is none, wait is how long
+// until the next one.
+func (a *Authorizer) allow(id Identity) (ok bool, wait time.Duration) {
 	if a.WriteRate <= 0 {
-		return true
+		return true, 0
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -158,7 +170,10 @@ func (a *Authorizer) allow(id Identity) bool {
 		l = rate.NewLimiter(rate.Limit(a.WriteRate), max(a.WriteBurst, 1))
 		a.limiters[key] = l
 	}
-	return l.Allow()
+	if l.Allow() {
+		return true, 0
+	}
+	return false, max(time.Millisecond, time.Duration((1-l.Tokens())/a.WriteRate*float64(time.Second)))
 }
 
 // Unary is the unary server interceptor.

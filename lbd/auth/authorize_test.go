@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -11,6 +12,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // Every RPC the API defines must have an access rule; a missing one is
@@ -78,12 +80,22 @@ func TestWriteRateLimit(t *testing.T) {
 	a := &Authorizer{WriteRate: 1, WriteBurst: 2}
 	id := Identity{Role: RoleOperator, Name: "op"}
 	var codesSeen []codes.Code
+	var last error
 	for i := 0; i < 3; i++ {
 		_, err := a.check(id, "/edgelb.v1.VirtualServiceService/CreateVirtualService")
 		codesSeen = append(codesSeen, status.Code(err))
+		last = err
 	}
 	if codesSeen[0] != codes.OK || codesSeen[1] != codes.OK || codesSeen[2] != codes.ResourceExhausted {
 		t.Errorf("burst of 2 then refusal expected, got %v", codesSeen)
+	}
+	// Clients tell the limit from a full pool by its reason, and learn when
+	// to try again from RetryInfo (a token per second: at most a second).
+	if errinfo.Reason(last) != errinfo.RateLimited {
+		t.Errorf("refusal %v has reason %q, want %s", last, errinfo.Reason(last), errinfo.RateLimited)
+	}
+	if d, ok := errinfo.RetryDelay(last); !ok || d <= 0 || d > time.Second {
+		t.Errorf("RetryInfo delay %v (present %v), want within (0, 1s]", d, ok)
 	}
 	// Reads are never limited.
 	if _, err := a.check(id, "/edgelb.v1.VirtualServiceService/ListVirtualServices"); err != nil {

@@ -22,12 +22,14 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/edgelb/edgelb/internal/backoff"
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/dataplane"
 	"github.com/edgelb/edgelb/lbd/health"
 	"github.com/edgelb/edgelb/lbd/ownership"
 	"github.com/edgelb/edgelb/lbd/server"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/node"
 )
@@ -264,7 +266,7 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 				d.log.Info("joined the cluster", "via", addr)
 				return
 			}
-			if reason := server.ErrorReason(err); reason != "" {
+			if reason := errinfo.Reason(err); reason != "" {
 				// Refused by the leader's checks: retrying helps only once
 				// the operator has fixed what the message says.
 				d.log.Error("join refused; fix the cause, lbd keeps retrying", "via", addr, "reason", reason, "err", err)
@@ -272,12 +274,13 @@ func (d *Daemon) join(ctx context.Context, self *edgelbv1.Member) {
 				d.log.Warn("join failed; retrying", "via", addr, "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
-		}
+		backoff.Wait(ctx, joinRetry.Delay(attempt))
 	}
 }
+
+// joinRetry paces join attempts: a leader being elected answers within a
+// second or two; one refusing for a reason waits for the operator.
+var joinRetry = backoff.Policy{First: 500 * time.Millisecond, Max: 5 * time.Second}
 
 // leaderLoop runs the leader's duties for as long as this member leads.
 func (d *Daemon) leaderLoop(ctx context.Context) {

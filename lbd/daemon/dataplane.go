@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/edgelb/edgelb/lbd/config"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -24,11 +23,9 @@ func openDataPlane(ctx context.Context, cfg config.Config, log *slog.Logger) (Da
 		if err != nil {
 			// Never fall back to control-plane-only by ourselves: a member
 			// that owns VIPs and programs none is an outage. Say how to
-			// ask for it, unless the error already does.
-			if !strings.Contains(err.Error(), "--data-plane=none") {
-				err = fmt.Errorf("%w (on a host meant to carry no traffic, start with --data-plane=none)", err)
-			}
-			return nil, "", fmt.Errorf("open the IPVS data plane on %s: %w", cfg.DataPlane.Interface, err)
+			// ask for it: only here, where the flag is known (the data
+			// plane's errors say what is wrong with the kernel).
+			return nil, "", fmt.Errorf("open the IPVS data plane on %s: %w (on a host meant to carry no traffic, start with --data-plane=none)", cfg.DataPlane.Interface, err)
 		}
 		return dp, name, nil
 	}

@@ -14,6 +14,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/rules"
 )
@@ -95,8 +96,8 @@ func TestPeerServiceNotOnAPIPortInPlaintext(t *testing.T) {
 	}
 	// A refusal forwarded from the leader keeps its ErrorInfo.
 	_, err = c.AddBackend(ctx, &edgelbv1.AddBackendRequest{Name: "web", Backend: &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080}})
-	if status.Code(err) != codes.AlreadyExists || rules.ReasonOf(err) != rules.ReasonDuplicateBackend {
-		t.Errorf("add of 10.0.0.11:30080 beside 10.0.0.11 through a follower: %v (reason %q); want AlreadyExists %s", err, rules.ReasonOf(err), rules.ReasonDuplicateBackend)
+	if status.Code(err) != codes.AlreadyExists || errinfo.Reason(err) != errinfo.DuplicateBackend {
+		t.Errorf("add of 10.0.0.11:30080 beside 10.0.0.11 through a follower: %v (reason %q); want AlreadyExists %s", err, errinfo.Reason(err), errinfo.DuplicateBackend)
 	}
 }
 

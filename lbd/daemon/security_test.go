@@ -17,6 +17,7 @@ import (
 	"github.com/edgelb/edgelb/lbd/auth"
 	"github.com/edgelb/edgelb/lbd/config"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // A request above maxMsgSize is refused by gRPC before it is decoded, with
@@ -59,8 +60,11 @@ func TestServicesPerTenantLimit(t *testing.T) {
 	}
 	err := create("t", "three")
 	st := status.Convert(err)
-	if st.Code() != codes.ResourceExhausted {
-		t.Fatalf("the third service of tenant t: %v; want ResourceExhausted", err)
+	if st.Code() != codes.ResourceExhausted || errinfo.Reason(err) != errinfo.TenantServiceLimit {
+		t.Fatalf("the third service of tenant t: %v (reason %q); want ResourceExhausted %s", err, errinfo.Reason(err), errinfo.TenantServiceLimit)
+	}
+	if ei, _ := errinfo.Of(err); ei.Metadata["tenant"] != "t" || ei.Metadata["limit"] != "2" {
+		t.Errorf("ErrorInfo metadata %v; want tenant t, limit 2", ei.Metadata)
 	}
 	for _, want := range []string{"tenant t", "already has 2 virtual services", "auth.maxServicesPerTenant"} {
 		if !strings.Contains(st.Message(), want) {

@@ -233,7 +233,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		_, err = c.Info()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("IPVS is not available (%v): load the ip_vs module (modprobe ip_vs ip_vs_mh) and run as root, or start with --data-plane=none for a control-plane-only member", err)
+		return nil, fmt.Errorf("IPVS is not available (%v): load the ip_vs module (modprobe ip_vs ip_vs_mh) and run as root", err)
 	}
 	ifindex, err := addr.IfIndex(cfg.Interface)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgelb/edgelb/internal/backoff"
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -48,10 +49,8 @@ func onLeader[T any](ctx context.Context, s *Server, local func(context.Context)
 		if st := s.noLeaderFor(ctx, &noLeader, writeHint); st != nil {
 			return zero, st.Err()
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx, leaderRetry.Delay(attempt)) {
 			return zero, status.Error(codes.Unavailable, "no raft leader known; check that a majority of members is up")
-		case <-time.After(backoff(attempt)):
 		}
 	}
 }

@@ -11,13 +11,13 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/internal/apimd"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/node"
 )
 
@@ -130,8 +130,8 @@ func (s *Server) replicaVerdict(ctx context.Context) *status.Status {
 	if s.opts.CaughtUp != nil && !s.opts.CaughtUp() {
 		leader, _ := s.node.Leader()
 		rev := s.fsm.Revision()
-		return withInfo(codes.Unavailable, apimd.ReasonNotCaughtUp, map[string]string{
-			apimd.MetaMember: s.opts.Self.Id, apimd.MetaRevision: strconv.FormatUint(rev, 10), apimd.MetaLeader: leader,
+		return withInfo(codes.Unavailable, errinfo.NotCaughtUp, map[string]string{
+			errinfo.MetaMember: s.opts.Self.Id, errinfo.MetaRevision: strconv.FormatUint(rev, 10), errinfo.MetaLeader: leader,
 		}, "not caught up: member %s is at revision %d and still applying what leader %s has committed; retry shortly, or read through another member",
 			s.opts.Self.Id, rev, leader)
 	}
@@ -150,10 +150,10 @@ func (s *Server) leaderless(ctx context.Context, hint string) *status.Status {
 	rev := s.fsm.Revision()
 	contact := s.lastLeaderContact()
 	meta := map[string]string{
-		apimd.MetaMember: s.opts.Self.Id, apimd.MetaRevision: strconv.FormatUint(rev, 10), apimd.MetaLastContact: "",
+		errinfo.MetaMember: s.opts.Self.Id, errinfo.MetaRevision: strconv.FormatUint(rev, 10), errinfo.MetaLastContact: "",
 	}
 	if !contact.IsZero() {
-		meta[apimd.MetaLastContact] = contact.UTC().Format(time.RFC3339)
+		meta[errinfo.MetaLastContact] = contact.UTC().Format(time.RFC3339)
 	}
 	inConfig := false
 	for _, sv := range servers {
@@ -162,7 +162,7 @@ func (s *Server) leaderless(ctx context.Context, hint string) *status.Status {
 	// An empty configuration is a member still waiting to join: it has no
 	// leader, which the check below reports.
 	if len(servers) > 0 && !inConfig {
-		return withInfo(codes.FailedPrecondition, apimd.ReasonRemovedMember, meta,
+		return withInfo(codes.FailedPrecondition, errinfo.RemovedMember, meta,
 			"removed member: %s is not in the cluster's configuration (its members: %s); this replica stopped at revision %d, last leader contact %s. Use a current member, or rejoin this one with an empty data dir; %s",
 			s.opts.Self.Id, serverIDs(servers), rev, ago(contact), hint)
 	}
@@ -170,8 +170,8 @@ func (s *Server) leaderless(ctx context.Context, hint string) *status.Status {
 		return nil
 	}
 	up, n := s.reachable(ctx, servers)
-	meta[apimd.MetaReachable] = fmt.Sprintf("%d/%d", len(up), n)
-	return withInfo(codes.Unavailable, apimd.ReasonNoLeader, meta,
+	meta[errinfo.MetaReachable] = fmt.Sprintf("%d/%d", len(up), n)
+	return withInfo(codes.Unavailable, errinfo.NoLeader, meta,
 		"no leader: %d of %d members reachable (%s); this replica is at revision %d, last leader contact %s. A majority must be up (docs/OPERATIONS.md §8); %s",
 		len(up), n, strings.Join(up, ", "), rev, ago(contact), hint)
 }
@@ -275,9 +275,5 @@ func (s *Server) reachable(ctx context.Context, servers []node.Server) ([]string
 // withInfo is a status with a google.rpc.ErrorInfo detail, so clients decide
 // by its reason rather than by the message.
 func withInfo(code codes.Code, reason string, meta map[string]string, format string, args ...any) *status.Status {
-	st := status.Newf(code, format, args...)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: apimd.ErrorDomain, Metadata: meta}); err == nil {
-		return d
-	}
-	return st
+	return errinfo.Status(code, reason, meta, fmt.Sprintf(format, args...))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -12,16 +11,12 @@ import (
 
 	"github.com/edgelb/edgelb/internal/apimd"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 func reason(t *testing.T, err error) string {
 	t.Helper()
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == apimd.ErrorDomain {
-			return info.Reason
-		}
-	}
-	return ""
+	return errinfo.Reason(err)
 }
 
 // TestReadGate: the interceptor refuses gated reads while the replica is not
@@ -37,7 +32,7 @@ func TestReadGate(t *testing.T) {
 	handler := func(ctx context.Context, _ any) (any, error) { called++; gotReason = StaleReason(ctx); return nil, nil }
 
 	_, err := s.UnaryReadGate(admin, nil, list, handler)
-	if status.Code(err) != codes.Unavailable || reason(t, err) != apimd.ReasonNotCaughtUp || called != 0 {
+	if status.Code(err) != codes.Unavailable || reason(t, err) != errinfo.NotCaughtUp || called != 0 {
 		t.Fatalf("list while not caught up: %v (reason %q, handler called %d); want Unavailable NOT_CAUGHT_UP", err, reason(t, err), called)
 	}
 	if _, err := s.UnaryReadGate(admin, nil, st, handler); err != nil || called != 1 {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,26 +24,6 @@ import (
 	"github.com/edgelb/edgelb/raft/node"
 )
 
-// ErrorDomain is the domain of the google.rpc.ErrorInfo details lbd attaches
-// to refusals; clients decide by their reason, never by the message.
-const ErrorDomain = errinfo.Domain
-
-// Reasons of refused membership changes (google.rpc.ErrorInfo.reason).
-const (
-	ReasonMemberAddressWildcard      = "MEMBER_ADDRESS_WILDCARD"
-	ReasonMemberAddressUnresolvable  = "MEMBER_ADDRESS_UNRESOLVABLE"
-	ReasonMemberAddressInUse         = "MEMBER_ADDRESS_IN_USE"
-	ReasonMemberIDInUse              = "MEMBER_ID_IN_USE"
-	ReasonMemberUnreachable          = "MEMBER_UNREACHABLE"
-	ReasonMemberIdentityMismatch     = "MEMBER_IDENTITY_MISMATCH"
-	ReasonMemberOfOtherCluster       = "MEMBER_OF_OTHER_CLUSTER"
-	ReasonMemberCatchUpTimeout       = "MEMBER_CATCH_UP_TIMEOUT"
-	ReasonQuorumAtRisk               = "QUORUM_AT_RISK"
-	ReasonClusterIDUnknown           = "CLUSTER_ID_UNKNOWN"
-	ReasonLastVoter                  = "LAST_VOTER"
-	ReasonLeadershipTransferRequired = "LEADERSHIP_TRANSFER_FAILED"
-)
-
 // DefaultCatchUpTimeout is how long a new member may take to catch up before
 // it is removed again (Options.CatchUpTimeout).
 const DefaultCatchUpTimeout = 30 * time.Second
@@ -55,25 +34,6 @@ const probeTimeout = 3 * time.Second
 // errLeaderMoved tells onLeader that the local part handed leadership over
 // and the new leader is to finish the call.
 var errLeaderMoved = errors.New("leadership handed over")
-
-// refuse is a gRPC error with a typed reason, so callers need not parse text.
-func refuse(c codes.Code, reason string, meta map[string]string, format string, args ...any) error {
-	st := status.New(c, fmt.Sprintf(format, args...))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
-}
-
-// ErrorReason is the ErrorInfo reason of an edgelb error, "" if it has none.
-func ErrorReason(err error) string {
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
-			return info.GetReason()
-		}
-	}
-	return ""
-}
 
 // lockMembership serialises membership changes on this leader.
 func (s *Server) lockMembership(ctx context.Context) (release func(), err error) {
@@ -159,7 +119,7 @@ func (s *Server) addMember(ctx context.Context, m *edgelbv1.Member, nonvoter boo
 	defer release()
 	clusterID := s.fsm.ClusterID()
 	if clusterID == "" {
-		return nil, refuse(codes.Unavailable, ReasonClusterIDUnknown, nil,
+		return nil, errinfo.Errorf(codes.Unavailable, errinfo.ClusterIDUnknown, nil,
 			"the leader has not recorded the cluster's id yet (it does so right after taking office); try again in a moment")
 	}
 	servers, err := s.node.Servers()
@@ -217,7 +177,7 @@ func (s *Server) addMember(ctx context.Context, m *edgelbv1.Member, nonvoter boo
 			return nil, status.Errorf(codes.Internal, "member %s did not catch up (%v), and removing it again failed: %v; remove it with lbctl member remove %s",
 				m.Id, err, rerr, m.Id)
 		}
-		return nil, refuse(codes.FailedPrecondition, ReasonMemberCatchUpTimeout, map[string]string{"member": m.Id},
+		return nil, errinfo.Errorf(codes.FailedPrecondition, errinfo.MemberCatchUpTimeout, map[string]string{"member": m.Id},
 			"member %s did not catch up with the leader within %s (%v); it was removed again and nothing else changed. "+
 				"Check that the leader reaches its raft address %s (firewall, lbd --raft-addr) and read its log, then add it again",
 			m.Id, s.opts.CatchUpTimeout, err, m.RaftAddress)
@@ -308,12 +268,12 @@ func (s *Server) checkAddresses(ctx context.Context, m *edgelbv1.Member, servers
 	for _, f := range fields {
 		addrs, err := resolve(ctx, f.addr)
 		if err != nil {
-			return nil, refuse(codes.InvalidArgument, ReasonMemberAddressUnresolvable, map[string]string{"field": f.field, "address": f.addr},
+			return nil, errinfo.Errorf(codes.InvalidArgument, errinfo.MemberAddressUnresolvable, map[string]string{"field": f.field, "address": f.addr},
 				"%s: cannot resolve %s (%v); give an IP address, or a name the leader resolves", f.field, f.addr, err)
 		}
 		for _, a := range addrs {
 			if a.Addr().IsUnspecified() {
-				return nil, refuse(codes.InvalidArgument, ReasonMemberAddressWildcard, map[string]string{"field": f.field, "address": f.addr},
+				return nil, errinfo.Errorf(codes.InvalidArgument, errinfo.MemberAddressWildcard, map[string]string{"field": f.field, "address": f.addr},
 					"%s: %s is a wildcard (listen on every address), which other members cannot dial; give the %s address of %s that the other members reach, e.g. 10.1.0.4:%s",
 					f.field, f.addr, f.port, m.Id, strconv.Itoa(int(a.Port())))
 			}
@@ -321,7 +281,7 @@ func (s *Server) checkAddresses(ctx context.Context, m *edgelbv1.Member, servers
 		*f.out = addrs
 	}
 	if a, same := overlap(raftAddrs, apiAddrs); same {
-		return nil, refuse(codes.InvalidArgument, ReasonMemberAddressInUse, map[string]string{"address": a.String()},
+		return nil, errinfo.Errorf(codes.InvalidArgument, errinfo.MemberAddressInUse, map[string]string{"address": a.String()},
 			"member.raft_address %s and member.api_address %s are both %s; raft and the API listen on different ports", m.RaftAddress, m.ApiAddress, a)
 	}
 
@@ -348,7 +308,7 @@ func (s *Server) checkAddresses(ctx context.Context, m *edgelbv1.Member, servers
 				if addr != m.RaftAddress && addr != m.ApiAddress {
 					continue
 				}
-				return nil, refuse(codes.AlreadyExists, ReasonMemberAddressInUse, map[string]string{"member": id, "address": addr},
+				return nil, errinfo.Errorf(codes.AlreadyExists, errinfo.MemberAddressInUse, map[string]string{"member": id, "address": addr},
 					"member %s already uses %s; give the new member's own addresses, or remove %s first (lbctl member remove %s)", id, addr, id, id)
 			}
 			a, same := overlap(mine, theirs)
@@ -359,7 +319,7 @@ func (s *Server) checkAddresses(ctx context.Context, m *edgelbv1.Member, servers
 			if addr != a.String() {
 				as = " (as " + addr + ")"
 			}
-			return nil, refuse(codes.AlreadyExists, ReasonMemberAddressInUse, map[string]string{"member": id, "address": a.String()},
+			return nil, errinfo.Errorf(codes.AlreadyExists, errinfo.MemberAddressInUse, map[string]string{"member": id, "address": a.String()},
 				"member %s already uses %s%s; %s would be the same host and port under another spelling. Give the new member's own addresses, or remove %s first (lbctl member remove %s)",
 				id, a, as, addrOf(m, a, raftAddrs), id, id)
 		}
@@ -372,7 +332,7 @@ func (s *Server) checkAddresses(ctx context.Context, m *edgelbv1.Member, servers
 		}
 		theirs, err := resolve(ctx, sv.Address)
 		if _, same := overlap(raftAddrs, theirs); err != nil || !same {
-			return nil, refuse(codes.AlreadyExists, ReasonMemberIDInUse, map[string]string{"member": m.Id},
+			return nil, errinfo.Errorf(codes.AlreadyExists, errinfo.MemberIDInUse, map[string]string{"member": m.Id},
 				"member %s already exists with raft address %s; to give it other addresses remove it first (lbctl member remove %s), then add it again",
 				m.Id, sv.Address, m.Id)
 		}
@@ -380,7 +340,7 @@ func (s *Server) checkAddresses(ctx context.Context, m *edgelbv1.Member, servers
 	if cur, ok := s.fsm.Member(m.Id); ok && cur.ApiAddress != "" {
 		theirs, err := resolve(ctx, cur.ApiAddress)
 		if _, same := overlap(apiAddrs, theirs); err != nil || !same {
-			return nil, refuse(codes.AlreadyExists, ReasonMemberIDInUse, map[string]string{"member": m.Id},
+			return nil, errinfo.Errorf(codes.AlreadyExists, errinfo.MemberIDInUse, map[string]string{"member": m.Id},
 				"member %s already exists with API address %s; to give it other addresses remove it first (lbctl member remove %s), then add it again",
 				m.Id, cur.ApiAddress, m.Id)
 		}
@@ -407,7 +367,7 @@ func (s *Server) probeMember(ctx context.Context, m *edgelbv1.Member, raftAddrs 
 		conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", p.addr)
 		cancel()
 		if err != nil {
-			return refuse(codes.FailedPrecondition, ReasonMemberUnreachable, map[string]string{"member": m.Id, "address": p.addr},
+			return errinfo.Errorf(codes.FailedPrecondition, errinfo.MemberUnreachable, map[string]string{"member": m.Id, "address": p.addr},
 				"nothing answers at %s's %s address %s (%v); start lbd there first (lbd --id %s --api-addr %s --raft-addr %s --join <a member's API address>) and check firewalls; nothing was changed",
 				m.Id, p.what, p.addr, err, m.Id, m.ApiAddress, m.RaftAddress)
 		}
@@ -415,28 +375,28 @@ func (s *Server) probeMember(ctx context.Context, m *edgelbv1.Member, raftAddrs 
 	}
 	st, err := s.fetchStatus(ctx, m.ApiAddress)
 	if err != nil {
-		return refuse(codes.FailedPrecondition, ReasonMemberUnreachable, map[string]string{"member": m.Id, "address": m.ApiAddress},
+		return errinfo.Errorf(codes.FailedPrecondition, errinfo.MemberUnreachable, map[string]string{"member": m.Id, "address": m.ApiAddress},
 			"the API address %s of %s does not answer as lbd (%s); check --api-addr and that lbd runs there with this cluster's CA; nothing was changed",
 			m.ApiAddress, m.Id, status.Convert(err).Message())
 	}
 	if got := st.GetMember().GetId(); got != m.Id {
-		return refuse(codes.FailedPrecondition, ReasonMemberIdentityMismatch, map[string]string{"member": m.Id, "answered_as": got},
+		return errinfo.Errorf(codes.FailedPrecondition, errinfo.MemberIdentityMismatch, map[string]string{"member": m.Id, "answered_as": got},
 			"the lbd at %s is member %q, not %q; check the address, or start lbd there with --id %s; nothing was changed", m.ApiAddress, got, m.Id, m.Id)
 	}
 	if own := st.GetMember().GetRaftAddress(); own != "" {
 		theirs, err := resolve(ctx, own)
 		if _, same := overlap(raftAddrs, theirs); err == nil && !same {
-			return refuse(codes.FailedPrecondition, ReasonMemberIdentityMismatch, map[string]string{"member": m.Id, "raft_address": own},
+			return errinfo.Errorf(codes.FailedPrecondition, errinfo.MemberIdentityMismatch, map[string]string{"member": m.Id, "raft_address": own},
 				"lbd %s listens for raft at %s, not at %s; give --raft-addr %s; nothing was changed", m.Id, own, m.RaftAddress, own)
 		}
 	}
 	switch theirs := st.GetClusterId(); {
 	case theirs != "" && theirs != clusterID:
-		return refuse(codes.FailedPrecondition, ReasonMemberOfOtherCluster, map[string]string{"member": m.Id, "cluster_id": theirs},
+		return errinfo.Errorf(codes.FailedPrecondition, errinfo.MemberOfOtherCluster, map[string]string{"member": m.Id, "cluster_id": theirs},
 			"lbd %s belongs to another cluster (id %s; this one is %s): it was started without --join and bootstrapped its own, or it is a member elsewhere. "+
 				"Stop it, move its data directory aside, and start it again with --join; nothing was changed", m.Id, theirs, clusterID)
 	case theirs == "" && !inConfig && (st.GetLastLogIndex() > 0 || st.GetLeaderId() != ""):
-		return refuse(codes.FailedPrecondition, ReasonMemberOfOtherCluster, map[string]string{"member": m.Id},
+		return errinfo.Errorf(codes.FailedPrecondition, errinfo.MemberOfOtherCluster, map[string]string{"member": m.Id},
 			"lbd %s holds raft state of another cluster (last log index %d, leader %q); stop it, move its data directory aside and start it again with --join; nothing was changed",
 			m.Id, st.GetLastLogIndex(), st.GetLeaderId())
 	}
@@ -523,7 +483,7 @@ func (s *Server) quorumAfter(id string, delta int) error {
 	if delta < 0 {
 		verb = "removing"
 	}
-	return refuse(codes.FailedPrecondition, ReasonQuorumAtRisk, map[string]string{"member": id, "down": strings.Join(down, ",")},
+	return errinfo.Errorf(codes.FailedPrecondition, errinfo.QuorumAtRisk, map[string]string{"member": id, "down": strings.Join(down, ",")},
 		"%s %s would leave %d of %d voters answering, fewer than the %d a quorum needs (not answering: %s); bring those members back or remove them first; nothing was changed",
 		verb, id, answeringAfter, after, after/2+1, strings.Join(down, ", "))
 }
@@ -559,7 +519,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *edgelbv1.RemoveMemberReq
 			return nil, status.Errorf(codes.NotFound, "member %s not found (lbctl member list)", req.Id)
 		}
 		if voter && voters == 1 {
-			return nil, refuse(codes.FailedPrecondition, ReasonLastVoter, map[string]string{"member": req.Id},
+			return nil, errinfo.Errorf(codes.FailedPrecondition, errinfo.LastVoter, map[string]string{"member": req.Id},
 				"member %s is the cluster's only voter; a cluster cannot remove its last voter", req.Id)
 		}
 		if voter {
@@ -599,7 +559,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *edgelbv1.RemoveMemberReq
 func (s *Server) handOver(ctx context.Context) error {
 	s.log.Info("handing leadership over before removing this member")
 	if err := s.node.TransferLeadership(""); err != nil {
-		return refuse(codes.FailedPrecondition, ReasonLeadershipTransferRequired, map[string]string{"member": s.opts.Self.Id},
+		return errinfo.Errorf(codes.FailedPrecondition, errinfo.LeadershipTransferFailed, map[string]string{"member": s.opts.Self.Id},
 			"member %s leads; handing leadership to another voter before removing it failed (%v); nothing was changed: try again, or lbctl leader transfer first",
 			s.opts.Self.Id, err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // fakeCandidate is what a new member looks like from the leader: an API that
@@ -82,8 +83,8 @@ func leaderWithClusterID(t *testing.T, opts Options) *Server {
 
 func wantReason(t *testing.T, what string, err error, code codes.Code, reason string) {
 	t.Helper()
-	if status.Code(err) != code || ErrorReason(err) != reason {
-		t.Errorf("%s: %v (reason %q); want %v with reason %s", what, err, ErrorReason(err), code, reason)
+	if status.Code(err) != code || errinfo.Reason(err) != reason {
+		t.Errorf("%s: %v (reason %q); want %v with reason %s", what, err, errinfo.Reason(err), code, reason)
 	}
 }
 
@@ -112,17 +113,17 @@ func TestAddMemberChecksIdentity(t *testing.T) {
 		return err
 	}
 	f.set(&edgelbv1.MemberStatus{Member: &edgelbv1.Member{Id: "m3", RaftAddress: f.raft}})
-	wantReason(t, "answers as m3", add(), codes.FailedPrecondition, ReasonMemberIdentityMismatch)
+	wantReason(t, "answers as m3", add(), codes.FailedPrecondition, errinfo.MemberIdentityMismatch)
 
 	f.set(&edgelbv1.MemberStatus{Member: &edgelbv1.Member{Id: "m2", RaftAddress: "127.0.0.1:1"}})
-	wantReason(t, "raft elsewhere", add(), codes.FailedPrecondition, ReasonMemberIdentityMismatch)
+	wantReason(t, "raft elsewhere", add(), codes.FailedPrecondition, errinfo.MemberIdentityMismatch)
 
 	f.set(&edgelbv1.MemberStatus{Member: &edgelbv1.Member{Id: "m2", RaftAddress: f.raft}, ClusterId: "another", LastLogIndex: 7, LeaderId: "m2"})
-	wantReason(t, "another cluster", add(), codes.FailedPrecondition, ReasonMemberOfOtherCluster)
+	wantReason(t, "another cluster", add(), codes.FailedPrecondition, errinfo.MemberOfOtherCluster)
 
 	// Bootstrapped by an lbd from before cluster ids: state, but no id.
 	f.set(&edgelbv1.MemberStatus{Member: &edgelbv1.Member{Id: "m2", RaftAddress: f.raft}, LastLogIndex: 7, LeaderId: "m2"})
-	wantReason(t, "raft state of unknown origin", add(), codes.FailedPrecondition, ReasonMemberOfOtherCluster)
+	wantReason(t, "raft state of unknown origin", add(), codes.FailedPrecondition, errinfo.MemberOfOtherCluster)
 	onlySelf(t, s)
 }
 
@@ -157,7 +158,7 @@ func TestAddMemberThatNeverCatchesUpIsRemovedAgain(t *testing.T) {
 	_, err := s.AddMember(admin, &edgelbv1.AddMemberRequest{Member: &edgelbv1.Member{Id: "m2", RaftAddress: f.raft, ApiAddress: f.api}})
 	close(stop)
 	<-done
-	wantReason(t, "never catches up", err, codes.FailedPrecondition, ReasonMemberCatchUpTimeout)
+	wantReason(t, "never catches up", err, codes.FailedPrecondition, errinfo.MemberCatchUpTimeout)
 	if !sawNonvoter {
 		t.Errorf("m2 was never in the configuration as a non-voter")
 	}
@@ -173,13 +174,13 @@ func TestAddMemberWithoutClusterIDIsRefused(t *testing.T) {
 	s := newServer(t, Options{})
 	f := newFakeCandidate(t, "m2")
 	_, err := s.AddMember(admin, &edgelbv1.AddMemberRequest{Member: &edgelbv1.Member{Id: "m2", RaftAddress: f.raft, ApiAddress: f.api}})
-	wantReason(t, "no cluster id", err, codes.Unavailable, ReasonClusterIDUnknown)
+	wantReason(t, "no cluster id", err, codes.Unavailable, errinfo.ClusterIDUnknown)
 }
 
 func TestRemoveLastVoterIsRefused(t *testing.T) {
 	s := leaderWithClusterID(t, Options{})
 	_, err := s.RemoveMember(admin, &edgelbv1.RemoveMemberRequest{Id: "m1"})
-	wantReason(t, "last voter", err, codes.FailedPrecondition, ReasonLastVoter)
+	wantReason(t, "last voter", err, codes.FailedPrecondition, errinfo.LastVoter)
 	onlySelf(t, s)
 }
 

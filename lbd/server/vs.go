@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strconv"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -12,6 +13,7 @@ import (
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 )
 
@@ -40,7 +42,8 @@ func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateV
 	}
 	if max := s.opts.MaxServicesPerTenant; max > 0 {
 		if n := s.fsm.TenantServices(vs.Tenant); n >= max {
-			return nil, status.Errorf(codes.ResourceExhausted, "tenant %s already has %d virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant", vs.Tenant, n)
+			return nil, errinfo.Errorf(codes.ResourceExhausted, errinfo.TenantServiceLimit, map[string]string{"tenant": vs.Tenant, "limit": strconv.Itoa(max)},
+				"tenant %s already has %d virtual services, the limit; delete unused ones or raise auth.maxServicesPerTenant", vs.Tenant, n)
 		}
 	}
 	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_CreateVirtualService{

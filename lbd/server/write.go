@@ -4,17 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/edgelb/edgelb/internal/backoff"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/rules"
 )
@@ -33,7 +35,7 @@ const defaultLeaderWait = 3 * time.Second
 const writeHint = "nothing was applied"
 
 // notLeaderMsg is what PeerService.Apply answers on a member that lost
-// leadership (reason rules.ReasonNotLeader); the forwarder retries on the new
+// leadership (reason errinfo.NotLeader); the forwarder retries on the new
 // leader, since nothing was applied.
 const notLeaderMsg = "not the raft leader"
 
@@ -83,18 +85,15 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*fsm.Result,
 		if st := s.noLeaderFor(ctx, &noLeader, writeHint); st != nil {
 			return nil, st.Err()
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx, leaderRetry.Delay(attempt)) {
 			return nil, status.Errorf(codes.Unavailable, "no raft leader reachable (%v); check that a majority of members is up (lbctl member list)", lastErr)
-		case <-time.After(backoff(attempt)):
 		}
 	}
 }
 
-func backoff(attempt int) time.Duration {
-	d := 20 * time.Millisecond << min(attempt, 4)
-	return min(d, 300*time.Millisecond)
-}
+// leaderRetry paces calls that wait for a leader to appear or to answer
+// (here and in cluster.go): an election on a LAN takes 0.5–1.2 s.
+var leaderRetry = backoff.Policy{First: 20 * time.Millisecond, Max: 300 * time.Millisecond}
 
 // proposeOnce makes one attempt. retry is true when nothing can have been
 // applied (no leader known, leader moved before accepting), so trying again is safe.
@@ -135,21 +134,15 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 		}
 		addr = api
 	}
-	resp, err := raftv1.NewPeerServiceClient(conn).Apply(ctx, &raftv1.ApplyRequest{Command: cmd})
+	// sent records the leader's address once the call has a transport
+	// stream to it: without one, nothing can have reached the leader.
+	var sent peer.Peer
+	resp, err := raftv1.NewPeerServiceClient(conn).Apply(ctx, &raftv1.ApplyRequest{Command: cmd}, grpc.Peer(&sent))
 	if err != nil {
+		if forwardRetryable(err, &sent) {
+			return nil, true, err
+		}
 		st := status.Convert(err)
-		if st.Code() == codes.Unavailable && (rules.ReasonOf(err) == rules.ReasonNotLeader || st.Message() == notLeaderMsg) {
-			// (The message: a leader of the previous release sends no reason.)
-			return nil, true, err
-		}
-		if st.Code() == codes.Unavailable && attemptNotSent(err) {
-			return nil, true, err
-		}
-		if st.Code() == codes.Unimplemented {
-			// The leader's API port does not serve PeerService (plaintext,
-			// this release): its raft port was only briefly unreachable.
-			return nil, true, err
-		}
 		return nil, false, status.Errorf(st.Code(), "forward to leader %s at %s: %s", id, addr, st.Message())
 	}
 	return &fsm.Result{
@@ -185,11 +178,32 @@ func connReady(ctx context.Context, conn *grpc.ClientConn) bool {
 	}
 }
 
-// attemptNotSent reports whether a forwarding error happened before the
-// request could reach the leader (connection refused): safe to retry.
-func attemptNotSent(err error) bool {
-	msg := status.Convert(err).Message()
-	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host")
+// forwardRetryable reports whether a forwarded Apply that failed with err
+// certainly applied nothing, so trying again (on whoever leads then) cannot
+// apply the command twice. sent is what grpc.Peer recorded for the call.
+//
+//   - The peer answered NOT_LEADER: it checked before applying anything. (A
+//     leader of the release before the reason existed answers without it;
+//     that write then fails with Unavailable instead of being retried here:
+//     still nothing applied, and the client's own retry covers it.)
+//   - Unavailable and the call never had a transport stream: gRPC fills
+//     the peer only once a stream to the server exists, so an empty one
+//     means the pick failed (connection refused, no such host, a
+//     connection in TRANSIENT_FAILURE) and no byte of the request left this
+//     member. gRPC retries a stream the server never processed itself, so
+//     a failure after that is as good as unsent. A call that got a stream
+//     and then lost the connection may have been applied: not retried.
+//   - Unimplemented: the leader's API port does not serve PeerService
+//     (plaintext, this release), so it applied nothing; its raft port was
+//     only briefly unreachable.
+func forwardRetryable(err error, sent *peer.Peer) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return errinfo.Reason(err) == errinfo.NotLeader || sent.Addr == nil
+	case codes.Unimplemented:
+		return true
+	}
+	return false
 }
 
 // waitApplied waits (bounded by ctx) until the local FSM has applied rev. Only
@@ -215,7 +229,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 		return nil, status.Error(codes.InvalidArgument, "command is required")
 	}
 	if !s.node.IsLeader() {
-		return nil, rules.Error(codes.Unavailable, rules.ReasonNotLeader, nil, notLeaderMsg)
+		return nil, errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
 	}
 	if c := req.Command.GetCreateVirtualService(); c != nil && c.Service != nil && c.Owner == "" {
 		c.Owner = s.initialOwner(c.Service)
@@ -223,7 +237,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	res, err := s.node.Apply(ctx, req.Command)
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
-			return nil, rules.Error(codes.Unavailable, rules.ReasonNotLeader, nil, notLeaderMsg)
+			return nil, errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
 		}
 		return nil, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
 	}

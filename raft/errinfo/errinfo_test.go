@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,5 +23,21 @@ func TestRoundTrip(t *testing.T) {
 		if r := Reason(e); r != "" {
 			t.Errorf("Reason(%v) = %q", e, r)
 		}
+	}
+}
+
+func TestIsAndRetry(t *testing.T) {
+	err := fmt.Errorf("create: %w", Retry(codes.ResourceExhausted, RateLimited, map[string]string{"identity": "x"}, 40*time.Millisecond, "slow down"))
+	if !Is(err, PoolExhausted, RateLimited) || Is(err, PoolExhausted) || Is(errors.New("RATE_LIMITED"), RateLimited) {
+		t.Errorf("Is on %v", err)
+	}
+	if d, ok := RetryDelay(err); !ok || d != 40*time.Millisecond {
+		t.Errorf("RetryDelay = %v %v, want 40ms", d, ok)
+	}
+	if _, ok := RetryDelay(New(codes.ResourceExhausted, PoolExhausted, nil, "full")); ok {
+		t.Error("RetryDelay found on an error without RetryInfo")
+	}
+	if ei, ok := Of(err); !ok || ei.Metadata["identity"] != "x" || status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("Of = %v %v, code %v", ei, ok, status.Code(err))
 	}
 }

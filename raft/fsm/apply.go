@@ -278,7 +278,7 @@ func (a *applier) checkPin(vs, old *edgelbv1.VirtualService) *Result {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	return failR(codes.FailedPrecondition, rules.ReasonUnknownMember, map[string]string{"field": "service.pinned_member", "member": vs.PinnedMember},
+	return failR(codes.FailedPrecondition, errinfo.UnknownMember, map[string]string{"field": "service.pinned_member", "member": vs.PinnedMember},
 		"service.pinned_member: %s is not a member of this cluster (members: %s); pin to one of them or leave the pin out", vs.PinnedMember, strings.Join(ids, ", "))
 }
 
@@ -339,10 +339,10 @@ func (a *applier) addBackend(c *raftv1.AddBackend) *Result {
 	if i := a.findBackendIn(old, c.Backend.Address, c.Backend.Port); i >= 0 {
 		have := old.Backends[i]
 		if have.Address == c.Backend.Address && have.Port == c.Backend.Port {
-			return failR(codes.AlreadyExists, rules.ReasonDuplicateBackend, map[string]string{"field": "backend"},
+			return failR(codes.AlreadyExists, errinfo.DuplicateBackend, map[string]string{"field": "backend"},
 				"backend %s is already in %s; change it with lbctl backend set or drain, or remove it first", backendName(c.Backend.Address, c.Backend.Port), k)
 		}
-		return failR(codes.AlreadyExists, rules.ReasonDuplicateBackend, map[string]string{"field": "backend"},
+		return failR(codes.AlreadyExists, errinfo.DuplicateBackend, map[string]string{"field": "backend"},
 			"backend %s is already in %s as %s: the service's ports send to the same port either way; change that entry (lbctl backend set or drain) instead of adding another",
 			backendName(c.Backend.Address, c.Backend.Port), k, backendName(have.Address, have.Port))
 	}

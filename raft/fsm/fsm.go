@@ -9,12 +9,13 @@ package fsm
 
 import (
 	"fmt"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	"io"
 	"log/slog"
 	"net/netip"
 	"sort"
 	"sync"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
@@ -108,7 +109,7 @@ func failR(c codes.Code, reason string, meta map[string]string, format string, a
 func refused(what string, err error) *Result {
 	st := status.Convert(err)
 	r := &Result{Code: st.Code(), Message: what + ": " + st.Message()}
-	if ei := rules.ErrorInfo(err); ei != nil {
+	if ei, ok := errinfo.Of(err); ok {
 		r.Reason, r.Meta = ei.Reason, ei.Metadata
 	}
 	return r

@@ -42,7 +42,7 @@ func TestFSMRefusesRawCommandOfIssue18(t *testing.T) {
 		if !proto.Equal(before, h.snap()) {
 			t.Fatalf("level %d: refused but the state changed", lvl)
 		}
-		if rules.ReasonOf(r.Err()) == "" {
+		if errinfo.Reason(r.Err()) == "" {
 			t.Errorf("level %d: refusal %q carries no ErrorInfo", lvl, r.Message)
 		}
 		// One rule at a time, each refused on its own.
@@ -97,16 +97,16 @@ func TestLegacyEntriesKeepTheirMeaning(t *testing.T) {
 		reason string
 		frag   string
 	}{
-		"double dot":     {withBackends(svc("t1", "a..b", "10.0.0.5"), backend("192.0.2.1", 0)), rules.ReasonInvalidField, "a.b"},
-		"port name ESC":  {withBackends(svc("t1", "s", "10.0.0.5", &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 80, Name: "we\x1bb"}), backend("192.0.2.1", 0)), rules.ReasonControlChar, "control character"},
-		"port name NUL":  {withBackends(svc("t1", "s", "10.0.0.5", &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 80, Name: "a\x00"}), backend("192.0.2.1", 0)), rules.ReasonControlChar, "control character"},
-		"two spellings":  {withBackends(svc("t1", "s", "10.0.0.5", &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}), backend("192.0.2.1", 0), backend("192.0.2.1", 30080)), rules.ReasonDuplicateBackend, "list it once"},
-		"backend is VIP": {withBackends(svc("t1", "s", "10.0.0.5"), backend("10.0.0.5", 0)), rules.ReasonBackendIsVIP, "own VIP"},
-		"allocated VIP":  {withBackends(svc("t1", "s", ""), backend("10.0.0.1", 0)), rules.ReasonBackendIsVIP, "own VIP"},
+		"double dot":     {withBackends(svc("t1", "a..b", "10.0.0.5"), backend("192.0.2.1", 0)), errinfo.InvalidField, "a.b"},
+		"port name ESC":  {withBackends(svc("t1", "s", "10.0.0.5", &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 80, Name: "we\x1bb"}), backend("192.0.2.1", 0)), errinfo.ControlCharacter, "control character"},
+		"port name NUL":  {withBackends(svc("t1", "s", "10.0.0.5", &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 80, Name: "a\x00"}), backend("192.0.2.1", 0)), errinfo.ControlCharacter, "control character"},
+		"two spellings":  {withBackends(svc("t1", "s", "10.0.0.5", &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}), backend("192.0.2.1", 0), backend("192.0.2.1", 30080)), errinfo.DuplicateBackend, "list it once"},
+		"backend is VIP": {withBackends(svc("t1", "s", "10.0.0.5"), backend("10.0.0.5", 0)), errinfo.BackendIsVIP, "own VIP"},
+		"allocated VIP":  {withBackends(svc("t1", "s", ""), backend("10.0.0.1", 0)), errinfo.BackendIsVIP, "own VIP"},
 	} {
 		r := h2.applyAt(rules.Strict, create(c.vs))
-		if r.Code != codes.InvalidArgument || rules.ReasonOf(r.Err()) != c.reason || !strings.Contains(r.Message, c.frag) {
-			t.Errorf("%s: got %v %q reason %q; want InvalidArgument %s mentioning %q", name, r.Code, r.Message, rules.ReasonOf(r.Err()), c.reason, c.frag)
+		if r.Code != codes.InvalidArgument || errinfo.Reason(r.Err()) != c.reason || !strings.Contains(r.Message, c.frag) {
+			t.Errorf("%s: got %v %q reason %q; want InvalidArgument %s mentioning %q", name, r.Code, r.Message, errinfo.Reason(r.Err()), c.reason, c.frag)
 		}
 	}
 }
@@ -119,8 +119,8 @@ func TestBackendIdentity(t *testing.T) {
 	h.ok(create(withBackends(svc("t1", "web", "10.0.0.5", port), backend("10.0.0.11", 0))))
 
 	r := h.refused(&raftv1.AddBackend{Tenant: "t1", Name: "web", Backend: backend("10.0.0.11", 30080)}, codes.AlreadyExists, "already in t1/web as 10.0.0.11", "backend set or drain")
-	if rules.ReasonOf(r.Err()) != rules.ReasonDuplicateBackend {
-		t.Errorf("reason %q, want %s", rules.ReasonOf(r.Err()), rules.ReasonDuplicateBackend)
+	if errinfo.Reason(r.Err()) != errinfo.DuplicateBackend {
+		t.Errorf("reason %q, want %s", errinfo.Reason(r.Err()), errinfo.DuplicateBackend)
 	}
 	h.refused(&raftv1.SetBackends{Tenant: "t1", Name: "web", Backends: []*edgelbv1.Backend{backend("10.0.0.11", 0), backend("10.0.0.11", 30080)}}, codes.InvalidArgument, "same backend", "list it once")
 	h.refused(&raftv1.AddBackend{Tenant: "t1", Name: "web", Backend: backend("10.0.0.5", 0)}, codes.InvalidArgument, "own VIP")
@@ -146,8 +146,8 @@ func TestPinToUnknownMemberRefused(t *testing.T) {
 	vs := svc("t1", "s", "")
 	vs.PinnedMember = "nosuch"
 	r := h.refused(create(vs), codes.FailedPrecondition, "nosuch is not a member", "m1")
-	if rules.ReasonOf(r.Err()) != rules.ReasonUnknownMember {
-		t.Errorf("reason %q", rules.ReasonOf(r.Err()))
+	if errinfo.Reason(r.Err()) != errinfo.UnknownMember {
+		t.Errorf("reason %q", errinfo.Reason(r.Err()))
 	}
 	vs.PinnedMember = "m1"
 	h.ok(create(vs))
@@ -160,8 +160,8 @@ func TestNetworkAddressVIPExplained(t *testing.T) {
 	h.ok(createPool(pool("public", "192.0.2.0/24")))
 	for vip, what := range map[string]string{"192.0.2.0": "network", "192.0.2.255": "broadcast"} {
 		r := h.refused(create(svc("t1", "s", vip)), codes.FailedPrecondition, "the "+what+" address of 192.0.2.0/24 in address pool public")
-		if strings.Contains(r.Message, "not in any address pool") || rules.ReasonOf(r.Err()) != errinfo.ReservedAddress {
-			t.Errorf("%s: %q reason %q", vip, r.Message, rules.ReasonOf(r.Err()))
+		if strings.Contains(r.Message, "not in any address pool") || errinfo.Reason(r.Err()) != errinfo.ReservedAddress {
+			t.Errorf("%s: %q reason %q", vip, r.Message, errinfo.Reason(r.Err()))
 		}
 	}
 	h.refused(create(svc("t1", "s", "198.51.100.7")), codes.FailedPrecondition, "not in any address pool")

@@ -8,6 +8,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/rules"
 )
 
@@ -25,7 +26,7 @@ import (
 // where it is at hand, in the apply functions.
 func wellFormed(cmd *raftv1.Command, lvl rules.Level) *Result {
 	bad := func(what string) *Result {
-		return failR(codes.InvalidArgument, rules.ReasonMalformed, nil, "malformed command: %s", what)
+		return failR(codes.InvalidArgument, errinfo.MalformedCommand, nil, "malformed command: %s", what)
 	}
 	addrOK := func(s string) bool { _, err := netip.ParseAddr(s); return err == nil }
 	service := func(vs *edgelbv1.VirtualService) *Result {

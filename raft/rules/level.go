@@ -8,9 +8,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -40,58 +37,15 @@ const (
 	Current = Strict
 )
 
-// Domain is the google.rpc.ErrorInfo domain of edgelb's errors (errinfo's).
-const Domain = errinfo.Domain
-
-// Reasons in google.rpc.ErrorInfo: stable identifiers a client can act on
-// without reading the message. Metadata "field" names the request field.
-const (
-	ReasonInvalidField     = "INVALID_FIELD"     // a field breaks a rule; the message says which and how to fix it
-	ReasonDuplicateBackend = "DUPLICATE_BACKEND" // the backend (address + effective port) is already listed
-	ReasonBackendIsVIP     = "BACKEND_IS_VIP"    // a backend address equals the service's own VIP
-	ReasonControlChar      = "CONTROL_CHARACTER" // a text field holds a control character
-	ReasonMalformed        = "MALFORMED_COMMAND" // a raft command the API would never have proposed
-	ReasonUnknownMember    = "UNKNOWN_MEMBER"    // a pin names a member that is not in the cluster
-	ReasonMembersOnly      = "MEMBERS_ONLY"      // the method is served to cluster members only
-	ReasonNotLeader        = "NOT_LEADER"        // PeerService on a member that does not lead: nothing was applied
-)
-
-// Error returns a status error with an ErrorInfo detail (errinfo.New).
-func Error(c codes.Code, reason string, meta map[string]string, format string, args ...any) error {
-	return errinfo.New(c, reason, meta, fmt.Sprintf(format, args...))
-}
-
-// ErrorInfo returns the edgelb ErrorInfo attached to err, or nil.
-func ErrorInfo(err error) *errdetails.ErrorInfo {
-	st, ok := status.FromError(err)
-	if !ok {
-		return nil
-	}
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == Domain {
-			return ei
-		}
-	}
-	return nil
-}
-
-// ReasonOf returns the ErrorInfo reason of err ("" if none).
-func ReasonOf(err error) string {
-	if ei := ErrorInfo(err); ei != nil {
-		return ei.Reason
-	}
-	return ""
-}
-
 // printable refuses control characters and invalid UTF-8: a name is shown in
 // terminals and logs, where ESC starts an escape sequence and NUL truncates.
 func printable(field, s string) error {
 	for i, r := range s {
 		if r == utf8.RuneError {
-			return invalidR(ReasonControlChar, field, "%q is not valid UTF-8 at byte %d; use printable characters", trunc(s), i)
+			return invalidR(errinfo.ControlCharacter, field, "%q is not valid UTF-8 at byte %d; use printable characters", trunc(s), i)
 		}
 		if unicode.IsControl(r) {
-			return invalidR(ReasonControlChar, field, "%q has a control character (%U) at byte %d; use printable characters", trunc(s), r, i)
+			return invalidR(errinfo.ControlCharacter, field, "%q has a control character (%U) at byte %d; use printable characters", trunc(s), r, i)
 		}
 	}
 	return nil
@@ -174,14 +128,14 @@ func Distinct(vs *edgelbv1.VirtualService, field string, bs []*edgelbv1.Backend)
 		}
 		f := func() string { return fmt.Sprintf("%s[%d]", field, i) }
 		if vs.Vip != "" && b.Address == vs.Vip {
-			return invalidR(ReasonBackendIsVIP, f()+".address", "%s is the service's own VIP; traffic sent there would come back to the load balancer: name the address of a real server", b.Address)
+			return invalidR(errinfo.BackendIsVIP, f()+".address", "%s is the service's own VIP; traffic sent there would come back to the load balancer: name the address of a real server", b.Address)
 		}
 		k := id{b.Address, def}
 		if b.Port != 0 {
 			k.ports = strconv.FormatUint(uint64(b.Port), 10)
 		}
 		if j, dup := seen[k]; dup {
-			return invalidR(ReasonDuplicateBackend, f(), "%s is the same backend as %s[%d] (%s): the service's ports send to port %s either way; list it once",
+			return invalidR(errinfo.DuplicateBackend, f(), "%s is the same backend as %s[%d] (%s): the service's ports send to port %s either way; list it once",
 				BackendKey(b.Address, b.Port), field, j, BackendKey(bs[j].Address, bs[j].Port), k.ports)
 		}
 		seen[k] = i
@@ -217,7 +171,7 @@ func Distinct(vs *edgelbv1.VirtualService, field string, bs []*edgelbv1.Backend)
 				}
 				k := dest{pi, b.Address, to}
 				if j, dup := at[k]; dup {
-					return invalidR(ReasonDuplicateBackend, fmt.Sprintf("%s[%d]", field, i), "%s and %s[%d] (%s) both send port %d's traffic to %s; list one, or give them ports that differ",
+					return invalidR(errinfo.DuplicateBackend, fmt.Sprintf("%s[%d]", field, i), "%s and %s[%d] (%s) both send port %d's traffic to %s; list one, or give them ports that differ",
 						BackendKey(b.Address, b.Port), field, j, BackendKey(bs[j].Address, bs[j].Port), p.Port, BackendKey(b.Address, to))
 				}
 				at[k] = i
@@ -267,7 +221,7 @@ var CeilingLimits = DefaultLimits
 // checked.
 func Stored(vs *edgelbv1.VirtualService, lvl Level) error {
 	if vs == nil {
-		return invalidR(ReasonMalformed, "service", "is required")
+		return invalidR(errinfo.MalformedCommand, "service", "is required")
 	}
 	got := proto.Clone(vs).(*edgelbv1.VirtualService)
 	got.Owner, got.Generation, got.CreateTime, got.UpdateTime = "", 0, nil, nil
@@ -284,7 +238,7 @@ func Stored(vs *edgelbv1.VirtualService, lvl Level) error {
 		return nil
 	}
 	if f := firstDiff(got, want); f != "" {
-		return invalidR(ReasonMalformed, "service."+f, "is not in the form the API stores (defaults filled in, addresses and ranges canonical, one spelling per backend): %v; send it through the API", describe(got, want, f))
+		return invalidR(errinfo.MalformedCommand, "service."+f, "is not in the form the API stores (defaults filled in, addresses and ranges canonical, one spelling per backend): %v; send it through the API", describe(got, want, f))
 	}
 	return nil
 }
@@ -292,7 +246,7 @@ func Stored(vs *edgelbv1.VirtualService, lvl Level) error {
 // StoredPool checks an address pool as the FSM is about to store it.
 func StoredPool(p *edgelbv1.AddressPool, lvl Level) error {
 	if p == nil {
-		return invalidR(ReasonMalformed, "pool", "is required")
+		return invalidR(errinfo.MalformedCommand, "pool", "is required")
 	}
 	got := proto.Clone(p).(*edgelbv1.AddressPool)
 	got.CreateTime = nil
@@ -301,7 +255,7 @@ func StoredPool(p *edgelbv1.AddressPool, lvl Level) error {
 		return err
 	}
 	if f := firstDiff(got, want); f != "" {
-		return invalidR(ReasonMalformed, "pool."+f, "is not in the form the API stores: %v; send it through the API", describe(got, want, f))
+		return invalidR(errinfo.MalformedCommand, "pool."+f, "is not in the form the API stores: %v; send it through the API", describe(got, want, f))
 	}
 	return nil
 }
@@ -345,7 +299,7 @@ func Placed(vs *edgelbv1.VirtualService, lvl Level) error {
 	}
 	for i, b := range vs.Backends {
 		if b != nil && b.Address == vs.Vip {
-			return invalidR(ReasonBackendIsVIP, fmt.Sprintf("service.backends[%d].address", i),
+			return invalidR(errinfo.BackendIsVIP, fmt.Sprintf("service.backends[%d].address", i),
 				"%s is the service's own VIP; traffic sent there would come back to the load balancer: name the address of a real server", b.Address)
 		}
 	}

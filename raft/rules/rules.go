@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/ipam"
 )
 
@@ -74,12 +75,12 @@ var (
 )
 
 func invalid(field, format string, args ...any) error {
-	return invalidR(ReasonInvalidField, field, format, args...)
+	return invalidR(errinfo.InvalidField, field, format, args...)
 }
 
 // invalidR is invalid with a more specific reason than INVALID_FIELD.
 func invalidR(reason, field, format string, args ...any) error {
-	return Error(codes.InvalidArgument, reason, map[string]string{"field": field}, "%s: %s", field, fmt.Sprintf(format, args...))
+	return errinfo.Errorf(codes.InvalidArgument, reason, map[string]string{"field": field}, "%s: %s", field, fmt.Sprintf(format, args...))
 }
 
 // Name checks a name of a service, pool, tenant or member: lowercase letters,
@@ -370,7 +371,7 @@ func backendsAt(_ Level, field string, bs []*edgelbv1.Backend, want6, dr bool, l
 		a := netip.MustParseAddr(b.Address)
 		k := bkey{a, b.Port}
 		if j, dup := seen[k]; dup {
-			return invalidR(ReasonDuplicateBackend, f, "%s is already %s[%d]; list it once", BackendKey(b.Address, b.Port), field, j)
+			return invalidR(errinfo.DuplicateBackend, f, "%s is already %s[%d]; list it once", BackendKey(b.Address, b.Port), field, j)
 		}
 		seen[k] = i
 	}

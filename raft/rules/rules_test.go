@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 func web(bs ...*edgelbv1.Backend) *edgelbv1.VirtualService {
@@ -23,25 +24,25 @@ func TestIssue18BadInputs(t *testing.T) {
 		reason string
 		frag   string
 	}{
-		"NUL in port name":   {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "a\x00b"; return v }(), ReasonControlChar, "control character (U+0000)"},
-		"ESC in port name":   {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "\x1b[31m"; return v }(), ReasonControlChar, "control character (U+001B)"},
-		"name a..b":          {func() *edgelbv1.VirtualService { v := web(); v.Name = "a..b"; return v }(), ReasonInvalidField, "(e.g. a.b)"},
-		"ESC in sharing key": {func() *edgelbv1.VirtualService { v := web(); v.SharingKey = "k\x1b"; return v }(), ReasonControlChar, "control character"},
+		"NUL in port name":   {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "a\x00b"; return v }(), errinfo.ControlCharacter, "control character (U+0000)"},
+		"ESC in port name":   {func() *edgelbv1.VirtualService { v := web(); v.Ports[0].Name = "\x1b[31m"; return v }(), errinfo.ControlCharacter, "control character (U+001B)"},
+		"name a..b":          {func() *edgelbv1.VirtualService { v := web(); v.Name = "a..b"; return v }(), errinfo.InvalidField, "(e.g. a.b)"},
+		"ESC in sharing key": {func() *edgelbv1.VirtualService { v := web(); v.SharingKey = "k\x1b"; return v }(), errinfo.ControlCharacter, "control character"},
 		"NUL in check path": {func() *edgelbv1.VirtualService {
 			v := web()
 			v.HealthCheck = &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP, Path: "/a\x00"}
 			return v
-		}(), ReasonControlChar, "control character"},
-		"backend is VIP": {web(&edgelbv1.Backend{Address: "192.0.2.10"}), ReasonBackendIsVIP, "own VIP"},
-		"two spellings":  {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080}), ReasonDuplicateBackend, "same backend as service.backends[0] (10.0.0.11)"},
-		"twice":          {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11"}), ReasonDuplicateBackend, "list it once"},
+		}(), errinfo.ControlCharacter, "control character"},
+		"backend is VIP": {web(&edgelbv1.Backend{Address: "192.0.2.10"}), errinfo.BackendIsVIP, "own VIP"},
+		"two spellings":  {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080}), errinfo.DuplicateBackend, "same backend as service.backends[0] (10.0.0.11)"},
+		"twice":          {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11"}), errinfo.DuplicateBackend, "list it once"},
 	} {
 		err := VirtualService(c.vs, DefaultLimits)
-		if status.Code(err) != codes.InvalidArgument || ReasonOf(err) != c.reason || !strings.Contains(status.Convert(err).Message(), c.frag) {
-			t.Errorf("%s: %v (reason %q); want InvalidArgument %s mentioning %q", name, err, ReasonOf(err), c.reason, c.frag)
+		if status.Code(err) != codes.InvalidArgument || errinfo.Reason(err) != c.reason || !strings.Contains(status.Convert(err).Message(), c.frag) {
+			t.Errorf("%s: %v (reason %q); want InvalidArgument %s mentioning %q", name, err, errinfo.Reason(err), c.reason, c.frag)
 		}
-		if ei := ErrorInfo(err); ei == nil || ei.Domain != Domain || ei.Metadata["field"] == "" {
-			t.Errorf("%s: ErrorInfo %v; want domain %s and a field", name, ei, Domain)
+		if ei, ok := errinfo.Of(err); !ok || ei.Domain != errinfo.Domain || ei.Metadata["field"] == "" {
+			t.Errorf("%s: ErrorInfo %v; want domain %s and a field", name, ei, errinfo.Domain)
 		}
 	}
 }
@@ -66,8 +67,8 @@ func TestBackendNormalisedBeforeRaft(t *testing.T) {
 	if err := Stored(old, Legacy); err != nil {
 		t.Errorf("a legacy entry: %v", err)
 	}
-	if err := Stored(old, Strict); ReasonOf(err) != ReasonDuplicateBackend {
-		t.Errorf("the same at Strict: %v; want %s", err, ReasonDuplicateBackend)
+	if err := Stored(old, Strict); errinfo.Reason(err) != errinfo.DuplicateBackend {
+		t.Errorf("the same at Strict: %v; want %s", err, errinfo.DuplicateBackend)
 	}
 }
 
@@ -77,7 +78,7 @@ func TestBackendsShareADestination(t *testing.T) {
 	vs := web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080})
 	vs.Ports = append(vs.Ports, &edgelbv1.Port{Port: 443, BackendPort: 30443})
 	err := VirtualService(vs, DefaultLimits)
-	if ReasonOf(err) != ReasonDuplicateBackend || !strings.Contains(status.Convert(err).Message(), "both send port 80's traffic to 10.0.0.11:30080") {
+	if errinfo.Reason(err) != errinfo.DuplicateBackend || !strings.Contains(status.Convert(err).Message(), "both send port 80's traffic to 10.0.0.11:30080") {
 		t.Errorf("got %v", err)
 	}
 	ok := web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 8080})

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // Pool is an address pool: a prefix, open to Tenants (empty: everyone).
@@ -274,7 +275,7 @@ func (s *Server) place(v, old *edgelbv1.VirtualService) error {
 	if len(tried) == 0 {
 		return status.Errorf(codes.FailedPrecondition, "no address pool is open to tenant %s", v.Tenant)
 	}
-	return status.Errorf(codes.ResourceExhausted, "no free address in pools %s open to tenant %s; add a range with lbctl pool update NAME --add-range, or free a VIP", strings.Join(tried, ", "), v.Tenant)
+	return errinfo.Errorf(codes.ResourceExhausted, errinfo.PoolExhausted, map[string]string{"tenant": v.Tenant, "pools": strings.Join(tried, ",")}, "no free address in pools %s open to tenant %s; add a range with lbctl pool update NAME --add-range, or free a VIP", strings.Join(tried, ", "), v.Tenant)
 }
 
 func (s *Server) used(a netip.Addr) bool {
