@@ -89,7 +89,8 @@ type Filter struct {
 	run    Runner
 	cmd    [2]string // iptables and ip6tables commands, e.g. iptables-legacy
 	mu     sync.Mutex
-	known  [2]bool                  // kernel state read for the family
+	known  [2]bool                  // kernel state read for the family (and not forgotten since)
+	once   [2]bool                  // read at least once
 	jump   [2]bool                  // INPUT jumps to Chain
 	active map[netip.Addr]string    // VIP → the chain its dispatch rule jumps to
 	drops  map[netip.Addr]dropCount // for Dropped
@@ -138,8 +139,18 @@ func (f *Filter) read(ctx context.Context, fam int) error {
 			f.active[a] = ch
 		}
 	}
-	f.jump[fam], f.known[fam] = jump, true
+	f.jump[fam], f.known[fam], f.once[fam] = jump, true, true
 	return nil
+}
+
+// has reports whether any VIP of family fm is filtered; the caller holds mu.
+func (f *Filter) has(fm int) bool {
+	for a := range f.active {
+		if fam(a) == fm {
+			return true
+		}
+	}
+	return false
 }
 
 // parse reads an iptables-save listing of the filter table: whether INPUT
@@ -296,7 +307,12 @@ func (f *Filter) Set(ctx context.Context, vips []VIP) error {
 			texts[ch] = text
 		}
 		if !f.known[fm] {
-			if len(want) == 0 && fm == 1 {
+			if len(want) == 0 && f.once[fm] && !f.has(fm) {
+				// Nothing to filter and nothing of ours seen: the periodic
+				// repair need not start a process on hosts without ranges.
+				continue
+			}
+			if len(want) == 0 && fm == 1 && !f.once[fm] {
 				continue // a host without IPv6 filtering needs none
 			}
 			if err := f.read(ctx, fm); err != nil {

@@ -306,3 +306,38 @@ func TestDropped(t *testing.T) {
 		t.Errorf("after a change of ranges Dropped = %d, want 5 carried over + 1", d[a.Addr])
 	}
 }
+
+// The periodic repair (Forget) reads the kernel again only for a family
+// that has something to filter: a host without ranges starts no process.
+func TestForgetReadsOnlyWhatIsFiltered(t *testing.T) {
+	k := &fakeKernel{listing: map[string]string{}}
+	f := open(t, k)
+	ctx := context.Background()
+	a := vip("192.0.2.1", "10.0.0.0/8")
+	if err := f.Set(ctx, []VIP{a}); err != nil {
+		t.Fatal(err)
+	}
+	f.Forget()
+	saves := k.saves
+	if err := f.Set(ctx, []VIP{a}); err != nil {
+		t.Fatal(err)
+	}
+	if k.saves != saves+1 {
+		t.Errorf("repair with one IPv4 VIP filtered: %d reads, want 1 (IPv4 only)", k.saves-saves)
+	}
+	// The kernel was flushed behind lbd's back: the repair puts it back.
+	if r := k.take(); len(r) != 2 || !strings.Contains(r[1], "-I INPUT 1 -j "+Chain) {
+		t.Errorf("after a flush the repair restored %q; want the chain and the jump again", r)
+	}
+	if err := f.Set(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.Forget()
+	saves = k.saves
+	if err := f.Set(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if k.saves != saves {
+		t.Errorf("repair with nothing filtered ran %d reads", k.saves-saves)
+	}
+}
