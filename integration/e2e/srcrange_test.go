@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,12 +15,12 @@ import (
 	"github.com/edgelb/edgelb/integration/topo"
 )
 
-// sourceRanges: a VIP with source ranges, IPv4 and IPv6. From an address in
-// the ranges the client reaches a node; from one outside, its connect times
-// out (dropped, no RST), and the owner's metric counts the drops. The VIP
-// then moves to a standby, which held the filter before it held the
-// address: the denied client is dropped from the takeover on, the allowed
-// one gets through.
+// sourceRanges: a VIP with source ranges, IPv4 and IPv6 in nat mode and
+// IPv4 in dr mode. From an address in the ranges the client reaches a node;
+// from one outside, its connect times out (dropped, no RST), and the owner's
+// metric counts the drops. The VIP then moves to a standby, which held the
+// filter before it held the address: the denied client, dialling throughout
+// the move, is dropped from the takeover on; the allowed one gets through.
 func (s *scenarios) sourceRanges(t *testing.T) {
 	// The client's extra IPv6 address outside the VIP's range (on the LAN,
 	// so the owner's replies need no route).
@@ -32,17 +33,46 @@ func (s *scenarios) sourceRanges(t *testing.T) {
 		name, vip, rng  string
 		allowed, denied string
 		node            func(i int) string
+		dr              bool
 	}{
 		// 10.1.0.1 is one of the client's many addresses (routed via
 		// 10.0.0.100); 10.0.0.100 itself is outside the range.
-		{"srcr4", "10.0.0.212", "10.1.0.0/16", "10.1.0.1", topo.ClientHost().V4.String(), func(i int) string { return topo.NodeHost(i).V4.String() }},
-		{"srcr6", "fd00::212", "fd00::100/128", topo.ClientHost().V6.String(), denied6, func(i int) string { return "[" + topo.NodeHost(i).V6.String() + "]" }},
+		{"srcr4", "10.0.0.212", "10.1.0.0/16", "10.1.0.1", topo.ClientHost().V4.String(), func(i int) string { return topo.NodeHost(i).V4.String() }, false},
+		{"srcr6", "fd00::212", "fd00::100/128", topo.ClientHost().V6.String(), denied6, func(i int) string { return "[" + topo.NodeHost(i).V6.String() + "]" }, false},
+		// Direct routing: the node answers the client itself; the filter
+		// sits where the packet enters the edge, as in nat mode.
+		{"srcr4dr", "10.0.0.213", "10.1.0.0/16", "10.1.0.1", topo.ClientHost().V4.String(), func(i int) string { return topo.NodeHost(i).V4.String() }, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := []string{"--vip", c.vip, "--port", "tcp/80:30080", "--source-range", c.rng}
+			port := "80"
 			for i := 1; i <= 3; i++ {
 				args = append(args, "--backend", fmt.Sprintf("%s:%d", c.node(i), topo.NodePort))
 			}
+			if c.dr {
+				// As directRouting sets the nodes up: the VIP on lo, no
+				// ARP answers for it; dr keeps the VIP's port.
+				port = strconv.Itoa(topo.NodePort)
+				args = []string{"--vip", c.vip, "--mode", "dr", "--port", "tcp/" + port, "--source-range", c.rng}
+				for i := 1; i <= 3; i++ {
+					args = append(args, "--backend", c.node(i))
+					ns := topo.NodeHost(i).Name
+					for _, kv := range [][2]string{{"net.ipv4.conf.all.arp_ignore", "1"}, {"net.ipv4.conf.all.arp_announce", "2"}} {
+						if err := netns.WriteSysctl(ns, kv[0], kv[1]); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if _, err := topo.IP(ns, "addr", "add", c.vip+"/32", "dev", "lo"); err != nil {
+						t.Fatal(err)
+					}
+					defer func() {
+						topo.IP(ns, "addr", "del", c.vip+"/32", "dev", "lo")
+						netns.WriteSysctl(ns, "net.ipv4.conf.all.arp_ignore", "0")
+						netns.WriteSysctl(ns, "net.ipv4.conf.all.arp_announce", "0")
+					}()
+				}
+			}
+			connectFrom := func(src, vip string) (string, error) { return connectFrom(src, vip, port) }
 			// createVIP's wait would connect from the client's default
 			// address, which may be the denied one: wait from the allowed.
 			owner := s.createVIP(t, c.name, args)
@@ -128,13 +158,13 @@ func (s *scenarios) sourceRanges(t *testing.T) {
 	}
 }
 
-// connectFrom connects from the client's address src to vip:80, sends a
+// connectFrom connects from the client's address src to vip:port, sends a
 // line and returns the node that answered.
-func connectFrom(src, vip string) (string, error) {
+func connectFrom(src, vip, port string) (string, error) {
 	var c net.Conn
 	err := netns.Do(client, func() (err error) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 3 * time.Second}
-		c, err = d.Dial("tcp", net.JoinHostPort(vip, "80"))
+		c, err = d.Dial("tcp", net.JoinHostPort(vip, port))
 		return err
 	})
 	if err != nil {
