@@ -74,7 +74,11 @@ type Engine struct {
 	snat    snat.Rules
 	// filter enforces source ranges (nil: no iptables to do it with, and a
 	// service with source ranges is isolated rather than served open).
-	filter  *srcrange.Filter
+	filter *srcrange.Filter
+	// ranged is the filter of each service with source ranges, by its
+	// (immutable) object, so an unchanged one is not parsed again and the
+	// filter recognises it by identity.
+	ranged  map[*edgelbv1.VirtualService]*srcrange.Service
 	resyncs int // resyncs so far (SNAT is repaired every snatRepairEvery)
 	wire    announce.Sender
 	ann     *announce.Announcer
@@ -440,6 +444,7 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		e.owners = map[netip.Addr]string{}
 	}
 	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
+	nextRanged := make(map[*edgelbv1.VirtualService]*srcrange.Service, len(e.ranged))
 	var isolated map[string]string
 	defer func() { e.noteIsolated(isolated) }()
 	for _, vs := range all {
@@ -461,7 +466,10 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		var ranged *srcrange.Service
 		if len(vs.SourceRanges) > 0 {
 			var why string
-			if ranged, why = e.sourceRanges(vs, svcs); ranged == nil {
+			if ranged = e.ranged[vs]; ranged == nil {
+				ranged, why = e.sourceRanges(vs, svcs)
+			}
+			if ranged == nil {
 				// Fail closed: served open would let in every client
 				// the ranges keep out.
 				if isolated == nil {
@@ -495,7 +503,8 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 				f = &srcrange.VIP{Addr: a}
 				filters[a] = f
 			}
-			f.Services = append(f.Services, *ranged)
+			f.Services = append(f.Services, ranged)
+			nextRanged[vs] = ranged
 		}
 		if owner != "" && vs.Owner == owner {
 			vips[a] = vs.Tenant
@@ -511,6 +520,7 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		}
 	}
 	e.cache = next
+	e.ranged = nextRanged
 	if len(e.owners) > 2*len(all)+1024 {
 		// Forget deleted VIPs now and then (a map rebuild, not every pass).
 		e.owners = make(map[netip.Addr]string, len(all))

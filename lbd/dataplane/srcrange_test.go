@@ -75,7 +75,7 @@ func TestReconcileSourceRangesFailClosed(t *testing.T) {
 	if !fa.on[a1] || len(e.Isolated()) != 0 {
 		t.Fatalf("filtered: addresses %v, isolated %q; want 192.0.2.1 up", fa.on, e.Isolated())
 	}
-	chain, _ := srcrange.Rules(srcrange.VIP{Addr: a1, Services: []srcrange.Service{{Name: "t/closed",
+	chain, _ := srcrange.Rules(srcrange.VIP{Addr: a1, Services: []*srcrange.Service{{Name: "t/closed",
 		Ports: []srcrange.Port{{Proto: "tcp", Port: 80}}, Ranges: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}}})
 	if n := len(ipt.restores); n != 1 || !strings.Contains(ipt.restores[0], "-A "+srcrange.Chain+" -d 192.0.2.1/32 -j "+chain) {
 		t.Fatalf("restores %q, want one with 192.0.2.1's chain %s", ipt.restores, chain)

@@ -48,7 +48,7 @@ func vip(addr string, ranges ...string) VIP {
 	for _, r := range ranges {
 		s.Ranges = append(s.Ranges, netip.MustParsePrefix(r))
 	}
-	v.Services = []Service{s}
+	v.Services = []*Service{&s}
 	return v
 }
 
@@ -90,7 +90,7 @@ func TestRules(t *testing.T) {
 	}
 	// multiport takes 15 ports a rule; a hostile name cannot break out of
 	// the comment.
-	many := VIP{Addr: netip.MustParseAddr("2001:db8::1"), Services: []Service{{Name: "t/x\" -j ACCEPT\n-A INPUT", Ranges: []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/48")}}}}
+	many := VIP{Addr: netip.MustParseAddr("2001:db8::1"), Services: []*Service{{Name: "t/x\" -j ACCEPT\n-A INPUT", Ranges: []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/48")}}}}
 	for p := range uint16(20) {
 		many.Services[0].Ports = append(many.Services[0].Ports, Port{"tcp", 1000 + p})
 	}
@@ -105,7 +105,7 @@ func TestRules(t *testing.T) {
 
 // Two services sharing a VIP keep their own ranges on their own ports.
 func TestRulesSharedVIP(t *testing.T) {
-	v := VIP{Addr: netip.MustParseAddr("192.0.2.1"), Services: []Service{
+	v := VIP{Addr: netip.MustParseAddr("192.0.2.1"), Services: []*Service{
 		{Name: "t/b", Ports: []Port{{"tcp", 8080}}, Ranges: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}},
 		{Name: "t/a", Ports: []Port{{"tcp", 80}}, Ranges: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
 	}}
