@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Chain is the chain INPUT jumps to; ChainPrefix starts each VIP's chain.
@@ -92,12 +93,26 @@ type Filter struct {
 	run    Runner
 	cmd    [2]string // iptables and ip6tables commands, e.g. iptables-legacy
 	mu     sync.Mutex
-	known  [2]bool                  // kernel state read for the family (and not forgotten since)
-	once   [2]bool                  // read at least once
-	jump   [2]bool                  // INPUT jumps to Chain
-	active map[netip.Addr]string    // VIP → the chain its dispatch rule jumps to
-	drops  map[netip.Addr]dropCount // for Dropped
-	memo   map[netip.Addr]memo      // each VIP's rules as last built
+	known  [2]bool               // kernel state read for the family (and not forgotten since)
+	once   [2]bool               // read at least once
+	jump   [2]bool               // INPUT jumps to Chain
+	active map[netip.Addr]string // VIP → the chain its dispatch rule jumps to
+	memo   map[netip.Addr]memo   // each VIP's rules as last built
+
+	// Dropped keeps apart from mu, which Set holds while iptables-restore
+	// runs (seconds on an emulated host): a scrape must not wait for it.
+	filtered atomic.Uint32 // bit fm set: family fm has VIPs filtered
+	dropsMu  sync.Mutex
+	drops    map[netip.Addr]dropCount
+}
+
+// noteFiltered publishes which families have VIPs filtered; the caller holds mu.
+func (f *Filter) noteFiltered() {
+	var bits uint32
+	for a := range f.active {
+		bits |= 1 << fam(a)
+	}
+	f.filtered.Store(bits)
 }
 
 type memo struct {
@@ -163,6 +178,7 @@ func (f *Filter) read(ctx context.Context, fam int) error {
 		}
 	}
 	f.jump[fam], f.known[fam], f.once[fam] = jump, true, true
+	f.noteFiltered()
 	return nil
 }
 
@@ -362,6 +378,7 @@ func (f *Filter) Set(ctx context.Context, vips []VIP) error {
 			f.active[a] = ch
 		}
 		f.jump[fm] = true
+		f.noteFiltered()
 	}
 	if len(f.memo) > len(vips) {
 		listed := make(map[netip.Addr]bool, len(vips))
@@ -444,16 +461,11 @@ func (f *Filter) Forget() {
 // chain's last reading is carried over, so only drops between that reading
 // and the change are lost. A family with no VIP filtered runs no process.
 func (f *Filter) Dropped(ctx context.Context) (map[netip.Addr]uint64, error) {
-	f.mu.Lock()
-	var need [2]bool
-	for a := range f.active {
-		need[fam(a)] = true
-	}
-	f.mu.Unlock()
+	bits := f.filtered.Load()
 	counts := map[string]uint64{}
 	active := map[netip.Addr]string{}
 	for fm := range 2 {
-		if !need[fm] {
+		if bits&(1<<fm) == 0 {
 			continue
 		}
 		out, err := f.run(ctx, f.cmd[fm]+"-save", []string{"-c", "-t", "filter"}, "")
@@ -467,8 +479,8 @@ func (f *Filter) Dropped(ctx context.Context) (map[netip.Addr]uint64, error) {
 			}
 		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.dropsMu.Lock()
+	defer f.dropsMu.Unlock()
 	res := map[netip.Addr]uint64{}
 	for a, ch := range active {
 		d := f.drops[a]

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeKernel stands in for iptables: -save prints listing[cmd], -restore
@@ -339,5 +340,42 @@ func TestForgetReadsOnlyWhatIsFiltered(t *testing.T) {
 	}
 	if k.saves != saves {
 		t.Errorf("repair with nothing filtered ran %d reads", k.saves-saves)
+	}
+}
+
+// A scrape does not wait for a Set stuck in iptables-restore (seconds on an
+// emulated host).
+func TestDroppedDoesNotWaitForSet(t *testing.T) {
+	k := &fakeKernel{listing: map[string]string{}}
+	f := open(t, k)
+	ctx := context.Background()
+	if err := f.Set(ctx, []VIP{vip("192.0.2.1", "10.0.0.0/8")}); err != nil {
+		t.Fatal(err)
+	}
+	inRestore, release := make(chan struct{}), make(chan struct{})
+	f.run = func(ctx context.Context, name string, args []string, stdin string) ([]byte, error) {
+		if strings.HasSuffix(name, "-restore") {
+			close(inRestore)
+			<-release
+		}
+		return k.run(ctx, name, args, stdin)
+	}
+	setDone := make(chan error)
+	go func() { setDone <- f.Set(ctx, []VIP{vip("192.0.2.1", "10.9.0.0/16")}) }()
+	<-inRestore
+	dropped := make(chan error, 1)
+	go func() { _, err := f.Dropped(ctx); dropped <- err }()
+	select {
+	case err := <-dropped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("Dropped waited for a Set in iptables-restore")
+	}
+	close(release)
+	if err := <-setDone; err != nil {
+		t.Fatal(err)
 	}
 }
