@@ -90,14 +90,17 @@ func execRunner(ctx context.Context, name string, args []string, stdin string) (
 
 // Filter programs the source-range chains with one iptables flavour.
 type Filter struct {
-	run    Runner
-	cmd    [2]string // iptables and ip6tables commands, e.g. iptables-legacy
-	mu     sync.Mutex
-	known  [2]bool               // kernel state read for the family (and not forgotten since)
-	once   [2]bool               // read at least once
-	jump   [2]bool               // INPUT jumps to Chain
-	active map[netip.Addr]string // VIP → the chain its dispatch rule jumps to
-	memo   map[netip.Addr]memo   // each VIP's rules as last built
+	run   Runner
+	cmd   [2]string // iptables and ip6tables commands, e.g. iptables-legacy
+	mu    sync.Mutex
+	known [2]bool // kernel state read for the family (and not forgotten since)
+	once  [2]bool // read at least once
+	// repairing is set by Forget until the next Set: a family never read is
+	// read then even with nothing to filter.
+	repairing bool
+	jump      [2]bool               // INPUT jumps to Chain
+	active    map[netip.Addr]string // VIP → the chain its dispatch rule jumps to
+	memo      map[netip.Addr]memo   // each VIP's rules as last built
 
 	// Dropped keeps apart from mu, which Set holds while iptables-restore
 	// runs (seconds on an emulated host): a scrape must not wait for it.
@@ -139,10 +142,13 @@ type dropCount struct {
 	last, base uint64
 }
 
-// Open reads what the filter table holds of ours (left by an earlier run)
-// with cmd4/cmd6 (iptables-legacy and ip6tables-legacy, say). A failure to
-// read the IPv6 table is not an error: a host without it can still filter
-// IPv4 VIPs, and Set reports it once an IPv6 VIP needs it.
+// Open reads what the IPv4 filter table holds of ours (left by an earlier
+// run) with cmd4, which proves the flavour works; cmd6 is for IPv6
+// (iptables-legacy and ip6tables-legacy, say). The IPv6 table is read by the
+// first Set that has IPv6 VIPs to filter, or else by the first repair: each
+// process costs up to seconds on an emulated host, and lbd's start waits for
+// this one. A host without IPv6 tables can still filter IPv4 VIPs; Set
+// reports it once an IPv6 VIP needs them.
 func Open(ctx context.Context, cmd4, cmd6 string, run Runner) (*Filter, error) {
 	if run == nil {
 		run = execRunner
@@ -151,7 +157,6 @@ func Open(ctx context.Context, cmd4, cmd6 string, run Runner) (*Filter, error) {
 	if err := f.read(ctx, 0); err != nil {
 		return nil, err
 	}
-	_ = f.read(ctx, 1)
 	return f, nil
 }
 
@@ -343,13 +348,12 @@ func (f *Filter) Set(ctx context.Context, vips []VIP) error {
 			want[v.Addr], _ = f.rules(v) // the text stays in the memo for apply
 		}
 		if !f.known[fm] {
-			if len(want) == 0 && f.once[fm] && !f.has(fm) {
-				// Nothing to filter and nothing of ours seen: the periodic
-				// repair need not start a process on hosts without ranges.
+			if len(want) == 0 && !f.has(fm) && (f.once[fm] || !f.repairing) {
+				// Nothing to filter and nothing of ours seen: no process
+				// on hosts without ranges. A family never read is read
+				// once by the first repair, which removes what a previous
+				// run left for VIPs whose ranges went while lbd was down.
 				continue
-			}
-			if len(want) == 0 && fm == 1 && !f.once[fm] {
-				continue // a host without IPv6 filtering needs none
 			}
 			if err := f.read(ctx, fm); err != nil {
 				errs = append(errs, err)
@@ -380,6 +384,7 @@ func (f *Filter) Set(ctx context.Context, vips []VIP) error {
 		f.jump[fm] = true
 		f.noteFiltered()
 	}
+	f.repairing = false
 	if len(f.memo) > len(vips) {
 		listed := make(map[netip.Addr]bool, len(vips))
 		for _, v := range vips {
@@ -454,6 +459,7 @@ func (f *Filter) Forget() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.known = [2]bool{}
+	f.repairing = true
 }
 
 // Dropped reads the packets each VIP's DROP rules have counted. The totals
