@@ -356,6 +356,12 @@ func (f *Filter) Set(ctx context.Context, vips []VIP) error {
 				continue
 			}
 			if err := f.read(ctx, fm); err != nil {
+				if len(want) == 0 {
+					// A host without (say) IPv6 tables that has nothing
+					// to filter there: not an error, and not retried.
+					f.once[fm] = true
+					continue
+				}
 				errs = append(errs, err)
 				continue
 			}

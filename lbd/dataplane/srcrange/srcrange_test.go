@@ -379,3 +379,38 @@ func TestDroppedDoesNotWaitForSet(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A host without IPv6 tables filters IPv4 VIPs; the repair's first look at
+// the IPv6 table fails without failing the pass, and is not retried. An
+// IPv6 VIP with ranges there is an error (its address stays down).
+func TestNoIPv6Tables(t *testing.T) {
+	k := &fakeKernel{listing: map[string]string{}}
+	run := func(ctx context.Context, name string, args []string, stdin string) ([]byte, error) {
+		if strings.HasPrefix(name, "ip6tables") {
+			return nil, errors.New(name + ": can't initialize ip6tables table `filter'")
+		}
+		return k.run(ctx, name, args, stdin)
+	}
+	f, err := Open(context.Background(), "iptables-legacy", "ip6tables-legacy", run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a := vip("192.0.2.1", "10.0.0.0/8")
+	if err := f.Set(ctx, []VIP{a}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		f.Forget()
+		if err := f.Set(ctx, []VIP{a}); err != nil {
+			t.Fatalf("repair on a host without IPv6 tables: %v", err)
+		}
+	}
+	six := vip("2001:db8::1", "2001:db8:1::/48")
+	if err := f.Set(ctx, []VIP{a, six}); err == nil {
+		t.Error("an IPv6 VIP with ranges on a host without IPv6 tables: no error")
+	}
+	if f.Holds(six) || !f.Holds(a) {
+		t.Errorf("Holds: IPv6 %v (want false), IPv4 %v (want true)", f.Holds(six), f.Holds(a))
+	}
+}
