@@ -84,6 +84,7 @@ func TestGuest(t *testing.T) {
 	t.Run("announcements_teach_the_client", s.announcements)
 	t.Run("takeover_without_sync_keeps_connections", s.sloppyTakeover)
 	t.Run("takeover_guard_keeps_server_push", s.takeoverGuard)
+	t.Run("source_ranges_drop_denied_clients", s.sourceRanges)
 	t.Run("health_checks_follow_healthz", s.health)
 	t.Run("metrics_after_traffic", s.metrics)
 	t.Run("bench_conns_per_second", s.bench)

@@ -64,6 +64,9 @@ func (d *Daemon) startOps() error {
 			return fmt.Errorf("register IPVS metrics: %w", err)
 		}
 		e.SetObserver(o.m)
+		if err := o.m.RegisterSourceRanges(e); err != nil {
+			return fmt.Errorf("register source-range metrics: %w", err)
+		}
 	} else if s, ok := d.dp.(metrics.IPVSStats); ok {
 		if err := o.m.RegisterIPVS(s); err != nil {
 			return fmt.Errorf("register IPVS metrics: %w", err)

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/edgelb/edgelb/lbd/dataplane/announce"
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
 	"github.com/edgelb/edgelb/lbd/dataplane/snat"
+	"github.com/edgelb/edgelb/lbd/dataplane/srcrange"
 	"github.com/edgelb/edgelb/lbd/dataplane/syncd"
 	"github.com/edgelb/edgelb/lbd/dataplane/sysctl"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -70,6 +72,13 @@ type Engine struct {
 	addrs   addr.Manager
 	ifindex int
 	snat    snat.Rules
+	// filter enforces source ranges (nil: no iptables to do it with, and a
+	// service with source ranges is isolated rather than served open).
+	filter *srcrange.Filter
+	// ranged is the filter of each service with source ranges, by its
+	// (immutable) object, so an unchanged one is not parsed again and the
+	// filter recognises it by identity.
+	ranged  map[*edgelbv1.VirtualService]*srcrange.Service
 	resyncs int // resyncs so far (SNAT is repaired every snatRepairEvery)
 	wire    announce.Sender
 	ann     *announce.Announcer
@@ -248,6 +257,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		am.Close()
 		return nil, err
 	}
+	filter, err := openFilter(ctx, rules)
+	if err != nil {
+		// Fail closed: services with source ranges are isolated (not
+		// served open); the rest of the data plane works.
+		cfg.Logger.Error("source ranges cannot be enforced on this host: virtual services with source ranges will not be programmed here", "err", err)
+	}
 	// After the SNAT rules: they load nf_conntrack, whose settings are
 	// among the optional ones.
 	if err := sysctl.Apply(cfg.SysctlRoot, sysctl.Required, sysctl.Optional); err != nil {
@@ -259,7 +274,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		am.Close()
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: c, addrs: am, ifindex: ifindex, snat: rules, wire: wire, lastResync: time.Now(), obs: nopObserver{},
+	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: c, addrs: am, ifindex: ifindex, snat: rules, filter: filter, wire: wire, lastResync: time.Now(), obs: nopObserver{},
 		lapsed: map[netip.Addr]bool{}, lapsedCh: make(chan struct{}, 1),
 		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
 		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}}
@@ -310,6 +325,24 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	return e, nil
+}
+
+// openFilter opens the source-range filter with the SNAT rules' iptables
+// flavour, or, with SNAT off, the first flavour that works (legacy, then nft).
+func openFilter(ctx context.Context, rules snat.Rules) (*srcrange.Filter, error) {
+	if rules != nil {
+		v4 := rules.Backend()
+		return srcrange.Open(ctx, v4, strings.Replace(v4, "iptables", "ip6tables", 1), nil)
+	}
+	f, errL := srcrange.Open(ctx, "iptables-legacy", "ip6tables-legacy", nil)
+	if errL == nil {
+		return f, nil
+	}
+	f, errN := srcrange.Open(ctx, "iptables-nft", "ip6tables-nft", nil)
+	if errN == nil {
+		return f, nil
+	}
+	return nil, fmt.Errorf("no usable iptables: legacy: %w; nft: %w", errL, errN)
 }
 
 func (e *Engine) recordPath() string { return filepath.Join(e.cfg.StateDir, "programmed.json") }
@@ -399,17 +432,19 @@ func (e *Engine) save() error {
 // tenant only), the nat-mode VIPs, and the VIPs that came to owner from another
 // member since the last call, reusing the IPVS form of services whose
 // (immutable) object did not change since the last call.
-func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr][]uint16, []netip.Addr, error) {
+func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr][]uint16, map[netip.Addr]*srcrange.VIP, []netip.Addr, error) {
 	// Sized like the last pass's: at 10k VIPs growing these maps from empty
 	// costs more than filling them.
 	st := make(ipvsdiff.State, len(e.settled))
 	vips := make(map[netip.Addr]string, len(e.owned))
 	natVIPs := make(map[netip.Addr][]uint16, len(e.cache)) // → TCP ports, which the takeover guard lets through
 	var moved []netip.Addr
+	filters := map[netip.Addr]*srcrange.VIP{} // VIPs with source ranges
 	if e.owners == nil {
 		e.owners = map[netip.Addr]string{}
 	}
 	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
+	nextRanged := make(map[*edgelbv1.VirtualService]*srcrange.Service, len(e.ranged))
 	var isolated map[string]string
 	defer func() { e.noteIsolated(isolated) }()
 	for _, vs := range all {
@@ -425,6 +460,22 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 					isolated = map[string]string{}
 				}
 				isolated[vs.Tenant+"/"+vs.Name] = err.Error()
+				continue
+			}
+		}
+		var ranged *srcrange.Service
+		if len(vs.SourceRanges) > 0 {
+			var why string
+			if ranged = e.ranged[vs]; ranged == nil {
+				ranged, why = e.sourceRanges(vs, svcs)
+			}
+			if ranged == nil {
+				// Fail closed: served open would let in every client
+				// the ranges keep out.
+				if isolated == nil {
+					isolated = map[string]string{}
+				}
+				isolated[vs.Tenant+"/"+vs.Name] = why
 				continue
 			}
 		}
@@ -446,6 +497,15 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		for _, s := range svcs {
 			st[s.Key] = s
 		}
+		if ranged != nil {
+			f := filters[a]
+			if f == nil {
+				f = &srcrange.VIP{Addr: a}
+				filters[a] = f
+			}
+			f.Services = append(f.Services, ranged)
+			nextRanged[vs] = ranged
+		}
 		if owner != "" && vs.Owner == owner {
 			vips[a] = vs.Tenant
 		}
@@ -460,6 +520,7 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 		}
 	}
 	e.cache = next
+	e.ranged = nextRanged
 	if len(e.owners) > 2*len(all)+1024 {
 		// Forget deleted VIPs now and then (a map rebuild, not every pass).
 		e.owners = make(map[netip.Addr]string, len(all))
@@ -469,8 +530,34 @@ func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff
 			}
 		}
 	}
-	return st, vips, natVIPs, moved, nil
+	return st, vips, natVIPs, filters, moved, nil
 }
+
+// sourceRanges is vs's source-range filter, or nil and why it cannot be
+// enforced here (then vs is not programmed at all).
+func (e *Engine) sourceRanges(vs *edgelbv1.VirtualService, svcs []*ipvsdiff.Svc) (*srcrange.Service, string) {
+	if e.filter == nil {
+		return nil, "it has source ranges and this host cannot enforce them (no usable iptables; see the log at start)"
+	}
+	s := &srcrange.Service{Name: vs.Tenant + "/" + vs.Name}
+	for _, r := range vs.SourceRanges {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return nil, fmt.Sprintf("source range %q: %v", r, err) // the FSM's rules refuse these
+		}
+		s.Ranges = append(s.Ranges, p.Masked())
+	}
+	for _, sv := range svcs {
+		proto, ok := protoNames[sv.Key.Proto]
+		if !ok {
+			return nil, fmt.Sprintf("source ranges on protocol %d are not supported", sv.Key.Proto)
+		}
+		s.Ports = append(s.Ports, srcrange.Port{Proto: proto, Port: sv.Key.Port})
+	}
+	return s, ""
+}
+
+var protoNames = map[ipvs.Protocol]string{ipvs.TCP: "tcp", ipvs.UDP: "udp", ipvs.SCTP: "sctp"}
 
 // Reconcile makes the kernel hold the IPVS services and SNAT rules of every
 // service in all — a hot standby: a takeover then only adds the address — and
@@ -496,7 +583,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 	e.stats.Reconciles++
 	lapses := e.absorbLapsed()
 	prev := e.cache // the last pass's services: a withdrawn VIP's may be gone from all
-	want, vips, natVIPs, moved, err := e.desired(all, owner)
+	want, vips, natVIPs, filters, moved, err := e.desired(all, owner)
 	if err != nil {
 		e.stats.Errors++
 		return err
@@ -663,12 +750,35 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 			e.log.Info("VIP added and announced", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
 		}
 	}
+	// A VIP with source ranges goes up only once the kernel filters it as
+	// wanted: a standby holds the filter already, so a takeover is closed
+	// from its first packet and waits for no iptables run.
+	filtered := func(a netip.Addr) bool {
+		f, ok := filters[a]
+		return !ok || e.filter.Holds(*f)
+	}
+	addAddrs(func(a netip.Addr) bool {
+		if !filtered(a) {
+			return false
+		}
+		if e.snat == nil {
+			return true
+		}
+		_, nat := natVIPs[a]
+		return !nat || e.snat.Present(a)
+	})
+	phase("early-addresses")
+	if e.filter != nil {
+		list := make([]srcrange.VIP, 0, len(filters))
+		for _, f := range filters {
+			list = append(list, *f)
+		}
+		if err := e.filter.Set(ctx, list); err != nil {
+			errs = append(errs, err)
+		}
+		phase("source-ranges")
+	}
 	if e.snat != nil {
-		addAddrs(func(a netip.Addr) bool {
-			_, nat := natVIPs[a]
-			return !nat || e.snat.Present(a)
-		})
-		phase("early-addresses")
 		list := make([]snat.VIP, 0, len(natVIPs))
 		for a, ports := range natVIPs {
 			list = append(list, snat.VIP{Addr: a, TCPPorts: ports})
@@ -678,7 +788,7 @@ func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, 
 		}
 		phase("snat")
 	}
-	addAddrs(func(netip.Addr) bool { return true })
+	addAddrs(filtered)
 	phase("addresses")
 	if changed {
 		if err := e.save(); err != nil {
@@ -974,8 +1084,13 @@ func (e *Engine) resync() error {
 	// small or emulated host, with the engine locked), so only every
 	// snatRepairEvery resyncs, and only the SNAT repair, not the check.
 	e.resyncs++
-	if s, ok := e.snat.(*snat.Tables); ok && e.resyncs%snatRepairEvery == 0 {
-		s.Forget()
+	if e.resyncs%snatRepairEvery == 0 {
+		if s, ok := e.snat.(*snat.Tables); ok {
+			s.Forget()
+		}
+		if e.filter != nil {
+			e.filter.Forget()
+		}
 	}
 	return nil
 }
@@ -1039,4 +1154,14 @@ func (e *Engine) Close() error {
 		c.Close()
 	}
 	return nil
+}
+
+// SourceRangeDrops returns, per VIP with source ranges, the packets its
+// filter has dropped (read from the kernel's rule counters; totals that only
+// grow). Nil without a filter.
+func (e *Engine) SourceRangeDrops(ctx context.Context) (map[netip.Addr]uint64, error) {
+	if e.filter == nil {
+		return nil, nil
+	}
+	return e.filter.Dropped(ctx)
 }
