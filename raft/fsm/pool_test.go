@@ -167,7 +167,7 @@ func TestUpdatePool(t *testing.T) {
 	r = h.refused(&raftv1.UpdateAddressPool{Name: "p", RemoveRanges: []string{"192.0.2.64/30"}}, codes.NotFound, "no range 192.0.2.64/30")
 	wantReason(t, r, errinfo.PoolRangeNotFound)
 	h.refused(&raftv1.UpdateAddressPool{Name: "p", RemoveRanges: []string{"bogus"}}, codes.InvalidArgument)
-	h.refused(&raftv1.UpdateAddressPool{Name: "nope"}, codes.NotFound)
+	h.refused(&raftv1.UpdateAddressPool{Name: "nope", AddRanges: []string{"203.0.113.0/28"}}, codes.NotFound)
 	h.refused(&raftv1.UpdateAddressPool{Name: "p", AddRanges: []string{"198.51.100.0/28"}}, codes.FailedPrecondition, "overlaps pool other")
 	h.refused(&raftv1.UpdateAddressPool{Name: "p", AddRanges: []string{"192.0.2.12-192.0.2.13"}}, codes.InvalidArgument, "overlaps")
 	r = h.refused(&raftv1.UpdateAddressPool{Name: "other", RemoveRanges: []string{"198.51.100.0/24"}}, codes.FailedPrecondition, "no range left")

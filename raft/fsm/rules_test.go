@@ -178,3 +178,30 @@ func TestLegacyServiceTakesBackendChanges(t *testing.T) {
 	h.ok(&raftv1.AddBackend{Tenant: "t1", Name: "a..b", Backend: backend("192.0.2.2", 0)})
 	h.refused(&raftv1.AddBackend{Tenant: "t1", Name: "a..b", Backend: backend("10.0.0.5", 0)}, codes.InvalidArgument, "own VIP")
 }
+
+// A pool update sent raw (not through the API) is held to the API's rules:
+// a loopback or malformed range, or a bad tenant name, is refused and
+// changes nothing; a well-formed one applies.
+func TestFSMRefusesRawPoolUpdate(t *testing.T) {
+	h := newHarness(t)
+	h.ok(createPool(pool("p", "10.0.0.0/24")))
+	before := h.snap()
+	for name, u := range map[string]*raftv1.UpdateAddressPool{
+		"loopback range":  {Name: "p", AddRanges: []string{"127.0.0.0/28"}},
+		"malformed range": {Name: "p", AddRanges: []string{"10.1.0.0/33"}},
+		"untrimmed range": {Name: "p", AddRanges: []string{" 10.1.0.0/28"}},
+		"tenant name":     {Name: "p", SetTenants: true, Tenants: []string{"Bad Tenant!"}},
+		"changes nothing": {Name: "p"},
+	} {
+		r := h.applyAt(rules.Strict, u)
+		if r.Code != codes.InvalidArgument {
+			t.Errorf("%s: got %v %q, want InvalidArgument", name, r.Code, r.Message)
+		}
+		if !proto.Equal(before, h.snap()) {
+			t.Fatalf("%s: refused but the state changed", name)
+		}
+	}
+	if r := h.applyAt(rules.Strict, &raftv1.UpdateAddressPool{Name: "p", AddRanges: []string{"10.1.0.0/28"}}); r.Code != codes.OK {
+		t.Fatalf("a well-formed update: %v %q", r.Code, r.Message)
+	}
+}

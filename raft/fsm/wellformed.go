@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"net/netip"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -86,6 +87,19 @@ func wellFormed(cmd *raftv1.Command, lvl rules.Level) *Result {
 		}
 		if err := rules.StoredPool(op.CreateAddressPool.Pool, lvl); err != nil {
 			return refused("address pool "+op.CreateAddressPool.Pool.Name, err)
+		}
+	case *raftv1.Command_UpdateAddressPool:
+		// No release before this command's own wrote it unchecked, so the
+		// API's rules hold at every level: a raw update may not add a
+		// loopback, multicast or malformed range the API would refuse.
+		u := op.UpdateAddressPool
+		req := &edgelbv1.UpdateAddressPoolRequest{Name: u.Name, AddRanges: slices.Clone(u.AddRanges), RemoveRanges: slices.Clone(u.RemoveRanges),
+			Tenants: slices.Clone(u.Tenants), SetTenants: u.SetTenants, Manual: u.Manual, AllowHostAddresses: u.AllowHostAddresses}
+		if err := rules.UpdateAddressPool(req, rules.CeilingLimits); err != nil {
+			return refused("address pool update "+u.Name, err)
+		}
+		if !slices.Equal(req.AddRanges, u.AddRanges) || !slices.Equal(req.RemoveRanges, u.RemoveRanges) {
+			return bad("ranges of an address pool update are not trimmed as the API sends them")
 		}
 	case *raftv1.Command_PutMember:
 		if m := op.PutMember.Member; m == nil || m.Id == "" {
