@@ -3,7 +3,10 @@ package k8se2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/edgelb/edgelb/integration/lab"
+	"github.com/edgelb/edgelb/integration/netns"
 	"github.com/edgelb/edgelb/integration/probe"
 	"github.com/edgelb/edgelb/integration/topo"
 	"github.com/edgelb/edgelb/integration/uml"
@@ -27,7 +31,16 @@ import (
 // apiserver assigned, and the client in the guest reaches them through the VIP.
 //
 // Host and guest meet through files in a shared work directory (the guest sees
-// the host's file system): ready → nodeport → answered.
+// the host's file system): ready → nodeport → vip → answered → denied →
+// widened → widened-answered → done.
+//
+// The Service carries loadBalancerSourceRanges: the client's extra address
+// allowedSrc is inside them, its own address deniedSrc is not. The guest checks
+// that the allowed one reaches a node through the VIP and the denied one is
+// dropped (its connect times out; a reset would tell a scanner the VIP is
+// there); the host then widens the ranges through the apiserver, and the guest
+// sees the formerly denied client get through. All of it is sent from the
+// client's namespace in the guest to the guest's VIP.
 
 const (
 	tapName  = "edgelbtap0"
@@ -35,6 +48,14 @@ const (
 	tapGuest = "198.51.100.2"
 	tapNet   = "198.51.100.0/30"
 	dpTenant = "dp-cluster"
+)
+
+var (
+	// allowedSrc is the client's first extra address (lab.Config.Clients),
+	// inside dpRanges; deniedSrc, the client's own address, is outside them.
+	allowedSrc = netip.AddrFrom4([4]byte{10, 1, 0, 1})
+	deniedSrc  = topo.ClientHost().V4
+	dpRanges   = []string{"10.1.0.0/16"}
 )
 
 func TestMain(m *testing.M) {
@@ -121,6 +142,7 @@ func TestServiceThroughUMLDataPath(t *testing.T) {
 	}
 
 	svc := lbService("web", tcp(80))
+	svc.Spec.LoadBalancerSourceRanges = dpRanges
 	t0 := time.Now()
 	created, err := cs.CoreV1().Services("default").Create(context.Background(), svc, metav1.CreateOptions{})
 	if err != nil {
@@ -158,6 +180,33 @@ func TestServiceThroughUMLDataPath(t *testing.T) {
 	reach := time.Unix(0, a.At).Sub(t0)
 	t.Logf("Service created → EXTERNAL-IP %s: %s; → VIP answers TCP (node %s, NodePort %d): %s", ips[0], ingress.Round(time.Millisecond), a.Node, np, reach.Round(time.Millisecond))
 	fmt.Printf("BENCH-JSON {\"name\":\"service-to-reachable\",\"value\":%d,\"unit\":\"ms\",\"n\":1}\n", reach.Milliseconds())
+
+	// The guest reports what the denied client saw; only a drop lets us go on.
+	denied, err := waitFile(filepath.Join(work, "denied"), 2*time.Minute)
+	if err != nil {
+		t.Fatalf("denied client: %v (guest: %v)", err, drain(guestDone))
+	}
+	if denied != "dropped" {
+		os.WriteFile(filepath.Join(work, "done"), []byte("1"), 0o644)
+		t.Fatalf("denied client %s, outside %v: %s", deniedSrc, dpRanges, denied)
+	}
+	t.Logf("denied client %s dropped", deniedSrc)
+	// Widen the ranges through the apiserver: the CCM carries the change to lbd.
+	cur, err := cs.CoreV1().Services("default").Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.LoadBalancerSourceRanges = append(append([]string(nil), dpRanges...), deniedSrc.String()+"/32")
+	tw := time.Now()
+	if _, err := cs.CoreV1().Services("default").Update(context.Background(), cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(work, "widened"), []byte(strconv.FormatInt(tw.UnixNano(), 10)), 0o644)
+	wa, err := waitFile(filepath.Join(work, "widened-answered"), 3*time.Minute)
+	if err != nil {
+		t.Fatalf("formerly denied client after the ranges were widened: %v (guest: %v)", err, drain(guestDone))
+	}
+	t.Logf("ranges widened to %v → %s reached %s after %s", cur.Spec.LoadBalancerSourceRanges, deniedSrc, wa, time.Since(tw).Round(time.Millisecond))
 	os.WriteFile(filepath.Join(work, "done"), []byte("1"), 0o644)
 	if err := <-guestDone; err != nil {
 		t.Errorf("guest: %v", err)
@@ -183,7 +232,7 @@ func TestGuestDataPath(t *testing.T) {
 	run(t, "ip", "addr", "add", tapGuest+"/30", "dev", "vec0")
 	run(t, "ip", "link", "set", "vec0", "up")
 	run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	l, err := lab.Start(lab.Config{Bin: bin, Work: filepath.Join(work, "lab"), Logf: t.Logf,
+	l, err := lab.Start(lab.Config{Bin: bin, Work: filepath.Join(work, "lab"), Logf: t.Logf, Clients: 1,
 		LBDConfig: "health:\n  enabled: true\n"})
 	if err != nil {
 		t.Fatal(err)
@@ -221,21 +270,78 @@ func TestGuestDataPath(t *testing.T) {
 	}
 	t.Logf("%s after the Service was created: VIP %s known in the guest", since(), vip)
 	lastLog := time.Now()
-	for time.Now().Before(deadline) {
-		node, err := probe.Once(probe.Options{Addr: vip + ":80", NetNS: topo.ClientHost().Name, Timeout: 300 * time.Millisecond})
-		if err != nil && time.Since(lastLog) > 300*time.Millisecond {
+	for {
+		node, err := connectFrom(allowedSrc, vip, 300*time.Millisecond)
+		if err == nil {
+			t.Logf("%s: %s answered by %s", since(), allowedSrc, node)
+			b, _ := json.Marshal(map[string]any{"At": time.Now().UnixNano(), "VIP": vip, "Node": node})
+			os.WriteFile(filepath.Join(work, "answered"), b, 0o644)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VIP %s never answered %s: %v", vip, allowedSrc, err)
+		}
+		if time.Since(lastLog) > 300*time.Millisecond {
 			t.Logf("%s: %v", since(), err)
 			lastLog = time.Now()
 		}
-		if err == nil {
-			t.Logf("%s: answered by %s", since(), node)
-			b, _ := json.Marshal(map[string]any{"At": time.Now().UnixNano(), "VIP": vip, "Node": node})
-			os.WriteFile(filepath.Join(work, "answered"), b, 0o644)
-
-			waitFile(filepath.Join(work, "done"), time.Minute)
-			return
-		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("VIP %s never answered", vip)
+
+	// The denied client: 3 s covers a SYN and its first retransmit; a reset
+	// or an answer would come well within it.
+	t1 := time.Now()
+	got, err := connectFrom(deniedSrc, vip, 3*time.Second)
+	var ne net.Error
+	verdict := "dropped"
+	switch {
+	case err == nil:
+		verdict = fmt.Sprintf("reached %s through %s", got, vip)
+	case !errors.As(err, &ne) || !ne.Timeout():
+		verdict = fmt.Sprintf("%v; want a timeout (dropped), not a reset", err)
+	}
+	t.Logf("denied client %s → %s: %v after %s (%s)", deniedSrc, vip, err, time.Since(t1).Round(time.Millisecond), verdict)
+	os.WriteFile(filepath.Join(work, "denied"), []byte(verdict), 0o644)
+	if verdict != "dropped" {
+		t.Fatalf("denied client %s: %s", deniedSrc, verdict)
+	}
+	// The allowed client still gets through beside the drops.
+	if node, err := connectFrom(allowedSrc, vip, 3*time.Second); err != nil {
+		t.Errorf("allowed client %s after the denied one: %v", allowedSrc, err)
+	} else {
+		t.Logf("allowed client %s still reaches %s", allowedSrc, node)
+	}
+
+	if _, err := waitFile(filepath.Join(work, "widened"), 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	tw := time.Now()
+	for {
+		node, err := connectFrom(deniedSrc, vip, 300*time.Millisecond)
+		if err == nil {
+			t.Logf("%s: ranges widened, %s answered by %s", time.Since(tw).Round(time.Millisecond), deniedSrc, node)
+			os.WriteFile(filepath.Join(work, "widened-answered"), []byte(node), 0o644)
+			break
+		}
+		if time.Since(tw) > 2*time.Minute {
+			t.Fatalf("after the ranges were widened, %s still cannot reach %s: %v", deniedSrc, vip, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := connectFrom(allowedSrc, vip, 3*time.Second); err != nil {
+		t.Errorf("allowed client %s after the ranges were widened: %v", allowedSrc, err)
+	}
+	waitFile(filepath.Join(work, "done"), time.Minute)
+}
+
+// connectFrom connects to vip:80 from src inside the guest's client namespace
+// (probe.Once itself dials from the caller's namespace) and reads the node's
+// greeting.
+func connectFrom(src netip.Addr, vip string, timeout time.Duration) (string, error) {
+	var node string
+	err := netns.Do(topo.ClientHost().Name, func() (err error) {
+		node, err = probe.Once(probe.Options{Addr: net.JoinHostPort(vip, "80"), Timeout: timeout}.WithSources([]netip.Addr{src}))
+		return err
+	})
+	return node, err
 }
