@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
 	k8scloud "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
 
@@ -27,6 +28,9 @@ type LoadBalancer struct {
 	cfg   *config.Resolved
 	c     VirtualServices
 	watch *lbdWatch // nil: no re-queue on lbd's return (tests)
+	// events receives the Warning Events for VirtualServices an lbd member
+	// cannot program (nil: none; Initialize sets it).
+	events record.EventRecorder
 }
 
 var _ k8scloud.LoadBalancer = (*LoadBalancer)(nil)
@@ -72,15 +76,79 @@ func (l *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName strin
 	if err != nil {
 		return nil, err
 	}
+	l.reportIsolated(ctx, svc, got)
 	return servicemap.Ingress(svc, got), nil
 }
 
 // UpdateLoadBalancer is called when the node set changes; it recomputes the
 // whole desired state and writes only what differs.
 func (l *LoadBalancer) UpdateLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) error {
-	_, err := l.reconcile(ctx, clusterName, svc, nodes)
+	got, err := l.reconcile(ctx, clusterName, svc, nodes)
 	l.record(svc, clusterName, err)
+	if err == nil {
+		l.reportIsolated(ctx, svc, got)
+	}
 	return err
+}
+
+// MemberStatuses is what the isolation check needs from lbd (lbclient.Client
+// implements it). It is optional: a VirtualServices without it skips the check.
+type MemberStatuses interface {
+	MemberStatus(ctx context.Context, id string) (*edgelbv1.MemberStatus, error)
+}
+
+// ReasonNotProgrammed is the reason of the Warning Event for a VirtualService
+// that an lbd member's data plane cannot program: lbd stored it, so the sync
+// succeeded and the Service shows its EXTERNAL-IP, yet the member leaves it out
+// of its kernel (and serves every other service). Without the Event it would
+// show only in lbd's log, its metric and `lbctl member status`.
+const ReasonNotProgrammed = "LoadBalancerNotProgrammed"
+
+// isolationCheckTimeout bounds the member-status read after a sync; it is
+// advisory and must not hold the sync worker long.
+const isolationCheckTimeout = 5 * time.Second
+
+// reportIsolated asks the owner of each of got (the member that serves the
+// VIP; at most two reads, one per family, fewer when they share the owner)
+// which of this tenant's services its data plane left out, and records a
+// Warning Event on svc for each of got among them. It runs on every
+// successful sync, so it sees what the owner's last pass found: a service
+// isolated by this very change shows from the next sync of the Service (an
+// edit, a node change, a CCM restart). A failed read is logged, not returned:
+// the VirtualServices are stored either way.
+func (l *LoadBalancer) reportIsolated(ctx context.Context, svc *v1.Service, got []*edgelbv1.VirtualService) {
+	ms, ok := l.c.(MemberStatuses)
+	if !ok || l.events == nil {
+		return
+	}
+	byKey := map[string]*edgelbv1.VirtualService{}
+	for _, vs := range got {
+		byKey[vs.GetTenant()+"/"+vs.GetName()] = vs
+	}
+	asked := map[string]bool{}
+	for _, vs := range got {
+		owner := vs.GetOwner()
+		if owner == "" || asked[owner] {
+			continue
+		}
+		asked[owner] = true
+		cctx, cancel := context.WithTimeout(ctx, isolationCheckTimeout)
+		st, err := ms.MemberStatus(cctx, owner)
+		cancel()
+		if err != nil {
+			klog.V(2).InfoS("edgelb: cannot read the owner's status to look for services it cannot program", "service", klog.KObj(svc), "member", owner, "err", err)
+			continue
+		}
+		for _, x := range st.GetIsolatedServices() {
+			// The field's documented form is "tenant/name: why".
+			key, why, _ := strings.Cut(x, ": ")
+			if iv, ok := byKey[key]; ok {
+				l.events.Eventf(svc, v1.EventTypeWarning, ReasonNotProgrammed,
+					"lbd member %s cannot program load balancer %s (VIP %s) and leaves it out of its kernel: %s; see lbctl member status",
+					owner, iv.GetName(), iv.GetVip(), why)
+			}
+		}
+	}
 }
 
 // record tells the lbd watch how a sync of svc ended (see resync.go).

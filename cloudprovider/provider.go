@@ -12,7 +12,11 @@ import (
 	"strings"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 	k8scloud "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
 
@@ -84,6 +88,12 @@ func (c *Cloud) Initialize(b k8scloud.ControllerClientBuilder, stop <-chan struc
 	if c.watch != nil {
 		go c.watch.run(wctx, c.lb.c)
 	}
+	// Events for VirtualServices lbd stored but a member cannot program (see
+	// reportIsolated): the service controller records only sync errors.
+	bc := record.NewBroadcaster()
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: b.ClientOrDie("edgelb-cloud-provider").CoreV1().Events("")})
+	go func() { <-stop; bc.Shutdown() }()
+	c.lb.events = bc.NewRecorder(scheme.Scheme, v1.EventSource{Component: "edgelb-cloud-provider"})
 	if len(c.cfg.LoadBalancerClasses) == 0 {
 		return
 	}

@@ -233,3 +233,12 @@ func (c *Client) Delete(ctx context.Context, tenant, name string) error {
 	}
 	return err
 }
+
+// MemberStatus returns member id's status (lbd asks that member); a caller bound
+// to a tenant sees only its own tenant's owned VIPs and isolated services.
+func (c *Client) MemberStatus(ctx context.Context, id string) (*edgelbv1.MemberStatus, error) {
+	return do(ctx, c, "reading the status of member "+id, func(ctx context.Context, cc *grpc.ClientConn) (*edgelbv1.MemberStatus, error) {
+		r, err := edgelbv1.NewClusterServiceClient(cc).GetMemberStatus(ctx, &edgelbv1.GetMemberStatusRequest{Id: id})
+		return r.GetStatus(), err
+	})
+}

@@ -5,6 +5,7 @@
 package fakelbd
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/netip"
@@ -41,6 +42,9 @@ type Server struct {
 	// FailWith is the error of those calls (nil: Unavailable).
 	FailWith error
 	Calls    int
+	// isolated is what GetMemberStatus reports as each member's
+	// isolated_services ("tenant/name: why").
+	isolated map[string][]string
 }
 
 // New returns a fake with the given pools.
@@ -60,7 +64,13 @@ func Start(t testing.TB, s *Server) string {
 	return lis.Addr().String()
 }
 
-func (s *Server) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if strings.HasPrefix(info.FullMethod, "/edgelb.v1.ClusterService/") {
+		// Not counted and never failed: Counts and FailNext describe the
+		// virtual-service and pool calls the tests are about; the
+		// member-status read after a sync is advisory.
+		return h(ctx, req)
+	}
 	s.mu.Lock()
 	s.Calls++
 	if s.FailNext > 0 {
@@ -334,10 +344,38 @@ func (p Pools) CreateAddressPool(_ context.Context, r *edgelbv1.CreateAddressPoo
 	return &edgelbv1.CreateAddressPoolResponse{Pool: r.Pool}, nil
 }
 
-// Serve serves s (virtual services and pools) on lis until it fails.
+// SetIsolated makes GetMemberStatus of member report entries ("tenant/name:
+// why") as the services its data plane cannot program.
+func (s *Server) SetIsolated(member string, entries ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.isolated == nil {
+		s.isolated = map[string][]string{}
+	}
+	s.isolated[member] = entries
+}
+
+// Members serves the ClusterService's GetMemberStatus of a fake; every member
+// id is known (the fake's owner is "fake-1").
+type Members struct {
+	edgelbv1.UnimplementedClusterServiceServer
+	S *Server
+}
+
+func (m Members) GetMemberStatus(_ context.Context, r *edgelbv1.GetMemberStatusRequest) (*edgelbv1.GetMemberStatusResponse, error) {
+	m.S.mu.Lock()
+	defer m.S.mu.Unlock()
+	id := cmp.Or(r.Id, "fake-1")
+	return &edgelbv1.GetMemberStatusResponse{Status: &edgelbv1.MemberStatus{
+		Member: &edgelbv1.Member{Id: id}, IsolatedServices: append([]string(nil), m.S.isolated[id]...),
+	}}, nil
+}
+
+// Serve serves s (virtual services, pools, member status) on lis until it fails.
 func Serve(lis net.Listener, s *Server, opts ...grpc.ServerOption) error {
 	g := grpc.NewServer(append(opts, grpc.UnaryInterceptor(s.intercept))...)
 	edgelbv1.RegisterVirtualServiceServiceServer(g, s)
 	edgelbv1.RegisterAddressPoolServiceServer(g, Pools{S: s})
+	edgelbv1.RegisterClusterServiceServer(g, Members{S: s})
 	return g.Serve(lis)
 }
