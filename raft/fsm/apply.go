@@ -231,14 +231,17 @@ func (a *applier) setBackends(c *raftv1.SetBackends) *Result {
 // rules every release enforced (Legacy), not today's: a service an older
 // release accepted (a name with "..", say) keeps taking backend changes.
 // Checking only fresh keeps an add to a 5,000-backend service cheap.
+// Entries without a rule level (older binaries) still have fresh held to the
+// form every release's API stored (a weight filled in, say): only a raw
+// command could lack it, and such a backend would reach the kernel as the
+// API never sends it (found by FuzzPlanCommand).
 func (a *applier) checkBackends(old *edgelbv1.VirtualService, bs, fresh []*edgelbv1.Backend) *Result {
-	if a.lvl < rules.Strict {
-		return nil
+	if a.lvl >= rules.Strict {
+		if err := rules.Distinct(old, "backends", bs); err != nil {
+			return refused("virtual service "+KeyOf(old).String(), err)
+		}
+		rules.NormalizeBackends(old, fresh)
 	}
-	if err := rules.Distinct(old, "backends", bs); err != nil {
-		return refused("virtual service "+KeyOf(old).String(), err)
-	}
-	rules.NormalizeBackends(old, fresh)
 	// A shallow copy without old's backends: Stored clones what it changes.
 	vs := &edgelbv1.VirtualService{}
 	m := vs.ProtoReflect()
