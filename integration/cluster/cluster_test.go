@@ -93,6 +93,30 @@ func newCluster(t testing.TB, n int) *cluster {
 	return c
 }
 
+// startedCluster starts an n-member cluster (the first bootstraps, the
+// others join it) and waits until all are voters; it returns every API
+// endpoint too.
+func startedCluster(t *testing.T, n int) (*cluster, []string) {
+	c := newCluster(t, n)
+	for _, m := range c.members {
+		m.start(t)
+	}
+	all := c.endpoints()
+	c.waitVoters(t, all, n)
+	return c, all
+}
+
+// follower is a member other than leader.
+func (c *cluster) follower(leader *member) *member {
+	for _, m := range c.members {
+		if m != leader {
+			return m
+		}
+	}
+	c.t.Fatalf("no member but the leader %s", leader.id)
+	return nil
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -368,20 +392,9 @@ func TestClusterLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three lbd processes; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	leader := c.leader(t, all)
-	var follower *member
-	for _, m := range c.members {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := c.follower(leader)
 	viaFollower := []string{follower.api}
 
 	t.Run("writes through a follower are forwarded", func(t *testing.T) {

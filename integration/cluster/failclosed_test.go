@@ -25,21 +25,10 @@ func TestFailClosed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three lbd processes; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	mustLbctl(t, all, "pool", "create", "public", "--range", "192.0.2.0/24")
 	leader := c.leader(t, all)
-	var follower *member
-	for _, m := range c.members {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := c.follower(leader)
 	eps := []string{follower.api}
 
 	t.Run("PeerService is not on the API port", func(t *testing.T) {

@@ -157,12 +157,7 @@ func TestMembershipAddsOnThreeMembers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts lbd; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	edge2 := c.members[1]
 
 	_, port, _ := net.SplitHostPort(edge2.raft)
@@ -245,12 +240,7 @@ func TestMembershipRemoveLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts lbd; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	mustLbctl(t, all, "pool", "create", "public", "--range", "192.0.2.0/24")
 	mustLbctl(t, all, "vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.11")
 	leader := c.leader(t, all)
@@ -293,12 +283,7 @@ func TestMembershipShrinkToOneAndGrowBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts lbd; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	mustLbctl(t, all, "pool", "create", "public", "--range", "192.0.2.0/24")
 	mustLbctl(t, all, "vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.11")
 
@@ -355,12 +340,7 @@ func TestMembershipStatusNotHealthyWhileRestartedMemberLags(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts lbd; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	waitHealthy(t, all)
 	leader := c.leader(t, all)
 	var lagger *member

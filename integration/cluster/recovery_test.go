@@ -88,12 +88,7 @@ func TestLeaderless(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three lbd processes; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	lone := c.members[0]
 	writeLbctl(t, all, exitAlreadyExists, "pool", "create", "public", "--range", "192.0.2.0/24")
 	// Enough services that a raft snapshot on lone holds some: a member that
@@ -235,12 +230,7 @@ func TestRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three lbd processes; skipped with -short")
 	}
-	c := newCluster(t, 3)
-	for _, m := range c.members {
-		m.start(t)
-	}
-	all := c.endpoints()
-	c.waitVoters(t, all, 3)
+	c, all := startedCluster(t, 3)
 	survivor := c.members[2]
 	lost := c.members[:2]
 
