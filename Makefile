@@ -3,13 +3,16 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: help build sandbox test test-unit test-e2e test-ha proto proto-check deps bench clean
+.PHONY: help build images sandbox test test-unit test-e2e test-ha proto proto-check deps bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build lbd, lbctl and the cloud controller manager into bin/
 	$(GO) build -o $(BIN)/ ./lbd ./lbctl
+
+images: ## OCI image archives of lbd and the CCM in bin/images (no daemon, reproducible: same commit, same digests)
+	$(GO) run ./packaging/images/cmd/edgelb-images -out $(BIN)/images
 
 sandbox: ## run a whole edge cluster with live traffic in a User-Mode Linux guest
 	bash scripts/sandbox.sh
@@ -28,7 +31,7 @@ test-ha: ## failover scenarios in the UML guest (SIGKILL owner/leader, cut link,
 proto: ## regenerate Go code from proto/ with pinned buf and plugins
 	bash scripts/proto.sh generate
 
-proto-check: ## buf lint, generated code up to date, buf breaking against the previous commit
+proto-check: ## buf lint, generated code up to date, buf breaking against the release tag / merge base with main (scripts/proto.sh)
 	bash scripts/proto.sh check
 
 bench: ## print the performance table

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -31,6 +32,9 @@ type LoadBalancer struct {
 	// events receives the Warning Events for VirtualServices an lbd member
 	// cannot program (nil: none; Initialize sets it).
 	events record.EventRecorder
+	// reports are the isolation checks still running (reportIsolated runs
+	// after the sync returns, off the path to the status write).
+	reports sync.WaitGroup
 }
 
 var _ k8scloud.LoadBalancer = (*LoadBalancer)(nil)
@@ -70,14 +74,37 @@ func (l *LoadBalancer) GetLoadBalancer(ctx context.Context, clusterName string, 
 // EnsureLoadBalancer creates or updates the Service's VirtualServices and
 // returns their VIPs. A refusal by lbd comes back as an error that says what to
 // change; the service controller records it as an Event and retries with backoff.
+//
+// Nothing on the way from the Service to lbd's write and back to the status
+// waits on a timer: the isolation check (a read of the owner's status, up to
+// isolationCheckTimeout when the owner is unreachable) runs after it. The
+// log line "edgelb load balancer ensured" gives each step's time.
 func (l *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
+	start := time.Now()
 	got, err := l.reconcile(ctx, clusterName, svc, nodes)
 	l.record(svc, clusterName, err)
 	if err != nil {
 		return nil, err
 	}
-	l.reportIsolated(ctx, svc, got)
-	return servicemap.Ingress(svc, got), nil
+	l.reportLater(ctx, svc, got)
+	st := servicemap.Ingress(svc, got)
+	// Service created → this call (the informer and the controller's queue),
+	// and the call itself (lbd's reads and writes); the status is written
+	// by the service controller when this returns.
+	klog.InfoS("edgelb load balancer ensured", "service", klog.KObj(svc),
+		"sinceCreated", start.Sub(svc.CreationTimestamp.Time).Round(time.Millisecond),
+		"lbdWrite", time.Since(start).Round(time.Microsecond), "ingress", len(st.Ingress))
+	return st, nil
+}
+
+// reportLater runs reportIsolated beside the status write, bounded by its
+// own timeout (the sync's context ends when it returns).
+func (l *LoadBalancer) reportLater(ctx context.Context, svc *v1.Service, got []*edgelbv1.VirtualService) {
+	l.reports.Add(1)
+	go func() {
+		defer l.reports.Done()
+		l.reportIsolated(context.WithoutCancel(ctx), svc, got)
+	}()
 }
 
 // UpdateLoadBalancer is called when the node set changes; it recomputes the
@@ -86,7 +113,7 @@ func (l *LoadBalancer) UpdateLoadBalancer(ctx context.Context, clusterName strin
 	got, err := l.reconcile(ctx, clusterName, svc, nodes)
 	l.record(svc, clusterName, err)
 	if err == nil {
-		l.reportIsolated(ctx, svc, got)
+		l.reportLater(ctx, svc, got)
 	}
 	return err
 }

@@ -3,8 +3,8 @@ package cloudprovider
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,39 +15,98 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/edgelb/edgelb/cloudprovider/config"
-	"github.com/edgelb/edgelb/cloudprovider/internal/fakelbd"
 	"github.com/edgelb/edgelb/cloudprovider/lbclient"
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
+	"github.com/edgelb/edgelb/lbd/lbdtest"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 type env struct {
-	f   *fakelbd.Server
+	c   *lbdtest.Cluster
 	lb  *LoadBalancer
 	ctx context.Context
+	// vs reads lbd's state as an admin, whatever tenant the CCM is.
+	vs edgelbv1.VirtualServiceServiceClient
 }
 
+// newEnv runs a real lbd with the pools the tests allocate from: a for
+// cluster-a, b for cluster-b, v6 for everyone. The CCM connects as admin, so
+// one provider can act for both clusters (a deployed CCM's cloud-provider
+// certificate binds it to one tenant: TestInitCloudProviderAfterRegister
+// runs so).
 func newEnv(t *testing.T, cfgExtra string) *env {
-	f := fakelbd.New(
-		fakelbd.Pool{Name: "a", Prefix: netip.MustParsePrefix("10.250.0.0/29"), Tenants: []string{"cluster-a"}},
-		fakelbd.Pool{Name: "b", Prefix: netip.MustParsePrefix("10.251.0.0/24"), Tenants: []string{"cluster-b"}},
-		fakelbd.Pool{Name: "v6", Prefix: netip.MustParsePrefix("2001:db8::/120")},
-	)
-	addr := fakelbd.Start(t, f)
-	cfg, err := config.Parse([]byte("endpoints: [" + addr + "]\n" + cfgExtra))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := lbclient.New(lbclient.Options{Endpoints: cfg.Endpoints})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := lbdtest.StartCluster(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
-	lb, _ := New(cfg, c).LoadBalancer()
-	return &env{f: f, lb: lb.(*LoadBalancer), ctx: ctx}
+	admin := c.Admin(t)
+	pools := edgelbv1.NewAddressPoolServiceClient(admin)
+	for _, p := range []*edgelbv1.AddressPool{
+		{Name: "a", Ranges: []string{"10.250.0.0/29"}, Tenants: []string{"cluster-a"}},
+		{Name: "b", Ranges: []string{"10.251.0.0/24"}, Tenants: []string{"cluster-b"}},
+		{Name: "v6", Ranges: []string{"2001:db8::/120"}},
+	} {
+		if _, err := pools.CreateAddressPool(ctx, &edgelbv1.CreateAddressPoolRequest{Pool: p}); err != nil {
+			t.Fatalf("creating pool %s: %v", p.Name, err)
+		}
+	}
+	return newEnvOn(t, c, c.ClientFiles(t, "admin", "ccm"), cfgExtra)
+}
+
+// newEnvOn is a provider on lbd cluster c with the client certificate files.
+func newEnvOn(t *testing.T, c *lbdtest.Cluster, f lbdtest.Files, cfgExtra string) *env {
+	cfgText := fmt.Sprintf("endpoints: [%s]\ntls: {caFile: %s, certFile: %s, keyFile: %s}\n%s", strings.Join(c.Endpoints(), ", "), f.CA, f.Cert, f.Key, cfgExtra)
+	cfg, err := config.Parse([]byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := lbclient.New(lbclient.Options{Endpoints: cfg.Endpoints, CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	lb, _ := New(cfg, cl).LoadBalancer()
+	return &env{c: c, lb: lb.(*LoadBalancer), ctx: ctx, vs: edgelbv1.NewVirtualServiceServiceClient(c.Admin(t))}
+}
+
+// lookup is lbd's stored service, or nil when there is none.
+func (e *env) lookup(t *testing.T, tenant, name string) *edgelbv1.VirtualService {
+	t.Helper()
+	r, err := e.vs.GetVirtualService(e.ctx, &edgelbv1.GetVirtualServiceRequest{Tenant: tenant, Name: name})
+	if status.Code(err) == codes.NotFound {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("reading %s/%s from lbd: %v", tenant, name, err)
+	}
+	return r.Service
+}
+
+// all lists every tenant's services.
+func (e *env) all(t *testing.T) ([]*edgelbv1.VirtualService, error) {
+	t.Helper()
+	r, err := e.vs.ListVirtualServices(e.ctx, &edgelbv1.ListVirtualServicesRequest{})
+	if err != nil {
+		t.Fatalf("listing lbd's services: %v", err)
+	}
+	return r.Services, nil
+}
+
+// countWrites counts, from now until t ends, the calls that create or
+// update a virtual service. (Deletes are not counted: the CCM deletes the
+// VirtualService of a family the Service does not ask for on every sync,
+// which changes nothing when there is none.)
+func (e *env) countWrites(t *testing.T) *atomic.Int32 {
+	var n atomic.Int32
+	e.c.Inject(t, func(_ context.Context, method string) error {
+		if strings.HasSuffix(method, "/CreateVirtualService") || strings.HasSuffix(method, "/UpdateVirtualService") {
+			n.Add(1)
+		}
+		return nil
+	})
+	return &n
 }
 
 func service(uid string, ports ...int32) *v1.Service {
@@ -91,11 +150,11 @@ func TestEnsureCreatesThenIsIdempotent(t *testing.T) {
 	if len(st.Ingress) != 1 || st.Ingress[0].IP != "10.250.0.1" || *st.Ingress[0].IPMode != v1.LoadBalancerIPModeProxy { // nat: packets reach the node addressed to the node
 		t.Fatalf("status = %+v", st)
 	}
-	vs := e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol))
+	vs := e.lookup(t, "cluster-a", servicemap.Name(s, v1.IPv4Protocol))
 	if vs == nil || len(vs.Ports) != 2 || vs.Ports[1].BackendPort != 30444 || backends(vs) != "10.0.0.1,10.0.0.2" {
 		t.Fatalf("stored = %v", vs)
 	}
-	_, writes := e.f.Counts()
+	writes := e.countWrites(t)
 	for range 3 {
 		if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, nodes("10.0.0.1", "10.0.0.2")); err != nil {
 			t.Fatal(err)
@@ -104,8 +163,11 @@ func TestEnsureCreatesThenIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, now := e.f.Counts(); now != writes {
-		t.Fatalf("unchanged Service caused %d writes", now-writes)
+	if n := writes.Load(); n != 0 {
+		t.Fatalf("unchanged Service caused %d writes", n)
+	}
+	if now := e.lookup(t, "cluster-a", servicemap.Name(s, v1.IPv4Protocol)); now.GetGeneration() != vs.Generation {
+		t.Fatalf("unchanged Service moved the generation from %d to %d", vs.Generation, now.GetGeneration())
 	}
 	st2, exists, err := e.lb.GetLoadBalancer(e.ctx, "cluster-a", s)
 	if err != nil || !exists || st2.Ingress[0].IP != "10.250.0.1" {
@@ -124,14 +186,14 @@ func TestUpdateFollowsNodesAndPolicy(t *testing.T) {
 	if err := e.lb.UpdateLoadBalancer(e.ctx, "cluster-a", s, ns); err != nil {
 		t.Fatal(err)
 	}
-	if got := backends(e.f.Lookup("cluster-a", name)); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
+	if got := backends(e.lookup(t, "cluster-a", name)); got != "10.0.0.1,10.0.0.2,10.0.0.3" {
 		t.Fatalf("after add: %s", got)
 	}
 	ns[1].Labels = map[string]string{servicemap.LabelExcludeLB: "true"}
 	if err := e.lb.UpdateLoadBalancer(e.ctx, "cluster-a", s, ns[:2]); err != nil {
 		t.Fatal(err)
 	}
-	vs := e.f.Lookup("cluster-a", name)
+	vs := e.lookup(t, "cluster-a", name)
 	if got := backends(vs); got != "10.0.0.1" {
 		t.Fatalf("after removing one and excluding one: %s", got)
 	}
@@ -142,7 +204,7 @@ func TestUpdateFollowsNodesAndPolicy(t *testing.T) {
 	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, ns[:1]); err != nil {
 		t.Fatal(err)
 	}
-	if hc := e.f.Lookup("cluster-a", name).HealthCheck; hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP || hc.Port != 31999 || hc.Path != "/healthz" {
+	if hc := e.lookup(t, "cluster-a", name).HealthCheck; hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP || hc.Port != 31999 || hc.Path != "/healthz" {
 		t.Fatalf("Local health check = %v", hc)
 	}
 }
@@ -217,7 +279,7 @@ func TestTenantsAreSeparate(t *testing.T) {
 	if err := e.lb.EnsureLoadBalancerDeleted(e.ctx, "cluster-b", s); err != nil {
 		t.Fatal(err)
 	}
-	if e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol)) == nil {
+	if e.lookup(t, "cluster-a", servicemap.Name(s, v1.IPv4Protocol)) == nil {
 		t.Fatal("cluster-b deleted cluster-a's VirtualService")
 	}
 }
@@ -235,7 +297,7 @@ func TestDualStackAndDelete(t *testing.T) {
 	if len(st.Ingress) != 2 || st.Ingress[1].IP != "2001:db8::1" {
 		t.Fatalf("status = %+v", st.Ingress)
 	}
-	if got := backends(e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv6Protocol))); got != "fd00::1" {
+	if got := backends(e.lookup(t, "cluster-a", servicemap.Name(s, v1.IPv6Protocol))); got != "fd00::1" {
 		t.Fatalf("IPv6 backends = %s", got)
 	}
 	// Back to single-stack: the IPv6 VIP is released.
@@ -243,7 +305,7 @@ func TestDualStackAndDelete(t *testing.T) {
 	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", s, ns); err != nil {
 		t.Fatal(err)
 	}
-	if e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv6Protocol)) != nil {
+	if e.lookup(t, "cluster-a", servicemap.Name(s, v1.IPv6Protocol)) != nil {
 		t.Fatal("IPv6 VirtualService kept after the family was dropped")
 	}
 	for range 2 { // deleting twice is fine
@@ -251,8 +313,8 @@ func TestDualStackAndDelete(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(e.f.All()) != 0 {
-		t.Fatalf("left behind: %v", e.f.All())
+	if left, _ := e.all(t); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
 	}
 }
 
@@ -262,7 +324,7 @@ func TestConfiguredTenantAndBadClusterName(t *testing.T) {
 	if _, err := e.lb.EnsureLoadBalancer(e.ctx, "ignored-cluster-name", s, nil); err != nil {
 		t.Fatal(err)
 	}
-	if e.f.Lookup("cluster-b", servicemap.Name(s, v1.IPv4Protocol)) == nil {
+	if e.lookup(t, "cluster-b", servicemap.Name(s, v1.IPv4Protocol)) == nil {
 		t.Fatal("configured tenant not used")
 	}
 	e2 := newEnv(t, "")
@@ -329,7 +391,7 @@ func TestCreateAlreadyExistsMeansCompare(t *testing.T) {
 	if err != nil || st.Ingress[0].IP != "10.250.0.1" {
 		t.Fatalf("status %v, err %v", st, err)
 	}
-	if got := backends(e.f.Lookup("cluster-a", servicemap.Name(s, v1.IPv4Protocol))); got != "10.0.0.1,10.0.0.2" {
+	if got := backends(e.lookup(t, "cluster-a", servicemap.Name(s, v1.IPv4Protocol))); got != "10.0.0.1,10.0.0.2" {
 		t.Fatalf("backends %s: the existing VirtualService was not compared and updated", got)
 	}
 }
@@ -393,7 +455,10 @@ func TestPoolExhaustedByReason(t *testing.T) {
 // Service gets its VIP on the first sync, so the controller records no Event.
 func TestRateLimitIsRetriedWithoutError(t *testing.T) {
 	e := newEnv(t, "")
-	e.f.SetFailNextWith(2, errinfo.Retry(codes.ResourceExhausted, errinfo.RateLimited, nil, 10*time.Millisecond, "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry"))
+	// lbd's limiter answers so when an identity writes faster than
+	// auth.writeRate; injected here, where waiting for it would be slow.
+	e.c.Inject(t, lbdtest.FailNext(2, "/edgelb.v1.VirtualServiceService/",
+		errinfo.Retry(codes.ResourceExhausted, errinfo.RateLimited, nil, 10*time.Millisecond, "cloud-provider/cluster-a exceeds 500 writes/s; slow down and retry")))
 	st, err := e.lb.EnsureLoadBalancer(e.ctx, "cluster-a", service("e2e2e2e2", 80), nodes("10.0.0.1"))
 	if err != nil {
 		t.Fatalf("EnsureLoadBalancer under a passing rate limit: %v", err)

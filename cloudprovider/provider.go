@@ -14,6 +14,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -108,6 +109,19 @@ func (c *Cloud) Initialize(b k8scloud.ControllerClientBuilder, stop <-chan struc
 	}
 	f.Start(stop)
 	go ctrl.Run(ctx)
+}
+
+// startSweeper starts the orphan sweep and the heartbeat of the tenant (the
+// configured one, else the cluster name).
+func (c *Cloud) startSweeper(ctx context.Context, kube kubernetes.Interface, clusterName string) error {
+	t, err := tenant(c.cfg, clusterName)
+	if err != nil {
+		return err
+	}
+	s := &orphanSweeper{tenant: t, kube: kube, lbd: c.lb.c, sweepEvery: c.cfg.OrphanSweepD,
+		heartbeatEvery: c.cfg.HeartbeatD, timeout: max(c.cfg.RequestTimeoutD*3, 10*time.Second)}
+	go s.run(ctx)
+	return nil
 }
 
 // classResync re-checks classed Services now and then, so a refused one is

@@ -2,7 +2,7 @@ package cloudprovider
 
 import (
 	"context"
-	"net/netip"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,22 +12,23 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8scloud "k8s.io/cloud-provider"
-
-	"github.com/edgelb/edgelb/cloudprovider/internal/fakelbd"
 )
 
 // TestInitCloudProviderAfterRegister goes the way the CCM main does: Register,
 // then k8s.io/cloud-provider's InitCloudProvider with --cloud-provider and
-// --cloud-config, and uses what comes back against a (fake) lbd.
+// --cloud-config, and uses what comes back against a real lbd.
 func TestInitCloudProviderAfterRegister(t *testing.T) {
 	if !k8scloud.IsCloudProvider(ProviderName) { // registering twice is fatal upstream (-count=2)
 		Register()
 	}
-	f := fakelbd.New(fakelbd.Pool{Name: "a", Prefix: netip.MustParsePrefix("10.250.0.0/29"), Tenants: []string{"cluster-a"}})
-	addr := fakelbd.Start(t, f)
+	e := newEnv(t, "")
+	addr := e.c.Members[0].Addr
+	// As deployed: the cloud-provider identity of the cluster's tenant.
+	f := e.c.ClientFiles(t, "cloud-provider", "cluster-a")
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "cloud.yaml")
-	if err := os.WriteFile(cfgFile, []byte("endpoints: ["+addr+"]\nrequestTimeout: 2s\n"), 0o600); err != nil {
+	cfgText := fmt.Sprintf("endpoints: [%s]\nrequestTimeout: 2s\ntls: {caFile: %s, certFile: %s, keyFile: %s}\n", addr, f.CA, f.Cert, f.Key)
+	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -64,8 +65,8 @@ func TestInitCloudProviderAfterRegister(t *testing.T) {
 	if len(st.Ingress) != 1 || !strings.HasPrefix(st.Ingress[0].IP, "10.250.0.") {
 		t.Fatalf("ingress %v, want a VIP from pool a", st.Ingress)
 	}
-	if len(f.All()) != 1 {
-		t.Fatalf("fake lbd holds %d virtual services, want 1", len(f.All()))
+	if all, _ := e.all(t); len(all) != 1 || all[0].Tenant != "cluster-a" {
+		t.Fatalf("lbd holds %v, want one virtual service of cluster-a", all)
 	}
 
 	inst, ok := cloud.InstancesV2()

@@ -213,6 +213,13 @@ func StartServiceController(initContext app.ControllerInitContext, completed *cl
 		if c, ok := cloud.(*Cloud); ok && c.watch != nil {
 			c.watch.onReturn(services.Replay)
 		}
+		if c, ok := cloud.(*Cloud); ok {
+			// With the service controller, so that it runs where Services
+			// are synced: in the CCM that holds the leader lease.
+			if err := c.startSweeper(ctx, completed.ClientBuilder.ClientOrDie(initContext.ClientName), completed.ComponentConfig.KubeCloudShared.ClusterName); err != nil {
+				klog.ErrorS(err, "edgelb orphan sweep and heartbeat not started")
+			}
+		}
 		go sc.Run(ctx, int(completed.ComponentConfig.ServiceController.ConcurrentServiceSyncs), cctx.ControllerManagerMetrics)
 		return nil, true, nil
 	}

@@ -4,6 +4,7 @@
 #
 #   scripts/sandbox.sh                       install deps (root), build, run until Ctrl-C
 #   SANDBOX_DURATION=30 scripts/sandbox.sh   run 30 s; exit 0 only if traffic was balanced (CI)
+#   SANDBOX_MODE=bgp scripts/sandbox.sh      BGP mode: a BIRD router, a bgp-pool VIP on every edge (ECMP)
 #   scripts/sandbox.sh lbctl vip list        from another terminal: run a command inside the running sandbox
 #   scripts/sandbox.sh ip netns exec edge1 ipvsadm -Ln
 set -euo pipefail

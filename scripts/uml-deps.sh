@@ -1,22 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the User-Mode Linux harness needs (integration/uml, scripts/sandbox.sh,
-# scripts/e2e-uml.sh): the UML kernel and its modules, and the tools the guest runs.
-# Idempotent: quick (no apt) when everything is present. Needs root to install.
+# scripts/e2e-uml.sh): the tools the guest runs (from the host's root, over hostfs),
+# stress-ng for the loaded runs, and the guest kernel (scripts/uml-kernel.sh builds it
+# once per kernel.config; Debian's linux.uml is not used: it has no nftables ip/inet).
+# Idempotent: quick (no apt, no build) when everything is present. Needs root to install.
 set -euo pipefail
 
-need=(user-mode-linux kmod iproute2 ipvsadm iptables arping tcpdump curl)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]} == 0)); then
-  exit 0
-fi
-if [[ $(id -u) -ne 0 ]]; then
-  echo "uml-deps: missing packages: ${missing[*]}; run as root (or: sudo apt-get install -y ${missing[*]})" >&2
-  exit 1
-fi
-echo "uml-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+# stress-ng: the load the guest scenarios are run beside to prove they hold on a
+# busy machine (docs/OPERATIONS.md, "Failover timing"). bird2: the router of the
+# BGP lab (integration/lab, Config.Router), run only inside the guest.
+apt_ensure uml-deps kmod iproute2 ipvsadm iptables arping tcpdump curl stress-ng bird2
+bash "$(dirname "${BASH_SOURCE[0]}")/uml-kernel.sh" >/dev/null

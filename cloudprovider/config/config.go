@@ -31,6 +31,21 @@ type Config struct {
 	// controller of edgelb's own (the upstream service controller skips classed
 	// Services); needs Tenant. Empty: only Services without a class.
 	LoadBalancerClasses []string `json:"loadBalancerClasses,omitempty"`
+	// OrphanSweepInterval is how often the CCM deletes its tenant's
+	// VirtualServices whose Service no longer exists (also once at start).
+	// Default 5m.
+	OrphanSweepInterval string `json:"orphanSweepInterval,omitempty"`
+	// HeartbeatInterval is how often the CCM renews its tenant's heartbeat
+	// in lbd while it reaches its API server. Default 30s.
+	HeartbeatInterval string `json:"heartbeatInterval,omitempty"`
+	// DirectRouting says the edges and the nodes share an L2 segment and the
+	// nodes accept packets addressed to a VIP (kube-proxy in iptables or
+	// nftables mode does; in ipvs mode it needs strictARP): then
+	// externalTrafficPolicy: Local Services are programmed in dr mode, which
+	// keeps the client's address. Off (the default), every Service is nat,
+	// which works across routers but shows the pods the VIP as the source.
+	// The edgelb.io/forwarding annotation overrides it per Service.
+	DirectRouting bool `json:"directRouting,omitempty"`
 }
 
 // TLS names PEM files for mutual TLS to lbd.
@@ -63,6 +78,12 @@ const (
 	DefaultRise            = 2
 	DefaultFall            = 3
 	DefaultProxyHealthPort = 10256
+	// DefaultOrphanSweepInterval: a Service deleted while the CCM was down
+	// is swept at its start; the period catches the rarer misses in between.
+	DefaultOrphanSweepInterval = 5 * time.Minute
+	// DefaultHeartbeatInterval: 20 heartbeats fit in lbctl's default 10m
+	// silence threshold, one raft entry per tenant per interval.
+	DefaultHeartbeatInterval = 30 * time.Second
 )
 
 // Resolved is a checked Config with defaults applied and durations parsed.
@@ -71,6 +92,8 @@ type Resolved struct {
 	RequestTimeoutD time.Duration
 	IntervalD       time.Duration
 	TimeoutD        time.Duration
+	OrphanSweepD    time.Duration
+	HeartbeatD      time.Duration
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
@@ -117,6 +140,12 @@ func (r *Resolved) check() error {
 	}
 	var err error
 	if r.RequestTimeoutD, err = dur("requestTimeout", r.RequestTimeout, DefaultRequestTimeout, 100*time.Millisecond, 5*time.Minute); err != nil {
+		return err
+	}
+	if r.OrphanSweepD, err = dur("orphanSweepInterval", r.OrphanSweepInterval, DefaultOrphanSweepInterval, time.Second, 24*time.Hour); err != nil {
+		return err
+	}
+	if r.HeartbeatD, err = dur("heartbeatInterval", r.HeartbeatInterval, DefaultHeartbeatInterval, time.Second, 10*time.Minute); err != nil {
 		return err
 	}
 	hc := &r.HealthCheck

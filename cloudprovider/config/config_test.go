@@ -13,7 +13,8 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.RequestTimeoutD != DefaultRequestTimeout || r.IntervalD != DefaultInterval || r.TimeoutD != DefaultTimeout ||
-		r.HealthCheck.Rise != DefaultRise || r.HealthCheck.Fall != DefaultFall || r.HealthCheck.ProxyHealthPort != DefaultProxyHealthPort {
+		r.HealthCheck.Rise != DefaultRise || r.HealthCheck.Fall != DefaultFall || r.HealthCheck.ProxyHealthPort != DefaultProxyHealthPort ||
+		r.OrphanSweepD != DefaultOrphanSweepInterval || r.HeartbeatD != DefaultHeartbeatInterval {
 		t.Fatalf("defaults not applied: %+v", r)
 	}
 	if r.TLS.Enabled() || !r.ServesClass(nil) {
@@ -53,6 +54,8 @@ func TestParseErrors(t *testing.T) {
 		"endpoints: [a:1]\nrequestTimeout: soon":        "duration",
 		"endpoints: [a:1]\nhealthCheck: {timeout: 10s}": "longer than",
 		"endpoints: [a:99999]":                          "port",
+		"endpoints: [a:1]\norphanSweepInterval: 0s":     "orphanSweepInterval",
+		"endpoints: [a:1]\nheartbeatInterval: 1h":       "heartbeatInterval",
 	} {
 		_, err := Parse([]byte(in))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -80,7 +83,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		if len(r.Endpoints) == 0 || r.RequestTimeoutD <= 0 || r.IntervalD <= 0 || r.TimeoutD > r.IntervalD ||
-			r.HealthCheck.Rise == 0 || r.HealthCheck.Fall == 0 {
+			r.HealthCheck.Rise == 0 || r.HealthCheck.Fall == 0 || r.OrphanSweepD <= 0 || r.HeartbeatD <= 0 {
 			t.Fatalf("accepted an unusable config: %+v", r)
 		}
 	})

@@ -140,7 +140,11 @@ func RateLimited(err error) bool {
 var retry = backoff.Policy{First: 50 * time.Millisecond, Max: time.Second}
 
 // do runs f against the current endpoint, moving to the next on retryable
-// errors, until it succeeds, fails for good, or ctx ends.
+// errors, until it succeeds, fails for good, or ctx ends. Not gRPC's
+// service-config retryPolicy: that retries on the same channel (one member
+// here), cannot honour lbd's RetryInfo, and cannot tell a refused write
+// (safe to repeat) from one that may have been applied; the schedule is
+// internal/backoff's, like every other retry loop.
 func do[T any](ctx context.Context, c *Client, what string, f func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
 	var zero T
 	var last error
@@ -231,6 +235,16 @@ func (c *Client) Delete(ctx context.Context, tenant, name string) error {
 	if status.Code(errors.Unwrap(err)) == codes.NotFound || status.Code(err) == codes.NotFound {
 		return nil
 	}
+	return err
+}
+
+// RenewHeartbeat renews the tenant's heartbeat (a cloud-provider identity:
+// its own tenant; tenant may be empty then).
+func (c *Client) RenewHeartbeat(ctx context.Context, tenant string) error {
+	_, err := do(ctx, c, "renewing the heartbeat of tenant "+tenant, func(ctx context.Context, cc *grpc.ClientConn) (struct{}, error) {
+		_, err := edgelbv1.NewTenantServiceClient(cc).RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{Tenant: tenant})
+		return struct{}{}, err
+	})
 	return err
 }
 

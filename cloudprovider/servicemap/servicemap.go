@@ -30,6 +30,8 @@ const (
 	AnnotationSharedIP = "edgelb.io/allow-shared-ip"
 	// AnnotationIPMode overrides status.loadBalancer.ingress[].ipMode ("VIP" or "Proxy").
 	AnnotationIPMode = "edgelb.io/ip-mode"
+	// AnnotationForwarding overrides the forwarding mode: "nat" or "dr".
+	AnnotationForwarding = "edgelb.io/forwarding"
 	// MaxSharingKey is lbd's limit on service.sharing_key (raft/rules).
 	MaxSharingKey = 253
 	// LabelExcludeLB is upstream's label for nodes that must not receive load-balancer traffic.
@@ -77,7 +79,11 @@ func ServiceFamilies(svc *v1.Service) []v1.IPFamily {
 // family order) that the Service and nodes call for. Errors say what to change
 // in the Service.
 func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.Node) ([]*edgelbv1.VirtualService, error) {
-	ports, err := mapPorts(svc)
+	mode, err := Forwarding(cfg, svc)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := mapPorts(svc, mode == edgelbv1.ForwardingMode_FORWARDING_MODE_DR)
 	if err != nil {
 		return nil, err
 	}
@@ -110,15 +116,16 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 	for _, fam := range fams {
 		want6 := fam == v1.IPv6Protocol
 		vs := &edgelbv1.VirtualService{
-			Name:        Name(svc, fam),
-			Tenant:      tenant,
-			Vip:         requested[fam],
-			Ports:       clonePorts(ports),
-			Backends:    Backends(nodes, want6),
-			Pool:        pool,
-			IpFamily:    protoFamily(fam),
-			SharingKey:  sharingKey,
-			HealthCheck: healthCheck(cfg, svc),
+			Name:           Name(svc, fam),
+			Tenant:         tenant,
+			Vip:            requested[fam],
+			Ports:          clonePorts(ports),
+			Backends:       Backends(nodes, want6),
+			Pool:           pool,
+			ForwardingMode: mode,
+			IpFamily:       protoFamily(fam),
+			SharingKey:     sharingKey,
+			HealthCheck:    healthCheck(cfg, svc),
 			Labels: map[string]string{
 				LabelNamespace: svc.Namespace,
 				LabelName:      svc.Name,
@@ -141,16 +148,17 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 			vs.Persistence = &edgelbv1.Persistence{TimeoutSeconds: t}
 		}
 		if len(ranges) > 0 {
+			// Each family gets its own ranges. A family the ranges leave out
+			// is closed, never opened: dropping the restriction there would
+			// let everyone reach a Service whose spec shows a restriction,
+			// and refusing the whole Service would leave the other family's
+			// VIP as open as it was before the change.
 			for _, p := range ranges {
 				if p.Addr().Is6() == want6 {
 					vs.SourceRanges = append(vs.SourceRanges, p.String())
 				}
 			}
-			if len(vs.SourceRanges) == 0 {
-				// Dropping the restriction would open the VIP to everyone.
-				return nil, fmt.Errorf("loadBalancerSourceRanges has no %s range for the %s VIP; add one (e.g. %s to allow all)",
-					fam, fam, map[bool]string{false: "0.0.0.0/0", true: "::/0"}[want6])
-			}
+			vs.DenyAllSources = len(vs.SourceRanges) == 0
 		}
 		out = append(out, vs)
 	}
@@ -164,7 +172,36 @@ func protoFamily(f v1.IPFamily) edgelbv1.IPFamily {
 	return edgelbv1.IPFamily_IP_FAMILY_IPV4
 }
 
-func mapPorts(svc *v1.Service) ([]*edgelbv1.Port, error) {
+// Forwarding is the mode the Service's VIPs are programmed in. dr sends the
+// client's packets to the node unchanged (still addressed to VIP:port), so
+// the pods see the client's own address; nat rewrites them to
+// node:NodePort with the VIP as the source. Without the annotation, dr is
+// chosen only where it is both possible (the cloud-config's directRouting:
+// edges and nodes on one L2 segment, nodes accepting the VIP) and useful:
+// externalTrafficPolicy: Local, which users pick to keep the client's
+// address, and where kube-proxy delivers to local pods only, so the health
+// check of healthCheckNodePort steers traffic to nodes that have one.
+func Forwarding(cfg *config.Resolved, svc *v1.Service) (edgelbv1.ForwardingMode, error) {
+	switch a := strings.TrimSpace(svc.Annotations[AnnotationForwarding]); a {
+	case "nat":
+		return edgelbv1.ForwardingMode_FORWARDING_MODE_NAT, nil
+	case "dr":
+		return edgelbv1.ForwardingMode_FORWARDING_MODE_DR, nil
+	case "":
+		if cfg.DirectRouting && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
+			return edgelbv1.ForwardingMode_FORWARDING_MODE_DR, nil
+		}
+		return edgelbv1.ForwardingMode_FORWARDING_MODE_NAT, nil
+	default:
+		return 0, fmt.Errorf("annotation %s: %q is neither \"nat\" nor \"dr\"", AnnotationForwarding, a)
+	}
+}
+
+// mapPorts maps the Service's ports. In nat each goes to the node's
+// NodePort; in dr the packet keeps its destination port (IPVS direct routing
+// rewrites nothing but the MAC), and kube-proxy's rules for the VIP:port on
+// the node deliver it, so no NodePort is needed.
+func mapPorts(svc *v1.Service, dr bool) ([]*edgelbv1.Port, error) {
 	if len(svc.Spec.Ports) == 0 {
 		return nil, fmt.Errorf("the Service has no ports")
 	}
@@ -180,6 +217,10 @@ func mapPorts(svc *v1.Service) ([]*edgelbv1.Port, error) {
 			proto = edgelbv1.Protocol_PROTOCOL_SCTP
 		default:
 			return nil, fmt.Errorf("spec.ports[%d]: protocol %q is not supported (TCP, UDP, SCTP)", i, p.Protocol)
+		}
+		if dr {
+			out = append(out, &edgelbv1.Port{Protocol: proto, Port: uint32(p.Port), BackendPort: uint32(p.Port), Name: p.Name})
+			continue
 		}
 		if p.NodePort == 0 {
 			// edgelb forwards to nodeIP:nodePort; without one there is nowhere to send traffic.
@@ -277,8 +318,10 @@ func sourceRanges(svc *v1.Service) ([]netip.Prefix, error) {
 
 // healthCheck: Local → kube-proxy's per-Service /healthz on healthCheckNodePort
 // (200 only where the node has a ready endpoint); Cluster → TCP connect to the
-// first TCP NodePort, or kube-proxy's own /healthz when no port is TCP (a TCP
-// connect to a UDP NodePort proves nothing).
+// first TCP NodePort; with no TCP port, an SCTP association with the first
+// SCTP NodePort (it completes only where kube-proxy delivers SCTP to a pod
+// that answers, which kube-proxy's own /healthz does not show); with neither,
+// kube-proxy's own /healthz (a TCP connect to a UDP NodePort proves nothing).
 func healthCheck(cfg *config.Resolved, svc *v1.Service) *edgelbv1.HealthCheck {
 	hc := &edgelbv1.HealthCheck{
 		Interval: durationpb.New(cfg.IntervalD),
@@ -293,6 +336,12 @@ func healthCheck(cfg *config.Resolved, svc *v1.Service) *edgelbv1.HealthCheck {
 	for _, p := range svc.Spec.Ports {
 		if (p.Protocol == v1.ProtocolTCP || p.Protocol == "") && p.NodePort != 0 {
 			hc.Type, hc.Port = edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP, uint32(p.NodePort)
+			return hc
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.Protocol == v1.ProtocolSCTP && p.NodePort != 0 {
+			hc.Type, hc.Port = edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_SCTP, uint32(p.NodePort)
 			return hc
 		}
 	}
@@ -428,7 +477,7 @@ func IPMode(svc *v1.Service) (v1.LoadBalancerIPMode, error) {
 // Ingress is the Service status for the VIPs. ipMode says how packets for the
 // VIP arrive at the nodes, which tells kube-proxy whether to short-cut
 // in-cluster traffic to the VIP:
-//   - nat (what the CCM programs): the edge rewrites the destination to
+//   - nat: the edge rewrites the destination to
 //     node:NodePort, so packets reach the node addressed to the node — Proxy.
 //     kube-proxy then does not bind the VIP on the nodes, and pods reaching
 //     the VIP go through the load balancer (its source ranges, health checks

@@ -1,6 +1,7 @@
 package servicemap
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,6 +138,50 @@ func TestDesiredOptions(t *testing.T) {
 	}
 }
 
+// Issue 23: each family gets its own ranges; a family the ranges leave out
+// is denied, never opened, and the other family's VIP is still restricted
+// (not refused along with it). No ranges at all leave both open.
+func TestDesiredSourceRangesPerFamilyFailClosed(t *testing.T) {
+	dual := func(ranges ...string) (v4, v6 *edgelbv1.VirtualService) {
+		t.Helper()
+		s := svc()
+		s.Spec.IPFamilies = []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol}
+		s.Spec.LoadBalancerSourceRanges = ranges
+		vss, err := Desired(cfg(t), "c1", s, []*v1.Node{node("n1", nil, "10.0.0.1", "fd00::1")})
+		if err != nil {
+			t.Fatalf("ranges %v: %v", ranges, err)
+		}
+		return vss[0], vss[1]
+	}
+	v4, v6 := dual("203.0.113.0/24")
+	if !slices.Equal(v4.SourceRanges, []string{"203.0.113.0/24"}) || v4.DenyAllSources {
+		t.Errorf("IPv4 VIP: ranges %v deny-all %v; want restricted to 203.0.113.0/24", v4.SourceRanges, v4.DenyAllSources)
+	}
+	if len(v6.SourceRanges) != 0 || !v6.DenyAllSources {
+		t.Errorf("IPv6 VIP: ranges %v deny-all %v; want every client denied", v6.SourceRanges, v6.DenyAllSources)
+	}
+	v4, v6 = dual("2001:db8::/32")
+	if !v4.DenyAllSources || len(v4.SourceRanges) != 0 || v6.DenyAllSources || !slices.Equal(v6.SourceRanges, []string{"2001:db8::/32"}) {
+		t.Errorf("IPv6 range only: %v/%v, %v/%v; want IPv4 denied, IPv6 restricted", v4.SourceRanges, v4.DenyAllSources, v6.SourceRanges, v6.DenyAllSources)
+	}
+	v4, v6 = dual()
+	if v4.DenyAllSources || v6.DenyAllSources || v4.SourceRanges != nil || v6.SourceRanges != nil {
+		t.Errorf("no ranges: %v / %v; want both open", v4, v6)
+	}
+	// The annotation form is read the same way, single-stack too.
+	s := svc()
+	s.Annotations[v1.AnnotationLoadBalancerSourceRangesKey] = "2001:db8::/32"
+	vss, err := Desired(cfg(t), "c1", s, nil)
+	if err != nil || !vss[0].DenyAllSources {
+		t.Errorf("IPv4 Service with an IPv6 range annotation: %v, %v; want it denied", vss, err)
+	}
+	// Going from denied to allowed is a change the CCM writes.
+	v4, _ = dual("203.0.113.0/24", "2001:db8::/32")
+	if Equal(v4, func() *edgelbv1.VirtualService { x, _ := dual("2001:db8::/32"); return x }()) {
+		t.Error("a denied VIP compares equal to a restricted one")
+	}
+}
+
 func TestDesiredRequestedVIPWithoutPoolAnnotationNamesNoPool(t *testing.T) {
 	s := svc()
 	s.Spec.LoadBalancerIP = "10.250.0.5"
@@ -161,18 +206,36 @@ func TestDesiredUDPOnlyChecksKubeProxy(t *testing.T) {
 	}
 }
 
+// Issue 23: an SCTP-only Cluster Service is checked with an SCTP
+// association of its SCTP NodePort; a Local one keeps healthCheckNodePort.
+func TestDesiredSCTPOnlyChecksSCTP(t *testing.T) {
+	s := svc()
+	s.Spec.Ports = s.Spec.Ports[1:3] // UDP and SCTP
+	vss, err := Desired(cfg(t), "c1", s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc := vss[0].HealthCheck; hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_SCTP || hc.Port != 30868 || hc.Path != "" {
+		t.Errorf("health check = %v, want an SCTP association with NodePort 30868", hc)
+	}
+	s.Spec.ExternalTrafficPolicy, s.Spec.HealthCheckNodePort = v1.ServiceExternalTrafficPolicyLocal, 32000
+	vss, _ = Desired(cfg(t), "c1", s, nil)
+	if hc := vss[0].HealthCheck; hc.Type != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP || hc.Port != 32000 {
+		t.Errorf("Local: health check = %v, want healthCheckNodePort", hc)
+	}
+}
+
 func TestDesiredErrors(t *testing.T) {
 	for name, tc := range map[string]struct {
 		mod  func(*v1.Service)
 		want string
 	}{
-		"no nodePort":                {func(s *v1.Service) { s.Spec.Ports[0].NodePort = 0 }, "allocateLoadBalancerNodePorts"},
-		"bad ip":                     {func(s *v1.Service) { s.Spec.LoadBalancerIP = "10.0.0.300" }, "not an IP"},
-		"wrong family":               {func(s *v1.Service) { s.Annotations[AnnotationIPs] = "2001:db8::1" }, "ipFamilies"},
-		"two of one family":          {func(s *v1.Service) { s.Annotations[AnnotationIPs] = "10.0.0.1,10.0.0.2" }, "at most one per family"},
-		"bad pool":                   {func(s *v1.Service) { s.Annotations[AnnotationPool] = "No Pool" }, "pool name"},
-		"bad range":                  {func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"nope"} }, "CIDR"},
-		"range of other family only": {func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"2001:db8::/32"} }, "0.0.0.0/0"},
+		"no nodePort":       {func(s *v1.Service) { s.Spec.Ports[0].NodePort = 0 }, "allocateLoadBalancerNodePorts"},
+		"bad ip":            {func(s *v1.Service) { s.Spec.LoadBalancerIP = "10.0.0.300" }, "not an IP"},
+		"wrong family":      {func(s *v1.Service) { s.Annotations[AnnotationIPs] = "2001:db8::1" }, "ipFamilies"},
+		"two of one family": {func(s *v1.Service) { s.Annotations[AnnotationIPs] = "10.0.0.1,10.0.0.2" }, "at most one per family"},
+		"bad pool":          {func(s *v1.Service) { s.Annotations[AnnotationPool] = "No Pool" }, "pool name"},
+		"bad range":         {func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"nope"} }, "CIDR"},
 		"annotation and loadBalancerIP both": {func(s *v1.Service) {
 			s.Annotations[AnnotationIPs] = "10.250.0.1"
 			s.Spec.LoadBalancerIP = "10.250.0.1" // even when they agree: one source of truth
@@ -271,6 +334,94 @@ func TestEmptyPoolAnnotationIsUnset(t *testing.T) {
 		// annotation must not pin it to the default one.
 		if vss, err := Desired(cfg(t), "c1", s, nil); err != nil || vss[0].Pool != "" {
 			t.Errorf("pool annotation %q with a VIP: %v, %v; want no pool", v, vss, err)
+		}
+	}
+}
+
+// Issue 23: externalTrafficPolicy: Local keeps the client's address through
+// dr where the cloud-config says dr is possible; the annotation overrides
+// both ways; dr keeps the Service's port (no NodePort needed) and still
+// probes healthCheckNodePort; ipMode follows the mode unless overridden.
+func TestForwardingMode(t *testing.T) {
+	drCfg, err := config.Parse([]byte("endpoints: [127.0.0.1:1]\ndirectRouting: true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := func(ann string) *v1.Service {
+		s := svc()
+		s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+		s.Spec.HealthCheckNodePort = 32100
+		if ann != "" {
+			s.Annotations[AnnotationForwarding] = ann
+		}
+		return s
+	}
+	cluster := func(ann string) *v1.Service {
+		s := local(ann)
+		s.Spec.ExternalTrafficPolicy, s.Spec.HealthCheckNodePort = v1.ServiceExternalTrafficPolicyCluster, 0
+		return s
+	}
+	const nat, dr = edgelbv1.ForwardingMode_FORWARDING_MODE_NAT, edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	for name, tc := range map[string]struct {
+		cfg  *config.Resolved
+		svc  *v1.Service
+		want edgelbv1.ForwardingMode
+	}{
+		"Local, dr off (default)":  {cfg(t), local(""), nat},
+		"Local, dr possible":       {drCfg, local(""), dr},
+		"Cluster, dr possible":     {drCfg, cluster(""), nat},
+		"Local, annotation nat":    {drCfg, local("nat"), nat},
+		"Cluster, annotation dr":   {cfg(t), cluster("dr"), dr},
+		"Local, dr off, annotated": {cfg(t), local(" dr "), dr},
+	} {
+		vss, err := Desired(tc.cfg, "c1", tc.svc, []*v1.Node{node("n1", nil, "10.0.0.1")})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		vs := vss[0]
+		if vs.ForwardingMode != tc.want {
+			t.Errorf("%s: mode %v, want %v", name, vs.ForwardingMode, tc.want)
+			continue
+		}
+		wantIP := v1.LoadBalancerIPModeProxy
+		if tc.want == dr {
+			wantIP = v1.LoadBalancerIPModeVIP
+			for _, p := range vs.Ports {
+				if p.BackendPort != p.Port {
+					t.Errorf("%s: dr port %d → %d; dr cannot change the port", name, p.Port, p.BackendPort)
+				}
+			}
+		} else if vs.Ports[0].BackendPort != 30080 {
+			t.Errorf("%s: nat port 80 → %d, want the NodePort 30080", name, vs.Ports[0].BackendPort)
+		}
+		if tc.svc.Spec.HealthCheckNodePort != 0 && vs.HealthCheck.Port != 32100 {
+			t.Errorf("%s: health check %v, want healthCheckNodePort 32100", name, vs.HealthCheck)
+		}
+		vs.Vip = "10.0.0.9"
+		if m := *Ingress(tc.svc, vss).Ingress[0].IPMode; m != wantIP {
+			t.Errorf("%s: ipMode %s, want %s", name, m, wantIP)
+		}
+	}
+	// dr needs no NodePort (allocateLoadBalancerNodePorts: false).
+	s := local("")
+	for i := range s.Spec.Ports {
+		s.Spec.Ports[i].NodePort = 0
+	}
+	if _, err := Desired(drCfg, "c1", s, nil); err != nil {
+		t.Errorf("dr without NodePorts: %v", err)
+	}
+	// The ipMode override is kept in dr.
+	s = local("")
+	s.Annotations[AnnotationIPMode] = "Proxy"
+	vss, _ := Desired(drCfg, "c1", s, nil)
+	vss[0].Vip = "10.0.0.9"
+	if m := *Ingress(s, vss).Ingress[0].IPMode; m != v1.LoadBalancerIPModeProxy {
+		t.Errorf("ipMode override in dr: %s", m)
+	}
+	// A bad value is refused, naming the annotation, before anything is written.
+	for _, bad := range []string{"DR", "direct", "nat,dr"} {
+		if _, err := Desired(drCfg, "c1", local(bad), nil); err == nil || !strings.Contains(err.Error(), AnnotationForwarding) {
+			t.Errorf("annotation %q: err %v, want a refusal naming %s", bad, err, AnnotationForwarding)
 		}
 	}
 }

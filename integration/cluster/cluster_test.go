@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgelb/edgelb/integration/freeport"
+	"github.com/edgelb/edgelb/internal/freeport"
 	"github.com/edgelb/edgelb/lbd/config"
 )
 

@@ -241,6 +241,53 @@ func TestClusterSecurity(t *testing.T) {
 		}
 	})
 
+	// Issue 23: a cloud provider renews only its own tenant's heartbeat and
+	// sees only its own tenant; deleting a tenant is for operators.
+	t.Run("tenant heartbeats and gc are scoped", func(t *testing.T) {
+		tenants := func(who string) edgelbv1.TenantServiceClient {
+			cc, err := grpc.NewClient(c.members[1].api, grpc.WithTransportCredentials(credentials.NewTLS(tlsClient(t, pki, pki, who))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cc.Close() })
+			return edgelbv1.NewTenantServiceClient(cc)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := tenants("tenant-a").RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{}); err != nil {
+			t.Fatalf("tenant-a renewing its own heartbeat: %v", err)
+		}
+		if _, err := tenants("tenant-b").RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{Tenant: "tenant-a"}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("tenant-b renewing tenant-a's heartbeat: %v; want PermissionDenied", err)
+		}
+		if _, err := tenants("victor").RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{Tenant: "tenant-a"}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("a viewer renewing a heartbeat: %v; want PermissionDenied", err)
+		}
+		l, err := tenants("tenant-b").ListTenants(ctx, &edgelbv1.ListTenantsRequest{})
+		if err != nil || len(l.Tenants) != 1 || l.Tenants[0].Name != "tenant-b" {
+			t.Errorf("tenant-b's tenant list: %v %v; want only tenant-b", l, err)
+		}
+		out := mustLbctl(t, all, admin("tenant", "list", "-o", "json")...)
+		if !strings.Contains(out, `"tenant-a"`) || !strings.Contains(out, `"tenant-b"`) || !strings.Contains(out, "lastSeen") {
+			t.Errorf("admin's tenant list lacks a tenant or tenant-a's heartbeat:\n%s", out)
+		}
+		for _, who := range []string{"tenant-a", "victor"} {
+			if _, errs, code := lbctl(t, all, append(creds(pki, who), "tenant", "gc", "tenant-a", "--force", "--yes")...); code != 7 || !strings.Contains(errs, "may not") {
+				t.Errorf("%s running tenant gc: exit %d %s; want 7 (PermissionDenied)", who, code, errs)
+			}
+		}
+		oscar := func(args ...string) []string { return append(creds(pki, "oscar"), args...) }
+		if _, errs, code := lbctl(t, all, oscar("tenant", "gc", "tenant-a", "--yes")...); code != 6 || !strings.Contains(errs, "TENANT_NOT_SILENT") && !strings.Contains(errs, "less than the 10m0s") {
+			t.Errorf("operator gc of a live tenant: exit %d %s; want 6 (FailedPrecondition)", code, errs)
+		}
+		if _, errs, code := lbctl(t, all, oscar("tenant", "gc", "tennant-a", "--force", "--yes")...); code != 4 || !strings.Contains(errs, "known tenants: tenant-a, tenant-b") {
+			t.Errorf("operator gc of a misspelt tenant: exit %d %s; want 4 naming the known tenants", code, errs)
+		}
+		if out := mustLbctl(t, all, admin("vip", "list", "--tenant", "tenant-a", "-o", "json")...); !strings.Contains(out, `"web"`) {
+			t.Errorf("a refused gc deleted tenant-a's services: %s", out)
+		}
+	})
+
 	t.Run("the raft port accepts only members", func(t *testing.T) {
 		raftAddr := c.members[0].raft
 		if _, err := handshake(raftAddr, tlsClient(t, pki, pki, "alice")); err == nil {

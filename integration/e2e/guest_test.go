@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +47,15 @@ func TestGuest(t *testing.T) {
 	if lbdConfig != "" {
 		t.Logf("lbd config:\n%s", lbdConfig)
 	}
+	var lbdArgs []string
+	if v := os.Getenv("EDGELB_E2E_SNAT"); v != "" {
+		// The rule engine for every member: EDGELB_E2E_SNAT=nftables runs
+		// the suite on the nftables rule engine (auto takes iptables where
+		// it works).
+		lbdArgs = append(lbdArgs, "--snat", v)
+	}
 	l, err := lab.Start(lab.Config{
+		LBDArgs:   lbdArgs,
 		LBDConfig: lbdConfig,
 		Bin:       os.Getenv("EDGELB_E2E_BIN"),
 		Work:      os.Getenv("EDGELB_E2E_WORK"),
@@ -78,15 +84,27 @@ func TestGuest(t *testing.T) {
 	t.Run("ipvs_exact_state", s.ipvsExact)
 	t.Run("one_backend_change", s.oneBackendChange)
 	t.Run("restart_lbd_under_traffic", s.restartUnderTraffic)
+	t.Run("upgrade_from_iptables_under_traffic", s.upgradeFromIptables)
+	t.Run("no_process_on_vip_path", s.noProcess)
 	t.Run("delete_vip_cleans_up", s.deleteVIP)
 	t.Run("ipv6_vip", s.ipv6)
 	t.Run("direct_routing_keeps_client_address", s.directRouting)
+	t.Run("sctp_weights_and_health", s.sctp)
 	t.Run("announcements_teach_the_client", s.announcements)
 	t.Run("takeover_without_sync_keeps_connections", s.sloppyTakeover)
 	t.Run("takeover_guard_keeps_server_push", s.takeoverGuard)
 	t.Run("source_ranges_drop_denied_clients", s.sourceRanges)
 	t.Run("health_checks_follow_healthz", s.health)
 	t.Run("metrics_after_traffic", s.metrics)
+	// 10,000 connects (about a minute): asked for with
+	// EDGELB_E2E_SLOWCONN=1. Its last CI-rehearsal run had 1 connect of
+	// 10,000 needing a SYN retransmit, on the port of a connection the
+	// owner's IPVS still carried as established from the VIP's earlier turn
+	// (sync missed its close), which the takeover keeps on purpose: the
+	// residue of issue 21's slow connects, not yet fixed.
+	if os.Getenv("EDGELB_E2E_SLOWCONN") == "1" {
+		t.Run("slow_connects", s.slowConnects)
+	}
 	t.Run("bench_conns_per_second", s.bench)
 }
 
@@ -444,18 +462,28 @@ func (s *scenarios) oneBackendChange(t *testing.T) {
 	}
 }
 
+// leader waits for a raft leader and names it. On a loaded machine the guest's
+// cluster is at times between leaders for seconds (seen: "no leader elected"
+// right after a scenario that restarted members): a scenario waits for one
+// rather than fail on the moment.
 func (s *scenarios) leader(t *testing.T) string {
 	t.Helper()
-	out := mustLBCTL(t, s.l, "leader", "-o", "json")
-	var v struct {
-		Leader struct {
-			ID string `json:"id"`
-		} `json:"leader"`
+	for t0 := time.Now(); ; time.Sleep(300 * time.Millisecond) {
+		out, err := s.l.LBCTL("leader", "-o", "json")
+		var v struct {
+			Leader struct {
+				ID string `json:"id"`
+			} `json:"leader"`
+		}
+		if err == nil {
+			if err = json.Unmarshal([]byte(out), &v); err == nil && v.Leader.ID != "" {
+				return v.Leader.ID
+			}
+		}
+		if time.Since(t0) > guestWait {
+			t.Fatalf("no raft leader within %s: lbctl leader -o json: %v: %s", guestWait, err, out)
+		}
 	}
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("lbctl leader -o json: %v: %s", err, out)
-	}
-	return v.Leader.ID
 }
 
 func (s *scenarios) restartUnderTraffic(t *testing.T) {
@@ -480,8 +508,13 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 			break
 		}
 	}
-	tcp := probe.Options{Addr: vip + ":80", NetNS: client}
-	udp := probe.Options{Proto: "udp", Addr: vip + ":80", NetNS: client}
+	// A new connection or datagram fails when it is not answered within 3 s
+	// or (TCP) needed a retransmission: a lost SYN, request or datagram is
+	// what a gap in serving shows as, however short. With a 1 s timeout,
+	// answers merely slowed down on a loaded guest (the restarting lbd takes
+	// its one CPU for seconds) failed while the kernel kept serving.
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 3 * time.Second, NoRetransmit: true}
+	udp := probe.Options{Proto: "udp", Addr: vip + ":80", NetNS: client, Timeout: 3 * time.Second}
 	owner := s.createVIP(t, name, []string{"--vip", vip, "--pin", pin, "--port", "tcp/80:30080", "--port", "udp/80:30080",
 		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp, udp)
 	defer s.deleteVIP_(t, name)
@@ -495,7 +528,7 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 	// execs and starts lbd is not reset: wait 5 s for each answer, so only a
 	// broken connection counts.
 	held := tcp
-	held.Timeout = 5 * time.Second
+	held.Timeout, held.NoRetransmit = 5*time.Second, false
 	hold, err := probe.StartHold(held, 20, 250*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -700,25 +733,7 @@ func (s *scenarios) directRouting(t *testing.T) {
 
 // whoami asks, from the client, the node behind addr which address it sees.
 func whoami(addr string) (string, error) {
-	var line string
-	err := netns.Do(client, func() error {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		r := bufio.NewReader(c)
-		if _, err := r.ReadString('\n'); err != nil { // the greeting
-			return err
-		}
-		if _, err := c.Write([]byte("whoami\n")); err != nil {
-			return err
-		}
-		line, err = r.ReadString('\n')
-		return err
-	})
-	return strings.TrimSpace(line), err
+	return probe.Whoami(client, addr, 5*time.Second)
 }
 
 // announcements: the client learns where a new VIP lives from the owner's
@@ -922,30 +937,26 @@ func (s *scenarios) takeoverGuard(t *testing.T) {
 	t.Logf("moved %s→%s under server push: held %d/%d kept, %d lines read; the guard dropped %d early node packets", owner.ID, other.ID, hr.Kept, hr.Opened, hr.Pings, dropped)
 
 	// Control: back to the first owner, with its guard's jump removed.
-	jump := []string{"-t", "mangle", "PREROUTING", "-p", "tcp", "!", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-j", "EDGELB-PREROUTING"}
-	rule := func(op string) error {
-		args := append([]string{jump[0], jump[1], op}, jump[2:]...)
-		_, err := topo.Run(owner.Host.Name, "iptables-legacy", args...)
-		return err
-	}
-	if err := rule("-D"); err != nil {
+	if _, err := owner.SetGuard(false); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		if rule("-C") != nil {
-			if err := rule("-A"); err != nil {
-				t.Errorf("restore %s's guard jump: %v", owner.ID, err)
-			}
+		if _, err := owner.SetGuard(true); err != nil {
+			t.Errorf("restore %s's guard jump: %v", owner.ID, err)
 		}
 	}()
 	hr, _ = move(other, owner)
-	if rule("-C") == nil {
+	if was, err := owner.SetGuard(false); err == nil && was {
 		t.Logf("lbd restored %s's guard jump during the control (its periodic repair): control skipped", owner.ID)
 		return
 	}
-	if len(hr.Broken) == 0 {
-		t.Errorf("without the guard all %d pushing connections survived the move: the guard is not what keeps them", hr.Opened)
-	}
+	// Not asserted any more: since a planned move hands over (the old owner
+	// keeps the VIP until the new one announces it, dataplane/handover.go),
+	// the window in which the new owner meets node packets of connections it
+	// has not yet synced is short, and a move without the guard breaks some
+	// pushing connections in one run and none in the next. The guard still
+	// covers failovers, where no old owner keeps anything; what this
+	// scenario asserts is that no connection breaks with it.
 	t.Logf("control, moved %s→%s without the guard: %d/%d broken", other.ID, owner.ID, len(hr.Broken), hr.Opened)
 }
 
@@ -973,12 +984,12 @@ func (s *scenarios) movableVIP(t *testing.T, name, vip string) (tcp probe.Option
 func waitStandby(t *testing.T, m *lab.Member, vip string) {
 	t.Helper()
 	for t0 := time.Now(); ; time.Sleep(200 * time.Millisecond) {
-		rules, err := m.NATRules()
-		if err == nil && slices.ContainsFunc(rules, func(r string) bool { return strings.Contains(r, "--vaddr "+vip+" ") }) {
+		vips, err := m.SNATVIPs()
+		if err == nil && slices.Contains(vips, vip) {
 			return
 		}
 		if time.Since(t0) > guestWait {
-			t.Fatalf("%s has no SNAT rule for %s after %s: %v %v", m.ID, vip, guestWait, rules, err)
+			t.Fatalf("%s has no SNAT rule for %s after %s: %v %v", m.ID, vip, guestWait, vips, err)
 		}
 	}
 }
@@ -996,13 +1007,24 @@ func setHealthz(t *testing.T, node int, st string) {
 // health: a node whose /healthz answers 503 (no ready local endpoint, as with
 // externalTrafficPolicy: Local) stops receiving new connections within about
 // fall × interval, and receives again after rise × interval once it answers 200.
+// The health scenario's probe timing. A probe that times out counts as a
+// failure, rightly; with 200 ms on the guest's one CPU beside other jobs, a
+// flapping /healthz's "ok" answers timed out now and then, two failures came
+// in a row and the backend went unhealthy (a fresh-clone make test did so).
+// The timeout leaves the answer room on a loaded host; the damping is what
+// is tested, not how fast a probe is answered.
+const (
+	healthInterval = time.Second
+	healthTimeout  = 800 * time.Millisecond
+)
+
 func (s *scenarios) health(t *testing.T) {
 	const name = "health"
 	vip := "10.0.0.205"
 	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
 		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1),
 		"--health-check", "http", "--health-port", fmt.Sprint(topo.HealthPort), "--health-path", "/healthz",
-		"--health-interval", "300ms", "--health-timeout", "200ms", "--rise", "2", "--fall", "2"},
+		"--health-interval", healthInterval.String(), "--health-timeout", healthTimeout.String(), "--rise", "2", "--fall", "2"},
 		probe.Options{Addr: vip + ":80"})
 	defer s.deleteVIP_(t, name)
 	defer setHealthz(t, 2, "ok")
@@ -1075,7 +1097,7 @@ func (s *scenarios) health(t *testing.T) {
 	if back == 0 {
 		t.Fatalf("node2 receives nothing %s after its /healthz recovered", guestWait)
 	}
-	t.Logf("node2 left the rotation %s after /healthz turned 503 (fall 2 × 300ms) and returned %s after it recovered (rise 2 × 300ms); times include the probe rounds", out.Round(time.Millisecond), back.Round(time.Millisecond))
+	t.Logf("node2 left the rotation %s after /healthz turned 503 (fall 2 × %s) and returned %s after it recovered (rise 2 × %s); times include the probe rounds", out.Round(time.Millisecond), healthInterval, back.Round(time.Millisecond), healthInterval)
 
 	// Flapping is damped: a /healthz that answers 200 and 503 in turn never
 	// gives fall (or rise) results in a row, so the backend keeps the state it
@@ -1111,7 +1133,7 @@ func (s *scenarios) health(t *testing.T) {
 		}
 		before := waitState(from)
 		setHealthz(t, 2, "flap")
-		time.Sleep(15 * 300 * time.Millisecond) // 15 intervals of flapping
+		time.Sleep(15 * healthInterval) // 15 intervals of flapping
 		r := count()
 		after := node2()
 		setHealthz(t, 2, "ok")
@@ -1256,9 +1278,12 @@ func (s *scenarios) bench(t *testing.T) {
 		var rv, rd []float64
 		// This scenario measures; the others check that every connection
 		// is answered. The loaded guest loses a UDP datagram now and then,
-		// and about one TCP connection in a thousand times out through the
-		// VIP (both SYNs unanswered; not yet explained): tolerate 2 % and
-		// 1 %, and log every loss with its errors.
+		// and TCP connects through the VIP timed out about once in a
+		// thousand. The cause found since (slow_connects, with pcaps):
+		// stale conntrack entries from a VIP's earlier turn on its owner,
+		// which lbd now deletes (docs/DATAPLANE.md); not proven to be
+		// this scenario's. Tolerate 2 % and 1 %, and log every loss with
+		// its errors.
 		limit := 0.02
 		if proto == "tcp" {
 			limit = 0.01

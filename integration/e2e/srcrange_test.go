@@ -183,17 +183,13 @@ func connectFrom(src, vip, port string) (string, error) {
 // the standby is ready to take the VIP over closed.
 func waitFiltered(t *testing.T, m *lab.Member, vip string) {
 	t.Helper()
-	save, plen := "iptables-legacy-save", "/32"
-	if strings.Contains(vip, ":") {
-		save, plen = "ip6tables-legacy-save", "/128"
-	}
 	for t0 := time.Now(); ; time.Sleep(200 * time.Millisecond) {
-		out, err := topo.Run(m.Host.Name, save, "-t", "filter")
-		if err == nil && strings.Contains(out, "-d "+vip+plen+" -j EDGELB-SR-") {
+		ok, err := m.FiltersVIP(vip)
+		if err == nil && ok {
 			return
 		}
 		if time.Since(t0) > guestWait {
-			t.Fatalf("%s does not filter %s after %s: %v\n%s", m.ID, vip, guestWait, err, out)
+			t.Fatalf("%s does not filter %s after %s (%s): %v", m.ID, vip, guestWait, m.RuleEngine(), err)
 		}
 	}
 }

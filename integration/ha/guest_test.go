@@ -3,6 +3,7 @@ package ha
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -20,30 +21,39 @@ import (
 )
 
 // Timing profiles for lbd in the guest. "lan" is lbd's built-in default
-// (raft heartbeat/election 500 ms, lease 2 s, grace 2.5 s) and "fast" the
-// profile docs/OPERATIONS.md offers for sub-second failover (lease 250 ms,
-// grace 400 ms); both assume real hosts. The guest is one emulated CPU shared
-// by three lbd, three nodes and the traffic: raft RPCs there take hundreds of
-// milliseconds at times, and with "lan" the cluster keeps re-electing. "guest"
-// (the default here) triples the raft timers and doubles lease and grace,
-// which is what these scenarios can hold steadily; its failover figures are
-// the guest's, and the control-plane benchmark on real processes
-// (integration/cluster BenchmarkFailoverControlPlane) gives "lan" and "fast".
+// (probes every 50 ms, lease 250 ms, grace 350 ms; raft heartbeat/election
+// 500 ms). "guest" (the default here) keeps the slow timers these scenarios
+// held before issue 19 (raft 1.5 s, lease 4 s, grace 4.5 s) with probes every
+// 200 ms. The guest is one emulated CPU shared by three lbd, three nodes and
+// the traffic; a run with the defaults at most twice as slow (probes 100 ms,
+// lease 500 ms, grace 700 ms, raft 1 s) on 2026-12-04, with the host itself
+// at a load of ~15 on 2 cores, saw reconcile-loop gaps of 0.8–6 s, leases
+// lapsing and members flapping between gone and back, and failed sigkill,
+// leader, partition and hung_leader (two holders of the VIP in partition and
+// hung_leader, the latter with the experimental provisional takeover then on
+// by default). Until that profile is shown to hold on a quiet host, the
+// scenarios keep the timing they are known to pass with; the control-plane
+// benchmark on real processes (integration/cluster
+// BenchmarkFailoverControlPlane) measures the defaults.
 var profiles = map[string]string{
 	"lan": "",
-	"fast": `raft:
-  heartbeatTimeout: 120ms
-  electionTimeout: 120ms
-  leaderLeaseTimeout: 60ms
+	// "double": every timer at twice lbd's default (issue 19 allows the guest
+	// that much); not the default here until it is shown to pass reliably.
+	"double": `raft:
+  heartbeatTimeout: 1s
+  electionTimeout: 1s
+  leaderLeaseTimeout: 500ms
 ownership:
-  lease: 250ms
-  grace: 400ms
+  probeInterval: 100ms
+  lease: 500ms
+  grace: 700ms
 `,
 	"guest": `raft:
   heartbeatTimeout: 1500ms
   electionTimeout: 1500ms
   leaderLeaseTimeout: 750ms
 ownership:
+  probeInterval: 200ms
   lease: 4s
   grace: 4500ms
 `,
@@ -71,7 +81,7 @@ func start(t *testing.T) *suite {
 	}
 	cfg, ok := profiles[profile]
 	if !ok {
-		t.Fatalf("EDGELB_HA_PROFILE=%q: want guest, lan or fast", profile)
+		t.Fatalf("EDGELB_HA_PROFILE=%q: want guest, double or lan", profile)
 	}
 	t.Logf("lbd timing profile %q:\n%s", profile, cfg)
 	// The hung_pass scenario holds one member's reconcile pass through the
@@ -180,6 +190,23 @@ type traffic struct {
 
 func (s *suite) startTraffic(t *testing.T, held int) *traffic {
 	t.Helper()
+	return s.startTrafficWith(t, held, s.tcp(time.Second))
+}
+
+// plannedProbe is the new connections' probe of the planned moves: a new
+// connection fails if it is not answered within 3 s. One answered only after
+// a retransmission (≥ 1 s) is not failed but counted as slow and logged by
+// check: a connection whose handshake spans the moment the nodes learn the
+// new owner's MAC can lose its SYN-ACK to the new owner's takeover guard
+// (the synced connection has not arrived yet) and completes on the client's
+// SYN retransmit, 1 s later. That race is known and measured, not hidden;
+// failing on it made these scenarios fail about one run in four.
+func (s *suite) plannedProbe() probe.Options {
+	return s.tcp(3 * time.Second)
+}
+
+func (s *suite) startTrafficWith(t *testing.T, held int, steady probe.Options) *traffic {
+	t.Helper()
 	// A held connection is broken when a ping goes unanswered for 40 s. A
 	// takeover can stall one for up to about 27 s without breaking it: the
 	// node's retransmit that the takeover guard drops (it came before any
@@ -193,7 +220,7 @@ func (s *suite) startTraffic(t *testing.T, held int) *traffic {
 	for _, r := range h.Redials() {
 		t.Logf("hold: a dial through the VIP failed and was retried: %s", r)
 	}
-	st, err := probe.StartSteady(s.tcp(time.Second), 40, 8)
+	st, err := probe.StartSteady(steady, 40, 8)
 	if err != nil {
 		h.Stop()
 		t.Fatal(err)
@@ -473,10 +500,14 @@ func TestGuest(t *testing.T) {
 	t.Run("hung_leader", func(t *testing.T) { s.hung(t, "leader") })
 	t.Run("hung_pass", func(t *testing.T) { s.hung(t, "pass") })
 	t.Run("drain", func(t *testing.T) {
-		dropped := s.drain(t)
-		if dropped > 0 {
-			t.Errorf("the drain dropped %d connections", dropped)
-		}
+		p := s.drain(t)
+		p.check(t, "drain")
+		s.explainFailures(t, p.steady)
+	})
+	t.Run("move", func(t *testing.T) {
+		p := s.move(t)
+		p.check(t, "vip move")
+		s.explainFailures(t, p.steady)
 	})
 	t.Run("rolling_restart", s.rollingRestart)
 }
@@ -514,57 +545,156 @@ func (s *suite) metricsAfterFailover(t *testing.T, m *lab.Member) {
 	}
 }
 
-// drain hands the owner's VIPs to the others under traffic and returns the
-// established connections it dropped (new connections that failed during the
-// handover are logged).
-func (s *suite) drain(t *testing.T) int {
+// planned is what a planned move (drain, vip move) did to the traffic.
+type planned struct {
+	from, to      *lab.Member
+	moved         time.Duration
+	hold          probe.HoldResult
+	steady        probe.SteadyResult
+	guarded, both int
+}
+
+// plannedMove runs move under traffic (held connections and new ones at a
+// steady rate), waits until another member holds the VIP and answers, and
+// keeps the traffic going for a moment after.
+func (s *suite) plannedMove(t *testing.T, move func(old *lab.Member)) planned {
 	t.Helper()
 	old := s.owner(t)
 	drops := s.guardDrops()
-	tr := s.startTraffic(t, 20)
+	tr := s.startTrafficWith(t, 20, s.plannedProbe())
 	watch := s.watchAddrs()
+	stopped := false
+	defer func() {
+		if !stopped { // a Fatal below: the probes must not run on into the next scenario
+			tr.stop()
+			watch.finish()
+		}
+	}()
+	tr.steady.Mark()
 	t0 := time.Now()
-	s.lbctl(t, "member", "drain", old.ID, "--wait")
+	move(old)
+	// Watched through the members' addresses (read in-process): asking lbctl
+	// in a loop would start a process per look, and on the guest's one CPU
+	// that slows the very traffic being measured.
 	var to *lab.Member
 	for deadline := time.Now().Add(60 * time.Second); to == nil; time.Sleep(50 * time.Millisecond) {
-		if m := s.owner(t); m != old && m.HasAddr(vip) {
-			to = m
+		for _, m := range s.l.Members {
+			if m != old && m.Running() && m.HasAddr(vip) {
+				to = m
+			}
 		}
 		if to == nil && time.Now().After(deadline) {
-			t.Fatalf("drain of %s: no other member holds %s within 60s", old.ID, vip)
+			t.Fatalf("planned move from %s: no other member holds %s within 60s", old.ID, vip)
 		}
 	}
 	moved := time.Since(t0)
+	if o := s.owner(t); o != to {
+		t.Errorf("%s holds %s, but the cluster says %s owns it", to.ID, vip, o.ID)
+	}
+	// The old owner keeps the address until the new one announces it: wait
+	// for that, then let the traffic run on a little (new connections made
+	// after the move must succeed too).
+	for deadline := time.Now().Add(30 * time.Second); old.HasAddr(vip) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if old.HasAddr(vip) {
+		t.Errorf("%s still holds %s 30s after the VIP moved to %s", old.ID, vip, to.ID)
+	}
 	time.Sleep(1500 * time.Millisecond)
+	stopped = true
 	hr, sr := tr.stop()
 	n, both := watch.finish()
-	s.lbctl(t, "member", "drain", old.ID, "--undo")
-	if old.HasAddr(vip) {
-		t.Errorf("drained %s still holds %s", old.ID, vip)
-	}
 	if len(both) > 0 {
-		t.Logf("during the planned move two hosts held %s in %d of %d samples (the new owner announces before the old withdraws): %v", vip, len(both), n, both)
+		t.Logf("during the planned move two hosts held %s in %d of %d samples (the old owner keeps it until the new one announces it): %v", vip, len(both), n, both)
 	}
-	for _, b := range hr.Broken {
-		t.Logf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
-	}
-	guarded := -1
+	p := planned{from: old, to: to, moved: moved, hold: hr, steady: sr, guarded: -1, both: len(both)}
 	if n, err := to.GuardDrops(); err == nil {
-		guarded = n - drops[to.ID]
+		p.guarded = n - drops[to.ID]
 	}
-	t.Logf("drain %s→%s: moved in %s, held %d/%d kept, new %d/%d ok (longest gap for new connections %s), %d early node packets dropped by the takeover guard",
-		old.ID, to.ID, moved.Round(time.Millisecond), hr.Kept, hr.Opened, sr.OK, sr.Attempts, sr.LongestOutage.Round(time.Millisecond), guarded)
-	return len(hr.Broken)
+	return p
+}
+
+// check fails t for every held connection the move broke and every new
+// connection that failed: a planned move loses nothing.
+func (p planned) check(t *testing.T, what string) {
+	t.Helper()
+	for _, b := range p.hold.Broken {
+		t.Errorf("%s: held connection %d to %s broke %s after the start: %s", what, b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
+	}
+	// Counted from the mark (the move's start): a connection that failed
+	// while the traffic was still starting up is logged, not the move's.
+	if p.steady.FailedAfterMark > 0 {
+		t.Errorf("%s: %d of %d new connections failed (longest gap %s)", what, p.steady.FailedAfterMark, p.steady.Attempts, p.steady.LongestOutage.Round(time.Millisecond))
+	}
+	slow := 0
+	for _, a := range p.steady.Timeline {
+		switch {
+		case a.Err != "":
+			t.Logf("  failed new connection at %s (mark %s, took %s) from %s: %s", a.At.Round(time.Millisecond), p.steady.Mark.Round(time.Millisecond), a.Took.Round(time.Millisecond), a.Local, a.Err)
+		case a.At >= p.steady.Mark && a.Took >= time.Second:
+			slow++
+			t.Logf("  slow new connection at %s (mark %s): answered after %s (a retransmission)", a.At.Round(time.Millisecond), p.steady.Mark.Round(time.Millisecond), a.Took.Round(time.Millisecond))
+		}
+	}
+	t.Logf("%s %s→%s: moved in %s, held %d/%d kept (longest ping wait %s), new %d/%d ok (%d slow, ≥ 1 s), %d early node packets dropped by the takeover guard",
+		what, p.from.ID, p.to.ID, p.moved.Round(time.Millisecond), p.hold.Kept, p.hold.Opened, p.hold.LongestWait.Round(time.Millisecond), p.steady.OK, p.steady.Attempts, slow, p.guarded)
+}
+
+// drain hands the owner's VIPs to the others under traffic (lbctl member
+// drain), then makes the member active again.
+func (s *suite) drain(t *testing.T) planned {
+	t.Helper()
+	var drained *lab.Member
+	// Undone however the scenario ends: a member left draining would fail
+	// every later scenario that moves the VIP to it.
+	defer func() {
+		if drained != nil {
+			if _, err := s.l.LBCTL("member", "drain", drained.ID, "--undo"); err != nil {
+				t.Errorf("undo the drain of %s: %v", drained.ID, err)
+			}
+		}
+	}()
+	return s.plannedMove(t, func(old *lab.Member) {
+		drained = old
+		s.lbctl(t, "member", "drain", old.ID, "--wait")
+	})
+}
+
+// move hands the VIP to another member under traffic (lbctl vip move).
+func (s *suite) move(t *testing.T) planned {
+	t.Helper()
+	return s.plannedMove(t, func(old *lab.Member) {
+		for _, m := range s.l.Members {
+			if m != old && m.Running() {
+				s.lbctl(t, "vip", "move", vip, m.ID)
+				return
+			}
+		}
+		t.Fatalf("no running member to move %s to", vip)
+	})
 }
 
 // rollingRestart restarts every member in turn (SIGTERM, start, serving) under
-// traffic: no connection may drop.
+// traffic. A stopping member hands its VIPs over first (a planned move), so
+// no held connection may drop and no new connection may fail.
 func (s *suite) rollingRestart(t *testing.T) {
-	tr := s.startTraffic(t, 20)
+	tr := s.startTrafficWith(t, 20, s.plannedProbe())
+	stopped := false
+	defer func() {
+		if !stopped {
+			tr.stop()
+		}
+	}()
+	tr.steady.Mark()
 	for _, m := range s.l.Members {
 		t0 := time.Now()
+		owned := s.owner(t) == m
 		if err := m.Signal(syscall.SIGTERM, 20*time.Second); err != nil {
 			t.Errorf("stop %s: %v", m.ID, err)
+		}
+		stopped := time.Since(t0)
+		if owned && m.HasAddr(vip) {
+			t.Errorf("%s stopped still holding %s: it should have handed it over first", m.ID, vip)
 		}
 		if err := m.Start(); err != nil {
 			t.Fatal(err)
@@ -572,19 +702,80 @@ func (s *suite) rollingRestart(t *testing.T) {
 		if err := m.WaitServing(60 * time.Second); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s restarted, serving after %s; %s owned by %s", m.ID, time.Since(t0).Round(time.Millisecond), vip, s.owner(t).ID)
-		time.Sleep(time.Second)
+		serving := time.Since(t0)
+		// As docs/OPERATIONS.md's rolling upgrade says: the next member only
+		// once the cluster is healthy again (every member ready and caught
+		// up). Stopped sooner, on the loaded guest, the pair left could not
+		// keep a leader while the restarted member was still starved.
+		s.waitHealthy(t, 60*time.Second)
+		t.Logf("%s (owner before: %v) stopped in %s, serving after %s, cluster healthy after %s; %s owned by %s", m.ID, owned, stopped.Round(time.Millisecond),
+			serving.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), vip, s.owner(t).ID)
 	}
+	stopped = true
 	hr, sr := tr.stop()
-	for _, b := range hr.Broken {
-		t.Errorf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
+	p := planned{from: s.l.Members[0], to: s.owner(t), hold: hr, steady: sr, guarded: -1}
+	p.check(t, "rolling restart")
+	s.explainFailures(t, sr)
+}
+
+// explainFailures logs what every member's IPVS and conntrack tables hold
+// for the source port of each new connection that failed: the evidence a
+// failed run needs, since the tables expire long before anyone looks.
+func (s *suite) explainFailures(t *testing.T, sr probe.SteadyResult) {
+	t.Helper()
+	var ports []string
+	for _, a := range sr.Timeline {
+		if a.Err != "" && a.Local != "" {
+			ap, err := netip.ParseAddrPort(a.Local)
+			if err == nil {
+				ports = append(ports, fmt.Sprintf(":%d ", ap.Port()), fmt.Sprintf("sport=%d ", ap.Port()), fmt.Sprintf("dport=%d ", ap.Port()))
+			}
+		}
 	}
-	if sr.Failed > 0 {
-		// A restart that outlasts the lease (slow hosts; the guest) moves
-		// the member's VIPs: new connections see the grace − lease gap.
-		t.Logf("%d of %d new connections failed during the rolling restart (longest gap %s)", sr.Failed, sr.Attempts, sr.LongestOutage.Round(time.Millisecond))
+	if len(ports) == 0 {
+		return
 	}
-	t.Logf("rolling restart of %d members: held %d/%d kept, new %d/%d ok", len(s.l.Members), hr.Kept, hr.Opened, sr.OK, sr.Attempts)
+	matching := func(table string) []string {
+		var out []string
+		for _, l := range strings.Split(table, "\n") {
+			for _, p := range ports {
+				if strings.Contains(l+" ", p) {
+					out = append(out, strings.Join(strings.Fields(l), " "))
+					break
+				}
+			}
+		}
+		return out
+	}
+	for _, m := range s.l.Members {
+		if c, err := m.IPVSList("-c"); err == nil {
+			t.Logf("%s IPVS connections of the failed ports: %q", m.ID, matching(c))
+		}
+		if c, err := m.Conntrack(); err == nil {
+			t.Logf("%s conntrack entries of the failed ports: %q", m.ID, matching(c))
+		}
+	}
+}
+
+// waitHealthy waits until lbctl status calls the cluster healthy.
+func (s *suite) waitHealthy(t *testing.T, within time.Duration) {
+	t.Helper()
+	var last string
+	for t0 := time.Now(); time.Since(t0) < within; time.Sleep(time.Second) {
+		out, err := s.l.LBCTL("status", "-o", "json")
+		var v struct {
+			Health string `json:"health"`
+		}
+		if err == nil && json.Unmarshal([]byte(out), &v) == nil {
+			if v.Health == "healthy" {
+				return
+			}
+			last = v.Health
+		} else {
+			last = fmt.Sprint(err)
+		}
+	}
+	t.Fatalf("cluster not healthy within %s (last: %s)", within, last)
 }
 
 // TestGuestBench: many failovers of each kind; figures as BENCH-JSON lines.
@@ -617,12 +808,15 @@ func TestGuestBench(t *testing.T) {
 		})
 	}
 	t.Run("drain", func(t *testing.T) {
-		dropped := 0
+		dropped, failed := 0, 0
 		n := max(rounds/4, 1)
 		for i := 0; i < n; i++ {
-			dropped += s.drain(t)
+			p := s.drain(t)
+			dropped += len(p.hold.Broken)
+			failed += p.steady.Failed
 		}
 		fmt.Printf("BENCH-JSON {\"name\":\"drain-dropped\",\"value\":%d,\"n\":%d}\n", dropped, n)
+		fmt.Printf("BENCH-JSON {\"name\":\"drain-new-failed\",\"value\":%d,\"n\":%d}\n", failed, n)
 	})
 }
 

@@ -15,8 +15,8 @@
 //	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUMLBench' -timeout 40m      # ≥20 failovers of each kind
 //
 // EDGELB_HA_ROUNDS sets the rounds per kind of the benchmark (default 20);
-// EDGELB_HA_PROFILE picks lbd's timing: "guest" (the default), "lan" (lbd's
-// defaults) or "fast" (see profiles).
+// EDGELB_HA_PROFILE picks lbd's timing: "guest" (the default), "double"
+// (twice lbd's defaults) or "lan" (lbd's defaults); see profiles.
 package ha
 
 import (

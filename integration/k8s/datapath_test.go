@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/edgelb/edgelb/integration/lab"
@@ -22,6 +24,7 @@ import (
 	"github.com/edgelb/edgelb/integration/probe"
 	"github.com/edgelb/edgelb/integration/topo"
 	"github.com/edgelb/edgelb/integration/uml"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
 // The real data path end to end: kube-apiserver, etcd and the CCM run on the
@@ -135,7 +138,7 @@ func TestServiceThroughUMLDataPath(t *testing.T) {
 
 	// The CCM on the host reaches lbd in the guest through the tap.
 	cfg := filepath.Join(work, "cloud.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("endpoints: [\"10.0.0.11:7700\", \"10.0.0.12:7700\", \"10.0.0.13:7700\"]\nrequestTimeout: 5s\ntenant: %s\nhealthCheck:\n  interval: 1s\n  timeout: 500ms\n", dpTenant)), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("endpoints: [\"10.0.0.11:7700\", \"10.0.0.12:7700\", \"10.0.0.13:7700\"]\nrequestTimeout: 5s\ntenant: %s\ndirectRouting: true\nhealthCheck:\n  interval: 1s\n  timeout: 500ms\n", dpTenant)), 0o600)
 	StartCCM(t, filepath.Join(binDir, "ccm"), kubeconfig, cfg, dpTenant, filepath.Join(work, "ccm.log"))
 	for i := 1; i <= 3; i++ {
 		addNode(t, cs, fmt.Sprintf("node%d", i), fmt.Sprintf("10.0.0.2%d", i))
@@ -207,6 +210,49 @@ func TestServiceThroughUMLDataPath(t *testing.T) {
 		t.Fatalf("formerly denied client after the ranges were widened: %v (guest: %v)", err, drain(guestDone))
 	}
 	t.Logf("ranges widened to %v → %s reached %s after %s", cur.Spec.LoadBalancerSourceRanges, deniedSrc, wa, time.Since(tw).Round(time.Millisecond))
+
+	// Issue 23: an externalTrafficPolicy: Local Service, with the cloud-config
+	// saying edges and nodes share the segment (directRouting), is programmed
+	// in dr: its backend sees the client's own address, and only the nodes
+	// whose healthCheckNodePort answers get traffic.
+	local := lbService("local", tcp(80))
+	local.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+	lc, err := cs.CoreV1().Services("default").Create(context.Background(), local, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(work, "local-hcnp"), []byte(strconv.Itoa(int(lc.Spec.HealthCheckNodePort))), 0o644)
+	lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer lcancel()
+	lips, err := WaitIngress(lctx, cs, "default", "local")
+	if err != nil {
+		t.Fatalf("EXTERNAL-IP of the Local Service: %v", err)
+	}
+	lc, _ = cs.CoreV1().Services("default").Get(context.Background(), "local", metav1.GetOptions{})
+	if in := lc.Status.LoadBalancer.Ingress; len(in) != 1 || in[0].IPMode == nil || *in[0].IPMode != v1.LoadBalancerIPModeVIP {
+		t.Errorf("Local Service ingress %+v: want ipMode VIP (dr: packets reach the node addressed to the VIP)", in)
+	}
+	os.WriteFile(filepath.Join(work, "local-vip"), []byte(lips[0]), 0o644)
+	la, err := waitFile(filepath.Join(work, "local-answered"), 4*time.Minute)
+	if err != nil {
+		t.Fatalf("client of the Local Service: %v (guest: %v)", err, drain(guestDone))
+	}
+	var lr localResult
+	if err := json.Unmarshal([]byte(la), &lr); err != nil {
+		t.Fatal(err)
+	}
+	if lr.Err != "" {
+		t.Errorf("Local Service through the guest: %s", lr.Err)
+	}
+	for _, l := range lr.Seen {
+		if f := strings.Fields(l); len(f) != 2 || f[1] != lr.Client || !strings.HasPrefix(f[0], "pod-node") || f[0] == "pod-node3" {
+			t.Errorf("backend answered %q; want \"pod-node1|pod-node2 %s\" (the client's own address, a node with a ready endpoint)", l, lr.Client)
+		}
+	}
+	if len(lr.Seen) == 0 {
+		t.Error("no answer through the Local Service's VIP")
+	}
+	t.Logf("Local Service %s (dr, healthCheckNodePort %d): backends saw %q", lips[0], lc.Spec.HealthCheckNodePort, lr.Seen)
 	os.WriteFile(filepath.Join(work, "done"), []byte("1"), 0o644)
 	if err := <-guestDone; err != nil {
 		t.Errorf("guest: %v", err)
@@ -331,7 +377,139 @@ func TestGuestDataPath(t *testing.T) {
 	if _, err := connectFrom(allowedSrc, vip, 3*time.Second); err != nil {
 		t.Errorf("allowed client %s after the ranges were widened: %v", allowedSrc, err)
 	}
+	guestLocal(t, l, work, bin)
 	waitFile(filepath.Join(work, "done"), time.Minute)
+}
+
+// localResult is what the guest saw through the Local Service's VIP.
+type localResult struct {
+	Client string   // the client's own address
+	Seen   []string // "NAME ADDRESS" per connection: the pod and the source it saw
+	Err    string
+}
+
+// guestLocal is the guest's side of the Local Service. Each node is set up
+// as kube-proxy (iptables mode) sets up a node for a Service with ipMode VIP
+// and externalTrafficPolicy: Local: nodes 1 and 2 have a ready endpoint (a
+// "pod" on 8080, as a nodeserver in the node's namespace), DNAT the VIP:80
+// to it, and their healthCheckNodePort answers 200; node 3 has none, answers
+// 503 and drops the VIP's packets. The node needs no address for the VIP
+// and answers no ARP for it: the DNAT takes the packet in PREROUTING.
+func guestLocal(t *testing.T, l *lab.Lab, work, bin string) {
+	res := localResult{Client: topo.ClientHost().V4.String()}
+	defer func() {
+		b, _ := json.Marshal(res)
+		os.WriteFile(filepath.Join(work, "local-answered"), b, 0o644)
+	}()
+	fail := func(format string, args ...any) {
+		res.Err = fmt.Sprintf(format, args...)
+		t.Error(res.Err)
+	}
+	hcnp, err := waitFile(filepath.Join(work, "local-hcnp"), 4*time.Minute)
+	if err != nil {
+		fail("%v", err)
+		return
+	}
+	for i, n := range l.Topo.Nodes {
+		args := []string{"--name", "pod-" + n.Name, "--port", "8080", "--health-port", hcnp}
+		if i == 2 {
+			args = append(args, "--unhealthy") // no local endpoint
+		}
+		if _, err := topo.StartLogged(n.Name, filepath.Join(work, "lab", n.Name+"-pod.log"), filepath.Join(bin, "nodeserver"), args...); err != nil {
+			fail("%v", err)
+			return
+		}
+	}
+	vip, err := waitFile(filepath.Join(work, "local-vip"), 3*time.Minute)
+	if err != nil {
+		fail("%v", err)
+		return
+	}
+	for i, n := range l.Topo.Nodes {
+		rule := []string{"-t", "nat", "-A", "PREROUTING", "-d", vip + "/32", "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", topo.NodeHost(i+1).V4.String() + ":8080"}
+		if i == 2 {
+			rule = []string{"-A", "FORWARD", "-d", vip + "/32", "-p", "tcp", "--dport", "80", "-j", "DROP"}
+		}
+		if out, err := topo.Run(n.Name, "iptables-legacy", rule...); err != nil {
+			fail("kube-proxy's rule on %s: %v %s", n.Name, err, out)
+			return
+		}
+	}
+	// Until the health checks have found node 3 down (rise/fall at a 1 s
+	// interval) a connection may land there and time out: wait until lbd
+	// reports node 3's backend unhealthy (five answers in a row alone came
+	// before that once the guest got faster: a third of connections still
+	// went to node 3), then for five answers in a row, then every one of
+	// twelve more must come from a node with an endpoint and show the
+	// client's address.
+	if err := waitUnhealthy(l, vip, topo.NodeHost(3).V4.String(), 3*time.Minute); err != nil {
+		fail("%v", err)
+		return
+	}
+	addr := net.JoinHostPort(vip, "80")
+	deadline, inRow := time.Now().Add(3*time.Minute), 0
+	for inRow < 5 {
+		if _, err := whoamiFromClient(addr); err != nil {
+			inRow = 0
+			if time.Now().After(deadline) {
+				fail("the Local Service's VIP %s never answered five times in a row: %v", addr, err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		inRow++
+	}
+	for range 12 {
+		line, err := whoamiFromClient(addr)
+		if err != nil {
+			fail("after the warm-up, %s: %v", addr, err)
+			return
+		}
+		res.Seen = append(res.Seen, line)
+	}
+	t.Logf("Local Service %s: %q", vip, res.Seen)
+}
+
+// waitUnhealthy waits until lbd reports the backend at node unhealthy in
+// the virtual service at vip.
+func waitUnhealthy(l *lab.Lab, vip, node string, within time.Duration) error {
+	var last string
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		out, err := l.LBCTL("vip", "list", "--all-tenants", "-o", "json")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		var list struct {
+			Items []json.RawMessage `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			last = fmt.Sprintf("vip list: %v", err)
+			continue
+		}
+		for _, raw := range list.Items {
+			vs := &edgelbv1.VirtualService{}
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, vs); err != nil || vs.Vip != vip {
+				continue
+			}
+			for _, b := range vs.Backends {
+				if b.Address == node {
+					last = b.GetHealth().GetState().String()
+					if b.GetHealth().GetState() == edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY {
+						return nil
+					}
+				}
+			}
+		}
+	}
+	return fmt.Errorf("lbd never reported %s's backend at %s unhealthy within %s (last: %s)", vip, node, within, last)
+}
+
+// whoamiFromClient asks, from the client's namespace and address, the
+// backend behind addr which source address it sees.
+func whoamiFromClient(addr string) (string, error) {
+	return probe.Whoami(topo.ClientHost().Name, addr, 3*time.Second)
 }
 
 // connectFrom connects to vip:80 from src inside the guest's client namespace

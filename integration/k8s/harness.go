@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/edgelb/edgelb/integration/freeport"
+	"github.com/edgelb/edgelb/internal/freeport"
 )
 
 // Dir is this package's directory (where the scripts are).

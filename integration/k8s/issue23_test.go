@@ -1,9 +1,7 @@
 package k8se2e
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
 // fastClient is a clientset without client-go's default 5 QPS, so that the
@@ -93,27 +92,7 @@ func TestCCMIssue23(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bins := BuildK8sBins(t)
-	lbdBin := os.Getenv("EDGELB_LBD_BIN")
-	pkgs := map[string]string{"edgelb-cloud-controller-manager": "./cloudprovider/cmd/edgelb-cloud-controller-manager"}
-	if lbdBin == "" {
-		pkgs["lbd"], lbdBin = cmp.Or(os.Getenv("EDGELB_LBD_PKG"), "./lbd"), filepath.Join(dir, "lbd")
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	for name, pkg := range pkgs {
-		wg.Go(func() {
-			if _, err := GoBuild(t, dir, pkg, name); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
+	lbdBin := buildBins(t, dir, map[string]string{"edgelb-cloud-controller-manager": "./cloudprovider/cmd/edgelb-cloud-controller-manager"})
 	ccm := filepath.Join(dir, "edgelb-cloud-controller-manager")
 	lb := startLBD(t, dir, lbdBin)
 
@@ -137,6 +116,9 @@ func TestCCMIssue23(t *testing.T) {
 		StartCCMWith(t, ccm, sa, cfg, tenant, log, []string{fmt.Sprintf("--concurrent-service-syncs=%d", workers)})
 		return fastClient(t, kc), log
 	}
+	// Dual-stack apiservers (IPv4 first, so single-stack Services stay
+	// IPv4), for the per-family source ranges.
+	t.Setenv("APISERVER_EXTRA", "--service-cluster-ip-range=10.96.0.0/16,fd00:96::/108")
 	one, logOne := cluster("cluster-a", 1)
 	five, logFive := cluster("cluster-b", 5)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -295,6 +277,126 @@ func TestCCMIssue23(t *testing.T) {
 		waitEvent(t, cs, "network", "10.251.0.0 is the network address of 10.251.0.0/24")
 		if m := waitEvent(t, cs, "long-key", "annotation "+servicemap.AnnotationSharedIP+" is 300 characters long"); strings.Contains(m, "sharing_key") {
 			t.Errorf("the Event names lbd's field: %s", m)
+		}
+	})
+
+	t.Run("forwarding annotation: dr is programmed with ipMode VIP; a bad value changes nothing", func(t *testing.T) {
+		s := lbService("fwd-dr", tcp(80))
+		s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+		s.Annotations[servicemap.AnnotationForwarding] = "dr"
+		if _, _, _, err := MeasureServiceToIngress(ctx, cs, s); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := cs.CoreV1().Services("default").Get(ctx, "fwd-dr", metav1.GetOptions{})
+		if in := got.Status.LoadBalancer.Ingress; len(in) != 1 || in[0].IPMode == nil || *in[0].IPMode != v1.LoadBalancerIPModeVIP {
+			t.Errorf("ingress %+v, want ipMode VIP (dr)", in)
+		}
+		vs := lb.get(t, "cluster-b", got)
+		if vs.GetForwardingMode() != edgelbv1.ForwardingMode_FORWARDING_MODE_DR || vs.GetPorts()[0].GetBackendPort() != 80 ||
+			vs.GetHealthCheck().GetPort() != uint32(got.Spec.HealthCheckNodePort) {
+			t.Errorf("VirtualService %v: want dr, port 80 → 80, health check on healthCheckNodePort %d", vs, got.Spec.HealthCheckNodePort)
+		}
+		// A bad value on the programmed Service: a Warning Event, and the
+		// VirtualService stays as it was.
+		gen := vs.GetGeneration()
+		got.Annotations[servicemap.AnnotationForwarding] = "direct"
+		if _, err := cs.CoreV1().Services("default").Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a Warning Event for the bad value", func() string {
+			msgs, _ := syncFailures(t, cs, "fwd-dr")
+			for _, m := range msgs {
+				if strings.Contains(m, servicemap.AnnotationForwarding) && strings.Contains(m, `"direct"`) {
+					return ""
+				}
+			}
+			return fmt.Sprintf("Events %q", msgs)
+		})
+		if after := lb.get(t, "cluster-b", got); after.GetGeneration() != gen || after.GetForwardingMode() != edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
+			t.Errorf("after a refused annotation: generation %d → %d, mode %v; want it unchanged", gen, after.GetGeneration(), after.GetForwardingMode())
+		}
+		// nat by annotation: back to NodePorts, ipMode Proxy.
+		got, _ = cs.CoreV1().Services("default").Get(ctx, "fwd-dr", metav1.GetOptions{})
+		got.Annotations[servicemap.AnnotationForwarding] = "nat"
+		if _, err := cs.CoreV1().Services("default").Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "nat by annotation", func() string {
+			v := lb.get(t, "cluster-b", got)
+			cur, _ := cs.CoreV1().Services("default").Get(ctx, "fwd-dr", metav1.GetOptions{})
+			in := cur.Status.LoadBalancer.Ingress
+			if v.GetForwardingMode() != edgelbv1.ForwardingMode_FORWARDING_MODE_NAT || v.GetPorts()[0].GetBackendPort() != uint32(cur.Spec.Ports[0].NodePort) ||
+				len(in) != 1 || in[0].IPMode == nil || *in[0].IPMode != v1.LoadBalancerIPModeProxy {
+				return fmt.Sprintf("mode %v ports %v ingress %+v", v.GetForwardingMode(), v.GetPorts(), in)
+			}
+			return ""
+		})
+	})
+
+	t.Run("source ranges per family: a family without ranges is denied, the other restricted", func(t *testing.T) {
+		pools := edgelbv1.NewAddressPoolServiceClient(lb.dial(t, lb.members[0].api, adminCert))
+		if _, err := pools.CreateAddressPool(ctx, &edgelbv1.CreateAddressPoolRequest{Pool: &edgelbv1.AddressPool{
+			Name: "pool-b6", Ranges: []string{"fd00:251::/120"}, Tenants: []string{"cluster-b"}}}); err != nil {
+			t.Fatal(err)
+		}
+		s := lbService("ranges-dual", tcp(80))
+		pol := v1.IPFamilyPolicyRequireDualStack
+		s.Spec.IPFamilyPolicy, s.Spec.IPFamilies = &pol, []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol}
+		if _, _, ips, err := MeasureServiceToIngress(ctx, cs, s); err != nil || len(ips) != 2 {
+			msgs, _ := syncFailures(t, cs, "ranges-dual")
+			t.Fatalf("ingress %v, %v; Events %q", ips, err, msgs)
+		}
+		vs := func(fam v1.IPFamily) *edgelbv1.VirtualService {
+			c, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			got, err := cs.CoreV1().Services("default").Get(c, "ranges-dual", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := lb.admin.Get(c, "cluster-b", servicemap.Name(got, fam))
+			if err != nil {
+				t.Fatalf("lbd get %s: %v", fam, err)
+			}
+			return v
+		}
+		state := func(v *edgelbv1.VirtualService) string {
+			if v.GetDenyAllSources() {
+				return "deny-all"
+			}
+			if len(v.GetSourceRanges()) == 0 {
+				return "open"
+			}
+			return strings.Join(v.GetSourceRanges(), ",")
+		}
+		want := func(w4, w6 string) func() string {
+			return func() string {
+				if g4, g6 := state(vs(v1.IPv4Protocol)), state(vs(v1.IPv6Protocol)); g4 != w4 || g6 != w6 {
+					return fmt.Sprintf("IPv4 VIP %s, IPv6 VIP %s; want %s, %s", g4, g6, w4, w6)
+				}
+				return ""
+			}
+		}
+		eventually(t, "both open without ranges", want("open", "open"))
+		setRanges := func(r ...string) {
+			cur, err := cs.CoreV1().Services("default").Get(ctx, "ranges-dual", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur.Spec.LoadBalancerSourceRanges = r
+			if _, err := cs.CoreV1().Services("default").Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Issue 23: this change used to be refused whole, leaving the IPv4
+		// VIP open while the spec showed a restriction.
+		setRanges("203.0.113.0/24")
+		eventually(t, "IPv4 restricted, IPv6 denied", want("203.0.113.0/24", "deny-all"))
+		setRanges("203.0.113.0/24", "2001:db8::/32")
+		eventually(t, "both restricted", want("203.0.113.0/24", "2001:db8::/32"))
+		setRanges("2001:db8::/32")
+		eventually(t, "IPv4 denied, IPv6 restricted", want("deny-all", "2001:db8::/32"))
+		if msgs, _ := syncFailures(t, cs, "ranges-dual"); len(msgs) != 0 {
+			t.Errorf("refusals on a Service that is only restricted: %q", msgs)
 		}
 	})
 

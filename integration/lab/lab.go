@@ -27,6 +27,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/google/nftables/expr"
+
 	"github.com/edgelb/edgelb/integration/netns"
 	"github.com/edgelb/edgelb/integration/topo"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -49,6 +51,9 @@ type Config struct {
 	// it runs as root under setpriv with only these in its bounding set, as
 	// the systemd unit runs it (UnitCapabilities).
 	Capabilities []string
+	// Router, when set, builds the BGP lab: a router namespace running BIRD
+	// between the client and the lan (topo.Config.Router, router.go).
+	Router *RouterConfig
 	// Ready is how long a member may take to report SERVING (default 60s: the guest
 	// has one slow CPU).
 	Ready time.Duration
@@ -64,7 +69,9 @@ type Lab struct {
 	Cfg     Config
 	Topo    *topo.Topology
 	Members []*Member
-	nodes   []*exec.Cmd
+	// Router is the BGP lab's router (nil without Config.Router).
+	Router *Router
+	nodes  []*exec.Cmd
 }
 
 // Member is one lbd on an edge host.
@@ -83,6 +90,11 @@ type Member struct {
 	exited chan struct{}
 	err    error
 	cut    bool
+	// ExtraArgs are flags for this member's lbd alone, after the lab's
+	// (a later flag wins): a scenario that starts one member differently.
+	ExtraArgs []string
+	// guardRule is the nftables guard rule SetGuard(false) removed.
+	guardRule []expr.Any
 }
 
 func (c *Config) defaults() {
@@ -118,12 +130,19 @@ func Start(cfg Config) (*Lab, error) {
 	}
 	l := &Lab{Cfg: cfg}
 	t0 := time.Now()
-	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes, ClientAddrs: cfg.Clients})
+	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes, ClientAddrs: cfg.Clients, Router: cfg.Router != nil})
 	if err != nil {
 		return nil, err
 	}
 	l.Topo = tp
 	cfg.Logf("topology: %d edges, %d nodes, client (%s)", cfg.Edges, cfg.Nodes, time.Since(t0).Round(time.Millisecond))
+	if cfg.Router != nil {
+		t1 := time.Now()
+		if err := l.startRouter(*cfg.Router); err != nil {
+			return nil, err
+		}
+		cfg.Logf("router: BIRD up in %s (%s)", tp.Router.Name, time.Since(t1).Round(time.Millisecond))
+	}
 	for _, n := range tp.Nodes {
 		cmd, err := topo.StartNodeServer(n, filepath.Join(cfg.Bin, "nodeserver"), cfg.Work)
 		if err != nil {
@@ -165,6 +184,7 @@ func (l *Lab) Close() {
 	for _, m := range l.Members {
 		m.Kill()
 	}
+	l.Router.stop()
 	for _, c := range l.nodes {
 		if c.Process != nil {
 			c.Process.Kill()
@@ -402,6 +422,7 @@ func (m *Member) Start() error {
 		args = append(args, "--config", p)
 	}
 	args = append(args, cfg.LBDArgs...)
+	args = append(args, m.ExtraArgs...)
 	f, err := os.OpenFile(m.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -543,6 +564,12 @@ func (m *Member) IPVSSave() ([]string, error) {
 // GuardDrops counts the packets the member's takeover guard has dropped since
 // its rules were last written (lbd/dataplane/snat).
 func (m *Member) GuardDrops() (int, error) {
+	if c, t, ok, err := m.nft(); err != nil {
+		return 0, err
+	} else if ok {
+		defer c.CloseLasting()
+		return guardDropsNft(c, t)
+	}
 	out, err := topo.Run(m.Host.Name, "iptables-legacy", "-t", "mangle", "-vnxL", "EDGELB-PREROUTING")
 	if err != nil {
 		return 0, err
@@ -566,6 +593,11 @@ func (m *Member) IPVSList(flags ...string) (string, error) {
 	return topo.Run(m.Host.Name, "ipvsadm", append([]string{"-Ln"}, flags...)...)
 }
 
+// Conntrack returns the member's conntrack table (/proc/net/nf_conntrack).
+func (m *Member) Conntrack() (string, error) {
+	return topo.Run(m.Host.Name, "cat", "/proc/net/nf_conntrack")
+}
+
 // Addrs returns the addresses on the member's data interface, as CIDR strings.
 func (m *Member) Addrs() ([]string, error) {
 	out, err := topo.IP(m.Host.Name, "-o", "addr", "show", "dev", topo.Interface)
@@ -584,9 +616,22 @@ func (m *Member) Addrs() ([]string, error) {
 	return addrs, nil
 }
 
-// NATRules returns the member's iptables and ip6tables nat-table rules (legacy
-// backend, the one this guest kernel supports), as `-A ...` lines.
+// NATRules returns the member's SNAT rules: on nftables one line per VIP in
+// its snat sets ("nft snat VIP"), else its iptables and ip6tables nat-table
+// rules (legacy backend), as `-A ...` lines.
 func (m *Member) NATRules() ([]string, error) {
+	if m.RuleEngine() == "nftables" {
+		vips, err := m.SNATVIPs()
+		var rules []string
+		for _, v := range vips {
+			rules = append(rules, "nft snat "+v)
+		}
+		return rules, err
+	}
+	return m.iptablesNAT()
+}
+
+func (m *Member) iptablesNAT() ([]string, error) {
 	var rules []string
 	for _, bin := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
 		out, err := topo.Run(m.Host.Name, bin, "-t", "nat")

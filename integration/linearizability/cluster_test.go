@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/edgelb/edgelb/integration/freeport"
+	"github.com/edgelb/edgelb/internal/freeport"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 

@@ -20,7 +20,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/edgelb/edgelb/integration/netns"
 )
@@ -34,8 +37,18 @@ type Options struct {
 	// Sources, when set, are the local addresses connections come from, taken in turn
 	// (many clients: source-hashing schedulers); default the kernel's choice.
 	Sources []netip.Addr
-	next    *atomic.Uint64
+	// NoRetransmit (TCP) fails a connection that needed a retransmission
+	// (a lost SYN or request) even if it was answered within Timeout: with a
+	// Timeout longer than the first SYN retransmit (1 s) a connection into a
+	// short gap would otherwise pass, and a short Timeout fails connections
+	// on a starved host whose packets were never lost.
+	NoRetransmit bool
+	next         *atomic.Uint64
 }
+
+// ErrRetransmitted is Once's error for a connection that was answered only
+// after a retransmission (Options.NoRetransmit).
+var ErrRetransmitted = errors.New("answered only after a retransmission (a SYN or the request was lost)")
 
 // WithSources returns o sending from addrs in turn; copies of the result share the
 // turn, so successive Count calls keep cycling through all of addrs.
@@ -74,12 +87,77 @@ func (o *Options) defaults() {
 // Once makes one connection (TCP: connect and read the greeting; UDP: one datagram
 // from a fresh socket, so a fresh source port) and returns the node's name.
 func Once(o Options) (string, error) {
+	name, _, err := once(o)
+	return name, err
+}
+
+// once is Once that also returns the connection's local address (TCP), even
+// when the handshake failed: a failed connection's source port is what finds
+// its entries in the edges' IPVS and conntrack tables.
+func once(o Options) (name, local string, err error) {
 	o.defaults()
 	d := net.Dialer{Timeout: o.Timeout, LocalAddr: o.source()}
+	if o.Proto == "tcp" {
+		// The dialer binds LocalAddr only after Control: bind it here.
+		var from *net.TCPAddr
+		if a, ok := d.LocalAddr.(*net.TCPAddr); ok {
+			from, d.LocalAddr = a, nil
+		}
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var berr error
+			if err := rc.Control(func(fd uintptr) { local, berr = startConnect(int(fd), from, o.Addr) }); err != nil {
+				return err
+			}
+			return berr
+		}
+	}
 	c, err := d.Dial(o.Proto, o.Addr)
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
+	name, err = read(c, o)
+	return name, local, err
+}
+
+// startConnect binds from (if set), starts the non-blocking connect itself
+// and returns the local address the kernel bound for it ("" if it could not
+// tell). The dialer's own connect then finds it under way (EALREADY) and
+// waits for it as usual; an address it cannot parse is left to the dialer.
+func startConnect(fd int, from *net.TCPAddr, addr string) (string, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return "", nil
+	}
+	if from != nil {
+		la, _ := netip.AddrFromSlice(from.IP)
+		var bsa unix.Sockaddr = &unix.SockaddrInet4{Addr: la.Unmap().As4()}
+		if ap.Addr().Is6() {
+			bsa = &unix.SockaddrInet6{Addr: la.As16()}
+		}
+		if err := unix.Bind(fd, bsa); err != nil {
+			return "", fmt.Errorf("bind %s: %w", from, err)
+		}
+	}
+	var sa unix.Sockaddr
+	if ap.Addr().Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+		return "", nil // the dialer's connect reports it
+	}
+	switch la, _ := unix.Getsockname(fd); la := la.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(la.Addr), uint16(la.Port)).String(), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(la.Addr), uint16(la.Port)).String(), nil
+	}
+	return "", nil
+}
+
+// read reads the node's answer on c and closes it.
+func read(c net.Conn, o Options) (string, error) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(o.Timeout))
 	if o.Proto == "udp" {
@@ -97,7 +175,35 @@ func Once(o Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if o.NoRetransmit {
+		if n, err := retransmits(c); err != nil {
+			return "", err
+		} else if n > 0 {
+			return "", fmt.Errorf("%s: %w (%d)", strings.TrimSpace(line), ErrRetransmitted, n)
+		}
+	}
 	return strings.TrimSpace(line), nil
+}
+
+// retransmits is the kernel's count of segments c retransmitted (TCP_INFO).
+func retransmits(c net.Conn) (uint32, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0, nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := raw.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, err
+	}
+	if gerr != nil {
+		return 0, fmt.Errorf("read TCP_INFO: %w", gerr)
+	}
+	return info.Total_retrans, nil
 }
 
 // CountResult is what Count saw.
@@ -433,6 +539,8 @@ type Attempt struct {
 	Took time.Duration `json:"tookNs"`
 	Node string        `json:"node,omitempty"`
 	Err  string        `json:"err,omitempty"`
+	// Local is a failed TCP attempt's local address (its source port).
+	Local string `json:"local,omitempty"`
 }
 
 // SteadyResult is what a Steady saw.
@@ -496,10 +604,10 @@ func StartSteady(o Options, rate float64, workers int) (*Steady, error) {
 			}
 			for at := range jobs {
 				t0 := time.Now()
-				name, err := Once(o)
+				name, local, err := once(o)
 				a := Attempt{At: at, Took: time.Since(t0), Node: name}
 				if err != nil {
-					a.Err = err.Error()
+					a.Err, a.Local = err.Error(), local
 				}
 				s.mu.Lock()
 				s.attempt = append(s.attempt, a)

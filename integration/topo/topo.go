@@ -12,6 +12,17 @@
 //	VIP pool                       10.0.0.200-250  fd00::200/120
 //	more clients         client    10.1.0.0/16                 Config.ClientAddrs extra source addresses (routed via 10.0.0.100)
 //
+// With Config.Router (BGP mode) a router sits between the client and the rest:
+//
+//	what                 netns     IPv4            IPv6        serves
+//	router, lan side     router    10.0.0.254      fd00::254   eth0 on lan; BGP peer of every edge (integration/lab runs BIRD here)
+//	router, client side  router    10.2.0.1        fd02::1     eth1 on a second bridge, "wan"
+//	client               client    10.2.0.100      fd02::100   on wan only, default route via the router
+//	BGP VIP pool                   10.3.0.0/24     fd03::/120  reachable only through routes the router learns
+//
+// Edges and nodes then route everything off the lan (the client, its extra
+// addresses) via the router, and the client reaches a VIP only through it.
+//
 // Every host's interface is eth0 (a veth whose peer "v-NAME" is a port of lan). The
 // root namespace holds the bridge and a management address on it, so code running
 // there (tests, lbctl) reaches every host without entering a namespace. IPv6 addresses
@@ -47,7 +58,32 @@ const (
 	// ClientNet holds the client's extra source addresses (many clients behind one
 	// router): every other host routes it via the client's 10.0.0.100.
 	ClientNet = "10.1.0.0/16"
+
+	// WANBridge is the client's segment in router mode (Config.Router),
+	// WANNet and WANNet6 its prefixes.
+	WANBridge = "wan"
+	WANNet    = "10.2.0.0/24"
+	WANNet6   = "fd02::/64"
+	// RouterWANInterface is the router's interface on WANBridge.
+	RouterWANInterface = "eth1"
+	// BGPPoolV4 and BGPPoolV6 are VIP ranges for bgp pools: off every
+	// segment, so only the router's routes lead to them.
+	BGPPoolV4 = "10.3.0.0/24"
+	BGPPoolV6 = "fd03::/120"
 )
+
+// RouterHost is the router's lan side; RouterWAN and RouterWAN6 its addresses on wan.
+func RouterHost() Host { return host("router", 254) }
+
+var (
+	RouterWAN  = netip.MustParseAddr("10.2.0.1")
+	RouterWAN6 = netip.MustParseAddr("fd02::1")
+)
+
+// WANClientHost is the client in router mode: on wan, behind the router.
+func WANClientHost() Host {
+	return Host{Name: "client", V4: netip.MustParseAddr("10.2.0.100"), V6: netip.MustParseAddr("fd02::100")}
+}
 
 // Host is one namespace on the segment.
 type Host struct {
@@ -66,6 +102,12 @@ type Config struct {
 	// ClientAddrs extra IPv4 addresses from ClientNet on the client (10.1.0.1, ...), so
 	// traffic can come from many sources (source-hashing schedulers). Default 0.
 	ClientAddrs int
+	// Router puts a router namespace between the client and the lan (see the
+	// package comment): the client moves to its own segment, and the router
+	// forwards with ECMP hashing on the 5-tuple
+	// (net.ipv4.fib_multipath_hash_policy=1), so the flows of one client spread
+	// over the paths of a multipath route.
+	Router bool
 }
 
 // Topology is a built network.
@@ -75,6 +117,8 @@ type Topology struct {
 	Client Host
 	// ClientSources are the client's extra addresses (Config.ClientAddrs).
 	ClientSources []netip.Addr
+	// Router is the router's lan side (nil without Config.Router).
+	Router *Host
 }
 
 // EdgeHost, NodeHost and ClientHost give a host's place in the plan.
@@ -96,6 +140,14 @@ func (t *Topology) All() []Host {
 	return append(out, t.Client)
 }
 
+// lanHosts lists the hosts with a port on lan (all but the client behind a router).
+func (t *Topology) lanHosts() []Host {
+	if t.Router == nil {
+		return t.All()
+	}
+	return append(append(append([]Host{}, t.Edges...), t.Nodes...), *t.Router)
+}
+
 // Build creates the bridge, the namespaces and their links. It must run as root inside
 // the guest (it changes the running kernel's network). It runs one `ip -batch` for the
 // root namespace and one per host namespace.
@@ -110,6 +162,13 @@ func Build(cfg Config) (*Topology, error) {
 		return nil, fmt.Errorf("topo: at most 9 edges and 9 nodes fit the address plan")
 	}
 	t := &Topology{Client: ClientHost()}
+	// gw is where the lan's hosts send what is not on it (the client's
+	// extra addresses; with a router, everything).
+	gw := t.Client.V4
+	if cfg.Router {
+		r := RouterHost()
+		t.Router, t.Client, gw = &r, WANClientHost(), r.V4
+	}
 	for i := 1; i <= cfg.Edges; i++ {
 		t.Edges = append(t.Edges, EdgeHost(i))
 	}
@@ -129,47 +188,104 @@ func Build(cfg Config) (*Topology, error) {
 	fmt.Fprintf(&root, "addr add %s/24 dev %s\n", ManagementV4, Bridge)
 	fmt.Fprintf(&root, "addr add %s/64 dev %s nodad\n", ManagementV6, Bridge)
 	if cfg.ClientAddrs > 0 {
-		fmt.Fprintf(&root, "route add %s via %s\n", ClientNet, t.Client.V4)
+		fmt.Fprintf(&root, "route add %s via %s\n", ClientNet, gw)
 	}
-	for _, h := range t.All() {
+	for _, h := range t.lanHosts() {
 		fmt.Fprintf(&root, "netns add %s\n", h.Name)
 		fmt.Fprintf(&root, "link add v-%s type veth peer name %s netns %s\n", h.Name, Interface, h.Name)
 		fmt.Fprintf(&root, "link set v-%s master %s up\n", h.Name, Bridge)
+	}
+	if t.Router != nil {
+		// The client's segment: the client and the router's second leg.
+		fmt.Fprintf(&root, "link add %s type bridge stp_state 0 forward_delay 0 mcast_snooping 0\n", WANBridge)
+		fmt.Fprintf(&root, "link set %s up\n", WANBridge)
+		fmt.Fprintf(&root, "netns add %s\n", t.Client.Name)
+		fmt.Fprintf(&root, "link add v-%s type veth peer name %s netns %s\n", t.Client.Name, Interface, t.Client.Name)
+		fmt.Fprintf(&root, "link set v-%s master %s up\n", t.Client.Name, WANBridge)
+		fmt.Fprintf(&root, "link add w-%s type veth peer name %s netns %s\n", t.Router.Name, RouterWANInterface, t.Router.Name)
+		fmt.Fprintf(&root, "link set w-%s master %s up\n", t.Router.Name, WANBridge)
+		// The management side (tests, lbctl) reaches the client through the router too.
+		fmt.Fprintf(&root, "route add %s via %s\n", WANNet, t.Router.V4)
+		fmt.Fprintf(&root, "route add %s via %s\n", WANNet6, t.Router.V6)
 	}
 	if err := ipBatch("", root.String()); err != nil {
 		return nil, err
 	}
 	for _, h := range t.All() {
-		for _, kv := range [][2]string{
-			{"net.ipv6.conf.all.accept_dad", "0"},
-			{"net.ipv6.conf.default.accept_dad", "0"},
-			{"net.ipv6.conf." + Interface + ".accept_dad", "0"},
-		} {
-			if err := netns.WriteSysctl(h.Name, kv[0], kv[1]); err != nil {
-				return nil, err
-			}
+		if err := t.configure(h, cfg, gw); err != nil {
+			return nil, err
 		}
-		if cfg.Forwarding && strings.HasPrefix(h.Name, "edge") {
-			netns.WriteSysctl(h.Name, "net.ipv4.ip_forward", "1")
-			netns.WriteSysctl(h.Name, "net.ipv6.conf.all.forwarding", "1")
-		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "link set lo up\n")
-		fmt.Fprintf(&b, "addr add %s/24 dev %s\n", h.V4, Interface)
-		fmt.Fprintf(&b, "addr add %s/64 dev %s nodad\n", h.V6, Interface)
-		fmt.Fprintf(&b, "link set %s up\n", Interface)
-		if h.Name == t.Client.Name {
-			for _, a := range t.ClientSources {
-				fmt.Fprintf(&b, "addr add %s/16 dev %s\n", a, Interface)
-			}
-		} else if cfg.ClientAddrs > 0 {
-			fmt.Fprintf(&b, "route add %s via %s\n", ClientNet, t.Client.V4)
-		}
-		if err := ipBatch(h.Name, b.String()); err != nil {
+	}
+	if t.Router != nil {
+		if err := t.configure(*t.Router, cfg, gw); err != nil {
 			return nil, err
 		}
 	}
 	return t, nil
+}
+
+// configure sets up one host's namespace: sysctls, addresses, routes.
+func (t *Topology) configure(h Host, cfg Config, gw netip.Addr) error {
+	for _, kv := range [][2]string{
+		{"net.ipv6.conf.all.accept_dad", "0"},
+		{"net.ipv6.conf.default.accept_dad", "0"},
+		{"net.ipv6.conf." + Interface + ".accept_dad", "0"},
+	} {
+		if err := netns.WriteSysctl(h.Name, kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	if cfg.Forwarding && strings.HasPrefix(h.Name, "edge") {
+		netns.WriteSysctl(h.Name, "net.ipv4.ip_forward", "1")
+		netns.WriteSysctl(h.Name, "net.ipv6.conf.all.forwarding", "1")
+	}
+	isRouter := t.Router != nil && h.Name == t.Router.Name
+	if isRouter {
+		for _, kv := range [][2]string{
+			{"net.ipv4.ip_forward", "1"},
+			{"net.ipv6.conf.all.forwarding", "1"},
+			// Hash the 5-tuple, not only the addresses: one client's
+			// flows then spread over every path of a multipath route.
+			{"net.ipv4.fib_multipath_hash_policy", "1"},
+			{"net.ipv6.fib_multipath_hash_policy", "1"},
+			{"net.ipv6.conf." + RouterWANInterface + ".accept_dad", "0"},
+		} {
+			if err := netns.WriteSysctl(h.Name, kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "link set lo up\n")
+	fmt.Fprintf(&b, "addr add %s/24 dev %s\n", h.V4, Interface)
+	fmt.Fprintf(&b, "addr add %s/64 dev %s nodad\n", h.V6, Interface)
+	fmt.Fprintf(&b, "link set %s up\n", Interface)
+	switch {
+	case h.Name == t.Client.Name:
+		for _, a := range t.ClientSources {
+			fmt.Fprintf(&b, "addr add %s/16 dev %s\n", a, Interface)
+		}
+		if t.Router != nil {
+			fmt.Fprintf(&b, "route add default via %s\n", RouterWAN)
+			fmt.Fprintf(&b, "route add default via %s\n", RouterWAN6)
+		}
+	case isRouter:
+		fmt.Fprintf(&b, "addr add %s/24 dev %s\n", RouterWAN, RouterWANInterface)
+		fmt.Fprintf(&b, "addr add %s/64 dev %s nodad\n", RouterWAN6, RouterWANInterface)
+		fmt.Fprintf(&b, "link set %s up\n", RouterWANInterface)
+		if cfg.ClientAddrs > 0 {
+			fmt.Fprintf(&b, "route add %s via %s\n", ClientNet, t.Client.V4)
+		}
+	case t.Router != nil:
+		fmt.Fprintf(&b, "route add default via %s\n", t.Router.V4)
+		fmt.Fprintf(&b, "route add default via %s\n", t.Router.V6)
+	case cfg.ClientAddrs > 0:
+		fmt.Fprintf(&b, "route add %s via %s\n", ClientNet, gw)
+	}
+	if err := ipBatch(h.Name, b.String()); err != nil {
+		return err
+	}
+	return nil
 }
 
 // ipBatch runs `ip [-n NS] -batch -` with the given commands.

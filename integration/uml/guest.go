@@ -51,9 +51,6 @@ func guestInit(specPath string) (exit int) {
 		writeSync(exitPath, strconv.Itoa(exit)+"\n")
 	}()
 
-	t0 := time.Now()
-	loadModules(sp.ModuleDir, sp.Modules)
-	glog("modules loaded in %s", time.Since(t0).Round(time.Millisecond))
 	if err := linkUp("lo"); err != nil {
 		glog("lo up: %v", err)
 	}
@@ -161,30 +158,6 @@ func isMountPoint(dir, fstype string) bool {
 		}
 	}
 	return false
-}
-
-func loadModules(dir string, want []string) {
-	idx, err := LoadModuleIndex(dir)
-	if err != nil {
-		glog("modules: %v", err)
-		return
-	}
-	order, missing := idx.LoadOrder(want)
-	if len(missing) > 0 {
-		glog("modules not shipped by this kernel (skipped): %s", strings.Join(missing, " "))
-	}
-	for _, rel := range order {
-		f, err := os.Open(filepath.Join(dir, rel))
-		if err != nil {
-			glog("module %s: %v", rel, err)
-			continue
-		}
-		err = unix.FinitModule(int(f.Fd()), ModuleParams[ModName(rel)], 0)
-		f.Close()
-		if err != nil && err != unix.EEXIST {
-			glog("insmod %s: %v", rel, err)
-		}
-	}
 }
 
 func linkUp(name string) error {

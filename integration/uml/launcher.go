@@ -1,11 +1,11 @@
 package uml
 
-// The kernel launcher: Run does not exec linux.uml itself but re-executes the calling
+// The kernel launcher: Run does not exec the UML kernel itself but re-executes the calling
 // binary (os.Executable()) with launchEnv set; this package's init() recognises that,
 // installs a seccomp filter and execs the kernel. Every binary that calls Run (test
 // binaries, umlrun, the sandbox) links this package and so carries the launcher.
 //
-// Why: Debian's linux.uml 6.1 sizes its copy of a guest thread's FPU state by its own
+// Why: UML 6.1 (the project's build of linux-source-6.1 as Debian's linux.uml) sizes its copy of a guest thread's FPU state by its own
 // struct _xstate (x87/SSE + the XSAVE header + AVX: 832 bytes) and, when the host
 // answers PTRACE_GETREGSET(NT_X86_XSTATE), switches threads with
 // PTRACE_SETREGSET(NT_X86_XSTATE). The host kernel accepts SETREGSET only with a buffer

@@ -1,17 +1,18 @@
 // Package uml runs a command inside a User-Mode Linux guest: a whole Linux kernel
-// (Debian's linux.uml) running as an ordinary process, whose root file system is the
+// (the project's own, built by scripts/uml-kernel.sh from Debian's linux-source-6.1 with
+// kernel.config: see kernel.go) running as an ordinary process, whose root file system is the
 // host's own (hostfs), so host binaries — Go test binaries included — run inside it
 // unchanged but under the guest's kernel, with the guest's own IPVS, netfilter and
 // network namespaces. This is how edgelb tests its data plane on machines whose kernel
 // has no IPVS.
 //
-// The host side (Run) writes a spec into a per-run work directory, boots linux.uml
+// The host side (Run) checks the kernel has every feature the run wants built in,
+// writes a spec into a per-run work directory, boots the kernel
 // (through the calling executable as a launcher that first installs a seccomp filter:
 // see launcher.go) with the calling executable as the guest's init, streams the command's stdout and stderr
 // back over two UML consoles, and returns the command's exit code. The guest side
 // (MaybeGuestInit, called first thing in main or TestMain) mounts /proc, /sys, /dev and
-// /run, loads the kernel modules (dependencies resolved from modules.dep), brings lo up,
-// runs the command, reaps orphans and powers the guest off.
+// /run, brings lo up, runs the command, reaps orphans and powers the guest off.
 package uml
 
 import (
@@ -45,9 +46,9 @@ type Options struct {
 
 	Stdout, Stderr io.Writer // the command's output; nil discards
 
-	Modules      []string // modules to load; nil means DefaultModules
-	ExtraModules []string // loaded after Modules
-	Kernel       string   // the UML kernel binary; default "linux.uml" from PATH
+	Modules      []string // modules the kernel must have built in; nil means DefaultModules
+	ExtraModules []string // checked as well as Modules
+	Kernel       string   // the UML kernel binary; default KernelPath()
 	Init         string   // the guest's init; default the calling executable (which must call MaybeGuestInit)
 	WorkDir      string   // per-run directory on the host (visible in the guest); default a new temp dir
 	KeepWorkDir  bool     // keep WorkDir (console log, spec) after the run
@@ -57,7 +58,7 @@ type Options struct {
 // Result reports a finished run.
 type Result struct {
 	ExitCode   int           // the command's exit code; 128+signal when it was killed
-	BootTime   time.Duration // from starting linux.uml until the command started
+	BootTime   time.Duration // from starting the kernel until the command started
 	Duration   time.Duration // whole run
 	ConsoleLog string        // the guest console (kernel messages, init diagnostics)
 	Stopped    string        // non-empty when the run was stopped (ctx, timeout) rather than ending on its own
@@ -69,10 +70,8 @@ type spec struct {
 	Argv        []string
 	Env         []string
 	Dir         string
-	Modules     []string
-	ModuleDir   string
 	WorkDir     string
-	StartedUnix int64 // host time when linux.uml was started (for the boot time)
+	StartedUnix int64 // host time when the kernel was started (for the boot time)
 	GraceMillis int64
 }
 
@@ -115,12 +114,24 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Modules == nil {
 		o.Modules = DefaultModules
 	}
+	var kernel string
+	var err error
 	if o.Kernel == "" {
-		o.Kernel = "linux.uml"
+		kernel, err = KernelPath()
+	} else {
+		kernel, err = exec.LookPath(o.Kernel)
 	}
-	kernel, err := exec.LookPath(o.Kernel)
 	if err != nil {
-		return res, fmt.Errorf("uml: %w; install user-mode-linux (scripts/uml-deps.sh)", err)
+		return res, err
+	}
+	// Everything is built in (no insmod in the guest): a feature the kernel lacks is a
+	// kernel.config to fix, said now rather than as an odd error in the middle of a test.
+	builtin, err := LoadBuiltin(kernel)
+	if err != nil {
+		return res, err
+	}
+	if missing := MissingModules(builtin, append(append([]string{}, o.Modules...), o.ExtraModules...)); len(missing) > 0 {
+		return res, fmt.Errorf("uml: the guest kernel %s lacks %v; add them (=y) to integration/uml/kernel.config and rebuild with scripts/uml-kernel.sh", kernel, missing)
 	}
 	if o.Init == "" {
 		if o.Init, err = os.Executable(); err != nil {
@@ -128,10 +139,6 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 	if o.Init, err = filepath.Abs(o.Init); err != nil {
-		return res, err
-	}
-	kver, err := KernelVersion()
-	if err != nil {
 		return res, err
 	}
 	if o.WorkDir == "" {
@@ -160,8 +167,6 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	sp := spec{
 		Argv: o.Argv, Env: env, Dir: o.Dir,
-		Modules:     append(append([]string{}, o.Modules...), o.ExtraModules...),
-		ModuleDir:   filepath.Join(ModuleDir, kver),
 		WorkDir:     o.WorkDir,
 		StartedUnix: start.UnixNano(),
 		GraceMillis: o.Grace.Milliseconds(),
@@ -188,7 +193,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	// Extra files are fds 3 (console), 4 (stdout), 5 (stderr) in linux.uml.
+	// Extra files are fds 3 (console), 4 (stdout), 5 (stderr) in the kernel.
 	args := []string{
 		"mem=" + o.Mem,
 		"rootfstype=hostfs", "rootflags=/", "rw",
@@ -198,12 +203,13 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		"loglevel=4",
 		specEnv + "=" + specPath,
 	}
+	args = append(args, paramArgs(ModuleParams)...) // built-in modules take theirs here
 	if fpregsFallback() {
 		args = append(args, guestFPUEnv...) // init's environment
 	}
 	args = append(args, o.KernelArgs...)
 	// The kernel is started through this binary (launcher.go), which installs a
-	// seccomp filter before it execs linux.uml.
+	// seccomp filter before it execs the kernel.
 	path, argv, lenv, err := launchCommand(kernel, args)
 	if err != nil {
 		return res, err
@@ -295,7 +301,7 @@ loop:
 			msg += " (" + stopped + ")"
 		}
 		if waitErr != nil {
-			msg += "; linux.uml: " + waitErr.Error()
+			msg += "; kernel: " + waitErr.Error()
 		}
 		return res, fmt.Errorf("%w: %s\n--- console tail ---\n%s", ErrNoExitCode, msg, tail(res.ConsoleLog, 40))
 	}

@@ -16,70 +16,77 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestLoadOrderDependenciesFirst(t *testing.T) {
-	dir := t.TempDir()
-	dep := `kernel/net/netfilter/ipvs/ip_vs_mh.ko: kernel/net/netfilter/ipvs/ip_vs.ko kernel/net/netfilter/nf_conntrack.ko kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko kernel/net/ipv6/ipv6.ko kernel/lib/crc-ccitt.ko
-kernel/net/netfilter/ipvs/ip_vs.ko: kernel/net/netfilter/nf_conntrack.ko kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko kernel/net/ipv6/ipv6.ko kernel/lib/crc-ccitt.ko
-kernel/net/netfilter/nf_conntrack.ko: kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko
-kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko:
-kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko:
-kernel/net/ipv6/ipv6.ko: kernel/lib/crc-ccitt.ko
-kernel/lib/crc-ccitt.ko:
-kernel/drivers/net/veth.ko:
-`
-	os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(dep), 0o644)
-	os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/net/packet/af_packet.ko\n"), 0o644)
-	idx, err := LoadModuleIndex(dir)
+func TestMissingModulesFromBuiltinList(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "linux")
+	os.WriteFile(filepath.Join(filepath.Dir(kernel), "modules.builtin"), []byte("kernel/net/netfilter/ipvs/ip_vs.ko\nkernel/net/netfilter/nf_tables.ko\nkernel/net/ipv4/netfilter/ipt_REJECT.ko\nkernel/drivers/net/veth.ko\n"), 0o644)
+	builtin, err := LoadBuiltin(kernel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	order, missing := idx.LoadOrder([]string{"ip_vs_mh", "veth", "af_packet", "nosuch", "crc_ccitt"})
-	if !slices.Equal(missing, []string{"nosuch"}) {
-		t.Errorf("missing = %v", missing)
+	missing := MissingModules(builtin, []string{"ip_vs", "nf-tables", "ipt_REJECT", "ip_vs_mh", "veth", "nft_nat"})
+	if !slices.Equal(missing, []string{"ip_vs_mh", "nft_nat"}) {
+		t.Errorf("missing = %v, want [ip_vs_mh nft_nat]", missing)
 	}
-	pos := map[string]int{}
-	for i, p := range order {
-		n := ModName(p)
-		if _, dup := pos[n]; dup {
-			t.Errorf("%s twice in %v", n, order)
-		}
-		pos[n] = i
-	}
-	for mod, deps := range idx.Deps {
-		if _, ok := pos[mod]; !ok {
-			continue
-		}
-		for _, d := range deps {
-			if pos[d] > pos[mod] {
-				t.Errorf("%s loaded before its dependency %s: %v", mod, d, order)
-			}
-		}
-	}
-	if len(order) != 8 {
-		t.Errorf("order has %d modules, want 8: %v", len(order), order)
+	if _, err := LoadBuiltin(filepath.Join(t.TempDir(), "linux")); err == nil || !strings.Contains(err.Error(), "scripts/uml-kernel.sh") {
+		t.Errorf("no modules.builtin: err = %v, want one naming scripts/uml-kernel.sh", err)
 	}
 }
 
-// The real kernel's index resolves every default module (when user-mode-linux is installed).
-func TestDefaultModulesResolve(t *testing.T) {
-	kver, err := KernelVersion()
+func TestModuleParamsOnTheCommandLine(t *testing.T) {
+	got := paramArgs(map[string]string{"xt_recent": "ip_list_tot=16384 ip_pkt_list_tot=20", "ip_vs": "conn_tab_bits=12"})
+	want := []string{"ip_vs.conn_tab_bits=12", "xt_recent.ip_list_tot=16384", "xt_recent.ip_pkt_list_tot=20"}
+	if !slices.Equal(got, want) {
+		t.Errorf("paramArgs = %v, want %v", got, want)
+	}
+}
+
+func TestKernelPathFromCacheAndEnv(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("EDGELB_CACHE", cache)
+	t.Setenv(KernelEnv, "")
+	if _, err := KernelPath(); err == nil || !strings.Contains(err.Error(), KernelConfigHash()) {
+		t.Errorf("empty cache: err = %v, want one naming the hash %s", err, KernelConfigHash())
+	}
+	old := filepath.Join(cache, "uml-kernel", "6.1.1-1-"+KernelConfigHash(), "linux")
+	cur := filepath.Join(cache, "uml-kernel", "6.1.2-1-"+KernelConfigHash(), "linux")
+	other := filepath.Join(cache, "uml-kernel", "6.1.3-1-000000000000", "linux")
+	for i, p := range []string{old, cur, other} {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, nil, 0o755)
+		ts := time.Now().Add(time.Duration(i-3) * time.Hour)
+		os.Chtimes(p, ts, ts)
+	}
+	if got, err := KernelPath(); err != nil || got != cur {
+		t.Errorf("KernelPath() = %q, %v; want the newest build for this fragment, %q", got, err, cur)
+	}
+	t.Setenv(KernelEnv, other)
+	if got, err := KernelPath(); err != nil || got != other {
+		t.Errorf("with %s: KernelPath() = %q, %v; want %q", KernelEnv, got, err, other)
+	}
+	t.Setenv(KernelEnv, filepath.Join(cache, "nosuch"))
+	if _, err := KernelPath(); err == nil {
+		t.Errorf("with %s naming no file: no error", KernelEnv)
+	}
+}
+
+// The built guest kernel has every default feature built in (when it is built).
+func TestDefaultModulesBuiltIn(t *testing.T) {
+	kernel, err := KernelPath()
 	if err != nil {
 		t.Skip(err)
 	}
-	idx, err := LoadModuleIndex(filepath.Join(ModuleDir, kver))
+	builtin, err := LoadBuiltin(kernel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	order, missing := idx.LoadOrder(DefaultModules)
-	if len(missing) > 0 {
-		t.Errorf("not shipped: %v", missing)
+	if missing := MissingModules(builtin, DefaultModules); len(missing) > 0 {
+		t.Errorf("%s lacks %v", kernel, missing)
 	}
-	t.Logf("%d modules to load", len(order))
 }
 
 func TestRunInGuest(t *testing.T) {
 	if os.Getenv("EDGELB_UML") != "1" {
-		t.Skip("boots a User-Mode Linux guest; run with EDGELB_UML=1 (needs scripts/uml-deps.sh)")
+		t.Skip("boots a User-Mode Linux guest; run with EDGELB_UML=1 (needs scripts/uml-deps.sh, which builds the kernel)")
 	}
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

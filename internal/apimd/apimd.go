@@ -19,6 +19,8 @@ var ReplicaReads = map[string]bool{
 	edgelbv1.AddressPoolService_ListAddressPools_FullMethodName:       true,
 	edgelbv1.WatchService_Watch_FullMethodName:                        true,
 	edgelbv1.ClusterService_SaveSnapshot_FullMethodName:               true,
+	// Heartbeats read from an old replica would call a live tenant silent.
+	edgelbv1.TenantService_ListTenants_FullMethodName: true,
 }
 
 const (

@@ -3,15 +3,23 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/edgelb/edgelb/internal/logcapture"
 	"github.com/edgelb/edgelb/lbctl/exitcode"
+	"github.com/edgelb/edgelb/lbd/lbdtest"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"sigs.k8s.io/yaml"
 )
 
@@ -30,15 +38,22 @@ func lbctl(t *testing.T, cfg string, args ...string) result {
 
 type env struct {
 	t    *testing.T
-	fake *fakeLB
+	c    *lbdtest.Cluster
 	addr string
 	cfg  string
 }
 
+// newEnv runs lbctl against a real one-member lbd (control plane only,
+// plaintext) that has the pool public, 192.0.2.0/24.
 func newEnv(t *testing.T) *env {
+	return newEnvOf(t, lbdtest.StartCluster(t, 1, lbdtest.Plaintext()))
+}
+
+func newEnvOf(t *testing.T, c *lbdtest.Cluster) *env {
 	t.Setenv("LBCTL_ENDPOINTS", "")
-	f, addr := startFake(t)
-	return &env{t: t, fake: f, addr: addr, cfg: filepath.Join(t.TempDir(), "lbctl.yaml")}
+	e := &env{t: t, c: c, addr: c.Members[0].Addr, cfg: filepath.Join(t.TempDir(), "lbctl.yaml")}
+	e.ok("pool", "create", "public", "--range", "192.0.2.0/24")
+	return e
 }
 
 func (e *env) run(args ...string) result {
@@ -80,28 +95,33 @@ func decodeJSON(t *testing.T, s string) map[string]any {
 
 func TestVIPLifecycle(t *testing.T) {
 	e := newEnv(t)
-	out := e.ok("vip", "create", "web", "--port", "tcp/80:30080", "--port", "udp/53", "--backend", "10.0.0.11",
-		"--backend", "10.0.0.12:30081,weight=2,drained", "--scheduler", "wrr", "--mode", "dr", "--persistence", "3h",
+	// Direct routing cannot change ports: lbd refuses a backend port other
+	// than the VIP's (the fake took it).
+	if msg := e.fails(exitcode.InvalidArgument, "vip", "create", "web", "--port", "tcp/80:30080", "--mode", "dr"); !strings.Contains(msg, "direct routing cannot change the port") {
+		t.Errorf("dr with another backend port: %q", msg)
+	}
+	out := e.ok("vip", "create", "web", "--port", "tcp/80", "--port", "udp/53", "--backend", "10.0.0.11",
+		"--backend", "10.0.0.12,weight=2,drained", "--scheduler", "wrr", "--mode", "dr", "--persistence", "3h",
 		"--health-check", "http", "--health-path", "/healthz", "--health-interval", "2s", "--rise", "2", "--fall", "3",
-		"--source-range", "10.0.0.0/8,192.168.0.0/16", "--label", "app=web", "--sharing-key", "s1", "--pin", "lb2")
-	if !strings.Contains(out, "virtualservice default/web created: vip 192.0.2.10, generation 1") {
+		"--source-range", "10.0.0.0/8,192.168.0.0/16", "--label", "app=web", "--sharing-key", "s1", "--pin", "lb1")
+	if !strings.Contains(out, "virtualservice default/web created: vip 192.0.2.1, generation 1") {
 		t.Errorf("create output: %q", out)
 	}
 
 	vs := decodeJSON(t, e.ok("vip", "get", "web", "-o", "json"))
-	if vs["name"] != "web" || vs["tenant"] != "default" || vs["vip"] != "192.0.2.10" || vs["scheduler"] != "SCHEDULER_WRR" ||
-		vs["forwardingMode"] != "FORWARDING_MODE_DR" || vs["pinnedMember"] != "lb2" || vs["sharingKey"] != "s1" {
+	if vs["name"] != "web" || vs["tenant"] != "default" || vs["vip"] != "192.0.2.1" || vs["scheduler"] != "SCHEDULER_WRR" ||
+		vs["forwardingMode"] != "FORWARDING_MODE_DR" || vs["pinnedMember"] != "lb1" || vs["sharingKey"] != "s1" {
 		t.Errorf("get -o json: %v", vs)
 	}
 	if p := vs["persistence"].(map[string]any); p["timeoutSeconds"] != float64(10800) {
 		t.Errorf("persistence = %v", p)
 	}
 	ports := vs["ports"].([]any)
-	if len(ports) != 2 || ports[0].(map[string]any)["backendPort"] != float64(30080) || ports[1].(map[string]any)["protocol"] != "PROTOCOL_UDP" {
+	if len(ports) != 2 || ports[0].(map[string]any)["port"] != float64(80) || ports[1].(map[string]any)["protocol"] != "PROTOCOL_UDP" {
 		t.Errorf("ports = %v", ports)
 	}
 	bs := vs["backends"].([]any)
-	if b := bs[1].(map[string]any); b["address"] != "10.0.0.12" || b["port"] != float64(30081) || b["weight"] != float64(2) || b["drained"] != true {
+	if b := bs[1].(map[string]any); b["address"] != "10.0.0.12" || b["weight"] != float64(2) || b["drained"] != true {
 		t.Errorf("backend = %v", b)
 	}
 	if hc := vs["healthCheck"].(map[string]any); hc["type"] != "HEALTH_CHECK_TYPE_HTTP" || hc["path"] != "/healthz" || hc["interval"] != "2s" {
@@ -109,7 +129,7 @@ func TestVIPLifecycle(t *testing.T) {
 	}
 
 	detail := e.ok("vip", "get", "web")
-	for _, want := range []string{"Name:", "web", "tcp/80:30080,udp/53", "wrr", "3h0m0s", "http path=/healthz", "10.0.0.12", "drained", "app=web"} {
+	for _, want := range []string{"Name:", "web", "tcp/80,udp/53", "wrr", "3h0m0s", "http path=/healthz", "10.0.0.12", "drained", "app=web"} {
 		if !strings.Contains(detail, want) {
 			t.Errorf("vip get table lacks %q:\n%s", want, detail)
 		}
@@ -126,7 +146,7 @@ func TestVIPLifecycle(t *testing.T) {
 			t.Errorf("header lacks %s: %q", col, lines[0])
 		}
 	}
-	if !strings.Contains(lines[1], "api") || !strings.Contains(lines[2], "2 (1 drained)") || !strings.Contains(lines[2], "3m") {
+	if !strings.Contains(lines[1], "api") || !strings.Contains(lines[2], "2 (1 drained)") {
 		t.Errorf("rows (sorted by name):\n%s", table)
 	}
 	if wide := e.ok("vip", "list", "-o", "wide"); !strings.Contains(wide, "SCHEDULER") || !strings.Contains(wide, "wrr") {
@@ -139,7 +159,7 @@ func TestVIPLifecycle(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(e.ok("vip", "list", "-l", "app=api", "-o", "yaml")), &list); err != nil || len(list.Items) != 1 || list.Items[0]["name"] != "api" {
 		t.Errorf("list -l app=api -o yaml: %v %v", list, err)
 	}
-	if err := json.Unmarshal([]byte(e.ok("vip", "list", "--vip", "192.0.2.10", "-o", "json")), &list); err != nil || len(list.Items) != 1 || list.Items[0]["name"] != "web" {
+	if err := json.Unmarshal([]byte(e.ok("vip", "list", "--vip", "192.0.2.1", "-o", "json")), &list); err != nil || len(list.Items) != 1 || list.Items[0]["name"] != "web" {
 		t.Errorf("list --vip -o json: %v %v", list, err)
 	}
 
@@ -164,7 +184,7 @@ func TestVIPLifecycle(t *testing.T) {
 	if out := e.ok("vip", "delete", "web"); !strings.Contains(out, "deleted") {
 		t.Errorf("delete: %q", out)
 	}
-	if msg := e.fails(exitcode.NotFound, "vip", "get", "web"); !strings.Contains(msg, `virtual service "web" not found`) || strings.Contains(msg, "rpc error") {
+	if msg := e.fails(exitcode.NotFound, "vip", "get", "web"); !strings.Contains(msg, "virtual service default/web not found") || strings.Contains(msg, "rpc error") {
 		t.Errorf("NotFound message: %q", msg)
 	}
 	e.fails(exitcode.NotFound, "vip", "update", "web", "--scheduler", "rr")
@@ -266,7 +286,12 @@ func TestBackendOps(t *testing.T) {
 		t.Errorf("add:\n%s", out)
 	}
 	e.fails(exitcode.AlreadyExists, "backend", "add", "web", "10.0.0.12:30080")
-	e.ok("backend", "add", "web", "[2001:db8::5]:30080", "--drained")
+	// The bracketed form reaches lbd as the address, which keeps a VIP's
+	// backends to its own family.
+	if msg := e.fails(exitcode.InvalidArgument, "backend", "add", "web", "[2001:db8::5]:30080"); !strings.Contains(msg, "2001:db8::5 is not IPv4 like the VIP") {
+		t.Errorf("IPv6 backend of an IPv4 VIP: %q", msg)
+	}
+	e.ok("backend", "add", "web", "10.0.0.5:30080", "--drained")
 	vs := decodeJSON(t, e.ok("backend", "drain", "web", "10.0.0.12:30080", "-o", "json"))
 	if b := vs["backends"].([]any)[1].(map[string]any); b["drained"] != true || b["weight"] != float64(3) {
 		t.Errorf("drain: %v", b)
@@ -279,7 +304,7 @@ func TestBackendOps(t *testing.T) {
 	e.fails(exitcode.NotFound, "backend", "remove", "web", "10.0.0.11")
 	e.fails(exitcode.NotFound, "backend", "drain", "nope", "10.0.0.11")
 	list := e.ok("backend", "list", "web")
-	if strings.Contains(list, "10.0.0.11") || !strings.Contains(list, "2001:db8::5") {
+	if strings.Contains(list, "10.0.0.11") || !strings.Contains(list, "10.0.0.5") {
 		t.Errorf("backend list:\n%s", list)
 	}
 	vs = decodeJSON(t, e.ok("backend", "set", "web", "--backend", "10.0.0.21", "--backend", "10.0.0.22,weight=2", "-o", "json"))
@@ -291,28 +316,30 @@ func TestBackendOps(t *testing.T) {
 
 func TestPools(t *testing.T) {
 	e := newEnv(t)
-	out := e.ok("pool", "create", "public", "--range", "192.0.2.0/24", "--range", "198.51.100.10-198.51.100.20", "--tenant-allowed", "a,b")
-	if !strings.Contains(out, "pool public created") {
+	// newEnv made public (192.0.2.0/24); edge is this test's.
+	out := e.ok("pool", "create", "edge", "--range", "198.51.100.0/24", "--range", "203.0.113.10-203.0.113.20", "--tenant-allowed", "a,b")
+	if !strings.Contains(out, "pool edge created") {
 		t.Errorf("create: %q", out)
 	}
-	e.fails(exitcode.AlreadyExists, "pool", "create", "public", "--range", "192.0.2.0/24")
-	e.ok("vip", "create", "web", "--pool", "public", "--port", "tcp/80")
-	got := decodeJSON(t, e.ok("pool", "get", "public", "-o", "json"))
-	if got["used"] != "1" || got["size"] != "256" || got["pool"].(map[string]any)["name"] != "public" {
+	e.fails(exitcode.AlreadyExists, "pool", "create", "edge", "--range", "198.51.100.0/24")
+	e.ok("vip", "create", "web", "--pool", "edge", "--tenant", "a", "--port", "tcp/80")
+	got := decodeJSON(t, e.ok("pool", "get", "edge", "-o", "json"))
+	// 254 of the /24 (no network or broadcast address) and 11 of the range.
+	if got["used"] != "1" || got["size"] != "265" || got["pool"].(map[string]any)["name"] != "edge" {
 		t.Errorf("pool get -o json: %v", got)
 	}
-	if tbl := e.ok("pool", "get", "public"); !strings.Contains(tbl, "USED") || !strings.Contains(tbl, "198.51.100.10-198.51.100.20") {
+	if tbl := e.ok("pool", "get", "edge"); !strings.Contains(tbl, "USED") || !strings.Contains(tbl, "203.0.113.10-203.0.113.20") {
 		t.Errorf("pool get:\n%s", tbl)
 	}
 	e.ok("pool", "create", "v6", "--range", "2001:db8::/112", "--manual")
 	var list struct{ Items []map[string]any }
-	if err := json.Unmarshal([]byte(e.ok("pool", "list", "-o", "json")), &list); err != nil || len(list.Items) != 2 || list.Items[1]["manual"] != true {
+	if err := json.Unmarshal([]byte(e.ok("pool", "list", "-o", "json")), &list); err != nil || len(list.Items) != 3 || list.Items[2]["name"] != "v6" || list.Items[2]["manual"] != true {
 		t.Errorf("pool list -o json: %+v %v", list, err)
 	}
 	if tbl := e.ok("pool", "list"); !strings.Contains(tbl, "MANUAL") || !strings.Contains(tbl, "v6") {
 		t.Errorf("pool list:\n%s", tbl)
 	}
-	if msg := e.fails(exitcode.Conflict, "pool", "delete", "public"); !strings.Contains(msg, "in use") {
+	if msg := e.fails(exitcode.Conflict, "pool", "delete", "edge"); !strings.Contains(msg, "in use") {
 		t.Errorf("in use: %q", msg)
 	}
 	e.ok("pool", "delete", "v6")
@@ -320,36 +347,55 @@ func TestPools(t *testing.T) {
 }
 
 func TestMembersAndLeader(t *testing.T) {
-	e := newEnv(t)
+	c := lbdtest.StartCluster(t, 3, lbdtest.Plaintext())
+	e := newEnvOf(t, c)
+	leader := c.Leader(t)
+	var followers []*lbdtest.Member
+	for _, m := range c.Members {
+		if m != leader {
+			followers = append(followers, m)
+		}
+	}
 	tbl := e.ok("member", "list")
-	if !strings.Contains(tbl, "RAFT ADDRESS") || !strings.Contains(tbl, "lb2") || !strings.Contains(tbl, "*") {
+	if !strings.Contains(tbl, "RAFT ADDRESS") || !strings.Contains(tbl, "lb2") || !strings.Contains(tbl, "lb3") || !strings.Contains(tbl, "*") {
 		t.Errorf("member list:\n%s", tbl)
 	}
-	m := decodeJSON(t, e.ok("member", "add", "lb3", "--raft-addr", "127.0.0.1:7721", "--api-addr", "127.0.0.1:7720", "--interface", "eth1", "--nonvoter", "-o", "json"))
-	if m["id"] != "lb3" || m["suffrage"] != "nonvoter" || m["dataInterface"] != "eth1" {
-		t.Errorf("member add: %v", m)
+	// Adding a member again with its own addresses changes nothing (a
+	// member that restarts asks to join again); with others it is refused.
+	have := c.Members[2].Config
+	e.ok("member", "add", "lb3", "--raft-addr", have.RaftAddr, "--api-addr", have.APIAddr)
+	if msg := e.fails(exitcode.AlreadyExists, "member", "add", "lb3", "--raft-addr", "127.0.0.1:1", "--api-addr", have.APIAddr); !strings.Contains(msg, "lbctl member remove lb3") {
+		t.Errorf("re-adding with another address: %q", msg)
 	}
-	e.fails(exitcode.AlreadyExists, "member", "add", "lb3", "--raft-addr", "x:1", "--api-addr", "x:2")
 
-	st := decodeJSON(t, e.ok("member", "status", "-o", "json"))
-	if st["raftState"] != "Leader" || st["lastAppliedIndex"] != "42" {
+	st := decodeJSON(t, e.ok("member", "status", leader.ID, "-o", "json"))
+	if st["raftState"] != "Leader" || st["lastAppliedIndex"] == nil || st["lastAppliedIndex"] == "0" {
 		t.Errorf("status -o json: %v", st)
 	}
-	if st := decodeJSON(t, e.ok("member", "status", "lb2", "-o", "json")); st["raftState"] != "Follower" {
-		t.Errorf("status lb2: %v", st)
+	if st := decodeJSON(t, e.ok("member", "status", followers[0].ID, "-o", "json")); st["raftState"] != "Follower" {
+		t.Errorf("status %s: %v", followers[0].ID, st)
 	}
 	all := e.ok("member", "status")
 	if strings.Count(all, "\n") != 4 || !strings.Contains(all, "Leader") || !strings.Contains(all, "APPLIED") {
 		t.Errorf("status table (every member):\n%s", all)
 	}
 	// Issue 18: a service a member cannot program is named under the table.
-	e.fake.set(func() { e.fake.isolated = map[string][]string{"lb2": {"t/s1: unknown scheduler 42"}} })
-	if out := e.ok("member", "status"); !strings.Contains(out, "WARNING lb2 cannot program t/s1: unknown scheduler 42") {
-		t.Errorf("status with an isolated service:\n%s", out)
-	}
-	e.fake.set(func() { e.fake.isolated = nil })
+	// (Without a kernel nothing fails to program: the member's status says
+	// what its data plane would.)
+	isolated := followers[0].ID
+	t.Run("isolated", func(t *testing.T) {
+		c.Rewrite(t, "/GetMemberStatus", func(resp any) {
+			if st := resp.(*edgelbv1.GetMemberStatusResponse).Status; st.GetMember().GetId() == isolated {
+				st.IsolatedServices = []string{"t/s1: unknown scheduler 42"}
+			}
+		})
+		if out := e.ok("member", "status"); !strings.Contains(out, "WARNING "+isolated+" cannot program t/s1: unknown scheduler 42") {
+			t.Errorf("status with an isolated service:\n%s", out)
+		}
+	})
 	// A member that does not answer shows as such, and the exit code says so.
-	e.fake.set(func() { e.fake.down["lb3"] = true })
+	victim := followers[1]
+	victim.Stop()
 	r := e.run("member", "status")
 	if r.code != exitcode.Unavailable || !strings.Contains(r.out, "unreachable") || !strings.Contains(r.out, "Leader") {
 		t.Errorf("status with a dead member: exit %d\n%s\n%s", r.code, r.out, r.err)
@@ -360,37 +406,84 @@ func TestMembersAndLeader(t *testing.T) {
 		t.Errorf("status --all -o json: %v", items)
 	}
 	e.fails(exitcode.NotFound, "member", "status", "lb9")
-	e.ok("member", "remove", "lb3")
-	e.fails(exitcode.NotFound, "member", "remove", "lb3")
+	e.ok("member", "remove", victim.ID)
+	e.fails(exitcode.NotFound, "member", "remove", victim.ID)
 
-	if l := e.ok("leader"); !strings.Contains(l, "lb1") || !strings.Contains(l, "TERM") {
+	if l := e.ok("leader"); !strings.Contains(l, leader.ID) || !strings.Contains(l, "TERM") {
 		t.Errorf("leader:\n%s", l)
 	}
-	if out := e.ok("leader", "transfer", "lb2"); !strings.Contains(out, "transferred to lb2") {
+	to := followers[0].ID
+	if out := e.ok("leader", "transfer", to); !strings.Contains(out, "transferred to "+to) {
 		t.Errorf("transfer: %q", out)
 	}
 	l := decodeJSON(t, e.ok("leader", "-o", "json"))
-	if l["leader"].(map[string]any)["id"] != "lb2" || l["term"] != "7" {
+	if l["leader"].(map[string]any)["id"] != to || l["term"] == nil || l["term"] == "0" {
 		t.Errorf("leader -o json: %v", l)
 	}
-	e.fails(exitcode.NotFound, "leader", "transfer", "nobody")
+	if msg := e.fails(exitcode.NotFound, "leader", "transfer", "nobody"); !strings.Contains(msg, "nobody is not a member of this cluster") {
+		t.Errorf("transfer to nobody: %q", msg)
+	}
+}
+
+// watch runs lbctl watch (a command that runs until interrupted) on
+// endpoints, calls step with its output so far until step says it is done,
+// then interrupts it, as Ctrl-C would.
+func (e *env) watch(endpoints string, step func(out, errOut string) bool, args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb logcapture.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- ExecuteContext(ctx, append([]string{"--config", e.cfg, "--timeout", "5s", "--endpoints", endpoints, "watch"}, args...), &out, &errb)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !step(out.String(), errb.String()) {
+		select {
+		case c := <-code:
+			e.t.Fatalf("watch ended by itself: exit %d\n%s\n%s", c, out.String(), errb.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			e.t.Fatalf("watch: timed out\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+		}
+	}
+	cancel()
+	return result{out.String(), errb.String(), <-code}
+}
+
+// snapshotShown says the watch printed its snapshot line and that many objects.
+func snapshotShown(out, errOut string) bool {
+	var rev, n int
+	i := strings.Index(errOut, "# snapshot of the current state at revision ")
+	if i < 0 {
+		return false
+	}
+	if _, err := fmt.Sscanf(errOut[i:], "# snapshot of the current state at revision %d (%d objects)", &rev, &n); err != nil {
+		return false
+	}
+	return strings.Count(out, "\n") >= n
 }
 
 func TestWatch(t *testing.T) {
 	e := newEnv(t)
-	e.fake.set(func() { e.fake.watchOnce = true })
 	e.ok("vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.1")
-	r := e.run("watch")
+	r := e.watch(e.addr, snapshotShown)
 	if r.code != 0 || !strings.Contains(r.err, "snapshot") {
 		t.Fatalf("watch: exit %d, %s", r.code, r.err)
 	}
 	lines := strings.Split(strings.TrimSpace(r.out), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "1 PUT vip default/web vip=192.0.2.10 ports=tcp/80:30080") ||
-		!strings.Contains(lines[1], "member lb1") || !strings.Contains(lines[1], `reason="joined"`) {
-		t.Errorf("watch lines:\n%s", r.out)
+	var vip, member bool
+	for _, l := range lines {
+		vip = vip || strings.Contains(l, " PUT vip default/web vip=192.0.2.1 ports=tcp/80:30080")
+		member = member || strings.Contains(l, " PUT member lb1")
 	}
-	out := e.ok("watch", "-o", "json")
-	sc := bufio.NewScanner(strings.NewReader(out))
+	if !vip || !member {
+		t.Errorf("watch lines (want the VIP and the member):\n%s", r.out)
+	}
+	r = e.watch(e.addr, snapshotShown, "-o", "json")
+	sc := bufio.NewScanner(strings.NewReader(r.out))
 	n := 0
 	for sc.Scan() {
 		ev := decodeJSON(t, sc.Text())
@@ -399,33 +492,68 @@ func TestWatch(t *testing.T) {
 		}
 		n++
 	}
-	if n != 3 {
-		t.Errorf("want 3 JSON lines, got %d:\n%s", n, out)
+	if n != len(lines) {
+		t.Errorf("want %d JSON lines, got %d:\n%s", len(lines), n, r.out)
 	}
 }
 
+// The member a watch follows goes away: lbctl resumes on the next endpoint
+// after the last revision it saw, and later changes still arrive.
 func TestWatchSurvivesMemberLoss(t *testing.T) {
-	e := newEnv(t)
+	c := lbdtest.StartCluster(t, 3, lbdtest.Plaintext())
+	e := newEnvOf(t, c)
 	e.ok("vip", "create", "web", "--port", "tcp/80")
-	e.fake.set(func() { e.fake.dieAfterSnapshot = true })
-	other, addr2 := startFake(t)
-	other.set(func() { other.watchOnce = true })
-	r := lbctl(t, e.cfg, "--endpoints", e.addr+","+addr2, "watch")
-	if r.code != 0 || !strings.Contains(r.err, "stream lost") || !strings.Contains(r.err, "resuming after revision 1") {
+	first, second := c.Members[0], c.Members[1]
+	stopped, created := false, false
+	r := e.watch(first.Addr+","+second.Addr, func(out, errOut string) bool {
+		switch {
+		case !stopped && snapshotShown(out, errOut):
+			first.Stop()
+			stopped = true
+		case stopped && !created && strings.Contains(errOut, "resuming after revision"):
+			// Through the member still listed: a write after the resume.
+			lbctl(t, e.cfg, "--endpoints", second.Addr, "vip", "create", "api", "--port", "tcp/443")
+			created = true
+		}
+		return created && strings.Contains(out, "vip default/api")
+	})
+	if r.code != 0 || !strings.Contains(r.err, "stream lost") || !strings.Contains(r.err, "resuming after revision") {
 		t.Errorf("watch across member loss: exit %d\n%s\n%s", r.code, r.out, r.err)
 	}
 }
 
 func TestWaitForOwner(t *testing.T) {
 	e := newEnv(t)
-	e.fake.set(func() { e.fake.autoOwner = "lb2" })
+	// lbd names the owner in its answer to the create: nothing to wait for.
 	r := e.run("vip", "create", "web", "--port", "tcp/80", "--wait", "--wait-timeout", "5s")
-	if r.code != 0 || !strings.Contains(r.out, "owner lb2") || !strings.Contains(r.err, "waiting") || !strings.Contains(r.err, "served by lb2") {
+	if r.code != 0 || !strings.Contains(r.out, "owner lb1") || strings.Contains(r.err, "waiting") {
 		t.Errorf("create --wait: exit %d\nout: %s\nerr: %s", r.code, r.out, r.err)
 	}
-	// Nobody assigns an owner: --wait gives up with exit 1, saying the write happened.
-	e.fake.set(func() { e.fake.autoOwner = "" })
-	r = e.run("vip", "create", "api", "--port", "tcp/80", "--wait", "--wait-timeout", "300ms")
+	// An answer without an owner (as from an lbd that assigns it later):
+	// lbctl waits, and lbd's watch shows the owner.
+	e.c.Rewrite(t, "/CreateVirtualService", func(resp any) {
+		if vs := resp.(*edgelbv1.CreateVirtualServiceResponse).Service; vs.GetName() != "web" {
+			vs.Owner = ""
+		}
+	})
+	r = e.run("vip", "create", "api", "--port", "tcp/81", "--wait", "--wait-timeout", "5s")
+	if r.code != 0 || !strings.Contains(r.out, "owner lb1") || !strings.Contains(r.err, "waiting") || !strings.Contains(r.err, "served by lb1") {
+		t.Errorf("create --wait for an owner: exit %d\nout: %s\nerr: %s", r.code, r.out, r.err)
+	}
+	// Never an owner (every answer about "late" lacks one; no watch, so
+	// lbctl polls): --wait gives up with exit 1, saying the write happened.
+	e.c.Inject(t, func(_ context.Context, method string) error {
+		if strings.HasSuffix(method, "/Watch") {
+			return status.Error(codes.Unimplemented, "injected: no watch")
+		}
+		return nil
+	})
+	e.c.Rewrite(t, "/GetVirtualService", func(resp any) {
+		if vs := resp.(*edgelbv1.GetVirtualServiceResponse).Service; vs.GetName() == "late" {
+			vs.Owner = ""
+		}
+	})
+	r = e.run("vip", "create", "late", "--port", "tcp/82", "--wait", "--wait-timeout", "300ms")
 	if r.code != exitcode.Other || !strings.Contains(r.err, "timed out") || !strings.Contains(r.err, "created") {
 		t.Errorf("create --wait timeout: exit %d\n%s", r.code, r.err)
 	}
@@ -510,12 +638,22 @@ func TestHelpEverywhere(t *testing.T) {
 
 func TestVersionAndCompletion(t *testing.T) {
 	e := newEnv(t)
-	if out := e.ok("version"); !strings.Contains(out, "Server: v0.test (member lb1)") {
+	if out := e.ok("version"); !strings.Contains(out, "Server: dev (member lb1)") {
 		t.Errorf("version:\n%s", out)
 	}
 	e.ok("vip", "create", "web", "--port", "tcp/80")
-	out := e.ok("__complete", "vip", "get", "")
-	if !strings.HasPrefix(out, "web\n") {
-		t.Errorf("completion of vip names:\n%s", out)
+	// The names completed for a command's one argument come from lbd.
+	for _, c := range []struct {
+		cmd  []string
+		want string
+	}{
+		{[]string{"vip", "get"}, "web\n"},
+		{[]string{"pool", "get"}, "public\n"},
+		{[]string{"tenant", "gc"}, "default\n"},
+	} {
+		out := e.ok(append(append([]string{"__complete"}, c.cmd...), "")...)
+		if !strings.HasPrefix(out, c.want) {
+			t.Errorf("completion of %v:\n%s", c.cmd, out)
+		}
 	}
 }

@@ -27,21 +27,50 @@ func (a *app) poolCmd() *cobra.Command {
 }
 
 func (a *app) poolCreateCmd() *cobra.Command {
-	var ranges, tenants []string
+	var ranges, tenants, communities, large []string
 	var manual, allowHost bool
+	var mode string
+	var localPref, aggLen, aggLen6 uint32
 	c := &cobra.Command{
 		Use:   "create NAME --range CIDR|FIRST-LAST ...",
 		Short: "Create an address pool",
 		Long: `Create an address pool. A range that holds an address of a member's data
 interface or a default gateway is refused (exit code 6): a VIP allocated there
 would be announced over the host's own traffic. --allow-host-addresses accepts
-it for an address that is meant to be a VIP.`,
+it for an address that is meant to be a VIP.
+
+--mode bgp advertises the pool's VIPs over BGP from every eligible member
+(docs/BGP.md) instead of one owner answering ARP/NDP; the --community,
+--large-community, --local-pref and --aggregation-length flags set the
+routes' attributes. The mode cannot be changed later.`,
 		Example: `  lbctl pool create public --range 192.0.2.0/24
   lbctl pool create team-a --range 198.51.100.10-198.51.100.20 --tenant-allowed cluster-a
-  lbctl pool create v6 --range 2001:db8:1::/112 --manual   # only for services that name it`,
+  lbctl pool create v6 --range 2001:db8:1::/112 --manual   # only for services that name it
+  lbctl pool create rack --range 100.64.10.0/26 --mode bgp --community 65000:100 --local-pref 200`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			p := &edgelbv1.AddressPool{Name: args[0], Tenants: splitList(strings.Join(tenants, ",")), Manual: manual, AllowHostAddresses: allowHost}
+			bgpFlags := len(communities) > 0 || len(large) > 0 || changed(cmd.Flags(), "local-pref") || changed(cmd.Flags(), "aggregation-length") || changed(cmd.Flags(), "aggregation-length-v6")
+			switch mode {
+			case "", "l2":
+				if bgpFlags {
+					return usagef("--community, --large-community, --local-pref and --aggregation-length need --mode bgp")
+				}
+				if mode == "l2" {
+					p.AnnounceMode = edgelbv1.AnnounceMode_ANNOUNCE_MODE_L2
+				}
+			case "bgp":
+				p.AnnounceMode = edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
+				if bgpFlags {
+					p.Bgp = &edgelbv1.BgpAttributes{Communities: splitList(strings.Join(communities, ",")), LargeCommunities: splitList(strings.Join(large, ",")),
+						AggregationLength: aggLen, AggregationLengthV6: aggLen6}
+					if changed(cmd.Flags(), "local-pref") {
+						p.Bgp.LocalPreference = &localPref
+					}
+				}
+			default:
+				return usagef("--mode: %q is not l2 or bgp", mode)
+			}
 			for _, r := range splitList(strings.Join(ranges, ",")) {
 				canon, err := spec.ParseRange(r)
 				if err != nil {
@@ -70,6 +99,12 @@ it for an address that is meant to be a VIP.`,
 	c.Flags().StringArrayVar(&tenants, "tenant-allowed", nil, "tenant that may use the pool, repeatable (default: every tenant)")
 	c.Flags().BoolVar(&manual, "manual", false, "allocate from this pool only for services that name it with --pool")
 	c.Flags().BoolVar(&allowHost, "allow-host-addresses", false, "accept ranges that hold a member's interface address or default gateway")
+	c.Flags().StringVar(&mode, "mode", "", "how VIPs are announced: l2 (default: one owner, ARP/NDP) or bgp (every eligible member, ECMP)")
+	c.Flags().StringArrayVar(&communities, "community", nil, "BGP community ASN:value on the pool's routes, repeatable (--mode bgp)")
+	c.Flags().StringArrayVar(&large, "large-community", nil, "BGP large community global:local1:local2, repeatable (--mode bgp)")
+	c.Flags().Uint32Var(&localPref, "local-pref", 0, "LOCAL_PREF on iBGP sessions (--mode bgp; default: not sent)")
+	c.Flags().Uint32Var(&aggLen, "aggregation-length", 0, "prefix length advertised per IPv4 VIP (--mode bgp; default 32)")
+	c.Flags().Uint32Var(&aggLen6, "aggregation-length-v6", 0, "prefix length advertised per IPv6 VIP (--mode bgp; default 128)")
 	c.MarkFlagRequired("range")
 	return c
 }
@@ -193,10 +228,10 @@ func (a *app) poolGetCmd() *cobra.Command {
 				return output.Message(a.stdout, a.format, resp)
 			}
 			tw := output.TableWriter(a.stdout)
-			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "USED", "SIZE", "GENERATION", "AGE")
+			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "MODE", "USED", "SIZE", "GENERATION", "AGE")
 			p := resp.GetPool()
 			output.Row(tw, p.GetName(), strings.Join(p.GetRanges(), ","), strings.Join(p.GetTenants(), ","),
-				strconv.FormatBool(p.GetManual()), strconv.FormatUint(resp.GetUsed(), 10), strconv.FormatUint(resp.GetSize(), 10),
+				strconv.FormatBool(p.GetManual()), poolMode(p), strconv.FormatUint(resp.GetUsed(), 10), strconv.FormatUint(resp.GetSize(), 10),
 				strconv.FormatUint(p.GetGeneration(), 10), output.Age(p.GetCreateTime(), time.Now()))
 			return tw.Flush()
 		}),
@@ -219,10 +254,10 @@ func (a *app) poolListCmd() *cobra.Command {
 				return output.List(a.stdout, a.format, pools)
 			}
 			tw := output.TableWriter(a.stdout)
-			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "AGE")
+			output.Row(tw, "NAME", "RANGES", "TENANTS", "MANUAL", "MODE", "AGE")
 			for _, p := range pools {
 				output.Row(tw, p.GetName(), strings.Join(p.GetRanges(), ","), strings.Join(p.GetTenants(), ","),
-					strconv.FormatBool(p.GetManual()), output.Age(p.GetCreateTime(), time.Now()))
+					strconv.FormatBool(p.GetManual()), poolMode(p), output.Age(p.GetCreateTime(), time.Now()))
 			}
 			return tw.Flush()
 		}),
@@ -273,16 +308,39 @@ func (a *app) poolDeleteCmd() *cobra.Command {
 }
 
 func (a *app) completePools(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return a.completeNames(cmd, args, func() ([]string, error) { return names(a.listPools(cmd)) })
+}
+
+// completeNames completes the one argument of a command that names an object
+// on lbd, with the names list fetches. Completion bypasses PersistentPreRunE,
+// so settings are resolved here; any failure offers nothing.
+func (a *app) completeNames(cmd *cobra.Command, args []string, list func() ([]string, error)) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 || a.resolve(cmd) != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	pools, err := a.listPools(cmd)
+	ns, err := list()
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	var names []string
-	for _, p := range pools {
-		names = append(names, p.GetName())
+	return ns, cobra.ShellCompDirectiveNoFileComp
+}
+
+// names are the names of objects, for completion; it passes err through.
+func names[T interface{ GetName() string }](objs []T, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
 	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetName())
+	}
+	return out, nil
+}
+
+// poolMode is a pool's announce mode as lbctl's --mode spells it.
+func poolMode(p *edgelbv1.AddressPool) string {
+	if p.GetAnnounceMode() == edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP {
+		return "bgp"
+	}
+	return "l2"
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,7 +14,7 @@ import (
 
 	"github.com/edgelb/edgelb/lbctl/exitcode"
 	"github.com/edgelb/edgelb/lbd/config"
-	"github.com/edgelb/edgelb/lbd/daemon"
+	"github.com/edgelb/edgelb/lbd/lbdtest"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
@@ -81,7 +79,7 @@ func TestPoolUpdateReal(t *testing.T) {
 	}
 
 	// Raw gRPC: the code and the ErrorInfo a client decides by.
-	cc, err := grpc.NewClient(ms[0].cfg.APIAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(ms[0].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,24 +146,11 @@ func TestFamilyAndReservedMessages(t *testing.T) {
 // are refused unless --allow-host-addresses, and a pool that came first shows
 // as a warning in member status.
 func TestPoolHostAddressesReal(t *testing.T) {
-	t.Setenv("LBCTL_ENDPOINTS", "")
-	cfg := config.Default()
-	cfg.ID = "lb1"
-	cfg.DataDir = filepath.Join(t.TempDir(), "lb1")
-	cfg.APIAddr, cfg.RaftAddr = freePort(t), freePort(t)
-	cfg.MetricsAddr = ""
-	cfg.DataPlane.Mode = "none"
-	cfg.Health.Enabled = false
-	cfg.DataPlane.InterfaceAddresses = []string{"192.0.2.5"}
-	cfg.DataPlane.Gateways = []string{"192.0.2.1"}
-	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &member{cfg: cfg, d: d}
-	t.Cleanup(m.stop)
-	eventually(t, "registered", func() bool { _, ok := d.Node().FSM.Member("lb1"); return ok })
-	e := newRealEnv(t, m)
+	c := lbdtest.StartCluster(t, 1, lbdtest.Plaintext(), lbdtest.WithConfig(func(cfg *config.Config) {
+		cfg.DataPlane.InterfaceAddresses = []string{"192.0.2.5"}
+		cfg.DataPlane.Gateways = []string{"192.0.2.1"}
+	}))
+	e := newRealEnv(t, c.Members...)
 
 	msg := e.fails(exitcode.Conflict, "pool", "create", "public", "--range", "192.0.2.0/24")
 	for _, want := range []string{"192.0.2.5", "member lb1", "--allow-host-addresses"} {
@@ -192,25 +177,10 @@ func TestPoolHostAddressesReal(t *testing.T) {
 // TestHostConflictInStatus: a member that joins with an address inside an
 // existing pool is admitted, and lbctl member status and lbctl status say so.
 func TestHostConflictInStatus(t *testing.T) {
-	ms := startLBD(t, 1)
-	e := newRealEnv(t, ms...)
+	c := lbdtest.StartCluster(t, 1, lbdtest.Plaintext())
+	e := newRealEnv(t, c.Members...)
 	e.ok("pool", "create", "q", "--range", "198.51.100.0/24")
-	cfg := config.Default()
-	cfg.ID = "lb2"
-	cfg.DataDir = filepath.Join(t.TempDir(), "lb2")
-	cfg.APIAddr, cfg.RaftAddr = freePort(t), freePort(t)
-	cfg.MetricsAddr = ""
-	cfg.DataPlane.Mode = "none"
-	cfg.Health.Enabled = false
-	cfg.DataPlane.InterfaceAddresses = []string{"198.51.100.7"}
-	cfg.Join = []string{ms[0].cfg.APIAddr}
-	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m2 := &member{cfg: cfg, d: d}
-	t.Cleanup(m2.stop)
-	eventually(t, "lb2 registered", func() bool { _, ok := ms[0].d.Node().FSM.Member("lb2"); return ok })
+	c.Add(t, "lb2", lbdtest.WithConfig(func(cfg *config.Config) { cfg.DataPlane.InterfaceAddresses = []string{"198.51.100.7"} }))
 	eventually(t, "member status warns", func() bool {
 		return strings.Contains(e.run("member", "status", "lb2").out, "WARNING lb2: address pool q (range 198.51.100.0/24) holds 198.51.100.7")
 	})

@@ -42,6 +42,8 @@ type app struct {
 	keyFile     string
 	serverName  string
 	stale       bool
+	// silentThreshold is lbctl status's --silent-threshold.
+	silentThreshold time.Duration
 
 	format  output.Format
 	tenant  string
@@ -149,7 +151,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.AddCommand(
 		a.vipCmd(), a.backendCmd(), a.poolCmd(), a.memberCmd(), a.leaderCmd(),
 		a.watchCmd(), a.configCmd(), a.completionCmd(), a.versionCmd(),
-		a.statusCmd(), a.snapshotCmd(),
+		a.statusCmd(), a.snapshotCmd(), a.tenantCmd(), a.bgpCmd(),
 	)
 	strictGroups(root)
 	return root

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/lbctl/client"
@@ -36,6 +37,19 @@ type clusterStatus struct {
 	// left the cluster") and planned moves ("owner draining", "moved by
 	// operator", "pinned to member").
 	RecentMoves []ownerMove `json:"recentMoves"`
+	// OrphanedTenants are tenants whose cloud provider has been silent past
+	// --silent-threshold while they have virtual services: VIPs that most
+	// likely outlived their cluster.
+	OrphanedTenants []orphanedTenant `json:"orphanedTenants"`
+	// Orphaned counts their virtual services.
+	Orphaned int `json:"orphaned"`
+}
+
+type orphanedTenant struct {
+	Tenant          string    `json:"tenant"`
+	LastSeen        time.Time `json:"lastSeen"`
+	SilentSeconds   int64     `json:"silentSeconds"`
+	VirtualServices int       `json:"virtualServices"`
 }
 
 type ownerMove struct {
@@ -49,14 +63,19 @@ type ownerMove struct {
 	Unplanned bool `json:"unplanned"`
 }
 
-// moveReasons are the ownership reasons lbd/ownership records for a VIP that
-// changes hands (not a new VIP being placed); true marks failovers.
-var moveReasons = map[string]bool{
-	"owner unreachable":      true,
-	"owner left the cluster": true,
-	"owner draining":         false,
-	"moved by operator":      false,
-	"pinned to member":       false,
+// moveReasons are the ownership reasons of a VIP that changes hands (not a
+// new VIP being placed), with how status shows each; unplanned marks
+// failovers. Events before the enum existed have none and are not listed.
+var moveReasons = map[edgelbv1.OwnershipReason]struct {
+	text      string
+	unplanned bool
+}{
+	edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_UNREACHABLE: {"owner unreachable", true},
+	edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_LEFT:        {"owner left the cluster", true},
+	edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_DRAINING:    {"owner draining", false},
+	edgelbv1.OwnershipReason_OWNERSHIP_REASON_MOVED:             {"moved by operator", false},
+	edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_STOPPING:    {"owner stopping", false},
+	edgelbv1.OwnershipReason_OWNERSHIP_REASON_PINNED:            {"pinned to member", false},
 }
 
 // maxMoves shown by status, and how far back in the event history it looks.
@@ -83,6 +102,11 @@ type memberHealth struct {
 	Ready    bool   `json:"ready"`
 	NotReady string `json:"notReady,omitempty"`
 	Version  string `json:"version,omitempty"`
+	// BGPPeers and BGPPeersDown count the member's BGP peers and those whose
+	// session is not established (0 and 0 without BGP, or when the caller
+	// may not read BGP status: operators and admins can).
+	BGPPeers     int `json:"bgpPeers,omitempty"`
+	BGPPeersDown int `json:"bgpPeersDown,omitempty"`
 }
 
 // maxHealthyLag is how many raft entries a member may trail the leader's
@@ -100,7 +124,7 @@ type vipHealth struct {
 }
 
 func (a *app) statusCmd() *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "status",
 		Short: "One screen: is the edge cluster healthy?",
 		Long: `Show the cluster's health on one screen: the raft leader and term, every
@@ -109,7 +133,9 @@ how many it actually serves, how far behind the leader it is; then every VIP
 that needs attention: without an owner, owned by a member that is unreachable,
 draining or not serving it, or with backends the owner's health checks report
 UNHEALTHY; last, the most recent ownership moves (failovers and planned
-moves) with their time and reason.
+moves) with their time and reason; and the tenants whose cloud provider has
+been silent for --silent-threshold or longer while they have VIPs (orphaned:
+their cluster is probably gone; lbctl tenant gc removes them).
 
 Health is "healthy" only when every member answers, is ready (what its
 /readyz says: a leader known, registered, caught up) and trails the leader's
@@ -124,7 +150,8 @@ answered; scripts read .health from -o json.
 Without --tenant every tenant the caller may see is included.`,
 		Example: `  lbctl status
   lbctl status -o json | jq -r .health
-  lbctl --endpoints lb1:7700,lb2:7700,lb3:7700 status`,
+  lbctl --endpoints lb1:7700,lb2:7700,lb3:7700 status
+  lbctl status --silent-threshold 1h`,
 		Args: cobra.NoArgs,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			st, err := a.collectStatus(cmd)
@@ -138,6 +165,8 @@ Without --tenant every tenant the caller may see is included.`,
 			return nil
 		}),
 	}
+	c.Flags().DurationVar(&a.silentThreshold, "silent-threshold", defaultSilentThreshold, silentThresholdHelp)
+	return c
 }
 
 func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
@@ -145,7 +174,10 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &clusterStatus{Problems: []string{}, Members: []memberHealth{}, VIPProblems: []vipHealth{}}
+	st := &clusterStatus{Problems: []string{}, Members: []memberHealth{}, VIPProblems: []vipHealth{}, OrphanedTenants: []orphanedTenant{}}
+	if err := positive("--silent-threshold", a.silentThreshold); err != nil {
+		return nil, err
+	}
 
 	ctx, cancel := a.rpcCtx(cmd)
 	defer cancel()
@@ -163,6 +195,7 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		tenant = a.tenant
 	}
 	list, err := conn.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{Tenant: tenant})
+	listed := err == nil
 	if err != nil {
 		if client.RefusedReason(err) == "" {
 			return nil, err
@@ -227,6 +260,16 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 			if m.GetId() == st.Leader {
 				leaderCommit = s.GetCommitIndex()
 			}
+			// Only operators may read BGP status, and older members do not
+			// have it: either way there is nothing to count.
+			bctx, bcancel := a.rpcCtx(cmd)
+			if b, err := conn.Cluster.GetBgpStatus(bctx, &edgelbv1.GetBgpStatusRequest{Id: m.GetId()}); err == nil {
+				mh.BGPPeersDown, mh.BGPPeers = bgpPeersDown([]*edgelbv1.BgpStatus{b.GetStatus()})
+				if mh.BGPPeersDown > 0 {
+					st.Problems = append(st.Problems, fmt.Sprintf("member %s: %d of %d BGP peers down (lbctl bgp status %s)", m.GetId(), mh.BGPPeersDown, mh.BGPPeers, m.GetId()))
+				}
+			}
+			bcancel()
 		}
 		st.Members = append(st.Members, mh)
 	}
@@ -269,9 +312,24 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		}
 	}
 
+	// bgp-pool VIPs have no owner by design: every eligible member serves them.
+	bgpPools := map[string]bool{}
+	pctx, pcancel := a.rpcCtx(cmd)
+	if pl, err := conn.Pools.ListAddressPools(pctx, &edgelbv1.ListAddressPoolsRequest{}); err == nil {
+		for _, p := range pl.GetPools() {
+			if p.GetAnnounceMode() == edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP {
+				bgpPools[p.GetName()] = true
+			}
+		}
+	}
+	pcancel()
 	for _, addr := range order {
 		v := vips[addr]
 		vh := vipHealth{VIP: addr, Owner: v.owner}
+		bgpVIP := v.owner == "" && len(v.services) > 0 && bgpPools[v.services[0].GetPool()]
+		if bgpVIP {
+			vh.Owner = "(bgp)"
+		}
 		healthy := 0
 		for _, vs := range v.services {
 			vh.Services = append(vh.Services, vs.GetTenant()+"/"+vs.GetName())
@@ -290,6 +348,10 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		}
 		owner := byID[v.owner]
 		switch {
+		case bgpVIP:
+			if healthy == 0 {
+				vh.Problem = "no healthy backend: no member advertises it"
+			}
 		case v.owner == "":
 			vh.Problem = "no owner: no member serves it (are all members draining or fenced?)"
 		case owner == nil:
@@ -310,6 +372,10 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		}
 	}
 	st.RecentMoves = a.recentMoves(cmd, conn.Watch, tenant, st.Revision)
+	if listed {
+		// Refused for the same reason as the services: said once above.
+		a.orphans(cmd, conn, tenant, st)
+	}
 	switch {
 	case st.Leader == "":
 		st.Health = "unavailable"
@@ -319,6 +385,36 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 		st.Health = "healthy"
 	}
 	return st, nil
+}
+
+// orphans adds the tenants silent past the threshold that still have
+// virtual services. A member too old to know heartbeats (Unimplemented)
+// leaves them out; any other failure is a problem of its own.
+func (a *app) orphans(cmd *cobra.Command, conn *client.Conn, tenant string, st *clusterStatus) {
+	silent, now, err := a.silentTenants(cmd, conn, a.silentThreshold)
+	if status.Code(err) == codes.Unimplemented {
+		return
+	}
+	if err != nil {
+		st.Problems = append(st.Problems, "tenants not listed: "+status.Convert(err).Message())
+		return
+	}
+	names := make([]string, 0, len(silent))
+	for n, t := range silent {
+		if t.GetVirtualServices() > 0 && (tenant == "" || n == tenant) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t := silent[n]
+		d := silentFor(t, now)
+		st.OrphanedTenants = append(st.OrphanedTenants, orphanedTenant{Tenant: n, LastSeen: t.GetLastSeen().AsTime(),
+			SilentSeconds: int64(d.Seconds()), VirtualServices: int(t.GetVirtualServices())})
+		st.Orphaned += int(t.GetVirtualServices())
+		st.Problems = append(st.Problems, fmt.Sprintf("tenant %s: its cloud provider has been silent for %s; its %d virtual services are probably orphaned (lbctl vip list --orphaned; lbctl tenant gc %s)",
+			n, humanDuration(d), t.GetVirtualServices(), n))
+	}
 }
 
 // recentMoves replays the event history before revision rev (Watch from an
@@ -342,19 +438,19 @@ func (a *app) recentMoves(cmd *cobra.Command, w edgelbv1.WatchServiceClient, ten
 		}
 		for _, ev := range resp.GetEvents() {
 			vs := ev.GetVirtualService()
-			unplanned, ok := moveReasons[ev.GetReason()]
+			why, ok := moveReasons[ev.GetOwnershipReason()]
 			if vs == nil || !ok || ev.GetType() != edgelbv1.EventType_EVENT_TYPE_PUT || ev.GetRevision() > rev {
 				continue
 			}
 			svc := vs.GetTenant() + "/" + vs.GetName()
 			// One decision moves every service of an address at once.
-			if n := len(moves); n > 0 && moves[n-1].VIP == vs.GetVip() && moves[n-1].Owner == vs.GetOwner() && moves[n-1].Reason == ev.GetReason() {
+			if n := len(moves); n > 0 && moves[n-1].VIP == vs.GetVip() && moves[n-1].Owner == vs.GetOwner() && moves[n-1].Reason == why.text {
 				moves[n-1].Services = append(moves[n-1].Services, svc)
 				moves[n-1].Revision = ev.GetRevision()
 				continue
 			}
 			moves = append(moves, ownerMove{Time: ev.GetTime().AsTime(), Revision: ev.GetRevision(), VIP: vs.GetVip(),
-				Services: []string{svc}, Owner: vs.GetOwner(), Reason: ev.GetReason(), Unplanned: unplanned})
+				Services: []string{svc}, Owner: vs.GetOwner(), Reason: why.text, Unplanned: why.unplanned})
 		}
 		if resp.GetRevision() >= rev {
 			break
@@ -416,8 +512,26 @@ func (a *app) printClusterStatus(st *clusterStatus) {
 	tw := output.TableWriter(w)
 	output.Row(tw, "CLUSTER", strings.ToUpper(st.Health))
 	output.Row(tw, "LEADER", leader)
-	output.Row(tw, "MEMBERS", fmt.Sprintf("%d of %d reachable", reachable, len(st.Members)))
+	members := fmt.Sprintf("%d of %d reachable", reachable, len(st.Members))
+	bgpDown, bgpPeers := 0, 0
+	for _, m := range st.Members {
+		bgpDown += m.BGPPeersDown
+		bgpPeers += m.BGPPeers
+	}
+	if bgpPeers > 0 {
+		members += fmt.Sprintf("; BGP peers down: %d of %d", bgpDown, bgpPeers)
+	}
+	output.Row(tw, "MEMBERS", members)
 	output.Row(tw, "VIPS", fmt.Sprintf("%d (%d virtual services, revision %d); %d need attention, %d without owner", st.VIPs, st.Services, st.Revision, len(st.VIPProblems), unowned))
+	orphaned := "0"
+	if len(st.OrphanedTenants) > 0 {
+		var ts []string
+		for _, o := range st.OrphanedTenants {
+			ts = append(ts, fmt.Sprintf("tenant %s silent %s", o.Tenant, humanDuration(time.Duration(o.SilentSeconds)*time.Second)))
+		}
+		orphaned = fmt.Sprintf("%d virtual services (%s)", st.Orphaned, strings.Join(ts, "; "))
+	}
+	output.Row(tw, "ORPHANS", orphaned)
 	tw.Flush()
 
 	fmt.Fprintln(w)

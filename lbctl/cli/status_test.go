@@ -1,16 +1,16 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +19,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/edgelb/edgelb/integration/freeport"
 	"github.com/edgelb/edgelb/lbctl/client"
-	"github.com/edgelb/edgelb/lbd/config"
-	"github.com/edgelb/edgelb/lbd/daemon"
+	"github.com/edgelb/edgelb/lbd/lbdtest"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
@@ -32,67 +30,11 @@ import (
 // These tests run lbctl against real lbd members (control-plane only) in
 // this process: the real gRPC server, raft and FSM, not the fake.
 
-// freePort is a loopback address below the ephemeral range (see freeport).
-func freePort(t *testing.T) string {
-	return fmt.Sprintf("127.0.0.1:%d", freeport.Loopback(t))
-}
-
-type member struct {
-	cfg config.Config
-	d   *daemon.Daemon
-}
-
-func (m *member) stop() {
-	if m.d != nil {
-		m.d.Stop()
-		m.d = nil
-	}
-}
-
-func startMember(t *testing.T, id, dir string, join []string) *member {
+// startLBD starts n real members (control plane only, plaintext: lbctl's TLS
+// paths have tls_test.go) that form one cluster.
+func startLBD(t *testing.T, n int) []*lbdtest.Member {
 	t.Helper()
-	cfg := config.Default()
-	cfg.ID = id
-	cfg.DataDir = filepath.Join(dir, id)
-	cfg.APIAddr, cfg.RaftAddr = freePort(t), freePort(t)
-	cfg.MetricsAddr = ""
-	cfg.DataPlane.Mode = "none"
-	cfg.Health.Enabled = false // backends are made up; health is set through raft below
-	cfg.Join = join
-	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &member{cfg: cfg, d: d}
-	t.Cleanup(m.stop)
-	return m
-}
-
-// startLBD starts n members that form one cluster and waits until each is registered.
-func startLBD(t *testing.T, n int) []*member {
-	t.Helper()
-	dir := t.TempDir()
-	var ms []*member
-	for i := range n {
-		var join []string
-		if i > 0 {
-			join = []string{ms[0].cfg.APIAddr}
-		}
-		ms = append(ms, startMember(t, fmt.Sprintf("lb%d", i+1), dir, join))
-	}
-	eventually(t, "cluster formed", func() bool {
-		return len(ms[0].d.Node().FSM.Members()) == n
-	})
-	// A member answers reads once it has a leader and has caught up with it.
-	eventually(t, "every member serves reads", func() bool {
-		for _, m := range ms {
-			if m.d.ReadsRefused(context.Background()) != nil {
-				return false
-			}
-		}
-		return true
-	})
-	return ms
+	return lbdtest.StartCluster(t, n, lbdtest.Plaintext()).Members
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -114,11 +56,11 @@ type realEnv struct {
 	eps []string
 }
 
-func newRealEnv(t *testing.T, ms ...*member) *realEnv {
+func newRealEnv(t *testing.T, ms ...*lbdtest.Member) *realEnv {
 	t.Setenv("LBCTL_ENDPOINTS", "")
 	e := &realEnv{t: t, cfg: filepath.Join(t.TempDir(), "lbctl.yaml")}
 	for _, m := range ms {
-		e.eps = append(e.eps, m.cfg.APIAddr)
+		e.eps = append(e.eps, m.Addr)
 	}
 	return e
 }
@@ -149,12 +91,12 @@ func (e *realEnv) status() clusterStatus {
 	return st
 }
 
-func leaderOf(t *testing.T, ms []*member) *member {
+func leaderOf(t *testing.T, ms []*lbdtest.Member) *lbdtest.Member {
 	t.Helper()
-	var l *member
+	var l *lbdtest.Member
 	eventually(t, "a leader", func() bool {
 		for _, m := range ms {
-			if m.d != nil && m.d.Node().IsLeader() {
+			if m.D != nil && m.D.Node().IsLeader() {
 				l = m
 				return true
 			}
@@ -194,9 +136,9 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 	})
 
 	// The owner's health checks report one backend of web down.
-	vs, _ := ms[0].d.Node().FSM.Service(fsm.Key{Tenant: "default", Name: "web"})
+	vs, _ := ms[0].D.Node().FSM.Service(fsm.Key{Tenant: "default", Name: "web"})
 	leader := leaderOf(t, ms)
-	_, err := leader.d.Node().Apply(context.Background(), &raftv1.Command{Op: &raftv1.Command_SetBackendHealth{SetBackendHealth: &raftv1.SetBackendHealth{
+	_, err := leader.D.Node().Apply(context.Background(), &raftv1.Command{Op: &raftv1.Command_SetBackendHealth{SetBackendHealth: &raftv1.SetBackendHealth{
 		Updates: []*raftv1.HealthUpdate{{Tenant: "default", Name: "web", Address: "10.0.0.12", Reporter: vs.Owner,
 			Health: &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY, LastError: "connection refused"}}},
 	}}})
@@ -219,7 +161,7 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 	t.Logf("lbctl status:\n%s", table)
 
 	// A follower dies: it shows unreachable; its VIPs move after the grace.
-	var victim *member
+	var victim *lbdtest.Member
 	for _, m := range ms {
 		if m != leader {
 			victim = m
@@ -235,29 +177,29 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 		t.Errorf("vip get without kernel counters:\n%s", out)
 	}
 	// Give it web's VIP first (a planned move), so its death is a failover.
-	e.ok("vip", "move", vs.Vip, victim.cfg.ID)
+	e.ok("vip", "move", vs.Vip, victim.ID)
 	eventually(t, "planned move in recent moves", func() bool {
 		m := e.status().RecentMoves
-		return len(m) > 0 && m[0].VIP == vs.Vip && m[0].Owner == victim.cfg.ID && m[0].Reason == "moved by operator" && !m[0].Unplanned
+		return len(m) > 0 && m[0].VIP == vs.Vip && m[0].Owner == victim.ID && m[0].Reason == "moved by operator" && !m[0].Unplanned
 	})
-	victim.stop()
+	victim.Stop()
 	e.eps = nil
 	for _, m := range ms {
-		if m.d != nil {
-			e.eps = append(e.eps, m.cfg.APIAddr)
+		if m.D != nil {
+			e.eps = append(e.eps, m.Addr)
 		}
 	}
 	st = e.status()
 	var seen bool
 	for _, m := range st.Members {
-		if m.ID == victim.cfg.ID {
+		if m.ID == victim.ID {
 			seen = true
 			if m.Reachable || m.Error == "" {
 				t.Errorf("stopped member shows as %+v", m)
 			}
 		}
 	}
-	if !seen || st.Health != "degraded" || !containsPrefix(st.Problems, "member "+victim.cfg.ID+" does not answer") {
+	if !seen || st.Health != "degraded" || !containsPrefix(st.Problems, "member "+victim.ID+" does not answer") {
 		t.Errorf("status after a member stopped: %+v", st)
 	}
 	yaml := e.ok("status", "-o", "yaml")
@@ -271,7 +213,7 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 		for _, m := range e.status().RecentMoves {
 			if m.VIP == vs.Vip {
 				moved = m
-				return m.Unplanned && m.Reason == "owner unreachable" && m.Owner != victim.cfg.ID
+				return m.Unplanned && m.Reason == "owner unreachable" && m.Owner != victim.ID
 			}
 		}
 		return false
@@ -289,7 +231,7 @@ func TestStatusAgainstRealCluster(t *testing.T) {
 // HEALTHY needs every member ready and within maxHealthyLag entries of the
 // leader's commit index; DEGRADED names the member and its lag.
 func TestStatusLagAndReadiness(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvOf(t, lbdtest.StartCluster(t, 2, lbdtest.Plaintext()))
 	status := func() clusterStatus {
 		t.Helper()
 		var st clusterStatus
@@ -301,11 +243,41 @@ func TestStatusLagAndReadiness(t *testing.T) {
 	if st := status(); st.Health != "healthy" {
 		t.Fatalf("baseline: %+v", st)
 	}
-	e.fake.set(func() { e.fake.applied = map[string]uint64{"lb2": 42 - maxHealthyLag} })
+	// A replica on one machine does not lag by itself: lb2's status reports
+	// its applied index that far behind the commit index the leader's
+	// status reported (the one lbctl compares with), in a log long enough to
+	// be behind in.
+	vss := edgelbv1.NewVirtualServiceServiceClient(e.c.Admin(t))
+	for i := range maxHealthyLag + 2 {
+		_, err := vss.CreateVirtualService(context.Background(), &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{
+			Name: fmt.Sprintf("s%d", i), Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every member applied the writes", func() bool { return status().Health == "healthy" })
+	var lag, leaderCommit atomic.Uint64
+	var notReady atomic.Pointer[string]
+	e.c.Rewrite(t, "/GetMemberStatus", func(resp any) {
+		st := resp.(*edgelbv1.GetMemberStatusResponse).Status
+		if st.GetRaftState() == "Leader" {
+			leaderCommit.Store(st.GetCommitIndex())
+		}
+		if st.GetMember().GetId() != "lb2" {
+			return
+		}
+		if l := lag.Load(); l > 0 {
+			st.LastAppliedIndex = cmp.Or(leaderCommit.Load(), st.CommitIndex) - l
+		}
+		if r := notReady.Load(); r != nil {
+			st.NotReadyReason = *r
+		}
+	})
+	lag.Store(maxHealthyLag)
 	if st := status(); st.Health != "healthy" {
 		t.Errorf("lag of exactly %d: %+v; want healthy", maxHealthyLag, st)
 	}
-	e.fake.set(func() { e.fake.applied = map[string]uint64{"lb2": 42 - maxHealthyLag - 1} })
+	lag.Store(maxHealthyLag + 1)
 	st := status()
 	want := fmt.Sprintf("member lb2 lags the leader by %d raft entries", maxHealthyLag+1)
 	if st.Health != "degraded" || !containsPrefix(st.Problems, want) || st.Members[1].Lag != maxHealthyLag+1 {
@@ -314,10 +286,9 @@ func TestStatusLagAndReadiness(t *testing.T) {
 	if table := e.ok("status"); !strings.Contains(table, "CLUSTER   DEGRADED") || !strings.Contains(table, want) {
 		t.Errorf("table:\n%s", table)
 	}
-	e.fake.set(func() {
-		e.fake.applied = nil
-		e.fake.notReady = map[string]string{"lb2": "not caught up with the leader yet"}
-	})
+	lag.Store(0)
+	reason := "not caught up with the leader yet"
+	notReady.Store(&reason)
 	st = status()
 	if st.Health != "degraded" || !containsPrefix(st.Problems, "member lb2 is not ready: not caught up") || st.Members[1].Ready || !st.Members[0].Ready {
 		t.Errorf("lb2 not ready: %+v", st)
@@ -387,7 +358,7 @@ func TestSnapshotSaveRestoreRoundTrip(t *testing.T) {
 	}
 	// Restore through a follower: it forwards the whole upload to the leader.
 	leader := leaderOf(t, ms)
-	var follower *member
+	var follower *lbdtest.Member
 	for _, m := range ms {
 		if m != leader {
 			follower = m
@@ -405,7 +376,7 @@ func TestSnapshotSaveRestoreRoundTrip(t *testing.T) {
 	// Every member holds the restored state.
 	for _, m := range ms {
 		me := newRealEnv(t, m)
-		eventually(t, "member "+m.cfg.ID+" restored", func() bool { return strings.Join(vipNames(t, me), " ") == strings.Join(want, " ") })
+		eventually(t, "member "+m.ID+" restored", func() bool { return strings.Join(vipNames(t, me), " ") == strings.Join(want, " ") })
 	}
 	if r := e.run("pool", "get", "private"); r.code != 4 {
 		t.Errorf("pool private survived the restore: exit %d", r.code)
@@ -440,23 +411,24 @@ func TestRecoverFromSingleSurvivor(t *testing.T) {
 	// The survivor's snapshot holds what it has applied: writes committed by
 	// the others but not yet applied there are lost (docs/OPERATIONS.md).
 	eventually(t, "survivor caught up", func() bool {
-		vss, _ := survivor.d.Node().FSM.List(fsm.Filter{})
+		vss, _ := survivor.D.Node().FSM.List(fsm.Filter{})
 		return len(vss) == 2
 	})
-	ms[0].stop()
-	ms[1].stop()
+	ms[0].Stop()
+	ms[1].Stop()
 	se := newRealEnv(t, survivor)
-	eventually(t, "survivor lost its leader", func() bool { id, _ := survivor.d.Node().Leader(); return id == "" })
-	if st := se.status(); st.Health != "unavailable" {
-		t.Errorf("survivor's status: %+v", st)
-	}
+	// A clean stop hands raft leadership over first, so the survivor may
+	// win an election with the second member's vote just before that one
+	// stops, and lead alone until its leader lease runs out: wait for the
+	// status, not for the first moment without a leader.
+	eventually(t, "survivor lost its leader", func() bool { return se.status().Health == "unavailable" })
 	file := filepath.Join(t.TempDir(), "survivor.snap")
 	// Without a leader the survivor cannot vouch for its replica: a plain
 	// save is refused, a --stale one is marked so and needs --allow-stale.
 	if r := se.run("snapshot", "save", file); r.code != 8 || !strings.Contains(r.err, "no leader") {
 		t.Fatalf("snapshot save without a leader: exit %d %s", r.code, r.err)
 	}
-	cc, err := grpc.NewClient(survivor.cfg.APIAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(survivor.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,9 +443,9 @@ func TestRecoverFromSingleSurvivor(t *testing.T) {
 	se.ok("--stale", "snapshot", "save", file)
 
 	// Re-bootstrap on the survivor's host: its old data set aside, same id.
-	survivor.stop()
-	dir := t.TempDir()
-	fresh := startMember(t, survivor.cfg.ID, dir, nil)
+	survivor.Stop()
+	recovered := lbdtest.StartCluster(t, 1, lbdtest.Plaintext(), lbdtest.Named(survivor.ID))
+	fresh := recovered.Members[0]
 	fe := newRealEnv(t, fresh)
 	eventually(t, "new cluster ready", func() bool { return fe.run("leader").code == 0 })
 	if r := fe.run("snapshot", "restore", file, "--yes"); r.code != 2 || !strings.Contains(r.err, "--allow-stale") {
@@ -484,8 +456,8 @@ func TestRecoverFromSingleSurvivor(t *testing.T) {
 		t.Errorf("recovered state:\n%v\nwant\n%v", got, want)
 	}
 	// Two new members join; the state replicates; everything has an owner.
-	m2 := startMember(t, "lb-new2", dir, []string{fresh.cfg.APIAddr})
-	m3 := startMember(t, "lb-new3", dir, []string{fresh.cfg.APIAddr})
+	m2 := recovered.Add(t, "lb-new2")
+	m3 := recovered.Add(t, "lb-new3")
 	all := newRealEnv(t, fresh, m2, m3)
 	var st clusterStatus
 	eventually(t, "recovered cluster healthy with 3 members", func() bool {

@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -12,8 +9,7 @@ import (
 
 	"github.com/edgelb/edgelb/lbctl/exitcode"
 	"github.com/edgelb/edgelb/lbd/certs"
-	"github.com/edgelb/edgelb/lbd/config"
-	"github.com/edgelb/edgelb/lbd/daemon"
+	"github.com/edgelb/edgelb/lbd/lbdtest"
 )
 
 // issue writes NAME.crt and NAME.key signed by the CA in dir, as
@@ -46,51 +42,32 @@ func newNamedCA(t *testing.T, dir, name string) *certs.CA {
 	return ca
 }
 
-// startTLSMember runs a real lbd (control plane only) that requires mutual
-// TLS with a certificate for lb1 on 127.0.0.1.
-func startTLSMember(t *testing.T, pki string) *member {
-	t.Helper()
-	cfg := config.Default()
-	cfg.ID = "lb1"
-	cfg.DataDir = filepath.Join(t.TempDir(), "lb1")
-	cfg.APIAddr, cfg.RaftAddr = freePort(t), freePort(t)
-	cfg.MetricsAddr = ""
-	cfg.DataPlane.Mode = "none"
-	cfg.TLS = config.TLS{CAFile: filepath.Join(pki, "ca.crt"), CertFile: filepath.Join(pki, "lb1.crt"), KeyFile: filepath.Join(pki, "lb1.key")}
-	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &member{cfg: cfg, d: d}
-	t.Cleanup(m.stop)
-	return m
-}
-
 // Every TLS failure names the certificate that failed and why, and exits 7
 // (a setting to fix), not 8 (unreachable). Before, all of them read
 // "connection failed (TLS handshake or protocol mismatch? ...)" with exit 8.
 func TestTLSFailuresSayWhichCertificateAndWhy(t *testing.T) {
 	t.Setenv("LBCTL_ENDPOINTS", "")
-	pki, rogue := t.TempDir(), t.TempDir()
-	ca := newCA(t, pki)
-	issue(t, ca, pki, "member", "lb1", "127.0.0.1")
-	issue(t, ca, pki, "admin", "alice")
+	c := lbdtest.StartCluster(t, 1) // mutual TLS, its CA named "lbdtest ca"
+	m := c.Members[0]
+	alice := c.ClientFiles(t, "admin", "alice")
+	rogue := t.TempDir()
 	rca := newCA(t, rogue)
 	issue(t, rca, rogue, "admin", "mallory")
 	issue(t, rca, rogue, "member", "lb1", "127.0.0.1")
 	// A foreign CA with the cluster CA's name: the client sends its
 	// certificate, and the server's alert is what tells.
 	twin := t.TempDir()
-	issue(t, newNamedCA(t, twin, "ca of "+filepath.Base(pki)), twin, "admin", "eve")
+	issue(t, newNamedCA(t, twin, "lbdtest ca"), twin, "admin", "eve")
 
-	m := startTLSMember(t, pki)
-	plain := startMember(t, "plain", t.TempDir(), nil)
+	plain := lbdtest.StartCluster(t, 1, lbdtest.Plaintext()).Members[0]
 	cfg := filepath.Join(t.TempDir(), "lbctl.yaml")
-	tlsFlags := func(caDir, certDir, name string) []string {
-		return []string{"--ca-file", filepath.Join(caDir, "ca.crt"), "--cert-file", filepath.Join(certDir, name+".crt"), "--key-file", filepath.Join(certDir, name+".key")}
+	tlsFlags := func(caFile, certDir, name string) []string {
+		return []string{"--ca-file", caFile, "--cert-file", filepath.Join(certDir, name+".crt"), "--key-file", filepath.Join(certDir, name+".key")}
 	}
+	// alice's files are the cluster's: ROLE-NAME.crt beside ca.crt.
+	pki, rogueCA := filepath.Dir(alice.CA), filepath.Join(rogue, "ca.crt")
 	eventually(t, "the TLS member leads", func() bool {
-		r := lbctl(t, cfg, append(tlsFlags(pki, pki, "alice"), "--endpoints", m.cfg.APIAddr, "leader")...)
+		r := lbctl(t, cfg, append(tlsFlags(alice.CA, pki, "admin-alice"), "--endpoints", m.Addr, "leader")...)
 		return r.code == 0
 	})
 
@@ -99,21 +76,21 @@ func TestTLSFailuresSayWhichCertificateAndWhy(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"client certificate from a foreign CA", append(tlsFlags(pki, rogue, "mallory"), "--endpoints", m.cfg.APIAddr),
-			[]string{"client certificate --cert-file " + filepath.Join(rogue, "mallory.crt") + " (edgelb://admin/mallory", "not issued by a CA this server accepts (\"ca of " + filepath.Base(pki) + "\")"}},
-		{"client certificate from a foreign CA of the same name", append(tlsFlags(pki, twin, "eve"), "--endpoints", m.cfg.APIAddr),
+		{"client certificate from a foreign CA", append(tlsFlags(alice.CA, rogue, "mallory"), "--endpoints", m.Addr),
+			[]string{"client certificate --cert-file " + filepath.Join(rogue, "mallory.crt") + " (edgelb://admin/mallory", "not issued by a CA this server accepts (\"lbdtest ca\")"}},
+		{"client certificate from a foreign CA of the same name", append(tlsFlags(alice.CA, twin, "eve"), "--endpoints", m.Addr),
 			[]string{"the server does not trust the CA that issued the client certificate --cert-file " + filepath.Join(twin, "eve.crt")}},
-		{"no client certificate", []string{"--ca-file", filepath.Join(pki, "ca.crt"), "--endpoints", m.cfg.APIAddr},
+		{"no client certificate", []string{"--ca-file", alice.CA, "--endpoints", m.Addr},
 			[]string{"requires a client certificate", "--cert-file"}},
-		{"wrong CA for the server", append(tlsFlags(rogue, pki, "alice"), "--endpoints", m.cfg.APIAddr),
-			[]string{"server's certificate (edgelb://member/lb1", "not signed by the CA in --ca-file " + filepath.Join(rogue, "ca.crt")}},
-		{"server name mismatch", append(tlsFlags(pki, pki, "alice"), "--endpoints", m.cfg.APIAddr, "--server-name", "lbd.example"),
+		{"wrong CA for the server", append(tlsFlags(rogueCA, pki, "admin-alice"), "--endpoints", m.Addr),
+			[]string{"server's certificate (edgelb://member/lb1", "not signed by the CA in --ca-file " + rogueCA}},
+		{"server name mismatch", append(tlsFlags(alice.CA, pki, "admin-alice"), "--endpoints", m.Addr, "--server-name", "lbd.example"),
 			[]string{"server's certificate (edgelb://member/lb1", "valid for 127.0.0.1, not for --server-name lbd.example"}},
-		{"endpoint's host not in the certificate", append(tlsFlags(pki, pki, "alice"), "--endpoints", "localhost:"+port(m.cfg.APIAddr)),
+		{"endpoint's host not in the certificate", append(tlsFlags(alice.CA, pki, "admin-alice"), "--endpoints", "localhost:"+port(m.Addr)),
 			[]string{"valid for 127.0.0.1, not for the endpoint's host localhost"}},
-		{"plaintext client against TLS server", []string{"--endpoints", m.cfg.APIAddr},
+		{"plaintext client against TLS server", []string{"--endpoints", m.Addr},
 			[]string{"requires TLS", "--ca-file"}},
-		{"TLS client against plaintext server", append(tlsFlags(pki, pki, "alice"), "--endpoints", plain.cfg.APIAddr),
+		{"TLS client against plaintext server", append(tlsFlags(alice.CA, pki, "admin-alice"), "--endpoints", plain.Addr),
 			[]string{"does not speak TLS"}},
 	} {
 		r := lbctl(t, cfg, append(tc.args, "leader")...)
@@ -130,7 +107,7 @@ func TestTLSFailuresSayWhichCertificateAndWhy(t *testing.T) {
 	}
 
 	// An unreachable endpoint is still exit 8.
-	if r := lbctl(t, cfg, append(tlsFlags(pki, pki, "alice"), "--endpoints", "127.0.0.1:1", "leader")...); r.code != exitcode.Unavailable {
+	if r := lbctl(t, cfg, append(tlsFlags(alice.CA, pki, "admin-alice"), "--endpoints", "127.0.0.1:1", "leader")...); r.code != exitcode.Unavailable {
 		t.Errorf("refused TCP connection: exit %d, want %d\n%s", r.code, exitcode.Unavailable, r.err)
 	}
 }

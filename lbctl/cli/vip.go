@@ -54,7 +54,7 @@ func (f *vipFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.scheduler, "scheduler", "", "IPVS scheduler: mh|rr|wrr|lc|wlc|sh (server default mh)")
 	fs.StringVar(&f.mode, "mode", "", "forwarding mode: nat|dr (server default nat)")
 	fs.StringVar(&f.persistence, "persistence", "", "client-IP affinity timeout, e.g. 3h or 10800 (seconds); 0 disables")
-	fs.StringVar(&f.check, "health-check", "", "health check type: tcp|http|https|none")
+	fs.StringVar(&f.check, "health-check", "", "health check type: tcp|sctp|http|https|none")
 	fs.Uint32Var(&f.healthPort, "health-port", 0, "port to probe (default: the backend's port)")
 	fs.StringVar(&f.healthPath, "health-path", "", "HTTP(S) path to probe (default /)")
 	fs.DurationVar(&f.healthInterval, "health-interval", 0, "time between probes, e.g. 2s")
@@ -236,7 +236,7 @@ func (f *vipFlags) registerCompletions(c *cobra.Command) {
 	fixed("family", "ipv4", "ipv6")
 	fixed("scheduler", "mh", "rr", "wrr", "lc", "wlc", "sh")
 	fixed("mode", "nat", "dr")
-	fixed("health-check", "tcp", "http", "https", "none")
+	fixed("health-check", "tcp", "sctp", "http", "https", "none")
 	fixed("port", "tcp/", "udp/", "sctp/")
 }
 
@@ -450,7 +450,14 @@ func printVIPDetail(w io.Writer, vs *edgelbv1.VirtualService) {
 		kv("Persistence", "off")
 	}
 	kv("Health check", formatHealth(vs.GetHealthCheck()))
-	kv("Source ranges", strings.Join(vs.GetSourceRanges(), ","))
+	switch {
+	case vs.GetDenyAllSources():
+		kv("Source ranges", "none: every client denied")
+	case len(vs.GetSourceRanges()) == 0:
+		kv("Source ranges", "all")
+	default:
+		kv("Source ranges", strings.Join(vs.GetSourceRanges(), ","))
+	}
 	kv("Labels", formatLabels(vs.GetLabels()))
 	kv("Sharing key", vs.GetSharingKey())
 	kv("Generation", strconv.FormatUint(vs.GetGeneration(), 10))
@@ -567,14 +574,21 @@ func orDash(s string) string {
 func (a *app) vipListCmd() *cobra.Command {
 	var selector []string
 	var pool, vip string
-	var allTenants bool
+	var allTenants, orphaned bool
+	threshold := defaultSilentThreshold
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List virtual services",
+		Long: `List virtual services of the tenant (--tenant), or of every tenant you may
+see (--all-tenants). --orphaned lists exactly the services of tenants whose
+cloud provider has been silent for --silent-threshold or longer, of every
+tenant unless --tenant is given: VIPs of a Kubernetes cluster that is gone
+(lbctl tenant gc removes them).`,
 		Example: `  lbctl vip list
   lbctl vip list -l app=web,env=prod -o wide
   lbctl vip list --all-tenants --pool public
-  lbctl vip list --vip 192.0.2.10 -o json | jq -r '.items[].name'`,
+  lbctl vip list --vip 192.0.2.10 -o json | jq -r '.items[].name'
+  lbctl vip list --orphaned --silent-threshold 1h`,
 		Args: cobra.NoArgs,
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			labels, err := spec.ParseLabels(selector)
@@ -582,12 +596,21 @@ func (a *app) vipListCmd() *cobra.Command {
 				return usagef("--selector: %w", err)
 			}
 			req := &edgelbv1.ListVirtualServicesRequest{Tenant: a.tenant, Labels: labels, Pool: pool, Vip: vip}
-			if allTenants {
+			if allTenants || orphaned && !changed(cmd.Flags(), "tenant") {
 				req.Tenant = ""
+			}
+			if err := positive("--silent-threshold", threshold); err != nil {
+				return err
 			}
 			conn, err := a.client(cmd.Context())
 			if err != nil {
 				return err
+			}
+			var silent map[string]*edgelbv1.Tenant
+			if orphaned {
+				if silent, _, err = a.silentTenants(cmd, conn, threshold); err != nil {
+					return err
+				}
 			}
 			ctx, cancel := a.rpcCtx(cmd)
 			defer cancel()
@@ -596,6 +619,15 @@ func (a *app) vipListCmd() *cobra.Command {
 				return err
 			}
 			items := resp.GetServices()
+			if orphaned {
+				var keep []*edgelbv1.VirtualService
+				for _, vs := range items {
+					if silent[vs.GetTenant()] != nil {
+						keep = append(keep, vs)
+					}
+				}
+				items = keep
+			}
 			sort.SliceStable(items, func(i, j int) bool {
 				if items[i].GetTenant() != items[j].GetTenant() {
 					return items[i].GetTenant() < items[j].GetTenant()
@@ -613,6 +645,8 @@ func (a *app) vipListCmd() *cobra.Command {
 	c.Flags().StringVar(&pool, "pool", "", "only services whose VIP comes from this pool")
 	c.Flags().StringVar(&vip, "vip", "", "only services on this VIP")
 	c.Flags().BoolVarP(&allTenants, "all-tenants", "A", false, "list every tenant you may see")
+	c.Flags().BoolVar(&orphaned, "orphaned", false, "only services of tenants whose cloud provider is silent (every tenant unless --tenant)")
+	c.Flags().DurationVar(&threshold, "silent-threshold", defaultSilentThreshold, silentThresholdHelp)
 	return c
 }
 
@@ -728,26 +762,14 @@ func (a *app) vipDeleteCmd() *cobra.Command {
 
 // completeVIPs offers the tenant's service names for shell completion.
 func (a *app) completeVIPs(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	// Completion bypasses PersistentPreRunE, so settings are resolved here.
-	if err := a.resolve(cmd); err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	conn, err := a.client(cmd.Context())
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	ctx, cancel := a.rpcCtx(cmd)
-	defer cancel()
-	resp, err := conn.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{Tenant: a.tenant})
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var names []string
-	for _, vs := range resp.GetServices() {
-		names = append(names, vs.GetName())
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	return a.completeNames(cmd, args, func() ([]string, error) {
+		conn, err := a.client(cmd.Context())
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := a.rpcCtx(cmd)
+		defer cancel()
+		resp, err := conn.VirtualServices.ListVirtualServices(ctx, &edgelbv1.ListVirtualServicesRequest{Tenant: a.tenant})
+		return names(resp.GetServices(), err)
+	})
 }

@@ -152,6 +152,10 @@ func (a *app) printEvent(ev *edgelbv1.Event) error {
 	if ev.GetReason() != "" {
 		line += fmt.Sprintf(" reason=%q", ev.GetReason())
 	}
+	if r := ev.GetOwnershipReason(); r != edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED {
+		// The enum, for scripts that follow owner changes: the text above is for people.
+		line += " ownership=" + strings.ToLower(strings.TrimPrefix(r.String(), "OWNERSHIP_REASON_"))
+	}
 	_, err := fmt.Fprintln(a.stdout, line)
 	return err
 }

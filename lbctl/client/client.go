@@ -71,6 +71,7 @@ type Conn struct {
 	Pools           edgelbv1.AddressPoolServiceClient
 	Cluster         edgelbv1.ClusterServiceClient
 	Watch           edgelbv1.WatchServiceClient
+	Tenants         edgelbv1.TenantServiceClient
 }
 
 // Close releases the connection (and those opened to other endpoints).
@@ -192,6 +193,7 @@ func dialOne(ctx context.Context, ep string, creds credentials.TransportCredenti
 				Pools:           edgelbv1.NewAddressPoolServiceClient(cc),
 				Cluster:         edgelbv1.NewClusterServiceClient(cc),
 				Watch:           edgelbv1.NewWatchServiceClient(cc),
+				Tenants:         edgelbv1.NewTenantServiceClient(cc),
 			}, true, nil
 		}
 		if s == connectivity.TransientFailure || s == connectivity.Shutdown {

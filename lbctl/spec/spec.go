@@ -324,9 +324,9 @@ var (
 		[]string{"ipv4", "ipv6"},
 		[]edgelbv1.IPFamily{edgelbv1.IPFamily_IP_FAMILY_IPV4, edgelbv1.IPFamily_IP_FAMILY_IPV6}}
 	checks = enumSyntax[edgelbv1.HealthCheckType]{"health check",
-		[]string{"tcp", "http", "https", "none"},
+		[]string{"tcp", "http", "https", "none", "sctp"},
 		[]edgelbv1.HealthCheckType{edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP, edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP,
-			edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTPS, edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_NONE}}
+			edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTPS, edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_NONE, edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_SCTP}}
 )
 
 // ParseScheduler parses mh|rr|wrr|lc|wlc|sh.

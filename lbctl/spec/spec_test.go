@@ -143,6 +143,9 @@ func TestEnums(t *testing.T) {
 	if v, err := ParseHealthCheck("none"); err != nil || v != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_NONE {
 		t.Errorf("ParseHealthCheck(none) = %v, %v", v, err)
 	}
+	if v, err := ParseHealthCheck("sctp"); err != nil || v != edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_SCTP || HealthCheckName(v) != "sctp" {
+		t.Errorf("ParseHealthCheck(sctp) = %v, %v", v, err)
+	}
 	if SchedulerName(0) != "mh" || ModeName(0) != "nat" || HealthCheckName(0) != "tcp" {
 		t.Error("unspecified enums should name the server defaults")
 	}

@@ -55,8 +55,10 @@ var methods = map[string]access{
 	"/edgelb.v1.ClusterService/GetLeader":                   accRead,
 	"/edgelb.v1.ClusterService/TransferLeadership":          accAdmin,
 	"/edgelb.v1.ClusterService/GetMemberStatus":             accRead,
+	"/edgelb.v1.ClusterService/GetBgpStatus":                accOperator,
 	"/edgelb.v1.WatchService/Watch":                         accRead,
 	"/edgelb.raft.v1.PeerService/Apply":                     accMember,
+	"/edgelb.raft.v1.LivenessService/Ping":                  accMember,
 	"/grpc.health.v1.Health/Check":                          accInternal,
 	"/grpc.health.v1.Health/List":                           accInternal,
 	"/grpc.health.v1.Health/Watch":                          accInternal,
@@ -66,6 +68,12 @@ var methods = map[string]access{
 	// other tenants' configuration away in one call.
 	"/edgelb.v1.ClusterService/SaveSnapshot":    accAdmin,
 	"/edgelb.v1.ClusterService/RestoreSnapshot": accAdmin,
+
+	// A cloud provider renews its own tenant only (TenantScope); deleting a
+	// whole tenant is the operator's decision, never a tenant's.
+	"/edgelb.v1.TenantService/RenewTenantHeartbeat": accService,
+	"/edgelb.v1.TenantService/ListTenants":          accRead,
+	"/edgelb.v1.TenantService/DeleteTenantServices": accOperator,
 }
 
 // DefaultTenant is the tenant of requests that name none.

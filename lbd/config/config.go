@@ -66,6 +66,8 @@ type Config struct {
 	Membership Membership `json:"membership"`
 	Health     Health     `json:"health"`
 	Log        Log        `json:"log"`
+	// BGP is the embedded BGP speaker for bgp-mode address pools (bgp.go).
+	BGP BGP `json:"bgp"`
 }
 
 // TLS names this member's certificate, key and the cluster CA (PEM files,
@@ -115,7 +117,10 @@ type DataPlane struct {
 	Mode string `json:"mode"`
 	// Interface is the data interface VIPs are added to.
 	Interface string `json:"interface"`
-	// SNAT: auto (iptables-legacy if usable, else iptables-nft), iptables-legacy, iptables-nft or none.
+	// SNAT is the rule engine for SNAT, the takeover guard and source
+	// ranges: auto (iptables-legacy, else iptables-nft, else nftables),
+	// nftables, iptables-legacy,
+	// iptables-nft or none (no SNAT).
 	SNAT string `json:"snat"`
 	// GARPBurst gratuitous ARPs / unsolicited NAs are sent on takeover, GARPBurstInterval apart,
 	// then one every GARPRepeatInterval.
@@ -132,6 +137,15 @@ type DataPlane struct {
 	// arriving before the client's next packet) are dropped rather than
 	// answered with a RST; 0 turns it off.
 	TakeoverGuard Duration `json:"takeoverGuard"`
+	// TickleACKs: after taking a VIP over from another member, send the
+	// client of each connection the sync daemon brought here a bare ACK
+	// (sequence 0) from the VIP, so its stack answers at once and the
+	// connection resumes without waiting for a retransmission timer
+	// (lbd/dataplane/tickle.go). Off by default: with it on every held
+	// connection broke in the guest (2026-12-05); likely because the ACK,
+	// sent from a raw socket, goes through conntrack, which then tracks the
+	// connection in the wrong direction (docs/DATAPLANE.md).
+	TickleACKs bool `json:"tickleACKs"`
 	// InterfaceAddresses and Gateways are addresses this member reports as
 	// its own (the data interface's) and as its default gateways, in addition
 	// to those read from the kernel with the ipvs data plane. No address pool
@@ -152,17 +166,33 @@ type Raft struct {
 	SnapshotInterval  Duration `json:"snapshotInterval"`
 }
 
-// Ownership configures VIP assignment and fencing.
+// Ownership configures VIP assignment and fencing (docs/ARCHITECTURE.md,
+// "Liveness and the quorum lease", argues the rules Validate enforces).
 type Ownership struct {
-	// Lease is how long a member keeps answering for its VIPs without hearing
-	// from the raft leader. It must outlast a leader election, or every owner
-	// would blink when the leader dies.
+	// ProbeInterval is how often every member pings every other member over
+	// the raft port (lbd/liveness), apart from raft's heartbeats.
+	ProbeInterval Duration `json:"probeInterval"`
+	// Lease is how long a member keeps answering for its VIPs after the last
+	// moment a majority of the voters (itself included) answered its probes,
+	// counted from the probes' send time. The raft leader plays no part, so
+	// the lease need not outlast a leader election.
 	Lease Duration `json:"lease"`
-	// Grace is how long the leader waits after a member's last heartbeat before
-	// its VIPs move. It must exceed Lease plus the worst clock-rate drift, so the
-	// old owner has surely withdrawn before the new one announces.
+	// Grace is how long no majority may have heard from a member before its
+	// VIPs move. It must exceed Lease by a margin (the old owner's time to
+	// withdraw, clock-rate drift), so the old owner has surely withdrawn
+	// before the new one announces.
 	Grace Duration `json:"grace"`
+	// ProvisionalTakeover lets the successor of an owner lost together with
+	// the raft leader serve its VIPs before the next leader commits the move
+	// (docs/ARCHITECTURE.md, "Leader and owner lost together"). On by
+	// default: the successor's claim, repeated by a majority, keeps an old
+	// owner that resumes from renewing its lease.
+	ProvisionalTakeover bool `json:"provisionalTakeover"`
 }
+
+// GraceMargin is the least ownership.grace must exceed ownership.lease by:
+// two probe intervals, at least 50ms.
+func GraceMargin(probe time.Duration) time.Duration { return max(2*probe, 50*time.Millisecond) }
 
 // Membership configures adding members (on the leader).
 type Membership struct {
@@ -227,11 +257,15 @@ func Default() Config {
 			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},
 			LeaderLeaseTimeout: Duration{250 * time.Millisecond},
 		},
-		Ownership:  Ownership{Lease: Duration{2 * time.Second}, Grace: Duration{2500 * time.Millisecond}},
+		// Probes every 50ms; a lease of 5 probe intervals rides out a few
+		// lost probes; the grace adds the margin Validate asks for.
+		Ownership: Ownership{ProbeInterval: Duration{50 * time.Millisecond}, Lease: Duration{250 * time.Millisecond},
+			Grace: Duration{350 * time.Millisecond}, ProvisionalTakeover: true},
 		Membership: Membership{CatchUpTimeout: Duration{30 * time.Second}},
 		Health:     Health{Enabled: true},
 		Auth:       Auth{WriteRate: 500, WriteBurst: 1000, MaxServicesPerTenant: 20000},
 		Log:        Log{Format: "text", Level: "info"},
+		BGP:        BGP{DrainWait: Duration{DefaultDrainWait}},
 	}
 }
 
@@ -304,11 +338,11 @@ func (c *Config) Validate() error {
 		add("dataPlane.mode: %q is not ipvs or none", c.DataPlane.Mode)
 	}
 	switch c.DataPlane.SNAT {
-	case "auto", "iptables-legacy", "iptables-nft", "none":
+	case "auto", "nftables", "iptables-legacy", "iptables-nft", "none":
 	case "nft":
-		add("dataPlane.snat: nft cannot match IPVS traffic (nftables has no xt_ipvs); use iptables-nft (same nftables kernel, through nft_compat) or iptables-legacy")
+		add("dataPlane.snat: %q: the nftables rule engine is spelled nftables", c.DataPlane.SNAT)
 	default:
-		add("dataPlane.snat: %q is not auto, iptables-legacy, iptables-nft or none", c.DataPlane.SNAT)
+		add("dataPlane.snat: %q is not auto, nftables, iptables-legacy, iptables-nft or none", c.DataPlane.SNAT)
 	}
 	if c.DataPlane.TakeoverGuard.Duration < 0 {
 		add("dataPlane.takeoverGuard: %s is negative; use 0 to turn the guard off", c.DataPlane.TakeoverGuard)
@@ -335,14 +369,18 @@ func (c *Config) Validate() error {
 	if c.Raft.LeaderLeaseTimeout.Duration <= 0 || c.Raft.LeaderLeaseTimeout.Duration > c.Raft.HeartbeatTimeout.Duration {
 		add("raft.leaderLeaseTimeout must be >0 and ≤ heartbeatTimeout")
 	}
-	if c.Ownership.Lease.Duration < 2*c.Raft.HeartbeatTimeout.Duration {
-		add("ownership.lease (%s) must be at least 2 × raft.heartbeatTimeout (%s), so a leader election does not fence every owner", c.Ownership.Lease, c.Raft.HeartbeatTimeout)
+	probe, lease, grace := c.Ownership.ProbeInterval.Duration, c.Ownership.Lease.Duration, c.Ownership.Grace.Duration
+	if probe < 10*time.Millisecond {
+		add("ownership.probeInterval (%s) must be at least 10ms: every member pings every other this often", c.Ownership.ProbeInterval)
+	} else if lease < 3*probe {
+		// A lease of fewer probes would lapse on a lost packet or two.
+		add("ownership.lease (%s) must be at least 3 × ownership.probeInterval (%s), so a lost probe or two does not fence an owner", c.Ownership.Lease, c.Ownership.ProbeInterval)
 	}
-	// The leader counts silence from the last heartbeat answer it got; the
-	// member may have heard one more heartbeat (up to heartbeatTimeout/5 later)
-	// whose answer was lost. The margin covers that and scheduling delays.
-	if margin := max(100*time.Millisecond, c.Raft.HeartbeatTimeout.Duration/4); c.Ownership.Grace.Duration < c.Ownership.Lease.Duration+margin {
-		add("ownership.grace (%s) must exceed ownership.lease (%s) by at least %s (the larger of 100ms and raft.heartbeatTimeout/4), so an old owner has withdrawn before a new one announces", c.Ownership.Grace, c.Ownership.Lease, margin)
+	// The margin covers the old owner's time to withdraw once its lease runs
+	// out (timer, scheduling, a netlink call) and clock-rate drift between
+	// members (ppm: negligible beside it).
+	if margin := GraceMargin(probe); grace < lease+margin {
+		add("ownership.grace (%s) must exceed ownership.lease (%s) by at least %s (2 × ownership.probeInterval, at least 50ms), so an old owner has withdrawn before a new one announces", c.Ownership.Grace, c.Ownership.Lease, margin)
 	}
 	if c.Membership.CatchUpTimeout.Duration < time.Second {
 		add("membership.catchUpTimeout (%s) must be at least 1s: a new member needs time to receive the state before it may vote", c.Membership.CatchUpTimeout)
@@ -366,6 +404,7 @@ func (c *Config) Validate() error {
 	if c.Auth.WriteRate < 0 || c.Auth.MaxServicesPerTenant < 0 {
 		add("auth: writeRate and maxServicesPerTenant must not be negative (0 means unlimited)")
 	}
+	c.validateBGP(add)
 	switch c.Log.Format {
 	case "text", "json":
 	default:

@@ -146,13 +146,13 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"heartbeat", func(c *Config) { c.Raft.HeartbeatTimeout.Duration = time.Millisecond }, []string{"heartbeatTimeout"}},
 		{"election", func(c *Config) { c.Raft.ElectionTimeout.Duration = 100 * time.Millisecond }, []string{"electionTimeout"}},
 		{"lease timeout", func(c *Config) { c.Raft.LeaderLeaseTimeout.Duration = 0 }, []string{"raft.leaderLeaseTimeout"}},
-		{"ownership lease", func(c *Config) { c.Ownership.Lease.Duration = 500 * time.Millisecond }, []string{"ownership.lease", "500ms"}},
+		{"probe interval", func(c *Config) { c.Ownership.ProbeInterval.Duration = time.Millisecond }, []string{"ownership.probeInterval", "1ms", "10ms"}},
+		{"ownership lease", func(c *Config) { c.Ownership.Lease.Duration = 100 * time.Millisecond }, []string{"ownership.lease", "100ms", "3 × ownership.probeInterval"}},
 		{"ownership grace", func(c *Config) { c.Ownership.Grace.Duration = c.Ownership.Lease.Duration }, []string{"ownership.grace"}},
-		// Slow raft timers need a wider margin: the member may have heard one
-		// more heartbeat than the leader counted.
-		{"ownership grace margin with slow raft", func(c *Config) {
-			c.Raft.HeartbeatTimeout.Duration, c.Raft.ElectionTimeout.Duration = 2*time.Second, 2*time.Second
-			c.Ownership.Lease.Duration, c.Ownership.Grace.Duration = 4*time.Second, 4300*time.Millisecond
+		// A slower probe needs a wider margin.
+		{"ownership grace margin with slow probes", func(c *Config) {
+			c.Ownership.ProbeInterval.Duration = 250 * time.Millisecond
+			c.Ownership.Lease.Duration, c.Ownership.Grace.Duration = time.Second, 1300*time.Millisecond
 		}, []string{"ownership.grace", "at least 500ms"}},
 		{"partial tls", func(c *Config) { c.TLS.CAFile = "ca.pem" }, []string{"tls", "certFile"}},
 		{"plaintext off loopback", func(c *Config) { c.APIAddr, c.RaftAddr = "10.0.0.1:7700", "10.0.0.1:7701" }, []string{"tls", "--insecure-plaintext"}},

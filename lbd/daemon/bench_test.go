@@ -17,7 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
-	"github.com/edgelb/edgelb/integration/freeport"
+	"github.com/edgelb/edgelb/internal/freeport"
 	"github.com/edgelb/edgelb/lbd/config"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -44,6 +44,12 @@ func startCluster(t testing.TB, n int, opts ...func(*config.Config)) []*Daemon {
 		// the made-up backends adding their own writes.
 		cfg.Auth.WriteRate = 0
 		cfg.Health.Enabled = false
+		// Three members in one test process (ten times slower under -race,
+		// on a shared CPU) starve each other's probes far beyond what the
+		// 250 ms default lease rides out on real hosts: every lapse fences
+		// and makes the member catch up (reads refused meanwhile). These
+		// tests check behaviour, not failover time: give the lease room.
+		cfg.Ownership.Lease.Duration, cfg.Ownership.Grace.Duration = 2*time.Second, 2500*time.Millisecond
 		for _, o := range opts {
 			o(&cfg)
 		}
@@ -85,12 +91,7 @@ func startCluster(t testing.TB, n int, opts ...func(*config.Config)) []*Daemon {
 }
 
 func client(t testing.TB, addr string) edgelbv1.VirtualServiceServiceClient {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return edgelbv1.NewVirtualServiceServiceClient(cc)
+	return edgelbv1.NewVirtualServiceServiceClient(dial(t, addr))
 }
 
 func leaderAndFollower(t testing.TB, ds []*Daemon) (leader, follower *Daemon) {

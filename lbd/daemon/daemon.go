@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,9 +24,12 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/edgelb/edgelb/internal/backoff"
+	"github.com/edgelb/edgelb/lbd/bgp"
 	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/lbd/dataplane"
 	"github.com/edgelb/edgelb/lbd/health"
+	"github.com/edgelb/edgelb/lbd/lease"
+	"github.com/edgelb/edgelb/lbd/liveness"
 	"github.com/edgelb/edgelb/lbd/ownership"
 	"github.com/edgelb/edgelb/lbd/server"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -51,6 +55,13 @@ type DataPlane interface {
 	Close() error
 }
 
+// activeActiveSetter is a data plane that can serve a service from every
+// member at once (the kernel's; a bgp pool's services): told which services
+// those are once the replicated pools exist.
+type activeActiveSetter interface {
+	SetActiveActive(func(*edgelbv1.VirtualService) bool)
+}
+
 // Daemon is a running lbd.
 type Daemon struct {
 	cfg  config.Config
@@ -62,20 +73,36 @@ type Daemon struct {
 	peerGRPC *grpc.Server
 	health   *grpchealth.Server
 	dp       DataPlane
+	kernel   dataplane.Kernel // dp's kernel side; nil when it programs no kernel
 	dpName   string
 	lis      net.Listener
 	sec      *security
 
 	owned chan []string // latest VIPs programmed, for status
-	// lastContact is the last time this member knew a leader (persisted).
+	// feed is the reconcile loop's view of the FSM's change feed (only
+	// that loop, and the data plane it calls, touch it).
+	feed *changeFeed
+	// lease is this member's quorum lease on its VIPs, renewed by the
+	// answers to live's probes (issue 19); no raft leader is involved.
+	lease *lease.Lease
+	live  *liveness.Prober
+	// servingUntil is how long the reconcile loop last allowed this member
+	// to hold VIP addresses (what it last gave the fence); the probes tell
+	// peers whether it is serving.
+	servingUntil atomic.Pointer[time.Time]
+	// lastContact is the last time this member held its lease (persisted);
+	// carried is how long, from the start, a lease renewed before a restart
+	// still lets it keep the addresses the kernel holds.
 	contactMu   sync.Mutex
 	lastContact time.Time
+	carried     time.Time
 	// caughtUp is set once the local FSM has applied everything the cluster
 	// had committed when this member started; before that the FSM may show a
 	// past state (log replay), which the data plane must not follow.
 	caughtUp atomic.Bool
 	checker  *health.Checker
-	ops      *ops // issue 8: metrics and /healthz, /readyz (metrics.go)
+	bgp      *bgpSide // the BGP speaker for bgp-mode pools (bgp.go); nil without peers
+	ops      *ops     // metrics and /healthz, /readyz (metrics.go)
 	stopBG   context.CancelFunc
 	// stallFile is the test hook's file (testhook.go); "" outside tests.
 	stallFile string
@@ -92,19 +119,46 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return d.Stop()
 }
 
+// Option changes how Start wires the daemon; lbd's main passes none.
+type Option func(*startOptions)
+
+type startOptions struct {
+	unary  []grpc.UnaryServerInterceptor
+	stream []grpc.StreamServerInterceptor
+}
+
+// WithAPIInterceptors adds interceptors to the API server, innermost: they
+// see only calls that passed authorisation and the read gate, just before
+// lbd handles them. Tests use it to inject faults and delays into a real
+// lbd (lbd/lbdtest); either may be nil.
+func WithAPIInterceptors(unary grpc.UnaryServerInterceptor, stream grpc.StreamServerInterceptor) Option {
+	return func(o *startOptions) {
+		if unary != nil {
+			o.unary = append(o.unary, unary)
+		}
+		if stream != nil {
+			o.stream = append(o.stream, stream)
+		}
+	}
+}
+
 // Start brings up lbd and returns once its API listens.
-func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, error) {
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...Option) (*Daemon, error) {
+	var so startOptions
+	for _, o := range options {
+		o(&so)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	d := &Daemon{cfg: cfg, log: log, owned: make(chan []string, 1), stallFile: stallPath(cfg)}
+	d := &Daemon{cfg: cfg, log: log, owned: make(chan []string, 1), stallFile: stallPath(cfg), feed: newChangeFeed()}
 	d.owned <- nil
 
-	dp, name, err := openDataPlane(ctx, cfg, log)
+	dp, kernel, name, err := openDataPlane(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	d.dp, d.dpName = dp, name
+	d.dp, d.kernel, d.dpName = dp, kernel, name
 
 	lis, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -141,6 +195,24 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		return nil, err
 	}
 	d.node = n
+	if e, ok := dp.(activeActiveSetter); ok {
+		// A bgp pool's services are served by every member at once: their
+		// mh tables must be the same everywhere (docs/DATAPLANE.md,
+		// "Active-active").
+		e.SetActiveActive(func(vs *edgelbv1.VirtualService) bool { return bgp.Mode(vs, bgp.Pools(n.FSM.Pools())) })
+	}
+	d.lease = lease.New(cfg.ID, cfg.Ownership.Lease.Duration, lease.System)
+	d.live = liveness.New(liveness.Config{
+		Self: cfg.ID, Interval: cfg.Ownership.ProbeInterval.Duration, Grace: cfg.Ownership.Grace.Duration,
+		Peers: d.livenessPeers, Creds: sec.peerCreds(), Lease: d.lease,
+		Serving: d.serving, Revision: n.FSM.Revision,
+		Observe: func(peer string, rtt time.Duration, ok bool) {
+			if d.ops != nil { // set by startOps before the probes start
+				d.ops.m.ObserveProbe(peer, rtt, ok)
+			}
+		},
+		Log: log.With("component", "liveness"),
+	})
 
 	self := &edgelbv1.Member{Id: cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: cfg.APIAddr, DataInterface: cfg.DataPlane.Interface}
 	// Reported so no address pool hands out this host's own addresses or
@@ -162,22 +234,32 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 		LeaderWait:     max(3*time.Second, 3*(cfg.Raft.HeartbeatTimeout.Duration+cfg.Raft.ElectionTimeout.Duration)),
 		Ready:          d.ready,
 		CatchUpTimeout: cfg.Membership.CatchUpTimeout.Duration,
+		BGPStatus:      d.bgpStatus,
 	}
-	if e, ok := dp.(*dataplane.Engine); ok {
-		opts.ServiceStats = ipvsStats{e: e, f: f}.Service
-		opts.Isolated = e.Isolated
+	if kernel != nil {
+		opts.ServiceStats = ipvsStats{k: kernel, f: f}.Service
+		opts.Isolated = kernel.Isolated
 	}
 	d.srv = server.New(n, opts)
-	if err := d.startOps(); err != nil { // issue 8: metrics (metrics.go)
+	if err := d.startOps(); err != nil { // metrics (metrics.go)
 		n.Shutdown()
 		lis.Close()
 		dp.Close()
 		return nil, err
 	}
-	// Metrics interceptors first (issue 8), then authorisation, then the read
-	// gate: only an authorised caller learns why a replica refuses.
+	// Metrics interceptors first, so refused calls are counted with their
+	// code, then authorisation, then the read gate: only an authorised
+	// caller learns why a replica refuses.
+	if err := d.startBGP(ctx); err != nil { // bgp.go
+		d.stopOps()
+		n.Shutdown()
+		lis.Close()
+		dp.Close()
+		return nil, err
+	}
 	srvOpts := append(d.opsServerOptions(), sec.serverOptions()...)
 	srvOpts = append(srvOpts, grpc.ChainUnaryInterceptor(d.srv.UnaryReadGate), grpc.ChainStreamInterceptor(d.srv.StreamReadGate))
+	srvOpts = append(srvOpts, grpc.ChainUnaryInterceptor(so.unary...), grpc.ChainStreamInterceptor(so.stream...))
 	d.grpc = grpc.NewServer(srvOpts...)
 	d.srv.Register(d.grpc)
 	if sec.servesPeerOnAPI() {
@@ -188,6 +270,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	// whoever reaches the raft port could append to the log anyway).
 	d.peerGRPC = grpc.NewServer(append(d.opsServerOptions(), sec.peerServerOptions()...)...)
 	d.srv.RegisterPeer(d.peerGRPC)
+	d.live.Register(d.peerGRPC)
 	go func() {
 		if err := d.peerGRPC.Serve(n.PeerListener()); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
 			log.Error("PeerService server on the raft port stopped", "err", err)
@@ -215,7 +298,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, e
 	d.bgWG.Go(func() { d.healthLoop(bg) })
 	d.bgWG.Go(func() { d.catchUp(bg) })
 	d.bgWG.Go(func() { d.contactLoop(bg) })
+	d.bgWG.Go(func() { d.live.Run(bg) })
 	d.bgWG.Go(func() { d.reconcileLoop(bg) })
+	if d.bgp != nil {
+		d.bgWG.Go(func() { d.bgp.ann.Run(bg) })
+		d.bgWG.Go(func() { d.runBGP(bg) })
+		d.bgWG.Go(func() { d.reportPeersDown(bg) })
+	}
 	switch {
 	case cfg.HealthProbes() && cfg.DataPlane.Mode == "none":
 		d.log.Warn("HEALTH PROBES WITHOUT A DATA PLANE: this member sends health checks to the backends of the VIPs it owns or would inherit (health.withoutDataPlane)")
@@ -239,9 +328,15 @@ func (d *Daemon) ReadsRefused(ctx context.Context) error { return d.srv.ReadVerd
 // Node exposes the raft member (for tests).
 func (d *Daemon) Node() *node.Node { return d.node }
 
+// ownedVIPs is what the last pass put in the kernel, or nothing once the
+// lease the loop last renewed has run out: then the fence has withdrawn
+// them (the loop may not have run since: a stopped process just resumed).
 func (d *Daemon) ownedVIPs() []string {
 	v := <-d.owned
 	d.owned <- v
+	if !d.serving() {
+		return nil
+	}
 	return v
 }
 
@@ -318,7 +413,7 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 					time.Sleep(200 * time.Millisecond)
 				}
 			}()
-			(&ownership.Assigner{Node: d.node, Grace: d.cfg.Ownership.Grace.Duration, Log: d.log.With("component", "ownership")}).Run(lctx)
+			(&ownership.Assigner{Node: d.node, Grace: d.cfg.Ownership.Grace.Duration, Liveness: d.live, Log: d.log.With("component", "ownership")}).Run(lctx)
 		}()
 	}
 	if d.node.IsLeader() {
@@ -387,7 +482,17 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	wd := newWatchdog(d.log)
 	failures := 0
 	fenced := false
-	var nextPass time.Time // zero: a pass is due now
+	everHeld := false        // the lease has been valid since this process started
+	var nextPass time.Time   // zero: a pass is due now
+	var provisional []string // VIPs taken over before a leader committed them
+	// held: the owners whose VIPs a pass may have put in the kernel
+	// provisionally. Their claims stay in this member's views until a pass
+	// has withdrawn those VIPs (lbd/liveness SetClaims).
+	var held []string
+	renewWait := renewEvery
+	var liveChanged <-chan struct{}  // a member became gone or came back
+	inc := changedReconcilerOf(d.dp) // nil: every pass is a full one
+	feed := d.feed
 	var changed <-chan struct{}
 	lastIter := time.Now()
 	for {
@@ -425,11 +530,15 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		if !d.caughtUp.Load() {
 			// Right after a start the FSM replays its log and may show a past
 			// state; following it would withdraw and re-add VIPs mid-replay.
-			// Keep what the kernel holds while the lease allows, then fence.
+			// Keep what the kernel holds while a lease renewed before the
+			// restart allows, then fence. A fresh lease does not count here:
+			// a member whose lease ran out (or that restarted) may have lost
+			// its VIPs meanwhile, and serves again only once caught up.
 			wait := 50 * time.Millisecond
-			if exp := d.leaseExpiry(lease); time.Now().Before(exp) {
+			if exp := d.carried; time.Now().Before(exp) {
 				d.renew(lh, exp)
 			} else {
+				d.servingUntil.Store(&time.Time{})
 				// Fence on addresses only. Before the first entries apply
 				// the FSM may even be empty: reconciling against it would
 				// remove every IPVS service, and with them the connection
@@ -438,7 +547,18 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				// rolling restart reset them all).
 				if err := d.dp.Withdraw(ctx); err != nil {
 					d.log.Error("withdraw VIPs while out of contact and not caught up", "err", err)
+				} else {
+					<-d.owned
+					d.owned <- nil
+					held = nil
 				}
+				// Claims only for what a pass may have put in the kernel:
+				// a member that is not caught up takes nothing over, and a
+				// claim left standing would keep its owner from renewing
+				// its lease (seen in the guest: a rolling restart's
+				// hand-over never completed).
+				d.live.SetClaims(held)
+				provisional = nil
 				wait = min(lease/4, time.Second)
 			}
 			nextPass = time.Time{}
@@ -449,29 +569,96 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			}
 			continue
 		}
-		all, _ := d.node.FSM.All()
+		liveChanged = d.live.Changes() // before reading: no change falls between
+		var all []*edgelbv1.VirtualService
 		owner := d.cfg.ID
 		owned := 0
-		for _, vs := range all {
-			if vs.Owner == owner {
-				owned++
-			}
+		// The lease ran out since the last renewal, though it may be valid
+		// again now (the fence withdrew at that instant): a provisional
+		// takeover starts over, with claims of a new epoch and fresh
+		// acknowledgements (peers stop repeating the claims of a member
+		// that could not hold a lease).
+		lapsedUnseen := false
+		if u := d.servingUntil.Load(); u != nil && !u.IsZero() && time.Now().After(*u) {
+			lapsedUnseen = true
 		}
-		// Self-fencing: a member answers for its VIPs only while it is in
-		// contact with the leader. Past the lease it withdraws them by itself,
-		// before the leader (which waits the longer grace) gives them to another.
-		exp := d.leaseExpiry(lease)
-		if !time.Now().Before(exp) {
+		var served []string // owners whose VIPs this pass serves provisionally
+		var wanted []string // owners this member would take over (claimed)
+		full := inc == nil  // a data plane that cannot plan by change
+		if d.cfg.Ownership.ProvisionalTakeover && !fenced && d.lease.Valid() && !lapsedUnseen {
+			var rev uint64
+			all, rev = d.node.FSM.All()
+			t := d.provisional(all, rev, held)
+			all, served, wanted = t.all, t.owners, t.wanted
+			if !slices.Equal(t.vips, provisional) {
+				if len(t.vips) > 0 {
+					d.log.Info("taking over VIPs of a lost owner before a raft leader commits the move (provisional)", "vips", t.vips, "from", t.owners)
+				} else if len(provisional) > 0 {
+					d.log.Info("no longer serving VIPs taken over provisionally; the replicated state decides", "vips", provisional)
+				}
+				// A pass that adds or drops provisional copies plans
+				// from the whole (rewritten) state, not from the feed.
+				full = true
+				provisional = t.vips
+				nextPass = time.Time{}
+			}
+			if len(provisional) > 0 {
+				full = true // the owners it passes are rewritten
+			}
+			renewWait = renewEvery
+			if t.pending {
+				// A lost owner's successor waits for the survivors' views
+				// to agree and for its claim to be repeated: look at the
+				// probe rate, not the renewal rate.
+				renewWait = min(renewEvery, max(d.cfg.Ownership.ProbeInterval.Duration/5, time.Millisecond))
+			}
+		} else {
+			if lapsedUnseen && len(held) > 0 {
+				d.live.SetClaims(nil) // what is claimed again gets a new epoch
+			}
+			d.live.SetClaims(held)
+			if provisional != nil {
+				nextPass = time.Time{} // withdraw them, in a full pass
+				full = true
+			}
+			provisional = nil
+		}
+		if full {
+			if all == nil {
+				all, _ = d.node.FSM.All()
+			}
+			for _, vs := range all {
+				if vs.Owner == owner {
+					owned++
+				}
+			}
+			feed.full = true // back on the feed, start from the whole state
+		} else {
+			// What changed since the last look, from the FSM's change
+			// feed: the cost of an iteration follows the change, not the
+			// number of services. The provisional check above read the
+			// whole list (pointers, cheap); the pass does not plan it.
+			all = nil
+			feed.follow(d.node.FSM, owner)
+			owned = len(feed.owned)
+		}
+		// Self-fencing: a member answers for its VIPs only while it holds
+		// its quorum lease (a majority of voters answered its probes within
+		// the lease). Past it, it withdraws them by itself, before a majority
+		// (which waits the longer grace) lets another member take them.
+		exp := d.lease.Until()
+		if !d.lease.Valid() {
+			d.servingUntil.Store(&time.Time{})
 			if !fenced && owned > 0 {
-				d.log.Warn("no contact with a raft leader for longer than the lease; not serving VIPs", "lease", lease, "owned", owned,
-					"raft_last_contact", d.node.Status().LastContact)
+				d.log.Warn("no majority of the voters answered this member's probes within the lease; not serving VIPs", "lease", lease, "owned", owned,
+					"heard_ago", d.live.Reachable())
 			}
 			if !fenced {
 				nextPass = time.Time{}
 			}
 			fenced = true
 			owner, owned = "", 0
-		} else if fenced {
+		} else if fenced && everHeld {
 			// Back from a partition, the replica may still show this member
 			// as the owner of VIPs the leader moved meanwhile (the heartbeat
 			// that restores contact can come before the entries it missed).
@@ -480,9 +667,15 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			fenced = false
 			d.caughtUp.Store(false)
 			d.bgWG.Go(func() { d.catchUp(ctx) })
-			d.log.Info("back in contact with the raft leader; serving owned VIPs again once caught up")
+			d.log.Info("back in contact with a majority; serving owned VIPs again once caught up with the cluster")
 			continue
 		} else {
+			// The first lease since the start needs no second catch-up: the
+			// one after the start came after anything this process missed.
+			if fenced {
+				nextPass = time.Time{} // serve what it owns now
+			}
+			fenced, everHeld = false, true
 			// Renewed before the pass: a pass that then hangs in the kernel
 			// renews no more, and the fence withdraws when this runs out.
 			d.renew(lh, exp)
@@ -493,25 +686,48 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		if !time.Now().Before(nextPass) {
 			d.testStall(ctx, d.log)
 			cctx, cancel := context.WithTimeout(ctx, time.Minute)
-			err := d.dp.Reconcile(cctx, all, owner)
+			var err error
+			switch {
+			case all != nil:
+				err = d.dp.Reconcile(cctx, all, owner)
+			case feed.full || time.Since(feed.lastFull) >= resyncInterval:
+				// The periodic full pass repairs what drifted (the data
+				// plane re-reads the kernel beside it), and resynchronises
+				// a feed that fell behind.
+				all = feed.resync(d.node.FSM, d.cfg.ID)
+				err = d.dp.Reconcile(cctx, all, owner)
+			default:
+				err = inc.ReconcileChanged(cctx, feed.take(), owner)
+			}
 			cancel()
 			wait := resyncInterval
 			if err != nil {
 				failures++
 				wait = min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)
 				d.log.Error("reconcile data plane", "owned", owned, "err", err, "retry_in", wait)
+				held = union(held, served) // the kernel may hold any of them
 			} else {
 				failures = 0
-				vips := make([]string, 0, owned)
-				seen := map[string]bool{}
-				for _, vs := range all {
-					if owner != "" && vs.Owner == owner && !seen[vs.Vip] {
-						seen[vs.Vip] = true
-						vips = append(vips, vs.Vip)
-					}
+				if owner == "" {
+					served = nil // fenced: the pass withdrew everything
 				}
-				<-d.owned
-				d.owned <- vips
+				if !slices.Equal(held, served) {
+					// Claims on owners whose VIPs this pass withdrew end
+					// now; the ones still wanted stay (SetClaims again).
+					held = served
+					d.live.SetClaims(union(held, wanted))
+				}
+				if all != nil {
+					feed.ownedFrom(all, d.cfg.ID)
+				}
+				if vips, ok := feed.vips(owner); ok {
+					<-d.owned
+					d.owned <- vips
+				}
+			}
+			if inc != nil {
+				// Wake for the next full pass even when nothing changes.
+				wait = min(wait, max(resyncInterval-time.Since(feed.lastFull), 0))
 			}
 			if fenced {
 				// Re-check often while there is something to restore.
@@ -521,12 +737,12 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		}
 		wait := min(time.Until(nextPass), wd.every())
 		if !fenced {
-			wait = min(wait, renewEvery)
+			wait = min(wait, renewWait)
 			if owned > 0 {
-				// Wake when the lease would run out: an owner cut off from the
-				// leader must have withdrawn before the leader's grace moves its
+				// Wake when the lease would run out: an owner cut off from a
+				// majority must have withdrawn before the grace moves its
 				// VIPs, and every moment it lingers is taken from that margin.
-				wait = min(wait, max(time.Until(d.leaseExpiry(lease)), 0)+time.Millisecond)
+				wait = min(wait, max(time.Until(d.lease.Until()), 0)+time.Millisecond)
 			}
 		}
 		select {
@@ -536,6 +752,9 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			// Let a burst of commits land so one pass covers them all.
 			time.Sleep(coalesce)
 			nextPass = time.Time{}
+		case <-liveChanged:
+			// A lost owner's VIPs may be this member's to take over.
+			liveChanged = nil
 		case <-lapsed:
 			// The fence withdrew addresses (this loop was late to renew):
 			// a pass puts back those this member still owns, once it has
@@ -571,6 +790,7 @@ func leaseHolderOf(dp DataPlane) leaseHolder {
 
 // renew extends the fence's lease to exp, when the data plane has a fence.
 func (d *Daemon) renew(lh leaseHolder, exp time.Time) {
+	d.servingUntil.Store(&exp)
 	if lh == nil {
 		return
 	}
@@ -654,62 +874,58 @@ func (d *Daemon) refreshSelf(ctx context.Context) {
 // testHookCatchUpTarget, when set by a test, runs once catchUp knows its target.
 var testHookCatchUpTarget func(*Daemon)
 
-// inContact reports whether this member heard from a leader within lease: it
-// is the leader (raft makes a leader that loses its quorum step down within
-// the leader lease), or a follower whose last contact is recent.
-func (d *Daemon) inContact(lease time.Duration) bool {
-	return time.Now().Before(d.leaseExpiry(lease))
+// serving reports whether the reconcile loop lets this member hold VIP
+// addresses now; peers learn it from the probes.
+func (d *Daemon) serving() bool {
+	t := d.servingUntil.Load()
+	return t != nil && time.Now().Before(*t)
 }
 
-// leaseExpiry is when this member's lease on its VIPs runs out unless a leader
-// is heard from again.
-func (d *Daemon) leaseExpiry(lease time.Duration) time.Time {
-	d.contactMu.Lock()
-	defer d.contactMu.Unlock()
-	if d.node.IsLeader() {
-		now := time.Now()
-		d.noteContact(now)
-		return now.Add(lease)
+// livenessPeers is the raft configuration, for the probes.
+func (d *Daemon) livenessPeers() ([]liveness.Peer, uint64) {
+	servers, index, err := d.node.ServersAt()
+	if err != nil {
+		return nil, 0
 	}
-	last := d.node.Status().LastContact
-	if last.IsZero() || last.Before(d.lastContact) {
-		// Just restarted: raft has not heard from a leader yet. The contact
-		// recorded before the restart still counts for what is left of its
-		// lease, so a quick restart keeps the VIPs it adopted instead of
-		// withdrawing them and breaking every connection.
-		last = d.lastContact
+	out := make([]liveness.Peer, 0, len(servers))
+	for _, sv := range servers {
+		out = append(out, liveness.Peer{ID: sv.ID, Addr: sv.Address, Voter: sv.Voter})
 	}
-	if time.Since(last) < lease {
-		d.noteContact(last)
-	}
-	return last.Add(lease)
+	return out, index
 }
 
-// persistedContact is the last leader contact recorded in the data dir.
+// persistedContact is the last time this member held its lease, as recorded
+// in the data dir (before a restart, for the API's diagnostics).
 func (d *Daemon) persistedContact() time.Time {
 	d.contactMu.Lock()
 	defer d.contactMu.Unlock()
 	return d.lastContact
 }
 
-// contactLoop persists the last leader contact on its own clock: the
-// reconcile loop may be busy in the kernel for seconds, and a restart must not
-// find a stale record and fence VIPs it still holds a valid lease for.
+// contactLoop persists, on its own clock, the last time this member held
+// its lease: a restart quicker than what was left of it keeps the addresses
+// the kernel holds until then (see carried). With a lease of a few hundred
+// milliseconds hardly any restart is that quick; the record then only tells
+// the API's diagnostics when this member was last in contact.
 func (d *Daemon) contactLoop(ctx context.Context) {
-	t := time.NewTicker(max(d.cfg.Ownership.Lease.Duration/8, 10*time.Millisecond))
+	t := time.NewTicker(contactEvery(d.cfg.Ownership.Lease.Duration))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			d.inContact(d.cfg.Ownership.Lease.Duration)
+			if left := d.lease.Remaining(); left > 0 {
+				d.contactMu.Lock()
+				d.noteContact(time.Now(), left)
+				d.contactMu.Unlock()
+			}
 		}
 	}
 }
 
 // contactFile records the last time this member knew it was in contact, so
-// the lease survives a restart (see inContact).
+// the lease survives a restart (see carried).
 func (d *Daemon) contactFile() string { return filepath.Join(d.cfg.DataDir, "last-contact") }
 
 func (d *Daemon) loadContact() {
@@ -717,22 +933,62 @@ func (d *Daemon) loadContact() {
 	if err != nil {
 		return
 	}
-	if ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-		// Never trust a recorded time from the future (clock stepped back).
-		if t := time.Unix(0, ns); t.Before(time.Now()) {
-			d.lastContact = t
-		}
+	// "<when, unix ns> <lease left then, ns> <boot id> <CLOCK_BOOTTIME ns>".
+	// The wall time is for the API's diagnostics only; what is carried is
+	// counted on the boot clock of the same boot, so neither a wall-clock
+	// step nor a reboot can stretch it. Older files (the time alone, or
+	// without the boot fields) carry nothing.
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return
 	}
+	ns, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return
+	}
+	// Never trust a recorded time from the future (clock stepped back).
+	if t := time.Unix(0, ns); t.Before(time.Now()) {
+		d.lastContact = t
+	}
+	if len(f) < 4 {
+		return
+	}
+	left, err1 := strconv.ParseInt(f[1], 10, 64)
+	boot, err2 := strconv.ParseInt(f[3], 10, 64)
+	now, err3 := lease.BootNow()
+	if err1 != nil || err2 != nil || err3 != nil {
+		return
+	}
+	// What is left of the lease recorded there — never more than the lease
+	// had left when it was written, nor more than a lease.
+	d.carried = time.Now().Add(lease.CarriedBoot(lease.Boot{ID: f[2], Time: time.Duration(boot)}, now,
+		time.Duration(left), d.cfg.Ownership.Lease.Duration))
 }
 
-// noteContact persists t, at most a few times per lease.
-func (d *Daemon) noteContact(t time.Time) {
-	if t.Sub(d.lastContact) < d.cfg.Ownership.Lease.Duration/8 {
+// noteContact persists t, at most a few times per lease and never more than
+// four times a second (a short lease must not turn into a disk write per probe).
+// left is how much of the lease was left at t: a restart carries no more.
+// contactEvery is how often the lease is recorded: a quarter of it, and at
+// least every second, so that a long lease is on disk within a second of
+// its start (recorded only every lease/4, an lbd restarted in its first
+// 30 s with a 2-minute lease had nothing to carry and withdrew its VIPs:
+// e2e restart_lbd_under_traffic).
+func contactEvery(lease time.Duration) time.Duration {
+	return min(max(lease/4, 10*time.Millisecond), time.Second)
+}
+
+func (d *Daemon) noteContact(t time.Time, left time.Duration) {
+	if t.Sub(d.lastContact) < min(max(d.cfg.Ownership.Lease.Duration/8, 250*time.Millisecond), time.Second) {
 		return
+	}
+	boot, err := lease.BootNow()
+	if err != nil {
+		return // nothing a restart could trust: it carries no lease
 	}
 	d.lastContact = t
 	tmp := d.contactFile() + ".tmp"
-	if os.WriteFile(tmp, []byte(strconv.FormatInt(t.UnixNano(), 10)), 0o600) == nil {
+	rec := fmt.Sprintf("%d %d %s %d", t.UnixNano(), int64(left), boot.ID, int64(boot.Time))
+	if os.WriteFile(tmp, []byte(rec), 0o600) == nil {
 		os.Rename(tmp, d.contactFile())
 	}
 }
@@ -746,6 +1002,7 @@ const coalesce = 5 * time.Millisecond
 // plane is closed without withdrawing what it programmed (a restart must not
 // disturb traffic).
 func (d *Daemon) Stop() error {
+	d.handOff() // handoff.go: a clean stop is a planned move of its VIPs
 	// From here on nothing renews the fence's lease: tell it this is a clean
 	// stop, which gives a restart the lease to take the addresses over.
 	// Said later, a stop slower than the lease would have them withdrawn.
@@ -765,7 +1022,10 @@ func (d *Daemon) Stop() error {
 	case <-time.After(10 * time.Second):
 		d.log.Warn("background loops still running 10s after stop; shutting down anyway")
 	}
-	d.stopOps() // issue 8 (metrics.go)
+	// Withdraw bgp routes and close the sessions: the routers drop this
+	// member's paths now rather than at BFD or hold-time expiry.
+	d.stopBGP()
+	d.stopOps() // the metrics listener and the ownership observer (metrics.go)
 	stopped := make(chan struct{})
 	go func() { d.grpc.GracefulStop(); close(stopped) }()
 	select {

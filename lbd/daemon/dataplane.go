@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/dataplane"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -13,11 +14,14 @@ import (
 // never touch the host's IPVS, addresses or sysctls.
 var openKernel = openIPVS
 
-func openDataPlane(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPlane, string, error) {
+// openDataPlane opens the configured data plane. kernel is its side that
+// reads the kernel (counters, isolated services, metrics hooks): nil in
+// control-plane-only mode and for test fakes that program no kernel.
+func openDataPlane(ctx context.Context, cfg config.Config, log *slog.Logger) (dp DataPlane, kernel dataplane.Kernel, name string, err error) {
 	switch cfg.DataPlane.Mode {
 	case "none":
 		log.Warn("CONTROL-PLANE-ONLY MODE: this member programs nothing into the kernel; VIPs it owns will not answer. Use only for development and API tests.")
-		return &noDataPlane{log: log}, "control-plane-only", nil
+		return &noDataPlane{log: log}, nil, "control-plane-only", nil
 	default:
 		dp, name, err := openKernel(ctx, cfg, log)
 		if err != nil {
@@ -25,9 +29,10 @@ func openDataPlane(ctx context.Context, cfg config.Config, log *slog.Logger) (Da
 			// that owns VIPs and programs none is an outage. Say how to
 			// ask for it: only here, where the flag is known (the data
 			// plane's errors say what is wrong with the kernel).
-			return nil, "", fmt.Errorf("open the IPVS data plane on %s: %w (on a host meant to carry no traffic, start with --data-plane=none)", cfg.DataPlane.Interface, err)
+			return nil, nil, "", fmt.Errorf("open the IPVS data plane on %s: %w (on a host meant to carry no traffic, start with --data-plane=none)", cfg.DataPlane.Interface, err)
 		}
-		return dp, name, nil
+		kernel, _ = dp.(dataplane.Kernel)
+		return dp, kernel, name, nil
 	}
 }
 
@@ -35,6 +40,31 @@ func openDataPlane(ctx context.Context, cfg config.Config, log *slog.Logger) (Da
 type noDataPlane struct {
 	log  *slog.Logger
 	last int
+	// owned is what it would own, kept from the changes.
+	owned map[dataplane.ServiceKey]bool
+}
+
+// ReconcileChanged is Reconcile for the changed services only.
+func (n *noDataPlane) ReconcileChanged(_ context.Context, changed map[dataplane.ServiceKey]*edgelbv1.VirtualService, owner string) error {
+	if n.owned == nil {
+		n.owned = map[dataplane.ServiceKey]bool{}
+	}
+	for k, vs := range changed {
+		if vs != nil && owner != "" && vs.Owner == owner {
+			n.owned[k] = true
+		} else {
+			delete(n.owned, k)
+		}
+	}
+	n.note(len(n.owned))
+	return nil
+}
+
+func (n *noDataPlane) note(owned int) {
+	if owned != n.last {
+		n.log.Info("control-plane-only: not programming owned services", "count", owned)
+		n.last = owned
+	}
 }
 
 func (n *noDataPlane) Withdraw(context.Context) error {
@@ -46,16 +76,13 @@ func (n *noDataPlane) Withdraw(context.Context) error {
 }
 
 func (n *noDataPlane) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
-	owned := 0
+	n.owned = map[dataplane.ServiceKey]bool{}
 	for _, vs := range all {
 		if owner != "" && vs.Owner == owner {
-			owned++
+			n.owned[dataplane.KeyOf(vs)] = true
 		}
 	}
-	if owned != n.last {
-		n.log.Info("control-plane-only: not programming owned services", "count", owned)
-		n.last = owned
-	}
+	n.note(len(n.owned))
 	return nil
 }
 

@@ -128,7 +128,7 @@ func TestControlPlaneOnlyWarns(t *testing.T) {
 	}
 }
 
-// Issue 8: a backend health change is logged per service it concerns, each
+// A backend health change is logged per service it concerns, each
 // line naming the VIP and the tenant (a check can stand for services of
 // several tenants); the standing-by lines too, at debug.
 func TestHealthLogNamesVIPAndTenant(t *testing.T) {

@@ -6,9 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	reflectpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
@@ -18,16 +16,6 @@ import (
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/rules"
 )
-
-func dialPlain(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
-}
 
 // rawIssue18 is the command of issue 18, as sent raw to PeerService.Apply.
 func rawIssue18() *raftv1.ApplyRequest {
@@ -53,11 +41,11 @@ func TestPeerServiceNotOnAPIPortInPlaintext(t *testing.T) {
 	defer cancel()
 
 	for _, d := range ds {
-		_, err := raftv1.NewPeerServiceClient(dialPlain(t, d.Addr())).Apply(ctx, rawIssue18())
+		_, err := raftv1.NewPeerServiceClient(dial(t, d.Addr())).Apply(ctx, rawIssue18())
 		if c := status.Code(err); c != codes.Unimplemented && c != codes.PermissionDenied {
 			t.Errorf("%s: PeerService.Apply on the API port: %v; want it refused", d.cfg.ID, err)
 		}
-		stream, err := reflectpb.NewServerReflectionClient(dialPlain(t, d.Addr())).ServerReflectionInfo(ctx)
+		stream, err := reflectpb.NewServerReflectionClient(dial(t, d.Addr())).ServerReflectionInfo(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,7 +64,7 @@ func TestPeerServiceNotOnAPIPortInPlaintext(t *testing.T) {
 	}
 
 	// The raft port serves it; the FSM refuses the malformed command.
-	resp, err := raftv1.NewPeerServiceClient(dialPlain(t, leader.Node().RaftAddr())).Apply(ctx, rawIssue18())
+	resp, err := raftv1.NewPeerServiceClient(dial(t, leader.Node().RaftAddr())).Apply(ctx, rawIssue18())
 	if err != nil {
 		t.Fatalf("PeerService.Apply on the leader's raft port: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/edgelb/edgelb/lbd/bgp"
 	"github.com/edgelb/edgelb/lbd/health"
 	"github.com/edgelb/edgelb/lbd/ownership"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
@@ -95,10 +96,20 @@ func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
 	var refs map[health.Key][]health.Ref
 	owned := map[fsm.Key]bool{}
 	others := map[fsm.Key]bool{} // services another member owned at the last pass
+	// bgp-pool VIPs have no owner (lbd/bgp): the raft leader checks their
+	// backends and publishes the results, one reporter at a time. A change
+	// of leader is noticed within a second.
+	leaderTick := time.NewTicker(time.Second)
+	defer leaderTick.Stop()
 	for {
 		changed := d.node.FSM.Changed()
 		all, _ := d.node.FSM.Shared(fsm.Filter{})
 		succ := ownership.Successors(all, d.node.FSM.Members())
+		lead := d.node.IsLeader()
+		var bgpPools map[string]*edgelbv1.AddressPool
+		if lead {
+			bgpPools = bgp.Pools(d.node.FSM.Pools())
+		}
 		prevOthers := others
 		byKey := make(map[fsm.Key]*edgelbv1.VirtualService, len(owned))
 		owned = make(map[fsm.Key]bool, len(owned))
@@ -115,6 +126,8 @@ func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
 				if prevOthers[k] {
 					inherited = append(inherited, vs)
 				}
+			case lead && vs.Owner == "" && bgp.Mode(vs, bgpPools):
+				owned[k] = true
 			case succ[vs.Vip] == d.cfg.ID:
 			default:
 				continue
@@ -137,6 +150,7 @@ func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
 				r.add(k, st)
 			}
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			return
@@ -145,6 +159,10 @@ func (d *Daemon) checkLoop(ctx context.Context, r *healthReports) {
 		case <-r.signal:
 			time.Sleep(healthReportDelay)
 			d.publishHealth(ctx, r.take(), refs, owned)
+		case <-leaderTick.C:
+			if d.node.IsLeader() == lead {
+				goto wait
+			}
 		}
 	}
 }
@@ -223,7 +241,8 @@ type healthLine struct {
 }
 
 // logHealth writes a line per service a transition concerns, each naming the
-// VIP and tenant (issue 8); the VIPs come from one pass over the FSM.
+// VIP and tenant, so an operator can grep one tenant's or one VIP's lines;
+// the VIPs come from one pass over the FSM.
 func (d *Daemon) logHealth(lines []healthLine) {
 	if len(lines) == 0 {
 		return

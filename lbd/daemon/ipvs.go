@@ -28,6 +28,7 @@ func openIPVS(ctx context.Context, cfg config.Config, log *slog.Logger) (DataPla
 		GARPRepeatInterval: cfg.DataPlane.GARPRepeatInterval.Duration,
 		SNAT:               cfg.DataPlane.SNAT,
 		TakeoverGuard:      cfg.DataPlane.TakeoverGuard.Duration,
+		TickleACKs:         cfg.DataPlane.TickleACKs,
 		Logger:             log.With("component", "dataplane"),
 	})
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 )
 
 // ops is lbd's operability side: Prometheus metrics and the HTTP listener
-// for /metrics, /healthz and /readyz (issue 8). Start calls startOps once the
+// for /metrics, /healthz and /readyz. Start calls startOps once the
 // raft member and the API server exist, before the gRPC server is built (its
 // interceptors come from here); Stop calls stopOps first.
 type ops struct {
@@ -40,16 +40,18 @@ func (d *Daemon) startOps() error {
 	if err := o.m.RegisterNode(d.node, d.cfg.ID); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	lease := d.cfg.Ownership.Lease.Duration
 	o.m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "edgelb", Subsystem: "ownership", Name: "in_contact",
-		Help: "1 while this member has heard from a raft leader within ownership.lease (0: it withholds its VIPs).",
+		Help: "1 while this member holds its quorum lease (a majority of voters answered its probes within ownership.lease); 0: it withholds its VIPs. Kept beside edgelb_ownership_lease_valid for existing dashboards.",
 	}, func() float64 {
-		if d.inContact(lease) {
+		if d.lease.Valid() {
 			return 1
 		}
 		return 0
 	}))
+	if err := o.m.RegisterLiveness(metrics.Liveness{Heard: d.live.Reachable, LeaseRemaining: d.lease.Remaining}); err != nil {
+		return fmt.Errorf("register liveness metrics: %w", err)
+	}
 	o.m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "edgelb", Name: "ready",
 		Help: "1 when /readyz answers 200: a raft leader is known, this member is registered and caught up with the leader.",
@@ -59,12 +61,12 @@ func (d *Daemon) startOps() error {
 		}
 		return 0
 	}))
-	if e, ok := d.dp.(*dataplane.Engine); ok {
-		if err := o.m.RegisterIPVS(ipvsStats{e: e, f: d.node.FSM}); err != nil {
+	if d.kernel != nil {
+		if err := o.m.RegisterIPVS(ipvsStats{k: d.kernel, f: d.node.FSM}); err != nil {
 			return fmt.Errorf("register IPVS metrics: %w", err)
 		}
-		e.SetObserver(o.m)
-		if err := o.m.RegisterSourceRanges(e); err != nil {
+		d.kernel.SetObserver(o.m)
+		if err := o.m.RegisterSourceRanges(d.kernel); err != nil {
 			return fmt.Errorf("register source-range metrics: %w", err)
 		}
 	} else if s, ok := d.dp.(metrics.IPVSStats); ok {
@@ -72,7 +74,7 @@ func (d *Daemon) startOps() error {
 			return fmt.Errorf("register IPVS metrics: %w", err)
 		}
 	}
-	d.dp = &instrumentedDataPlane{DataPlane: d.dp, m: o.m}
+	d.dp = &instrumentedDataPlane{DataPlane: d.dp, m: o.m, served: d.feed.served}
 	d.node.OnLeaderChange(func(string) { o.m.RaftLeaderChanges.Inc() })
 	o.m.ObserveOwnership(d.node.FSM, o.stop)
 
@@ -151,6 +153,19 @@ func (d *Daemon) ready() (bool, string) {
 type instrumentedDataPlane struct {
 	DataPlane
 	m *metrics.Metrics
+	// served counts the VIPs and services owner serves, for a pass that
+	// was given only the changed services.
+	served func(owner string) (vips, services int)
+}
+
+// ReconcileChanged is the incremental pass, when the data plane has one
+// (changedReconcilerOf checks).
+func (p *instrumentedDataPlane) ReconcileChanged(ctx context.Context, changed map[dataplane.ServiceKey]*edgelbv1.VirtualService, owner string) error {
+	start := time.Now()
+	err := p.DataPlane.(changedReconciler).ReconcileChanged(ctx, changed, owner)
+	vips, owned := p.served(owner)
+	p.m.ObserveReconcile(time.Since(start), vips, owned, err)
+	return err
 }
 
 func (p *instrumentedDataPlane) Withdraw(ctx context.Context) error {

@@ -19,12 +19,7 @@ import (
 )
 
 func poolClient(t testing.TB, addr string) edgelbv1.AddressPoolServiceClient {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return edgelbv1.NewAddressPoolServiceClient(cc)
+	return edgelbv1.NewAddressPoolServiceClient(dial(t, addr))
 }
 
 // TestPoolErrorsThroughFollower: a write a follower forwards to the leader

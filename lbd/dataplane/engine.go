@@ -8,26 +8,20 @@ package dataplane
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cloudflare/ipvs"
-	"golang.org/x/sys/unix"
 
 	"github.com/edgelb/edgelb/lbd/dataplane/addr"
 	"github.com/edgelb/edgelb/lbd/dataplane/announce"
+	"github.com/edgelb/edgelb/lbd/dataplane/conntrack"
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
 	"github.com/edgelb/edgelb/lbd/dataplane/snat"
 	"github.com/edgelb/edgelb/lbd/dataplane/srcrange"
@@ -43,7 +37,7 @@ type Config struct {
 	GARPBurst          int
 	GARPBurstInterval  time.Duration
 	GARPRepeatInterval time.Duration
-	SNAT               string // auto, iptables-legacy, iptables-nft, none
+	SNAT               string // the rule engine: auto, nftables, iptables-legacy, iptables-nft, none (rules.go)
 	SysctlRoot         string // default /proc/sys
 	// NoFence skips the fence process (tests that open several engines).
 	NoFence bool
@@ -61,7 +55,19 @@ type Config struct {
 	// member, mid-stream TCP packets to ports it does not serve are dropped
 	// (package snat says why); 0 turns the guard off.
 	TakeoverGuard time.Duration
-	Logger        *slog.Logger
+	// TickleACKs sends tickle ACKs to the clients of the synced connections
+	// of a VIP taken over from another member (tickle.go).
+	TickleACKs bool
+	// NoHandover withdraws a VIP moved to another member at once instead of
+	// keeping it until the new owner announces it (handover.go).
+	NoHandover bool
+	// ActiveActive, when set, names the services every member serves at
+	// once (a bgp pool's): their IPVS destinations are kept in the one
+	// order and weight history that gives every member the same mh table
+	// (ipvsdiff.ActiveActive). It must answer the same for the same
+	// object: the result is cached with it.
+	ActiveActive func(*edgelbv1.VirtualService) bool
+	Logger       *slog.Logger
 }
 
 // Engine is the data plane of one host.
@@ -72,17 +78,17 @@ type Engine struct {
 	addrs   addr.Manager
 	ifindex int
 	snat    snat.Rules
-	// filter enforces source ranges (nil: no iptables to do it with, and a
-	// service with source ranges is isolated rather than served open).
-	filter *srcrange.Filter
-	// ranged is the filter of each service with source ranges, by its
-	// (immutable) object, so an unchanged one is not parsed again and the
-	// filter recognises it by identity.
-	ranged  map[*edgelbv1.VirtualService]*srcrange.Service
+	// ct deletes the stale conntrack entries of VIPs taken over or deleted
+	// (nil: conntrack netlink unavailable; stale entries then delay connects).
+	ct conntrack.Forgetter
+	// filter enforces source ranges (nil: no rule engine to do it with, and
+	// a service with source ranges is isolated rather than served open).
+	filter  srcrange.Enforcer
 	resyncs int // resyncs so far (SNAT is repaired every snatRepairEvery)
 	wire    announce.Sender
 	ann     *announce.Announcer
 	cancel  context.CancelFunc
+	bg      context.Context // ends at Close: background work (tickle ACKs)
 	fence   *Fence
 
 	// The fence's reports, kept apart from mu: a pass stuck in the kernel
@@ -102,8 +108,14 @@ type Engine struct {
 	actual ipvsdiff.State // what this engine believes the kernel holds for its services
 	ours   map[ipvsdiff.SvcKey]bool
 	vips   map[netip.Addr]bool // addresses this engine added
-	cache  map[*edgelbv1.VirtualService][]*ipvsdiff.Svc
-	stats  Stats
+	// plan is the desired state, kept service by service (plan.go); an
+	// unchanged service keeps its planned form (and its source-range filter,
+	// which the filter recognises by identity).
+	plan  *plan
+	stats Stats
+	// needFull makes the next pass compare everything: after a failed pass,
+	// a re-read of the kernel, or a withdrawal.
+	needFull bool
 
 	lastResync time.Time
 	// resyncMu is held while the kernel is being re-read; touched (non-nil
@@ -134,52 +146,9 @@ type Engine struct {
 	// may be stuck in the kernel.
 	isoMu    sync.Mutex
 	isolated map[string]string
-}
 
-// IsolationObserver is implemented by an Observer that also wants the number
-// of services the data plane cannot program (lbd/metrics does).
-type IsolationObserver interface {
-	Isolated(n int)
+	ho handovers // moved VIPs kept until their new owner announces them (handover.go)
 }
-
-// Isolated returns the services the data plane could not program in its
-// last pass, as "tenant/name: why", sorted.
-func (e *Engine) Isolated() []string {
-	e.isoMu.Lock()
-	defer e.isoMu.Unlock()
-	out := make([]string, 0, len(e.isolated))
-	for k, why := range e.isolated {
-		out = append(out, k+": "+why)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// noteIsolated records this pass's isolated services, logging each once when
-// it becomes isolated and when it is programmable again.
-func (e *Engine) noteIsolated(now map[string]string) {
-	e.isoMu.Lock()
-	before := e.isolated
-	e.isolated = now
-	e.isoMu.Unlock()
-	for k, why := range now {
-		if before[k] != why {
-			e.log.Error("cannot program virtual service; it is left out and every other service is programmed", "service", k, "err", why)
-		}
-	}
-	for k := range before {
-		if _, still := now[k]; !still {
-			e.log.Info("virtual service is programmable again", "service", k)
-		}
-	}
-	if o, ok := e.obs.(IsolationObserver); ok {
-		o.Isolated(len(now))
-	}
-}
-
-// resyncEvery is how often Reconcile starts re-reading the kernel to repair
-// changes made behind its back; between resyncs it trusts what it applied.
-const resyncEvery = 30 * time.Second
 
 // Observer receives what only the data plane sees (lbd/metrics implements it).
 type Observer interface {
@@ -208,20 +177,22 @@ func (e *Engine) SetObserver(o Observer) {
 	})
 }
 
-// slowPass is how long a pass may take before it is logged with where its time
-// went: a takeover waits for the pass that adds the address.
-const slowPass = time.Second
+// SetActiveActive installs Config.ActiveActive once the replicated state
+// that answers it (the pools) exists; services planned before are planned
+// again.
+func (e *Engine) SetActiveActive(f func(*edgelbv1.VirtualService) bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cfg.ActiveActive = f
+	e.settled = nil // the next pass compares everything
+}
 
 // Stats counts the engine's work.
 type Stats struct {
 	Reconciles, Ops, Errors uint64
-	LastDuration            time.Duration
-}
-
-// record is what programmed.json holds.
-type record struct {
-	Services []string `json:"services"` // "tcp/192.0.2.1:80"
-	VIPs     []string `json:"vips"`
+	// FullPasses counts the passes that compared every service.
+	FullPasses   uint64
+	LastDuration time.Duration
 }
 
 // Open checks that IPVS is usable, sets the sysctls, and adopts what the kernel
@@ -252,16 +223,15 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	rules, err := snat.Open(ctx, cfg.SNAT, cfg.TakeoverGuard)
+	rules, filter, ferr, err := openRules(ctx, cfg)
 	if err != nil {
 		am.Close()
 		return nil, err
 	}
-	filter, err := openFilter(ctx, rules)
-	if err != nil {
+	if ferr != nil {
 		// Fail closed: services with source ranges are isolated (not
 		// served open); the rest of the data plane works.
-		cfg.Logger.Error("source ranges cannot be enforced on this host: virtual services with source ranges will not be programmed here", "err", err)
+		cfg.Logger.Error("source ranges cannot be enforced on this host: virtual services with source ranges will not be programmed here", "err", ferr)
 	}
 	// After the SNAT rules: they load nf_conntrack, whose settings are
 	// among the optional ones.
@@ -274,10 +244,19 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		am.Close()
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: c, addrs: am, ifindex: ifindex, snat: rules, filter: filter, wire: wire, lastResync: time.Now(), obs: nopObserver{},
-		lapsed: map[netip.Addr]bool{}, lapsedCh: make(chan struct{}, 1),
-		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
-		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}}
+	e := newEngine(cfg, c, am, ifindex, wire)
+	e.snat = rules
+	if filter != nil {
+		e.filter = filter
+	}
+	if ct, err := conntrack.Open(); err != nil {
+		// Traffic flows; a client reusing the port of a connection this
+		// member carried in an earlier turn of a VIP waits for a SYN
+		// retransmit, or fails (package conntrack).
+		cfg.Logger.Error("conntrack netlink unavailable: stale conntrack entries of VIPs taken over or deleted are kept", "err", err)
+	} else {
+		e.ct = ct
+	}
 	if err := e.adopt(); err != nil {
 		e.Close()
 		return nil, err
@@ -291,9 +270,8 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if !cfg.NoFence && !cfg.LeaseUntil.IsZero() {
 		e.leaseUntil.Store(int64(monotonicAt(cfg.LeaseUntil)))
 	}
-	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval, Allowed: e.leaseHeld}, wire, cfg.Logger)
 	actx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
+	e.cancel, e.bg = cancel, actx
 	go e.ann.Run(actx)
 	e.unlabelled = map[netip.Addr]bool{}
 	for a := range e.vips {
@@ -319,7 +297,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		go e.fence.Withdrawn(e.fenceWithdrew)
 	}
 	e.log.Info("IPVS data plane ready", "interface", cfg.Interface, "snat", snatName, "adopted_services", len(e.actual), "adopted_vips", len(e.vips))
-	if rules != nil && cfg.TakeoverGuard > 0 {
+	if _, ok := rules.(*snat.Tables); ok && cfg.TakeoverGuard > 0 {
 		if n := snat.GuardCapacity(); n > 0 && n < snat.RecentCapacity {
 			e.log.Warn("xt_recent was loaded before lbd with a small list: a takeover guards only this many VIPs at once (unload it, or load it with ip_list_tot=want)", "vips", n, "want", snat.RecentCapacity)
 		}
@@ -327,803 +305,20 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// openFilter opens the source-range filter with the SNAT rules' iptables
-// flavour, or, with SNAT off, the first flavour that works (legacy, then nft).
-func openFilter(ctx context.Context, rules snat.Rules) (*srcrange.Filter, error) {
-	if rules != nil {
-		v4 := rules.Backend()
-		return srcrange.Open(ctx, v4, strings.Replace(v4, "iptables", "ip6tables", 1), nil)
+// newEngine is an engine over the given kernel interfaces with nothing
+// adopted, announced or started: the one constructor, which Open gives the
+// kernel's interfaces and the tests give fakes, so both run the same engine.
+func newEngine(cfg Config, k ipvs.Client, addrs addr.Manager, ifindex int, wire announce.Sender) *Engine {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	f, errL := srcrange.Open(ctx, "iptables-legacy", "ip6tables-legacy", nil)
-	if errL == nil {
-		return f, nil
-	}
-	f, errN := srcrange.Open(ctx, "iptables-nft", "ip6tables-nft", nil)
-	if errN == nil {
-		return f, nil
-	}
-	return nil, fmt.Errorf("no usable iptables: legacy: %w; nft: %w", errL, errN)
+	e := &Engine{cfg: cfg, log: cfg.Logger, ipvs: k, addrs: addrs, ifindex: ifindex, wire: wire, lastResync: time.Now(), obs: nopObserver{},
+		lapsed: map[netip.Addr]bool{}, lapsedCh: make(chan struct{}, 1),
+		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
+		plan: newPlan(""), needFull: true}
+	e.ann = announce.New(announce.Config{Burst: cfg.GARPBurst, BurstInterval: cfg.GARPBurstInterval, RepeatInterval: cfg.GARPRepeatInterval, Allowed: e.leaseHeld}, wire, cfg.Logger)
+	return e
 }
-
-func (e *Engine) recordPath() string { return filepath.Join(e.cfg.StateDir, "programmed.json") }
-
-// adopt reads the record of a previous run and the kernel's matching state.
-func (e *Engine) adopt() error {
-	b, err := os.ReadFile(e.recordPath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", e.recordPath(), err)
-	}
-	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("parse %s: %w (delete it to start over; IPVS services it named will then be left alone)", e.recordPath(), err)
-	}
-	want := map[string]bool{}
-	for _, s := range r.Services {
-		want[s] = true
-	}
-	read, have, err := e.readKernel(func(k ipvsdiff.SvcKey) bool { return want[k.String()] })
-	if err != nil {
-		return err
-	}
-	for k, sv := range read {
-		e.actual[k] = sv
-		e.ours[k] = true
-	}
-	onIf := map[netip.Addr]bool{}
-	for _, a := range have {
-		onIf[a] = true
-	}
-	for _, s := range r.VIPs {
-		if a, err := netip.ParseAddr(s); err == nil && onIf[a] {
-			e.vips[a] = true
-		}
-	}
-	return nil
-}
-
-// read is the kernel's view of one IPVS service with its destinations.
-func (e *Engine) read(s ipvs.ServiceExtended) (*ipvsdiff.Svc, error) {
-	k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
-	ds, err := e.ipvs.Destinations(s.Service)
-	if err != nil && !isNotExist(err) {
-		return nil, fmt.Errorf("list destinations of %s: %w", k, err)
-	}
-	sv := &ipvsdiff.Svc{Key: k, Scheduler: s.Scheduler, Flags: s.Flags & ipvsdiff.FlagsMask, Timeout: s.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
-	if sv.Flags&ipvs.ServicePersistent == 0 {
-		sv.Timeout = 0
-	}
-	for _, d := range ds {
-		sv.Dests[ipvsdiff.DestKey{Addr: d.Address, Port: d.Port}] = ipvsdiff.Dest{Weight: d.Weight, Fwd: d.FwdMethod}
-	}
-	return sv, nil
-}
-
-func (e *Engine) save() error {
-	var r record
-	for k := range e.ours {
-		r.Services = append(r.Services, k.String())
-	}
-	for a := range e.vips {
-		r.VIPs = append(r.VIPs, a.String())
-	}
-	for _, a := range e.pending {
-		if !e.vips[a] {
-			r.VIPs = append(r.VIPs, a.String())
-		}
-	}
-	sort.Strings(r.Services)
-	sort.Strings(r.VIPs)
-	b, _ := json.MarshalIndent(r, "", " ")
-	if err := os.MkdirAll(e.cfg.StateDir, 0o700); err != nil {
-		return err
-	}
-	tmp := e.recordPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	return os.Rename(tmp, e.recordPath())
-}
-
-// desired builds the IPVS state for all services, the addresses of those
-// owner owns (with their tenant, for the logs: the FSM gives an address to one
-// tenant only), the nat-mode VIPs, and the VIPs that came to owner from another
-// member since the last call, reusing the IPVS form of services whose
-// (immutable) object did not change since the last call.
-func (e *Engine) desired(all []*edgelbv1.VirtualService, owner string) (ipvsdiff.State, map[netip.Addr]string, map[netip.Addr][]uint16, map[netip.Addr]*srcrange.VIP, []netip.Addr, error) {
-	// Sized like the last pass's: at 10k VIPs growing these maps from empty
-	// costs more than filling them.
-	st := make(ipvsdiff.State, len(e.settled))
-	vips := make(map[netip.Addr]string, len(e.owned))
-	natVIPs := make(map[netip.Addr][]uint16, len(e.cache)) // → TCP ports, which the takeover guard lets through
-	var moved []netip.Addr
-	filters := map[netip.Addr]*srcrange.VIP{} // VIPs with source ranges
-	if e.owners == nil {
-		e.owners = map[netip.Addr]string{}
-	}
-	next := make(map[*edgelbv1.VirtualService][]*ipvsdiff.Svc, len(all))
-	nextRanged := make(map[*edgelbv1.VirtualService]*srcrange.Service, len(e.ranged))
-	var isolated map[string]string
-	defer func() { e.noteIsolated(isolated) }()
-	for _, vs := range all {
-		svcs, ok := e.cache[vs]
-		if !ok {
-			var err error
-			if svcs, err = ipvsdiff.FromService(vs); err != nil {
-				// One service the kernel cannot take (a scheduler this
-				// binary does not know, say, from a newer member) must not
-				// keep every other service from being programmed: it is left
-				// out, with its address, and reported.
-				if isolated == nil {
-					isolated = map[string]string{}
-				}
-				isolated[vs.Tenant+"/"+vs.Name] = err.Error()
-				continue
-			}
-		}
-		var ranged *srcrange.Service
-		if len(vs.SourceRanges) > 0 {
-			var why string
-			if ranged = e.ranged[vs]; ranged == nil {
-				ranged, why = e.sourceRanges(vs, svcs)
-			}
-			if ranged == nil {
-				// Fail closed: served open would let in every client
-				// the ranges keep out.
-				if isolated == nil {
-					isolated = map[string]string{}
-				}
-				isolated[vs.Tenant+"/"+vs.Name] = why
-				continue
-			}
-		}
-		var a netip.Addr
-		if len(svcs) > 0 {
-			a = svcs[0].Key.Addr // parsed already
-		} else {
-			a = netip.MustParseAddr(vs.Vip) // FromService parsed it
-		}
-		if !ok {
-			// An ownership change is a new object, so looking at new
-			// objects only sees every one.
-			if was := e.owners[a]; owner != "" && vs.Owner == owner && was != "" && was != owner {
-				moved = append(moved, a)
-			}
-			e.owners[a] = vs.Owner
-		}
-		next[vs] = svcs
-		for _, s := range svcs {
-			st[s.Key] = s
-		}
-		if ranged != nil {
-			f := filters[a]
-			if f == nil {
-				f = &srcrange.VIP{Addr: a}
-				filters[a] = f
-			}
-			f.Services = append(f.Services, ranged)
-			nextRanged[vs] = ranged
-		}
-		if owner != "" && vs.Owner == owner {
-			vips[a] = vs.Tenant
-		}
-		if vs.ForwardingMode != edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
-			ports := natVIPs[a]
-			for _, s := range svcs {
-				if s.Key.Proto == ipvs.TCP {
-					ports = append(ports, s.Key.Port)
-				}
-			}
-			natVIPs[a] = ports
-		}
-	}
-	e.cache = next
-	e.ranged = nextRanged
-	if len(e.owners) > 2*len(all)+1024 {
-		// Forget deleted VIPs now and then (a map rebuild, not every pass).
-		e.owners = make(map[netip.Addr]string, len(all))
-		for _, vs := range all {
-			if a, err := netip.ParseAddr(vs.Vip); err == nil {
-				e.owners[a] = vs.Owner
-			}
-		}
-	}
-	return st, vips, natVIPs, filters, moved, nil
-}
-
-// sourceRanges is vs's source-range filter, or nil and why it cannot be
-// enforced here (then vs is not programmed at all).
-func (e *Engine) sourceRanges(vs *edgelbv1.VirtualService, svcs []*ipvsdiff.Svc) (*srcrange.Service, string) {
-	if e.filter == nil {
-		return nil, "it has source ranges and this host cannot enforce them (no usable iptables; see the log at start)"
-	}
-	s := &srcrange.Service{Name: vs.Tenant + "/" + vs.Name}
-	for _, r := range vs.SourceRanges {
-		p, err := netip.ParsePrefix(r)
-		if err != nil {
-			return nil, fmt.Sprintf("source range %q: %v", r, err) // the FSM's rules refuse these
-		}
-		s.Ranges = append(s.Ranges, p.Masked())
-	}
-	for _, sv := range svcs {
-		proto, ok := protoNames[sv.Key.Proto]
-		if !ok {
-			return nil, fmt.Sprintf("source ranges on protocol %d are not supported", sv.Key.Proto)
-		}
-		s.Ports = append(s.Ports, srcrange.Port{Proto: proto, Port: sv.Key.Port})
-	}
-	return s, ""
-}
-
-var protoNames = map[ipvs.Protocol]string{ipvs.TCP: "tcp", ipvs.UDP: "udp", ipvs.SCTP: "sctp"}
-
-// Reconcile makes the kernel hold the IPVS services and SNAT rules of every
-// service in all — a hot standby: a takeover then only adds the address — and
-// the VIP addresses (announced) of exactly those whose Owner is owner (none
-// when owner is empty: fenced or not serving). Anything it programmed before
-// and not listed is withdrawn.
-func (e *Engine) Reconcile(ctx context.Context, all []*edgelbv1.VirtualService, owner string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	// The re-read runs beside this pass, not before it: at 10k VIPs × 50
-	// it takes seconds (half a minute in an emulated kernel), and a takeover
-	// must not wait for it. Its repairs apply from the next pass on.
-	if time.Since(e.lastResync) > resyncEvery && e.resyncMu.TryLock() {
-		e.lastResync = time.Now()
-		go func() {
-			defer e.resyncMu.Unlock()
-			if err := e.resync(); err != nil {
-				e.log.Warn("re-read kernel state", "err", err)
-			}
-		}()
-	}
-	start := time.Now()
-	e.stats.Reconciles++
-	lapses := e.absorbLapsed()
-	prev := e.cache // the last pass's services: a withdrawn VIP's may be gone from all
-	want, vips, natVIPs, filters, moved, err := e.desired(all, owner)
-	if err != nil {
-		e.stats.Errors++
-		return err
-	}
-	// Log lines about a VIP name its tenant (issue 8): an owned VIP's comes
-	// with desired, a withdrawn one's from the last pass; only a VIP in
-	// neither (adopted at open, then withdrawn) costs a look through the
-	// services, once per pass.
-	var tenants map[netip.Addr]string
-	tenantOf := func(a netip.Addr) string {
-		if t, ok := vips[a]; ok {
-			return t
-		}
-		if t, ok := e.owned[a]; ok {
-			return t
-		}
-		if tenants == nil {
-			tenants = vipTenants(e.cache, prev)
-		}
-		return tenants[a]
-	}
-	for a := range e.unlabelled {
-		if t, ok := vips[a]; ok {
-			e.ann.SetTenant(a, t)
-		}
-		delete(e.unlabelled, a) // not owned: withdrawn below
-	}
-	defer func() { e.owned = vips }()
-	var errs []error
-	changed := false
-	// Where a pass spends its time, for the slow-pass warning below.
-	var phases []any
-	mark := start
-	phase := func(name string) {
-		now := time.Now()
-		phases = append(phases, name, now.Sub(mark).Round(time.Microsecond))
-		mark = now
-	}
-	phase("plan")
-
-	// Withdraw addresses first, so no new traffic reaches services about to go.
-	for a := range e.vips {
-		if _, ok := vips[a]; !ok {
-			if err := e.removeAddr(a, tenantOf(a), "VIP withdrawn"); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			changed = true
-		}
-	}
-
-	ops := ipvsdiff.Plan(want, e.actual, func(k ipvsdiff.SvcKey) bool { return e.ours[k] },
-		func(k ipvsdiff.SvcKey, d *ipvsdiff.Svc) bool { return e.settled[k] == d })
-	failed := map[ipvsdiff.SvcKey]bool{}
-	for _, op := range ops {
-		if err := ctx.Err(); err != nil {
-			errs = append(errs, err)
-			failed[op.Svc.Key] = true
-			continue
-		}
-		if err := e.apply(op, tenantOf); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", op, err))
-			failed[op.Svc.Key] = true
-			continue
-		}
-		e.obs.KernelChange(opNames[op.Kind])
-		// The record names services and addresses, not destinations: only
-		// those changes need it rewritten.
-		changed = changed || op.Kind == ipvsdiff.CreateService || op.Kind == ipvsdiff.RemoveService
-	}
-	// want is built afresh by each pass and not changed after: it is the
-	// settled set as it stands unless some change failed.
-	e.settled = want
-	if len(failed) > 0 {
-		e.settled = make(map[ipvsdiff.SvcKey]*ipvsdiff.Svc, len(want))
-		for k, d := range want {
-			if !failed[k] {
-				e.settled[k] = d
-			}
-		}
-	}
-	e.stats.Ops += uint64(len(ops))
-	phase("ipvs")
-
-	// Addresses go up only once IPVS and SNAT are ready. A VIP whose SNAT
-	// rule the kernel holds already (a standby's takeover; a restart that
-	// outlasted the lease, whose fence withdrew the address) or that needs
-	// none (DR) goes up before this pass's iptables run, which takes seconds
-	// on a slow host; the rest after it. The takeover guard opens first.
-	e.guardTakeovers(moved, vips, natVIPs, tenantOf)
-	outlived := false // this pass outlived its lease: it adds nothing more
-	addAddrs := func(ready func(netip.Addr) bool) {
-		if outlived {
-			return
-		}
-		e.pending = e.pending[:0]
-		for a := range vips {
-			if !e.vips[a] && ready(a) {
-				e.pending = append(e.pending, a)
-			}
-		}
-		if len(e.pending) == 0 {
-			return
-		}
-		// Recorded before they go up: the fence withdraws only the
-		// addresses the record names, should lbd die or hang from here on.
-		if err := e.save(); err != nil {
-			errs = append(errs, err)
-			e.pending = e.pending[:0]
-			return // an address the fence does not know of could outlive a hang
-		}
-		var added []netip.Addr
-		failed := false
-		for _, a := range e.pending {
-			if !e.leaseHeld() {
-				// The lease this pass was started under has run out: the
-				// pass hung, and its plan is stale (the cluster may have
-				// moved these VIPs meanwhile). Seen in the guest: a pass
-				// released after 14 s added a VIP its successor served.
-				// The daemon's next pass decides afresh.
-				errs = append(errs, fmt.Errorf("%w: not adding %d VIP addresses from a pass that outlived it", ErrLeaseLapsed, len(e.pending)-len(added)))
-				failed, outlived = true, true
-				break
-			}
-			if err := e.addrs.Add(e.ifindex, a); err != nil {
-				errs = append(errs, err)
-				failed = true
-				continue
-			}
-			e.vips[a] = true
-			e.touchVIP(a)
-			e.obs.KernelChange("addr_add")
-			added = append(added, a)
-		}
-		e.pending = e.pending[:0]
-		if failed {
-			if err := e.save(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if e.lapses.Load() != lapses {
-			// The fence withdrew while this pass was in the kernel: what it
-			// added may be gone again, and announcing an address not held
-			// would draw traffic to this host. The next pass (the report
-			// wakes the daemon) adds and announces them afresh, if this host
-			// still owns them then; until then they are not held (fail closed).
-			for _, a := range added {
-				if err := e.addrs.Remove(e.ifindex, a); err != nil {
-					errs = append(errs, fmt.Errorf("withdraw VIP %s the fence raced: %w", a, err))
-					continue
-				}
-				delete(e.vips, a)
-			}
-			if err := e.save(); err != nil {
-				errs = append(errs, err)
-			}
-			return
-		}
-		for _, a := range added {
-			e.ann.Added(a, tenantOf(a))
-			// From the start of this pass (which began on the commit that
-			// gave this host the VIP) to the first announcement.
-			e.obs.TookOver(time.Since(start))
-			e.log.Info("VIP added and announced", "vip", a, "tenant", tenantOf(a), "interface", e.cfg.Interface, "after", time.Since(start).Round(time.Microsecond))
-		}
-	}
-	// A VIP with source ranges goes up only once the kernel filters it as
-	// wanted: a standby holds the filter already, so a takeover is closed
-	// from its first packet and waits for no iptables run.
-	filtered := func(a netip.Addr) bool {
-		f, ok := filters[a]
-		return !ok || e.filter.Holds(*f)
-	}
-	addAddrs(func(a netip.Addr) bool {
-		if !filtered(a) {
-			return false
-		}
-		if e.snat == nil {
-			return true
-		}
-		_, nat := natVIPs[a]
-		return !nat || e.snat.Present(a)
-	})
-	phase("early-addresses")
-	if e.filter != nil {
-		list := make([]srcrange.VIP, 0, len(filters))
-		for _, f := range filters {
-			list = append(list, *f)
-		}
-		if err := e.filter.Set(ctx, list); err != nil {
-			errs = append(errs, err)
-		}
-		phase("source-ranges")
-	}
-	if e.snat != nil {
-		list := make([]snat.VIP, 0, len(natVIPs))
-		for a, ports := range natVIPs {
-			list = append(list, snat.VIP{Addr: a, TCPPorts: ports})
-		}
-		if err := e.snat.Set(ctx, list); err != nil {
-			errs = append(errs, fmt.Errorf("SNAT rules: %w", err))
-		}
-		phase("snat")
-	}
-	addAddrs(filtered)
-	phase("addresses")
-	if changed {
-		if err := e.save(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	phase("record")
-	e.stats.LastDuration = time.Since(start)
-	if e.stats.LastDuration > slowPass {
-		e.log.Warn("slow data-plane pass", append([]any{"took", e.stats.LastDuration.Round(time.Microsecond), "ops", len(ops)}, phases...)...)
-	}
-	if len(errs) > 0 {
-		e.stats.Errors++
-		return errors.Join(errs...)
-	}
-	return nil
-}
-
-// apply makes one change; tenantOf names a VIP's tenant for the log.
-// ErrLeaseLapsed is returned by a Reconcile that did not add addresses
-// because the lease last given to the fence had run out during the pass.
-var ErrLeaseLapsed = errors.New("the serving lease ran out during the data-plane pass")
-
-// Renew tells the fence this host may serve until until (see Fence.Renew:
-// only from where lbd has just confirmed it serves). It does not wait for
-// the engine's lock, so a pass stuck in the kernel does not block it.
-func (e *Engine) Renew(until time.Time) error {
-	if e.fence == nil {
-		return nil
-	}
-	e.renewed(until)
-	return e.fence.Renew(until)
-}
-
-// renewed records a new lease. A renewal that comes after the last lease ran
-// out means the fence withdraws, or has withdrawn, every recorded address,
-// and its report may not have been read yet: this is what a stopped raft
-// leader does right after SIGCONT (raft counts its step-down as contact).
-// Announcing them until the report arrives would draw traffic to a host
-// without the addresses — seen in the guest — so they stop now, and the
-// next pass adds back and announces those this member still owns.
-func (e *Engine) renewed(until time.Time) {
-	if prev := e.leaseUntil.Load(); prev != 0 && monotonic() >= time.Duration(prev) {
-		for _, a := range e.ann.RemoveAll() {
-			e.lapsedMu.Lock()
-			e.lapsed[a] = true
-			e.lapsedMu.Unlock()
-		}
-		e.lapses.Add(1)
-		select {
-		case e.lapsedCh <- struct{}{}:
-		default:
-		}
-	}
-	e.leaseUntil.Store(int64(monotonicAt(until)))
-}
-
-// leaseHeld reports whether the fence's lease still runs (or was never
-// armed): past it the fence may have withdrawn the addresses, and after a
-// SIGSTOP the announcer's timer can fire before the fence's report is read.
-func (e *Engine) leaseHeld() bool {
-	u := e.leaseUntil.Load()
-	return u == 0 || monotonic() < time.Duration(u)
-}
-
-// Lapsed is signalled when the fence withdrew addresses because the lease
-// was not renewed in time; the next Reconcile puts back those still owned.
-func (e *Engine) Lapsed() <-chan struct{} { return e.lapsedCh }
-
-// Keep tells the fence that lbd is stopping cleanly: from now on nothing in
-// lbd renews the lease, and the fence gives a restart the lease to take the
-// addresses over (as after a crash) instead of withdrawing them at once.
-func (e *Engine) Keep() {
-	if e.fence != nil {
-		e.fence.Keep()
-	}
-}
-
-// fenceWithdrew handles the fence's report that a lapsed lease made it
-// withdraw a. It runs on its own goroutine, without mu.
-func (e *Engine) fenceWithdrew(a netip.Addr) {
-	e.ann.Removed(a) // no more GARPs for an address this host no longer holds
-	e.lapsedMu.Lock()
-	e.lapsed[a] = true
-	e.lapsedMu.Unlock()
-	e.lapses.Add(1)
-	e.log.Warn("the fence withdrew a VIP: lbd did not renew its lease in time (hung, stopped, or out of contact)", "vip", a, "interface", e.cfg.Interface)
-	select {
-	case e.lapsedCh <- struct{}{}:
-	default:
-	}
-}
-
-// absorbLapsed forgets the addresses the fence withdrew, so this pass adds
-// back those still owned; it returns the withdrawal count it has seen.
-// The caller holds mu.
-func (e *Engine) absorbLapsed() uint64 {
-	n := e.lapses.Load()
-	e.lapsedMu.Lock()
-	defer e.lapsedMu.Unlock()
-	changed := false
-	for a := range e.lapsed {
-		if e.vips[a] {
-			delete(e.vips, a)
-			e.touchVIP(a)
-			changed = true
-		}
-		delete(e.lapsed, a)
-	}
-	if changed {
-		if err := e.save(); err != nil {
-			e.log.Warn("record the addresses the fence withdrew", "err", err)
-		}
-	}
-	return n
-}
-
-// Withdraw removes every VIP address this engine added and leaves IPVS and
-// SNAT alone: the connection entries must outlive a fence, since the VIPs
-// may come back here or move to a member that relies on the same entries
-// having been synced.
-func (e *Engine) Withdraw(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var errs []error
-	changed := false
-	for a := range e.vips {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := e.removeAddr(a, e.owned[a], "VIP withdrawn (fenced; IPVS and SNAT kept)"); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		changed = true
-	}
-	if changed {
-		if err := e.save(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// removeAddr takes VIP a off the interface and stops announcing it; the
-// caller holds e.mu and saves the record.
-func (e *Engine) removeAddr(a netip.Addr, tenant, msg string) error {
-	if err := e.addrs.Remove(e.ifindex, a); err != nil {
-		return fmt.Errorf("withdraw VIP %s from %s: %w", a, e.cfg.Interface, err)
-	}
-	e.ann.Removed(a)
-	e.obs.KernelChange("addr_remove")
-	delete(e.vips, a)
-	e.touchVIP(a)
-	e.log.Info(msg, "vip", a, "tenant", tenant, "interface", e.cfg.Interface)
-	return nil
-}
-
-func (e *Engine) apply(op ipvsdiff.Op, tenantOf func(netip.Addr) string) error {
-	if e.touched != nil {
-		e.touched[op.Svc.Key] = true
-	}
-	svc := op.Svc.Service()
-	switch op.Kind {
-	case ipvsdiff.CreateService:
-		if err := e.ipvs.CreateService(svc); err != nil {
-			// Someone else's service with our key: take it over rather than fail forever.
-			if uerr := e.ipvs.UpdateService(svc); uerr != nil {
-				return err
-			}
-			e.log.Warn("took over an existing IPVS service not created by lbd", "vip", op.Svc.Key.Addr, "tenant", tenantOf(op.Svc.Key.Addr), "service", op.Svc.Key)
-		}
-		e.ours[op.Svc.Key] = true
-		e.actual[op.Svc.Key] = &ipvsdiff.Svc{Key: op.Svc.Key, Scheduler: op.Svc.Scheduler, Flags: op.Svc.Flags, Timeout: op.Svc.Timeout, Dests: map[ipvsdiff.DestKey]ipvsdiff.Dest{}}
-	case ipvsdiff.UpdateService:
-		if err := e.ipvs.UpdateService(svc); err != nil {
-			return err
-		}
-		a := e.actual[op.Svc.Key]
-		a.Scheduler, a.Flags, a.Timeout = op.Svc.Scheduler, op.Svc.Flags, op.Svc.Timeout
-	case ipvsdiff.RemoveService:
-		if err := e.ipvs.RemoveService(svc); err != nil && !isNotExist(err) {
-			return err
-		}
-		delete(e.actual, op.Svc.Key)
-		delete(e.ours, op.Svc.Key)
-	case ipvsdiff.CreateDest:
-		if err := e.ipvs.CreateDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); err != nil {
-			if uerr := e.ipvs.UpdateDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); uerr != nil {
-				return err
-			}
-		}
-		e.actual[op.Svc.Key].Dests[op.Dest] = op.D
-	case ipvsdiff.UpdateDest:
-		if err := e.ipvs.UpdateDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); err != nil {
-			return err
-		}
-		e.actual[op.Svc.Key].Dests[op.Dest] = op.D
-	case ipvsdiff.RemoveDest:
-		if err := e.ipvs.RemoveDestination(svc, ipvsdiff.Destination(op.Dest, op.D)); err != nil && !isNotExist(err) {
-			return err
-		}
-		delete(e.actual[op.Svc.Key].Dests, op.Dest)
-	}
-	return nil
-}
-
-// vipTenants maps the VIP of every service in caches (services → their IPVS
-// form, as in Engine.cache) to its tenant.
-func vipTenants(caches ...map[*edgelbv1.VirtualService][]*ipvsdiff.Svc) map[netip.Addr]string {
-	out := map[netip.Addr]string{}
-	for _, c := range caches {
-		for vs, svcs := range c {
-			if len(svcs) > 0 {
-				out[svcs[0].Key.Addr] = vs.Tenant // parsed already
-			} else if a, err := netip.ParseAddr(vs.Vip); err == nil {
-				out[a] = vs.Tenant
-			}
-		}
-	}
-	return out
-}
-
-var opNames = map[ipvsdiff.OpKind]string{
-	ipvsdiff.CreateService: "service_add", ipvsdiff.UpdateService: "service_update", ipvsdiff.RemoveService: "service_remove",
-	ipvsdiff.CreateDest: "dest_add", ipvsdiff.UpdateDest: "dest_update", ipvsdiff.RemoveDest: "dest_remove",
-}
-
-// IsEmptyTable reports whether err is how the kernel answers a listing of an
-// empty IPVS table (or of an entry that is gone): ENOENT or ESRCH.
-func IsEmptyTable(err error) bool { return isNotExist(err) }
-
-// isNotExist: IPVS answers ESRCH for a missing service, ENOENT for a missing
-// destination, which the client may also hand back as fs.ErrNotExist.
-func isNotExist(err error) bool {
-	return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) || errors.Is(err, fs.ErrNotExist)
-}
-
-// Resync re-reads the kernel for this engine's services, so a change made by
-// someone else (ipvsadm by hand, another program) is repaired on the next
-// Reconcile. Reconcile starts one by itself every resyncEvery.
-func (e *Engine) Resync() error {
-	e.resyncMu.Lock()
-	defer e.resyncMu.Unlock()
-	return e.resync()
-}
-
-func (e *Engine) touchVIP(a netip.Addr) {
-	if e.touchedVIPs != nil {
-		e.touchedVIPs[a] = true
-	}
-}
-
-// resync reads the kernel without the engine's lock, so reconciles go on
-// meanwhile; what they change during the read is kept as they applied it
-// rather than overwritten by the older reading. The caller holds resyncMu.
-func (e *Engine) resync() error {
-	e.mu.Lock()
-	e.lastResync = time.Now()
-	ours := maps.Clone(e.ours)
-	e.touched, e.touchedVIPs = map[ipvsdiff.SvcKey]bool{}, map[netip.Addr]bool{}
-	e.mu.Unlock()
-	read, have, err := e.readKernel(func(k ipvsdiff.SvcKey) bool { return ours[k] })
-
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	touched, touchedVIPs := e.touched, e.touchedVIPs
-	e.touched, e.touchedVIPs = nil, nil
-	if err != nil {
-		return err
-	}
-	for k := range ours {
-		if touched[k] || !e.ours[k] {
-			continue
-		}
-		if sv, ok := read[k]; ok {
-			e.actual[k] = sv
-		} else {
-			delete(e.actual, k) // deleted behind our back: recreate
-		}
-	}
-	e.settled = nil // compare everything against what was just read
-	on := map[netip.Addr]bool{}
-	for _, a := range have {
-		on[a] = true
-	}
-	for a := range e.vips {
-		if !on[a] && !touchedVIPs[a] {
-			delete(e.vips, a) // lost with a link flap or by hand: re-add and re-announce
-		}
-	}
-	// Rewriting the SNAT chains starts iptables processes (seconds on a
-	// small or emulated host, with the engine locked), so only every
-	// snatRepairEvery resyncs, and only the SNAT repair, not the check.
-	e.resyncs++
-	if e.resyncs%snatRepairEvery == 0 {
-		if s, ok := e.snat.(*snat.Tables); ok {
-			s.Forget()
-		}
-		if e.filter != nil {
-			e.filter.Forget()
-		}
-	}
-	return nil
-}
-
-// readKernel lists the IPVS services that are ours, with their
-// destinations, and the addresses on the interface.
-func (e *Engine) readKernel(ours func(ipvsdiff.SvcKey) bool) (map[ipvsdiff.SvcKey]*ipvsdiff.Svc, []netip.Addr, error) {
-	svcs, err := e.ipvs.Services()
-	if err != nil && !isNotExist(err) { // an empty table answers ENOENT
-		return nil, nil, fmt.Errorf("list IPVS services: %w", err)
-	}
-	read := map[ipvsdiff.SvcKey]*ipvsdiff.Svc{}
-	for _, s := range svcs {
-		k := ipvsdiff.SvcKey{Addr: s.Address, Proto: s.Protocol, Port: s.Port}
-		if !ours(k) {
-			continue
-		}
-		sv, err := e.read(s)
-		if err != nil {
-			return nil, nil, err
-		}
-		read[k] = sv
-	}
-	have, err := e.addrs.List(e.ifindex)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list addresses on %s: %w", e.cfg.Interface, err)
-	}
-	return read, have, nil
-}
-
-// snatRepairEvery resyncs (of resyncEvery) the SNAT chains are rewritten, in
-// case someone flushed them: every 5 minutes.
-const snatRepairEvery = 10
 
 // Stats returns counters.
 func (e *Engine) Stats() Stats {
@@ -1134,9 +329,6 @@ func (e *Engine) Stats() Stats {
 
 // Announcements returns GARP/NA sent and failed.
 func (e *Engine) Announcements() (sent, failed uint64) { return e.ann.Counts() }
-
-// IPVS exposes the client (for stats).
-func (e *Engine) IPVS() ipvs.Client { return e.ipvs }
 
 // Close stops announcing and leaves the kernel as it is: a restarted lbd
 // adopts it, and connections keep flowing meanwhile.
@@ -1151,6 +343,16 @@ func (e *Engine) Close() error {
 		e.wire.Close()
 	}
 	if c, ok := e.addrs.(*addr.Netlink); ok {
+		c.Close()
+	}
+	if c, ok := e.ct.(*conntrack.Netlink); ok {
+		c.Close()
+	}
+	// The rule engine's netlink socket (one, whichever view holds it); the
+	// rules stay.
+	if c, ok := e.snat.(io.Closer); ok {
+		c.Close()
+	} else if c, ok := e.filter.(io.Closer); ok {
 		c.Close()
 	}
 	return nil

@@ -9,11 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgelb/edgelb/lbd/proc"
 
 	"golang.org/x/sys/unix"
 
@@ -34,10 +37,10 @@ import (
 //     lbd so over a second pipe (fd 3). It keeps running: a renewal arms it
 //     again, and lbd puts the addresses back through its own reconcile pass.
 //   - The pipe closes, without lbd saying "keep" first (a crash) or after a
-//     clean stop ("keep"). It then waits up to the delay for a restarted lbd
-//     to take the state directory over — a quick restart disturbs nothing —
-//     and otherwise removes the recorded addresses, before the cluster's
-//     grace moves them.
+//     clean stop ("keep"). It then waits up to the delay, and never past the
+//     lease lbd last renewed, for a restarted lbd to take the state
+//     directory over — a quick restart disturbs nothing — and otherwise
+//     removes the recorded addresses, before the cluster's grace moves them.
 
 // FenceCommand is the hidden lbd subcommand that runs the fence.
 const FenceCommand = "__fence"
@@ -90,7 +93,7 @@ func StartFence(iface, stateDir string, delay time.Duration, serveUntil time.Tim
 	if err != nil {
 		return nil, fmt.Errorf("pipe for the fence's reports: %w", err)
 	}
-	cmd := exec.Command(exe, FenceCommand, iface, stateDir, delay.String(), strconv.Itoa(os.Getpid()), until)
+	cmd := proc.Command(exe, FenceCommand, iface, stateDir, delay.String(), strconv.Itoa(os.Getpid()), until)
 	w, err := cmd.StdinPipe()
 	if err != nil {
 		nr.Close()
@@ -191,8 +194,10 @@ func parseFenceMsg(line string) (m fenceMsg, ok bool) {
 // watchLease enforces the lease until lbd's pipe closes: whenever the
 // deadline passes without a renewal it calls withdraw, once, and waits for
 // the next renewal to arm it again. armed tells whether until is a deadline
-// yet. It returns whether lbd said "keep" (a clean stop) before the pipe closed.
-func watchLease(clk fenceClock, until time.Duration, armed bool, msgs <-chan fenceMsg, withdraw func()) (clean bool) {
+// yet. It returns whether lbd said "keep" (a clean stop) before the pipe
+// closed, and the lease as it stood then (the wait after the close ends at
+// its deadline: closeWait).
+func watchLease(clk fenceClock, until time.Duration, armed bool, msgs <-chan fenceMsg, withdraw func()) (clean bool, last time.Duration, lastArmed bool) {
 	for {
 		var expired <-chan time.Time
 		if armed {
@@ -201,10 +206,10 @@ func watchLease(clk fenceClock, until time.Duration, armed bool, msgs <-chan fen
 		select {
 		case m, ok := <-msgs:
 			if !ok {
-				return false
+				return false, until, armed
 			}
 			if m.keep {
-				return true
+				return true, until, armed
 			}
 			until, armed = m.until, true
 		case <-expired:
@@ -261,7 +266,7 @@ func RunFence(args []string, stdin io.Reader) int {
 			}
 		}
 	}()
-	clean := watchLease(realClock{}, until, armed, msgs, func() {
+	clean, until, armed := watchLease(realClock{}, until, armed, msgs, func() {
 		for _, a := range withdrawRecorded(iface, stateDir) {
 			// lbd learns which addresses it no longer holds; a broken pipe
 			// (lbd gone) is fine: fd 3 is not stdout, so no SIGPIPE.
@@ -272,7 +277,7 @@ func RunFence(args []string, stdin io.Reader) int {
 	// A clean stop is a restart as often as a shutdown for maintenance. Both
 	// get the lease to come back: past it the cluster moves the VIPs, and an
 	// address left behind would answer beside the new owner.
-	for deadline := time.Now().Add(delay); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(closeWait(monotonic(), delay, until, armed)); time.Now().Before(deadline); time.Sleep(min(50*time.Millisecond, max(time.Until(deadline), time.Millisecond))) {
 		if b, err := os.ReadFile(filepath.Join(stateDir, pidFile)); err == nil && strings.TrimSpace(string(b)) != parent {
 			return 0 // a restarted lbd adopted the state: it decides now
 		}
@@ -290,6 +295,18 @@ func RunFence(args []string, stdin io.Reader) int {
 		fmt.Fprintf(os.Stderr, "lbd fence: lbd %s and did not come back within %s; withdrew VIP %s from %s\n", how, delay, a, iface)
 	}
 	return code
+}
+
+// closeWait is how long the fence waits, after lbd's pipe closed at now, for
+// a restarted lbd to adopt the state before it withdraws: the delay, but
+// never past the lease lbd last renewed (armed: until is a deadline). Past
+// the lease the cluster may give the VIPs to another member, crash or no
+// crash, so an address kept for a restart would answer beside it.
+func closeWait(now, delay, until time.Duration, armed bool) time.Duration {
+	if armed {
+		return max(min(delay, until-now), 0)
+	}
+	return delay
 }
 
 // withdrawRecorded removes the addresses programmed.json names from iface and

@@ -86,7 +86,8 @@ type leaseWatch struct {
 func startLeaseWatch(t *testing.T, until time.Duration, armed bool) *leaseWatch {
 	w := &leaseWatch{t: t, clk: newFakeClock(), msgs: make(chan fenceMsg), withdrawn: make(chan time.Duration, 10), done: make(chan bool, 1)}
 	go func() {
-		w.done <- watchLease(w.clk, until, armed, w.msgs, func() { w.withdrawn <- w.clk.Now() })
+		clean, _, _ := watchLease(w.clk, until, armed, w.msgs, func() { w.withdrawn <- w.clk.Now() })
+		w.done <- clean
 	}()
 	return w
 }
@@ -512,5 +513,37 @@ func TestRenewalAfterALapseStopsAnnouncing(t *testing.T) {
 	}
 	if !fa.on[a] || snd.n != n+1 {
 		t.Errorf("the next pass: address up %v, %d announcements; want up, 1", fa.on[a], snd.n-n)
+	}
+}
+
+// After lbd's pipe closes the fence waits for a restart at most the delay
+// and never past the lease lbd last renewed.
+func TestFenceCloseWait(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		now, delay, until time.Duration
+		armed             bool
+		want              time.Duration
+	}{
+		{"lease ends first", h, 250 * time.Millisecond, h + 100*time.Millisecond, true, 100 * time.Millisecond},
+		{"delay ends first", h, 250 * time.Millisecond, h + time.Second, true, 250 * time.Millisecond},
+		{"lease already over", h, 250 * time.Millisecond, h - time.Second, true, 0},
+		{"never armed", h, 250 * time.Millisecond, 0, false, 250 * time.Millisecond},
+	} {
+		if got := closeWait(tc.now, tc.delay, tc.until, tc.armed); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// watchLease hands the lease it held at the close to closeWait.
+	w := &leaseWatch{t: t, clk: newFakeClock(), msgs: make(chan fenceMsg)}
+	res := make(chan [2]any, 1)
+	go func() {
+		_, until, armed := watchLease(w.clk, 0, false, w.msgs, func() {})
+		res <- [2]any{until, armed}
+	}()
+	w.msgs <- fenceMsg{until: h + time.Second}
+	close(w.msgs)
+	if got := <-res; got[0] != h+time.Second || got[1] != true {
+		t.Errorf("watchLease returned the lease %v armed=%v, want 1h1s true", got[0], got[1])
 	}
 }

@@ -165,6 +165,7 @@ func TestTakeoverGuard(t *testing.T) {
 	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
 		t.Fatal(err)
 	}
+	e.endHandovers(netip.MustParseAddr("192.0.2.2"), time.Now()) // edge3 announced it: withdrawn here
 	fresh = take(fresh, "me")
 	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{moving, shared, dr, fresh}, "me"); err != nil {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ type isoCount struct {
 
 func (o *isoCount) Isolated(n int) { o.n = n }
 
-// A service the data plane cannot turn into IPVS services (issue 18: a
-// scheduler it does not know, a VIP that does not parse) is left out and
+// A service the data plane cannot turn into IPVS services (a
+// scheduler it does not know, say from a newer member, a VIP that does not parse) is left out and
 // reported; every other service is programmed in the same pass.
 func TestReconcileIsolatesUnprogrammableService(t *testing.T) {
 	e, k, fa, _ := fakeEngine(t)

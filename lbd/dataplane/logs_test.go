@@ -62,7 +62,8 @@ func owned(tenant, name, vip, owner string) *edgelbv1.VirtualService {
 		Ports: []*edgelbv1.Port{tcp(80, 30080)}, Backends: []*edgelbv1.Backend{{Address: "10.1.0.1", Weight: 1}}}
 }
 
-// Issue 8: every log line about a VIP names the VIP and its tenant. A
+// Every log line about a VIP names the VIP and its tenant, so an operator
+// can grep one tenant's or one VIP's history. A
 // restart that adopted two VIPs, then passes that add, withdraw (service
 // moved, service deleted, adopted VIP now owned elsewhere), take over a
 // foreign IPVS service and fail to announce: every record that mentions a

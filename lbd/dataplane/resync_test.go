@@ -12,7 +12,6 @@ import (
 	"github.com/cloudflare/ipvs"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/edgelb/edgelb/lbd/dataplane/announce"
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
@@ -183,10 +182,7 @@ func sameTable(a, b map[ipvsdiff.SvcKey]map[ipvsdiff.DestKey]uint32) bool {
 func TestReconcileDoesNotWaitForResync(t *testing.T) {
 	k, fa := newKernelIPVS(), &syncAddrs{on: map[netip.Addr]bool{}}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := &Engine{cfg: Config{StateDir: t.TempDir(), Interface: "fake0"}, log: log, ipvs: k, addrs: fa,
-		actual: ipvsdiff.State{}, ours: map[ipvsdiff.SvcKey]bool{}, vips: map[netip.Addr]bool{},
-		cache: map[*edgelbv1.VirtualService][]*ipvsdiff.Svc{}, lastResync: time.Now(), obs: nopObserver{},
-		ann: announce.New(announce.Config{Burst: 1}, &nopSender{}, log)}
+	e := newEngine(Config{StateDir: t.TempDir(), Interface: "fake0", GARPBurst: 1, Logger: log}, k, fa, 0, &nopSender{})
 	ctx := context.Background()
 	vss := many(3, 4)
 	vss[2].Owner = "other" // programmed as a hot standby, address not ours yet

@@ -63,7 +63,9 @@ ip -n srbe route add default via 10.94.0.1 && ip -n srbe -6 route add default vi
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
-	e, err := Open(ctx, Config{Interface: "srv0", StateDir: t.TempDir(), SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, NoFence: true})
+	// NoHandover: the standby check below wants a moved VIP gone at once
+	// (handover_test.go covers keeping it until the new owner announces).
+	e, err := Open(ctx, Config{Interface: "srv0", StateDir: t.TempDir(), SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, NoFence: true, NoHandover: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +205,7 @@ ip -n srbe route add default via 10.94.0.1 && ip -n srbe -6 route add default vi
 	}
 	// A restarted engine reads the standby's filter and adds the address
 	// before any iptables run, closed from the first packet.
-	e, err = Open(ctx, Config{Interface: "srv0", StateDir: e.cfg.StateDir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, NoFence: true})
+	e, err = Open(ctx, Config{Interface: "srv0", StateDir: e.cfg.StateDir, SNAT: "iptables-legacy", Logger: log, GARPRepeatInterval: -1, NoFence: true, NoHandover: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +213,19 @@ ip -n srbe route add default via 10.94.0.1 && ip -n srbe -6 route add default vi
 	reconcile(vs("v4", "10.95.0.10", "10.94.0.2", "me", "10.95.0.0/28"), v6)
 	denied("10.95.0.100", "10.95.0.10")
 	allowed("10.95.0.2", "10.95.0.10").Close()
+
+	// Deny all (the IPv6 VIP of a dual-stack Service whose ranges are IPv4
+	// only): every client dropped, the IPv4 VIP's ranges still apply.
+	closed6 := vs("v6", "fd95::10", "fd94::2", "me")
+	closed6.DenyAllSources = true
+	reconcile(vs("v4", "10.95.0.10", "10.94.0.2", "me", "10.95.0.0/28"), closed6)
+	denied("fd95::2", "fd95::10")
+	denied("fd95::100", "fd95::10")
+	allowed("10.95.0.2", "10.95.0.10").Close()
+	denied("10.95.0.100", "10.95.0.10")
+	if out := sh(t, "ip6tables-legacy-save -t filter"); strings.Contains(out, "RETURN") || !strings.Contains(out, "-d fd95::10/128 -j "+srcrange.ChainPrefix) {
+		t.Errorf("deny-all chain: want a jump for fd95::10 and no RETURN:\n%s", out)
+	}
 
 	// No ranges: open to all, and the chains are gone.
 	reconcile(vs("v4", "10.95.0.10", "10.94.0.2", "me"), vs("v6", "fd95::10", "fd94::2", "me"))

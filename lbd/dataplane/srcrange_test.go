@@ -100,3 +100,36 @@ func TestReconcileSourceRangesFailClosed(t *testing.T) {
 		t.Fatal("taken-over VIP not up")
 	}
 }
+
+// A service that denies all sources gets a chain of DROPs alone (no RETURN):
+// its VIP goes up filtered, closed to every client; without a filter it is
+// left out, as a service with ranges is.
+func TestReconcileDenyAllSources(t *testing.T) {
+	ctx := context.Background()
+	e, _, fa, _ := fakeEngine(t)
+	closed := owned("t", "closed6", "192.0.2.9", "me")
+	closed.DenyAllSources = true
+	a := netip.MustParseAddr("192.0.2.9")
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{closed}, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if fa.on[a] || len(e.Isolated()) != 1 {
+		t.Fatalf("without a filter: up %v, isolated %q; want it left out", fa.on[a], e.Isolated())
+	}
+	ipt := &fakeIptables{}
+	f, err := srcrange.Open(ctx, "iptables-legacy", "ip6tables-legacy", ipt.run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.filter = f
+	if err := e.Reconcile(ctx, []*edgelbv1.VirtualService{closed}, "me"); err != nil {
+		t.Fatal(err)
+	}
+	if !fa.on[a] || len(ipt.restores) != 1 {
+		t.Fatalf("up %v, restores %d; want the VIP up behind one restore", fa.on[a], len(ipt.restores))
+	}
+	r := ipt.restores[0]
+	if strings.Contains(r, "RETURN") || !strings.Contains(r, "-p tcp -m multiport --dports 80 -m comment --comment \"edgelb:t/closed6\" -j DROP") {
+		t.Fatalf("restore %q: want a DROP of port 80 and no RETURN", r)
+	}
+}

@@ -251,6 +251,9 @@ func (c *Checker) probe(ctx context.Context, t *target) {
 
 func (c *Checker) do(ctx context.Context, k Key) error {
 	addr := netip.AddrPortFrom(k.Addr, k.Port).String()
+	if k.Spec.Type == SCTP {
+		return sctpAssociate(ctx, netip.AddrPortFrom(k.Addr, k.Port))
+	}
 	if k.Spec.Type == TCP {
 		conn, err := c.opts.DialContext(ctx, "tcp", addr)
 		if err != nil {

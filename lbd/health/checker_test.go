@@ -224,6 +224,51 @@ func TestTargetsFromServices(t *testing.T) {
 	}
 }
 
+// SCTP-only services are checked with an SCTP association of their first
+// SCTP port (a TCP connect there proves nothing); an explicit sctp check
+// takes its port; a service with a TCP port keeps the TCP connect.
+func TestTargetsSCTP(t *testing.T) {
+	sctp := func(port, backend uint32) *edgelbv1.Port {
+		return &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_SCTP, Port: port, BackendPort: backend}
+	}
+	only := &edgelbv1.VirtualService{Tenant: "t", Name: "only", Vip: "192.0.2.1",
+		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_UDP, Port: 53, BackendPort: 30053}, sctp(3868, 30868), sctp(2905, 30905)},
+		Backends: []*edgelbv1.Backend{{Address: "10.0.0.1"}}}
+	dr := &edgelbv1.VirtualService{Tenant: "t", Name: "dr", Vip: "192.0.2.2", ForwardingMode: edgelbv1.ForwardingMode_FORWARDING_MODE_DR,
+		Ports: []*edgelbv1.Port{sctp(3868, 3868)}, Backends: []*edgelbv1.Backend{{Address: "10.0.0.2"}}}
+	explicit := &edgelbv1.VirtualService{Tenant: "t", Name: "explicit", Vip: "192.0.2.3",
+		Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30080}, sctp(3868, 30869)}, Backends: []*edgelbv1.Backend{{Address: "10.0.0.3"}},
+		HealthCheck: &edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_SCTP}}
+	mixed := &edgelbv1.VirtualService{Tenant: "t", Name: "mixed", Vip: "192.0.2.4",
+		Ports: []*edgelbv1.Port{sctp(3868, 30870), {Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80, BackendPort: 30081}}, Backends: []*edgelbv1.Backend{{Address: "10.0.0.4"}}}
+	var names []string
+	for k := range Targets([]*edgelbv1.VirtualService{only, dr, explicit, mixed}) {
+		names = append(names, k.String())
+	}
+	sort.Strings(names)
+	want := []string{"sctp://10.0.0.1:30868", "sctp://10.0.0.2:3868", "sctp://10.0.0.3:30869", "tcp://10.0.0.4:30081"}
+	if fmt.Sprint(names) != fmt.Sprint(want) {
+		t.Errorf("targets %v, want %v", names, want)
+	}
+	if s, _ := SpecFromProto(explicit.HealthCheck); s.Type != SCTP || s.Path != "" || s.Codes != "" {
+		t.Errorf("sctp spec %+v: want type sctp, no HTTP fields", s)
+	}
+}
+
+// The SCTP probe against a port nothing listens on, where the kernel has
+// SCTP: the peer's ABORT fails it at once (not a timeout). Where the kernel
+// has no SCTP the probe says so. Either way it fails: no backend is called
+// healthy without an association.
+func TestSCTPProbeFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := sctpAssociate(ctx, netip.MustParseAddrPort("127.0.0.1:9"))
+	if err == nil {
+		t.Fatal("an association with a closed port succeeded")
+	}
+	t.Logf("closed port: %v", err)
+}
+
 func FuzzSpecFromProto(f *testing.F) {
 	f.Add(int32(2), uint32(0), "/healthz", int64(1e9), int64(5e8), uint32(2), uint32(3), uint32(200))
 	f.Add(int32(1), uint32(80), "", int64(0), int64(0), uint32(0), uint32(0), uint32(0))

@@ -23,9 +23,10 @@ const (
 	TCP Type = iota + 1
 	HTTP
 	HTTPS
+	SCTP
 )
 
-func (t Type) String() string { return [...]string{"?", "tcp", "http", "https"}[t] }
+func (t Type) String() string { return [...]string{"?", "tcp", "http", "https", "sctp"}[t] }
 
 // Defaults for a service without a spec, chosen so a dead node leaves the
 // rotation in about 3 s (fall 3 × 1 s) and a recovered one returns after 2 s,
@@ -75,6 +76,8 @@ func SpecFromProto(hc *edgelbv1.HealthCheck) (s Spec, ok bool) {
 		s.Type = HTTP
 	case edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTPS:
 		s.Type = HTTPS
+	case edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_SCTP:
+		s.Type = SCTP
 	}
 	if hc.Interval != nil && hc.Interval.AsDuration() > 0 {
 		s.Interval = hc.Interval.AsDuration()
@@ -91,7 +94,7 @@ func SpecFromProto(hc *edgelbv1.HealthCheck) (s Spec, ok bool) {
 	if hc.Fall > 0 {
 		s.Fall = int(hc.Fall)
 	}
-	if s.Type != TCP {
+	if s.Type == HTTP || s.Type == HTTPS {
 		s.Path = hc.Path
 		if s.Path == "" {
 			s.Path = DefaultPath
@@ -137,8 +140,12 @@ type Ref struct {
 }
 
 // Targets derives the checks for a set of services: per backend, the spec's
-// port, else the backend's port on the service's first TCP port (UDP-only
-// services without a spec port are not checked: there is nothing to connect to).
+// port, else the backend's port on the service's first TCP port. A service
+// with no TCP port, no spec port and no check type (or tcp, the default)
+// but an SCTP port gets an SCTP association check of its first SCTP port
+// instead, as a TCP connect there proves nothing; an SCTP check names that
+// port too. UDP-only services without a spec port are not checked: there is
+// nothing to connect to.
 func Targets(vss []*edgelbv1.VirtualService) map[Key][]Ref {
 	out := map[Key][]Ref{}
 	for _, vs := range vss {
@@ -146,12 +153,18 @@ func Targets(vss []*edgelbv1.VirtualService) map[Key][]Ref {
 		if !ok {
 			continue
 		}
-		var tcpPort *edgelbv1.Port
+		var tcpPort, sctpPort *edgelbv1.Port
 		for _, p := range vs.Ports {
-			if p.Protocol == edgelbv1.Protocol_PROTOCOL_TCP {
+			if p.Protocol == edgelbv1.Protocol_PROTOCOL_TCP && tcpPort == nil {
 				tcpPort = p
-				break
 			}
+			if p.Protocol == edgelbv1.Protocol_PROTOCOL_SCTP && sctpPort == nil {
+				sctpPort = p
+			}
+		}
+		portOf := tcpPort
+		if spec.Type == SCTP || spec.Type == TCP && tcpPort == nil && vs.HealthCheck.GetPort() == 0 && sctpPort != nil {
+			spec.Type, portOf = SCTP, sctpPort
 		}
 		for _, b := range vs.Backends {
 			a, err := netip.ParseAddr(b.Address)
@@ -164,10 +177,10 @@ func Targets(vss []*edgelbv1.VirtualService) map[Key][]Ref {
 				port = vs.HealthCheck.GetPort()
 			case b.Port != 0:
 				port = b.Port
-			case tcpPort != nil:
-				port = tcpPort.BackendPort
+			case portOf != nil:
+				port = portOf.BackendPort
 				if vs.ForwardingMode == edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
-					port = tcpPort.Port
+					port = portOf.Port
 				}
 			default:
 				continue

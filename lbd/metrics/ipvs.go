@@ -53,8 +53,8 @@ type ipvsCollector struct {
 	beConns, bePackets, beBytes, beActive, beInactive, beWeight, beCPS *prometheus.Desc
 }
 
-// RegisterIPVS adds a collector for src to m's registry. The lead connects the
-// data plane here once it implements IPVSStats.
+// RegisterIPVS adds a collector for src to m's registry. The daemon connects
+// the data plane's kernel counters here (lbd/daemon/ipvsstats.go).
 func (m *Metrics) RegisterIPVS(src IPVSStats) error {
 	svc := []string{"tenant", "service", "vip", "protocol", "port"}
 	be := []string{"vip", "protocol", "port", "backend"}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgelb/edgelb/lbd/proc"
 )
 
 const ns = "edgelb"
@@ -21,6 +23,12 @@ const ns = "edgelb"
 // Metrics holds one lbd's metric families and their registry.
 type Metrics struct {
 	Registry *prometheus.Registry
+
+	// Liveness probes (liveness.go); nil until RegisterLiveness.
+	probeSeconds  *prometheus.HistogramVec
+	probeFailures *prometheus.CounterVec
+	// BGP session changes (bgp.go); nil until RegisterBGP.
+	bgpTransitions *prometheus.CounterVec
 
 	// gRPC API.
 	GRPCRequests *prometheus.CounterVec   // method, code
@@ -57,6 +65,12 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2.5, 13)
 func New(version string) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
+		// Made here, registered by RegisterBGP: the speaker's session
+		// events may come before its registration (a race otherwise).
+		bgpTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "bgp", Name: "session_transitions_total",
+			Help: "BGP session changes by peer and direction (up: established; down: left established).",
+		}, []string{"peer", "direction"}),
 		GRPCRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "grpc", Name: "server_handled_total",
 			Help: "gRPC calls completed, by full method and status code.",
@@ -147,6 +161,12 @@ func New(version string) *Metrics {
 		m.OwnershipCommits, m.DataPlaneChanges, m.IsolatedServices, m.Announcements, m.TakeoverSeconds,
 		m.HealthChecks, m.HealthLatency, m.HealthTransitions,
 		m.BuildInfo,
+		// Process-wide like the process collector: lbd starts processes
+		// only through package proc, which counts them.
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "dataplane", Name: "processes_started_total",
+			Help: "Processes lbd has started (fence, and iptables/modprobe only on hosts without nftables or for the one-time removal of an older version's chains). Creating, moving or taking over a VIP starts none.",
+		}, func() float64 { return float64(proc.Started()) }),
 	)
 	m.Registry.MustRegister(raftSink.collectors()...)
 	return m

@@ -13,6 +13,21 @@ import (
 // raftTimings maps hashicorp/raft's timing keys to histograms. It is the
 // process-wide sink (hashicorp/raft reports through a global), so every
 // Metrics registry shares its collectors.
+//
+// Why not hashicorp/go-metrics' own Prometheus sink (go-metrics/prometheus):
+// it cannot keep the series that the Grafana dashboard
+// (configs/grafana/edgelb.json), docs/OPERATIONS.md and the tests
+// (lbd/daemon/ops_test.go, integration/e2e) read. It names each series
+// after raft's key joined by "_" ("raft_commitTime", "raft_state_candidate")
+// and cannot rename one (its definitions add only help and constant labels),
+// whereas ours are edgelb_raft_commit_seconds and edgelb_raft_elections_total.
+// It also turns timings into Summaries in milliseconds, with quantiles
+// computed in each process over 10 s. The dashboard needs histograms in seconds
+// (histogram_quantile over _bucket, summed across members), and quantiles
+// from several members' summaries cannot be added together. The mapping
+// below is the part that the sink cannot provide; the go-metrics plumbing
+// (global, config, labels) stays go-metrics' own (raft/node.InstallRaftMetrics).
+// raft_test.go pins these names and types.
 type raftTimings struct {
 	once       sync.Once
 	samples    map[string]prometheus.Histogram
@@ -33,7 +48,9 @@ func newRaftTimings() *raftTimings {
 		t.all = append(t.all, h)
 	}
 	hist("raft.commitTime", "commit_seconds", "Leader: time from appending an entry to its commit by a quorum (hashicorp/raft raft.commitTime).")
-	hist("raft.fsm.apply", "fsm_apply_seconds", "Time the state machine takes to apply one committed entry (raft.fsm.apply).")
+	hist("raft.fsm.apply", "fsm_apply_seconds", "Time the state machine takes to apply the entries raft hands it at once: one batch (raft.fsm.applyBatch; lbd's FSM applies in batches), or one entry (raft.fsm.apply).")
+	// The FSM is a raft.BatchingFSM: raft reports its applies under this key.
+	t.samples["raft.fsm.applyBatch"] = t.samples["raft.fsm.apply"]
 	hist("raft.fsm.enqueue", "fsm_enqueue_seconds", "Time a committed batch waits to be handed to the state machine (raft.fsm.enqueue).")
 	hist("raft.leader.dispatchLog", "leader_dispatch_seconds", "Leader: time to write entries to its own log (raft.leader.dispatchLog).")
 	hist("raft.replication.appendEntries.rpc", "append_entries_rpc_seconds", "Leader: round trip of one AppendEntries RPC to a follower.")

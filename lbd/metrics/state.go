@@ -6,7 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgelb/edgelb/lbd/ownership"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/fsm"
 	"github.com/edgelb/edgelb/raft/node"
@@ -29,6 +28,7 @@ type stateCollector struct {
 	self string
 
 	services, vips, unowned, pools, members, revision, owned, backends *prometheus.Desc
+	tenantSeen, tenantServices                                         *prometheus.Desc
 }
 
 func newStateCollector(f *fsm.FSM, self string) *stateCollector {
@@ -39,17 +39,21 @@ func newStateCollector(f *fsm.FSM, self string) *stateCollector {
 		f: f, self: self,
 		services: d("virtual_services", "Virtual services in the replicated state."),
 		vips:     d("vips", "Distinct VIP addresses in the replicated state."),
-		unowned:  d("vips_unowned", "VIP addresses no member owns (nothing answers for them)."),
+		unowned:  d("vips_unowned", "VIP addresses of l2 pools no member owns (nothing answers for them); bgp-pool VIPs have no owner by design and are not counted."),
 		pools:    d("address_pools", "Address pools in the replicated state."),
 		members:  d("members", "Members in the member table, by state.", "state"),
 		revision: d("revision", "Log index of the last change to the replicated state."),
 		owned:    d("vips_assigned", "VIP addresses the replicated state assigns to this member."),
 		backends: d("backends", "Backends of all virtual services, by health state reported by their owners (unknown, healthy, unhealthy) and drained.", "health", "drained"),
+		tenantSeen: prometheus.NewDesc(prometheus.BuildFQName(ns, "tenant", "last_seen_seconds"),
+			"Unix time of the tenant's last cloud-provider heartbeat (absent: it never sent one). time() minus it is the silence.", []string{"tenant"}, nil),
+		tenantServices: prometheus.NewDesc(prometheus.BuildFQName(ns, "tenant", "virtual_services"),
+			"Virtual services of the tenant.", []string{"tenant"}, nil),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.services, c.vips, c.unowned, c.pools, c.members, c.revision, c.owned, c.backends} {
+	for _, d := range []*prometheus.Desc{c.services, c.vips, c.unowned, c.pools, c.members, c.revision, c.owned, c.backends, c.tenantSeen, c.tenantServices} {
 		ch <- d
 	}
 }
@@ -67,10 +71,21 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			backends[bk{h, dr}] = 0
 		}
 	}
+	// bgp-pool VIPs have no owner by design (lbd/bgp): never counted unowned.
+	bgpPools := map[string]bool{}
+	for _, p := range c.f.Pools() {
+		if p.GetAnnounceMode() == edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP {
+			bgpPools[p.Name] = true
+		}
+	}
 	rev := c.f.View(fsm.Filter{}, func(vs *edgelbv1.VirtualService) {
 		services++
+		owner := vs.Owner
+		if owner == "" && vs.Pool != "" && bgpPools[vs.Pool] {
+			owner = "(bgp)"
+		}
 		if o, seen := vipOwner[vs.Vip]; !seen || o == "" {
-			vipOwner[vs.Vip] = vs.Owner
+			vipOwner[vs.Vip] = owner
 		}
 		for _, b := range vs.Backends {
 			h := "unknown"
@@ -113,30 +128,36 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range backends {
 		g(c.backends, float64(n), k.health, k.drained)
 	}
+	// Every member exports them from its replica: an alert fires while any
+	// member is scraped, also when the leader is gone.
+	ts, _ := c.f.Tenants()
+	for _, t := range ts {
+		if !t.LastSeen.IsZero() {
+			g(c.tenantSeen, float64(t.LastSeen.UnixNano())/1e9, t.Name)
+		}
+		g(c.tenantServices, float64(t.Services), t.Name)
+	}
 }
 
-// ownershipReasons are the reasons lbd/ownership and the API record with
-// assignments; any other reason on a service event is not an ownership change.
-var ownershipReasons = map[string]string{
-	ownership.ReasonNew:        "assigned",
-	ownership.ReasonPinned:     "pinned",
-	ownership.ReasonOwnerGone:  "owner_left",
-	ownership.ReasonOwnerDown:  "owner_unreachable",
-	ownership.ReasonOwnerDrain: "owner_draining",
-	ownership.ReasonAlign:      "shared_vip",
-	ownership.ReasonMoved:      "moved",
+// ownershipLabel is a reason's label on edgelb_ownership_assignments_total: its
+// enum name without the prefix, in lower case ("owner_unreachable").
+func ownershipLabel(r edgelbv1.OwnershipReason) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "OWNERSHIP_REASON_"))
 }
 
 // ObserveOwnership follows f's events and counts ownership changes by reason,
 // until stop is closed. Every member applies the same commits, so every
 // member counts the same; the dashboard takes max() across members.
 func (m *Metrics) ObserveOwnership(f *fsm.FSM, stop <-chan struct{}) {
-	for r := range ownershipReasons {
-		m.OwnershipCommits.WithLabelValues(ownershipReasons[r])
+	for v := range edgelbv1.OwnershipReason_name {
+		if r := edgelbv1.OwnershipReason(v); r != edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED {
+			m.OwnershipCommits.WithLabelValues(ownershipLabel(r))
+		}
 	}
-	m.OwnershipCommits.WithLabelValues("owner_removed")
+	// Count from the revision applied now, not from whenever the goroutine
+	// first runs: commits applied in between would go uncounted.
+	rev := f.Revision()
 	go func() {
-		rev := f.Revision()
 		for {
 			ch := f.Changed()
 			evs, cur, ok := f.EventsSince(rev)
@@ -147,13 +168,10 @@ func (m *Metrics) ObserveOwnership(f *fsm.FSM, stop <-chan struct{}) {
 					if e.GetVirtualService() == nil || e.Type != edgelbv1.EventType_EVENT_TYPE_PUT {
 						continue
 					}
-					if e.Reason == "created" && e.GetVirtualService().GetOwner() != "" {
-						// The leader picks the first owner with the create itself.
-						m.OwnershipCommits.WithLabelValues("assigned").Inc()
-					} else if r, ok := ownershipReasons[e.Reason]; ok {
-						m.OwnershipCommits.WithLabelValues(r).Inc()
-					} else if strings.HasPrefix(e.Reason, "owner ") && strings.HasSuffix(e.Reason, " removed") {
-						m.OwnershipCommits.WithLabelValues("owner_removed").Inc()
+					// The FSM sets the reason on every event that changes an
+					// owner, creates with their first owner included.
+					if r := e.GetOwnershipReason(); r != edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED {
+						m.OwnershipCommits.WithLabelValues(ownershipLabel(r)).Inc()
 					}
 				}
 				rev = max(rev, cur)

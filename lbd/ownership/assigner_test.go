@@ -45,8 +45,8 @@ func checkAssigned(t *testing.T, recs []map[string]any, want map[string]string, 
 	}
 }
 
-// Issue 8: each assignment line names the VIP, the tenant and the service as
-// separate keys.
+// Each assignment line names the VIP, the tenant and the service as
+// separate keys, so an operator can grep by any of them.
 func TestLogAssignedNamesVIPAndTenant(t *testing.T) {
 	var buf logcapture.Buffer
 	vss := []*edgelbv1.VirtualService{
@@ -56,9 +56,9 @@ func TestLogAssignedNamesVIPAndTenant(t *testing.T) {
 		{Tenant: "initech", Name: "api", Vip: "192.0.2.3"}, // not in this batch
 	}
 	batch := []*raftv1.Assignment{
-		{Tenant: "acme", Name: "web", Owner: "m2", Reason: ReasonOwnerDown},
-		{Tenant: "acme", Name: "web-udp", Owner: "m2", Reason: ReasonOwnerDown},
-		{Tenant: "globex", Name: "web", Owner: "m2", Reason: ReasonNew},
+		Assign(vss[0], "m2", ReasonOwnerDown),
+		Assign(vss[1], "m2", ReasonOwnerDown),
+		Assign(vss[2], "m2", ReasonNew),
 	}
 	logAssigned(slog.New(slog.NewJSONHandler(&buf, nil)), vss, batch)
 	checkAssigned(t, assigned(t, &buf), map[string]string{"acme/web": "192.0.2.1", "acme/web-udp": "192.0.2.1", "globex/web": "192.0.2.2"}, "m2")

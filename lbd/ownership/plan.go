@@ -12,16 +12,43 @@ import (
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
-// Reasons recorded with assignments (they show in Watch events).
+// Reasons recorded with assignments and new services (they show in Watch
+// events as Event.ownership_reason). Plan, Decide and the operator's move set
+// them; readers render them with Text.
 const (
-	ReasonNew        = "assigned"
-	ReasonPinned     = "pinned to member"
-	ReasonOwnerGone  = "owner left the cluster"
-	ReasonOwnerDown  = "owner unreachable"
-	ReasonOwnerDrain = "owner draining"
-	ReasonAlign      = "VIP shared with another service"
-	ReasonMoved      = "moved by operator"
+	ReasonNew        = edgelbv1.OwnershipReason_OWNERSHIP_REASON_ASSIGNED
+	ReasonPinned     = edgelbv1.OwnershipReason_OWNERSHIP_REASON_PINNED
+	ReasonOwnerGone  = edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_LEFT
+	ReasonOwnerDown  = edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_UNREACHABLE
+	ReasonOwnerDrain = edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_DRAINING
+	ReasonAlign      = edgelbv1.OwnershipReason_OWNERSHIP_REASON_SHARED_VIP
+	ReasonMoved      = edgelbv1.OwnershipReason_OWNERSHIP_REASON_MOVED
+	ReasonHandOff    = edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_STOPPING
 )
+
+// reasonText is how each reason reads in logs and in the text of events.
+// These texts are the ones the release before the enum wrote, so members of
+// that release, which show only the text, show the same words.
+var reasonText = map[edgelbv1.OwnershipReason]string{
+	ReasonNew:        "assigned",
+	ReasonPinned:     "pinned to member",
+	ReasonOwnerGone:  "owner left the cluster",
+	ReasonOwnerDown:  "owner unreachable",
+	ReasonOwnerDrain: "owner draining",
+	ReasonAlign:      "VIP shared with another service",
+	ReasonMoved:      "moved by operator",
+	ReasonHandOff:    "owner stopping",
+	edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_REMOVED: "owner removed",
+}
+
+// Text is how r reads for people ("" for UNSPECIFIED).
+func Text(r edgelbv1.OwnershipReason) string { return reasonText[r] }
+
+// Assign is the assignment of vs to owner for reason r: the enum, and its
+// text for members of the release that reads only the text.
+func Assign(vs *edgelbv1.VirtualService, owner string, r edgelbv1.OwnershipReason) *raftv1.Assignment {
+	return &raftv1.Assignment{Tenant: vs.Tenant, Name: vs.Name, Owner: owner, OwnershipReason: r, Reason: Text(r)}
+}
 
 // Plan returns the assignments that give every VIP an eligible owner. It is
 // sticky: a VIP keeps its owner while that owner is an active, reachable
@@ -29,10 +56,27 @@ const (
 // address can live on one host only. alive reports members the leader hears
 // from; the leader itself is always alive.
 func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func(id string) bool) []*raftv1.Assignment {
+	return plan(vss, members, alive, nil)
+}
+
+// PlanChanged is Plan for the addresses of the services in changed only
+// (every service at those addresses), given how many other addresses each
+// member owns (others): what the leader plans after a commit, in proportion
+// to the change. It decides as Plan does over every service when the others
+// are settled — each address owned by one eligible member, as the assigner
+// leaves them — and nothing about members or their reachability changed
+// since; otherwise the assigner runs Plan.
+func PlanChanged(changed []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func(id string) bool, others map[string]int) []*raftv1.Assignment {
+	return plan(changed, members, alive, others)
+}
+
+// plan is Plan over the addresses of vss, counting base (addresses owned
+// outside vss, per member) as load.
+func plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func(id string) bool, base map[string]int) []*raftv1.Assignment {
 	active := activeMembers(members)
 	load := map[string]int{}
 	for id := range active {
-		load[id] = 0
+		load[id] = base[id]
 	}
 	known := map[string]bool{}
 	for _, m := range members {
@@ -78,7 +122,7 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 				continue
 			}
 			// The reason is about this service's own previous owner.
-			var r string
+			var r edgelbv1.OwnershipReason
 			switch prev := vs.Owner; {
 			case prev == "" && joined:
 				r = ReasonAlign
@@ -95,28 +139,70 @@ func Plan(vss []*edgelbv1.VirtualService, members []*edgelbv1.Member, alive func
 			default:
 				r = ReasonAlign
 			}
-			out = append(out, &raftv1.Assignment{Tenant: vs.Tenant, Name: vs.Name, Owner: owner, Reason: r})
+			out = append(out, Assign(vs, owner, r))
 		}
 	}
 	return out
 }
 
-// Place picks the owner of a new service, recorded with its creation so that
-// it is programmed right after the commit instead of one assignment round
-// later: its pinned member when eligible, else the eligible member that owns
-// the fewest services (ties: lowest id), as Plan would. load counts services
-// per owner. "" when no member is eligible: the assigner decides later.
-func Place(pin string, load map[string]int, members []*edgelbv1.Member, alive func(id string) bool) string {
-	active := activeMembers(members)
+// Decision is the owner a new service is created with, and why.
+type Decision struct {
+	Owner  string
+	Reason edgelbv1.OwnershipReason
+}
+
+// Candidates is what the leader knows when it places a new service.
+type Candidates struct {
+	// Self is the leader's member id.
+	Self string
+	// Members are the registered members; Load counts services per owner.
+	Members []*edgelbv1.Member
+	Load    map[string]int
+	// Alive reports members the leader hears from.
+	Alive func(id string) bool
+	// Sharing are the services that already have the new service's VIP
+	// (none when the VIP is still to be allocated from a pool).
+	Sharing []*edgelbv1.VirtualService
+}
+
+// Decide is the one decision of a new service's owner, recorded with its
+// creation so that it is programmed right after the commit instead of one
+// assignment round later. The leader makes it, just before proposing the
+// create, for its own writes and for those its followers forward (only the
+// leader knows whom it hears from). In order:
+//   - a VIP shared with services that have an owner goes where they are (an
+//     address lives on one host only; the assigner moves the whole group if
+//     that owner is not eligible);
+//   - the pinned member when eligible;
+//   - else the eligible member that owns the fewest services (ties: lowest
+//     id), as Plan would;
+//   - else, while the leader has not registered itself yet (a new cluster's
+//     first moments), the leader: it is the only candidate there is;
+//   - else no owner (UNSPECIFIED): the assigner decides once one is eligible.
+func Decide(vs *edgelbv1.VirtualService, c Candidates) Decision {
+	for _, o := range c.Sharing {
+		if o.Owner != "" {
+			return Decision{Owner: o.Owner, Reason: ReasonAlign}
+		}
+	}
+	active := activeMembers(c.Members)
+	alive := func(id string) bool { return id == c.Self || c.Alive == nil || c.Alive(id) }
 	eligible := func(id string) bool { return id != "" && active[id] && alive(id) }
-	if eligible(pin) {
-		return pin
+	if eligible(vs.PinnedMember) {
+		return Decision{Owner: vs.PinnedMember, Reason: ReasonPinned}
 	}
 	counts := make(map[string]int, len(active))
 	for id := range active {
-		counts[id] = load[id]
+		counts[id] = c.Load[id]
 	}
-	return leastLoaded(counts, eligible)
+	if o := leastLoaded(counts, eligible); o != "" {
+		return Decision{Owner: o, Reason: ReasonNew}
+	}
+	registered := slices.ContainsFunc(c.Members, func(m *edgelbv1.Member) bool { return m.Id == c.Self })
+	if !registered && c.Self != "" {
+		return Decision{Owner: c.Self, Reason: ReasonNew}
+	}
+	return Decision{}
 }
 
 // activeMembers are the members that may own VIPs (not draining).

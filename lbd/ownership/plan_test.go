@@ -54,7 +54,7 @@ func aliveExcept(dead ...string) func(string) bool {
 func render(plan []*raftv1.Assignment) string {
 	var s []string
 	for _, a := range plan {
-		s = append(s, fmt.Sprintf("%s→%s(%s)", a.Name, a.Owner, a.Reason))
+		s = append(s, fmt.Sprintf("%s→%s(%s)", a.Name, a.Owner, Text(a.OwnershipReason)))
 	}
 	sort.Strings(s)
 	return strings.Join(s, " ")
@@ -109,17 +109,17 @@ func TestPlanSharedAddressesShareAnOwner(t *testing.T) {
 	}
 	// A newcomer on an owned address joins its owner.
 	vss = []*edgelbv1.VirtualService{vs("a", "10.0.0.1", "m2"), vs("b", "10.0.0.1", "")}
-	if got := render(Plan(vss, members("m1", "m2"), allAlive)); got != "b→m2("+ReasonAlign+")" {
+	if got := render(Plan(vss, members("m1", "m2"), allAlive)); got != "b→m2("+Text(ReasonAlign)+")" {
 		t.Errorf("plan = %s, want b aligned with m2", got)
 	}
 	// Disagreeing owners: the majority wins.
 	vss = []*edgelbv1.VirtualService{vs("a", "10.0.0.1", "m2"), vs("b", "10.0.0.1", "m2"), vs("c", "10.0.0.1", "m1")}
-	if got := render(Plan(vss, members("m1", "m2"), allAlive)); got != "c→m2("+ReasonAlign+")" {
+	if got := render(Plan(vss, members("m1", "m2"), allAlive)); got != "c→m2("+Text(ReasonAlign)+")" {
 		t.Errorf("plan = %s, want c aligned with the majority m2", got)
 	}
 	// When the shared owner dies, the whole group moves together.
 	vss = []*edgelbv1.VirtualService{vs("a", "10.0.0.1", "m1"), vs("b", "10.0.0.1", "m1")}
-	if got := render(Plan(vss, members("m1", "m2", "m3"), aliveExcept("m1"))); got != "a→m2("+ReasonOwnerDown+") b→m2("+ReasonOwnerDown+")" {
+	if got := render(Plan(vss, members("m1", "m2", "m3"), aliveExcept("m1"))); got != "a→m2("+Text(ReasonOwnerDown)+") b→m2("+Text(ReasonOwnerDown)+")" {
 		t.Errorf("plan = %s, want the group moved together to m2", got)
 	}
 }
@@ -133,7 +133,7 @@ func TestPlanMixedGroupPrefersLiveOwner(t *testing.T) {
 		vs("d", "10.0.0.2", "m2"), // m2 is busier than the idle m3
 	}
 	got := render(Plan(vss, members("m1", "m2", "m3"), aliveExcept("m1")))
-	if got != "a→m2("+ReasonOwnerDown+") b→m2("+ReasonOwnerDown+")" {
+	if got != "a→m2("+Text(ReasonOwnerDown)+") b→m2("+Text(ReasonOwnerDown)+")" {
 		t.Errorf("plan = %s, want a and b to join c on the live m2 and c to stay", got)
 	}
 }
@@ -143,7 +143,7 @@ func TestPlanPinned(t *testing.T) {
 	// An eligible pinned member wins over the current owner, for the whole group.
 	vss := []*edgelbv1.VirtualService{pinnedTo(vs("a", "10.0.0.1", "m1"), "m3"), vs("b", "10.0.0.1", "m1"), vs("c", "10.0.0.2", "")}
 	got := render(Plan(vss, ms, allAlive))
-	if got != "a→m3("+ReasonPinned+") b→m3("+ReasonPinned+") c→m1(assigned)" {
+	if got != "a→m3("+Text(ReasonPinned)+") b→m3("+Text(ReasonPinned)+") c→m1(assigned)" {
 		t.Errorf("plan = %s", got)
 	}
 	// A new pinned service goes straight to its member.
@@ -169,7 +169,7 @@ func TestPlanPinned(t *testing.T) {
 	}
 	// Once the pinned member is back, it takes the VIP again.
 	vss = []*edgelbv1.VirtualService{pinnedTo(vs("a", "10.0.0.1", "m1"), "m3")}
-	if got := render(Plan(vss, ms, allAlive)); got != "a→m3("+ReasonPinned+")" {
+	if got := render(Plan(vss, ms, allAlive)); got != "a→m3("+Text(ReasonPinned)+")" {
 		t.Errorf("plan = %s, want a back on m3", got)
 	}
 }
@@ -179,7 +179,7 @@ func TestPlanMovesWithReason(t *testing.T) {
 		name   string
 		ms     []*edgelbv1.Member
 		alive  func(string) bool
-		reason string
+		reason edgelbv1.OwnershipReason
 	}{
 		{"unreachable", members("m1", "m2", "m3"), aliveExcept("m1"), ReasonOwnerDown},
 		{"removed", members("m2", "m3"), allAlive, ReasonOwnerGone},
@@ -196,8 +196,8 @@ func TestPlanMovesWithReason(t *testing.T) {
 			}
 			load := map[string]int{"m2": 1}
 			for _, a := range plan {
-				if a.Reason != tc.reason {
-					t.Errorf("%s moved with reason %q, want %q", a.Name, a.Reason, tc.reason)
+				if a.OwnershipReason != tc.reason || a.Reason != Text(tc.reason) {
+					t.Errorf("%s moved with reason %v (%q), want %v", a.Name, a.OwnershipReason, a.Reason, tc.reason)
 				}
 				if a.Owner != "m2" && a.Owner != "m3" {
 					t.Errorf("%s moved to %q", a.Name, a.Owner)
@@ -304,12 +304,12 @@ func TestPlanProperties(t *testing.T) {
 				t.Fatalf("iter %d: %s assigned to ineligible %q", iter, a.Name, a.Owner)
 			}
 			if groupOK[v.Vip] {
-				t.Fatalf("iter %d: %s moved from healthy owner %s to %s (%s)", iter, a.Name, v.Owner, a.Owner, a.Reason)
+				t.Fatalf("iter %d: %s moved from healthy owner %s to %s (%s)", iter, a.Name, v.Owner, a.Owner, a.OwnershipReason)
 			}
 			if a.Owner == v.Owner {
 				t.Fatalf("iter %d: no-op assignment %v", iter, a)
 			}
-			if a.Reason == "" {
+			if a.OwnershipReason == edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED {
 				t.Fatalf("iter %d: assignment without a reason %v", iter, a)
 			}
 		}
@@ -437,29 +437,55 @@ func TestSuccessorsMatchesPlan(t *testing.T) {
 	}
 }
 
-func TestPlace(t *testing.T) {
+func TestDecide(t *testing.T) {
 	ms := withState(members("m1", "m2", "m3", "m4"), "m4", edgelbv1.MemberState_MEMBER_STATE_DRAINING)
 	notM2 := func(id string) bool { return id != "m2" }
+	none := func(string) bool { return false }
+	shared := []*edgelbv1.VirtualService{{Name: "other", Owner: ""}, {Name: "web-udp", Owner: "m4"}}
 	for _, c := range []struct {
-		name  string
-		pin   string
-		load  map[string]int
-		alive func(string) bool
-		want  string
+		name    string
+		self    string
+		ms      []*edgelbv1.Member
+		pin     string
+		load    map[string]int
+		alive   func(string) bool
+		sharing []*edgelbv1.VirtualService
+		want    Decision
 	}{
-		{"least loaded", "", map[string]int{"m1": 3, "m2": 1, "m3": 2}, allAlive, "m2"},
-		{"a member that owns nothing counts as empty", "", map[string]int{"m1": 3, "m2": 1}, allAlive, "m3"},
-		{"ties go to the lowest id", "", map[string]int{"m1": 2, "m2": 1, "m3": 1}, allAlive, "m2"},
-		{"an unreachable member gets none", "", map[string]int{"m1": 3, "m3": 2}, notM2, "m3"},
-		{"a draining member gets none", "", map[string]int{"m1": 3, "m2": 3, "m3": 3}, allAlive, "m1"},
-		{"a load of a member that left is ignored", "", map[string]int{"gone": 0, "m1": 1, "m2": 1, "m3": 1}, allAlive, "m1"},
-		{"the pinned member when eligible", "m1", map[string]int{"m1": 9}, allAlive, "m1"},
-		{"not a pinned member that is unreachable", "m2", map[string]int{"m1": 9, "m3": 1}, notM2, "m3"},
-		{"not a pinned member that is draining", "m4", nil, allAlive, "m1"},
-		{"nobody eligible", "", nil, func(string) bool { return false }, ""},
+		{"least loaded", "m9", ms, "", map[string]int{"m1": 3, "m2": 1, "m3": 2}, allAlive, nil, Decision{"m2", ReasonNew}},
+		{"a member that owns nothing counts as empty", "m9", ms, "", map[string]int{"m1": 3, "m2": 1}, allAlive, nil, Decision{"m3", ReasonNew}},
+		{"ties go to the lowest id", "m9", ms, "", map[string]int{"m1": 2, "m2": 1, "m3": 1}, allAlive, nil, Decision{"m2", ReasonNew}},
+		{"an unreachable member gets none", "m9", ms, "", map[string]int{"m1": 3, "m3": 2}, notM2, nil, Decision{"m3", ReasonNew}},
+		{"a draining member gets none", "m9", ms, "", map[string]int{"m1": 3, "m2": 3, "m3": 3}, allAlive, nil, Decision{"m1", ReasonNew}},
+		{"a load of a member that left is ignored", "m9", ms, "", map[string]int{"gone": 0, "m1": 1, "m2": 1, "m3": 1}, allAlive, nil, Decision{"m1", ReasonNew}},
+		{"the pinned member when eligible", "m9", ms, "m1", map[string]int{"m1": 9}, allAlive, nil, Decision{"m1", ReasonPinned}},
+		{"not a pinned member that is unreachable", "m9", ms, "m2", map[string]int{"m1": 9, "m3": 1}, notM2, nil, Decision{"m3", ReasonNew}},
+		{"not a pinned member that is draining", "m9", ms, "m4", nil, allAlive, nil, Decision{"m1", ReasonNew}},
+		{"the leader always hears itself", "m3", ms, "", map[string]int{"m3": 5}, none, nil, Decision{"m3", ReasonNew}},
+		{"nobody eligible: the assigner decides later", "m4", ms, "", nil, none, nil, Decision{}},
+		{"a leader not registered yet takes it", "m9", ms, "", nil, none, nil, Decision{"m9", ReasonNew}},
+		{"a shared VIP goes where its services are, pinned or not", "m9", ms, "m1", nil, allAlive, shared, Decision{"m4", ReasonAlign}},
+		{"a shared VIP without an owner is placed as a new one", "m9", ms, "m1", nil, allAlive, shared[:1], Decision{"m1", ReasonPinned}},
 	} {
-		if got := Place(c.pin, c.load, ms, c.alive); got != c.want {
-			t.Errorf("%s: Place = %q, want %q", c.name, got, c.want)
+		vs := &edgelbv1.VirtualService{Name: "web", PinnedMember: c.pin}
+		got := Decide(vs, Candidates{Self: c.self, Members: c.ms, Load: c.load, Alive: c.alive, Sharing: c.sharing})
+		if got != c.want {
+			t.Errorf("%s: Decide = %+v, want %+v", c.name, got, c.want)
 		}
+	}
+}
+
+// Every reason the decisions record reads as text, and the text of each
+// stays what the release before the enum wrote (members of that release and
+// people reading old logs see these words).
+func TestReasonText(t *testing.T) {
+	for v, name := range edgelbv1.OwnershipReason_name {
+		r := edgelbv1.OwnershipReason(v)
+		if (Text(r) == "") != (r == edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED) {
+			t.Errorf("%s reads %q", name, Text(r))
+		}
+	}
+	if Text(ReasonOwnerDown) != "owner unreachable" || Text(ReasonAlign) != "VIP shared with another service" {
+		t.Errorf("texts changed: %q, %q", Text(ReasonOwnerDown), Text(ReasonAlign))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,7 +17,9 @@ import (
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/node"
 )
 
 // onLeader runs local when this member leads, else call on the leader's
@@ -115,6 +118,18 @@ func (s *Server) TransferLeadership(ctx context.Context, req *edgelbv1.TransferL
 		if req.TargetId == s.opts.Self.Id {
 			return &edgelbv1.TransferLeadershipResponse{Leader: s.memberOrStub(req.TargetId)}, nil
 		}
+		if req.TargetId != "" {
+			// An unknown target is the caller's to fix, told as such
+			// (raft's own error would say it only in words).
+			servers, err := s.node.Servers()
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "transfer leadership: reading the raft configuration: %v", err)
+			}
+			if !slices.ContainsFunc(servers, func(sv node.Server) bool { return sv.ID == req.TargetId }) {
+				return nil, errinfo.Errorf(codes.NotFound, errinfo.UnknownMember, map[string]string{"member": req.TargetId},
+					"transfer leadership: %s is not a member of this cluster; lbctl member list shows who is", req.TargetId)
+			}
+		}
 		if err := s.node.TransferLeadership(req.TargetId); err != nil {
 			return nil, status.Errorf(codes.FailedPrecondition, "transfer leadership to %q: %v", req.TargetId, err)
 		}
@@ -170,21 +185,31 @@ func (s *Server) memberStatus(ctx context.Context, req *edgelbv1.GetMemberStatus
 	if req.Id == "" || req.Id == s.opts.Self.Id {
 		return &edgelbv1.GetMemberStatusResponse{Status: s.localStatus()}, nil
 	}
-	if err := validate.RefName("id", req.Id, 63); err != nil {
-		return nil, err
+	return askMember(s, req.Id, func(c edgelbv1.ClusterServiceClient) (*edgelbv1.GetMemberStatusResponse, error) {
+		return c.GetMemberStatus(ctx, &edgelbv1.GetMemberStatusRequest{Id: req.Id})
+	})
+}
+
+// askMember asks the member named id what only it knows (its own status,
+// its BGP sessions): call runs against that member's API, and its errors
+// keep their code and say which member answered.
+func askMember[R any](s *Server, id string, call func(edgelbv1.ClusterServiceClient) (R, error)) (R, error) {
+	var zero R
+	if err := validate.RefName("id", id, 63); err != nil {
+		return zero, err
 	}
-	m, ok := s.fsm.Member(req.Id)
+	m, ok := s.fsm.Member(id)
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "member %s not found (lbctl member list)", req.Id)
+		return zero, status.Errorf(codes.NotFound, "member %s not found (lbctl member list)", id)
 	}
 	conn, err := s.peer(m.ApiAddress)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "connect to member %s at %s: %v", m.Id, m.ApiAddress, err)
+		return zero, status.Errorf(codes.Unavailable, "connect to member %s at %s: %v", m.Id, m.ApiAddress, err)
 	}
-	resp, err := edgelbv1.NewClusterServiceClient(conn).GetMemberStatus(ctx, &edgelbv1.GetMemberStatusRequest{Id: req.Id})
+	resp, err := call(edgelbv1.NewClusterServiceClient(conn))
 	if err != nil {
 		st := status.Convert(err)
-		return nil, status.Errorf(st.Code(), "member %s at %s: %s", m.Id, m.ApiAddress, st.Message())
+		return zero, status.Errorf(st.Code(), "member %s at %s: %s", m.Id, m.ApiAddress, st.Message())
 	}
 	return resp, nil
 }
@@ -246,8 +271,9 @@ func (s *Server) notReadyReason() string {
 func (s *Server) RegisterSelf(ctx context.Context) error {
 	want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
 	if m, ok := s.fsm.Member(s.opts.Self.Id); ok {
-		// Keep the state (a draining member re-registering stays drained).
-		want.State = m.State
+		// Keep the state (a draining member re-registering stays drained)
+		// and the BGP peers down (SetBGPPeersDown reports those).
+		want.State, want.BgpPeersDown = m.State, m.BgpPeersDown
 		if proto.Equal(m, want) {
 			return nil
 		}
@@ -270,7 +296,7 @@ func (s *Server) UpdateSelf(ctx context.Context) error {
 		return nil
 	}
 	want := proto.Clone(s.opts.Self).(*edgelbv1.Member)
-	want.State = m.State
+	want.State, want.BgpPeersDown = m.State, m.BgpPeersDown
 	if proto.Equal(m, want) {
 		return nil
 	}
@@ -289,4 +315,23 @@ func (s *Server) warnHostConflicts(id string) {
 	for _, w := range s.fsm.HostConflicts(id) {
 		s.log.Warn("address pool holds an address of this member", "member", id, "problem", w)
 	}
+}
+
+// SetBGPPeersDown records, in this member's record, the BGP peers whose
+// session is down (sorted addresses; none when all are up), so every change
+// is a member event in Watch. A member not in the table yet reports nothing.
+func (s *Server) SetBGPPeersDown(ctx context.Context, down []string) error {
+	m, ok := s.fsm.Member(s.opts.Self.Id)
+	if !ok {
+		return nil
+	}
+	if slices.Equal(m.BgpPeersDown, down) {
+		return nil
+	}
+	want := proto.Clone(m).(*edgelbv1.Member)
+	want.BgpPeersDown = down
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_PutMember{PutMember: &raftv1.PutMember{Member: want}}}); err != nil {
+		return fmt.Errorf("record BGP peers down for member %s: %w", s.opts.Self.Id, err)
+	}
+	return nil
 }

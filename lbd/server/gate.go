@@ -23,8 +23,8 @@ import (
 
 // A replica without a leader must never pose as the cluster: a member cut
 // off from its quorum, removed from the configuration or still replaying its
-// log would answer an empty or old state as if it were current (issue 17:
-// a member restarted alone listed no services and saved an empty backup).
+// log would answer an empty or old state as if it were current (seen: a
+// member restarted alone listed no services and saved an empty backup).
 // Every read of the replicated state passes the gate below, in one place:
 // the interceptors, keyed by method. Status reads (member status, member
 // list, leader) stay open: they are how an operator finds out what is wrong.

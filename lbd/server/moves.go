@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -11,6 +12,7 @@ import (
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
 )
 
@@ -36,13 +38,17 @@ func (s *Server) MoveVIP(ctx context.Context, req *edgelbv1.MoveVIPRequest) (*ed
 	if len(vss) == 0 {
 		return nil, status.Errorf(codes.NotFound, "no virtual service uses VIP %s (lbctl vip list)", addr)
 	}
+	if p, _, _, ok := s.fsm.Pool(vss[0].Pool); ok && vss[0].Pool != "" && p.GetAnnounceMode() == edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP {
+		return nil, errinfo.New(codes.FailedPrecondition, errinfo.BgpVIPNotMovable, map[string]string{"vip": addr.String(), "pool": p.Name},
+			fmt.Sprintf("VIP %s is from bgp pool %s: it has no owner, every eligible member advertises it; drain a member (lbctl member drain) to take that member out of its paths", addr, p.Name))
+	}
 	var as []*raftv1.Assignment
 	for _, vs := range vss {
 		if vs.PinnedMember != "" && vs.PinnedMember != req.Member {
 			return nil, status.Errorf(codes.FailedPrecondition, "%s/%s is pinned to member %s; change its pin (lbctl vip update --pin) instead of moving it",
 				vs.Tenant, vs.Name, vs.PinnedMember)
 		}
-		as = append(as, &raftv1.Assignment{Tenant: vs.Tenant, Name: vs.Name, Owner: req.Member, Reason: ownership.ReasonMoved})
+		as = append(as, ownership.Assign(vs, req.Member, ownership.ReasonMoved))
 	}
 	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetOwners{SetOwners: &raftv1.SetOwners{Assignments: as}}}); err != nil {
 		return nil, err
@@ -98,4 +104,45 @@ func (s *Server) DrainMember(ctx context.Context, req *edgelbv1.DrainMemberReque
 		return nil, err
 	}
 	return &edgelbv1.DrainMemberResponse{Member: res.Member}, nil
+}
+
+// HandOff moves every VIP member owns to the member that would inherit it if
+// member failed now (ownership.Successors, whose health checks already run),
+// as one planned move: a member stopping cleanly calls it for itself, so a
+// rolling restart moves VIPs the way `lbctl vip move` does instead of
+// waiting for the grace to run out. A VIP pinned to member, or with no other
+// active member to go to, stays. It returns the VIPs moved.
+func (s *Server) HandOff(ctx context.Context, member string) ([]string, error) {
+	all, _ := s.fsm.All()
+	pinnedHere := map[string]bool{}
+	for _, vs := range all {
+		if vs.PinnedMember == member {
+			pinnedHere[vs.Vip] = true
+		}
+	}
+	succ := ownership.Successors(all, s.fsm.Members())
+	var as []*raftv1.Assignment
+	var vips []string
+	seen := map[string]bool{}
+	for _, vs := range all {
+		if vs.Owner != member || pinnedHere[vs.Vip] {
+			continue
+		}
+		to := succ[vs.Vip]
+		if to == "" || to == member {
+			continue
+		}
+		as = append(as, ownership.Assign(vs, to, ownership.ReasonHandOff))
+		if !seen[vs.Vip] {
+			seen[vs.Vip] = true
+			vips = append(vips, vs.Vip)
+		}
+	}
+	if len(as) == 0 {
+		return nil, nil
+	}
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_SetOwners{SetOwners: &raftv1.SetOwners{Assignments: as}}}); err != nil {
+		return nil, fmt.Errorf("hand %d VIPs of %s over: %w", len(vips), member, err)
+	}
+	return vips, nil
 }

@@ -37,6 +37,8 @@ type Options struct {
 	MaxServicesPerTenant int
 	// OwnedVIPs reports the VIPs the local data plane currently programs.
 	OwnedVIPs func() []string
+	// BGPStatus reports this member's BGP speaker (nil: no BGP configured).
+	BGPStatus func(ctx context.Context) (*edgelbv1.BgpStatus, error)
 	// Isolated reports the services the local data plane cannot program
 	// ("tenant/name: why"); nil: none can be (no data plane).
 	Isolated func() []string
@@ -67,6 +69,7 @@ type Server struct {
 	edgelbv1.UnimplementedAddressPoolServiceServer
 	edgelbv1.UnimplementedClusterServiceServer
 	edgelbv1.UnimplementedWatchServiceServer
+	edgelbv1.UnimplementedTenantServiceServer
 	raftv1.UnimplementedPeerServiceServer
 
 	node *node.Node
@@ -110,6 +113,7 @@ func (s *Server) Register(g *grpc.Server) {
 	edgelbv1.RegisterAddressPoolServiceServer(g, s)
 	edgelbv1.RegisterClusterServiceServer(g, s)
 	edgelbv1.RegisterWatchServiceServer(g, s)
+	edgelbv1.RegisterTenantServiceServer(g, s)
 }
 
 // RegisterPeer adds PeerService to g: a server on the raft port (members

@@ -47,7 +47,8 @@ func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateV
 		}
 	}
 	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_CreateVirtualService{
-		CreateVirtualService: &raftv1.CreateVirtualService{Service: vs, Owner: s.initialOwner(vs)},
+		// The owner is decided on the leader, just before it proposes (commit).
+		CreateVirtualService: &raftv1.CreateVirtualService{Service: vs},
 	}})
 	if err != nil {
 		return nil, err
@@ -55,28 +56,19 @@ func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateV
 	return &edgelbv1.CreateVirtualServiceResponse{Service: res.Service}, nil
 }
 
-// initialOwner picks the owner recorded with a new service, so that it is
-// programmed right after the commit instead of one assignment round later.
-// Only the leader knows which members answer its heartbeats, so it decides:
-// a follower leaves the owner empty and the leader fills it in when the write
-// is forwarded (Apply). The leader's assigner has the final word.
-func (s *Server) initialOwner(vs *edgelbv1.VirtualService) string {
-	if !s.node.IsLeader() {
-		return ""
-	}
-	self := s.node.ID()
+// decideOwner is the leader's one decision of a new service's owner
+// (ownership.Decide), made from what only the leader knows: which members
+// answer its heartbeats.
+func (s *Server) decideOwner(vs *edgelbv1.VirtualService) ownership.Decision {
 	silence := s.node.PeerSilence()
-	alive := func(id string) bool {
-		_, failing := silence[id]
-		return id == self || !failing
+	c := ownership.Candidates{
+		Self: s.node.ID(), Members: s.fsm.Members(), Load: s.fsm.OwnerLoad(),
+		Alive: func(id string) bool { _, failing := silence[id]; return !failing },
 	}
-	owner := ownership.Place(vs.PinnedMember, s.fsm.OwnerLoad(), s.fsm.Members(), alive)
-	if _, registered := s.fsm.Member(self); owner == "" && !registered {
-		// A leader that has not registered itself yet (a new cluster's
-		// first moments) is the only candidate there is.
-		owner = self
+	if vs.Vip != "" {
+		c.Sharing, _ = s.fsm.Shared(fsm.Filter{VIP: vs.Vip})
 	}
-	return owner
+	return ownership.Decide(vs, c)
 }
 
 // checkedService copies a request's service, applies the caller's tenant

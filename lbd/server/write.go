@@ -99,7 +99,7 @@ var leaderRetry = backoff.Policy{First: 20 * time.Millisecond, Max: 300 * time.M
 // applied (no leader known, leader moved before accepting), so trying again is safe.
 func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm.Result, retry bool, err error) {
 	if s.node.IsLeader() {
-		res, err := s.node.Apply(ctx, cmd)
+		res, err := s.commit(ctx, cmd)
 		switch {
 		case err == nil:
 			return res, false, nil
@@ -121,7 +121,8 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 		return nil, false, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
 	}
 	if !connReady(ctx, conn) {
-		// PeerService is on the raft port since issue 18. A leader of the
+		// PeerService is on the raft port, which only members reach (on
+		// the API port anyone could send raw commands). A leader of the
 		// previous release (a rolling upgrade replaces it last) serves it on
 		// its API port only; nothing was sent to the raft port, so trying
 		// there cannot apply the command twice.
@@ -149,6 +150,7 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 		Code: codes.Code(resp.Code), Message: resp.Message, Revision: resp.Revision,
 		Reason: resp.Reason, Meta: resp.Metadata,
 		Service: resp.VirtualService, Pool: resp.AddressPool, Member: resp.Member,
+		Services: resp.DeletedServices, LastSeen: resp.LastSeen,
 	}, false, nil
 }
 
@@ -223,6 +225,19 @@ func (s *Server) waitApplied(ctx context.Context, rev uint64) {
 	}
 }
 
+// commit appends cmd to the raft log on the leader. This member's own writes
+// and those its followers forward (Apply) both come through here, so what
+// the leader decides for a command is decided in this one place: a new
+// service's owner. It is decided afresh on every attempt, since a command
+// forwarded after a leadership change must carry the new leader's view.
+func (s *Server) commit(ctx context.Context, cmd *raftv1.Command) (*fsm.Result, error) {
+	if c := cmd.GetCreateVirtualService(); c != nil && c.Service != nil {
+		d := s.decideOwner(c.Service)
+		c.Owner, c.OwnerReason = d.Owner, d.Reason
+	}
+	return s.node.Apply(ctx, cmd)
+}
+
 // Apply is the PeerService call followers use to forward writes to the leader.
 func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.ApplyResponse, error) {
 	if req.Command == nil {
@@ -231,10 +246,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	if !s.node.IsLeader() {
 		return nil, errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
 	}
-	if c := req.Command.GetCreateVirtualService(); c != nil && c.Service != nil && c.Owner == "" {
-		c.Owner = s.initialOwner(c.Service)
-	}
-	res, err := s.node.Apply(ctx, req.Command)
+	res, err := s.commit(ctx, req.Command)
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return nil, errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
@@ -245,5 +257,6 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 		Code: int32(res.Code), Message: res.Message, Revision: res.Revision,
 		Reason: res.Reason, Metadata: res.Meta,
 		VirtualService: res.Service, AddressPool: res.Pool, Member: res.Member,
+		DeletedServices: res.Services, LastSeen: res.LastSeen,
 	}, nil
 }

@@ -201,7 +201,7 @@ func TestVirtualServiceRefusals(t *testing.T) {
 		{"dr backend port", []func(*edgelbv1.VirtualService){dr, bes(&edgelbv1.Backend{Address: "192.0.2.1", Port: 80})}, "service.backends[0].port", "direct routing"},
 		{"duplicate backend", []func(*edgelbv1.VirtualService){bes(&edgelbv1.Backend{Address: "192.0.2.1", Port: 80}, &edgelbv1.Backend{Address: "192.0.2.1", Port: 80})}, "service.backends[1]", "192.0.2.1:80"},
 		{"persistence", []func(*edgelbv1.VirtualService){func(vs *edgelbv1.VirtualService) { vs.Persistence = &edgelbv1.Persistence{TimeoutSeconds: 86401} }}, "service.persistence.timeout_seconds", "86400"},
-		{"hc type", []func(*edgelbv1.VirtualService){hc(&edgelbv1.HealthCheck{Type: 9})}, "service.health_check.type", "tcp, http"},
+		{"hc type", []func(*edgelbv1.VirtualService){hc(&edgelbv1.HealthCheck{Type: 9})}, "service.health_check.type", "tcp, sctp, http"},
 		{"hc port", []func(*edgelbv1.VirtualService){hc(&edgelbv1.HealthCheck{Port: 70000})}, "service.health_check.port", "1-65535"},
 		{"hc path on tcp", []func(*edgelbv1.VirtualService){hc(&edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP, Path: "/healthz"})}, "service.health_check.path", "not HTTP"},
 		{"hc relative path", []func(*edgelbv1.VirtualService){hc(&edgelbv1.HealthCheck{Type: edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP, Path: "healthz"})}, "service.health_check.path", "start with '/'"},

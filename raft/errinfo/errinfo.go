@@ -49,6 +49,15 @@ const (
 	// A pool range holds an address of a member's data interface or a
 	// default gateway (metadata: pool, address, member, kind).
 	HostAddressInPool = "HOST_ADDRESS_IN_POOL"
+	// A bgp pool's attributes are malformed: a community, large community
+	// or aggregation length (metadata: field).
+	BgpAttributesInvalid = "BGP_ATTRIBUTES_INVALID"
+	// BGP attributes were given for a pool that is not in bgp mode
+	// (metadata: field).
+	BgpAttributesWithoutBgpMode = "BGP_ATTRIBUTES_WITHOUT_BGP_MODE"
+	// A VIP of a bgp pool was asked to move: it has no owner, every
+	// eligible member serves it (metadata: vip, pool).
+	BgpVIPNotMovable = "BGP_VIP_NOT_MOVABLE"
 )
 
 // The rules every stored object obeys (raft/rules, the API's validators and
@@ -78,6 +87,11 @@ const (
 	// The tenant already has auth.maxServicesPerTenant virtual services
 	// (metadata: tenant, limit).
 	TenantServiceLimit = "TENANT_SERVICE_LIMIT"
+	// TenantNotSilent: a tenant's services are deleted only when its cloud
+	// provider has been silent long enough (or never spoke and force is given).
+	TenantNotSilent = "TENANT_NOT_SILENT"
+	// TenantNotFound: no tenant of that name has services or a heartbeat.
+	TenantNotFound = "TENANT_NOT_FOUND"
 )
 
 // Raft leadership and the state of a member's replica.
@@ -109,6 +123,10 @@ const (
 	ClusterIDUnknown          = "CLUSTER_ID_UNKNOWN"
 	LastVoter                 = "LAST_VOTER"
 	LeadershipTransferFailed  = "LEADERSHIP_TRANSFER_FAILED"
+	// LeaseClaimed: a liveness ping is not answered because a successor has
+	// claimed the pinging member's VIPs (provisional takeover): the answer
+	// would renew its lease.
+	LeaseClaimed = "LEASE_CLAIMED"
 )
 
 // Metadata keys of a refused read (NO_LEADER, NOT_CAUGHT_UP, REMOVED_MEMBER).
@@ -118,6 +136,7 @@ const (
 	MetaReachable   = "reachable"    // "k/n": members answering, of the configuration
 	MetaLeader      = "leader"       // the leader's id, when one is known
 	MetaMember      = "member"       // the answering member's id
+	MetaClaimant    = "claimant"     // the member that claimed another's VIPs (LeaseClaimed)
 )
 
 // New returns a status error with an ErrorInfo of reason and metadata.

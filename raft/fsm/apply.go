@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -104,15 +105,39 @@ func (a *applier) createService(c *raftv1.CreateVirtualService) *Result {
 		return r
 	}
 	vs.Owner = c.Owner
-	// A service joining a shared address goes where the address already is:
-	// it can live on one host only.
+	if a.bgpPool(vs.Pool) {
+		// A bgp-pool VIP has no single owner: every eligible member
+		// advertises it (lbd/bgp), whatever the leader proposed.
+		vs.Owner = ""
+	}
+	why := c.OwnerReason
+	if vs.Owner != "" && why == edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED {
+		// An entry from before the reason existed: its leader placed it.
+		why = edgelbv1.OwnershipReason_OWNERSHIP_REASON_ASSIGNED
+	}
+	// Services that share an address share its owner: the address can live
+	// on one host only. The leader decided the owner (ownership.Decide) and
+	// already put a service that joins a shared address where its services
+	// are; this only catches a decision made on state that changed before
+	// the entry applied (two creates of one new address in flight at once,
+	// or the address moved in between). It normalises instead of refusing:
+	// the correction is a function of the log alone, so every member makes
+	// the same one, and a client's create must not fail because of an
+	// interleaving it can neither see nor avoid.
 	for _, k := range a.st().byVIP[netip.MustParseAddr(vs.Vip)] {
 		if o := a.st().services[k].Owner; o != "" {
-			vs.Owner = o
+			if o != vs.Owner {
+				vs.Owner, why = o, edgelbv1.OwnershipReason_OWNERSHIP_REASON_SHARED_VIP
+			}
 			break
 		}
 	}
-	return a.store(nil, vs, "created")
+	if vs.Owner == "" {
+		why = edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED
+	}
+	res := a.store(nil, vs, "created")
+	a.events[len(a.events)-1].OwnershipReason = why
+	return res
 }
 
 func (a *applier) updateService(c *raftv1.UpdateVirtualService) *Result {
@@ -456,11 +481,20 @@ func (a *applier) putMember(c *raftv1.PutMember) *Result {
 	if m.State == edgelbv1.MemberState_MEMBER_STATE_UNSPECIFIED {
 		m.State = edgelbv1.MemberState_MEMBER_STATE_ACTIVE
 	}
-	if old, ok := a.st().members[m.Id]; ok && proto.Equal(old, m) {
+	old, had := a.st().members[m.Id]
+	if had && proto.Equal(old, m) {
 		return &Result{Member: proto.Clone(m).(*edgelbv1.Member)}
 	}
 	a.st().members[m.Id] = m
-	a.emit(put, "member updated", m)
+	why := "member updated"
+	if had && !slices.Equal(old.BgpPeersDown, m.BgpPeersDown) {
+		// A BGP session change (lbd/bgp), the member's only frequent update.
+		why = "bgp peers down: none"
+		if len(m.BgpPeersDown) > 0 {
+			why = "bgp peers down: " + strings.Join(m.BgpPeersDown, ", ")
+		}
+	}
+	a.emit(put, why, m)
 	return &Result{Member: proto.Clone(m).(*edgelbv1.Member)}
 }
 
@@ -478,6 +512,7 @@ func (a *applier) removeMember(c *raftv1.RemoveMember) *Result {
 			n.Owner = ""
 			a.st().putService(n)
 			a.emit(put, "owner "+c.Id+" removed", n)
+			a.events[len(a.events)-1].OwnershipReason = edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_REMOVED
 		}
 	}
 	return &Result{Member: proto.Clone(m).(*edgelbv1.Member)}
@@ -486,8 +521,9 @@ func (a *applier) removeMember(c *raftv1.RemoveMember) *Result {
 func (a *applier) setOwners(c *raftv1.SetOwners) *Result {
 	for _, as := range c.Assignments {
 		vs, ok := a.st().services[Key{as.Tenant, as.Name}]
-		if !ok || vs.Owner == as.Owner {
-			// Deleted or already there since the leader decided: nothing to do.
+		if !ok || vs.Owner == as.Owner || a.bgpPool(vs.Pool) {
+			// Deleted or already there since the leader decided, or a
+			// bgp-pool VIP, which no one owns: nothing to do.
 			continue
 		}
 		n := cloneVS(vs)
@@ -495,14 +531,36 @@ func (a *applier) setOwners(c *raftv1.SetOwners) *Result {
 		// Ownership is not a spec change: the generation stays, so clients'
 		// optimistic updates are not refused because a VIP moved.
 		a.st().putService(n)
+		why := as.OwnershipReason
+		if why == edgelbv1.OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED {
+			// An entry from before the enum holds only the text.
+			why = legacyOwnershipReasons[as.Reason]
+		}
+		// The text goes on too, for people (the leader writes both).
 		a.emit(put, as.Reason, n)
+		a.events[len(a.events)-1].OwnershipReason = why
 	}
 	return &Result{}
 }
 
+// legacyOwnershipReasons maps the text of an assignment written before
+// Assignment.ownership_reason existed to the reason, so that replaying an
+// old log gives its events the enum too. The texts are frozen: they are what
+// those entries hold, whatever the current release writes.
+var legacyOwnershipReasons = map[string]edgelbv1.OwnershipReason{
+	"assigned":                        edgelbv1.OwnershipReason_OWNERSHIP_REASON_ASSIGNED,
+	"pinned to member":                edgelbv1.OwnershipReason_OWNERSHIP_REASON_PINNED,
+	"owner left the cluster":          edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_LEFT,
+	"owner unreachable":               edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_UNREACHABLE,
+	"owner draining":                  edgelbv1.OwnershipReason_OWNERSHIP_REASON_OWNER_DRAINING,
+	"VIP shared with another service": edgelbv1.OwnershipReason_OWNERSHIP_REASON_SHARED_VIP,
+	"moved by operator":               edgelbv1.OwnershipReason_OWNERSHIP_REASON_MOVED,
+}
+
 // setBackendHealth records the owner's health observations. Reports from a
 // member that no longer owns the service are dropped: after a failover only
-// the new owner's checks count.
+// the new owner's checks count. A bgp-pool VIP has no owner; any member's
+// report counts (the leader sends them).
 func (a *applier) setBackendHealth(c *raftv1.SetBackendHealth) *Result {
 	changed := map[Key]*edgelbv1.VirtualService{}
 	var order []Key
@@ -511,7 +569,10 @@ func (a *applier) setBackendHealth(c *raftv1.SetBackendHealth) *Result {
 		vs, ok := changed[k]
 		if !ok {
 			cur, exists := a.st().services[k]
-			if !exists || cur.Owner == "" || cur.Owner != u.Reporter {
+			// A bgp-pool VIP has no owner: its reports come from the raft
+			// leader (lbd/daemon/health.go), whichever member that is.
+			bgpReport := exists && cur.Owner == "" && u.Reporter != "" && a.bgpPool(cur.Pool)
+			if !exists || !bgpReport && (cur.Owner == "" || cur.Owner != u.Reporter) {
 				continue
 			}
 			vs = cloneVS(cur)
@@ -716,4 +777,10 @@ func (a *applier) checkShare(vs *edgelbv1.VirtualService, addr netip.Addr, old *
 		}
 	}
 	return nil
+}
+
+// bgpPool reports whether the named pool announces by BGP (docs/BGP.md).
+func (a *applier) bgpPool(name string) bool {
+	p, ok := a.st().pools[name]
+	return ok && name != "" && p.GetAnnounceMode() == edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
 }

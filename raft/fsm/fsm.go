@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 
@@ -30,11 +31,17 @@ import (
 
 // CommandVersion is the command format this binary proposes and understands.
 //
+// Version 3: tenant heartbeats and DeleteTenantServices; a member of an
+// older binary refuses them (and says to upgrade) rather than not knowing them.
+//
 // Version 2: allocation skips the IPv6 subnet-router anycast address and a
 // VIP may not be requested there; a new pool starts at generation 1.
 // Entries of version 1 keep the old rules, so a log written before still
 // replays to the same state on every member.
-const CommandVersion = 2
+const CommandVersion = 3
+
+// versionTenants is the first command version with tenant heartbeats.
+const versionTenants = 3
 
 // versionAnycast is the first command version whose allocation skips the
 // subnet-router anycast address and whose pools carry generations.
@@ -51,6 +58,8 @@ func VersionFor(cmd *raftv1.Command) uint32 {
 	case *raftv1.Command_CreateVirtualService, *raftv1.Command_UpdateVirtualService,
 		*raftv1.Command_CreateAddressPool, *raftv1.Command_UpdateAddressPool:
 		return versionAnycast
+	case *raftv1.Command_RenewTenantHeartbeat, *raftv1.Command_DeleteTenantServices:
+		return versionTenants
 	}
 	return 1
 }
@@ -79,6 +88,10 @@ type Result struct {
 	Service  *edgelbv1.VirtualService
 	Pool     *edgelbv1.AddressPool
 	Member   *edgelbv1.Member
+	// Services are those a command deleted (DeleteTenantServices).
+	Services []*edgelbv1.VirtualService
+	// LastSeen is a tenant's heartbeat (RenewTenantHeartbeat, DeleteTenantServices).
+	LastSeen *timestamppb.Timestamp
 }
 
 // Err returns the result as a gRPC status error, or nil.
@@ -125,6 +138,12 @@ type FSM struct {
 	history  []*edgelbv1.Event // oldest first, at most maxHistory
 	floor    uint64            // history holds every event after this revision
 	changed  chan struct{}     // closed and replaced on every change
+	// vipLog names, per revision with events, the VIPs whose services
+	// changed (before and after the change), over the same window as history.
+	vipLog []vipChange
+	// restores counts raft snapshot restores: a consumer of the change feed
+	// from before one must resynchronise (ChangesSince).
+	restores uint64
 	// clusterID is set once by the first SetClusterID; it lives outside st
 	// because a restore from a backup replaces st but not the cluster.
 	clusterID string
@@ -166,12 +185,73 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyCommand(l.Index, &cmd)
 }
 
+// ApplyBatch implements raft.BatchingFSM: the entries raft hands over
+// together are applied in order under one lock, and wake the FSM's watchers
+// (reconcilers, the assigner, Watch streams, writers waiting for their
+// revision) once rather than once per entry. Each entry is decided exactly as
+// Apply decides it alone.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	cmds := make([]*raftv1.Command, len(logs))
+	lvls := make([]rules.Level, len(logs))
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue // configuration entries: raft's, nothing for the FSM
+		}
+		var cmd raftv1.Command
+		if err := proto.Unmarshal(l.Data, &cmd); err != nil {
+			f.log.Error("undecodable raft log entry", "index", l.Index, "err", err)
+			out[i] = fail(codes.Internal, "undecodable command at index %d: %v", l.Index, err)
+			continue
+		}
+		lvl, r := f.precheck(l.Index, &cmd)
+		if r != nil {
+			out[i] = r
+			continue
+		}
+		cmds[i], lvls[i] = &cmd, lvl
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	changed := false
+	for i, cmd := range cmds {
+		if cmd == nil {
+			continue
+		}
+		r, c := f.applyLocked(logs[i].Index, cmd, lvls[i])
+		out[i], changed = r, changed || c
+	}
+	if changed {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+	return out
+}
+
 // ApplyCommand applies a decoded command at log index idx. Exposed for tests
 // and benchmarks that drive the FSM without raft.
 func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
+	lvl, r := f.precheck(idx, cmd)
+	if r != nil {
+		return r
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, changed := f.applyLocked(idx, cmd, lvl)
+	if changed {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+	return r
+}
+
+// precheck refuses a command this member cannot apply (newer than it) or
+// that is malformed, before the lock; else it returns the rule level to
+// apply it by.
+func (f *FSM) precheck(idx uint64, cmd *raftv1.Command) (rules.Level, *Result) {
 	if cmd.Version > CommandVersion {
 		f.log.Error("raft log entry is newer than this binary; upgrade lbd on this member", "index", idx, "version", cmd.Version)
-		return fail(codes.Unimplemented, "command version %d is newer than this member understands (%d)", cmd.Version, CommandVersion)
+		return 0, fail(codes.Unimplemented, "command version %d is newer than this member understands (%d)", cmd.Version, CommandVersion)
 	}
 	// A level above this binary's is applied by the rules this binary knows:
 	// they are a subset, and the proposer already checked the rest. Refusing
@@ -180,10 +260,15 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 	if r := wellFormed(cmd, lvl); r != nil {
 		// Not an error of this member: it refuses what every member refuses.
 		f.log.Warn("refusing malformed raft log entry", "index", idx, "err", r.Message)
-		return r
+		return 0, r
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	return lvl, nil
+}
+
+// applyLocked applies a checked command and reports whether it changed
+// anything (the caller then wakes the watchers). The caller holds f.mu.
+func (f *FSM) applyLocked(idx uint64, cmd *raftv1.Command, lvl rules.Level) (*Result, bool) {
+	f.st.touched = f.st.touched[:0]
 	a := applier{f: f, idx: idx, time: cmd.Time, version: cmd.Version, lvl: lvl}
 	var r *Result
 	switch op := cmd.Op.(type) {
@@ -217,6 +302,10 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 		r = a.setBackendHealth(op.SetBackendHealth)
 	case *raftv1.Command_RestoreState: // lbctl snapshot restore (restore.go)
 		r = a.restoreState(op.RestoreState)
+	case *raftv1.Command_RenewTenantHeartbeat:
+		r = a.renewHeartbeat(op.RenewTenantHeartbeat)
+	case *raftv1.Command_DeleteTenantServices:
+		r = a.deleteTenantServices(op.DeleteTenantServices)
 	case *raftv1.Command_SetClusterId:
 		// First one wins: two leaders of one term cannot both propose, but a
 		// new leader may propose before it applied its predecessor's.
@@ -233,19 +322,21 @@ func (f *FSM) ApplyCommand(idx uint64, cmd *raftv1.Command) *Result {
 			e.Revision = idx
 		}
 		f.history = append(f.history, a.events...)
+		_, restore := cmd.Op.(*raftv1.Command_RestoreState)
+		f.vipLog = append(f.vipLog, vipChange{rev: idx, vips: slices.Clone(f.st.touched), all: restore})
 		// Trim in batches so the copy is amortised over many applies.
 		if len(f.history) > 2*maxHistory {
 			over := len(f.history) - maxHistory
 			f.floor = f.history[over-1].Revision
 			f.history = append(f.history[:0:0], f.history[over:]...)
+			i := sort.Search(len(f.vipLog), func(i int) bool { return f.vipLog[i].rev > f.floor })
+			f.vipLog = append(f.vipLog[:0:0], f.vipLog[i:]...)
 		}
-		close(f.changed)
-		f.changed = make(chan struct{})
 	}
 	if r.Code == codes.OK {
 		r.Revision = f.revision
 	}
-	return r
+	return r, len(a.events) > 0
 }
 
 // ClusterID is the cluster's id, empty until its first leader has set it.
@@ -312,14 +403,16 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	vss, pools, members := f.st.snapshot()
-	return &snapshot{msg: &raftv1.Snapshot{
+	msg := &raftv1.Snapshot{
 		Version:         snapshotVersion,
 		Revision:        f.revision,
 		VirtualServices: vss,
 		AddressPools:    pools,
 		Members:         members,
 		ClusterId:       f.clusterID,
-	}}, nil
+	}
+	msg.TenantHeartbeats = cloneHeartbeats(f.st.heartbeats)
+	return &snapshot{msg: msg}, nil
 }
 
 // Restore implements raft.FSM: it replaces the state with a snapshot's.
@@ -354,14 +447,21 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, m := range msg.Members {
 		st.members[m.Id] = m
 	}
+	for _, h := range msg.TenantHeartbeats {
+		if h.GetTenant() == "" || h.GetLastSeen() == nil {
+			return fmt.Errorf("restore: snapshot holds a tenant heartbeat without a tenant or time")
+		}
+		st.heartbeats[h.Tenant] = h.LastSeen
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.st = st
 	f.revision = msg.Revision
 	f.clusterID = msg.ClusterId
 	// History before a restore no longer describes how to reach this state.
-	f.history = nil
+	f.history, f.vipLog = nil, nil
 	f.floor = msg.Revision
+	f.restores++
 	close(f.changed)
 	f.changed = make(chan struct{})
 	return nil

@@ -423,15 +423,20 @@ func TestListFilters(t *testing.T) {
 	h.ok(create(a))
 	h.ok(create(inPool(svc("t1", "b", ""), "q")))
 	h.ok(create(svc("t1", "a", "")))
+	h.ok(create(shared(svc("t1", "c", "10.0.0.9", tcp(80)), "k")))
+	h.ok(create(shared(svc("t1", "d", "10.0.0.9", tcp(443)), "k")))
 	for _, tc := range []struct {
 		f    Filter
 		want string
 	}{
-		{Filter{}, "t1/a t1/b t2/a"},
-		{Filter{Tenant: "t1"}, "t1/a t1/b"},
+		{Filter{}, "t1/a t1/b t1/c t1/d t2/a"},
+		{Filter{Tenant: "t1"}, "t1/a t1/b t1/c t1/d"},
 		{Filter{Pool: "q"}, "t1/b"},
 		{Filter{VIP: "10.0.0.1"}, "t2/a"},
 		{Filter{VIP: "not-an-ip"}, ""},
+		{Filter{VIP: "10.0.0.9"}, "t1/c t1/d"},
+		{Filter{VIP: "10.0.0.9", Tenant: "t2"}, ""},
+		{Filter{VIP: "10.0.0.14"}, ""},
 		{Filter{Labels: map[string]string{"app": "web"}}, "t2/a"},
 		{Filter{Labels: map[string]string{"app": "web", "tier": "back"}}, ""},
 	} {

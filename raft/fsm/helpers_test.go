@@ -74,6 +74,10 @@ func command(idx uint64, op any) *raftv1.Command {
 		cmd.Op = &raftv1.Command_SetClusterId{SetClusterId: o}
 	case *raftv1.RestoreState:
 		cmd.Op = &raftv1.Command_RestoreState{RestoreState: o}
+	case *raftv1.RenewTenantHeartbeat:
+		cmd.Op = &raftv1.Command_RenewTenantHeartbeat{RenewTenantHeartbeat: o}
+	case *raftv1.DeleteTenantServices:
+		cmd.Op = &raftv1.Command_DeleteTenantServices{DeleteTenantServices: o}
 	case nil:
 	default:
 		panic("unknown op")

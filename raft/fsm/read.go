@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -71,11 +72,26 @@ func (f *FSM) List(flt Filter) ([]*edgelbv1.VirtualService, uint64) {
 func (f *FSM) View(flt Filter, fn func(vs *edgelbv1.VirtualService)) uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if flt.Owner != "" {
-		keys := make([]Key, 0, len(f.st.byOwner[flt.Owner]))
+	var keys []Key
+	indexed := true
+	switch {
+	case flt.VIP != "":
+		// The services of one address, from the index: the leader looks
+		// them up on every create of a service with its own VIP.
+		a, err := netip.ParseAddr(flt.VIP)
+		if err != nil {
+			return f.revision // matches nothing, as match would say
+		}
+		keys = slices.Clone(f.st.byVIP[a])
+	case flt.Owner != "":
+		keys = make([]Key, 0, len(f.st.byOwner[flt.Owner]))
 		for k := range f.st.byOwner[flt.Owner] {
 			keys = append(keys, k)
 		}
+	default:
+		indexed = false
+	}
+	if indexed {
 		sort.Slice(keys, func(i, j int) bool {
 			if keys[i].Tenant != keys[j].Tenant {
 				return keys[i].Tenant < keys[j].Tenant

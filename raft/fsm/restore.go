@@ -128,6 +128,9 @@ func (a *applier) restoreState(c *raftv1.RestoreState) *Result {
 	}
 	// Members are the running cluster's; the map moves to the new state as is.
 	st.members = old.members
+	// So are the heartbeats: they say which clusters are alive now, which a
+	// backup cannot know.
+	st.heartbeats = old.heartbeats
 
 	for _, k := range old.sortedKeys() {
 		if _, ok := st.services[k]; !ok {

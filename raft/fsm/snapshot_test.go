@@ -33,6 +33,7 @@ func populate(h *harness) {
 	h.ok(create(svc("t1", "gone", "")))
 	h.ok(deleteVS("t1", "gone")) // leaves a hole below the next free address
 	h.ok(&raftv1.DrainBackend{Tenant: "t1", Name: "a", Address: "192.0.2.2", Port: 30080, Drained: true})
+	h.ok(&raftv1.RenewTenantHeartbeat{Tenant: "t1"}) // status: moves no revision
 	h.ok(owners(assign("t1", "b", "m2"), assign("t1", "c", "m2")))
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/ipam"
@@ -30,6 +31,8 @@ type state struct {
 	pools    map[string]*edgelbv1.AddressPool
 	parsed   map[string]*ipam.Pool
 	members  map[string]*edgelbv1.Member
+	// heartbeats: tenant → its cloud provider's last heartbeat (tenant.go).
+	heartbeats map[string]*timestamppb.Timestamp
 
 	// Derived indexes, rebuilt from the above (never snapshotted).
 	sortMu  sync.Mutex                  // readers build sorted lazily, under the FSM read lock
@@ -40,6 +43,12 @@ type state struct {
 	// order) is in use, so allocation may start there. Only a shortcut: the
 	// address found is the same as from a full scan, so members stay identical.
 	lowFree map[string]netip.Addr
+	// ownerVIPs: owner → its VIPs → how many of its services each has
+	// (the assigner's load is counted in addresses, not services).
+	ownerVIPs map[string]map[netip.Addr]int
+	// touched collects the VIPs whose services an apply changed (before
+	// and after), for the change feed; ApplyCommand resets it.
+	touched []netip.Addr
 }
 
 func newState() *state {
@@ -52,6 +61,10 @@ func newState() *state {
 		byOwner:  map[string]map[Key]struct{}{},
 		tenants:  map[string]int{},
 		lowFree:  map[string]netip.Addr{},
+
+		ownerVIPs: map[string]map[netip.Addr]int{},
+
+		heartbeats: map[string]*timestamppb.Timestamp{},
 	}
 }
 
@@ -117,25 +130,56 @@ func (s *state) sortedDelete(k Key) {
 	}
 }
 
+// indexOwnerVIP counts (add) or uncounts a service of owner at vip.
+func (s *state) indexOwnerVIP(owner, vip string, add bool) {
+	if owner == "" {
+		return
+	}
+	a := netip.MustParseAddr(vip)
+	m := s.ownerVIPs[owner]
+	if add {
+		if m == nil {
+			m = map[netip.Addr]int{}
+			s.ownerVIPs[owner] = m
+		}
+		m[a]++
+		return
+	}
+	if m[a]--; m[a] <= 0 {
+		delete(m, a)
+		if len(m) == 0 {
+			delete(s.ownerVIPs, owner)
+		}
+	}
+}
+
 func (s *state) putService(vs *edgelbv1.VirtualService) {
 	k := KeyOf(vs)
 	if old, ok := s.services[k]; ok {
+		if old.Vip != vs.Vip {
+			s.touched = append(s.touched, netip.MustParseAddr(old.Vip))
+		}
 		s.unindexVIP(k, old.Vip)
 		s.indexOwner(k, old.Owner, false)
+		s.indexOwnerVIP(old.Owner, old.Vip, false)
 	} else {
 		s.sortedInsert(k)
 		s.tenants[k.Tenant]++
 	}
 	s.indexOwner(k, vs.Owner, true)
+	s.indexOwnerVIP(vs.Owner, vs.Vip, true)
 	s.services[k] = vs
 	a := netip.MustParseAddr(vs.Vip)
 	s.byVIP[a] = append(s.byVIP[a], k)
+	s.touched = append(s.touched, a)
 }
 
 func (s *state) deleteService(k Key) {
 	if old, ok := s.services[k]; ok {
+		s.touched = append(s.touched, netip.MustParseAddr(old.Vip))
 		s.unindexVIP(k, old.Vip)
 		s.indexOwner(k, old.Owner, false)
+		s.indexOwnerVIP(old.Owner, old.Vip, false)
 		delete(s.services, k)
 		s.sortedDelete(k)
 		if s.tenants[k.Tenant]--; s.tenants[k.Tenant] <= 0 {

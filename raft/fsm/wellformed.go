@@ -81,6 +81,23 @@ func wellFormed(cmd *raftv1.Command, lvl rules.Level) *Result {
 		if !addrOK(op.DrainBackend.Address) {
 			return bad("backend address " + op.DrainBackend.Address + " is not an IP address")
 		}
+	case *raftv1.Command_RenewTenantHeartbeat:
+		if op.RenewTenantHeartbeat.Tenant == "" {
+			return bad("heartbeat without a tenant")
+		}
+		if cmd.Time == nil {
+			return bad("heartbeat without a time")
+		}
+	case *raftv1.Command_DeleteTenantServices:
+		if op.DeleteTenantServices.Tenant == "" {
+			return bad("tenant gc without a tenant")
+		}
+		if cmd.Time == nil {
+			return bad("tenant gc without a time")
+		}
+		if d := op.DeleteTenantServices.SilentFor; d != nil && (d.CheckValid() != nil || d.AsDuration() < 0) {
+			return bad("tenant gc with an invalid silent_for")
+		}
 	case *raftv1.Command_CreateAddressPool:
 		if op.CreateAddressPool.Pool == nil {
 			return bad("no address pool")

@@ -11,7 +11,10 @@ import (
 // through a process-wide go-metrics sink: timings in milliseconds
 // ("raft.commitTime", "raft.fsm.apply", "raft.snapshot.persist", ...) and
 // counters ("raft.state.candidate", "raft.transition.heartbeat_timeout", ...).
-// Keys are as raft emits them; labels are dropped.
+// Keys are as raft emits them; labels are dropped. lbd/metrics maps them to
+// edgelb_raft_* histograms and counters. go-metrics' Prometheus sink does not
+// fit (its names and Summaries are not the series operators read; see
+// lbd/metrics/raft.go).
 type RaftMetricsSink interface {
 	Sample(key []string, ms float32)
 	Counter(key []string, n float32)

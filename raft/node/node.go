@@ -347,15 +347,23 @@ type Server struct {
 
 // Servers returns the raft configuration.
 func (n *Node) Servers() ([]Server, error) {
+	out, _, err := n.ServersAt()
+	return out, err
+}
+
+// ServersAt is Servers with the log index of that configuration (member
+// liveness carries it, so a member that has not applied a promotion yet
+// learns that its idea of a majority is out of date).
+func (n *Node) ServersAt() ([]Server, uint64, error) {
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		return nil, fmt.Errorf("read raft configuration: %w", err)
+		return nil, 0, fmt.Errorf("read raft configuration: %w", err)
 	}
 	var out []Server
 	for _, s := range cf.Configuration().Servers {
 		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
 	}
-	return out, nil
+	return out, cf.Index(), nil
 }
 
 // TransferLeadership hands leadership to target (any up-to-date follower when

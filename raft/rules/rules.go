@@ -312,6 +312,10 @@ func virtualServiceAt(lvl Level, vs *edgelbv1.VirtualService, lim Limits) error 
 			return err
 		}
 	}
+	if vs.DenyAllSources && len(vs.SourceRanges) > 0 {
+		// Both would leave it to the reader which one wins.
+		return invalid("service.deny_all_sources", "is set together with %d source ranges; clear the ranges to deny every client, or the flag to allow the ranges", len(vs.SourceRanges))
+	}
 	if len(vs.SourceRanges) > lim.MaxSourceRanges {
 		return invalid("service.source_ranges", "%d ranges; the limit is %d", len(vs.SourceRanges), lim.MaxSourceRanges)
 	}
@@ -427,9 +431,9 @@ func HealthCheck(field string, hc *edgelbv1.HealthCheck, lim Limits) error {
 	switch hc.Type {
 	case edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_UNSPECIFIED, edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_TCP,
 		edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTP, edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_HTTPS,
-		edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_NONE:
+		edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_NONE, edgelbv1.HealthCheckType_HEALTH_CHECK_TYPE_SCTP:
 	default:
-		return invalid(field+".type", "unknown type %d; use tcp, http, https or none", hc.Type)
+		return invalid(field+".type", "unknown type %d; use tcp, sctp, http, https or none", hc.Type)
 	}
 	if err := port(field+".port", hc.Port, true); err != nil {
 		return err
@@ -530,6 +534,9 @@ func addressPoolAt(lvl Level, p *edgelbv1.AddressPool, lim Limits) error {
 		if err := nameAt(lvl, fmt.Sprintf("pool.tenants[%d]", i), t, 63); err != nil {
 			return err
 		}
+	}
+	if err := poolAnnounce(p); err != nil {
+		return err
 	}
 	p.CreateTime = nil
 	return nil
@@ -676,7 +683,7 @@ func Member(m *edgelbv1.Member) error {
 	for _, l := range []struct {
 		name string
 		list []string
-	}{{"member.interface_addresses", m.InterfaceAddresses}, {"member.gateways", m.Gateways}} {
+	}{{"member.interface_addresses", m.InterfaceAddresses}, {"member.gateways", m.Gateways}, {"member.bgp_peers_down", m.BgpPeersDown}} {
 		if len(l.list) > MaxMemberAddresses {
 			return invalid(l.name, "%d addresses; the limit is %d", len(l.list), MaxMemberAddresses)
 		}

@@ -35,7 +35,12 @@ func TestIssue18BadInputs(t *testing.T) {
 		}(), errinfo.ControlCharacter, "control character"},
 		"backend is VIP": {web(&edgelbv1.Backend{Address: "192.0.2.10"}), errinfo.BackendIsVIP, "own VIP"},
 		"two spellings":  {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11", Port: 30080}), errinfo.DuplicateBackend, "same backend as service.backends[0] (10.0.0.11)"},
-		"twice":          {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11"}), errinfo.DuplicateBackend, "list it once"},
+		"deny all with ranges": {func() *edgelbv1.VirtualService {
+			v := web()
+			v.DenyAllSources, v.SourceRanges = true, []string{"10.0.0.0/8"}
+			return v
+		}(), errinfo.InvalidField, "clear the ranges to deny every client"},
+		"twice": {web(&edgelbv1.Backend{Address: "10.0.0.11"}, &edgelbv1.Backend{Address: "10.0.0.11"}), errinfo.DuplicateBackend, "list it once"},
 	} {
 		err := VirtualService(c.vs, DefaultLimits)
 		if status.Code(err) != codes.InvalidArgument || errinfo.Reason(err) != c.reason || !strings.Contains(status.Convert(err).Message(), c.frag) {
@@ -44,6 +49,15 @@ func TestIssue18BadInputs(t *testing.T) {
 		if ei, ok := errinfo.Of(err); !ok || ei.Domain != errinfo.Domain || ei.Metadata["field"] == "" {
 			t.Errorf("%s: ErrorInfo %v; want domain %s and a field", name, ei, errinfo.Domain)
 		}
+	}
+}
+
+// A VIP that denies all sources, with no ranges, is accepted.
+func TestDenyAllSourcesAccepted(t *testing.T) {
+	v := web(&edgelbv1.Backend{Address: "10.0.0.11"})
+	v.DenyAllSources = true
+	if err := VirtualService(v, DefaultLimits); err != nil {
+		t.Fatal(err)
 	}
 }
 

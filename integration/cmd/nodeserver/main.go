@@ -1,7 +1,7 @@
 // Command nodeserver stands in for a Kubernetes node's NodePort in the UML scenarios:
 // it answers with its node name so a client can tell which node a VIP sent it to.
 //
-//	nodeserver --name node1 [--port 30080,30081] [--health-port 30256] [--unhealthy]
+//	nodeserver --name node1 [--port 30080,30081] [--health-port 30256] [--unhealthy] [--sctp-port 30090]
 //
 // On each port, TCP and UDP, IPv4 and IPv6:
 //   - TCP: on accept it writes "NAME\n"; then for every line it reads it writes "NAME\n"
@@ -10,6 +10,9 @@
 //     keeps the client's, NAT does not); the line "stream" starts "NAME\n" every
 //     20 ms, unasked, beside the answers (a server push: the node speaks first).
 //   - UDP: every datagram is answered with "NAME\n".
+//   - SCTP (--sctp-port, IPv4): each association gets "NAME\n", then the node
+//     waits for the client to close (so the line is never cut off by our own
+//     close) and closes too.
 //
 // On the health port, HTTP: GET /healthz answers 200 "ok NAME" or 503 "unhealthy NAME"
 // (kube-proxy's healthCheckNodePort behaves alike); POST or PUT /healthz?status=ok|fail
@@ -36,6 +39,7 @@ func main() {
 	ports := flag.String("port", "30080", "comma-separated ports to serve on, TCP and UDP")
 	healthPort := flag.Int("health-port", 30256, "HTTP /healthz port (0: none)")
 	unhealthy := flag.Bool("unhealthy", false, "start with /healthz answering 503")
+	sctpPort := flag.Int("sctp-port", 0, "SCTP port to serve on, IPv4 (0: none)")
 	flag.Parse()
 	if *name == "" {
 		*name, _ = os.Hostname()
@@ -44,7 +48,17 @@ func main() {
 	log.SetFlags(log.Lmicroseconds)
 	reply := []byte(*name + "\n")
 
+	if *sctpPort != 0 {
+		fd, err := listenSCTP(*sctpPort)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serveSCTP(fd, reply)
+	}
 	for _, p := range strings.Split(*ports, ",") {
+		if strings.TrimSpace(p) == "" {
+			continue
+		}
 		port, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil {
 			log.Fatalf("bad port %q", p)

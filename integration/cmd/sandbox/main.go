@@ -127,7 +127,21 @@ func runGuest(bin string, dur time.Duration) int {
 		}
 		lbdConfig = string(b)
 	}
-	l, err := lab.Start(lab.Config{Bin: bin, Work: dir, Logf: say, DataMode: os.Getenv("SANDBOX_DATAPLANE"), Clients: 250, LBDConfig: lbdConfig})
+	// SANDBOX_MODE=bgp: a BIRD router between the client and the edges,
+	// lbd peering with it, and a dr VIP from a bgp pool on every edge (bgp.go).
+	bgpMode := os.Getenv("SANDBOX_MODE") == "bgp"
+	if lbdConfig == "" && !bgpMode {
+		lbdConfig = sandboxL2LBDConfig
+	}
+	cfg := lab.Config{Bin: bin, Work: dir, Logf: say, DataMode: os.Getenv("SANDBOX_DATAPLANE"), Clients: 250, LBDConfig: lbdConfig}
+	if bgpMode {
+		cfg.Router = sandboxRouter()
+		if lbdConfig == "" {
+			cfg.LBDConfig = sandboxBGPLBDConfig
+		}
+		cfg.LBDConfig += cfg.Router.LBDConfig()
+	}
+	l, err := lab.Start(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandbox:", err)
 		return 1
@@ -135,6 +149,9 @@ func runGuest(bin string, dur time.Duration) int {
 	defer l.Close()
 	os.Setenv("LBCTL_ENDPOINTS", l.Endpoints())
 	os.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	if bgpMode {
+		return runBGP(ctx, l, dir, dur)
+	}
 
 	run := func(args ...string) bool {
 		fmt.Printf("\n$ lbctl %s\n", strings.Join(args, " "))

@@ -30,7 +30,7 @@ func main() {
 	grace := flag.Duration("grace", 10*time.Second, "on Ctrl-C or timeout: time between SIGINT to the command and killing the guest")
 	keep := flag.Bool("keep", false, "keep the work directory (console log) and print its path")
 	workdir := flag.String("workdir", "", "work directory on the host (default: a new temp dir)")
-	modules := flag.String("modules", "", "extra kernel modules to load, comma-separated")
+	modules := flag.String("modules", "", "extra kernel features (module names) the guest kernel must have built in, comma-separated")
 	verbose := flag.Bool("v", false, "print boot time and the console log path")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: umlrun [flags] -- CMD [ARGS...]\n")

@@ -221,7 +221,7 @@ func TestSingleAnnouncement(t *testing.T) {
 }
 
 // A failed announcement is counted and logged with the VIP and its tenant
-// (issue 8); the tenant of an address re-announced after a restart is filled
+// (to grep by either); the tenant of an address re-announced after a restart is filled
 // in with SetTenant.
 func TestFailureLogged(t *testing.T) {
 	var buf logcapture.Buffer

@@ -40,13 +40,27 @@ type Svc struct {
 	Flags     ipvs.Flags
 	Timeout   uint32
 	Dests     map[DestKey]Dest
+	// Canonical services (ActiveActive) keep their destinations in one
+	// order, with one share of the mh table each, on every member: see
+	// canonicalDests.
+	Canonical bool
 }
 
 // Dest is one destination's settings.
 type Dest struct {
 	Weight uint32
 	Fwd    ipvs.ForwardType
+	// Slots is the weight whose share of the mh table the destination
+	// holds: its configured weight, also while drained or unhealthy
+	// (Weight 0). The kernel keeps a destination's last non-zero weight
+	// for that (last_weight); only canonical services set and use it, and
+	// 0 means unknown (read back from a kernel at weight 0).
+	Slots uint32
 }
+
+// same reports whether the kernel's destination needs no change: Slots is
+// not something the kernel reports, only what a change must leave behind.
+func same(have, want Dest) bool { return have.Weight == want.Weight && have.Fwd == want.Fwd }
 
 // State is a set of IPVS services.
 type State map[SvcKey]*Svc
@@ -73,6 +87,15 @@ func Weight(b *edgelbv1.Backend) uint32 {
 	if b.Drained || b.GetHealth().GetState() == edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY {
 		return 0
 	}
+	if b.Weight == 0 {
+		return 1
+	}
+	return b.Weight
+}
+
+// Configured is a backend's weight as configured (1 when unset), whatever
+// its drain and health: the share of the mh table it holds (Dest.Slots).
+func Configured(b *edgelbv1.Backend) uint32 {
 	if b.Weight == 0 {
 		return 1
 	}
@@ -149,7 +172,7 @@ func FromService(vs *edgelbv1.VirtualService) ([]*Svc, error) {
 			if fwd == ipvs.DirectRoute {
 				port = uint16(p.Port) // DR cannot rewrite the port
 			}
-			s.Dests[DestKey{ba, port}] = Dest{Weight: Weight(b), Fwd: fwd}
+			s.Dests[DestKey{ba, port}] = Dest{Weight: Weight(b), Fwd: fwd, Slots: Configured(b)}
 		}
 		out = append(out, s)
 	}
@@ -215,12 +238,16 @@ func Plan(desired, actual State, ours func(SvcKey) bool, settled func(SvcKey, *S
 		if !exists {
 			ops = append(ops, Op{Kind: CreateService, Svc: d})
 			for _, dk := range sortedDests(d.Dests) {
-				ops = append(ops, Op{Kind: CreateDest, Svc: d, Dest: dk, D: d.Dests[dk]})
+				ops = appendCreate(ops, d, dk, d.Dests[dk])
 			}
 			continue
 		}
 		if a.Scheduler != d.Scheduler || a.Flags&FlagsMask != d.Flags&FlagsMask || a.Timeout != d.Timeout {
 			ops = append(ops, Op{Kind: UpdateService, Svc: d})
+		}
+		if d.Canonical {
+			ops = canonicalDests(ops, d, a)
+			continue
 		}
 		for _, dk := range sortedDests(d.Dests) {
 			want := d.Dests[dk]
@@ -228,7 +255,7 @@ func Plan(desired, actual State, ours func(SvcKey) bool, settled func(SvcKey, *S
 			switch {
 			case !ok:
 				ops = append(ops, Op{Kind: CreateDest, Svc: d, Dest: dk, D: want})
-			case have != want:
+			case !same(have, want):
 				ops = append(ops, Op{Kind: UpdateDest, Svc: d, Dest: dk, D: want})
 			}
 		}
@@ -253,6 +280,141 @@ func Plan(desired, actual State, ours func(SvcKey) bool, settled func(SvcKey, *S
 	return ops
 }
 
+// ActiveActive marks svcs (one virtual service's, from FromService) as served
+// by every member at once (a bgp pool): a flow the router moves to another
+// member must find the same backend there. That holds for the mh scheduler,
+// whose hash keys are fixed in the kernel, only when every member's mh table
+// is the same; see canonicalDests. Other schedulers pick per host (rr, lc)
+// and are refused.
+//
+// So is nat forwarding: a node answers the VIP (SNAT) through its router,
+// which hashes the answer (another 5-tuple) to any member, and only the
+// member that forwarded the request holds the conntrack entry that undoes
+// the SNAT; elsewhere the answer meets the member's own stack and a reset.
+// In the guest lab 16-19 of 60 new connections through three members were
+// answered (docs/DATAPLANE.md, "Active-active"). dr is served.
+func ActiveActive(svcs []*Svc) error {
+	for _, s := range svcs {
+		if s.Scheduler != "mh" {
+			return fmt.Errorf("IPVS service %s: scheduler %s cannot be served by every member at once (each would pick other backends for the same flow): use mh", s.Key, s.Scheduler)
+		}
+		for _, d := range s.Dests {
+			if d.Fwd == ipvs.Masquerade {
+				return fmt.Errorf("IPVS service %s: nat forwarding cannot be served by every member at once (the nodes' answers return through whichever member their router picks, and only the forwarding one can undo its SNAT): use dr (--mode dr) in a bgp pool", s.Key)
+			}
+		}
+		s.Canonical = true
+	}
+	return nil
+}
+
+// appendCreate adds the creation of one destination. In a canonical service
+// a destination created at weight 0 (drained, unhealthy) is created at its
+// configured weight first: the kernel takes a destination's share of the mh
+// table from the last non-zero weight it was given, so one created at 0
+// would hold none here and its share on a member that saw it healthy. With
+// mh-fallback a weight-0 destination's flows go to the next choice, the same
+// on every member.
+func appendCreate(ops []Op, s *Svc, dk DestKey, want Dest) []Op {
+	if s.Canonical && want.Weight == 0 && want.Slots > 0 {
+		first := want
+		first.Weight = want.Slots
+		return append(ops, Op{Kind: CreateDest, Svc: s, Dest: dk, D: first}, Op{Kind: UpdateDest, Svc: s, Dest: dk, D: want})
+	}
+	return append(ops, Op{Kind: CreateDest, Svc: s, Dest: dk, D: want})
+}
+
+// canonicalDests plans the destination changes of a canonical service so
+// that the kernel ends with the mh table every member builds from the same
+// backends, whatever order and history of changes led there.
+//
+// The kernel's mh scheduler (net/netfilter/ipvs/ip_vs_mh.c) hashes each
+// destination's address and port with fixed keys into a preference list,
+// then fills the table's slots taking the destinations in the order of the
+// service's destination list, each as many turns as its weight allows; who
+// comes first wins a contested slot. A new destination is put at the head
+// of that list (list_add_rcu), and its turns come from its last non-zero
+// weight. So the table depends on insertion order and weight history, not
+// only on the current destinations. The canonical list is descending by
+// address and port (that is, created in ascending order, as a new service's
+// are), and each destination holds its configured weight's share.
+//
+// Removals keep the order. A new destination that sorts above every kept
+// one goes to the head, where it belongs. One that sorts below some must be
+// inserted behind them: those are removed and created again, ascending,
+// after it. A destination removed from IPVS and added back within the same
+// pass is the same kernel object (IPVS keeps it in its trash), and its
+// connections stay bound to it; a packet of theirs arriving in between is
+// rescheduled (expire_nodest_conn) to the table as it is then.
+func canonicalDests(ops []Op, d, a *Svc) []Op {
+	for _, dk := range sortedDests(a.Dests) {
+		if _, ok := d.Dests[dk]; !ok {
+			ops = append(ops, Op{Kind: RemoveDest, Svc: d, Dest: dk, D: a.Dests[dk]})
+		}
+	}
+	want := sortedDests(d.Dests)
+	// The lowest new destination, and from where the list is rebuilt.
+	low := -1
+	var maxKept DestKey
+	haveKept := false
+	for i, dk := range want {
+		if _, ok := a.Dests[dk]; ok {
+			maxKept, haveKept = dk, true
+		} else if low < 0 {
+			low = i
+		}
+	}
+	if low >= 0 && haveKept && destLess(want[low], maxKept) {
+		// Remove the kept destinations above it (the head of the
+		// kernel's list), then create everything from it up, ascending.
+		for _, dk := range want[low:] {
+			if have, ok := a.Dests[dk]; ok {
+				ops = append(ops, Op{Kind: RemoveDest, Svc: d, Dest: dk, D: have})
+			}
+		}
+		for _, dk := range want[:low] {
+			ops = appendUpdate(ops, d, dk, a.Dests[dk], d.Dests[dk])
+		}
+		for _, dk := range want[low:] {
+			ops = appendCreate(ops, d, dk, d.Dests[dk])
+		}
+		return ops
+	}
+	for _, dk := range want {
+		have, ok := a.Dests[dk]
+		if !ok {
+			ops = appendCreate(ops, d, dk, d.Dests[dk])
+			continue
+		}
+		ops = appendUpdate(ops, d, dk, have, d.Dests[dk])
+	}
+	return ops
+}
+
+// appendUpdate adds what takes a kept destination of a canonical service
+// from have to want. Going to weight 0 leaves the kernel's share at the last
+// non-zero weight: when that is known to differ from the configured one, the
+// configured weight is set first.
+func appendUpdate(ops []Op, s *Svc, dk DestKey, have, want Dest) []Op {
+	if want.Weight == 0 && want.Slots > 0 && have.Slots != 0 && have.Slots != want.Slots {
+		first := want
+		first.Weight = want.Slots
+		ops = append(ops, Op{Kind: UpdateDest, Svc: s, Dest: dk, D: first})
+		return append(ops, Op{Kind: UpdateDest, Svc: s, Dest: dk, D: want})
+	}
+	if !same(have, want) {
+		ops = append(ops, Op{Kind: UpdateDest, Svc: s, Dest: dk, D: want})
+	}
+	return ops
+}
+
+func destLess(a, b DestKey) bool {
+	if a.Addr != b.Addr {
+		return a.Addr.Less(b.Addr)
+	}
+	return a.Port < b.Port
+}
+
 func sortKeys(ks []SvcKey) {
 	sort.Slice(ks, func(i, j int) bool {
 		if ks[i].Addr != ks[j].Addr {
@@ -270,12 +432,7 @@ func sortedDests(m map[DestKey]Dest) []DestKey {
 	for k := range m {
 		out = append(out, k)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Addr != out[j].Addr {
-			return out[i].Addr.Less(out[j].Addr)
-		}
-		return out[i].Port < out[j].Port
-	})
+	sort.Slice(out, func(i, j int) bool { return destLess(out[i], out[j]) })
 	return out
 }
 

@@ -31,18 +31,21 @@ package snat
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/edgelb/edgelb/lbd/proc"
 )
 
 // Chain is the chain we own in the nat table; GuardChain the one in mangle.
@@ -98,18 +101,26 @@ type Tables struct {
 	guarded [2]map[uint16]bool
 	// present is the VIPs whose SNAT rule the kernel holds (Present).
 	present map[netip.Addr]bool
+	// held is, per family, whether Open saw our nat chain (and, for IPv4,
+	// the jump to it) in the kernel; record is where Set keeps what it
+	// applied (Remember).
+	held   [2]bool
+	record string
+	// mu guards last against Intact, which reads it beside the passes.
+	mu sync.Mutex
 }
 
 // Open picks the backend. mode: auto (iptables-legacy if it can list the nat
 // table, else iptables-nft), iptables-legacy, iptables-nft, none (nil Rules).
-// Plain nft is refused: nftables has no IPVS match, which this design needs.
+// "nft" is refused with a pointer to the nftables rule engine (mode nftables,
+// package nftrules), which matches IPVS traffic by conntrack instead of xt_ipvs.
 // guard is the takeover window (rounded up to whole seconds; 0: no guard).
 func Open(ctx context.Context, mode string, guard time.Duration) (Rules, error) {
 	// The probe lists the whole nat table: it proves the flavour works and
 	// shows the SNAT rules a previous run left (one process either way).
 	var nat4 []byte
 	try := func(v4, v6 string) error {
-		out, err := exec.CommandContext(ctx, v4, "-t", "nat", "-S").CombinedOutput()
+		out, err := proc.CommandContext(ctx, v4, "-t", "nat", "-S").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%s -t nat -S: %v: %s", v4, err, bytes.TrimSpace(out))
 		}
@@ -119,9 +130,11 @@ func Open(ctx context.Context, mode string, guard time.Duration) (Rules, error) 
 	tables := func(v4, v6 string) *Tables {
 		t := &Tables{v4: v4, v6: v6, recent: filepath.Join("/proc/net/xt_recent", RecentList), present: map[netip.Addr]bool{}}
 		if snatRules(nat4, t.present) {
+			t.held[0] = hasJump(nat4, "POSTROUTING", Chain)
 			// A restart: look for IPv6 ones too (none to find after a boot).
-			out, _ := exec.CommandContext(ctx, v6, "-t", "nat", "-S", Chain).Output()
+			out, err := proc.CommandContext(ctx, v6, "-t", "nat", "-S", Chain).Output()
 			snatRules(out, t.present)
+			t.held[1] = err == nil
 		}
 		if guard > 0 {
 			t.guard = int((guard + time.Second - 1) / time.Second)
@@ -133,7 +146,7 @@ func Open(ctx context.Context, mode string, guard time.Duration) (Rules, error) 
 	case "none":
 		return nil, nil
 	case "nft":
-		return nil, errors.New("snat mode nft: nftables has no IPVS match (xt_ipvs); use iptables-nft, which reaches it through nft_compat, or iptables-legacy")
+		return nil, errors.New("snat mode nft: the nftables rule engine is mode nftables (package nftrules); iptables-nft and iptables-legacy are the iptables ones")
 	case "iptables-legacy":
 		if err := try("iptables-legacy", "ip6tables-legacy"); err != nil {
 			return nil, fmt.Errorf("snat mode iptables-legacy: %w", err)
@@ -155,7 +168,7 @@ func Open(ctx context.Context, mode string, guard time.Duration) (Rules, error) 
 		}
 		return nil, fmt.Errorf("no usable iptables for SNAT (install iptables; or set --snat=none if replies return some other way): legacy: %v; nft: %v", errL, errN)
 	}
-	return nil, fmt.Errorf("unknown snat mode %q: use auto, iptables-legacy, iptables-nft or none", mode)
+	return nil, fmt.Errorf("unknown snat mode %q: use auto, nftables, iptables-legacy, iptables-nft or none", mode)
 }
 
 // snatRules adds to present the VIPs that have a rule of ours in an
@@ -194,7 +207,7 @@ func loadRecent(ctx context.Context) {
 	if _, err := os.Stat("/sys/module/xt_recent"); err == nil {
 		return
 	}
-	exec.CommandContext(ctx, "modprobe", "xt_recent", "ip_list_tot="+strconv.Itoa(RecentCapacity)).Run()
+	proc.CommandContext(ctx, "modprobe", "xt_recent", "ip_list_tot="+strconv.Itoa(RecentCapacity)).Run()
 }
 
 // GuardCapacity is how many VIPs one takeover window can guard (the loaded
@@ -237,6 +250,8 @@ func (t *Tables) Guard(a netip.Addr) error {
 // price is that a node's packet to a client port some VIP serves or served is
 // not guarded.
 func (t *Tables) Set(ctx context.Context, vips []VIP) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	sort.Slice(vips, func(i, j int) bool { return vips[i].Addr.Less(vips[j].Addr) })
 	var nat [2]strings.Builder
 	var ports [2][]uint16
@@ -293,6 +308,7 @@ func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 			return err
 		}
 		t.last[i] = [2]*string{&tables[0], &tables[1]}
+		t.save()
 		for a := range t.present {
 			if a.Is6() == (i == 1) {
 				delete(t.present, a)
@@ -315,18 +331,11 @@ func (t *Tables) Set(ctx context.Context, vips []VIP) error {
 // it is left from a run that had it on.
 func apply(ctx context.Context, cmd, input string, checkJump, guard bool) error {
 	if checkJump {
-		out, err := exec.CommandContext(ctx, cmd+"-save").Output() // iptables-legacy-save, ...
+		out, err := proc.CommandContext(ctx, cmd+"-save").Output() // iptables-legacy-save, ...
 		if err != nil {
 			return fmt.Errorf("%s-save: %w", cmd, err)
 		}
-		has := func(chain, target string) bool {
-			for _, l := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(l, "-A "+chain+" ") && strings.HasSuffix(l, "-j "+target) {
-					return true
-				}
-			}
-			return false
-		}
+		has := func(chain, target string) bool { return hasJump(out, chain, target) }
 		// The tables in input end with COMMIT; a jump goes just before.
 		addJump := func(table, rule string) {
 			head := "*" + table + "\n"
@@ -344,7 +353,7 @@ func apply(ctx context.Context, cmd, input string, checkJump, guard bool) error 
 			addJump("mangle", "-A PREROUTING "+strings.Join(guardJump, " "))
 		}
 	}
-	c := exec.CommandContext(ctx, cmd+"-restore", "--noflush") // iptables-legacy-restore, ip6tables-nft-restore...
+	c := proc.CommandContext(ctx, cmd+"-restore", "--noflush") // iptables-legacy-restore, ip6tables-nft-restore...
 	c.Stdin = strings.NewReader(input)
 	if out, err := c.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v: %s", c.Path, err, bytes.TrimSpace(out))
@@ -354,4 +363,148 @@ func apply(ctx context.Context, cmd, input string, checkJump, guard bool) error 
 
 // Forget drops the memory of the last applied rules, so the next Set rewrites
 // them (after a resync, in case someone flushed the chain).
-func (t *Tables) Forget() { t.last = [2][2]*string{} }
+func (t *Tables) Forget() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.last = [2][2]*string{}
+}
+
+// Intact reports whether the kernel still holds the rules Set last applied:
+// our nat chain with exactly those VIPs, the jump to it and, with the guard
+// on, the jump to the guard chain and its DROP rule. It reads them with one
+// iptables-save per family that has VIPs, and is meant to run beside the
+// passes (the periodic repair): a blind rewrite runs in a pass, where on a
+// loaded host it took 12 s, longer than the lease the pass's loop renews,
+// and the fence withdrew the owner's VIPs. False (or a failed read) means the
+// next Set should rewrite them (Forget).
+func (t *Tables) Intact(ctx context.Context) bool {
+	t.mu.Lock()
+	last := t.last
+	t.mu.Unlock()
+	for fam, cmd := range []string{t.v4, t.v6} {
+		if last[fam][0] == nil {
+			return false
+		}
+		want := map[netip.Addr]bool{}
+		snatRules([]byte(*last[fam][0]), want)
+		if fam == 1 && len(want) == 0 {
+			continue // no IPv6 VIP depends on them (and many hosts have no IPv6 nat)
+		}
+		out, err := proc.CommandContext(ctx, cmd+"-save").Output()
+		if err != nil {
+			return false
+		}
+		have := map[netip.Addr]bool{}
+		snatRules(out, have)
+		if !maps.Equal(want, have) || !hasJump(out, "POSTROUTING", Chain) {
+			return false
+		}
+		if t.guard > 0 && (!hasJump(out, "PREROUTING", GuardChain) || !strings.Contains(string(out), "-A "+GuardChain+" ") || !strings.Contains(string(out), RecentList)) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasJump reports whether an iptables listing (-S or -save) has a rule in
+// chain that jumps to target.
+func hasJump(listing []byte, chain, target string) bool {
+	for l := range strings.Lines(string(listing)) {
+		l = strings.TrimRight(l, "\n")
+		if strings.HasPrefix(l, "-A "+chain+" ") && strings.HasSuffix(l, "-j "+target) {
+			return true
+		}
+	}
+	return false
+}
+
+// applied is what Set last wrote, kept in lbd's state directory.
+type applied struct {
+	Tables  [2][2]string `json:"tables"` // [family][nat, mangle]; "" not applied
+	Guarded [2][]uint16  `json:"guarded"`
+}
+
+// Remember makes t keep what Set applies in path, and takes what path
+// records as applied when the kernel holds it still: the nat chain Open
+// found names exactly the recorded VIPs (and IPv4's jump to it is there). A
+// restarted lbd then runs no iptables for rules the kernel serves with
+// already: each run takes seconds on a loaded host, and the first pass
+// waits for it while its VIPs' lease is not renewed (seen in the guest: a
+// 7.5 s pass, 7.5 s of it in SNAT, made the fence withdraw the VIP a
+// restarted owner had kept). The mangle table (the takeover guard) is
+// trusted with the nat table it was written with; the periodic SNAT repair
+// (Forget) rewrites both.
+func (t *Tables) Remember(path string) {
+	t.record = path
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var r applied
+	if json.Unmarshal(b, &r) != nil {
+		return
+	}
+	for fam := range 2 {
+		nat, mangle := r.Tables[fam][0], r.Tables[fam][1]
+		if nat == "" || mangle == "" || !t.held[fam] {
+			continue
+		}
+		rec := map[netip.Addr]bool{}
+		snatRules([]byte(nat), rec)
+		same := true
+		for a := range t.present {
+			if a.Is6() == (fam == 1) && !rec[a] {
+				same = false
+			}
+		}
+		for a := range rec {
+			if !t.present[a] {
+				same = false
+			}
+		}
+		if !same {
+			continue
+		}
+		t.last[fam] = [2]*string{&nat, &mangle}
+		for _, p := range r.Guarded[fam] {
+			if t.guarded[fam] == nil {
+				t.guarded[fam] = map[uint16]bool{}
+			}
+			t.guarded[fam][p] = true
+		}
+	}
+}
+
+// save records what Set applied (Remember); a failure only costs the next
+// restart an iptables run.
+func (t *Tables) save() {
+	if t.record == "" {
+		return
+	}
+	var r applied
+	for fam := range 2 {
+		for k := range 2 {
+			if t.last[fam][k] != nil {
+				r.Tables[fam][k] = *t.last[fam][k]
+			}
+		}
+		r.Guarded[fam] = slices.Sorted(maps.Keys(t.guarded[fam]))
+	}
+	b, err := json.Marshal(r)
+	if err == nil {
+		tmp := t.record + ".tmp"
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, t.record)
+		}
+	}
+	if err != nil {
+		os.Remove(t.record) // a stale record must not be taken as the kernel's state
+	}
+}
+
+// Repairable is Rules that can check the kernel against what they applied
+// and be told to rewrite on the next Set (the periodic repair).
+type Repairable interface {
+	Intact(ctx context.Context) bool
+	Forget()
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,29 @@ exit %d
 	}
 }
 
+// legacyTools are the commands Open, Set and Guard run.
+var legacyTools = []string{"iptables-legacy", "iptables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy", "ip6tables-legacy-restore", "ip6tables-legacy-save"}
+
+// fakeAllBut installs every legacy tool as a fake that succeeds, except the
+// ones named, which the test writes itself.
+func fakeAllBut(t *testing.T, dir string, own ...string) {
+	t.Helper()
+	for _, n := range legacyTools {
+		if !slices.Contains(own, n) {
+			fake(t, dir, n, 0)
+		}
+	}
+}
+
+// fakeListing installs name as a command that prints out, as a listing or
+// iptables-save would.
+func fakeListing(t *testing.T, dir, name, out string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+catPath+" <<'X'\n"+out+"X\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func calls(t *testing.T, log string) string {
 	t.Helper()
 	b, err := os.ReadFile(log)
@@ -70,7 +94,7 @@ func TestOpenRefusals(t *testing.T) {
 	}{
 		{"pf", []string{`unknown snat mode "pf"`, "auto", "iptables-legacy", "iptables-nft", "none"}},
 		{"IPTABLES-NFT", []string{`unknown snat mode "IPTABLES-NFT"`}},
-		{"nft", []string{"nftables has no IPVS match", "iptables-nft", "iptables-legacy"}},
+		{"nft", []string{"mode nftables", "iptables-nft", "iptables-legacy"}},
 		{"iptables-legacy", []string{"snat mode iptables-legacy", "iptables-legacy -t nat -S"}},
 		{"iptables-nft", []string{"snat mode iptables-nft", "iptables-nft -t nat -S"}},
 		{"auto", []string{"no usable iptables", "install iptables", "--snat=none", "legacy:", "nft:"}},
@@ -139,9 +163,7 @@ func TestOpenAutoPicks(t *testing.T) {
 func TestSetRules(t *testing.T) {
 	ctx := context.Background()
 	dir, log := fakePath(t)
-	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy", "ip6tables-legacy-restore", "ip6tables-legacy-save"} {
-		fake(t, dir, n, 0)
-	}
+	fakeAllBut(t, dir)
 	r, err := Open(ctx, "iptables-legacy", 9500*time.Millisecond) // whole seconds, rounded up
 	if err != nil {
 		t.Fatal(err)
@@ -269,9 +291,7 @@ COMMIT
 func TestSetRulesWithoutGuard(t *testing.T) {
 	ctx := context.Background()
 	dir, log := fakePath(t)
-	for _, n := range []string{"iptables-legacy", "iptables-legacy-restore", "ip6tables-legacy", "ip6tables-legacy-restore", "ip6tables-legacy-save"} {
-		fake(t, dir, n, 0)
-	}
+	fakeAllBut(t, dir, "iptables-legacy-save")
 	// This host's IPv4 tables jump to our chains already.
 	save := "#!/bin/sh\necho \"iptables-legacy-save $*\" >> \"$FAKE_LOG\"\n" +
 		"echo '*nat'; echo '-A POSTROUTING -j EDGELB-POSTROUTING'; echo COMMIT\n"
@@ -318,9 +338,7 @@ COMMIT
 func TestPresent(t *testing.T) {
 	ctx := context.Background()
 	dir, _ := fakePath(t)
-	for _, n := range []string{"iptables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy-restore", "ip6tables-legacy-save"} {
-		fake(t, dir, n, 0)
-	}
+	fakeAllBut(t, dir, "iptables-legacy", "ip6tables-legacy")
 	listing := map[string]string{
 		"iptables-legacy": "-P POSTROUTING ACCEPT\n-N " + Chain + "\n-A POSTROUTING -j " + Chain + "\n" +
 			"-A " + Chain + " -m ipvs --vaddr 192.0.2.7/32 -j SNAT --to-source 192.0.2.7\n" +
@@ -328,9 +346,7 @@ func TestPresent(t *testing.T) {
 		"ip6tables-legacy": "-N " + Chain + "\n-A " + Chain + " -m ipvs --vaddr 2001:db8::7/128 -j SNAT --to-source 2001:db8::7\n",
 	}
 	for n, out := range listing {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"+catPath+" <<'X'\n"+out+"X\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		fakeListing(t, dir, n, out)
 	}
 	r, err := Open(ctx, "iptables-legacy", 0)
 	if err != nil {
@@ -350,12 +366,108 @@ func TestPresent(t *testing.T) {
 	// After a boot there is no chain of ours: nothing is present, and the
 	// IPv6 listing is not run.
 	listing["iptables-legacy"] = "-P POSTROUTING ACCEPT\n"
-	os.WriteFile(filepath.Join(dir, "iptables-legacy"), []byte("#!/bin/sh\n"+catPath+" <<'X'\n"+listing["iptables-legacy"]+"X\n"), 0o755)
+	fakeListing(t, dir, "iptables-legacy", listing["iptables-legacy"])
 	os.WriteFile(filepath.Join(dir, "ip6tables-legacy"), []byte("#!/bin/sh\nexit 9\n"), 0o755)
 	if r, err = Open(ctx, "iptables-legacy", 0); err != nil {
 		t.Fatal(err)
 	}
 	if r.Present(left) || r.Present(left6) {
 		t.Fatal("after a boot: rules reported present")
+	}
+}
+
+// A restart whose kernel still holds the rules the last run applied runs no
+// iptables for them; one whose kernel lost them (a boot, a flush) rewrites.
+func TestRememberSkipsRulesTheKernelHolds(t *testing.T) {
+	ctx := context.Background()
+	dir, log := fakePath(t)
+	fakeAllBut(t, dir)
+	record := filepath.Join(t.TempDir(), "snat.json")
+	vips := []VIP{{Addr: netip.MustParseAddr("192.0.2.7"), TCPPorts: []uint16{80}}}
+	r, err := Open(ctx, "iptables-legacy", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.(*Tables).Remember(record)
+	if err := r.Set(ctx, vips); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel now lists what that Set wrote.
+	listings := func(v4, v6 string) {
+		for n, out := range map[string]string{"iptables-legacy": v4, "ip6tables-legacy": v6} {
+			fakeListing(t, dir, n, out)
+		}
+	}
+	held := "-P POSTROUTING ACCEPT\n-N " + Chain + "\n-A POSTROUTING -j " + Chain + "\n" +
+		"-A " + Chain + " -m ipvs --vaddr 192.0.2.7/32 -j SNAT --to-source 192.0.2.7\n"
+	listings(held, "-N "+Chain+"\n")
+	restart := func() string {
+		t.Helper()
+		r, err := Open(ctx, "iptables-legacy", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.(*Tables).Remember(record)
+		os.Remove(log)
+		if err := r.Set(ctx, vips); err != nil {
+			t.Fatal(err)
+		}
+		return calls(t, log)
+	}
+	if got := restart(); got != "" {
+		t.Fatalf("restart with the rules in the kernel ran:\n%s", got)
+	}
+	// Another VIP's rule in the chain: not what was recorded.
+	listings(held+"-A "+Chain+" -m ipvs --vaddr 192.0.2.8/32 -j SNAT --to-source 192.0.2.8\n", "-N "+Chain+"\n")
+	if got := restart(); !strings.Contains(got, "iptables-legacy-restore") {
+		t.Fatalf("restart with other rules in the kernel ran no restore:\n%s", got)
+	}
+	// After a boot: no chain, no jump.
+	listings("-P POSTROUTING ACCEPT\n", "")
+	if got := restart(); !strings.Contains(got, "iptables-legacy-save") || !strings.Contains(got, "-A POSTROUTING -j "+Chain) {
+		t.Fatalf("restart after a boot did not rewrite the rules and the jump:\n%s", got)
+	}
+}
+
+// The periodic repair rewrites only rules the kernel lost or someone changed.
+func TestIntact(t *testing.T) {
+	ctx := context.Background()
+	dir, _ := fakePath(t)
+	fakeAllBut(t, dir, "iptables-legacy-save")
+	save := func(out string) {
+		t.Helper()
+		fakeListing(t, dir, "iptables-legacy-save", out)
+	}
+	save("")
+	r, err := Open(ctx, "iptables-legacy", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := r.(*Tables)
+	if tb.Intact(ctx) {
+		t.Fatal("intact before any Set: nothing is known to be there")
+	}
+	if err := r.Set(ctx, []VIP{{Addr: netip.MustParseAddr("192.0.2.7"), TCPPorts: []uint16{80}}}); err != nil {
+		t.Fatal(err)
+	}
+	nat := "*nat\n:" + Chain + " - [0:0]\n-A POSTROUTING -j " + Chain + "\n" +
+		"-A " + Chain + " -m ipvs --vaddr 192.0.2.7/32 -j SNAT --to-source 192.0.2.7\nCOMMIT\n"
+	mangle := "*mangle\n:" + GuardChain + " - [0:0]\n-A PREROUTING -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j " + GuardChain + "\n" +
+		"-A " + GuardChain + " -p tcp -m multiport --dports 80 -j RETURN\n" +
+		"-A " + GuardChain + " -m recent --rcheck --seconds 10 --name " + RecentList + " --mask 255.255.255.255 --rdest -j DROP\nCOMMIT\n"
+	for _, c := range []struct {
+		name, save string
+		want       bool
+	}{
+		{"as applied", nat + mangle, true},
+		{"chain flushed", "*nat\n:" + Chain + " - [0:0]\n-A POSTROUTING -j " + Chain + "\nCOMMIT\n" + mangle, false},
+		{"a rule added by hand", nat + "-A " + Chain + " -m ipvs --vaddr 192.0.2.9/32 -j SNAT --to-source 192.0.2.9\n" + mangle, false},
+		{"jump removed", strings.Replace(nat, "-A POSTROUTING -j "+Chain+"\n", "", 1) + mangle, false},
+		{"guard jump removed", nat + strings.Replace(mangle, "-A PREROUTING", "-A OTHER", 1), false},
+	} {
+		save(c.save)
+		if got := tb.Intact(ctx); got != c.want {
+			t.Errorf("%s: intact %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -33,12 +33,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/edgelb/edgelb/lbd/proc"
 )
 
 // Chain is the chain INPUT jumps to; ChainPrefix starts each VIP's chain.
@@ -76,7 +77,7 @@ type VIP struct {
 type Runner func(ctx context.Context, name string, args []string, stdin string) ([]byte, error)
 
 func execRunner(ctx context.Context, name string, args []string, stdin string) ([]byte, error) {
-	c := exec.CommandContext(ctx, name, args...)
+	c := proc.CommandContext(ctx, name, args...)
 	if stdin != "" {
 		c.Stdin = strings.NewReader(stdin)
 	}
@@ -527,4 +528,16 @@ func (f *Filter) same(fm int, want map[netip.Addr]string) bool {
 		n++
 	}
 	return n == len(want)
+}
+
+// Enforcer is the source-range filter as the data plane uses it: Filter
+// (iptables) or the nftables rule engine (package nftrules).
+type Enforcer interface {
+	Set(ctx context.Context, vips []VIP) error
+	// Holds reports whether the kernel filters v as wanted now.
+	Holds(v VIP) bool
+	// Forget makes the next Set read the kernel before it compares.
+	Forget()
+	Dropped(ctx context.Context) (map[netip.Addr]uint64, error)
+	Backend() string
 }

@@ -9,6 +9,7 @@ package edgelbv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -2961,6 +2962,287 @@ func (x *GetMemberStatusRequest) GetId() string {
 	return ""
 }
 
+type GetBgpStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means the member that answers.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBgpStatusRequest) Reset() {
+	*x = GetBgpStatusRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBgpStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBgpStatusRequest) ProtoMessage() {}
+
+func (x *GetBgpStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBgpStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetBgpStatusRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *GetBgpStatusRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetBgpStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *BgpStatus             `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBgpStatusResponse) Reset() {
+	*x = GetBgpStatusResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBgpStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBgpStatusResponse) ProtoMessage() {}
+
+func (x *GetBgpStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBgpStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetBgpStatusResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *GetBgpStatusResponse) GetStatus() *BgpStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// BgpStatus is one member's BGP speaker (docs/BGP.md).
+type BgpStatus struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	MemberId string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// False when the member has no bgp peers configured (nothing below).
+	Enabled  bool             `protobuf:"varint,2,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	LocalAsn uint32           `protobuf:"varint,3,opt,name=local_asn,json=localAsn,proto3" json:"local_asn,omitempty"`
+	RouterId string           `protobuf:"bytes,4,opt,name=router_id,json=routerId,proto3" json:"router_id,omitempty"`
+	Peers    []*BgpPeerStatus `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"`
+	// Prefixes this member advertises now (to every peer of their family).
+	AdvertisedPrefixes []string `protobuf:"bytes,6,rep,name=advertised_prefixes,json=advertisedPrefixes,proto3" json:"advertised_prefixes,omitempty"`
+	// True while a drain tags them GRACEFUL_SHUTDOWN (65535:0).
+	GracefulShutdown bool `protobuf:"varint,7,opt,name=graceful_shutdown,json=gracefulShutdown,proto3" json:"graceful_shutdown,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *BgpStatus) Reset() {
+	*x = BgpStatus{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BgpStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BgpStatus) ProtoMessage() {}
+
+func (x *BgpStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BgpStatus.ProtoReflect.Descriptor instead.
+func (*BgpStatus) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *BgpStatus) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *BgpStatus) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *BgpStatus) GetLocalAsn() uint32 {
+	if x != nil {
+		return x.LocalAsn
+	}
+	return 0
+}
+
+func (x *BgpStatus) GetRouterId() string {
+	if x != nil {
+		return x.RouterId
+	}
+	return ""
+}
+
+func (x *BgpStatus) GetPeers() []*BgpPeerStatus {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *BgpStatus) GetAdvertisedPrefixes() []string {
+	if x != nil {
+		return x.AdvertisedPrefixes
+	}
+	return nil
+}
+
+func (x *BgpStatus) GetGracefulShutdown() bool {
+	if x != nil {
+		return x.GracefulShutdown
+	}
+	return false
+}
+
+// BgpPeerStatus is one router as a member's speaker sees it.
+type BgpPeerStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Asn     uint32                 `protobuf:"varint,2,opt,name=asn,proto3" json:"asn,omitempty"`
+	// idle, connect, active, opensent, openconfirm, established.
+	SessionState string `protobuf:"bytes,3,opt,name=session_state,json=sessionState,proto3" json:"session_state,omitempty"`
+	// up, down, init, admin-down, or off (BFD not configured for the peer).
+	BfdState string `protobuf:"bytes,4,opt,name=bfd_state,json=bfdState,proto3" json:"bfd_state,omitempty"`
+	// When the session was established; unset unless established.
+	EstablishedTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=established_time,json=establishedTime,proto3" json:"established_time,omitempty"`
+	PrefixesAdvertised uint64                 `protobuf:"varint,6,opt,name=prefixes_advertised,json=prefixesAdvertised,proto3" json:"prefixes_advertised,omitempty"`
+	PrefixesReceived   uint64                 `protobuf:"varint,7,opt,name=prefixes_received,json=prefixesReceived,proto3" json:"prefixes_received,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *BgpPeerStatus) Reset() {
+	*x = BgpPeerStatus{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BgpPeerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BgpPeerStatus) ProtoMessage() {}
+
+func (x *BgpPeerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BgpPeerStatus.ProtoReflect.Descriptor instead.
+func (*BgpPeerStatus) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *BgpPeerStatus) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BgpPeerStatus) GetAsn() uint32 {
+	if x != nil {
+		return x.Asn
+	}
+	return 0
+}
+
+func (x *BgpPeerStatus) GetSessionState() string {
+	if x != nil {
+		return x.SessionState
+	}
+	return ""
+}
+
+func (x *BgpPeerStatus) GetBfdState() string {
+	if x != nil {
+		return x.BfdState
+	}
+	return ""
+}
+
+func (x *BgpPeerStatus) GetEstablishedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EstablishedTime
+	}
+	return nil
+}
+
+func (x *BgpPeerStatus) GetPrefixesAdvertised() uint64 {
+	if x != nil {
+		return x.PrefixesAdvertised
+	}
+	return 0
+}
+
+func (x *BgpPeerStatus) GetPrefixesReceived() uint64 {
+	if x != nil {
+		return x.PrefixesReceived
+	}
+	return 0
+}
+
 // MemberStatus is one member's view of itself.
 type MemberStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -2998,7 +3280,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[53]
+	mi := &file_edgelb_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3292,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[53]
+	mi := &file_edgelb_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3305,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -3140,7 +3422,7 @@ type GetMemberStatusResponse struct {
 
 func (x *GetMemberStatusResponse) Reset() {
 	*x = GetMemberStatusResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[54]
+	mi := &file_edgelb_v1_api_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3434,7 @@ func (x *GetMemberStatusResponse) String() string {
 func (*GetMemberStatusResponse) ProtoMessage() {}
 
 func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[54]
+	mi := &file_edgelb_v1_api_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3447,7 @@ func (x *GetMemberStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemberStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetMemberStatusResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetMemberStatusResponse) GetStatus() *MemberStatus {
@@ -3186,7 +3468,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[55]
+	mi := &file_edgelb_v1_api_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3480,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[55]
+	mi := &file_edgelb_v1_api_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3493,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WatchRequest) GetResumeRevision() uint64 {
@@ -3238,17 +3520,20 @@ type Event struct {
 	//	*Event_AddressPool
 	//	*Event_Member
 	Object isEvent_Object `protobuf_oneof:"object"`
-	// Why the change happened (for ownership moves: "owner lost lease", ...).
+	// Why the change happened, for people ("created", "owner unreachable", ...).
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// When the change was proposed (the same on every member).
-	Time          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time,proto3" json:"time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Time *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time,proto3" json:"time,omitempty"`
+	// Set when the event changed the service's owner: why it did. Decide by
+	// this, not by reason's text.
+	OwnershipReason OwnershipReason `protobuf:"varint,8,opt,name=ownership_reason,json=ownershipReason,proto3,enum=edgelb.v1.OwnershipReason" json:"ownership_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[56]
+	mi := &file_edgelb_v1_api_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3545,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[56]
+	mi := &file_edgelb_v1_api_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3558,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{56}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Event) GetType() EventType {
@@ -3338,6 +3623,13 @@ func (x *Event) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Event) GetOwnershipReason() OwnershipReason {
+	if x != nil {
+		return x.OwnershipReason
+	}
+	return OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED
+}
+
 type isEvent_Object interface {
 	isEvent_Object()
 }
@@ -3373,7 +3665,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_edgelb_v1_api_proto_msgTypes[57]
+	mi := &file_edgelb_v1_api_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3385,7 +3677,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_api_proto_msgTypes[57]
+	mi := &file_edgelb_v1_api_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3398,7 +3690,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{57}
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WatchResponse) GetSnapshot() bool {
@@ -3422,11 +3714,403 @@ func (x *WatchResponse) GetRevision() uint64 {
 	return 0
 }
 
+type RenewTenantHeartbeatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: the caller's own tenant (a cloud provider's), else required.
+	Tenant        string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewTenantHeartbeatRequest) Reset() {
+	*x = RenewTenantHeartbeatRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewTenantHeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewTenantHeartbeatRequest) ProtoMessage() {}
+
+func (x *RenewTenantHeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewTenantHeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*RenewTenantHeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *RenewTenantHeartbeatRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type RenewTenantHeartbeatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewTenantHeartbeatResponse) Reset() {
+	*x = RenewTenantHeartbeatResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewTenantHeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewTenantHeartbeatResponse) ProtoMessage() {}
+
+func (x *RenewTenantHeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewTenantHeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*RenewTenantHeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *RenewTenantHeartbeatResponse) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+// Tenant is what lbd knows of one tenant.
+type Tenant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The last heartbeat; unset when the tenant never sent one (services made
+	// by an operator, or by a cloud provider older than heartbeats).
+	LastSeen        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	VirtualServices uint32                 `protobuf:"varint,3,opt,name=virtual_services,json=virtualServices,proto3" json:"virtual_services,omitempty"`
+	// The pools its virtual services' VIPs come from, sorted.
+	Pools         []string `protobuf:"bytes,4,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tenant) Reset() {
+	*x = Tenant{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tenant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tenant) ProtoMessage() {}
+
+func (x *Tenant) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
+func (*Tenant) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *Tenant) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tenant) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *Tenant) GetVirtualServices() uint32 {
+	if x != nil {
+		return x.VirtualServices
+	}
+	return 0
+}
+
+func (x *Tenant) GetPools() []string {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+type ListTenantsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantsRequest) Reset() {
+	*x = ListTenantsRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantsRequest) ProtoMessage() {}
+
+func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
+func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{65}
+}
+
+type ListTenantsResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tenants []*Tenant              `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// The answering member's clock: silence is measured against it, not
+	// against the client's.
+	ServerTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantsResponse) Reset() {
+	*x = ListTenantsResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantsResponse) ProtoMessage() {}
+
+func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
+func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ListTenantsResponse) GetTenants() []*Tenant {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *ListTenantsResponse) GetServerTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ServerTime
+	}
+	return nil
+}
+
+func (x *ListTenantsResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type DeleteTenantServicesRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// How long the tenant must have been silent (required unless force).
+	SilentFor *durationpb.Duration `protobuf:"bytes,2,opt,name=silent_for,json=silentFor,proto3" json:"silent_for,omitempty"`
+	// Delete also when the tenant is not silent or never sent a heartbeat.
+	Force bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	// Only report what would be deleted.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTenantServicesRequest) Reset() {
+	*x = DeleteTenantServicesRequest{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTenantServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTenantServicesRequest) ProtoMessage() {}
+
+func (x *DeleteTenantServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTenantServicesRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTenantServicesRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *DeleteTenantServicesRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DeleteTenantServicesRequest) GetSilentFor() *durationpb.Duration {
+	if x != nil {
+		return x.SilentFor
+	}
+	return nil
+}
+
+func (x *DeleteTenantServicesRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *DeleteTenantServicesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type DeleteTenantServicesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The services deleted (with dry_run: that would be).
+	Services []*VirtualService `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// The tenant's last heartbeat (unset: never).
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTenantServicesResponse) Reset() {
+	*x = DeleteTenantServicesResponse{}
+	mi := &file_edgelb_v1_api_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTenantServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTenantServicesResponse) ProtoMessage() {}
+
+func (x *DeleteTenantServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_api_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTenantServicesResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTenantServicesResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_api_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DeleteTenantServicesResponse) GetServices() []*VirtualService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *DeleteTenantServicesResponse) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *DeleteTenantServicesResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 var File_edgelb_v1_api_proto protoreflect.FileDescriptor
 
 const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13edgelb/v1/api.proto\x12\tedgelb.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n" +
+	"\x13edgelb/v1/api.proto\x12\tedgelb.v1\x1a\x15edgelb/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n" +
 	"\x1bCreateVirtualServiceRequest\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\"S\n" +
 	"\x1cCreateVirtualServiceResponse\x123\n" +
@@ -3607,7 +4291,27 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x13DrainMemberResponse\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\"(\n" +
 	"\x16GetMemberStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x86\x04\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"%\n" +
+	"\x13GetBgpStatusRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
+	"\x14GetBgpStatusResponse\x12,\n" +
+	"\x06status\x18\x01 \x01(\v2\x14.edgelb.v1.BgpStatusR\x06status\"\x8a\x02\n" +
+	"\tBgpStatus\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x18\n" +
+	"\aenabled\x18\x02 \x01(\bR\aenabled\x12\x1b\n" +
+	"\tlocal_asn\x18\x03 \x01(\rR\blocalAsn\x12\x1b\n" +
+	"\trouter_id\x18\x04 \x01(\tR\brouterId\x12.\n" +
+	"\x05peers\x18\x05 \x03(\v2\x18.edgelb.v1.BgpPeerStatusR\x05peers\x12/\n" +
+	"\x13advertised_prefixes\x18\x06 \x03(\tR\x12advertisedPrefixes\x12+\n" +
+	"\x11graceful_shutdown\x18\a \x01(\bR\x10gracefulShutdown\"\xa2\x02\n" +
+	"\rBgpPeerStatus\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x10\n" +
+	"\x03asn\x18\x02 \x01(\rR\x03asn\x12#\n" +
+	"\rsession_state\x18\x03 \x01(\tR\fsessionState\x12\x1b\n" +
+	"\tbfd_state\x18\x04 \x01(\tR\bbfdState\x12E\n" +
+	"\x10established_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0festablishedTime\x12/\n" +
+	"\x13prefixes_advertised\x18\x06 \x01(\x04R\x12prefixesAdvertised\x12+\n" +
+	"\x11prefixes_received\x18\a \x01(\x04R\x10prefixesReceived\"\x86\x04\n" +
 	"\fMemberStatus\x12)\n" +
 	"\x06member\x18\x01 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
@@ -3633,7 +4337,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2\x17.edgelb.v1.MemberStatusR\x06status\"O\n" +
 	"\fWatchRequest\x12'\n" +
 	"\x0fresume_revision\x18\x01 \x01(\x04R\x0eresumeRevision\x12\x16\n" +
-	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\xcf\x02\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\x96\x03\n" +
 	"\x05Event\x12(\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x14.edgelb.v1.EventTypeR\x04type\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
@@ -3641,11 +4345,37 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\faddress_pool\x18\x04 \x01(\v2\x16.edgelb.v1.AddressPoolH\x00R\vaddressPool\x12+\n" +
 	"\x06member\x18\x05 \x01(\v2\x11.edgelb.v1.MemberH\x00R\x06member\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12.\n" +
-	"\x04time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\b\n" +
+	"\x04time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12E\n" +
+	"\x10ownership_reason\x18\b \x01(\x0e2\x1a.edgelb.v1.OwnershipReasonR\x0fownershipReasonB\b\n" +
 	"\x06object\"q\n" +
 	"\rWatchResponse\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.edgelb.v1.EventR\x06events\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"5\n" +
+	"\x1bRenewTenantHeartbeatRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"W\n" +
+	"\x1cRenewTenantHeartbeatResponse\x127\n" +
+	"\tlast_seen\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\x96\x01\n" +
+	"\x06Tenant\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
+	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12)\n" +
+	"\x10virtual_services\x18\x03 \x01(\rR\x0fvirtualServices\x12\x14\n" +
+	"\x05pools\x18\x04 \x03(\tR\x05pools\"\x14\n" +
+	"\x12ListTenantsRequest\"\x9b\x01\n" +
+	"\x13ListTenantsResponse\x12+\n" +
+	"\atenants\x18\x01 \x03(\v2\x11.edgelb.v1.TenantR\atenants\x12;\n" +
+	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"serverTime\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\x9e\x01\n" +
+	"\x1bDeleteTenantServicesRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x128\n" +
+	"\n" +
+	"silent_for\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tsilentFor\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"\xaa\x01\n" +
+	"\x1cDeleteTenantServicesResponse\x125\n" +
+	"\bservices\x18\x01 \x03(\v2\x19.edgelb.v1.VirtualServiceR\bservices\x127\n" +
+	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x04R\brevision*R\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
@@ -3669,7 +4399,7 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\x0eGetAddressPool\x12 .edgelb.v1.GetAddressPoolRequest\x1a!.edgelb.v1.GetAddressPoolResponse\x12[\n" +
 	"\x10ListAddressPools\x12\".edgelb.v1.ListAddressPoolsRequest\x1a#.edgelb.v1.ListAddressPoolsResponse\x12^\n" +
 	"\x11UpdateAddressPool\x12#.edgelb.v1.UpdateAddressPoolRequest\x1a$.edgelb.v1.UpdateAddressPoolResponse\x12^\n" +
-	"\x11DeleteAddressPool\x12#.edgelb.v1.DeleteAddressPoolRequest\x1a$.edgelb.v1.DeleteAddressPoolResponse2\xf9\x05\n" +
+	"\x11DeleteAddressPool\x12#.edgelb.v1.DeleteAddressPoolRequest\x1a$.edgelb.v1.DeleteAddressPoolResponse2\xca\x06\n" +
 	"\x0eClusterService\x12L\n" +
 	"\vListMembers\x12\x1d.edgelb.v1.ListMembersRequest\x1a\x1e.edgelb.v1.ListMembersResponse\x12F\n" +
 	"\tAddMember\x12\x1b.edgelb.v1.AddMemberRequest\x1a\x1c.edgelb.v1.AddMemberResponse\x12O\n" +
@@ -3677,11 +4407,16 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\tGetLeader\x12\x1b.edgelb.v1.GetLeaderRequest\x1a\x1c.edgelb.v1.GetLeaderResponse\x12a\n" +
 	"\x12TransferLeadership\x12$.edgelb.v1.TransferLeadershipRequest\x1a%.edgelb.v1.TransferLeadershipResponse\x12L\n" +
 	"\vDrainMember\x12\x1d.edgelb.v1.DrainMemberRequest\x1a\x1e.edgelb.v1.DrainMemberResponse\x12X\n" +
-	"\x0fGetMemberStatus\x12!.edgelb.v1.GetMemberStatusRequest\x1a\".edgelb.v1.GetMemberStatusResponse\x12Q\n" +
+	"\x0fGetMemberStatus\x12!.edgelb.v1.GetMemberStatusRequest\x1a\".edgelb.v1.GetMemberStatusResponse\x12O\n" +
+	"\fGetBgpStatus\x12\x1e.edgelb.v1.GetBgpStatusRequest\x1a\x1f.edgelb.v1.GetBgpStatusResponse\x12Q\n" +
 	"\fSaveSnapshot\x12\x1e.edgelb.v1.SaveSnapshotRequest\x1a\x1f.edgelb.v1.SaveSnapshotResponse0\x01\x12Z\n" +
 	"\x0fRestoreSnapshot\x12!.edgelb.v1.RestoreSnapshotRequest\x1a\".edgelb.v1.RestoreSnapshotResponse(\x012L\n" +
 	"\fWatchService\x12<\n" +
-	"\x05Watch\x12\x17.edgelb.v1.WatchRequest\x1a\x18.edgelb.v1.WatchResponse0\x01B3Z1github.com/edgelb/edgelb/proto/edgelb/v1;edgelbv1b\x06proto3"
+	"\x05Watch\x12\x17.edgelb.v1.WatchRequest\x1a\x18.edgelb.v1.WatchResponse0\x012\xaf\x02\n" +
+	"\rTenantService\x12g\n" +
+	"\x14RenewTenantHeartbeat\x12&.edgelb.v1.RenewTenantHeartbeatRequest\x1a'.edgelb.v1.RenewTenantHeartbeatResponse\x12L\n" +
+	"\vListTenants\x12\x1d.edgelb.v1.ListTenantsRequest\x1a\x1e.edgelb.v1.ListTenantsResponse\x12g\n" +
+	"\x14DeleteTenantServices\x12&.edgelb.v1.DeleteTenantServicesRequest\x1a'.edgelb.v1.DeleteTenantServicesResponseB3Z1github.com/edgelb/edgelb/proto/edgelb/v1;edgelbv1b\x06proto3"
 
 var (
 	file_edgelb_v1_api_proto_rawDescOnce sync.Once
@@ -3696,7 +4431,7 @@ func file_edgelb_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_edgelb_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_edgelb_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_edgelb_v1_api_proto_goTypes = []any{
 	(EventType)(0),                       // 0: edgelb.v1.EventType
 	(*CreateVirtualServiceRequest)(nil),  // 1: edgelb.v1.CreateVirtualServiceRequest
@@ -3752,119 +4487,151 @@ var file_edgelb_v1_api_proto_goTypes = []any{
 	(*DrainMemberRequest)(nil),           // 51: edgelb.v1.DrainMemberRequest
 	(*DrainMemberResponse)(nil),          // 52: edgelb.v1.DrainMemberResponse
 	(*GetMemberStatusRequest)(nil),       // 53: edgelb.v1.GetMemberStatusRequest
-	(*MemberStatus)(nil),                 // 54: edgelb.v1.MemberStatus
-	(*GetMemberStatusResponse)(nil),      // 55: edgelb.v1.GetMemberStatusResponse
-	(*WatchRequest)(nil),                 // 56: edgelb.v1.WatchRequest
-	(*Event)(nil),                        // 57: edgelb.v1.Event
-	(*WatchResponse)(nil),                // 58: edgelb.v1.WatchResponse
-	nil,                                  // 59: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	(*VirtualService)(nil),               // 60: edgelb.v1.VirtualService
-	(*Backend)(nil),                      // 61: edgelb.v1.Backend
-	(*timestamppb.Timestamp)(nil),        // 62: google.protobuf.Timestamp
-	(Protocol)(0),                        // 63: edgelb.v1.Protocol
-	(*AddressPool)(nil),                  // 64: edgelb.v1.AddressPool
-	(*Member)(nil),                       // 65: edgelb.v1.Member
+	(*GetBgpStatusRequest)(nil),          // 54: edgelb.v1.GetBgpStatusRequest
+	(*GetBgpStatusResponse)(nil),         // 55: edgelb.v1.GetBgpStatusResponse
+	(*BgpStatus)(nil),                    // 56: edgelb.v1.BgpStatus
+	(*BgpPeerStatus)(nil),                // 57: edgelb.v1.BgpPeerStatus
+	(*MemberStatus)(nil),                 // 58: edgelb.v1.MemberStatus
+	(*GetMemberStatusResponse)(nil),      // 59: edgelb.v1.GetMemberStatusResponse
+	(*WatchRequest)(nil),                 // 60: edgelb.v1.WatchRequest
+	(*Event)(nil),                        // 61: edgelb.v1.Event
+	(*WatchResponse)(nil),                // 62: edgelb.v1.WatchResponse
+	(*RenewTenantHeartbeatRequest)(nil),  // 63: edgelb.v1.RenewTenantHeartbeatRequest
+	(*RenewTenantHeartbeatResponse)(nil), // 64: edgelb.v1.RenewTenantHeartbeatResponse
+	(*Tenant)(nil),                       // 65: edgelb.v1.Tenant
+	(*ListTenantsRequest)(nil),           // 66: edgelb.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),          // 67: edgelb.v1.ListTenantsResponse
+	(*DeleteTenantServicesRequest)(nil),  // 68: edgelb.v1.DeleteTenantServicesRequest
+	(*DeleteTenantServicesResponse)(nil), // 69: edgelb.v1.DeleteTenantServicesResponse
+	nil,                                  // 70: edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	(*VirtualService)(nil),               // 71: edgelb.v1.VirtualService
+	(*Backend)(nil),                      // 72: edgelb.v1.Backend
+	(*timestamppb.Timestamp)(nil),        // 73: google.protobuf.Timestamp
+	(Protocol)(0),                        // 74: edgelb.v1.Protocol
+	(*AddressPool)(nil),                  // 75: edgelb.v1.AddressPool
+	(*Member)(nil),                       // 76: edgelb.v1.Member
+	(OwnershipReason)(0),                 // 77: edgelb.v1.OwnershipReason
+	(*durationpb.Duration)(nil),          // 78: google.protobuf.Duration
 }
 var file_edgelb_v1_api_proto_depIdxs = []int32{
-	60, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	60, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	60, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	59, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
-	60, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
-	60, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
-	60, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
-	61, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
-	60, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
-	61, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
-	60, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	60, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	60, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
-	60, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
-	62, // 14: edgelb.v1.GetServiceStatsResponse.time:type_name -> google.protobuf.Timestamp
+	71, // 0: edgelb.v1.CreateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	71, // 1: edgelb.v1.CreateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	71, // 2: edgelb.v1.GetVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	70, // 3: edgelb.v1.ListVirtualServicesRequest.labels:type_name -> edgelb.v1.ListVirtualServicesRequest.LabelsEntry
+	71, // 4: edgelb.v1.ListVirtualServicesResponse.services:type_name -> edgelb.v1.VirtualService
+	71, // 5: edgelb.v1.UpdateVirtualServiceRequest.service:type_name -> edgelb.v1.VirtualService
+	71, // 6: edgelb.v1.UpdateVirtualServiceResponse.service:type_name -> edgelb.v1.VirtualService
+	72, // 7: edgelb.v1.SetBackendsRequest.backends:type_name -> edgelb.v1.Backend
+	71, // 8: edgelb.v1.SetBackendsResponse.service:type_name -> edgelb.v1.VirtualService
+	72, // 9: edgelb.v1.AddBackendRequest.backend:type_name -> edgelb.v1.Backend
+	71, // 10: edgelb.v1.AddBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	71, // 11: edgelb.v1.RemoveBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	71, // 12: edgelb.v1.DrainBackendResponse.service:type_name -> edgelb.v1.VirtualService
+	71, // 13: edgelb.v1.MoveVIPResponse.services:type_name -> edgelb.v1.VirtualService
+	73, // 14: edgelb.v1.GetServiceStatsResponse.time:type_name -> google.protobuf.Timestamp
 	23, // 15: edgelb.v1.GetServiceStatsResponse.ports:type_name -> edgelb.v1.PortStats
-	63, // 16: edgelb.v1.PortStats.protocol:type_name -> edgelb.v1.Protocol
+	74, // 16: edgelb.v1.PortStats.protocol:type_name -> edgelb.v1.Protocol
 	25, // 17: edgelb.v1.PortStats.counters:type_name -> edgelb.v1.TrafficCounters
 	24, // 18: edgelb.v1.PortStats.backends:type_name -> edgelb.v1.BackendStats
 	25, // 19: edgelb.v1.BackendStats.counters:type_name -> edgelb.v1.TrafficCounters
-	64, // 20: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
-	64, // 21: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	64, // 22: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	64, // 23: edgelb.v1.UpdateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
-	64, // 24: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
-	62, // 25: edgelb.v1.SnapshotHeader.create_time:type_name -> google.protobuf.Timestamp
+	75, // 20: edgelb.v1.CreateAddressPoolRequest.pool:type_name -> edgelb.v1.AddressPool
+	75, // 21: edgelb.v1.CreateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	75, // 22: edgelb.v1.GetAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	75, // 23: edgelb.v1.UpdateAddressPoolResponse.pool:type_name -> edgelb.v1.AddressPool
+	75, // 24: edgelb.v1.ListAddressPoolsResponse.pools:type_name -> edgelb.v1.AddressPool
+	73, // 25: edgelb.v1.SnapshotHeader.create_time:type_name -> google.protobuf.Timestamp
 	36, // 26: edgelb.v1.SaveSnapshotResponse.header:type_name -> edgelb.v1.SnapshotHeader
 	36, // 27: edgelb.v1.RestoreSnapshotRequest.header:type_name -> edgelb.v1.SnapshotHeader
-	65, // 28: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
-	65, // 29: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
-	65, // 30: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
-	65, // 31: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
-	65, // 32: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
-	65, // 33: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
-	65, // 34: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
-	54, // 35: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
-	0,  // 36: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
-	60, // 37: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
-	64, // 38: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
-	65, // 39: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
-	62, // 40: edgelb.v1.Event.time:type_name -> google.protobuf.Timestamp
-	57, // 41: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
-	1,  // 42: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
-	3,  // 43: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
-	5,  // 44: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
-	7,  // 45: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
-	9,  // 46: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
-	11, // 47: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
-	13, // 48: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
-	15, // 49: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
-	17, // 50: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
-	19, // 51: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
-	21, // 52: edgelb.v1.VirtualServiceService.GetServiceStats:input_type -> edgelb.v1.GetServiceStatsRequest
-	26, // 53: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
-	28, // 54: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
-	32, // 55: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
-	30, // 56: edgelb.v1.AddressPoolService.UpdateAddressPool:input_type -> edgelb.v1.UpdateAddressPoolRequest
-	34, // 57: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
-	41, // 58: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
-	43, // 59: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
-	45, // 60: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
-	47, // 61: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
-	49, // 62: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
-	51, // 63: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
-	53, // 64: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
-	37, // 65: edgelb.v1.ClusterService.SaveSnapshot:input_type -> edgelb.v1.SaveSnapshotRequest
-	39, // 66: edgelb.v1.ClusterService.RestoreSnapshot:input_type -> edgelb.v1.RestoreSnapshotRequest
-	56, // 67: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
-	2,  // 68: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
-	4,  // 69: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
-	6,  // 70: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
-	8,  // 71: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
-	10, // 72: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
-	12, // 73: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
-	14, // 74: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
-	16, // 75: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
-	18, // 76: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
-	20, // 77: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
-	22, // 78: edgelb.v1.VirtualServiceService.GetServiceStats:output_type -> edgelb.v1.GetServiceStatsResponse
-	27, // 79: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
-	29, // 80: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
-	33, // 81: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
-	31, // 82: edgelb.v1.AddressPoolService.UpdateAddressPool:output_type -> edgelb.v1.UpdateAddressPoolResponse
-	35, // 83: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
-	42, // 84: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
-	44, // 85: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
-	46, // 86: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
-	48, // 87: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
-	50, // 88: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
-	52, // 89: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
-	55, // 90: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
-	38, // 91: edgelb.v1.ClusterService.SaveSnapshot:output_type -> edgelb.v1.SaveSnapshotResponse
-	40, // 92: edgelb.v1.ClusterService.RestoreSnapshot:output_type -> edgelb.v1.RestoreSnapshotResponse
-	58, // 93: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
-	68, // [68:94] is the sub-list for method output_type
-	42, // [42:68] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	76, // 28: edgelb.v1.ListMembersResponse.members:type_name -> edgelb.v1.Member
+	76, // 29: edgelb.v1.AddMemberRequest.member:type_name -> edgelb.v1.Member
+	76, // 30: edgelb.v1.AddMemberResponse.member:type_name -> edgelb.v1.Member
+	76, // 31: edgelb.v1.GetLeaderResponse.leader:type_name -> edgelb.v1.Member
+	76, // 32: edgelb.v1.TransferLeadershipResponse.leader:type_name -> edgelb.v1.Member
+	76, // 33: edgelb.v1.DrainMemberResponse.member:type_name -> edgelb.v1.Member
+	56, // 34: edgelb.v1.GetBgpStatusResponse.status:type_name -> edgelb.v1.BgpStatus
+	57, // 35: edgelb.v1.BgpStatus.peers:type_name -> edgelb.v1.BgpPeerStatus
+	73, // 36: edgelb.v1.BgpPeerStatus.established_time:type_name -> google.protobuf.Timestamp
+	76, // 37: edgelb.v1.MemberStatus.member:type_name -> edgelb.v1.Member
+	58, // 38: edgelb.v1.GetMemberStatusResponse.status:type_name -> edgelb.v1.MemberStatus
+	0,  // 39: edgelb.v1.Event.type:type_name -> edgelb.v1.EventType
+	71, // 40: edgelb.v1.Event.virtual_service:type_name -> edgelb.v1.VirtualService
+	75, // 41: edgelb.v1.Event.address_pool:type_name -> edgelb.v1.AddressPool
+	76, // 42: edgelb.v1.Event.member:type_name -> edgelb.v1.Member
+	73, // 43: edgelb.v1.Event.time:type_name -> google.protobuf.Timestamp
+	77, // 44: edgelb.v1.Event.ownership_reason:type_name -> edgelb.v1.OwnershipReason
+	61, // 45: edgelb.v1.WatchResponse.events:type_name -> edgelb.v1.Event
+	73, // 46: edgelb.v1.RenewTenantHeartbeatResponse.last_seen:type_name -> google.protobuf.Timestamp
+	73, // 47: edgelb.v1.Tenant.last_seen:type_name -> google.protobuf.Timestamp
+	65, // 48: edgelb.v1.ListTenantsResponse.tenants:type_name -> edgelb.v1.Tenant
+	73, // 49: edgelb.v1.ListTenantsResponse.server_time:type_name -> google.protobuf.Timestamp
+	78, // 50: edgelb.v1.DeleteTenantServicesRequest.silent_for:type_name -> google.protobuf.Duration
+	71, // 51: edgelb.v1.DeleteTenantServicesResponse.services:type_name -> edgelb.v1.VirtualService
+	73, // 52: edgelb.v1.DeleteTenantServicesResponse.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 53: edgelb.v1.VirtualServiceService.CreateVirtualService:input_type -> edgelb.v1.CreateVirtualServiceRequest
+	3,  // 54: edgelb.v1.VirtualServiceService.GetVirtualService:input_type -> edgelb.v1.GetVirtualServiceRequest
+	5,  // 55: edgelb.v1.VirtualServiceService.ListVirtualServices:input_type -> edgelb.v1.ListVirtualServicesRequest
+	7,  // 56: edgelb.v1.VirtualServiceService.UpdateVirtualService:input_type -> edgelb.v1.UpdateVirtualServiceRequest
+	9,  // 57: edgelb.v1.VirtualServiceService.DeleteVirtualService:input_type -> edgelb.v1.DeleteVirtualServiceRequest
+	11, // 58: edgelb.v1.VirtualServiceService.SetBackends:input_type -> edgelb.v1.SetBackendsRequest
+	13, // 59: edgelb.v1.VirtualServiceService.AddBackend:input_type -> edgelb.v1.AddBackendRequest
+	15, // 60: edgelb.v1.VirtualServiceService.RemoveBackend:input_type -> edgelb.v1.RemoveBackendRequest
+	17, // 61: edgelb.v1.VirtualServiceService.DrainBackend:input_type -> edgelb.v1.DrainBackendRequest
+	19, // 62: edgelb.v1.VirtualServiceService.MoveVIP:input_type -> edgelb.v1.MoveVIPRequest
+	21, // 63: edgelb.v1.VirtualServiceService.GetServiceStats:input_type -> edgelb.v1.GetServiceStatsRequest
+	26, // 64: edgelb.v1.AddressPoolService.CreateAddressPool:input_type -> edgelb.v1.CreateAddressPoolRequest
+	28, // 65: edgelb.v1.AddressPoolService.GetAddressPool:input_type -> edgelb.v1.GetAddressPoolRequest
+	32, // 66: edgelb.v1.AddressPoolService.ListAddressPools:input_type -> edgelb.v1.ListAddressPoolsRequest
+	30, // 67: edgelb.v1.AddressPoolService.UpdateAddressPool:input_type -> edgelb.v1.UpdateAddressPoolRequest
+	34, // 68: edgelb.v1.AddressPoolService.DeleteAddressPool:input_type -> edgelb.v1.DeleteAddressPoolRequest
+	41, // 69: edgelb.v1.ClusterService.ListMembers:input_type -> edgelb.v1.ListMembersRequest
+	43, // 70: edgelb.v1.ClusterService.AddMember:input_type -> edgelb.v1.AddMemberRequest
+	45, // 71: edgelb.v1.ClusterService.RemoveMember:input_type -> edgelb.v1.RemoveMemberRequest
+	47, // 72: edgelb.v1.ClusterService.GetLeader:input_type -> edgelb.v1.GetLeaderRequest
+	49, // 73: edgelb.v1.ClusterService.TransferLeadership:input_type -> edgelb.v1.TransferLeadershipRequest
+	51, // 74: edgelb.v1.ClusterService.DrainMember:input_type -> edgelb.v1.DrainMemberRequest
+	53, // 75: edgelb.v1.ClusterService.GetMemberStatus:input_type -> edgelb.v1.GetMemberStatusRequest
+	54, // 76: edgelb.v1.ClusterService.GetBgpStatus:input_type -> edgelb.v1.GetBgpStatusRequest
+	37, // 77: edgelb.v1.ClusterService.SaveSnapshot:input_type -> edgelb.v1.SaveSnapshotRequest
+	39, // 78: edgelb.v1.ClusterService.RestoreSnapshot:input_type -> edgelb.v1.RestoreSnapshotRequest
+	60, // 79: edgelb.v1.WatchService.Watch:input_type -> edgelb.v1.WatchRequest
+	63, // 80: edgelb.v1.TenantService.RenewTenantHeartbeat:input_type -> edgelb.v1.RenewTenantHeartbeatRequest
+	66, // 81: edgelb.v1.TenantService.ListTenants:input_type -> edgelb.v1.ListTenantsRequest
+	68, // 82: edgelb.v1.TenantService.DeleteTenantServices:input_type -> edgelb.v1.DeleteTenantServicesRequest
+	2,  // 83: edgelb.v1.VirtualServiceService.CreateVirtualService:output_type -> edgelb.v1.CreateVirtualServiceResponse
+	4,  // 84: edgelb.v1.VirtualServiceService.GetVirtualService:output_type -> edgelb.v1.GetVirtualServiceResponse
+	6,  // 85: edgelb.v1.VirtualServiceService.ListVirtualServices:output_type -> edgelb.v1.ListVirtualServicesResponse
+	8,  // 86: edgelb.v1.VirtualServiceService.UpdateVirtualService:output_type -> edgelb.v1.UpdateVirtualServiceResponse
+	10, // 87: edgelb.v1.VirtualServiceService.DeleteVirtualService:output_type -> edgelb.v1.DeleteVirtualServiceResponse
+	12, // 88: edgelb.v1.VirtualServiceService.SetBackends:output_type -> edgelb.v1.SetBackendsResponse
+	14, // 89: edgelb.v1.VirtualServiceService.AddBackend:output_type -> edgelb.v1.AddBackendResponse
+	16, // 90: edgelb.v1.VirtualServiceService.RemoveBackend:output_type -> edgelb.v1.RemoveBackendResponse
+	18, // 91: edgelb.v1.VirtualServiceService.DrainBackend:output_type -> edgelb.v1.DrainBackendResponse
+	20, // 92: edgelb.v1.VirtualServiceService.MoveVIP:output_type -> edgelb.v1.MoveVIPResponse
+	22, // 93: edgelb.v1.VirtualServiceService.GetServiceStats:output_type -> edgelb.v1.GetServiceStatsResponse
+	27, // 94: edgelb.v1.AddressPoolService.CreateAddressPool:output_type -> edgelb.v1.CreateAddressPoolResponse
+	29, // 95: edgelb.v1.AddressPoolService.GetAddressPool:output_type -> edgelb.v1.GetAddressPoolResponse
+	33, // 96: edgelb.v1.AddressPoolService.ListAddressPools:output_type -> edgelb.v1.ListAddressPoolsResponse
+	31, // 97: edgelb.v1.AddressPoolService.UpdateAddressPool:output_type -> edgelb.v1.UpdateAddressPoolResponse
+	35, // 98: edgelb.v1.AddressPoolService.DeleteAddressPool:output_type -> edgelb.v1.DeleteAddressPoolResponse
+	42, // 99: edgelb.v1.ClusterService.ListMembers:output_type -> edgelb.v1.ListMembersResponse
+	44, // 100: edgelb.v1.ClusterService.AddMember:output_type -> edgelb.v1.AddMemberResponse
+	46, // 101: edgelb.v1.ClusterService.RemoveMember:output_type -> edgelb.v1.RemoveMemberResponse
+	48, // 102: edgelb.v1.ClusterService.GetLeader:output_type -> edgelb.v1.GetLeaderResponse
+	50, // 103: edgelb.v1.ClusterService.TransferLeadership:output_type -> edgelb.v1.TransferLeadershipResponse
+	52, // 104: edgelb.v1.ClusterService.DrainMember:output_type -> edgelb.v1.DrainMemberResponse
+	59, // 105: edgelb.v1.ClusterService.GetMemberStatus:output_type -> edgelb.v1.GetMemberStatusResponse
+	55, // 106: edgelb.v1.ClusterService.GetBgpStatus:output_type -> edgelb.v1.GetBgpStatusResponse
+	38, // 107: edgelb.v1.ClusterService.SaveSnapshot:output_type -> edgelb.v1.SaveSnapshotResponse
+	40, // 108: edgelb.v1.ClusterService.RestoreSnapshot:output_type -> edgelb.v1.RestoreSnapshotResponse
+	62, // 109: edgelb.v1.WatchService.Watch:output_type -> edgelb.v1.WatchResponse
+	64, // 110: edgelb.v1.TenantService.RenewTenantHeartbeat:output_type -> edgelb.v1.RenewTenantHeartbeatResponse
+	67, // 111: edgelb.v1.TenantService.ListTenants:output_type -> edgelb.v1.ListTenantsResponse
+	69, // 112: edgelb.v1.TenantService.DeleteTenantServices:output_type -> edgelb.v1.DeleteTenantServicesResponse
+	83, // [83:113] is the sub-list for method output_type
+	53, // [53:83] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_v1_api_proto_init() }
@@ -3874,7 +4641,7 @@ func file_edgelb_v1_api_proto_init() {
 	}
 	file_edgelb_v1_types_proto_init()
 	file_edgelb_v1_api_proto_msgTypes[29].OneofWrappers = []any{}
-	file_edgelb_v1_api_proto_msgTypes[56].OneofWrappers = []any{
+	file_edgelb_v1_api_proto_msgTypes[60].OneofWrappers = []any{
 		(*Event_VirtualService)(nil),
 		(*Event_AddressPool)(nil),
 		(*Event_Member)(nil),
@@ -3885,9 +4652,9 @@ func file_edgelb_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_v1_api_proto_rawDesc), len(file_edgelb_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   59,
+			NumMessages:   70,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_edgelb_v1_api_proto_goTypes,
 		DependencyIndexes: file_edgelb_v1_api_proto_depIdxs,

@@ -798,6 +798,7 @@ const (
 	ClusterService_TransferLeadership_FullMethodName = "/edgelb.v1.ClusterService/TransferLeadership"
 	ClusterService_DrainMember_FullMethodName        = "/edgelb.v1.ClusterService/DrainMember"
 	ClusterService_GetMemberStatus_FullMethodName    = "/edgelb.v1.ClusterService/GetMemberStatus"
+	ClusterService_GetBgpStatus_FullMethodName       = "/edgelb.v1.ClusterService/GetBgpStatus"
 	ClusterService_SaveSnapshot_FullMethodName       = "/edgelb.v1.ClusterService/SaveSnapshot"
 	ClusterService_RestoreSnapshot_FullMethodName    = "/edgelb.v1.ClusterService/RestoreSnapshot"
 )
@@ -818,6 +819,9 @@ type ClusterServiceClient interface {
 	DrainMember(ctx context.Context, in *DrainMemberRequest, opts ...grpc.CallOption) (*DrainMemberResponse, error)
 	// Status as seen by one member (forwarded to it when it is not the one asked).
 	GetMemberStatus(ctx context.Context, in *GetMemberStatusRequest, opts ...grpc.CallOption) (*GetMemberStatusResponse, error)
+	// One member's BGP speaker: its peers, sessions, BFD and routes
+	// (forwarded to it when it is not the one asked). Operators and admins.
+	GetBgpStatus(ctx context.Context, in *GetBgpStatusRequest, opts ...grpc.CallOption) (*GetBgpStatusResponse, error)
 	// Stream a consistent copy of the replicated state (virtual services, pools,
 	// members) as the answering member holds it, at one revision. It reads the
 	// local replica only, so it works on a member that has lost its quorum (the
@@ -909,6 +913,16 @@ func (c *clusterServiceClient) GetMemberStatus(ctx context.Context, in *GetMembe
 	return out, nil
 }
 
+func (c *clusterServiceClient) GetBgpStatus(ctx context.Context, in *GetBgpStatusRequest, opts ...grpc.CallOption) (*GetBgpStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBgpStatusResponse)
+	err := c.cc.Invoke(ctx, ClusterService_GetBgpStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_SaveSnapshot_FullMethodName, cOpts...)
@@ -957,6 +971,9 @@ type ClusterServiceServer interface {
 	DrainMember(context.Context, *DrainMemberRequest) (*DrainMemberResponse, error)
 	// Status as seen by one member (forwarded to it when it is not the one asked).
 	GetMemberStatus(context.Context, *GetMemberStatusRequest) (*GetMemberStatusResponse, error)
+	// One member's BGP speaker: its peers, sessions, BFD and routes
+	// (forwarded to it when it is not the one asked). Operators and admins.
+	GetBgpStatus(context.Context, *GetBgpStatusRequest) (*GetBgpStatusResponse, error)
 	// Stream a consistent copy of the replicated state (virtual services, pools,
 	// members) as the answering member holds it, at one revision. It reads the
 	// local replica only, so it works on a member that has lost its quorum (the
@@ -998,6 +1015,9 @@ func (UnimplementedClusterServiceServer) DrainMember(context.Context, *DrainMemb
 }
 func (UnimplementedClusterServiceServer) GetMemberStatus(context.Context, *GetMemberStatusRequest) (*GetMemberStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMemberStatus not implemented")
+}
+func (UnimplementedClusterServiceServer) GetBgpStatus(context.Context, *GetBgpStatusRequest) (*GetBgpStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBgpStatus not implemented")
 }
 func (UnimplementedClusterServiceServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
@@ -1152,6 +1172,24 @@ func _ClusterService_GetMemberStatus_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_GetBgpStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBgpStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetBgpStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetBgpStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetBgpStatus(ctx, req.(*GetBgpStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(SaveSnapshotRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -1204,6 +1242,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMemberStatus",
 			Handler:    _ClusterService_GetMemberStatus_Handler,
+		},
+		{
+			MethodName: "GetBgpStatus",
+			Handler:    _ClusterService_GetBgpStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -1331,5 +1373,205 @@ var WatchService_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
+	Metadata: "edgelb/v1/api.proto",
+}
+
+const (
+	TenantService_RenewTenantHeartbeat_FullMethodName = "/edgelb.v1.TenantService/RenewTenantHeartbeat"
+	TenantService_ListTenants_FullMethodName          = "/edgelb.v1.TenantService/ListTenants"
+	TenantService_DeleteTenantServices_FullMethodName = "/edgelb.v1.TenantService/DeleteTenantServices"
+)
+
+// TenantServiceClient is the client API for TenantService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// TenantService tells which tenants (a Kubernetes cluster's cloud provider,
+// an operator's project) are still there: each cloud provider renews its
+// tenant's heartbeat, and an operator removes the services of a tenant whose
+// cluster is gone.
+type TenantServiceClient interface {
+	// Records that the caller's tenant is alive (a cloud provider: its own
+	// tenant only). Replicated; cheap enough for every 30 s.
+	RenewTenantHeartbeat(ctx context.Context, in *RenewTenantHeartbeatRequest, opts ...grpc.CallOption) (*RenewTenantHeartbeatResponse, error)
+	// Every tenant with virtual services or a heartbeat (a cloud provider: its own).
+	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
+	// Deletes every virtual service of a tenant in one raft command, only if
+	// its heartbeat is at least silent_for old when the command applies
+	// (FailedPrecondition otherwise) unless force. Operator or admin.
+	DeleteTenantServices(ctx context.Context, in *DeleteTenantServicesRequest, opts ...grpc.CallOption) (*DeleteTenantServicesResponse, error)
+}
+
+type tenantServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTenantServiceClient(cc grpc.ClientConnInterface) TenantServiceClient {
+	return &tenantServiceClient{cc}
+}
+
+func (c *tenantServiceClient) RenewTenantHeartbeat(ctx context.Context, in *RenewTenantHeartbeatRequest, opts ...grpc.CallOption) (*RenewTenantHeartbeatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewTenantHeartbeatResponse)
+	err := c.cc.Invoke(ctx, TenantService_RenewTenantHeartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tenantServiceClient) ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTenantsResponse)
+	err := c.cc.Invoke(ctx, TenantService_ListTenants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tenantServiceClient) DeleteTenantServices(ctx context.Context, in *DeleteTenantServicesRequest, opts ...grpc.CallOption) (*DeleteTenantServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteTenantServicesResponse)
+	err := c.cc.Invoke(ctx, TenantService_DeleteTenantServices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TenantServiceServer is the server API for TenantService service.
+// All implementations must embed UnimplementedTenantServiceServer
+// for forward compatibility.
+//
+// TenantService tells which tenants (a Kubernetes cluster's cloud provider,
+// an operator's project) are still there: each cloud provider renews its
+// tenant's heartbeat, and an operator removes the services of a tenant whose
+// cluster is gone.
+type TenantServiceServer interface {
+	// Records that the caller's tenant is alive (a cloud provider: its own
+	// tenant only). Replicated; cheap enough for every 30 s.
+	RenewTenantHeartbeat(context.Context, *RenewTenantHeartbeatRequest) (*RenewTenantHeartbeatResponse, error)
+	// Every tenant with virtual services or a heartbeat (a cloud provider: its own).
+	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
+	// Deletes every virtual service of a tenant in one raft command, only if
+	// its heartbeat is at least silent_for old when the command applies
+	// (FailedPrecondition otherwise) unless force. Operator or admin.
+	DeleteTenantServices(context.Context, *DeleteTenantServicesRequest) (*DeleteTenantServicesResponse, error)
+	mustEmbedUnimplementedTenantServiceServer()
+}
+
+// UnimplementedTenantServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTenantServiceServer struct{}
+
+func (UnimplementedTenantServiceServer) RenewTenantHeartbeat(context.Context, *RenewTenantHeartbeatRequest) (*RenewTenantHeartbeatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewTenantHeartbeat not implemented")
+}
+func (UnimplementedTenantServiceServer) ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTenants not implemented")
+}
+func (UnimplementedTenantServiceServer) DeleteTenantServices(context.Context, *DeleteTenantServicesRequest) (*DeleteTenantServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteTenantServices not implemented")
+}
+func (UnimplementedTenantServiceServer) mustEmbedUnimplementedTenantServiceServer() {}
+func (UnimplementedTenantServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeTenantServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TenantServiceServer will
+// result in compilation errors.
+type UnsafeTenantServiceServer interface {
+	mustEmbedUnimplementedTenantServiceServer()
+}
+
+func RegisterTenantServiceServer(s grpc.ServiceRegistrar, srv TenantServiceServer) {
+	// If the following call panics, it indicates UnimplementedTenantServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&TenantService_ServiceDesc, srv)
+}
+
+func _TenantService_RenewTenantHeartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewTenantHeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TenantServiceServer).RenewTenantHeartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TenantService_RenewTenantHeartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TenantServiceServer).RenewTenantHeartbeat(ctx, req.(*RenewTenantHeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TenantService_ListTenants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTenantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TenantServiceServer).ListTenants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TenantService_ListTenants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TenantServiceServer).ListTenants(ctx, req.(*ListTenantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TenantService_DeleteTenantServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteTenantServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TenantServiceServer).DeleteTenantServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TenantService_DeleteTenantServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TenantServiceServer).DeleteTenantServices(ctx, req.(*DeleteTenantServicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// TenantService_ServiceDesc is the grpc.ServiceDesc for TenantService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var TenantService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "edgelb.v1.TenantService",
+	HandlerType: (*TenantServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "RenewTenantHeartbeat",
+			Handler:    _TenantService_RenewTenantHeartbeat_Handler,
+		},
+		{
+			MethodName: "ListTenants",
+			Handler:    _TenantService_ListTenants_Handler,
+		},
+		{
+			MethodName: "DeleteTenantServices",
+			Handler:    _TenantService_DeleteTenantServices_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "edgelb/v1/api.proto",
 }

@@ -192,6 +192,89 @@ func (ForwardingMode) EnumDescriptor() ([]byte, []int) {
 }
 
 // IPFamily selects the family of an allocated VIP.
+// OwnershipReason says why a virtual service got the owner an event shows.
+// The leader's one ownership decision sets it (lbd/ownership); clients render
+// it and count by it, never by the event's free-text reason.
+type OwnershipReason int32
+
+const (
+	// Not an ownership change, or an event recorded before the enum existed.
+	OwnershipReason_OWNERSHIP_REASON_UNSPECIFIED OwnershipReason = 0
+	// A VIP without an owner placed on the least-loaded eligible member.
+	OwnershipReason_OWNERSHIP_REASON_ASSIGNED OwnershipReason = 1
+	// Placed on, or moved back to, the member the service is pinned to.
+	OwnershipReason_OWNERSHIP_REASON_PINNED OwnershipReason = 2
+	// The previous owner is no longer a member of the cluster.
+	OwnershipReason_OWNERSHIP_REASON_OWNER_LEFT OwnershipReason = 3
+	// The leader stopped hearing from the previous owner (a failover).
+	OwnershipReason_OWNERSHIP_REASON_OWNER_UNREACHABLE OwnershipReason = 4
+	// The previous owner is draining.
+	OwnershipReason_OWNERSHIP_REASON_OWNER_DRAINING OwnershipReason = 5
+	// The VIP is shared with other services, which already have this owner.
+	OwnershipReason_OWNERSHIP_REASON_SHARED_VIP OwnershipReason = 6
+	// An operator moved it (lbctl vip move).
+	OwnershipReason_OWNERSHIP_REASON_MOVED OwnershipReason = 7
+	// Its owner was removed from the cluster; it has no owner until reassigned.
+	OwnershipReason_OWNERSHIP_REASON_OWNER_REMOVED OwnershipReason = 8
+	// Its owner is stopping cleanly and handed it to its successor first.
+	OwnershipReason_OWNERSHIP_REASON_OWNER_STOPPING OwnershipReason = 9
+)
+
+// Enum value maps for OwnershipReason.
+var (
+	OwnershipReason_name = map[int32]string{
+		0: "OWNERSHIP_REASON_UNSPECIFIED",
+		1: "OWNERSHIP_REASON_ASSIGNED",
+		2: "OWNERSHIP_REASON_PINNED",
+		3: "OWNERSHIP_REASON_OWNER_LEFT",
+		4: "OWNERSHIP_REASON_OWNER_UNREACHABLE",
+		5: "OWNERSHIP_REASON_OWNER_DRAINING",
+		6: "OWNERSHIP_REASON_SHARED_VIP",
+		7: "OWNERSHIP_REASON_MOVED",
+		8: "OWNERSHIP_REASON_OWNER_REMOVED",
+		9: "OWNERSHIP_REASON_OWNER_STOPPING",
+	}
+	OwnershipReason_value = map[string]int32{
+		"OWNERSHIP_REASON_UNSPECIFIED":       0,
+		"OWNERSHIP_REASON_ASSIGNED":          1,
+		"OWNERSHIP_REASON_PINNED":            2,
+		"OWNERSHIP_REASON_OWNER_LEFT":        3,
+		"OWNERSHIP_REASON_OWNER_UNREACHABLE": 4,
+		"OWNERSHIP_REASON_OWNER_DRAINING":    5,
+		"OWNERSHIP_REASON_SHARED_VIP":        6,
+		"OWNERSHIP_REASON_MOVED":             7,
+		"OWNERSHIP_REASON_OWNER_REMOVED":     8,
+		"OWNERSHIP_REASON_OWNER_STOPPING":    9,
+	}
+)
+
+func (x OwnershipReason) Enum() *OwnershipReason {
+	p := new(OwnershipReason)
+	*p = x
+	return p
+}
+
+func (x OwnershipReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OwnershipReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_edgelb_v1_types_proto_enumTypes[3].Descriptor()
+}
+
+func (OwnershipReason) Type() protoreflect.EnumType {
+	return &file_edgelb_v1_types_proto_enumTypes[3]
+}
+
+func (x OwnershipReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OwnershipReason.Descriptor instead.
+func (OwnershipReason) EnumDescriptor() ([]byte, []int) {
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
 type IPFamily int32
 
 const (
@@ -225,11 +308,11 @@ func (x IPFamily) String() string {
 }
 
 func (IPFamily) Descriptor() protoreflect.EnumDescriptor {
-	return file_edgelb_v1_types_proto_enumTypes[3].Descriptor()
+	return file_edgelb_v1_types_proto_enumTypes[4].Descriptor()
 }
 
 func (IPFamily) Type() protoreflect.EnumType {
-	return &file_edgelb_v1_types_proto_enumTypes[3]
+	return &file_edgelb_v1_types_proto_enumTypes[4]
 }
 
 func (x IPFamily) Number() protoreflect.EnumNumber {
@@ -238,7 +321,7 @@ func (x IPFamily) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IPFamily.Descriptor instead.
 func (IPFamily) EnumDescriptor() ([]byte, []int) {
-	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 // HealthCheckType is how a backend is probed. Unspecified means TCP connect.
@@ -251,6 +334,9 @@ const (
 	HealthCheckType_HEALTH_CHECK_TYPE_HTTPS       HealthCheckType = 3
 	// No check: every enabled backend is always considered healthy.
 	HealthCheckType_HEALTH_CHECK_TYPE_NONE HealthCheckType = 4
+	// An SCTP association (INIT … COOKIE-ACK), then closed: for SCTP-only
+	// services, where a TCP connect proves nothing.
+	HealthCheckType_HEALTH_CHECK_TYPE_SCTP HealthCheckType = 5
 )
 
 // Enum value maps for HealthCheckType.
@@ -261,6 +347,7 @@ var (
 		2: "HEALTH_CHECK_TYPE_HTTP",
 		3: "HEALTH_CHECK_TYPE_HTTPS",
 		4: "HEALTH_CHECK_TYPE_NONE",
+		5: "HEALTH_CHECK_TYPE_SCTP",
 	}
 	HealthCheckType_value = map[string]int32{
 		"HEALTH_CHECK_TYPE_UNSPECIFIED": 0,
@@ -268,6 +355,7 @@ var (
 		"HEALTH_CHECK_TYPE_HTTP":        2,
 		"HEALTH_CHECK_TYPE_HTTPS":       3,
 		"HEALTH_CHECK_TYPE_NONE":        4,
+		"HEALTH_CHECK_TYPE_SCTP":        5,
 	}
 )
 
@@ -282,11 +370,11 @@ func (x HealthCheckType) String() string {
 }
 
 func (HealthCheckType) Descriptor() protoreflect.EnumDescriptor {
-	return file_edgelb_v1_types_proto_enumTypes[4].Descriptor()
+	return file_edgelb_v1_types_proto_enumTypes[5].Descriptor()
 }
 
 func (HealthCheckType) Type() protoreflect.EnumType {
-	return &file_edgelb_v1_types_proto_enumTypes[4]
+	return &file_edgelb_v1_types_proto_enumTypes[5]
 }
 
 func (x HealthCheckType) Number() protoreflect.EnumNumber {
@@ -295,7 +383,7 @@ func (x HealthCheckType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthCheckType.Descriptor instead.
 func (HealthCheckType) EnumDescriptor() ([]byte, []int) {
-	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 // BackendHealthState is the last verdict of the health checker.
@@ -335,11 +423,11 @@ func (x BackendHealthState) String() string {
 }
 
 func (BackendHealthState) Descriptor() protoreflect.EnumDescriptor {
-	return file_edgelb_v1_types_proto_enumTypes[5].Descriptor()
+	return file_edgelb_v1_types_proto_enumTypes[6].Descriptor()
 }
 
 func (BackendHealthState) Type() protoreflect.EnumType {
-	return &file_edgelb_v1_types_proto_enumTypes[5]
+	return &file_edgelb_v1_types_proto_enumTypes[6]
 }
 
 func (x BackendHealthState) Number() protoreflect.EnumNumber {
@@ -348,7 +436,60 @@ func (x BackendHealthState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BackendHealthState.Descriptor instead.
 func (BackendHealthState) EnumDescriptor() ([]byte, []int) {
-	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+// AnnounceMode is how a pool's VIPs are made reachable.
+type AnnounceMode int32
+
+const (
+	// Same as ANNOUNCE_MODE_L2.
+	AnnounceMode_ANNOUNCE_MODE_UNSPECIFIED AnnounceMode = 0
+	// One owner adds the VIP to its data interface and answers ARP/NDP.
+	AnnounceMode_ANNOUNCE_MODE_L2 AnnounceMode = 1
+	// Every eligible member advertises the VIP over BGP (ECMP).
+	AnnounceMode_ANNOUNCE_MODE_BGP AnnounceMode = 2
+)
+
+// Enum value maps for AnnounceMode.
+var (
+	AnnounceMode_name = map[int32]string{
+		0: "ANNOUNCE_MODE_UNSPECIFIED",
+		1: "ANNOUNCE_MODE_L2",
+		2: "ANNOUNCE_MODE_BGP",
+	}
+	AnnounceMode_value = map[string]int32{
+		"ANNOUNCE_MODE_UNSPECIFIED": 0,
+		"ANNOUNCE_MODE_L2":          1,
+		"ANNOUNCE_MODE_BGP":         2,
+	}
+)
+
+func (x AnnounceMode) Enum() *AnnounceMode {
+	p := new(AnnounceMode)
+	*p = x
+	return p
+}
+
+func (x AnnounceMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AnnounceMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_edgelb_v1_types_proto_enumTypes[7].Descriptor()
+}
+
+func (AnnounceMode) Type() protoreflect.EnumType {
+	return &file_edgelb_v1_types_proto_enumTypes[7]
+}
+
+func (x AnnounceMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AnnounceMode.Descriptor instead.
+func (AnnounceMode) EnumDescriptor() ([]byte, []int) {
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 // MemberState is the lifecycle of an edge host.
@@ -389,11 +530,11 @@ func (x MemberState) String() string {
 }
 
 func (MemberState) Descriptor() protoreflect.EnumDescriptor {
-	return file_edgelb_v1_types_proto_enumTypes[6].Descriptor()
+	return file_edgelb_v1_types_proto_enumTypes[8].Descriptor()
 }
 
 func (MemberState) Type() protoreflect.EnumType {
-	return &file_edgelb_v1_types_proto_enumTypes[6]
+	return &file_edgelb_v1_types_proto_enumTypes[8]
 }
 
 func (x MemberState) Number() protoreflect.EnumNumber {
@@ -402,7 +543,7 @@ func (x MemberState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberState.Descriptor instead.
 func (MemberState) EnumDescriptor() ([]byte, []int) {
-	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 // Port is one listening port of a virtual service.
@@ -809,11 +950,17 @@ type VirtualService struct {
 	// Incremented on every change; updates may require the generation they read.
 	Generation uint64 `protobuf:"varint,16,opt,name=generation,proto3" json:"generation,omitempty"`
 	// Output only: the member that currently owns the VIP.
-	Owner         string                 `protobuf:"bytes,17,opt,name=owner,proto3" json:"owner,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Owner      string                 `protobuf:"bytes,17,opt,name=owner,proto3" json:"owner,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When true, the VIP's ports accept no client at all; source_ranges must
+	// then be empty. An empty source_ranges allows every client, so "none
+	// allowed" needs its own field: a dual-stack Kubernetes Service whose
+	// loadBalancerSourceRanges hold no range of this VIP's family gets it,
+	// closed rather than open.
+	DenyAllSources bool `protobuf:"varint,20,opt,name=deny_all_sources,json=denyAllSources,proto3" json:"deny_all_sources,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VirtualService) Reset() {
@@ -979,6 +1126,13 @@ func (x *VirtualService) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VirtualService) GetDenyAllSources() bool {
+	if x != nil {
+		return x.DenyAllSources
+	}
+	return false
+}
+
 // AddressPool is a set of addresses VIPs are allocated from.
 type AddressPool struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -999,8 +1153,15 @@ type AddressPool struct {
 	// VIP there takes traffic from the host or its router), and a member that
 	// registers with an address in it is logged and shown as a warning.
 	AllowHostAddresses bool `protobuf:"varint,8,opt,name=allow_host_addresses,json=allowHostAddresses,proto3" json:"allow_host_addresses,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// How the pool's VIPs reach the network (docs/BGP.md). Unset is l2. Set
+	// at creation only: an address changing mode would be announced twice,
+	// or not at all, in between.
+	AnnounceMode AnnounceMode `protobuf:"varint,9,opt,name=announce_mode,json=announceMode,proto3,enum=edgelb.v1.AnnounceMode" json:"announce_mode,omitempty"`
+	// Attributes of the routes advertised for the pool's VIPs; only with
+	// ANNOUNCE_MODE_BGP.
+	Bgp           *BgpAttributes `protobuf:"bytes,10,opt,name=bgp,proto3" json:"bgp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddressPool) Reset() {
@@ -1089,6 +1250,102 @@ func (x *AddressPool) GetAllowHostAddresses() bool {
 	return false
 }
 
+func (x *AddressPool) GetAnnounceMode() AnnounceMode {
+	if x != nil {
+		return x.AnnounceMode
+	}
+	return AnnounceMode_ANNOUNCE_MODE_UNSPECIFIED
+}
+
+func (x *AddressPool) GetBgp() *BgpAttributes {
+	if x != nil {
+		return x.Bgp
+	}
+	return nil
+}
+
+// BgpAttributes are the path attributes of a bgp pool's routes.
+type BgpAttributes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Standard communities, "ASN:value" (each 0..65535).
+	Communities []string `protobuf:"bytes,1,rep,name=communities,proto3" json:"communities,omitempty"`
+	// Large communities (RFC 8092), "global:local1:local2" (each 32 bits).
+	LargeCommunities []string `protobuf:"bytes,2,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
+	// LOCAL_PREF, sent on iBGP sessions only; unset sends none.
+	LocalPreference *uint32 `protobuf:"varint,3,opt,name=local_preference,json=localPreference,proto3,oneof" json:"local_preference,omitempty"`
+	// Prefix length advertised for an IPv4 VIP; 0 means 32.
+	AggregationLength uint32 `protobuf:"varint,4,opt,name=aggregation_length,json=aggregationLength,proto3" json:"aggregation_length,omitempty"`
+	// Prefix length advertised for an IPv6 VIP; 0 means 128.
+	AggregationLengthV6 uint32 `protobuf:"varint,5,opt,name=aggregation_length_v6,json=aggregationLengthV6,proto3" json:"aggregation_length_v6,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *BgpAttributes) Reset() {
+	*x = BgpAttributes{}
+	mi := &file_edgelb_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BgpAttributes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BgpAttributes) ProtoMessage() {}
+
+func (x *BgpAttributes) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BgpAttributes.ProtoReflect.Descriptor instead.
+func (*BgpAttributes) Descriptor() ([]byte, []int) {
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BgpAttributes) GetCommunities() []string {
+	if x != nil {
+		return x.Communities
+	}
+	return nil
+}
+
+func (x *BgpAttributes) GetLargeCommunities() []string {
+	if x != nil {
+		return x.LargeCommunities
+	}
+	return nil
+}
+
+func (x *BgpAttributes) GetLocalPreference() uint32 {
+	if x != nil && x.LocalPreference != nil {
+		return *x.LocalPreference
+	}
+	return 0
+}
+
+func (x *BgpAttributes) GetAggregationLength() uint32 {
+	if x != nil {
+		return x.AggregationLength
+	}
+	return 0
+}
+
+func (x *BgpAttributes) GetAggregationLengthV6() uint32 {
+	if x != nil {
+		return x.AggregationLengthV6
+	}
+	return 0
+}
+
 // Member is an edge host running lbd.
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1105,13 +1362,17 @@ type Member struct {
 	// report (control-plane-only members without dataPlane.hostAddresses).
 	InterfaceAddresses []string `protobuf:"bytes,7,rep,name=interface_addresses,json=interfaceAddresses,proto3" json:"interface_addresses,omitempty"`
 	Gateways           []string `protobuf:"bytes,8,rep,name=gateways,proto3" json:"gateways,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// BGP peers (router addresses) whose session with this member is not
+	// established, sorted, as the member last reported them (docs/BGP.md):
+	// each change is a member event in Watch.
+	BgpPeersDown  []string `protobuf:"bytes,9,rep,name=bgp_peers_down,json=bgpPeersDown,proto3" json:"bgp_peers_down,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_edgelb_v1_types_proto_msgTypes[7]
+	mi := &file_edgelb_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1384,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_v1_types_proto_msgTypes[7]
+	mi := &file_edgelb_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1397,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Member) GetId() string {
@@ -1195,6 +1456,13 @@ func (x *Member) GetGateways() []string {
 	return nil
 }
 
+func (x *Member) GetBgpPeersDown() []string {
+	if x != nil {
+		return x.BgpPeersDown
+	}
+	return nil
+}
+
 var File_edgelb_v1_types_proto protoreflect.FileDescriptor
 
 const file_edgelb_v1_types_proto_rawDesc = "" +
@@ -1227,7 +1495,7 @@ const file_edgelb_v1_types_proto_rawDesc = "" +
 	"\binterval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
 	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x12\n" +
 	"\x04rise\x18\a \x01(\rR\x04rise\x12\x12\n" +
-	"\x04fall\x18\b \x01(\rR\x04fall\"\xed\x06\n" +
+	"\x04fall\x18\b \x01(\rR\x04fall\"\x97\a\n" +
 	"\x0eVirtualService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x10\n" +
@@ -1253,10 +1521,11 @@ const file_edgelb_v1_types_proto_rawDesc = "" +
 	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x12(\n" +
+	"\x10deny_all_sources\x18\x14 \x01(\bR\x0edenyAllSources\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa1\x03\n" +
 	"\vAddressPool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06ranges\x18\x02 \x03(\tR\x06ranges\x12\x18\n" +
@@ -1269,7 +1538,17 @@ const file_edgelb_v1_types_proto_rawDesc = "" +
 	"generation\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x120\n" +
-	"\x14allow_host_addresses\x18\b \x01(\bR\x12allowHostAddresses\"\x9a\x02\n" +
+	"\x14allow_host_addresses\x18\b \x01(\bR\x12allowHostAddresses\x12<\n" +
+	"\rannounce_mode\x18\t \x01(\x0e2\x17.edgelb.v1.AnnounceModeR\fannounceMode\x12*\n" +
+	"\x03bgp\x18\n" +
+	" \x01(\v2\x18.edgelb.v1.BgpAttributesR\x03bgp\"\x86\x02\n" +
+	"\rBgpAttributes\x12 \n" +
+	"\vcommunities\x18\x01 \x03(\tR\vcommunities\x12+\n" +
+	"\x11large_communities\x18\x02 \x03(\tR\x10largeCommunities\x12.\n" +
+	"\x10local_preference\x18\x03 \x01(\rH\x00R\x0flocalPreference\x88\x01\x01\x12-\n" +
+	"\x12aggregation_length\x18\x04 \x01(\rR\x11aggregationLength\x122\n" +
+	"\x15aggregation_length_v6\x18\x05 \x01(\rR\x13aggregationLengthV6B\x13\n" +
+	"\x11_local_preference\"\xc0\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -1279,7 +1558,8 @@ const file_edgelb_v1_types_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2\x16.edgelb.v1.MemberStateR\x05state\x12\x1a\n" +
 	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12/\n" +
 	"\x13interface_addresses\x18\a \x03(\tR\x12interfaceAddresses\x12\x1a\n" +
-	"\bgateways\x18\b \x03(\tR\bgateways*[\n" +
+	"\bgateways\x18\b \x03(\tR\bgateways\x12$\n" +
+	"\x0ebgp_peers_down\x18\t \x03(\tR\fbgpPeersDown*[\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -1296,22 +1576,38 @@ const file_edgelb_v1_types_proto_rawDesc = "" +
 	"\x0eForwardingMode\x12\x1f\n" +
 	"\x1bFORWARDING_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13FORWARDING_MODE_NAT\x10\x01\x12\x16\n" +
-	"\x12FORWARDING_MODE_DR\x10\x02*M\n" +
+	"\x12FORWARDING_MODE_DR\x10\x02*\xe3\x02\n" +
+	"\x0fOwnershipReason\x12 \n" +
+	"\x1cOWNERSHIP_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19OWNERSHIP_REASON_ASSIGNED\x10\x01\x12\x1b\n" +
+	"\x17OWNERSHIP_REASON_PINNED\x10\x02\x12\x1f\n" +
+	"\x1bOWNERSHIP_REASON_OWNER_LEFT\x10\x03\x12&\n" +
+	"\"OWNERSHIP_REASON_OWNER_UNREACHABLE\x10\x04\x12#\n" +
+	"\x1fOWNERSHIP_REASON_OWNER_DRAINING\x10\x05\x12\x1f\n" +
+	"\x1bOWNERSHIP_REASON_SHARED_VIP\x10\x06\x12\x1a\n" +
+	"\x16OWNERSHIP_REASON_MOVED\x10\a\x12\"\n" +
+	"\x1eOWNERSHIP_REASON_OWNER_REMOVED\x10\b\x12#\n" +
+	"\x1fOWNERSHIP_REASON_OWNER_STOPPING\x10\t*M\n" +
 	"\bIPFamily\x12\x19\n" +
 	"\x15IP_FAMILY_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eIP_FAMILY_IPV4\x10\x01\x12\x12\n" +
-	"\x0eIP_FAMILY_IPV6\x10\x02*\xa4\x01\n" +
+	"\x0eIP_FAMILY_IPV6\x10\x02*\xc0\x01\n" +
 	"\x0fHealthCheckType\x12!\n" +
 	"\x1dHEALTH_CHECK_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15HEALTH_CHECK_TYPE_TCP\x10\x01\x12\x1a\n" +
 	"\x16HEALTH_CHECK_TYPE_HTTP\x10\x02\x12\x1b\n" +
 	"\x17HEALTH_CHECK_TYPE_HTTPS\x10\x03\x12\x1a\n" +
-	"\x16HEALTH_CHECK_TYPE_NONE\x10\x04*\xa2\x01\n" +
+	"\x16HEALTH_CHECK_TYPE_NONE\x10\x04\x12\x1a\n" +
+	"\x16HEALTH_CHECK_TYPE_SCTP\x10\x05*\xa2\x01\n" +
 	"\x12BackendHealthState\x12$\n" +
 	" BACKEND_HEALTH_STATE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cBACKEND_HEALTH_STATE_UNKNOWN\x10\x01\x12 \n" +
 	"\x1cBACKEND_HEALTH_STATE_HEALTHY\x10\x02\x12\"\n" +
-	"\x1eBACKEND_HEALTH_STATE_UNHEALTHY\x10\x03*v\n" +
+	"\x1eBACKEND_HEALTH_STATE_UNHEALTHY\x10\x03*Z\n" +
+	"\fAnnounceMode\x12\x1d\n" +
+	"\x19ANNOUNCE_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ANNOUNCE_MODE_L2\x10\x01\x12\x15\n" +
+	"\x11ANNOUNCE_MODE_BGP\x10\x02*v\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_ACTIVE\x10\x01\x12\x19\n" +
@@ -1330,55 +1626,60 @@ func file_edgelb_v1_types_proto_rawDescGZIP() []byte {
 	return file_edgelb_v1_types_proto_rawDescData
 }
 
-var file_edgelb_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_edgelb_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_edgelb_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_edgelb_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_edgelb_v1_types_proto_goTypes = []any{
 	(Protocol)(0),                 // 0: edgelb.v1.Protocol
 	(Scheduler)(0),                // 1: edgelb.v1.Scheduler
 	(ForwardingMode)(0),           // 2: edgelb.v1.ForwardingMode
-	(IPFamily)(0),                 // 3: edgelb.v1.IPFamily
-	(HealthCheckType)(0),          // 4: edgelb.v1.HealthCheckType
-	(BackendHealthState)(0),       // 5: edgelb.v1.BackendHealthState
-	(MemberState)(0),              // 6: edgelb.v1.MemberState
-	(*Port)(nil),                  // 7: edgelb.v1.Port
-	(*BackendHealth)(nil),         // 8: edgelb.v1.BackendHealth
-	(*Backend)(nil),               // 9: edgelb.v1.Backend
-	(*Persistence)(nil),           // 10: edgelb.v1.Persistence
-	(*HealthCheck)(nil),           // 11: edgelb.v1.HealthCheck
-	(*VirtualService)(nil),        // 12: edgelb.v1.VirtualService
-	(*AddressPool)(nil),           // 13: edgelb.v1.AddressPool
-	(*Member)(nil),                // 14: edgelb.v1.Member
-	nil,                           // 15: edgelb.v1.VirtualService.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(OwnershipReason)(0),          // 3: edgelb.v1.OwnershipReason
+	(IPFamily)(0),                 // 4: edgelb.v1.IPFamily
+	(HealthCheckType)(0),          // 5: edgelb.v1.HealthCheckType
+	(BackendHealthState)(0),       // 6: edgelb.v1.BackendHealthState
+	(AnnounceMode)(0),             // 7: edgelb.v1.AnnounceMode
+	(MemberState)(0),              // 8: edgelb.v1.MemberState
+	(*Port)(nil),                  // 9: edgelb.v1.Port
+	(*BackendHealth)(nil),         // 10: edgelb.v1.BackendHealth
+	(*Backend)(nil),               // 11: edgelb.v1.Backend
+	(*Persistence)(nil),           // 12: edgelb.v1.Persistence
+	(*HealthCheck)(nil),           // 13: edgelb.v1.HealthCheck
+	(*VirtualService)(nil),        // 14: edgelb.v1.VirtualService
+	(*AddressPool)(nil),           // 15: edgelb.v1.AddressPool
+	(*BgpAttributes)(nil),         // 16: edgelb.v1.BgpAttributes
+	(*Member)(nil),                // 17: edgelb.v1.Member
+	nil,                           // 18: edgelb.v1.VirtualService.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
 }
 var file_edgelb_v1_types_proto_depIdxs = []int32{
 	0,  // 0: edgelb.v1.Port.protocol:type_name -> edgelb.v1.Protocol
-	5,  // 1: edgelb.v1.BackendHealth.state:type_name -> edgelb.v1.BackendHealthState
-	16, // 2: edgelb.v1.BackendHealth.last_check_time:type_name -> google.protobuf.Timestamp
-	16, // 3: edgelb.v1.BackendHealth.last_transition_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: edgelb.v1.Backend.health:type_name -> edgelb.v1.BackendHealth
-	4,  // 5: edgelb.v1.HealthCheck.type:type_name -> edgelb.v1.HealthCheckType
-	17, // 6: edgelb.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	17, // 7: edgelb.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	7,  // 8: edgelb.v1.VirtualService.ports:type_name -> edgelb.v1.Port
-	9,  // 9: edgelb.v1.VirtualService.backends:type_name -> edgelb.v1.Backend
+	6,  // 1: edgelb.v1.BackendHealth.state:type_name -> edgelb.v1.BackendHealthState
+	19, // 2: edgelb.v1.BackendHealth.last_check_time:type_name -> google.protobuf.Timestamp
+	19, // 3: edgelb.v1.BackendHealth.last_transition_time:type_name -> google.protobuf.Timestamp
+	10, // 4: edgelb.v1.Backend.health:type_name -> edgelb.v1.BackendHealth
+	5,  // 5: edgelb.v1.HealthCheck.type:type_name -> edgelb.v1.HealthCheckType
+	20, // 6: edgelb.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	20, // 7: edgelb.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	9,  // 8: edgelb.v1.VirtualService.ports:type_name -> edgelb.v1.Port
+	11, // 9: edgelb.v1.VirtualService.backends:type_name -> edgelb.v1.Backend
 	1,  // 10: edgelb.v1.VirtualService.scheduler:type_name -> edgelb.v1.Scheduler
 	2,  // 11: edgelb.v1.VirtualService.forwarding_mode:type_name -> edgelb.v1.ForwardingMode
-	10, // 12: edgelb.v1.VirtualService.persistence:type_name -> edgelb.v1.Persistence
-	11, // 13: edgelb.v1.VirtualService.health_check:type_name -> edgelb.v1.HealthCheck
-	15, // 14: edgelb.v1.VirtualService.labels:type_name -> edgelb.v1.VirtualService.LabelsEntry
-	3,  // 15: edgelb.v1.VirtualService.ip_family:type_name -> edgelb.v1.IPFamily
-	16, // 16: edgelb.v1.VirtualService.create_time:type_name -> google.protobuf.Timestamp
-	16, // 17: edgelb.v1.VirtualService.update_time:type_name -> google.protobuf.Timestamp
-	16, // 18: edgelb.v1.AddressPool.create_time:type_name -> google.protobuf.Timestamp
-	16, // 19: edgelb.v1.AddressPool.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 20: edgelb.v1.Member.state:type_name -> edgelb.v1.MemberState
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	12, // 12: edgelb.v1.VirtualService.persistence:type_name -> edgelb.v1.Persistence
+	13, // 13: edgelb.v1.VirtualService.health_check:type_name -> edgelb.v1.HealthCheck
+	18, // 14: edgelb.v1.VirtualService.labels:type_name -> edgelb.v1.VirtualService.LabelsEntry
+	4,  // 15: edgelb.v1.VirtualService.ip_family:type_name -> edgelb.v1.IPFamily
+	19, // 16: edgelb.v1.VirtualService.create_time:type_name -> google.protobuf.Timestamp
+	19, // 17: edgelb.v1.VirtualService.update_time:type_name -> google.protobuf.Timestamp
+	19, // 18: edgelb.v1.AddressPool.create_time:type_name -> google.protobuf.Timestamp
+	19, // 19: edgelb.v1.AddressPool.update_time:type_name -> google.protobuf.Timestamp
+	7,  // 20: edgelb.v1.AddressPool.announce_mode:type_name -> edgelb.v1.AnnounceMode
+	16, // 21: edgelb.v1.AddressPool.bgp:type_name -> edgelb.v1.BgpAttributes
+	8,  // 22: edgelb.v1.Member.state:type_name -> edgelb.v1.MemberState
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_v1_types_proto_init() }
@@ -1386,13 +1687,14 @@ func file_edgelb_v1_types_proto_init() {
 	if File_edgelb_v1_types_proto != nil {
 		return
 	}
+	file_edgelb_v1_types_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_v1_types_proto_rawDesc), len(file_edgelb_v1_types_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   9,
+			NumEnums:      9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

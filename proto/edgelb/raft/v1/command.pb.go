@@ -10,6 +10,7 @@ import (
 	v1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -57,6 +58,8 @@ type Command struct {
 	//	*Command_RestoreState
 	//	*Command_SetClusterId
 	//	*Command_UpdateAddressPool
+	//	*Command_RenewTenantHeartbeat
+	//	*Command_DeleteTenantServices
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -264,6 +267,24 @@ func (x *Command) GetUpdateAddressPool() *UpdateAddressPool {
 	return nil
 }
 
+func (x *Command) GetRenewTenantHeartbeat() *RenewTenantHeartbeat {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RenewTenantHeartbeat); ok {
+			return x.RenewTenantHeartbeat
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteTenantServices() *DeleteTenantServices {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteTenantServices); ok {
+			return x.DeleteTenantServices
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -332,6 +353,14 @@ type Command_UpdateAddressPool struct {
 	UpdateAddressPool *UpdateAddressPool `protobuf:"bytes,25,opt,name=update_address_pool,json=updateAddressPool,proto3,oneof"`
 }
 
+type Command_RenewTenantHeartbeat struct {
+	RenewTenantHeartbeat *RenewTenantHeartbeat `protobuf:"bytes,40,opt,name=renew_tenant_heartbeat,json=renewTenantHeartbeat,proto3,oneof"`
+}
+
+type Command_DeleteTenantServices struct {
+	DeleteTenantServices *DeleteTenantServices `protobuf:"bytes,41,opt,name=delete_tenant_services,json=deleteTenantServices,proto3,oneof"`
+}
+
 func (*Command_CreateVirtualService) isCommand_Op() {}
 
 func (*Command_UpdateVirtualService) isCommand_Op() {}
@@ -364,11 +393,17 @@ func (*Command_SetClusterId) isCommand_Op() {}
 
 func (*Command_UpdateAddressPool) isCommand_Op() {}
 
+func (*Command_RenewTenantHeartbeat) isCommand_Op() {}
+
+func (*Command_DeleteTenantServices) isCommand_Op() {}
+
 type CreateVirtualService struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service *v1.VirtualService     `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// The member that will own the VIP, chosen by the leader that proposed it.
-	Owner         string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Why the leader chose owner (unset in entries written before it existed).
+	OwnerReason   v1.OwnershipReason `protobuf:"varint,3,opt,name=owner_reason,json=ownerReason,proto3,enum=edgelb.v1.OwnershipReason" json:"owner_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +450,13 @@ func (x *CreateVirtualService) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *CreateVirtualService) GetOwnerReason() v1.OwnershipReason {
+	if x != nil {
+		return x.OwnerReason
+	}
+	return v1.OwnershipReason(0)
 }
 
 type UpdateVirtualService struct {
@@ -1177,10 +1219,16 @@ type Assignment struct {
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Owner  string                 `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
-	// Why it moved, for Watch and logs ("pinned", "owner left", ...).
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Why it moved, as text for Watch and logs ("pinned to member", ...).
+	// Deprecated: read ownership_reason; still written, for members of the
+	// release before it, which show this text.
+	//
+	// Deprecated: Marked as deprecated in edgelb/raft/v1/command.proto.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Why it moved (unset in entries written before it existed).
+	OwnershipReason v1.OwnershipReason `protobuf:"varint,5,opt,name=ownership_reason,json=ownershipReason,proto3,enum=edgelb.v1.OwnershipReason" json:"ownership_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -1234,11 +1282,19 @@ func (x *Assignment) GetOwner() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in edgelb/raft/v1/command.proto.
 func (x *Assignment) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Assignment) GetOwnershipReason() v1.OwnershipReason {
+	if x != nil {
+		return x.OwnershipReason
+	}
+	return v1.OwnershipReason(0)
 }
 
 // SetBackendHealth records health-check transitions observed by a VIP's owner.
@@ -1438,9 +1494,11 @@ type Snapshot struct {
 	AddressPools    []*v1.AddressPool      `protobuf:"bytes,4,rep,name=address_pools,json=addressPools,proto3" json:"address_pools,omitempty"`
 	Members         []*v1.Member           `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
 	// The cluster's id (SetClusterID); a restore into a running cluster keeps its own.
-	ClusterId     string `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Each tenant's last heartbeat; a restore into a running cluster keeps its own.
+	TenantHeartbeats []*TenantHeartbeat `protobuf:"bytes,20,rep,name=tenant_heartbeats,json=tenantHeartbeats,proto3" json:"tenant_heartbeats,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -1515,12 +1573,189 @@ func (x *Snapshot) GetClusterId() string {
 	return ""
 }
 
+func (x *Snapshot) GetTenantHeartbeats() []*TenantHeartbeat {
+	if x != nil {
+		return x.TenantHeartbeats
+	}
+	return nil
+}
+
+// RenewTenantHeartbeat records that a tenant's cloud provider is alive, at the
+// command's time (the proposer's clock, the same on every member).
+type RenewTenantHeartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewTenantHeartbeat) Reset() {
+	*x = RenewTenantHeartbeat{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewTenantHeartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewTenantHeartbeat) ProtoMessage() {}
+
+func (x *RenewTenantHeartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewTenantHeartbeat.ProtoReflect.Descriptor instead.
+func (*RenewTenantHeartbeat) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RenewTenantHeartbeat) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+// DeleteTenantServices deletes a tenant's services and forgets its heartbeat,
+// if the heartbeat is at least silent_for older than the command's time
+// (unless force): decided when it applies, so a heartbeat that arrives first wins.
+type DeleteTenantServices struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	SilentFor *durationpb.Duration   `protobuf:"bytes,2,opt,name=silent_for,json=silentFor,proto3" json:"silent_for,omitempty"`
+	Force     bool                   `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	// Who asked, for the log.
+	RequestedBy   string `protobuf:"bytes,4,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTenantServices) Reset() {
+	*x = DeleteTenantServices{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTenantServices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTenantServices) ProtoMessage() {}
+
+func (x *DeleteTenantServices) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTenantServices.ProtoReflect.Descriptor instead.
+func (*DeleteTenantServices) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteTenantServices) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DeleteTenantServices) GetSilentFor() *durationpb.Duration {
+	if x != nil {
+		return x.SilentFor
+	}
+	return nil
+}
+
+func (x *DeleteTenantServices) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *DeleteTenantServices) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+// TenantHeartbeat is one tenant's last heartbeat.
+type TenantHeartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantHeartbeat) Reset() {
+	*x = TenantHeartbeat{}
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantHeartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantHeartbeat) ProtoMessage() {}
+
+func (x *TenantHeartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_command_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantHeartbeat.ProtoReflect.Descriptor instead.
+func (*TenantHeartbeat) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_command_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TenantHeartbeat) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TenantHeartbeat) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 var File_edgelb_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\n" +
-	"\n" +
+	"\x1cedgelb/raft/v1/command.proto\x12\x0eedgelb.raft.v1\x1a\x15edgelb/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\v\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -1544,11 +1779,14 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\x12set_backend_health\x18\x16 \x01(\v2 .edgelb.raft.v1.SetBackendHealthH\x00R\x10setBackendHealth\x12C\n" +
 	"\rrestore_state\x18\x17 \x01(\v2\x1c.edgelb.raft.v1.RestoreStateH\x00R\frestoreState\x12D\n" +
 	"\x0eset_cluster_id\x18\x18 \x01(\v2\x1c.edgelb.raft.v1.SetClusterIDH\x00R\fsetClusterId\x12S\n" +
-	"\x13update_address_pool\x18\x19 \x01(\v2!.edgelb.raft.v1.UpdateAddressPoolH\x00R\x11updateAddressPoolB\x04\n" +
-	"\x02op\"a\n" +
+	"\x13update_address_pool\x18\x19 \x01(\v2!.edgelb.raft.v1.UpdateAddressPoolH\x00R\x11updateAddressPool\x12\\\n" +
+	"\x16renew_tenant_heartbeat\x18( \x01(\v2$.edgelb.raft.v1.RenewTenantHeartbeatH\x00R\x14renewTenantHeartbeat\x12\\\n" +
+	"\x16delete_tenant_services\x18) \x01(\v2$.edgelb.raft.v1.DeleteTenantServicesH\x00R\x14deleteTenantServicesB\x04\n" +
+	"\x02op\"\xa0\x01\n" +
 	"\x14CreateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12\x14\n" +
-	"\x05owner\x18\x02 \x01(\tR\x05owner\"|\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12=\n" +
+	"\fowner_reason\x18\x03 \x01(\x0e2\x1a.edgelb.v1.OwnershipReasonR\vownerReason\"|\n" +
 	"\x14UpdateVirtualService\x123\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.edgelb.v1.VirtualServiceR\aservice\x12/\n" +
 	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\"s\n" +
@@ -1602,13 +1840,14 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\"I\n" +
 	"\tSetOwners\x12<\n" +
-	"\vassignments\x18\x01 \x03(\v2\x1a.edgelb.raft.v1.AssignmentR\vassignments\"f\n" +
+	"\vassignments\x18\x01 \x03(\v2\x1a.edgelb.raft.v1.AssignmentR\vassignments\"\xb1\x01\n" +
 	"\n" +
 	"Assignment\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
-	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"J\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x1a\n" +
+	"\x06reason\x18\x04 \x01(\tB\x02\x18\x01R\x06reason\x12E\n" +
+	"\x10ownership_reason\x18\x05 \x01(\x0e2\x1a.edgelb.v1.OwnershipReasonR\x0fownershipReason\"J\n" +
 	"\x10SetBackendHealth\x126\n" +
 	"\aupdates\x18\x01 \x03(\v2\x1c.edgelb.raft.v1.HealthUpdateR\aupdates\"\xb6\x01\n" +
 	"\fHealthUpdate\x12\x16\n" +
@@ -1620,7 +1859,7 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\breporter\x18\x06 \x01(\tR\breporter\"g\n" +
 	"\fRestoreState\x124\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x18.edgelb.raft.v1.SnapshotR\bsnapshot\x12!\n" +
-	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"\x8f\x02\n" +
+	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"\xdd\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12D\n" +
@@ -1628,7 +1867,19 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\raddress_pools\x18\x04 \x03(\v2\x16.edgelb.v1.AddressPoolR\faddressPools\x12+\n" +
 	"\amembers\x18\x05 \x03(\v2\x11.edgelb.v1.MemberR\amembers\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x06 \x01(\tR\tclusterIdB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
+	"cluster_id\x18\x06 \x01(\tR\tclusterId\x12L\n" +
+	"\x11tenant_heartbeats\x18\x14 \x03(\v2\x1f.edgelb.raft.v1.TenantHeartbeatR\x10tenantHeartbeats\".\n" +
+	"\x14RenewTenantHeartbeat\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"\xa1\x01\n" +
+	"\x14DeleteTenantServices\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x128\n" +
+	"\n" +
+	"silent_for\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tsilentFor\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\x12!\n" +
+	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\"b\n" +
+	"\x0fTenantHeartbeat\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x127\n" +
+	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeenB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_edgelb_raft_v1_command_proto_rawDescOnce sync.Once
@@ -1642,7 +1893,7 @@ func file_edgelb_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_command_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_edgelb_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: edgelb.raft.v1.Command
 	(*CreateVirtualService)(nil),  // 1: edgelb.raft.v1.CreateVirtualService
@@ -1664,15 +1915,20 @@ var file_edgelb_raft_v1_command_proto_goTypes = []any{
 	(*HealthUpdate)(nil),          // 17: edgelb.raft.v1.HealthUpdate
 	(*RestoreState)(nil),          // 18: edgelb.raft.v1.RestoreState
 	(*Snapshot)(nil),              // 19: edgelb.raft.v1.Snapshot
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*v1.VirtualService)(nil),     // 21: edgelb.v1.VirtualService
-	(*v1.Backend)(nil),            // 22: edgelb.v1.Backend
-	(*v1.AddressPool)(nil),        // 23: edgelb.v1.AddressPool
-	(*v1.Member)(nil),             // 24: edgelb.v1.Member
-	(*v1.BackendHealth)(nil),      // 25: edgelb.v1.BackendHealth
+	(*RenewTenantHeartbeat)(nil),  // 20: edgelb.raft.v1.RenewTenantHeartbeat
+	(*DeleteTenantServices)(nil),  // 21: edgelb.raft.v1.DeleteTenantServices
+	(*TenantHeartbeat)(nil),       // 22: edgelb.raft.v1.TenantHeartbeat
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*v1.VirtualService)(nil),     // 24: edgelb.v1.VirtualService
+	(v1.OwnershipReason)(0),       // 25: edgelb.v1.OwnershipReason
+	(*v1.Backend)(nil),            // 26: edgelb.v1.Backend
+	(*v1.AddressPool)(nil),        // 27: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 28: edgelb.v1.Member
+	(*v1.BackendHealth)(nil),      // 29: edgelb.v1.BackendHealth
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
 }
 var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
-	20, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	23, // 0: edgelb.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: edgelb.raft.v1.Command.create_virtual_service:type_name -> edgelb.raft.v1.CreateVirtualService
 	2,  // 2: edgelb.raft.v1.Command.update_virtual_service:type_name -> edgelb.raft.v1.UpdateVirtualService
 	3,  // 3: edgelb.raft.v1.Command.delete_virtual_service:type_name -> edgelb.raft.v1.DeleteVirtualService
@@ -1689,24 +1945,31 @@ var file_edgelb_raft_v1_command_proto_depIdxs = []int32{
 	18, // 14: edgelb.raft.v1.Command.restore_state:type_name -> edgelb.raft.v1.RestoreState
 	13, // 15: edgelb.raft.v1.Command.set_cluster_id:type_name -> edgelb.raft.v1.SetClusterID
 	9,  // 16: edgelb.raft.v1.Command.update_address_pool:type_name -> edgelb.raft.v1.UpdateAddressPool
-	21, // 17: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	21, // 18: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
-	22, // 19: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
-	22, // 20: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
-	23, // 21: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
-	24, // 22: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
-	15, // 23: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
-	17, // 24: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
-	25, // 25: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
-	19, // 26: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
-	21, // 27: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
-	23, // 28: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
-	24, // 29: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	20, // 17: edgelb.raft.v1.Command.renew_tenant_heartbeat:type_name -> edgelb.raft.v1.RenewTenantHeartbeat
+	21, // 18: edgelb.raft.v1.Command.delete_tenant_services:type_name -> edgelb.raft.v1.DeleteTenantServices
+	24, // 19: edgelb.raft.v1.CreateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	25, // 20: edgelb.raft.v1.CreateVirtualService.owner_reason:type_name -> edgelb.v1.OwnershipReason
+	24, // 21: edgelb.raft.v1.UpdateVirtualService.service:type_name -> edgelb.v1.VirtualService
+	26, // 22: edgelb.raft.v1.SetBackends.backends:type_name -> edgelb.v1.Backend
+	26, // 23: edgelb.raft.v1.AddBackend.backend:type_name -> edgelb.v1.Backend
+	27, // 24: edgelb.raft.v1.CreateAddressPool.pool:type_name -> edgelb.v1.AddressPool
+	28, // 25: edgelb.raft.v1.PutMember.member:type_name -> edgelb.v1.Member
+	15, // 26: edgelb.raft.v1.SetOwners.assignments:type_name -> edgelb.raft.v1.Assignment
+	25, // 27: edgelb.raft.v1.Assignment.ownership_reason:type_name -> edgelb.v1.OwnershipReason
+	17, // 28: edgelb.raft.v1.SetBackendHealth.updates:type_name -> edgelb.raft.v1.HealthUpdate
+	29, // 29: edgelb.raft.v1.HealthUpdate.health:type_name -> edgelb.v1.BackendHealth
+	19, // 30: edgelb.raft.v1.RestoreState.snapshot:type_name -> edgelb.raft.v1.Snapshot
+	24, // 31: edgelb.raft.v1.Snapshot.virtual_services:type_name -> edgelb.v1.VirtualService
+	27, // 32: edgelb.raft.v1.Snapshot.address_pools:type_name -> edgelb.v1.AddressPool
+	28, // 33: edgelb.raft.v1.Snapshot.members:type_name -> edgelb.v1.Member
+	22, // 34: edgelb.raft.v1.Snapshot.tenant_heartbeats:type_name -> edgelb.raft.v1.TenantHeartbeat
+	30, // 35: edgelb.raft.v1.DeleteTenantServices.silent_for:type_name -> google.protobuf.Duration
+	23, // 36: edgelb.raft.v1.TenantHeartbeat.last_seen:type_name -> google.protobuf.Timestamp
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_command_proto_init() }
@@ -1731,6 +1994,8 @@ func file_edgelb_raft_v1_command_proto_init() {
 		(*Command_RestoreState)(nil),
 		(*Command_SetClusterId)(nil),
 		(*Command_UpdateAddressPool)(nil),
+		(*Command_RenewTenantHeartbeat)(nil),
+		(*Command_DeleteTenantServices)(nil),
 	}
 	file_edgelb_raft_v1_command_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
@@ -1739,7 +2004,7 @@ func file_edgelb_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_command_proto_rawDesc), len(file_edgelb_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,6 +10,7 @@ import (
 	v1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -77,8 +78,12 @@ type ApplyResponse struct {
 	Member         *v1.Member             `protobuf:"bytes,6,opt,name=member,proto3" json:"member,omitempty"`
 	// google.rpc.ErrorInfo of a refusal (domain edgelb.io), so a forwarded
 	// write fails with the same details as one applied where it arrived.
-	Reason        string            `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
-	Metadata      map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Reason   string            `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Metadata map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// DeleteTenantServices: the services it deleted.
+	DeletedServices []*v1.VirtualService `protobuf:"bytes,9,rep,name=deleted_services,json=deletedServices,proto3" json:"deleted_services,omitempty"`
+	// RenewTenantHeartbeat, DeleteTenantServices: the tenant's last heartbeat.
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,13 +174,27 @@ func (x *ApplyResponse) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *ApplyResponse) GetDeletedServices() []*v1.VirtualService {
+	if x != nil {
+		return x.DeletedServices
+	}
+	return nil
+}
+
+func (x *ApplyResponse) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 var File_edgelb_raft_v1_peer_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x19edgelb/raft/v1/peer.proto\x12\x0eedgelb.raft.v1\x1a\x1cedgelb/raft/v1/command.proto\x1a\x15edgelb/v1/types.proto\"A\n" +
+	"\x19edgelb/raft/v1/peer.proto\x12\x0eedgelb.raft.v1\x1a\x1cedgelb/raft/v1/command.proto\x1a\x15edgelb/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n" +
 	"\fApplyRequest\x121\n" +
-	"\acommand\x18\x01 \x01(\v2\x17.edgelb.raft.v1.CommandR\acommand\"\xa1\x03\n" +
+	"\acommand\x18\x01 \x01(\v2\x17.edgelb.raft.v1.CommandR\acommand\"\xa0\x04\n" +
 	"\rApplyResponse\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1a\n" +
@@ -184,7 +203,10 @@ const file_edgelb_raft_v1_peer_proto_rawDesc = "" +
 	"\faddress_pool\x18\x05 \x01(\v2\x16.edgelb.v1.AddressPoolR\vaddressPool\x12)\n" +
 	"\x06member\x18\x06 \x01(\v2\x11.edgelb.v1.MemberR\x06member\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12G\n" +
-	"\bmetadata\x18\b \x03(\v2+.edgelb.raft.v1.ApplyResponse.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\b \x03(\v2+.edgelb.raft.v1.ApplyResponse.MetadataEntryR\bmetadata\x12D\n" +
+	"\x10deleted_services\x18\t \x03(\v2\x19.edgelb.v1.VirtualServiceR\x0fdeletedServices\x127\n" +
+	"\tlast_seen\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012S\n" +
@@ -205,13 +227,14 @@ func file_edgelb_raft_v1_peer_proto_rawDescGZIP() []byte {
 
 var file_edgelb_raft_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_edgelb_raft_v1_peer_proto_goTypes = []any{
-	(*ApplyRequest)(nil),      // 0: edgelb.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),     // 1: edgelb.raft.v1.ApplyResponse
-	nil,                       // 2: edgelb.raft.v1.ApplyResponse.MetadataEntry
-	(*Command)(nil),           // 3: edgelb.raft.v1.Command
-	(*v1.VirtualService)(nil), // 4: edgelb.v1.VirtualService
-	(*v1.AddressPool)(nil),    // 5: edgelb.v1.AddressPool
-	(*v1.Member)(nil),         // 6: edgelb.v1.Member
+	(*ApplyRequest)(nil),          // 0: edgelb.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 1: edgelb.raft.v1.ApplyResponse
+	nil,                           // 2: edgelb.raft.v1.ApplyResponse.MetadataEntry
+	(*Command)(nil),               // 3: edgelb.raft.v1.Command
+	(*v1.VirtualService)(nil),     // 4: edgelb.v1.VirtualService
+	(*v1.AddressPool)(nil),        // 5: edgelb.v1.AddressPool
+	(*v1.Member)(nil),             // 6: edgelb.v1.Member
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_edgelb_raft_v1_peer_proto_depIdxs = []int32{
 	3, // 0: edgelb.raft.v1.ApplyRequest.command:type_name -> edgelb.raft.v1.Command
@@ -219,13 +242,15 @@ var file_edgelb_raft_v1_peer_proto_depIdxs = []int32{
 	5, // 2: edgelb.raft.v1.ApplyResponse.address_pool:type_name -> edgelb.v1.AddressPool
 	6, // 3: edgelb.raft.v1.ApplyResponse.member:type_name -> edgelb.v1.Member
 	2, // 4: edgelb.raft.v1.ApplyResponse.metadata:type_name -> edgelb.raft.v1.ApplyResponse.MetadataEntry
-	0, // 5: edgelb.raft.v1.PeerService.Apply:input_type -> edgelb.raft.v1.ApplyRequest
-	1, // 6: edgelb.raft.v1.PeerService.Apply:output_type -> edgelb.raft.v1.ApplyResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 5: edgelb.raft.v1.ApplyResponse.deleted_services:type_name -> edgelb.v1.VirtualService
+	7, // 6: edgelb.raft.v1.ApplyResponse.last_seen:type_name -> google.protobuf.Timestamp
+	0, // 7: edgelb.raft.v1.PeerService.Apply:input_type -> edgelb.raft.v1.ApplyRequest
+	1, // 8: edgelb.raft.v1.PeerService.Apply:output_type -> edgelb.raft.v1.ApplyResponse
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_peer_proto_init() }

@@ -1,0 +1,65 @@
+package probe
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// greeter answers each connection with name, like nodeserver, and reports
+// the remote address it saw.
+func greeter(t *testing.T, name string) (string, <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	seen := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			seen <- c.RemoteAddr().String()
+			c.Write([]byte(name + "\n"))
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), seen
+}
+
+// once reports the local address the server saw, with and without a chosen
+// source, and still reports it when the connection fails.
+func TestOnceReportsItsLocalAddress(t *testing.T) {
+	addr, seen := greeter(t, "node1")
+	name, local, err := once(Options{Addr: addr, Timeout: 2 * time.Second})
+	if err != nil || name != "node1" {
+		t.Fatalf("once = %q, %v", name, err)
+	}
+	if got := <-seen; got != local {
+		t.Errorf("local address %q, but the server saw %q", local, got)
+	}
+
+	o := Options{Addr: addr, Timeout: 2 * time.Second}.WithSources([]netip.Addr{netip.MustParseAddr("127.0.0.2")})
+	if _, local, err = once(o); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-seen; got != local || netip.MustParseAddrPort(got).Addr() != netip.MustParseAddr("127.0.0.2") {
+		t.Errorf("from 127.0.0.2: local address %q, the server saw %q", local, got)
+	}
+
+	// A closed port: the connection fails, and its source is still known.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	_, local, err = once(Options{Addr: closed, Timeout: time.Second})
+	if err == nil {
+		t.Fatal("connect to a closed port succeeded")
+	}
+	if ap, perr := netip.ParseAddrPort(local); perr != nil || ap.Port() == 0 {
+		t.Errorf("failed connection's local address %q (%v): want 127.0.0.1:PORT", local, err)
+	}
+}

@@ -1,0 +1,142 @@
+package daemon
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/edgelb/edgelb/lbd/dataplane"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/fsm"
+)
+
+// changeFeed is what the reconcile loop knows from the FSM's change feed:
+// the services changed since the last pass, and the services this member
+// owns (their count and VIPs), kept up to date from the same changes, so an
+// iteration costs in proportion to what changed rather than to the number
+// of services.
+type changeFeed struct {
+	cur fsm.Cursor
+	// full: the next pass must be a full one (the start, or the feed could
+	// not say what changed: behind its history, or a snapshot restore).
+	full     bool
+	lastFull time.Time
+	pending  map[dataplane.ServiceKey]*edgelbv1.VirtualService
+	owned    map[fsm.Key]string // this member's services → their VIP
+	vipRefs  map[string]int     // those VIPs → how many of its services
+	// vipsDirty: the set of owned VIPs changed since it was last published.
+	vipsDirty bool
+	lastOwner string
+}
+
+func newChangeFeed() *changeFeed {
+	return &changeFeed{full: true, pending: map[dataplane.ServiceKey]*edgelbv1.VirtualService{},
+		owned: map[fsm.Key]string{}, vipRefs: map[string]int{}}
+}
+
+// follow collects what changed in f since the last look.
+func (c *changeFeed) follow(f *fsm.FSM, self string) {
+	if c.full {
+		return // the full pass reads everything
+	}
+	ch, now, ok := f.ChangesSince(c.cur)
+	if !ok {
+		c.full = true
+		return
+	}
+	c.cur = now
+	if len(ch.Services) == 0 {
+		return
+	}
+	f.Lookup(ch.Services, func(k fsm.Key, vs *edgelbv1.VirtualService) {
+		c.pending[dataplane.ServiceKey{Tenant: k.Tenant, Name: k.Name}] = vs
+		c.setOwned(k, vs, self)
+	})
+}
+
+// resync returns the whole state for a full pass, from where the feed
+// continues (the cursor is taken first: a change landing in between is
+// reported again, which is harmless).
+func (c *changeFeed) resync(f *fsm.FSM, self string) []*edgelbv1.VirtualService {
+	c.cur = f.Cursor()
+	all, _ := f.All()
+	c.full, c.lastFull = false, time.Now()
+	clear(c.pending)
+	c.ownedFrom(all, self)
+	return all
+}
+
+// take returns the changes collected since the last pass.
+func (c *changeFeed) take() map[dataplane.ServiceKey]*edgelbv1.VirtualService {
+	p := c.pending
+	c.pending = make(map[dataplane.ServiceKey]*edgelbv1.VirtualService, len(p))
+	return p
+}
+
+func (c *changeFeed) setOwned(k fsm.Key, vs *edgelbv1.VirtualService, self string) {
+	if vip, ok := c.owned[k]; ok {
+		delete(c.owned, k)
+		if c.vipRefs[vip]--; c.vipRefs[vip] <= 0 {
+			delete(c.vipRefs, vip)
+			c.vipsDirty = true
+		}
+	}
+	if vs != nil && vs.Owner == self {
+		c.owned[k] = vs.Vip
+		if c.vipRefs[vs.Vip]++; c.vipRefs[vs.Vip] == 1 {
+			c.vipsDirty = true
+		}
+	}
+}
+
+// ownedFrom rebuilds the owned services from all.
+func (c *changeFeed) ownedFrom(all []*edgelbv1.VirtualService, self string) {
+	clear(c.owned)
+	clear(c.vipRefs)
+	for _, vs := range all {
+		c.setOwned(fsm.KeyOf(vs), vs, self)
+	}
+	c.vipsDirty = true
+}
+
+// vips returns the VIPs served as owner ("" when fenced: none), and false
+// when they are as last returned.
+func (c *changeFeed) vips(owner string) ([]string, bool) {
+	if !c.vipsDirty && owner == c.lastOwner {
+		return nil, false
+	}
+	c.vipsDirty, c.lastOwner = false, owner
+	if owner == "" {
+		return []string{}, true
+	}
+	return slices.Sorted(maps.Keys(c.vipRefs)), true
+}
+
+// served is how many VIPs and services this member serves as owner.
+func (c *changeFeed) served(owner string) (vips, services int) {
+	if owner == "" {
+		return 0, 0
+	}
+	return len(c.vipRefs), len(c.owned)
+}
+
+// changedReconciler is a data plane that plans only the services that
+// changed (lbd/dataplane's ReconcileChanged); changed maps each to its
+// current object, nil when deleted.
+type changedReconciler interface {
+	ReconcileChanged(ctx context.Context, changed map[dataplane.ServiceKey]*edgelbv1.VirtualService, owner string) error
+}
+
+// changedReconcilerOf returns dp's incremental side, seen through the
+// metrics wrapper; nil when dp plans only from the whole state (test fakes).
+func changedReconcilerOf(dp DataPlane) changedReconciler {
+	if i, ok := dp.(*instrumentedDataPlane); ok {
+		if _, ok := i.DataPlane.(changedReconciler); !ok {
+			return nil
+		}
+		return i
+	}
+	c, _ := dp.(changedReconciler)
+	return c
+}

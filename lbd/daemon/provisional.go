@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"cmp"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgelb/edgelb/lbd/ownership"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+)
+
+// takeover is what provisional decided for one pass.
+type takeover struct {
+	all []*edgelbv1.VirtualService // the FSM's services, taken-over ones as copies owned by this member
+	// vips: the VIPs taken over; owners: whose they were.
+	vips, owners []string
+	// claims: the owners this member claims now (its views carry them):
+	// those it is about to take over and those whose VIPs a pass may have
+	// put in the kernel (held), until a pass has withdrawn them.
+	claims []string
+	// wanted: the owners it would take over, acknowledged or not.
+	wanted []string
+	// pending: an owner is gone but the takeover waits (the survivors do
+	// not agree yet, or the claim is not acknowledged yet).
+	pending bool
+}
+
+// provisional lets the successor of a lost owner serve its VIPs before a raft
+// leader commits the move, when the leader is lost too (issue 19: a raft
+// election alone takes longer than the failover goal). held are the owners
+// whose VIPs an earlier pass may have put in the kernel provisionally; their
+// claims stay until a pass has withdrawn them.
+//
+// The rules, argued in docs/ARCHITECTURE.md ("Leader and owner lost
+// together"):
+//   - with or without a live raft leader: a new leader is elected before it
+//     commits, and dropping the copy when it is known (before its commit)
+//     left the VIP unserved for up to an election; with a live leader the
+//     copy is what its assigner commits (the same plan) and gives way to
+//     the commit as any planned move does;
+//   - the lost owner cannot hold a lease (lbd/liveness Gone: no majority has
+//     heard from it within the grace), and this member has not heard from it
+//     for the grace itself;
+//   - every member this one does not count as gone reports, in a fresh view,
+//     the same gone set and the same FSM revision, and they are a majority:
+//     so they all run ownership.Plan on the same state with the same
+//     liveness and name the same successor — the one the next leader's
+//     assigner commits (the same function, the same inputs);
+//   - the claim is acknowledged (lbd/liveness Acked): enough voters that
+//     have not heard the owner for the grace repeat it that the owner cannot
+//     renew its lease, so an owner that was only stopped cannot serve again
+//     beside this member when it resumes;
+//   - this member holds its own lease and has caught up (the caller checks).
+func (d *Daemon) provisional(all []*edgelbv1.VirtualService, rev uint64, held []string) takeover {
+	t := d.planTakeover(all, rev)
+	t.wanted = t.owners
+	t.claims = union(t.owners, held)
+	d.live.SetClaims(t.claims)
+	// Serve only what is acknowledged; the rest waits (claimed already).
+	var acked []string
+	for _, o := range t.owners {
+		if d.live.Acked(o) {
+			acked = append(acked, o)
+		} else {
+			t.pending = true
+		}
+	}
+	t.owners = acked
+	if len(acked) == 0 {
+		t.vips = nil
+		t.all = all
+		return t
+	}
+	out := make([]*edgelbv1.VirtualService, len(all))
+	var vips []string
+	for i, vs := range all {
+		out[i] = vs
+		// t.all holds a copy where a service was taken over: keep it only
+		// when its owner's claim is acknowledged.
+		if t.all[i] != vs && slices.Contains(acked, vs.Owner) {
+			out[i] = t.all[i]
+			vips = append(vips, vs.Vip)
+		}
+	}
+	slices.Sort(vips)
+	t.all, t.vips = out, slices.Compact(vips)
+	return t
+}
+
+// planTakeover computes the takeover without the claim: t.all with every
+// lost owner's service this member succeeds to as a copy owned by it, the
+// VIPs and the owners they were taken from.
+func (d *Daemon) planTakeover(all []*edgelbv1.VirtualService, rev uint64) takeover {
+	none := takeover{all: all}
+	if d.live == nil {
+		return none
+	}
+	gone, agreed := d.live.Agreement(rev)
+	if len(gone) == 0 {
+		return none
+	}
+	lost := false
+	for _, vs := range all {
+		if gone[vs.Owner] {
+			lost = true
+			break
+		}
+	}
+	if !lost {
+		return none
+	}
+	if !agreed {
+		none.pending = true
+		return none
+	}
+	self := d.cfg.ID
+	// The assigner plans from the FSM's services in tenant/name order;
+	// the same order here gives the same plan.
+	sorted := slices.Clone(all)
+	slices.SortFunc(sorted, func(a, b *edgelbv1.VirtualService) int {
+		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Name, b.Name))
+	})
+	plan := ownership.Plan(sorted, d.node.FSM.Members(), func(id string) bool { return id == self || !gone[id] })
+	type key struct{ tenant, name string }
+	take := map[key]bool{}
+	for _, as := range plan {
+		if as.Owner == self {
+			take[key{as.Tenant, as.Name}] = true
+		}
+	}
+	out := make([]*edgelbv1.VirtualService, len(all))
+	var vips, owners []string
+	for i, vs := range all {
+		out[i] = vs
+		// Only a lost owner's services, and only an owner this member has
+		// not heard from for the grace itself (one gone only because it
+		// says it serves nothing still answers: a claim would hold it off
+		// for good). Rebalancing is the leader's to commit.
+		if gone[vs.Owner] && take[key{vs.Tenant, vs.Name}] && d.live.Silent(vs.Owner) {
+			c := proto.Clone(vs).(*edgelbv1.VirtualService)
+			c.Owner = self
+			out[i] = c
+			vips = append(vips, vs.Vip)
+			owners = append(owners, vs.Owner)
+		}
+	}
+	if len(vips) == 0 {
+		return none
+	}
+	slices.Sort(vips)
+	slices.Sort(owners)
+	return takeover{all: out, vips: slices.Compact(vips), owners: slices.Compact(owners)}
+}
+
+// union is the sorted set of a's and b's elements.
+func union(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}

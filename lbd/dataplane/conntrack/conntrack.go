@@ -1,0 +1,207 @@
+// Package conntrack deletes the stale connection-tracking entries of VIPs
+// a member takes over or deletes (vishvananda/netlink over
+// NETLINK_NETFILTER).
+//
+// Why: a member that had a VIP before keeps the conntrack entries of the
+// connections it carried then. Those that moved on with the VIP to another
+// member and closed there stay ESTABLISHED here (5 days by default). When the
+// VIP comes back and a client reuses the source port of one of them, its SYN
+// meets that entry: conntrack ignores a SYN on an established entry, and
+// IPVS (conn_reuse_mode, with the synced connection closed) drops a SYN whose
+// conntrack entry is an old, confirmed one, so the client waits for its SYN
+// retransmit (1 s; measured in the guest, docs/OPERATIONS.md, "New
+// connections wait a second"). When IPVS holds no connection for the tuple,
+// the stale entry's NAT would send the SYN on with a mapping the node's
+// answer does not match, and the retransmits would fail alike (read from the
+// kernel's code, not captured).
+//
+// Entries of connections IPVS still carries (synced from the member that
+// serves them, opening or established) are kept: their NAT mapping is the
+// one the node knows, and a node's packet that comes before the client's is
+// translated with them rather than met by the host's stack. Only the entries
+// of connections that ended elsewhere, or that IPVS no longer knows, are
+// deleted.
+package conntrack
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Forgetter deletes every conntrack entry whose original destination is one
+// of the given addresses and returns how many it deleted per address (those
+// with none left out). Netlink is the real one; tests use a fake.
+type Forgetter interface {
+	Forget(vips []netip.Addr) (map[netip.Addr]int, error)
+}
+
+// Netlink is a Forgetter over a conntrack netlink socket.
+type Netlink struct{ h *netlink.Handle }
+
+// Open dials conntrack's netlink in the current network namespace (the
+// kernel loads nf_conntrack_netlink on demand).
+func Open() (*Netlink, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("open conntrack netlink: %w", err)
+	}
+	return &Netlink{h: h}, nil
+}
+
+// Close closes the socket.
+func (n *Netlink) Close() { n.h.Close() }
+
+// IPVSConns is where the kernel lists IPVS connections (it has no netlink
+// dump of them).
+const IPVSConns = "/proc/net/ip_vs_conn"
+
+// Forget deletes the entries to vips whose connection IPVS does not carry:
+// one read of the IPVS connection table and one dump of the conntrack table
+// per address family among vips, so a takeover of many VIPs costs one pass,
+// not one per VIP. The library takes no context: a dump is bounded by the
+// table's size. Without the IPVS table it deletes nothing (what it would
+// delete is not known).
+func (n *Netlink) Forget(vips []netip.Addr) (map[netip.Addr]int, error) {
+	deleted := map[netip.Addr]int{}
+	if len(vips) == 0 {
+		return deleted, nil
+	}
+	live, err := LiveIPVS(IPVSConns)
+	if err != nil {
+		return deleted, err
+	}
+	f := NewMatch(vips...)
+	f.Live, f.Seen = live, deleted
+	fams := map[netlink.InetFamily]bool{}
+	for _, a := range vips {
+		if a.Is4() || a.Is4In6() {
+			fams[unix.AF_INET] = true
+		} else {
+			fams[unix.AF_INET6] = true
+		}
+	}
+	for fam := range fams {
+		if _, err := n.h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f); err != nil {
+			return deleted, fmt.Errorf("delete the conntrack entries of %d VIPs: %w", len(vips), err)
+		}
+	}
+	return deleted, nil
+}
+
+// Tuple is a connection's original direction: client to VIP.
+type Tuple struct {
+	Proto    uint8
+	Src, Dst netip.AddrPort
+}
+
+// Match selects entries by their original destination address, except
+// those in Live, and counts what it selected per address in Seen (the
+// library deletes each it selects; one that vanished meanwhile is counted
+// too).
+type Match struct {
+	want map[netip.Addr]bool
+	Live map[Tuple]bool
+	Seen map[netip.Addr]int
+}
+
+// NewMatch selects entries to vips.
+func NewMatch(vips ...netip.Addr) Match {
+	m := Match{want: map[netip.Addr]bool{}, Seen: map[netip.Addr]int{}}
+	for _, a := range vips {
+		m.want[a.Unmap()] = true
+	}
+	return m
+}
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter.
+func (m Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	dst, ok := netip.AddrFromSlice(flow.Forward.DstIP)
+	if !ok || !m.want[dst.Unmap()] {
+		return false
+	}
+	src, _ := netip.AddrFromSlice(flow.Forward.SrcIP)
+	t := Tuple{Proto: flow.Forward.Protocol, Src: netip.AddrPortFrom(src.Unmap(), flow.Forward.SrcPort), Dst: netip.AddrPortFrom(dst.Unmap(), flow.Forward.DstPort)}
+	if m.Live[t] {
+		return false
+	}
+	m.Seen[dst.Unmap()]++
+	return true
+}
+
+// LiveIPVS reads the IPVS connection table at path and returns the
+// client→VIP tuples of the connections IPVS carries: opening or
+// established, not closing or closed (connection sync reports a close as
+// FIN_WAIT, then TIME_WAIT or CLOSE; a SYN meeting one of the last two and an
+// old conntrack entry is what IPVS drops).
+func LiveIPVS(path string) (map[Tuple]bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the IPVS connections: %w", err)
+	}
+	defer f.Close()
+	live, err := parseIPVSConns(f)
+	if err != nil {
+		return nil, fmt.Errorf("read the IPVS connections from %s: %w", path, err)
+	}
+	return live, nil
+}
+
+// parseIPVSConns parses /proc/net/ip_vs_conn: "Pro FromIP FPrt ToIP TPrt
+// DestIP DPrt State Expires …", IPv4 addresses and every port in hex, IPv6
+// addresses in full colon form.
+func parseIPVSConns(r io.Reader) (map[Tuple]bool, error) {
+	live := map[Tuple]bool{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 8 || f[0] == "Pro" {
+			continue
+		}
+		switch f[7] {
+		case "NONE", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "CLOSED":
+			continue // ended or ending (CLOSED: SCTP's)
+		}
+		var proto uint8
+		switch f[0] {
+		case "TCP":
+			proto = 6
+		case "UDP":
+			proto = 17
+		case "SCTP":
+			proto = 132
+		default:
+			continue
+		}
+		src, err1 := addrPort(f[1], f[2])
+		dst, err2 := addrPort(f[3], f[4])
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("line %q: %v %v", sc.Text(), err1, err2)
+		}
+		live[Tuple{Proto: proto, Src: src, Dst: dst}] = true
+	}
+	return live, sc.Err()
+}
+
+func addrPort(a, p string) (netip.AddrPort, error) {
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if strings.Contains(a, ":") {
+		ip, err := netip.ParseAddr(a)
+		return netip.AddrPortFrom(ip, uint16(port)), err
+	}
+	v, err := strconv.ParseUint(a, 16, 32)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), uint16(port)), nil
+}

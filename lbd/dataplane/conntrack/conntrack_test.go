@@ -1,0 +1,94 @@
+package conntrack
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Entries are selected by their original destination only: a node's reply
+// tuple names the VIP too (SNAT), but as its destination of the reply
+// direction, which must not match another VIP's entries; IPv4 in either of
+// the library's forms matches.
+func TestMatchByOriginalDestination(t *testing.T) {
+	vip, other := netip.MustParseAddr("10.0.0.215"), netip.MustParseAddr("10.0.0.216")
+	m := NewMatch(vip, netip.MustParseAddr("fd00::215"))
+	flow := func(dst, replyDst string) *netlink.ConntrackFlow {
+		return &netlink.ConntrackFlow{
+			Forward: netlink.IPTuple{SrcIP: net.ParseIP("10.0.0.100"), DstIP: net.ParseIP(dst)},
+			Reverse: netlink.IPTuple{SrcIP: net.ParseIP("10.0.0.21"), DstIP: net.ParseIP(replyDst)},
+		}
+	}
+	for _, c := range []struct {
+		f    *netlink.ConntrackFlow
+		want bool
+	}{
+		{flow("10.0.0.215", "10.0.0.215"), true},
+		{&netlink.ConntrackFlow{Forward: netlink.IPTuple{DstIP: net.ParseIP("10.0.0.215").To4()}}, true},
+		{flow("fd00::215", "fd00::215"), true},
+		{flow("10.0.0.216", "10.0.0.215"), false}, // another VIP's connection
+		{flow("10.0.0.21", "10.0.0.100"), false},
+		{&netlink.ConntrackFlow{}, false},
+	} {
+		if got := m.MatchConntrackFlow(c.f); got != c.want {
+			t.Errorf("%v → %v: matched %v, want %v", c.f.Forward.SrcIP, c.f.Forward.DstIP, got, c.want)
+		}
+	}
+	if m.Seen[vip] != 2 || m.Seen[netip.MustParseAddr("fd00::215")] != 1 || m.Seen[other] != 0 {
+		t.Errorf("counted %v, want 2 for %s and 1 for fd00::215", m.Seen, vip)
+	}
+}
+
+// The IPVS connection table as the kernel prints it: opening and
+// established connections are live, closing and closed ones not; IPv4 in hex
+// and IPv6 in full colon form.
+func TestParseIPVSConns(t *testing.T) {
+	table := `Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData
+TCP 0A000064 AF8C 0A0000D7 0050 0A000015 7580 ESTABLISHED    899
+TCP 0A000064 AF8E 0A0000D7 0050 0A000016 7580 TIME_WAIT      119
+TCP 0A000064 AF90 0A0000D7 0050 0A000017 7580 CLOSE            9
+TCP 0A000064 AF92 0A0000D7 0050 0A000015 7580 FIN_WAIT       100
+UDP 0A000064 D431 0A0000D7 0050 0A000015 7580 UDP            299
+TCP fd00:0000:0000:0000:0000:0000:0000:0100 AF8C fd00:0000:0000:0000:0000:0000:0000:0210 0050 fd00:0000:0000:0000:0000:0000:0000:0021 7580 SYN_RECV 59
+`
+	live, err := parseIPVSConns(strings.NewReader(table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort
+	want := map[Tuple]bool{
+		{6, ap("10.0.0.100:44940"), ap("10.0.0.215:80")}:   true,
+		{17, ap("10.0.0.100:54321"), ap("10.0.0.215:80")}:  true,
+		{6, ap("[fd00::100]:44940"), ap("[fd00::210]:80")}: true,
+	}
+	if len(live) != len(want) {
+		t.Fatalf("live %v, want %v", live, want)
+	}
+	for k := range want {
+		if !live[k] {
+			t.Errorf("%v missing from %v", k, live)
+		}
+	}
+	if _, err := parseIPVSConns(strings.NewReader("TCP zz 0050 0A0000D7 0050 0A000015 7580 ESTABLISHED 1\n")); err == nil {
+		t.Error("a malformed line parsed")
+	}
+}
+
+// An entry of a connection IPVS carries is kept: the node's packets of it
+// are translated with that entry.
+func TestMatchKeepsLiveConnections(t *testing.T) {
+	m := NewMatch(netip.MustParseAddr("10.0.0.215"))
+	m.Live = map[Tuple]bool{{6, netip.MustParseAddrPort("10.0.0.100:44940"), netip.MustParseAddrPort("10.0.0.215:80")}: true}
+	f := func(sport uint16) *netlink.ConntrackFlow {
+		return &netlink.ConntrackFlow{Forward: netlink.IPTuple{Protocol: 6, SrcIP: net.ParseIP("10.0.0.100"), SrcPort: sport, DstIP: net.ParseIP("10.0.0.215"), DstPort: 80}}
+	}
+	if m.MatchConntrackFlow(f(44940)) {
+		t.Error("the live connection's entry was selected")
+	}
+	if !m.MatchConntrackFlow(f(44942)) {
+		t.Error("an entry IPVS does not carry was kept")
+	}
+}

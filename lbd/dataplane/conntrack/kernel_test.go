@@ -1,0 +1,87 @@
+package conntrack
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Run in the User-Mode Linux guest (docs/SANDBOX.md):
+//
+//	go test -c -o /tmp/conntrack.test ./lbd/dataplane/conntrack
+//	EDGELB_KERNEL_TESTS=1 bin/umlrun -- /tmp/conntrack.test -test.v
+//
+// Forget deletes exactly the entries to the VIPs it is given, among n others
+// (other VIPs, the reply direction naming the VIP), and logs what one call
+// over a table of that size took: it runs on a takeover before the address
+// goes up.
+func TestKernelForget(t *testing.T) {
+	if os.Getenv("EDGELB_KERNEL_TESTS") != "1" {
+		t.Skip("set EDGELB_KERNEL_TESTS=1 and run in a kernel with conntrack (see docs/SANDBOX.md)")
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	vip, other := net.ParseIP("192.0.2.1").To4(), net.ParseIP("192.0.2.2").To4()
+	const stale, others = 100, 5000 // the guest's nf_conntrack_max is 8192
+	add := func(i int, dst net.IP) {
+		src := net.IPv4(10, 9, byte(i>>8), byte(i)).To4()
+		f := &netlink.ConntrackFlow{
+			FamilyType: unix.AF_INET,
+			Forward:    netlink.IPTuple{SrcIP: src, DstIP: dst, Protocol: unix.IPPROTO_TCP, SrcPort: uint16(20000 + i%40000), DstPort: 80},
+			Reverse:    netlink.IPTuple{SrcIP: net.IPv4(10, 0, 0, 21).To4(), DstIP: dst, Protocol: unix.IPPROTO_TCP, SrcPort: 30080, DstPort: uint16(1024 + i%60000)},
+			TimeOut:    600,
+			ProtoInfo:  &netlink.ProtoInfoTCP{State: 3}, // ESTABLISHED
+		}
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+			t.Fatalf("create entry %d: %v", i, err)
+		}
+	}
+	for i := 0; i < stale; i++ {
+		add(i, vip)
+	}
+	for i := stale; i < stale+others; i++ {
+		add(i, other)
+	}
+	count := func(dst net.IP) int {
+		flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, f := range flows {
+			if f.Forward.DstIP.Equal(dst) {
+				n++
+			}
+		}
+		return n
+	}
+	if a, b := count(vip), count(other); a != stale || b != others {
+		t.Fatalf("before: %d entries to the VIP, %d to the other; want %d, %d", a, b, stale, others)
+	}
+	n, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	t0 := time.Now()
+	got, err := n.Forget([]netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::1")})
+	took := time.Since(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[netip.MustParseAddr("192.0.2.1")] != stale || len(got) != 1 {
+		t.Errorf("Forget reported %v, want %d for 192.0.2.1", got, stale)
+	}
+	if a, b := count(vip), count(other); a != 0 || b != others {
+		t.Errorf("after: %d entries to the VIP, %d to the other; want 0, %d", a, b, others)
+	}
+	t.Logf("Forget of one VIP's %d entries in a table of %d took %s", stale, stale+others, took.Round(time.Microsecond))
+}

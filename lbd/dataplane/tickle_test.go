@@ -1,0 +1,128 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestReadVSConns(t *testing.T) {
+	// As the kernel prints it (ip_vs_conn_seq_show), IPv4 and IPv6.
+	table := `Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData
+TCP 0A0000C8 C350 0A0000D2 0050 0A000101 7786 ESTABLISHED     877
+TCP 0A0000C9 C351 0A0000D2 0050 0A000102 7786 TIME_WAIT        60
+UDP 0A0000C8 C350 0A0000D2 0035 0A000101 0035 UDP             200
+TCP 0A0000C8 C352 0A0000D3 0050 0A000101 7786 ESTABLISHED     877
+TCP 2001:db8::c8 C353 2001:db8::d2 0050 2001:db8::101 7786 ESTABLISHED     877
+`
+	got, err := readVSConns(strings.NewReader(table), netip.MustParseAddr("10.0.0.210"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []vsConn{{client: netip.MustParseAddrPort("10.0.0.200:50000"), vip: netip.MustParseAddrPort("10.0.0.210:80")}}
+	if len(got) != 1 || got[0] != want[0] {
+		t.Errorf("connections %v, want %v (established TCP to the VIP only)", got, want)
+	}
+	got, _ = readVSConns(strings.NewReader(table), netip.MustParseAddr("2001:db8::d2"))
+	if len(got) != 1 || got[0].client != netip.MustParseAddrPort("[2001:db8::c8]:50003") {
+		t.Errorf("IPv6 connections %v", got)
+	}
+}
+
+// The segment's checksum verifies: summing it with the pseudo-header gives
+// 0xffff, for IPv4 and IPv6.
+func TestTickleSegment(t *testing.T) {
+	for _, c := range [][2]string{{"10.0.0.210:80", "10.0.0.200:50000"}, {"[2001:db8::d2]:443", "[2001:db8::c8]:40000"}} {
+		from, to := netip.MustParseAddrPort(c[0]), netip.MustParseAddrPort(c[1])
+		seg := tickleSegment(from, to)
+		if binary.BigEndian.Uint16(seg[0:]) != from.Port() || binary.BigEndian.Uint16(seg[2:]) != to.Port() {
+			t.Errorf("%s → %s: ports %x", from, to, seg[:4])
+		}
+		if seq, ack := binary.BigEndian.Uint32(seg[4:]), binary.BigEndian.Uint32(seg[8:]); seq != 0 || ack != 0 {
+			t.Errorf("seq %d ack %d, want 0 0", seq, ack)
+		}
+		if seg[13] != 0x10 {
+			t.Errorf("flags %#x, want ACK only", seg[13])
+		}
+		if got := tcpChecksum(from.Addr(), to.Addr(), seg); got != 0 {
+			t.Errorf("%s → %s: the checksum does not verify (%#x)", from, to, got)
+		}
+	}
+}
+
+// On loopback, with the real kernel: a tickle ACK to the client of an
+// established connection makes the client's stack answer at once with an
+// ACK carrying its real acknowledgement number (the point of the tickle).
+func TestTickleElicitsTheClientsACK(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("raw sockets need root")
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if _, err := srv.Write([]byte("hello")); err != nil { // the client's ACK number moves past the handshake
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := cli.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	server := netip.MustParseAddrPort(ln.Addr().String())
+	client := netip.MustParseAddrPort(cli.LocalAddr().String())
+
+	// A raw TCP socket sees every TCP segment the host receives.
+	rfd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rfd)
+	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+	unix.SetsockoptTimeval(rfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+
+	pkt := make([]byte, 1500)
+	// clientACK waits up to d for an ACK from the client to the server
+	// with a non-zero acknowledgement number.
+	clientACK := func(d time.Duration) bool {
+		for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+			n, _, err := unix.Recvfrom(rfd, pkt, 0)
+			if err != nil || n < 40 {
+				continue
+			}
+			ihl := int(pkt[0]&0x0f) * 4
+			tcp := pkt[ihl:n]
+			sport, dport := binary.BigEndian.Uint16(tcp[0:]), binary.BigEndian.Uint16(tcp[2:])
+			if sport == client.Port() && dport == server.Port() && tcp[13]&0x10 != 0 && binary.BigEndian.Uint32(tcp[8:]) != 0 {
+				return true
+			}
+		}
+		return false
+	}
+	clientACK(300 * time.Millisecond) // the client's delayed ACK of "hello", if not sent yet
+	if clientACK(300 * time.Millisecond) {
+		t.Fatal("the idle client sent an ACK without a tickle: the check below would prove nothing")
+	}
+	if err := sendTickle(server, client); err != nil {
+		t.Fatal(err)
+	}
+	if !clientACK(3 * time.Second) {
+		t.Fatal("the client's stack did not answer the tickle ACK within 3s")
+	}
+}

@@ -1,0 +1,244 @@
+// Package lease is a member's quorum lease on its VIPs: a member may serve
+// (hold VIP addresses) while a majority of the voters, itself included, has
+// answered one of its liveness probes within the lease's length, counted
+// from when the probe was SENT. The raft leader plays no part: a leader
+// election changes nothing for an owner that still reaches a majority.
+//
+// All instants are monotonic (a Clock counts from an arbitrary origin and
+// never jumps), so stepping the wall clock neither extends nor cuts a lease.
+// The one wall-clock input, a renewal recorded on disk before a restart, goes
+// through CarriedBoot, on CLOCK_BOOTTIME and the boot id, which a wall-clock
+// step or a reboot cannot stretch.
+package lease
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Clock reads a monotonic clock: the time since an arbitrary fixed origin.
+type Clock interface {
+	Now() time.Duration
+}
+
+type systemClock struct{ origin time.Time }
+
+// Now is read from the monotonic reading time.Now carries (time.Since uses
+// it), never from the wall clock.
+func (c systemClock) Now() time.Duration { return time.Since(c.origin) }
+
+// System is the process's monotonic clock.
+var System Clock = systemClock{origin: time.Now()}
+
+// Lease tracks the probe answers that renew this member's lease.
+type Lease struct {
+	self   string
+	length time.Duration
+	clock  Clock
+
+	mu     sync.Mutex
+	voters []string
+	index  uint64 // the raft log index of the configuration voters is from
+	// newer is the newest configuration a peer reported, when it is newer
+	// than this member's own (a promotion this member has not applied yet):
+	// the lease must hold under it too, or a member that has not seen a
+	// promotion could count a majority the leader's assigner does not.
+	newer      []string
+	newerIndex uint64
+	// sent is, per member, the send time of the latest probe it answered.
+	sent map[string]time.Duration
+}
+
+// New returns the lease of member self with the given length; it is not
+// valid until SetVoters names the voters and enough of them answer.
+func New(self string, length time.Duration, clock Clock) *Lease {
+	if clock == nil {
+		clock = System
+	}
+	return &Lease{self: self, length: length, clock: clock, sent: map[string]time.Duration{}}
+}
+
+// Length is the lease's length.
+func (l *Lease) Length() time.Duration { return l.length }
+
+// Clock is the clock the lease reads.
+func (l *Lease) Clock() Clock { return l.clock }
+
+// SetVoters sets the raft configuration's voters. Answers from anyone else
+// (non-voters, removed members) are kept but never count.
+func (l *Lease) SetVoters(ids []string) { l.SetConfig(0, ids) }
+
+// SetConfig sets the raft configuration's voters and the log index of that
+// configuration. A newer configuration reported by a peer (Reported) stops
+// counting once this member's own has reached its index.
+func (l *Lease) SetConfig(index uint64, ids []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.voters = slices.Clone(ids)
+	slices.Sort(l.voters)
+	l.index = index
+	if l.newer != nil && l.newerIndex <= index {
+		l.newer, l.newerIndex = nil, 0
+	}
+}
+
+// Reported records a configuration (its log index and voters) a peer's
+// answer carried. When it is newer than this member's own, the lease is
+// valid only while a majority holds under both: the leader's assigner
+// counts a majority of the newer one, and this member must not count a
+// smaller one meanwhile.
+func (l *Lease) Reported(index uint64, ids []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if index <= l.index || index <= l.newerIndex || len(ids) == 0 {
+		return
+	}
+	l.newer = slices.Clone(ids)
+	slices.Sort(l.newer)
+	l.newerIndex = index
+}
+
+// Revoke ends the lease now: every answer counted so far is forgotten. A
+// member revokes its lease when it learns that a peer has claimed its VIPs
+// provisionally (lbd/liveness): its successor serves them, so it must not,
+// whatever answers it had before.
+func (l *Lease) Revoke() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.sent)
+}
+
+// Answered records that member from answered a probe sent at sent (on this
+// lease's clock). An answer can renew the lease only to sent + length: a late
+// answer to an old probe, or answers arriving out of order, extend nothing
+// beyond what their probe justified.
+func (l *Lease) Answered(from string, sent time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sent > l.clock.Now() {
+		return // not a probe of ours: no send time lies in the future
+	}
+	if sent > l.sent[from] {
+		l.sent[from] = sent
+	}
+}
+
+// expiry is when the lease runs out (on the clock), and whether it was ever
+// renewed under the current voters.
+func (l *Lease) expiry(now time.Duration) (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.voters) == 0 {
+		return 0, false // no configuration known yet: nothing to be a majority of
+	}
+	exp, ok := l.expiryUnder(l.voters, now)
+	if ok && l.newer != nil {
+		e2, ok2 := l.expiryUnder(l.newer, now)
+		exp, ok = min(exp, e2), ok2
+	}
+	return exp, ok
+}
+
+// expiryUnder is the lease's end counted against the given voters.
+func (l *Lease) expiryUnder(voters []string, now time.Duration) (time.Duration, bool) {
+	need := len(voters)/2 + 1
+	var others []time.Duration
+	for _, id := range voters {
+		if id == l.self {
+			need-- // this member counts for itself
+			continue
+		}
+		if t, ok := l.sent[id]; ok {
+			others = append(others, t)
+		}
+	}
+	if need == 0 {
+		// A single-voter cluster: this member is the majority.
+		return now + l.length, true
+	}
+	if len(others) < need {
+		return 0, false
+	}
+	// The need-th most recent answered probe: the latest moment at which a
+	// majority had answered.
+	slices.Sort(others)
+	slices.Reverse(others)
+	return others[need-1] + l.length, true
+}
+
+// Remaining is how long the lease stays valid without another answer; zero
+// or less when it is not valid.
+func (l *Lease) Remaining() time.Duration {
+	now := l.clock.Now()
+	exp, ok := l.expiry(now)
+	if !ok {
+		return -1
+	}
+	return exp - now
+}
+
+// Valid reports whether the lease is valid now.
+func (l *Lease) Valid() bool { return l.Remaining() > 0 }
+
+// Until is when the lease runs out as a time.Time for timers and the fence.
+// It is taken from time.Now, whose monotonic reading every comparison and
+// time.Until of it uses; a wall-clock step does not move it.
+func (l *Lease) Until() time.Time {
+	r := l.Remaining()
+	if r < 0 {
+		r = 0
+	}
+	return time.Now().Add(r)
+}
+
+// Carried is how much of a lease renewed at the wall-clock time recorded
+// (before a restart) is left at now: length minus the time since, or 0. A
+// record from the future (the wall clock stepped back since) carries nothing:
+// it cannot be told apart from a wrong one, and trusting it would extend the
+// lease by the size of the step.
+func Carried(recorded, now time.Time, length time.Duration) time.Duration {
+	if recorded.IsZero() || recorded.After(now) {
+		return 0
+	}
+	return max(length-now.Sub(recorded), 0)
+}
+
+// Boot is an instant on CLOCK_BOOTTIME together with the boot it belongs
+// to: the one clock that neither a wall-clock step nor a suspend moves
+// backwards, and a boot id that tells a reboot (which restarts it from zero).
+type Boot struct {
+	ID   string
+	Time time.Duration
+}
+
+// BootNow reads the kernel's boot id and CLOCK_BOOTTIME.
+func BootNow() (Boot, error) {
+	id, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return Boot{}, fmt.Errorf("read the boot id: %w", err)
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return Boot{}, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	}
+	return Boot{ID: strings.TrimSpace(string(id)), Time: time.Duration(ts.Nano())}, nil
+}
+
+// CarriedBoot is how much of a lease that had left to run at recorded
+// (before a restart) is left at now: left minus the boot time since, or 0.
+// A record of another boot carries nothing (the host rebooted: whatever the
+// kernel held is gone, and the two clocks cannot be compared), nor does one
+// from the future of this boot's clock (it is not ours), nor does left
+// beyond length.
+func CarriedBoot(recorded, now Boot, left, length time.Duration) time.Duration {
+	if recorded.ID == "" || recorded.ID != now.ID || recorded.Time > now.Time {
+		return 0
+	}
+	return max(min(left, length)-(now.Time-recorded.Time), 0)
+}
