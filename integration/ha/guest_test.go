@@ -48,15 +48,7 @@ ownership:
   lease: 500ms
   grace: 700ms
 `,
-	"guest": `raft:
-  heartbeatTimeout: 1500ms
-  electionTimeout: 1500ms
-  leaderLeaseTimeout: 750ms
-ownership:
-  probeInterval: 200ms
-  lease: 4s
-  grace: 4500ms
-`,
+	"guest": lab.GuestTiming,
 }
 
 const (

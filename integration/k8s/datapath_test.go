@@ -279,11 +279,24 @@ func TestGuestDataPath(t *testing.T) {
 	run(t, "ip", "link", "set", "vec0", "up")
 	run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	l, err := lab.Start(lab.Config{Bin: bin, Work: filepath.Join(work, "lab"), Logf: t.Logf, Clients: 1,
-		LBDConfig: "health:\n  enabled: true\n"})
+		LBDConfig: lab.GuestTiming + "health:\n  enabled: true\n"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	// A failure in the guest is only explained by what the edges did: who held
+	// the VIP, what the client's neighbour table says, and the lbd logs.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		out, _ := topo.Run(topo.ClientHost().Name, "ip", "neigh", "show")
+		t.Logf("---- client neighbours ----\n%s", out)
+		for _, m := range l.Members {
+			addrs, _ := topo.Run(m.Host.Name, "ip", "-br", "addr", "show")
+			t.Logf("---- %s addresses ----\n%s\n---- lbd %s (log tail) ----\n%s", m.ID, addrs, m.ID, m.LogTail(60))
+		}
+	})
 	for _, e := range l.Topo.Edges {
 		run(t, "ip", "netns", "exec", e.Name, "ip", "route", "add", tapNet, "via", topo.ManagementV4)
 	}

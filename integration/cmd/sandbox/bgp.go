@@ -26,19 +26,10 @@ func sandboxRouter() *lab.RouterConfig {
 }
 
 // sandboxL2LBDConfig is the guest timing of the failover scenarios
-// (integration/ha, profile "guest"): the guest is one emulated CPU shared by
-// three lbd, three nodes and the traffic, where lbd's LAN defaults (lease
-// 250 ms) saw reconcile-loop gaps of 0.4–0.6 s, the fence withdraw the VIP
-// and a round lose connections (a CI rehearsal, 2 of 540).
-const sandboxL2LBDConfig = `raft:
-  heartbeatTimeout: 1500ms
-  electionTimeout: 1500ms
-  leaderLeaseTimeout: 750ms
-ownership:
-  probeInterval: 200ms
-  lease: 4s
-  grace: 4500ms
-`
+// (integration/ha, profile "guest"), where lbd's LAN defaults (lease 250 ms)
+// saw the fence withdraw the VIP and a round lose connections (a CI
+// rehearsal, 2 of 540).
+const sandboxL2LBDConfig = lab.GuestTiming
 
 // sandboxBGPLBDConfig relaxes raft and the lease for the guest, as the
 // BGP scenarios do: a member advertises only while its lease holds.
