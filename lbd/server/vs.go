@@ -15,6 +15,7 @@ import (
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // serviceKey validates a service reference and applies the caller's tenant
@@ -36,7 +37,7 @@ func serviceKey(ctx context.Context, tenant, name string) (fsm.Key, error) {
 // CreateVirtualService validates the service and commits it. The FSM allocates
 // the VIP (when none is requested) and refuses duplicates.
 func (s *Server) CreateVirtualService(ctx context.Context, req *edgelbv1.CreateVirtualServiceRequest) (*edgelbv1.CreateVirtualServiceResponse, error) {
-	vs, err := s.checkedService(ctx, req.GetService())
+	vs, err := s.checkedService(ctx, req.GetService(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -71,9 +72,14 @@ func (s *Server) decideOwner(vs *edgelbv1.VirtualService) ownership.Decision {
 	return ownership.Decide(vs, c)
 }
 
-// checkedService copies a request's service, applies the caller's tenant
-// binding and validates it (filling in defaults).
-func (s *Server) checkedService(ctx context.Context, in *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error) {
+// checkedService copies a request's service (of a create, or an update),
+// applies the caller's tenant binding and validates it, filling in defaults.
+// Some defaults depend on the pool the FSM will place the service in (a bgp
+// pool defaults to dr, and refuses modes it cannot serve: rules.defaultModes,
+// rules.BGPPoolModes), so the pool is previewed on this member's replica. A
+// stale replica can only misjudge towards a refusal: the FSM checks the
+// pool it actually places the service in.
+func (s *Server) checkedService(ctx context.Context, in *edgelbv1.VirtualService, update bool) (*edgelbv1.VirtualService, error) {
 	var vs *edgelbv1.VirtualService
 	if in != nil {
 		vs = proto.Clone(in).(*edgelbv1.VirtualService)
@@ -81,7 +87,19 @@ func (s *Server) checkedService(ctx context.Context, in *edgelbv1.VirtualService
 	if err := scopeService(ctx, vs); err != nil {
 		return nil, err
 	}
+	scoped := proto.Clone(vs)
+	// First with the defaults of no pool: the placement needs the
+	// service's canonical address and family, and those defaults are the
+	// most permissive, so what fails here fails in any pool.
 	if err := validate.VirtualService(vs, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	pool := s.fsm.PlacementPool(vs, update)
+	if !rules.IsBGP(pool) {
+		return vs, nil
+	}
+	vs = scoped.(*edgelbv1.VirtualService)
+	if err := validate.VirtualServiceIn(vs, s.opts.Limits, pool); err != nil {
 		return nil, err
 	}
 	return vs, nil
@@ -161,7 +179,7 @@ func (s *Server) ListVirtualServices(ctx context.Context, req *edgelbv1.ListVirt
 }
 
 func (s *Server) UpdateVirtualService(ctx context.Context, req *edgelbv1.UpdateVirtualServiceRequest) (*edgelbv1.UpdateVirtualServiceResponse, error) {
-	vs, err := s.checkedService(ctx, req.GetService())
+	vs, err := s.checkedService(ctx, req.GetService(), true)
 	if err != nil {
 		return nil, err
 	}

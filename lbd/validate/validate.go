@@ -44,6 +44,12 @@ func VirtualService(vs *edgelbv1.VirtualService, lim Limits) error {
 	return rules.VirtualService(vs, lim)
 }
 
+// VirtualServiceIn is VirtualService for a service that goes to pool: a
+// bgp pool has its own defaults and refuses modes it cannot serve.
+func VirtualServiceIn(vs *edgelbv1.VirtualService, lim Limits, pool *edgelbv1.AddressPool) error {
+	return rules.VirtualServiceIn(vs, lim, pool)
+}
+
 // Backends checks a backend list and fills in default weights.
 func Backends(field string, bs []*edgelbv1.Backend, want6, dr bool, lim Limits) error {
 	return rules.Backends(field, bs, want6, dr, lim)

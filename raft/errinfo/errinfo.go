@@ -58,6 +58,13 @@ const (
 	// A VIP of a bgp pool was asked to move: it has no owner, every
 	// eligible member serves it (metadata: vip, pool).
 	BgpVIPNotMovable = "BGP_VIP_NOT_MOVABLE"
+	// A service in a bgp pool asks for a scheduler other than mh or for
+	// nat forwarding: every member serves a bgp VIP at once (ECMP), which
+	// only mh (each member picks the same backend for a flow) with dr
+	// (replies bypass the edge) can do, so the data plane would never
+	// program it. Code FailedPrecondition (metadata: field, pool,
+	// scheduler, forwarding_mode).
+	BgpPoolNeedsMhDr = "BGP_POOL_NEEDS_MH_DR"
 )
 
 // The rules every stored object obeys (raft/rules, the API's validators and

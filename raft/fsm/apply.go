@@ -26,6 +26,9 @@ type applier struct {
 	time    *timestamppb.Timestamp
 	version uint32 // the command's: which rules its proposer applied
 	events  []*edgelbv1.Event
+	// dry: a preview under the read lock (PlacementPool), which must not
+	// write even the allocator's low-water marks.
+	dry bool
 	// lvl is the validation rule set the command is held to (raftv1.Command.rules).
 	lvl rules.Level
 }
@@ -104,6 +107,9 @@ func (a *applier) createService(c *raftv1.CreateVirtualService) *Result {
 	if r := a.placed(vs); r != nil {
 		return r
 	}
+	if r := a.poolModes(vs); r != nil {
+		return r
+	}
 	vs.Owner = c.Owner
 	if a.bgpPool(vs.Pool) {
 		// A bgp-pool VIP has no single owner: every eligible member
@@ -163,6 +169,9 @@ func (a *applier) updateService(c *raftv1.UpdateVirtualService) *Result {
 		return r
 	}
 	if r := a.placed(vs); r != nil {
+		return r
+	}
+	if r := a.poolModes(vs); r != nil {
 		return r
 	}
 	vs.Owner = old.Owner
@@ -286,6 +295,20 @@ func (a *applier) checkBackends(old *edgelbv1.VirtualService, bs, fresh []*edgel
 // placed holds a service whose VIP is now known to the rules that need it.
 func (a *applier) placed(vs *edgelbv1.VirtualService) *Result {
 	if err := rules.Placed(vs, a.lvl); err != nil {
+		return refused("virtual service "+KeyOf(vs).String(), err)
+	}
+	return nil
+}
+
+// poolModes holds a service placed in a bgp pool to the modes every member
+// can serve it with at once (rules.BGPPoolModes), from level BGPModes on:
+// the API refuses first, this refuses a raw entry alike. Older entries
+// replay as they applied; the data plane isolates such a service.
+func (a *applier) poolModes(vs *edgelbv1.VirtualService) *Result {
+	if a.lvl < rules.BGPModes || !a.bgpPool(vs.Pool) {
+		return nil
+	}
+	if err := rules.BGPPoolModes(vs, vs.Pool); err != nil {
 		return refused("virtual service "+KeyOf(vs).String(), err)
 	}
 	return nil
@@ -661,7 +684,9 @@ func (a *applier) placeVIP(vs, old *edgelbv1.VirtualService) *Result {
 		addr, ok := a.allocate(parsed, v6, st.lowFree[lk])
 		if ok {
 			vs.Vip, vs.Pool = addr.String(), name
-			st.lowFree[lk] = addr
+			if !a.dry {
+				st.lowFree[lk] = addr
+			}
 			return nil
 		}
 	}

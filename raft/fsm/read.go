@@ -5,7 +5,10 @@ import (
 	"slices"
 	"sort"
 
+	"google.golang.org/protobuf/proto"
+
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // Filter selects virtual services in List. Zero fields match everything.
@@ -208,4 +211,37 @@ func (f *FSM) Member(id string) (*edgelbv1.Member, bool) {
 		return nil, false
 	}
 	return cloneMember(m), true
+}
+
+// PlacementPool is the address pool a create (update false) or an update of
+// the validated service vs would place it in on the current state, as the
+// apply functions decide it; nil when the placement would fail (the command
+// then fails with the reason) or the pool cannot be known. The API takes the
+// pool's defaults from it (rules.VirtualServiceIn). It is a preview: the
+// state may change before the command applies, and the FSM checks the
+// outcome again (applier.poolModes).
+func (f *FSM) PlacementPool(vs *edgelbv1.VirtualService, update bool) *edgelbv1.AddressPool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c := cloneVS(vs)
+	var old *edgelbv1.VirtualService
+	if update {
+		var ok bool
+		if old, ok = f.st.services[KeyOf(c)]; !ok {
+			return nil
+		}
+		if c.Vip == "" && (c.Pool == "" || c.Pool == old.Pool) {
+			// As updateService: an update that names no address keeps its own.
+			c.Vip, c.Pool, c.IpFamily = old.Vip, old.Pool, old.IpFamily
+		}
+	}
+	a := applier{f: f, version: CommandVersion, lvl: rules.Current, dry: true}
+	if r := a.placeVIP(c, old); r != nil {
+		return nil
+	}
+	p, ok := f.st.pools[c.Pool]
+	if !ok {
+		return nil
+	}
+	return proto.Clone(p).(*edgelbv1.AddressPool)
 }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
@@ -129,4 +131,53 @@ func poolAnnounce(p *edgelbv1.AddressPool) error {
 		return invalidBGP("pool.bgp.aggregation_length_v6", "%d is longer than an IPv6 address; use 1..128 (0 means 128, one route per VIP)", b.AggregationLengthV6)
 	}
 	return nil
+}
+
+// IsBGP reports whether pool announces its VIPs by BGP (nil: no pool).
+func IsBGP(pool *edgelbv1.AddressPool) bool {
+	return pool.GetAnnounceMode() == edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
+}
+
+// defaultModes is the one place that decides the scheduler and forwarding
+// mode of a service whose request left them unspecified. Every service
+// defaults to mh. Forwarding defaults to nat, except in a bgp pool
+// (bgpPool), where every member serves the VIP at once and only dr can
+// (BGPPoolModes): there an unspecified mode means dr, and only an explicit
+// nat is refused. The API knows the pool before it proposes (lbd/server), so
+// what it proposes, and the FSM stores, is always explicit.
+func defaultModes(vs *edgelbv1.VirtualService, bgpPool bool) {
+	if vs.Scheduler == edgelbv1.Scheduler_SCHEDULER_UNSPECIFIED {
+		vs.Scheduler = edgelbv1.Scheduler_SCHEDULER_MH
+	}
+	if vs.ForwardingMode == edgelbv1.ForwardingMode_FORWARDING_MODE_UNSPECIFIED {
+		vs.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_NAT
+		if bgpPool {
+			vs.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+		}
+	}
+}
+
+// BGPPoolModes refuses a service of bgp pool pool whose modes the data plane
+// cannot serve from every member at once (lbd/dataplane/ipvsdiff
+// ActiveActive): a scheduler other than mh would send one flow's packets,
+// spread over the members by the routers' ECMP, to different backends, and
+// nat would send replies back through whichever member did the rewrite, not
+// the one the next packet reaches. The API checks it on every write that
+// places a service, the FSM again from level BGPModes on.
+func BGPPoolModes(vs *edgelbv1.VirtualService, pool string) error {
+	field := ""
+	switch {
+	case vs.Scheduler != edgelbv1.Scheduler_SCHEDULER_MH:
+		field = "service.scheduler"
+	case vs.ForwardingMode != edgelbv1.ForwardingMode_FORWARDING_MODE_DR:
+		field = "service.forwarding_mode"
+	default:
+		return nil
+	}
+	sched := strings.ToLower(strings.TrimPrefix(vs.Scheduler.String(), "SCHEDULER_"))
+	mode := strings.ToLower(strings.TrimPrefix(vs.ForwardingMode.String(), "FORWARDING_MODE_"))
+	return errinfo.Errorf(codes.FailedPrecondition, errinfo.BgpPoolNeedsMhDr,
+		map[string]string{"field": field, "pool": pool, "scheduler": sched, "forwarding_mode": mode},
+		"%s: address pool %s announces by BGP, so every member serves the VIP at once (ECMP), which needs scheduler mh and forwarding dr; this service asks for scheduler %s and forwarding %s: use --scheduler mh --mode dr (or leave both out), or a pool in l2 mode",
+		field, pool, sched, mode)
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -97,5 +98,54 @@ func TestMemberBGPPeersDown(t *testing.T) {
 	m.BgpPeersDown = []string{"10.0.0.0254"}
 	if err := Member(m); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "member.bgp_peers_down[0]") {
 		t.Errorf("non-canonical peer: %v", err)
+	}
+}
+
+// The defaults of a service follow its pool: mh everywhere, dr in a bgp pool
+// and nat elsewhere; a bgp pool refuses an explicit rr or nat.
+func TestVirtualServiceInBGPPool(t *testing.T) {
+	bgp := &edgelbv1.AddressPool{Name: "rack", AnnounceMode: edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP}
+	l2 := &edgelbv1.AddressPool{Name: "lan", AnnounceMode: edgelbv1.AnnounceMode_ANNOUNCE_MODE_L2}
+	mk := func(s edgelbv1.Scheduler, m edgelbv1.ForwardingMode, backendPort uint32) *edgelbv1.VirtualService {
+		return &edgelbv1.VirtualService{Name: "a", Scheduler: s, ForwardingMode: m, Ports: []*edgelbv1.Port{{Port: 80, BackendPort: backendPort}}}
+	}
+	const (
+		unset = edgelbv1.Scheduler_SCHEDULER_UNSPECIFIED
+		rr    = edgelbv1.Scheduler_SCHEDULER_RR
+		mh    = edgelbv1.Scheduler_SCHEDULER_MH
+		fwd0  = edgelbv1.ForwardingMode_FORWARDING_MODE_UNSPECIFIED
+		nat   = edgelbv1.ForwardingMode_FORWARDING_MODE_NAT
+		dr    = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	)
+	for _, c := range []struct {
+		pool      *edgelbv1.AddressPool
+		vs        *edgelbv1.VirtualService
+		wantSched edgelbv1.Scheduler
+		wantMode  edgelbv1.ForwardingMode
+		reason    string
+	}{
+		{bgp, mk(unset, fwd0, 0), mh, dr, ""},
+		{bgp, mk(mh, dr, 0), mh, dr, ""},
+		{bgp, mk(rr, fwd0, 0), 0, 0, errinfo.BgpPoolNeedsMhDr},
+		{bgp, mk(unset, nat, 0), 0, 0, errinfo.BgpPoolNeedsMhDr},
+		{bgp, mk(unset, fwd0, 8080), 0, 0, errinfo.InvalidField}, // dr cannot remap a port
+		{l2, mk(unset, fwd0, 8080), mh, nat, ""},
+		{l2, mk(rr, nat, 0), rr, nat, ""},
+		{nil, mk(unset, fwd0, 0), mh, nat, ""},
+	} {
+		err := VirtualServiceIn(c.vs, DefaultLimits, c.pool)
+		what := fmt.Sprintf("pool %s, %v/%v port %d", c.pool.GetName(), c.vs.Scheduler, c.vs.ForwardingMode, c.vs.Ports[0].BackendPort)
+		if c.reason != "" {
+			if errinfo.Reason(err) != c.reason {
+				t.Errorf("%s: %v, want reason %s", what, err, c.reason)
+			}
+			if c.reason == errinfo.BgpPoolNeedsMhDr && (status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "a pool in l2 mode")) {
+				t.Errorf("%s: %v, want FailedPrecondition saying what to fix", what, err)
+			}
+			continue
+		}
+		if err != nil || c.vs.Scheduler != c.wantSched || c.vs.ForwardingMode != c.wantMode {
+			t.Errorf("%s: %v, modes %v/%v, want %v/%v", what, err, c.vs.Scheduler, c.vs.ForwardingMode, c.wantSched, c.wantMode)
+		}
 	}
 }

@@ -33,8 +33,12 @@ const (
 	// no backend on the VIP itself, and one entry per backend identity
 	// (address and effective port).
 	Strict Level = 1
+	// BGPModes adds: a service placed in a bgp pool uses scheduler mh and
+	// forwarding dr (BGPPoolModes). Older entries may hold other modes
+	// there; they replay as stored and the data plane isolates them.
+	BGPModes Level = 2
 	// Current is the level this binary validates and proposes with.
-	Current = Strict
+	Current = BGPModes
 )
 
 // printable refuses control characters and invalid UTF-8: a name is shown in

@@ -178,7 +178,19 @@ func VirtualService(vs *edgelbv1.VirtualService, lim Limits) error {
 	return virtualServiceAt(Current, vs, lim)
 }
 
+// VirtualServiceIn is VirtualService for a service the API knows will be
+// placed in pool (nil: not known, or no pool): its defaults depend on the
+// pool's announce mode (defaultModes), and a bgp pool refuses modes it cannot
+// serve (BGPPoolModes).
+func VirtualServiceIn(vs *edgelbv1.VirtualService, lim Limits, pool *edgelbv1.AddressPool) error {
+	return virtualServiceIn(Current, vs, lim, pool)
+}
+
 func virtualServiceAt(lvl Level, vs *edgelbv1.VirtualService, lim Limits) error {
+	return virtualServiceIn(lvl, vs, lim, nil)
+}
+
+func virtualServiceIn(lvl Level, vs *edgelbv1.VirtualService, lim Limits, pool *edgelbv1.AddressPool) error {
 	if vs == nil {
 		return invalid("service", "is required")
 	}
@@ -221,22 +233,29 @@ func virtualServiceAt(lvl Level, vs *edgelbv1.VirtualService, lim Limits) error 
 			return err
 		}
 	}
+	bgp := IsBGP(pool)
+	defaultModes(vs, bgp)
 	switch vs.Scheduler {
-	case edgelbv1.Scheduler_SCHEDULER_UNSPECIFIED:
-		vs.Scheduler = edgelbv1.Scheduler_SCHEDULER_MH
 	case edgelbv1.Scheduler_SCHEDULER_MH, edgelbv1.Scheduler_SCHEDULER_RR, edgelbv1.Scheduler_SCHEDULER_WRR,
 		edgelbv1.Scheduler_SCHEDULER_LC, edgelbv1.Scheduler_SCHEDULER_WLC, edgelbv1.Scheduler_SCHEDULER_SH:
 	default:
 		return invalid("service.scheduler", "unknown scheduler %d; use mh, rr, wrr, lc, wlc or sh", vs.Scheduler)
 	}
 	switch vs.ForwardingMode {
-	case edgelbv1.ForwardingMode_FORWARDING_MODE_UNSPECIFIED:
-		vs.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_NAT
 	case edgelbv1.ForwardingMode_FORWARDING_MODE_NAT, edgelbv1.ForwardingMode_FORWARDING_MODE_DR:
 	default:
 		return invalid("service.forwarding_mode", "unknown mode %d; use nat or dr", vs.ForwardingMode)
 	}
+	if bgp {
+		if err := BGPPoolModes(vs, pool.Name); err != nil {
+			return err
+		}
+	}
 	dr := vs.ForwardingMode == edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	drFix := "use nat mode or the same port"
+	if bgp {
+		drFix = "a bgp pool serves with direct routing only: use the same port, or a pool in l2 mode"
+	}
 
 	if len(vs.Ports) == 0 {
 		return invalid("service.ports", "at least one port is required (e.g. tcp/80)")
@@ -271,7 +290,7 @@ func virtualServiceAt(lvl Level, vs *edgelbv1.VirtualService, lim Limits) error 
 			p.BackendPort = p.Port
 		}
 		if dr && p.BackendPort != p.Port {
-			return invalid(f+".backend_port", "is %d but direct routing cannot change the port (%d); use nat mode or the same port", p.BackendPort, p.Port)
+			return invalid(f+".backend_port", "is %d but direct routing cannot change the port (%d); %s", p.BackendPort, p.Port, drFix)
 		}
 		if len(p.Name) > 63 {
 			return invalid(f+".name", "is longer than 63 characters")
