@@ -42,3 +42,38 @@ func TestPoolCreateBGP(t *testing.T) {
 	}
 	e.fails(exitcode.NotFound, "pool", "get", "bad")
 }
+
+// A VIP in a bgp pool is served by every member at once: lbctl vip create
+// with rr or nat there exits 6 (FailedPrecondition) with the reason and the
+// fix, creates nothing; without --scheduler/--mode it gets mh and dr. An
+// update to nat is refused alike. --help says so.
+func TestVIPInBGPPoolModes(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "rack", "--range", "198.51.100.0/28", "--mode", "bgp")
+	for _, args := range [][]string{
+		{"--scheduler", "rr"},
+		{"--mode", "nat"},
+	} {
+		msg := e.fails(exitcode.Conflict, append([]string{"vip", "create", "web", "--pool", "rack", "--port", "tcp/80", "--backend", "10.0.0.11"}, args...)...)
+		for _, want := range []string{"[BGP_POOL_NEEDS_MH_DR]", "--scheduler mh --mode dr", "a pool in l2 mode"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("vip create %v: %q does not say %q", args, msg, want)
+			}
+		}
+	}
+	e.fails(exitcode.NotFound, "vip", "get", "web")
+	vs := decodeJSON(t, e.ok("vip", "create", "web", "--pool", "rack", "--port", "tcp/80", "--backend", "10.0.0.11", "-o", "json"))
+	if vs["scheduler"] != "SCHEDULER_MH" || vs["forwardingMode"] != "FORWARDING_MODE_DR" {
+		t.Errorf("defaults in a bgp pool: scheduler %v, mode %v; want mh, dr", vs["scheduler"], vs["forwardingMode"])
+	}
+	if msg := e.fails(exitcode.Conflict, "vip", "update", "web", "--mode", "nat"); !strings.Contains(msg, "BGP_POOL_NEEDS_MH_DR") {
+		t.Errorf("vip update --mode nat: %q", msg)
+	}
+	got := decodeJSON(t, e.ok("vip", "get", "web", "-o", "json"))
+	if got["forwardingMode"] != "FORWARDING_MODE_DR" {
+		t.Errorf("refused update changed the mode to %v", got["forwardingMode"])
+	}
+	if help := e.ok("vip", "create", "--help"); !strings.Contains(help, "bgp mode") || !strings.Contains(help, "BGP_POOL_NEEDS_MH_DR") {
+		t.Errorf("vip create --help does not explain bgp pools:\n%s", help)
+	}
+}

@@ -51,8 +51,8 @@ func (f *vipFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.family, "family", "", "family of the VIP to allocate: ipv4|ipv6")
 	fs.StringArrayVar(&f.ports, "port", nil, "port, repeatable: "+spec.PortSyntax)
 	fs.StringArrayVar(&f.backends, "backend", nil, "backend, repeatable: "+spec.BackendSyntax)
-	fs.StringVar(&f.scheduler, "scheduler", "", "IPVS scheduler: mh|rr|wrr|lc|wlc|sh (server default mh)")
-	fs.StringVar(&f.mode, "mode", "", "forwarding mode: nat|dr (server default nat)")
+	fs.StringVar(&f.scheduler, "scheduler", "", "IPVS scheduler: mh|rr|wrr|lc|wlc|sh (server default mh; a bgp pool takes only mh)")
+	fs.StringVar(&f.mode, "mode", "", "forwarding mode: nat|dr (server default nat, dr in a bgp pool, which takes only dr)")
 	fs.StringVar(&f.persistence, "persistence", "", "client-IP affinity timeout, e.g. 3h or 10800 (seconds); 0 disables")
 	fs.StringVar(&f.check, "health-check", "", "health check type: tcp|sctp|http|https|none")
 	fs.Uint32Var(&f.healthPort, "health-port", 0, "port to probe (default: the backend's port)")
@@ -247,7 +247,14 @@ func (a *app) vipCreateCmd() *cobra.Command {
 		Short: "Create a virtual service",
 		Long: `Create a virtual service. Without --vip the server allocates an address from
 --pool, or from a pool the tenant may use. With --wait, lbctl returns once a
-member owns (serves) the VIP.`,
+member owns (serves) the VIP.
+
+A pool in bgp mode (lbctl pool list, MODE) has every member serve its VIPs at
+once (ECMP), which works only with --scheduler mh and --mode dr: there they are
+the defaults, and any other scheduler, or --mode nat, is refused
+(FailedPrecondition, exit 6, reason BGP_POOL_NEEDS_MH_DR). Direct routing
+cannot change ports, so give --port without :BACKEND_PORT, or use a pool in l2
+mode.`,
 		Example: `  # A web service on an allocated IPv4 address, NodePort 30080 on three nodes:
   lbctl vip create web --port tcp/80:30080 --backend 10.0.0.11 --backend 10.0.0.12 --backend 10.0.0.13 --wait
 

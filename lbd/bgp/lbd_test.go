@@ -53,7 +53,8 @@ func TestMembersAdvertiseBGPVIP(t *testing.T) {
 	created, err := vsc.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{
 		Name: "web", Tenant: "t", Pool: "rack",
 		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80}},
-		Backends: []*edgelbv1.Backend{{Address: "10.0.0.21", Port: 30080}},
+		// mh and dr, a bgp pool's defaults: dr keeps the port.
+		Backends: []*edgelbv1.Backend{{Address: "10.0.0.21"}},
 	}})
 	if err != nil {
 		t.Fatal(err)

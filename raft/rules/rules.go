@@ -307,6 +307,13 @@ func virtualServiceIn(lvl Level, vs *edgelbv1.VirtualService, lim Limits, pool *
 		seen[k] = i
 	}
 
+	if bgp {
+		for i, b := range vs.Backends {
+			if b != nil && b.Port != 0 {
+				return invalid(fmt.Sprintf("service.backends[%d].port", i), "direct routing cannot change the port; leave it 0 (%s)", drFix)
+			}
+		}
+	}
 	if err := backendsAt(lvl, "service.backends", vs.Backends, want6, dr, lim); err != nil {
 		return err
 	}
