@@ -28,7 +28,7 @@ func TestBGPStatus(t *testing.T) {
 	}))
 	e := newEnvOf(t, c)
 	e.ok("pool", "create", "rack", "--range", "100.64.10.0/28", "--mode", "bgp")
-	e.ok("vip", "create", "web", "--pool", "rack", "--tenant", "a", "--port", "tcp/80", "--backend", "10.0.0.21:30080")
+	e.ok("vip", "create", "web", "--pool", "rack", "--tenant", "a", "--port", "tcp/80", "--backend", "10.0.0.21")
 
 	var tbl string
 	deadline := time.Now().Add(30 * time.Second)

@@ -249,12 +249,12 @@ func (a *app) vipCreateCmd() *cobra.Command {
 --pool, or from a pool the tenant may use. With --wait, lbctl returns once a
 member owns (serves) the VIP.
 
-A pool in bgp mode (lbctl pool list, MODE) has every member serve its VIPs at
-once (ECMP), which works only with --scheduler mh and --mode dr: there they are
-the defaults, and any other scheduler, or --mode nat, is refused
+A pool in bgp mode (its MODE in lbctl pool list) has every member serve its
+VIPs at once (ECMP), which works only with --scheduler mh and --mode dr: there
+they are the defaults, and any other scheduler, or --mode nat, is refused
 (FailedPrecondition, exit 6, reason BGP_POOL_NEEDS_MH_DR). Direct routing
-cannot change ports, so give --port without :BACKEND_PORT, or use a pool in l2
-mode.`,
+cannot change ports, so give --port without :BACKEND_PORT, or use a pool in
+l2 mode.`,
 		Example: `  # A web service on an allocated IPv4 address, NodePort 30080 on three nodes:
   lbctl vip create web --port tcp/80:30080 --backend 10.0.0.11 --backend 10.0.0.12 --backend 10.0.0.13 --wait
 
