@@ -217,7 +217,13 @@ func (l *LoadBalancer) reconcile(ctx context.Context, clusterName string, svc *v
 	if err != nil {
 		return nil, err
 	}
-	desired, err := servicemap.Desired(l.cfg, t, svc, nodes)
+	// The pools' announce modes decide the modes of a VIP in a bgp pool
+	// (servicemap.DesiredIn); without them a create there could be refused.
+	pools, err := l.c.Pools(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("edgelb: reading address pools for Service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	desired, err := servicemap.DesiredIn(l.cfg, t, svc, nodes, pools)
 	if err != nil {
 		return nil, fmt.Errorf("edgelb: Service %s/%s cannot be mapped: %w", svc.Namespace, svc.Name, err)
 	}
@@ -321,6 +327,13 @@ func (l *LoadBalancer) refusal(ctx context.Context, svc *v1.Service, d *edgelbv1
 	reason := st.Message()
 	switch st.Code() {
 	case codes.FailedPrecondition, codes.PermissionDenied:
+		if ei, ok := errinfo.Of(err); ok && ei.Reason == errinfo.BgpPoolNeedsMhDr {
+			// The pool's VIPs are served by every edge at once, with dr only;
+			// the CCM picks dr there itself, so an annotation asked for nat.
+			hint = fmt.Sprintf("address pool %s announces by BGP and serves with direct routing only: remove annotation %s (or set it to dr), or name a pool in l2 mode (annotation %s)",
+				cmp.Or(ei.Metadata["pool"], d.Pool, "?"), servicemap.AnnotationForwarding, servicemap.AnnotationPool)
+			break
+		}
 		if ei, ok := errinfo.Of(err); ok && ei.Reason == errinfo.ReservedAddress {
 			// lbd never hands out a CIDR's network/broadcast (or IPv6
 			// subnet-router anycast) address; "not allowed" would send the

@@ -37,6 +37,9 @@ type VirtualServices interface {
 	Create(ctx context.Context, vs *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error)
 	Update(ctx context.Context, vs *edgelbv1.VirtualService, expectedGeneration uint64) (*edgelbv1.VirtualService, error)
 	Delete(ctx context.Context, tenant, name string) error
+	// Pools lists the address pools open to the tenant: their announce
+	// modes decide the modes of a VIP (servicemap.DesiredIn).
+	Pools(ctx context.Context) ([]*edgelbv1.AddressPool, error)
 }
 
 // Cloud implements k8scloud.Interface.

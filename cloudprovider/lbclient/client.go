@@ -210,6 +210,15 @@ func (c *Client) List(ctx context.Context, tenant string, labels map[string]stri
 	})
 }
 
+// Pools returns the address pools the caller may allocate from (a
+// cloud-provider identity sees those open to its tenant).
+func (c *Client) Pools(ctx context.Context) ([]*edgelbv1.AddressPool, error) {
+	return do(ctx, c, "listing address pools", func(ctx context.Context, cc *grpc.ClientConn) ([]*edgelbv1.AddressPool, error) {
+		r, err := edgelbv1.NewAddressPoolServiceClient(cc).ListAddressPools(ctx, &edgelbv1.ListAddressPoolsRequest{})
+		return r.GetPools(), err
+	})
+}
+
 // Create creates v; AlreadyExists is returned as is for the caller to compare.
 func (c *Client) Create(ctx context.Context, v *edgelbv1.VirtualService) (*edgelbv1.VirtualService, error) {
 	return do(ctx, c, "creating virtual service "+v.Tenant+"/"+v.Name, func(ctx context.Context, cc *grpc.ClientConn) (*edgelbv1.VirtualService, error) {

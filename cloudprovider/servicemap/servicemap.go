@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgelb/edgelb/cloudprovider/config"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/ipam"
 )
 
 // Annotations and labels.
@@ -78,14 +79,33 @@ func ServiceFamilies(svc *v1.Service) []v1.IPFamily {
 // Desired computes the VirtualServices (one per family, in the Service's
 // family order) that the Service and nodes call for. Errors say what to change
 // in the Service.
+//
+// Desired knows no pools: every VIP is taken to be in an l2 pool. DesiredIn
+// takes lbd's pools, so a VIP of a bgp pool gets the modes it needs.
 func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.Node) ([]*edgelbv1.VirtualService, error) {
-	mode, err := Forwarding(cfg, svc)
+	return DesiredIn(cfg, tenant, svc, nodes, nil)
+}
+
+// DesiredIn is Desired with lbd's address pools (ListAddressPools): a VIP
+// that goes to a bgp pool (BGPPool) is served by every edge at once, which
+// lbd takes only with scheduler mh and forwarding dr, so those are chosen for
+// it unless the edgelb.io/forwarding annotation says otherwise (lbd then
+// refuses, and the refusal becomes the Service's Warning Event).
+func DesiredIn(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.Node, pools []*edgelbv1.AddressPool) ([]*edgelbv1.VirtualService, error) {
+	l2Mode, err := Forwarding(cfg, svc)
 	if err != nil {
 		return nil, err
 	}
-	ports, err := mapPorts(svc, mode == edgelbv1.ForwardingMode_FORWARDING_MODE_DR)
-	if err != nil {
-		return nil, err
+	// The ports each mode maps to (the families' VIPs may be in pools of
+	// either mode), mapped once.
+	ports := map[edgelbv1.ForwardingMode][]*edgelbv1.Port{}
+	portsFor := func(mode edgelbv1.ForwardingMode) ([]*edgelbv1.Port, error) {
+		if p, ok := ports[mode]; ok {
+			return p, nil
+		}
+		p, err := mapPorts(svc, mode == edgelbv1.ForwardingMode_FORWARDING_MODE_DR)
+		ports[mode] = p
+		return p, err
 	}
 	if _, err := IPMode(svc); err != nil {
 		return nil, err
@@ -115,13 +135,29 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 	var out []*edgelbv1.VirtualService
 	for _, fam := range fams {
 		want6 := fam == v1.IPv6Protocol
+		vip := requested[fam]
+		vsPool := pool
+		if vip != "" && !poolAnnotated {
+			// A requested VIP may lie in any pool open to the tenant; naming the
+			// default pool as well would refuse addresses from the others.
+			vsPool = ""
+		}
+		mode, sched := l2Mode, edgelbv1.Scheduler_SCHEDULER_UNSPECIFIED
+		if BGPPool(pools, tenant, vsPool, vip, want6) {
+			mode, sched = ForwardingIn(cfg, svc, true), edgelbv1.Scheduler_SCHEDULER_MH
+		}
+		famPorts, err := portsFor(mode)
+		if err != nil {
+			return nil, err
+		}
 		vs := &edgelbv1.VirtualService{
 			Name:           Name(svc, fam),
 			Tenant:         tenant,
-			Vip:            requested[fam],
-			Ports:          clonePorts(ports),
+			Vip:            vip,
+			Ports:          clonePorts(famPorts),
 			Backends:       Backends(nodes, want6),
-			Pool:           pool,
+			Pool:           vsPool,
+			Scheduler:      sched,
 			ForwardingMode: mode,
 			IpFamily:       protoFamily(fam),
 			SharingKey:     sharingKey,
@@ -132,13 +168,6 @@ func Desired(cfg *config.Resolved, tenant string, svc *v1.Service, nodes []*v1.N
 				LabelUID:       string(svc.UID),
 				LabelManagedBy: ManagedBy,
 			},
-		}
-		if vs.Vip != "" {
-			// A requested VIP may lie in any pool open to the tenant; naming the
-			// default pool as well would refuse addresses from the others.
-			if !poolAnnotated {
-				vs.Pool = ""
-			}
 		}
 		if svc.Spec.SessionAffinity == v1.ServiceAffinityClientIP {
 			t := uint32(DefaultAffinityTimeout)
@@ -182,13 +211,30 @@ func protoFamily(f v1.IPFamily) edgelbv1.IPFamily {
 // address, and where kube-proxy delivers to local pods only, so the health
 // check of healthCheckNodePort steers traffic to nodes that have one.
 func Forwarding(cfg *config.Resolved, svc *v1.Service) (edgelbv1.ForwardingMode, error) {
+	return forwarding(cfg, svc, false)
+}
+
+// ForwardingIn is Forwarding for a VIP whose pool is known to be a bgp pool
+// (bgp) or not. A bgp pool's VIP is served by every edge at once, which only
+// dr can do: without the annotation it is dr whatever the cloud-config says,
+// and an annotated nat is kept, for lbd to refuse where the user sees it. An
+// invalid annotation gives nat; Forwarding reports it.
+func ForwardingIn(cfg *config.Resolved, svc *v1.Service, bgp bool) edgelbv1.ForwardingMode {
+	m, err := forwarding(cfg, svc, bgp)
+	if err != nil {
+		return edgelbv1.ForwardingMode_FORWARDING_MODE_NAT
+	}
+	return m
+}
+
+func forwarding(cfg *config.Resolved, svc *v1.Service, bgp bool) (edgelbv1.ForwardingMode, error) {
 	switch a := strings.TrimSpace(svc.Annotations[AnnotationForwarding]); a {
 	case "nat":
 		return edgelbv1.ForwardingMode_FORWARDING_MODE_NAT, nil
 	case "dr":
 		return edgelbv1.ForwardingMode_FORWARDING_MODE_DR, nil
 	case "":
-		if cfg.DirectRouting && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
+		if bgp || cfg.DirectRouting && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
 			return edgelbv1.ForwardingMode_FORWARDING_MODE_DR, nil
 		}
 		return edgelbv1.ForwardingMode_FORWARDING_MODE_NAT, nil
@@ -506,4 +552,46 @@ func Ingress(svc *v1.Service, vss []*edgelbv1.VirtualService) *v1.LoadBalancerSt
 		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: vs.Vip, IPMode: &mode})
 	}
 	return st
+}
+
+// BGPPool reports whether a VIP of the family (want6) that the Service asks
+// for in pool (named, or "") at vip ("" to allocate) goes to a bgp pool, as
+// far as pools (lbd's, ListAddressPools) tell: the named pool, else the pool
+// holding the VIP, else, for an allocation, only when every pool lbd could
+// allocate from is a bgp pool. Guessing bgp wrongly would program dr where
+// the nodes do not expect it, silently; guessing l2 wrongly only gets the
+// create refused (BGP_POOL_NEEDS_MH_DR), which the Service's events show.
+func BGPPool(pools []*edgelbv1.AddressPool, tenant, pool, vip string, want6 bool) bool {
+	isBGP := func(p *edgelbv1.AddressPool) bool {
+		return p.GetAnnounceMode() == edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
+	}
+	if pool != "" {
+		for _, p := range pools {
+			if p.GetName() == pool {
+				return isBGP(p)
+			}
+		}
+		return false
+	}
+	if a, err := netip.ParseAddr(vip); err == nil {
+		for _, p := range pools {
+			if parsed, err := ipam.ParsePool(p.GetRanges()); err == nil && parsed.Contains(a.Unmap()) {
+				return isBGP(p)
+			}
+		}
+		return false
+	}
+	candidates := 0
+	for _, p := range pools {
+		parsed, err := ipam.ParsePool(p.GetRanges())
+		if err != nil || p.GetManual() || !parsed.HasFamily(want6) ||
+			len(p.GetTenants()) > 0 && !slices.Contains(p.GetTenants(), tenant) {
+			continue
+		}
+		if !isBGP(p) {
+			return false
+		}
+		candidates++
+	}
+	return candidates > 0
 }

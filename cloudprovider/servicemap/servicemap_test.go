@@ -425,3 +425,72 @@ func TestForwardingMode(t *testing.T) {
 		}
 	}
 }
+
+// A VIP that goes to a bgp pool is served by every edge at once: lbd takes
+// only mh and dr there, so they are chosen (ports map to the Service's own,
+// as dr needs), however the pool is known: the default pool, the annotated
+// one, the pool of a requested VIP, or every pool an allocation could come
+// from. An annotated nat is kept, for lbd to refuse visibly; an l2 pool, or
+// a mix lbd could allocate from, keeps the l2 choice (nat here).
+func TestDesiredInBGPPool(t *testing.T) {
+	bgp := func(name, rng string, tenants ...string) *edgelbv1.AddressPool {
+		return &edgelbv1.AddressPool{Name: name, Ranges: []string{rng}, Tenants: tenants, AnnounceMode: edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP}
+	}
+	l2 := func(name, rng string) *edgelbv1.AddressPool {
+		return &edgelbv1.AddressPool{Name: name, Ranges: []string{rng}}
+	}
+	manual := l2("manual", "203.0.113.0/28")
+	manual.Manual = true
+	noDefault, err := config.Parse([]byte("endpoints: [127.0.0.1:1]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		mh    = edgelbv1.Scheduler_SCHEDULER_MH
+		unset = edgelbv1.Scheduler_SCHEDULER_UNSPECIFIED
+		nat   = edgelbv1.ForwardingMode_FORWARDING_MODE_NAT
+		dr    = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	)
+	for _, c := range []struct {
+		what   string
+		cfg    *config.Resolved
+		pools  []*edgelbv1.AddressPool
+		annot  map[string]string
+		sched  edgelbv1.Scheduler
+		mode   edgelbv1.ForwardingMode
+		toPort uint32 // backend port of the Service's port 80
+	}{
+		{"default pool is bgp", cfg(t), []*edgelbv1.AddressPool{bgp("main", "198.51.100.0/28")}, nil, mh, dr, 80},
+		{"default pool is l2", cfg(t), []*edgelbv1.AddressPool{l2("main", "192.0.2.0/28"), bgp("rack", "198.51.100.0/28")}, nil, unset, nat, 30080},
+		{"annotated bgp pool", cfg(t), []*edgelbv1.AddressPool{l2("main", "192.0.2.0/28"), bgp("rack", "198.51.100.0/28")},
+			map[string]string{AnnotationPool: "rack"}, mh, dr, 80},
+		{"requested VIP of a bgp pool", cfg(t), []*edgelbv1.AddressPool{l2("main", "192.0.2.0/28"), bgp("rack", "198.51.100.0/28")},
+			map[string]string{AnnotationIPs: "198.51.100.7"}, mh, dr, 80},
+		{"requested VIP of an l2 pool", cfg(t), []*edgelbv1.AddressPool{l2("main", "192.0.2.0/28"), bgp("rack", "198.51.100.0/28")},
+			map[string]string{AnnotationIPs: "192.0.2.7"}, unset, nat, 30080},
+		{"allocation: every candidate bgp", noDefault, []*edgelbv1.AddressPool{bgp("rack", "198.51.100.0/28"), manual, bgp("other", "100.64.0.0/28", "someone-else"), l2("six", "2001:db8::/120")}, nil, mh, dr, 80},
+		{"allocation: l2 and bgp candidates", noDefault, []*edgelbv1.AddressPool{bgp("rack", "198.51.100.0/28"), l2("lan", "192.0.2.0/28")}, nil, unset, nat, 30080},
+		{"allocation: no pools known", noDefault, nil, nil, unset, nat, 30080},
+		{"annotated nat in a bgp pool is kept", cfg(t), []*edgelbv1.AddressPool{bgp("main", "198.51.100.0/28")},
+			map[string]string{AnnotationForwarding: "nat"}, mh, nat, 30080},
+	} {
+		s := svc()
+		for k, v := range c.annot {
+			s.Annotations[k] = v
+		}
+		vss, err := DesiredIn(c.cfg, "c1", s, nil, c.pools)
+		if err != nil {
+			t.Errorf("%s: %v", c.what, err)
+			continue
+		}
+		vs := vss[0]
+		if vs.Scheduler != c.sched || vs.ForwardingMode != c.mode || vs.Ports[0].Port != 80 || vs.Ports[0].BackendPort != c.toPort {
+			t.Errorf("%s: %v/%v, port 80 to %d; want %v/%v to %d", c.what, vs.Scheduler, vs.ForwardingMode, vs.Ports[0].BackendPort, c.sched, c.mode, c.toPort)
+		}
+	}
+	// Desired knows no pools: as before.
+	vss, err := Desired(cfg(t), "c1", svc(), nil)
+	if err != nil || vss[0].ForwardingMode != nat || vss[0].Scheduler != unset {
+		t.Errorf("Desired: %v %v", vss, err)
+	}
+}
