@@ -52,7 +52,7 @@ func TestMembersAdvertiseBGPVIP(t *testing.T) {
 	vsc := edgelbv1.NewVirtualServiceServiceClient(conn)
 	created, err := vsc.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{Service: &edgelbv1.VirtualService{
 		Name: "web", Tenant: "t", Pool: "rack",
-		Ports:    []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80}},
+		Ports: []*edgelbv1.Port{{Protocol: edgelbv1.Protocol_PROTOCOL_TCP, Port: 80}},
 		// mh and dr, a bgp pool's defaults: dr keeps the port.
 		Backends: []*edgelbv1.Backend{{Address: "10.0.0.21"}},
 	}})
