@@ -139,7 +139,8 @@ func (Scheduler) EnumDescriptor() ([]byte, []int) {
 	return file_edgelb_v1_types_proto_rawDescGZIP(), []int{1}
 }
 
-// ForwardingMode is how IPVS reaches backends. Unspecified means NAT.
+// ForwardingMode is how IPVS reaches backends. Unspecified means NAT, or DR
+// for a service in a bgp pool (which takes DR with scheduler MH only).
 type ForwardingMode int32
 
 const (
