@@ -37,6 +37,10 @@ func TestLeaderChecksBGPVIPBackends(t *testing.T) {
 	c := client(t, ds[0].Addr())
 	vs := checkedWeb(backendIP, port)
 	vs.Pool = "rack"
+	// A bgp pool serves with dr (mh and dr are its defaults), which keeps
+	// the port: the check probes the backend's listener instead.
+	vs.Ports[0].BackendPort = 0
+	vs.HealthCheck.Port = uint32(port)
 	created, err := c.CreateVirtualService(ctx, &edgelbv1.CreateVirtualServiceRequest{Service: vs})
 	if err != nil {
 		t.Fatal(err)
