@@ -141,17 +141,10 @@ if ! EDGELB_UML=1 go test -count=1 -v -timeout 30m -run 'TestUML$' ./integration
 fi
 grep -E '^(--- |\s+--- |ok)|failover|kept|drain |restarted' .cache/ha.log | grep -v '^guest|' | head -40
 
-# The BGP lab (integration/bgp: BIRD router, ECMP over three edges, lbd
-# SIGKILL, link cut) needs multipath routes in the router's namespace, which
-# the project's guest kernel does not have yet (CONFIG_IP_ROUTE_MULTIPATH is
-# not in integration/uml/kernel.config; its scenarios passed on Debian's UML
-# kernel). Until the kernel has it, the stage runs only when asked for.
-if [ "${EDGELB_BGP_LAB:-0}" = 1 ]; then
-  stage "real kernel: BGP mode behind a BIRD router (ECMP over three edges, lbd SIGKILL, link cut)"
-  if ! EDGELB_UML=1 go test -count=1 -v -timeout 20m ./integration/bgp/ >.cache/bgp.log 2>&1; then
-    tail -300 .cache/bgp.log; echo "BGP scenarios failed (full log: .cache/bgp.log)" >&2; exit 1
-  fi
-  grep -E '^(--- |\s+--- |ok)|scheduled|dropped|kept' .cache/bgp.log | grep -v '^guest|' | head -30
+stage "real kernel: BGP mode behind a BIRD router (ECMP over three edges, lbd SIGKILL, link cut)"
+if ! EDGELB_UML=1 go test -count=1 -v -timeout 20m ./integration/bgp/ >.cache/bgp.log 2>&1; then
+  tail -300 .cache/bgp.log; echo "BGP scenarios failed (full log: .cache/bgp.log)" >&2; exit 1
 fi
+grep -E '^(--- |\s+--- |ok)|scheduled|dropped|kept' .cache/bgp.log | grep -v '^guest|' | head -30
 
 stage "all tests passed"
