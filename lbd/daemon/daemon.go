@@ -586,9 +586,11 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		var wanted []string // owners this member would take over (claimed)
 		full := inc == nil  // a data plane that cannot plan by change
 		if d.cfg.Ownership.ProvisionalTakeover && !fenced && d.lease.Valid() && !lapsedUnseen {
-			var rev uint64
-			all, rev = d.node.FSM.All()
-			t := d.provisional(all, rev, held)
+			// Reads the whole state only when a takeover is to be planned
+			// (a member counted as gone owns services and the survivors
+			// agree); otherwise the owner index answers, and the pass
+			// below follows the change feed.
+			t := d.provisional(held)
 			all, served, wanted = t.all, t.owners, t.wanted
 			if !slices.Equal(t.vips, provisional) {
 				if len(t.vips) > 0 {
@@ -636,8 +638,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		} else {
 			// What changed since the last look, from the FSM's change
 			// feed: the cost of an iteration follows the change, not the
-			// number of services. The provisional check above read the
-			// whole list (pointers, cheap); the pass does not plan it.
+			// number of services. A provisional check that read the
+			// whole list and took nothing over leaves it unplanned.
 			all = nil
 			feed.follow(d.node.FSM, owner)
 			owned = len(feed.owned)

@@ -28,11 +28,18 @@ type changeFeed struct {
 	// vipsDirty: the set of owned VIPs changed since it was last published.
 	vipsDirty bool
 	lastOwner string
+	// sorted: the owned VIPs, sorted, as last published; nil when they
+	// must be sorted afresh (the start, a full pass). added and removed:
+	// the VIPs that joined or left the set since, so a commit that adds one
+	// VIP merges it in rather than sorting every owned VIP again.
+	sorted         []string
+	added, removed map[string]struct{}
 }
 
 func newChangeFeed() *changeFeed {
 	return &changeFeed{full: true, pending: map[dataplane.ServiceKey]*edgelbv1.VirtualService{},
-		owned: map[fsm.Key]string{}, vipRefs: map[string]int{}}
+		owned: map[fsm.Key]string{}, vipRefs: map[string]int{},
+		added: map[string]struct{}{}, removed: map[string]struct{}{}}
 }
 
 // follow collects what changed in f since the last look.
@@ -80,12 +87,22 @@ func (c *changeFeed) setOwned(k fsm.Key, vs *edgelbv1.VirtualService, self strin
 		if c.vipRefs[vip]--; c.vipRefs[vip] <= 0 {
 			delete(c.vipRefs, vip)
 			c.vipsDirty = true
+			if _, ok := c.added[vip]; ok {
+				delete(c.added, vip)
+			} else {
+				c.removed[vip] = struct{}{}
+			}
 		}
 	}
 	if vs != nil && vs.Owner == self {
 		c.owned[k] = vs.Vip
 		if c.vipRefs[vs.Vip]++; c.vipRefs[vs.Vip] == 1 {
 			c.vipsDirty = true
+			if _, ok := c.removed[vs.Vip]; ok {
+				delete(c.removed, vs.Vip)
+			} else {
+				c.added[vs.Vip] = struct{}{}
+			}
 		}
 	}
 }
@@ -98,6 +115,7 @@ func (c *changeFeed) ownedFrom(all []*edgelbv1.VirtualService, self string) {
 		c.setOwned(fsm.KeyOf(vs), vs, self)
 	}
 	c.vipsDirty = true
+	c.sorted = nil // sorted afresh from vipRefs
 }
 
 // vips returns the VIPs served as owner ("" when fenced: none), and false
@@ -107,10 +125,35 @@ func (c *changeFeed) vips(owner string) ([]string, bool) {
 		return nil, false
 	}
 	c.vipsDirty, c.lastOwner = false, owner
+	c.sortedVIPs()
 	if owner == "" {
 		return []string{}, true
 	}
-	return slices.Sorted(maps.Keys(c.vipRefs)), true
+	return c.sorted, true
+}
+
+// sortedVIPs brings c.sorted up to date with vipRefs: a new slice (the
+// published one is shared, never modified), merged from the last one and
+// the changes since, in proportion to the owned VIPs' count without the
+// comparisons of a sort.
+func (c *changeFeed) sortedVIPs() {
+	if c.sorted == nil {
+		c.sorted = slices.Sorted(maps.Keys(c.vipRefs))
+	} else if len(c.added) > 0 || len(c.removed) > 0 {
+		add := slices.Sorted(maps.Keys(c.added))
+		out := make([]string, 0, len(c.sorted)+len(add))
+		for _, v := range c.sorted {
+			for len(add) > 0 && add[0] < v {
+				out, add = append(out, add[0]), add[1:]
+			}
+			if _, gone := c.removed[v]; !gone {
+				out = append(out, v)
+			}
+		}
+		c.sorted = append(out, add...)
+	}
+	clear(c.added)
+	clear(c.removed)
 }
 
 // served is how many VIPs and services this member serves as owner.

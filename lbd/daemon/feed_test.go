@@ -2,6 +2,9 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -52,5 +55,46 @@ func TestReconcileLoopFollowsChanges(t *testing.T) {
 	}
 	if total != 11 {
 		t.Fatalf("%d VIPs owned in all, want 11", total)
+	}
+}
+
+// The owned VIPs the loop publishes, merged from the last list and the
+// changes since, are the sorted set a fresh sort gives, through random
+// moves, deletes, shared VIPs, full rebuilds and fences.
+func TestFeedVIPsMergeEqualsSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 5))
+	c := newChangeFeed()
+	live := map[fsm.Key]*edgelbv1.VirtualService{}
+	for step := range 20000 {
+		k := fsm.Key{Tenant: "t", Name: fmt.Sprintf("s%d", r.IntN(60))}
+		var vs *edgelbv1.VirtualService
+		if r.IntN(4) != 0 {
+			vs = &edgelbv1.VirtualService{Tenant: k.Tenant, Name: k.Name, Vip: fmt.Sprintf("10.0.%d.%d", r.IntN(3), r.IntN(20)), Owner: []string{"me", "other"}[r.IntN(2)]}
+			live[k] = vs
+		} else {
+			delete(live, k)
+		}
+		c.setOwned(k, vs, "me")
+		if r.IntN(200) == 0 {
+			c.ownedFrom(slices.Collect(maps.Values(live)), "me")
+		}
+		if r.IntN(3) != 0 {
+			continue
+		}
+		owner := "me"
+		if r.IntN(10) == 0 {
+			owner = "" // fenced
+		}
+		got, ok := c.vips(owner)
+		if !ok {
+			continue
+		}
+		want := slices.Sorted(maps.Keys(c.vipRefs))
+		if owner == "" {
+			want = []string{}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d: published %v, want %v", step, got, want)
+		}
 	}
 }

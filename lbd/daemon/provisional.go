@@ -12,7 +12,13 @@ import (
 
 // takeover is what provisional decided for one pass.
 type takeover struct {
-	all []*edgelbv1.VirtualService // the FSM's services, taken-over ones as copies owned by this member
+	// all: the FSM's services, taken-over ones as copies owned by this
+	// member; nil when the decision did not need to read them (no member
+	// counted as gone owns a service, or the survivors do not agree yet).
+	all []*edgelbv1.VirtualService
+	// base: the FSM's services as read (all before the copies), nil when
+	// not read.
+	base []*edgelbv1.VirtualService
 	// vips: the VIPs taken over; owners: whose they were.
 	vips, owners []string
 	// claims: the owners this member claims now (its views carry them):
@@ -24,6 +30,24 @@ type takeover struct {
 	// pending: an owner is gone but the takeover waits (the survivors do
 	// not agree yet, or the claim is not acknowledged yet).
 	pending bool
+}
+
+// takeoverLiveness is what the takeover decision reads from lbd/liveness.
+type takeoverLiveness interface {
+	Agreement(rev uint64) (gone map[string]bool, agreed bool)
+	Silent(id string) bool
+}
+
+// takeoverState is what the takeover decision reads from the FSM. OwnsAny
+// answers from the FSM's owner index, so a pass in which no member counted
+// as gone owns a service (the common case: nobody is gone, or the leader has
+// committed the move of a gone member's services) reads nothing else; only
+// a takeover to be made reads every service.
+type takeoverState interface {
+	Revision() uint64
+	OwnsAny(ids map[string]bool) bool
+	All() ([]*edgelbv1.VirtualService, uint64)
+	Members() []*edgelbv1.Member
 }
 
 // provisional lets the successor of a lost owner serve its VIPs before a raft
@@ -52,8 +76,12 @@ type takeover struct {
 //     renew its lease, so an owner that was only stopped cannot serve again
 //     beside this member when it resumes;
 //   - this member holds its own lease and has caught up (the caller checks).
-func (d *Daemon) provisional(all []*edgelbv1.VirtualService, rev uint64, held []string) takeover {
-	t := d.planTakeover(all, rev)
+func (d *Daemon) provisional(held []string) takeover {
+	var live takeoverLiveness
+	if d.live != nil {
+		live = d.live
+	}
+	t := planTakeover(live, d.cfg.ID, d.node.FSM)
 	t.wanted = t.owners
 	t.claims = union(t.owners, held)
 	d.live.SetClaims(t.claims)
@@ -69,12 +97,12 @@ func (d *Daemon) provisional(all []*edgelbv1.VirtualService, rev uint64, held []
 	t.owners = acked
 	if len(acked) == 0 {
 		t.vips = nil
-		t.all = all
+		t.all = t.base
 		return t
 	}
-	out := make([]*edgelbv1.VirtualService, len(all))
+	out := make([]*edgelbv1.VirtualService, len(t.base))
 	var vips []string
-	for i, vs := range all {
+	for i, vs := range t.base {
 		out[i] = vs
 		// t.all holds a copy where a service was taken over: keep it only
 		// when its owner's claim is acknowledged.
@@ -89,17 +117,29 @@ func (d *Daemon) provisional(all []*edgelbv1.VirtualService, rev uint64, held []
 }
 
 // planTakeover computes the takeover without the claim: t.all with every
-// lost owner's service this member succeeds to as a copy owned by it, the
-// VIPs and the owners they were taken from.
-func (d *Daemon) planTakeover(all []*edgelbv1.VirtualService, rev uint64) takeover {
-	none := takeover{all: all}
-	if d.live == nil {
-		return none
+// lost owner's service self succeeds to as a copy owned by it, the VIPs and
+// the owners they were taken from. It is the one place that decides; what
+// it reads costs in proportion to the members counted as gone until one of
+// them owns services and the survivors agree (a takeover to plan).
+func planTakeover(live takeoverLiveness, self string, st takeoverState) takeover {
+	if live == nil {
+		return takeover{}
 	}
-	gone, agreed := d.live.Agreement(rev)
-	if len(gone) == 0 {
-		return none
+	rev := st.Revision()
+	gone, agreed := live.Agreement(rev)
+	if len(gone) == 0 || !st.OwnsAny(gone) {
+		return takeover{}
 	}
+	if !agreed {
+		return takeover{pending: true}
+	}
+	all, now := st.All()
+	if now != rev {
+		// A commit landed in between: the survivors must agree on the
+		// state the plan is made from.
+		gone, agreed = live.Agreement(now)
+	}
+	none := takeover{all: all, base: all}
 	lost := false
 	for _, vs := range all {
 		if gone[vs.Owner] {
@@ -114,14 +154,13 @@ func (d *Daemon) planTakeover(all []*edgelbv1.VirtualService, rev uint64) takeov
 		none.pending = true
 		return none
 	}
-	self := d.cfg.ID
 	// The assigner plans from the FSM's services in tenant/name order;
 	// the same order here gives the same plan.
 	sorted := slices.Clone(all)
 	slices.SortFunc(sorted, func(a, b *edgelbv1.VirtualService) int {
 		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Name, b.Name))
 	})
-	plan := ownership.Plan(sorted, d.node.FSM.Members(), func(id string) bool { return id == self || !gone[id] })
+	plan := ownership.Plan(sorted, st.Members(), func(id string) bool { return id == self || !gone[id] })
 	type key struct{ tenant, name string }
 	take := map[key]bool{}
 	for _, as := range plan {
@@ -137,7 +176,7 @@ func (d *Daemon) planTakeover(all []*edgelbv1.VirtualService, rev uint64) takeov
 		// not heard from for the grace itself (one gone only because it
 		// says it serves nothing still answers: a claim would hold it off
 		// for good). Rebalancing is the leader's to commit.
-		if gone[vs.Owner] && take[key{vs.Tenant, vs.Name}] && d.live.Silent(vs.Owner) {
+		if gone[vs.Owner] && take[key{vs.Tenant, vs.Name}] && live.Silent(vs.Owner) {
 			c := proto.Clone(vs).(*edgelbv1.VirtualService)
 			c.Owner = self
 			out[i] = c
@@ -150,7 +189,7 @@ func (d *Daemon) planTakeover(all []*edgelbv1.VirtualService, rev uint64) takeov
 	}
 	slices.Sort(vips)
 	slices.Sort(owners)
-	return takeover{all: out, vips: slices.Compact(vips), owners: slices.Compact(owners)}
+	return takeover{all: out, base: all, vips: slices.Compact(vips), owners: slices.Compact(owners)}
 }
 
 // union is the sorted set of a's and b's elements.

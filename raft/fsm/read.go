@@ -148,6 +148,20 @@ func (f *FSM) OwnerLoad() map[string]int {
 	return out
 }
 
+// OwnsAny reports whether any of ids owns a service, from the owner index:
+// in proportion to len(ids), not to the number of services (each member's
+// reconcile loop asks it on every pass, with the members it counts as gone).
+func (f *FSM) OwnsAny(ids map[string]bool) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for id, in := range ids {
+		if in && len(f.st.byOwner[id]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // TenantServices returns how many services a tenant has.
 func (f *FSM) TenantServices(tenant string) int {
 	f.mu.RLock()

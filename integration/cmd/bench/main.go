@@ -185,6 +185,11 @@ func sources() []source {
 				{"API write throughput (32 clients)", "BenchmarkCreateVirtualService/parallel32/via-leader writes/s", "writes/s", "≥ 5,000/s", ""},
 				{"API write latency p99 (32 clients)", "BenchmarkCreateVirtualService/parallel32/via-leader p99-ms", "ms", "≤ 10 ms", ""},
 			}},
+		{cmd: []string{"go", "test", "./lbd/daemon", "-run", "^$", "-bench", "ReconcileIteration10kx50", "-benchtime", "2000x", "-count", "3"},
+			trials: 1, extract: goBench, rows: []row{
+				{"reconcile loop's own work per commit at 10k × 50, provisional takeover on, nobody gone", "BenchmarkReconcileIteration10kx50/provisional-on/nobody-gone ns/op", "ns", "", ""},
+				{"the same, a gone member that owns nothing", "BenchmarkReconcileIteration10kx50/provisional-on/gone-owns-nothing ns/op", "ns", "", ""},
+			}},
 		{cmd: []string{"go", "test", "./lbd/dataplane", "-run", "^$", "-bench", "Reconcile", "-benchtime", "3x", "-count", "3"},
 			trials: 1, extract: goBench, rows: []row{
 				{"reconcile logic, 10k VIPs × 50 backends, cold", "BenchmarkReconcileCold10kx50 sec/op", "s", "≤ 60 s (with kernel)", ""},
