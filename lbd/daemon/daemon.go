@@ -475,6 +475,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	// well before it runs out.
 	renewEvery := max(lease/4, 10*time.Millisecond)
 	lh := leaseHolderOf(d.dp)
+	pe := provisionalEnderOf(d.dp)
 	var lapsed <-chan struct{}
 	if lh != nil {
 		lapsed = lh.Lapsed()
@@ -482,9 +483,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	wd := newWatchdog(d.log)
 	failures := 0
 	fenced := false
-	everHeld := false        // the lease has been valid since this process started
-	var nextPass time.Time   // zero: a pass is due now
-	var provisional []string // VIPs taken over before a leader committed them
+	everHeld := false              // the lease has been valid since this process started
+	var nextPass time.Time         // zero: a pass is due now
+	var provisional []string       // VIPs taken over before a leader committed them
+	var provFrom map[string]string // each of them → the owner it was taken from
 	// held: the owners whose VIPs a pass may have put in the kernel
 	// provisionally. Their claims stay in this member's views until a pass
 	// has withdrawn those VIPs (lbd/liveness SetClaims).
@@ -582,9 +584,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		if u := d.servingUntil.Load(); u != nil && !u.IsZero() && time.Now().After(*u) {
 			lapsedUnseen = true
 		}
-		var served []string // owners whose VIPs this pass serves provisionally
-		var wanted []string // owners this member would take over (claimed)
-		full := inc == nil  // a data plane that cannot plan by change
+		prevFrom := provFrom // the copies the last pass served
+		var served []string  // owners whose VIPs this pass serves provisionally
+		var wanted []string  // owners this member would take over (claimed)
+		full := inc == nil   // a data plane that cannot plan by change
 		if d.cfg.Ownership.ProvisionalTakeover && !fenced && d.lease.Valid() && !lapsedUnseen {
 			// Reads the whole state only when a takeover is to be planned
 			// (a member counted as gone owns services and the survivors
@@ -604,6 +607,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				provisional = t.vips
 				nextPass = time.Time{}
 			}
+			provFrom = t.from
 			if len(provisional) > 0 {
 				full = true // the owners it passes are rewritten
 			}
@@ -623,11 +627,16 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				nextPass = time.Time{} // withdraw them, in a full pass
 				full = true
 			}
-			provisional = nil
+			provisional, provFrom = nil, nil
 		}
 		if full {
 			if all == nil {
 				all, _ = d.node.FSM.All()
+			}
+			if ended := endedCopies(prevFrom, provisional, all); len(ended) > 0 {
+				if pe != nil {
+					pe.EndProvisional(ended)
+				}
 			}
 			for _, vs := range all {
 				if vs.Owner == owner {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -21,6 +22,8 @@ type takeover struct {
 	base []*edgelbv1.VirtualService
 	// vips: the VIPs taken over; owners: whose they were.
 	vips, owners []string
+	// from: each VIP taken over → the owner it was taken from.
+	from map[string]string
 	// claims: the owners this member claims now (its views carry them):
 	// those it is about to take over and those whose VIPs a pass may have
 	// put in the kernel (held), until a pass has withdrawn them.
@@ -102,6 +105,7 @@ func (d *Daemon) provisional(held []string) takeover {
 	}
 	out := make([]*edgelbv1.VirtualService, len(t.base))
 	var vips []string
+	t.from = map[string]string{}
 	for i, vs := range t.base {
 		out[i] = vs
 		// t.all holds a copy where a service was taken over: keep it only
@@ -109,6 +113,7 @@ func (d *Daemon) provisional(held []string) takeover {
 		if t.all[i] != vs && slices.Contains(acked, vs.Owner) {
 			out[i] = t.all[i]
 			vips = append(vips, vs.Vip)
+			t.from[vs.Vip] = vs.Owner
 		}
 	}
 	slices.Sort(vips)
@@ -197,4 +202,41 @@ func union(a, b []string) []string {
 	out := append(slices.Clone(a), b...)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// provisionalEnder is a data plane told which provisional copies end while
+// the committed state still gives them to the owner they were taken from:
+// it withdraws those at once instead of handing them over
+// (lbd/dataplane EndProvisional says why).
+type provisionalEnder interface {
+	EndProvisional(vips []netip.Addr)
+}
+
+// provisionalEnderOf is dp's provisionalEnder, looking through the metrics
+// wrapper; nil when it has none (no handovers to skip).
+func provisionalEnderOf(dp DataPlane) provisionalEnder {
+	if i, ok := dp.(*instrumentedDataPlane); ok {
+		dp = i.DataPlane
+	}
+	pe, _ := dp.(provisionalEnder)
+	return pe
+}
+
+// endedCopies returns the VIPs of prev (the last pass's provisional copies,
+// each with the owner it was taken from) that are no copies now and whose
+// committed owner in all is still that owner: the owner is back, or the
+// survivors no longer agree it is gone.
+func endedCopies(prev map[string]string, now []string, all []*edgelbv1.VirtualService) []netip.Addr {
+	if len(prev) == 0 {
+		return nil
+	}
+	var out []netip.Addr
+	for _, vs := range all {
+		if from, ok := prev[vs.Vip]; ok && vs.Owner == from && !slices.Contains(now, vs.Vip) {
+			if a, err := netip.ParseAddr(vs.Vip); err == nil && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }

@@ -38,6 +38,8 @@ type handovers struct {
 	pending map[netip.Addr]*handover
 	wake    chan struct{} // a new handover: the watcher takes it on
 	running bool          // the watcher runs (only while some are pending)
+	// atOnce: VIPs the next pass withdraws without a handover (EndProvisional).
+	atOnce map[netip.Addr]bool
 }
 
 type handover struct {
@@ -46,12 +48,36 @@ type handover struct {
 	until  time.Time
 }
 
+// EndProvisional names VIPs this host served as provisional copies of a lost
+// owner's (lbd/daemon provisional takeover) that the committed state still
+// gives to that owner: it is back, or the survivors no longer agree it is
+// gone. The next pass withdraws them at once. A handover would keep the
+// address until the owner announces it, and the owner, whose lease this
+// member's claim no longer blocks once the copy ends, would then add it
+// beside this host: two hosts answering ARP for one VIP (seen in the guest,
+// hung_leader with the double profile). Break before make: the owner serves
+// again within its next pass.
+func (e *Engine) EndProvisional(vips []netip.Addr) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ho.atOnce == nil {
+		e.ho.atOnce = map[netip.Addr]bool{}
+	}
+	for _, a := range vips {
+		e.ho.atOnce[a] = true
+		if _, ok := e.ho.pending[a]; ok {
+			// Already handing over: it goes in the next pass too.
+			delete(e.ho.pending, a)
+		}
+	}
+}
+
 // handOver starts (or continues) the handover of a, which this pass does not
 // want here, and reports whether the address stays for now. owner is this
 // pass's owner ("" when fenced); the caller holds e.mu.
 func (e *Engine) handOver(a netip.Addr, owner, tenant string) bool {
 	to := e.owners[a]
-	if owner == "" || to == "" || to == owner || e.cfg.NoHandover {
+	if owner == "" || to == "" || to == owner || e.cfg.NoHandover || e.ho.atOnce[a] {
 		// Fenced, deleted or unowned now: it goes in this pass, handover
 		// or not.
 		delete(e.ho.pending, a)

@@ -131,3 +131,35 @@ func TestHandoverEndsWhenFenced(t *testing.T) {
 		t.Fatalf("fenced during the handover: address held %v, handing over %v; want neither", fa.on[a], e.HandingOver())
 	}
 }
+
+// A provisional copy that ends while the committed state still names the
+// owner it was taken from goes at once (EndProvisional): that owner comes
+// back and adds it, and a handover would keep it here beside the owner's
+// until the owner's announcement arrives. Only the next pass is affected:
+// a later move of the same VIP hands over as usual.
+func TestEndProvisionalWithdrawsAtOnce(t *testing.T) {
+	e, _, fa, _ := fakeEngine(t)
+	vs := many(1, 2)[0]
+	a := netip.MustParseAddr(vs.Vip)
+	reconcileAs(t, e, "me", ownedBy(vs, "me")) // the provisional copy
+	if !fa.on[a] {
+		t.Fatal("the copy's address is not held")
+	}
+	e.EndProvisional([]netip.Addr{a})
+	reconcileAs(t, e, "me", ownedBy(vs, "lost")) // the owner is back
+	if fa.on[a] || e.HandingOver() {
+		t.Fatalf("copy ended: address held %v, handing over %v; want withdrawn at once", fa.on[a], e.HandingOver())
+	}
+	// The mark does not outlive its pass.
+	reconcileAs(t, e, "me", ownedBy(vs, "me"))
+	reconcileAs(t, e, "me", ownedBy(vs, "other"))
+	if !fa.on[a] || !e.HandingOver() {
+		t.Fatalf("a later move: address held %v, handing over %v; want a handover", fa.on[a], e.HandingOver())
+	}
+	// Ending a copy that is already being handed over ends the handover.
+	e.EndProvisional([]netip.Addr{a})
+	reconcileAs(t, e, "me", ownedBy(vs, "other"))
+	if fa.on[a] || e.HandingOver() {
+		t.Fatalf("copy ended during a handover: address held %v, handing over %v; want neither", fa.on[a], e.HandingOver())
+	}
+}

@@ -74,6 +74,7 @@ func (e *Engine) ReconcileChanged(ctx context.Context, changed map[ServiceKey]*e
 // reconcile is one pass; full compares everything, else only the scope of
 // changed. The caller holds e.mu.
 func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1.VirtualService, owner string, full bool) error {
+	defer clear(e.ho.atOnce) // EndProvisional speaks for the pass that follows it
 	e.startResync()
 	p := &pass{e: e, ctx: ctx, start: time.Now()}
 	e.stats.Reconciles++
