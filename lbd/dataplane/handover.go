@@ -48,6 +48,9 @@ type handover struct {
 	until  time.Time
 }
 
+// The daemon finds EndProvisional by this interface (lbd/daemon provisionalEnder).
+var _ interface{ EndProvisional([]netip.Addr) } = (*Engine)(nil)
+
 // EndProvisional names VIPs this host served as provisional copies of a lost
 // owner's (lbd/daemon provisional takeover) that the committed state still
 // gives to that owner: it is back, or the survivors no longer agree it is
