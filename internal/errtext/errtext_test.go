@@ -4,11 +4,10 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgelb/edgelb/internal/gotree"
 )
 
 // allowed lists non-test files that may look at an error's text, each with
@@ -155,61 +154,19 @@ func findings(fset *token.FileSet, file *ast.File, params map[string]map[int]boo
 	return out
 }
 
-func moduleRoot(t *testing.T) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
-}
-
 // TestNoErrorMatchedByText walks every non-test Go file of the module.
 // Tests may check messages (that is what a test of a message does); code
 // must not decide by them.
 func TestNoErrorMatchedByText(t *testing.T) {
-	root := moduleRoot(t)
 	fset := token.NewFileSet()
-	var files []*ast.File
-	var rels []string
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if n := d.Name(); path != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "vendor") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		rel, _ := filepath.Rel(root, path)
-		file, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
-		files, rels = append(files, file), append(rels, filepath.ToSlash(rel))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) < 50 {
-		t.Fatalf("walked only %d Go files from %s: the walk is broken", len(files), root)
+	tree := gotree.Parse(t, fset, gotree.Options{})
+	files := make([]*ast.File, len(tree))
+	for i, f := range tree {
+		files[i] = f.AST
 	}
 	params := textArgs(files)
 	for i, file := range files {
-		if _, ok := allowed[rels[i]]; ok {
+		if _, ok := allowed[tree[i].Rel]; ok {
 			continue
 		}
 		for _, f := range findings(fset, file, params) {

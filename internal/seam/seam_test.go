@@ -4,12 +4,10 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/edgelb/edgelb/internal/gotree"
 )
 
 const dataplanePath = "github.com/edgelb/edgelb/lbd/dataplane"
@@ -63,54 +61,13 @@ func f(d any) {
 	}
 }
 
-func moduleRoot(t *testing.T) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
-}
-
 // TestDataPlaneOnlyThroughItsInterface walks every Go file of the module
 // (tests too) outside lbd/dataplane.
 func TestDataPlaneOnlyThroughItsInterface(t *testing.T) {
-	root := moduleRoot(t)
-	inside := filepath.Join(root, "lbd", "dataplane")
 	fset := token.NewFileSet()
-	var all []string
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	for _, f := range gotree.Parse(t, fset, gotree.Options{Tests: true, SkipDirs: []string{"lbd/dataplane"}}) {
+		for _, finding := range findings(fset, f.AST) {
+			t.Error(finding)
 		}
-		if d.IsDir() {
-			if n := d.Name(); path == inside || (path != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "vendor")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, ".go") {
-			return nil
-		}
-		file, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
-		all = append(all, findings(fset, file)...)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range all {
-		t.Error(f)
 	}
 }
