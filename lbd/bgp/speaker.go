@@ -168,55 +168,48 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.Tim
 	}
 }
 
-func fsmState(st gbgp.FSMState) string {
-	switch st {
-	case gbgp.BGP_FSM_IDLE:
-		return "idle"
-	case gbgp.BGP_FSM_CONNECT:
-		return "connect"
-	case gbgp.BGP_FSM_ACTIVE:
-		return "active"
-	case gbgp.BGP_FSM_OPENSENT:
-		return "opensent"
-	case gbgp.BGP_FSM_OPENCONFIRM:
-		return "openconfirm"
-	case gbgp.BGP_FSM_ESTABLISHED:
-		return "established"
+// The names lbd reports for GoBGP's session states (the same words for the
+// FSM and API enums, so operators see one vocabulary).
+var (
+	fsmNames = map[gbgp.FSMState]string{
+		gbgp.BGP_FSM_IDLE:        "idle",
+		gbgp.BGP_FSM_CONNECT:     "connect",
+		gbgp.BGP_FSM_ACTIVE:      "active",
+		gbgp.BGP_FSM_OPENSENT:    "opensent",
+		gbgp.BGP_FSM_OPENCONFIRM: "openconfirm",
+		gbgp.BGP_FSM_ESTABLISHED: "established",
 	}
-	return "unknown"
+	apiNames = map[api.PeerState_SessionState]string{
+		api.PeerState_SESSION_STATE_IDLE:        "idle",
+		api.PeerState_SESSION_STATE_CONNECT:     "connect",
+		api.PeerState_SESSION_STATE_ACTIVE:      "active",
+		api.PeerState_SESSION_STATE_OPENSENT:    "opensent",
+		api.PeerState_SESSION_STATE_OPENCONFIRM: "openconfirm",
+		api.PeerState_SESSION_STATE_ESTABLISHED: "established",
+	}
+	bfdNames = map[api.BfdSessionState]string{
+		api.BfdSessionState_BFD_SESSION_STATE_UP:         "up",
+		api.BfdSessionState_BFD_SESSION_STATE_DOWN:       "down",
+		api.BfdSessionState_BFD_SESSION_STATE_INIT:       "init",
+		api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN: "admin-down",
+	}
+)
+
+// stateName is names[st], or otherwise when the enum grows a value lbd does
+// not know.
+func stateName[K comparable](names map[K]string, st K, otherwise string) string {
+	if n, ok := names[st]; ok {
+		return n
+	}
+	return otherwise
 }
 
-func apiState(st api.PeerState_SessionState) string {
-	switch st {
-	case api.PeerState_SESSION_STATE_IDLE:
-		return "idle"
-	case api.PeerState_SESSION_STATE_CONNECT:
-		return "connect"
-	case api.PeerState_SESSION_STATE_ACTIVE:
-		return "active"
-	case api.PeerState_SESSION_STATE_OPENSENT:
-		return "opensent"
-	case api.PeerState_SESSION_STATE_OPENCONFIRM:
-		return "openconfirm"
-	case api.PeerState_SESSION_STATE_ESTABLISHED:
-		return "established"
-	}
-	return "unknown"
-}
+func fsmState(st gbgp.FSMState) string { return stateName(fsmNames, st, "unknown") }
 
-func bfdState(st api.BfdSessionState) string {
-	switch st {
-	case api.BfdSessionState_BFD_SESSION_STATE_UP:
-		return "up"
-	case api.BfdSessionState_BFD_SESSION_STATE_DOWN:
-		return "down"
-	case api.BfdSessionState_BFD_SESSION_STATE_INIT:
-		return "init"
-	case api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN:
-		return "admin-down"
-	}
-	return "down"
-}
+func apiState(st api.PeerState_SessionState) string { return stateName(apiNames, st, "unknown") }
+
+// bfdState reads a BFD state lbd does not know as down, never as up.
+func bfdState(st api.BfdSessionState) string { return stateName(bfdNames, st, "down") }
 
 // Apply makes the advertised routes exactly routes: new or changed routes
 // are (re)advertised, routes not in the list withdrawn.
