@@ -71,20 +71,9 @@ func TestGuest(t *testing.T) {
 	t.Run("bgp_vip_on_every_edge_and_edge_loss", s.bgpMode)
 }
 
-// guestLBDConfig relaxes raft timing for the guest's one slow CPU, as
-// integration/e2e does.
-//
-// The ownership lease is long too: a member advertises a bgp VIP only while
-// its lease holds, and the guest stalls for seconds under load (with the
-// default lease, leases lapsed and every edge's route flapped).
-const guestLBDConfig = `raft:
-  heartbeatTimeout: 1500ms
-  electionTimeout: 1500ms
-  leaderLeaseTimeout: 750ms
-ownership:
-  lease: 15s
-  grace: 16s
-`
+// guestLBDConfig is the guest's bgp-mode timing: a long lease, since a
+// member advertises only while its lease holds (see lab.GuestBGPTiming).
+const guestLBDConfig = lab.GuestBGPTiming
 
 type scenarios struct{ l *lab.Lab }
 
@@ -440,7 +429,7 @@ func (s *scenarios) dumpNeighbours(t *testing.T) {
 const guestDrainWait = 10 * time.Second
 
 // guestLease is guestLBDConfig's ownership lease.
-const guestLease = 15 * time.Second
+const guestLease = lab.GuestBGPLease
 
 // bgpHold is the sessions' hold time (lab.RouterConfig's default): a path
 // dropped sooner was dropped by BFD or by the session's end, not by it.

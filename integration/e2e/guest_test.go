@@ -108,22 +108,16 @@ func TestGuest(t *testing.T) {
 	t.Run("bench_conns_per_second", s.bench)
 }
 
-// guestLBDConfig relaxes raft timing for the guest: one slow CPU shared by three lbd,
-// three nodes and the traffic generator. With lbd's LAN defaults (500 ms heartbeat and
-// election timeouts, 2 s lease) the loaded guest saw repeated elections, and VIPs
-// withdrawn and re-added, which has nothing to do with what these scenarios check.
-// EDGELB_E2E_LBD_CONFIG=default runs lbd's defaults; =FILE uses that file.
+// guestLBDConfig is the guest's raft timing (lab.GuestRaft says why) with a
+// long lease. EDGELB_E2E_LBD_CONFIG=default runs lbd's defaults; =FILE uses
+// that file.
 //
 // The lease is long because restart_lbd_under_traffic restarts lbd within it
 // (a restart inside the lease keeps the VIPs; the fence withdraws them after
 // it): the guest has one emulated CPU, and with the scenario's traffic on it an
 // lbd start (exec of a 27 MB binary, iptables, the fence process, raft catch-up)
 // took 11-22 s on an idle host and over 60 s on a loaded one.
-const guestLBDConfig = `raft:
-  heartbeatTimeout: 1500ms
-  electionTimeout: 1500ms
-  leaderLeaseTimeout: 750ms
-ownership:
+const guestLBDConfig = lab.GuestRaft + `ownership:
   lease: 120s
   grace: 121s
 `

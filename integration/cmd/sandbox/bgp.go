@@ -31,16 +31,9 @@ func sandboxRouter() *lab.RouterConfig {
 // rehearsal, 2 of 540).
 const sandboxL2LBDConfig = lab.GuestTiming
 
-// sandboxBGPLBDConfig relaxes raft and the lease for the guest, as the
-// BGP scenarios do: a member advertises only while its lease holds.
-const sandboxBGPLBDConfig = `raft:
-  heartbeatTimeout: 1500ms
-  electionTimeout: 1500ms
-  leaderLeaseTimeout: 750ms
-ownership:
-  lease: 15s
-  grace: 16s
-`
+// sandboxBGPLBDConfig is the BGP scenarios' guest timing: a member
+// advertises only while its lease holds (lab.GuestBGPTiming says why).
+const sandboxBGPLBDConfig = lab.GuestBGPTiming
 
 // schedConns is the Conns counter of a TCP IPVS service on a member.
 func schedConns(m *lab.Member, svc string) int {
