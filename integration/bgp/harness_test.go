@@ -11,24 +11,14 @@
 package bgp
 
 import (
-	"os"
 	"testing"
 
 	"github.com/edgelb/edgelb/integration/guesttest"
-	"github.com/edgelb/edgelb/integration/uml"
 )
 
-func TestMain(m *testing.M) {
-	uml.MaybeGuestInit() // PID 1 of the guest: mount, load modules, run TestGuest
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { guesttest.Main(m) }
 
 func TestUML(t *testing.T) {
-	if os.Getenv("EDGELB_UML") != "1" {
-		t.Skip("BGP-mode scenarios boot a User-Mode Linux guest; run: sudo bash scripts/uml-deps.sh && EDGELB_UML=1 go test ./integration/bgp/ -v -timeout 20m")
-	}
-	if uml.InGuest() {
-		t.Skip("host side only")
-	}
+	guesttest.HostOnly(t, "BGP-mode scenarios", "sudo bash scripts/uml-deps.sh && EDGELB_UML=1 go test ./integration/bgp/ -v -timeout 20m")
 	guesttest.Run(t, guesttest.Options{})
 }

@@ -15,26 +15,16 @@
 package e2e
 
 import (
-	"os"
 	"testing"
 
 	"github.com/edgelb/edgelb/integration/guesttest"
-	"github.com/edgelb/edgelb/integration/uml"
 )
 
-func TestMain(m *testing.M) {
-	uml.MaybeGuestInit() // PID 1 of the guest: mount, load modules, run TestGuest
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { guesttest.Main(m) }
 
 const guestEnv = guesttest.GuestEnv
 
 func TestUML(t *testing.T) {
-	if os.Getenv("EDGELB_UML") != "1" {
-		t.Skip("real-kernel scenarios boot a User-Mode Linux guest; run: sudo bash scripts/uml-deps.sh && EDGELB_UML=1 go test ./integration/e2e/ -v -timeout 20m (or scripts/e2e-uml.sh)")
-	}
-	if uml.InGuest() {
-		t.Skip("host side only")
-	}
+	guesttest.HostOnly(t, "real-kernel scenarios", "sudo bash scripts/uml-deps.sh && EDGELB_UML=1 go test ./integration/e2e/ -v -timeout 20m (or scripts/e2e-uml.sh)")
 	guesttest.Run(t, guesttest.Options{})
 }

@@ -3,7 +3,7 @@
 // host-side test builds lbd, lbctl, nodeserver and probe, boots the guest with
 // the same test binary as its init, runs the guest-side test there, and turns
 // each guest subtest into a subtest of the host's. integration/e2e (data plane)
-// and integration/ha (failover) are built on it.
+// integration/ha (failover) and integration/bgp are built on it.
 //
 // Knobs: EDGELB_E2E_BIN=DIR uses prebuilt binaries instead of building them;
 // EDGELB_E2E_KEEP=1 keeps the work directory (lbd and node logs, guest console).
@@ -31,6 +31,27 @@ const GuestEnv = "EDGELB_E2E_GUEST"
 
 // InGuest reports whether this process is the guest side of a run.
 func InGuest() bool { return os.Getenv(GuestEnv) == "1" && uml.InGuest() }
+
+// Main is the TestMain of a package built on guesttest: as the guest's PID 1
+// it mounts, loads modules and runs the guest test; on the host it runs the
+// package's tests.
+func Main(m *testing.M) {
+	uml.MaybeGuestInit()
+	os.Exit(m.Run())
+}
+
+// HostOnly skips the host-side test t unless EDGELB_UML=1 asks for the
+// guest suites (what is what boots the guest, run how to run it), and
+// inside the guest, which runs only the guest-side test.
+func HostOnly(t *testing.T, what, run string) {
+	t.Helper()
+	if os.Getenv("EDGELB_UML") != "1" {
+		t.Skip(what + " boot a User-Mode Linux guest; run: " + run)
+	}
+	if uml.InGuest() {
+		t.Skip("host side only")
+	}
+}
 
 // BuildBinaries builds lbd, lbctl, nodeserver and probe into a cache directory
 // (or returns EDGELB_E2E_BIN).

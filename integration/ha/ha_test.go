@@ -20,26 +20,17 @@
 package ha
 
 import (
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/edgelb/edgelb/integration/guesttest"
-	"github.com/edgelb/edgelb/integration/uml"
 )
 
-func TestMain(m *testing.M) {
-	uml.MaybeGuestInit() // PID 1 of the guest: mount, load modules, run the guest test
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { guesttest.Main(m) }
 
 func hostOnly(t *testing.T) {
-	if os.Getenv("EDGELB_UML") != "1" {
-		t.Skip("failover scenarios boot a User-Mode Linux guest; run: sudo bash scripts/uml-deps.sh && EDGELB_UML=1 go test ./integration/ha/ -v")
-	}
-	if uml.InGuest() {
-		t.Skip("host side only")
-	}
+	t.Helper()
+	guesttest.HostOnly(t, "failover scenarios", "sudo bash scripts/uml-deps.sh && EDGELB_UML=1 go test ./integration/ha/ -v")
 }
 
 // TestUML runs the failover scenarios once each.
