@@ -518,20 +518,7 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 	before, _ := owner.IPVSSave()
 	// Traffic light enough to leave the guest's one CPU to the restarting lbd,
 	// dense enough that a gap of a second would show.
-	// A held connection that stalls for a second while the guest's one CPU
-	// execs and starts lbd is not reset: wait 5 s for each answer, so only a
-	// broken connection counts.
-	held := tcp
-	held.Timeout, held.NoRetransmit = 5*time.Second, false
-	hold, err := probe.StartHold(held, 20, 250*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logRedials(t, hold)
-	steady, err := probe.StartSteady(tcp, 10, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hold, steady := startRestartTraffic(t, tcp)
 	steadyUDP, err := probe.StartSteady(udp, 5, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -567,9 +554,7 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 	}
 	t.Logf("held: %d/%d kept, %d pings; new tcp: %d/%d ok, longest outage %s; new udp: %d/%d ok",
 		hr.Kept, hr.Opened, hr.Pings, sr.OK, sr.Attempts, sr.LongestOutage.Round(time.Millisecond), ur.OK, ur.Attempts)
-	for _, b := range hr.Broken {
-		t.Errorf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
-	}
+	reportBroken(t, "held", hr)
 	if sr.Failed > 0 || ur.Failed > 0 {
 		t.Errorf("new connections failed during the restart: tcp %d of %d, udp %d of %d", sr.Failed, sr.Attempts, ur.Failed, ur.Attempts)
 	}
@@ -861,21 +846,10 @@ func (s *scenarios) sloppyTakeover(t *testing.T) {
 		hold.Stop()
 		t.Fatalf("%s knows the connections although its backup sync daemon is stopped:\n%s", to.ID, conns)
 	}
-	waitStandby(t, to, vip)
-	t0 := time.Now()
-	mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
-	for !to.HasAddr(vip) || owner.HasAddr(vip) {
-		if time.Since(t0) > guestWait {
-			hold.Stop()
-			t.Fatalf("%s did not move from %s to %s within %s", vip, owner.ID, to.ID, guestWait)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	s.moveHeld(t, vip, owner, to, hold)
 	time.Sleep(3 * time.Second) // a dozen pings on each connection through the new owner
 	hr := hold.Stop()
-	for _, b := range hr.Broken {
-		t.Errorf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
-	}
+	reportBroken(t, "held", hr)
 	conns, _ = topo.Run(ns, "ipvsadm", "-Lnc")
 	t.Logf("moved %s→%s with %s's sync daemon stopped: held %d/%d kept, %d pings; %d IPVS connection entries of the VIP on %s afterwards",
 		owner.ID, to.ID, to.ID, hr.Kept, hr.Opened, hr.Pings, strings.Count(conns, vip+":80"), to.ID)
@@ -904,14 +878,7 @@ func (s *scenarios) takeoverGuard(t *testing.T) {
 		}
 		logRedials(t, hold)
 		time.Sleep(2 * time.Second) // connection sync has carried them to every member
-		waitStandby(t, to, vip)
-		mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
-		for t0 := time.Now(); !to.HasAddr(vip) || from.HasAddr(vip); time.Sleep(100 * time.Millisecond) {
-			if time.Since(t0) > guestWait {
-				hold.Stop()
-				t.Fatalf("%s did not move from %s to %s within %s", vip, from.ID, to.ID, guestWait)
-			}
-		}
+		s.moveHeld(t, vip, from, to, hold)
 		time.Sleep(3 * time.Second)
 		hr := hold.Stop()
 		after, err := to.GuardDrops()
@@ -922,9 +889,7 @@ func (s *scenarios) takeoverGuard(t *testing.T) {
 	}
 
 	hr, dropped := move(owner, other)
-	for _, b := range hr.Broken {
-		t.Errorf("pushing connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
-	}
+	reportBroken(t, "pushing", hr)
 	if dropped == 0 {
 		t.Errorf("the guard on %s dropped nothing: the nodes' packets did not reach it first, so this scenario proved nothing", other.ID)
 	}
@@ -985,6 +950,52 @@ func waitStandby(t *testing.T, m *lab.Member, vip string) {
 		if time.Since(t0) > guestWait {
 			t.Fatalf("%s has no SNAT rule for %s after %s: %v %v", m.ID, vip, guestWait, vips, err)
 		}
+	}
+}
+
+// moveHeld moves vip from one member to another while hold keeps connections
+// through it: once to is a hot standby, then until the address has left from
+// and reached to. On a timeout it stops hold before failing, so the probe's
+// goroutines do not outlive the test.
+func (s *scenarios) moveHeld(t *testing.T, vip string, from, to *lab.Member, hold *probe.Hold) {
+	t.Helper()
+	waitStandby(t, to, vip)
+	mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
+	for t0 := time.Now(); !to.HasAddr(vip) || from.HasAddr(vip); time.Sleep(100 * time.Millisecond) {
+		if time.Since(t0) > guestWait {
+			hold.Stop()
+			t.Fatalf("%s did not move from %s to %s within %s", vip, from.ID, to.ID, guestWait)
+		}
+	}
+}
+
+// startRestartTraffic starts, through tcp, 20 held connections and a steady
+// stream of new ones around an lbd restart. A held connection that stalls
+// for a second while the guest's one CPU execs and starts lbd is not reset:
+// each answer may take 5 s, so only a broken connection counts.
+func startRestartTraffic(t *testing.T, tcp probe.Options) (*probe.Hold, *probe.Steady) {
+	t.Helper()
+	held := tcp
+	held.Timeout, held.NoRetransmit = 5*time.Second, false
+	hold, err := probe.StartHold(held, 20, 250*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logRedials(t, hold)
+	steady, err := probe.StartSteady(tcp, 10, 4)
+	if err != nil {
+		hold.Stop()
+		t.Fatal(err)
+	}
+	return hold, steady
+}
+
+// reportBroken fails t for each connection of hr that broke (what names
+// the kind: held, pushing).
+func reportBroken(t *testing.T, what string, hr probe.HoldResult) {
+	t.Helper()
+	for _, b := range hr.Broken {
+		t.Errorf("%s connection %d to %s broke %s after the start: %s", what, b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
 	}
 }
 

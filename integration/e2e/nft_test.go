@@ -119,17 +119,7 @@ func (s *scenarios) upgradeFromIptables(t *testing.T) {
 		t.Fatalf("%s has an nftables table while on iptables", pin.ID)
 	}
 
-	held := tcp
-	held.Timeout, held.NoRetransmit = 5*time.Second, false
-	hold, err := probe.StartHold(held, 20, 250*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logRedials(t, hold)
-	steady, err := probe.StartSteady(tcp, 10, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hold, steady := startRestartTraffic(t, tcp)
 	time.Sleep(time.Second)
 	steady.Mark()
 	t0 := time.Now()
@@ -155,9 +145,7 @@ func (s *scenarios) upgradeFromIptables(t *testing.T) {
 	if ok, err := pin.FiltersVIP(vip); err != nil || !ok {
 		t.Errorf("%s after the upgrade does not filter %s: %v", pin.ID, vip, err)
 	}
-	for _, b := range hr.Broken {
-		t.Errorf("held connection %d to %s broke %s after the start: %s", b.Conn, b.Node, b.After.Round(time.Millisecond), b.Err)
-	}
+	reportBroken(t, "held", hr)
 	if sr.Failed > 0 {
 		t.Errorf("new connections failed during the upgrade: %d of %d", sr.Failed, sr.Attempts)
 	}

@@ -313,23 +313,13 @@ func (s *scenarios) earlierTurn(t *testing.T, vip string, owner *lab.Member) *la
 	if err != nil {
 		t.Fatal(err)
 	}
-	moveTo := func(from, to *lab.Member) {
-		waitStandby(t, to, vip)
-		mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
-		for t0 := time.Now(); !to.HasAddr(vip) || from.HasAddr(vip); time.Sleep(100 * time.Millisecond) {
-			if time.Since(t0) > guestWait {
-				hold.Stop()
-				t.Fatalf("%s did not move from %s to %s within %s", vip, from.ID, to.ID, guestWait)
-			}
-		}
-	}
 	time.Sleep(2 * time.Second)
-	moveTo(owner, other)
+	s.moveHeld(t, vip, owner, other, hold)
 	time.Sleep(3 * time.Second)
 	hr := hold.Stop()
 	t.Logf("earlier turn: %d connections held on %s, moved to %s (%d kept), closed there", hr.Opened, owner.ID, other.ID, hr.Kept)
 	time.Sleep(time.Second)
-	moveTo(other, owner)
+	s.moveHeld(t, vip, other, owner, hold)
 	return owner
 }
 
