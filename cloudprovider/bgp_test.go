@@ -1,7 +1,6 @@
 package cloudprovider
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -10,11 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
-	servicecontroller "k8s.io/cloud-provider/controllers/service"
-	"k8s.io/component-base/metrics/prometheus/controllers"
 
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -60,16 +54,7 @@ func TestBGPPoolServiceModes(t *testing.T) {
 	}
 
 	// Through the upstream controller: a Warning Event on the Service.
-	cs := fake.NewClientset(nodes("10.0.0.1")[0])
-	inf := informers.NewSharedInformerFactory(cs, 0)
-	ctrl, err := servicecontroller.New(&Cloud{cfg: e.lb.cfg, lb: e.lb}, cs, inf.Core().V1().Services(), inf.Core().V1().Nodes(), "cluster-a", utilfeature.DefaultFeatureGate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	inf.Start(ctx.Done())
-	go ctrl.Run(ctx, 1, controllers.NewControllerManagerMetrics("test"))
+	ctx, cs := runUpstreamController(t, e, nodes("10.0.0.1")[0])
 	if _, err := cs.CoreV1().Services(bad.Namespace).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
@@ -20,17 +21,7 @@ import (
 // refusal becomes a SyncLoadBalancerFailed Event carrying our message.
 func TestUpstreamServiceController(t *testing.T) {
 	e := newEnv(t, "")
-	cs := fake.NewClientset(nodes("10.0.0.1", "10.0.0.2")[0], nodes("10.0.0.2")[0])
-	inf := informers.NewSharedInformerFactory(cs, 0)
-	cloud := &Cloud{cfg: e.lb.cfg, lb: e.lb}
-	ctrl, err := servicecontroller.New(cloud, cs, inf.Core().V1().Services(), inf.Core().V1().Nodes(), "cluster-a", utilfeature.DefaultFeatureGate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	inf.Start(ctx.Done())
-	go ctrl.Run(ctx, 1, controllers.NewControllerManagerMetrics("test"))
+	ctx, cs := runUpstreamController(t, e, nodes("10.0.0.1", "10.0.0.2")[0], nodes("10.0.0.2")[0])
 
 	ok, bad := service("0a0a0a0a", 80), service("0b0b0b0b", 80)
 	bad.Spec.LoadBalancerIP = "10.251.0.3" // cluster-b's pool
@@ -60,4 +51,26 @@ func TestUpstreamServiceController(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// runUpstreamController runs the upstream service controller for cluster-a
+// over a fake clientset holding nodes, with a Cloud on e's lbd. The context
+// ends 30 s on (the test's bound) or with the test.
+func runUpstreamController(t *testing.T, e *env, nodes ...*v1.Node) (context.Context, *fake.Clientset) {
+	t.Helper()
+	objs := make([]runtime.Object, len(nodes))
+	for i, n := range nodes {
+		objs[i] = n
+	}
+	cs := fake.NewClientset(objs...)
+	inf := informers.NewSharedInformerFactory(cs, 0)
+	ctrl, err := servicecontroller.New(&Cloud{cfg: e.lb.cfg, lb: e.lb}, cs, inf.Core().V1().Services(), inf.Core().V1().Nodes(), "cluster-a", utilfeature.DefaultFeatureGate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	inf.Start(ctx.Done())
+	go ctrl.Run(ctx, 1, controllers.NewControllerManagerMetrics("test"))
+	return ctx, cs
 }
