@@ -17,14 +17,9 @@ import (
 // and does not call the bgp VIP unowned.
 func TestBGPStatus(t *testing.T) {
 	r := testrouter.Start(t, "127.0.0.3", map[string]uint32{"127.0.0.2": 65001})
-	off := false
 	c := lbdtest.StartCluster(t, 1, lbdtest.Plaintext(), lbdtest.WithConfig(func(cfg *config.Config) {
 		cfg.BGP.ASN = 65001
-		cfg.BGP.Peers = []config.BGPPeer{
-			{Address: r.Addr, ASN: testrouter.ASN, Port: r.Port, LocalAddress: "127.0.0.2", BFD: config.BFD{Enabled: &off}},
-			// Nobody listens there: a peer that stays down.
-			{Address: "127.0.0.5", ASN: testrouter.ASN, Port: r.Port, LocalAddress: "127.0.0.2", BFD: config.BFD{Enabled: &off}},
-		}
+		cfg.BGP.Peers = []config.BGPPeer{r.Peer("127.0.0.2"), r.DeadPeer("127.0.0.2", "127.0.0.5")}
 	}))
 	e := newEnvOf(t, c)
 	e.ok("pool", "create", "rack", "--range", "100.64.10.0/28", "--mode", "bgp")

@@ -35,11 +35,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestMembersAdvertiseBGPVIP(t *testing.T) {
 	addrs := map[string]string{"m1": "127.0.0.2", "m2": "127.0.0.4"}
 	r := testrouter.Start(t, "127.0.0.3", map[string]uint32{addrs["m1"]: 65001, addrs["m2"]: 65001})
-	off := false
 	c := lbdtest.StartCluster(t, 2, lbdtest.Plaintext(), lbdtest.Named("m1", "m2"), lbdtest.WithConfig(func(cfg *config.Config) {
 		cfg.BGP.ASN = 65001
 		cfg.BGP.DrainWait.Duration = 2 * time.Second
-		cfg.BGP.Peers = []config.BGPPeer{{Address: r.Addr, ASN: testrouter.ASN, Port: r.Port, LocalAddress: addrs[cfg.ID], BFD: config.BFD{Enabled: &off}}}
+		cfg.BGP.Peers = []config.BGPPeer{r.Peer(addrs[cfg.ID])}
 	}))
 	ctx := context.Background()
 	conn := c.Admin(t)
@@ -132,14 +131,9 @@ func TestMembersAdvertiseBGPVIP(t *testing.T) {
 // change reaches Watch as a member event ("bgp peers down: …").
 func TestPeersDownInWatch(t *testing.T) {
 	r := testrouter.Start(t, "127.0.0.3", map[string]uint32{"127.0.0.2": 65001})
-	off := false
 	c := lbdtest.StartCluster(t, 1, lbdtest.Plaintext(), lbdtest.WithConfig(func(cfg *config.Config) {
 		cfg.BGP.ASN = 65001
-		cfg.BGP.Peers = []config.BGPPeer{
-			{Address: r.Addr, ASN: testrouter.ASN, Port: r.Port, LocalAddress: "127.0.0.2", BFD: config.BFD{Enabled: &off}},
-			// Nobody listens there: its session stays down.
-			{Address: "127.0.0.5", ASN: testrouter.ASN, Port: r.Port, LocalAddress: "127.0.0.2", BFD: config.BFD{Enabled: &off}},
-		}
+		cfg.BGP.Peers = []config.BGPPeer{r.Peer("127.0.0.2"), r.DeadPeer("127.0.0.2", "127.0.0.5")}
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

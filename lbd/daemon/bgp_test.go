@@ -23,11 +23,10 @@ func TestLeaderChecksBGPVIPBackends(t *testing.T) {
 	r := testrouter.Start(t, "127.0.0.3", map[string]uint32{"127.0.0.2": 65001})
 	l := serve(t, "127.0.0.1:0")
 	port := l.Addr().(*net.TCPAddr).Port
-	off := false
 	ds := startCluster(t, 1, func(c *config.Config) {
 		c.Health.Enabled, c.Health.WithoutDataPlane = true, true
 		c.BGP.ASN = 65001
-		c.BGP.Peers = []config.BGPPeer{{Address: r.Addr, ASN: testrouter.ASN, Port: r.Port, LocalAddress: "127.0.0.2", BFD: config.BFD{Enabled: &off}}}
+		c.BGP.Peers = []config.BGPPeer{r.Peer("127.0.0.2")}
 	})
 	ctx := context.Background()
 	if _, err := poolClient(t, ds[0].Addr()).CreateAddressPool(ctx, &edgelbv1.CreateAddressPoolRequest{Pool: &edgelbv1.AddressPool{

@@ -16,6 +16,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/edgelb/edgelb/internal/freeport"
+	"github.com/edgelb/edgelb/lbd/config"
 	"github.com/edgelb/edgelb/raft/rules"
 )
 
@@ -105,4 +106,19 @@ func (r *Router) Received(t testing.TB, neighbour string, v6 bool) map[netip.Pre
 		t.Fatalf("router ListPath: %v", err)
 	}
 	return out
+}
+
+// Peer is the lbd peer config of a member that speaks to r from local. BFD
+// is off: the router runs none.
+func (r *Router) Peer(local string) config.BGPPeer {
+	off := false
+	return config.BGPPeer{Address: r.Addr, ASN: ASN, Port: r.Port, LocalAddress: local, BFD: config.BFD{Enabled: &off}}
+}
+
+// DeadPeer is Peer with the router's address replaced by addr, where nobody
+// listens: a session that stays down.
+func (r *Router) DeadPeer(local, addr string) config.BGPPeer {
+	p := r.Peer(local)
+	p.Address = addr
+	return p
 }
