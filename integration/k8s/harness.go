@@ -21,6 +21,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -135,10 +136,21 @@ func ServiceAccountKubeconfig(t testing.TB, bins, adminKubeconfig, manifest, nam
 // Clientset builds a client from a kubeconfig.
 func Clientset(t testing.TB, kubeconfig string) *kubernetes.Clientset {
 	t.Helper()
+	return clientsetFor(t, RestConfig(t, kubeconfig))
+}
+
+// RestConfig reads a kubeconfig into a client config.
+func RestConfig(t testing.TB, kubeconfig string) *rest.Config {
+	t.Helper()
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rc
+}
+
+func clientsetFor(t testing.TB, rc *rest.Config) *kubernetes.Clientset {
+	t.Helper()
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		t.Fatal(err)

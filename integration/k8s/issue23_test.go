@@ -15,7 +15,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -24,16 +23,10 @@ import (
 // fastClient is a clientset without client-go's default 5 QPS, so that the
 // test's own requests (100 creates, polling) do not set the pace.
 func fastClient(t *testing.T, kubeconfig string) *kubernetes.Clientset {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Helper()
+	rc := RestConfig(t, kubeconfig)
 	rc.QPS, rc.Burst = 1000, 1000
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
+	return clientsetFor(t, rc)
 }
 
 // syncFailures returns the SyncLoadBalancerFailed Events of Service name

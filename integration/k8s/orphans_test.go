@@ -313,10 +313,7 @@ func TestCCMOrphans(t *testing.T) {
 // returns a kubeconfig pointing there (the proxy adds the credentials).
 func emptyServicesProxy(t *testing.T, kubeconfig string) string {
 	t.Helper()
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := RestConfig(t, kubeconfig)
 	rt, err := rest.TransportFor(rc)
 	if err != nil {
 		t.Fatal(err)
