@@ -32,9 +32,7 @@ func TestBGPPoolModesRawEntries(t *testing.T) {
 	nat := func(vs *edgelbv1.VirtualService) *edgelbv1.VirtualService { return vs } // svc is nat
 	setup := func() *harness {
 		h := newHarness(t)
-		bp := pool("rack", "198.51.100.0/28")
-		bp.AnnounceMode = edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
-		h.ok(createPool(bp)) // the only pool: allocation lands there
+		h.ok(createPool(bgpPool("rack", "198.51.100.0/28"))) // the only pool: allocation lands there
 		return h
 	}
 	for name, vs := range map[string]*edgelbv1.VirtualService{
@@ -80,11 +78,7 @@ func TestBGPPoolModesRawEntries(t *testing.T) {
 // PlacementPool previews the pool the FSM would place a service in, as
 // placeVIP decides it.
 func TestPlacementPool(t *testing.T) {
-	h := newHarness(t)
-	bp := pool("rack", "198.51.100.0/28")
-	bp.AnnounceMode = edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
-	h.ok(createPool(bp))
-	h.ok(createPool(pool("lan", "192.0.2.0/28")))
+	h := rackAndLAN(t)
 	for _, c := range []struct {
 		vs   *edgelbv1.VirtualService
 		want string
@@ -114,11 +108,7 @@ func TestPlacementPool(t *testing.T) {
 // A VIP of a bgp pool never gets an owner: not at creation, whatever the
 // leader proposed, nor by a later assignment. An l2 pool's does.
 func TestBGPPoolVIPsHaveNoOwner(t *testing.T) {
-	h := newHarness(t)
-	bp := pool("rack", "198.51.100.0/28")
-	bp.AnnounceMode = edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
-	h.ok(createPool(bp))
-	h.ok(createPool(pool("lan", "192.0.2.0/28")))
+	h := rackAndLAN(t)
 	got := h.ok(&raftv1.CreateVirtualService{Service: inPool(ecmp(svc("t", "b", "")), "rack"), Owner: "m1"}).Service
 	if got.Owner != "" {
 		t.Errorf("bgp VIP created with owner %q", got.Owner)
@@ -135,11 +125,7 @@ func TestBGPPoolVIPsHaveNoOwner(t *testing.T) {
 // A bgp-pool VIP has no owner: a health report from any member counts (the
 // leader sends them); an l2 VIP's still only from its owner.
 func TestBGPPoolHealthReports(t *testing.T) {
-	h := newHarness(t)
-	bp := pool("rack", "198.51.100.0/28")
-	bp.AnnounceMode = edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
-	h.ok(createPool(bp))
-	h.ok(createPool(pool("lan", "192.0.2.0/28")))
+	h := rackAndLAN(t)
 	h.ok(&raftv1.CreateVirtualService{Service: inPool(withBackends(ecmp(svc("t", "b", "")), backend("10.0.0.1", 0)), "rack")})
 	h.ok(&raftv1.CreateVirtualService{Service: inPool(withBackends(svc("t", "l", ""), backend("10.0.0.1", 30080)), "lan"), Owner: "m1"})
 	down := &edgelbv1.BackendHealth{State: edgelbv1.BackendHealthState_BACKEND_HEALTH_STATE_UNHEALTHY}
@@ -152,4 +138,21 @@ func TestBGPPoolHealthReports(t *testing.T) {
 	if got := h.get("t", "l").Backends[0].GetHealth().GetState(); got == down.State {
 		t.Error("l2 VIP took a report from a member that does not own it")
 	}
+}
+
+// bgpPool is pool announced by BGP.
+func bgpPool(name string, ranges ...string) *edgelbv1.AddressPool {
+	p := pool(name, ranges...)
+	p.AnnounceMode = edgelbv1.AnnounceMode_ANNOUNCE_MODE_BGP
+	return p
+}
+
+// rackAndLAN is a harness with two pools: rack (bgp, 198.51.100.0/28) and
+// lan (l2, 192.0.2.0/28).
+func rackAndLAN(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t)
+	h.ok(createPool(bgpPool("rack", "198.51.100.0/28")))
+	h.ok(createPool(pool("lan", "192.0.2.0/28")))
+	return h
 }
