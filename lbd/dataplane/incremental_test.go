@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -40,7 +41,7 @@ func kernelView(k *kernelIPVS, fa *syncAddrs) string {
 	k.mu.Lock()
 	keys := slices.Collect(maps.Keys(k.svcs))
 	slices.SortFunc(keys, func(a, b ipvsdiff.SvcKey) int {
-		return a.Addr.Compare(b.Addr)*4 + cmpInt(int(a.Proto), int(b.Proto))*2 + cmpInt(int(a.Port), int(b.Port))
+		return a.Addr.Compare(b.Addr)*4 + cmp.Compare(int(a.Proto), int(b.Proto))*2 + cmp.Compare(int(a.Port), int(b.Port))
 	})
 	out := ""
 	for _, sk := range keys {
@@ -48,7 +49,9 @@ func kernelView(k *kernelIPVS, fa *syncAddrs) string {
 		out += fmt.Sprintf("%s %s %d %d [", sk, s.Scheduler, s.Flags&ipvsdiff.FlagsMask, s.Timeout)
 		ds := k.dests[sk]
 		dks := slices.Collect(maps.Keys(ds))
-		slices.SortFunc(dks, func(a, b ipvsdiff.DestKey) int { return a.Addr.Compare(b.Addr)*2 + cmpInt(int(a.Port), int(b.Port)) })
+		slices.SortFunc(dks, func(a, b ipvsdiff.DestKey) int {
+			return a.Addr.Compare(b.Addr)*2 + cmp.Compare(int(a.Port), int(b.Port))
+		})
 		for _, dk := range dks {
 			out += fmt.Sprintf(" %s:%d w%d f%d", dk.Addr, dk.Port, ds[dk].Weight, ds[dk].FwdMethod)
 		}
@@ -63,16 +66,6 @@ func kernelView(k *kernelIPVS, fa *syncAddrs) string {
 	fa.mu.Unlock()
 	slices.SortFunc(as, netip.Addr.Compare)
 	return out + fmt.Sprintf("addresses %v\n", as)
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // mutate returns a random change of vs (a new object; vs is never modified).
@@ -150,7 +143,9 @@ func TestIncrementalMatchesFull(t *testing.T) {
 			for step := range 60 {
 				changed := map[ServiceKey]*edgelbv1.VirtualService{}
 				for range 1 + r.IntN(3) {
-					keys := slices.SortedFunc(maps.Keys(cur), func(a, b ServiceKey) int { return cmpInt(len(a.Name), len(b.Name))*2 + cmpStr(a.Name, b.Name) })
+					keys := slices.SortedFunc(maps.Keys(cur), func(a, b ServiceKey) int {
+						return cmp.Compare(len(a.Name), len(b.Name))*2 + cmp.Compare(a.Name, b.Name)
+					})
 					switch op := r.IntN(10); {
 					case op < 3 || len(keys) == 0:
 						next++
@@ -224,14 +219,4 @@ func TestIncrementalMatchesFull(t *testing.T) {
 			}
 		})
 	}
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
