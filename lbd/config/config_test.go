@@ -165,17 +165,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"log level", func(c *Config) { c.Log.Level = "trace" }, []string{"log.level", "trace"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Default()
-			tc.change(&c)
-			err := c.Validate()
-			if err == nil {
-				t.Fatal("Validate accepted it")
-			}
-			for _, f := range tc.frags {
-				if !strings.Contains(err.Error(), f) {
-					t.Errorf("error %q does not mention %q", err, f)
-				}
-			}
+			refused(t, tc.change, tc.frags)
 		})
 	}
 	// Every problem is reported at once.
@@ -203,5 +193,22 @@ func TestValidateAccepts(t *testing.T) {
 	}
 	if c.Loopback() {
 		t.Error("10.0.0.1 counted as loopback")
+	}
+}
+
+// refused: the defaults with change applied fail Validate, and the error
+// names every fragment in frags (the field and the value to fix).
+func refused(t *testing.T, change func(*Config), frags []string) {
+	t.Helper()
+	c := Default()
+	change(&c)
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted it")
+	}
+	for _, f := range frags {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error %q does not mention %q", err, f)
+		}
 	}
 }
