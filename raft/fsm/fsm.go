@@ -411,7 +411,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		Members:         members,
 		ClusterId:       f.clusterID,
 	}
-	msg.TenantHeartbeats = cloneHeartbeats(f.st.heartbeats)
+	msg.TenantHeartbeats = cloneHeartbeats(f.st.heartbeats, f.st.orphans)
 	return &snapshot{msg: msg}, nil
 }
 
@@ -452,6 +452,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("restore: snapshot holds a tenant heartbeat without a tenant or time")
 		}
 		st.heartbeats[h.Tenant] = h.LastSeen
+		if len(h.OrphanedServices) > 0 {
+			st.orphans[h.Tenant] = h.OrphanedServices
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
