@@ -59,6 +59,10 @@ func VersionFor(cmd *raftv1.Command) uint32 {
 		*raftv1.Command_CreateAddressPool, *raftv1.Command_UpdateAddressPool:
 		return versionAnycast
 	case *raftv1.Command_RenewTenantHeartbeat, *raftv1.Command_DeleteTenantServices:
+		// A heartbeat's orphaned_services stays version 3: a member of an
+		// older binary ignores the field (it only misses a report shown to
+		// people) but still renews the heartbeat, which tenant gc must see
+		// alike on every member; refusing the entry would not.
 		return versionTenants
 	}
 	return 1
