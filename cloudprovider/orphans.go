@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edgelb/edgelb/cloudprovider/servicemap"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // Why this file: a Service deleted while the CCM is down (its finalizer
@@ -27,6 +29,8 @@ import (
 // apiserver or cache, not a cluster without Services). The heartbeat tells
 // lbd the cluster is alive, so an operator can find (lbctl vip list
 // --orphaned) and remove (lbctl tenant gc) the VIPs of a cluster that is gone.
+// The heartbeat also carries the orphans the last complete sweep found and
+// could not delete yet, so lbctl shows them while the cluster is alive too.
 
 var (
 	orphansDeleted = metrics.NewCounter(&metrics.CounterOpts{
@@ -77,7 +81,7 @@ func Orphans(tenant string, services []v1.Service, vss []*edgelbv1.VirtualServic
 
 // heartbeater is what the heartbeat needs from lbd (lbclient.Client).
 type heartbeater interface {
-	RenewHeartbeat(ctx context.Context, tenant string) error
+	RenewHeartbeat(ctx context.Context, tenant string, orphaned []string) error
 }
 
 // orphanSweeper runs the sweep and the heartbeat of one tenant.
@@ -88,6 +92,32 @@ type orphanSweeper struct {
 	sweepEvery     time.Duration
 	heartbeatEvery time.Duration
 	timeout        time.Duration // one step (a list, a delete, a heartbeat)
+
+	// reported are the orphans of the last complete sweep not deleted
+	// since, sorted: what each heartbeat tells lbd. A failed or empty
+	// Service list leaves it as it was (never a report from an incomplete
+	// list): VirtualServices are named after their Service's UID, which
+	// never comes back, so a name once orphaned stays orphaned, and lbd
+	// hides those deleted since.
+	mu       sync.Mutex
+	reported []string
+}
+
+// orphaned is the report the next heartbeat carries.
+func (s *orphanSweeper) orphaned() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.reported)
+}
+
+func (s *orphanSweeper) setReported(names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// lbd refuses more than it stores; the rest wait for the next sweeps.
+	if len(names) > rules.MaxOrphanedServices {
+		names = names[:rules.MaxOrphanedServices]
+	}
+	s.reported = names
 }
 
 // listServices lists every Service, page by page; any failure fails it all.
@@ -131,6 +161,15 @@ func (s *orphanSweeper) sweep(ctx context.Context) (int, error) {
 		orphanSweeps.WithLabelValues("empty_list").Inc()
 		return 0, err
 	}
+	// Reported before the deletes start, and each name dropped once its
+	// delete succeeds: a delete that fails leaves its name (and those not
+	// tried) for lbctl vip list --orphaned.
+	left := make([]string, 0, len(dead))
+	for _, vs := range dead {
+		left = append(left, vs.GetName())
+	}
+	slices.Sort(left)
+	s.setReported(slices.Clone(left))
 	n := 0
 	for _, vs := range dead {
 		dctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -141,6 +180,8 @@ func (s *orphanSweeper) sweep(ctx context.Context) (int, error) {
 			return n, fmt.Errorf("deleting orphaned VirtualService %s/%s: %w", vs.GetTenant(), vs.GetName(), err)
 		}
 		n++
+		left = slices.DeleteFunc(left, func(x string) bool { return x == vs.GetName() })
+		s.setReported(slices.Clone(left))
 		orphansDeleted.Inc()
 		klog.InfoS("deleted orphaned VirtualService: its Service no longer exists", "tenant", vs.GetTenant(), "name", vs.GetName(), "vip", vs.GetVip(),
 			"service", vs.GetLabels()[servicemap.LabelNamespace]+"/"+vs.GetLabels()[servicemap.LabelName], "uid", vs.GetLabels()[servicemap.LabelUID])
@@ -160,7 +201,7 @@ func (s *orphanSweeper) beat(ctx context.Context, hb heartbeater) error {
 		return fmt.Errorf("apiserver does not answer (%w); not renewing the heartbeat of tenant %s", err, s.tenant)
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.timeout)
-	err = hb.RenewHeartbeat(hctx, s.tenant)
+	err = hb.RenewHeartbeat(hctx, s.tenant, s.orphaned())
 	cancel()
 	if err != nil {
 		heartbeats.WithLabelValues("lbd_failed").Inc()

@@ -248,10 +248,11 @@ func (c *Client) Delete(ctx context.Context, tenant, name string) error {
 }
 
 // RenewHeartbeat renews the tenant's heartbeat (a cloud-provider identity:
-// its own tenant; tenant may be empty then).
-func (c *Client) RenewHeartbeat(ctx context.Context, tenant string) error {
+// its own tenant; tenant may be empty then), reporting the tenant's
+// VirtualServices whose Service no longer exists (replacing its last report).
+func (c *Client) RenewHeartbeat(ctx context.Context, tenant string, orphaned []string) error {
 	_, err := do(ctx, c, "renewing the heartbeat of tenant "+tenant, func(ctx context.Context, cc *grpc.ClientConn) (struct{}, error) {
-		_, err := edgelbv1.NewTenantServiceClient(cc).RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{Tenant: tenant})
+		_, err := edgelbv1.NewTenantServiceClient(cc).RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{Tenant: tenant, OrphanedServices: orphaned})
 		return struct{}{}, err
 	})
 	return err

@@ -41,8 +41,17 @@ type clusterStatus struct {
 	// --silent-threshold while they have virtual services: VIPs that most
 	// likely outlived their cluster.
 	OrphanedTenants []orphanedTenant `json:"orphanedTenants"`
-	// Orphaned counts their virtual services.
+	// GoneServices are, per tenant whose cloud provider is not silent, the
+	// virtual services it reported orphaned: their Kubernetes Service no
+	// longer exists and it has not deleted them (yet).
+	GoneServices []goneServices `json:"goneServices"`
+	// Orphaned counts the virtual services of both.
 	Orphaned int `json:"orphaned"`
+}
+
+type goneServices struct {
+	Tenant   string   `json:"tenant"`
+	Services []string `json:"services"`
 }
 
 type orphanedTenant struct {
@@ -135,7 +144,10 @@ draining or not serving it, or with backends the owner's health checks report
 UNHEALTHY; last, the most recent ownership moves (failovers and planned
 moves) with their time and reason; and the tenants whose cloud provider has
 been silent for --silent-threshold or longer while they have VIPs (orphaned:
-their cluster is probably gone; lbctl tenant gc removes them).
+their cluster is probably gone; lbctl tenant gc removes them), and the
+services a live cloud provider reported orphaned because their Kubernetes
+Service no longer exists (ORPHANS counts both; lbctl vip list --orphaned
+lists them).
 
 Health is "healthy" only when every member answers, is ready (what its
 /readyz says: a leader known, registered, caught up) and trails the leader's
@@ -174,7 +186,7 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &clusterStatus{Problems: []string{}, Members: []memberHealth{}, VIPProblems: []vipHealth{}, OrphanedTenants: []orphanedTenant{}}
+	st := &clusterStatus{Problems: []string{}, Members: []memberHealth{}, VIPProblems: []vipHealth{}, OrphanedTenants: []orphanedTenant{}, GoneServices: []goneServices{}}
 	if err := positive("--silent-threshold", a.silentThreshold); err != nil {
 		return nil, err
 	}
@@ -388,10 +400,11 @@ func (a *app) collectStatus(cmd *cobra.Command) (*clusterStatus, error) {
 }
 
 // orphans adds the tenants silent past the threshold that still have
-// virtual services. A member too old to know heartbeats (Unimplemented)
-// leaves them out; any other failure is a problem of its own.
+// virtual services, and the services live cloud providers reported
+// orphaned. A member too old to know heartbeats (Unimplemented) leaves them
+// out; any other failure is a problem of its own.
 func (a *app) orphans(cmd *cobra.Command, conn *client.Conn, tenant string, st *clusterStatus) {
-	silent, now, err := a.silentTenants(cmd, conn, a.silentThreshold)
+	ts, now, err := a.listTenants(cmd, conn)
 	if status.Code(err) == codes.Unimplemented {
 		return
 	}
@@ -399,10 +412,25 @@ func (a *app) orphans(cmd *cobra.Command, conn *client.Conn, tenant string, st *
 		st.Problems = append(st.Problems, "tenants not listed: "+status.Convert(err).Message())
 		return
 	}
-	names := make([]string, 0, len(silent))
-	for n, t := range silent {
-		if t.GetVirtualServices() > 0 && (tenant == "" || n == tenant) {
-			names = append(names, n)
+	silent := map[string]*edgelbv1.Tenant{}
+	names := []string{}
+	for _, t := range ts {
+		n := t.GetName()
+		if tenant != "" && n != tenant {
+			continue
+		}
+		if isSilent(t, now, a.silentThreshold) {
+			if t.GetVirtualServices() > 0 {
+				silent[n] = t
+				names = append(names, n)
+			}
+			continue
+		}
+		if gone := t.GetOrphanedServices(); len(gone) > 0 {
+			st.GoneServices = append(st.GoneServices, goneServices{Tenant: n, Services: gone})
+			st.Orphaned += len(gone)
+			st.Problems = append(st.Problems, fmt.Sprintf("tenant %s: its cloud provider reports %d virtual services whose Kubernetes Service no longer exists and that it has not deleted (lbctl vip list --orphaned --tenant %s)",
+				n, len(gone), n))
 		}
 	}
 	sort.Strings(names)
@@ -524,10 +552,13 @@ func (a *app) printClusterStatus(st *clusterStatus) {
 	output.Row(tw, "MEMBERS", members)
 	output.Row(tw, "VIPS", fmt.Sprintf("%d (%d virtual services, revision %d); %d need attention, %d without owner", st.VIPs, st.Services, st.Revision, len(st.VIPProblems), unowned))
 	orphaned := "0"
-	if len(st.OrphanedTenants) > 0 {
+	if st.Orphaned > 0 {
 		var ts []string
 		for _, o := range st.OrphanedTenants {
 			ts = append(ts, fmt.Sprintf("tenant %s silent %s", o.Tenant, humanDuration(time.Duration(o.SilentSeconds)*time.Second)))
+		}
+		for _, g := range st.GoneServices {
+			ts = append(ts, fmt.Sprintf("tenant %s: %d Service gone", g.Tenant, len(g.Services)))
 		}
 		orphaned = fmt.Sprintf("%d virtual services (%s)", st.Orphaned, strings.Join(ts, "; "))
 	}

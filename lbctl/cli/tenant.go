@@ -34,6 +34,9 @@ type tenantView struct {
 	Silent          bool     `json:"silent"`
 	VirtualServices int      `json:"virtualServices"`
 	Pools           []string `json:"pools"`
+	// OrphanedServices are the services its cloud provider last reported
+	// orphaned (their Kubernetes Service is gone; it has not deleted them).
+	OrphanedServices []string `json:"orphanedServices"`
 }
 
 // silentFor is how long the tenant has been silent at now (0: never seen).
@@ -54,6 +57,10 @@ func viewTenant(t *edgelbv1.Tenant, now time.Time, threshold time.Duration) tena
 	v := tenantView{Name: t.GetName(), VirtualServices: int(t.GetVirtualServices()), Pools: t.GetPools(), Silent: isSilent(t, now, threshold)}
 	if v.Pools == nil {
 		v.Pools = []string{}
+	}
+	v.OrphanedServices = t.GetOrphanedServices()
+	if v.OrphanedServices == nil {
+		v.OrphanedServices = []string{}
 	}
 	if t.GetLastSeen() != nil {
 		v.LastSeen = output.Time(t.GetLastSeen())
@@ -78,19 +85,50 @@ func (a *app) listTenants(cmd *cobra.Command, conn *client.Conn) ([]*edgelbv1.Te
 	return resp.GetTenants(), now, nil
 }
 
-// silentTenants returns the tenants silent past threshold, by name.
-func (a *app) silentTenants(cmd *cobra.Command, conn *client.Conn, threshold time.Duration) (map[string]*edgelbv1.Tenant, time.Time, error) {
-	ts, now, err := a.listTenants(cmd, conn)
-	if err != nil {
-		return nil, now, err
+// orphanReason says why a service of tenant t is orphaned at now, or ""
+// when it is not: its tenant's cloud provider is silent (every service of
+// it), or the cloud provider, alive, reported the service's Kubernetes
+// Service gone. Silence wins: it covers every service of the tenant.
+type orphanReason struct {
+	// Reason is "tenantSilent" or "serviceGone" (stable, for -o json).
+	Reason        string `json:"reason"`
+	SilentSeconds int64  `json:"silentSeconds,omitempty"`
+}
+
+func (r orphanReason) String() string {
+	if r.Reason == "tenantSilent" {
+		return "tenant silent " + humanDuration(time.Duration(r.SilentSeconds)*time.Second)
 	}
-	out := map[string]*edgelbv1.Tenant{}
+	return "Service gone"
+}
+
+// orphanReasons maps tenant → service → why it is orphaned; a silent
+// tenant's entry is under the service name "" (all of them).
+func orphanReasons(ts []*edgelbv1.Tenant, now time.Time, threshold time.Duration) map[string]map[string]orphanReason {
+	out := map[string]map[string]orphanReason{}
 	for _, t := range ts {
+		m := map[string]orphanReason{}
 		if isSilent(t, now, threshold) {
-			out[t.GetName()] = t
+			m[""] = orphanReason{Reason: "tenantSilent", SilentSeconds: int64(silentFor(t, now).Seconds())}
+		}
+		for _, n := range t.GetOrphanedServices() {
+			m[n] = orphanReason{Reason: "serviceGone"}
+		}
+		if len(m) > 0 {
+			out[t.GetName()] = m
 		}
 	}
-	return out, now, nil
+	return out
+}
+
+// orphanOf returns why vs is orphaned, if it is.
+func orphanOf(reasons map[string]map[string]orphanReason, vs *edgelbv1.VirtualService) (orphanReason, bool) {
+	m := reasons[vs.GetTenant()]
+	if r, ok := m[""]; ok {
+		return r, true
+	}
+	r, ok := m[vs.GetName()]
+	return r, ok
 }
 
 // humanDuration renders a silence: 45s, 12m, 5h10m, 3d4h.
@@ -129,7 +167,10 @@ heartbeat. LAST SEEN is the last heartbeat (the edgelb cloud provider renews
 it every 30 s while it reaches its Kubernetes API server); "never" means none
 came (services made with lbctl, or a cloud provider older than heartbeats).
 A tenant silent for --silent-threshold or longer is marked SILENT: its
-cluster is probably gone, and lbctl tenant gc removes its VIPs.`,
+cluster is probably gone, and lbctl tenant gc removes its VIPs. SERVICE GONE
+counts the services its cloud provider reported orphaned (their Kubernetes
+Service no longer exists; it has not deleted them yet): lbctl vip list
+--orphaned names them.`,
 		Example: `  lbctl tenant list
   lbctl tenant list --silent-threshold 1h -o json | jq -r '.items[] | select(.silent) | .name'`,
 		Args: cobra.NoArgs,
@@ -153,7 +194,7 @@ cluster is probably gone, and lbctl tenant gc removes its VIPs.`,
 				return output.Value(a.stdout, a.format, map[string]any{"items": views})
 			}
 			tw := output.TableWriter(a.stdout)
-			output.Row(tw, "TENANT", "LAST SEEN", "STATUS", "VIRTUAL SERVICES", "POOLS")
+			output.Row(tw, "TENANT", "LAST SEEN", "STATUS", "VIRTUAL SERVICES", "SERVICE GONE", "POOLS")
 			for i, v := range views {
 				seen, st := "never", "-"
 				if ts[i].GetLastSeen() != nil {
@@ -163,7 +204,7 @@ cluster is probably gone, and lbctl tenant gc removes its VIPs.`,
 				if v.Silent {
 					st = "SILENT"
 				}
-				output.Row(tw, v.Name, seen, st, strconv.Itoa(v.VirtualServices), orDash(strings.Join(v.Pools, ",")))
+				output.Row(tw, v.Name, seen, st, strconv.Itoa(v.VirtualServices), strconv.Itoa(len(v.OrphanedServices)), orDash(strings.Join(v.Pools, ",")))
 			}
 			tw.Flush()
 			return nil
@@ -268,7 +309,7 @@ func (a *app) printTenantGC(tenant string, resp *edgelbv1.DeleteTenantServicesRe
 	}
 	fmt.Fprintf(a.stdout, "tenant %s (last seen %s): %s %d virtual services\n", tenant, seen, verb, len(resp.GetServices()))
 	if len(resp.GetServices()) > 0 {
-		a.printVIPTable(resp.GetServices())
+		a.printVIPTable(resp.GetServices(), nil)
 	}
 	return nil
 }

@@ -3,16 +3,20 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/lbd/lbdtest"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
+	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
 // lbctl tenant list / gc, vip list --orphaned and status against a real lbd:
@@ -115,5 +119,111 @@ func TestTenantCommands(t *testing.T) {
 	json.Unmarshal([]byte(e.ok("vip list -A -o json")), &left)
 	if len(left.Items) != 2 || left.Items[0].Tenant != "alive" || left.Items[1].Tenant != "manual" {
 		t.Errorf("after gc: %+v; want alive/a and manual/a", left.Items)
+	}
+}
+
+// vip list --orphaned, status and tenant list against a real lbd also show
+// the services a live cloud provider reported orphaned (their Kubernetes
+// Service is gone), with why, beside those of a silent tenant.
+func TestOrphanedServicesReportedByLiveTenant(t *testing.T) {
+	m := lbdtest.StartCluster(t, 1, lbdtest.Plaintext()).Members[0]
+	e := newRealEnv(t, m)
+	eventually(t, "member ready", func() bool { return e.run("vip list").code == 0 })
+	e.ok("pool create p --range 192.0.2.0/24")
+	for _, v := range []string{"gone:x", "alive:a", "alive:b"} {
+		tenant, name, _ := strings.Cut(v, ":")
+		e.ok("vip", "create", name, "--tenant", tenant, "--port", "tcp/80:30080", "--backend", "10.0.0.11")
+	}
+	cc, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	tc := edgelbv1.NewTenantServiceClient(cc)
+	beat := func(tenant string, orphaned ...string) error {
+		_, err := tc.RenewTenantHeartbeat(context.Background(), &edgelbv1.RenewTenantHeartbeatRequest{Tenant: tenant, OrphanedServices: orphaned})
+		return err
+	}
+	if err := beat("gone"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	// "nosuch" is not in lbd: not shown.
+	if err := beat("alive", "nosuch", "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Too long a report is refused, typed, and keeps the last one.
+	long := make([]string, 1001)
+	for i := range long {
+		long[i] = fmt.Sprintf("s%d", i)
+	}
+	if err := beat("alive", long...); status.Code(err) != codes.InvalidArgument || errinfo.Reason(err) != errinfo.InvalidField {
+		t.Errorf("1001 orphaned names: %v, want InvalidArgument %s", err, errinfo.InvalidField)
+	}
+
+	var l struct {
+		Items []struct {
+			Tenant, Name string
+			Orphaned     orphanReason
+		}
+	}
+	if err := json.Unmarshal([]byte(e.ok("vip list --orphaned --silent-threshold 2s -o json")), &l); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, i := range l.Items {
+		got = append(got, i.Tenant+"/"+i.Name+":"+i.Orphaned.Reason)
+		if i.Orphaned.Reason == "tenantSilent" && i.Orphaned.SilentSeconds < 2 {
+			t.Errorf("%s/%s: silentSeconds %d", i.Tenant, i.Name, i.Orphaned.SilentSeconds)
+		}
+	}
+	if want := []string{"alive/a:serviceGone", "gone/x:tenantSilent"}; !slices.Equal(got, want) {
+		t.Errorf("vip list --orphaned -o json: %v, want %v", got, want)
+	}
+	table := e.ok("vip list --orphaned --silent-threshold 2s")
+	for _, want := range []string{"ORPHANED", "Service gone", "tenant silent 2s"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("vip list --orphaned lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Contains(table, "alive    b") {
+		t.Errorf("vip list --orphaned shows alive/b, which nobody reported:\n%s", table)
+	}
+	if y := e.ok("vip list --orphaned --silent-threshold 2s -o yaml"); !strings.Contains(y, "reason: serviceGone") {
+		t.Errorf("-o yaml lacks the reason:\n%s", y)
+	}
+	// --tenant narrows it to one tenant.
+	if got := e.ok("vip list --orphaned --tenant alive --silent-threshold 2s"); strings.Contains(got, "gone") && !strings.Contains(got, "Service gone") {
+		t.Errorf("--tenant alive shows another tenant:\n%s", got)
+	}
+
+	var st clusterStatus
+	if err := json.Unmarshal([]byte(e.ok("status --silent-threshold 2s -o json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Orphaned != 2 || len(st.OrphanedTenants) != 1 || len(st.GoneServices) != 1 || st.GoneServices[0].Tenant != "alive" ||
+		!slices.Equal(st.GoneServices[0].Services, []string{"a"}) {
+		t.Errorf("status: orphaned %d, tenants %+v, gone %+v", st.Orphaned, st.OrphanedTenants, st.GoneServices)
+	}
+	if tbl := e.ok("status --silent-threshold 2s"); !strings.Contains(tbl, "ORPHANS   2 virtual services (tenant gone silent ") || !strings.Contains(tbl, "tenant alive: 1 Service gone)") {
+		t.Errorf("status table:\n%s", tbl)
+	}
+	var tl struct{ Items []tenantView }
+	if err := json.Unmarshal([]byte(e.ok("tenant list --silent-threshold 2s -o json")), &tl); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range tl.Items {
+		if want := map[string]int{"alive": 1}[v.Name]; len(v.OrphanedServices) != want {
+			t.Errorf("tenant list: %s reports %v", v.Name, v.OrphanedServices)
+		}
+	}
+	if tbl := e.ok("tenant list"); !strings.Contains(tbl, "SERVICE GONE") {
+		t.Errorf("tenant list table:\n%s", tbl)
+	}
+
+	// Deleted (by the CCM's next try, or by hand): no longer shown.
+	e.ok("vip delete a --tenant alive")
+	if got := e.ok("vip list --orphaned --silent-threshold 2s"); strings.Contains(got, "Service gone") {
+		t.Errorf("a deleted service is still listed orphaned:\n%s", got)
 	}
 }

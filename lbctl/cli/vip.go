@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -587,10 +588,13 @@ func (a *app) vipListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List virtual services",
 		Long: `List virtual services of the tenant (--tenant), or of every tenant you may
-see (--all-tenants). --orphaned lists exactly the services of tenants whose
-cloud provider has been silent for --silent-threshold or longer, of every
-tenant unless --tenant is given: VIPs of a Kubernetes cluster that is gone
-(lbctl tenant gc removes them).`,
+see (--all-tenants). --orphaned lists, of every tenant unless --tenant is
+given, exactly the services of tenants whose cloud provider has been silent
+for --silent-threshold or longer (VIPs of a Kubernetes cluster that is gone:
+lbctl tenant gc removes them), and the services a live cloud provider
+reported orphaned because their Kubernetes Service no longer exists (its
+deletes fail, or its sweep has not deleted them yet). The ORPHANED column
+(-o json/yaml: "orphaned") says which.`,
 		Example: `  lbctl vip list
   lbctl vip list -l app=web,env=prod -o wide
   lbctl vip list --all-tenants --pool public
@@ -613,11 +617,13 @@ tenant unless --tenant is given: VIPs of a Kubernetes cluster that is gone
 			if err != nil {
 				return err
 			}
-			var silent map[string]*edgelbv1.Tenant
+			var reasons map[string]map[string]orphanReason
 			if orphaned {
-				if silent, _, err = a.silentTenants(cmd, conn, threshold); err != nil {
+				ts, now, err := a.listTenants(cmd, conn)
+				if err != nil {
 					return err
 				}
+				reasons = orphanReasons(ts, now, threshold)
 			}
 			ctx, cancel := a.rpcCtx(cmd)
 			defer cancel()
@@ -629,7 +635,7 @@ tenant unless --tenant is given: VIPs of a Kubernetes cluster that is gone
 			if orphaned {
 				var keep []*edgelbv1.VirtualService
 				for _, vs := range items {
-					if silent[vs.GetTenant()] != nil {
+					if _, ok := orphanOf(reasons, vs); ok {
 						keep = append(keep, vs)
 					}
 				}
@@ -642,9 +648,12 @@ tenant unless --tenant is given: VIPs of a Kubernetes cluster that is gone
 				return items[i].GetName() < items[j].GetName()
 			})
 			if a.format.Machine() {
+				if orphaned {
+					return a.printOrphanedList(items, reasons)
+				}
 				return output.List(a.stdout, a.format, items)
 			}
-			a.printVIPTable(items)
+			a.printVIPTable(items, reasons)
 			return nil
 		}),
 	}
@@ -652,15 +661,45 @@ tenant unless --tenant is given: VIPs of a Kubernetes cluster that is gone
 	c.Flags().StringVar(&pool, "pool", "", "only services whose VIP comes from this pool")
 	c.Flags().StringVar(&vip, "vip", "", "only services on this VIP")
 	c.Flags().BoolVarP(&allTenants, "all-tenants", "A", false, "list every tenant you may see")
-	c.Flags().BoolVar(&orphaned, "orphaned", false, "only services of tenants whose cloud provider is silent (every tenant unless --tenant)")
+	c.Flags().BoolVar(&orphaned, "orphaned", false, "only orphaned services: of tenants whose cloud provider is silent, or whose Kubernetes Service is gone (every tenant unless --tenant)")
 	c.Flags().DurationVar(&threshold, "silent-threshold", defaultSilentThreshold, silentThresholdHelp)
 	return c
 }
 
-func (a *app) printVIPTable(items []*edgelbv1.VirtualService) {
+// printOrphanedList is -o json/yaml of vip list --orphaned: each service
+// as usual, with "orphaned" saying why ({"reason": "tenantSilent",
+// "silentSeconds": N} or {"reason": "serviceGone"}).
+func (a *app) printOrphanedList(items []*edgelbv1.VirtualService, reasons map[string]map[string]orphanReason) error {
+	raw := make([]json.RawMessage, 0, len(items))
+	for _, vs := range items {
+		b, err := output.MarshalJSON(vs)
+		if err != nil {
+			return err
+		}
+		r, _ := orphanOf(reasons, vs)
+		rb, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		// Appended to the service's own object, so its fields keep their order.
+		sep := ","
+		if len(b) == 2 {
+			sep = ""
+		}
+		raw = append(raw, json.RawMessage(string(b[:len(b)-1])+sep+`"orphaned":`+string(rb)+"}"))
+	}
+	return output.Value(a.stdout, a.format, map[string]any{"items": raw})
+}
+
+// printVIPTable prints services; with reasons (vip list --orphaned) an
+// ORPHANED column says why each is.
+func (a *app) printVIPTable(items []*edgelbv1.VirtualService, reasons map[string]map[string]orphanReason) {
 	tw := output.TableWriter(a.stdout)
 	wide := a.format == output.Wide
 	head := []string{"TENANT", "NAME", "VIP", "PORTS", "BACKENDS", "OWNER", "AGE"}
+	if reasons != nil {
+		head = append(head, "ORPHANED")
+	}
 	if wide {
 		head = append(head, "POOL", "SCHEDULER", "MODE", "GEN", "LABELS")
 	}
@@ -669,6 +708,10 @@ func (a *app) printVIPTable(items []*edgelbv1.VirtualService) {
 	for _, vs := range items {
 		row := []string{vs.GetTenant(), vs.GetName(), vs.GetVip(), formatPorts(vs.GetPorts()),
 			formatBackendCount(vs.GetBackends()), vs.GetOwner(), output.Age(vs.GetCreateTime(), now)}
+		if reasons != nil {
+			r, _ := orphanOf(reasons, vs)
+			row = append(row, r.String())
+		}
 		if wide {
 			row = append(row, vs.GetPool(), spec.SchedulerName(vs.GetScheduler()), spec.ModeName(vs.GetForwardingMode()),
 				strconv.FormatUint(vs.GetGeneration(), 10), formatLabels(vs.GetLabels()))

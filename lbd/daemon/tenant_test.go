@@ -35,7 +35,8 @@ func TestTenantHeartbeatAndGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hb, err := tc.RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{Tenant: "gone"})
+	// "nosuch" is not in lbd: reported, never shown.
+	hb, err := tc.RenewTenantHeartbeat(ctx, &edgelbv1.RenewTenantHeartbeatRequest{Tenant: "gone", OrphanedServices: []string{"nosuch", "a"}})
 	if err != nil || hb.GetLastSeen() == nil {
 		t.Fatalf("heartbeat: %v %v", hb, err)
 	}
@@ -47,7 +48,8 @@ func TestTenantHeartbeatAndGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(list.Tenants) != 2 || list.Tenants[0].Name != "alive" || list.Tenants[0].LastSeen != nil || list.Tenants[1].VirtualServices != 2 ||
-		len(list.Tenants[1].Pools) != 1 || list.Tenants[1].Pools[0] != "bench" || list.ServerTime == nil {
+		len(list.Tenants[1].Pools) != 1 || list.Tenants[1].Pools[0] != "bench" || list.ServerTime == nil ||
+		len(list.Tenants[1].OrphanedServices) != 1 || list.Tenants[1].OrphanedServices[0] != "a" {
 		t.Fatalf("tenants: %v", list)
 	}
 	for _, d := range ds {
@@ -60,6 +62,9 @@ func TestTenantHeartbeatAndGC(t *testing.T) {
 		}
 		if v, _ := sample(t, body, `edgelb_tenant_virtual_services{tenant="gone"}`); v != 2 {
 			t.Errorf("%s: edgelb_tenant_virtual_services{gone} = %v, want 2", d.cfg.ID, v)
+		}
+		if v, _ := sample(t, body, `edgelb_tenant_orphaned_services{tenant="gone"}`); v != 1 {
+			t.Errorf("%s: edgelb_tenant_orphaned_services{gone} = %v, want 1 (replicated)", d.cfg.ID, v)
 		}
 	}
 

@@ -28,7 +28,7 @@ type stateCollector struct {
 	self string
 
 	services, vips, unowned, pools, members, revision, owned, backends *prometheus.Desc
-	tenantSeen, tenantServices                                         *prometheus.Desc
+	tenantSeen, tenantServices, tenantOrphaned                         *prometheus.Desc
 }
 
 func newStateCollector(f *fsm.FSM, self string) *stateCollector {
@@ -49,11 +49,13 @@ func newStateCollector(f *fsm.FSM, self string) *stateCollector {
 			"Unix time of the tenant's last cloud-provider heartbeat (absent: it never sent one). time() minus it is the silence.", []string{"tenant"}, nil),
 		tenantServices: prometheus.NewDesc(prometheus.BuildFQName(ns, "tenant", "virtual_services"),
 			"Virtual services of the tenant.", []string{"tenant"}, nil),
+		tenantOrphaned: prometheus.NewDesc(prometheus.BuildFQName(ns, "tenant", "orphaned_services"),
+			"Virtual services of the tenant that its cloud provider last reported orphaned (their Kubernetes Service is gone) and that still exist.", []string{"tenant"}, nil),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.services, c.vips, c.unowned, c.pools, c.members, c.revision, c.owned, c.backends, c.tenantSeen, c.tenantServices} {
+	for _, d := range []*prometheus.Desc{c.services, c.vips, c.unowned, c.pools, c.members, c.revision, c.owned, c.backends, c.tenantSeen, c.tenantServices, c.tenantOrphaned} {
 		ch <- d
 	}
 }
@@ -136,6 +138,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			g(c.tenantSeen, float64(t.LastSeen.UnixNano())/1e9, t.Name)
 		}
 		g(c.tenantServices, float64(t.Services), t.Name)
+		g(c.tenantOrphaned, float64(len(t.Orphaned)), t.Name)
 	}
 }
 

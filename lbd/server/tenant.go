@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/fsm"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // tenantRef applies the caller's tenant binding (a cloud provider names its
@@ -38,7 +40,13 @@ func (s *Server) RenewTenantHeartbeat(ctx context.Context, req *edgelbv1.RenewTe
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_RenewTenantHeartbeat{RenewTenantHeartbeat: &raftv1.RenewTenantHeartbeat{Tenant: t}}})
+	// Checked here with the FSM's own rule, so a bad report fails before a
+	// proposal; sorted and distinct, as the FSM stores it.
+	if err := rules.OrphanedServices("orphaned_services", req.OrphanedServices); err != nil {
+		return nil, err
+	}
+	orphans := slices.Compact(slices.Sorted(slices.Values(req.OrphanedServices)))
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_RenewTenantHeartbeat{RenewTenantHeartbeat: &raftv1.RenewTenantHeartbeat{Tenant: t, OrphanedServices: orphans}}})
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +72,7 @@ func (s *Server) ListTenants(ctx context.Context, _ *edgelbv1.ListTenantsRequest
 }
 
 func tenantProto(t fsm.TenantInfo) *edgelbv1.Tenant {
-	p := &edgelbv1.Tenant{Name: t.Name, VirtualServices: uint32(t.Services), Pools: t.Pools}
+	p := &edgelbv1.Tenant{Name: t.Name, VirtualServices: uint32(t.Services), Pools: t.Pools, OrphanedServices: t.Orphaned}
 	if !t.LastSeen.IsZero() {
 		p.LastSeen = timestamppb.New(t.LastSeen)
 	}

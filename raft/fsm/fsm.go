@@ -59,6 +59,10 @@ func VersionFor(cmd *raftv1.Command) uint32 {
 		*raftv1.Command_CreateAddressPool, *raftv1.Command_UpdateAddressPool:
 		return versionAnycast
 	case *raftv1.Command_RenewTenantHeartbeat, *raftv1.Command_DeleteTenantServices:
+		// A heartbeat's orphaned_services stays version 3: a member of an
+		// older binary ignores the field (it only misses a report shown to
+		// people) but still renews the heartbeat, which tenant gc must see
+		// alike on every member; refusing the entry would not.
 		return versionTenants
 	}
 	return 1
@@ -411,7 +415,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		Members:         members,
 		ClusterId:       f.clusterID,
 	}
-	msg.TenantHeartbeats = cloneHeartbeats(f.st.heartbeats)
+	msg.TenantHeartbeats = cloneHeartbeats(f.st.heartbeats, f.st.orphans)
 	return &snapshot{msg: msg}, nil
 }
 
@@ -452,6 +456,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("restore: snapshot holds a tenant heartbeat without a tenant or time")
 		}
 		st.heartbeats[h.Tenant] = h.LastSeen
+		if len(h.OrphanedServices) > 0 {
+			st.orphans[h.Tenant] = h.OrphanedServices
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -131,6 +131,7 @@ func (a *applier) restoreState(c *raftv1.RestoreState) *Result {
 	// So are the heartbeats: they say which clusters are alive now, which a
 	// backup cannot know.
 	st.heartbeats = old.heartbeats
+	st.orphans = old.orphans
 
 	for _, k := range old.sortedKeys() {
 		if _, ok := st.services[k]; !ok {

@@ -33,6 +33,9 @@ type state struct {
 	members  map[string]*edgelbv1.Member
 	// heartbeats: tenant → its cloud provider's last heartbeat (tenant.go).
 	heartbeats map[string]*timestamppb.Timestamp
+	// orphans: tenant → the service names its cloud provider last reported
+	// orphaned (sorted; tenant.go). Kept with the heartbeat it came with.
+	orphans map[string][]string
 
 	// Derived indexes, rebuilt from the above (never snapshotted).
 	sortMu  sync.Mutex                  // readers build sorted lazily, under the FSM read lock
@@ -65,6 +68,7 @@ func newState() *state {
 		ownerVIPs: map[string]map[netip.Addr]int{},
 
 		heartbeats: map[string]*timestamppb.Timestamp{},
+		orphans:    map[string][]string{},
 	}
 }
 

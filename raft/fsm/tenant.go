@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -23,6 +24,9 @@ type TenantInfo struct {
 	LastSeen time.Time
 	Services int
 	Pools    []string // sorted, distinct
+	// Orphaned are the services its cloud provider last reported orphaned
+	// (their Kubernetes Service is gone) that still exist, sorted.
+	Orphaned []string
 }
 
 // Silent reports whether the tenant sent a heartbeat and none since
@@ -66,6 +70,13 @@ func (f *FSM) Tenants() ([]TenantInfo, uint64) {
 			t.Pools = append(t.Pools, p)
 		}
 		sort.Strings(t.Pools)
+		// A reported name that is gone from the state (the CCM deleted it
+		// since, or an operator did) is no orphan to show.
+		for _, name := range f.st.orphans[n] {
+			if _, ok := f.st.services[Key{n, name}]; ok {
+				t.Orphaned = append(t.Orphaned, name)
+			}
+		}
 		out = append(out, *t)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -133,6 +144,15 @@ func (a *applier) renewHeartbeat(c *raftv1.RenewTenantHeartbeat) *Result {
 	if cur, ok := hb[c.Tenant]; !ok || a.time.AsTime().After(cur.AsTime()) {
 		hb[c.Tenant] = a.time
 	}
+	// The report replaces the previous one whatever the clocks say: one
+	// cloud provider sends its heartbeats one after another, so the log's
+	// order is the order of its sweeps. Sorted and distinct, so members and
+	// snapshots hold the same whatever order the proposer sent.
+	if names := distinctSorted(c.OrphanedServices); len(names) > 0 {
+		a.st().orphans[c.Tenant] = names
+	} else {
+		delete(a.st().orphans, c.Tenant)
+	}
 	return &Result{LastSeen: hb[c.Tenant]}
 }
 
@@ -153,6 +173,7 @@ func (a *applier) deleteTenantServices(c *raftv1.DeleteTenantServices) *Result {
 	// The cluster is gone: forget it, so it leaves lbctl tenant list. A
 	// cloud provider that comes back starts a new heartbeat.
 	delete(st.heartbeats, c.Tenant)
+	delete(st.orphans, c.Tenant)
 	a.f.log.Warn("deleted a tenant's virtual services", "index", a.idx, "tenant", c.Tenant, "services", len(keys),
 		"force", c.Force, "requested_by", c.RequestedBy)
 	return res
@@ -161,7 +182,16 @@ func (a *applier) deleteTenantServices(c *raftv1.DeleteTenantServices) *Result {
 // ReasonTenantGC is the event reason of services deleted with their tenant.
 const ReasonTenantGC = "tenant gc"
 
-func cloneHeartbeats(m map[string]*timestamppb.Timestamp) []*raftv1.TenantHeartbeat {
+func distinctSorted(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := append([]string(nil), in...)
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+func cloneHeartbeats(m map[string]*timestamppb.Timestamp, orphans map[string][]string) []*raftv1.TenantHeartbeat {
 	names := make([]string, 0, len(m))
 	for n := range m {
 		names = append(names, n)
@@ -169,7 +199,7 @@ func cloneHeartbeats(m map[string]*timestamppb.Timestamp) []*raftv1.TenantHeartb
 	sort.Strings(names)
 	out := make([]*raftv1.TenantHeartbeat, 0, len(names))
 	for _, n := range names {
-		out = append(out, &raftv1.TenantHeartbeat{Tenant: n, LastSeen: m[n]})
+		out = append(out, &raftv1.TenantHeartbeat{Tenant: n, LastSeen: m[n], OrphanedServices: orphans[n]})
 	}
 	return out
 }

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	"github.com/edgelb/edgelb/raft/errinfo"
+	"github.com/edgelb/edgelb/raft/rules"
 )
 
 // at applies op at the next index with the proposer's time t.
@@ -132,4 +135,65 @@ func TestTenantCommandsMalformed(t *testing.T) {
 	h.refused(&raftv1.RenewTenantHeartbeat{}, codes.InvalidArgument, "without a tenant")
 	h.refused(&raftv1.DeleteTenantServices{}, codes.InvalidArgument, "without a tenant")
 	h.refused(&raftv1.DeleteTenantServices{Tenant: "x", SilentFor: durationpb.New(-time.Second)}, codes.InvalidArgument, "silent_for")
+}
+
+// A heartbeat's report of orphaned services is kept with the tenant,
+// replaced by the next heartbeat, shown only for services that still exist,
+// and survives a snapshot and restore.
+func TestTenantHeartbeatOrphans(t *testing.T) {
+	h := newHarness(t)
+	tenantState(h)
+	t0 := epoch.Add(time.Hour)
+	orphaned := func(f *FSM, tenant string) []string {
+		ts, _ := f.Tenants()
+		for _, x := range ts {
+			if x.Name == tenant {
+				return x.Orphaned
+			}
+		}
+		return nil
+	}
+	// Unsorted, with a duplicate and a name lbd does not have.
+	if r := h.at(t0, &raftv1.RenewTenantHeartbeat{Tenant: "gone", OrphanedServices: []string{"b", "nosuch", "a", "b"}}); r.Code != codes.OK {
+		t.Fatalf("heartbeat with orphans: %v %s", r.Code, r.Message)
+	}
+	if got := orphaned(h.f, "gone"); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("orphaned after the first report: %v, want [a b] (nosuch does not exist)", got)
+	}
+	if got := orphaned(h.f, "alive"); len(got) != 0 {
+		t.Errorf("another tenant's report leaked to alive: %v", got)
+	}
+	// The next heartbeat replaces the report, also when it is older by the clock.
+	h.at(t0.Add(-time.Second), &raftv1.RenewTenantHeartbeat{Tenant: "gone", OrphanedServices: []string{"b"}})
+	if got := orphaned(h.f, "gone"); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("orphaned after the second report: %v, want [b]", got)
+	}
+	// Survives a snapshot and restore.
+	g := restored(t, persist(t, h.f))
+	if got := orphaned(g, "gone"); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("restored orphans: %v, want [b]", got)
+	}
+	// A service deleted since is no longer shown.
+	h.ok(deleteVS("gone", "b"))
+	if got := orphaned(h.f, "gone"); len(got) != 0 {
+		t.Errorf("a deleted service is still shown orphaned: %v", got)
+	}
+	// A heartbeat without a report (or an old log entry) clears it.
+	h.at(t0.Add(time.Minute), &raftv1.RenewTenantHeartbeat{Tenant: "gone", OrphanedServices: []string{"a"}})
+	h.at(t0.Add(2*time.Minute), &raftv1.RenewTenantHeartbeat{Tenant: "gone"})
+	if got := orphaned(h.f, "gone"); len(got) != 0 {
+		t.Errorf("a heartbeat without orphans left %v", got)
+	}
+	// Bad names and too long a list are refused, typed.
+	for _, names := range [][]string{{"Bad_Name"}, make([]string, rules.MaxOrphanedServices+1)} {
+		for i := range names {
+			if names[i] == "" {
+				names[i] = fmt.Sprintf("s%d", i)
+			}
+		}
+		r := h.at(t0.Add(3*time.Minute), &raftv1.RenewTenantHeartbeat{Tenant: "gone", OrphanedServices: names})
+		if r.Code != codes.InvalidArgument || r.Reason != errinfo.InvalidField {
+			t.Errorf("%d names (%.20s...): %v %s %s, want InvalidArgument %s", len(names), names[0], r.Code, r.Reason, r.Message, errinfo.InvalidField)
+		}
+	}
 }

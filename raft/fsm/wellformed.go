@@ -88,6 +88,9 @@ func wellFormed(cmd *raftv1.Command, lvl rules.Level) *Result {
 		if cmd.Time == nil {
 			return bad("heartbeat without a time")
 		}
+		if err := rules.OrphanedServices("orphaned_services", op.RenewTenantHeartbeat.OrphanedServices); err != nil {
+			return refused("heartbeat of tenant "+op.RenewTenantHeartbeat.Tenant, err)
+		}
 	case *raftv1.Command_DeleteTenantServices:
 		if op.DeleteTenantServices.Tenant == "" {
 			return bad("tenant gc without a tenant")

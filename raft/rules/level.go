@@ -364,3 +364,25 @@ func RefName(field, s string, max int) error { return nameAt(Legacy, field, s, m
 
 // RefTenant is RefName for a tenant; empty means DefaultTenant.
 func RefTenant(field string, t *string) error { return tenantAt(Legacy, field, t) }
+
+// MaxOrphanedServices is the most virtual service names one tenant heartbeat
+// may report orphaned: a cluster with more gone Services than this has a
+// problem an operator sees anyway, and the list lives in every member's
+// memory and snapshot. A constant, so every member replaying the log decides
+// alike: raise it in a release, never lower it.
+const MaxOrphanedServices = 1000
+
+// OrphanedServices checks the names a heartbeat reports orphaned. They name
+// stored services, which may predate today's rules, so they are checked as
+// references (Legacy), like RefName.
+func OrphanedServices(field string, names []string) error {
+	if len(names) > MaxOrphanedServices {
+		return invalid(field, "reports %d services; the limit is %d (send the first %d, sorted)", len(names), MaxOrphanedServices, MaxOrphanedServices)
+	}
+	for i, n := range names {
+		if err := nameAt(Legacy, fmt.Sprintf("%s[%d]", field, i), n, 253); err != nil {
+			return err
+		}
+	}
+	return nil
+}

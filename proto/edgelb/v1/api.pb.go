@@ -3717,9 +3717,14 @@ func (x *WatchResponse) GetRevision() uint64 {
 type RenewTenantHeartbeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: the caller's own tenant (a cloud provider's), else required.
-	Tenant        string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The names of this tenant's virtual services whose Kubernetes Service no
+	// longer exists, as of the cloud provider's last complete sweep (never from
+	// a failed or partial list of Services). Replaces what the tenant reported
+	// before; at most 1000 names. lbctl vip list --orphaned shows them.
+	OrphanedServices []string `protobuf:"bytes,2,rep,name=orphaned_services,json=orphanedServices,proto3" json:"orphaned_services,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RenewTenantHeartbeatRequest) Reset() {
@@ -3757,6 +3762,13 @@ func (x *RenewTenantHeartbeatRequest) GetTenant() string {
 		return x.Tenant
 	}
 	return ""
+}
+
+func (x *RenewTenantHeartbeatRequest) GetOrphanedServices() []string {
+	if x != nil {
+		return x.OrphanedServices
+	}
+	return nil
 }
 
 type RenewTenantHeartbeatResponse struct {
@@ -3812,9 +3824,12 @@ type Tenant struct {
 	LastSeen        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	VirtualServices uint32                 `protobuf:"varint,3,opt,name=virtual_services,json=virtualServices,proto3" json:"virtual_services,omitempty"`
 	// The pools its virtual services' VIPs come from, sorted.
-	Pools         []string `protobuf:"bytes,4,rep,name=pools,proto3" json:"pools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pools []string `protobuf:"bytes,4,rep,name=pools,proto3" json:"pools,omitempty"`
+	// The virtual services its cloud provider last reported orphaned (their
+	// Kubernetes Service is gone) that still exist, sorted.
+	OrphanedServices []string `protobuf:"bytes,5,rep,name=orphaned_services,json=orphanedServices,proto3" json:"orphaned_services,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -3871,6 +3886,13 @@ func (x *Tenant) GetVirtualServices() uint32 {
 func (x *Tenant) GetPools() []string {
 	if x != nil {
 		return x.Pools
+	}
+	return nil
+}
+
+func (x *Tenant) GetOrphanedServices() []string {
+	if x != nil {
+		return x.OrphanedServices
 	}
 	return nil
 }
@@ -4351,16 +4373,18 @@ const file_edgelb_v1_api_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.edgelb.v1.EventR\x06events\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"5\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"b\n" +
 	"\x1bRenewTenantHeartbeatRequest\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"W\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
+	"\x11orphaned_services\x18\x02 \x03(\tR\x10orphanedServices\"W\n" +
 	"\x1cRenewTenantHeartbeatResponse\x127\n" +
-	"\tlast_seen\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\x96\x01\n" +
+	"\tlast_seen\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xc3\x01\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12)\n" +
 	"\x10virtual_services\x18\x03 \x01(\rR\x0fvirtualServices\x12\x14\n" +
-	"\x05pools\x18\x04 \x03(\tR\x05pools\"\x14\n" +
+	"\x05pools\x18\x04 \x03(\tR\x05pools\x12+\n" +
+	"\x11orphaned_services\x18\x05 \x03(\tR\x10orphanedServices\"\x14\n" +
 	"\x12ListTenantsRequest\"\x9b\x01\n" +
 	"\x13ListTenantsResponse\x12+\n" +
 	"\atenants\x18\x01 \x03(\v2\x11.edgelb.v1.TenantR\atenants\x12;\n" +

@@ -1583,10 +1583,13 @@ func (x *Snapshot) GetTenantHeartbeats() []*TenantHeartbeat {
 // RenewTenantHeartbeat records that a tenant's cloud provider is alive, at the
 // command's time (the proposer's clock, the same on every member).
 type RenewTenantHeartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The tenant's virtual services its cloud provider found orphaned; replaces
+	// the tenant's previous report (an entry older than the field: none).
+	OrphanedServices []string `protobuf:"bytes,2,rep,name=orphaned_services,json=orphanedServices,proto3" json:"orphaned_services,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RenewTenantHeartbeat) Reset() {
@@ -1624,6 +1627,13 @@ func (x *RenewTenantHeartbeat) GetTenant() string {
 		return x.Tenant
 	}
 	return ""
+}
+
+func (x *RenewTenantHeartbeat) GetOrphanedServices() []string {
+	if x != nil {
+		return x.OrphanedServices
+	}
+	return nil
 }
 
 // DeleteTenantServices deletes a tenant's services and forgets its heartbeat,
@@ -1700,11 +1710,13 @@ func (x *DeleteTenantServices) GetRequestedBy() string {
 
 // TenantHeartbeat is one tenant's last heartbeat.
 type TenantHeartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Tenant   string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// Its last report of orphaned virtual services (RenewTenantHeartbeat).
+	OrphanedServices []string `protobuf:"bytes,3,rep,name=orphaned_services,json=orphanedServices,proto3" json:"orphaned_services,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TenantHeartbeat) Reset() {
@@ -1747,6 +1759,13 @@ func (x *TenantHeartbeat) GetTenant() string {
 func (x *TenantHeartbeat) GetLastSeen() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *TenantHeartbeat) GetOrphanedServices() []string {
+	if x != nil {
+		return x.OrphanedServices
 	}
 	return nil
 }
@@ -1868,18 +1887,20 @@ const file_edgelb_raft_v1_command_proto_rawDesc = "" +
 	"\amembers\x18\x05 \x03(\v2\x11.edgelb.v1.MemberR\amembers\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x06 \x01(\tR\tclusterId\x12L\n" +
-	"\x11tenant_heartbeats\x18\x14 \x03(\v2\x1f.edgelb.raft.v1.TenantHeartbeatR\x10tenantHeartbeats\".\n" +
+	"\x11tenant_heartbeats\x18\x14 \x03(\v2\x1f.edgelb.raft.v1.TenantHeartbeatR\x10tenantHeartbeats\"[\n" +
 	"\x14RenewTenantHeartbeat\x12\x16\n" +
-	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"\xa1\x01\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
+	"\x11orphaned_services\x18\x02 \x03(\tR\x10orphanedServices\"\xa1\x01\n" +
 	"\x14DeleteTenantServices\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x128\n" +
 	"\n" +
 	"silent_for\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tsilentFor\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x12!\n" +
-	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\"b\n" +
+	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\"\x8f\x01\n" +
 	"\x0fTenantHeartbeat\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x127\n" +
-	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeenB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
+	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12+\n" +
+	"\x11orphaned_services\x18\x03 \x03(\tR\x10orphanedServicesB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_edgelb_raft_v1_command_proto_rawDescOnce sync.Once
