@@ -139,14 +139,22 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return nil
 	}
-	cached, err := c.services.Services(ns).Get(name)
+	if _, err := c.services.Services(ns).Get(name); apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	// Decide on the Service as the apiserver has it, not on the informer's
+	// copy: the cache can lag behind a deletion, and an ensure made from it
+	// after the cleanup re-creates the VIP of a Service that is gone (seen
+	// in the tests under load: the VIP outlived its Service).
+	svc, err := c.cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the Service: %w", err)
 	}
-	svc := cached.DeepCopy()
 	if svc.DeletionTimestamp != nil || !c.ours(svc) {
 		return c.cleanup(ctx, svc)
 	}
