@@ -19,15 +19,16 @@ import (
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
-// lbctl tenant list / gc, vip list --orphaned and status against a real lbd:
-// a tenant whose heartbeat is older than the threshold is silent, one that
-// never sent one is not; gc deletes exactly the silent tenant's services.
-func TestTenantCommands(t *testing.T) {
+// tenantEnv starts a real lbd with a pool and the services vips (each
+// "tenant:name"), and returns lbctl against it and a TenantService client
+// (closed when the test ends).
+func tenantEnv(t *testing.T, vips ...string) (*realEnv, edgelbv1.TenantServiceClient) {
+	t.Helper()
 	m := lbdtest.StartCluster(t, 1, lbdtest.Plaintext()).Members[0]
 	e := newRealEnv(t, m)
 	eventually(t, "member ready", func() bool { return e.run("vip list").code == 0 })
 	e.ok("pool create p --range 192.0.2.0/24")
-	for _, v := range []string{"gone:a", "gone:b", "alive:a", "manual:a"} {
+	for _, v := range vips {
 		tenant, name, _ := strings.Cut(v, ":")
 		e.ok("vip", "create", name, "--tenant", tenant, "--port", "tcp/80:30080", "--backend", "10.0.0.11")
 	}
@@ -35,8 +36,15 @@ func TestTenantCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
-	tc := edgelbv1.NewTenantServiceClient(cc)
+	t.Cleanup(func() { cc.Close() })
+	return e, edgelbv1.NewTenantServiceClient(cc)
+}
+
+// lbctl tenant list / gc, vip list --orphaned and status against a real lbd:
+// a tenant whose heartbeat is older than the threshold is silent, one that
+// never sent one is not; gc deletes exactly the silent tenant's services.
+func TestTenantCommands(t *testing.T) {
+	e, tc := tenantEnv(t, "gone:a", "gone:b", "alive:a", "manual:a")
 	beat := func(tenant string) {
 		if _, err := tc.RenewTenantHeartbeat(context.Background(), &edgelbv1.RenewTenantHeartbeatRequest{Tenant: tenant}); err != nil {
 			t.Fatal(err)
@@ -126,20 +134,7 @@ func TestTenantCommands(t *testing.T) {
 // the services a live cloud provider reported orphaned (their Kubernetes
 // Service is gone), with why, beside those of a silent tenant.
 func TestOrphanedServicesReportedByLiveTenant(t *testing.T) {
-	m := lbdtest.StartCluster(t, 1, lbdtest.Plaintext()).Members[0]
-	e := newRealEnv(t, m)
-	eventually(t, "member ready", func() bool { return e.run("vip list").code == 0 })
-	e.ok("pool create p --range 192.0.2.0/24")
-	for _, v := range []string{"gone:x", "alive:a", "alive:b"} {
-		tenant, name, _ := strings.Cut(v, ":")
-		e.ok("vip", "create", name, "--tenant", tenant, "--port", "tcp/80:30080", "--backend", "10.0.0.11")
-	}
-	cc, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	tc := edgelbv1.NewTenantServiceClient(cc)
+	e, tc := tenantEnv(t, "gone:x", "alive:a", "alive:b")
 	beat := func(tenant string, orphaned ...string) error {
 		_, err := tc.RenewTenantHeartbeat(context.Background(), &edgelbv1.RenewTenantHeartbeatRequest{Tenant: tenant, OrphanedServices: orphaned})
 		return err
