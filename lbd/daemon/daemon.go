@@ -633,8 +633,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			if all == nil {
 				all, _ = d.node.FSM.All()
 			}
-			if ended := endedCopies(prevFrom, provisional, all); len(ended) > 0 {
-				if pe != nil {
+			if pe != nil {
+				if ended := endedCopies(prevFrom, provisional, all); len(ended) > 0 {
 					pe.EndProvisional(ended)
 				}
 			}
