@@ -60,3 +60,13 @@ func TestParseARPReplies(t *testing.T) {
 		t.Errorf("two hosts answering: %v", got)
 	}
 }
+
+// TestProfileLease: the hung scenarios bound the fence by the lease of the
+// profile in use, lbd's own default for the empty lan profile.
+func TestProfileLease(t *testing.T) {
+	for name, want := range map[string]time.Duration{"lan": 250 * time.Millisecond, "double": 500 * time.Millisecond, "guest": 4 * time.Second} {
+		if got := (&suite{profile: name}).lease(t); got != want {
+			t.Errorf("profile %s: lease %s, want %s", name, got, want)
+		}
+	}
+}

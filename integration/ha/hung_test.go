@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/mdlayher/arp"
+	"sigs.k8s.io/yaml"
 
 	"github.com/edgelb/edgelb/integration/lab"
 	"github.com/edgelb/edgelb/integration/netns"
 	"github.com/edgelb/edgelb/integration/topo"
+	"github.com/edgelb/edgelb/lbd/config"
 )
 
 // arpWatch asks for the VIP from the client every 50 ms (one ARP request,
@@ -143,16 +145,15 @@ func (w *arpWatch) finish() (samples int, multi []string, err error) {
 	return w.samples, w.multi, w.lastErr
 }
 
-// lease is the ownership lease of the profile in use.
-func (s *suite) lease() time.Duration {
-	for _, l := range strings.Split(profiles[s.profile], "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "lease: "); ok {
-			if d, err := time.ParseDuration(v); err == nil {
-				return d
-			}
-		}
+// lease is the ownership lease of the profile in use: the profile read over
+// lbd's defaults, as lbd reads its config file (the lan profile is empty).
+func (s *suite) lease(t *testing.T) time.Duration {
+	t.Helper()
+	c := config.Default()
+	if err := yaml.UnmarshalStrict([]byte(profiles[s.profile]), &c); err != nil {
+		t.Fatalf("profile %q: %v", s.profile, err)
 	}
-	return 2 * time.Second // lbd's default
+	return c.Ownership.Lease.Duration
 }
 
 // hung makes the VIP's owner hang, as a member of the cluster, and checks
@@ -173,7 +174,7 @@ func (s *suite) lease() time.Duration {
 // Without the fence's lease both fail: the owner keeps the address (only
 // its stuck loop would withdraw it) and answers ARP beside the survivor.
 func (s *suite) hung(t *testing.T, kind string) {
-	lease := s.lease()
+	lease := s.lease(t)
 	leader := s.leader(t)
 	if kind == "leader" {
 		// The raft leader owns the VIP: after SIGCONT it believes it
