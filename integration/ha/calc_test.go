@@ -70,3 +70,21 @@ func TestProfileLease(t *testing.T) {
 		}
 	}
 }
+
+// TestResidue: failed new connections count against the handover whose
+// window they started in; those before the mark are not the move's; the
+// rest are away from any handover.
+func TestResidue(t *testing.T) {
+	s := time.Second
+	bad := func(at time.Duration) probe.Attempt { return probe.Attempt{At: at, Err: "timeout"} }
+	p := planned{
+		steady: probe.SteadyResult{Mark: 2 * s, Timeline: []probe.Attempt{
+			bad(s), {At: 3 * s}, bad(4 * s), bad(5 * s), bad(9 * s), bad(20 * s),
+		}},
+		handovers: []handover{{3 * s, 5 * s}, {8 * s, 10 * s}},
+	}
+	at, away := p.residue()
+	if len(at) != 2 || at[0] != 2 || at[1] != 1 || away != 1 {
+		t.Errorf("residue = %v, %d; want [2 1], 1", at, away)
+	}
+}

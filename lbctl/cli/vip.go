@@ -52,7 +52,7 @@ func (f *vipFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.family, "family", "", "family of the VIP to allocate: ipv4|ipv6")
 	fs.StringArrayVar(&f.ports, "port", nil, "port, repeatable: "+spec.PortSyntax)
 	fs.StringArrayVar(&f.backends, "backend", nil, "backend, repeatable: "+spec.BackendSyntax)
-	fs.StringVar(&f.scheduler, "scheduler", "", "IPVS scheduler: mh|rr|wrr|lc|wlc|sh (server default mh; a bgp pool takes only mh)")
+	fs.StringVar(&f.scheduler, "scheduler", "", "IPVS scheduler: mh|rr|wrr|lc|wlc|sh (server default mh; a bgp pool takes only mh; only mh and sh keep a connection opened just before a takeover, see docs/OPERATIONS.md)")
 	fs.StringVar(&f.mode, "mode", "", "forwarding mode: nat|dr (server default nat, dr in a bgp pool, which takes only dr)")
 	fs.StringVar(&f.persistence, "persistence", "", "client-IP affinity timeout, e.g. 3h or 10800 (seconds); 0 disables")
 	fs.StringVar(&f.check, "health-check", "", "health check type: tcp|sctp|http|https|none")
