@@ -234,10 +234,11 @@ func (s *suite) startTrafficWith(t *testing.T, held int, steady probe.Options) *
 // continues: it waits until every running member other than the owner lists
 // every held connection as synced (IPVS origin SYNC), and fails t if one
 // lists none of them. With mh a missing entry could hide behind the hash, so
-// the sync is checked here, before any fault. Some missing on one member
-// (3 of 20 once, in a run whose takeover then kept all 20) is logged with
-// the member's entries for those ports and its UDP counters: the evidence
-// for a lost sync message, not a failure of the daemons.
+// the sync is checked here, before any fault. Some missing on one member is
+// logged with that member's entries for those ports: so far always entries
+// of origin LOCAL, ESTABLISHED and fresh. The member held the tuple already,
+// from an earlier connection on the same client port while it owned the VIP,
+// and the kernel updates such an entry in place (state, timer, not origin).
 func (s *suite) waitSynced(t *testing.T, conns []netip.AddrPort, within time.Duration) {
 	t.Helper()
 	owner := s.owner(t)
@@ -627,15 +628,19 @@ type planned struct {
 type handover struct{ from, to time.Duration }
 
 // residuePerHandover is how many new connections a handover may fail, each
-// opened within its window. A connection whose handshake and request went
-// through the old owner in the last moment, and whose answer came back to
-// the new one before its sync message (sent at the client's 3rd packet and
-// held by the kernel up to 2 s) is lost now and then: 1 of 2,696 in a CI
-// rolling restart, 1 of 239 in a vip move, both 2026-12-05, with the held
-// connections all kept (docs/OPERATIONS.md, "Planned moves lose nothing").
-// Issue 19 asks for 0; until then a handover that fails more, or any failure
-// away from a handover (a gap in the data path), fails the scenario.
-const residuePerHandover = 2
+// opened within its window. The nodeserver speaks first. A connection whose
+// handshake went through the old owner just before the nodes learnt the new
+// owner's MAC has its greeting arrive at the new owner, which has neither a
+// conntrack entry nor (the kernel syncs a TCP connection at the client's 3rd
+// packet, and this client has sent 2) an IPVS entry for it: the takeover
+// guard drops the greeting and its retransmits, and the client, waiting to
+// read, sends nothing that would set the connection up. Captured in the
+// guest on 2026-12-05 (docs/OPERATIONS.md, "What a planned move still
+// loses"); seen 0–2 times per handover, 1 of 2,696 in a CI rolling restart.
+// Issue 19 asks for 0; until then a handover that fails more than this (a
+// gap in the data path fails dozens at 40/s), or any failure away from a
+// handover, fails the scenario.
+const residuePerHandover = 5
 
 // plannedMove runs move under traffic (held connections and new ones at a
 // steady rate), waits until another member holds the VIP and answers, and
