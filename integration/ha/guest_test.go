@@ -238,7 +238,8 @@ func (s *suite) startTrafficWith(t *testing.T, held int, steady probe.Options) *
 // logged with that member's entries for those ports: so far always entries
 // of origin LOCAL, ESTABLISHED and fresh. The member held the tuple already,
 // from an earlier connection on the same client port while it owned the VIP,
-// and the kernel updates such an entry in place (state, timer, not origin).
+// and the kernel updates such an entry in place (state and timer, not
+// origin) when the synced backend is the same, and replaces it otherwise.
 func (s *suite) waitSynced(t *testing.T, conns []netip.AddrPort, within time.Duration) {
 	t.Helper()
 	owner := s.owner(t)
