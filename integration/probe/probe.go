@@ -336,7 +336,6 @@ type Hold struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	res      HoldResult
-	locals   []netip.AddrPort
 }
 
 // StartHold opens m TCP connections and pings each every interval (a line; the node
@@ -388,9 +387,6 @@ func startHold(o Options, m int, interval time.Duration, push bool) (*Hold, erro
 	}
 	h.res.Opened = m
 	for i, c := range conns {
-		if ap, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil {
-			h.locals = append(h.locals, ap)
-		}
 		h.res.Nodes[names[i]]++
 		h.wg.Add(1)
 		go h.ping(i, c, names[i], time.Duration(i)*interval/time.Duration(m))
@@ -400,10 +396,6 @@ func startHold(o Options, m int, interval time.Duration, push bool) (*Hold, erro
 
 // Redials lists the dials that failed while opening and were retried.
 func (h *Hold) Redials() []string { return slices.Clone(h.res.Redials) }
-
-// Locals are the client addresses of the held connections: the key a
-// member's connection table lists them by.
-func (h *Hold) Locals() []netip.AddrPort { return slices.Clone(h.locals) }
 
 // StartPushHold is StartHold over connections on which the node speaks first:
 // each asks its node to stream (a line every 20 ms, unasked) and still pings
