@@ -98,10 +98,10 @@ func start(t *testing.T) *suite {
 	})
 	s := &suite{l: l, profile: profile}
 	s.lbctl(t, "pool", "create", "lab4", "--range", topo.VIPPoolV4)
-	// rr, not lbd's default mh. With mh the rolling restart reset one held
-	// connection in 2 of 7 full runs on 2026-12-05, the last 2 of 3 (cause
-	// not yet known; see docs/OPERATIONS.md, "Held connections reset");
-	// rr's record over many runs is better. A client packet that reaches the new owner before the
+	// rr, not lbd's default mh: the scheduler these scenarios have the
+	// longest record with. Both reset a held connection now and then on
+	// 2026-12-05 (cause not yet known; docs/OPERATIONS.md, "Held
+	// connections reset"). A client packet that reaches the new owner before the
 	// connection's sync message goes to a random node with rr (and is reset),
 	// to the node that holds it with mh.
 	s.lbctl(t, "vip", "create", vipName, "--wait", "--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
