@@ -101,9 +101,9 @@ func start(t *testing.T) *suite {
 	// rr, not lbd's default mh: the scheduler these scenarios have the
 	// longest record with. Both reset a held connection now and then on
 	// 2026-12-05 (cause not yet known; docs/OPERATIONS.md, "Held
-	// connections reset"). A client packet that reaches the new owner before the
-	// connection's sync message goes to a random node with rr (and is reset),
-	// to the node that holds it with mh.
+	// connections reset"). A client packet that reaches the new owner
+	// before the connection's sync message goes to a random node with rr
+	// (and is reset), to the node that holds it with mh.
 	s.lbctl(t, "vip", "create", vipName, "--wait", "--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
 		"--backend", backend(1), "--backend", backend(2), "--backend", backend(3))
 	owner := s.owner(t)
