@@ -93,6 +93,7 @@ func TestGuest(t *testing.T) {
 	t.Run("announcements_teach_the_client", s.announcements)
 	t.Run("takeover_without_sync_keeps_connections", s.sloppyTakeover)
 	t.Run("takeover_guard_keeps_server_push", s.takeoverGuard)
+	t.Run("stale_conntrack_of_a_reused_port", s.staleConntrack)
 	t.Run("source_ranges_drop_denied_clients", s.sourceRanges)
 	t.Run("health_checks_follow_healthz", s.health)
 	t.Run("metrics_after_traffic", s.metrics)
@@ -955,15 +956,17 @@ func waitStandby(t *testing.T, m *lab.Member, vip string) {
 
 // moveHeld moves vip from one member to another while hold keeps connections
 // through it: once to is a hot standby, then until the address has left from
-// and reached to. On a timeout it stops hold before failing, so the probe's
-// goroutines do not outlive the test.
+// and reached to. On a timeout it stops hold (if any) before failing, so the
+// probe's goroutines do not outlive the test.
 func (s *scenarios) moveHeld(t *testing.T, vip string, from, to *lab.Member, hold *probe.Hold) {
 	t.Helper()
 	waitStandby(t, to, vip)
 	mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
 	for t0 := time.Now(); !to.HasAddr(vip) || from.HasAddr(vip); time.Sleep(100 * time.Millisecond) {
 		if time.Since(t0) > guestWait {
-			hold.Stop()
+			if hold != nil {
+				hold.Stop()
+			}
 			t.Fatalf("%s did not move from %s to %s within %s", vip, from.ID, to.ID, guestWait)
 		}
 	}

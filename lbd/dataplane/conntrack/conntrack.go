@@ -16,15 +16,22 @@
 // kernel's code, not captured).
 //
 // Entries of connections IPVS still carries (synced from the member that
-// serves them, opening or established) are kept: their NAT mapping is the
-// one the node knows, and a node's packet that comes before the client's is
-// translated with them rather than met by the host's stack. Only the entries
-// of connections that ended elsewhere, or that IPVS no longer knows, are
-// deleted.
+// serves them, opening or established) to the same backend are kept: their
+// NAT mapping is the one the node knows, and a node's packet that comes
+// before the client's is translated with them rather than met by the host's
+// stack. An entry whose client tuple IPVS carries but to another backend is
+// an older connection's that reused the client's port: kept, it would let the
+// client's packets through (conntrack matches the original direction) while
+// the node's answers, which name the new backend, match nothing, are dropped
+// by the takeover guard and, once its window ends, reset by the host's
+// stack (measured in the guest: held connections reset 10 s after a drain).
+// It is deleted with the entries of connections that ended elsewhere or that
+// IPVS no longer knows.
 package conntrack
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -103,12 +110,13 @@ type Tuple struct {
 }
 
 // Match selects entries by their original destination address, except
-// those in Live, and counts what it selected per address in Seen (the
-// library deletes each it selects; one that vanished meanwhile is counted
-// too).
+// those of a connection in Live whose reply comes from the backend Live
+// names, and counts what it selected per address in Seen (the library
+// deletes each it selects; one that vanished meanwhile is counted too).
 type Match struct {
 	want map[netip.Addr]bool
-	Live map[Tuple]bool
+	// Live maps a connection IPVS carries (client → VIP) to its backend.
+	Live map[Tuple]netip.AddrPort
 	Seen map[netip.Addr]int
 }
 
@@ -129,7 +137,10 @@ func (m Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	}
 	src, _ := netip.AddrFromSlice(flow.Forward.SrcIP)
 	t := Tuple{Proto: flow.Forward.Protocol, Src: netip.AddrPortFrom(src.Unmap(), flow.Forward.SrcPort), Dst: netip.AddrPortFrom(dst.Unmap(), flow.Forward.DstPort)}
-	if m.Live[t] {
+	// The reply direction comes from the backend: an entry NATed by IPVS
+	// for this connection names it there.
+	node, _ := netip.AddrFromSlice(flow.Reverse.SrcIP)
+	if be, ok := m.Live[t]; ok && be == netip.AddrPortFrom(node.Unmap(), flow.Reverse.SrcPort) {
 		return false
 	}
 	m.Seen[dst.Unmap()]++
@@ -137,11 +148,11 @@ func (m Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 }
 
 // LiveIPVS reads the IPVS connection table at path and returns the
-// client→VIP tuples of the connections IPVS carries: opening or
+// client→VIP tuples, with their backends, of the connections IPVS carries: opening or
 // established, not closing or closed (connection sync reports a close as
 // FIN_WAIT, then TIME_WAIT or CLOSE; a SYN meeting one of the last two and an
 // old conntrack entry is what IPVS drops).
-func LiveIPVS(path string) (map[Tuple]bool, error) {
+func LiveIPVS(path string) (map[Tuple]netip.AddrPort, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read the IPVS connections: %w", err)
@@ -157,8 +168,8 @@ func LiveIPVS(path string) (map[Tuple]bool, error) {
 // parseIPVSConns parses /proc/net/ip_vs_conn: "Pro FromIP FPrt ToIP TPrt
 // DestIP DPrt State Expires …", IPv4 addresses and every port in hex, IPv6
 // addresses in full colon form.
-func parseIPVSConns(r io.Reader) (map[Tuple]bool, error) {
-	live := map[Tuple]bool{}
+func parseIPVSConns(r io.Reader) (map[Tuple]netip.AddrPort, error) {
+	live := map[Tuple]netip.AddrPort{}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -182,10 +193,11 @@ func parseIPVSConns(r io.Reader) (map[Tuple]bool, error) {
 		}
 		src, err1 := addrPort(f[1], f[2])
 		dst, err2 := addrPort(f[3], f[4])
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("line %q: %v %v", sc.Text(), err1, err2)
+		be, err3 := addrPort(f[5], f[6])
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return nil, fmt.Errorf("line %q: %w", sc.Text(), err)
 		}
-		live[Tuple{Proto: proto, Src: src, Dst: dst}] = true
+		live[Tuple{Proto: proto, Src: src, Dst: dst}] = be
 	}
 	return live, sc.Err()
 }

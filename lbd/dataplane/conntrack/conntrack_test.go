@@ -59,17 +59,17 @@ TCP fd00:0000:0000:0000:0000:0000:0000:0100 AF8C fd00:0000:0000:0000:0000:0000:0
 		t.Fatal(err)
 	}
 	ap := netip.MustParseAddrPort
-	want := map[Tuple]bool{
-		{6, ap("10.0.0.100:44940"), ap("10.0.0.215:80")}:   true,
-		{17, ap("10.0.0.100:54321"), ap("10.0.0.215:80")}:  true,
-		{6, ap("[fd00::100]:44940"), ap("[fd00::210]:80")}: true,
+	want := map[Tuple]netip.AddrPort{
+		{6, ap("10.0.0.100:44940"), ap("10.0.0.215:80")}:   ap("10.0.0.21:30080"),
+		{17, ap("10.0.0.100:54321"), ap("10.0.0.215:80")}:  ap("10.0.0.21:30080"),
+		{6, ap("[fd00::100]:44940"), ap("[fd00::210]:80")}: ap("[fd00::21]:30080"),
 	}
 	if len(live) != len(want) {
 		t.Fatalf("live %v, want %v", live, want)
 	}
-	for k := range want {
-		if !live[k] {
-			t.Errorf("%v missing from %v", k, live)
+	for k, be := range want {
+		if got, ok := live[k]; !ok || got != be {
+			t.Errorf("%v: backend %v (present %v), want %v", k, got, ok, be)
 		}
 	}
 	if _, err := parseIPVSConns(strings.NewReader("TCP zz 0050 0A0000D7 0050 0A000015 7580 ESTABLISHED 1\n")); err == nil {
@@ -77,18 +77,38 @@ TCP fd00:0000:0000:0000:0000:0000:0000:0100 AF8C fd00:0000:0000:0000:0000:0000:0
 	}
 }
 
-// An entry of a connection IPVS carries is kept: the node's packets of it
-// are translated with that entry.
+// An entry of a connection IPVS carries is kept when its reply comes from
+// the connection's backend: the node's packets of it are translated with
+// that entry. One from another backend is an older connection's that used
+// the same client port (the guest's drain reset two held connections that
+// way): it is deleted, so the client's next packet makes an entry that
+// names the right node.
 func TestMatchKeepsLiveConnections(t *testing.T) {
+	ap := netip.MustParseAddrPort
 	m := NewMatch(netip.MustParseAddr("10.0.0.215"))
-	m.Live = map[Tuple]bool{{6, netip.MustParseAddrPort("10.0.0.100:44940"), netip.MustParseAddrPort("10.0.0.215:80")}: true}
-	f := func(sport uint16) *netlink.ConntrackFlow {
-		return &netlink.ConntrackFlow{Forward: netlink.IPTuple{Protocol: 6, SrcIP: net.ParseIP("10.0.0.100"), SrcPort: sport, DstIP: net.ParseIP("10.0.0.215"), DstPort: 80}}
+	m.Live = map[Tuple]netip.AddrPort{
+		{6, ap("10.0.0.100:44940"), ap("10.0.0.215:80")}: ap("10.0.0.22:30080"),
+		{6, ap("10.0.0.100:44944"), ap("10.0.0.215:80")}: ap("10.0.0.22:30080"),
 	}
-	if m.MatchConntrackFlow(f(44940)) {
+	f := func(sport uint16, node string, nport uint16) *netlink.ConntrackFlow {
+		return &netlink.ConntrackFlow{
+			Forward: netlink.IPTuple{Protocol: 6, SrcIP: net.ParseIP("10.0.0.100"), SrcPort: sport, DstIP: net.ParseIP("10.0.0.215"), DstPort: 80},
+			Reverse: netlink.IPTuple{Protocol: 6, SrcIP: net.ParseIP(node), SrcPort: nport, DstIP: net.ParseIP("10.0.0.215"), DstPort: sport},
+		}
+	}
+	if m.MatchConntrackFlow(f(44940, "10.0.0.22", 30080)) {
 		t.Error("the live connection's entry was selected")
 	}
-	if !m.MatchConntrackFlow(f(44942)) {
+	if !m.MatchConntrackFlow(f(44942, "10.0.0.22", 30080)) {
 		t.Error("an entry IPVS does not carry was kept")
+	}
+	if !m.MatchConntrackFlow(f(44944, "10.0.0.23", 30080)) {
+		t.Error("an entry of the client's tuple that names another node was kept")
+	}
+	if !m.MatchConntrackFlow(f(44944, "10.0.0.22", 30081)) {
+		t.Error("an entry of the client's tuple that names another port of the node was kept")
+	}
+	if m.Seen[netip.MustParseAddr("10.0.0.215")] != 3 {
+		t.Errorf("counted %v, want 3", m.Seen)
 	}
 }
