@@ -492,13 +492,42 @@ func (m *Member) Signal(sig syscall.Signal, within time.Duration) error {
 	select {
 	case <-exited:
 	case <-time.After(within):
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("lbd %s did not exit within %s of %s; killed", m.ID, within, sig)
+		if sig == syscall.SIGKILL {
+			<-exited
+			return fmt.Errorf("lbd %s did not exit within %s of %s", m.ID, within, sig)
+		}
+		// SIGQUIT makes the Go runtime write every goroutine's stack to
+		// lbd's stderr (its log) and exit: what held the exit up.
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		b, _ := os.ReadFile(m.LogPath)
+		return fmt.Errorf("lbd %s did not exit within %s of %s; stopped with SIGQUIT, its goroutines are in %s; the stopping one:\n%s",
+			m.ID, within, sig, m.LogPath, StuckIn(string(b), "(*Daemon).Stop"))
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.err
+}
+
+// StuckIn returns, from a Go runtime's goroutine dump in log (the last one),
+// the stacks of the goroutines whose frames name fn, or "" when none does.
+func StuckIn(log, fn string) string {
+	i := strings.LastIndex(log, "SIGQUIT: quit")
+	if i < 0 {
+		return ""
+	}
+	var out []string
+	for _, g := range strings.Split(log[i:], "\n\n") {
+		if strings.HasPrefix(g, "goroutine ") && strings.Contains(g, fn) {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
 
 // Kill SIGKILLs the member's lbd and waits for it.
