@@ -1013,6 +1013,7 @@ const coalesce = 5 * time.Millisecond
 // plane is closed without withdrawing what it programmed (a restart must not
 // disturb traffic).
 func (d *Daemon) Stop() error {
+	defer watchStop(d.log, d.cfg.DataDir, stopStacksAfter)()
 	d.handOff() // handoff.go: a clean stop is a planned move of its VIPs
 	// From here on nothing renews the fence's lease: tell it this is a clean
 	// stop, which gives a restart the lease to take the addresses over.
