@@ -79,7 +79,14 @@ func start(t *testing.T) *suite {
 	// The hung_pass scenario holds one member's reconcile pass through the
 	// stall file (lbd/daemon/testhook.go); inert unless the file exists.
 	os.Setenv("EDGELB_TEST_HOOKS", "1")
+	var lbdArgs []string
+	if v := os.Getenv("EDGELB_E2E_SNAT"); v != "" {
+		// The rule engine, as in integration/e2e: EDGELB_E2E_SNAT=nftables.
+		lbdArgs = append(lbdArgs, "--snat", v)
+		t.Logf("lbd rule engine: %s", v)
+	}
 	l, err := lab.Start(lab.Config{
+		LBDArgs:   lbdArgs,
 		LBDConfig: cfg,
 		Bin:       os.Getenv("EDGELB_E2E_BIN"),
 		Work:      os.Getenv("EDGELB_E2E_WORK"),

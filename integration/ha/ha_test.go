@@ -17,6 +17,8 @@
 // EDGELB_HA_ROUNDS sets the rounds per kind of the benchmark (default 20);
 // EDGELB_HA_PROFILE picks lbd's timing: "guest" (the default), "double"
 // (twice lbd's defaults) or "lan" (lbd's defaults); see profiles.
+// EDGELB_E2E_SNAT picks the rule engine (nftables, iptables-legacy, ...), as in
+// integration/e2e.
 package ha
 
 import (
