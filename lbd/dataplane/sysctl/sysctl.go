@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -40,6 +41,12 @@ var Optional = []Setting{
 	// windows stopped while another member carried the connection. Strict
 	// window tracking then marks the connection's packets invalid, SNAT
 	// skips them, and the connection is reset.
+	// IPVS syncs a TCP connection when the client's packet count reaches
+	// the threshold (default 3). A connection whose client waits for the
+	// server to speak first (SMTP, MySQL, SSH banners) has sent 2 by then
+	// (SYN, ACK), so it reached the others only once the client spoke; a
+	// takeover in between met it unknown. 2 syncs it as it is established.
+	{"net.ipv4.vs.sync_threshold", "2 50", "connection sync carries a connection as soon as it is established, not at the client's first data"},
 	{"net.netfilter.nf_conntrack_tcp_be_liberal", "1", "a VIP that comes back to a member keeps its established connections despite that member's stale conntrack entries"},
 }
 
@@ -92,8 +99,14 @@ func set(root string, s Setting) error {
 	if err != nil {
 		return fmt.Errorf("sysctl %s=%s: read it back: %w", s.Key, s.Value, err)
 	}
-	if got := strings.TrimSpace(string(b)); got != s.Value {
+	if got := strings.TrimSpace(string(b)); !sameValue(got, s.Value) {
 		return fmt.Errorf("sysctl %s did not keep %s (reads %q): %s", s.Key, s.Value, got, s.Why)
 	}
 	return nil
+}
+
+// sameValue compares a value read back with the one written field by field:
+// the kernel prints a pair (sync_threshold) with a tab between its numbers.
+func sameValue(got, want string) bool {
+	return slices.Equal(strings.Fields(got), strings.Fields(want))
 }

@@ -153,3 +153,22 @@ func TestApplyOptional(t *testing.T) {
 	err := Apply(root, Required, Optional)
 	wantMention(t, err, "net.ipv4.vs.sloppy_tcp did not keep 1")
 }
+
+// The kernel prints a pair of numbers (sync_threshold) with a tab between
+// them: read back, it is the value written; other numbers are not.
+func TestSameValue(t *testing.T) {
+	for _, c := range []struct {
+		got, want string
+		same      bool
+	}{
+		{"2\t50", "2 50", true},
+		{"1", "1", true},
+		{"3\t50", "2 50", false},
+		{"2", "2 50", false},
+		{"0", "1", false},
+	} {
+		if sameValue(c.got, c.want) != c.same {
+			t.Errorf("sameValue(%q, %q) = %v", c.got, c.want, !c.same)
+		}
+	}
+}
