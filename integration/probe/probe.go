@@ -43,7 +43,11 @@ type Options struct {
 	// short gap would otherwise pass, and a short Timeout fails connections
 	// on a starved host whose packets were never lost.
 	NoRetransmit bool
-	next         *atomic.Uint64
+	// PushEvery (push holds) asks the node to push a line this often
+	// instead of every 20 ms: a client that has acknowledged everything is
+	// silent between pushes.
+	PushEvery time.Duration
+	next      *atomic.Uint64
 }
 
 // ErrRetransmitted is Once's error for a connection that was answered only
@@ -481,7 +485,11 @@ func (h *Hold) pushed(i int, c net.Conn, name string) {
 			return false
 		}
 	}
-	if _, err := c.Write([]byte("stream\n")); err != nil {
+	req := "stream\n"
+	if h.o.PushEvery > 0 {
+		req = "stream " + h.o.PushEvery.String() + "\n"
+	}
+	if _, err := c.Write([]byte(req)); err != nil {
 		broke(err)
 		return
 	}

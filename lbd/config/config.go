@@ -141,10 +141,8 @@ type DataPlane struct {
 	// client of each connection the sync daemon brought here a bare ACK
 	// (sequence 0) from the VIP, so its stack answers at once and the
 	// connection resumes without waiting for a retransmission timer
-	// (lbd/dataplane/tickle.go). Off by default: with it on every held
-	// connection broke in the guest (2026-12-05); likely because the ACK,
-	// sent from a raw socket, goes through conntrack, which then tracks the
-	// connection in the wrong direction (docs/DATAPLANE.md).
+	// (lbd/dataplane/tickle.go). On by default; sent on a packet socket,
+	// below netfilter (docs/DATAPLANE.md says why that matters).
 	TickleACKs bool `json:"tickleACKs"`
 	// InterfaceAddresses and Gateways are addresses this member reports as
 	// its own (the data interface's) and as its default gateways, in addition
@@ -251,7 +249,7 @@ func Default() Config {
 		DataPlane: DataPlane{
 			Mode: "ipvs", Interface: "eth0", SNAT: "auto",
 			GARPBurst: 3, GARPBurstInterval: Duration{100 * time.Millisecond}, GARPRepeatInterval: Duration{10 * time.Second},
-			ConnSync: true, SyncID: 1, TakeoverGuard: Duration{10 * time.Second},
+			ConnSync: true, SyncID: 1, TakeoverGuard: Duration{10 * time.Second}, TickleACKs: true,
 		},
 		Raft: Raft{
 			HeartbeatTimeout: Duration{500 * time.Millisecond}, ElectionTimeout: Duration{500 * time.Millisecond},

@@ -4,14 +4,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,12 +34,16 @@ import (
 // it to the node, which learns what the client has received.
 
 // tickleRounds are when, after the address goes up, the ACKs are sent: at
-// once and three more times, because the client answers only once its ARP
-// cache points here (the gratuitous ARP burst runs beside this), and Linux
-// answers out-of-window segments at most once per 500 ms per socket
-// (tcp_invalid_ratelimit). Several answers reach a node that still has data
-// in flight as duplicate ACKs: three of them make it retransmit at once.
-var tickleRounds = []time.Duration{0, 550 * time.Millisecond, 1100 * time.Millisecond, 1650 * time.Millisecond}
+// once and every 550 ms up to 3.3 s, because the client answers only once
+// its ARP cache points here (the gratuitous ARP burst runs beside this),
+// Linux answers out-of-window segments at most once per 500 ms per socket
+// (tcp_invalid_ratelimit), and a connection established just before the
+// takeover reaches this host's IPVS table only when the old owner's sync
+// daemon sends its buffer (when full, else up to 2 s later, checked every
+// second). Several answers reach a node that still has data in flight as
+// duplicate ACKs: three of them make it retransmit at once.
+var tickleRounds = []time.Duration{0, 550 * time.Millisecond, 1100 * time.Millisecond, 1650 * time.Millisecond,
+	2200 * time.Millisecond, 2750 * time.Millisecond, 3300 * time.Millisecond}
 
 // vsConn is one connection of the kernel's IPVS table: client → VIP:port.
 type vsConn struct {
@@ -122,31 +131,172 @@ func tcpChecksum(src, dst netip.Addr, seg []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// sendTickle sends one tickle ACK from the VIP (an address of this host, so
-// the raw socket may bind it) to the client.
-func sendTickle(from, to netip.AddrPort) error {
-	family := unix.AF_INET
-	if from.Addr().Is6() {
-		family = unix.AF_INET6
+// tickleIPPacket is tickleSegment inside an IPv4 or IPv6 header: the packet
+// goes out on a packet socket, below netfilter, so the IP header is ours.
+func tickleIPPacket(from, to netip.AddrPort) []byte {
+	seg := tickleSegment(from, to)
+	if from.Addr().Is4() {
+		h := make([]byte, 20, 20+len(seg))
+		h[0] = 0x45                                            // IPv4, 5 words
+		binary.BigEndian.PutUint16(h[2:], uint16(20+len(seg))) // total length
+		binary.BigEndian.PutUint16(h[6:], 0x4000)              // don't fragment
+		h[8], h[9] = 64, unix.IPPROTO_TCP
+		src, dst := from.Addr().As4(), to.Addr().As4()
+		copy(h[12:], src[:])
+		copy(h[16:], dst[:])
+		binary.BigEndian.PutUint16(h[10:], ipv4Checksum(h))
+		return append(h, seg...)
 	}
-	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	h := make([]byte, 40, 40+len(seg))
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:], uint16(len(seg)))
+	h[6], h[7] = unix.IPPROTO_TCP, 64
+	src, dst := from.Addr().As16(), to.Addr().As16()
+	copy(h[8:], src[:])
+	copy(h[24:], dst[:])
+	return append(h, seg...)
+}
+
+func ipv4Checksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// tickler sends tickle ACKs on packet sockets, below netfilter. Sent from a
+// raw IP socket, the ACK passed through LOCAL_OUT, where conntrack took it
+// for a new connection VIP:port → client; the client's answer then matched
+// that entry as its reply direction, was never SNATed to the VIP, and the
+// node, seeing the client's own address, could not place it: every held
+// connection broke in the guest (2026-12-05). A packet socket needs the
+// next hop's link-layer address, which the neighbour table gives (and which
+// the kernel is asked to resolve when it is missing).
+type tickler struct {
+	conns map[[2]int]*packet.Conn // per interface index and EtherType
+	hops  map[netip.Addr]nextHop  // per client address, for one run
+}
+
+type nextHop struct {
+	ifi *net.Interface
+	hw  net.HardwareAddr
+	err error
+}
+
+func newTickler() *tickler {
+	return &tickler{conns: map[[2]int]*packet.Conn{}, hops: map[netip.Addr]nextHop{}}
+}
+
+func (t *tickler) close() {
+	for _, c := range t.conns {
+		c.Close()
+	}
+}
+
+// resolveWait bounds how long the first tickle to a client waits for the
+// kernel to resolve its next hop (an ARP or NDP round trip on the segment).
+const resolveWait = 300 * time.Millisecond
+
+// hop finds the interface and link-layer address towards dst. A next hop
+// the neighbour table does not know is resolved by the kernel (NTF_USE),
+// waited for up to resolveWait, and otherwise left to the next round.
+func (t *tickler) hop(dst netip.Addr) nextHop {
+	if h, ok := t.hops[dst]; ok && h.err == nil {
+		return h
+	}
+	h := findHop(dst)
+	t.hops[dst] = h
+	return h
+}
+
+var errUnresolved = errors.New("next hop not resolved yet")
+
+// takeNothing is a socket filter that accepts no packet.
+var takeNothing = func() []bpf.RawInstruction {
+	r, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
 	if err != nil {
-		return fmt.Errorf("open a raw TCP socket: %w", err)
+		panic(err)
 	}
-	defer unix.Close(fd)
-	var src, dst unix.Sockaddr
-	if family == unix.AF_INET {
-		src = &unix.SockaddrInet4{Addr: from.Addr().As4()}
-		dst = &unix.SockaddrInet4{Addr: to.Addr().As4()}
-	} else {
-		src = &unix.SockaddrInet6{Addr: from.Addr().As16()}
-		dst = &unix.SockaddrInet6{Addr: to.Addr().As16()}
+	return r
+}()
+
+func findHop(dst netip.Addr) nextHop {
+	routes, err := netlink.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return nextHop{err: fmt.Errorf("route to %s: %v", dst, err)}
 	}
-	if err := unix.Bind(fd, src); err != nil {
-		return fmt.Errorf("bind the raw socket to %s: %w", from.Addr(), err)
+	r := routes[0]
+	ifi, err := net.InterfaceByIndex(r.LinkIndex)
+	if err != nil {
+		return nextHop{err: fmt.Errorf("interface %d of the route to %s: %w", r.LinkIndex, dst, err)}
 	}
-	if err := unix.Sendto(fd, tickleSegment(from, to), 0, dst); err != nil {
-		return fmt.Errorf("send a tickle ACK %s → %s: %w", from, to, err)
+	if ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) == 0 {
+		return nextHop{ifi: ifi, hw: make(net.HardwareAddr, 6)} // no link-layer addresses here
+	}
+	via := dst
+	if gw, ok := netip.AddrFromSlice(r.Gw); ok && gw.IsValid() && !gw.IsUnspecified() {
+		via = gw.Unmap()
+	}
+	family := netlink.FAMILY_V4
+	if via.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	lookup := func() net.HardwareAddr {
+		ns, err := netlink.NeighList(r.LinkIndex, family)
+		if err != nil {
+			return nil
+		}
+		for _, n := range ns {
+			a, _ := netip.AddrFromSlice(n.IP)
+			usable := n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT) != 0
+			if a.Unmap() == via && usable && len(n.HardwareAddr) > 0 {
+				return n.HardwareAddr
+			}
+		}
+		return nil
+	}
+	if hw := lookup(); hw != nil {
+		return nextHop{ifi: ifi, hw: hw}
+	}
+	// Ask the kernel to resolve it, as if a packet were waiting for it.
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: r.LinkIndex, Family: family, IP: via.AsSlice(), Flags: netlink.NTF_USE}); err != nil {
+		return nextHop{err: fmt.Errorf("resolve %s on %s: %w", via, ifi.Name, err)}
+	}
+	for deadline := time.Now().Add(resolveWait); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if hw := lookup(); hw != nil {
+			return nextHop{ifi: ifi, hw: hw}
+		}
+	}
+	return nextHop{err: fmt.Errorf("%s on %s: %w", via, ifi.Name, errUnresolved)}
+}
+
+// send sends one tickle ACK from the VIP to the client.
+func (t *tickler) send(from, to netip.AddrPort) error {
+	h := t.hop(to.Addr())
+	if h.err != nil {
+		return h.err
+	}
+	proto := unix.ETH_P_IP
+	if to.Addr().Is6() {
+		proto = unix.ETH_P_IPV6
+	}
+	key := [2]int{h.ifi.Index, proto}
+	c := t.conns[key]
+	if c == nil {
+		var err error
+		// The socket only sends: a filter that takes nothing keeps the
+		// host's traffic from being copied to it.
+		if c, err = packet.Listen(h.ifi, packet.Datagram, proto, &packet.Config{Filter: takeNothing}); err != nil {
+			return fmt.Errorf("open a packet socket on %s: %w", h.ifi.Name, err)
+		}
+		t.conns[key] = c
+	}
+	if _, err := c.WriteTo(tickleIPPacket(from, to), &packet.Addr{HardwareAddr: h.hw}); err != nil {
+		return fmt.Errorf("send a tickle ACK %s → %s on %s: %w", from, to, h.ifi.Name, err)
 	}
 	return nil
 }
@@ -156,6 +306,8 @@ func sendTickle(from, to netip.AddrPort) error {
 // that took vip over, never in it: the pass must not wait for it.
 func (e *Engine) tickle(ctx context.Context, vip netip.Addr, tenant string) {
 	start := time.Now()
+	tk := newTickler()
+	defer tk.close()
 	sent, failed := 0, 0
 	var lastErr error
 	for _, at := range tickleRounds {
@@ -176,7 +328,7 @@ func (e *Engine) tickle(ctx context.Context, vip netip.Addr, tenant string) {
 			return
 		}
 		for _, c := range conns {
-			if err := sendTickle(c.vip, c.client); err != nil {
+			if err := tk.send(c.vip, c.client); err != nil {
 				failed++
 				lastErr = err
 				continue

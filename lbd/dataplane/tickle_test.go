@@ -56,6 +56,33 @@ func TestTickleSegment(t *testing.T) {
 	}
 }
 
+// The IP packet around the segment: the header's checksum verifies, the
+// lengths and addresses are the connection's, IPv4 and IPv6.
+func TestTickleIPPacket(t *testing.T) {
+	from, to := netip.MustParseAddrPort("10.0.0.210:80"), netip.MustParseAddrPort("10.0.0.200:50000")
+	p := tickleIPPacket(from, to)
+	if len(p) != 40 || p[0] != 0x45 || binary.BigEndian.Uint16(p[2:]) != 40 || p[9] != unix.IPPROTO_TCP || p[8] == 0 {
+		t.Errorf("IPv4 header % x", p[:20])
+	}
+	if ipv4Checksum(p[:20]) != 0 {
+		t.Error("the IPv4 header checksum does not verify")
+	}
+	if netip.AddrFrom4([4]byte(p[12:16])) != from.Addr() || netip.AddrFrom4([4]byte(p[16:20])) != to.Addr() {
+		t.Errorf("addresses % x", p[12:20])
+	}
+	if tcpChecksum(from.Addr(), to.Addr(), p[20:]) != 0 {
+		t.Error("the segment's checksum does not verify inside the packet")
+	}
+	from6, to6 := netip.MustParseAddrPort("[2001:db8::d2]:443"), netip.MustParseAddrPort("[2001:db8::c8]:40000")
+	p = tickleIPPacket(from6, to6)
+	if len(p) != 60 || p[0]>>4 != 6 || binary.BigEndian.Uint16(p[4:]) != 20 || p[6] != unix.IPPROTO_TCP || p[7] == 0 {
+		t.Errorf("IPv6 header % x", p[:40])
+	}
+	if netip.AddrFrom16([16]byte(p[8:24])) != from6.Addr() || netip.AddrFrom16([16]byte(p[24:40])) != to6.Addr() {
+		t.Errorf("IPv6 addresses % x", p[8:40])
+	}
+}
+
 // On loopback, with the real kernel: a tickle ACK to the client of an
 // established connection makes the client's stack answer at once with an
 // ACK carrying its real acknowledgement number (the point of the tickle).
@@ -119,7 +146,9 @@ func TestTickleElicitsTheClientsACK(t *testing.T) {
 	if clientACK(300 * time.Millisecond) {
 		t.Fatal("the idle client sent an ACK without a tickle: the check below would prove nothing")
 	}
-	if err := sendTickle(server, client); err != nil {
+	tk := newTickler()
+	defer tk.close()
+	if err := tk.send(server, client); err != nil {
 		t.Fatal(err)
 	}
 	if !clientACK(3 * time.Second) {

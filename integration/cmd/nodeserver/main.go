@@ -8,7 +8,8 @@
 //     again (so a long-lived connection can be pinged); the line "whoami" gets
 //     "NAME CLIENT-ADDRESS\n", the source address the node sees (direct routing
 //     keeps the client's, NAT does not); the line "stream" starts "NAME\n" every
-//     20 ms, unasked, beside the answers (a server push: the node speaks first).
+//     20 ms, unasked, beside the answers (a server push: the node speaks first);
+//     "stream 1s" every second (any Go duration, at least 1 ms).
 //   - UDP: every datagram is answered with "NAME\n".
 //   - SCTP (--sctp-port, IPv4): each association gets "NAME\n", then the node
 //     waits for the client to close (so the line is never cut off by our own
@@ -159,14 +160,20 @@ func serveTCP(ln net.Listener, reply []byte) {
 					return
 				}
 				out := reply
-				switch strings.TrimSpace(string(line)) {
+				cmd, arg, _ := strings.Cut(strings.TrimSpace(string(line)), " ")
+				switch cmd {
 				case "whoami":
 					out = whoami
 				case "stream":
-					// The node speaks first: its name every 20 ms until the
-					// connection ends (a server push; see the e2e takeover guard).
+					// The node speaks first: its name every 20 ms (or every
+					// arg) until the connection ends (a server push; see the
+					// e2e takeover guard and tickle ACKs).
+					every := 20 * time.Millisecond
+					if d, err := time.ParseDuration(arg); err == nil && d >= time.Millisecond {
+						every = d
+					}
 					go func() {
-						t := time.NewTicker(20 * time.Millisecond)
+						t := time.NewTicker(every)
 						defer t.Stop()
 						for {
 							select {
