@@ -853,7 +853,7 @@ func TestGuestBench(t *testing.T) {
 		}
 		rounds = n
 	}
-	for _, kind := range []string{"sigkill", "leader", "partition"} {
+	for _, kind := range []string{"sigkill", "leader", "partition", "oneway"} {
 		t.Run(kind, func(t *testing.T) {
 			var outs []time.Duration
 			opened, kept := 0, 0

@@ -242,12 +242,17 @@ func sources() []source {
 				{"guest failover, owner's lbd SIGKILLed: new conns out p50", "failover-sigkill p50", "ms", "", ""},
 				{"guest failover, owner's lbd SIGKILLed: new conns out p99", "failover-sigkill p99", "ms", "≤ 500 ms", ""},
 				{"established connections kept (lbd SIGKILLed)", "kept-sigkill", "%", "≥ 99 %", ""},
+				{"guest failover, leader+owner SIGKILLed p50", "failover-leader p50", "ms", "", ""},
 				{"guest failover, leader+owner SIGKILLed p99", "failover-leader p99", "ms", "≤ 500 ms", ""},
 				{"established connections kept (leader SIGKILLed)", "kept-leader", "%", "≥ 99 %", ""},
 				{"guest failover, owner's link cut p50", "failover-partition p50", "ms", "", ""},
 				{"guest failover, owner's link cut p99", "failover-partition p99", "ms", "≤ 500 ms", ""},
 				{"established connections kept (link cut)", "kept-partition", "%", "≥ 99 %", ""},
-				{"planned drain: connections dropped", "drain-dropped", "conns", "0", ""},
+				{"guest failover, owner's packets to its peers lost (one-way) p50", "failover-oneway p50", "ms", "", ""},
+				{"guest failover, owner's packets to its peers lost (one-way) p99", "failover-oneway p99", "ms", "≤ 500 ms", ""},
+				{"established connections kept (one-way loss)", "kept-oneway", "%", "≥ 99 %", ""},
+				{"planned drain: held connections dropped", "drain-dropped", "conns", "0", ""},
+				{"planned drain: new connections failed", "drain-new-failed", "conns", "0", ""},
 			}},
 		// One round of each loss per run (integration/bgp, the speaker
 		// scenario): the figures of that round, not percentiles.
