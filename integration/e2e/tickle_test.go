@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgelb/edgelb/integration/lab"
 	"github.com/edgelb/edgelb/integration/probe"
+	"github.com/edgelb/edgelb/integration/topo"
 )
 
 // tickleACKs: connections whose client is silent survive a move. The
@@ -67,4 +68,82 @@ func tickleLog(t *testing.T, m *lab.Member) string {
 		return "no tickle ACKs logged"
 	}
 	return last
+}
+
+// handoverSync: a planned move carries the old owner's connections to the
+// new one even with the old owner's kernel sync daemon (master) stopped,
+// because lbd sends them itself, in the kernel's sync messages, when the
+// move starts and when it withdraws the address (lbd dataplane/syncpush.go).
+// The VIP schedules round-robin: a connection the new owner did not know
+// would be scheduled afresh there (sloppy_tcp), most likely to another node,
+// and break.
+func (s *scenarios) handoverSync(t *testing.T) {
+	const name, vip = "handsync", "10.0.0.219"
+	tcp := probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 2 * time.Second}
+	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
+		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
+	defer s.deleteVIP_(t, name)
+	var to *lab.Member
+	for _, m := range s.l.Members {
+		if m != owner && m.Running() {
+			to = m
+			break
+		}
+	}
+	if to == nil {
+		t.Fatalf("no running member besides %s", owner.ID)
+	}
+	ns := owner.Host.Name
+	daemons, err := topo.Run(ns, "ipvsadm", "-L", "--daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mcast, syncid string
+	for _, l := range strings.Split(daemons, "\n") {
+		if strings.HasPrefix(l, "master sync daemon") {
+			for _, f := range strings.FieldsFunc(l, func(r rune) bool { return r == '(' || r == ')' || r == ',' || r == ' ' }) {
+				if v, ok := strings.CutPrefix(f, "mcast="); ok {
+					mcast = v
+				}
+				if v, ok := strings.CutPrefix(f, "syncid="); ok {
+					syncid = v
+				}
+			}
+		}
+	}
+	if mcast == "" || syncid == "" {
+		t.Fatalf("%s runs no master sync daemon:\n%s", owner.ID, daemons)
+	}
+	if _, err := topo.Run(ns, "ipvsadm", "--stop-daemon", "master"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := topo.Run(ns, "ipvsadm", "--start-daemon", "master", "--mcast-interface", mcast, "--syncid", syncid); err != nil {
+			t.Errorf("restart %s's master sync daemon: %v", owner.ID, err)
+		}
+	}()
+	hold, err := probe.StartHold(tcp, 10, 250*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logRedials(t, hold)
+	time.Sleep(2 * time.Second)
+	if conns, _ := topo.Run(to.Host.Name, "ipvsadm", "-Lnc"); strings.Contains(conns, vip+":80") {
+		hold.Stop()
+		t.Fatalf("%s knows the connections although %s's master sync daemon is stopped:\n%s", to.ID, owner.ID, conns)
+	}
+	s.moveHeld(t, vip, owner, to, hold)
+	time.Sleep(3 * time.Second) // a dozen pings on each connection through the new owner
+	hr := hold.Stop()
+	reportBroken(t, "held", hr)
+	var sent string
+	for _, l := range strings.Split(owner.LogTail(200), "\n") {
+		if strings.Contains(l, "connections of a handed-over VIP sent") && strings.Contains(l, vip) {
+			sent = strings.TrimSpace(l)
+		}
+	}
+	if sent == "" {
+		t.Errorf("%s logged no handover sync for %s", owner.ID, vip)
+	}
+	t.Logf("moved %s→%s (rr) with %s's master sync daemon stopped: held %d/%d kept, %d pings; %s", owner.ID, to.ID, owner.ID, hr.Kept, hr.Opened, hr.Pings, sent)
 }

@@ -98,6 +98,9 @@ func (e *Engine) handOver(a netip.Addr, owner, tenant string) bool {
 	e.ann.Removed(a)
 	e.ho.pending[a] = &handover{to: to, tenant: tenant, until: time.Now().Add(HandoverHold)}
 	e.log.Info("VIP moved to another member: keeping it until the new owner announces it", "vip", a, "tenant", tenant, "to", to, "at_most", HandoverHold)
+	if e.bg != nil {
+		go e.pushSync(e.bg, a, tenant, "handover started")
+	}
 	if !e.ho.running {
 		e.ho.running = true
 		go e.watchHandovers()
@@ -202,6 +205,9 @@ func (e *Engine) endHandovers(seen netip.Addr, now time.Time) bool {
 		if err := e.removeAddr(a, h.tenant, why); err != nil {
 			e.log.Error("withdraw a handed-over VIP", "vip", a, "err", err)
 			continue
+		}
+		if e.bg != nil {
+			go e.pushSync(e.bg, a, h.tenant, "address withdrawn")
 		}
 		changed = true
 	}

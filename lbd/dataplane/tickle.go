@@ -45,10 +45,12 @@ import (
 var tickleRounds = []time.Duration{0, 550 * time.Millisecond, 1100 * time.Millisecond, 1650 * time.Millisecond,
 	2200 * time.Millisecond, 2750 * time.Millisecond, 3300 * time.Millisecond}
 
-// vsConn is one connection of the kernel's IPVS table: client → VIP:port.
+// vsConn is one connection of the kernel's IPVS table: client → VIP:port →
+// backend.
 type vsConn struct {
-	client netip.AddrPort
-	vip    netip.AddrPort
+	client  netip.AddrPort
+	vip     netip.AddrPort
+	backend netip.AddrPort
 }
 
 // readVSConns lists the established TCP connections to vip in the IPVS
@@ -66,13 +68,16 @@ func readVSConns(r io.Reader, vip netip.Addr) ([]vsConn, error) {
 		cport, err2 := strconv.ParseUint(f[2], 16, 16)
 		vaddr, err3 := parseProcAddr(f[3])
 		vport, err4 := strconv.ParseUint(f[4], 16, 16)
-		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+		daddr, err5 := parseProcAddr(f[5])
+		dport, err6 := strconv.ParseUint(f[6], 16, 16)
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil || err6 != nil {
 			continue // not a connection line (the header)
 		}
 		if vaddr != vip {
 			continue
 		}
-		out = append(out, vsConn{client: netip.AddrPortFrom(cip, uint16(cport)), vip: netip.AddrPortFrom(vaddr, uint16(vport))})
+		out = append(out, vsConn{client: netip.AddrPortFrom(cip, uint16(cport)), vip: netip.AddrPortFrom(vaddr, uint16(vport)),
+			backend: netip.AddrPortFrom(daddr, uint16(dport))})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read the IPVS connection table: %w", err)

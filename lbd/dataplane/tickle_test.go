@@ -25,7 +25,7 @@ TCP 2001:db8::c8 C353 2001:db8::d2 0050 2001:db8::101 7786 ESTABLISHED     877
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []vsConn{{client: netip.MustParseAddrPort("10.0.0.200:50000"), vip: netip.MustParseAddrPort("10.0.0.210:80")}}
+	want := []vsConn{{client: netip.MustParseAddrPort("10.0.0.200:50000"), vip: netip.MustParseAddrPort("10.0.0.210:80"), backend: netip.MustParseAddrPort("10.0.1.1:30598")}}
 	if len(got) != 1 || got[0] != want[0] {
 		t.Errorf("connections %v, want %v (established TCP to the VIP only)", got, want)
 	}

@@ -22,11 +22,22 @@ const (
 	daemonAttrState   = 1
 	daemonAttrMcastIf = 2
 	daemonAttrSyncID  = 3
+	daemonAttrMaxLen  = 4
 
 	// StateMaster sends this host's connections; StateBackup receives others'.
 	StateMaster = 1
 	StateBackup = 2
 )
+
+// MasterMaxLen is the master's largest sync message (UDP payload), about 6
+// IPv4 connections. The kernel sends a message when the next connection
+// does not fit in it, else when it is 2 s old (ip_vs_sync.c): at the
+// interface MTU's 1472 bytes, about 40 connections, a connection opened
+// just before a takeover reached the new owner 2-3 s later under the HA
+// scenarios' traffic (packet captures, 2026-12-05), and one whose client
+// was silent failed. Smaller messages go out as soon as a few connections
+// change; the cost is more, smaller sync packets.
+const MasterMaxLen = 256
 
 func send(cmd uint8, state uint32, ifname string, syncID uint32) error {
 	c, err := genetlink.Dial(nil)
@@ -44,6 +55,9 @@ func send(cmd uint8, state uint32, ifname string, syncID uint32) error {
 		if cmd == cmdNewDaemon {
 			n.String(daemonAttrMcastIf, ifname)
 			n.Uint32(daemonAttrSyncID, syncID)
+			if state == StateMaster {
+				n.Uint16(daemonAttrMaxLen, MasterMaxLen)
+			}
 		}
 		return nil
 	})
@@ -56,8 +70,10 @@ func send(cmd uint8, state uint32, ifname string, syncID uint32) error {
 	return err
 }
 
-// Start runs the master and backup daemons on ifname with syncID. Daemons
-// already running are left as they are.
+// Start runs the master and backup daemons on ifname with syncID, the
+// master's messages at most MasterMaxLen. Daemons already running are left
+// as they are (one an older lbd started keeps its message size until the
+// daemons are restarted).
 func Start(ifname string, syncID uint32) error {
 	for _, st := range []uint32{StateMaster, StateBackup} {
 		if err := send(cmdNewDaemon, st, ifname, syncID); err != nil && !errors.Is(err, unix.EEXIST) {

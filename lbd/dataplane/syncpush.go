@@ -1,0 +1,64 @@
+package dataplane
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/edgelb/edgelb/lbd/dataplane/syncd"
+	"golang.org/x/sys/unix"
+)
+
+// pushSync sends the established TCP connections of vip, as this host's
+// IPVS table holds them, to every member's backup sync daemon at once, in
+// the kernel's own sync messages (package syncd). It runs when a planned
+// move starts (the new owner has them before it announces the VIP) and
+// again when this host withdraws the address (for those opened during the
+// hold).
+//
+// Why: the kernel's master sends a connection's sync message when its
+// buffer is full or 2 s old. After a handover this host carries no more
+// traffic for the VIP, so its last buffer waits out the 2 s, and a
+// connection opened just before, whose client waits for the server to
+// speak, met the new owner unknown: the node's packets were dropped by the
+// takeover guard and the client, knowing nothing, could not be tickled
+// (packet captures of the HA suite's vip move, 2026-12-05). Messages the
+// kernel sends later for the same connections update them in place.
+func (e *Engine) pushSync(ctx context.Context, vip netip.Addr, tenant, why string) {
+	if e.cfg.SyncInterface == "" {
+		return
+	}
+	t0 := time.Now()
+	f, err := os.Open("/proc/net/ip_vs_conn")
+	if err != nil {
+		e.log.Warn("handover sync not sent: cannot read the IPVS connection table", "vip", vip, "tenant", tenant, "err", err)
+		return
+	}
+	vs, err := readVSConns(f, vip)
+	f.Close()
+	if err != nil || len(vs) == 0 {
+		if err != nil {
+			e.log.Warn("handover sync not sent", "vip", vip, "tenant", tenant, "err", err)
+		}
+		return
+	}
+	conns := make([]syncd.Conn, 0, len(vs))
+	for _, c := range vs {
+		conns = append(conns, syncd.Conn{Proto: unix.IPPROTO_TCP, Client: c.client, VIP: c.vip, Backend: c.backend, State: syncd.TCPEstablished})
+	}
+	msgs, err := syncd.Encode(uint8(e.cfg.SyncID), conns, syncMessageLen)
+	if err == nil {
+		err = syncd.Send(ctx, e.cfg.SyncInterface, msgs)
+	}
+	if err != nil {
+		e.log.Warn("handover sync not sent; the kernel's own sync follows within seconds", "vip", vip, "tenant", tenant, "err", err)
+		return
+	}
+	e.log.Info("connections of a handed-over VIP sent to the members' sync daemons", "vip", vip, "tenant", tenant, "when", why,
+		"connections", len(conns), "messages", len(msgs), "took", time.Since(t0).Round(time.Microsecond))
+}
+
+// syncMessageLen is the size of the handover's sync messages: what the
+// kernel's backup reads in one datagram at the segment's usual MTU.
+const syncMessageLen = 1472
