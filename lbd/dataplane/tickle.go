@@ -202,20 +202,31 @@ func (t *tickler) close() {
 	}
 }
 
-// resolveWait bounds how long the first tickle to a client waits for the
-// kernel to resolve its next hop (an ARP or NDP round trip on the segment).
-const resolveWait = 300 * time.Millisecond
+// resolveWait is how long a round waits, once, for the kernel to resolve
+// the next hops it did not know (an ARP or NDP round trip on the segment)
+// before it tickles those clients.
+const resolveWait = 100 * time.Millisecond
 
 // hop finds the interface and link-layer address towards dst. A next hop
-// the neighbour table does not know is resolved by the kernel (NTF_USE),
-// waited for up to resolveWait, and otherwise left to the next round.
+// the neighbour table does not know is handed to the kernel to resolve
+// (NTF_USE) and reported as errUnresolved; a failure is remembered until
+// nextRound, so many connections of one client look it up once.
 func (t *tickler) hop(dst netip.Addr) nextHop {
-	if h, ok := t.hops[dst]; ok && h.err == nil {
+	if h, ok := t.hops[dst]; ok {
 		return h
 	}
 	h := findHop(dst)
 	t.hops[dst] = h
 	return h
+}
+
+// nextRound forgets the next hops that could not be found, to try them again.
+func (t *tickler) nextRound() {
+	for a, h := range t.hops {
+		if h.err != nil {
+			delete(t.hops, a)
+		}
+	}
 }
 
 var errUnresolved = errors.New("next hop not resolved yet")
@@ -270,11 +281,6 @@ func findHop(dst netip.Addr) nextHop {
 	// Ask the kernel to resolve it, as if a packet were waiting for it.
 	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: r.LinkIndex, Family: family, IP: via.AsSlice(), Flags: netlink.NTF_USE}); err != nil {
 		return nextHop{err: fmt.Errorf("resolve %s on %s: %w", via, ifi.Name, err)}
-	}
-	for deadline := time.Now().Add(resolveWait); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if hw := lookup(); hw != nil {
-			return nextHop{ifi: ifi, hw: hw}
-		}
 	}
 	return nextHop{err: fmt.Errorf("%s on %s: %w", via, ifi.Name, errUnresolved)}
 }
@@ -332,7 +338,32 @@ func (e *Engine) tickle(ctx context.Context, vip netip.Addr, tenant string) {
 			e.log.Warn("tickle ACKs not sent", "vip", vip, "tenant", tenant, "err", err)
 			return
 		}
+		tk.nextRound()
+		var unresolved []vsConn
 		for _, c := range conns {
+			if err := tk.send(c.vip, c.client); err != nil {
+				if errors.Is(err, errUnresolved) {
+					unresolved = append(unresolved, c)
+					continue
+				}
+				failed++
+				lastErr = err
+				continue
+			}
+			sent++
+		}
+		if len(unresolved) == 0 {
+			continue
+		}
+		// Once per round, for every next hop the kernel was asked to
+		// resolve: the next round is half a second away.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(resolveWait):
+		}
+		tk.nextRound()
+		for _, c := range unresolved {
 			if err := tk.send(c.vip, c.client); err != nil {
 				failed++
 				lastErr = err

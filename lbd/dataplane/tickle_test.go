@@ -155,3 +155,24 @@ func TestTickleElicitsTheClientsACK(t *testing.T) {
 		t.Fatal("the client's stack did not answer the tickle ACK within 3s")
 	}
 }
+
+// A next hop that cannot be found is looked for once per round, however
+// many connections its client has, and again in the next round.
+func TestTicklerRemembersFailuresForARound(t *testing.T) {
+	tk := newTickler()
+	a := netip.MustParseAddr("192.0.2.1")
+	tk.hops[a] = nextHop{err: errUnresolved}
+	if h := tk.hop(a); h.err == nil {
+		t.Fatal("a failure remembered for the round was looked up again")
+	}
+	tk.nextRound()
+	if _, ok := tk.hops[a]; ok {
+		t.Error("the next round kept the failure")
+	}
+	ok := nextHop{ifi: &net.Interface{Index: 1}, hw: net.HardwareAddr{2, 0, 0, 0, 0, 1}}
+	tk.hops[a] = ok
+	tk.nextRound()
+	if h := tk.hops[a]; h.err != nil || h.ifi == nil {
+		t.Error("the next round forgot a next hop that was found")
+	}
+}
