@@ -153,7 +153,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if cfg.TLS != nil {
 		stream = newTLSStream(mx.raft, adv, cfg.TLS)
 	}
-	trans := raft.NewNetworkTransportWithLogger(stream, 3, cfg.Timing.transportTimeout(), rc.Logger.Named("transport"))
+	trans := newTransport(stream, cfg.Timing.transportTimeout(), rc.Logger.Named("transport"))
 	existing, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
 		trans.Close()
@@ -190,6 +190,24 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// newTransport is raft's network transport over stream, with pipelined
+// replication off (MaxRPCsInFlight 1: every AppendEntries waits for its
+// answer). Pipelined, a follower's refusal (Success=false) ends the
+// pipeline's decoder while the sender may already be parked handing it one
+// more request: the replication goroutine never returns, that follower gets
+// no entry again until the leader restarts, and raft.Shutdown waits for it
+// forever. A clean stop of lbd hung exactly so in the guest (2026-12-05, the
+// stack taken with SIGQUIT: Node.Shutdown → waitShutdown, two replicate
+// goroutines in netPipeline.AppendEntries for minutes; grafana/pyroscope
+// #5518 describes the same deadlock). HashiCorp measured that pipelining
+// gains little once applies are batched, which lbd does (BatchApplyCh).
+func newTransport(stream raft.StreamLayer, timeout time.Duration, log hclog.Logger) *raft.NetworkTransport {
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: timeout, Logger: log,
+		MaxRPCsInFlight: 1,
+	})
 }
 
 // PeerListener is the gRPC side of the raft port: the daemon serves
