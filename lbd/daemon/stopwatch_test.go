@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ import (
 // including the one it is stuck in; one that ends in time leaves nothing.
 func TestWatchStop(t *testing.T) {
 	dir := t.TempDir()
-	var logs bytes.Buffer
+	var logs lockedBuffer // the stop watch logs from its timer's goroutine
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	done := watchStop(log, dir, time.Hour)
@@ -44,3 +45,20 @@ func TestWatchStop(t *testing.T) {
 
 //go:noinline
 func stuckInStop(c chan struct{}) { <-c }
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
