@@ -808,35 +808,7 @@ func (s *scenarios) sloppyTakeover(t *testing.T) {
 	if v, err := netns.ReadSysctl(ns, "net.ipv4.vs.sloppy_tcp"); err != nil || strings.TrimSpace(v) != "1" {
 		t.Fatalf("%s: net.ipv4.vs.sloppy_tcp = %q (%v), want 1 (set by lbd)", to.ID, v, err)
 	}
-	daemons, err := topo.Run(ns, "ipvsadm", "-L", "--daemon")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mcast, syncid string
-	for _, l := range strings.Split(daemons, "\n") {
-		if strings.HasPrefix(l, "backup sync daemon") {
-			// backup sync daemon (mcast=eth0, syncid=1, ...)
-			for _, f := range strings.FieldsFunc(l, func(r rune) bool { return r == '(' || r == ')' || r == ',' || r == ' ' }) {
-				if v, ok := strings.CutPrefix(f, "mcast="); ok {
-					mcast = v
-				}
-				if v, ok := strings.CutPrefix(f, "syncid="); ok {
-					syncid = v
-				}
-			}
-		}
-	}
-	if mcast == "" || syncid == "" {
-		t.Fatalf("%s runs no backup sync daemon:\n%s", to.ID, daemons)
-	}
-	if _, err := topo.Run(ns, "ipvsadm", "--stop-daemon", "backup"); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if _, err := topo.Run(ns, "ipvsadm", "--start-daemon", "backup", "--mcast-interface", mcast, "--syncid", syncid); err != nil {
-			t.Errorf("restart %s's backup sync daemon: %v", to.ID, err)
-		}
-	}()
+	defer stopSyncDaemon(t, to, "backup")()
 
 	hold, err := probe.StartHold(tcp, 10, 250*time.Millisecond)
 	if err != nil {
@@ -929,13 +901,55 @@ func (s *scenarios) movableVIP(t *testing.T, name, vip string) (tcp probe.Option
 	tcp = probe.Options{Addr: vip + ":80", NetNS: client, Timeout: 2 * time.Second}
 	owner = s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080",
 		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
-	for _, m := range s.l.Members {
-		if m != owner && m.Running() {
-			return tcp, owner, m
+	return tcp, owner, s.otherMember(t, owner)
+}
+
+// otherMember returns a running member other than m (to move a VIP to).
+func (s *scenarios) otherMember(t *testing.T, m *lab.Member) *lab.Member {
+	t.Helper()
+	for _, o := range s.l.Members {
+		if o != m && o.Running() {
+			return o
 		}
 	}
-	t.Fatalf("no running member besides %s to move %s to", owner.ID, vip)
-	return
+	t.Fatalf("no running member besides %s", m.ID)
+	return nil
+}
+
+// stopSyncDaemon stops m's IPVS sync daemon of the given state ("master" or
+// "backup") and returns what starts it again as it was.
+func stopSyncDaemon(t *testing.T, m *lab.Member, state string) (restart func()) {
+	t.Helper()
+	ns := m.Host.Name
+	daemons, err := topo.Run(ns, "ipvsadm", "-L", "--daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mcast, syncid string
+	for _, l := range strings.Split(daemons, "\n") {
+		if strings.HasPrefix(l, state+" sync daemon") {
+			// backup sync daemon (mcast=eth0, syncid=1, ...)
+			for _, f := range strings.FieldsFunc(l, func(r rune) bool { return r == '(' || r == ')' || r == ',' || r == ' ' }) {
+				if v, ok := strings.CutPrefix(f, "mcast="); ok {
+					mcast = v
+				}
+				if v, ok := strings.CutPrefix(f, "syncid="); ok {
+					syncid = v
+				}
+			}
+		}
+	}
+	if mcast == "" || syncid == "" {
+		t.Fatalf("%s runs no %s sync daemon:\n%s", m.ID, state, daemons)
+	}
+	if _, err := topo.Run(ns, "ipvsadm", "--stop-daemon", state); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if _, err := topo.Run(ns, "ipvsadm", "--start-daemon", state, "--mcast-interface", mcast, "--syncid", syncid); err != nil {
+			t.Errorf("restart %s's %s sync daemon: %v", m.ID, state, err)
+		}
+	}
 }
 
 // waitStandby waits until m has programmed vip as a hot standby (its SNAT rule

@@ -100,16 +100,7 @@ func (s *scenarios) staleConntrack(t *testing.T) {
 	a := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--backend", nodeBackend(2, 1)},
 		probe.Options{Addr: addr, Timeout: 2 * time.Second})
 	defer s.deleteVIP_(t, name)
-	var b *lab.Member
-	for _, m := range s.l.Members {
-		if m != a && m.Running() {
-			b = m
-			break
-		}
-	}
-	if b == nil {
-		t.Fatalf("no running member besides %s", a.ID)
-	}
+	b := s.otherMember(t, a)
 	s.moveHeld(t, vip, a, b, nil)
 
 	c, err := dialFrom(port, addr)

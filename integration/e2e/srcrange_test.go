@@ -108,16 +108,7 @@ func (s *scenarios) sourceRanges(t *testing.T) {
 			check(owner, "created")
 			waitDrops(t, owner, c.vip)
 
-			var to *lab.Member
-			for _, m := range s.l.Members {
-				if m != owner && m.Running() {
-					to = m
-					break
-				}
-			}
-			if to == nil {
-				t.Fatalf("no running member besides %s to move %s to", owner.ID, c.vip)
-			}
+			to := s.otherMember(t, owner)
 			waitFiltered(t, to, c.vip)
 			// The denied client keeps trying through the move: no attempt
 			// may connect or be reset, from the takeover's first packet on.

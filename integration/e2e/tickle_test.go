@@ -83,45 +83,8 @@ func (s *scenarios) handoverSync(t *testing.T) {
 	owner := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--scheduler", "rr",
 		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
 	defer s.deleteVIP_(t, name)
-	var to *lab.Member
-	for _, m := range s.l.Members {
-		if m != owner && m.Running() {
-			to = m
-			break
-		}
-	}
-	if to == nil {
-		t.Fatalf("no running member besides %s", owner.ID)
-	}
-	ns := owner.Host.Name
-	daemons, err := topo.Run(ns, "ipvsadm", "-L", "--daemon")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mcast, syncid string
-	for _, l := range strings.Split(daemons, "\n") {
-		if strings.HasPrefix(l, "master sync daemon") {
-			for _, f := range strings.FieldsFunc(l, func(r rune) bool { return r == '(' || r == ')' || r == ',' || r == ' ' }) {
-				if v, ok := strings.CutPrefix(f, "mcast="); ok {
-					mcast = v
-				}
-				if v, ok := strings.CutPrefix(f, "syncid="); ok {
-					syncid = v
-				}
-			}
-		}
-	}
-	if mcast == "" || syncid == "" {
-		t.Fatalf("%s runs no master sync daemon:\n%s", owner.ID, daemons)
-	}
-	if _, err := topo.Run(ns, "ipvsadm", "--stop-daemon", "master"); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if _, err := topo.Run(ns, "ipvsadm", "--start-daemon", "master", "--mcast-interface", mcast, "--syncid", syncid); err != nil {
-			t.Errorf("restart %s's master sync daemon: %v", owner.ID, err)
-		}
-	}()
+	to := s.otherMember(t, owner)
+	defer stopSyncDaemon(t, owner, "master")()
 	hold, err := probe.StartHold(tcp, 10, 250*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)

@@ -1,21 +1,21 @@
 package daemon
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgelb/edgelb/internal/logcapture"
 )
 
 // A stop that outlasts its bound leaves the stacks of every goroutine,
 // including the one it is stuck in; one that ends in time leaves nothing.
 func TestWatchStop(t *testing.T) {
 	dir := t.TempDir()
-	var logs lockedBuffer // the stop watch logs from its timer's goroutine
+	var logs logcapture.Buffer // the stop watch logs from its timer's goroutine
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	done := watchStop(log, dir, time.Hour)
@@ -45,20 +45,3 @@ func TestWatchStop(t *testing.T) {
 
 //go:noinline
 func stuckInStop(c chan struct{}) { <-c }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

@@ -3,7 +3,6 @@ package dataplane
 import (
 	"context"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/edgelb/edgelb/lbd/dataplane/syncd"
@@ -30,13 +29,7 @@ func (e *Engine) pushSync(ctx context.Context, vip netip.Addr, tenant, why strin
 		return
 	}
 	t0 := time.Now()
-	f, err := os.Open("/proc/net/ip_vs_conn")
-	if err != nil {
-		e.log.Warn("handover sync not sent: cannot read the IPVS connection table", "vip", vip, "tenant", tenant, "err", err)
-		return
-	}
-	vs, err := readVSConns(f, vip)
-	f.Close()
+	vs, err := establishedConns(vip)
 	if err != nil || len(vs) == 0 {
 		if err != nil {
 			e.log.Warn("handover sync not sent", "vip", vip, "tenant", tenant, "err", err)

@@ -85,6 +85,17 @@ func readVSConns(r io.Reader, vip netip.Addr) ([]vsConn, error) {
 	return out, nil
 }
 
+// establishedConns reads the kernel's IPVS connection table for the
+// established TCP connections to vip (the sync daemon's included).
+func establishedConns(vip netip.Addr) ([]vsConn, error) {
+	f, err := os.Open("/proc/net/ip_vs_conn")
+	if err != nil {
+		return nil, fmt.Errorf("open the IPVS connection table: %w", err)
+	}
+	defer f.Close()
+	return readVSConns(f, vip)
+}
+
 // parseProcAddr reads an address as /proc/net/ip_vs_conn prints it: IPv4 as
 // 8 hex digits, IPv6 in its text form.
 func parseProcAddr(s string) (netip.Addr, error) {
@@ -327,13 +338,7 @@ func (e *Engine) tickle(ctx context.Context, vip netip.Addr, tenant string) {
 			return
 		case <-time.After(time.Until(start.Add(at))):
 		}
-		f, err := os.Open("/proc/net/ip_vs_conn")
-		if err != nil {
-			e.log.Warn("tickle ACKs not sent: cannot read the IPVS connection table", "vip", vip, "tenant", tenant, "err", err)
-			return
-		}
-		conns, err := readVSConns(f, vip)
-		f.Close()
+		conns, err := establishedConns(vip)
 		if err != nil {
 			e.log.Warn("tickle ACKs not sent", "vip", vip, "tenant", tenant, "err", err)
 			return
