@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/edgelb/edgelb/integration/lab"
 	"github.com/edgelb/edgelb/integration/probe"
 	"github.com/edgelb/edgelb/integration/topo"
+	"github.com/edgelb/edgelb/lbd/dataplane/syncd"
 )
 
 // tickleACKs: connections whose client is silent survive a move. The
@@ -84,6 +86,24 @@ func (s *scenarios) handoverSync(t *testing.T) {
 		"--backend", nodeBackend(1, 1), "--backend", nodeBackend(2, 1), "--backend", nodeBackend(3, 1)}, tcp)
 	defer s.deleteVIP_(t, name)
 	to := s.otherMember(t, owner)
+	// lbd starts the master with small messages (syncd.MasterMaxLen), so
+	// they leave within tens of milliseconds under traffic.
+	daemons, err := topo.Run(owner.Host.Name, "ipvsadm", "-L", "--daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := ""
+	for _, l := range strings.Split(daemons, "\n") {
+		if strings.HasPrefix(l, "master sync daemon") {
+			master = l
+		}
+	}
+	if want := fmt.Sprintf("maxlen=%d,", syncd.MasterMaxLen); !strings.Contains(master, want) {
+		t.Errorf("%s's master sync daemon is not started with %s:\n%s", owner.ID, want, daemons)
+	}
+	// Restarted by ipvsadm, which cannot set the message size (Debian's has
+	// no --syncmaxlen): the scenarios after this one run with the kernel's
+	// default size on that member.
 	defer stopSyncDaemon(t, owner, "master")()
 	hold, err := probe.StartHold(tcp, 10, 250*time.Millisecond)
 	if err != nil {
