@@ -48,7 +48,10 @@ func (s *scenarios) tickleACKs(t *testing.T) {
 		t.Fatal(err)
 	}
 	reportBroken(t, "silent-client", hr)
-	sent := tickleLog(t, other)
+	sent := lastLogLine(other, "tickle ACKs")
+	if sent == "" {
+		sent = "no tickle ACKs logged"
+	}
 	t.Logf("moved %s→%s: silent-client connections %d/%d kept, %d lines read; the guard dropped %d early node packets (the clients' answers to the tickles usually come first); %s",
 		owner.ID, other.ID, hr.Kept, hr.Opened, hr.Pings, after-before, sent)
 	if !strings.Contains(sent, "msg=\"tickle ACKs sent") {
@@ -56,18 +59,18 @@ func (s *scenarios) tickleACKs(t *testing.T) {
 	}
 }
 
-// tickleLog returns the new owner's last tickle log line (what it sent), or
-// says there was none.
-func tickleLog(t *testing.T, m *lab.Member) string {
-	t.Helper()
+// lastLogLine returns m's last log line (of the tail) that holds every one
+// of words, or "" when none does.
+func lastLogLine(m *lab.Member, words ...string) string {
 	var last string
+next:
 	for _, l := range strings.Split(m.LogTail(200), "\n") {
-		if strings.Contains(l, "tickle ACKs") {
-			last = strings.TrimSpace(l)
+		for _, w := range words {
+			if !strings.Contains(l, w) {
+				continue next
+			}
 		}
-	}
-	if last == "" {
-		return "no tickle ACKs logged"
+		last = strings.TrimSpace(l)
 	}
 	return last
 }
@@ -119,12 +122,7 @@ func (s *scenarios) handoverSync(t *testing.T) {
 	time.Sleep(3 * time.Second) // a dozen pings on each connection through the new owner
 	hr := hold.Stop()
 	reportBroken(t, "held", hr)
-	var sent string
-	for _, l := range strings.Split(owner.LogTail(200), "\n") {
-		if strings.Contains(l, "connections of a handed-over VIP sent") && strings.Contains(l, vip) {
-			sent = strings.TrimSpace(l)
-		}
-	}
+	sent := lastLogLine(owner, "connections of a handed-over VIP sent", vip)
 	if sent == "" {
 		t.Errorf("%s logged no handover sync for %s", owner.ID, vip)
 	}
