@@ -30,15 +30,10 @@
 package conntrack
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 
+	"github.com/edgelb/edgelb/lbd/dataplane/ipvsconn"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -66,10 +61,6 @@ func Open() (*Netlink, error) {
 // Close closes the socket.
 func (n *Netlink) Close() { n.h.Close() }
 
-// IPVSConns is where the kernel lists IPVS connections (it has no netlink
-// dump of them).
-const IPVSConns = "/proc/net/ip_vs_conn"
-
 // Forget deletes the entries to vips whose connection IPVS does not carry:
 // one read of the IPVS connection table and one dump of the conntrack table
 // per address family among vips, so a takeover of many VIPs costs one pass,
@@ -81,7 +72,7 @@ func (n *Netlink) Forget(vips []netip.Addr) (map[netip.Addr]int, error) {
 	if len(vips) == 0 {
 		return deleted, nil
 	}
-	live, err := LiveIPVS(IPVSConns)
+	live, err := LiveIPVS(ipvsconn.Path)
 	if err != nil {
 		return deleted, err
 	}
@@ -148,72 +139,27 @@ func (m Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 }
 
 // LiveIPVS reads the IPVS connection table at path and returns the
-// client→VIP tuples, with their backends, of the connections IPVS carries: opening or
-// established, not closing or closed (connection sync reports a close as
-// FIN_WAIT, then TIME_WAIT or CLOSE; a SYN meeting one of the last two and an
-// old conntrack entry is what IPVS drops).
+// client→VIP tuples, with their backends, of the connections IPVS carries:
+// opening or established, not closing or closed.
 func LiveIPVS(path string) (map[Tuple]netip.AddrPort, error) {
-	f, err := os.Open(path)
+	conns, err := ipvsconn.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read the IPVS connections: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	live, err := parseIPVSConns(f)
-	if err != nil {
-		return nil, fmt.Errorf("read the IPVS connections from %s: %w", path, err)
-	}
-	return live, nil
+	return live(conns), nil
 }
 
-// parseIPVSConns parses /proc/net/ip_vs_conn: "Pro FromIP FPrt ToIP TPrt
-// DestIP DPrt State Expires …", IPv4 addresses and every port in hex, IPv6
-// addresses in full colon form.
-func parseIPVSConns(r io.Reader) (map[Tuple]netip.AddrPort, error) {
-	live := map[Tuple]netip.AddrPort{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 8 || f[0] == "Pro" {
-			continue
-		}
-		switch f[7] {
+// live keeps the connections not ended or ending: connection sync reports a
+// close as FIN_WAIT, then TIME_WAIT or CLOSE, and a SYN meeting one of the
+// last two and an old conntrack entry is what IPVS drops.
+func live(conns []ipvsconn.Conn) map[Tuple]netip.AddrPort {
+	m := map[Tuple]netip.AddrPort{}
+	for _, c := range conns {
+		switch c.State {
 		case "NONE", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "CLOSED":
 			continue // ended or ending (CLOSED: SCTP's)
 		}
-		var proto uint8
-		switch f[0] {
-		case "TCP":
-			proto = 6
-		case "UDP":
-			proto = 17
-		case "SCTP":
-			proto = 132
-		default:
-			continue
-		}
-		src, err1 := addrPort(f[1], f[2])
-		dst, err2 := addrPort(f[3], f[4])
-		be, err3 := addrPort(f[5], f[6])
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, fmt.Errorf("line %q: %w", sc.Text(), err)
-		}
-		live[Tuple{Proto: proto, Src: src, Dst: dst}] = be
+		m[Tuple{Proto: c.Proto, Src: c.Client, Dst: c.VIP}] = c.Backend
 	}
-	return live, sc.Err()
-}
-
-func addrPort(a, p string) (netip.AddrPort, error) {
-	port, err := strconv.ParseUint(p, 16, 16)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	if strings.Contains(a, ":") {
-		ip, err := netip.ParseAddr(a)
-		return netip.AddrPortFrom(ip, uint16(port)), err
-	}
-	v, err := strconv.ParseUint(a, 16, 32)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), uint16(port)), nil
+	return m
 }

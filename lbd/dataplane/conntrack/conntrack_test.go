@@ -3,7 +3,8 @@ package conntrack
 import (
 	"net"
 	"net/netip"
-	"strings"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -43,26 +44,34 @@ func TestMatchByOriginalDestination(t *testing.T) {
 }
 
 // The IPVS connection table as the kernel prints it: opening and
-// established connections are live, closing and closed ones not; IPv4 in hex
-// and IPv6 in full colon form.
-func TestParseIPVSConns(t *testing.T) {
+// established connections are live, closing and closed ones not (SCTP's
+// CLOSED too); IPv4 in hex and IPv6 in full colon form. A table with a line
+// the kernel never writes fails the read: nothing is deleted on a guess.
+func TestLiveIPVS(t *testing.T) {
 	table := `Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData
 TCP 0A000064 AF8C 0A0000D7 0050 0A000015 7580 ESTABLISHED    899
 TCP 0A000064 AF8E 0A0000D7 0050 0A000016 7580 TIME_WAIT      119
 TCP 0A000064 AF90 0A0000D7 0050 0A000017 7580 CLOSE            9
 TCP 0A000064 AF92 0A0000D7 0050 0A000015 7580 FIN_WAIT       100
 UDP 0A000064 D431 0A0000D7 0050 0A000015 7580 UDP            299
+SCTP 0A000064 8AE1 0A0000D7 0B59 0A000015 0B59 COOKIE_ECHOED  59
+SCTP 0A000064 8AE3 0A0000D7 0B59 0A000015 0B59 CLOSED          9
 TCP fd00:0000:0000:0000:0000:0000:0000:0100 AF8C fd00:0000:0000:0000:0000:0000:0000:0210 0050 fd00:0000:0000:0000:0000:0000:0000:0021 7580 SYN_RECV 59
 `
-	live, err := parseIPVSConns(strings.NewReader(table))
+	path := filepath.Join(t.TempDir(), "ip_vs_conn")
+	if err := os.WriteFile(path, []byte(table), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live, err := LiveIPVS(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ap := netip.MustParseAddrPort
 	want := map[Tuple]netip.AddrPort{
-		{6, ap("10.0.0.100:44940"), ap("10.0.0.215:80")}:   ap("10.0.0.21:30080"),
-		{17, ap("10.0.0.100:54321"), ap("10.0.0.215:80")}:  ap("10.0.0.21:30080"),
-		{6, ap("[fd00::100]:44940"), ap("[fd00::210]:80")}: ap("[fd00::21]:30080"),
+		{6, ap("10.0.0.100:44940"), ap("10.0.0.215:80")}:     ap("10.0.0.21:30080"),
+		{17, ap("10.0.0.100:54321"), ap("10.0.0.215:80")}:    ap("10.0.0.21:30080"),
+		{132, ap("10.0.0.100:35553"), ap("10.0.0.215:2905")}: ap("10.0.0.21:2905"),
+		{6, ap("[fd00::100]:44940"), ap("[fd00::210]:80")}:   ap("[fd00::21]:30080"),
 	}
 	if len(live) != len(want) {
 		t.Fatalf("live %v, want %v", live, want)
@@ -72,8 +81,11 @@ TCP fd00:0000:0000:0000:0000:0000:0000:0100 AF8C fd00:0000:0000:0000:0000:0000:0
 			t.Errorf("%v: backend %v (present %v), want %v", k, got, ok, be)
 		}
 	}
-	if _, err := parseIPVSConns(strings.NewReader("TCP zz 0050 0A0000D7 0050 0A000015 7580 ESTABLISHED 1\n")); err == nil {
-		t.Error("a malformed line parsed")
+	if err := os.WriteFile(path, []byte(table+"TCP zz 0050 0A0000D7 0050 0A000015 7580 ESTABLISHED 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := LiveIPVS(path); err == nil {
+		t.Errorf("a malformed line read: %v", live)
 	}
 }
 
