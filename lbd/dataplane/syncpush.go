@@ -38,7 +38,7 @@ func (e *Engine) pushSync(ctx context.Context, vip netip.Addr, tenant, why strin
 	}
 	conns := make([]syncd.Conn, 0, len(vs))
 	for _, c := range vs {
-		conns = append(conns, syncd.Conn{Proto: unix.IPPROTO_TCP, Client: c.client, VIP: c.vip, Backend: c.backend, State: syncd.TCPEstablished})
+		conns = append(conns, syncd.Conn{Proto: unix.IPPROTO_TCP, Client: c.Client, VIP: c.VIP, Backend: c.Backend, State: syncd.TCPEstablished})
 	}
 	msgs, err := syncd.Encode(uint8(e.cfg.SyncID), conns, syncMessageLen)
 	if err == nil {

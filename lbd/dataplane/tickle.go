@@ -1,19 +1,15 @@
 package dataplane
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/edgelb/edgelb/lbd/dataplane/ipvsconn"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/bpf"
@@ -45,70 +41,26 @@ import (
 var tickleRounds = []time.Duration{0, 550 * time.Millisecond, 1100 * time.Millisecond, 1650 * time.Millisecond,
 	2200 * time.Millisecond, 2750 * time.Millisecond, 3300 * time.Millisecond}
 
-// vsConn is one connection of the kernel's IPVS table: client → VIP:port →
-// backend.
-type vsConn struct {
-	client  netip.AddrPort
-	vip     netip.AddrPort
-	backend netip.AddrPort
-}
-
-// readVSConns lists the established TCP connections to vip in the IPVS
-// connection table (/proc/net/ip_vs_conn), synced ones included.
-func readVSConns(r io.Reader, vip netip.Addr) ([]vsConn, error) {
-	var out []vsConn
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		// Pro FromIP FPrt ToIP TPrt DestIP DPrt State Expires PEName PEData
-		f := strings.Fields(sc.Text())
-		if len(f) < 8 || f[0] != "TCP" || f[7] != "ESTABLISHED" {
-			continue
+// establishedTo keeps the established TCP connections to vip, synced ones
+// included (the sync daemon puts them in the same table).
+func establishedTo(conns []ipvsconn.Conn, vip netip.Addr) []ipvsconn.Conn {
+	var out []ipvsconn.Conn
+	for _, c := range conns {
+		if c.Proto == ipvsconn.TCP && c.State == "ESTABLISHED" && c.VIP.Addr() == vip {
+			out = append(out, c)
 		}
-		cip, err1 := parseProcAddr(f[1])
-		cport, err2 := strconv.ParseUint(f[2], 16, 16)
-		vaddr, err3 := parseProcAddr(f[3])
-		vport, err4 := strconv.ParseUint(f[4], 16, 16)
-		daddr, err5 := parseProcAddr(f[5])
-		dport, err6 := strconv.ParseUint(f[6], 16, 16)
-		if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil || err6 != nil {
-			continue // not a connection line (the header)
-		}
-		if vaddr != vip {
-			continue
-		}
-		out = append(out, vsConn{client: netip.AddrPortFrom(cip, uint16(cport)), vip: netip.AddrPortFrom(vaddr, uint16(vport)),
-			backend: netip.AddrPortFrom(daddr, uint16(dport))})
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read the IPVS connection table: %w", err)
-	}
-	return out, nil
+	return out
 }
 
 // establishedConns reads the kernel's IPVS connection table for the
-// established TCP connections to vip (the sync daemon's included).
-func establishedConns(vip netip.Addr) ([]vsConn, error) {
-	f, err := os.Open("/proc/net/ip_vs_conn")
+// established TCP connections to vip.
+func establishedConns(vip netip.Addr) ([]ipvsconn.Conn, error) {
+	conns, err := ipvsconn.ReadFile(ipvsconn.Path)
 	if err != nil {
-		return nil, fmt.Errorf("open the IPVS connection table: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	return readVSConns(f, vip)
-}
-
-// parseProcAddr reads an address as /proc/net/ip_vs_conn prints it: IPv4 as
-// 8 hex digits, IPv6 in its text form.
-func parseProcAddr(s string) (netip.Addr, error) {
-	if strings.Contains(s, ":") {
-		return netip.ParseAddr(s)
-	}
-	v, err := strconv.ParseUint(s, 16, 32)
-	if err != nil || len(s) != 8 {
-		return netip.Addr{}, fmt.Errorf("not an IPv4 address in hex: %q", s)
-	}
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], uint32(v))
-	return netip.AddrFrom4(b), nil
+	return establishedTo(conns, vip), nil
 }
 
 // tickleSegment is a bare TCP ACK from → to with sequence and
@@ -344,9 +296,9 @@ func (e *Engine) tickle(ctx context.Context, vip netip.Addr, tenant string) {
 			return
 		}
 		tk.nextRound()
-		var unresolved []vsConn
+		var unresolved []ipvsconn.Conn
 		for _, c := range conns {
-			if err := tk.send(c.vip, c.client); err != nil {
+			if err := tk.send(c.VIP, c.Client); err != nil {
 				if errors.Is(err, errUnresolved) {
 					unresolved = append(unresolved, c)
 					continue
@@ -369,7 +321,7 @@ func (e *Engine) tickle(ctx context.Context, vip netip.Addr, tenant string) {
 		}
 		tk.nextRound()
 		for _, c := range unresolved {
-			if err := tk.send(c.vip, c.client); err != nil {
+			if err := tk.send(c.VIP, c.Client); err != nil {
 				failed++
 				lastErr = err
 				continue

@@ -9,28 +9,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgelb/edgelb/lbd/dataplane/ipvsconn"
 	"golang.org/x/sys/unix"
 )
 
-func TestReadVSConns(t *testing.T) {
-	// As the kernel prints it (ip_vs_conn_seq_show), IPv4 and IPv6.
+// The tickle ACKs and the handover sync take the established TCP
+// connections to the VIP only: not another VIP's, not TIME_WAIT, not UDP or
+// SCTP, IPv4 and IPv6 (as the kernel prints it, ip_vs_conn_seq_show).
+func TestEstablishedTo(t *testing.T) {
 	table := `Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData
 TCP 0A0000C8 C350 0A0000D2 0050 0A000101 7786 ESTABLISHED     877
 TCP 0A0000C9 C351 0A0000D2 0050 0A000102 7786 TIME_WAIT        60
 UDP 0A0000C8 C350 0A0000D2 0035 0A000101 0035 UDP             200
+SCTP 0A0000C8 C354 0A0000D2 0B59 0A000101 0B59 ESTABLISHED     877
 TCP 0A0000C8 C352 0A0000D3 0050 0A000101 7786 ESTABLISHED     877
 TCP 2001:db8::c8 C353 2001:db8::d2 0050 2001:db8::101 7786 ESTABLISHED     877
+TCP 2001:0db8:0000:0000:0000:0000:0000:00c9 C355 2001:0db8:0000:0000:0000:0000:0000:00d2 0050 2001:0db8:0000:0000:0000:0000:0000:0101 7786 ESTABLISHED     877
 `
-	got, err := readVSConns(strings.NewReader(table), netip.MustParseAddr("10.0.0.210"))
+	conns, err := ipvsconn.Read(strings.NewReader(table))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []vsConn{{client: netip.MustParseAddrPort("10.0.0.200:50000"), vip: netip.MustParseAddrPort("10.0.0.210:80"), backend: netip.MustParseAddrPort("10.0.1.1:30598")}}
-	if len(got) != 1 || got[0] != want[0] {
+	ap := netip.MustParseAddrPort
+	got := establishedTo(conns, netip.MustParseAddr("10.0.0.210"))
+	want := ipvsconn.Conn{Proto: ipvsconn.TCP, Client: ap("10.0.0.200:50000"), VIP: ap("10.0.0.210:80"), Backend: ap("10.0.1.1:30598"), State: "ESTABLISHED"}
+	if len(got) != 1 || got[0] != want {
 		t.Errorf("connections %v, want %v (established TCP to the VIP only)", got, want)
 	}
-	got, _ = readVSConns(strings.NewReader(table), netip.MustParseAddr("2001:db8::d2"))
-	if len(got) != 1 || got[0].client != netip.MustParseAddrPort("[2001:db8::c8]:50003") {
+	got = establishedTo(conns, netip.MustParseAddr("2001:db8::d2"))
+	if len(got) != 2 || got[0].Client != ap("[2001:db8::c8]:50003") || got[1].Client != ap("[2001:db8::c9]:50005") || got[1].Backend != ap("[2001:db8::101]:30598") {
 		t.Errorf("IPv6 connections %v", got)
 	}
 }
