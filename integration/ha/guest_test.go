@@ -31,7 +31,15 @@ import (
 // lapsing and members flapping between gone and back, and failed sigkill,
 // leader, partition and hung_leader (two holders of the VIP in partition and
 // hung_leader, the latter with the experimental provisional takeover then on
-// by default). Until that profile is shown to hold on a quiet host, the
+// by default). On 2026-12-05, on a quiet host (load 0.7) with the faults of
+// that run fixed, it still failed: with iptables, six of ten scenarios
+// (reconcile-loop gaps of 0.5–1.4 s, one pass spending 1.07 s in the
+// iptables source-range step); with nftables every unplanned one passed
+// (sigkill, leader, partition, one-way loss, hung), but drain, move and the
+// rolling restart did not: owners dropped their lease again and again
+// because the probe replies that reached them were for probes sent more
+// than 500 ms before (the guest's round trip under the moves' load), and a
+// move broke all 20 held connections. Until that profile holds, the
 // scenarios keep the timing they are known to pass with; the control-plane
 // benchmark on real processes (integration/cluster
 // BenchmarkFailoverControlPlane) measures the defaults.
@@ -565,20 +573,11 @@ type planned struct {
 
 type handover struct{ from, to time.Duration }
 
-// residuePerHandover is how many new connections a handover may fail, each
-// opened within its window. The nodeserver speaks first. A connection whose
-// handshake went through the old owner just before the nodes learnt the new
-// owner's MAC has its greeting arrive at the new owner, which has neither a
-// conntrack entry nor (the kernel syncs a TCP connection at the client's 3rd
-// packet, and this client has sent 2) an IPVS entry for it: the takeover
-// guard drops the greeting and its retransmits, and the client, waiting to
-// read, sends nothing that would set the connection up. Captured in the
-// guest on 2026-12-05 (docs/OPERATIONS.md, "What a planned move still
-// loses"); seen 0–2 times per handover, 1 of 2,696 in a CI rolling restart.
-// Issue 19 asks for 0; until then a handover that fails more than this (a
-// gap in the data path fails dozens at 40/s), or any failure away from a
-// handover, fails the scenario.
-const residuePerHandover = 5
+// A planned move fails no new connection (issue 19). Four causes of the
+// residue that runs before 2026-12-05 saw at each handover are fixed
+// (docs/OPERATIONS.md, "What a planned move still loses"); a failure is
+// reported with the handover it fell in, if any, since those and a gap in
+// the data path away from a handover point at different causes.
 
 // plannedMove runs move under traffic (held connections and new ones at a
 // steady rate), waits until another member holds the VIP and answers, and
@@ -653,17 +652,9 @@ func (p planned) check(t *testing.T, what string) {
 	}
 	// Counted from the mark (the move's start): a connection that failed
 	// while the traffic was still starting up is logged, not the move's.
-	atHandover, away := p.residue()
-	for i, n := range atHandover {
-		if n > residuePerHandover {
-			t.Errorf("%s: handover %d failed %d new connections (at most %d may, see residuePerHandover)", what, i+1, n, residuePerHandover)
-		}
-	}
-	if away > 0 {
-		t.Errorf("%s: %d new connections failed away from any handover", what, away)
-	}
-	if p.steady.FailedAfterMark > 0 {
-		t.Logf("%s: %d of %d new connections failed, %v at the handovers (longest gap %s)", what, p.steady.FailedAfterMark, p.steady.Attempts, atHandover, p.steady.LongestOutage.Round(time.Millisecond))
+	if atHandover, away := p.residue(); p.steady.FailedAfterMark > 0 {
+		t.Errorf("%s: %d of %d new connections failed (a planned move fails none): %v within a second of the handovers, %d away from any (longest gap %s)",
+			what, p.steady.FailedAfterMark, p.steady.Attempts, atHandover, away, p.steady.LongestOutage.Round(time.Millisecond))
 	}
 	slow := 0
 	for _, a := range p.steady.Timeline {
