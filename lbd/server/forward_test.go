@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -120,5 +121,32 @@ func TestForwardRetryable(t *testing.T) {
 	}()
 	if err, retry := forwardOnce(t, addr); retry || status.Code(err) != codes.Unavailable {
 		t.Errorf("connection lost after the request arrived: %v, retry %v; want Unavailable, not retried", err, retry)
+	}
+}
+
+// TestCommitError: a failed commit means the same to the leader's own caller
+// and to a follower that forwarded the write, and the follower passes the
+// leader's typed detail on.
+func TestCommitError(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		reason string
+	}{
+		{raft.ErrNotLeader, errinfo.NotLeader},
+		{raft.ErrLeadershipLost, errinfo.OutcomeUnknown},
+		{raft.ErrEnqueueTimeout, errinfo.OutcomeUnknown},
+		{raft.ErrRaftShutdown, ""},
+	} {
+		err := commitError(c.err)
+		if status.Code(err) != codes.Unavailable || errinfo.Reason(err) != c.reason {
+			t.Errorf("commitError(%v) = %v (reason %q), want Unavailable with reason %q", c.err, err, errinfo.Reason(err), c.reason)
+		}
+		fw := forwarded(err, "edge3", "10.0.0.13:7701")
+		if status.Code(fw) != codes.Unavailable || errinfo.Reason(fw) != c.reason {
+			t.Errorf("forwarded(%v) = %v (reason %q), want the leader's code and reason %q", err, fw, errinfo.Reason(fw), c.reason)
+		}
+		if want := "forward to leader edge3 at 10.0.0.13:7701: " + status.Convert(err).Message(); status.Convert(fw).Message() != want {
+			t.Errorf("forwarded message %q, want %q", status.Convert(fw).Message(), want)
+		}
 	}
 }

@@ -100,17 +100,10 @@ var leaderRetry = backoff.Policy{First: 20 * time.Millisecond, Max: 300 * time.M
 func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm.Result, retry bool, err error) {
 	if s.node.IsLeader() {
 		res, err := s.commit(ctx, cmd)
-		switch {
-		case err == nil:
-			return res, false, nil
-		case errors.Is(err, raft.ErrNotLeader):
-			return nil, true, err
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout):
-			// The entry may or may not commit; the client must look before retrying.
-			return nil, false, status.Errorf(codes.Unavailable, "leadership changed while committing; the change may or may not have been applied: read it back before retrying (%v)", err)
-		default:
-			return nil, false, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
+		if err != nil {
+			return nil, errors.Is(err, raft.ErrNotLeader), commitError(err)
 		}
+		return res, false, nil
 	}
 	id, addr := s.leaderPeer()
 	if id == "" {
@@ -143,8 +136,7 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (res *fsm
 		if forwardRetryable(err, &sent) {
 			return nil, true, err
 		}
-		st := status.Convert(err)
-		return nil, false, status.Errorf(st.Code(), "forward to leader %s at %s: %s", id, addr, st.Message())
+		return nil, false, forwarded(err, id, addr)
 	}
 	return &fsm.Result{
 		Code: codes.Code(resp.Code), Message: resp.Message, Revision: resp.Revision,
@@ -238,6 +230,32 @@ func (s *Server) commit(ctx context.Context, cmd *raftv1.Command) (*fsm.Result, 
 	return s.node.Apply(ctx, cmd)
 }
 
+// commitError says what a failed commit on the leader means, for its own
+// callers and for the followers that forwarded the write (Apply) alike.
+func commitError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		// Nothing was applied: the forwarder tries the new leader.
+		return errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout):
+		// The entry may or may not commit; the client must look before retrying.
+		return errinfo.Errorf(codes.Unavailable, errinfo.OutcomeUnknown, nil,
+			"leadership changed while committing; the change may or may not have been applied: read it back before retrying (%v)", err)
+	default:
+		return status.Errorf(codes.Unavailable, "commit through raft: %v", err)
+	}
+}
+
+// forwarded is the leader's refusal of a forwarded write as the follower
+// returns it: the leader named in the message, its code and typed details
+// kept, so a client acts on them as if it had asked the leader itself.
+func forwarded(err error, id, addr string) error {
+	st := status.Convert(err)
+	p := st.Proto()
+	p.Message = fmt.Sprintf("forward to leader %s at %s: %s", id, addr, st.Message())
+	return status.FromProto(p).Err()
+}
+
 // Apply is the PeerService call followers use to forward writes to the leader.
 func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.ApplyResponse, error) {
 	if req.Command == nil {
@@ -248,10 +266,7 @@ func (s *Server) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.A
 	}
 	res, err := s.commit(ctx, req.Command)
 	if err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
-			return nil, errinfo.Errorf(codes.Unavailable, errinfo.NotLeader, nil, notLeaderMsg)
-		}
-		return nil, status.Errorf(codes.Unavailable, "commit through raft: %v", err)
+		return nil, commitError(err)
 	}
 	return &raftv1.ApplyResponse{
 		Code: int32(res.Code), Message: res.Message, Revision: res.Revision,

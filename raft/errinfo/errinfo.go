@@ -114,6 +114,10 @@ const (
 	// The member is not in the cluster's configuration. Code
 	// FailedPrecondition: it stays so until an operator acts.
 	RemovedMember = "REMOVED_MEMBER"
+	// Leadership changed while a write was being committed: it may or may
+	// not have been applied. Code Unavailable; read the state back before
+	// retrying a write that is not idempotent.
+	OutcomeUnknown = "OUTCOME_UNKNOWN"
 )
 
 // Membership changes (lbd/server/membership.go).
