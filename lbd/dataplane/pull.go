@@ -102,16 +102,36 @@ func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[
 // PushConnections sends the established connections of vips, as this
 // host's IPVS table holds them, to every member's sync daemon now, and
 // returns how many it sent per VIP: the old owner's answer to a new owner
-// that takes them over (from). It takes no engine lock: a pass may hold it
-// for long, and the new owner waits. A VIP not in the table sends nothing.
+// that takes them over (from). It waits for no engine lock: a pass may hold
+// it for long, and the new owner waits. A VIP not in the table sends nothing.
 func (e *Engine) PushConnections(ctx context.Context, from string, vips []netip.Addr) map[netip.Addr]int {
+	tenants := e.tenantsNow(vips)
 	out := make(map[netip.Addr]int, len(vips))
 	for _, a := range vips {
 		if _, done := out[a]; done {
 			continue
 		}
-		n, _ := e.pushSync(ctx, a, "", "asked by the new owner", "by", from)
+		n, _ := e.pushSync(ctx, a, tenants[a], "asked by the new owner", "by", from)
 		out[a] = n
+	}
+	return out
+}
+
+// tenantsNow returns the tenants of vips for the log, as the last pass or a
+// handover knows them, if the engine's lock is free now: it never waits for
+// a pass (the new owner is waiting), and the log then says tenant "".
+func (e *Engine) tenantsNow(vips []netip.Addr) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	if !e.mu.TryLock() {
+		return out
+	}
+	defer e.mu.Unlock()
+	for _, a := range vips {
+		if h, ok := e.ho.pending[a]; ok {
+			out[a] = h.tenant
+		} else if t, ok := e.owned[a]; ok {
+			out[a] = t
+		}
 	}
 	return out
 }

@@ -175,3 +175,27 @@ func TestPushConnectionsWithoutSync(t *testing.T) {
 		t.Errorf("sent %v, want 0 for each of %s and %s", got, a, b)
 	}
 }
+
+// The old owner's log names the tenant when its lock is free, and does not
+// wait for a pass that holds it.
+func TestTenantsNow(t *testing.T) {
+	e, _, _, _ := fakeEngine(t)
+	vs := owned("acme", "a1", "192.0.2.1", "me")
+	reconcileAs(t, e, "me", vs)
+	a := netip.MustParseAddr("192.0.2.1")
+	if got := e.tenantsNow([]netip.Addr{a}); got[a] != "acme" {
+		t.Errorf("tenant %q, want acme", got[a])
+	}
+	e.mu.Lock()
+	done := make(chan map[netip.Addr]string)
+	go func() { done <- e.tenantsNow([]netip.Addr{a}) }()
+	select {
+	case got := <-done:
+		if got[a] != "" {
+			t.Errorf("tenant %q read under a pass's lock", got[a])
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("tenantsNow waited for the engine's lock")
+	}
+	e.mu.Unlock()
+}
