@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -202,6 +203,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 		e.SetActiveActive(func(vs *edgelbv1.VirtualService) bool { return bgp.Mode(vs, bgp.Pools(n.FSM.Pools())) })
 	}
 	d.lease = lease.New(cfg.ID, cfg.Ownership.Lease.Duration, lease.System)
+	var push func(context.Context, string, []netip.Addr) map[netip.Addr]int
+	if hp, ok := dp.(handoverPusher); ok {
+		// A VIP's new owner asks this member, its old owner, for the
+		// connections before it announces it (docs/DATAPLANE.md, "Handover
+		// sync").
+		push = hp.PushConnections
+	}
 	d.live = liveness.New(liveness.Config{
 		Self: cfg.ID, Interval: cfg.Ownership.ProbeInterval.Duration, Grace: cfg.Ownership.Grace.Duration,
 		Peers: d.livenessPeers, Creds: sec.peerCreds(), Lease: d.lease,
@@ -211,8 +219,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 				d.ops.m.ObserveProbe(peer, rtt, ok)
 			}
 		},
-		Log: log.With("component", "liveness"),
+		Push: push,
+		Log:  log.With("component", "liveness"),
 	})
+	if hp, ok := dp.(handoverPuller); ok {
+		hp.SetPullHandover(d.pullHandover)
+	}
 
 	self := &edgelbv1.Member{Id: cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: cfg.APIAddr, DataInterface: cfg.DataPlane.Interface}
 	// Reported so no address pool hands out this host's own addresses or

@@ -67,6 +67,9 @@ type Config struct {
 	// (ipvsdiff.ActiveActive). It must answer the same for the same
 	// object: the result is cached with it.
 	ActiveActive func(*edgelbv1.VirtualService) bool
+	// PullHandover, if set, asks a moved VIP's previous owner to push its
+	// connections before this host announces the VIP (pull.go).
+	PullHandover PullHandover
 	Logger       *slog.Logger
 }
 

@@ -82,7 +82,7 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	full = full || e.needFull || owner != e.plan.owner
 	e.needFull = false
 	var sc *scope
-	sc, p.moved = e.update(changed, owner, full)
+	sc, p.moved, p.movedFrom = e.update(changed, owner, full)
 	p.gone = sc.gone
 	if full {
 		if owner != e.plan.owner {
@@ -115,9 +115,15 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	// outlasted the lease, whose fence withdrew the address) or that needs
 	// none (DR) goes up before this pass's iptables run, which takes seconds
 	// on a slow host; the rest after it. The takeover guard opens first.
+	// The pull of the old owners' connections (pull.go) runs beside the
+	// guard and the conntrack clean-up; the addresses wait for it, bounded.
+	takenOver := e.takenOver(p.moved, p.vips)
+	pulled := e.pullHandovers(p.ctx, takenOver, p.movedFrom, p.tenantOf)
 	e.guardTakeovers(p.moved, p.vips, p.natVIPs, p.tenantOf)
-	e.forgetConntrack(e.takenOver(p.moved, p.vips), "taken over: entries of connections that ended while the VIP was elsewhere", p.tenantOf)
+	e.forgetConntrack(takenOver, "taken over: entries of connections that ended while the VIP was elsewhere", p.tenantOf)
 	p.phase("guard")
+	pulled()
+	p.phase("pull")
 	p.addAddrs(p.readyBeforeRules)
 	p.phase("early-addresses")
 	// The rules are set from the whole plan, and only when they may have
@@ -160,6 +166,8 @@ type pass struct {
 	natVIPs map[netip.Addr][]uint16
 	filters map[netip.Addr]*srcrange.VIP
 	moved   []netip.Addr
+	// movedFrom is each moved VIP's previous owner.
+	movedFrom map[netip.Addr]string
 
 	errs     []error
 	changed  bool // the record must be rewritten

@@ -12,9 +12,10 @@ import (
 // pushSync sends the established TCP connections of vip, as this host's
 // IPVS table holds them, to every member's backup sync daemon at once, in
 // the kernel's own sync messages (package syncd). It runs when a planned
-// move starts (the new owner has them before it announces the VIP) and
-// again when this host withdraws the address (for those opened during the
-// hold).
+// move starts (the new owner has them before it announces the VIP), when
+// the new owner asks for them before it announces (PushConnections, pull.go:
+// nothing else orders this host's pass before the new owner's) and again
+// when this host withdraws the address (for those opened during the hold).
 //
 // Why: the kernel's master sends a connection's sync message when its
 // buffer is full or 2 s old. After a handover this host carries no more
@@ -24,17 +25,20 @@ import (
 // takeover guard and the client, knowing nothing, could not be tickled
 // (packet captures of the HA suite's vip move, 2026-12-05). Messages the
 // kernel sends later for the same connections update them in place.
-func (e *Engine) pushSync(ctx context.Context, vip netip.Addr, tenant, why string) {
+//
+// It returns the count of connections sent; attrs are added to its log
+// lines. It takes no engine lock.
+func (e *Engine) pushSync(ctx context.Context, vip netip.Addr, tenant, why string, attrs ...any) (int, error) {
 	if e.cfg.SyncInterface == "" {
-		return
+		return 0, nil
 	}
 	t0 := time.Now()
 	vs, err := establishedConns(vip)
 	if err != nil || len(vs) == 0 {
 		if err != nil {
-			e.log.Warn("handover sync not sent", "vip", vip, "tenant", tenant, "err", err)
+			e.log.Warn("handover sync not sent", append([]any{"vip", vip, "tenant", tenant, "when", why, "err", err}, attrs...)...)
 		}
-		return
+		return 0, err
 	}
 	conns := make([]syncd.Conn, 0, len(vs))
 	for _, c := range vs {
@@ -45,11 +49,12 @@ func (e *Engine) pushSync(ctx context.Context, vip netip.Addr, tenant, why strin
 		err = syncd.Send(ctx, e.cfg.SyncInterface, msgs)
 	}
 	if err != nil {
-		e.log.Warn("handover sync not sent; the kernel's own sync follows within seconds", "vip", vip, "tenant", tenant, "err", err)
-		return
+		e.log.Warn("handover sync not sent; the kernel's own sync follows within seconds", append([]any{"vip", vip, "tenant", tenant, "when", why, "err", err}, attrs...)...)
+		return 0, err
 	}
-	e.log.Info("connections of a handed-over VIP sent to the members' sync daemons", "vip", vip, "tenant", tenant, "when", why,
-		"connections", len(conns), "messages", len(msgs), "took", time.Since(t0).Round(time.Microsecond))
+	e.log.Info("connections of a handed-over VIP sent to the members' sync daemons", append([]any{"vip", vip, "tenant", tenant, "when", why,
+		"connections", len(conns), "messages", len(msgs), "took", time.Since(t0).Round(time.Microsecond)}, attrs...)...)
+	return len(conns), nil
 }
 
 // syncMessageLen is the size of the handover's sync messages: what the

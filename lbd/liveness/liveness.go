@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -60,6 +61,11 @@ type Config struct {
 	Serving func() bool
 	// Revision is the FSM's applied revision.
 	Revision func() uint64
+	// Push, if set, sends the established connections of vips to every
+	// member's kernel sync daemon now and returns how many it sent per VIP;
+	// it answers a new owner (from) that takes the VIPs over in a planned
+	// move (PushConnections). Unset: nothing is sent, every count is 0.
+	Push func(ctx context.Context, from string, vips []netip.Addr) map[netip.Addr]int
 	// Observe, if set, is told each probe's outcome (metrics).
 	Observe func(peer string, rtt time.Duration, ok bool)
 	Log     *slog.Logger

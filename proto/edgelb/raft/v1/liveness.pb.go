@@ -21,6 +21,115 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PushConnectionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from is the asking member's id; with TLS it must match its certificate.
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// vips are the VIP addresses (textual IPv4 or IPv6) the asker takes over
+	// from the receiver.
+	Vips          []string `protobuf:"bytes,2,rep,name=vips,proto3" json:"vips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushConnectionsRequest) Reset() {
+	*x = PushConnectionsRequest{}
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushConnectionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushConnectionsRequest) ProtoMessage() {}
+
+func (x *PushConnectionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushConnectionsRequest.ProtoReflect.Descriptor instead.
+func (*PushConnectionsRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PushConnectionsRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *PushConnectionsRequest) GetVips() []string {
+	if x != nil {
+		return x.Vips
+	}
+	return nil
+}
+
+type PushConnectionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// sent: per VIP asked about, the connections sent (0 for a VIP the
+	// receiver's IPVS table holds no established connection of).
+	Sent          map[string]int64 `protobuf:"bytes,2,rep,name=sent,proto3" json:"sent,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushConnectionsResponse) Reset() {
+	*x = PushConnectionsResponse{}
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushConnectionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushConnectionsResponse) ProtoMessage() {}
+
+func (x *PushConnectionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushConnectionsResponse.ProtoReflect.Descriptor instead.
+func (*PushConnectionsResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PushConnectionsResponse) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *PushConnectionsResponse) GetSent() map[string]int64 {
+	if x != nil {
+		return x.Sent
+	}
+	return nil
+}
+
 type PingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// from is the sender's member id; with TLS it must match its certificate.
@@ -32,7 +141,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[0]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +153,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[0]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +166,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{0}
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -84,7 +193,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[1]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +205,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[1]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +218,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{1}
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PingResponse) GetFrom() string {
@@ -164,7 +273,7 @@ type View struct {
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[2]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +285,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[2]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +298,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{2}
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *View) GetHeardMs() map[string]int64 {
@@ -268,7 +377,7 @@ type Claim struct {
 
 func (x *Claim) Reset() {
 	*x = Claim{}
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[3]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +389,7 @@ func (x *Claim) String() string {
 func (*Claim) ProtoMessage() {}
 
 func (x *Claim) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[3]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +402,7 @@ func (x *Claim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Claim.ProtoReflect.Descriptor instead.
 func (*Claim) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{3}
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Claim) GetOwner() string {
@@ -321,7 +430,16 @@ var File_edgelb_raft_v1_liveness_proto protoreflect.FileDescriptor
 
 const file_edgelb_raft_v1_liveness_proto_rawDesc = "" +
 	"\n" +
-	"\x1dedgelb/raft/v1/liveness.proto\x12\x0eedgelb.raft.v1\"K\n" +
+	"\x1dedgelb/raft/v1/liveness.proto\x12\x0eedgelb.raft.v1\"@\n" +
+	"\x16PushConnectionsRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
+	"\x04vips\x18\x02 \x03(\tR\x04vips\"\xad\x01\n" +
+	"\x17PushConnectionsResponse\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12E\n" +
+	"\x04sent\x18\x02 \x03(\v21.edgelb.raft.v1.PushConnectionsResponse.SentEntryR\x04sent\x1a7\n" +
+	"\tSentEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"K\n" +
 	"\vPingRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12(\n" +
 	"\x04view\x18\x02 \x01(\v2\x14.edgelb.raft.v1.ViewR\x04view\"L\n" +
@@ -344,9 +462,10 @@ const file_edgelb_raft_v1_liveness_proto_rawDesc = "" +
 	"\x05Claim\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1a\n" +
 	"\bclaimant\x18\x02 \x01(\tR\bclaimant\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch2T\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch2\xb8\x01\n" +
 	"\x0fLivenessService\x12A\n" +
-	"\x04Ping\x12\x1b.edgelb.raft.v1.PingRequest\x1a\x1c.edgelb.raft.v1.PingResponseB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
+	"\x04Ping\x12\x1b.edgelb.raft.v1.PingRequest\x1a\x1c.edgelb.raft.v1.PingResponse\x12b\n" +
+	"\x0fPushConnections\x12&.edgelb.raft.v1.PushConnectionsRequest\x1a'.edgelb.raft.v1.PushConnectionsResponseB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_edgelb_raft_v1_liveness_proto_rawDescOnce sync.Once
@@ -360,26 +479,32 @@ func file_edgelb_raft_v1_liveness_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_liveness_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_liveness_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_edgelb_raft_v1_liveness_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_edgelb_raft_v1_liveness_proto_goTypes = []any{
-	(*PingRequest)(nil),  // 0: edgelb.raft.v1.PingRequest
-	(*PingResponse)(nil), // 1: edgelb.raft.v1.PingResponse
-	(*View)(nil),         // 2: edgelb.raft.v1.View
-	(*Claim)(nil),        // 3: edgelb.raft.v1.Claim
-	nil,                  // 4: edgelb.raft.v1.View.HeardMsEntry
+	(*PushConnectionsRequest)(nil),  // 0: edgelb.raft.v1.PushConnectionsRequest
+	(*PushConnectionsResponse)(nil), // 1: edgelb.raft.v1.PushConnectionsResponse
+	(*PingRequest)(nil),             // 2: edgelb.raft.v1.PingRequest
+	(*PingResponse)(nil),            // 3: edgelb.raft.v1.PingResponse
+	(*View)(nil),                    // 4: edgelb.raft.v1.View
+	(*Claim)(nil),                   // 5: edgelb.raft.v1.Claim
+	nil,                             // 6: edgelb.raft.v1.PushConnectionsResponse.SentEntry
+	nil,                             // 7: edgelb.raft.v1.View.HeardMsEntry
 }
 var file_edgelb_raft_v1_liveness_proto_depIdxs = []int32{
-	2, // 0: edgelb.raft.v1.PingRequest.view:type_name -> edgelb.raft.v1.View
-	2, // 1: edgelb.raft.v1.PingResponse.view:type_name -> edgelb.raft.v1.View
-	4, // 2: edgelb.raft.v1.View.heard_ms:type_name -> edgelb.raft.v1.View.HeardMsEntry
-	3, // 3: edgelb.raft.v1.View.claims:type_name -> edgelb.raft.v1.Claim
-	0, // 4: edgelb.raft.v1.LivenessService.Ping:input_type -> edgelb.raft.v1.PingRequest
-	1, // 5: edgelb.raft.v1.LivenessService.Ping:output_type -> edgelb.raft.v1.PingResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 0: edgelb.raft.v1.PushConnectionsResponse.sent:type_name -> edgelb.raft.v1.PushConnectionsResponse.SentEntry
+	4, // 1: edgelb.raft.v1.PingRequest.view:type_name -> edgelb.raft.v1.View
+	4, // 2: edgelb.raft.v1.PingResponse.view:type_name -> edgelb.raft.v1.View
+	7, // 3: edgelb.raft.v1.View.heard_ms:type_name -> edgelb.raft.v1.View.HeardMsEntry
+	5, // 4: edgelb.raft.v1.View.claims:type_name -> edgelb.raft.v1.Claim
+	2, // 5: edgelb.raft.v1.LivenessService.Ping:input_type -> edgelb.raft.v1.PingRequest
+	0, // 6: edgelb.raft.v1.LivenessService.PushConnections:input_type -> edgelb.raft.v1.PushConnectionsRequest
+	3, // 7: edgelb.raft.v1.LivenessService.Ping:output_type -> edgelb.raft.v1.PingResponse
+	1, // 8: edgelb.raft.v1.LivenessService.PushConnections:output_type -> edgelb.raft.v1.PushConnectionsResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_liveness_proto_init() }
@@ -393,7 +518,7 @@ func file_edgelb_raft_v1_liveness_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_liveness_proto_rawDesc), len(file_edgelb_raft_v1_liveness_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

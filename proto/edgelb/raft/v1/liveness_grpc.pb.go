@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LivenessService_Ping_FullMethodName = "/edgelb.raft.v1.LivenessService/Ping"
+	LivenessService_Ping_FullMethodName            = "/edgelb.raft.v1.LivenessService/Ping"
+	LivenessService_PushConnections_FullMethodName = "/edgelb.raft.v1.LivenessService/PushConnections"
 )
 
 // LivenessServiceClient is the client API for LivenessService service.
@@ -33,6 +34,13 @@ const (
 // from one that only the leader cannot hear (lbd/liveness).
 type LivenessServiceClient interface {
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
+	// PushConnections asks the receiver, a VIP's old owner in a planned move,
+	// to send the VIPs' established TCP connections to every member's kernel
+	// sync daemon now, and answers once they are sent. The new owner asks
+	// before it announces the VIPs: both act on the same commit, and nothing
+	// else orders the old owner's own push before the announcement
+	// (docs/DATAPLANE.md, "Handover sync").
+	PushConnections(ctx context.Context, in *PushConnectionsRequest, opts ...grpc.CallOption) (*PushConnectionsResponse, error)
 }
 
 type livenessServiceClient struct {
@@ -53,6 +61,16 @@ func (c *livenessServiceClient) Ping(ctx context.Context, in *PingRequest, opts 
 	return out, nil
 }
 
+func (c *livenessServiceClient) PushConnections(ctx context.Context, in *PushConnectionsRequest, opts ...grpc.CallOption) (*PushConnectionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushConnectionsResponse)
+	err := c.cc.Invoke(ctx, LivenessService_PushConnections_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LivenessServiceServer is the server API for LivenessService service.
 // All implementations must embed UnimplementedLivenessServiceServer
 // for forward compatibility.
@@ -64,6 +82,13 @@ func (c *livenessServiceClient) Ping(ctx context.Context, in *PingRequest, opts 
 // from one that only the leader cannot hear (lbd/liveness).
 type LivenessServiceServer interface {
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
+	// PushConnections asks the receiver, a VIP's old owner in a planned move,
+	// to send the VIPs' established TCP connections to every member's kernel
+	// sync daemon now, and answers once they are sent. The new owner asks
+	// before it announces the VIPs: both act on the same commit, and nothing
+	// else orders the old owner's own push before the announcement
+	// (docs/DATAPLANE.md, "Handover sync").
+	PushConnections(context.Context, *PushConnectionsRequest) (*PushConnectionsResponse, error)
 	mustEmbedUnimplementedLivenessServiceServer()
 }
 
@@ -76,6 +101,9 @@ type UnimplementedLivenessServiceServer struct{}
 
 func (UnimplementedLivenessServiceServer) Ping(context.Context, *PingRequest) (*PingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedLivenessServiceServer) PushConnections(context.Context, *PushConnectionsRequest) (*PushConnectionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PushConnections not implemented")
 }
 func (UnimplementedLivenessServiceServer) mustEmbedUnimplementedLivenessServiceServer() {}
 func (UnimplementedLivenessServiceServer) testEmbeddedByValue()                         {}
@@ -116,6 +144,24 @@ func _LivenessService_Ping_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LivenessService_PushConnections_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushConnectionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LivenessServiceServer).PushConnections(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LivenessService_PushConnections_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LivenessServiceServer).PushConnections(ctx, req.(*PushConnectionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LivenessService_ServiceDesc is the grpc.ServiceDesc for LivenessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +172,10 @@ var LivenessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ping",
 			Handler:    _LivenessService_Ping_Handler,
+		},
+		{
+			MethodName: "PushConnections",
+			Handler:    _LivenessService_PushConnections_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

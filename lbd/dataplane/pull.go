@@ -1,0 +1,137 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// PullHandover asks from, a VIP's previous owner, to send the established
+// connections of vips to every member's kernel sync daemon now (its
+// PushConnections), and returns once it has, with the count it sent per VIP.
+// ctx bounds it. It returns ErrNotInContact at once when from is not heard
+// from: a crashed owner has nothing to send and must cost the takeover
+// nothing.
+type PullHandover func(ctx context.Context, from string, vips []netip.Addr) (map[netip.Addr]int, error)
+
+// ErrNotInContact is what a PullHandover returns, at once, for a previous
+// owner this member does not hear from.
+var ErrNotInContact = errors.New("the previous owner is not in contact")
+
+// maxPullWait bounds the wait for the old owners' pushes in a pass that takes
+// VIPs over. The new owner's pass and the old owner's act on the same commit,
+// and the old owner pushes by itself when its pass starts the handover; the
+// pull only closes the race in which the new owner would announce first
+// (docs/DATAPLANE.md, "Handover sync"). An answer on a healthy segment takes
+// a few milliseconds (one read of /proc/net/ip_vs_conn, a few multicast
+// datagrams); waiting longer than a small part of the lease delays the
+// takeover for a push that the kernel's own sync follows within seconds.
+const maxPullWait = 100 * time.Millisecond
+
+// pullWait is how long a pass waits for the pulls: maxPullWait, or a
+// quarter of the lease when that is shorter (lbd's default lease is 250 ms,
+// and a pass must add its addresses well within it).
+func (e *Engine) pullWait() time.Duration {
+	if l := e.cfg.FenceDelay; l > 0 {
+		return min(maxPullWait, l/4)
+	}
+	return maxPullWait
+}
+
+// SetPullHandover installs Config.PullHandover once what answers it (the
+// liveness connections to the other members) exists.
+func (e *Engine) SetPullHandover(f PullHandover) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cfg.PullHandover = f
+}
+
+// pullHandovers asks the previous owners of the VIPs this pass takes over
+// (from: VIP → previous owner) to push their connections, one request per
+// owner, all at once, and returns a function that waits for the answers, at
+// most pullWait from now. A failure or a timeout is logged: the takeover
+// goes on. The caller holds e.mu.
+func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[netip.Addr]string, tenantOf func(netip.Addr) string) (wait func()) {
+	pull := e.cfg.PullHandover
+	byOwner := map[string][]netip.Addr{}
+	for _, a := range vips {
+		if o := from[a]; o != "" {
+			byOwner[o] = append(byOwner[o], a)
+		}
+	}
+	if pull == nil || len(byOwner) == 0 {
+		return func() {}
+	}
+	bound := e.pullWait()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	var wg sync.WaitGroup
+	for owner, vs := range byOwner {
+		wg.Go(func() {
+			t0 := time.Now()
+			sent, err := pull(ctx, owner, vs)
+			took := time.Since(t0).Round(time.Microsecond)
+			for _, a := range vs {
+				switch {
+				case errors.Is(err, ErrNotInContact):
+					e.log.Debug("connections of a VIP taken over not pulled: its previous owner is not in contact", "vip", a, "tenant", tenantOf(a), "from", owner)
+				case err != nil:
+					e.log.Warn("connections of a VIP taken over not pulled from its previous owner; the kernel's own sync follows within seconds",
+						"vip", a, "tenant", tenantOf(a), "from", owner, "took", took, "bound", bound, "err", err)
+				default:
+					e.log.Info("connections of a VIP taken over pulled from its previous owner before announcing it",
+						"vip", a, "tenant", tenantOf(a), "from", owner, "connections", sent[a], "took", took)
+				}
+			}
+		})
+	}
+	return func() {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			// A PullHandover that does not honour ctx must not hold the
+			// takeover: its goroutine finishes (and logs) on its own.
+		}
+		cancel()
+	}
+}
+
+// PushConnections sends the established connections of vips, as this
+// host's IPVS table holds them, to every member's sync daemon now, and
+// returns how many it sent per VIP: the old owner's answer to a new owner
+// that takes them over (from). It waits for no engine lock: a pass may hold
+// it for long, and the new owner waits. A VIP not in the table sends nothing.
+func (e *Engine) PushConnections(ctx context.Context, from string, vips []netip.Addr) map[netip.Addr]int {
+	tenants := e.tenantsNow(vips)
+	out := make(map[netip.Addr]int, len(vips))
+	for _, a := range vips {
+		if _, done := out[a]; done {
+			continue
+		}
+		n, _ := e.pushSync(ctx, a, tenants[a], "asked by the new owner", "by", from)
+		out[a] = n
+	}
+	return out
+}
+
+// tenantsNow returns the tenants of vips for the log, as the last pass or a
+// handover knows them, if the engine's lock is free now: it never waits for
+// a pass (the new owner is waiting), and the log then says tenant "".
+func (e *Engine) tenantsNow(vips []netip.Addr) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	if !e.mu.TryLock() {
+		return out
+	}
+	defer e.mu.Unlock()
+	for _, a := range vips {
+		if h, ok := e.ho.pending[a]; ok {
+			out[a] = h.tenant
+		} else if t, ok := e.owned[a]; ok {
+			out[a] = t
+		}
+	}
+	return out
+}
