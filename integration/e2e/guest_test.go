@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -146,6 +147,28 @@ func mustLBCTL(t *testing.T, l *lab.Lab, args ...string) string {
 	}
 	t.Logf("lbctl %s (%s)", strings.Join(args, " "), time.Since(t0).Round(time.Millisecond))
 	return out
+}
+
+// moveVIP hands vip to member to with lbctl vip move. Under load the raft
+// leader can change while the move commits: lbctl exits 8 (Unavailable,
+// OUTCOME_UNKNOWN or no leader yet), and since a move to the same member is
+// idempotent it is simply asked again. Any other failure fails t.
+func moveVIP(t *testing.T, l *lab.Lab, vip, to string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		t0 := time.Now()
+		_, err := l.LBCTL("vip", "move", vip, to)
+		if err == nil {
+			t.Logf("lbctl vip move %s %s (%s)", vip, to, time.Since(t0).Round(time.Millisecond))
+			return
+		}
+		var le *lab.LBCTLError
+		if !errors.As(err, &le) || le.Code != 8 || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v: asking again", err)
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 const client = "client"
@@ -787,7 +810,7 @@ func (s *scenarios) announcements(t *testing.T) {
 				break
 			}
 		}
-		mustLBCTL(t, s.l, "vip", "move", v.ip, to.ID)
+		moveVIP(t, s.l, v.ip, to.ID)
 		learns(v.name, v.ip, to, "after moving to "+to.ID)
 	}
 }
@@ -977,7 +1000,7 @@ func waitStandby(t *testing.T, m *lab.Member, vip string) {
 func (s *scenarios) moveHeld(t *testing.T, vip string, from, to *lab.Member, hold *probe.Hold) {
 	t.Helper()
 	waitStandby(t, to, vip)
-	mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
+	moveVIP(t, s.l, vip, to.ID)
 	for t0 := time.Now(); !to.HasAddr(vip) || from.HasAddr(vip); time.Sleep(100 * time.Millisecond) {
 		if time.Since(t0) > guestWait {
 			if hold != nil {
@@ -1062,8 +1085,17 @@ func (s *scenarios) health(t *testing.T) {
 		}
 		return r
 	}
-	if r := count(); r.Counts["node2"] == 0 {
-		t.Fatalf("node2 gets no traffic before the test: %s", r)
+	// The VIP answers once one backend is up; node2's checks must rise too
+	// (rise 2: two intervals, longer on a loaded guest) before it gets its
+	// share.
+	for t0 := time.Now(); ; {
+		r := count()
+		if r.Counts["node2"] > 0 {
+			break
+		}
+		if time.Since(t0) > guestWait {
+			t.Fatalf("node2 gets no traffic before the test, %s after the VIP answered: %s", guestWait, r)
+		}
 	}
 	setHealthz(t, 2, "fail")
 	t0 := time.Now()

@@ -194,7 +194,7 @@ func (s *scenarios) noProcess(t *testing.T) {
 	move := func(to *lab.Member) {
 		t.Helper()
 		waitStandby(t, to, vip)
-		mustLBCTL(t, s.l, "vip", "move", vip, to.ID)
+		moveVIP(t, s.l, vip, to.ID)
 		for t0 := time.Now(); !to.HasAddr(vip); time.Sleep(100 * time.Millisecond) {
 			if time.Since(t0) > guestWait {
 				t.Fatalf("%s did not move to %s within %s", vip, to.ID, guestWait)

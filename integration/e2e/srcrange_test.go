@@ -129,7 +129,7 @@ func (s *scenarios) sourceRanges(t *testing.T) {
 					}
 				}
 			}()
-			mustLBCTL(t, s.l, "vip", "move", c.vip, to.ID)
+			moveVIP(t, s.l, c.vip, to.ID)
 			for t0 := time.Now(); !to.HasAddr(c.vip) || owner.HasAddr(c.vip); time.Sleep(50 * time.Millisecond) {
 				if time.Since(t0) > guestWait {
 					close(stop)

@@ -26,9 +26,13 @@ var ErrNotInContact = errors.New("the previous owner is not in contact")
 // pull only closes the race in which the new owner would announce first
 // (docs/DATAPLANE.md, "Handover sync"). An answer on a healthy segment takes
 // a few milliseconds (one read of /proc/net/ip_vs_conn, a few multicast
-// datagrams); waiting longer than a small part of the lease delays the
-// takeover for a push that the kernel's own sync follows within seconds.
-const maxPullWait = 100 * time.Millisecond
+// datagrams). In a planned move the old owner serves until the new one
+// announces, so waiting costs no traffic; but a previous owner in contact
+// whose own pass hung no longer serves, and the wait adds to that outage.
+// Beside stress-ng the guest's answer took 90 ms (2026-12-05), past an
+// earlier bound of 100 ms; hence 500 ms, still at most a quarter of the
+// lease (pullWait).
+const maxPullWait = 500 * time.Millisecond
 
 // pullWait is how long a pass waits for the pulls: maxPullWait, or a
 // quarter of the lease when that is shorter (lbd's default lease is 250 ms,
