@@ -203,7 +203,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 		e.SetActiveActive(func(vs *edgelbv1.VirtualService) bool { return bgp.Mode(vs, bgp.Pools(n.FSM.Pools())) })
 	}
 	d.lease = lease.New(cfg.ID, cfg.Ownership.Lease.Duration, lease.System)
-	var push func(context.Context, string, []netip.Addr) map[netip.Addr]int
+	var push func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error)
 	if hp, ok := dp.(handoverPusher); ok {
 		// A VIP's new owner asks this member, its old owner, for the
 		// connections before it announces it (docs/DATAPLANE.md, "Handover

@@ -11,7 +11,7 @@ import (
 // member's kernel sync daemon when the VIP's new owner asks (the IPVS
 // engine); liveness answers the request with it.
 type handoverPusher interface {
-	PushConnections(ctx context.Context, from string, vips []netip.Addr) map[netip.Addr]int
+	PushConnections(ctx context.Context, from string, vips []netip.Addr) (map[netip.Addr]int, error)
 }
 
 // handoverPuller is a data plane that asks a moved VIP's previous owner for
@@ -31,9 +31,3 @@ func (d *Daemon) pullHandover(ctx context.Context, from string, vips []netip.Add
 	}
 	return d.live.PullConnections(ctx, from, vips)
 }
-
-// The IPVS engine does both.
-var (
-	_ handoverPusher = (*dataplane.Engine)(nil)
-	_ handoverPuller = (*dataplane.Engine)(nil)
-)

@@ -23,7 +23,7 @@ type pullDP struct {
 	pull   dataplane.PullHandover
 }
 
-func (p *pullDP) PushConnections(_ context.Context, from string, vips []netip.Addr) map[netip.Addr]int {
+func (p *pullDP) PushConnections(_ context.Context, from string, vips []netip.Addr) (map[netip.Addr]int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := from
@@ -31,7 +31,7 @@ func (p *pullDP) PushConnections(_ context.Context, from string, vips []netip.Ad
 		s += " " + a.String()
 	}
 	p.pushes = append(p.pushes, s)
-	return map[netip.Addr]int{vips[0]: 5}
+	return map[netip.Addr]int{vips[0]: 5}, nil
 }
 
 func (p *pullDP) SetPullHandover(f dataplane.PullHandover) {

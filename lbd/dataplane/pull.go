@@ -3,9 +3,12 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/edgelb/edgelb/lbd/dataplane/ipvsconn"
 )
 
 // PullHandover asks from, a VIP's previous owner, to send the established
@@ -65,8 +68,17 @@ func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[
 			byOwner[o] = append(byOwner[o], a)
 		}
 	}
-	if pull == nil || len(byOwner) == 0 {
+	if pull == nil || e.cfg.SyncInterface == "" || len(byOwner) == 0 {
+		// Without a sync daemon here, a push would reach nothing.
 		return func() {}
+	}
+	// Read now, under the caller's lock: a goroutine that outlives the
+	// wait must not read the plan's maps that later passes write.
+	tenant := make(map[netip.Addr]string, len(vips))
+	for _, vs := range byOwner {
+		for _, a := range vs {
+			tenant[a] = tenantOf(a)
+		}
 	}
 	bound := e.pullWait()
 	ctx, cancel := context.WithTimeout(ctx, bound)
@@ -79,13 +91,13 @@ func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[
 			for _, a := range vs {
 				switch {
 				case errors.Is(err, ErrNotInContact):
-					e.log.Debug("connections of a VIP taken over not pulled: its previous owner is not in contact", "vip", a, "tenant", tenantOf(a), "from", owner)
+					e.log.Debug("connections of a VIP taken over not pulled: its previous owner is not in contact", "vip", a, "tenant", tenant[a], "from", owner)
 				case err != nil:
 					e.log.Warn("connections of a VIP taken over not pulled from its previous owner; the kernel's own sync follows within seconds",
-						"vip", a, "tenant", tenantOf(a), "from", owner, "took", took, "bound", bound, "err", err)
+						"vip", a, "tenant", tenant[a], "from", owner, "took", took, "bound", bound, "err", err)
 				default:
 					e.log.Info("connections of a VIP taken over pulled from its previous owner before announcing it",
-						"vip", a, "tenant", tenantOf(a), "from", owner, "connections", sent[a], "took", took)
+						"vip", a, "tenant", tenant[a], "from", owner, "connections", sent[a], "took", took)
 				}
 			}
 		})
@@ -106,20 +118,41 @@ func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[
 // PushConnections sends the established connections of vips, as this
 // host's IPVS table holds them, to every member's sync daemon now, and
 // returns how many it sent per VIP: the old owner's answer to a new owner
-// that takes them over (from). It waits for no engine lock: a pass may hold
-// it for long, and the new owner waits. A VIP not in the table sends nothing.
-func (e *Engine) PushConnections(ctx context.Context, from string, vips []netip.Addr) map[netip.Addr]int {
-	tenants := e.tenantsNow(vips)
+// that takes them over (from). It reads the table once, stops when ctx ends
+// (the new owner has stopped waiting), and waits for no engine lock: a pass
+// may hold it for long, and the new owner waits. A VIP not in the table
+// sends nothing. An error (no sync interface here, the table unreadable, a
+// send failed) goes back to the new owner, which warns.
+func (e *Engine) PushConnections(ctx context.Context, from string, vips []netip.Addr) (map[netip.Addr]int, error) {
 	out := make(map[netip.Addr]int, len(vips))
+	if e.cfg.SyncInterface == "" {
+		return out, errNoSyncInterface
+	}
+	all, err := ipvsconn.ReadFile(ipvsconn.Path)
+	if err != nil {
+		return out, err
+	}
+	tenants := e.tenantsNow(vips)
+	var errs []error
 	for _, a := range vips {
 		if _, done := out[a]; done {
 			continue
 		}
-		n, _ := e.pushSync(ctx, a, tenants[a], "asked by the new owner", "by", from)
+		if err := ctx.Err(); err != nil {
+			return out, errors.Join(append(errs, err)...)
+		}
+		n, err := e.sendSync(ctx, a, tenants[a], "asked by the new owner", establishedTo(all, a), "by", from)
 		out[a] = n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vip %s: %w", a, err))
+		}
 	}
-	return out
+	return out, errors.Join(errs...)
 }
+
+// errNoSyncInterface: this member runs no sync daemons, so it has nothing
+// to push to.
+var errNoSyncInterface = errors.New("no connection sync interface configured on this member")
 
 // tenantsNow returns the tenants of vips for the log, as the last pass or a
 // handover knows them, if the engine's lock is free now: it never waits for

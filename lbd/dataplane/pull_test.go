@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -32,6 +33,7 @@ func TestPullBeforeTakeover(t *testing.T) {
 	var buf logcapture.Buffer
 	e.log = buf.Logger()
 	e.cfg.FenceDelay = 200 * time.Millisecond // the bound: 50 ms
+	e.cfg.SyncInterface = "eth0"              // the pull has a sync daemon to fill
 	var mu sync.Mutex
 	var calls []pullCall
 	e.SetPullHandover(func(ctx context.Context, from string, vips []netip.Addr) (map[netip.Addr]int, error) {
@@ -113,6 +115,7 @@ func TestSlowPullCutAtTheBound(t *testing.T) {
 	for _, honour := range []bool{true, false} {
 		e, _, fa, _ := fakeEngine(t)
 		e.cfg.FenceDelay = 200 * time.Millisecond // the bound: 50 ms
+		e.cfg.SyncInterface = "eth0"
 		release := make(chan struct{})
 		asked := make(chan struct{}, 1)
 		e.SetPullHandover(func(ctx context.Context, _ string, _ []netip.Addr) (map[netip.Addr]int, error) {
@@ -155,6 +158,22 @@ func TestNoPullHandover(t *testing.T) {
 	}
 }
 
+// A member without a sync daemon does not ask: a push would reach nothing.
+func TestNoPullWithoutSync(t *testing.T) {
+	e, _, fa, _ := fakeEngine(t)
+	asked := false
+	e.SetPullHandover(func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error) {
+		asked = true
+		return nil, nil
+	})
+	vs := owned("t", "a1", "192.0.2.1", "a")
+	reconcileAs(t, e, "me", vs)
+	reconcileAs(t, e, "me", ownedBy(vs, "me"))
+	if asked || !fa.on[netip.MustParseAddr("192.0.2.1")] {
+		t.Errorf("asked %v, VIP up %v; want not asked and up", asked, fa.on[netip.MustParseAddr("192.0.2.1")])
+	}
+}
+
 // The bound is a quarter of the lease, never more than maxPullWait.
 func TestPullWait(t *testing.T) {
 	for lease, want := range map[time.Duration]time.Duration{0: maxPullWait, 250 * time.Millisecond: 62500 * time.Microsecond, 10 * time.Second: maxPullWait} {
@@ -165,14 +184,14 @@ func TestPullWait(t *testing.T) {
 	}
 }
 
-// The old owner's answer names every VIP asked about, once; without a sync
-// interface nothing is sent.
+// Without a sync interface the old owner sends nothing and says why, so the
+// new owner warns instead of logging a pull of 0 connections.
 func TestPushConnectionsWithoutSync(t *testing.T) {
 	e, _, _, _ := fakeEngine(t)
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	got := e.PushConnections(context.Background(), "b", []netip.Addr{a, b, a})
-	if len(got) != 2 || got[a] != 0 || got[b] != 0 {
-		t.Errorf("sent %v, want 0 for each of %s and %s", got, a, b)
+	got, err := e.PushConnections(context.Background(), "b", []netip.Addr{a, b, a})
+	if !errors.Is(err, errNoSyncInterface) || got[a] != 0 || got[b] != 0 {
+		t.Errorf("sent %v, %v; want nothing and errNoSyncInterface", got, err)
 	}
 }
 

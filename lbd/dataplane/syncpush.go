@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/edgelb/edgelb/lbd/dataplane/ipvsconn"
 	"github.com/edgelb/edgelb/lbd/dataplane/syncd"
 	"golang.org/x/sys/unix"
 )
@@ -32,14 +33,21 @@ func (e *Engine) pushSync(ctx context.Context, vip netip.Addr, tenant, why strin
 	if e.cfg.SyncInterface == "" {
 		return 0, nil
 	}
-	t0 := time.Now()
 	vs, err := establishedConns(vip)
-	if err != nil || len(vs) == 0 {
-		if err != nil {
-			e.log.Warn("handover sync not sent", append([]any{"vip", vip, "tenant", tenant, "when", why, "err", err}, attrs...)...)
-		}
+	if err != nil {
+		e.log.Warn("handover sync not sent", append([]any{"vip", vip, "tenant", tenant, "when", why, "err", err}, attrs...)...)
 		return 0, err
 	}
+	return e.sendSync(ctx, vip, tenant, why, vs, attrs...)
+}
+
+// sendSync sends vip's connections vs (read from the IPVS table) as sync
+// messages; see pushSync.
+func (e *Engine) sendSync(ctx context.Context, vip netip.Addr, tenant, why string, vs []ipvsconn.Conn, attrs ...any) (int, error) {
+	if len(vs) == 0 {
+		return 0, nil
+	}
+	t0 := time.Now()
 	conns := make([]syncd.Conn, 0, len(vs))
 	for _, c := range vs {
 		conns = append(conns, syncd.Conn{Proto: unix.IPPROTO_TCP, Client: c.Client, VIP: c.VIP, Backend: c.Backend, State: syncd.TCPEstablished})

@@ -65,7 +65,7 @@ type Config struct {
 	// member's kernel sync daemon now and returns how many it sent per VIP;
 	// it answers a new owner (from) that takes the VIPs over in a planned
 	// move (PushConnections). Unset: nothing is sent, every count is 0.
-	Push func(ctx context.Context, from string, vips []netip.Addr) map[netip.Addr]int
+	Push func(ctx context.Context, from string, vips []netip.Addr) (map[netip.Addr]int, error)
 	// Observe, if set, is told each probe's outcome (metrics).
 	Observe func(peer string, rtt time.Duration, ok bool)
 	Log     *slog.Logger

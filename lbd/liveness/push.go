@@ -18,6 +18,10 @@ import (
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
+// maxPushVIPs bounds one request: a member owns at most this many VIPs that
+// move to one other member in a pass (the FSM's own limits are far below).
+const maxPushVIPs = 4096
+
 // PushConnections answers a new owner's request: it pushes the VIPs'
 // established connections now (Config.Push) and answers once they are sent.
 func (p *Prober) PushConnections(ctx context.Context, req *raftv1.PushConnectionsRequest) (*raftv1.PushConnectionsResponse, error) {
@@ -29,6 +33,10 @@ func (p *Prober) PushConnections(ctx context.Context, req *raftv1.PushConnection
 	// authorizer admits members only; a plaintext caller is Anonymous).
 	if id, ok := auth.FromContext(ctx); ok && id != auth.Anonymous && (id.Role != auth.RoleMember || id.Name != req.From) {
 		return nil, status.Errorf(codes.PermissionDenied, "push connections asked by %q on the certificate of %s %q", req.From, id.Role, id.Name)
+	}
+	if len(req.Vips) > maxPushVIPs {
+		return nil, errinfo.New(codes.InvalidArgument, errinfo.InvalidField, map[string]string{"field": "vips"},
+			fmt.Sprintf("push connections: %d VIPs asked at once, at most %d", len(req.Vips), maxPushVIPs))
 	}
 	vips := make([]netip.Addr, 0, len(req.Vips))
 	for _, s := range req.Vips {
@@ -44,7 +52,12 @@ func (p *Prober) PushConnections(ctx context.Context, req *raftv1.PushConnection
 		resp.Sent[a.String()] = 0
 	}
 	if p.cfg.Push != nil && len(vips) > 0 {
-		for a, n := range p.cfg.Push(ctx, req.From, vips) {
+		sent, err := p.cfg.Push(ctx, req.From, vips)
+		if err != nil {
+			// The new owner warns and goes on; the kernel's own sync follows.
+			return nil, status.Errorf(codes.Unavailable, "push connections on %s: %v", p.cfg.Self, err)
+		}
+		for a, n := range sent {
 			resp.Sent[a.String()] = int64(n)
 		}
 	}

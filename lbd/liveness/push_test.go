@@ -2,6 +2,7 @@ package liveness
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -39,11 +40,11 @@ func TestPullConnectionsOnLoopback(t *testing.T) {
 	var mu sync.Mutex
 	var asked []netip.Addr
 	var askedBy string
-	push := func(_ context.Context, from string, vips []netip.Addr) map[netip.Addr]int {
+	push := func(_ context.Context, from string, vips []netip.Addr) (map[netip.Addr]int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		asked, askedBy = append(asked, vips...), from
-		return map[netip.Addr]int{vips[0]: 7}
+		return map[netip.Addr]int{vips[0]: 7}, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -96,7 +97,10 @@ func TestPushConnectionsRefused(t *testing.T) {
 	pushed := false
 	p := New(Config{Self: "a", Interval: 50 * ms, Grace: 350 * ms, Lease: lease.New("a", 250*ms, &fakeClock{t: time.Second}),
 		Peers: func() ([]Peer, uint64) { return nil, 0 }, Log: slog.Default(),
-		Push: func(context.Context, string, []netip.Addr) map[netip.Addr]int { pushed = true; return nil }})
+		Push: func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error) {
+			pushed = true
+			return nil, nil
+		}})
 	req := &raftv1.PushConnectionsRequest{From: "c", Vips: []string{"192.0.2.10"}}
 	for _, id := range []auth.Identity{{Role: auth.RoleMember, Name: "b"}, {Role: auth.RoleAdmin, Name: "c"}} {
 		ctx := auth.WithIdentity(context.Background(), id)
@@ -118,5 +122,27 @@ func TestPushConnectionsRefused(t *testing.T) {
 	pushed = false
 	if _, err := p.PushConnections(auth.WithIdentity(context.Background(), auth.Anonymous), req); err != nil || !pushed {
 		t.Errorf("push asked on a plaintext listener: %v, pushed=%v", err, pushed)
+	}
+}
+
+// A push that fails on the old owner is an error for the new owner (which
+// warns), not an answer of 0 connections; a request naming too many VIPs is
+// refused.
+func TestPushConnectionsErrors(t *testing.T) {
+	p := New(Config{Self: "a", Interval: 50 * ms, Grace: 350 * ms, Lease: lease.New("a", 250*ms, &fakeClock{t: time.Second}),
+		Peers: func() ([]Peer, uint64) { return nil, 0 }, Log: slog.Default(),
+		Push: func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error) {
+			return nil, errors.New("no connection sync interface configured on this member")
+		}})
+	ctx := auth.WithIdentity(context.Background(), auth.Identity{Role: auth.RoleMember, Name: "c"})
+	if _, err := p.PushConnections(ctx, &raftv1.PushConnectionsRequest{From: "c", Vips: []string{"192.0.2.10"}}); status.Code(err) != codes.Unavailable {
+		t.Errorf("failed push: %v, want Unavailable", err)
+	}
+	many := make([]string, maxPushVIPs+1)
+	for i := range many {
+		many[i] = "192.0.2.10"
+	}
+	if _, err := p.PushConnections(ctx, &raftv1.PushConnectionsRequest{From: "c", Vips: many}); !errinfo.Is(err, errinfo.InvalidField) {
+		t.Errorf("%d VIPs: %v, want INVALID_FIELD", len(many), err)
 	}
 }
