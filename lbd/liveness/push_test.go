@@ -95,12 +95,10 @@ func TestPullConnectionsOnLoopback(t *testing.T) {
 // With TLS only a member asks for a push, and only as itself.
 func TestPushConnectionsRefused(t *testing.T) {
 	pushed := false
-	p := New(Config{Self: "a", Interval: 50 * ms, Grace: 350 * ms, Lease: lease.New("a", 250*ms, &fakeClock{t: time.Second}),
-		Peers: func() ([]Peer, uint64) { return nil, 0 }, Log: slog.Default(),
-		Push: func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error) {
-			pushed = true
-			return nil, nil
-		}})
+	p := pushProber(func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error) {
+		pushed = true
+		return nil, nil
+	})
 	req := &raftv1.PushConnectionsRequest{From: "c", Vips: []string{"192.0.2.10"}}
 	for _, id := range []auth.Identity{{Role: auth.RoleMember, Name: "b"}, {Role: auth.RoleAdmin, Name: "c"}} {
 		ctx := auth.WithIdentity(context.Background(), id)
@@ -129,11 +127,9 @@ func TestPushConnectionsRefused(t *testing.T) {
 // warns), not an answer of 0 connections; a request naming too many VIPs is
 // refused.
 func TestPushConnectionsErrors(t *testing.T) {
-	p := New(Config{Self: "a", Interval: 50 * ms, Grace: 350 * ms, Lease: lease.New("a", 250*ms, &fakeClock{t: time.Second}),
-		Peers: func() ([]Peer, uint64) { return nil, 0 }, Log: slog.Default(),
-		Push: func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error) {
-			return nil, errors.New("no connection sync interface configured on this member")
-		}})
+	p := pushProber(func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error) {
+		return nil, errors.New("no connection sync interface configured on this member")
+	})
 	ctx := auth.WithIdentity(context.Background(), auth.Identity{Role: auth.RoleMember, Name: "c"})
 	if _, err := p.PushConnections(ctx, &raftv1.PushConnectionsRequest{From: "c", Vips: []string{"192.0.2.10"}}); status.Code(err) != codes.Unavailable {
 		t.Errorf("failed push: %v, want Unavailable", err)
@@ -145,4 +141,10 @@ func TestPushConnectionsErrors(t *testing.T) {
 	if _, err := p.PushConnections(ctx, &raftv1.PushConnectionsRequest{From: "c", Vips: many}); !errinfo.Is(err, errinfo.InvalidField) {
 		t.Errorf("%d VIPs: %v, want INVALID_FIELD", len(many), err)
 	}
+}
+
+// pushProber is member a's prober, unstarted, answering pushes with push.
+func pushProber(push func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error)) *Prober {
+	return New(Config{Self: "a", Interval: 50 * ms, Grace: 350 * ms, Lease: lease.New("a", 250*ms, &fakeClock{t: time.Second}),
+		Peers: func() ([]Peer, uint64) { return nil, 0 }, Log: slog.Default(), Push: push})
 }
