@@ -167,16 +167,9 @@ func TestProbersOnLoopback(t *testing.T) {
 	addrs := map[string]string{}
 	servers := map[string]*grpc.Server{}
 	probers := map[string]*Prober{}
-	var peers []Peer
-	lis := map[string]net.Listener{}
-	for _, id := range ids {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lis[id] = l
-		addrs[id] = l.Addr().String()
-		peers = append(peers, Peer{ID: id, Addr: l.Addr().String(), Voter: true})
+	lis, peers := loopbackPeers(t, ids)
+	for _, p := range peers {
+		addrs[p.ID] = p.Addr
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -508,4 +501,21 @@ func TestClaimOfASilentClaimantDropped(t *testing.T) {
 	if _, ok := p.relayed[claimKey{"c", "b"}]; ok {
 		t.Error("the claim of a claimant silent for longer than the grace is still relayed")
 	}
+}
+
+// loopbackPeers listens on a loopback port for each of ids and returns the
+// listeners and the voters they make.
+func loopbackPeers(t *testing.T, ids []string) (map[string]net.Listener, []Peer) {
+	t.Helper()
+	lis := map[string]net.Listener{}
+	var peers []Peer
+	for _, id := range ids {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis[id] = l
+		peers = append(peers, Peer{ID: id, Addr: l.Addr().String(), Voter: true})
+	}
+	return lis, peers
 }

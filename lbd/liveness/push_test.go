@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -27,16 +26,7 @@ import (
 // the counts come back; a member not heard from is not in contact.
 func TestPullConnectionsOnLoopback(t *testing.T) {
 	ids := []string{"a", "b"}
-	var peers []Peer
-	lis := map[string]net.Listener{}
-	for _, id := range ids {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lis[id] = l
-		peers = append(peers, Peer{ID: id, Addr: l.Addr().String(), Voter: true})
-	}
+	lis, peers := loopbackPeers(t, ids)
 	var mu sync.Mutex
 	var asked []netip.Addr
 	var askedBy string
