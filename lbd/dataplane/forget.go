@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -32,13 +33,15 @@ func (e *Engine) forgetConntrack(vips []netip.Addr, why string, tenantOf func(ne
 	}
 }
 
-// takenOver is the VIPs of moved that this pass is about to add here.
-func (e *Engine) takenOver(moved []netip.Addr, vips map[netip.Addr]string) []netip.Addr {
+// takenOver is the VIPs of moved that this pass is about to add here, in
+// address order.
+func (e *Engine) takenOver(moved map[netip.Addr]string, vips map[netip.Addr]string) []netip.Addr {
 	var out []netip.Addr
-	for _, a := range moved {
+	for a := range moved {
 		if _, mine := vips[a]; mine && !e.vips[a] {
 			out = append(out, a)
 		}
 	}
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }

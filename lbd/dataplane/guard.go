@@ -5,21 +5,19 @@ import (
 )
 
 // guardTakeovers opens the takeover guard's window (package snat) for each
-// nat-mode VIP in moved that this pass is about to add here; it runs after the
+// nat-mode VIP of takenOver (those this pass is about to add here that came
+// from another member: Engine.takenOver); it runs after the
 // SNAT rules are set and before the addresses go up. The caller holds e.mu.
 //
 // Only a VIP that comes from another member gets the guard: its nodes may
 // still be sending to connections the previous owner forwarded. A new VIP has
 // none, and a guard on it would only swallow the late packets that close
 // connections cleanly.
-func (e *Engine) guardTakeovers(moved []netip.Addr, vips map[netip.Addr]string, natVIPs map[netip.Addr][]uint16, tenantOf func(netip.Addr) string) {
+func (e *Engine) guardTakeovers(takenOver []netip.Addr, natVIPs map[netip.Addr][]uint16, tenantOf func(netip.Addr) string) {
 	if e.snat == nil || e.cfg.TakeoverGuard <= 0 {
 		return
 	}
-	for _, a := range moved {
-		if _, mine := vips[a]; !mine || e.vips[a] {
-			continue
-		}
+	for _, a := range takenOver {
 		if _, nat := natVIPs[a]; !nat {
 			continue
 		}

@@ -77,17 +77,16 @@ type scope struct {
 
 // update brings the plan's services to changed (nil: deleted) and returns
 // the scope of the change, with the VIPs that came to owner from another
-// member and, for each of them, that member. Objects are immutable: one the plan holds already is not looked at
-// again, unless it is isolated and retry is set (a full pass looks at those
+// member, each with that member. Objects are immutable: one the plan holds
+// already is not looked at again, unless it is isolated and retry is set (a full pass looks at those
 // again: what kept one out may have been mended). The caller holds e.mu.
-func (e *Engine) update(changed map[ServiceKey]*edgelbv1.VirtualService, owner string, retry bool) (*scope, []netip.Addr, map[netip.Addr]string) {
+func (e *Engine) update(changed map[ServiceKey]*edgelbv1.VirtualService, owner string, retry bool) (*scope, map[netip.Addr]string) {
 	pl := e.plan
 	sc := &scope{vips: map[netip.Addr]struct{}{}, svcs: map[ipvsdiff.SvcKey]struct{}{}, gone: map[netip.Addr]string{}}
 	if e.owners == nil {
 		e.owners = map[netip.Addr]string{}
 	}
-	var moved []netip.Addr
-	var from map[netip.Addr]string // moved VIP → its previous owner
+	var moved map[netip.Addr]string // VIP → its previous owner
 	// Removals first, so a key another changed service takes over (a port
 	// moved from one service to another of the same VIP) is not removed
 	// after it was added.
@@ -108,11 +107,10 @@ func (e *Engine) update(changed map[ServiceKey]*edgelbv1.VirtualService, owner s
 			// An ownership change is a new object, so looking at new
 			// objects only sees every one.
 			if was := e.owners[n.addr]; owner != "" && vs.Owner == owner && was != "" && was != owner {
-				moved = append(moved, n.addr)
-				if from == nil {
-					from = map[netip.Addr]string{}
+				if moved == nil {
+					moved = map[netip.Addr]string{}
 				}
-				from[n.addr] = was
+				moved[n.addr] = was
 			}
 			e.owners[n.addr] = vs.Owner
 		}
@@ -152,7 +150,7 @@ func (e *Engine) update(changed map[ServiceKey]*edgelbv1.VirtualService, owner s
 			}
 		}
 	}
-	return sc, moved, from
+	return sc, moved
 }
 
 // unplan takes service k (planned as old) out of the plan.

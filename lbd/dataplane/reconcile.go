@@ -11,7 +11,6 @@ import (
 	"iter"
 	"maps"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
@@ -82,7 +81,7 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	full = full || e.needFull || owner != e.plan.owner
 	e.needFull = false
 	var sc *scope
-	sc, p.moved, p.movedFrom = e.update(changed, owner, full)
+	sc, p.moved = e.update(changed, owner, full)
 	p.gone = sc.gone
 	if full {
 		if owner != e.plan.owner {
@@ -118,8 +117,8 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	// The pull of the old owners' connections (pull.go) runs beside the
 	// guard and the conntrack clean-up; the addresses wait for it, bounded.
 	takenOver := e.takenOver(p.moved, p.vips)
-	pulled := e.pullHandovers(p.ctx, takenOver, p.movedFrom, p.tenantOf)
-	e.guardTakeovers(p.moved, p.vips, p.natVIPs, p.tenantOf)
+	pulled := e.pullHandovers(p.ctx, takenOver, p.moved, p.tenantOf)
+	e.guardTakeovers(takenOver, p.natVIPs, p.tenantOf)
 	e.forgetConntrack(takenOver, "taken over: entries of connections that ended while the VIP was elsewhere", p.tenantOf)
 	p.phase("guard")
 	pulled()
@@ -165,9 +164,9 @@ type pass struct {
 	vips    map[netip.Addr]string // owned VIP → tenant
 	natVIPs map[netip.Addr][]uint16
 	filters map[netip.Addr]*srcrange.VIP
-	moved   []netip.Addr
-	// movedFrom is each moved VIP's previous owner.
-	movedFrom map[netip.Addr]string
+	// moved is each VIP that came here from another member, with that
+	// member (its previous owner).
+	moved map[netip.Addr]string
 
 	errs     []error
 	changed  bool // the record must be rewritten
@@ -445,7 +444,7 @@ func (p *pass) addAddrs(ready func(netip.Addr) bool) {
 		// gave this host the VIP) to the first announcement.
 		e.obs.TookOver(time.Since(p.start))
 		e.log.Info("VIP added and announced", "vip", a, "tenant", p.tenantOf(a), "interface", e.cfg.Interface, "after", time.Since(p.start).Round(time.Microsecond))
-		if e.cfg.TickleACKs && e.bg != nil && slices.Contains(p.moved, a) {
+		if e.cfg.TickleACKs && e.bg != nil && p.moved[a] != "" {
 			go e.tickle(e.bg, a, p.tenantOf(a))
 		}
 	}
