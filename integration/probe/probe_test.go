@@ -1,8 +1,10 @@
 package probe
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -61,5 +63,39 @@ func TestOnceReportsItsLocalAddress(t *testing.T) {
 	}
 	if ap, perr := netip.ParseAddrPort(local); perr != nil || ap.Port() == 0 {
 		t.Errorf("failed connection's local address %q (%v): want 127.0.0.1:PORT", local, err)
+	}
+}
+
+func TestParseSNMPCounter(t *testing.T) {
+	// As Linux 6.1 prints /proc/net/sctp/snmp: name, tab, value.
+	text := "SctpCurrEstab                   \t0\nSctpT1InitExpireds              \t7\nSctpT1CookieExpireds            \t0\n"
+	if v, err := parseSNMPCounter(text, "SctpT1InitExpireds"); err != nil || v != 7 {
+		t.Errorf("SctpT1InitExpireds = %d, %v; want 7", v, err)
+	}
+	if _, err := parseSNMPCounter(text, "SctpT1Init"); err == nil {
+		t.Error("a prefix of a counter's name matched")
+	}
+	if _, err := parseSNMPCounter("SctpT1InitExpireds x\n", "SctpT1InitExpireds"); err == nil {
+		t.Error("a value that is not a number parsed")
+	}
+}
+
+func TestSCTPSlowExplained(t *testing.T) {
+	for _, c := range []struct {
+		s    SCTPSlow
+		want bool
+		says string
+	}{
+		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 3 * time.Second, INITRetransmits: 1}, ReusedAfter: 20 * time.Second}, true, "port last used 20s before"},
+		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 3 * time.Second, INITRetransmits: 1}}, false, "unexplained"},
+		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 1500 * time.Millisecond}}, true, "no INIT retransmit"},
+		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 6 * time.Second, INITRetransmits: -1}, Err: context.DeadlineExceeded}, false, "unknown"},
+	} {
+		if got := c.s.Explained(); got != c.want {
+			t.Errorf("%s: Explained() = %v, want %v", c.s, got, c.want)
+		}
+		if !strings.Contains(c.s.String(), c.says) {
+			t.Errorf("%q does not say %q", c.s, c.says)
+		}
 	}
 }
