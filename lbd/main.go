@@ -146,7 +146,7 @@ Flags override the config file; the config file overrides defaults.`,
 	f.StringVar(&cfg.DataPlane.Mode, "data-plane", cfg.DataPlane.Mode, "ipvs, or none for a control-plane-only member (no kernel changes)")
 	f.BoolVar(&cfg.Health.WithoutDataPlane, "health-without-data-plane", cfg.Health.WithoutDataPlane, "with --data-plane=none, still send health checks to backends (off: a control-plane-only member probes nothing)")
 	f.StringVar(&cfg.DataPlane.Interface, "interface", cfg.DataPlane.Interface, "data interface VIPs are added to")
-	f.StringVar(&cfg.DataPlane.SNAT, "snat", cfg.DataPlane.SNAT, "rule engine for SNAT, takeover guard and source ranges: auto (iptables where it works, else nftables), nftables, iptables-legacy, iptables-nft, none (no SNAT)")
+	f.StringVar(&cfg.DataPlane.SNAT, "snat", cfg.DataPlane.SNAT, "rule engine for SNAT, takeover guard and source ranges: auto (nftables where the kernel has it, else iptables), nftables, iptables-legacy, iptables-nft, none (no SNAT)")
 	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "cluster CA certificate (PEM); with --tls-cert/--tls-key enables mutual TLS on the API and raft")
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "this member's certificate (edgelb://member/<id>; lbd certs issue makes it)")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "this member's private key")
@@ -154,7 +154,7 @@ Flags override the config file; the config file overrides defaults.`,
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
 	for flag, vals := range map[string][]string{
-		"data-plane": {"ipvs", "none"}, "snat": {"auto", "iptables-legacy", "iptables-nft", "none"},
+		"data-plane": {"ipvs", "none"}, "snat": {"auto", "nftables", "iptables-legacy", "iptables-nft", "none"},
 		"log-format": {"text", "json"}, "log-level": {"debug", "info", "warn", "error"},
 	} {
 		cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))

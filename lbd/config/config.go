@@ -118,9 +118,9 @@ type DataPlane struct {
 	// Interface is the data interface VIPs are added to.
 	Interface string `json:"interface"`
 	// SNAT is the rule engine for SNAT, the takeover guard and source
-	// ranges: auto (iptables-legacy, else iptables-nft, else nftables),
-	// nftables, iptables-legacy,
-	// iptables-nft or none (no SNAT).
+	// ranges: auto (nftables where the kernel has it, else iptables-legacy,
+	// else iptables-nft), nftables, iptables-legacy, iptables-nft or none
+	// (no SNAT).
 	SNAT string `json:"snat"`
 	// GARPBurst gratuitous ARPs / unsolicited NAs are sent on takeover, GARPBurstInterval apart,
 	// then one every GARPRepeatInterval.

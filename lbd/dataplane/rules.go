@@ -16,11 +16,9 @@ import (
 // openRules picks the rule engine (the SNAT rules, the takeover guard and
 // the source-range filter) for mode: nftables (netlink, no process per
 // change), iptables-legacy or iptables-nft (a process per change), auto
-// (the iptables flavours as before where one works, else nftables: a host
-// without iptables gets nftables, while the guest's HA drain and move
-// scenarios still break held connections in some runs on nftables, see
-// docs/DATAPLANE.md), or none (no SNAT; the filter on nftables, else the
-// first iptables that works). A nil filter with a nil error never happens; a
+// (nftables where the kernel has nf_tables' inet family, else the iptables
+// flavours: older kernels keep working), or none (no SNAT; the filter on
+// nftables, else the first iptables that works). A nil filter with a nil error never happens; a
 // filter error alone is returned as filterErr (the rest works, services with
 // source ranges are isolated).
 func openRules(ctx context.Context, cfg Config) (rules snat.Rules, filter srcrange.Enforcer, filterErr, err error) {
@@ -37,24 +35,28 @@ func openRules(ctx context.Context, cfg Config) (rules snat.Rules, filter srcran
 		}
 		return nftrules.SNAT{Table: t}, nftrules.Filter{Table: t}, nil
 	}
-	if cfg.SNAT == "nftables" {
+	auto := cfg.SNAT == "auto" || cfg.SNAT == ""
+	var nftErr error
+	if cfg.SNAT == "nftables" || auto {
 		r, f, err := openNft()
-		if err != nil {
+		if err == nil {
+			return r, f, nil, nil
+		}
+		if !auto {
 			return nil, nil, nil, fmt.Errorf("snat mode nftables: %w (use a kernel with nf_tables and its inet family, or set snat to iptables-legacy)", err)
 		}
-		return r, f, nil, nil
+		// auto on a kernel without nftables: the iptables flavours.
+		nftErr = err
 	}
 	rules, err = snat.Open(ctx, cfg.SNAT, cfg.TakeoverGuard)
 	if err != nil {
-		if cfg.SNAT != "auto" && cfg.SNAT != "" {
-			return nil, nil, nil, err
+		if nftErr != nil {
+			return nil, nil, nil, fmt.Errorf("nftables: %w; %w", nftErr, err)
 		}
-		// auto without a working iptables: nftables, if the kernel has it.
-		r, f, nerr := openNft()
-		if nerr != nil {
-			return nil, nil, nil, fmt.Errorf("%w; nftables: %w", err, nerr)
-		}
-		return r, f, nil, nil
+		return nil, nil, nil, err
+	}
+	if nftErr != nil {
+		cfg.Logger.Warn("the kernel has no usable nftables: SNAT, the takeover guard and source ranges run on iptables, one process per change", "snat", rules.Backend(), "nftables_error", nftErr)
 	}
 	if t, ok := rules.(*snat.Tables); ok {
 		t.Remember(filepath.Join(cfg.StateDir, "snat.json")) // a restart rewrites no rules the kernel holds
