@@ -31,21 +31,6 @@ func TestOutage(t *testing.T) {
 	}
 }
 
-func TestPercentiles(t *testing.T) {
-	var ds []time.Duration
-	for i := 100; i >= 1; i-- {
-		ds = append(ds, time.Duration(i)*time.Millisecond)
-	}
-	p50, p99 := percentiles(ds)
-	if p50 != 50*time.Millisecond || p99 != 99*time.Millisecond {
-		t.Errorf("p50 %s p99 %s, want 50ms 99ms", p50, p99)
-	}
-	p50, p99 = percentiles(ds[:3]) // 100, 99, 98 ms
-	if p50 != 99*time.Millisecond || p99 != 100*time.Millisecond {
-		t.Errorf("3 samples: p50 %s p99 %s", p50, p99)
-	}
-}
-
 func TestParseARPReplies(t *testing.T) {
 	for _, out := range []string{
 		"ARPING 10.0.0.210\n60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=0 time=1.1 msec\n60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=1 time=0.9 msec\n",

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"github.com/edgelb/edgelb/integration/guesttest"
 	"github.com/edgelb/edgelb/integration/lab"
 	"github.com/edgelb/edgelb/integration/probe"
+	"github.com/edgelb/edgelb/integration/stats"
 	"github.com/edgelb/edgelb/integration/topo"
 )
 
@@ -854,7 +853,7 @@ func TestGuestBench(t *testing.T) {
 				opened += r.Opened
 				kept += r.Kept
 			}
-			p50, p99 := percentiles(outs)
+			p50, p99 := stats.Percentiles(outs)
 			fmt.Printf("BENCH-JSON {\"name\":\"failover-%s\",\"p50\":%.1f,\"p99\":%.1f,\"n\":%d,\"profile\":%q}\n",
 				kind, ms(p50), ms(p99), len(outs), s.profile)
 			if opened > 0 {
@@ -909,17 +908,3 @@ func parseARPReplies(out string) []string {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// percentiles returns the nearest-rank p50 and p99.
-func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0
-	}
-	s := slices.Clone(ds)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	rank := func(p float64) time.Duration {
-		i := int(p*float64(len(s))+0.999999) - 1
-		return s[min(max(i, 0), len(s)-1)]
-	}
-	return rank(0.50), rank(0.99)
-}
