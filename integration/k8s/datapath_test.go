@@ -181,8 +181,9 @@ func TestServiceThroughUMLDataPath(t *testing.T) {
 		t.Errorf("EXTERNAL-IP %v, but the guest reached %s", ips, a.VIP)
 	}
 	reach := time.Unix(0, a.At).Sub(t0)
+	// The first Service (with source ranges, on a cluster that just started)
+	// is logged; make bench's figure is measureReach's, over ten.
 	t.Logf("Service created → EXTERNAL-IP %s: %s; → VIP answers TCP (node %s, NodePort %d): %s", ips[0], ingress.Round(time.Millisecond), a.Node, np, reach.Round(time.Millisecond))
-	fmt.Printf("BENCH-JSON {\"name\":\"service-to-reachable\",\"value\":%d,\"unit\":\"ms\",\"n\":1}\n", reach.Milliseconds())
 
 	// The guest reports what the denied client saw; only a drop lets us go on.
 	denied, err := waitFile(filepath.Join(work, "denied"), 2*time.Minute)
@@ -210,6 +211,7 @@ func TestServiceThroughUMLDataPath(t *testing.T) {
 		t.Fatalf("formerly denied client after the ranges were widened: %v (guest: %v)", err, drain(guestDone))
 	}
 	t.Logf("ranges widened to %v → %s reached %s after %s", cur.Spec.LoadBalancerSourceRanges, deniedSrc, wa, time.Since(tw).Round(time.Millisecond))
+	measureReach(t, cs, work, np, guestDone)
 
 	// Issue 23: an externalTrafficPolicy: Local Service, with the cloud-config
 	// saying edges and nodes share the segment (directRouting), is programmed
@@ -390,6 +392,7 @@ func TestGuestDataPath(t *testing.T) {
 	if _, err := connectFrom(allowedSrc, vip, 3*time.Second); err != nil {
 		t.Errorf("allowed client %s after the ranges were widened: %v", allowedSrc, err)
 	}
+	guestReach(t, l, work, bin)
 	guestLocal(t, l, work, bin)
 	waitFile(filepath.Join(work, "done"), time.Minute)
 }
@@ -529,9 +532,15 @@ func whoamiFromClient(addr string) (string, error) {
 // (probe.Once itself dials from the caller's namespace) and reads the node's
 // greeting.
 func connectFrom(src netip.Addr, vip string, timeout time.Duration) (string, error) {
+	return connectTo(src, vip, "80", timeout)
+}
+
+// connectTo connects to host:port from src in the client's namespace and
+// reads the node's greeting.
+func connectTo(src netip.Addr, host, port string, timeout time.Duration) (string, error) {
 	var node string
 	err := netns.Do(topo.ClientHost().Name, func() (err error) {
-		node, err = probe.Once(probe.Options{Addr: net.JoinHostPort(vip, "80"), Timeout: timeout}.WithSources([]netip.Addr{src}))
+		node, err = probe.Once(probe.Options{Addr: net.JoinHostPort(host, port), Timeout: timeout}.WithSources([]netip.Addr{src}))
 		return err
 	})
 	return node, err

@@ -1,0 +1,145 @@
+package k8se2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/edgelb/edgelb/integration/lab"
+	"github.com/edgelb/edgelb/integration/stats"
+	"github.com/edgelb/edgelb/integration/topo"
+)
+
+// reachServices is how many Services the "Service created → VIP answers"
+// figure is taken over, one after another: make bench's row gives their
+// p50 and p99 (issue 21 asks for ≤ 1.5 s p99 over at least 10).
+const reachServices = 10
+
+// reachNodePorts picks the NodePorts the reach Services ask for, clear of
+// avoid (the first Service's, which the apiserver chose): the guest's nodes
+// serve them before the Services exist, so the clock measures edgelb and
+// the CCM, not a server starting.
+func reachNodePorts(avoid int32) []int32 {
+	base := int32(30500)
+	if avoid >= base && avoid < base+reachServices {
+		base = 30600
+	}
+	ports := make([]int32, reachServices)
+	for i := range ports {
+		ports[i] = base + int32(i)
+	}
+	return ports
+}
+
+// reachAnswer is what the guest reports for one reach Service.
+type reachAnswer struct {
+	At   int64 // when the VIP first answered, Unix ns
+	Node string
+}
+
+// measureReach is the host's side: it creates the reach Services one at a
+// time, hands each EXTERNAL-IP to the guest as soon as the Service shows
+// it, and takes the time from the create call to the guest's first answer
+// through the VIP. The guest's clock is the host's (UML runs on it).
+func measureReach(t *testing.T, cs kubernetes.Interface, work string, avoid int32, guestDone chan error) {
+	t.Helper()
+	ports := reachNodePorts(avoid)
+	var list []string
+	for _, p := range ports {
+		list = append(list, strconv.Itoa(int(p)))
+	}
+	os.WriteFile(filepath.Join(work, "reach-ports"), []byte(strings.Join(list, ",")), 0o644)
+	if _, err := waitFile(filepath.Join(work, "reach-serving"), 2*time.Minute); err != nil {
+		t.Fatalf("the guest's nodes never served the reach NodePorts: %v (guest: %v)", err, drain(guestDone))
+	}
+	var reach, ingress []time.Duration
+	for i, np := range ports {
+		name := fmt.Sprintf("reach-%d", i)
+		svc := lbService(name, tcp(80))
+		svc.Spec.Ports[0].NodePort = np
+		t0 := time.Now()
+		if _, err := cs.CoreV1().Services("default").Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ips, err := WaitIngress(ctx, cs, "default", name)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		in := time.Since(t0)
+		os.WriteFile(filepath.Join(work, fmt.Sprintf("reach-vip-%d", i)), []byte(ips[0]), 0o644)
+		ans, err := waitFile(filepath.Join(work, fmt.Sprintf("reach-answered-%d", i)), 2*time.Minute)
+		if err != nil {
+			t.Fatalf("%s: the guest never reached %s: %v (guest: %v)", name, ips[0], err, drain(guestDone))
+		}
+		var a reachAnswer
+		if err := json.Unmarshal([]byte(ans), &a); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Unix(0, a.At).Sub(t0)
+		reach, ingress = append(reach, d), append(ingress, in)
+		t.Logf("%s: created → EXTERNAL-IP %s %s → VIP answers TCP (%s, NodePort %d) %s", name, ips[0], in.Round(time.Millisecond), a.Node, np, d.Round(time.Millisecond))
+	}
+	p50, p99 := stats.Percentiles(reach)
+	i50, i99 := stats.Percentiles(ingress)
+	t.Logf("%d Services, one after another: created → EXTERNAL-IP p50 %s p99 %s; → VIP answers TCP p50 %s p99 %s", len(reach), i50.Round(time.Millisecond), i99.Round(time.Millisecond), p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+	fmt.Printf("BENCH-JSON {\"name\":\"service-to-reachable\",\"p50\":%d,\"p99\":%d,\"n\":%d}\n", p50.Milliseconds(), p99.Milliseconds(), len(reach))
+	fmt.Printf("BENCH-JSON {\"name\":\"service-to-external-ip\",\"p50\":%d,\"p99\":%d,\"n\":%d}\n", i50.Milliseconds(), i99.Milliseconds(), len(ingress))
+}
+
+// guestReach is the guest's side: every node serves the reach NodePorts,
+// then for each Service the client dials its VIP, as soon as the host
+// names it, until a node answers.
+func guestReach(t *testing.T, l *lab.Lab, work, bin string) {
+	t.Helper()
+	ports, err := waitFile(filepath.Join(work, "reach-ports"), 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Topo.Nodes {
+		if _, err := topo.StartLogged(n.Name, filepath.Join(work, "lab", n.Name+"-reach.log"), filepath.Join(bin, "nodeserver"),
+			"--name", n.Name, "--port", ports, "--health-port", "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The servers listen before they log; one dial to each node's first
+	// port says they do.
+	first := strings.Split(ports, ",")[0]
+	for _, n := range l.Topo.Nodes {
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			if _, err := connectTo(allowedSrc, n.V4.String(), first, 300*time.Millisecond); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("%s does not serve NodePort %s: %v", n.Name, first, err)
+			}
+		}
+	}
+	os.WriteFile(filepath.Join(work, "reach-serving"), []byte("1"), 0o644)
+	for i := range reachServices {
+		vip, err := waitFile(filepath.Join(work, fmt.Sprintf("reach-vip-%d", i)), 3*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(10 * time.Millisecond) {
+			node, err := connectFrom(allowedSrc, vip, 300*time.Millisecond)
+			if err == nil {
+				b, _ := json.Marshal(reachAnswer{At: time.Now().UnixNano(), Node: node})
+				os.WriteFile(filepath.Join(work, fmt.Sprintf("reach-answered-%d", i)), b, 0o644)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("reach-%d: VIP %s never answered: %v", i, vip, err)
+			}
+		}
+	}
+}
