@@ -173,27 +173,29 @@ func runGuest(bin string, dur time.Duration) int {
 		backends = append(backends, "--backend", fmt.Sprintf("%s:%d,weight=%d", n.V4, topo.NodePort, w))
 		weights[n.Name] = w
 	}
-	ok := run("pool", "create", "lab", "--range", topo.VIPPoolV4) &&
-		run(append([]string{"vip", "create", vipName, "--vip", vip, "--port", "tcp/80:30080", "--port", "udp/80:30080", "--wait"}, backends...)...) &&
-		run("vip", "list", "-o", "wide") &&
-		run("member", "list")
-	if !ok {
+	if !run("pool", "create", "lab", "--range", topo.VIPPoolV4) ||
+		!run(append([]string{"vip", "create", vipName, "--vip", vip, "--port", "tcp/80:30080", "--port", "udp/80:30080", "--wait"}, backends...)...) {
 		return 1
 	}
-	owner, _, err := l.WaitOwner(vipName, 30*time.Second)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox:", err)
-		return 1
-	}
-	// An owner is assigned before its data plane has the VIP up (in the
-	// emulated guest its iptables pass can take seconds): the rounds start
-	// once the VIP answers, as the e2e scenarios' createVIP waits.
+	// vip create --wait returns once an owner is assigned; its data plane
+	// may not have the VIP up yet: the clock starts here, and the rounds
+	// start once the VIP answers, as the e2e scenarios' createVIP waits.
+	// (Which member owns it is asked after: lbctl, a process, takes about
+	// a second to start in the guest.)
 	t0 := time.Now()
 	if _, err := topo.WaitAnswer(probe.Options{Proto: "tcp", Addr: vip + ":80", NetNS: "client"}, time.Minute); err != nil {
 		fmt.Fprintf(os.Stderr, "sandbox: VIP %s:80 does not answer: %v\n", vip, err)
 		return 1
 	}
 	fmt.Printf("VIP %s:80 answering %s after its owner was assigned\n", vip, time.Since(t0).Round(time.Millisecond))
+	owner, _, err := l.WaitOwner(vipName, 30*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox:", err)
+		return 1
+	}
+	if !run("vip", "list", "-o", "wide") || !run("member", "list") {
+		return 1
+	}
 	go serveExec(ctx, dir)
 
 	fmt.Printf(`
