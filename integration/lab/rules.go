@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 
 	"github.com/edgelb/edgelb/integration/netns"
 	"github.com/edgelb/edgelb/integration/topo"
@@ -18,11 +20,19 @@ import (
 // chains of the fallback. These helpers read whichever the member's kernel
 // holds, through netlink for nftables (the guest has no nft binary).
 
+// nftHelperTimeout bounds all of one helper's exchanges with the kernel:
+// the library takes no context, and an exchange that never got its answer
+// held a whole e2e run (in SetGuard, beside stress-ng) until it was killed.
+// lbd bounds its own the same way (nftrules.callTimeout).
+const nftHelperTimeout = 30 * time.Second
+
 // nft opens a netlink connection in the member's namespace and its edgelb
 // table, or ok false when the namespace has none.
 func (m *Member) nft() (c *nftables.Conn, t *nftables.Table, ok bool, err error) {
 	err = netns.Do(m.Host.Name, func() (err error) {
-		c, err = nftables.New(nftables.AsLasting())
+		c, err = nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(nl *netlink.Conn) error {
+			return nl.SetDeadline(time.Now().Add(nftHelperTimeout))
+		}))
 		return err
 	})
 	if err != nil {
