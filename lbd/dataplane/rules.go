@@ -1,7 +1,9 @@
 package dataplane
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -42,16 +44,15 @@ func openRules(ctx context.Context, cfg Config) (rules snat.Rules, filter srcran
 		if err == nil {
 			return r, f, nil, nil
 		}
-		if !auto {
-			return nil, nil, nil, fmt.Errorf("snat mode nftables: %w (use a kernel with nf_tables and its inet family, or set snat to iptables-legacy)", err)
+		if !iptablesFallback(cfg.SNAT, err) {
+			return nil, nil, nil, fmt.Errorf("snat mode %s: nftables: %w (use a kernel with nf_tables and its inet family, or set snat to iptables-legacy)", cmp.Or(cfg.SNAT, "auto"), err)
 		}
-		// auto on a kernel without nftables: the iptables flavours.
 		nftErr = err
 	}
 	rules, err = snat.Open(ctx, cfg.SNAT, cfg.TakeoverGuard)
 	if err != nil {
 		if nftErr != nil {
-			return nil, nil, nil, fmt.Errorf("nftables: %w; %w", nftErr, err)
+			return nil, nil, nil, fmt.Errorf("snat mode auto: neither nftables (%w) nor iptables (%w) works", nftErr, err)
 		}
 		return nil, nil, nil, err
 	}
@@ -71,6 +72,15 @@ func openRules(ctx context.Context, cfg Config) (rules snat.Rules, filter srcran
 		return rules, nil, ferr, nil
 	}
 	return rules, f, nil, nil
+}
+
+// iptablesFallback says whether openRules, in mode, goes on to iptables
+// after nftables failed with err: only auto does, and only when the kernel
+// refused nftables' table itself. Anything else (a timeout, a rule refused
+// after the table was made) may have left the table in the kernel, acting on
+// packets with nobody updating it, so lbd stops with the error instead.
+func iptablesFallback(mode string, err error) bool {
+	return (mode == "auto" || mode == "") && errors.Is(err, nftrules.ErrUnsupported)
 }
 
 // removeLegacy removes an older version's iptables chains, once the

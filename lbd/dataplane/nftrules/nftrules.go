@@ -104,12 +104,18 @@ type dropCount struct {
 	base uint64            // counts of elements gone
 }
 
-// Open makes (or takes over) the table, its sets and its rules in one
-// batch. The rules are rewritten (atomically, with the chains flushed in the
-// same batch); the sets keep their elements, so a restart changes nothing a
-// packet sees. An error means the kernel cannot hold the table (no
-// nf_tables, or no inet family or nat chains in it); the batch then changed
-// nothing.
+// ErrUnsupported marks an Open that failed because the kernel does not take
+// edgelb's table at all (no nf_tables netlink, or no inet family): nothing
+// was created, so another rule engine may be used instead. Any other error
+// (a timeout, a rule the kernel refused after the table was made) leaves
+// the host in a state that only nftables should go on from.
+var ErrUnsupported = errors.New("the kernel does not take an nftables inet table")
+
+// Open makes (or takes over) the table, its sets and its rules. The table
+// comes first, alone; then the rules are rewritten (atomically, with the
+// chains flushed in the same batch) and the sets keep their elements, so a
+// restart changes nothing a packet sees. An error wrapping ErrUnsupported
+// means the kernel refused the table itself and nothing changed.
 func Open(ctx context.Context, guard time.Duration, log *slog.Logger) (*Table, error) {
 	if log == nil {
 		log = slog.Default()
@@ -121,7 +127,7 @@ func Open(ctx context.Context, guard time.Duration, log *slog.Logger) (*Table, e
 		applied: map[string]map[string]nftables.SetElement{}, known: map[string]bool{},
 		held: map[netip.Addr]string{}, drops: map[netip.Addr]*dropCount{}}
 	if err := t.dial(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
 	// A kernel without the inet family refuses the table alone at once; a
 	// whole batch that fails early can leave google/nftables waiting for
@@ -129,6 +135,10 @@ func Open(ctx context.Context, guard time.Duration, log *slog.Logger) (*Table, e
 	t.conn.AddTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})
 	if err := t.flush(); err != nil {
 		t.conn.CloseLasting()
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			// Refused at once: the kernel lacks the family or nf_tables.
+			err = fmt.Errorf("%w: %w", ErrUnsupported, err)
+		}
 		return nil, fmt.Errorf("create nftables table inet %s: %w", TableName, err)
 	}
 	if err := t.build(); err != nil {
