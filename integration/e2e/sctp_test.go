@@ -39,12 +39,12 @@ func stop(cmd *exec.Cmd) {
 }
 
 // sctpCount opens n SCTP associations one after another from the client
-// and fails t for any that waited for an INIT retransmit that port reuse
-// does not explain (probe.SCTPReuseWindow). The client's kernel picks each
-// association's port at random, so among a hundred associations within a
-// minute two share a port now and then; IPVS drops the later one's first
-// INIT and the client sends it again after 3 s (SCTP's initial RTO). The
-// 6 s timeout lets that retransmit be answered.
+// and fails t for any that was slow or failed for a reason port reuse does
+// not explain (probe.SCTPReuseWindow). The client's kernel picks each
+// association's port at random, so now and then one comes round within
+// seconds of its last use; IPVS drops that INIT once and the client sends
+// it again after 3 s (SCTP's initial RTO). The 6 s timeout lets that
+// retransmit be answered.
 func sctpCount(t *testing.T, ctx context.Context, c *probe.SCTPClient, addr string, n int) probe.CountResult {
 	t.Helper()
 	r, slow := c.Count(ctx, addr, n)

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -81,15 +82,24 @@ func TestParseSNMPCounter(t *testing.T) {
 }
 
 func TestSCTPSlowExplained(t *testing.T) {
+	assoc := func(took time.Duration, init, other int) SCTPAssoc {
+		return SCTPAssoc{Port: 40000, Took: took, INITRetransmits: init, OtherRetransmits: other}
+	}
 	for _, c := range []struct {
 		s    SCTPSlow
 		want bool
 		says string
 	}{
-		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 3 * time.Second, INITRetransmits: 1}, ReusedAfter: 20 * time.Second}, true, "port last used 20s before"},
-		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 3 * time.Second, INITRetransmits: 1}}, false, "unexplained"},
-		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 1500 * time.Millisecond}}, true, "no INIT retransmit"},
-		{SCTPSlow{SCTPAssoc: SCTPAssoc{Port: 40000, Took: 6 * time.Second, INITRetransmits: -1}, Err: context.DeadlineExceeded}, false, "unknown"},
+		{SCTPSlow{SCTPAssoc: assoc(3*time.Second, 1, 0), ReusedAfter: 5 * time.Second}, true, "ended 5s before"},
+		{SCTPSlow{SCTPAssoc: assoc(3*time.Second, 1, 0)}, false, "a packet lost"},
+		{SCTPSlow{SCTPAssoc: assoc(1500*time.Millisecond, 0, 0)}, true, "waited for CPU"},
+		// A lost COOKIE ECHO or greeting waits as long, without an INIT retransmit.
+		{SCTPSlow{SCTPAssoc: assoc(3*time.Second, 0, 1)}, false, "COOKIE ECHO/data"},
+		// Port reuse costs one retransmit; a second, or no answer at all, is a loss.
+		{SCTPSlow{SCTPAssoc: assoc(6*time.Second, 2, 0), ReusedAfter: time.Second}, false, "2 INIT"},
+		{SCTPSlow{SCTPAssoc: assoc(6*time.Second, 1, 0), ReusedAfter: time.Second, Err: context.DeadlineExceeded}, false, "deadline"},
+		{SCTPSlow{SCTPAssoc: assoc(6*time.Second, -1, -1), Err: context.DeadlineExceeded}, false, "unknown"},
+		{SCTPSlow{SCTPAssoc: assoc(0, 0, 0), Err: errors.New("connection refused")}, false, "no retransmit (connection refused)"},
 	} {
 		if got := c.s.Explained(); got != c.want {
 			t.Errorf("%s: Explained() = %v, want %v", c.s, got, c.want)

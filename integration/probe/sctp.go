@@ -54,26 +54,28 @@ type SCTPAssoc struct {
 	Port int           // the client's local port (the kernel picks it at random)
 	Took time.Duration // connect to greeting
 	// INITRetransmits is how often the client's T1-init timer expired
-	// meanwhile (SctpT1InitExpireds of the client's namespace), -1 when it
-	// could not be read.
-	INITRetransmits int
+	// meanwhile (SctpT1InitExpireds of the client's namespace) and
+	// OtherRetransmits how often its T1-cookie and T3-rtx timers did (a
+	// COOKIE ECHO or data sent again); -1 when they could not be read.
+	INITRetransmits, OtherRetransmits int
 }
 
 // SCTPOnce opens one SCTP association with addr from namespace ns (""
 // = the caller's), reads the node's greeting line and closes.
 func SCTPOnce(ns, addr string, timeout time.Duration) (SCTPAssoc, error) {
-	a := SCTPAssoc{INITRetransmits: -1}
+	a := SCTPAssoc{INITRetransmits: -1, OtherRetransmits: -1}
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return a, err
 	}
 	err = netns.Do(ns, func() error {
-		before, rerr := t1InitExpireds()
+		before, rerr := retransmitCounters()
 		t0 := time.Now()
 		defer func() {
 			a.Took = time.Since(t0)
-			if after, err := t1InitExpireds(); rerr == nil && err == nil {
-				a.INITRetransmits = after - before
+			if after, err := retransmitCounters(); rerr == nil && err == nil {
+				a.INITRetransmits = after[0] - before[0]
+				a.OtherRetransmits = after[1] - before[1] + after[2] - before[2]
 			}
 		}()
 		fam, sa := SCTPSockaddr(ap)
@@ -126,14 +128,21 @@ func SCTPOnce(ns, addr string, timeout time.Duration) (SCTPAssoc, error) {
 	return a, err
 }
 
-// t1InitExpireds reads SctpT1InitExpireds of the calling thread's network
-// namespace (/proc/thread-self: netns.Do switches only this thread).
-func t1InitExpireds() (int, error) {
+// retransmitCounters reads SctpT1InitExpireds, SctpT1CookieExpireds and
+// SctpT3RtxExpireds of the calling thread's network namespace
+// (/proc/thread-self: netns.Do switches only this thread).
+func retransmitCounters() ([3]int, error) {
+	var out [3]int
 	b, err := os.ReadFile("/proc/thread-self/net/sctp/snmp")
 	if err != nil {
-		return 0, err
+		return out, err
 	}
-	return parseSNMPCounter(string(b), "SctpT1InitExpireds")
+	for i, name := range []string{"SctpT1InitExpireds", "SctpT1CookieExpireds", "SctpT3RtxExpireds"} {
+		if out[i], err = parseSNMPCounter(string(b), name); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 // parseSNMPCounter finds "name value" in /proc/net/sctp/snmp's text.
@@ -147,48 +156,60 @@ func parseSNMPCounter(text, name string) (int, error) {
 	return 0, fmt.Errorf("no %s in /proc/net/sctp/snmp", name)
 }
 
-// SCTPReuseWindow is how long IPVS keeps an association it saw closed
-// (IP_VS_SCTP_S_CLOSED: 61 s, not tunable). A new association from the same
-// client port inside it meets that entry, whose conntrack entry is
-// confirmed, and IPVS (net.ipv4.vs.conn_reuse_mode=1) drops its INIT so
-// both go; the client's INIT retransmit, after SCTP's initial RTO of 3 s,
-// is scheduled afresh.
-const SCTPReuseWindow = 61 * time.Second
+// SCTPReuseWindow is how long after an association ended a new one from
+// the same client port meets IPVS's drop: IPVS keeps the closed association
+// (CLOSED, 61 s), and while conntrack still holds its entry too (CLOSED:
+// 10 s after the last packet) that entry is confirmed, so IPVS
+// (net.ipv4.vs.conn_reuse_mode=1) drops the new INIT once so both go; the
+// client sends it again after SCTP's initial RTO of 3 s and it is scheduled
+// afresh. Later, with no conntrack entry left, IPVS reschedules without the
+// drop. 10 s and some slack for the guest's clock.
+const SCTPReuseWindow = 12 * time.Second
 
 // SCTPClient opens associations from one namespace one after another and
-// remembers the local ports it used, so that an association that waited
-// for an INIT retransmit can be told apart: a port reused inside
-// SCTPReuseWindow explains it; anything else is a lost packet.
+// remembers when each local port's last association ended, so that an
+// association that waited for an INIT retransmit can be told apart: a port
+// reused inside SCTPReuseWindow explains one; anything else is a lost packet.
 type SCTPClient struct {
 	NS      string
 	Timeout time.Duration
-	used    map[int]time.Time // local port → when its last association started
+	ended   map[int]time.Time // local port → when its last association ended
 }
 
-// SCTPSlow describes an association that took a second or more.
+// SCTPSlow describes an association that took a second or more, or failed.
 type SCTPSlow struct {
 	SCTPAssoc
 	Err error
 	// ReusedAfter is the time since the port's previous association from
-	// this client started, 0 when it had none within SCTPReuseWindow.
+	// this client ended, 0 when none ended within SCTPReuseWindow.
 	ReusedAfter time.Duration
 }
 
 // Explained says whether the wait is the port-reuse drop described at
-// SCTPReuseWindow, or the client merely got no CPU (no INIT retransmit).
+// SCTPReuseWindow (answered after exactly one INIT retransmit), or the
+// client merely got no CPU (answered, nothing sent again).
 func (s SCTPSlow) Explained() bool {
-	return s.ReusedAfter > 0 || s.INITRetransmits == 0
+	if s.Err != nil || s.OtherRetransmits != 0 {
+		return false
+	}
+	return s.INITRetransmits == 0 || s.INITRetransmits == 1 && s.ReusedAfter > 0
 }
 
 func (s SCTPSlow) String() string {
-	why := "INIT retransmits unknown"
+	var why string
 	switch {
+	case s.INITRetransmits < 0 || s.OtherRetransmits < 0:
+		why = "retransmits unknown"
+	case s.OtherRetransmits > 0:
+		why = fmt.Sprintf("%d INIT and %d COOKIE ECHO/data retransmit(s): a packet lost", s.INITRetransmits, s.OtherRetransmits)
+	case s.INITRetransmits == 0 && s.Err == nil:
+		why = "no retransmit (the client waited for CPU)"
 	case s.INITRetransmits == 0:
-		why = "no INIT retransmit (the client waited for CPU)"
-	case s.INITRetransmits > 0 && s.ReusedAfter > 0:
-		why = fmt.Sprintf("%d INIT retransmit(s); port last used %s before (IPVS drops the INIT of a reused port)", s.INITRetransmits, s.ReusedAfter.Round(time.Millisecond))
-	case s.INITRetransmits > 0:
-		why = fmt.Sprintf("%d INIT retransmit(s) on a port not used within %s: unexplained", s.INITRetransmits, SCTPReuseWindow)
+		why = "no retransmit"
+	case s.ReusedAfter > 0:
+		why = fmt.Sprintf("%d INIT retransmit(s); port's last association ended %s before (IPVS drops the INIT of a reused port once)", s.INITRetransmits, s.ReusedAfter.Round(time.Millisecond))
+	default:
+		why = fmt.Sprintf("%d INIT retransmit(s) on a port not used within %s: a packet lost", s.INITRetransmits, SCTPReuseWindow)
 	}
 	out := fmt.Sprintf("port %d took %s: %s", s.Port, s.Took.Round(time.Millisecond), why)
 	if s.Err != nil {
@@ -201,8 +222,8 @@ func (s SCTPSlow) String() string {
 // answering nodes; associations that took a second or more are returned
 // too, each with what explains it.
 func (c *SCTPClient) Count(ctx context.Context, addr string, n int) (CountResult, []SCTPSlow) {
-	if c.used == nil {
-		c.used = map[int]time.Time{}
+	if c.ended == nil {
+		c.ended = map[int]time.Time{}
 	}
 	r := CountResult{Proto: "sctp", Addr: addr, Counts: map[string]int{}}
 	var slow []SCTPSlow
@@ -216,10 +237,10 @@ func (c *SCTPClient) Count(ctx context.Context, addr string, n int) (CountResult
 		a, err := SCTPOnce(c.NS, addr, c.Timeout)
 		if a.Port != 0 {
 			var reused time.Duration
-			if prev, ok := c.used[a.Port]; ok && start.Sub(prev) < SCTPReuseWindow {
+			if prev, ok := c.ended[a.Port]; ok && start.Sub(prev) < SCTPReuseWindow {
 				reused = start.Sub(prev)
 			}
-			c.used[a.Port] = start
+			c.ended[a.Port] = time.Now()
 			if err != nil || a.Took >= time.Second {
 				slow = append(slow, SCTPSlow{SCTPAssoc: a, Err: err, ReusedAfter: reused})
 			}
