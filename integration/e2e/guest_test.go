@@ -50,9 +50,9 @@ func TestGuest(t *testing.T) {
 	}
 	var lbdArgs []string
 	if v := os.Getenv("EDGELB_E2E_SNAT"); v != "" {
-		// The rule engine for every member: EDGELB_E2E_SNAT=nftables runs
-		// the suite on the nftables rule engine (auto takes iptables where
-		// it works).
+		// The rule engine for every member: EDGELB_E2E_SNAT=iptables-legacy
+		// runs the suite on the iptables fallback (auto, the default, takes
+		// nftables where the kernel has it).
 		lbdArgs = append(lbdArgs, "--snat", v)
 	}
 	l, err := lab.Start(lab.Config{

@@ -88,7 +88,8 @@ func start(t *testing.T) *suite {
 	os.Setenv("EDGELB_TEST_HOOKS", "1")
 	var lbdArgs []string
 	if v := os.Getenv("EDGELB_E2E_SNAT"); v != "" {
-		// The rule engine, as in integration/e2e: EDGELB_E2E_SNAT=nftables.
+		// The rule engine, as in integration/e2e: EDGELB_E2E_SNAT=iptables-legacy
+		// for the fallback (auto, the default, takes nftables).
 		lbdArgs = append(lbdArgs, "--snat", v)
 		t.Logf("lbd rule engine: %s", v)
 	}

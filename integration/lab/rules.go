@@ -1,8 +1,10 @@
 package lab
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -39,6 +41,12 @@ func (m *Member) nft() (c *nftables.Conn, t *nftables.Table, ok bool, err error)
 		return nil, nil, false, fmt.Errorf("nftables in %s: %w", m.Host.Name, err)
 	}
 	t, err = c.ListTableOfFamily(nftrules.TableName, nftables.TableFamilyINet)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Not an answer: taking it for "no table" would make the member
+		// look like it runs on iptables, and skip the nftables scenarios.
+		c.CloseLasting()
+		return nil, nil, false, fmt.Errorf("nftables in %s: %w", m.Host.Name, err)
+	}
 	if err != nil {
 		c.CloseLasting()
 		return nil, nil, false, nil // no table (or no nf_tables): the iptables fallback
@@ -47,8 +55,13 @@ func (m *Member) nft() (c *nftables.Conn, t *nftables.Table, ok bool, err error)
 }
 
 // RuleEngine names what holds the member's rules: nftables or iptables.
+// "unknown: …" when the kernel did not answer.
 func (m *Member) RuleEngine() string {
-	if c, _, ok, _ := m.nft(); ok {
+	c, _, ok, err := m.nft()
+	switch {
+	case err != nil:
+		return "unknown: " + err.Error()
+	case ok:
 		c.CloseLasting()
 		return "nftables"
 	}
