@@ -331,23 +331,18 @@ func TestGuestDataPath(t *testing.T) {
 	}
 	t.Logf("%s after the Service was created: VIP %s known in the guest", since(), vip)
 	lastLog := time.Now()
-	for {
-		node, err := connectFrom(allowedSrc, vip, 300*time.Millisecond)
-		if err == nil {
-			t.Logf("%s: %s answered by %s", since(), allowedSrc, node)
-			b, _ := json.Marshal(map[string]any{"At": time.Now().UnixNano(), "VIP": vip, "Node": node})
-			os.WriteFile(filepath.Join(work, "answered"), b, 0o644)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("VIP %s never answered %s: %v", vip, allowedSrc, err)
-		}
+	node, err := dialUntilAnswer(allowedSrc, vip, "80", time.Until(deadline), func(err error) {
 		if time.Since(lastLog) > 300*time.Millisecond {
 			t.Logf("%s: %v", since(), err)
 			lastLog = time.Now()
 		}
-		time.Sleep(10 * time.Millisecond)
+	})
+	if err != nil {
+		t.Fatalf("VIP %s never answered %s: %v", vip, allowedSrc, err)
 	}
+	t.Logf("%s: %s answered by %s", since(), allowedSrc, node)
+	b, _ := json.Marshal(map[string]any{"At": time.Now().UnixNano(), "VIP": vip, "Node": node})
+	os.WriteFile(filepath.Join(work, "answered"), b, 0o644)
 
 	// The denied client: 3 s covers a SYN and its first retransmit; a reset
 	// or an answer would come well within it.
@@ -533,6 +528,26 @@ func whoamiFromClient(addr string) (string, error) {
 // greeting.
 func connectFrom(src netip.Addr, vip string, timeout time.Duration) (string, error) {
 	return connectTo(src, vip, "80", timeout)
+}
+
+// dialUntilAnswer connects to host:port from src every 10 ms (each try up
+// to 300 ms) until a node answers or within has passed; progress, when set,
+// hears each failed try.
+func dialUntilAnswer(src netip.Addr, host, port string, within time.Duration, progress func(error)) (string, error) {
+	deadline := time.Now().Add(within)
+	for {
+		node, err := connectTo(src, host, port, 300*time.Millisecond)
+		if err == nil {
+			return node, nil
+		}
+		if time.Now().After(deadline) {
+			return "", err
+		}
+		if progress != nil {
+			progress(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // connectTo connects to host:port from src in the client's namespace and
