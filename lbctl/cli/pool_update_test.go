@@ -135,6 +135,15 @@ func TestFamilyAndReservedMessages(t *testing.T) {
 	if vs := decodeJSON(t, e.ok("vip", "create", "six", "--port", "tcp/80", "--family", "ipv6", "-o", "json")); vs["vip"] != "2001:db8:1::1" {
 		t.Errorf("first IPv6 VIP %v, want 2001:db8:1::1", vs["vip"])
 	}
+	// IPv6 backends without --family: an IPv6 VIP, not a refusal of them
+	// as "not IPv4 like the VIP"; an explicit --family still wins.
+	if vs := decodeJSON(t, e.ok("vip", "create", "six-b", "--port", "tcp/80", "--backend", "2001:db8:2::7", "-o", "json")); vs["vip"] != "2001:db8:1::2" {
+		t.Errorf("VIP of IPv6 backends %v, want 2001:db8:1::2", vs["vip"])
+	}
+	msg = e.fails(exitcode.InvalidArgument, "vip", "create", "six-c", "--port", "tcp/80", "--backend", "2001:db8:2::7", "--family", "ipv4")
+	if !strings.Contains(msg, "not IPv4 like the VIP") {
+		t.Errorf("IPv6 backends with --family ipv4: %s", msg)
+	}
 	msg = e.fails(exitcode.Conflict, "vip", "create", "any", "--port", "tcp/80", "--vip", "2001:db8:1::")
 	if !strings.Contains(msg, "subnet-router anycast address") {
 		t.Errorf("anycast: %s", msg)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,7 +50,7 @@ type vipFlags struct {
 func (f *vipFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.vip, "vip", "", "the VIP address (IPv4 or IPv6); omit to allocate one from a pool")
 	fs.StringVar(&f.pool, "pool", "", "address pool to allocate the VIP from")
-	fs.StringVar(&f.family, "family", "", "family of the VIP to allocate: ipv4|ipv6")
+	fs.StringVar(&f.family, "family", "", "family of the VIP to allocate: ipv4|ipv6 (default ipv6 when every --backend is IPv6, else ipv4)")
 	fs.StringArrayVar(&f.ports, "port", nil, "port, repeatable: "+spec.PortSyntax)
 	fs.StringArrayVar(&f.backends, "backend", nil, "backend, repeatable: "+spec.BackendSyntax)
 	fs.StringVar(&f.scheduler, "scheduler", "", "IPVS scheduler: mh|rr|wrr|lc|wlc|sh (server default mh; a bgp pool takes only mh; only mh and sh keep a connection opened just before a takeover, see docs/OPERATIONS.md)")
@@ -107,6 +108,11 @@ func (f *vipFlags) apply(fs *pflag.FlagSet, vs *edgelbv1.VirtualService, update 
 			return err
 		}
 		vs.Backends = bs
+		// A new VIP of IPv6 backends is an IPv6 VIP: the API's default
+		// family is IPv4, which would only refuse them.
+		if !update && !changed(fs, "family") && !changed(fs, "vip") && allIPv6(bs) {
+			vs.IpFamily = edgelbv1.IPFamily_IP_FAMILY_IPV6
+		}
 	}
 	if changed(fs, "scheduler") {
 		v, err := spec.ParseScheduler(f.scheduler)
@@ -215,6 +221,18 @@ func applyLabels(vs *edgelbv1.VirtualService, in []string, update bool) error {
 		}
 	}
 	return nil
+}
+
+// allIPv6 reports whether bs is not empty and every backend's address is
+// IPv6 (an unparsable one is left to the server to refuse).
+func allIPv6(bs []*edgelbv1.Backend) bool {
+	for _, b := range bs {
+		a, err := netip.ParseAddr(b.GetAddress())
+		if err != nil || !a.Is6() || a.Is4In6() {
+			return false
+		}
+	}
+	return len(bs) > 0
 }
 
 func parseBackends(in []string) ([]*edgelbv1.Backend, error) {
