@@ -17,15 +17,16 @@ import (
 	"time"
 
 	"github.com/edgelb/edgelb/integration/topo"
+	"github.com/edgelb/edgelb/lbd/config"
 )
 
 // RouterConfig configures the router's BIRD.
 type RouterConfig struct {
 	ASN     uint32 // the router's AS (default 65000)
 	EdgeASN uint32 // the edges' AS (default 65001: eBGP; equal to ASN makes iBGP)
-	// BFDInterval is the router's BFD transmit and receive interval
-	// (default 100ms), BFDMultiplier the missed packets before a session
-	// goes down (default 3).
+	// BFDInterval is the router's BFD transmit and receive interval,
+	// BFDMultiplier the missed packets before a session goes down; both
+	// default to lbd's (300 ms × 3), and LBDConfig gives lbd the same.
 	BFDInterval   time.Duration
 	BFDMultiplier int
 	// NoBFD leaves BFD off on the sessions (BGP's hold time alone then
@@ -52,10 +53,10 @@ func (c *RouterConfig) defaults() {
 		c.EdgeASN = 65001
 	}
 	if c.BFDInterval == 0 {
-		c.BFDInterval = 100 * time.Millisecond
+		c.BFDInterval = config.DefaultBFDInterval
 	}
 	if c.BFDMultiplier == 0 {
-		c.BFDMultiplier = 3
+		c.BFDMultiplier = config.DefaultBFDMultiplier
 	}
 	if c.HoldTime == 0 {
 		c.HoldTime = 9

@@ -27,15 +27,6 @@ const GuestTiming = GuestRaft + `ownership:
   grace: 4500ms
 `
 
-// GuestBGPTiming is GuestTiming's counterpart for labs whose VIPs are in
-// bgp mode (integration/bgp, the sandbox's bgp lab). A member advertises a
-// bgp VIP only while its ownership lease holds, and the guest stalls for
-// seconds under load: with the default lease, leases lapsed and every
-// edge's route flapped. Hence a lease of GuestBGPLease.
-const GuestBGPTiming = GuestRaft + `ownership:
-  lease: 15s
-  grace: 16s
-`
-
-// GuestBGPLease is GuestBGPTiming's ownership lease (keep the two equal).
-const GuestBGPLease = 15 * time.Second
+// GuestLease is GuestTiming's ownership lease (keep the two equal): the
+// bgp scenarios time a partitioned edge's withdrawal against it.
+const GuestLease = 4 * time.Second

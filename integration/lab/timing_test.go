@@ -8,14 +8,14 @@ import (
 	"github.com/edgelb/edgelb/lbd/config"
 )
 
-// TestGuestBGPLease: the constant the BGP scenarios time against is the
-// lease GuestBGPTiming gives lbd.
-func TestGuestBGPLease(t *testing.T) {
+// TestGuestLease: the constant the BGP scenarios time against is the lease
+// GuestTiming gives lbd.
+func TestGuestLease(t *testing.T) {
 	var c config.Config
-	if err := yaml.UnmarshalStrict([]byte(GuestBGPTiming), &c); err != nil {
+	if err := yaml.UnmarshalStrict([]byte(GuestTiming), &c); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Ownership.Lease.Duration; got != GuestBGPLease {
-		t.Fatalf("GuestBGPTiming's lease is %s, GuestBGPLease %s", got, GuestBGPLease)
+	if got := c.Ownership.Lease.Duration; got != GuestLease {
+		t.Fatalf("GuestTiming's lease is %s, GuestLease %s", got, GuestLease)
 	}
 }

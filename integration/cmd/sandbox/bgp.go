@@ -19,10 +19,9 @@ import (
 	"github.com/edgelb/edgelb/integration/topo"
 )
 
-// sandboxRouter is the router of the bgp sandbox: BFD slow enough for the
-// guest's one emulated CPU (integration/bgp found 100 ms flapping there).
+// sandboxRouter is the router of the bgp sandbox, BFD at lbd's defaults.
 func sandboxRouter() *lab.RouterConfig {
-	return &lab.RouterConfig{BFDInterval: time.Second, BFDMultiplier: 5}
+	return &lab.RouterConfig{}
 }
 
 // sandboxL2LBDConfig is the guest timing of the failover scenarios
@@ -31,9 +30,9 @@ func sandboxRouter() *lab.RouterConfig {
 // rehearsal, 2 of 540).
 const sandboxL2LBDConfig = lab.GuestTiming
 
-// sandboxBGPLBDConfig is the BGP scenarios' guest timing: a member
-// advertises only while its lease holds (lab.GuestBGPTiming says why).
-const sandboxBGPLBDConfig = lab.GuestBGPTiming
+// sandboxBGPLBDConfig is the same guest timing: a member advertises a bgp
+// VIP only while its lease holds.
+const sandboxBGPLBDConfig = lab.GuestTiming
 
 // schedConns is the Conns counter of a TCP IPVS service on a member.
 func schedConns(m *lab.Member, svc string) int {
