@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/edgelb/edgelb/lbd/dataplane/conntrack"
 )
 
 // forgetConntrack deletes the stale conntrack entries of vips, those of
@@ -18,19 +20,51 @@ import (
 // back here with its connections. A failure is logged, not returned: the VIP
 // still goes up or away, and only a client reusing an old connection's
 // source port pays for it.
-func (e *Engine) forgetConntrack(vips []netip.Addr, why string, tenantOf func(netip.Addr) string) {
-	if e.ct == nil || len(vips) == 0 {
+//
+// until, when not zero, bounds it (a takeover's, which holds the address
+// back): it returns the entries it had no time for, which forgetLeft deletes
+// once the address is up. Each deletion is a netlink round trip, and a VIP
+// that carried many connections before it moved away leaves that many stale
+// entries: unbounded, the takeover would wait for all of them.
+func (e *Engine) forgetConntrack(vips []netip.Addr, until time.Time, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
+	return e.forget(conntrack.Request{VIPs: vips, Until: until}, why, tenantOf)
+}
+
+// forgetLeft deletes the entries a bounded forgetConntrack left, unless IPVS
+// carries their connection by now; the caller holds e.mu.
+func (e *Engine) forgetLeft(left map[conntrack.Tuple]bool, why string, tenantOf func(netip.Addr) string) {
+	if len(left) == 0 {
 		return
 	}
+	seen := map[netip.Addr]bool{}
+	var vips []netip.Addr
+	for t := range left {
+		if a := t.Dst.Addr(); !seen[a] {
+			seen[a] = true
+			vips = append(vips, a)
+		}
+	}
+	slices.SortFunc(vips, netip.Addr.Compare)
+	e.forget(conntrack.Request{VIPs: vips, Only: left}, why, tenantOf)
+}
+
+func (e *Engine) forget(r conntrack.Request, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
+	if e.ct == nil || len(r.VIPs) == 0 {
+		return nil
+	}
 	t0 := time.Now()
-	n, err := e.ct.Forget(vips)
+	res, err := e.ct.Forget(r)
 	took := time.Since(t0).Round(time.Microsecond)
 	if err != nil {
-		e.log.Warn("delete the conntrack entries of VIPs: a client reusing the source port of one of their old connections may wait for a SYN retransmit", "why", why, "vips", len(vips), "took", took, "err", err)
+		e.log.Warn("delete the conntrack entries of VIPs: a client reusing the source port of one of their old connections may wait for a SYN retransmit", "why", why, "vips", len(r.VIPs), "took", took, "err", err)
 	}
-	for a, k := range n {
+	for a, k := range res.Deleted {
 		e.log.Info("stale conntrack entries of a VIP deleted", "vip", a, "tenant", tenantOf(a), "why", why, "entries", k, "took", took)
 	}
+	if len(res.Left) > 0 {
+		e.log.Info("stale conntrack entries of VIPs taken over left until their addresses are up: the takeover's bound ran out", "why", why, "vips", len(r.VIPs), "left", len(res.Left), "took", took)
+	}
+	return res.Left
 }
 
 // takenOver is the VIPs of moved that this pass is about to add here, in

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/edgelb/edgelb/lbd/dataplane/conntrack"
 )
 
 // recordingForgetter keeps each Forget call and whether the addresses it
@@ -13,18 +15,25 @@ type recordingForgetter struct {
 	fa    *fakeAddrs
 	calls [][]netip.Addr
 	up    []bool
+	reqs  []conntrack.Request
+	// leave is what a bounded call reports it had no time for.
+	leave map[conntrack.Tuple]bool
 }
 
-func (r *recordingForgetter) Forget(vips []netip.Addr) (map[netip.Addr]int, error) {
-	r.calls = append(r.calls, slices.Clone(vips))
+func (r *recordingForgetter) Forget(req conntrack.Request) (conntrack.Result, error) {
+	r.calls = append(r.calls, slices.Clone(req.VIPs))
+	r.reqs = append(r.reqs, req)
 	up := false
 	n := map[netip.Addr]int{}
-	for _, a := range vips {
+	for _, a := range req.VIPs {
 		up = up || r.fa.on[a]
 		n[a] = 1
 	}
 	r.up = append(r.up, up)
-	return n, nil
+	if !req.Until.IsZero() {
+		return conntrack.Result{Deleted: n, Left: r.leave}, nil
+	}
+	return conntrack.Result{Deleted: n}, nil
 }
 
 func (r *recordingForgetter) take() ([][]netip.Addr, []bool) {
@@ -93,4 +102,36 @@ func TestConntrackForgottenOnTakeoverAndRelease(t *testing.T) {
 
 	reconcileAs(t, e, "me")
 	want("deleted", 1, false)
+}
+
+// A takeover's clean-up is bounded (the pull's bound): the address does not
+// wait for every stale entry. What the bounded call left is deleted in the
+// same pass once the address is up, by tuple, and only then.
+func TestConntrackRestAfterTheAddress(t *testing.T) {
+	e, _, fa, _ := fakeEngine(t)
+	vs := many(1, 2)[0]
+	a := netip.MustParseAddr(vs.Vip)
+	stale := conntrack.Tuple{Proto: 6, Src: netip.MustParseAddrPort("10.0.0.100:40000"), Dst: netip.AddrPortFrom(a, 80)}
+	f := &recordingForgetter{fa: fa, leave: map[conntrack.Tuple]bool{stale: true}}
+	e.ct = f
+	reconcileAs(t, e, "me", ownedBy(vs, "other"))
+	f.take()
+	f.reqs = nil
+
+	t0 := time.Now()
+	reconcileAs(t, e, "me", ownedBy(vs, "me"))
+	c, up := f.take()
+	if len(c) != 2 || len(f.reqs) != 2 {
+		t.Fatalf("Forget calls %v, want the bounded one and the rest", c)
+	}
+	first, rest := f.reqs[0], f.reqs[1]
+	if first.Until.Before(t0) || first.Until.After(time.Now().Add(e.pullWait())) || first.Only != nil || up[0] {
+		t.Errorf("first call: until %s (pass began %s, bound %s), only %v, address up %v; want bounded by the pull's wait, before the address", first.Until, t0, e.pullWait(), first.Only, up[0])
+	}
+	if !rest.Until.IsZero() || len(rest.Only) != 1 || !rest.Only[stale] || !slices.Equal(rest.VIPs, []netip.Addr{a}) || !up[1] {
+		t.Errorf("second call: %+v, address up %v; want only the left tuple, unbounded, after the address", rest, up[1])
+	}
+	if !fa.on[a] {
+		t.Fatal("the VIP taken over is not up")
+	}
 }

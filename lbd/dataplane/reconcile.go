@@ -116,10 +116,14 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	// on a slow host; the rest after it. The takeover guard opens first.
 	// The pull of the old owners' connections (pull.go) runs beside the
 	// guard and the conntrack clean-up; the addresses wait for it, bounded.
+	// The conntrack clean-up shares the pull's bound; what it has no time
+	// for is deleted once the addresses are up.
 	takenOver := e.takenOver(p.moved, p.vips)
+	bound := time.Now().Add(e.pullWait())
 	pulled := e.pullHandovers(p.ctx, takenOver, p.moved, p.tenantOf)
 	e.guardTakeovers(takenOver, p.natVIPs, p.tenantOf)
-	e.forgetConntrack(takenOver, "taken over: entries of connections that ended while the VIP was elsewhere", p.tenantOf)
+	const forgetWhy = "taken over: entries of connections that ended while the VIP was elsewhere"
+	left := e.forgetConntrack(takenOver, bound, forgetWhy, p.tenantOf)
 	p.phase("guard")
 	pulled()
 	p.phase("pull")
@@ -138,6 +142,8 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	}
 	p.addAddrs(p.filtered)
 	p.phase("addresses")
+	e.forgetLeft(left, forgetWhy+" (the rest, after the address went up)", p.tenantOf)
+	p.phase("conntrack-rest")
 	if p.changed {
 		if err := e.save(); err != nil {
 			p.errs = append(p.errs, err)
@@ -230,7 +236,7 @@ func (p *pass) phase(name string) {
 // withdrawAddrs takes down the addresses this host no longer owns.
 func (p *pass) withdrawAddrs(owner string) {
 	var gone []netip.Addr
-	defer func() { p.e.forgetConntrack(gone, "deleted or unowned", p.tenantOf) }()
+	defer func() { p.e.forgetConntrack(gone, time.Time{}, "deleted or unowned", p.tenantOf) }()
 	for a := range scoped(p, p.e.vips) {
 		if !p.e.vips[a] {
 			continue

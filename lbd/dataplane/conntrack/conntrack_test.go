@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -122,5 +123,47 @@ func TestMatchKeepsLiveConnections(t *testing.T) {
 	}
 	if m.Seen[netip.MustParseAddr("10.0.0.215")] != 3 {
 		t.Errorf("counted %v, want 3", m.Seen)
+	}
+}
+
+// A bounded Match selects until its bound and records the rest in Left
+// (not counted as deleted); with Only it selects those tuples alone, and
+// still keeps one IPVS now carries to the entry's backend.
+func TestMatchBoundAndOnly(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	vip := netip.MustParseAddr("10.0.0.215")
+	f := func(sport uint16) *netlink.ConntrackFlow {
+		return &netlink.ConntrackFlow{
+			Forward: netlink.IPTuple{Protocol: 6, SrcIP: net.ParseIP("10.0.0.100"), SrcPort: sport, DstIP: net.ParseIP("10.0.0.215"), DstPort: 80},
+			Reverse: netlink.IPTuple{Protocol: 6, SrcIP: net.ParseIP("10.0.0.22"), SrcPort: 30080, DstIP: net.ParseIP("10.0.0.215"), DstPort: sport},
+		}
+	}
+	tuple := func(sport uint16) Tuple { return Tuple{6, netip.AddrPortFrom(netip.MustParseAddr("10.0.0.100"), sport), ap("10.0.0.215:80")} }
+	now := time.Unix(1000, 0)
+	m := NewMatch(vip)
+	m.Until, m.Left = now.Add(time.Millisecond), map[Tuple]bool{}
+	m.now = func() time.Time { return now }
+	if !m.MatchConntrackFlow(f(1)) {
+		t.Fatal("selected nothing before the bound")
+	}
+	now = now.Add(time.Millisecond)
+	if m.MatchConntrackFlow(f(2)) || m.MatchConntrackFlow(f(3)) {
+		t.Fatal("selected past the bound")
+	}
+	if m.Seen[vip] != 1 || len(m.Left) != 2 || !m.Left[tuple(2)] || !m.Left[tuple(3)] {
+		t.Fatalf("counted %v, left %v; want 1 counted and ports 2 and 3 left", m.Seen, m.Left)
+	}
+
+	rest := NewMatch(vip)
+	rest.Only = m.Left
+	rest.Live = map[Tuple]netip.AddrPort{tuple(3): ap("10.0.0.22:30080")} // synced meanwhile
+	if rest.MatchConntrackFlow(f(4)) {
+		t.Error("selected an entry the bounded run did not leave")
+	}
+	if !rest.MatchConntrackFlow(f(2)) {
+		t.Error("kept an entry the bounded run left")
+	}
+	if rest.MatchConntrackFlow(f(3)) {
+		t.Error("selected a left entry whose connection IPVS now carries to its backend")
 	}
 }

@@ -71,13 +71,26 @@ func TestKernelForget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
+	vips := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::1")}
+	// Bounded, with the bound already past: nothing deleted, every stale
+	// entry left for later.
+	res, err := n.Forget(Request{VIPs: vips, Until: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deleted) != 0 || len(res.Left) != stale {
+		t.Fatalf("bounded Forget past its bound deleted %v and left %d, want nothing deleted and %d left", res.Deleted, len(res.Left), stale)
+	}
+	if a := count(vip); a != stale {
+		t.Fatalf("after the bounded Forget: %d entries to the VIP, want %d", a, stale)
+	}
 	t0 := time.Now()
-	got, err := n.Forget([]netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::1")})
+	res, err = n.Forget(Request{VIPs: vips, Only: res.Left})
 	took := time.Since(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got[netip.MustParseAddr("192.0.2.1")] != stale || len(got) != 1 {
+	if got := res.Deleted; got[netip.MustParseAddr("192.0.2.1")] != stale || len(got) != 1 {
 		t.Errorf("Forget reported %v, want %d for 192.0.2.1", got, stale)
 	}
 	if a, b := count(vip), count(other); a != 0 || b != others {
