@@ -21,14 +21,18 @@ import (
 // still goes up or away, and only a client reusing an old connection's
 // source port pays for it.
 //
-// until, when not zero, bounds it (a takeover's, which holds the address
-// back): it returns the entries it had no time for, which forgetLeft deletes
-// once the address is up. Each deletion is a netlink round trip, and a VIP
-// that carried many connections before it moved away leaves that many stale
-// entries: unbounded, the takeover would wait for all of them.
-func (e *Engine) forgetConntrack(vips []netip.Addr, until time.Time, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
-	return e.forget(conntrack.Request{VIPs: vips, Until: until}, why, tenantOf)
+// stop, when not nil, bounds it (a takeover's, which holds the address
+// back): once stop is closed it deletes no more and returns the entries it
+// had no time for, which forgetLeft deletes once the address is up. Each
+// deletion is a netlink round trip, and a VIP that carried many connections
+// before it moved away leaves that many stale entries: unbounded, the
+// takeover would wait for all of them.
+func (e *Engine) forgetConntrack(vips []netip.Addr, stop <-chan struct{}, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
+	return e.forget(conntrack.Request{VIPs: vips, Stop: stop}, why, tenantOf)
 }
+
+// forgetTakenOver is why a takeover deletes conntrack entries (the log's).
+const forgetTakenOver = "taken over: entries of connections that ended while the VIP was elsewhere"
 
 // forgetLeft deletes the entries a bounded forgetConntrack left, unless IPVS
 // carries their connection by now; the caller holds e.mu.
@@ -62,7 +66,7 @@ func (e *Engine) forget(r conntrack.Request, why string, tenantOf func(netip.Add
 		e.log.Info("stale conntrack entries of a VIP deleted", "vip", a, "tenant", tenantOf(a), "why", why, "entries", k, "took", took)
 	}
 	if len(res.Left) > 0 {
-		e.log.Info("stale conntrack entries of VIPs taken over left until their addresses are up: the takeover's bound ran out", "why", why, "vips", len(r.VIPs), "left", len(res.Left), "took", took)
+		e.log.Info("stale conntrack entries of VIPs taken over left until after their addresses: the takeover had no more time for them", "why", why, "vips", len(r.VIPs), "left", len(res.Left), "took", took)
 	}
 	return res.Left
 }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -16,6 +17,7 @@ type recordingForgetter struct {
 	calls [][]netip.Addr
 	up    []bool
 	reqs  []conntrack.Request
+	on    []map[netip.Addr]bool // the addresses up at each call
 	// leave is what a bounded call reports it had no time for.
 	leave map[conntrack.Tuple]bool
 }
@@ -23,6 +25,7 @@ type recordingForgetter struct {
 func (r *recordingForgetter) Forget(req conntrack.Request) (conntrack.Result, error) {
 	r.calls = append(r.calls, slices.Clone(req.VIPs))
 	r.reqs = append(r.reqs, req)
+	r.on = append(r.on, maps.Clone(r.fa.on))
 	up := false
 	n := map[netip.Addr]int{}
 	for _, a := range req.VIPs {
@@ -30,7 +33,7 @@ func (r *recordingForgetter) Forget(req conntrack.Request) (conntrack.Result, er
 		n[a] = 1
 	}
 	r.up = append(r.up, up)
-	if !req.Until.IsZero() {
+	if req.Stop != nil {
 		return conntrack.Result{Deleted: n, Left: r.leave}, nil
 	}
 	return conntrack.Result{Deleted: n}, nil
@@ -104,34 +107,56 @@ func TestConntrackForgottenOnTakeoverAndRelease(t *testing.T) {
 	want("deleted", 1, false)
 }
 
-// A takeover's clean-up is bounded (the pull's bound): the address does not
-// wait for every stale entry. What the bounded call left is deleted in the
-// same pass once the address is up, by tuple, and only then.
+// A takeover's clean-up is bounded by the pull's wait (here nothing is
+// pulled, so its Stop is closed from the start): the address does not wait
+// for the stale entries. What the bounded call left is deleted in the same
+// pass once the address is up, by tuple; so are the entries of a VIP the
+// same pass withdrew.
 func TestConntrackRestAfterTheAddress(t *testing.T) {
 	e, _, fa, _ := fakeEngine(t)
-	vs := many(1, 2)[0]
-	a := netip.MustParseAddr(vs.Vip)
+	vss := many(2, 2)
+	taken, deleted := vss[0], vss[1]
+	a, d := netip.MustParseAddr(taken.Vip), netip.MustParseAddr(deleted.Vip)
 	stale := conntrack.Tuple{Proto: 6, Src: netip.MustParseAddrPort("10.0.0.100:40000"), Dst: netip.AddrPortFrom(a, 80)}
 	f := &recordingForgetter{fa: fa, leave: map[conntrack.Tuple]bool{stale: true}}
 	e.ct = f
-	reconcileAs(t, e, "me", ownedBy(vs, "other"))
+	reconcileAs(t, e, "me", ownedBy(taken, "other"), deleted)
+	e.endHandovers(a, time.Now())
 	f.take()
-	f.reqs = nil
+	f.reqs, f.on = nil, nil
 
-	t0 := time.Now()
-	reconcileAs(t, e, "me", ownedBy(vs, "me"))
-	c, up := f.take()
-	if len(c) != 2 || len(f.reqs) != 2 {
-		t.Fatalf("Forget calls %v, want the bounded one and the rest", c)
+	reconcileAs(t, e, "me", ownedBy(taken, "me"))
+	if !fa.on[a] || fa.on[d] {
+		t.Fatalf("addresses up %v: want %s taken over and %s withdrawn", fa.on, a, d)
 	}
-	first, rest := f.reqs[0], f.reqs[1]
-	if first.Until.Before(t0) || first.Until.After(time.Now().Add(e.pullWait())) || first.Only != nil || up[0] {
-		t.Errorf("first call: until %s (pass began %s, bound %s), only %v, address up %v; want bounded by the pull's wait, before the address", first.Until, t0, e.pullWait(), first.Only, up[0])
+	var bounded, rest, gone *conntrack.Request
+	var restOn, goneOn map[netip.Addr]bool
+	for i := range f.reqs {
+		r := &f.reqs[i]
+		switch {
+		case slices.Equal(r.VIPs, []netip.Addr{a}) && r.Only == nil:
+			bounded = r
+			if f.on[i][a] {
+				t.Error("the bounded clean-up ran with the address already up")
+			}
+		case slices.Equal(r.VIPs, []netip.Addr{a}):
+			rest, restOn = r, f.on[i]
+		case slices.Equal(r.VIPs, []netip.Addr{d}):
+			gone, goneOn = r, f.on[i]
+		}
 	}
-	if !rest.Until.IsZero() || len(rest.Only) != 1 || !rest.Only[stale] || !slices.Equal(rest.VIPs, []netip.Addr{a}) || !up[1] {
-		t.Errorf("second call: %+v, address up %v; want only the left tuple, unbounded, after the address", rest, up[1])
+	if bounded == nil || rest == nil || gone == nil {
+		t.Fatalf("Forget calls %+v: want the takeover's bounded one, its rest and the withdrawn VIP's", f.reqs)
 	}
-	if !fa.on[a] {
-		t.Fatal("the VIP taken over is not up")
+	select {
+	case <-bounded.Stop:
+	default:
+		t.Error("with nothing to pull, the bounded clean-up's Stop is not closed: the address would wait for it")
+	}
+	if rest.Stop != nil || len(rest.Only) != 1 || !rest.Only[stale] || !restOn[a] {
+		t.Errorf("the rest: %+v with %s up %v; want only the left tuple, unbounded, after the address", rest, a, restOn[a])
+	}
+	if gone.Stop != nil || gone.Only != nil || !goneOn[a] {
+		t.Errorf("the withdrawn VIP's clean-up: %+v with %s up %v; want it unbounded, after the taken-over address", gone, a, goneOn[a])
 	}
 }

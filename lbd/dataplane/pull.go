@@ -58,9 +58,11 @@ func (e *Engine) SetPullHandover(f PullHandover) {
 // pullHandovers asks the previous owners of the VIPs this pass takes over
 // (from: VIP → previous owner) to push their connections, one request per
 // owner, all at once, and returns a function that waits for the answers, at
-// most pullWait from now. A failure or a timeout is logged: the takeover
-// goes on. The caller holds e.mu.
-func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[netip.Addr]string, tenantOf func(netip.Addr) string) (wait func()) {
+// most pullWait from now, and a channel closed when that wait is over (at
+// once when nothing is pulled: the stale conntrack clean-up before the
+// addresses uses the same time, not more). A failure or a timeout is
+// logged: the takeover goes on. The caller holds e.mu.
+func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[netip.Addr]string, tenantOf func(netip.Addr) string) (wait func(), over <-chan struct{}) {
 	pull := e.cfg.PullHandover
 	byOwner := map[string][]netip.Addr{}
 	for _, a := range vips {
@@ -70,7 +72,7 @@ func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[
 	}
 	if pull == nil || e.cfg.SyncInterface == "" || len(byOwner) == 0 {
 		// Without a sync daemon here, a push would reach nothing.
-		return func() {}
+		return func() {}, alreadyOver
 	}
 	// Read now, under the caller's lock: a goroutine that outlives the
 	// wait must not read the plan's maps that later passes write.
@@ -102,7 +104,8 @@ func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[
 			}
 		})
 	}
-	return func() {
+	finished := make(chan struct{})
+	go func() {
 		done := make(chan struct{})
 		go func() { wg.Wait(); close(done) }()
 		select {
@@ -111,9 +114,13 @@ func (e *Engine) pullHandovers(ctx context.Context, vips []netip.Addr, from map[
 			// A PullHandover that does not honour ctx must not hold the
 			// takeover: its goroutine finishes (and logs) on its own.
 		}
-		cancel()
-	}
+		close(finished)
+	}()
+	return func() { <-finished; cancel() }, finished
 }
+
+// alreadyOver is a channel that is always closed.
+var alreadyOver = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // PushConnections sends the established connections of vips, as this
 // host's IPVS table holds them, to every member's sync daemon now, and

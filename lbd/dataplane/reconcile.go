@@ -116,14 +116,13 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	// on a slow host; the rest after it. The takeover guard opens first.
 	// The pull of the old owners' connections (pull.go) runs beside the
 	// guard and the conntrack clean-up; the addresses wait for it, bounded.
-	// The conntrack clean-up shares the pull's bound; what it has no time
-	// for is deleted once the addresses are up.
+	// The conntrack clean-up takes only the pull's time (none when nothing
+	// is pulled, as after a crash); what it has no time for is deleted once
+	// the addresses are up.
 	takenOver := e.takenOver(p.moved, p.vips)
-	bound := time.Now().Add(e.pullWait())
-	pulled := e.pullHandovers(p.ctx, takenOver, p.moved, p.tenantOf)
+	pulled, pullOver := e.pullHandovers(p.ctx, takenOver, p.moved, p.tenantOf)
 	e.guardTakeovers(takenOver, p.natVIPs, p.tenantOf)
-	const forgetWhy = "taken over: entries of connections that ended while the VIP was elsewhere"
-	left := e.forgetConntrack(takenOver, bound, forgetWhy, p.tenantOf)
+	left := e.forgetConntrack(takenOver, pullOver, forgetTakenOver, p.tenantOf)
 	p.phase("guard")
 	pulled()
 	p.phase("pull")
@@ -142,7 +141,10 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	}
 	p.addAddrs(p.filtered)
 	p.phase("addresses")
-	e.forgetLeft(left, forgetWhy+" (the rest, after the address went up)", p.tenantOf)
+	// After the addresses: neither the rest of the takeovers' clean-up nor
+	// that of the VIPs this pass withdrew may hold a takeover back.
+	e.forgetLeft(left, forgetTakenOver+" (the rest, after the addresses)", p.tenantOf)
+	e.forgetConntrack(p.withdrawn, nil, "deleted or unowned", p.tenantOf)
 	p.phase("conntrack-rest")
 	if p.changed {
 		if err := e.save(); err != nil {
@@ -164,6 +166,9 @@ type pass struct {
 	// scope is what this pass looks at (nil: everything).
 	scope *scope
 	gone  map[netip.Addr]string // tenants of the VIPs of changed services
+	// withdrawn: VIPs this pass took down that no other member carries on,
+	// whose stale conntrack entries go after the addresses.
+	withdrawn []netip.Addr
 
 	// The plan (desired).
 	want    ipvsdiff.State
@@ -235,8 +240,6 @@ func (p *pass) phase(name string) {
 
 // withdrawAddrs takes down the addresses this host no longer owns.
 func (p *pass) withdrawAddrs(owner string) {
-	var gone []netip.Addr
-	defer func() { p.e.forgetConntrack(gone, time.Time{}, "deleted or unowned", p.tenantOf) }()
 	for a := range scoped(p, p.e.vips) {
 		if !p.e.vips[a] {
 			continue
@@ -256,7 +259,7 @@ func (p *pass) withdrawAddrs(owner string) {
 			// updated) are translated with them and reach the client.
 			// Its next takeover here deletes them.
 			if to := p.e.owners[a]; owner != "" && (to == "" || to == owner) {
-				gone = append(gone, a)
+				p.withdrawn = append(p.withdrawn, a)
 			}
 			p.changed = true
 		}

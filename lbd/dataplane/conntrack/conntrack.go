@@ -32,7 +32,6 @@ package conntrack
 import (
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsconn"
 	"github.com/vishvananda/netlink"
@@ -53,17 +52,17 @@ type Request struct {
 	// Only, when not nil, narrows that to these tuples: the entries an
 	// earlier, bounded Forget left.
 	Only map[Tuple]bool
-	// Until, when not zero, bounds the deletions: past it Forget selects
-	// no more and returns the rest in Result.Left. Each deletion is a
-	// netlink round trip (about 30 µs on a real host, 1.6 ms in the
+	// Stop, when not nil, bounds the deletions: once it is closed Forget
+	// selects no more and returns the rest in Result.Left. Each deletion is
+	// a netlink round trip (tens of µs on a real host, 1–2 ms in the
 	// emulated guest), and a takeover deletes before its address goes up.
-	Until time.Time
+	Stop <-chan struct{}
 }
 
 // Result is what Forget did.
 type Result struct {
 	Deleted map[netip.Addr]int // per VIP, those with none left out
-	Left    map[Tuple]bool     // selected but not deleted: Until had passed
+	Left    map[Tuple]bool     // selected but not deleted: Stop was closed
 }
 
 // Netlink is a Forgetter over a conntrack netlink socket.
@@ -82,27 +81,22 @@ func Open() (*Netlink, error) {
 // Close closes the socket.
 func (n *Netlink) Close() { n.h.Close() }
 
-// Forget deletes the entries r selects: one read of the IPVS connection
-// table and one dump of the conntrack table per address family among the
-// VIPs, so a takeover of many VIPs costs one pass, not one per VIP. The
+// Forget deletes the entries r selects: one dump of the conntrack table per
+// address family among the VIPs, each followed by one read of the IPVS
+// connection table, so a takeover of many VIPs costs one pass, not one per
+// VIP. The IPVS table is read after the dump (on the dump's first entry):
+// an entry in the dump was confirmed after IPVS made its connection, so a
+// connection that opened just before is known and its entry kept. The
 // library takes no context: a dump is bounded by the table's size, and the
-// deletions by r.Until. Without the IPVS table it deletes nothing (what it
+// deletions by r.Stop. Without the IPVS table it deletes nothing (what it
 // would delete is not known).
 func (n *Netlink) Forget(r Request) (Result, error) {
 	res := Result{Deleted: map[netip.Addr]int{}}
 	if len(r.VIPs) == 0 {
 		return res, nil
 	}
-	live, err := LiveIPVS(ipvsconn.Path)
-	if err != nil {
-		return res, err
-	}
 	f := NewMatch(r.VIPs...)
-	f.Live, f.Seen, f.Only, f.Until = live, res.Deleted, r.Only, r.Until
-	if !r.Until.IsZero() {
-		f.Left = map[Tuple]bool{}
-		res.Left = f.Left
-	}
+	f.Seen, f.Only, f.Stop = res.Deleted, r.Only, r.Stop
 	fams := map[netlink.InetFamily]bool{}
 	for _, a := range r.VIPs {
 		if a.Is4() || a.Is4In6() {
@@ -112,9 +106,17 @@ func (n *Netlink) Forget(r Request) (Result, error) {
 		}
 	}
 	for fam := range fams {
-		if _, err := n.h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f); err != nil {
+		f.ReadLive = func() (map[Tuple]netip.AddrPort, error) { return LiveIPVS(ipvsconn.Path) }
+		_, err := n.h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f)
+		if f.liveErr != nil {
+			err = f.liveErr
+		}
+		if err != nil {
 			return res, fmt.Errorf("delete the conntrack entries of %d VIPs: %w", len(r.VIPs), err)
 		}
+	}
+	if len(f.Left) > 0 {
+		res.Left = f.Left
 	}
 	return res, nil
 }
@@ -129,22 +131,25 @@ type Tuple struct {
 // those of a connection in Live whose reply comes from the backend Live
 // names, and counts what it selected per address in Seen (the library
 // deletes each it selects; one that vanished meanwhile is counted too).
-// With Only it selects only those tuples; past Until (when set) it selects
+// With Only it selects only those tuples; once Stop is closed it selects
 // nothing more and records what it would have selected in Left.
 type Match struct {
 	want map[netip.Addr]bool
 	// Live maps a connection IPVS carries (client → VIP) to its backend.
-	Live  map[Tuple]netip.AddrPort
-	Seen  map[netip.Addr]int
-	Only  map[Tuple]bool
-	Until time.Time
-	Left  map[Tuple]bool
-	now   func() time.Time
+	Live map[Tuple]netip.AddrPort
+	// ReadLive, when set, fills Live at the first entry, after the
+	// library's dump; an error selects nothing (liveErr).
+	ReadLive func() (map[Tuple]netip.AddrPort, error)
+	liveErr  error
+	Seen     map[netip.Addr]int
+	Only     map[Tuple]bool
+	Stop     <-chan struct{}
+	Left     map[Tuple]bool
 }
 
 // NewMatch selects entries to vips.
-func NewMatch(vips ...netip.Addr) Match {
-	m := Match{want: map[netip.Addr]bool{}, Seen: map[netip.Addr]int{}, now: time.Now}
+func NewMatch(vips ...netip.Addr) *Match {
+	m := &Match{want: map[netip.Addr]bool{}, Seen: map[netip.Addr]int{}, Left: map[Tuple]bool{}}
 	for _, a := range vips {
 		m.want[a.Unmap()] = true
 	}
@@ -152,7 +157,14 @@ func NewMatch(vips ...netip.Addr) Match {
 }
 
 // MatchConntrackFlow implements netlink.CustomConntrackFilter.
-func (m Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+func (m *Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	if m.ReadLive != nil {
+		m.Live, m.liveErr = m.ReadLive()
+		m.ReadLive = nil
+	}
+	if m.liveErr != nil {
+		return false
+	}
 	dst, ok := netip.AddrFromSlice(flow.Forward.DstIP)
 	if !ok || !m.want[dst.Unmap()] {
 		return false
@@ -168,12 +180,21 @@ func (m Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	if be, ok := m.Live[t]; ok && be == netip.AddrPortFrom(node.Unmap(), flow.Reverse.SrcPort) {
 		return false
 	}
-	if !m.Until.IsZero() && !m.now().Before(m.Until) {
+	if m.stopped() {
 		m.Left[t] = true
 		return false
 	}
 	m.Seen[dst.Unmap()]++
 	return true
+}
+
+func (m *Match) stopped() bool {
+	select {
+	case <-m.Stop:
+		return true
+	default:
+		return false // also with no Stop: a nil channel never receives
+	}
 }
 
 // LiveIPVS reads the IPVS connection table at path and returns the

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -126,10 +125,11 @@ func TestMatchKeepsLiveConnections(t *testing.T) {
 	}
 }
 
-// A bounded Match selects until its bound and records the rest in Left
-// (not counted as deleted); with Only it selects those tuples alone, and
-// still keeps one IPVS now carries to the entry's backend.
-func TestMatchBoundAndOnly(t *testing.T) {
+// A bounded Match selects until its Stop closes and records the rest in
+// Left (not counted as deleted); with Only it selects those tuples alone,
+// and still keeps one IPVS now carries to the entry's backend. The IPVS
+// table is read once, at the first entry; an error there selects nothing.
+func TestMatchStopOnlyAndLiveRead(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	vip := netip.MustParseAddr("10.0.0.215")
 	f := func(sport uint16) *netlink.ConntrackFlow {
@@ -138,17 +138,18 @@ func TestMatchBoundAndOnly(t *testing.T) {
 			Reverse: netlink.IPTuple{Protocol: 6, SrcIP: net.ParseIP("10.0.0.22"), SrcPort: 30080, DstIP: net.ParseIP("10.0.0.215"), DstPort: sport},
 		}
 	}
-	tuple := func(sport uint16) Tuple { return Tuple{6, netip.AddrPortFrom(netip.MustParseAddr("10.0.0.100"), sport), ap("10.0.0.215:80")} }
-	now := time.Unix(1000, 0)
-	m := NewMatch(vip)
-	m.Until, m.Left = now.Add(time.Millisecond), map[Tuple]bool{}
-	m.now = func() time.Time { return now }
-	if !m.MatchConntrackFlow(f(1)) {
-		t.Fatal("selected nothing before the bound")
+	tuple := func(sport uint16) Tuple {
+		return Tuple{6, netip.AddrPortFrom(netip.MustParseAddr("10.0.0.100"), sport), ap("10.0.0.215:80")}
 	}
-	now = now.Add(time.Millisecond)
+	stop := make(chan struct{})
+	m := NewMatch(vip)
+	m.Stop = stop
+	if !m.MatchConntrackFlow(f(1)) {
+		t.Fatal("selected nothing before Stop")
+	}
+	close(stop)
 	if m.MatchConntrackFlow(f(2)) || m.MatchConntrackFlow(f(3)) {
-		t.Fatal("selected past the bound")
+		t.Fatal("selected after Stop")
 	}
 	if m.Seen[vip] != 1 || len(m.Left) != 2 || !m.Left[tuple(2)] || !m.Left[tuple(3)] {
 		t.Fatalf("counted %v, left %v; want 1 counted and ports 2 and 3 left", m.Seen, m.Left)
@@ -156,7 +157,11 @@ func TestMatchBoundAndOnly(t *testing.T) {
 
 	rest := NewMatch(vip)
 	rest.Only = m.Left
-	rest.Live = map[Tuple]netip.AddrPort{tuple(3): ap("10.0.0.22:30080")} // synced meanwhile
+	reads := 0
+	rest.ReadLive = func() (map[Tuple]netip.AddrPort, error) {
+		reads++
+		return map[Tuple]netip.AddrPort{tuple(3): ap("10.0.0.22:30080")}, nil // synced meanwhile
+	}
 	if rest.MatchConntrackFlow(f(4)) {
 		t.Error("selected an entry the bounded run did not leave")
 	}
@@ -165,5 +170,14 @@ func TestMatchBoundAndOnly(t *testing.T) {
 	}
 	if rest.MatchConntrackFlow(f(3)) {
 		t.Error("selected a left entry whose connection IPVS now carries to its backend")
+	}
+	if reads != 1 {
+		t.Errorf("IPVS table read %d times, want once", reads)
+	}
+
+	broken := NewMatch(vip)
+	broken.ReadLive = func() (map[Tuple]netip.AddrPort, error) { return nil, os.ErrNotExist }
+	if broken.MatchConntrackFlow(f(5)) || broken.liveErr == nil {
+		t.Error("selected an entry without the IPVS table")
 	}
 }

@@ -72,9 +72,11 @@ func TestKernelForget(t *testing.T) {
 	}
 	defer n.Close()
 	vips := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::1")}
-	// Bounded, with the bound already past: nothing deleted, every stale
+	// Bounded, with Stop already closed: nothing deleted, every stale
 	// entry left for later.
-	res, err := n.Forget(Request{VIPs: vips, Until: time.Now()})
+	stop := make(chan struct{})
+	close(stop)
+	res, err := n.Forget(Request{VIPs: vips, Stop: stop})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,14 +86,33 @@ func TestKernelForget(t *testing.T) {
 	if a := count(vip); a != stale {
 		t.Fatalf("after the bounded Forget: %d entries to the VIP, want %d", a, stale)
 	}
+	// Only narrows: half of what was left goes, the other half stays.
+	half, rest := map[Tuple]bool{}, map[Tuple]bool{}
+	for tp := range res.Left {
+		if len(half) < stale/2 {
+			half[tp] = true
+		} else {
+			rest[tp] = true
+		}
+	}
+	res, err = n.Forget(Request{VIPs: vips, Only: half})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Deleted[netip.MustParseAddr("192.0.2.1")]; got != len(half) {
+		t.Fatalf("Forget of %d left tuples deleted %d", len(half), got)
+	}
+	if a := count(vip); a != stale-len(half) {
+		t.Fatalf("after deleting %d left tuples: %d entries to the VIP, want %d", len(half), a, stale-len(half))
+	}
 	t0 := time.Now()
-	res, err = n.Forget(Request{VIPs: vips, Only: res.Left})
+	res, err = n.Forget(Request{VIPs: vips, Only: rest})
 	took := time.Since(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := res.Deleted; got[netip.MustParseAddr("192.0.2.1")] != stale || len(got) != 1 {
-		t.Errorf("Forget reported %v, want %d for 192.0.2.1", got, stale)
+	if got := res.Deleted; got[netip.MustParseAddr("192.0.2.1")] != len(rest) || len(got) != 1 {
+		t.Errorf("Forget reported %v, want %d for 192.0.2.1", got, len(rest))
 	}
 	if a, b := count(vip), count(other); a != 0 || b != others {
 		t.Errorf("after: %d entries to the VIP, %d to the other; want 0, %d", a, b, others)
