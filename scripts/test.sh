@@ -127,6 +127,9 @@ mkdir -p .cache/bin
 go build -o .cache/bin/umlrun ./integration/cmd/umlrun
 go test -c -o .cache/bin/dataplane.test ./lbd/dataplane
 EDGELB_KERNEL_TESTS=1 .cache/bin/umlrun -timeout 5m -- .cache/bin/dataplane.test -test.v -test.run Kernel
+# The stale-conntrack clean-up against the guest's conntrack table.
+go test -c -o .cache/bin/conntrack.test ./lbd/dataplane/conntrack
+EDGELB_KERNEL_TESTS=1 .cache/bin/umlrun -timeout 5m -- .cache/bin/conntrack.test -test.v -test.run Kernel
 # The nftables rule engine in the guest's kernel (skips on a kernel without nf_tables' inet family).
 go test -c -o .cache/bin/nftrules.test ./lbd/dataplane/nftrules
 .cache/bin/umlrun -timeout 5m -- .cache/bin/nftrules.test -test.v -test.run Kernel

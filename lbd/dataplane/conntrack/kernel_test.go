@@ -117,5 +117,5 @@ func TestKernelForget(t *testing.T) {
 	if a, b := count(vip), count(other); a != 0 || b != others {
 		t.Errorf("after: %d entries to the VIP, %d to the other; want 0, %d", a, b, others)
 	}
-	t.Logf("Forget of one VIP's %d entries in a table of %d took %s", stale, stale+others, took.Round(time.Microsecond))
+	t.Logf("Forget of %d of one VIP's entries (by tuple) in a table of %d took %s", len(rest), len(rest)+others, took.Round(time.Microsecond))
 }
