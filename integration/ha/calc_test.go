@@ -73,13 +73,3 @@ func TestResidue(t *testing.T) {
 		t.Errorf("residue = %v, %d; want [2 1], 1", at, away)
 	}
 }
-
-// A guard counter that went down was made anew by a restart: what it holds
-// is all since then.
-func TestGuardedSince(t *testing.T) {
-	for _, c := range []struct{ n, before, want int }{{5, 2, 3}, {0, 1, 0}, {4, 9, 4}, {3, 3, 0}} {
-		if got := guardedSince(c.n, c.before); got != c.want {
-			t.Errorf("guardedSince(%d, %d) = %d, want %d", c.n, c.before, got, c.want)
-		}
-	}
-}

@@ -325,16 +325,6 @@ func (w *addrWatch) finish() (samples int, both []string) {
 	return w.n, w.both
 }
 
-// guardedSince is what a takeover-guard counter that read before and now n
-// counted in between. A member restarted meanwhile made its rules, and the
-// counter, anew: all of n is since then.
-func guardedSince(n, before int) int {
-	if n < before {
-		return n
-	}
-	return n - before
-}
-
 // guardDrops reads every running member's takeover-guard drop counter.
 func (s *suite) guardDrops() map[string]int {
 	out := map[string]int{}
@@ -449,7 +439,7 @@ func (s *suite) failover(t *testing.T, kind string) round {
 	r := round{Kind: kind, From: old.ID, To: survivor.ID, Outage: outage(sr), Takeover: takeover, Withdrew: withdrew,
 		Opened: hr.Opened, Kept: hr.Kept, Stall: hr.LongestWait, Failed: sr.FailedAfterMark, Attempts: sr.Attempts, GuardDrops: -1}
 	if n, err := survivor.GuardDrops(); err == nil {
-		r.GuardDrops = guardedSince(n, drops[survivor.ID])
+		r.GuardDrops = n - drops[survivor.ID]
 	}
 
 	// Put it back together: the killed member restarts (its VIP stays with the
@@ -648,7 +638,7 @@ func (s *suite) plannedMove(t *testing.T, move func(old *lab.Member)) planned {
 	p := planned{from: old, to: to, moved: moved, hold: hr, steady: sr, guarded: -1, both: len(both),
 		handovers: []handover{{seen - time.Second, released + time.Second}}}
 	if n, err := to.GuardDrops(); err == nil {
-		p.guarded = guardedSince(n, drops[to.ID])
+		p.guarded = n - drops[to.ID]
 	}
 	return p
 }
