@@ -43,8 +43,8 @@ func TestGuest(t *testing.T) {
 		// BFD at 200 ms × 3 on both sides: at lbd's default (300 ms × 3)
 		// new connections hashed to a cut edge failed for 0.95–1.28 s
 		// (900 ms of detection, then the route update), over the second
-		// this scenario's figures aim at; at 200 ms × 3, 0.48–0.91 s, with
-		// no session flap (2026-12-05).
+		// this scenario's figures aim at; at 200 ms × 3, 0.48–1.14 s over
+		// twelve rounds, with no session flap (2026-12-05).
 		BFDInterval:  200 * time.Millisecond,
 		LBDDrainWait: guestDrainWait,
 		StaticECMP:   []netip.Prefix{netip.PrefixFrom(ecmpV4, 32), netip.PrefixFrom(ecmpV6, 128), netip.PrefixFrom(natVIP, 32), netip.PrefixFrom(drVIP, 32)},
