@@ -124,7 +124,7 @@ func Run(t *testing.T, o Options) {
 	keep := os.Getenv("EDGELB_E2E_KEEP") == "1"
 	defer func() {
 		if keep || t.Failed() {
-			t.Logf("work directory kept: %s (lbd-*.log, node*.log, uml/console.log)", work)
+			t.Logf("work directory kept: %s (guest.log, lbd-*.log, node*.log, uml/console.log)", work)
 			return
 		}
 		os.RemoveAll(work)
@@ -137,13 +137,20 @@ func Run(t *testing.T, o Options) {
 	pr, pw := io.Pipe()
 	parsed := make(chan *guestResults, 1)
 	go func() { parsed <- parseGuest(pr, testing.Verbose()) }()
+	// The guest's own output is also kept in the work directory: CI keeps
+	// that directory on failure, but not the clone whose log held the output.
+	var out io.Writer = pw
+	if f, err := os.Create(filepath.Join(work, "guest.log")); err == nil {
+		defer f.Close()
+		out = io.MultiWriter(pw, f)
+	}
 	env := append(os.Environ(), GuestEnv+"=1", "EDGELB_E2E_BIN="+bin, "EDGELB_E2E_WORK="+work)
 	env = append(env, o.Env...)
 	res, runErr := uml.Run(context.Background(), uml.Options{
 		Argv:        []string{os.Args[0], "-test.run", guestRun(o.GuestTest), "-test.v", "-test.timeout", (timeout - 20*time.Second).String()},
 		Env:         env,
-		Stdout:      pw,
-		Stderr:      pw,
+		Stdout:      out,
+		Stderr:      out,
 		Timeout:     timeout,
 		Mem:         o.Mem,
 		WorkDir:     filepath.Join(work, "uml"),
@@ -154,9 +161,13 @@ func Run(t *testing.T, o Options) {
 	t.Logf("guest: boot %s, total %s, exit %d", res.BootTime.Round(time.Millisecond), res.Duration.Round(time.Second), res.ExitCode)
 
 	g.report(t, o.GuestTest)
+	// CI shows only the end of a run, and the lbd log tails above push the
+	// failing scenarios' own messages out of it: repeat those last, also
+	// when the guest itself failed (a timeout ends every scenario at once).
+	summary := g.failureSummary(o.GuestTest, 12)
 	top := g.results[o.GuestTest]
 	if runErr != nil {
-		t.Fatalf("guest run: %v", runErr)
+		t.Fatalf("guest run: %v (guest output: %s)\n%s", runErr, filepath.Join(work, "guest.log"), summary)
 	}
 	if top == nil {
 		t.Fatalf("the guest ran no %s (exit %d):\n%s", o.GuestTest, res.ExitCode, g.loose.String())
@@ -164,10 +175,8 @@ func Run(t *testing.T, o Options) {
 	if top.status != "PASS" {
 		t.Errorf("%s %s (exit %d):\n%s", o.GuestTest, top.status, res.ExitCode, top.output.String())
 	}
-	// CI shows only the end of a run, and the lbd log tails above push the
-	// failing scenarios' own messages out of it: repeat those last.
-	if s := g.failureSummary(o.GuestTest, 12); s != "" {
-		t.Errorf("failed in the guest, their last messages:\n%s", s)
+	if summary != "" {
+		t.Errorf("failed in the guest, their last messages:\n%s", summary)
 	}
 }
 
