@@ -40,11 +40,12 @@ func TestGuest(t *testing.T) {
 		t.Skip("runs inside the User-Mode Linux guest only; see TestUML")
 	}
 	router := &lab.RouterConfig{
-		// BFD at 200 ms × 3 on both sides: at lbd's default (300 ms × 3)
-		// new connections hashed to a cut edge failed for 0.95–1.28 s
-		// (900 ms of detection, then the route update), over the second
-		// this scenario's figures aim at; at 200 ms × 3, 0.48–1.14 s over
-		// twelve rounds, with no session flap (2026-12-05).
+		// BFD at 200 ms × 3 on both sides: new connections hashed to a cut
+		// edge fail for the detection time plus the router's route
+		// update. At 150 ms × 3 a busy guest starved an edge's BFD past
+		// the 450 ms detection time in one of six rounds, and its
+		// sessions flapped (each loss round asserts that the other edges'
+		// sessions stay up); at 200 ms × 3 none did in 15 rounds.
 		BFDInterval:  200 * time.Millisecond,
 		LBDDrainWait: guestDrainWait,
 		StaticECMP:   []netip.Prefix{netip.PrefixFrom(ecmpV4, 32), netip.PrefixFrom(ecmpV6, 128), netip.PrefixFrom(natVIP, 32), netip.PrefixFrom(drVIP, 32)},
@@ -733,6 +734,15 @@ func (s *scenarios) lose(t *testing.T, vips []bgpVIP, what string, m *lab.Member
 	for _, v := range vips {
 		r.through += ipvsConns(t, m, v.svc) - before[v.svc]
 	}
+	var rest []string
+	for _, o := range l.Members {
+		if o != m {
+			rest = append(rest, o.ID)
+		}
+	}
+	// The edges not lost keep their sessions all round: a BFD interval too
+	// short for the guest shows as sessions going down here.
+	downs := sessionDowns(t, l, rest)
 	for _, st := range steadies {
 		st.Mark()
 	}
@@ -740,12 +750,6 @@ func (s *scenarios) lose(t *testing.T, vips []bgpVIP, what string, m *lab.Member
 	if err := loseIt(); err != nil {
 		stop()
 		t.Fatal(err)
-	}
-	var rest []string
-	for _, o := range l.Members {
-		if o != m {
-			rest = append(rest, o.ID)
-		}
 	}
 	s.waitAllNexthops(t, vips, 30*time.Second, rest...)
 	r.drop = time.Since(t0)
@@ -782,7 +786,27 @@ func (s *scenarios) lose(t *testing.T, vips []bgpVIP, what string, m *lab.Member
 	if !recovered {
 		t.Errorf("%s: no new connection succeeded after the loss", what)
 	}
+	for id, n := range sessionDowns(t, l, rest) {
+		if n != downs[id] {
+			t.Errorf("%s: %s, not the edge lost, had BGP sessions go down %v times in the round (a BFD or session flap)", what, id, n-downs[id])
+		}
+	}
 	return r
+}
+
+// sessionDowns reads each member's count of BGP sessions that left
+// Established (edgelb_bgp_session_transitions_total, direction down).
+func sessionDowns(t *testing.T, l *lab.Lab, ids []string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, id := range ids {
+		series, _, err := l.Member(id).Metrics()
+		if err != nil {
+			t.Fatalf("BGP session transitions of %s: %v", id, err)
+		}
+		out[id], _ = series.Sum("edgelb_bgp_session_transitions_total", `direction="down"`)
+	}
+	return out
 }
 
 // failingFor is how long after the mark new connections still failed: to

@@ -256,7 +256,10 @@ func (g *guestResults) report(t *testing.T, parent string) {
 			case "FAIL":
 				t.Fail()
 			default:
-				t.Error("no result from the guest (crashed or timed out in this scenario)")
+				// go test -v prints a subtest's result only when its
+				// parent ends, so a guest that dies leaves every scenario
+				// it ran without one, passed or not.
+				t.Error("no result from the guest: it ended (crashed or timed out) before its test printed this scenario's result; the last scenario started is the one it ended in")
 			}
 		})
 	}

@@ -89,6 +89,9 @@ func BGPProtocol(edge string, v6 bool) string {
 func birdConf(c RouterConfig, router topo.Host, edges, staticVia []topo.Host) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `log stderr all;
+# Milliseconds and state changes: the scenarios time BFD and route changes.
+timeformat log iso long ms;
+debug protocols { states, events };
 router id %s;
 protocol device { scan time 2; }
 # Every best path with equal attributes goes into the kernel as one multipath
