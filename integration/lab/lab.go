@@ -10,7 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -691,9 +693,33 @@ func sortedLines(s string) []string {
 type Metrics map[string]float64
 
 // Metrics scrapes the member's metrics listener (lbd's default, loopback in
-// its namespace).
+// its namespace). The connection is opened in the namespace from this
+// process rather than by curl: in the guest's kernel, which does not
+// preempt, a process start can hold the one CPU for most of a second, long
+// enough to starve lbd's BFD.
 func (m *Member) Metrics() (Metrics, string, error) {
-	out, err := topo.Run(m.Host.Name, "curl", "-s", "--max-time", "20", "http://127.0.0.1:7702/metrics")
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := netns.Do(m.Host.Name, func() error {
+				var err error
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}}
+	resp, err := c.Get("http://127.0.0.1:7702/metrics")
+	if err != nil {
+		return nil, "", fmt.Errorf("scrape %s: %w", m.ID, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	out := string(b)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %s", resp.Status)
+	}
 	if err != nil {
 		return nil, out, fmt.Errorf("scrape %s: %w", m.ID, err)
 	}

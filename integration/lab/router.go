@@ -8,6 +8,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,8 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgelb/edgelb/integration/netns"
 	"github.com/edgelb/edgelb/integration/topo"
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/vishvananda/netlink"
 )
 
 // RouterConfig configures the router's BIRD.
@@ -301,36 +304,43 @@ func parseBFD(out string) map[netip.Addr]string {
 	return res
 }
 
-// Nexthops returns the gateways of the router kernel's route to addr (`ip
-// route show ADDR` in its namespace): one per edge the route leads to,
-// several for an ECMP route, none without a route.
+// Nexthops returns the gateways of the router kernel's route to addr, read
+// over netlink in its namespace: one per edge the route leads to, several
+// for an ECMP route, none without a route. Not through `ip route`: the
+// scenarios poll it to time a path's drop, and a process start costs up to
+// a second in the guest.
 func (r *Router) Nexthops(addr netip.Addr) ([]netip.Addr, error) {
-	args := []string{"route", "show", addr.String()}
+	family := netlink.FAMILY_V4
 	if addr.Is6() {
-		args = append([]string{"-6"}, args...)
+		family = netlink.FAMILY_V6
 	}
-	out, err := topo.IP(r.Host.Name, args...)
+	dst := &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())}
+	var routes []netlink.Route
+	err := netns.Do(r.Host.Name, func() error {
+		var err error
+		routes, err = netlink.RouteListFiltered(family, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+		return err
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("routes to %s in %s: %w", addr, r.Host.Name, err)
 	}
-	return parseNexthops(out), nil
-}
-
-// parseNexthops reads the gateways ("via ADDR") of `ip route show` output:
-// a single-path route on one line, a multipath one as "nexthop via" lines.
-func parseNexthops(out string) []netip.Addr {
 	var res []netip.Addr
-	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		for i := 0; i+1 < len(f); i++ {
-			if f[i] == "via" {
-				if a, err := netip.ParseAddr(f[i+1]); err == nil {
-					res = append(res, a)
-				}
+	add := func(ip net.IP) {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			res = append(res, a.Unmap())
+		}
+	}
+	for _, rt := range routes {
+		if rt.Gw != nil {
+			add(rt.Gw)
+		}
+		for _, nh := range rt.MultiPath {
+			if nh.Gw != nil {
+				add(nh.Gw)
 			}
 		}
 	}
-	return res
+	return res, nil
 }
 
 // EdgeOf names the edge whose address is a (for nexthops), "" if none.

@@ -1,10 +1,13 @@
 package lab
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,18 +36,55 @@ fd00::12                  eth0       Down       23:50:11.460    1.000    0.000
 	if want := map[netip.Addr]string{netip.MustParseAddr("10.0.0.11"): "Up", netip.MustParseAddr("fd00::12"): "Down"}; !reflect.DeepEqual(bfd, want) {
 		t.Errorf("bfd %v, want %v", bfd, want)
 	}
-	hops := parseNexthops(`10.3.0.250 proto bird metric 32 
-	nexthop via 10.0.0.11 dev eth0 weight 1 
-	nexthop via 10.0.0.12 dev eth0 weight 1 
-`)
-	if want := []netip.Addr{netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("10.0.0.12")}; !reflect.DeepEqual(hops, want) {
-		t.Errorf("nexthops %v, want %v", hops, want)
+}
+
+// Nexthops reads a kernel's single-path and multipath routes, IPv4 and
+// IPv6, over netlink in a namespace made here.
+func TestNexthopsInANamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a network namespace")
 	}
-	if one := parseNexthops("10.3.0.7 via 10.0.0.13 dev eth0 proto bird metric 32\n"); len(one) != 1 || one[0] != netip.MustParseAddr("10.0.0.13") {
-		t.Errorf("single path: %v", one)
+	ns := fmt.Sprintf("edgelb-nh-%d", os.Getpid())
+	if _, err := topo.IP("", "netns", "add", ns); err != nil {
+		t.Skip(err)
 	}
-	if none := parseNexthops(""); len(none) != 0 {
-		t.Errorf("no route: %v", none)
+	t.Cleanup(func() { topo.IP("", "netns", "del", ns) })
+	for _, args := range [][]string{
+		{"link", "add", "eth0", "type", "veth", "peer", "name", "eth1"},
+		{"link", "set", "eth1", "up"},
+		{"link", "set", "eth0", "up"},
+		{"addr", "add", "10.9.0.1/24", "dev", "eth0"},
+		{"addr", "add", "fd09::1/64", "dev", "eth0", "nodad"},
+		{"route", "add", "10.3.0.250/32", "nexthop", "via", "10.9.0.11", "nexthop", "via", "10.9.0.12"},
+		{"route", "add", "10.3.0.7/32", "via", "10.9.0.13"},
+		{"-6", "route", "add", "fd03::100/128", "nexthop", "via", "fd09::11", "nexthop", "via", "fd09::13"},
+	} {
+		if _, err := topo.IP(ns, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &Router{Host: topo.Host{Name: ns}}
+	for _, c := range []struct {
+		addr string
+		want []string
+	}{
+		{"10.3.0.250", []string{"10.9.0.11", "10.9.0.12"}},
+		{"10.3.0.7", []string{"10.9.0.13"}},
+		{"fd03::100", []string{"fd09::11", "fd09::13"}},
+		{"10.3.0.8", nil},
+	} {
+		got, err := r.Nexthops(netip.MustParseAddr(c.addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotS []string
+		for _, a := range got {
+			gotS = append(gotS, a.String())
+		}
+		slices.Sort(gotS)
+		if !slices.Equal(gotS, c.want) {
+			t.Errorf("nexthops of %s: %v, want %v", c.addr, gotS, c.want)
+		}
 	}
 }
 
