@@ -42,10 +42,12 @@ func TestGuest(t *testing.T) {
 	router := &lab.RouterConfig{
 		// BFD at 200 ms × 3 on both sides: new connections hashed to a cut
 		// edge fail for the detection time plus the router's route
-		// update. At 150 ms × 3 a busy guest starved an edge's BFD past
-		// the 450 ms detection time in one of six rounds, and its
-		// sessions flapped (each loss round asserts that the other edges'
-		// sessions stay up); at 200 ms × 3 none did in 15 rounds.
+		// update. Each loss round asserts that the other edges' sessions
+		// stay up: at 150 ms × 3 an edge that lost nothing flapped in one
+		// of six rounds (its BFD expired). At 200 ms × 3 two runs flapped
+		// while the lab still started processes during rounds (curl,
+		// ip route), which stall the guest's non-preemptive CPU; with
+		// those in-process, six rounds had no flap (2026-12-06).
 		BFDInterval:  200 * time.Millisecond,
 		LBDDrainWait: guestDrainWait,
 		StaticECMP:   []netip.Prefix{netip.PrefixFrom(ecmpV4, 32), netip.PrefixFrom(ecmpV6, 128), netip.PrefixFrom(natVIP, 32), netip.PrefixFrom(drVIP, 32)},
