@@ -31,21 +31,6 @@ func TestOutage(t *testing.T) {
 	}
 }
 
-func TestParseARPReplies(t *testing.T) {
-	for _, out := range []string{
-		"ARPING 10.0.0.210\n60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=0 time=1.1 msec\n60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=1 time=0.9 msec\n",
-		"ARPING 10.0.0.210 from 10.0.0.100 eth0\nUnicast reply from 10.0.0.210 [3E:87:49:08:A3:05]  0.9ms\n",
-	} {
-		if got := parseARPReplies(out); len(got) != 1 || got[0] != "3e:87:49:08:a3:05" {
-			t.Errorf("%q: %v", out, got)
-		}
-	}
-	two := "60 bytes from 3e:87:49:08:a3:05 (10.0.0.210): index=0\n60 bytes from 06:8d:e1:f8:74:85 (10.0.0.210): index=1\n"
-	if got := parseARPReplies(two); len(got) != 2 {
-		t.Errorf("two hosts answering: %v", got)
-	}
-}
-
 // TestProfileLease: the hung scenarios bound the fence by the lease of the
 // profile in use, lbd's own default for the empty lan profile.
 func TestProfileLease(t *testing.T) {

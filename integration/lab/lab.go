@@ -1,6 +1,6 @@
 // Package lab runs a whole edgelb cluster inside a User-Mode Linux guest: the topology
 // of integration/topo, a nodeserver on every "Kubernetes node", and real lbd
-// processes on the edge hosts driven by the real lbctl. The guest scenarios
+// processes on the edge hosts driven by lbctl's command tree. The guest scenarios
 // (integration/e2e) and the sandbox (integration/cmd/sandbox) are built on it. It
 // must run as root inside the guest.
 package lab
@@ -8,7 +8,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/edgelb/edgelb/integration/netns"
 	"github.com/edgelb/edgelb/integration/topo"
+	"github.com/edgelb/edgelb/lbctl/cli"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
@@ -216,20 +216,16 @@ func (l *Lab) Member(id string) *Member {
 	return nil
 }
 
-// LBCTL runs the real lbctl from the management namespace against the running
-// members and returns its stdout; the error carries the exit code and stderr.
+// LBCTL runs lbctl against the running members and returns its stdout; the
+// error carries the exit code and stderr. It runs lbctl's own command tree
+// (lbctl/cli, all of the binary but main's os.Exit) in this process, which
+// sits in the management namespace: in the guest's kernel, which does not
+// preempt, starting a Go binary can hold the one CPU for most of a second,
+// long enough to starve the lbd whose timing a scenario measures.
 func (l *Lab) LBCTL(args ...string) (string, error) {
 	full := append([]string{"--endpoints", l.Endpoints()}, args...)
-	cmd := exec.Command(filepath.Join(l.Cfg.Bin, "lbctl"), full...)
 	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
-		code := -1
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		}
+	if code := cli.ExecuteContext(context.Background(), full, &out, &errb); code != 0 {
 		return out.String(), &LBCTLError{Args: args, Code: code, Stderr: strings.TrimSpace(errb.String())}
 	}
 	return out.String(), nil
@@ -300,34 +296,8 @@ func (m *Member) setLink(up bool) error {
 // never rewrites), while their packets still reach it and it stays on the
 // segment for clients and nodes. It hears the raft leader; the leader never
 // hears back. UnmutePeers undoes it.
-func (m *Member) MutePeers() error   { return m.mutePeers("-I") }
-func (m *Member) UnmutePeers() error { return m.mutePeers("-D") }
-
-func (m *Member) mutePeers(op string) error {
-	// One restore per family: each process costs up to seconds in the guest.
-	for _, fam := range []struct {
-		bin  string
-		addr func(topo.Host) netip.Addr
-	}{{"iptables-legacy-restore", func(h topo.Host) netip.Addr { return h.V4 }}, {"ip6tables-legacy-restore", func(h topo.Host) netip.Addr { return h.V6 }}} {
-		in := "*filter\n"
-		for _, p := range m.lab.Members {
-			if p != m {
-				in += fmt.Sprintf("%s OUTPUT -d %s -j DROP\n", op, fam.addr(p.Host))
-			}
-		}
-		cmd := exec.Command(fam.bin, "--noflush")
-		cmd.Stdin = strings.NewReader(in + "COMMIT\n")
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := netns.Start(m.Host.Name, cmd); err != nil {
-			return fmt.Errorf("%s: %s: %w", m.ID, fam.bin, err)
-		}
-		if err := cmd.Wait(); err != nil {
-			return fmt.Errorf("%s: %s %q: %w: %s", m.ID, fam.bin, in, err, strings.TrimSpace(out.String()))
-		}
-	}
-	return nil
-}
+func (m *Member) MutePeers() error   { return m.mutePeers(true) }
+func (m *Member) UnmutePeers() error { return m.mutePeers(false) }
 
 // IsCut reports whether the member's host is off the segment.
 func (m *Member) IsCut() bool {
@@ -338,17 +308,19 @@ func (m *Member) IsCut() bool {
 
 // MAC is the hardware address of the member's data interface.
 func (m *Member) MAC() (string, error) {
-	out, err := topo.IP(m.Host.Name, "-o", "link", "show", "dev", topo.Interface)
-	if err != nil {
-		return "", err
-	}
-	f := strings.Fields(out)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "link/ether" {
-			return f[i+1], nil
+	var mac string
+	err := netns.Do(m.Host.Name, func() error {
+		ifc, err := net.InterfaceByName(topo.Interface)
+		if err != nil {
+			return err
 		}
+		mac = ifc.HardwareAddr.String()
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("%s: hardware address of %s: %w", m.ID, topo.Interface, err)
 	}
-	return "", fmt.Errorf("%s: no link/ether in %q", m.ID, out)
+	return mac, nil
 }
 
 // HasAddr reports whether the member's data interface holds ip. It asks the

@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgelb/edgelb/integration/netns"
 	"github.com/edgelb/edgelb/integration/topo"
@@ -230,4 +231,61 @@ func (m *Member) SetGuard(on bool) (was bool, err error) {
 		return was, rule("-D")
 	}
 	return was, nil
+}
+
+// muteTable is the lab's own nftables table for one-way partitions: lbd
+// never touches a table that is not its own, whatever its rule engine.
+const muteTable = "lab_mute"
+
+// mutePeers adds (on) or deletes the member's mute table: a filter chain on
+// output that drops everything addressed to the other members. It is written
+// over netlink rather than by iptables-restore: the partition is the fault
+// a scenario times, and a process start in the guest stalls every lbd.
+func (m *Member) mutePeers(on bool) error {
+	return netns.Do(m.Host.Name, func() error {
+		c, err := nftables.New(nftables.WithSockOptions(func(nl *netlink.Conn) error {
+			return nl.SetDeadline(time.Now().Add(nftHelperTimeout))
+		}))
+		if err != nil {
+			return fmt.Errorf("%s: nftables: %w", m.ID, err)
+		}
+		t := &nftables.Table{Name: muteTable, Family: nftables.TableFamilyINet}
+		if !on {
+			c.DelTable(t)
+			if err := c.Flush(); err != nil {
+				return fmt.Errorf("%s: delete table %s: %w", m.ID, muteTable, err)
+			}
+			return nil
+		}
+		c.AddTable(t)
+		ch := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter})
+		for _, p := range m.lab.Members {
+			if p == m {
+				continue
+			}
+			for _, a := range []netip.Addr{p.Host.V4, p.Host.V6} {
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: dropTo(a)})
+			}
+		}
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("%s: add table %s: %w", m.ID, muteTable, err)
+		}
+		return nil
+	})
+}
+
+// dropTo is a rule of an inet table that drops packets addressed to a.
+func dropTo(a netip.Addr) []expr.Any {
+	proto, off := byte(unix.NFPROTO_IPV4), uint32(16) // daddr in the IPv4 header
+	if a.Is6() {
+		proto, off = unix.NFPROTO_IPV6, 24
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(a.BitLen() / 8)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
 }
