@@ -91,6 +91,11 @@ type Daemon struct {
 	// to hold VIP addresses (what it last gave the fence); the probes tell
 	// peers whether it is serving.
 	servingUntil atomic.Pointer[time.Time]
+	// catchingUp is when the running catch-up began (zero: none runs);
+	// loopBeat is when the reconcile loop last iterated (unix ns). Together
+	// they tell peers a member is about to serve, not stuck (reportsServing).
+	catchingUp atomic.Pointer[time.Time]
+	loopBeat   atomic.Int64
 	// lastContact is the last time this member held its lease (persisted);
 	// carried is how long, from the start, a lease renewed before a restart
 	// still lets it keep the addresses the kernel holds.
@@ -213,7 +218,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 	d.live = liveness.New(liveness.Config{
 		Self: cfg.ID, Interval: cfg.Ownership.ProbeInterval.Duration, Grace: cfg.Ownership.Grace.Duration,
 		Peers: d.livenessPeers, Creds: sec.peerCreds(), Lease: d.lease,
-		Serving: d.serving, Revision: n.FSM.Revision,
+		Serving: d.reportsServing, Revision: n.FSM.Revision,
 		Observe: func(peer string, rtt time.Duration, ok bool) {
 			if d.ops != nil { // set by startOps before the probes start
 				d.ops.m.ObserveProbe(peer, rtt, ok)
@@ -308,7 +313,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 	d.bgWG.Go(func() { d.refreshSelf(bg) })
 	d.bgWG.Go(func() { d.leaderLoop(bg) })
 	d.bgWG.Go(func() { d.healthLoop(bg) })
-	d.bgWG.Go(func() { d.catchUp(bg) })
+	d.beginCatchUp(bg)
 	d.bgWG.Go(func() { d.contactLoop(bg) })
 	d.bgWG.Go(func() { d.live.Run(bg) })
 	d.bgWG.Go(func() { d.reconcileLoop(bg) })
@@ -520,10 +525,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		if gap := time.Since(lastIter); gap > lease && d.caughtUp.Load() {
 			d.log.Warn("the reconcile loop did not run for longer than the lease (process stopped or a pass hung); catching up with the cluster before serving VIPs again",
 				"gap", gap.Round(time.Millisecond), "lease", lease)
-			d.caughtUp.Store(false)
-			d.bgWG.Go(func() { d.catchUp(ctx) })
+			d.beginCatchUp(ctx)
 		}
 		lastIter = time.Now()
+		d.loopBeat.Store(lastIter.UnixNano())
 		if hook := testHookIteration.Load(); hook != nil {
 			(*hook)()
 		}
@@ -688,8 +693,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			// Serving from that state would put the address on two hosts:
 			// catch up with the leader's commit index first, as after a start.
 			fenced = false
-			d.caughtUp.Store(false)
-			d.bgWG.Go(func() { d.catchUp(ctx) })
+			d.beginCatchUp(ctx)
 			d.log.Info("back in contact with a majority; serving owned VIPs again once caught up with the cluster")
 			continue
 		} else {
@@ -824,6 +828,17 @@ func (d *Daemon) renew(lh leaseHolder, exp time.Time) {
 	}
 }
 
+// beginCatchUp marks the member not caught up and starts catchUp.
+func (d *Daemon) beginCatchUp(ctx context.Context) {
+	began := time.Now()
+	d.catchingUp.Store(&began)
+	d.caughtUp.Store(false)
+	d.bgWG.Go(func() {
+		d.catchUp(ctx)
+		d.catchingUp.CompareAndSwap(&began, &time.Time{}) // unless a newer one began
+	})
+}
+
 // catchUp marks the member caught up once its FSM has reached the revision
 // the leader's FSM reports. It asks the FSM, not raft: raft's applied index
 // counts entries handed to the FSM, and a restarted member that trusted it
@@ -902,6 +917,35 @@ var testHookCatchUpTarget func(*Daemon)
 func (d *Daemon) serving() bool {
 	t := d.servingUntil.Load()
 	return t != nil && time.Now().Before(*t)
+}
+
+// catchUpHeld is how many graces a catch-up may last while the probes still
+// say this member serves (reportsServing).
+const catchUpHeld = 5
+
+// reportsServing is what the probes tell peers about this member: whether it
+// serves now, or is catching up with the cluster and will serve what the
+// log gives it once it has. Peers move the VIPs of a member that says it
+// serves nothing for longer than the grace (lbd/liveness Gone): that is for
+// a hung reconcile pass, not for a catch-up. A catch-up waits for a leader,
+// and when it lasted past the grace the new leader used to move the VIPs
+// while this member, caught up a moment before the move was committed,
+// announced them again: two hosts answered ARP for one VIP (the guest's
+// hung_leader scenario, 2026-12-06). The loop must have run within the
+// lease (a hung one reports nothing), and a catch-up that lasts catchUpHeld
+// graces stops counting, so that a member that can never catch up loses its
+// VIPs to one that serves.
+func (d *Daemon) reportsServing() bool {
+	if d.serving() {
+		return true
+	}
+	began := d.catchingUp.Load()
+	if began == nil || began.IsZero() {
+		return false
+	}
+	now := time.Now()
+	return now.Sub(*began) < catchUpHeld*d.cfg.Ownership.Grace.Duration &&
+		now.Sub(time.Unix(0, d.loopBeat.Load())) < d.cfg.Ownership.Lease.Duration
 }
 
 // livenessPeers is the raft configuration, for the probes.

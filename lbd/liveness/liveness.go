@@ -498,11 +498,22 @@ func (p *Prober) Gone(x string) bool {
 }
 
 func (p *Prober) goneLocked(x string, now time.Duration) bool {
+	return p.goneWhy(x, now) != notGone
+}
+
+// Why a member is gone (goneWhy), for the log.
+const (
+	notGone    = ""
+	silent     = "no majority has heard from it within the grace"
+	notServing = "it has said for longer than the grace that it serves no VIP"
+)
+
+func (p *Prober) goneWhy(x string, now time.Duration) string {
 	if x == p.cfg.Self {
-		return false
+		return notGone
 	}
 	if since, ok := p.notServing[x]; ok && now-since > p.cfg.Grace && p.silence(x, now) < p.cfg.Grace {
-		return true
+		return notServing
 	}
 	var voters []string
 	xVotes := false
@@ -515,14 +526,14 @@ func (p *Prober) goneLocked(x string, now time.Duration) bool {
 		}
 	}
 	if len(voters) == 0 {
-		return false
+		return notGone
 	}
 	need := len(voters)/2 + 1
 	if xVotes {
 		need--
 	}
 	if need == 0 {
-		return false
+		return notGone
 	}
 	heard := 0
 	for _, y := range voters {
@@ -547,7 +558,10 @@ func (p *Prober) goneLocked(x string, now time.Duration) bool {
 			heard++
 		}
 	}
-	return heard < need
+	if heard < need {
+		return silent
+	}
+	return notGone
 }
 
 // Changes is closed when the set of gone members changes; take a new one
@@ -563,15 +577,16 @@ func (p *Prober) evaluate() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	gone := map[string]bool{}
+	why := map[string]string{}
 	for _, m := range p.peers {
-		if p.goneLocked(m.ID, now) {
-			gone[m.ID] = true
+		if w := p.goneWhy(m.ID, now); w != notGone {
+			gone[m.ID], why[m.ID] = true, w
 		}
 	}
 	if !maps.Equal(gone, p.gone) {
 		for id := range gone {
 			if !p.gone[id] {
-				p.cfg.Log.Info("member cannot hold a lease: no majority has heard from it within the grace", "member", id, "grace", p.cfg.Grace)
+				p.cfg.Log.Info("member cannot hold a lease", "member", id, "why", why[id], "grace", p.cfg.Grace)
 			}
 		}
 		p.gone = gone

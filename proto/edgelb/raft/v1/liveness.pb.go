@@ -241,7 +241,9 @@ type View struct {
 	// heard_ms: for each member the sender has heard from, milliseconds since
 	// it last did (a ping or an answer from it). Absent: never heard.
 	HeardMs map[string]int64 `protobuf:"bytes,1,rep,name=heard_ms,json=heardMs,proto3" json:"heard_ms,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// serving: the sender may hold VIP addresses now (its fence is renewed).
+	// serving: the sender may hold VIP addresses now (its fence is renewed),
+	// or it is catching up with the log while its reconcile loop runs (it will
+	// serve what the log gives it; lbd/daemon reportsServing).
 	Serving bool `protobuf:"varint,2,opt,name=serving,proto3" json:"serving,omitempty"`
 	// revision: the sender's applied FSM revision.
 	Revision uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
