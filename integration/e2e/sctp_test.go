@@ -95,6 +95,29 @@ func (s *scenarios) sctp(t *testing.T) {
 			t.Fatalf("no SCTP answer through %s within %s: %v", addr, guestWait, r.Samples)
 		}
 	}
+	// A backend whose first health check found its server not yet listening
+	// (its process started just before the VIP) is at weight 0 until it
+	// rises: the proportions are the configured ones only once every
+	// backend is in the owner's table at its weight.
+	var table []string
+	for t0 := time.Now(); ; time.Sleep(200 * time.Millisecond) {
+		table, _ = owner.IPVSSave()
+		in := 0
+		for i := 1; i <= 3; i++ {
+			for _, l := range table {
+				if strings.Contains(l, fmt.Sprintf("-r %s:%d ", topo.NodeHost(i).V4, sctpPort)) && strings.HasSuffix(l, fmt.Sprintf(" -w %d", i)) {
+					in++
+					break
+				}
+			}
+		}
+		if in == 3 {
+			break
+		}
+		if time.Since(t0) > guestWait {
+			t.Fatalf("owner %s: the SCTP backends not all at their weights within %s:\n%s", owner.ID, guestWait, strings.Join(table, "\n"))
+		}
+	}
 	w := map[string]int{"node1": 1, "node2": 2, "node3": 3}
 	r := sctpCount(t, ctx, c, addr, 60)
 	checkProportions(t, "sctp wrr 1:2:3", r, w, 0.05)
