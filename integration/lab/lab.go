@@ -38,7 +38,7 @@ import (
 
 // Config of a lab.
 type Config struct {
-	Bin      string   // directory holding lbd, lbctl and nodeserver
+	Bin      string   // directory holding lbd and nodeserver (lbctl runs in-process)
 	Work     string   // directory for logs (visible on the host)
 	DataRoot string   // lbd data directories (default /run/edgelb: the guest's tmpfs)
 	Edges    int      // edge hosts running lbd (default 3)
@@ -292,8 +292,8 @@ func (m *Member) setLink(up bool) error {
 }
 
 // MutePeers makes a one-way partition: everything the member's host sends to
-// the other members is dropped (filter OUTPUT in its namespace, which lbd
-// never rewrites), while their packets still reach it and it stays on the
+// the other members is dropped (an output chain of the lab's own nftables
+// table in its namespace, see mutePeers), while their packets still reach it and it stays on the
 // segment for clients and nodes. It hears the raft leader; the leader never
 // hears back. UnmutePeers undoes it.
 func (m *Member) MutePeers() error   { return m.mutePeers(true) }
