@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudflare/ipvs"
+
 	"github.com/edgelb/edgelb/integration/guesttest"
 	"github.com/edgelb/edgelb/integration/lab"
 	"github.com/edgelb/edgelb/integration/netns"
@@ -207,26 +209,24 @@ func mustLBCTL(t *testing.T, l *lab.Lab, args ...string) string {
 	return out
 }
 
-// ipvsConns is the Conns counter of one IPVS service on a member (ipvsadm
-// -Ln --stats), 0 when it has none.
+// ipvsConns is the Conns counter of one TCP IPVS service on a member, 0 when
+// it has none. Read over netlink (lab.Member.IPVSServices): it runs just
+// before each loss, when an ipvsadm start could stall the guest into a BFD
+// expiry on an edge that lost nothing.
 func ipvsConns(t *testing.T, m *lab.Member, svc string) int {
 	t.Helper()
-	out, err := m.IPVSList("--stats", "-t", svc)
+	ap := netip.MustParseAddrPort(svc)
+	svcs, err := m.IPVSServices()
 	if err != nil {
-		t.Logf("%s: %v", m.ID, err)
+		t.Log(err)
 		return 0
 	}
-	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 3 && f[0] == "TCP" && f[1] == svc {
-			n, err := strconv.Atoi(f[2])
-			if err != nil {
-				t.Fatalf("ipvsadm --stats: %q: %v", l, err)
-			}
-			return n
+	for _, s := range svcs {
+		if s.Protocol == ipvs.TCP && s.Address == ap.Addr() && s.Port == ap.Port() {
+			return int(s.Stats.Connections)
 		}
 	}
-	t.Logf("%s: no counters for %s in:\n%s", m.ID, svc, out)
+	t.Logf("%s: no IPVS service %s among %d", m.ID, svc, len(svcs))
 	return 0
 }
 

@@ -28,6 +28,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/cloudflare/ipvs"
 	"github.com/google/nftables/expr"
 
 	"github.com/edgelb/edgelb/integration/netns"
@@ -589,6 +590,29 @@ func (m *Member) GuardDrops() (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// IPVSServices reads the member's IPVS services with their counters over
+// netlink from this process. Loops that run while a scenario times a loss use
+// it rather than ipvsadm: a process start stalls the guest's one CPU, long
+// enough at the BGP lab's BFD timers to expire a session that lost nothing.
+func (m *Member) IPVSServices() ([]ipvs.ServiceExtended, error) {
+	var svcs []ipvs.ServiceExtended
+	err := netns.Do(m.Host.Name, func() error {
+		c, err := ipvs.New()
+		if err != nil {
+			return err
+		}
+		if cl, ok := c.(io.Closer); ok { // the interface has no Close; its client does
+			defer cl.Close()
+		}
+		svcs, err = c.Services()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: read IPVS services: %w", m.ID, err)
+	}
+	return svcs, nil
 }
 
 // IPVSList returns `ipvsadm -Ln` (with extra flags, e.g. --stats) on the member.
