@@ -547,3 +547,62 @@ func TestFenceCloseWait(t *testing.T) {
 		t.Errorf("watchLease returned the lease %v armed=%v, want 1h1s true", got[0], got[1])
 	}
 }
+
+// hookAddrs runs onAdd after each address it adds.
+type hookAddrs struct {
+	*fakeAddrs
+	onAdd func(netip.Addr)
+}
+
+func (h *hookAddrs) Add(i int, a netip.Addr) error {
+	err := h.fakeAddrs.Add(i, a)
+	if h.onAdd != nil {
+		h.onAdd(a)
+	}
+	return err
+}
+
+// One lapse can be reported twice: by a late renewal (renewed) and by the
+// fence's own report, which may arrive while the pass that adds the address
+// back runs. That pass then takes its additions back (fail closed), and the
+// passes that follow, incremental ones with nothing changed in the FSM (as
+// the daemon runs them), must still put the address back. Seen in the guest
+// at the double profile: the VIP stayed dark until the loop's next full
+// pass, 30 s later.
+func TestLapseReportedTwiceStillReadds(t *testing.T) {
+	e, _, fa, _ := fakeEngine(t)
+	e.lapsed, e.lapsedCh = map[netip.Addr]bool{}, make(chan struct{}, 1)
+	ha := &hookAddrs{fakeAddrs: fa}
+	e.addrs = ha
+	ctx := context.Background()
+	vss := many(1, 1)
+	a := netip.MustParseAddr(vss[0].Vip)
+	e.renewed(time.Now().Add(time.Minute))
+	if err := e.Reconcile(ctx, vss, "me"); err != nil {
+		t.Fatal(err)
+	}
+	// The lease ran out; the fence took the address; lbd renews late.
+	e.leaseUntil.Store(int64(monotonic() - time.Millisecond))
+	delete(fa.on, a)
+	e.renewed(time.Now().Add(time.Minute))
+	<-e.Lapsed()
+	// The fence's own report of the same withdrawal arrives while the next
+	// pass adds the address back.
+	ha.onAdd = func(netip.Addr) { e.fenceWithdrew(a); ha.onAdd = nil }
+	err := e.ReconcileChanged(ctx, nil, "me")
+	if fa.on[a] {
+		t.Fatalf("the pass the fence's report raced kept the address (err %v)", err)
+	}
+	for i := 0; i < 2 && !fa.on[a]; i++ {
+		select {
+		case <-e.Lapsed(): // the daemon wakes for the report
+		default:
+		}
+		if err := e.ReconcileChanged(ctx, nil, "me"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !fa.on[a] {
+		t.Fatal("the passes after a lapse reported twice did not put the address back")
+	}
+}

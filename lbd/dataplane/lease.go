@@ -96,8 +96,12 @@ func (e *Engine) absorbLapsed() uint64 {
 			delete(e.vips, a)
 			e.touchVIP(a)
 			changed = true
-			e.needFull = true // the pass looks at every address, this one too
 		}
+		// The pass looks at every address, this one too, even when it is
+		// not recorded as held: one lapse is reported twice (a late
+		// renewal, then the fence), and a pass the second report raced has
+		// taken back what it added.
+		e.needFull = true
 		delete(e.lapsed, a)
 	}
 	if changed {

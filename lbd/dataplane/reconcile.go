@@ -442,6 +442,12 @@ func (p *pass) addAddrs(ready func(netip.Addr) bool) {
 			}
 			delete(e.vips, a)
 		}
+		// An incremental pass with nothing changed would not look at them
+		// again: the next one compares every address.
+		e.needFull = true
+		if len(added) > 0 {
+			e.log.Warn("the fence withdrew during this pass: its VIP additions taken back until the next pass", "vips", added)
+		}
 		if err := e.save(); err != nil {
 			p.errs = append(p.errs, err)
 		}
