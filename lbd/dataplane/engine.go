@@ -84,6 +84,14 @@ type Engine struct {
 	// ct deletes the stale conntrack entries of VIPs taken over or deleted
 	// (nil: conntrack netlink unavailable; stale entries then delay connects).
 	ct conntrack.Forgetter
+	// ctAfter deletes, after a pass, what its takeovers' clean-up left and
+	// the entries of VIPs it withdrew (forgetAfter): a socket of its own,
+	// since that runs beside the next pass. afterDone is closed when the
+	// last job queued ends (e.mu); afterWG is waited for at Close. nil
+	// when ct is.
+	ctAfter   conntrack.Forgetter
+	afterDone chan struct{}
+	afterWG   sync.WaitGroup
 	// filter enforces source ranges (nil: no rule engine to do it with, and
 	// a service with source ranges is isolated rather than served open).
 	filter  srcrange.Enforcer
@@ -257,8 +265,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		// member carried in an earlier turn of a VIP waits for a SYN
 		// retransmit, or fails (package conntrack).
 		cfg.Logger.Error("conntrack netlink unavailable: stale conntrack entries of VIPs taken over or deleted are kept", "err", err)
+	} else if after, err := conntrack.Open(); err != nil {
+		ct.Close()
+		cfg.Logger.Error("conntrack netlink unavailable: stale conntrack entries of VIPs taken over or deleted are kept", "err", err)
 	} else {
-		e.ct = ct
+		e.ct, e.ctAfter = ct, after
 	}
 	if err := e.adopt(); err != nil {
 		e.Close()
@@ -348,8 +359,11 @@ func (e *Engine) Close() error {
 	if c, ok := e.addrs.(*addr.Netlink); ok {
 		c.Close()
 	}
-	if c, ok := e.ct.(*conntrack.Netlink); ok {
-		c.Close()
+	e.afterWG.Wait() // a clean-up after a pass still uses its socket
+	for _, f := range []conntrack.Forgetter{e.ct, e.ctAfter} {
+		if c, ok := f.(*conntrack.Netlink); ok {
+			c.Close()
+		}
 	}
 	// The rule engine's netlink socket (one, whichever view holds it); the
 	// rules stay.

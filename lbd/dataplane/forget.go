@@ -23,21 +23,26 @@ import (
 //
 // stop, when not nil, bounds it (a takeover's, which holds the address
 // back): once stop is closed it deletes no more and returns the entries it
-// had no time for, which forgetLeft deletes once the address is up. Each
+// had no time for, which forgetAfter deletes once the pass is over. Each
 // deletion is a netlink round trip, and a VIP that carried many connections
 // before it moved away leaves that many stale entries: unbounded, the
 // takeover would wait for all of them.
 func (e *Engine) forgetConntrack(vips []netip.Addr, stop <-chan struct{}, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
-	return e.forget(conntrack.Request{VIPs: vips, Stop: stop}, why, tenantOf)
+	return e.forget(e.ct, conntrack.Request{VIPs: vips, Stop: stop}, why, tenantOf)
 }
 
 // forgetTakenOver is why a takeover deletes conntrack entries (the log's).
 const forgetTakenOver = "taken over: entries of connections that ended while the VIP was elsewhere"
 
-// forgetLeft deletes the entries a bounded forgetConntrack left, unless IPVS
-// carries their connection by now; the caller holds e.mu.
-func (e *Engine) forgetLeft(left map[conntrack.Tuple]bool, why string, tenantOf func(netip.Addr) string) {
-	if len(left) == 0 {
+// forgetAfter deletes, once the pass is over, the entries a bounded
+// forgetConntrack left (unless IPVS carries their connection by then) and
+// those of the VIPs the pass withdrew; the caller holds e.mu. It runs on a
+// socket of its own beside the loop, so a pass ends, and its loop renews
+// the lease, as soon as its addresses are up; jobs run one at a time, in
+// order, and none waits for another. The tenants are looked up now: engine
+// state is e.mu's.
+func (e *Engine) forgetAfter(left map[conntrack.Tuple]bool, withdrawn []netip.Addr, tenantOf func(netip.Addr) string) {
+	if e.ctAfter == nil || len(left) == 0 && len(withdrawn) == 0 {
 		return
 	}
 	seen := map[netip.Addr]bool{}
@@ -49,15 +54,32 @@ func (e *Engine) forgetLeft(left map[conntrack.Tuple]bool, why string, tenantOf 
 		}
 	}
 	slices.SortFunc(vips, netip.Addr.Compare)
-	e.forget(conntrack.Request{VIPs: vips, Only: left}, why, tenantOf)
+	tenants := map[netip.Addr]string{}
+	for _, a := range append(slices.Clone(vips), withdrawn...) {
+		tenants[a] = tenantOf(a)
+	}
+	tenant := func(a netip.Addr) string { return tenants[a] }
+	withdrawn = slices.Clone(withdrawn)
+	prev, done := e.afterDone, make(chan struct{})
+	e.afterDone = done
+	e.afterWG.Go(func() {
+		defer close(done)
+		if prev != nil {
+			<-prev // one job at a time on the socket, in the passes' order
+		}
+		if len(vips) > 0 {
+			e.forget(e.ctAfter, conntrack.Request{VIPs: vips, Only: left}, forgetTakenOver+" (the rest, after the addresses)", tenant)
+		}
+		e.forget(e.ctAfter, conntrack.Request{VIPs: withdrawn}, "deleted or unowned", tenant)
+	})
 }
 
-func (e *Engine) forget(r conntrack.Request, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
-	if e.ct == nil || len(r.VIPs) == 0 {
+func (e *Engine) forget(ct conntrack.Forgetter, r conntrack.Request, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
+	if ct == nil || len(r.VIPs) == 0 {
 		return nil
 	}
 	t0 := time.Now()
-	res, err := e.ct.Forget(r)
+	res, err := ct.Forget(r)
 	took := time.Since(t0).Round(time.Microsecond)
 	if err != nil {
 		e.log.Warn("delete the conntrack entries of VIPs: a client reusing the source port of one of their old connections may wait for a SYN retransmit", "why", why, "vips", len(r.VIPs), "took", took, "err", err)

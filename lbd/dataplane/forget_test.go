@@ -54,11 +54,12 @@ func (r *recordingForgetter) take() ([][]netip.Addr, []bool) {
 func TestConntrackForgottenOnTakeoverAndRelease(t *testing.T) {
 	e, _, fa, _ := fakeEngine(t)
 	f := &recordingForgetter{fa: fa}
-	e.ct = f
+	e.ct, e.ctAfter = f, f
 	vs := many(1, 2)[0]
 	a := netip.MustParseAddr(vs.Vip)
 	want := func(what string, calls int, up bool) {
 		t.Helper()
+		e.afterWG.Wait() // the clean-up after the pass
 		c, u := f.take()
 		if len(c) != calls {
 			t.Fatalf("%s: Forget calls %v, want %d", what, c, calls)
@@ -109,8 +110,8 @@ func TestConntrackForgottenOnTakeoverAndRelease(t *testing.T) {
 
 // A takeover's clean-up is bounded by the pull's wait (here nothing is
 // pulled, so its Stop is closed from the start): the address does not wait
-// for the stale entries. What the bounded call left is deleted in the same
-// pass once the address is up, by tuple; so are the entries of a VIP the
+// for the stale entries. What the bounded call left is deleted once the
+// address is up, by tuple, after the pass; so are the entries of a VIP the
 // same pass withdrew.
 func TestConntrackRestAfterTheAddress(t *testing.T) {
 	e, _, fa, _ := fakeEngine(t)
@@ -119,13 +120,15 @@ func TestConntrackRestAfterTheAddress(t *testing.T) {
 	a, d := netip.MustParseAddr(taken.Vip), netip.MustParseAddr(deleted.Vip)
 	stale := conntrack.Tuple{Proto: 6, Src: netip.MustParseAddrPort("10.0.0.100:40000"), Dst: netip.AddrPortFrom(a, 80)}
 	f := &recordingForgetter{fa: fa, leave: map[conntrack.Tuple]bool{stale: true}}
-	e.ct = f
+	e.ct, e.ctAfter = f, f
 	reconcileAs(t, e, "me", ownedBy(taken, "other"), deleted)
 	e.endHandovers(a, time.Now())
+	e.afterWG.Wait()
 	f.take()
 	f.reqs, f.on = nil, nil
 
 	reconcileAs(t, e, "me", ownedBy(taken, "me"))
+	e.afterWG.Wait() // the rest runs after the pass, beside the loop
 	if !fa.on[a] || fa.on[d] {
 		t.Fatalf("addresses up %v: want %s taken over and %s withdrawn", fa.on, a, d)
 	}
@@ -158,5 +161,67 @@ func TestConntrackRestAfterTheAddress(t *testing.T) {
 	}
 	if gone.Stop != nil || gone.Only != nil || !goneOn[a] {
 		t.Errorf("the withdrawn VIP's clean-up: %+v with %s up %v; want it unbounded, after the taken-over address", gone, a, goneOn[a])
+	}
+}
+
+// blockingForgetter holds every unbounded Forget (the clean-up after a
+// pass) until release is closed.
+type blockingForgetter struct {
+	release chan struct{}
+	started chan conntrack.Request
+}
+
+func (b *blockingForgetter) Forget(req conntrack.Request) (conntrack.Result, error) {
+	if req.Stop != nil {
+		return conntrack.Result{Left: map[conntrack.Tuple]bool{{Proto: 6, Src: netip.MustParseAddrPort("10.0.0.100:40000"), Dst: netip.AddrPortFrom(req.VIPs[0], 80)}: true}}, nil
+	}
+	b.started <- req
+	<-b.release
+	return conntrack.Result{}, nil
+}
+
+// The rest of a takeover's clean-up runs beside the loop, not in the pass:
+// a pass that waited for it could outlast the lease its loop renews (seen
+// in the guest: the fence withdrew the VIP just taken over). The next pass
+// does not wait for it either, and jobs run in order, one at a time.
+func TestConntrackRestDoesNotHoldThePass(t *testing.T) {
+	e, _, fa, _ := fakeEngine(t)
+	vs := many(1, 2)[0]
+	a := netip.MustParseAddr(vs.Vip)
+	b := &blockingForgetter{release: make(chan struct{}), started: make(chan conntrack.Request, 4)}
+	e.ct, e.ctAfter = b, b
+	reconcileAs(t, e, "me", ownedBy(vs, "other"))
+	e.endHandovers(a, time.Now())
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		reconcileAs(t, e, "me", ownedBy(vs, "me")) // taken over: leaves one tuple
+		reconcileAs(t, e, "me")                    // deleted: its own clean-up
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the passes waited for the clean-up after them")
+	}
+	if fa.on[a] {
+		t.Fatalf("%s still up after its deletion", a)
+	}
+	first := <-b.started
+	if first.Only == nil {
+		t.Fatalf("first job %+v: want the takeover's rest (by tuple)", first)
+	}
+	select {
+	case r := <-b.started:
+		t.Fatalf("a second job %+v started while the first still ran", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(b.release)
+	e.afterWG.Wait()
+	if n := len(b.started); n != 1 {
+		t.Fatalf("%d more jobs after the first; want the deleted VIP's", n)
+	}
+	if r := <-b.started; r.Only != nil || !slices.Equal(r.VIPs, []netip.Addr{a}) {
+		t.Fatalf("second job %+v: want the deleted VIP's, whole", r)
 	}
 }
