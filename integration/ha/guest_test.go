@@ -202,6 +202,29 @@ func (s *suite) moveTo(t *testing.T, m *lab.Member) {
 	if _, err := topo.WaitAnswer(s.tcp(time.Second), 30*time.Second); err != nil {
 		t.Fatalf("vip %s on %s does not answer: %v", vip, m.ID, err)
 	}
+	s.waitSoleHolder(t, m)
+}
+
+// waitSoleHolder waits until m is the only running member that holds the
+// VIP's address: a planned move's old holder keeps it until the new owner
+// has announced it (make before break), and a scenario that counts hosts
+// answering ARP starts once that is over.
+func (s *suite) waitSoleHolder(t *testing.T, m *lab.Member) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var others []string
+		for _, o := range s.l.Members {
+			if o != m && o.Running() && o.HasAddr(vip) {
+				others = append(others, o.ID)
+			}
+		}
+		if len(others) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v still hold %s 30s after it moved to %s", others, vip, m.ID)
+		}
+	}
 }
 
 // traffic is the load every scenario runs: held connections pinged on an

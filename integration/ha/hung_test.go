@@ -196,6 +196,7 @@ func (s *suite) hung(t *testing.T, kind string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.waitSoleHolder(t, old) // not in a planned move's overlap
 	w := watchARP(t)
 	finished := false
 	defer func() {
