@@ -260,13 +260,18 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if filter != nil {
 		e.filter = filter
 	}
-	if ct, err := conntrack.Open(); err != nil {
+	// Two sockets: the pass's, and the clean-up's after it (forgetAfter).
+	ct, err := conntrack.Open()
+	var after *conntrack.Netlink
+	if err == nil {
+		if after, err = conntrack.Open(); err != nil {
+			ct.Close()
+		}
+	}
+	if err != nil {
 		// Traffic flows; a client reusing the port of a connection this
 		// member carried in an earlier turn of a VIP waits for a SYN
 		// retransmit, or fails (package conntrack).
-		cfg.Logger.Error("conntrack netlink unavailable: stale conntrack entries of VIPs taken over or deleted are kept", "err", err)
-	} else if after, err := conntrack.Open(); err != nil {
-		ct.Close()
 		cfg.Logger.Error("conntrack netlink unavailable: stale conntrack entries of VIPs taken over or deleted are kept", "err", err)
 	} else {
 		e.ct, e.ctAfter = ct, after
