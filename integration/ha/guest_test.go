@@ -51,12 +51,12 @@ import (
 // guest's one CPU, the owner's 500 ms lease lapsed again and again while a
 // member restarted, and the VIP was dark for 6 s. Later that day, on a
 // faster host (a double run 53 s), with a lapse no longer able to leave a
-// VIP dark until the next full pass, the last 3 runs passed; but across 15
-// runs drain and the rolling restart still failed new connections at a
-// handover in 2 (SYN_RECV in the new owner's IPVS, its conntrack entry
-// confirmed without a NAT binding, the same source ports failing again
-// 10 s later). Until that profile holds,
-// the scenarios keep the timing they are known to pass with; the
+// VIP dark until the next full pass, 10 runs: every unplanned scenario kept
+// its held connections, but drain and the rolling restart still failed new
+// connections at a handover in 2 (SYN_RECV in the new owner's IPVS, its
+// conntrack entry confirmed without a NAT binding, the same source ports
+// failing again 10 s later). Until that profile holds, the scenarios keep
+// the timing they are known to pass with; the
 // control-plane benchmark on real processes (integration/cluster
 // BenchmarkFailoverControlPlane) measures the defaults.
 var profiles = map[string]string{
