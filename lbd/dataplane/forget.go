@@ -34,28 +34,42 @@ func (e *Engine) forgetConntrack(vips []netip.Addr, stop <-chan struct{}, why st
 // forgetTakenOver is why a takeover deletes conntrack entries (the log's).
 const forgetTakenOver = "taken over: entries of connections that ended while the VIP was elsewhere"
 
-// forgetAfter deletes, once the pass is over, the entries a bounded
-// forgetConntrack left (unless IPVS carries their connection by then) and
-// those of the VIPs the pass withdrew; the caller holds e.mu. It runs on a
-// socket of its own beside the loop, so a pass ends, and its loop renews
-// the lease, as soon as its addresses are up; jobs run one at a time, in
-// order, and none waits for another. The tenants are looked up now: engine
-// state is e.mu's.
-func (e *Engine) forgetAfter(left map[conntrack.Tuple]bool, withdrawn []netip.Addr, tenantOf func(netip.Addr) string) {
-	if e.ctAfter == nil || len(left) == 0 && len(withdrawn) == 0 {
+// forgetAfter deletes, once the pass is over: the entries no NAT rewrote
+// of the nat-mode ports of the addresses the pass put up (unnated: a
+// packet this member forwarded while it did not hold the VIP, see
+// conntrack.Request.Unnated), the entries a bounded forgetConntrack left
+// (unless IPVS carries their connection by then) and those of the VIPs the
+// pass withdrew; the caller holds e.mu. The unnated ones go first: a client
+// retransmitting a SYN on such a tuple fails until its entry is gone. None
+// can be made once the address is up (IPVS then takes the VIP's packets),
+// so one clean-up after the address suffices, whether the VIP was taken
+// over, created or put back after the fence. It runs on a socket of its
+// own beside the loop, so a pass ends, and its loop renews the lease, as
+// soon as its addresses are up; jobs run one at a time, in order, and none
+// waits for another. The tenants are looked up now: engine state is e.mu's.
+func (e *Engine) forgetAfter(left map[conntrack.Tuple]bool, withdrawn []netip.Addr, unnated map[conntrack.Service]bool, tenantOf func(netip.Addr) string) {
+	if e.ctAfter == nil || len(left) == 0 && len(withdrawn) == 0 && len(unnated) == 0 {
 		return
 	}
 	seen := map[netip.Addr]bool{}
-	var vips []netip.Addr
+	var vips, up []netip.Addr
 	for t := range left {
 		if a := t.Dst.Addr(); !seen[a] {
 			seen[a] = true
 			vips = append(vips, a)
 		}
 	}
+	clear(seen)
+	for s := range unnated {
+		if a := s.Dst.Addr(); !seen[a] {
+			seen[a] = true
+			up = append(up, a)
+		}
+	}
 	slices.SortFunc(vips, netip.Addr.Compare)
+	slices.SortFunc(up, netip.Addr.Compare)
 	tenants := map[netip.Addr]string{}
-	for _, a := range append(slices.Clone(vips), withdrawn...) {
+	for _, a := range slices.Concat(vips, withdrawn, up) {
 		tenants[a] = tenantOf(a)
 	}
 	tenant := func(a netip.Addr) string { return tenants[a] }
@@ -67,12 +81,16 @@ func (e *Engine) forgetAfter(left map[conntrack.Tuple]bool, withdrawn []netip.Ad
 		if prev != nil {
 			<-prev // one job at a time on the socket, in the passes' order
 		}
+		e.forget(e.ctAfter, conntrack.Request{VIPs: up, Unnated: unnated}, forgetUnnated, tenant)
 		if len(vips) > 0 {
 			e.forget(e.ctAfter, conntrack.Request{VIPs: vips, Only: left}, forgetTakenOver+" (the rest, after the addresses)", tenant)
 		}
 		e.forget(e.ctAfter, conntrack.Request{VIPs: withdrawn}, "deleted or unowned", tenant)
 	})
 }
+
+// forgetUnnated is why entries no NAT rewrote are deleted (the log's).
+const forgetUnnated = "address up: entries of packets this member forwarded while it did not hold the VIP (no NAT)"
 
 func (e *Engine) forget(ct conntrack.Forgetter, r conntrack.Request, why string, tenantOf func(netip.Addr) string) map[conntrack.Tuple]bool {
 	if ct == nil || len(r.VIPs) == 0 {

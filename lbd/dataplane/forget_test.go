@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgelb/edgelb/lbd/dataplane/conntrack"
+	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
 // recordingForgetter keeps each Forget call and whether the addresses it
@@ -20,9 +21,21 @@ type recordingForgetter struct {
 	on    []map[netip.Addr]bool // the addresses up at each call
 	// leave is what a bounded call reports it had no time for.
 	leave map[conntrack.Tuple]bool
+	// unnated keeps the calls for entries no NAT rewrote apart, with
+	// whether every address they named was up.
+	unnated   []conntrack.Request
+	unnatedUp []bool
 }
 
 func (r *recordingForgetter) Forget(req conntrack.Request) (conntrack.Result, error) {
+	if req.Unnated != nil {
+		up := len(req.VIPs) > 0
+		for _, a := range req.VIPs {
+			up = up && r.fa.on[a]
+		}
+		r.unnated, r.unnatedUp = append(r.unnated, req), append(r.unnatedUp, up)
+		return conntrack.Result{}, nil
+	}
 	r.calls = append(r.calls, slices.Clone(req.VIPs))
 	r.reqs = append(r.reqs, req)
 	r.on = append(r.on, maps.Clone(r.fa.on))
@@ -172,6 +185,9 @@ type blockingForgetter struct {
 }
 
 func (b *blockingForgetter) Forget(req conntrack.Request) (conntrack.Result, error) {
+	if req.Unnated != nil {
+		return conntrack.Result{}, nil // TestUnnatedEntriesGoOnceTheAddressIsUp's
+	}
 	if req.Stop != nil {
 		return conntrack.Result{Left: map[conntrack.Tuple]bool{{Proto: 6, Src: netip.MustParseAddrPort("10.0.0.100:40000"), Dst: netip.AddrPortFrom(req.VIPs[0], 80)}: true}}, nil
 	}
@@ -224,4 +240,54 @@ func TestConntrackRestDoesNotHoldThePass(t *testing.T) {
 	if r := <-b.started; r.Only != nil || !slices.Equal(r.VIPs, []netip.Addr{a}) {
 		t.Fatalf("second job %+v: want the deleted VIP's, whole", r)
 	}
+}
+
+// Every address a pass puts up (created here, taken over, back after the
+// fence) is followed, once it is up, by one deletion of the entries no NAT
+// rewrote on the ports its nat-mode services serve: a packet this member
+// forwarded while it did not hold the VIP confirmed such an entry, and IPVS
+// cannot rewrite it (seen in the guest: a drain's new connections failed on
+// them, and again when the client reused their ports). Not a DR service's
+// ports (no NAT is what DR's entries are), not a pass that puts nothing up.
+func TestUnnatedEntriesGoOnceTheAddressIsUp(t *testing.T) {
+	e, _, fa, _ := fakeEngine(t)
+	f := &recordingForgetter{fa: fa}
+	e.ct, e.ctAfter = f, f
+	vss := many(2, 2)
+	nat, dr := vss[0], vss[1]
+	nat.Ports = append(nat.Ports, &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_UDP, Port: 53, BackendPort: 30053})
+	dr.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
+	dr.Ports[0].BackendPort = 80
+	a := netip.MustParseAddr(nat.Vip)
+	want := map[conntrack.Service]bool{
+		{Proto: 6, Dst: netip.AddrPortFrom(a, 80)}:  true,
+		{Proto: 17, Dst: netip.AddrPortFrom(a, 53)}: true,
+	}
+	step := func(what string, calls int) {
+		t.Helper()
+		e.afterWG.Wait()
+		got, up := f.unnated, f.unnatedUp
+		f.unnated, f.unnatedUp = nil, nil
+		if len(got) != calls {
+			t.Fatalf("%s: %d deletions of unnated entries %+v, want %d", what, len(got), got, calls)
+		}
+		for i, r := range got {
+			if !maps.Equal(r.Unnated, want) || !slices.Equal(r.VIPs, []netip.Addr{a}) || !up[i] {
+				t.Fatalf("%s: deleted unnated entries of %v %v with the address up %v; want %v of [%s], after it", what, r.VIPs, r.Unnated, up[i], want, a)
+			}
+		}
+	}
+	reconcileAs(t, e, "me", nat, dr)
+	step("created here", 1)
+	reconcileAs(t, e, "me", nat, dr)
+	step("unchanged", 0)
+	reconcileAs(t, e, "me", ownedBy(nat, "other"), dr)
+	e.endHandovers(a, time.Now())
+	step("moved away", 0)
+	reconcileAs(t, e, "me", nat, dr)
+	step("taken back", 1)
+	reconcileAs(t, e, "", nat, dr)
+	step("fenced", 0)
+	reconcileAs(t, e, "me", nat, dr)
+	step("back from the fence", 1)
 }

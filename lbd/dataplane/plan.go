@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudflare/ipvs"
 
+	"github.com/edgelb/edgelb/lbd/dataplane/conntrack"
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
 	"github.com/edgelb/edgelb/lbd/dataplane/srcrange"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -263,6 +264,27 @@ func (e *Engine) replanVIP(a netip.Addr) bool {
 		return true
 	}
 	return oldFilter != nil && !slices.Equal(oldFilter.Services, newFilter.Services)
+}
+
+// natServices is every port the nat-mode services of vips serve, as the
+// conntrack clean-up of entries no NAT rewrote names them (nil: none).
+func (pl *plan) natServices(vips []netip.Addr) map[conntrack.Service]bool {
+	var out map[conntrack.Service]bool
+	for _, a := range vips {
+		for _, k := range pl.atVIP[a] {
+			n := pl.svcs[k]
+			if n.why != "" || n.vs.ForwardingMode == edgelbv1.ForwardingMode_FORWARDING_MODE_DR {
+				continue
+			}
+			for _, s := range n.svcs {
+				if out == nil {
+					out = map[conntrack.Service]bool{}
+				}
+				out[conntrack.Service{Proto: uint8(s.Key.Proto), Dst: netip.AddrPortFrom(a, s.Key.Port)}] = true
+			}
+		}
+	}
+	return out
 }
 
 // activeActive reports whether vs is served by every member at once (a bgp

@@ -146,7 +146,7 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	// a takeover back, nor the loop's next renewal of the lease (in the
 	// guest a takeover's rest, 136 entries in 282 ms, outlasted what was
 	// left of a 500 ms lease, and the fence withdrew the VIP just taken over).
-	e.forgetAfter(left, p.withdrawn, p.tenantOf)
+	e.forgetAfter(left, p.withdrawn, pl.natServices(p.added), p.tenantOf)
 	if p.changed {
 		if err := e.save(); err != nil {
 			p.errs = append(p.errs, err)
@@ -170,6 +170,9 @@ type pass struct {
 	// withdrawn: VIPs this pass took down that no other member carries on,
 	// whose stale conntrack entries go after the addresses.
 	withdrawn []netip.Addr
+	// added: addresses this pass put up (and kept), whose entries no NAT
+	// rewrote go after the pass (conntrack.Request.Unnated).
+	added []netip.Addr
 
 	// The plan (desired).
 	want    ipvsdiff.State
@@ -454,6 +457,7 @@ func (p *pass) addAddrs(ready func(netip.Addr) bool) {
 		}
 		return
 	}
+	p.added = append(p.added, added...)
 	for _, a := range added {
 		e.ann.Added(a, p.tenantOf(a))
 		// From the start of this pass (which began on the commit that

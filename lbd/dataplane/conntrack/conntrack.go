@@ -57,6 +57,24 @@ type Request struct {
 	// a netlink round trip (tens of µs on a real host, 1–2 ms in the
 	// emulated guest), and a takeover deletes before its address goes up.
 	Stop <-chan struct{}
+	// Unnated, when not nil, selects instead the entries of these services
+	// that no NAT rewrote (their reply comes from the VIP's own address and
+	// port), whatever IPVS carries. Only forwarding makes one: a member
+	// that routed a client's packet on to a VIP it did not hold (the old
+	// owner just after a move, or any member a stale neighbour entry sent
+	// it to) confirmed its entry there. Once the VIP is up on that member,
+	// IPVS cannot rewrite the confirmed entry: the client's packets on that
+	// tuple go to the node un-SNATed and the node answers around the edge,
+	// so the connection fails, and so does every reuse of the tuple until
+	// the entry expires (120 s for an unanswered SYN). Ports the VIP serves
+	// only: a node's packet to VIP:client-port is the takeover guard's.
+	Unnated map[Service]bool
+}
+
+// Service is a port a VIP serves: protocol and the VIP's address and port.
+type Service struct {
+	Proto uint8
+	Dst   netip.AddrPort
 }
 
 // Result is what Forget did.
@@ -96,7 +114,7 @@ func (n *Netlink) Forget(r Request) (Result, error) {
 		return res, nil
 	}
 	f := NewMatch(r.VIPs...)
-	f.Seen, f.Only, f.Stop = res.Deleted, r.Only, r.Stop
+	f.Seen, f.Only, f.Stop, f.Unnated = res.Deleted, r.Only, r.Stop, r.Unnated
 	fams := map[netlink.InetFamily]bool{}
 	for _, a := range r.VIPs {
 		if a.Is4() || a.Is4In6() {
@@ -106,7 +124,9 @@ func (n *Netlink) Forget(r Request) (Result, error) {
 		}
 	}
 	for fam := range fams {
-		f.ReadLive = func() (map[Tuple]netip.AddrPort, error) { return LiveIPVS(ipvsconn.Path) }
+		if r.Unnated == nil { // an entry no NAT rewrote is never IPVS's
+			f.ReadLive = func() (map[Tuple]netip.AddrPort, error) { return LiveIPVS(ipvsconn.Path) }
+		}
 		_, err := n.h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f)
 		if f.liveErr != nil {
 			err = f.liveErr
@@ -131,8 +151,10 @@ type Tuple struct {
 // those of a connection in Live whose reply comes from the backend Live
 // names, and counts what it selected per address in Seen (the library
 // deletes each it selects; one that vanished meanwhile is counted too).
-// With Only it selects only those tuples; once Stop is closed it selects
-// nothing more and records what it would have selected in Left.
+// With Only it selects only those tuples, and with Unnated only the
+// entries of those services that no NAT rewrote (Request.Unnated); once
+// Stop is closed it selects nothing more and records what it would have
+// selected in Left.
 type Match struct {
 	want map[netip.Addr]bool
 	// Live maps a connection IPVS carries (client → VIP) to its backend.
@@ -143,6 +165,7 @@ type Match struct {
 	liveErr  error
 	Seen     map[netip.Addr]int
 	Only     map[Tuple]bool
+	Unnated  map[Service]bool
 	Stop     <-chan struct{}
 	Left     map[Tuple]bool
 }
@@ -177,7 +200,11 @@ func (m *Match) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	// The reply direction comes from the backend: an entry NATed by IPVS
 	// for this connection names it there.
 	node, _ := netip.AddrFromSlice(flow.Reverse.SrcIP)
-	if be, ok := m.Live[t]; ok && be == netip.AddrPortFrom(node.Unmap(), flow.Reverse.SrcPort) {
+	from := netip.AddrPortFrom(node.Unmap(), flow.Reverse.SrcPort)
+	if m.Unnated != nil && (!m.Unnated[Service{t.Proto, t.Dst}] || from != t.Dst) {
+		return false
+	}
+	if be, ok := m.Live[t]; ok && be == from {
 		return false
 	}
 	if m.stopped() {

@@ -43,6 +43,42 @@ func TestMatchByOriginalDestination(t *testing.T) {
 	}
 }
 
+// With Unnated, only the entries of those services whose reply comes from
+// the VIP's own address and port are selected, whatever IPVS carries: a
+// packet forwarded by a member that did not hold the VIP. An entry IPVS
+// rewrote (reply from a node), a node's packet to VIP:client-port (the
+// takeover guard's) and another service's port are left.
+func TestMatchUnnated(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	m := NewMatch(netip.MustParseAddr("10.0.0.215"))
+	m.Unnated = map[Service]bool{{Proto: 6, Dst: ap("10.0.0.215:80")}: true}
+	t0 := Tuple{Proto: 6, Src: ap("10.0.0.100:40000"), Dst: ap("10.0.0.215:80")}
+	m.Live = map[Tuple]netip.AddrPort{t0: ap("10.0.0.21:30080")}
+	flow := func(proto uint8, src, dst, replySrc netip.AddrPort) *netlink.ConntrackFlow {
+		return &netlink.ConntrackFlow{
+			Forward: netlink.IPTuple{Protocol: proto, SrcIP: src.Addr().AsSlice(), SrcPort: src.Port(), DstIP: dst.Addr().AsSlice(), DstPort: dst.Port()},
+			Reverse: netlink.IPTuple{Protocol: proto, SrcIP: replySrc.Addr().AsSlice(), SrcPort: replySrc.Port(), DstIP: src.Addr().AsSlice(), DstPort: src.Port()},
+		}
+	}
+	for _, c := range []struct {
+		what string
+		f    *netlink.ConntrackFlow
+		want bool
+	}{
+		{"forwarded, IPVS carries the tuple", flow(6, t0.Src, t0.Dst, t0.Dst), true},
+		{"forwarded", flow(6, ap("10.0.0.100:40002"), ap("10.0.0.215:80"), ap("10.0.0.215:80")), true},
+		{"NATed by IPVS", flow(6, t0.Src, t0.Dst, ap("10.0.0.21:30080")), false},
+		{"NATed to an old backend", flow(6, ap("10.0.0.100:40004"), t0.Dst, ap("10.0.0.22:30080")), false},
+		{"a node's packet to the client's port", flow(6, ap("10.0.0.21:30080"), ap("10.0.0.215:40006"), ap("10.0.0.215:40006")), false},
+		{"another port", flow(6, ap("10.0.0.100:40008"), ap("10.0.0.215:443"), ap("10.0.0.215:443")), false},
+		{"another protocol", flow(17, ap("10.0.0.100:40010"), ap("10.0.0.215:80"), ap("10.0.0.215:80")), false},
+	} {
+		if got := m.MatchConntrackFlow(c.f); got != c.want {
+			t.Errorf("%s: matched %v, want %v", c.what, got, c.want)
+		}
+	}
+}
+
 // The IPVS connection table as the kernel prints it: opening and
 // established connections are live, closing and closed ones not (SCTP's
 // CLOSED too); IPv4 in hex and IPv6 in full colon form. A table with a line
