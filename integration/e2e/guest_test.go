@@ -95,6 +95,7 @@ func TestGuest(t *testing.T) {
 	t.Run("takeover_without_sync_keeps_connections", s.sloppyTakeover)
 	t.Run("takeover_guard_keeps_server_push", s.takeoverGuard)
 	t.Run("stale_conntrack_of_a_reused_port", s.staleConntrack)
+	t.Run("forwarded_entry_before_the_address", s.forwardedEntry)
 	t.Run("tickle_acks_wake_silent_clients", s.tickleACKs)
 	t.Run("handover_sends_the_connections", s.handoverSync)
 	t.Run("source_ranges_drop_denied_clients", s.sourceRanges)

@@ -79,6 +79,19 @@ func conntrackOf(t *testing.T, m *lab.Member, vip string, port int) []string {
 	return out
 }
 
+// createEntry puts a conntrack entry in host's namespace through
+// conntrack's netlink.
+func createEntry(host string, f *netlink.ConntrackFlow) error {
+	return netns.Do(host, func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f)
+	})
+}
+
 // staleConntrack: when a member takes a VIP over, its conntrack entries of
 // the VIP's connections must agree with what IPVS carries for them. An entry
 // of the client's tuple that names another node (or no NAT at all: a
@@ -130,20 +143,13 @@ func (s *scenarios) staleConntrack(t *testing.T) {
 	}
 	clientIP := topo.ClientHost().V4.AsSlice()
 	put := func() error {
-		return netns.Do(a.Host.Name, func() error {
-			h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			v := net.ParseIP(vip).To4()
-			return h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, &netlink.ConntrackFlow{
-				FamilyType: unix.AF_INET,
-				Forward:    netlink.IPTuple{Protocol: unix.IPPROTO_TCP, SrcIP: clientIP, SrcPort: port, DstIP: v, DstPort: 80},
-				Reverse:    netlink.IPTuple{Protocol: unix.IPPROTO_TCP, SrcIP: topo.NodeHost(1).V4.AsSlice(), SrcPort: topo.NodePort, DstIP: v, DstPort: port},
-				TimeOut:    600,
-				ProtoInfo:  &netlink.ProtoInfoTCP{State: 3}, // ESTABLISHED
-			})
+		v := net.ParseIP(vip).To4()
+		return createEntry(a.Host.Name, &netlink.ConntrackFlow{
+			FamilyType: unix.AF_INET,
+			Forward:    netlink.IPTuple{Protocol: unix.IPPROTO_TCP, SrcIP: clientIP, SrcPort: port, DstIP: v, DstPort: 80},
+			Reverse:    netlink.IPTuple{Protocol: unix.IPPROTO_TCP, SrcIP: topo.NodeHost(1).V4.AsSlice(), SrcPort: topo.NodePort, DstIP: v, DstPort: port},
+			TimeOut:    600,
+			ProtoInfo:  &netlink.ProtoInfoTCP{State: 3}, // ESTABLISHED
 		})
 	}
 	stale := func() bool {
@@ -181,4 +187,66 @@ func (s *scenarios) staleConntrack(t *testing.T) {
 	}
 	t.Logf("the connection (port %d, %s) kept through %s for %s (%d pings); %s's entries of the port: %q",
 		port, c.node, a.ID, watch, pings, a.ID, conntrackOf(t, a, vip, port))
+}
+
+// forwardedEntry: a member that forwards a client's SYN to a VIP it does
+// not hold (the old owner just after a move, a member a stale neighbour
+// entry sent it to, a member whose fence had withdrawn the address)
+// confirms an entry of that tuple with no NAT. Once the VIP's address is
+// up there, IPVS cannot rewrite it: the client's retransmitted SYN, and
+// every later connection from that port, leaves for the node un-SNATed,
+// the node answers around the edge, and the connect fails (seen at the HA
+// suite's double profile: a drain's new connections failed so, and failed
+// again when the client reused their ports 10 s later). So every address
+// that goes up is followed by the deletion of such entries on its ports.
+//
+// The scenario puts such an entry (SYN_SENT, reply from the VIP itself) of
+// the client's port P on every member, creates the VIP and connects from
+// P: without that deletion the connect fails.
+func (s *scenarios) forwardedEntry(t *testing.T) {
+	const name, vip, port = "forwarded", "10.0.0.216", 61113 // above the client's ephemeral range
+	addr := vip + ":80"
+	v, clientIP := net.ParseIP(vip).To4(), topo.ClientHost().V4.AsSlice()
+	forwarded := &netlink.ConntrackFlow{
+		FamilyType: unix.AF_INET,
+		Forward:    netlink.IPTuple{Protocol: unix.IPPROTO_TCP, SrcIP: clientIP, SrcPort: port, DstIP: v, DstPort: 80},
+		Reverse:    netlink.IPTuple{Protocol: unix.IPPROTO_TCP, SrcIP: v, SrcPort: 80, DstIP: clientIP, DstPort: port},
+		TimeOut:    600,
+		ProtoInfo:  &netlink.ProtoInfoTCP{State: 1}, // SYN_SENT
+	}
+	unnated := func(m *lab.Member) bool {
+		for _, l := range conntrackOf(t, m, vip, port) {
+			if strings.Contains(l, fmt.Sprintf("src=%s dst=%s sport=80 dport=%d", vip, topo.ClientHost().V4, port)) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, m := range s.l.Members {
+		// The kernel once dropped a put entry (staleConntrack): put it
+		// until it reads back.
+		for try := 1; !unnated(m); try++ {
+			if try > 5 {
+				t.Fatalf("%s's entries of port %d after %d puts: %q, want one with no NAT", m.ID, port, try-1, conntrackOf(t, m, vip, port))
+			}
+			if err := createEntry(m.Host.Name, forwarded); err != nil {
+				t.Fatalf("put the forwarded entry on %s: %v", m.ID, err)
+			}
+		}
+	}
+	a := s.createVIP(t, name, []string{"--vip", vip, "--port", "tcp/80:30080", "--backend", nodeBackend(1, 1)},
+		probe.Options{Addr: addr, Timeout: 2 * time.Second})
+	defer s.deleteVIP_(t, name)
+	c, err := dialFrom(port, addr)
+	if err != nil {
+		t.Fatalf("connect from port %d through %s: %v; %s's entries of the port: %q", port, a.ID, err, a.ID, conntrackOf(t, a, vip, port))
+	}
+	defer c.c.Close()
+	if err := c.ping(); err != nil {
+		t.Fatalf("the connection from port %d through %s: %v", port, a.ID, err)
+	}
+	if unnated(a) {
+		t.Errorf("%s still has the entry with no NAT: %q", a.ID, conntrackOf(t, a, vip, port))
+	}
+	t.Logf("connected from port %d through %s to %s; %s's entries of the port: %q", port, a.ID, c.node, a.ID, conntrackOf(t, a, vip, port))
 }
