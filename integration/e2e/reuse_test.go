@@ -79,6 +79,16 @@ func conntrackOf(t *testing.T, m *lab.Member, vip string, port int) []string {
 	return out
 }
 
+// clientPort selects the entries from the client's port to a VIP.
+type clientPort struct {
+	vip  net.IP
+	port uint16
+}
+
+func (c clientPort) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	return f.Forward.DstIP.Equal(c.vip) && f.Forward.SrcPort == c.port
+}
+
 // createEntry puts a conntrack entry in host's namespace through
 // conntrack's netlink.
 func createEntry(host string, f *netlink.ConntrackFlow) error {
@@ -222,6 +232,20 @@ func (s *scenarios) forwardedEntry(t *testing.T) {
 		}
 		return false
 	}
+	defer func() {
+		for _, m := range s.l.Members {
+			// The entry outlives the scenario otherwise (600 s).
+			netns.Do(m.Host.Name, func() error {
+				h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+				if err != nil {
+					return err
+				}
+				defer h.Close()
+				_, err = h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, clientPort{v, port})
+				return err
+			})
+		}
+	}()
 	for _, m := range s.l.Members {
 		// The kernel once dropped a put entry (staleConntrack): put it
 		// until it reads back.

@@ -35,17 +35,19 @@ func (e *Engine) forgetConntrack(vips []netip.Addr, stop <-chan struct{}, why st
 const forgetTakenOver = "taken over: entries of connections that ended while the VIP was elsewhere"
 
 // forgetAfter deletes, once the pass is over: the entries no NAT rewrote
-// of the nat-mode ports of the addresses the pass put up (unnated: a
-// packet this member forwarded while it did not hold the VIP, see
-// conntrack.Request.Unnated), the entries a bounded forgetConntrack left
-// (unless IPVS carries their connection by then) and those of the VIPs the
-// pass withdrew; the caller holds e.mu. The unnated ones go first: a client
-// retransmitting a SYN on such a tuple fails until its entry is gone. None
-// can be made once the address is up (IPVS then takes the VIP's packets),
-// so one clean-up after the address suffices, whether the VIP was taken
-// over, created or put back after the fence. It runs on a socket of its
-// own beside the loop, so a pass ends, and its loop renews the lease, as
-// soon as its addresses are up; jobs run one at a time, in order, and none
+// of unnated, the nat-mode ports of the addresses the pass put up and
+// those it created on addresses already up (a packet this member forwarded
+// while it did not hold the VIP, or one that met the host's stack before
+// IPVS served the port: conntrack.Request.Unnated); the entries a bounded
+// forgetConntrack left (unless IPVS carries their connection by then); and
+// those of the VIPs the pass withdrew. The caller holds e.mu. The unnated
+// ones go first: a client retransmitting a SYN on such a tuple fails until
+// its entry is gone. On a port IPVS serves none is made once the address
+// is up (IPVS takes the packets first), so one clean-up after it suffices.
+// A job may run after the VIP moved on: what it deletes then is transit
+// entries, made again by the next packet. It runs on a socket of its own
+// beside the loop, so a pass ends, and its loop renews the lease, as soon
+// as its addresses are up; jobs run one at a time, in order, and none
 // waits for another. The tenants are looked up now: engine state is e.mu's.
 func (e *Engine) forgetAfter(left map[conntrack.Tuple]bool, withdrawn []netip.Addr, unnated map[conntrack.Service]bool, tenantOf func(netip.Addr) string) {
 	if e.ctAfter == nil || len(left) == 0 && len(withdrawn) == 0 && len(unnated) == 0 {

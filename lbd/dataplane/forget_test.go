@@ -247,8 +247,10 @@ func TestConntrackRestDoesNotHoldThePass(t *testing.T) {
 // rewrote on the ports its nat-mode services serve: a packet this member
 // forwarded while it did not hold the VIP confirmed such an entry, and IPVS
 // cannot rewrite it (seen in the guest: a drain's new connections failed on
-// them, and again when the client reused their ports). Not a DR service's
-// ports (no NAT is what DR's entries are), not a pass that puts nothing up.
+// them, and again when the client reused their ports). So is a port created
+// on an address already up (its packets met the host's stack until then).
+// Not a DR service's ports (no NAT is what DR's entries are), not a pass
+// that puts nothing up.
 func TestUnnatedEntriesGoOnceTheAddressIsUp(t *testing.T) {
 	e, _, fa, _ := fakeEngine(t)
 	f := &recordingForgetter{fa: fa}
@@ -259,35 +261,48 @@ func TestUnnatedEntriesGoOnceTheAddressIsUp(t *testing.T) {
 	dr.ForwardingMode = edgelbv1.ForwardingMode_FORWARDING_MODE_DR
 	dr.Ports[0].BackendPort = 80
 	a := netip.MustParseAddr(nat.Vip)
-	want := map[conntrack.Service]bool{
+	all := map[conntrack.Service]bool{
 		{Proto: 6, Dst: netip.AddrPortFrom(a, 80)}:  true,
 		{Proto: 17, Dst: netip.AddrPortFrom(a, 53)}: true,
 	}
-	step := func(what string, calls int) {
+	step := func(what string, want map[conntrack.Service]bool) {
 		t.Helper()
 		e.afterWG.Wait()
 		got, up := f.unnated, f.unnatedUp
 		f.unnated, f.unnatedUp = nil, nil
-		if len(got) != calls {
-			t.Fatalf("%s: %d deletions of unnated entries %+v, want %d", what, len(got), got, calls)
-		}
-		for i, r := range got {
-			if !maps.Equal(r.Unnated, want) || !slices.Equal(r.VIPs, []netip.Addr{a}) || !up[i] {
-				t.Fatalf("%s: deleted unnated entries of %v %v with the address up %v; want %v of [%s], after it", what, r.VIPs, r.Unnated, up[i], want, a)
+		if want == nil {
+			if len(got) != 0 {
+				t.Fatalf("%s: deletions of unnated entries %+v, want none", what, got)
 			}
+			return
+		}
+		if len(got) != 1 {
+			t.Fatalf("%s: %d deletions of unnated entries %+v, want 1", what, len(got), got)
+		}
+		if r := got[0]; !maps.Equal(r.Unnated, want) || !slices.Equal(r.VIPs, []netip.Addr{a}) || !up[0] {
+			t.Fatalf("%s: deleted unnated entries of %v %v with the address up %v; want %v of [%s], after it", what, r.VIPs, r.Unnated, up[0], want, a)
 		}
 	}
 	reconcileAs(t, e, "me", nat, dr)
-	step("created here", 1)
+	step("created here", all)
 	reconcileAs(t, e, "me", nat, dr)
-	step("unchanged", 0)
+	step("unchanged", nil)
 	reconcileAs(t, e, "me", ownedBy(nat, "other"), dr)
 	e.endHandovers(a, time.Now())
-	step("moved away", 0)
+	step("moved away", nil)
 	reconcileAs(t, e, "me", nat, dr)
-	step("taken back", 1)
+	step("taken back", all)
 	reconcileAs(t, e, "", nat, dr)
-	step("fenced", 0)
+	step("fenced", nil)
 	reconcileAs(t, e, "me", nat, dr)
-	step("back from the fence", 1)
+	step("back from the fence", all)
+
+	more := ownedBy(nat, "me")
+	more.Ports = append(more.Ports, &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_UDP, Port: 123, BackendPort: 30123})
+	reconcileAs(t, e, "me", more, dr)
+	step("a port created on the address up", map[conntrack.Service]bool{{Proto: 17, Dst: netip.AddrPortFrom(a, 123)}: true})
+	drMore := ownedBy(dr, "me")
+	drMore.Ports = append(drMore.Ports, &edgelbv1.Port{Protocol: edgelbv1.Protocol_PROTOCOL_UDP, Port: 123, BackendPort: 123})
+	reconcileAs(t, e, "me", more, drMore)
+	step("a DR port created on the address up", nil)
 }

@@ -280,7 +280,7 @@ func (pl *plan) natServices(vips []netip.Addr) map[conntrack.Service]bool {
 				if out == nil {
 					out = map[conntrack.Service]bool{}
 				}
-				out[conntrack.Service{Proto: uint8(s.Key.Proto), Dst: netip.AddrPortFrom(a, s.Key.Port)}] = true
+				out[conntrack.Service{Proto: uint8(s.Key.Proto), Dst: netip.AddrPortFrom(a.Unmap(), s.Key.Port)}] = true
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/edgelb/edgelb/lbd/dataplane/conntrack"
 	"github.com/edgelb/edgelb/lbd/dataplane/ipvsdiff"
 	"github.com/edgelb/edgelb/lbd/dataplane/snat"
 	"github.com/edgelb/edgelb/lbd/dataplane/srcrange"
@@ -146,7 +147,7 @@ func (e *Engine) reconcile(ctx context.Context, changed map[ServiceKey]*edgelbv1
 	// a takeover back, nor the loop's next renewal of the lease (in the
 	// guest a takeover's rest, 136 entries in 282 ms, outlasted what was
 	// left of a 500 ms lease, and the fence withdrew the VIP just taken over).
-	e.forgetAfter(left, p.withdrawn, pl.natServices(p.added), p.tenantOf)
+	e.forgetAfter(left, p.withdrawn, p.unnated, p.tenantOf)
 	if p.changed {
 		if err := e.save(); err != nil {
 			p.errs = append(p.errs, err)
@@ -170,9 +171,11 @@ type pass struct {
 	// withdrawn: VIPs this pass took down that no other member carries on,
 	// whose stale conntrack entries go after the addresses.
 	withdrawn []netip.Addr
-	// added: addresses this pass put up (and kept), whose entries no NAT
-	// rewrote go after the pass (conntrack.Request.Unnated).
-	added []netip.Addr
+	// unnated: the nat-mode ports whose entries no NAT rewrote go after
+	// the pass (conntrack.Request.Unnated): those of the addresses this
+	// pass put up (and kept), and those it created on addresses already up
+	// (until then their packets met the host's stack).
+	unnated map[conntrack.Service]bool
 
 	// The plan (desired).
 	want    ipvsdiff.State
@@ -323,6 +326,11 @@ func (p *pass) applyIPVS() {
 			continue
 		}
 		e.obs.KernelChange(opNames[op.Kind])
+		if k := op.Svc.Key; op.Kind == ipvsdiff.CreateService && e.vips[k.Addr] {
+			if _, nat := p.natVIPs[k.Addr]; nat {
+				p.noteUnnated(map[conntrack.Service]bool{{Proto: uint8(k.Proto), Dst: netip.AddrPortFrom(k.Addr.Unmap(), k.Port)}: true})
+			}
+		}
 		// The record names services and addresses, not destinations: only
 		// those changes need it rewritten.
 		p.changed = p.changed || op.Kind == ipvsdiff.CreateService || op.Kind == ipvsdiff.RemoveService
@@ -379,6 +387,17 @@ func (p *pass) readyBeforeRules(a netip.Addr) bool {
 	}
 	_, nat := p.natVIPs[a]
 	return !nat || p.e.snat.Present(a)
+}
+
+// noteUnnated adds ports to the clean-up after the pass (p.unnated).
+func (p *pass) noteUnnated(ports map[conntrack.Service]bool) {
+	if len(ports) == 0 {
+		return
+	}
+	if p.unnated == nil {
+		p.unnated = map[conntrack.Service]bool{}
+	}
+	maps.Copy(p.unnated, ports)
 }
 
 // addAddrs adds and announces the owned addresses not up yet that ready
@@ -457,7 +476,7 @@ func (p *pass) addAddrs(ready func(netip.Addr) bool) {
 		}
 		return
 	}
-	p.added = append(p.added, added...)
+	p.noteUnnated(e.plan.natServices(added))
 	for _, a := range added {
 		e.ann.Added(a, p.tenantOf(a))
 		// From the start of this pass (which began on the commit that

@@ -107,7 +107,8 @@ func (n *Netlink) Close() { n.h.Close() }
 // connection that opened just before is known and its entry kept. The
 // library takes no context: a dump is bounded by the table's size, and the
 // deletions by r.Stop. Without the IPVS table it deletes nothing (what it
-// would delete is not known).
+// would delete is not known). With r.Unnated it reads no IPVS table: an
+// entry no NAT rewrote is never one IPVS made.
 func (n *Netlink) Forget(r Request) (Result, error) {
 	res := Result{Deleted: map[netip.Addr]int{}}
 	if len(r.VIPs) == 0 {
