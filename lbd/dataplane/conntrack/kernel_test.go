@@ -119,3 +119,81 @@ func TestKernelForget(t *testing.T) {
 	}
 	t.Logf("Forget of %d of one VIP's entries (by tuple) in a table of %d took %s", len(rest), len(rest)+others, took.Round(time.Microsecond))
 }
+
+// Forget with Unnated deletes, in the kernel's table, exactly the entries of
+// those services whose reply comes from the VIP itself (a packet forwarded
+// while the member did not hold the VIP), and reads no IPVS table (this
+// kernel may have none loaded): an entry NATed to a node, a node's packet
+// to VIP:client-port and another port's unnated entry stay.
+func TestKernelForgetUnnated(t *testing.T) {
+	if os.Getenv("EDGELB_KERNEL_TESTS") != "1" {
+		t.Skip("set EDGELB_KERNEL_TESTS=1 and run in a kernel with conntrack (see docs/SANDBOX.md)")
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	vip, client, node := net.ParseIP("192.0.2.9").To4(), net.ParseIP("10.9.0.1").To4(), net.ParseIP("10.0.0.21").To4()
+	type entry struct {
+		what         string
+		src          net.IP
+		sport, dport uint16
+		replySrc     net.IP
+		replySport   uint16
+		state        uint8
+		proto        uint8
+		deleted      bool
+	}
+	entries := []entry{
+		{"forwarded SYN", client, 40001, 80, vip, 80, 1, unix.IPPROTO_TCP, true},
+		{"forwarded datagram", client, 40002, 53, vip, 53, 0, unix.IPPROTO_UDP, true},
+		{"NATed by IPVS", client, 40003, 80, node, 30080, 3, unix.IPPROTO_TCP, false},
+		{"a node's packet to VIP:client-port", node, 30080, 40004, vip, 40004, 3, unix.IPPROTO_TCP, false},
+		{"another port", client, 40005, 443, vip, 443, 1, unix.IPPROTO_TCP, false},
+	}
+	for _, e := range entries {
+		f := &netlink.ConntrackFlow{
+			FamilyType: unix.AF_INET,
+			Forward:    netlink.IPTuple{SrcIP: e.src, DstIP: vip, Protocol: e.proto, SrcPort: e.sport, DstPort: e.dport},
+			Reverse:    netlink.IPTuple{SrcIP: e.replySrc, DstIP: e.src, Protocol: e.proto, SrcPort: e.replySport, DstPort: e.sport},
+			TimeOut:    600,
+		}
+		if e.proto == unix.IPPROTO_TCP {
+			f.ProtoInfo = &netlink.ProtoInfoTCP{State: e.state}
+		}
+		if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+			t.Fatalf("create %s: %v", e.what, err)
+		}
+	}
+	defer h.ConntrackTableFlush(netlink.ConntrackTable)
+	n, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	a := netip.MustParseAddr("192.0.2.9")
+	res, err := n.Forget(Request{VIPs: []netip.Addr{a}, Unnated: map[Service]bool{
+		{Proto: unix.IPPROTO_TCP, Dst: netip.AddrPortFrom(a, 80)}: true,
+		{Proto: unix.IPPROTO_UDP, Dst: netip.AddrPortFrom(a, 53)}: true,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Deleted[a] != 2 {
+		t.Errorf("deleted %v, want 2 of %s", res.Deleted, a)
+	}
+	flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		found := false
+		for _, f := range flows {
+			found = found || f.Forward.DstIP.Equal(vip) && f.Forward.SrcPort == e.sport && f.Forward.Protocol == e.proto
+		}
+		if found == e.deleted {
+			t.Errorf("%s: still there %v, want deleted %v", e.what, found, e.deleted)
+		}
+	}
+}
