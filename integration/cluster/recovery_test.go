@@ -199,26 +199,55 @@ func TestLeaderless(t *testing.T) {
 	t.Run("a removed member that is restarted refuses reads", func(t *testing.T) {
 		victim := c.members[2]
 		writeLbctl(t, c.endpoints(victim), exitNotFound, "member", "remove", victim.id)
-		// The removal reaches the victim with the next replication round.
-		code, errs := refusalAfter(t, victim, true, "removed member", "vip", "list", "-A")
-		if code != exitConflict || !strings.Contains(errs, victim.id+" is not in the cluster's configuration") {
-			t.Errorf("removed member: exit %d, %q; want exit %d saying it was removed", code, errs, exitConflict)
-		}
+		// The removal reaches the victim with the next replication round,
+		// when it does: hashicorp/raft sends a removed member the entry that
+		// removes it once, best effort, and on a loaded host that one send
+		// can fail (1 in 5 runs with both cores busy, and once in a CI
+		// rehearsal). The victim then never learns it was removed; with no
+		// leader ever again it refuses as a member without one. Both are
+		// refusals; which diagnosis it gives is logged.
+		learnt := removedRefusal(t, victim, "vip", "list", "-A")
 		victim.stop(t)
 		victim.start(t)
-		code, errs = refusal(t, victim, "removed member", "vip", "list", "-A")
-		if code != exitConflict {
-			t.Errorf("removed member after a restart: exit %d, %q; want exit %d", code, errs, exitConflict)
+		if l := removedRefusal(t, victim, "vip", "list", "-A"); l != learnt && learnt {
+			t.Errorf("%s knew it was removed before its restart, not after", victim.id)
 		}
 		// With the other members listed too, lbctl reads through one of them.
 		if out, errs, code := lbctl(t, []string{victim.api, c.members[0].api}, "vip", "list", "-A", "-o", "json"); code != 0 || len(items(t, out)) < 20 {
 			t.Errorf("vip list through the removed member and %s: exit %d, %s", c.members[0].id, code, errs)
 		}
 		// It does not take writes either.
-		if _, errs, code := lbctl(t, []string{victim.api}, "vip", "create", "via-removed", "--port", "tcp/80"); code != exitConflict || !strings.Contains(errs, "removed member") {
-			t.Errorf("write through a removed member: exit %d, %s", code, errs)
-		}
+		removedRefusal(t, victim, "vip", "create", "via-removed", "--port", "tcp/80")
 	})
+}
+
+// removedRefusal waits (30 s) for the removed member m to refuse lbctl args
+// saying it was removed (FailedPrecondition, REMOVED_MEMBER), and reports
+// whether it did. If it never learnt of its removal (see the caller), it
+// must refuse all the same, as a member with no leader (Unavailable,
+// NO_LEADER): anything else fails t.
+func removedRefusal(t *testing.T, m *member, args ...string) bool {
+	t.Helper()
+	var code int
+	var errs string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, errs, code = lbctl(t, []string{m.api}, args...)
+		if strings.Contains(errs, "removed member") {
+			if code != exitConflict || !strings.Contains(errs, m.id+" is not in the cluster's configuration") {
+				t.Errorf("removed member, lbctl %s: exit %d, %q; want exit %d saying it was removed", strings.Join(args, " "), code, errs, exitConflict)
+			}
+			return true
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != exitUnavailable || !strings.Contains(errs, "no leader:") {
+		t.Errorf("removed member, lbctl %s: exit %d, %q; want it refused: removed (exit %d) or, had the removal not reached it, no leader (exit %d)",
+			strings.Join(args, " "), code, errs, exitConflict, exitUnavailable)
+	}
+	t.Logf("%s never learnt of its removal (raft's best-effort last send to it failed); it refuses lbctl %s without a leader: %s", m.id, strings.Join(args, " "), errs)
+	return false
 }
 
 // TestRecovery follows docs/OPERATIONS.md §8 step by step, with the same

@@ -15,12 +15,11 @@ import (
 //
 //	go test -c -o /tmp/conntrack.test ./lbd/dataplane/conntrack
 //	EDGELB_KERNEL_TESTS=1 bin/umlrun -- /tmp/conntrack.test -test.v
-//
-// Forget deletes exactly the entries to the VIPs it is given, among n others
-// (other VIPs, the reply direction naming the VIP), and logs what one call
-// over a table of that size took: it runs on a takeover before the address
-// goes up.
-func TestKernelForget(t *testing.T) {
+
+// kernelConntrack skips t outside a kernel test run, else opens the
+// kernel's conntrack netlink for it.
+func kernelConntrack(t *testing.T) *netlink.Handle {
+	t.Helper()
 	if os.Getenv("EDGELB_KERNEL_TESTS") != "1" {
 		t.Skip("set EDGELB_KERNEL_TESTS=1 and run in a kernel with conntrack (see docs/SANDBOX.md)")
 	}
@@ -28,7 +27,16 @@ func TestKernelForget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	t.Cleanup(h.Close)
+	return h
+}
+
+// Forget deletes exactly the entries to the VIPs it is given, among n others
+// (other VIPs, the reply direction naming the VIP), and logs what one call
+// over a table of that size took: it runs on a takeover before the address
+// goes up.
+func TestKernelForget(t *testing.T) {
+	h := kernelConntrack(t)
 	vip, other := net.ParseIP("192.0.2.1").To4(), net.ParseIP("192.0.2.2").To4()
 	const stale, others = 100, 5000 // the guest's nf_conntrack_max is 8192
 	add := func(i int, dst net.IP) {
@@ -126,14 +134,7 @@ func TestKernelForget(t *testing.T) {
 // kernel may have none loaded): an entry NATed to a node, a node's packet
 // to VIP:client-port and another port's unnated entry stay.
 func TestKernelForgetUnnated(t *testing.T) {
-	if os.Getenv("EDGELB_KERNEL_TESTS") != "1" {
-		t.Skip("set EDGELB_KERNEL_TESTS=1 and run in a kernel with conntrack (see docs/SANDBOX.md)")
-	}
-	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := kernelConntrack(t)
 	vip, client, node := net.ParseIP("192.0.2.9").To4(), net.ParseIP("10.9.0.1").To4(), net.ParseIP("10.0.0.21").To4()
 	type entry struct {
 		what         string
