@@ -89,15 +89,21 @@ func (c clientPort) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 	return f.Forward.DstIP.Equal(c.vip) && f.Forward.SrcPort == c.port
 }
 
-// createEntry puts a conntrack entry in host's namespace through
-// conntrack's netlink.
-func createEntry(host string, f *netlink.ConntrackFlow) error {
+// inConntrack runs f on conntrack's netlink in host's namespace.
+func inConntrack(host string, f func(*netlink.Handle) error) error {
 	return netns.Do(host, func() error {
 		h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
 		if err != nil {
 			return err
 		}
 		defer h.Close()
+		return f(h)
+	})
+}
+
+// createEntry puts a conntrack entry in host's namespace.
+func createEntry(host string, f *netlink.ConntrackFlow) error {
+	return inConntrack(host, func(h *netlink.Handle) error {
 		return h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f)
 	})
 }
@@ -235,13 +241,8 @@ func (s *scenarios) forwardedEntry(t *testing.T) {
 	defer func() {
 		for _, m := range s.l.Members {
 			// The entry outlives the scenario otherwise (600 s).
-			netns.Do(m.Host.Name, func() error {
-				h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
-				if err != nil {
-					return err
-				}
-				defer h.Close()
-				_, err = h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, clientPort{v, port})
+			inConntrack(m.Host.Name, func(h *netlink.Handle) error {
+				_, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, clientPort{v, port})
 				return err
 			})
 		}
