@@ -107,6 +107,7 @@ type Node struct {
 	peers     *peerWatch
 	done      chan struct{}
 	stable    *stableStore
+	cfgIndex  *configIndex
 }
 
 // ErrNotLeader is returned by writes on a member that is not the leader.
@@ -169,7 +170,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		return nil, fmt.Errorf("start raft from %s: %w", cfg.DataDir, err)
 	}
 	n := &Node{cfg: cfg, FSM: f, raft: r, store: store, transport: trans, peerLis: mx.grpc, leaderCh: leaderCh,
-		peers: newPeerWatch(), done: done, stable: stable}
+		peers: newPeerWatch(), done: done, stable: stable, cfgIndex: &configIndex{logs: logs, snaps: snaps}}
 	obs := make(chan raft.Observation, 64)
 	r.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
@@ -387,7 +388,7 @@ func (n *Node) ServersAt() ([]Server, uint64, error) {
 	for _, s := range cf.Configuration().Servers {
 		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
 	}
-	return out, cf.Index(), nil
+	return out, n.cfgIndex.at(cf.Configuration()), nil
 }
 
 // TransferLeadership hands leadership to target (any up-to-date follower when

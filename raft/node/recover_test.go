@@ -62,6 +62,11 @@ func TestRecoverKeepsSnapshotAndLogTail(t *testing.T) {
 		SnapshotThreshold: 1 << 20, SnapshotInterval: time.Hour, // snapshots only when the test says
 	}
 	n := openLeader(t, cfg)
+	// The bootstrap configuration is the log's first entry: ServersAt
+	// finds its index (raft itself reports 0; configindex.go).
+	if _, index, err := n.ServersAt(); err != nil || index != 1 {
+		t.Errorf("ServersAt index %d, %v; want 1, the bootstrap entry", index, err)
+	}
 	apply(t, n, &raftv1.Command{Op: &raftv1.Command_CreateAddressPool{CreateAddressPool: &raftv1.CreateAddressPool{Pool: &edgelbv1.AddressPool{Name: "p", Ranges: []string{"192.0.2.0/24"}}}}})
 	for i := range 5 {
 		apply(t, n, createService(fmt.Sprintf("snap%d", i)))
