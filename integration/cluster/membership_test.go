@@ -394,3 +394,42 @@ func TestMembershipStatusNotHealthyWhileRestartedMemberLags(t *testing.T) {
 	lagger.start(t)
 	waitHealthy(t, all)
 }
+
+// A member removed while it was down never gets the entry that removes it
+// (hashicorp/raft sends it to the members of the new configuration only),
+// and its peers refuse its votes: started again on its old data dir, it
+// would wait for a leader for ever and answer NO_LEADER. It must say it was
+// removed, learnt from a peer's newer configuration, and refuse reads and
+// writes, across restarts too; the cluster goes on without it.
+func TestMembershipRemovedWhileDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts lbd; skipped with -short")
+	}
+	c, all := startedCluster(t, 3)
+	mustLbctl(t, all, "pool", "create", "public", "--range", "192.0.2.0/24")
+	writeLbctl(t, all, exitAlreadyExists, "vip", "create", "web", "--port", "tcp/80:30080", "--backend", "10.0.0.11")
+	victim := c.members[2]
+	rest := c.endpoints(victim)
+	victim.stop(t)
+	writeLbctl(t, rest, exitNotFound, "member", "remove", victim.id)
+	c.waitVoters(t, rest, 2)
+
+	for range 2 {
+		victim.start(t)
+		removedRefusal(t, victim, "vip", "list", "-A")
+		_, errs, _ := lbctl(t, []string{victim.api}, "vip", "list", "-A")
+		if !strings.Contains(errs, "configuration as member") {
+			t.Errorf("%s refused, but not from a peer's configuration: %s", victim.id, errs)
+		}
+		removedRefusal(t, victim, "vip", "create", "via-removed", "--port", "tcp/81", "--backend", "10.0.0.12")
+		// /readyz says why it is not ready.
+		if st := decode(t, mustLbctl(t, []string{victim.api}, "--stale", "member", "status", "-o", "json")); !strings.Contains(fmt.Sprint(st), "removed from the cluster") {
+			t.Errorf("%s's member status does not say it was removed: %v", victim.id, st)
+		}
+		victim.stop(t)
+	}
+	writeLbctl(t, rest, exitAlreadyExists, "vip", "create", "after", "--port", "tcp/82:30082", "--backend", "10.0.0.12")
+	if ms := memberIDs(t, rest); len(ms) != 2 || ms[victim.id] != "" {
+		t.Errorf("members: %v; want two, without %s", ms, victim.id)
+	}
+}

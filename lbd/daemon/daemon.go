@@ -247,6 +247,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
 		CaughtUp:             d.caughtUp.Load,
 		LastLeaderContact:    d.persistedContact,
+		RemovedBy:            d.live.RemovedBy,
 		// A few elections' worth with this member's timers, never less than the default.
 		LeaderWait:     max(3*time.Second, 3*(cfg.Raft.HeartbeatTimeout.Duration+cfg.Raft.ElectionTimeout.Duration)),
 		Ready:          d.ready,

@@ -138,6 +138,9 @@ func (d *Daemon) MetricsAddr() string {
 // leads, and is about to register itself).
 func (d *Daemon) ready() (bool, string) {
 	if !d.srv.Ready() {
+		if r, ok := d.live.RemovedBy(); ok {
+			return false, fmt.Sprintf("removed from the cluster: member %s's configuration (log index %d) leaves it out; rejoin it with an empty data dir", r.By, r.Index)
+		}
 		return false, "no raft leader known"
 	}
 	if _, ok := d.node.FSM.Member(d.cfg.ID); !ok && !d.node.IsLeader() {

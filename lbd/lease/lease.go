@@ -137,6 +137,11 @@ func (l *Lease) expiry(now time.Duration) (time.Duration, bool) {
 	if len(l.voters) == 0 {
 		return 0, false // no configuration known yet: nothing to be a majority of
 	}
+	if l.newer != nil && slices.Contains(l.voters, l.self) && !slices.Contains(l.newer, l.self) {
+		// A voter here, none in the newer configuration: removed (edgelb
+		// never demotes a voter). The others' answers hold nothing for it.
+		return 0, false
+	}
 	exp, ok := l.expiryUnder(l.voters, now)
 	if ok && l.newer != nil {
 		e2, ok2 := l.expiryUnder(l.newer, now)

@@ -210,6 +210,28 @@ func TestNewerConfigReported(t *testing.T) {
 	}
 }
 
+// A newer configuration that leaves this voter out (its removal, which it
+// never received) ends its lease, whatever the others answer.
+func TestRemovedByNewerConfig(t *testing.T) {
+	c := &fakeClock{t: time.Second}
+	l := New("c", 250*ms, c)
+	l.SetConfig(5, []string{"a", "b", "c"})
+	l.Answered("a", c.t)
+	l.Answered("b", c.t)
+	if !l.Valid() {
+		t.Fatal("not valid with all three")
+	}
+	l.Reported(8, []string{"a", "b"})
+	if l.Valid() {
+		t.Error("valid after a peer reported a configuration without this member")
+	}
+	l.Answered("a", c.t)
+	l.Answered("b", c.t)
+	if l.Valid() {
+		t.Error("the others' answers renewed the lease of a removed member")
+	}
+}
+
 // Revoke ends the lease at once; only answers after it renew.
 func TestRevoke(t *testing.T) {
 	c := &fakeClock{t: time.Second}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -518,4 +519,52 @@ func loopbackPeers(t *testing.T, ids []string) (map[string]net.Listener, []Peer)
 		peers = append(peers, Peer{ID: id, Addr: l.Addr().String(), Voter: true})
 	}
 	return lis, peers
+}
+
+// A member that missed its own removal learns it from a peer's view: a
+// newer configuration whose voters leave it out. An older configuration, one
+// that still lists it, or a member that is no voter here claims nothing.
+func TestRemovedByAPeersNewerConfiguration(t *testing.T) {
+	clk := &fakeClock{t: time.Second}
+	peers := []Peer{{ID: "a", Voter: true}, {ID: "b", Voter: true}, {ID: "c", Voter: true}}
+	index := uint64(5)
+	p := New(Config{Self: "c", Interval: 50 * ms, Grace: 350 * ms, Lease: lease.New("c", 250*ms, clk),
+		Peers: func() ([]Peer, uint64) { return peers, index }, Log: slog.Default()})
+	p.refresh()
+	p.round(context.Background())
+
+	p.receive("a", &raftv1.View{Seq: 1, ConfigIndex: 5, Voters: []string{"a", "b"}})
+	if r, ok := p.RemovedBy(); ok {
+		t.Errorf("removed by %+v: a configuration of the same index is not newer", r)
+	}
+	p.receive("a", &raftv1.View{Seq: 2, ConfigIndex: 7, Voters: []string{"a", "b", "c", "d"}})
+	if r, ok := p.RemovedBy(); ok {
+		t.Errorf("removed by %+v: the newer configuration still lists c", r)
+	}
+	p.receive("b", &raftv1.View{Seq: 1, ConfigIndex: 8, Voters: []string{"b", "a"}})
+	p.receive("a", &raftv1.View{Seq: 3, ConfigIndex: 8, Voters: []string{"a", "b"}})
+	r, ok := p.RemovedBy()
+	if !ok || r.By != "a" || r.Index != 8 || !slices.Equal(r.Voters, []string{"a", "b"}) {
+		t.Errorf("RemovedBy = %+v, %v; want a's configuration 8 of voters a, b (of equal ones, the first by name)", r, ok)
+	}
+	p.receive("b", &raftv1.View{Seq: 2, ConfigIndex: 9, Voters: []string{"a", "b", "d"}})
+	if r, _ := p.RemovedBy(); r.By != "b" || r.Index != 9 {
+		t.Errorf("RemovedBy = %+v; want the newest configuration, b's 9", r)
+	}
+
+	// Its own configuration caught up and lists it again (rejoined).
+	index = 9
+	p.refresh()
+	p.round(context.Background())
+	if r, ok := p.RemovedBy(); ok {
+		t.Errorf("removed by %+v, though its own configuration is as new", r)
+	}
+	// A member that is no voter here (joining as a non-voter) claims nothing.
+	peers[2].Voter = false
+	index = 4
+	p.refresh()
+	p.round(context.Background())
+	if r, ok := p.RemovedBy(); ok {
+		t.Errorf("removed by %+v, though it is no voter in its own configuration", r)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/internal/apimd"
+	"github.com/edgelb/edgelb/lbd/liveness"
 	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/node"
 )
@@ -169,6 +170,11 @@ func (s *Server) leaderless(ctx context.Context, hint string) *status.Status {
 	if id, _ := s.node.Leader(); id != "" {
 		return nil
 	}
+	if r, ok := s.removedBy(); ok {
+		return withInfo(codes.FailedPrecondition, errinfo.RemovedMember, meta,
+			"removed member: %s is not in the cluster's configuration as member %s has it (log index %d, voters: %s); this member never learnt of its removal (it was down or cut off then), and its replica stopped at revision %d, last leader contact %s. Use a current member, or rejoin this one with an empty data dir; %s",
+			s.opts.Self.Id, r.By, r.Index, strings.Join(r.Voters, ", "), rev, ago(contact), hint)
+	}
 	up, n := s.reachable(ctx, servers)
 	meta[errinfo.MetaReachable] = fmt.Sprintf("%d/%d", len(up), n)
 	return withInfo(codes.Unavailable, errinfo.NoLeader, meta,
@@ -176,9 +182,20 @@ func (s *Server) leaderless(ctx context.Context, hint string) *status.Status {
 		len(up), n, strings.Join(up, ", "), rev, ago(contact), hint)
 }
 
-// removed reports whether this member's configuration no longer holds it:
-// such a member will not see a leader again.
+// removedBy is a peer's word that this member was removed (Options.RemovedBy).
+func (s *Server) removedBy() (liveness.Removal, bool) {
+	if s.opts.RemovedBy == nil {
+		return liveness.Removal{}, false
+	}
+	return s.opts.RemovedBy()
+}
+
+// removed reports whether this member's configuration, or a peer's newer
+// one, no longer holds it: such a member will not see a leader again.
 func (s *Server) removed() bool {
+	if _, ok := s.removedBy(); ok {
+		return true
+	}
 	servers, err := s.node.Servers()
 	if err != nil || len(servers) == 0 {
 		return false
