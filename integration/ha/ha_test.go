@@ -18,7 +18,7 @@
 // EDGELB_HA_PROFILE picks lbd's timing: "guest" (the default), "double"
 // (twice lbd's defaults) or "lan" (lbd's defaults); see profiles.
 // EDGELB_E2E_SNAT picks the rule engine (nftables, iptables-legacy, ...), as in
-// integration/e2e.
+// integration/e2e; EDGELB_HA_SCHEDULER the VIP's scheduler (default lbd's, mh).
 package ha
 
 import (
