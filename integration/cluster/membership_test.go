@@ -396,8 +396,8 @@ func TestMembershipStatusNotHealthyWhileRestartedMemberLags(t *testing.T) {
 }
 
 // A member removed while it was down never gets the entry that removes it
-// (hashicorp/raft sends it to the members of the new configuration only),
-// and its peers refuse its votes: started again on its old data dir, it
+// (hashicorp/raft sends it to the removed member once, best effort), and its
+// peers refuse its votes: started again on its old data dir, it
 // would wait for a leader for ever and answer NO_LEADER. It must say it was
 // removed, learnt from a peer's newer configuration, and refuse reads and
 // writes, across restarts too; the cluster goes on without it.

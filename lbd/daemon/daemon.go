@@ -678,7 +678,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		exp := d.lease.Until()
 		if !d.lease.Valid() {
 			d.servingUntil.Store(&time.Time{})
-			if !fenced && owned > 0 {
+			if r, removed := d.live.RemovedBy(); removed && !fenced {
+				d.log.Warn("removed from the cluster: a member's newer raft configuration leaves this member out; not serving VIPs (rejoin it with an empty data dir)",
+					"by", r.By, "config_index", r.Index, "voters", r.Voters, "owned", owned)
+			} else if !fenced && owned > 0 {
 				d.log.Warn("no majority of the voters answered this member's probes within the lease; not serving VIPs", "lease", lease, "owned", owned,
 					"heard_ago", d.live.Reachable())
 			}

@@ -13,6 +13,7 @@ package lease
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -45,12 +46,15 @@ type Lease struct {
 	mu     sync.Mutex
 	voters []string
 	index  uint64 // the raft log index of the configuration voters is from
-	// newer is the newest configuration a peer reported, when it is newer
-	// than this member's own (a promotion this member has not applied yet):
-	// the lease must hold under it too, or a member that has not seen a
-	// promotion could count a majority the leader's assigner does not.
-	newer      []string
-	newerIndex uint64
+	// reports: per peer, the configuration its latest view carried when
+	// newer than this member's own (a promotion this member has not applied
+	// yet, or its own removal): the lease must hold under the newest of
+	// them too, or a member that has not seen a promotion could count a
+	// majority the leader's assigner does not. Per peer and only while
+	// fresh (within a lease), so that a configuration a peer no longer
+	// reports (truncated, never committed) or one from a peer gone silent
+	// stops counting.
+	reports map[string]report
 	// sent is, per member, the send time of the latest probe it answered.
 	sent map[string]time.Duration
 }
@@ -61,7 +65,14 @@ func New(self string, length time.Duration, clock Clock) *Lease {
 	if clock == nil {
 		clock = System
 	}
-	return &Lease{self: self, length: length, clock: clock, sent: map[string]time.Duration{}}
+	return &Lease{self: self, length: length, clock: clock, sent: map[string]time.Duration{}, reports: map[string]report{}}
+}
+
+// report is a configuration a peer reported, and when.
+type report struct {
+	index  uint64
+	voters []string
+	at     time.Duration
 }
 
 // Length is the lease's length.
@@ -83,25 +94,36 @@ func (l *Lease) SetConfig(index uint64, ids []string) {
 	l.voters = slices.Clone(ids)
 	slices.Sort(l.voters)
 	l.index = index
-	if l.newer != nil && l.newerIndex <= index {
-		l.newer, l.newerIndex = nil, 0
-	}
+	maps.DeleteFunc(l.reports, func(_ string, r report) bool { return r.index <= index })
 }
 
-// Reported records a configuration (its log index and voters) a peer's
-// answer carried. When it is newer than this member's own, the lease is
-// valid only while a majority holds under both: the leader's assigner
-// counts a majority of the newer one, and this member must not count a
-// smaller one meanwhile.
-func (l *Lease) Reported(index uint64, ids []string) {
+// Reported records the configuration (its log index and voters) that peer
+// from's latest view carried; the caller passes only members of this
+// member's own configuration. When it is newer than this member's own, the
+// lease is valid only while a majority holds under both: the leader's
+// assigner counts a majority of the newer one, and this member must not
+// count a smaller one meanwhile.
+func (l *Lease) Reported(from string, index uint64, ids []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if index <= l.index || index <= l.newerIndex || len(ids) == 0 {
+	if index <= l.index || len(ids) == 0 {
+		delete(l.reports, from)
 		return
 	}
-	l.newer = slices.Clone(ids)
-	slices.Sort(l.newer)
-	l.newerIndex = index
+	voters := slices.Clone(ids)
+	slices.Sort(voters)
+	l.reports[from] = report{index: index, voters: voters, at: l.clock.Now()}
+}
+
+// newer is the newest fresh configuration a peer reported (l.mu held).
+func (l *Lease) newer(now time.Duration) []string {
+	var best report
+	for _, r := range l.reports {
+		if now-r.at <= l.length && r.index > l.index && r.index > best.index {
+			best = r
+		}
+	}
+	return best.voters
 }
 
 // Revoke ends the lease now: every answer counted so far is forgotten. A
@@ -137,14 +159,15 @@ func (l *Lease) expiry(now time.Duration) (time.Duration, bool) {
 	if len(l.voters) == 0 {
 		return 0, false // no configuration known yet: nothing to be a majority of
 	}
-	if l.newer != nil && slices.Contains(l.voters, l.self) && !slices.Contains(l.newer, l.self) {
+	newer := l.newer(now)
+	if newer != nil && slices.Contains(l.voters, l.self) && !slices.Contains(newer, l.self) {
 		// A voter here, none in the newer configuration: removed (edgelb
 		// never demotes a voter). The others' answers hold nothing for it.
 		return 0, false
 	}
 	exp, ok := l.expiryUnder(l.voters, now)
-	if ok && l.newer != nil {
-		e2, ok2 := l.expiryUnder(l.newer, now)
+	if ok && newer != nil {
+		e2, ok2 := l.expiryUnder(newer, now)
 		exp, ok = min(exp, e2), ok2
 	}
 	return exp, ok

@@ -189,11 +189,11 @@ func TestNewerConfigReported(t *testing.T) {
 	if !l.Valid() {
 		t.Fatal("not valid with a and b of three")
 	}
-	l.Reported(4, []string{"a", "b"}) // older: ignored
+	l.Reported("b", 4, []string{"a", "b"}) // older: ignored
 	if !l.Valid() {
 		t.Fatal("an older configuration changed the lease")
 	}
-	l.Reported(7, []string{"a", "b", "c", "d"})
+	l.Reported("b", 7, []string{"a", "b", "c", "d"})
 	if l.Valid() {
 		t.Fatal("valid with a and b of four voters once a peer reported the promotion")
 	}
@@ -221,7 +221,7 @@ func TestRemovedByNewerConfig(t *testing.T) {
 	if !l.Valid() {
 		t.Fatal("not valid with all three")
 	}
-	l.Reported(8, []string{"a", "b"})
+	l.Reported("a", 8, []string{"a", "b"})
 	if l.Valid() {
 		t.Error("valid after a peer reported a configuration without this member")
 	}
@@ -229,6 +229,35 @@ func TestRemovedByNewerConfig(t *testing.T) {
 	l.Answered("b", c.t)
 	if l.Valid() {
 		t.Error("the others' answers renewed the lease of a removed member")
+	}
+}
+
+// A reported configuration counts only while its peer keeps reporting it:
+// one the peer's next view no longer carries (truncated, never committed)
+// or one from a peer silent for a lease stops counting.
+func TestReportedConfigFades(t *testing.T) {
+	c := &fakeClock{t: time.Second}
+	l := New("c", 250*ms, c)
+	l.SetConfig(5, []string{"a", "b", "c"})
+	renew := func() { l.Answered("a", c.t); l.Answered("b", c.t) }
+	renew()
+	l.Reported("a", 8, []string{"a", "b"}) // a's uncommitted removal of c
+	if l.Valid() {
+		t.Fatal("valid while a reports a configuration without c")
+	}
+	l.Reported("a", 5, []string{"a", "b", "c"}) // truncated: a is back to 5
+	renew()
+	if !l.Valid() {
+		t.Error("not valid once a reports c's own configuration again")
+	}
+	l.Reported("b", 8, []string{"a", "b"})
+	if l.Valid() {
+		t.Fatal("valid while b reports a configuration without c")
+	}
+	c.t += 251 * ms // b says nothing more
+	renew()
+	if !l.Valid() {
+		t.Error("a configuration b reported more than a lease ago still counts")
 	}
 }
 

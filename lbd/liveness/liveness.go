@@ -205,11 +205,15 @@ func (p *Prober) receive(from string, v *raftv1.View) bool {
 	if claimed {
 		p.cfg.Lease.Revoke()
 	}
-	if v != nil && len(v.Voters) > 0 {
-		p.cfg.Lease.Reported(v.ConfigIndex, v.Voters)
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Only a member of this member's own configuration speaks for the
+	// cluster's: an old member started again after a recovery (lbd
+	// recover leaves the survivor's configuration at index 1) would
+	// otherwise end the survivor's lease with its own, older cluster.
+	if v != nil && p.member(from) {
+		p.cfg.Lease.Reported(from, v.ConfigIndex, v.Voters)
+	}
 	p.heard[from] = now
 	if v == nil {
 		return claimed
@@ -242,6 +246,11 @@ func (p *Prober) receive(from string, v *raftv1.View) bool {
 		p.notServing[from] = now
 	}
 	return claimed
+}
+
+// member reports whether id is in this member's configuration (p.mu held).
+func (p *Prober) member(id string) bool {
+	return slices.ContainsFunc(p.peers, func(m Peer) bool { return m.ID == id })
 }
 
 // silence is how long since this member heard from id; a member never heard
@@ -640,7 +649,14 @@ func (p *Prober) RemovedBy() (Removal, bool) {
 		return Removal{}, false
 	}
 	var r Removal
+	now := p.clock.Now()
 	for id, v := range p.views {
+		// Fresh views of members only: a removal a leader appended and
+		// never committed leaves no trace once its next view (or its
+		// silence) says otherwise.
+		if !p.member(id) || now-v.at > p.cfg.Grace {
+			continue
+		}
 		if v.configIndex <= p.peersIndex || len(v.voters) == 0 || slices.Contains(v.voters, p.cfg.Self) {
 			continue
 		}

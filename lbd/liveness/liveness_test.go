@@ -533,6 +533,16 @@ func TestRemovedByAPeersNewerConfiguration(t *testing.T) {
 	p.refresh()
 	p.round(context.Background())
 
+	// A member outside its configuration (an old member after a recovery)
+	// says nothing about it, nor to its lease.
+	p.receive("x", &raftv1.View{Seq: 1, ConfigIndex: 50, Voters: []string{"x", "y"}})
+	if r, ok := p.RemovedBy(); ok {
+		t.Errorf("removed by %+v: x is not a member", r)
+	}
+	p.cfg.Lease.Answered("a", clk.t)
+	if !p.cfg.Lease.Valid() {
+		t.Error("a non-member's configuration ended the lease")
+	}
 	p.receive("a", &raftv1.View{Seq: 1, ConfigIndex: 5, Voters: []string{"a", "b"}})
 	if r, ok := p.RemovedBy(); ok {
 		t.Errorf("removed by %+v: a configuration of the same index is not newer", r)
@@ -551,6 +561,13 @@ func TestRemovedByAPeersNewerConfiguration(t *testing.T) {
 	if r, _ := p.RemovedBy(); r.By != "b" || r.Index != 9 {
 		t.Errorf("RemovedBy = %+v; want the newest configuration, b's 9", r)
 	}
+
+	// Views older than the grace say nothing any more.
+	clk.t += 351 * ms
+	if r, ok := p.RemovedBy(); ok {
+		t.Errorf("removed by %+v, from views older than the grace", r)
+	}
+	p.receive("b", &raftv1.View{Seq: 3, ConfigIndex: 9, Voters: []string{"a", "b", "d"}})
 
 	// Its own configuration caught up and lists it again (rejoined).
 	index = 9

@@ -172,7 +172,7 @@ func (s *Server) leaderless(ctx context.Context, hint string) *status.Status {
 	}
 	if r, ok := s.removedBy(); ok {
 		return withInfo(codes.FailedPrecondition, errinfo.RemovedMember, meta,
-			"removed member: %s is not in the cluster's configuration as member %s has it (log index %d, voters: %s); this member never learnt of its removal (it was down or cut off then), and its replica stopped at revision %d, last leader contact %s. Use a current member, or rejoin this one with an empty data dir; %s",
+			"removed member: %s is not in the cluster's configuration as member %s has it (log index %d, voters: %s); this member never learnt of its removal (raft sends it once, best effort, and not to a member that is down), and its replica stopped at revision %d, last leader contact %s. Use a current member, or rejoin this one with an empty data dir; %s",
 			s.opts.Self.Id, r.By, r.Index, strings.Join(r.Voters, ", "), rev, ago(contact), hint)
 	}
 	up, n := s.reachable(ctx, servers)

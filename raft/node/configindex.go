@@ -26,20 +26,23 @@ type configIndex struct {
 	index uint64
 }
 
-// at returns the log index of configuration cf (0 when not found).
-func (c *configIndex) at(cf raft.Configuration) uint64 {
+// at returns configuration cf's servers and log index, or, when the log
+// and cf disagree for a moment, the last pair found that agrees (nil and 0
+// before any): a server list is never paired with another list's index.
+// Raft makes a configuration current after its entry is stored, but a
+// follower's truncation (the entries deleted before the configuration goes
+// back), a snapshot being installed (stored before it is current) and a
+// leader whose log write failed each leave the two apart.
+func (c *configIndex) at(cf raft.Configuration) ([]raft.Server, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.of != nil && slices.Equal(c.of, cf.Servers) {
-		return c.index
+		return c.of, c.index
 	}
 	if i, ok := c.lookup(cf); ok {
 		c.of, c.index = slices.Clone(cf.Servers), i
-		return i
 	}
-	// A leader makes a new configuration current before its entry is in
-	// the log: the previous index until it is, looked up again next time.
-	return c.index
+	return c.of, c.index
 }
 
 // lookup finds the entry or snapshot that holds cf.
@@ -62,7 +65,9 @@ func (c *configIndex) lookup(cf raft.Configuration) (uint64, bool) {
 			// entry" in TestRecovery).
 			var e raft.Log
 			if err := c.logs.GetLog(i, &e); err != nil {
-				break
+				// Compacted under the scan: an entry not read may be the
+				// one; the next call looks again.
+				return 0, false
 			}
 			if e.Type != raft.LogConfiguration {
 				continue
@@ -70,9 +75,7 @@ func (c *configIndex) lookup(cf raft.Configuration) (uint64, bool) {
 			if slices.Equal(raft.DecodeConfiguration(e.Data).Servers, cf.Servers) {
 				return i, true
 			}
-			// The newest entry is another configuration: a leader's new one
-			// is current before it is stored.
-			return 0, false
+			return 0, false // the newest entry is another configuration
 		}
 	}
 	if snap != nil && slices.Equal(snap.Configuration.Servers, cf.Servers) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -45,27 +46,36 @@ func TestConfigIndex(t *testing.T) {
 	for i := uint64(11); i <= 14; i++ {
 		put(i, raft.LogCommand, []byte("cmd"))
 	}
-	if got := c.at(two); got != 4 {
+	at := func(cf raft.Configuration) uint64 {
+		t.Helper()
+		of, i := c.at(cf)
+		if !slices.Equal(of, cf.Servers) {
+			t.Errorf("at(%v) paired index %d with servers %v", cf.Servers, i, of)
+		}
+		return i
+	}
+	if got := at(two); got != 4 {
 		t.Errorf("index of the snapshot's configuration = %d, want 4", got)
 	}
 	put(15, raft.LogConfiguration, raft.EncodeConfiguration(three))
 	put(16, raft.LogCommand, []byte("cmd"))
-	if got := c.at(three); got != 15 {
+	if got := at(three); got != 15 {
 		t.Errorf("index after a configuration entry = %d, want 15", got)
 	}
-	// A leader's new configuration, current before its entry is stored.
-	if got := c.at(four); got != 15 {
-		t.Errorf("index of a configuration not in the log yet = %d, want the previous 15", got)
+	// A configuration the log does not hold (yet): the last pair that
+	// agreed, three's servers with 15, never four's servers with 15.
+	if of, i := c.at(four); !slices.Equal(of, three.Servers) || i != 15 {
+		t.Errorf("at(four) before its entry = %v, %d; want three's servers and 15", of, i)
 	}
 	put(17, raft.LogConfiguration, raft.EncodeConfiguration(four))
-	if got := c.at(four); got != 17 {
+	if got := at(four); got != 17 {
 		t.Errorf("index once stored = %d, want 17", got)
 	}
 	// Truncated (an uncommitted change undone by a new leader): back to 15.
 	if err := logs.DeleteRange(17, 17); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.at(three); got != 15 {
+	if got := at(three); got != 15 {
 		t.Errorf("index after the truncation = %d, want 15", got)
 	}
 }
@@ -95,7 +105,7 @@ func TestConfigIndexLeavesCachedEntries(t *testing.T) {
 		}
 	}
 	c := &configIndex{logs: logs, snaps: raft.NewInmemSnapshotStore()}
-	if got := c.at(three); got != 5 {
+	if _, got := c.at(three); got != 5 {
 		t.Errorf("index = %d, want 5", got)
 	}
 	for i := uint64(6); i <= 40; i++ {

@@ -372,8 +372,19 @@ type Server struct {
 
 // Servers returns the raft configuration.
 func (n *Node) Servers() ([]Server, error) {
-	out, _, err := n.ServersAt()
-	return out, err
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, fmt.Errorf("read raft configuration: %w", err)
+	}
+	return servers(cf.Configuration().Servers), nil
+}
+
+func servers(in []raft.Server) []Server {
+	var out []Server
+	for _, s := range in {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out
 }
 
 // ServersAt is Servers with the log index of that configuration (member
@@ -384,11 +395,13 @@ func (n *Node) ServersAt() ([]Server, uint64, error) {
 	if err := cf.Error(); err != nil {
 		return nil, 0, fmt.Errorf("read raft configuration: %w", err)
 	}
-	var out []Server
-	for _, s := range cf.Configuration().Servers {
-		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	// The servers the index belongs to: for a moment they may lag the
+	// current configuration (configindex.go), never mismatch it.
+	of, index := n.cfgIndex.at(cf.Configuration())
+	if of == nil {
+		return servers(cf.Configuration().Servers), 0, nil
 	}
-	return out, n.cfgIndex.at(cf.Configuration()), nil
+	return servers(of), index, nil
 }
 
 // TransferLeadership hands leadership to target (any up-to-date follower when
