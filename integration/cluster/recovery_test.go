@@ -204,7 +204,7 @@ func TestLeaderless(t *testing.T) {
 		// removes it once, best effort, and on a loaded host that one send
 		// can fail (1 in 5 runs with both cores busy, and once in a CI
 		// rehearsal). Either way it refuses as removed: from its own
-		// configuration, or from a peer's newer one (lbd/liveness RemovedBy;
+		// configuration, or from a peer's newer one (lbd/lease Removed;
 		// TestMembershipRemovedWhileDown takes that path every time).
 		removedRefusal(t, victim, "vip", "list", "-A")
 		victim.stop(t)

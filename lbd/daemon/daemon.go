@@ -247,7 +247,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 		MaxServicesPerTenant: cfg.Auth.MaxServicesPerTenant,
 		CaughtUp:             d.caughtUp.Load,
 		LastLeaderContact:    d.persistedContact,
-		RemovedBy:            d.live.RemovedBy,
+		Removed:              d.lease.Removed,
 		// A few elections' worth with this member's timers, never less than the default.
 		LeaderWait:     max(3*time.Second, 3*(cfg.Raft.HeartbeatTimeout.Duration+cfg.Raft.ElectionTimeout.Duration)),
 		Ready:          d.ready,
@@ -678,7 +678,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		exp := d.lease.Until()
 		if !d.lease.Valid() {
 			d.servingUntil.Store(&time.Time{})
-			if r, removed := d.live.RemovedBy(); removed && !fenced {
+			if r, removed := d.lease.Removed(); removed && !fenced {
 				d.log.Warn("removed from the cluster: a member's newer raft configuration leaves this member out; not serving VIPs (rejoin it with an empty data dir)",
 					"by", r.By, "config_index", r.Index, "voters", r.Voters, "owned", owned)
 			} else if !fenced && owned > 0 {

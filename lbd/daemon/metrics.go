@@ -138,7 +138,7 @@ func (d *Daemon) MetricsAddr() string {
 // leads, and is about to register itself).
 func (d *Daemon) ready() (bool, string) {
 	if !d.srv.Ready() {
-		if r, ok := d.live.RemovedBy(); ok {
+		if r, ok := d.lease.Removed(); ok {
 			return false, fmt.Sprintf("removed from the cluster: member %s's configuration (log index %d) leaves it out; rejoin it with an empty data dir", r.By, r.Index)
 		}
 		return false, "no raft leader known"

@@ -115,15 +115,49 @@ func (l *Lease) Reported(from string, index uint64, ids []string) {
 	l.reports[from] = report{index: index, voters: voters, at: l.clock.Now()}
 }
 
-// newer is the newest fresh configuration a peer reported (l.mu held).
-func (l *Lease) newer(now time.Duration) []string {
+// newest is the newest fresh configuration a peer reported that is newer
+// than this member's own, and who reported it (of equals, the first by
+// name); "" when there is none (l.mu held).
+func (l *Lease) newest(now time.Duration) (string, report) {
+	var by string
 	var best report
-	for _, r := range l.reports {
-		if now-r.at <= l.length && r.index > l.index && r.index > best.index {
-			best = r
+	for from, r := range l.reports {
+		if now-r.at > l.length || r.index <= l.index || r.index < best.index || r.index == best.index && by != "" && from > by {
+			continue
 		}
+		by, best = from, r
 	}
-	return best.voters
+	return by, best
+}
+
+// Removal is a member's word that this member was removed from the cluster.
+type Removal struct {
+	// By is the member, Index the raft log index of its configuration, and
+	// Voters that configuration's voters, this member not among them.
+	By     string
+	Index  uint64
+	Voters []string
+}
+
+// Removed reports whether the newest configuration a member reported (see
+// Reported) leaves this member out while its own configuration lists it as
+// a voter: it was removed and never learnt it. hashicorp/raft sends a
+// removed member the entry that removes it once, best effort, and never
+// when it is down then; the others refuse its votes, so it would wait for a
+// leader for ever. (edgelb never demotes a voter, so a voter missing from a
+// newer configuration was removed.) Its lease is then not valid.
+func (l *Lease) Removed() (Removal, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.removed(l.clock.Now())
+}
+
+func (l *Lease) removed(now time.Duration) (Removal, bool) {
+	by, r := l.newest(now)
+	if by == "" || !slices.Contains(l.voters, l.self) || slices.Contains(r.voters, l.self) {
+		return Removal{}, false
+	}
+	return Removal{By: by, Index: r.index, Voters: slices.Clone(r.voters)}, true
 }
 
 // Revoke ends the lease now: every answer counted so far is forgotten. A
@@ -159,15 +193,13 @@ func (l *Lease) expiry(now time.Duration) (time.Duration, bool) {
 	if len(l.voters) == 0 {
 		return 0, false // no configuration known yet: nothing to be a majority of
 	}
-	newer := l.newer(now)
-	if newer != nil && slices.Contains(l.voters, l.self) && !slices.Contains(newer, l.self) {
-		// A voter here, none in the newer configuration: removed (edgelb
-		// never demotes a voter). The others' answers hold nothing for it.
-		return 0, false
+	if _, ok := l.removed(now); ok {
+		return 0, false // the others' answers hold nothing for a removed member
 	}
+	by, newer := l.newest(now)
 	exp, ok := l.expiryUnder(l.voters, now)
-	if ok && newer != nil {
-		e2, ok2 := l.expiryUnder(newer, now)
+	if ok && by != "" {
+		e2, ok2 := l.expiryUnder(newer.voters, now)
 		exp, ok = min(exp, e2), ok2
 	}
 	return exp, ok

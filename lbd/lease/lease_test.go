@@ -225,6 +225,9 @@ func TestRemovedByNewerConfig(t *testing.T) {
 	if l.Valid() {
 		t.Error("valid after a peer reported a configuration without this member")
 	}
+	if r, ok := l.Removed(); !ok || r.By != "a" || r.Index != 8 {
+		t.Errorf("Removed = %+v, %v; want a's configuration 8", r, ok)
+	}
 	l.Answered("a", c.t)
 	l.Answered("b", c.t)
 	if l.Valid() {

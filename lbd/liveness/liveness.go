@@ -81,9 +81,6 @@ type report struct {
 	revision    uint64
 	gone        []string
 	claims      []*raftv1.Claim
-	// configIndex and voters: the sender's raft configuration (RemovedBy).
-	configIndex uint64
-	voters      []string
 }
 
 // claimKey names a provisional claim: claimant serves owner's VIPs.
@@ -227,7 +224,7 @@ func (p *Prober) receive(from string, v *raftv1.View) bool {
 		return claimed
 	}
 	p.views[from] = report{at: now, incarnation: v.Incarnation, seq: v.Seq, heard: v.HeardMs, serving: v.Serving,
-		revision: v.Revision, gone: v.Gone, claims: v.Claims, configIndex: v.ConfigIndex, voters: v.Voters}
+		revision: v.Revision, gone: v.Gone, claims: v.Claims}
 	// Relay exactly the claims from made itself, as of this view: a claimant
 	// drops a claim only once its kernel no longer holds the VIPs.
 	for k := range p.relayed {
@@ -619,53 +616,6 @@ func (p *Prober) evaluate() {
 		r, ok := p.views[k.claimant]
 		return gone[k.claimant] || !ok || now-r.at > p.cfg.Grace
 	})
-}
-
-// Removal is a peer's word that this member was removed from the cluster.
-type Removal struct {
-	// By is the peer, Index the raft log index of its configuration, and
-	// Voters that configuration's voters, this member not among them.
-	By     string
-	Index  uint64
-	Voters []string
-}
-
-// RemovedBy reports a peer whose raft configuration, newer than this
-// member's own, no longer lists this member as a voter while its own still
-// does: the member was removed and never learnt it. hashicorp/raft sends a
-// removed member the entry that removes it once, best effort, and never
-// when it was down at the time; the others then refuse its votes, so it
-// would wait for a leader for ever. (edgelb never demotes a voter, so a
-// voter missing from a newer configuration was removed.) The newest such
-// configuration is reported.
-func (p *Prober) RemovedBy() (Removal, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	voter := false
-	for _, m := range p.peers {
-		voter = voter || m.ID == p.cfg.Self && m.Voter
-	}
-	if !voter {
-		return Removal{}, false
-	}
-	var r Removal
-	now := p.clock.Now()
-	for id, v := range p.views {
-		// Fresh views of members only: a removal a leader appended and
-		// never committed leaves no trace once its next view (or its
-		// silence) says otherwise.
-		if !p.member(id) || now-v.at > p.cfg.Grace {
-			continue
-		}
-		if v.configIndex <= p.peersIndex || len(v.voters) == 0 || slices.Contains(v.voters, p.cfg.Self) {
-			continue
-		}
-		if r.By != "" && (v.configIndex < r.Index || v.configIndex == r.Index && id > r.By) {
-			continue // the newest; of equals, the first by name
-		}
-		r = Removal{By: id, Index: v.configIndex, Voters: slices.Sorted(slices.Values(v.voters))}
-	}
-	return r, r.By != ""
 }
 
 // Reachable returns, per peer, how long since this member heard from it.

@@ -536,7 +536,7 @@ func TestRemovedByAPeersNewerConfiguration(t *testing.T) {
 	// A member outside its configuration (an old member after a recovery)
 	// says nothing about it, nor to its lease.
 	p.receive("x", &raftv1.View{Seq: 1, ConfigIndex: 50, Voters: []string{"x", "y"}})
-	if r, ok := p.RemovedBy(); ok {
+	if r, ok := p.cfg.Lease.Removed(); ok {
 		t.Errorf("removed by %+v: x is not a member", r)
 	}
 	p.cfg.Lease.Answered("a", clk.t)
@@ -544,27 +544,27 @@ func TestRemovedByAPeersNewerConfiguration(t *testing.T) {
 		t.Error("a non-member's configuration ended the lease")
 	}
 	p.receive("a", &raftv1.View{Seq: 1, ConfigIndex: 5, Voters: []string{"a", "b"}})
-	if r, ok := p.RemovedBy(); ok {
+	if r, ok := p.cfg.Lease.Removed(); ok {
 		t.Errorf("removed by %+v: a configuration of the same index is not newer", r)
 	}
 	p.receive("a", &raftv1.View{Seq: 2, ConfigIndex: 7, Voters: []string{"a", "b", "c", "d"}})
-	if r, ok := p.RemovedBy(); ok {
+	if r, ok := p.cfg.Lease.Removed(); ok {
 		t.Errorf("removed by %+v: the newer configuration still lists c", r)
 	}
 	p.receive("b", &raftv1.View{Seq: 1, ConfigIndex: 8, Voters: []string{"b", "a"}})
 	p.receive("a", &raftv1.View{Seq: 3, ConfigIndex: 8, Voters: []string{"a", "b"}})
-	r, ok := p.RemovedBy()
+	r, ok := p.cfg.Lease.Removed()
 	if !ok || r.By != "a" || r.Index != 8 || !slices.Equal(r.Voters, []string{"a", "b"}) {
-		t.Errorf("RemovedBy = %+v, %v; want a's configuration 8 of voters a, b (of equal ones, the first by name)", r, ok)
+		t.Errorf("Removed = %+v, %v; want a's configuration 8 of voters a, b (of equal ones, the first by name)", r, ok)
 	}
 	p.receive("b", &raftv1.View{Seq: 2, ConfigIndex: 9, Voters: []string{"a", "b", "d"}})
-	if r, _ := p.RemovedBy(); r.By != "b" || r.Index != 9 {
-		t.Errorf("RemovedBy = %+v; want the newest configuration, b's 9", r)
+	if r, _ := p.cfg.Lease.Removed(); r.By != "b" || r.Index != 9 {
+		t.Errorf("Removed = %+v; want the newest configuration, b's 9", r)
 	}
 
-	// Views older than the grace say nothing any more.
-	clk.t += 351 * ms
-	if r, ok := p.RemovedBy(); ok {
+	// Views older than a lease say nothing any more.
+	clk.t += 251 * ms
+	if r, ok := p.cfg.Lease.Removed(); ok {
 		t.Errorf("removed by %+v, from views older than the grace", r)
 	}
 	p.receive("b", &raftv1.View{Seq: 3, ConfigIndex: 9, Voters: []string{"a", "b", "d"}})
@@ -573,7 +573,7 @@ func TestRemovedByAPeersNewerConfiguration(t *testing.T) {
 	index = 9
 	p.refresh()
 	p.round(context.Background())
-	if r, ok := p.RemovedBy(); ok {
+	if r, ok := p.cfg.Lease.Removed(); ok {
 		t.Errorf("removed by %+v, though its own configuration is as new", r)
 	}
 	// A member that is no voter here (joining as a non-voter) claims nothing.
@@ -581,7 +581,8 @@ func TestRemovedByAPeersNewerConfiguration(t *testing.T) {
 	index = 4
 	p.refresh()
 	p.round(context.Background())
-	if r, ok := p.RemovedBy(); ok {
+	p.receive("a", &raftv1.View{Seq: 4, ConfigIndex: 10, Voters: []string{"a", "b"}})
+	if r, ok := p.cfg.Lease.Removed(); ok {
 		t.Errorf("removed by %+v, though it is no voter in its own configuration", r)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgelb/edgelb/internal/apimd"
-	"github.com/edgelb/edgelb/lbd/liveness"
+	"github.com/edgelb/edgelb/lbd/lease"
 	"github.com/edgelb/edgelb/raft/errinfo"
 	"github.com/edgelb/edgelb/raft/node"
 )
@@ -182,12 +182,12 @@ func (s *Server) leaderless(ctx context.Context, hint string) *status.Status {
 		len(up), n, strings.Join(up, ", "), rev, ago(contact), hint)
 }
 
-// removedBy is a peer's word that this member was removed (Options.RemovedBy).
-func (s *Server) removedBy() (liveness.Removal, bool) {
-	if s.opts.RemovedBy == nil {
-		return liveness.Removal{}, false
+// removedBy is a peer's word that this member was removed (Options.Removed).
+func (s *Server) removedBy() (lease.Removal, bool) {
+	if s.opts.Removed == nil {
+		return lease.Removal{}, false
 	}
-	return s.opts.RemovedBy()
+	return s.opts.Removed()
 }
 
 // removed reports whether this member's configuration, or a peer's newer

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/edgelb/edgelb/lbd/liveness"
+	"github.com/edgelb/edgelb/lbd/lease"
 	"github.com/edgelb/edgelb/lbd/validate"
 	raftv1 "github.com/edgelb/edgelb/proto/edgelb/raft/v1"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
@@ -59,10 +59,10 @@ type Options struct {
 	// LastLeaderContact is the last leader contact the daemon persisted,
 	// which survives a restart (raft's own starts at zero); for messages.
 	LastLeaderContact func() time.Time
-	// RemovedBy reports a peer whose newer raft configuration leaves this
+	// Removed reports a member whose newer raft configuration leaves this
 	// member out, while its own still holds it: it was removed and never
 	// learnt it (nil: never). Such a member refuses as removed.
-	RemovedBy func() (liveness.Removal, bool)
+	Removed func() (lease.Removal, bool)
 	// LeaderWait bounds how long a write waits for a leader to appear
 	// before it fails with Unavailable (0: defaultLeaderWait).
 	LeaderWait time.Duration
