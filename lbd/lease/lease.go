@@ -149,15 +149,18 @@ type Removal struct {
 func (l *Lease) Removed() (Removal, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.removed(l.clock.Now())
-}
-
-func (l *Lease) removed(now time.Duration) (Removal, bool) {
-	by, r := l.newest(now)
-	if by == "" || !slices.Contains(l.voters, l.self) || slices.Contains(r.voters, l.self) {
+	by, r := l.newest(l.clock.Now())
+	if !l.removed(by, r) {
 		return Removal{}, false
 	}
 	return Removal{By: by, Index: r.index, Voters: slices.Clone(r.voters)}, true
+}
+
+// removed reports whether r, the newest report (by its reporter, "" for
+// none), leaves this member out while its own configuration lists it as a
+// voter (l.mu held).
+func (l *Lease) removed(by string, r report) bool {
+	return by != "" && slices.Contains(l.voters, l.self) && !slices.Contains(r.voters, l.self)
 }
 
 // Revoke ends the lease now: every answer counted so far is forgotten. A
@@ -193,10 +196,10 @@ func (l *Lease) expiry(now time.Duration) (time.Duration, bool) {
 	if len(l.voters) == 0 {
 		return 0, false // no configuration known yet: nothing to be a majority of
 	}
-	if _, ok := l.removed(now); ok {
+	by, newer := l.newest(now)
+	if l.removed(by, newer) {
 		return 0, false // the others' answers hold nothing for a removed member
 	}
-	by, newer := l.newest(now)
 	exp, ok := l.expiryUnder(l.voters, now)
 	if ok && by != "" {
 		e2, ok2 := l.expiryUnder(newer.voters, now)
