@@ -21,15 +21,19 @@ import (
 func TestCarriedLeaseAfterRestart(t *testing.T) {
 	cfg := config.Default()
 	cfg.Ownership.Lease.Duration = time.Second
-	write := func(s string) *Daemon {
+	type loaded struct {
+		carried     time.Time
+		lastContact time.Time
+	}
+	write := func(s string) loaded {
 		t.Helper()
 		cfg.DataDir = t.TempDir()
 		if err := os.WriteFile(filepath.Join(cfg.DataDir, "last-contact"), []byte(s), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		d := &Daemon{cfg: cfg}
-		d.loadContact()
-		return d
+		left := d.loadContact()
+		return loaded{carried: time.Now().Add(left), lastContact: d.lastContact}
 	}
 	boot, err := lease.BootNow()
 	if err != nil {

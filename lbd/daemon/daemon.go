@@ -96,12 +96,10 @@ type Daemon struct {
 	// they tell peers a member is about to serve, not stuck (reportsServing).
 	catchingUp atomic.Pointer[time.Time]
 	loopBeat   atomic.Int64
-	// lastContact is the last time this member held its lease (persisted);
-	// carried is how long, from the start, a lease renewed before a restart
-	// still lets it keep the addresses the kernel holds.
+	// lastContact is the last time this member held its lease (persisted).
+	// What was left of that lease is carried into d.lease at the start.
 	contactMu   sync.Mutex
 	lastContact time.Time
-	carried     time.Time
 	// caughtUp is set once the local FSM has applied everything the cluster
 	// had committed when this member started; before that the FSM may show a
 	// past state (log replay), which the data plane must not follow.
@@ -305,7 +303,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 	}()
 	log.Info("lbd started", "id", cfg.ID, "api", cfg.APIAddr, "raft", n.RaftAddr(), "data_plane", name, "data_dir", cfg.DataDir, "version", Version)
 
-	d.loadContact()
+	d.lease.Carry(d.loadContact())
 	bg, cancel := context.WithCancel(context.Background())
 	d.stopBG = cancel
 	if len(cfg.Join) > 0 && !n.HadState() {
@@ -515,6 +513,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	feed := d.feed
 	var changed <-chan struct{}
 	lastIter := time.Now()
+	probeTick := time.NewTicker(max(d.cfg.Ownership.ProbeInterval.Duration, time.Millisecond))
+	defer probeTick.Stop()
 	for {
 		wd.alive()
 		// A gap longer than the lease since the last iteration means this
@@ -555,8 +555,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			// a member whose lease ran out (or that restarted) may have lost
 			// its VIPs meanwhile, and serves again only once caught up.
 			wait := 50 * time.Millisecond
-			if exp := d.carried; time.Now().Before(exp) {
-				d.renew(lh, exp)
+			if left := d.lease.CarriedLeft(); left > 0 {
+				d.renew(lh, time.Now().Add(left))
 			} else {
 				d.servingUntil.Store(&time.Time{})
 				// Fence on addresses only. Before the first entries apply
@@ -681,7 +681,9 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			if r, removed := d.lease.Removed(); removed && !fenced {
 				d.log.Warn("removed from the cluster: a member's newer raft configuration leaves this member out; not serving VIPs (rejoin it with an empty data dir)",
 					"by", r.By, "config_index", r.Index, "voters", r.Voters, "owned", owned)
-			} else if !fenced && owned > 0 {
+			} else if !fenced && (owned > 0 || feed.full && d.node.FSM.OwnerLoad()[d.cfg.ID] > 0) {
+				// (A feed not yet read, as on the first look after the
+				// start, counts no owned services: the FSM does.)
 				d.log.Warn("no majority of the voters answered this member's probes within the lease; not serving VIPs", "lease", lease, "owned", owned,
 					"heard_ago", d.live.Reachable())
 			}
@@ -776,22 +778,39 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				wait = min(wait, max(time.Until(d.lease.Until()), 0)+time.Millisecond)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-			// Let a burst of commits land so one pass covers them all.
-			time.Sleep(coalesce)
-			nextPass = time.Time{}
-		case <-liveChanged:
-			// A lost owner's VIPs may be this member's to take over.
-			liveChanged = nil
-		case <-lapsed:
-			// The fence withdrew addresses (this loop was late to renew):
-			// a pass puts back those this member still owns, once it has
-			// caught up (the gap check above) and is in contact.
-			nextPass = time.Time{}
-		case <-time.After(max(wait, 0)):
+		// Fenced, the loop also looks at the probe rate for the lease to
+		// come back (only a probe answer renews it): serving resumes within
+		// a probe interval of it, not at the next pass, lease/4 away (30 s
+		// of a 2-minute lease).
+		var leaseBack <-chan time.Time
+		if fenced {
+			leaseBack = probeTick.C
+		}
+		timeout := time.After(max(wait, 0))
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				// Let a burst of commits land so one pass covers them all.
+				time.Sleep(coalesce)
+				nextPass = time.Time{}
+			case <-liveChanged:
+				// A lost owner's VIPs may be this member's to take over.
+				liveChanged = nil
+			case <-lapsed:
+				// The fence withdrew addresses (this loop was late to renew):
+				// a pass puts back those this member still owns, once it has
+				// caught up (the gap check above) and is in contact.
+				nextPass = time.Time{}
+			case <-leaseBack:
+				if !d.lease.Valid() {
+					continue
+				}
+			case <-timeout:
+			}
+			break waiting
 		}
 	}
 }
@@ -954,6 +973,9 @@ func (d *Daemon) reportsServing() bool {
 
 // livenessPeers is the raft configuration, for the probes.
 func (d *Daemon) livenessPeers() ([]liveness.Peer, uint64) {
+	if id := testHookProbesHeld.Load(); id != nil && *id == d.cfg.ID {
+		return nil, 0
+	}
 	servers, index, err := d.node.ServersAt()
 	if err != nil {
 		return nil, 0
@@ -975,7 +997,7 @@ func (d *Daemon) persistedContact() time.Time {
 
 // contactLoop persists, on its own clock, the last time this member held
 // its lease: a restart quicker than what was left of it keeps the addresses
-// the kernel holds until then (see carried). With a lease of a few hundred
+// the kernel holds until then (lease.Lease.Carry). With a lease of a few hundred
 // milliseconds hardly any restart is that quick; the record then only tells
 // the API's diagnostics when this member was last in contact.
 func (d *Daemon) contactLoop(ctx context.Context) {
@@ -996,13 +1018,15 @@ func (d *Daemon) contactLoop(ctx context.Context) {
 }
 
 // contactFile records the last time this member knew it was in contact, so
-// the lease survives a restart (see carried).
+// the lease survives a restart (lease.Lease.Carry).
 func (d *Daemon) contactFile() string { return filepath.Join(d.cfg.DataDir, "last-contact") }
 
-func (d *Daemon) loadContact() {
+// loadContact reads the record of the last contact: it sets lastContact, and
+// returns what is left now of the lease held then (0 when nothing is).
+func (d *Daemon) loadContact() time.Duration {
 	b, err := os.ReadFile(d.contactFile())
 	if err != nil {
-		return
+		return 0
 	}
 	// "<when, unix ns> <lease left then, ns> <boot id> <CLOCK_BOOTTIME ns>".
 	// The wall time is for the API's diagnostics only; what is carried is
@@ -1011,29 +1035,29 @@ func (d *Daemon) loadContact() {
 	// without the boot fields) carry nothing.
 	f := strings.Fields(string(b))
 	if len(f) == 0 {
-		return
+		return 0
 	}
 	ns, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil {
-		return
+		return 0
 	}
 	// Never trust a recorded time from the future (clock stepped back).
 	if t := time.Unix(0, ns); t.Before(time.Now()) {
 		d.lastContact = t
 	}
 	if len(f) < 4 {
-		return
+		return 0
 	}
 	left, err1 := strconv.ParseInt(f[1], 10, 64)
 	boot, err2 := strconv.ParseInt(f[3], 10, 64)
 	now, err3 := lease.BootNow()
 	if err1 != nil || err2 != nil || err3 != nil {
-		return
+		return 0
 	}
 	// What is left of the lease recorded there — never more than the lease
 	// had left when it was written, nor more than a lease.
-	d.carried = time.Now().Add(lease.CarriedBoot(lease.Boot{ID: f[2], Time: time.Duration(boot)}, now,
-		time.Duration(left), d.cfg.Ownership.Lease.Duration))
+	return lease.CarriedBoot(lease.Boot{ID: f[2], Time: time.Duration(boot)}, now,
+		time.Duration(left), d.cfg.Ownership.Lease.Duration)
 }
 
 // noteContact persists t, at most a few times per lease and never more than

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgelb/edgelb/lbd/config"
@@ -50,3 +51,8 @@ func (d *Daemon) testStall(ctx context.Context, log *slog.Logger) {
 
 // testHookStalled, when set by a test, runs as a pass starts to be held.
 var testHookStalled func()
+
+// testHookProbesHeld, when set by a test, names a member whose prober is
+// given no configuration, so it sends no probe and its lease gets no answer:
+// a first probe round slower than the catch-up after a start.
+var testHookProbesHeld atomic.Pointer[string]

@@ -281,6 +281,54 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
+// A lease carried over a restart holds without answers, before the
+// configuration is known and after, until what was left of it runs out;
+// answers extend it as usual; a Revoke or a removal ends it.
+func TestCarry(t *testing.T) {
+	c := &fakeClock{t: time.Second}
+	l := New("a", 250*ms, c)
+	if l.Valid() || l.CarriedLeft() > 0 {
+		t.Fatal("valid with nothing carried")
+	}
+	l.Carry(100 * ms)
+	if !l.Valid() || l.Remaining() != 100*ms || l.CarriedLeft() != 100*ms {
+		t.Fatalf("carried 100ms: valid %v, remaining %v, carried left %v", l.Valid(), l.Remaining(), l.CarriedLeft())
+	}
+	l.SetVoters([]string{"a", "b", "c"}) // the configuration is read after the start
+	c.t += 60 * ms
+	if got := l.Remaining(); got != 40*ms {
+		t.Errorf("remaining %v 60ms into a carried 100ms, want 40ms", got)
+	}
+	c.t += 40 * ms
+	if l.Valid() {
+		t.Error("valid once the carried lease ran out with no answer")
+	}
+	// Answers past the carried part extend it; the carried part outlasting
+	// them still counts.
+	l.Carry(200 * ms)
+	l.Answered("b", c.t-200*ms)
+	l.Answered("c", c.t-200*ms)
+	if got := l.Remaining(); got != 200*ms {
+		t.Errorf("remaining %v: the carried 200ms outlast answers renewing for 50ms", got)
+	}
+	l.Answered("b", c.t)
+	if got := l.Remaining(); got != 250*ms {
+		t.Errorf("remaining %v after a fresh majority, want the full 250ms", got)
+	}
+	l.Revoke()
+	if l.Valid() || l.CarriedLeft() > 0 {
+		t.Error("a revoked lease still holds what was carried")
+	}
+	// A removed member's carried lease holds nothing either.
+	r := New("c", 250*ms, c)
+	r.SetConfig(5, []string{"a", "b", "c"})
+	r.Carry(200 * ms)
+	r.Reported("a", 8, []string{"a", "b"})
+	if r.Valid() {
+		t.Error("a removed member's carried lease is valid")
+	}
+}
+
 func TestCarriedBoot(t *testing.T) {
 	rec := Boot{ID: "x", Time: 10 * time.Second}
 	for _, tc := range []struct {
