@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -92,8 +93,12 @@ func TestLongLeaseRecordedEverySecond(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	d := &Daemon{cfg: cfg}
 	t0 := time.Now()
-	d.noteContact(t0, 2*time.Minute)
-	d.noteContact(t0.Add(1100*time.Millisecond), 2*time.Minute-100*time.Millisecond)
+	boot, err := lease.BootNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.noteContact(t0, boot, 2*time.Minute)
+	d.noteContact(t0.Add(1100*time.Millisecond), boot, 2*time.Minute-100*time.Millisecond)
 	b, err := os.ReadFile(d.contactFile())
 	if err != nil {
 		t.Fatalf("no record after the first contact: %v", err)
@@ -101,5 +106,43 @@ func TestLongLeaseRecordedEverySecond(t *testing.T) {
 	want := fmt.Sprintf("%d %d ", t0.Add(1100*time.Millisecond).UnixNano(), int64(2*time.Minute-100*time.Millisecond))
 	if !strings.HasPrefix(string(b), want) {
 		t.Errorf("record %q: want the contact 1.1 s later (%q…)", b, want)
+	}
+}
+
+// A lease ended early (a Revoke: a peer claimed this member's VIPs) is not
+// carried by a restart: the record is rewritten to carry nothing, keeping
+// the time of the last contact for the diagnostics.
+func TestEndedLeaseIsNotCarried(t *testing.T) {
+	cfg := config.Default()
+	cfg.Ownership.Lease.Duration = time.Minute
+	cfg.DataDir = t.TempDir()
+	boot, err := lease.BootNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	then := time.Now().Add(-time.Second)
+	rec := fmt.Sprintf("%d %d %s %d", then.UnixNano(), int64(time.Minute), boot.ID, int64(boot.Time-time.Second))
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "last-contact"), []byte(rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{cfg: cfg, lease: lease.New(cfg.ID, cfg.Ownership.Lease.Duration, nil)}
+	d.lease.Carry(d.loadContact())
+	if !d.lease.Valid() {
+		t.Fatal("nothing carried from a record of a second ago")
+	}
+	d.lease.Revoke()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.contactLoop(ctx); close(done) }()
+	waitFor(t, 10*time.Second, "the record rewritten", func() bool {
+		again := &Daemon{cfg: cfg}
+		return again.loadContact() == 0
+	})
+	cancel()
+	<-done
+	again := &Daemon{cfg: cfg}
+	again.loadContact()
+	if got := again.lastContact.UnixNano(); got != then.UnixNano() {
+		t.Errorf("last contact %s after the rewrite, want the recorded %s", again.lastContact, then)
 	}
 }

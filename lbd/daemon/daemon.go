@@ -100,6 +100,8 @@ type Daemon struct {
 	// What was left of that lease is carried into d.lease at the start.
 	contactMu   sync.Mutex
 	lastContact time.Time
+	// recordedLeft: the record on disk carries some lease.
+	recordedLeft bool
 	// caughtUp is set once the local FSM has applied everything the cluster
 	// had committed when this member started; before that the FSM may show a
 	// past state (log replay), which the data plane must not follow.
@@ -206,6 +208,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 		e.SetActiveActive(func(vs *edgelbv1.VirtualService) bool { return bgp.Mode(vs, bgp.Pools(n.FSM.Pools())) })
 	}
 	d.lease = lease.New(cfg.ID, cfg.Ownership.Lease.Duration, lease.System)
+	// Before the peers' service starts: a claim's Revoke must not come
+	// before what it revokes.
+	d.lease.Carry(d.loadContact())
 	var push func(context.Context, string, []netip.Addr) (map[netip.Addr]int, error)
 	if hp, ok := dp.(handoverPusher); ok {
 		// A VIP's new owner asks this member, its old owner, for the
@@ -303,7 +308,6 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 	}()
 	log.Info("lbd started", "id", cfg.ID, "api", cfg.APIAddr, "raft", n.RaftAddr(), "data_plane", name, "data_dir", cfg.DataDir, "version", Version)
 
-	d.lease.Carry(d.loadContact())
 	bg, cancel := context.WithCancel(context.Background())
 	d.stopBG = cancel
 	if len(cfg.Join) > 0 && !n.HadState() {
@@ -782,8 +786,12 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		// come back (only a probe answer renews it): serving resumes within
 		// a probe interval of it, not at the next pass, lease/4 away (30 s
 		// of a 2-minute lease).
+		// Serving, it does the same once the fence's deadline is nearer
+		// than the next renewal: a lease that rests on what a restart
+		// carried, or on late answers, is extended by the next answer, and
+		// the fence must hear of it before its deadline, not a moment after.
 		var leaseBack <-chan time.Time
-		if fenced {
+		if fenced || lh != nil && time.Until(d.servingUntilTime()) < renewWait {
 			leaseBack = probeTick.C
 		}
 		timeout := time.After(max(wait, 0))
@@ -805,8 +813,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				// caught up (the gap check above) and is in contact.
 				nextPass = time.Time{}
 			case <-leaseBack:
-				if !d.lease.Valid() {
-					continue
+				if fenced && !d.lease.Valid() || !fenced && d.lease.Until().Sub(d.servingUntilTime()) < time.Millisecond {
+					continue // nothing new for the fence
 				}
 			case <-timeout:
 			}
@@ -839,6 +847,14 @@ func leaseHolderOf(dp DataPlane) leaseHolder {
 }
 
 // renew extends the fence's lease to exp, when the data plane has a fence.
+// servingUntilTime is the deadline last given to the fence (zero: none).
+func (d *Daemon) servingUntilTime() time.Time {
+	if u := d.servingUntil.Load(); u != nil {
+		return *u
+	}
+	return time.Time{}
+}
+
 func (d *Daemon) renew(lh leaseHolder, exp time.Time) {
 	d.servingUntil.Store(&exp)
 	if lh == nil {
@@ -1008,11 +1024,23 @@ func (d *Daemon) contactLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if left := d.lease.Remaining(); left > 0 {
-				d.contactMu.Lock()
-				d.noteContact(time.Now(), left)
-				d.contactMu.Unlock()
+			// The boot clock is read first: the time until the lease is
+			// read counts against what is recorded, never for it.
+			boot, err := lease.BootNow()
+			if err != nil {
+				continue // nothing a restart could trust: it carries no lease
 			}
+			now := time.Now()
+			left := d.lease.Remaining()
+			d.contactMu.Lock()
+			if left > 0 {
+				d.noteContact(now, boot, left)
+			} else if d.recordedLeft {
+				// Ended early (a Revoke, a removal) or run out: a restart
+				// must not carry what the record still says.
+				d.writeContact(d.lastContact, boot, 0)
+			}
+			d.contactMu.Unlock()
 		}
 	}
 }
@@ -1056,8 +1084,10 @@ func (d *Daemon) loadContact() time.Duration {
 	}
 	// What is left of the lease recorded there — never more than the lease
 	// had left when it was written, nor more than a lease.
-	return lease.CarriedBoot(lease.Boot{ID: f[2], Time: time.Duration(boot)}, now,
+	carried := lease.CarriedBoot(lease.Boot{ID: f[2], Time: time.Duration(boot)}, now,
 		time.Duration(left), d.cfg.Ownership.Lease.Duration)
+	d.recordedLeft = carried > 0
+	return carried
 }
 
 // noteContact persists t, at most a few times per lease and never more than
@@ -1072,15 +1102,18 @@ func contactEvery(lease time.Duration) time.Duration {
 	return min(max(lease/4, 10*time.Millisecond), time.Second)
 }
 
-func (d *Daemon) noteContact(t time.Time, left time.Duration) {
+func (d *Daemon) noteContact(t time.Time, boot lease.Boot, left time.Duration) {
 	if t.Sub(d.lastContact) < min(max(d.cfg.Ownership.Lease.Duration/8, 250*time.Millisecond), time.Second) {
 		return
 	}
-	boot, err := lease.BootNow()
-	if err != nil {
-		return // nothing a restart could trust: it carries no lease
-	}
+	d.writeContact(t, boot, left)
+}
+
+// writeContact records that at t (boot: the boot clock then) this member
+// held its lease with left to run (contactMu held).
+func (d *Daemon) writeContact(t time.Time, boot lease.Boot, left time.Duration) {
 	d.lastContact = t
+	d.recordedLeft = left > 0
 	tmp := d.contactFile() + ".tmp"
 	rec := fmt.Sprintf("%d %d %s %d", t.UnixNano(), int64(left), boot.ID, int64(boot.Time))
 	if os.WriteFile(tmp, []byte(rec), 0o600) == nil {

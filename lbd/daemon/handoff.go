@@ -23,7 +23,7 @@ type handOverer interface{ HandingOver() bool }
 // failover that waits for the grace. The reconcile loop still runs and does
 // the move; pinned VIPs stay (they have nowhere to go).
 func (d *Daemon) handOff() {
-	if !d.caughtUp.Load() || !d.lease.Valid() {
+	if !d.caughtUp.Load() || !d.lease.InContact() {
 		return // out of contact, the cluster could not commit the move anyway
 	}
 	d.handOffVIPs()

@@ -42,7 +42,7 @@ func (d *Daemon) startOps() error {
 	}
 	o.m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "edgelb", Subsystem: "ownership", Name: "in_contact",
-		Help: "1 while this member holds its quorum lease (a majority of voters answered its probes within ownership.lease); 0: it withholds its VIPs. Kept beside edgelb_ownership_lease_valid for existing dashboards.",
+		Help: "1 while this member holds its quorum lease (a majority of voters answered its probes within ownership.lease, or, right after a restart, what was left of the lease it held before); 0: it withholds its VIPs. Kept beside edgelb_ownership_lease_valid for existing dashboards.",
 	}, func() float64 {
 		if d.lease.Valid() {
 			return 1

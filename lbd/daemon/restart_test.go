@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,15 +12,46 @@ import (
 	"time"
 
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/lease"
 	edgelbv1 "github.com/edgelb/edgelb/proto/edgelb/v1"
 )
 
-// ownerDP is a data plane that records the owner of every pass and every
-// withdrawal.
+// ownerDP is a data plane with a fence that records the owner of every
+// pass, every withdrawal and every renewal.
 type ownerDP struct {
 	mu       sync.Mutex
 	owners   []string
 	withdraw int
+	renewals []renewal
+}
+
+// renewal is one "serve until" the fence was given, and when.
+type renewal struct{ at, until time.Time }
+
+func (f *ownerDP) Renew(until time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.renewals = append(f.renewals, renewal{time.Now(), until})
+	return nil
+}
+func (f *ownerDP) Lapsed() <-chan struct{} { return nil }
+func (f *ownerDP) Keep()                   {}
+
+// lapse is the first moment the fence would have withdrawn: a deadline
+// that passed before the next renewal (or before now); zero when none did.
+func (f *ownerDP) lapse() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, r := range f.renewals {
+		next := time.Now()
+		if i+1 < len(f.renewals) {
+			next = f.renewals[i+1].at
+		}
+		if r.until.Before(next) {
+			return r.until
+		}
+	}
+	return time.Time{}
 }
 
 func (f *ownerDP) Reconcile(_ context.Context, _ []*edgelbv1.VirtualService, owner string) error {
@@ -48,9 +80,11 @@ func (f *ownerDP) passes() (owners []string, withdrawals int) {
 // catch-up and until its first probe answers, on the lease it carried over
 // the restart: caught up before a majority answered (0.4 s after the start,
 // in the guest), it withdrew a pinned VIP under traffic and left it down.
-// Restarted with nothing carried it fences (fail closed) and serves again
-// within a probe interval of the answers, not at its next pass a quarter of
-// a lease later (30 s of the 2-minute lease here).
+// When the answers come before what was carried runs out, the fence hears
+// of the longer lease before its deadline. Restarted with nothing carried
+// it fences (fail closed) and serves again within a probe interval of the
+// answers, not at its next pass a quarter of a lease later (30 s of the
+// 2-minute lease here).
 func TestRestartWithinTheLeaseKeepsServing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three members and restarts one")
@@ -117,6 +151,30 @@ func TestRestartWithinTheLeaseKeepsServing(t *testing.T) {
 	}
 	if d.lease.Remaining() < time.Minute {
 		t.Errorf("lease left %s after a restart of a second or so; want what was carried, most of 2m", d.lease.Remaining())
+	}
+
+	// Little carried (3 s, a tenth of the renewal interval), then answers:
+	// the fence's deadline moves on before it passes.
+	d = restart(func() {
+		boot, err := lease.BootNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := fmt.Sprintf("%d %d %s %d", time.Now().UnixNano(), int64(3*time.Second), boot.ID, int64(boot.Time))
+		if err := os.WriteFile(contact, []byte(rec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	testHookProbesHeld.Store(nil)
+	carriedEnd := time.Now().Add(d.lease.CarriedLeft())
+	waitFor(t, 10*time.Second, "answers renew the lease past what was carried", func() bool { return d.lease.InContact() })
+	time.Sleep(time.Until(carriedEnd) + 500*time.Millisecond)
+	if at := dpOf(cfg.ID).lapse(); !at.IsZero() {
+		t.Errorf("the fence's deadline passed at %s (what was carried ended at %s) before a renewal: it would have withdrawn the VIP",
+			at.Format("15:04:05.000"), carriedEnd.Format("15:04:05.000"))
+	}
+	if owners, withdrawals := dpOf(cfg.ID).passes(); withdrawals > 0 || slices.Contains(owners, "") || len(d.ownedVIPs()) != 1 {
+		t.Errorf("carried 3 s, then answered: %d withdrawals, passes as owners %q, serving %v; want its VIP kept throughout", withdrawals, owners, d.ownedVIPs())
 	}
 
 	// Nothing carried: it fences until a majority answers, then serves

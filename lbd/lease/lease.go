@@ -235,15 +235,34 @@ func (l *Lease) expiry(now time.Duration) (time.Duration, bool) {
 	ok := false
 	if len(l.voters) > 0 { // else no configuration known yet: nothing to be a majority of
 		exp, ok = l.expiryUnder(l.voters, now)
-		if ok && by != "" {
-			e2, ok2 := l.expiryUnder(newer.voters, now)
-			exp, ok = min(exp, e2), ok2
-		}
 	}
 	if l.carried > now && (!ok || l.carried > exp) {
 		exp, ok = l.carried, true
 	}
+	// What was carried stands in for answers under this member's own
+	// configuration only: under a newer one a peer reports (a promotion),
+	// the new voters count this member's silence from when they joined,
+	// so only their answers hold.
+	if ok && by != "" {
+		e2, ok2 := l.expiryUnder(newer.voters, now)
+		exp, ok = min(exp, e2), ok2
+	}
 	return exp, ok
+}
+
+// InContact reports whether a majority of the voters answered within the
+// lease: the lease without what a restart carried. A member that is not
+// could not get a change committed (a clean stop's hand-off) however long
+// it may still serve.
+func (l *Lease) InContact() bool {
+	now := l.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.voters) == 0 {
+		return false
+	}
+	exp, ok := l.expiryUnder(l.voters, now)
+	return ok && exp > now
 }
 
 // expiryUnder is the lease's end counted against the given voters.

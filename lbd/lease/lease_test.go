@@ -319,6 +319,32 @@ func TestCarry(t *testing.T) {
 	if l.Valid() || l.CarriedLeft() > 0 {
 		t.Error("a revoked lease still holds what was carried")
 	}
+	if l.InContact() {
+		t.Error("in contact after a Revoke")
+	}
+	c.t += 10 * ms
+	l.Carry(200 * ms)
+	if l.InContact() {
+		t.Error("in contact on a carried lease alone")
+	}
+	l.Answered("b", c.t)
+	if !l.InContact() {
+		t.Error("not in contact with a majority answering")
+	}
+	// Under a newer configuration a peer reports (d promoted), what was
+	// carried does not stand in for d's answers.
+	l.Revoke()
+	l.Carry(200 * ms)
+	l.SetConfig(5, []string{"a", "b", "c"})
+	l.Reported("b", 7, []string{"a", "b", "c", "d"})
+	l.Answered("b", c.t)
+	if l.Valid() {
+		t.Error("valid under a newer configuration on the carried lease and one of three others")
+	}
+	l.Answered("d", c.t)
+	if !l.Valid() {
+		t.Error("not valid with b and d answering under the newer configuration")
+	}
 	// A removed member's carried lease holds nothing either.
 	r := New("c", 250*ms, c)
 	r.SetConfig(5, []string{"a", "b", "c"})

@@ -53,7 +53,7 @@ var (
 	heardDesc = prometheus.NewDesc(ns+"_liveness_heard_seconds_ago",
 		"Seconds since this member last heard from a peer (a probe or an answer); beyond ownership.grace from a majority, the peer's VIPs move.", []string{"peer"}, nil)
 	leaseValidDesc = prometheus.NewDesc(ns+"_ownership_lease_valid",
-		"1 while this member holds its quorum lease (a majority of voters answered its probes within ownership.lease); 0: it withholds its VIPs.", nil, nil)
+		"1 while this member holds its quorum lease (a majority of voters answered its probes within ownership.lease, or, right after a restart, what was left of the lease it held before); 0: it withholds its VIPs.", nil, nil)
 	leaseRemainingDesc = prometheus.NewDesc(ns+"_ownership_lease_remaining_seconds",
 		"How long this member's quorum lease stays valid without another answer (0 when not valid).", nil, nil)
 )
