@@ -846,7 +846,6 @@ func leaseHolderOf(dp DataPlane) leaseHolder {
 	return lh
 }
 
-// renew extends the fence's lease to exp, when the data plane has a fence.
 // servingUntilTime is the deadline last given to the fence (zero: none).
 func (d *Daemon) servingUntilTime() time.Time {
 	if u := d.servingUntil.Load(); u != nil {
@@ -855,6 +854,7 @@ func (d *Daemon) servingUntilTime() time.Time {
 	return time.Time{}
 }
 
+// renew extends the fence's lease to exp, when the data plane has a fence.
 func (d *Daemon) renew(lh leaseHolder, exp time.Time) {
 	d.servingUntil.Store(&exp)
 	if lh == nil {

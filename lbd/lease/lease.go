@@ -251,14 +251,14 @@ func (l *Lease) expiry(now time.Duration) (time.Duration, bool) {
 }
 
 // InContact reports whether a majority of the voters answered within the
-// lease: the lease without what a restart carried. A member that is not
-// could not get a change committed (a clean stop's hand-off) however long
-// it may still serve.
+// lease: the lease without what a restart carried (and none for a removed
+// member). A member that is not could not get a change committed (a clean
+// stop's hand-off) however long it may still serve.
 func (l *Lease) InContact() bool {
 	now := l.clock.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.voters) == 0 {
+	if len(l.voters) == 0 || l.removed(l.newest(now)) {
 		return false
 	}
 	exp, ok := l.expiryUnder(l.voters, now)

@@ -349,9 +349,14 @@ func TestCarry(t *testing.T) {
 	r := New("c", 250*ms, c)
 	r.SetConfig(5, []string{"a", "b", "c"})
 	r.Carry(200 * ms)
+	r.Answered("a", c.t)
+	r.Answered("b", c.t)
 	r.Reported("a", 8, []string{"a", "b"})
 	if r.Valid() {
 		t.Error("a removed member's carried lease is valid")
+	}
+	if r.InContact() {
+		t.Error("a removed member is in contact")
 	}
 }
 
