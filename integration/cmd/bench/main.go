@@ -275,7 +275,7 @@ func sources() []source {
 				{"bgp failover, lbd SIGKILLed: new connections failing for p50", "bgp-failing-sigkill p50", "ms", "", ""},
 				{"bgp failover, lbd SIGKILLed: new connections failing for p99", "bgp-failing-sigkill p99", "ms", "≤ 1 s", ""},
 				{"bgp: established connections kept (lbd SIGKILLed)", "bgp-kept-sigkill", "%", "≥ 99 %", ""},
-				{"bgp failover, an edge's link cut: router drops its paths p50 (BFD 200 ms × 3)", "bgp-drop-linkcut p50", "ms", "", ""},
+				{"bgp failover, an edge's link cut: router drops its paths p50 (BFD 300 ms × 3, lbd's default)", "bgp-drop-linkcut p50", "ms", "", ""},
 				{"bgp failover, link cut: router drops its paths p99", "bgp-drop-linkcut p99", "ms", "", ""},
 				{"bgp failover, link cut: new connections failing for p50", "bgp-failing-linkcut p50", "ms", "", ""},
 				{"bgp failover, link cut: new connections failing for p99", "bgp-failing-linkcut p99", "ms", "≤ 1 s", ""},
