@@ -701,6 +701,7 @@ func (s *scenarios) lose(t *testing.T, vips []bgpVIP, what string, m *lab.Member
 	l := s.l
 	client := l.Topo.Client.Name
 	const held = 30 // per VIP
+	began := time.Now()
 	time.Sleep(statsSettle)
 	before := map[string]int{}
 	for _, v := range vips {
@@ -779,7 +780,7 @@ func (s *scenarios) lose(t *testing.T, vips []bgpVIP, what string, m *lab.Member
 	t.Logf("%s: router dropped %s's paths %s after; new connections failing for %s (%d failed, %d of them over a second after the drop); held: %d of %d kept (%d scheduled by %s), broken %v",
 		what, m.ID, r.drop.Round(time.Millisecond), r.failing.Round(time.Millisecond), r.failed, r.late, r.kept, r.opened, r.through, m.ID, broken)
 	if r.drop > bgpHold {
-		t.Errorf("%s: the router dropped the path after %s, later than the BGP hold time %s: neither BFD nor the session's end told it", what, r.drop, bgpHold)
+		t.Errorf("%s: the router dropped the path after %s, later than the BGP hold time %s: neither BFD nor the session's end told it%s", what, r.drop, bgpHold, l.StallNote(began))
 	}
 	if r.kept*100 < r.opened*99 {
 		t.Errorf("%s: %d of %d held connections kept, want at least 99%%", what, r.kept, r.opened)
@@ -792,7 +793,7 @@ func (s *scenarios) lose(t *testing.T, vips []bgpVIP, what string, m *lab.Member
 	}
 	for id, n := range sessionDowns(t, l, rest) {
 		if n != downs[id] {
-			t.Errorf("%s: %s, not the edge lost, had BGP sessions go down %v times in the round (a BFD or session flap)", what, id, n-downs[id])
+			t.Errorf("%s: %s, not the edge lost, had BGP sessions go down %v times in the round (a BFD or session flap)%s", what, id, n-downs[id], l.StallNote(began))
 		}
 	}
 	return r

@@ -75,6 +75,7 @@ type Lab struct {
 	// Router is the BGP lab's router (nil without Config.Router).
 	Router *Router
 	nodes  []*exec.Cmd
+	stalls *stallWatch
 }
 
 // Member is one lbd on an edge host.
@@ -131,10 +132,11 @@ func Start(cfg Config) (*Lab, error) {
 	if err := os.MkdirAll(cfg.Work, 0o755); err != nil {
 		return nil, err
 	}
-	l := &Lab{Cfg: cfg}
+	l := &Lab{Cfg: cfg, stalls: startStallWatch()}
 	t0 := time.Now()
 	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes, ClientAddrs: cfg.Clients, Router: cfg.Router != nil})
 	if err != nil {
+		l.stalls.close()
 		return nil, err
 	}
 	l.Topo = tp
@@ -142,6 +144,7 @@ func Start(cfg Config) (*Lab, error) {
 	if cfg.Router != nil {
 		t1 := time.Now()
 		if err := l.startRouter(*cfg.Router); err != nil {
+			l.Close()
 			return nil, err
 		}
 		cfg.Logf("router: BIRD up in %s (%s)", tp.Router.Name, time.Since(t1).Round(time.Millisecond))
@@ -193,6 +196,8 @@ func (l *Lab) Close() {
 			c.Process.Kill()
 		}
 	}
+	l.stalls.close()
+	l.Cfg.Logf("%s", stallSummary(l.stalls.since(time.Time{}), 5))
 }
 
 // Endpoints is the lbctl --endpoints value for the running members that are
