@@ -517,8 +517,6 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	feed := d.feed
 	var changed <-chan struct{}
 	lastIter := time.Now()
-	probeTick := time.NewTicker(max(d.cfg.Ownership.ProbeInterval.Duration, time.Millisecond))
-	defer probeTick.Stop()
 	for {
 		wd.alive()
 		// A gap longer than the lease since the last iteration means this
@@ -782,17 +780,20 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				wait = min(wait, max(time.Until(d.lease.Until()), 0)+time.Millisecond)
 			}
 		}
-		// Fenced, the loop also looks at the probe rate for the lease to
-		// come back (only a probe answer renews it): serving resumes within
-		// a probe interval of it, not at the next pass, lease/4 away (30 s
-		// of a 2-minute lease).
+		// Fenced, the loop also wakes at each probe answer for the lease to
+		// come back (only an answer renews it): serving resumes as the
+		// answer arrives, not at the next pass, lease/4 away (30 s of a
+		// 2-minute lease).
 		// Serving, it does the same once the fence's deadline is nearer
 		// than the next renewal: a lease that rests on what a restart
 		// carried, or on late answers, is extended by the next answer, and
-		// the fence must hear of it before its deadline, not a moment after.
-		var leaseBack <-chan time.Time
+		// the fence must hear of it before its deadline. Looking only at the
+		// probe rate cost up to a probe interval of a margin that, on a
+		// sub-second lease in a busy guest, was already thin: the fence
+		// withdrew, and the next pass put the VIP back, again and again.
+		var leaseBack <-chan struct{}
 		if fenced || lh != nil && time.Until(d.servingUntilTime()) < renewWait {
-			leaseBack = probeTick.C
+			leaseBack = d.lease.Answers()
 		}
 		timeout := time.After(max(wait, 0))
 	waiting:

@@ -60,6 +60,9 @@ type Lease struct {
 	// carried is when a lease renewed before a restart runs out (see
 	// Carry); zero when nothing was carried or it was revoked.
 	carried time.Duration
+	// answers gets a token each time an answer to a newer probe arrives
+	// (see Answers); one buffered token stands for any number.
+	answers chan struct{}
 }
 
 // New returns the lease of member self with the given length; it is not
@@ -68,7 +71,8 @@ func New(self string, length time.Duration, clock Clock) *Lease {
 	if clock == nil {
 		clock = System
 	}
-	return &Lease{self: self, length: length, clock: clock, sent: map[string]time.Duration{}, reports: map[string]report{}}
+	return &Lease{self: self, length: length, clock: clock, sent: map[string]time.Duration{}, reports: map[string]report{},
+		answers: make(chan struct{}, 1)}
 }
 
 // report is a configuration a peer reported, and when.
@@ -219,8 +223,20 @@ func (l *Lease) Answered(from string, sent time.Duration) {
 	}
 	if sent > l.sent[from] {
 		l.sent[from] = sent
+		select {
+		case l.answers <- struct{}{}:
+		default: // a token is already waiting
+		}
 	}
 }
+
+// Answers receives after an answer to a newer probe than that member had
+// answered before: the lease may have been extended. Tokens coalesce, so
+// one receive may stand for many answers, and a receive may find nothing
+// new (Until tells). It is for one reader, the loop that passes the lease
+// on to the fence: it hears of an extension when it arrives, not at its
+// next look, which on a sub-second lease is a large part of the margin.
+func (l *Lease) Answers() <-chan struct{} { return l.answers }
 
 // expiry is when the lease runs out (on the clock), and whether it was ever
 // renewed under the current voters.

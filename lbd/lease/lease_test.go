@@ -385,3 +385,46 @@ func TestCarriedBoot(t *testing.T) {
 		t.Errorf("BootNow = %+v, %v", b, err)
 	}
 }
+
+// Answers wakes the one reader that passes the lease on to the fence when an
+// answer to a newer probe arrives; an answer that extends nothing (an older
+// or repeated probe, a send time in the future) does not, and any number of
+// answers wait as one token.
+func TestAnswersSignalsNewerAnswers(t *testing.T) {
+	c := &fakeClock{t: time.Second}
+	l := three(c)
+	pending := func() bool {
+		select {
+		case <-l.Answers():
+			return true
+		default:
+			return false
+		}
+	}
+	if pending() {
+		t.Fatal("a token before any answer")
+	}
+	first := c.t
+	c.t += 100 * ms
+	second := c.t
+	c.t += 10 * ms
+	l.Answered("b", second)
+	l.Answered("c", second)
+	if !pending() {
+		t.Fatal("no token after answers to a newer probe")
+	}
+	if pending() {
+		t.Error("two answers left two tokens; want them coalesced into one")
+	}
+	l.Answered("b", first)  // older than what b answered before
+	l.Answered("b", second) // the same probe again
+	l.Answered("c", c.t+ms) // not a probe of ours
+	if pending() {
+		t.Error("a token for answers that extend nothing")
+	}
+	c.t += 100 * ms
+	l.Answered("b", c.t)
+	if !pending() {
+		t.Error("no token for the next probe's answer")
+	}
+}
