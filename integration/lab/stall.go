@@ -107,11 +107,15 @@ func (l *Lab) StallNote(t time.Time) string {
 	if len(ss) == 0 {
 		return ""
 	}
+	return fmt.Sprintf(" (the guest stalled meanwhile: %s)", joinStalls(ss))
+}
+
+func joinStalls(ss []Stall) string {
 	parts := make([]string, len(ss))
 	for i, s := range ss {
 		parts[i] = s.String()
 	}
-	return fmt.Sprintf(" (the guest stalled meanwhile: %s)", strings.Join(parts, ", "))
+	return strings.Join(parts, ", ")
 }
 
 // stallSummary says in one line what the stall watch saw: how many stalls
@@ -123,9 +127,5 @@ func stallSummary(ss []Stall, top int) string {
 	longest := slices.Clone(ss)
 	slices.SortFunc(longest, func(a, b Stall) int { return cmp.Compare(b.Late, a.Late) })
 	longest = longest[:min(top, len(longest))]
-	var parts []string
-	for _, s := range longest {
-		parts = append(parts, s.String())
-	}
-	return fmt.Sprintf("guest scheduling: %d thread wake-ups %s or more late; the longest %s", len(ss), StallMin, strings.Join(parts, ", "))
+	return fmt.Sprintf("guest scheduling: %d thread wake-ups %s or more late; the longest %s", len(ss), StallMin, joinStalls(longest))
 }
