@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -139,9 +140,12 @@ type FSM struct {
 	mu       sync.RWMutex
 	st       *state
 	revision uint64
-	history  []*edgelbv1.Event // oldest first, at most maxHistory
-	floor    uint64            // history holds every event after this revision
-	changed  chan struct{}     // closed and replaced on every change
+	// rev mirrors revision for Revision, which the liveness probes read
+	// on every round: they must not queue behind a writer waiting for mu.
+	rev     atomic.Uint64
+	history []*edgelbv1.Event // oldest first, at most maxHistory
+	floor   uint64            // history holds every event after this revision
+	changed chan struct{}     // closed and replaced on every change
 	// vipLog names, per revision with events, the VIPs whose services
 	// changed (before and after the change), over the same window as history.
 	vipLog []vipChange
@@ -322,6 +326,7 @@ func (f *FSM) applyLocked(idx uint64, cmd *raftv1.Command, lvl rules.Level) (*Re
 	}
 	if len(a.events) > 0 {
 		f.revision = idx
+		f.rev.Store(idx)
 		for _, e := range a.events {
 			e.Revision = idx
 		}
@@ -351,11 +356,7 @@ func (f *FSM) ClusterID() string {
 }
 
 // Revision is the log index of the last change.
-func (f *FSM) Revision() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.revision
-}
+func (f *FSM) Revision() uint64 { return f.rev.Load() }
 
 // Changed returns a channel that is closed at the next change. Take it before
 // reading, so that a change between the read and the wait is not missed.
@@ -464,6 +465,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.st = st
 	f.revision = msg.Revision
+	f.rev.Store(msg.Revision)
 	f.clusterID = msg.ClusterId
 	// History before a restore no longer describes how to reach this state.
 	f.history, f.vipLog = nil, nil
