@@ -91,6 +91,9 @@ type Daemon struct {
 	// to hold VIP addresses (what it last gave the fence); the probes tell
 	// peers whether it is serving.
 	servingUntil atomic.Pointer[time.Time]
+	// renewedAt is when the reconcile loop last renewed (its goroutine
+	// only: for the log line of a fence that lapsed).
+	renewedAt time.Time
 	// catchingUp is when the running catch-up began (zero: none runs);
 	// loopBeat is when the reconcile loop last iterated (unix ns). Together
 	// they tell peers a member is about to serve, not stuck (reportsServing).
@@ -512,6 +515,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 	// has withdrawn those VIPs (lbd/liveness SetClaims).
 	var held []string
 	renewWait := renewEvery
+	var lastPass time.Duration       // how long the latest pass took
+	var lastPassEnded time.Time      // and when it ended (for the fence's log)
 	var liveChanged <-chan struct{}  // a member became gone or came back
 	inc := changedReconcilerOf(d.dp) // nil: every pass is a full one
 	feed := d.feed
@@ -687,7 +692,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				// (A feed not yet read, as on the first look after the
 				// start, counts no owned services: the FSM does.)
 				d.log.Warn("no majority of the voters answered this member's probes within the lease; not serving VIPs", "lease", lease, "owned", owned,
-					"heard_ago", d.live.Reachable())
+					"probes", d.live.Probes())
 			}
 			if !fenced {
 				nextPass = time.Time{}
@@ -722,6 +727,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			d.testStall(ctx, d.log)
 			cctx, cancel := context.WithTimeout(ctx, time.Minute)
 			var err error
+			passBegan := time.Now()
 			switch {
 			case all != nil:
 				err = d.dp.Reconcile(cctx, all, owner)
@@ -735,6 +741,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				err = inc.ReconcileChanged(cctx, feed.take(), owner)
 			}
 			cancel()
+			lastPass, lastPassEnded = time.Since(passBegan), time.Now()
 			wait := resyncInterval
 			if err != nil {
 				failures++
@@ -813,6 +820,16 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 				// a pass puts back those this member still owns, once it has
 				// caught up (the gap check above) and is in contact.
 				nextPass = time.Time{}
+				if !fenced {
+					// Say which it was: answers too late for the lease, or
+					// a lease still good that this loop, busy, passed on
+					// too late (the last pass's length tells).
+					d.log.Warn("the fence's deadline passed before this loop renewed it; putting back the VIPs this member still owns",
+						"lease_left_now", d.lease.Remaining().Round(time.Millisecond),
+						"renewed_ago", time.Since(d.renewedAt).Round(time.Millisecond),
+						"last_pass_took", lastPass.Round(time.Millisecond), "last_pass_ended_ago", time.Since(lastPassEnded).Round(time.Millisecond),
+						"probes", d.live.Probes())
+				}
 			case <-leaseBack:
 				if fenced && !d.lease.Valid() || !fenced && d.lease.Until().Sub(d.servingUntilTime()) < time.Millisecond {
 					continue // nothing new for the fence
@@ -858,6 +875,7 @@ func (d *Daemon) servingUntilTime() time.Time {
 // renew extends the fence's lease to exp, when the data plane has a fence.
 func (d *Daemon) renew(lh leaseHolder, exp time.Time) {
 	d.servingUntil.Store(&exp)
+	d.renewedAt = time.Now()
 	if lh == nil {
 		return
 	}

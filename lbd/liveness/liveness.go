@@ -99,6 +99,8 @@ type Prober struct {
 	// here: a member that just joined is not silent since before it existed.
 	seen  map[string]time.Duration
 	views map[string]report
+	// answered: per peer, the newest probe it answered (for Probes).
+	answered map[string]answer
 	// notServing is when a member's reports began to say it holds no VIP
 	// address (reset by one saying it may).
 	notServing map[string]time.Duration
@@ -129,8 +131,13 @@ type peerConn struct {
 	addr     string
 	cc       *grpc.ClientConn
 	inflight int
-	dialed   time.Duration // on the prober's clock
+	dialed   time.Duration   // on the prober's clock
+	pending  []time.Duration // the send times of the probes in flight
 }
+
+// answer is the newest probe a peer answered: when it was sent, and its
+// round trip.
+type answer struct{ sent, rtt time.Duration }
 
 // New returns a Prober; Run starts probing.
 func New(cfg Config) *Prober {
@@ -141,7 +148,8 @@ func New(cfg Config) *Prober {
 	inc := rand.Uint64()
 	return &Prober{cfg: cfg, clock: clock, started: clock.Now(),
 		heard: map[string]time.Duration{}, seen: map[string]time.Duration{}, views: map[string]report{}, notServing: map[string]time.Duration{},
-		conns: map[string]*peerConn{}, gone: map[string]bool{}, changed: make(chan struct{}),
+		answered: map[string]answer{},
+		conns:    map[string]*peerConn{}, gone: map[string]bool{}, changed: make(chan struct{}),
 		incarnation: inc, nextEpoch: inc, claims: map[string]uint64{}, relayed: map[claimKey]uint64{},
 		kick: make(chan struct{}, 1)}
 }
@@ -316,14 +324,27 @@ func (p *Prober) Run(ctx context.Context) {
 		}
 	}()
 	p.round(ctx)
+	last := p.clock.Now()
+	timed := func() {
+		// A round later than a few intervals (this process kept off the
+		// CPU, or the round held up) shortens every lease it renews:
+		// say so, with what the round itself took.
+		began := p.clock.Now()
+		p.round(ctx)
+		if gap := began - last; gap > 3*p.cfg.Interval {
+			p.cfg.Log.Warn("liveness: probes sent late; the lease they renew is shorter by as much",
+				"since_last_round", gap.Round(time.Millisecond), "interval", p.cfg.Interval, "round_took", (p.clock.Now() - began).Round(time.Millisecond))
+		}
+		last = began
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			p.round(ctx)
+			timed()
 		case <-p.kick:
-			p.round(ctx)
+			timed()
 		case <-half.C:
 			p.evaluate()
 		}
@@ -428,16 +449,27 @@ func (p *Prober) dial(addr string) (*grpc.ClientConn, error) {
 }
 
 func (p *Prober) probe(ctx context.Context, id string, c *peerConn, req *raftv1.PingRequest) {
+	sent := p.clock.Now()
+	p.mu.Lock()
+	c.pending = append(c.pending, sent)
+	p.mu.Unlock()
+	var answered bool
+	var rtt time.Duration
 	defer func() {
 		p.mu.Lock()
 		c.inflight--
+		if i := slices.Index(c.pending, sent); i >= 0 {
+			c.pending = slices.Delete(c.pending, i, i+1)
+		}
+		if a, ok := p.answered[id]; answered && (!ok || sent > a.sent) {
+			p.answered[id] = answer{sent, rtt}
+		}
 		p.mu.Unlock()
 	}()
-	sent := p.clock.Now()
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.Lease.Length())
 	resp, err := raftv1.NewLivenessServiceClient(c.cc).Ping(cctx, req)
 	cancel()
-	rtt := p.clock.Now() - sent
+	rtt = p.clock.Now() - sent
 	if p.cfg.Observe != nil {
 		p.cfg.Observe(id, rtt, err == nil)
 	}
@@ -449,6 +481,7 @@ func (p *Prober) probe(ctx context.Context, id string, c *peerConn, req *raftv1.
 		// nothing about id.
 		return
 	}
+	answered = true
 	if claimed := p.receive(id, resp.View); !claimed {
 		p.cfg.Lease.Answered(id, sent)
 	}
@@ -469,6 +502,7 @@ func (p *Prober) prune() {
 		maps.DeleteFunc(m, func(id string, _ time.Duration) bool { return !in[id] })
 	}
 	maps.DeleteFunc(p.views, func(id string, _ report) bool { return !in[id] })
+	maps.DeleteFunc(p.answered, func(id string, _ answer) bool { return !in[id] })
 	maps.DeleteFunc(p.relayed, func(k claimKey, _ uint64) bool { return !in[k.claimant] })
 	maps.DeleteFunc(p.claims, func(id string, _ uint64) bool { return !in[id] })
 }
@@ -628,6 +662,56 @@ func (p *Prober) Reachable() map[string]time.Duration {
 		if m.ID != p.cfg.Self {
 			out[m.ID] = p.silence(m.ID, now)
 		}
+	}
+	return out
+}
+
+// ProbeState is what this member's probes to one peer show: for the log
+// line that says why its lease lapsed (answers late, or none sent).
+type ProbeState struct {
+	Heard time.Duration // since anything came from the peer
+	// Answered: since the newest probe it answered was sent, and that
+	// probe's round trip; Answered < 0 when none was answered yet.
+	Answered, RTT time.Duration
+	// InFlight probes await an answer, the oldest sent Oldest ago.
+	InFlight int
+	Oldest   time.Duration
+}
+
+func (s ProbeState) String() string {
+	b := fmt.Sprintf("heard %s ago", s.Heard.Round(time.Millisecond))
+	if s.Answered >= 0 {
+		b += fmt.Sprintf(", newest answer to a probe sent %s ago (round trip %s)", s.Answered.Round(time.Millisecond), s.RTT.Round(time.Millisecond))
+	} else {
+		b += ", no probe answered"
+	}
+	if s.InFlight > 0 {
+		b += fmt.Sprintf(", %d in flight (oldest %s)", s.InFlight, s.Oldest.Round(time.Millisecond))
+	}
+	return b
+}
+
+// Probes returns, per peer, what this member's probes to it show.
+func (p *Prober) Probes() map[string]ProbeState {
+	now := p.clock.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]ProbeState{}
+	for _, m := range p.peers {
+		if m.ID == p.cfg.Self {
+			continue
+		}
+		s := ProbeState{Heard: p.silence(m.ID, now), Answered: -1}
+		if a, ok := p.answered[m.ID]; ok {
+			s.Answered, s.RTT = now-a.sent, a.rtt
+		}
+		if c := p.conns[m.ID]; c != nil {
+			s.InFlight = len(c.pending)
+			if len(c.pending) > 0 {
+				s.Oldest = now - slices.Min(c.pending)
+			}
+		}
+		out[m.ID] = s
 	}
 	return out
 }

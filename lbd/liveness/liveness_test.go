@@ -219,10 +219,37 @@ func TestProbersOnLoopback(t *testing.T) {
 	if !probers["a"].cfg.Lease.Valid() || !probers["b"].cfg.Lease.Valid() {
 		t.Error("a or b lost its lease though the two make a majority")
 	}
+	// What a's probes show, for the log line of a lapsed lease: b answers,
+	// c's newest answer is older than the grace a waited to see it gone.
+	ps := probers["a"].Probes()
+	if b := ps["b"]; b.Answered < 0 || b.Answered > 200*ms || b.RTT <= 0 || b.RTT > b.Answered {
+		t.Errorf("a's probes of b: %v; want a probe answered within the lease, its round trip no longer than its age", b)
+	}
+	if c := ps["c"]; c.Answered < 300*ms || c.Heard < 300*ms {
+		t.Errorf("a's probes of c: %v; want no answer nor anything heard within the grace", c)
+	}
+	if _, ok := ps["a"]; ok {
+		t.Error("a's Probes lists a itself")
+	}
 	if probers["c"].cfg.Lease.Valid() {
 		time.Sleep(250 * ms)
 		if probers["c"].cfg.Lease.Valid() {
 			t.Error("c's lease still valid with no answers for longer than the lease")
+		}
+	}
+}
+
+func TestProbeStateString(t *testing.T) {
+	for _, c := range []struct {
+		s    ProbeState
+		want string
+	}{
+		{ProbeState{Heard: 2 * ms, Answered: -1}, "heard 2ms ago, no probe answered"},
+		{ProbeState{Heard: 1600 * time.Microsecond, Answered: 612 * ms, RTT: 580 * ms, InFlight: 5, Oldest: 498 * ms},
+			"heard 2ms ago, newest answer to a probe sent 612ms ago (round trip 580ms), 5 in flight (oldest 498ms)"},
+	} {
+		if got := c.s.String(); got != c.want {
+			t.Errorf("%#v: %q, want %q", c.s, got, c.want)
 		}
 	}
 }
