@@ -355,16 +355,26 @@ type Boot struct {
 
 // BootNow reads the kernel's boot id and CLOCK_BOOTTIME.
 func BootNow() (Boot, error) {
-	id, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	id, err := bootID()
 	if err != nil {
-		return Boot{}, fmt.Errorf("read the boot id: %w", err)
+		return Boot{}, err
 	}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
 		return Boot{}, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
 	}
-	return Boot{ID: strings.TrimSpace(string(id)), Time: time.Duration(ts.Nano())}, nil
+	return Boot{ID: id, Time: time.Duration(ts.Nano())}, nil
 }
+
+// bootID is read once: no process outlives its boot, and the daemon asks
+// several times a second.
+var bootID = sync.OnceValues(func() (string, error) {
+	id, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("read the boot id: %w", err)
+	}
+	return strings.TrimSpace(string(id)), nil
+})
 
 // CarriedBoot is how much of a lease that had left to run at recorded
 // (before a restart) is left at now: left minus the boot time since, or 0.
