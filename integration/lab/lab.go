@@ -76,6 +76,7 @@ type Lab struct {
 	Router *Router
 	nodes  []*exec.Cmd
 	stalls *stallWatch
+	cpu    *cpuWatch // nil unless EDGELB_LAB_CPU=1
 }
 
 // Member is one lbd on an edge host.
@@ -133,6 +134,9 @@ func Start(cfg Config) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{Cfg: cfg, stalls: startStallWatch()}
+	if os.Getenv("EDGELB_LAB_CPU") == "1" {
+		l.cpu = startCPUWatch()
+	}
 	t0 := time.Now()
 	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes, ClientAddrs: cfg.Clients, Router: cfg.Router != nil})
 	if err != nil {
@@ -198,6 +202,10 @@ func (l *Lab) Close() {
 	}
 	l.stalls.close()
 	l.Cfg.Logf("%s", stallSummary(l.stalls.since(time.Time{}), 5))
+	if l.cpu != nil {
+		l.cpu.close()
+		l.Cfg.Logf("%s", l.cpu.summary())
+	}
 }
 
 // Endpoints is the lbctl --endpoints value for the running members that are
