@@ -34,22 +34,15 @@ type procCPU struct {
 }
 
 type cpuWatch struct {
+	watcher
 	mu      sync.Mutex
 	seconds []cpuSecond
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
 }
 
 func startCPUWatch() *cpuWatch {
-	w := &cpuWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &cpuWatch{watcher: newWatcher()}
 	go w.run()
 	return w
-}
-
-func (w *cpuWatch) close() {
-	w.once.Do(func() { close(w.stop) })
-	<-w.done
 }
 
 func (w *cpuWatch) run() {

@@ -40,15 +40,13 @@ func (s Stall) String() string {
 }
 
 type stallWatch struct {
+	watcher
 	mu     sync.Mutex
 	stalls []Stall
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
 }
 
 func startStallWatch() *stallWatch {
-	w := &stallWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &stallWatch{watcher: newWatcher()}
 	go w.run()
 	return w
 }
@@ -89,11 +87,9 @@ func (w *stallWatch) since(t time.Time) []Stall {
 }
 
 func (w *stallWatch) close() {
-	if w == nil {
-		return
+	if w != nil {
+		w.watcher.close()
 	}
-	w.once.Do(func() { close(w.stop) })
-	<-w.done
 }
 
 // Stalls returns the guest's stalls (wake-ups StallMin or more late) that
