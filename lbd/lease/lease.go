@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -366,15 +367,23 @@ func BootNow() (Boot, error) {
 	return Boot{ID: id, Time: time.Duration(ts.Nano())}, nil
 }
 
-// bootID is read once: no process outlives its boot, and the daemon asks
-// several times a second.
-var bootID = sync.OnceValues(func() (string, error) {
-	id, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+// bootID is read until a read succeeds, then kept: no process outlives its
+// boot, and the daemon asks several times a second. A failed read (out of
+// file descriptors, say) is not kept, or no contact would be recorded again.
+func bootID() (string, error) {
+	if id := bootIDRead.Load(); id != nil {
+		return *id, nil
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return "", fmt.Errorf("read the boot id: %w", err)
 	}
-	return strings.TrimSpace(string(id)), nil
-})
+	id := strings.TrimSpace(string(b))
+	bootIDRead.Store(&id)
+	return id, nil
+}
+
+var bootIDRead atomic.Pointer[string]
 
 // CarriedBoot is how much of a lease that had left to run at recorded
 // (before a restart) is left at now: left minus the boot time since, or 0.

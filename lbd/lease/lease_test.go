@@ -384,6 +384,11 @@ func TestCarriedBoot(t *testing.T) {
 	if err != nil || b.ID == "" || b.Time <= 0 {
 		t.Errorf("BootNow = %+v, %v", b, err)
 	}
+	// The id is kept after the first read; the clock moves on.
+	b2, err := BootNow()
+	if err != nil || b2.ID != b.ID || b2.Time < b.Time {
+		t.Errorf("BootNow again = %+v, %v; first %+v", b2, err, b)
+	}
 }
 
 // Answers wakes the one reader that passes the lease on to the fence when an
