@@ -325,15 +325,22 @@ func (p *Prober) Run(ctx context.Context) {
 	}()
 	p.round(ctx)
 	last := p.clock.Now()
+	var warned time.Duration // when the last late round was logged
+	late := 0                // late rounds since, not logged
 	timed := func() {
 		// A round later than a few intervals (this process kept off the
 		// CPU, or the round held up) shortens every lease it renews:
-		// say so, with what the round itself took.
+		// say so, with what the round itself took. At most once a second:
+		// a starved process should not be made busier by its own log.
 		began := p.clock.Now()
 		p.round(ctx)
 		if gap := began - last; gap > 3*p.cfg.Interval {
-			p.cfg.Log.Warn("liveness: probes sent late; the lease they renew is shorter by as much",
-				"since_last_round", gap.Round(time.Millisecond), "interval", p.cfg.Interval, "round_took", (p.clock.Now() - began).Round(time.Millisecond))
+			if late++; warned == 0 || began-warned >= time.Second {
+				p.cfg.Log.Warn("liveness: probes sent late; the lease they renew is shorter by as much",
+					"since_last_round", gap.Round(time.Millisecond), "interval", p.cfg.Interval, "round_took", (p.clock.Now() - began).Round(time.Millisecond),
+					"late_rounds", late)
+				warned, late = began, 0
+			}
 		}
 		last = began
 	}
@@ -677,6 +684,10 @@ type ProbeState struct {
 	InFlight int
 	Oldest   time.Duration
 }
+
+// MarshalText is String, for JSON logs (durations would print as
+// nanoseconds).
+func (s ProbeState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 func (s ProbeState) String() string {
 	b := fmt.Sprintf("heard %s ago", s.Heard.Round(time.Millisecond))
