@@ -141,6 +141,9 @@ func Start(cfg Config) (*Lab, error) {
 	tp, err := topo.Build(topo.Config{Edges: cfg.Edges, Nodes: cfg.Nodes, ClientAddrs: cfg.Clients, Router: cfg.Router != nil})
 	if err != nil {
 		l.stalls.close()
+		if l.cpu != nil {
+			l.cpu.close()
+		}
 		return nil, err
 	}
 	l.Topo = tp
