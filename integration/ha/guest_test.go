@@ -84,14 +84,15 @@ import (
 // the probe rate took the rolling restart from 4 of 773 new connections
 // failed and 2 of 20 held reset to 1 of 879 and 20 of 20, one run each.
 // The lapse log lines then named the probes' state (docs/OPERATIONS.md,
-// "Reading a lapse"): rounds of probes ran up to 1.3 s apart and a view of
-// a few atomic loads took up to 370 ms to build — lbd kept off the guest's
-// CPU, not waiting for a lock. Four double runs that evening: one passed,
+// "Reading a lapse"): rounds of probes ran up to 1.3 s apart and a view
+// took up to 370 ms to build, as often in two atomic loads as under a lock —
+// lbd kept off the guest's CPU. Four double runs that evening: one passed,
 // three failed planned moves by 1–8 new connections. The lab's CPU log
 // (EDGELB_LAB_CPU=1) then showed why: the guest's CPU busy every second,
 // each lbd taking 150–300 ms of each at rest. Raft's commit timeout (10 ms,
-// most of an idle leader's cost) now follows the heartbeat; a run after
-// that still failed the rolling restart by 9 of 908 new connections.
+// the largest part, 38 %, of an idle leader's cost) now follows the
+// heartbeat; a run after that still failed the rolling restart by 9 of 908
+// new connections.
 // Until that profile holds, the scenarios keep the timing they are known to
 // pass with; the control-plane benchmark on real processes (integration/cluster
 // BenchmarkFailoverControlPlane) measures the defaults.
