@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,15 +72,9 @@ func FreePort(t testing.TB) int { return freeport.Loopback(t) }
 // returns a kubeconfig path; both are stopped when the test ends.
 func StartAPIServer(t testing.TB, bins, workdir string) string {
 	t.Helper()
-	// etcd uses the port and the next one (peer).
-	var eport int
-	for {
-		eport = FreePort(t)
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", eport+1)); err == nil {
-			l.Close()
-			break
-		}
-	}
+	// etcd uses the port and the next one (peer): both reserved, or the
+	// apiserver's port could be the peer port.
+	eport := freeport.LoopbackPair(t)
 	aport := FreePort(t)
 	t.Cleanup(func() { exec.Command("bash", filepath.Join(Dir(), "stop-cluster.sh"), workdir).Run() })
 	cmd := exec.Command("bash", filepath.Join(Dir(), "start-cluster.sh"), bins, workdir, fmt.Sprint(eport), fmt.Sprint(aport))
