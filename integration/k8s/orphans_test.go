@@ -190,9 +190,16 @@ func TestCCMOrphans(t *testing.T) {
 			}
 			return ""
 		})
-		if !logHas(b, "deleted orphaned VirtualService") || !logHas(b, string(doomed.UID)) {
-			t.Errorf("no log line names the deleted orphan (uid %s)", doomed.UID)
-		}
+		// The CCM logs the delete once its call returns; lbd's member that
+		// took the call answers when its own replica has applied it, which
+		// can be after the member this test reads from did (one to two raft
+		// commit timeouts): wait for the line, do not expect it at once.
+		eventually(t, "a log line naming the deleted orphan", func() string {
+			if !logHas(b, "deleted orphaned VirtualService") || !logHas(b, string(doomed.UID)) {
+				return fmt.Sprintf("no log line names the deleted orphan (uid %s)", doomed.UID)
+			}
+			return ""
+		})
 		if lb.get(t, b.tenant, keep) == nil {
 			t.Fatal("the sweep deleted the VirtualService of a Service that exists")
 		}
