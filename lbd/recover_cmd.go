@@ -82,7 +82,7 @@ func runRecover(stdout, stderr io.Writer, cfg config.Config, dir string) error {
 		ID: cfg.ID, RaftAddr: cfg.RaftAddr, DataDir: dir, Logger: log,
 		Timing: node.Timing{
 			HeartbeatTimeout: cfg.Raft.HeartbeatTimeout.Duration, ElectionTimeout: cfg.Raft.ElectionTimeout.Duration,
-			LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout.Duration, CommitTimeout: node.DefaultTiming().CommitTimeout,
+			LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout.Duration, CommitTimeout: node.CommitTimeoutFor(cfg.Raft.HeartbeatTimeout.Duration),
 		},
 	}, fsm.New(log))
 	if errors.Is(err, node.ErrDataDirInUse) {

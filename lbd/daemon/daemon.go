@@ -190,7 +190,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, options ...
 		Bootstrap: len(cfg.Join) == 0,
 		Timing: node.Timing{
 			HeartbeatTimeout: cfg.Raft.HeartbeatTimeout.Duration, ElectionTimeout: cfg.Raft.ElectionTimeout.Duration,
-			LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout.Duration, CommitTimeout: commitTimeout(cfg.Raft.HeartbeatTimeout.Duration),
+			LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout.Duration, CommitTimeout: node.CommitTimeoutFor(cfg.Raft.HeartbeatTimeout.Duration),
 		},
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold,
 		SnapshotInterval:  cfg.Raft.SnapshotInterval.Duration,
@@ -839,22 +839,6 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			break waiting
 		}
 	}
-}
-
-// commitTimeout is how long the raft leader lets pass without new entries
-// before it sends each follower an AppendEntries anyway, so that followers
-// learn the commit index (hashicorp/raft's heartbeats do not carry it): a
-// committed move reaches its new owner within one to two of these. It is
-// also the idle cost of a cluster: every follower gets an RPC each time. At
-// 10 ms that was about 130 RPCs a second on a three-member leader, the
-// largest part (38 %) of an idle leader's CPU, which in the guest, with one
-// emulated CPU for three members, kept lbd's probes off the CPU. A twentieth
-// of the heartbeat timeout (25 ms at the LAN default) scales it with the
-// profile's other timers. The cost: a write through a follower, which waits
-// for its own replica to apply it, waits one to two of these instead of 10
-// to 20 ms.
-func commitTimeout(heartbeat time.Duration) time.Duration {
-	return max(heartbeat/20, 5*time.Millisecond)
 }
 
 // testHookIteration, when set by a test, runs at the top of each iteration
