@@ -128,11 +128,11 @@ type Prober struct {
 }
 
 type peerConn struct {
-	addr     string
-	cc       *grpc.ClientConn
-	inflight int
-	dialed   time.Duration   // on the prober's clock
-	pending  []time.Duration // the send times of the probes in flight
+	addr   string
+	cc     *grpc.ClientConn
+	dialed time.Duration // on the prober's clock
+	// pending holds, per probe in flight, the time of the round that sent it.
+	pending []time.Duration
 }
 
 // answer is the newest probe a peer answered: when it was sent, and its
@@ -423,8 +423,8 @@ func (p *Prober) round(ctx context.Context) {
 		}
 		// Probes overlap when answers are slow, up to a lease's worth: an
 		// answer later than that cannot renew anything.
-		if c.inflight < int(p.cfg.Lease.Length()/p.cfg.Interval)+1 {
-			c.inflight++
+		if len(c.pending) < int(p.cfg.Lease.Length()/p.cfg.Interval)+1 {
+			c.pending = append(c.pending, now)
 			send = append(send, c)
 			ids = append(ids, m.ID)
 		}
@@ -441,7 +441,7 @@ func (p *Prober) round(ctx context.Context) {
 	}
 	req := &raftv1.PingRequest{From: p.cfg.Self, View: p.view()}
 	for i, c := range send {
-		go p.probe(ctx, ids[i], c, req)
+		go p.probe(ctx, ids[i], c, req, now)
 	}
 }
 
@@ -455,17 +455,16 @@ func (p *Prober) dial(addr string) (*grpc.ClientConn, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: max(p.cfg.Grace, time.Second)}))
 }
 
-func (p *Prober) probe(ctx context.Context, id string, c *peerConn, req *raftv1.PingRequest) {
+// probe sends one ping that the round at queued counted in c.pending.
+func (p *Prober) probe(ctx context.Context, id string, c *peerConn, req *raftv1.PingRequest, queued time.Duration) {
+	// The lease counts from here, not from the round: no later than the
+	// ping leaves, and as late as that can be.
 	sent := p.clock.Now()
-	p.mu.Lock()
-	c.pending = append(c.pending, sent)
-	p.mu.Unlock()
 	var answered bool
 	var rtt time.Duration
 	defer func() {
 		p.mu.Lock()
-		c.inflight--
-		if i := slices.Index(c.pending, sent); i >= 0 {
+		if i := slices.Index(c.pending, queued); i >= 0 {
 			c.pending = slices.Delete(c.pending, i, i+1)
 		}
 		if a, ok := p.answered[id]; answered && (!ok || sent > a.sent) {
@@ -680,7 +679,7 @@ type ProbeState struct {
 	// Answered: since the newest probe it answered was sent, and that
 	// probe's round trip; Answered < 0 when none was answered yet.
 	Answered, RTT time.Duration
-	// InFlight probes await an answer, the oldest sent Oldest ago.
+	// InFlight probes await an answer, the oldest from a round Oldest ago.
 	InFlight int
 	Oldest   time.Duration
 }
