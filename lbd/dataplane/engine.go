@@ -355,6 +355,10 @@ func (e *Engine) Close() error {
 	if e.cancel != nil {
 		e.cancel()
 	}
+	e.mu.Lock()
+	e.ho.closed = true
+	e.mu.Unlock()
+	e.ho.watcher.Wait() // it reads ARP for at most a moment more
 	if e.fence != nil {
 		e.fence.Keep()
 	}

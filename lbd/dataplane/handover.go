@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -38,6 +39,11 @@ type handovers struct {
 	pending map[netip.Addr]*handover
 	wake    chan struct{} // a new handover: the watcher takes it on
 	running bool          // the watcher runs (only while some are pending)
+	// closed: the engine closed; the watcher stops and none starts. Close
+	// leaves the kernel as it is, held VIPs too (a restarted lbd adopts
+	// them), so nothing may withdraw one after it.
+	closed  bool
+	watcher sync.WaitGroup
 	// atOnce: VIPs the next pass withdraws without a handover (EndProvisional).
 	atOnce map[netip.Addr]bool
 }
@@ -101,9 +107,9 @@ func (e *Engine) handOver(a netip.Addr, owner, tenant string) bool {
 	if e.bg != nil {
 		go e.pushSync(e.bg, a, tenant, "handover started")
 	}
-	if !e.ho.running {
+	if !e.ho.running && !e.ho.closed {
 		e.ho.running = true
-		go e.watchHandovers()
+		e.ho.watcher.Go(e.watchHandovers)
 	}
 	select {
 	case e.ho.wake <- struct{}{}:
@@ -184,6 +190,10 @@ func (e *Engine) watchHandovers() {
 func (e *Engine) endHandovers(seen netip.Addr, now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.ho.closed {
+		e.ho.running = false
+		return false
+	}
 	changed := false
 	for a, h := range e.ho.pending {
 		why := ""

@@ -30,6 +30,9 @@ func stateEngine(t *testing.T) (*Engine, *kernelIPVS, *syncAddrs) {
 	engines = append(engines, 1)
 	e := newEngine(Config{StateDir: t.TempDir(), Interface: "fake0", GARPBurst: 1, Logger: log}, k, fa, 0, &nopSender{})
 	e.lastResync = e.lastResync.Add(1 << 40) // no background re-read
+	// Closed before the state dir is removed: a clean-up after a pass still
+	// running would otherwise rewrite the record into a new dir in /tmp.
+	t.Cleanup(func() { e.Close() })
 	return e, k, fa
 }
 
