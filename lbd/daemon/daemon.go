@@ -461,10 +461,12 @@ func (d *Daemon) leaderLoop(ctx context.Context) {
 
 // healthLoop reports SERVING while the member is ready (a leader known,
 // registered, caught up), so load balancers and scripts in front of the API
-// can wait for a usable member.
+// can wait for a usable member. Readiness changes seldom; a look every
+// half second is well inside any health checker's period and keeps the
+// idle member's wake-ups down.
 func (d *Daemon) healthLoop(ctx context.Context) {
 	last := healthpb.HealthCheckResponse_UNKNOWN
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
