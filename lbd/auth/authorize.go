@@ -59,6 +59,7 @@ var methods = map[string]access{
 	"/edgelb.v1.WatchService/Watch":                         accRead,
 	"/edgelb.raft.v1.PeerService/Apply":                     accMember,
 	"/edgelb.raft.v1.LivenessService/Ping":                  accMember,
+	"/edgelb.raft.v1.LivenessService/Probe":                 accMember,
 	"/edgelb.raft.v1.LivenessService/PushConnections":       accMember,
 	"/grpc.health.v1.Health/Check":                          accInternal,
 	"/grpc.health.v1.Health/List":                           accInternal,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgelb/edgelb/lbd/auth"
 	"github.com/edgelb/edgelb/lbd/config"
+	"github.com/edgelb/edgelb/lbd/liveness"
 	"github.com/edgelb/edgelb/raft/node"
 )
 
@@ -73,6 +74,7 @@ func (s *security) servesPeerOnAPI() bool { return s.reloader != nil }
 func (s *security) peerServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.InitialWindowSize(liveness.PeerWindow), grpc.InitialConnWindowSize(liveness.PeerWindow),
 		grpc.Creds(handshaken{tls: s.reloader != nil}),
 		grpc.ChainUnaryInterceptor(s.authz.Unary),
 		grpc.ChainStreamInterceptor(s.authz.Stream),

@@ -33,6 +33,14 @@ import (
 	"github.com/edgelb/edgelb/raft/errinfo"
 )
 
+// PeerWindow is the fixed HTTP/2 flow-control window, per stream and per
+// connection, of the gRPC connections on the raft port, both ends. A fixed
+// window turns off gRPC's bandwidth-delay estimate, which sends a PING each
+// time data arrives: for a probe, a second round trip. Messages on the raft
+// port are small (probes, forwarded writes, connection pushes); 1 MiB is a
+// LAN's bandwidth-delay product many times over.
+const PeerWindow = 1 << 20
+
 // Peer is a member of the raft configuration.
 type Peer struct {
 	ID, Addr string
@@ -133,6 +141,26 @@ type peerConn struct {
 	dialed time.Duration // on the prober's clock
 	// pending holds, per probe in flight, the time of the round that sent it.
 	pending []time.Duration
+	// stream carries the probes once open (Probe); while it opens, or after
+	// it ended, they go by Ping. unary: the peer has no Probe (a release
+	// before it), so every probe on this connection is a Ping call.
+	stream  raftv1.LivenessService_ProbeClient
+	opening bool
+	unary   bool
+	// onStream: the probes sent on stream, oldest first; the peer answers
+	// them in that order. sendMu keeps Sends in that order, one at a time.
+	onStream []sentProbe
+	sendMu   sync.Mutex
+}
+
+// sentProbe is a probe on a stream: its round, and when it was sent.
+type sentProbe struct{ queued, sent time.Duration }
+
+// done drops the pending probe of the round at queued (p.mu held).
+func (c *peerConn) done(queued time.Duration) {
+	if i := slices.Index(c.pending, queued); i >= 0 {
+		c.pending = slices.Delete(c.pending, i, i+1)
+	}
 }
 
 // answer is the newest probe a peer answered: when it was sent, and its
@@ -159,25 +187,57 @@ func (p *Prober) Register(g *grpc.Server) { raftv1.RegisterLivenessServiceServer
 
 // Ping answers a peer's probe with this member's view.
 func (p *Prober) Ping(ctx context.Context, req *raftv1.PingRequest) (*raftv1.PingResponse, error) {
-	if req.From == "" {
-		return nil, status.Error(codes.InvalidArgument, "ping: from (the sender's member id) is required")
+	by, err := p.take(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if by != "" {
+		return nil, errinfo.New(codes.FailedPrecondition, errinfo.LeaseClaimed, map[string]string{errinfo.MetaClaimant: by},
+			fmt.Sprintf("ping from %s: member %s has claimed its VIPs (a provisional takeover); its lease is not renewed until the claim is dropped", req.From, by))
+	}
+	return &raftv1.PingResponse{From: p.cfg.Self, View: p.view()}, nil
+}
+
+// Probe answers a peer's pings on one stream, each in turn.
+func (p *Prober) Probe(s raftv1.LivenessService_ProbeServer) error {
+	for {
+		req, err := s.Recv()
+		if err != nil {
+			return nil // the peer closed it or went away: nothing to answer
+		}
+		by, err := p.take(s.Context(), req.GetPing())
+		if err != nil {
+			return err
+		}
+		resp := &raftv1.ProbeResponse{ClaimedBy: by}
+		if by == "" {
+			resp.Pong = &raftv1.PingResponse{From: p.cfg.Self, View: p.view()}
+		}
+		if err := s.Send(resp); err != nil {
+			return nil
+		}
+	}
+}
+
+// take checks a peer's ping and takes its view. It returns the member that
+// claims the sender's VIPs, if one does: while a claim on them stands, the
+// ping gets no answer that renews (an answer would renew its lease; it
+// ignores answers that name it as claimed, but a member of a release before
+// claims would not). Its pings still count as hearing from it.
+func (p *Prober) take(ctx context.Context, req *raftv1.PingRequest) (claimedBy string, err error) {
+	if req.GetFrom() == "" {
+		return "", status.Error(codes.InvalidArgument, "ping: from (the sender's member id) is required")
 	}
 	// With TLS the authorizer has admitted a member certificate; it must be
 	// the member the ping claims to come from, or one member could speak
 	// for another and keep its lease alive.
 	if id, ok := auth.FromContext(ctx); ok && id.Role == auth.RoleMember && id.Name != req.From {
-		return nil, status.Errorf(codes.PermissionDenied, "ping from %q on the certificate of member %q", req.From, id.Name)
+		return "", status.Errorf(codes.PermissionDenied, "ping from %q on the certificate of member %q", req.From, id.Name)
 	}
 	p.receive(req.From, req.View)
-	// While a claim on the sender's VIPs stands, its pings get no answer:
-	// an answer would renew its lease (it ignores answers that name it as
-	// claimed; a member of a release before claims would not). Its pings
-	// still count as hearing from it.
-	if by, ok := p.claimedBy(req.From); ok {
-		return nil, errinfo.New(codes.FailedPrecondition, errinfo.LeaseClaimed, map[string]string{errinfo.MetaClaimant: by},
-			fmt.Sprintf("ping from %s: member %s has claimed its VIPs (a provisional takeover); its lease is not renewed until the claim is dropped", req.From, by))
-	}
-	return &raftv1.PingResponse{From: p.cfg.Self, View: p.view()}, nil
+	p.evaluate()
+	by, _ := p.claimedBy(req.From)
+	return by, nil
 }
 
 // claimedBy returns a member that claims x's VIPs, as this member knows.
@@ -304,10 +364,11 @@ func (p *Prober) Run(ctx context.Context) {
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	defer p.closeAll()
-	// The gone set is re-evaluated at twice the probe rate, so a member's
-	// grace is acted on within half an interval of running out.
-	half := time.NewTicker(max(p.cfg.Interval/2, time.Millisecond))
-	defer half.Stop()
+	// The gone set is re-evaluated at each round and at each view that
+	// arrives (a live peer sends two an interval), so a member's grace is
+	// acted on within about half an interval of running out without a timer
+	// of its own: in the guest every wake-up costs emulated clock reads,
+	// and a ticker at twice the probe rate was a fifth of the wake-ups.
 	p.refresh()
 	go func() {
 		// Membership changes are rare and slow (a catch-up, a promotion):
@@ -350,10 +411,9 @@ func (p *Prober) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			timed()
+			p.evaluate()
 		case <-p.kick:
 			timed()
-		case <-half.C:
-			p.evaluate()
 		}
 	}
 }
@@ -393,8 +453,8 @@ func (p *Prober) round(ctx context.Context) {
 		}
 	}
 	keep := map[string]bool{}
-	var send []*peerConn
-	var ids []string
+	var send, open []*peerConn
+	var ids, openIDs []string
 	for _, m := range peers {
 		if m.ID == p.cfg.Self || m.Addr == "" {
 			continue
@@ -421,6 +481,10 @@ func (p *Prober) round(ctx context.Context) {
 			c = &peerConn{addr: m.Addr, cc: cc, dialed: now}
 			p.conns[m.ID] = c
 		}
+		if c.stream == nil && !c.opening && !c.unary {
+			c.opening = true
+			open, openIDs = append(open, c), append(openIDs, m.ID)
+		}
 		// Probes overlap when answers are slow, up to a lease's worth: an
 		// answer later than that cannot renew anything.
 		if len(c.pending) < int(p.cfg.Lease.Length()/p.cfg.Interval)+1 {
@@ -436,12 +500,18 @@ func (p *Prober) round(ctx context.Context) {
 		}
 	}
 	p.mu.Unlock()
+	for i, c := range open {
+		go p.stream(ctx, openIDs[i], c)
+	}
 	if len(send) == 0 {
 		return
 	}
 	req := &raftv1.PingRequest{From: p.cfg.Self, View: p.view()}
+	onStream := &raftv1.ProbeRequest{Ping: req}
 	for i, c := range send {
-		go p.probe(ctx, ids[i], c, req, now)
+		if !p.sendOnStream(c, onStream, now) {
+			go p.probe(ctx, ids[i], c, req, now)
+		}
 	}
 }
 
@@ -451,46 +521,127 @@ func (p *Prober) dial(addr string) (*grpc.ClientConn, error) {
 	bc := backoff.DefaultConfig
 	bc.BaseDelay = p.cfg.Interval
 	bc.MaxDelay = max(p.cfg.Grace, time.Second)
+	// Fixed flow-control windows: with the default dynamic ones gRPC
+	// measures the bandwidth-delay product by a PING each time data arrives,
+	// a second round trip per probe. Probes are a few hundred bytes; the
+	// window never limits them.
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(p.cfg.Creds),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: max(p.cfg.Grace, time.Second)}))
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: max(p.cfg.Grace, time.Second)}),
+		grpc.WithInitialWindowSize(PeerWindow), grpc.WithInitialConnWindowSize(PeerWindow))
 }
 
-// probe sends one ping that the round at queued counted in c.pending.
+// probe sends one ping, by a call of its own, that the round at queued
+// counted in c.pending.
 func (p *Prober) probe(ctx context.Context, id string, c *peerConn, req *raftv1.PingRequest, queued time.Duration) {
 	// The lease counts from here, not from the round: no later than the
 	// ping leaves, and as late as that can be.
 	sent := p.clock.Now()
-	var answered bool
-	var rtt time.Duration
-	defer func() {
-		p.mu.Lock()
-		if i := slices.Index(c.pending, queued); i >= 0 {
-			c.pending = slices.Delete(c.pending, i, i+1)
-		}
-		if a, ok := p.answered[id]; answered && (!ok || sent > a.sent) {
-			p.answered[id] = answer{sent, rtt}
-		}
-		p.mu.Unlock()
-	}()
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.Lease.Length())
 	resp, err := raftv1.NewLivenessServiceClient(c.cc).Ping(cctx, req)
 	cancel()
-	rtt = p.clock.Now() - sent
-	if p.cfg.Observe != nil {
-		p.cfg.Observe(id, rtt, err == nil)
-	}
+	rtt := p.clock.Now() - sent
+	p.mu.Lock()
+	c.done(queued)
+	p.mu.Unlock()
 	if err != nil {
+		resp = nil
+	}
+	p.settle(id, resp, sent, rtt)
+}
+
+// sendOnStream sends a ping that the round at queued counted in c.pending
+// on c's stream, and reports whether it did; if not, it goes by a call.
+func (p *Prober) sendOnStream(c *peerConn, req *raftv1.ProbeRequest, queued time.Duration) bool {
+	// A Send blocks only when the peer has stopped reading for longer than
+	// the flow-control window lasts, which the cap on probes in flight
+	// keeps from happening; should one block anyway, the next round does
+	// not wait behind it.
+	if !c.sendMu.TryLock() {
+		return false
+	}
+	defer c.sendMu.Unlock()
+	p.mu.Lock()
+	s := c.stream
+	sent := p.clock.Now() // the lease counts from here, as for a call
+	if s != nil {
+		c.onStream = append(c.onStream, sentProbe{queued, sent})
+	}
+	p.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	// An error ends the stream: its reader drops what was on it, this
+	// probe too.
+	_ = s.Send(req)
+	return true
+}
+
+// stream opens c's probe stream and reads the peer's answers until it ends.
+func (p *Prober) stream(ctx context.Context, id string, c *peerConn) {
+	s, err := raftv1.NewLivenessServiceClient(c.cc).Probe(ctx)
+	p.mu.Lock()
+	c.opening = false
+	if err == nil {
+		c.stream = s
+	}
+	p.mu.Unlock()
+	if err != nil {
+		return // the next round tries again; probes go by calls meanwhile
+	}
+	for {
+		resp, err := s.Recv()
+		now := p.clock.Now()
+		p.mu.Lock()
+		if err != nil {
+			lost := c.onStream
+			c.stream, c.onStream = nil, nil
+			for _, f := range lost {
+				c.done(f.queued)
+			}
+			// A release before Probe: Ping from now on, on this
+			// connection (a redial, after the peer's upgrade, tries again).
+			if status.Code(err) == codes.Unimplemented {
+				c.unary = true
+			}
+			p.mu.Unlock()
+			for _, f := range lost {
+				p.settle(id, nil, f.sent, now-f.sent)
+			}
+			return
+		}
+		if len(c.onStream) == 0 {
+			p.mu.Unlock()
+			continue // an answer to nothing sent: not a peer of this release
+		}
+		f := c.onStream[0]
+		c.onStream = c.onStream[1:]
+		c.done(f.queued)
+		p.mu.Unlock()
+		p.settle(id, resp.GetPong(), f.sent, now-f.sent)
+	}
+}
+
+// settle takes a peer's answer to the probe sent at sent (resp nil: none
+// came, or the peer refused it). An answer from another member renews
+// nothing.
+func (p *Prober) settle(id string, resp *raftv1.PingResponse, sent, rtt time.Duration) {
+	if p.cfg.Observe != nil {
+		p.cfg.Observe(id, rtt, resp != nil)
+	}
+	if resp == nil || resp.From != id {
+		// From differs: another member now listens at that address, and
+		// its answer says nothing about id.
 		return
 	}
-	if resp.From != id {
-		// Another member now listens at that address: its answer says
-		// nothing about id.
-		return
+	p.mu.Lock()
+	if a, seen := p.answered[id]; !seen || sent > a.sent {
+		p.answered[id] = answer{sent, rtt}
 	}
-	answered = true
+	p.mu.Unlock()
 	if claimed := p.receive(id, resp.View); !claimed {
 		p.cfg.Lease.Answered(id, sent)
 	}
+	p.evaluate()
 }
 
 // prune forgets what it knew of members that left the configuration

@@ -209,7 +209,7 @@ func TestProbersOnLoopback(t *testing.T) {
 	stop["c"]()
 	servers["c"].Stop()
 	waitFor(t, "a sees c gone", func() bool { return probers["a"].Gone("c") })
-	select { // evaluated at twice the probe rate
+	select { // evaluated at each round and each view that arrives
 	case <-changes:
 	case <-time.After(5 * time.Second):
 		t.Error("a's Changes not signalled when c went")

@@ -235,6 +235,108 @@ func (x *PingResponse) GetView() *View {
 	return nil
 }
 
+// ProbeRequest is one ping on a Probe stream.
+type ProbeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ping          *PingRequest           `protobuf:"bytes,1,opt,name=ping,proto3" json:"ping,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeRequest) Reset() {
+	*x = ProbeRequest{}
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeRequest) ProtoMessage() {}
+
+func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
+func (*ProbeRequest) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ProbeRequest) GetPing() *PingRequest {
+	if x != nil {
+		return x.Ping
+	}
+	return nil
+}
+
+// ProbeResponse answers one ping on a Probe stream.
+type ProbeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pong is the answer Ping would give; unset when the ping is refused.
+	Pong *PingResponse `protobuf:"bytes,1,opt,name=pong,proto3" json:"pong,omitempty"`
+	// claimed_by refuses the ping as Ping refuses it with FailedPrecondition
+	// (LEASE_CLAIMED): member claimed_by has claimed the sender's VIPs (a
+	// provisional takeover), so the answer renews nothing.
+	ClaimedBy     string `protobuf:"bytes,2,opt,name=claimed_by,json=claimedBy,proto3" json:"claimed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeResponse) Reset() {
+	*x = ProbeResponse{}
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeResponse) ProtoMessage() {}
+
+func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
+func (*ProbeResponse) Descriptor() ([]byte, []int) {
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ProbeResponse) GetPong() *PingResponse {
+	if x != nil {
+		return x.Pong
+	}
+	return nil
+}
+
+func (x *ProbeResponse) GetClaimedBy() string {
+	if x != nil {
+		return x.ClaimedBy
+	}
+	return ""
+}
+
 // View is what the sender knows of the cluster when it sends.
 type View struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -275,7 +377,7 @@ type View struct {
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[4]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +389,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[4]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +402,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{4}
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *View) GetHeardMs() map[string]int64 {
@@ -379,7 +481,7 @@ type Claim struct {
 
 func (x *Claim) Reset() {
 	*x = Claim{}
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[5]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +493,7 @@ func (x *Claim) String() string {
 func (*Claim) ProtoMessage() {}
 
 func (x *Claim) ProtoReflect() protoreflect.Message {
-	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[5]
+	mi := &file_edgelb_raft_v1_liveness_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +506,7 @@ func (x *Claim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Claim.ProtoReflect.Descriptor instead.
 func (*Claim) Descriptor() ([]byte, []int) {
-	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{5}
+	return file_edgelb_raft_v1_liveness_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Claim) GetOwner() string {
@@ -447,7 +549,13 @@ const file_edgelb_raft_v1_liveness_proto_rawDesc = "" +
 	"\x04view\x18\x02 \x01(\v2\x14.edgelb.raft.v1.ViewR\x04view\"L\n" +
 	"\fPingResponse\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12(\n" +
-	"\x04view\x18\x02 \x01(\v2\x14.edgelb.raft.v1.ViewR\x04view\"\xe8\x02\n" +
+	"\x04view\x18\x02 \x01(\v2\x14.edgelb.raft.v1.ViewR\x04view\"?\n" +
+	"\fProbeRequest\x12/\n" +
+	"\x04ping\x18\x01 \x01(\v2\x1b.edgelb.raft.v1.PingRequestR\x04ping\"`\n" +
+	"\rProbeResponse\x120\n" +
+	"\x04pong\x18\x01 \x01(\v2\x1c.edgelb.raft.v1.PingResponseR\x04pong\x12\x1d\n" +
+	"\n" +
+	"claimed_by\x18\x02 \x01(\tR\tclaimedBy\"\xe8\x02\n" +
 	"\x04View\x12<\n" +
 	"\bheard_ms\x18\x01 \x03(\v2!.edgelb.raft.v1.View.HeardMsEntryR\aheardMs\x12\x18\n" +
 	"\aserving\x18\x02 \x01(\bR\aserving\x12\x1a\n" +
@@ -464,9 +572,10 @@ const file_edgelb_raft_v1_liveness_proto_rawDesc = "" +
 	"\x05Claim\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1a\n" +
 	"\bclaimant\x18\x02 \x01(\tR\bclaimant\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch2\xb8\x01\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch2\x82\x02\n" +
 	"\x0fLivenessService\x12A\n" +
-	"\x04Ping\x12\x1b.edgelb.raft.v1.PingRequest\x1a\x1c.edgelb.raft.v1.PingResponse\x12b\n" +
+	"\x04Ping\x12\x1b.edgelb.raft.v1.PingRequest\x1a\x1c.edgelb.raft.v1.PingResponse\x12H\n" +
+	"\x05Probe\x12\x1c.edgelb.raft.v1.ProbeRequest\x1a\x1d.edgelb.raft.v1.ProbeResponse(\x010\x01\x12b\n" +
 	"\x0fPushConnections\x12&.edgelb.raft.v1.PushConnectionsRequest\x1a'.edgelb.raft.v1.PushConnectionsResponseB6Z4github.com/edgelb/edgelb/proto/edgelb/raft/v1;raftv1b\x06proto3"
 
 var (
@@ -481,32 +590,38 @@ func file_edgelb_raft_v1_liveness_proto_rawDescGZIP() []byte {
 	return file_edgelb_raft_v1_liveness_proto_rawDescData
 }
 
-var file_edgelb_raft_v1_liveness_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_edgelb_raft_v1_liveness_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_edgelb_raft_v1_liveness_proto_goTypes = []any{
 	(*PushConnectionsRequest)(nil),  // 0: edgelb.raft.v1.PushConnectionsRequest
 	(*PushConnectionsResponse)(nil), // 1: edgelb.raft.v1.PushConnectionsResponse
 	(*PingRequest)(nil),             // 2: edgelb.raft.v1.PingRequest
 	(*PingResponse)(nil),            // 3: edgelb.raft.v1.PingResponse
-	(*View)(nil),                    // 4: edgelb.raft.v1.View
-	(*Claim)(nil),                   // 5: edgelb.raft.v1.Claim
-	nil,                             // 6: edgelb.raft.v1.PushConnectionsResponse.SentEntry
-	nil,                             // 7: edgelb.raft.v1.View.HeardMsEntry
+	(*ProbeRequest)(nil),            // 4: edgelb.raft.v1.ProbeRequest
+	(*ProbeResponse)(nil),           // 5: edgelb.raft.v1.ProbeResponse
+	(*View)(nil),                    // 6: edgelb.raft.v1.View
+	(*Claim)(nil),                   // 7: edgelb.raft.v1.Claim
+	nil,                             // 8: edgelb.raft.v1.PushConnectionsResponse.SentEntry
+	nil,                             // 9: edgelb.raft.v1.View.HeardMsEntry
 }
 var file_edgelb_raft_v1_liveness_proto_depIdxs = []int32{
-	6, // 0: edgelb.raft.v1.PushConnectionsResponse.sent:type_name -> edgelb.raft.v1.PushConnectionsResponse.SentEntry
-	4, // 1: edgelb.raft.v1.PingRequest.view:type_name -> edgelb.raft.v1.View
-	4, // 2: edgelb.raft.v1.PingResponse.view:type_name -> edgelb.raft.v1.View
-	7, // 3: edgelb.raft.v1.View.heard_ms:type_name -> edgelb.raft.v1.View.HeardMsEntry
-	5, // 4: edgelb.raft.v1.View.claims:type_name -> edgelb.raft.v1.Claim
-	2, // 5: edgelb.raft.v1.LivenessService.Ping:input_type -> edgelb.raft.v1.PingRequest
-	0, // 6: edgelb.raft.v1.LivenessService.PushConnections:input_type -> edgelb.raft.v1.PushConnectionsRequest
-	3, // 7: edgelb.raft.v1.LivenessService.Ping:output_type -> edgelb.raft.v1.PingResponse
-	1, // 8: edgelb.raft.v1.LivenessService.PushConnections:output_type -> edgelb.raft.v1.PushConnectionsResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8,  // 0: edgelb.raft.v1.PushConnectionsResponse.sent:type_name -> edgelb.raft.v1.PushConnectionsResponse.SentEntry
+	6,  // 1: edgelb.raft.v1.PingRequest.view:type_name -> edgelb.raft.v1.View
+	6,  // 2: edgelb.raft.v1.PingResponse.view:type_name -> edgelb.raft.v1.View
+	2,  // 3: edgelb.raft.v1.ProbeRequest.ping:type_name -> edgelb.raft.v1.PingRequest
+	3,  // 4: edgelb.raft.v1.ProbeResponse.pong:type_name -> edgelb.raft.v1.PingResponse
+	9,  // 5: edgelb.raft.v1.View.heard_ms:type_name -> edgelb.raft.v1.View.HeardMsEntry
+	7,  // 6: edgelb.raft.v1.View.claims:type_name -> edgelb.raft.v1.Claim
+	2,  // 7: edgelb.raft.v1.LivenessService.Ping:input_type -> edgelb.raft.v1.PingRequest
+	4,  // 8: edgelb.raft.v1.LivenessService.Probe:input_type -> edgelb.raft.v1.ProbeRequest
+	0,  // 9: edgelb.raft.v1.LivenessService.PushConnections:input_type -> edgelb.raft.v1.PushConnectionsRequest
+	3,  // 10: edgelb.raft.v1.LivenessService.Ping:output_type -> edgelb.raft.v1.PingResponse
+	5,  // 11: edgelb.raft.v1.LivenessService.Probe:output_type -> edgelb.raft.v1.ProbeResponse
+	1,  // 12: edgelb.raft.v1.LivenessService.PushConnections:output_type -> edgelb.raft.v1.PushConnectionsResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_edgelb_raft_v1_liveness_proto_init() }
@@ -520,7 +635,7 @@ func file_edgelb_raft_v1_liveness_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgelb_raft_v1_liveness_proto_rawDesc), len(file_edgelb_raft_v1_liveness_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	LivenessService_Ping_FullMethodName            = "/edgelb.raft.v1.LivenessService/Ping"
+	LivenessService_Probe_FullMethodName           = "/edgelb.raft.v1.LivenessService/Probe"
 	LivenessService_PushConnections_FullMethodName = "/edgelb.raft.v1.LivenessService/PushConnections"
 )
 
@@ -34,6 +35,15 @@ const (
 // from one that only the leader cannot hear (lbd/liveness).
 type LivenessServiceClient interface {
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
+	// Probe is Ping on one long-lived stream per peer: every PingRequest gets
+	// one PingResponse, in order, so the sender pairs them by position. A call
+	// per probe cost a new HTTP/2 stream, its headers, a deadline timer and a
+	// goroutine on each side, tens of times a second. A refusal is an answer
+	// with claimed_by set, not an error, so the stream goes on; an invalid
+	// request (no from, another member's certificate) ends it with the error
+	// Ping gives. A member whose peer answers Unimplemented (a release before
+	// Probe) calls Ping instead.
+	Probe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProbeRequest, ProbeResponse], error)
 	// PushConnections asks the receiver, a VIP's old owner in a planned move,
 	// to send the VIPs' established TCP connections to every member's kernel
 	// sync daemon now, and answers once they are sent. The new owner asks
@@ -61,6 +71,19 @@ func (c *livenessServiceClient) Ping(ctx context.Context, in *PingRequest, opts 
 	return out, nil
 }
 
+func (c *livenessServiceClient) Probe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProbeRequest, ProbeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &LivenessService_ServiceDesc.Streams[0], LivenessService_Probe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ProbeRequest, ProbeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LivenessService_ProbeClient = grpc.BidiStreamingClient[ProbeRequest, ProbeResponse]
+
 func (c *livenessServiceClient) PushConnections(ctx context.Context, in *PushConnectionsRequest, opts ...grpc.CallOption) (*PushConnectionsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PushConnectionsResponse)
@@ -82,6 +105,15 @@ func (c *livenessServiceClient) PushConnections(ctx context.Context, in *PushCon
 // from one that only the leader cannot hear (lbd/liveness).
 type LivenessServiceServer interface {
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
+	// Probe is Ping on one long-lived stream per peer: every PingRequest gets
+	// one PingResponse, in order, so the sender pairs them by position. A call
+	// per probe cost a new HTTP/2 stream, its headers, a deadline timer and a
+	// goroutine on each side, tens of times a second. A refusal is an answer
+	// with claimed_by set, not an error, so the stream goes on; an invalid
+	// request (no from, another member's certificate) ends it with the error
+	// Ping gives. A member whose peer answers Unimplemented (a release before
+	// Probe) calls Ping instead.
+	Probe(grpc.BidiStreamingServer[ProbeRequest, ProbeResponse]) error
 	// PushConnections asks the receiver, a VIP's old owner in a planned move,
 	// to send the VIPs' established TCP connections to every member's kernel
 	// sync daemon now, and answers once they are sent. The new owner asks
@@ -101,6 +133,9 @@ type UnimplementedLivenessServiceServer struct{}
 
 func (UnimplementedLivenessServiceServer) Ping(context.Context, *PingRequest) (*PingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedLivenessServiceServer) Probe(grpc.BidiStreamingServer[ProbeRequest, ProbeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Probe not implemented")
 }
 func (UnimplementedLivenessServiceServer) PushConnections(context.Context, *PushConnectionsRequest) (*PushConnectionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PushConnections not implemented")
@@ -144,6 +179,13 @@ func _LivenessService_Ping_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LivenessService_Probe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LivenessServiceServer).Probe(&grpc.GenericServerStream[ProbeRequest, ProbeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LivenessService_ProbeServer = grpc.BidiStreamingServer[ProbeRequest, ProbeResponse]
+
 func _LivenessService_PushConnections_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PushConnectionsRequest)
 	if err := dec(in); err != nil {
@@ -178,6 +220,13 @@ var LivenessService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _LivenessService_PushConnections_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Probe",
+			Handler:       _LivenessService_Probe_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "edgelb/raft/v1/liveness.proto",
 }
