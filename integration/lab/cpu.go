@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,4 +144,31 @@ func readProcs() map[int]procCPU {
 		out[pid] = procCPU{name: fmt.Sprintf("%s[%d]", name, pid), cpu: time.Duration(u+s) * clockTick}
 	}
 	return out
+}
+
+// CPUUse is what the CPUs did over a span: their busy time (all CPUs; the
+// guest has one), and the processes' CPU time by name ("lbd:<id>" for lbd;
+// processes of one name added up).
+type CPUUse struct {
+	Span, Busy time.Duration
+	Procs      map[string]time.Duration
+}
+
+// MeasureCPU watches the CPUs for d.
+// The guest's cost of a member is its wake-ups more than its work (every
+// clock read traps into the emulator), so an idle cluster's CPU is the
+// figure that tells whether the guest can carry a timing profile.
+func MeasureCPU(d time.Duration) CPUUse {
+	p0, i0, t0 := readProcs(), readIdle(), time.Now()
+	time.Sleep(d)
+	p1, i1 := readProcs(), readIdle()
+	u := CPUUse{Span: time.Since(t0), Procs: map[string]time.Duration{}}
+	u.Busy = max(time.Duration(runtime.NumCPU())*u.Span-(i1-i0), 0)
+	for pid, p := range p1 {
+		if c := p.cpu - p0[pid].cpu; c > 0 {
+			name, _, _ := strings.Cut(p.name, "[")
+			u.Procs[name] += c
+		}
+	}
+	return u
 }

@@ -249,6 +249,9 @@ func sources() []source {
 			}},
 		{cmd: []string{"go", "test", "./integration/ha", "-count=1", "-v", "-run", "TestUMLBench", "-timeout", "40m"},
 			env: []string{"EDGELB_UML=1", "EDGELB_HA_ROUNDS=" + haRounds()}, guest: true, trials: 1, extract: benchJSON, rows: []row{
+				{"guest, 3 idle members: CPU per member, mean (one emulated CPU)", "idle-cpu-member", "%", "", ""},
+				{"guest, 3 idle members: CPU of the busiest member", "idle-cpu-member max", "%", "", ""},
+				{"guest, 3 idle members: the guest's CPU busy", "idle-cpu-guest", "%", "", ""},
 				{"guest failover, owner's lbd SIGKILLed: new conns out p50", "failover-sigkill p50", "ms", "", ""},
 				{"guest failover, owner's lbd SIGKILLed: new conns out p99", "failover-sigkill p99", "ms", "≤ 500 ms", ""},
 				{"established connections kept (lbd SIGKILLed)", "kept-sigkill", "%", "≥ 99 %", ""},
