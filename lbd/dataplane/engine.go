@@ -355,10 +355,22 @@ func (e *Engine) Close() error {
 	if e.cancel != nil {
 		e.cancel()
 	}
-	e.mu.Lock()
-	e.ho.closed = true
-	e.mu.Unlock()
-	e.ho.watcher.Wait() // it reads ARP for at most a moment more
+	// The handover watcher reads ARP for at most a moment more. A pass
+	// stuck in the kernel holds e.mu, and the daemon closes the engine even
+	// then (after giving up on its loops): wait only so long.
+	stopped := make(chan struct{})
+	go func() {
+		e.mu.Lock()
+		e.ho.closed = true // no watcher starts after this
+		e.mu.Unlock()
+		e.ho.watcher.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(time.Second):
+		e.log.Warn("closing the data plane while a pass still holds it: a handover in progress may end after this")
+	}
 	if e.fence != nil {
 		e.fence.Keep()
 	}
