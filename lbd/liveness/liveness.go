@@ -12,7 +12,9 @@ package liveness
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -141,20 +143,33 @@ type peerConn struct {
 	dialed time.Duration // on the prober's clock
 	// pending holds, per probe in flight, the time of the round that sent it.
 	pending []time.Duration
-	// stream carries the probes once open (Probe); while it opens, or after
-	// it ended, they go by Ping. unary: the peer has no Probe (a release
-	// before it), so every probe on this connection is a Ping call.
-	stream  raftv1.LivenessService_ProbeClient
-	opening bool
-	unary   bool
-	// onStream: the probes sent on stream, oldest first; the peer answers
-	// them in that order. sendMu keeps Sends in that order, one at a time.
+	// queue feeds the open Probe stream's sender (nil: none open, or it
+	// ended); while it opens, or after it ended, probes go by Ping.
+	// endStream ends it. unaryAt: when the peer answered that it has no
+	// Probe (a release before it), zero if not; probes go by Ping until the
+	// stream is tried again (the peer may be upgraded in place).
+	queue     chan queuedProbe
+	endStream context.CancelFunc
+	opening   bool
+	unaryAt   time.Duration
+	// onStream: the probes sent on the stream, oldest first; the peer
+	// answers them in that order.
 	onStream []sentProbe
-	sendMu   sync.Mutex
+}
+
+// queuedProbe is a probe for the stream's sender: the ping, and the round
+// that counted it in pending.
+type queuedProbe struct {
+	req    *raftv1.ProbeRequest
+	queued time.Duration
 }
 
 // sentProbe is a probe on a stream: its round, and when it was sent.
 type sentProbe struct{ queued, sent time.Duration }
+
+// retryStreamAfter is how long a peer that had no Probe gets Ping calls
+// before the stream is tried again: each try costs one probe.
+const retryStreamAfter = 30 * time.Second
 
 // done drops the pending probe of the round at queued (p.mu held).
 func (c *peerConn) done(queued time.Duration) {
@@ -202,8 +217,11 @@ func (p *Prober) Ping(ctx context.Context, req *raftv1.PingRequest) (*raftv1.Pin
 func (p *Prober) Probe(s raftv1.LivenessService_ProbeServer) error {
 	for {
 		req, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil // the peer closed it
+		}
 		if err != nil {
-			return nil // the peer closed it or went away: nothing to answer
+			return err
 		}
 		by, err := p.take(s.Context(), req.GetPing())
 		if err != nil {
@@ -481,9 +499,18 @@ func (p *Prober) round(ctx context.Context) {
 			c = &peerConn{addr: m.Addr, cc: cc, dialed: now}
 			p.conns[m.ID] = c
 		}
-		if c.stream == nil && !c.opening && !c.unary {
+		if c.unaryAt != 0 && now-c.unaryAt > retryStreamAfter {
+			c.unaryAt = 0
+		}
+		if c.queue == nil && !c.opening && c.unaryAt == 0 {
 			c.opening = true
 			open, openIDs = append(open, c), append(openIDs, m.ID)
+		}
+		// A stream whose oldest probe waits longer than a lease is stuck
+		// (Ping's deadline is the lease): end it, which frees its probes;
+		// the next round opens another.
+		if len(c.onStream) > 0 && now-c.onStream[0].sent > p.cfg.Lease.Length() && c.endStream != nil {
+			c.endStream()
 		}
 		// Probes overlap when answers are slow, up to a lease's worth: an
 		// answer later than that cannot renew anything.
@@ -509,7 +536,7 @@ func (p *Prober) round(ctx context.Context) {
 	req := &raftv1.PingRequest{From: p.cfg.Self, View: p.view()}
 	onStream := &raftv1.ProbeRequest{Ping: req}
 	for i, c := range send {
-		if !p.sendOnStream(c, onStream, now) {
+		if !p.enqueue(c, queuedProbe{onStream, now}) {
 			go p.probe(ctx, ids[i], c, req, now)
 		}
 	}
@@ -549,59 +576,69 @@ func (p *Prober) probe(ctx context.Context, id string, c *peerConn, req *raftv1.
 	p.settle(id, resp, sent, rtt)
 }
 
-// sendOnStream sends a ping that the round at queued counted in c.pending
-// on c's stream, and reports whether it did; if not, it goes by a call.
-func (p *Prober) sendOnStream(c *peerConn, req *raftv1.ProbeRequest, queued time.Duration) bool {
-	// A Send blocks only when the peer has stopped reading for longer than
-	// the flow-control window lasts, which the cap on probes in flight
-	// keeps from happening; should one block anyway, the next round does
-	// not wait behind it.
-	if !c.sendMu.TryLock() {
-		return false
-	}
-	defer c.sendMu.Unlock()
+// enqueue hands a probe to c's stream sender, and reports whether it took
+// it; if not (no stream, or its queue full), the probe goes by a call.
+// Never blocks: the round probes every peer.
+func (p *Prober) enqueue(c *peerConn, q queuedProbe) bool {
 	p.mu.Lock()
-	s := c.stream
-	sent := p.clock.Now() // the lease counts from here, as for a call
-	if s != nil {
-		c.onStream = append(c.onStream, sentProbe{queued, sent})
-	}
-	p.mu.Unlock()
-	if s == nil {
+	defer p.mu.Unlock()
+	if c.queue == nil {
 		return false
 	}
-	// An error ends the stream: its reader drops what was on it, this
-	// probe too.
-	_ = s.Send(req)
-	return true
+	select {
+	case c.queue <- q:
+		return true
+	default:
+		return false
+	}
 }
 
-// stream opens c's probe stream and reads the peer's answers until it ends.
+// stream opens c's probe stream, sends what the rounds queue for it and
+// reads the peer's answers, until it ends.
 func (p *Prober) stream(ctx context.Context, id string, c *peerConn) {
-	s, err := raftv1.NewLivenessServiceClient(c.cc).Probe(ctx)
+	sctx, end := context.WithCancel(ctx)
+	defer end()
+	s, err := raftv1.NewLivenessServiceClient(c.cc).Probe(sctx)
+	// Sends run on a goroutine of their own: a Send can wait (for a
+	// connection, before the stream is committed), and the rounds must not.
+	// The queue holds what may be in flight at most.
+	queue := make(chan queuedProbe, int(p.cfg.Lease.Length()/p.cfg.Interval)+1)
 	p.mu.Lock()
 	c.opening = false
 	if err == nil {
-		c.stream = s
+		c.queue, c.endStream = queue, end
 	}
 	p.mu.Unlock()
 	if err != nil {
 		return // the next round tries again; probes go by calls meanwhile
 	}
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		p.sendLoop(sctx, c, s, queue)
+	}()
 	for {
 		resp, err := s.Recv()
 		now := p.clock.Now()
 		p.mu.Lock()
 		if err != nil {
+			// No more enqueued from here (under p.mu), so once the sender
+			// has stopped, the queue holds all that was never sent.
+			c.queue, c.endStream = nil, nil
+			if status.Code(err) == codes.Unimplemented {
+				c.unaryAt = max(now, 1) // a release before Probe
+			}
+			p.mu.Unlock()
+			end()
+			<-sent
+			p.mu.Lock()
 			lost := c.onStream
-			c.stream, c.onStream = nil, nil
+			c.onStream = nil
 			for _, f := range lost {
 				c.done(f.queued)
 			}
-			// A release before Probe: Ping from now on, on this
-			// connection (a redial, after the peer's upgrade, tries again).
-			if status.Code(err) == codes.Unimplemented {
-				c.unary = true
+			for len(queue) > 0 {
+				c.done((<-queue).queued)
 			}
 			p.mu.Unlock()
 			for _, f := range lost {
@@ -618,6 +655,26 @@ func (p *Prober) stream(ctx context.Context, id string, c *peerConn) {
 		c.done(f.queued)
 		p.mu.Unlock()
 		p.settle(id, resp.GetPong(), f.sent, now-f.sent)
+	}
+}
+
+// sendLoop sends the queued probes on s, in order, until ctx ends or a Send
+// fails (which ends the stream: its reader drops what was on it).
+func (p *Prober) sendLoop(ctx context.Context, c *peerConn, s raftv1.LivenessService_ProbeClient, queue <-chan queuedProbe) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case q := <-queue:
+			p.mu.Lock()
+			// The lease counts from here, as for a call: no later than the
+			// ping leaves.
+			c.onStream = append(c.onStream, sentProbe{q.queued, p.clock.Now()})
+			p.mu.Unlock()
+			if err := s.Send(q.req); err != nil {
+				return
+			}
+		}
 	}
 }
 

@@ -22,20 +22,28 @@ type counting struct {
 	raftv1.UnimplementedLivenessServiceServer
 	p                *Prober
 	pings, onStreams atomic.Int64
+	delay            time.Duration // before each answer
 }
 
 func (s *counting) Ping(ctx context.Context, req *raftv1.PingRequest) (*raftv1.PingResponse, error) {
 	s.pings.Add(1)
+	time.Sleep(s.delay)
 	return s.p.Ping(ctx, req)
 }
 
 func (s *counting) Probe(st raftv1.LivenessService_ProbeServer) error {
-	return s.p.Probe(countingStream{st, &s.onStreams})
+	return s.p.Probe(countingStream{st, &s.onStreams, s.delay})
 }
 
 type countingStream struct {
 	raftv1.LivenessService_ProbeServer
-	n *atomic.Int64
+	n     *atomic.Int64
+	delay time.Duration
+}
+
+func (c countingStream) Send(r *raftv1.ProbeResponse) error {
+	time.Sleep(c.delay)
+	return c.LivenessService_ProbeServer.Send(r)
 }
 
 func (c countingStream) Recv() (*raftv1.ProbeRequest, error) {
@@ -49,6 +57,11 @@ func (c countingStream) Recv() (*raftv1.ProbeRequest, error) {
 // pair runs probers a and b on loopback; b's server is of a release before
 // Probe when old is set (its service has no such method).
 func pair(t *testing.T, old bool) (a *Prober, servers map[string]*counting) {
+	return pairDelayed(t, old, 0)
+}
+
+// pairDelayed is pair with b answering each ping delay late.
+func pairDelayed(t *testing.T, old bool, delay time.Duration) (a *Prober, servers map[string]*counting) {
 	t.Helper()
 	ids := []string{"a", "b"}
 	lis, peers := loopbackPeers(t, ids)
@@ -60,6 +73,9 @@ func pair(t *testing.T, old bool) (a *Prober, servers map[string]*counting) {
 			Peers: func() ([]Peer, uint64) { return peers, 1 }, Creds: insecure.NewCredentials(), Serving: func() bool { return true },
 			Log: slog.Default()})
 		srv := &counting{p: p}
+		if id == "b" {
+			srv.delay = delay
+		}
 		servers[id] = srv
 		g := grpc.NewServer()
 		desc := raftv1.LivenessService_ServiceDesc
@@ -77,30 +93,24 @@ func pair(t *testing.T, old bool) (a *Prober, servers map[string]*counting) {
 	return a, servers
 }
 
-// settled waits until a's connection to b is settled on a way of probing
-// (a stream, or calls), and returns whether that is the stream.
-func settled(t *testing.T, a *Prober) (stream bool) {
-	t.Helper()
-	waitFor(t, "a's probes of b settle on a stream or on calls", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		c := a.conns["b"]
-		if c == nil {
-			return false
-		}
-		stream = c.stream != nil
-		return stream || c.unary
-	})
-	return stream
+// conn returns what f reads of a's connection to b, under a's lock.
+func conn[T any](a *Prober, f func(c *peerConn) T) T {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var zero T
+	if c := a.conns["b"]; c != nil {
+		return f(c)
+	}
+	return zero
 }
 
 // Between members of this release the probes go on one stream per peer, no
 // call per probe, and they renew the lease.
 func TestProbesGoOnAStream(t *testing.T) {
 	a, srv := pair(t, false)
-	if !settled(t, a) {
-		t.Fatal("a probes b by calls, though b serves Probe")
-	}
+	waitFor(t, "a's stream to b open and answered", func() bool {
+		return conn(a, func(c *peerConn) bool { return c.queue != nil }) && srv["b"].onStreams.Load() >= 2
+	})
 	pings, streamed := srv["b"].pings.Load(), srv["b"].onStreams.Load()
 	time.Sleep(300 * ms) // 15 probe intervals
 	if n := srv["b"].onStreams.Load() - streamed; n < 5 {
@@ -112,8 +122,40 @@ func TestProbesGoOnAStream(t *testing.T) {
 	if !a.cfg.Lease.Valid() {
 		t.Error("a's lease is not valid though b answers on the stream")
 	}
-	if ps := a.Probes()["b"]; ps.Answered < 0 || ps.Answered > 200*ms {
-		t.Errorf("a's probes of b: %v; want one answered within the lease", ps)
+	if ps := a.Probes()["b"]; ps.Answered < 0 || ps.Answered > 200*ms || ps.InFlight > 5 {
+		t.Errorf("a's probes of b: %v; want one answered within the lease, and the answered ones no longer in flight", ps)
+	}
+}
+
+// Answers pair with their pings by position: with every answer 60 ms late,
+// each round trip a sees is at least that (paired with a later ping, it
+// would look shorter, and renew the lease from a later time than it may).
+// A stream ended with probes on it frees them, and a new one opens.
+func TestStreamAnswersPairInOrder(t *testing.T) {
+	const late = 60 * ms
+	a, srv := pairDelayed(t, false, late)
+	waitFor(t, "answers on a's stream to b", func() bool {
+		return conn(a, func(c *peerConn) bool { return c.queue != nil }) && a.Probes()["b"].Answered >= 0
+	})
+	for range 10 {
+		if ps := a.Probes()["b"]; ps.RTT < late {
+			t.Fatalf("a's probes of b: %v; want every round trip ≥ %s", ps, late)
+		}
+		time.Sleep(20 * ms)
+	}
+	if !a.cfg.Lease.Valid() {
+		t.Error("a's lease is not valid though b answers within the lease")
+	}
+	// End the stream with probes on it.
+	first := conn(a, func(c *peerConn) chan queuedProbe { return c.queue })
+	waitFor(t, "probes on the stream", func() bool { return conn(a, func(c *peerConn) int { return len(c.onStream) }) >= 2 })
+	conn(a, func(c *peerConn) bool { c.endStream(); return true })
+	waitFor(t, "a new stream, answered", func() bool {
+		q := conn(a, func(c *peerConn) chan queuedProbe { return c.queue })
+		return q != nil && q != first && srv["b"].onStreams.Load() > 0 && a.Probes()["b"].Answered < late+40*ms
+	})
+	if ps := a.Probes()["b"]; ps.InFlight > 5 {
+		t.Errorf("a's probes of b after the stream ended: %v; the ones it carried still count as in flight", ps)
 	}
 }
 
@@ -121,9 +163,9 @@ func TestProbesGoOnAStream(t *testing.T) {
 // Ping calls, and renew the lease as before (a rolling upgrade).
 func TestProbesFallBackToCalls(t *testing.T) {
 	a, srv := pair(t, true)
-	if settled(t, a) {
-		t.Fatal("a keeps a stream open to a server that has no Probe")
-	}
+	waitFor(t, "a finds that b has no Probe", func() bool {
+		return conn(a, func(c *peerConn) bool { return c.unaryAt != 0 })
+	})
 	pings := srv["b"].pings.Load()
 	time.Sleep(300 * ms)
 	if n := srv["b"].pings.Load() - pings; n < 5 {
@@ -131,6 +173,9 @@ func TestProbesFallBackToCalls(t *testing.T) {
 	}
 	if srv["b"].onStreams.Load() != 0 {
 		t.Error("b counted pings on a stream it does not serve")
+	}
+	if conn(a, func(c *peerConn) bool { return c.queue != nil || c.unaryAt == 0 }) {
+		t.Error("a tried the stream again within the retry period")
 	}
 	if !a.cfg.Lease.Valid() {
 		t.Error("a's lease is not valid though b answers its calls")
