@@ -512,9 +512,7 @@ func (p *Prober) round(ctx context.Context) {
 		if len(c.onStream) > 0 && now-c.onStream[0].sent > p.cfg.Lease.Length() && c.endStream != nil {
 			c.endStream()
 		}
-		// Probes overlap when answers are slow, up to a lease's worth: an
-		// answer later than that cannot renew anything.
-		if len(c.pending) < int(p.cfg.Lease.Length()/p.cfg.Interval)+1 {
+		if len(c.pending) < p.maxInFlight() {
 			c.pending = append(c.pending, now)
 			send = append(send, c)
 			ids = append(ids, m.ID)
@@ -541,6 +539,11 @@ func (p *Prober) round(ctx context.Context) {
 		}
 	}
 }
+
+// maxInFlight bounds the probes in flight to one peer: they overlap when
+// answers are slow, up to a lease's worth (an answer later than that cannot
+// renew anything).
+func (p *Prober) maxInFlight() int { return int(p.cfg.Lease.Length()/p.cfg.Interval) + 1 }
 
 func (p *Prober) dial(addr string) (*grpc.ClientConn, error) {
 	// Reconnect at the probe's pace: gRPC's default backoff (1s doubling to
@@ -602,7 +605,7 @@ func (p *Prober) stream(ctx context.Context, id string, c *peerConn) {
 	// Sends run on a goroutine of their own: a Send can wait (for a
 	// connection, before the stream is committed), and the rounds must not.
 	// The queue holds what may be in flight at most.
-	queue := make(chan queuedProbe, int(p.cfg.Lease.Length()/p.cfg.Interval)+1)
+	queue := make(chan queuedProbe, p.maxInFlight())
 	p.mu.Lock()
 	c.opening = false
 	if err == nil {
