@@ -232,7 +232,7 @@ func (p *Prober) Probe(s raftv1.LivenessService_ProbeServer) error {
 			resp.Pong = &raftv1.PingResponse{From: p.cfg.Self, View: p.view()}
 		}
 		if err := s.Send(resp); err != nil {
-			return nil
+			return err
 		}
 	}
 }
@@ -567,15 +567,12 @@ func (p *Prober) probe(ctx context.Context, id string, c *peerConn, req *raftv1.
 	// ping leaves, and as late as that can be.
 	sent := p.clock.Now()
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.Lease.Length())
-	resp, err := raftv1.NewLivenessServiceClient(c.cc).Ping(cctx, req)
+	resp, _ := raftv1.NewLivenessServiceClient(c.cc).Ping(cctx, req) // nil on an error
 	cancel()
 	rtt := p.clock.Now() - sent
 	p.mu.Lock()
 	c.done(queued)
 	p.mu.Unlock()
-	if err != nil {
-		resp = nil
-	}
 	p.settle(id, resp, sent, rtt)
 }
 
