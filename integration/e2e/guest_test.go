@@ -582,6 +582,9 @@ func (s *scenarios) restartOnce(t *testing.T, sig syscall.Signal) {
 	t.Logf("held: %d/%d kept, %d pings; new tcp: %d/%d ok, longest outage %s; new udp: %d/%d ok",
 		hr.Kept, hr.Opened, hr.Pings, sr.OK, sr.Attempts, sr.LongestOutage.Round(time.Millisecond), ur.OK, ur.Attempts)
 	reportBroken(t, "held", hr)
+	if len(hr.Broken) > 0 {
+		logVIPState(t, owner, vip)
+	}
 	if sr.Failed > 0 || ur.Failed > 0 {
 		t.Errorf("new connections failed during the restart: tcp %d of %d, udp %d of %d", sr.Failed, sr.Attempts, ur.Failed, ur.Attempts)
 	}
@@ -1054,6 +1057,28 @@ func startRestartTraffic(t *testing.T, tcp probe.Options) (*probe.Hold, *probe.S
 		t.Fatal(err)
 	}
 	return hold, steady
+}
+
+// logVIPState logs what m's kernel holds of vip's connections (IPVS's
+// table and conntrack's), for a scenario that saw one break: a connection's
+// entries, or their absence, say where its packets went.
+func logVIPState(t *testing.T, m *lab.Member, vip string) {
+	t.Helper()
+	conns, err := m.IPVSList("-c")
+	if err != nil {
+		t.Logf("ipvsadm -Lnc on %s: %v", m.ID, err)
+	}
+	ct, err := m.Conntrack()
+	if err != nil {
+		t.Logf("conntrack on %s: %v", m.ID, err)
+	}
+	var lines []string
+	for _, l := range strings.Split(conns+ct, "\n") {
+		if strings.Contains(l, vip) {
+			lines = append(lines, l)
+		}
+	}
+	t.Logf("%s's connections to %s (IPVS, then conntrack):\n%s", m.ID, vip, strings.Join(lines, "\n"))
 }
 
 // reportBroken fails t for each connection of hr that broke (what names
