@@ -18,7 +18,7 @@
 #      skopeo and umoci (Debian) load and unpack them; the binaries run from
 #      them; the CCM's kustomize base passes a server-side dry run
 #   6. real kernel: the guest's UML kernel (scripts/uml-kernel.sh: built from
-#      linux-source-6.1 + integration/uml/kernel.config on a cold cache, ≈550 s of
+#      linux-source-6.1 + integration/uml/patches + kernel.config on a cold cache, ≈550 s of
 #      CPU; cached after), then the data plane and the User-Mode Linux scenarios
 #      (EDGELB_UML=1, integration/e2e), then the failover scenarios
 #      (integration/ha: owner SIGKILLed, leader+owner SIGKILLed, owner's link
@@ -85,7 +85,7 @@ if [ "${SKIP_E2E:-0}" = 1 ]; then
   exit 0
 fi
 
-stage "the guest's User-Mode Linux kernel: linux-source-6.1 + integration/uml/kernel.config (cached by version and hash; a cold build is the long part of a cold run)"
+stage "the guest's User-Mode Linux kernel: linux-source-6.1 + integration/uml/patches + kernel.config (cached by version and hash; a cold build is the long part of a cold run)"
 bash scripts/uml-kernel.sh
 
 stage "install the guest's tools (apt, when missing)"
@@ -120,7 +120,7 @@ fi
 grep -E '^(--- |\s+--- |ok)|sha256:|from the image|built into|pushed|accepted by' .cache/images.log
 
 stage "real kernel: the guest harness, and nftables (ip, ip6, inet, sets, maps, nat) in the guest's kernel"
-EDGELB_UML=1 go test -count=1 -run 'TestRunInGuest|TestNftablesInGuest|TestDefaultModulesBuiltIn' ./integration/uml/
+EDGELB_UML=1 go test -count=1 -run 'TestRunInGuest|TestNftablesInGuest|TestDefaultModulesBuiltIn|TestGuestClockNeedsNoTrap' ./integration/uml/
 
 stage "real kernel: data plane against the IPVS of a User-Mode Linux kernel"
 mkdir -p .cache/bin

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the guest's User-Mode Linux kernel from Debian's linux-source-6.1 with
+# Builds the guest's User-Mode Linux kernel from Debian's linux-source-6.1, patched with
+# integration/uml/patches/*.patch, with
 # integration/uml/kernel.config merged over `make ARCH=um defconfig`: IPVS, netfilter,
 # nftables (ip/ip6/inet, which Debian's linux.uml lacks), ipset, veth, bridge, dummy and
 # namespaces all built in. Prints the kernel's path (integration/uml boots it).
@@ -23,17 +24,19 @@ CACHE=${EDGELB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgelb}
 # shellcheck source=lib/apt.sh
 source "$here/lib/apt.sh"
 
-# The key is the fragment's hash alone, so integration/uml (kernel.go) finds the kernel
-# from the fragment it embeds without running anything. A change to the steps below
-# that changes what comes out must change the fragment too (its header says so).
-hash=$(sha256sum "$frag" | cut -c1-12)
+# The key is the hash of the fragment and the patches (integration/uml/patches, applied
+# in name order), so integration/uml (kernel.go) finds the kernel from what it embeds
+# without running anything. A change to the steps below that changes what comes out
+# must change the fragment too (its header says so).
+patches=("$root"/integration/uml/patches/*.patch)
+hash=$(cat "$frag" "${patches[@]}" | sha256sum | cut -c1-12)
 if [[ ${1:-} == --path ]]; then
   ver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null) ||
     { echo "uml-kernel: $pkg is not installed; run scripts/uml-kernel.sh (as root)" >&2; exit 1; }
   echo "$CACHE/uml-kernel/$ver-$hash/linux"
   exit 0
 fi
-apt_ensure uml-kernel "$pkg" make gcc flex bison bc xz-utils
+apt_ensure uml-kernel "$pkg" make gcc flex bison bc xz-utils patch
 ver=$(dpkg-query -W -f='${Version}' "$pkg")
 dir=$CACHE/uml-kernel/$ver-$hash
 kernel=$dir/linux
@@ -63,6 +66,9 @@ src=$work/$pkg
 jobs=${EDGELB_KERNEL_JOBS:-$(nproc)}
 (
   cd "$src"
+  for p in "${patches[@]}"; do
+    patch -p1 --batch --forward --quiet <"$p" || { echo "uml-kernel: $p does not apply to $pkg $ver" >&2; exit 1; }
+  done
   make -s ARCH=um defconfig >/dev/null
   # -m: merge only; olddefconfig then fills what the fragment leaves open.
   scripts/kconfig/merge_config.sh -m .config "$frag" >/dev/null

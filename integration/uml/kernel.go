@@ -2,33 +2,55 @@ package uml
 
 import (
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 )
 
 // The guest runs the project's own UML kernel, built from Debian's linux-source-6.1 by
-// scripts/uml-kernel.sh with kernel.config merged over the um defconfig: Debian's
-// linux.uml lacks nftables' ip, ip6 and inet families (NF_TABLES_IPV4/IPV6/INET), which
-// the edge hosts' kernels have and lbd's rules use. Everything is built in, so the
-// guest loads no modules.
+// scripts/uml-kernel.sh, patched with patches/*.patch and with kernel.config merged
+// over the um defconfig: Debian's linux.uml lacks nftables' ip, ip6 and inet families
+// (NF_TABLES_IPV4/IPV6/INET), which the edge hosts' kernels have and lbd's rules use,
+// and its clock reads trap (patches/um-vdso-clock.patch). Everything is built in, so
+// the guest loads no modules.
 
 //go:embed kernel.config
 var kernelConfig []byte
+
+//go:embed patches/*.patch
+var patches embed.FS
 
 // KernelEnv, when set, is the path of the UML kernel to boot instead of the one built
 // for kernel.config (for trying a kernel before its fragment is committed). A
 // modules.builtin must sit beside it.
 const KernelEnv = "EDGELB_UML_KERNEL"
 
+// FastClockEnv=off boots the guest with its vDSO clock off (every clock read traps
+// into UML, patches/um-vdso-clock.patch), to measure what the clock costs.
+const FastClockEnv = "EDGELB_UML_FASTCLOCK"
+
 // KernelConfigHash is the cache key scripts/uml-kernel.sh files the kernel under: the
-// first 12 hex digits of kernel.config's sha256.
+// first 12 hex digits of the sha256 of kernel.config followed by the patches, in name
+// order (as the script's glob lists them).
 func KernelConfigHash() string {
-	sum := sha256.Sum256(kernelConfig)
-	return hex.EncodeToString(sum[:])[:12]
+	h := sha256.New()
+	h.Write(kernelConfig)
+	names, err := fs.Glob(patches, "patches/*.patch") // sorted
+	if err != nil {
+		panic(err) // a constant, valid pattern
+	}
+	for _, n := range names {
+		b, err := patches.ReadFile(n)
+		if err != nil {
+			panic(err) // embedded: cannot fail
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
 // cacheDir is where the project's builds cache what survives between runs, as the

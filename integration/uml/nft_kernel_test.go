@@ -2,12 +2,9 @@ package uml
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,26 +23,7 @@ import (
 // the first batch ("Protocol not supported"): it has no ip/ip6/inet family.
 func TestNftablesInGuest(t *testing.T) {
 	if !InGuest() {
-		if os.Getenv("EDGELB_UML") != "1" {
-			t.Skip("boots a User-Mode Linux guest; run with EDGELB_UML=1 (needs scripts/uml-deps.sh, which builds the kernel)")
-		}
-		self, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Two buffers: Run copies each stream in its own goroutine, and two
-		// concurrent bytes.Buffer.ReadFrom calls on one buffer lose data.
-		var out, errb bytes.Buffer
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		res, err := Run(ctx, Options{Argv: []string{self, "-test.run=^TestNftablesInGuest$", "-test.v"}, Stdout: &out, Stderr: &errb})
-		t.Logf("guest output:\n%s%s", out.String(), errb.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.ExitCode != 0 || !strings.Contains(out.String(), "--- PASS: TestNftablesInGuest") {
-			t.Fatalf("the test failed in the guest (exit code %d)", res.ExitCode)
-		}
+		runInGuest(t, "TestNftablesInGuest")
 		return
 	}
 

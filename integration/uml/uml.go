@@ -207,6 +207,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if fpregsFallback() {
 		args = append(args, guestFPUEnv...) // init's environment
 	}
+	if os.Getenv(FastClockEnv) == "off" {
+		args = append(args, "um_fastclock=off") // clock reads trap, as before the patch
+	}
 	args = append(args, o.KernelArgs...)
 	// The kernel is started through this binary (launcher.go), which installs a
 	// seccomp filter before it execs the kernel.

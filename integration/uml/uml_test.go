@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -109,4 +110,19 @@ func TestRunInGuest(t *testing.T) {
 		t.Errorf("stderr %q", errb.String())
 	}
 	t.Logf("boot %s, total %s", res.BootTime, res.Duration)
+}
+
+// TestScriptAndGoAgreeOnTheKernelKey: scripts/uml-kernel.sh files the kernel under
+// the hash of kernel.config and the patches, and KernelPath looks for it under
+// KernelConfigHash; they must compute the same key, or every run looks for a
+// kernel that was never built.
+func TestScriptAndGoAgreeOnTheKernelKey(t *testing.T) {
+	t.Setenv("EDGELB_CACHE", t.TempDir())
+	out, err := exec.Command("bash", "../../scripts/uml-kernel.sh", "--path").CombinedOutput()
+	if err != nil {
+		t.Skipf("scripts/uml-kernel.sh --path: %v: %s (linux-source is installed by scripts/uml-deps.sh)", err, out)
+	}
+	if got := filepath.Base(filepath.Dir(strings.TrimSpace(string(out)))); !strings.HasSuffix(got, "-"+KernelConfigHash()) {
+		t.Errorf("the script files the kernel under %s, KernelPath looks for *-%s", got, KernelConfigHash())
+	}
 }
