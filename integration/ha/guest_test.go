@@ -24,88 +24,34 @@ import (
 	"github.com/edgelb/edgelb/integration/topo"
 )
 
-// Timing profiles for lbd in the guest. "lan" is lbd's built-in default
-// (probes every 50 ms, lease 250 ms, grace 350 ms; raft heartbeat/election
-// 500 ms). "guest" (the default here) keeps the slow timers these scenarios
-// held before issue 19 (raft 1.5 s, lease 4 s, grace 4.5 s) with probes every
-// 200 ms. The guest is one emulated CPU shared by three lbd, three nodes and
-// the traffic; a run with the defaults at most twice as slow (probes 100 ms,
-// lease 500 ms, grace 700 ms, raft 1 s) on 2026-12-04, with the host itself
-// at a load of ~15 on 2 cores, saw reconcile-loop gaps of 0.8–6 s, leases
-// lapsing and members flapping between gone and back, and failed sigkill,
-// leader, partition and hung_leader (two holders of the VIP in partition and
-// hung_leader, the latter with the experimental provisional takeover then on
-// by default). On 2026-12-05, on a quiet host (load 0.7) with the faults of
-// that run fixed, it still failed: with iptables, six of ten scenarios
-// (reconcile-loop gaps of 0.5–1.4 s, one pass spending 1.07 s in the
-// iptables source-range step); with nftables every unplanned one passed
-// (sigkill, leader, partition, one-way loss, hung), but drain, move and the
-// rolling restart did not: owners dropped their lease again and again
-// because the probe replies that reached them were for probes sent more
-// than 500 ms before (the guest's round trip under the moves' load), and a
-// move broke all 20 held connections. On 2026-12-06 the lab's own process
-// starts (lbctl, iptables-restore, ip, arping) were moved in-process: at this
-// profile every unplanned scenario, the hung ones, drain and move then kept
-// all their held connections (drain and move failed 1–2 new connections at
-// the handover), but the rolling restart did not: each lbd start stalls the
-// guest's one CPU, the owner's 500 ms lease lapsed again and again while a
-// member restarted, and the VIP was dark for 6 s. Later that day, on a
-// faster host (a double run 53 s), with a lapse no longer able to leave a
-// VIP dark until the next full pass, 10 runs: every unplanned scenario kept
-// its held connections, but drain and the rolling restart still failed new
-// connections at a handover in 2 (SYN_RECV in the new owner's IPVS, its
-// conntrack entry confirmed without a NAT binding, the same source ports
-// failing again 10 s later). Those entries were made by a packet the new
-// owner had forwarded before its address was up, which lbd now deletes
-// once the address is up (e2e forwarded_entry_before_the_address). On
-// 2026-12-06 on a slower host (AMD EPYC at 2.1 GHz: a double run took
-// 120-126 s, 53 s before), 3 runs with that fix all failed planned moves:
-// new connections refused by the client's own neighbour resolution ("no
-// route to host" within 2 ms: the VIP unanswered for seconds while members
-// restarted), SYNs lost at the handover (i/o timeouts, no entry on any
-// edge), and once 5 held connections reset in a move; every unplanned
-// scenario kept its held connections. Later that day, each lbd started at
-// nice 10 until it served (so that a start could not take the owners' CPU):
-// starts took 23–35 s instead of 6–8 s and the rolling restart still failed
-// 20 of 3,028 new connections, the owner's 500 ms lease lapsing while a
-// member started. Much of a start's cost is in the emulated kernel, which
-// this priority does not reach (the guest kernel is CONFIG_PREEMPT_NONE,
-// HZ=100). And a CI run's BGP guest that day caught an lbd kept off the
-// guest's CPU for 789 ms (its raft leader: "failed to contact … 789ms") as
-// a round opened 60 connections: longer than this profile's 700 ms grace,
-// so in this guest, on this machine, a stall alone can move a VIP at that
-// profile. The lab's stall watch (lab/stall.go) then showed that such
-// stalls are not what the double runs trip on: two runs that afternoon saw
-// no wake-up more than 364 ms late, yet owners' leases lapsed 20–23 times a
-// run, often with both peers heard within milliseconds ("no majority …
-// heard_ago edge2: 1.6ms edge3: 0.6ms"): answers to probes sent more than
-// 500 ms before, the lbd processes slow under a start's load while the
-// guest as a whole still ran. Waking the loop at each answer instead of at
-// the probe rate took the rolling restart from 4 of 773 new connections
-// failed and 2 of 20 held reset to 1 of 879 and 20 of 20, one run each.
-// The lapse log lines then named the probes' state (docs/OPERATIONS.md,
-// "Reading a lapse"): rounds of probes ran up to 1.3 s apart and a view
-// took up to 370 ms to build, as often in two atomic loads as under a lock —
-// lbd kept off the guest's CPU. Four double runs that evening: one passed,
-// three failed planned moves by 1–8 new connections. The lab's CPU log
-// (EDGELB_LAB_CPU=1) then showed why: the guest's CPU busy every second,
-// each lbd taking 150–300 ms of each at rest. Raft's commit timeout (10 ms,
-// the largest part, 38 %, of an idle leader's cost) now follows the
-// heartbeat; a run after that still failed the rolling restart by 9 of 908
-// new connections. A CPU profile of lbd in the guest then put two thirds of
-// its time in clock reads (UML's vDSO makes each a trapped syscall): the
-// guest's cost of a member is its wake-ups and messages. With the probes on
-// one stream per peer, fixed HTTP/2 windows and fewer timers an idle member
-// took 14 % of the guest's CPU instead of 25 % (TestGuestBench/idle), and
-// three of four double runs passed; the fourth failed a move by 2 of 116
-// new connections, reset after a SYN retransmitted across the handover.
-// Until that profile holds, the scenarios keep the timing they are known to
-// pass with; the control-plane benchmark on real processes (integration/cluster
-// BenchmarkFailoverControlPlane) measures the defaults.
+// Timing profiles for lbd in the guest. "double" (the default) is every
+// timer at twice lbd's own: probes every 100 ms, lease 500 ms, grace 700 ms,
+// raft heartbeat/election 1 s. "lan" is lbd's own timing (probes 50 ms,
+// lease 250 ms, grace 350 ms, raft 500 ms); "guest" the slow timers these
+// scenarios needed before the guest kernel's clock was fixed (raft 1.5 s,
+// lease 4 s, grace 4.5 s, probes every 200 ms).
+//
+// Why the guest runs at twice the defaults (issue 19 allows that much): it
+// is one emulated CPU carrying three lbd, three nodes and the traffic, and a
+// member's start takes it for seconds. At "lan" every unplanned scenario
+// passes, but while a member restarts the owner's loop is kept off the CPU
+// longer than its 250 ms lease allows: its fence withdraws the VIP for
+// 60-150 ms at a time, and the rolling restart lost 1-4 new connections in
+// two of four runs (2026-12-06). At "double" the same runs lost none, and
+// no SYN needed a retransmission.
+//
+// Why only since the clock fix: User-Mode Linux's vDSO made every clock read
+// a syscall that the emulator traps (65 µs in Go's time.Now), and Go reads
+// the clock at every goroutine switch and timer. An idle lbd at the double
+// profile took 14–25 % of the guest's CPU and owners' leases lapsed under
+// the scenarios' load; for weeks the double profile failed planned moves
+// by a few new connections one run in two or three (docs/OPERATIONS.md,
+// "Failover timing", keeps the runs). The guest kernel's patch
+// (integration/uml/patches/um-vdso-clock.patch) has the vDSO read the host's
+// TSC instead (53 ns): an idle member then takes 4.7 % at the double profile
+// and 11.6 % at lan (TestGuestBench/idle).
 var profiles = map[string]string{
 	"lan": "",
-	// "double": every timer at twice lbd's default (issue 19 allows the guest
-	// that much); not the default here until it is shown to pass reliably.
 	"double": `raft:
   heartbeatTimeout: 1s
   electionTimeout: 1s
@@ -136,7 +82,7 @@ func start(t *testing.T) *suite {
 	}
 	profile := os.Getenv("EDGELB_HA_PROFILE")
 	if profile == "" {
-		profile = "guest"
+		profile = "double"
 	}
 	cfg, ok := profiles[profile]
 	if !ok {

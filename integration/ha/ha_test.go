@@ -15,8 +15,9 @@
 //	EDGELB_UML=1 go test ./integration/ha/ -v -run 'TestUMLBench' -timeout 40m      # ≥20 failovers of each kind
 //
 // EDGELB_HA_ROUNDS sets the rounds per kind of the benchmark (default 20);
-// EDGELB_HA_PROFILE picks lbd's timing: "guest" (the default), "double"
-// (twice lbd's defaults) or "lan" (lbd's defaults); see profiles.
+// EDGELB_HA_PROFILE picks lbd's timing: "double" (twice lbd's defaults, the
+// default), "lan" (lbd's defaults) or "guest" (the slow timers of a guest
+// whose clock reads trapped); see profiles.
 // EDGELB_E2E_SNAT picks the rule engine (nftables, iptables-legacy, ...), as in
 // integration/e2e; EDGELB_HA_SCHEDULER the VIP's scheduler (default lbd's, mh).
 package ha
