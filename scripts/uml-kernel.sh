@@ -28,7 +28,9 @@ source "$here/lib/apt.sh"
 # in name order), so integration/uml (kernel.go) finds the kernel from what it embeds
 # without running anything. A change to the steps below that changes what comes out
 # must change the fragment too (its header says so).
-patches=("$root"/integration/uml/patches/*.patch)
+# Byte order, as integration/uml's fs.Glob lists them, whatever the locale.
+patches=()
+while IFS= read -r p; do patches+=("$p"); done < <(printf '%s\n' "$root"/integration/uml/patches/*.patch | LC_ALL=C sort)
 hash=$(cat "$frag" "${patches[@]}" | sha256sum | cut -c1-12)
 if [[ ${1:-} == --path ]]; then
   ver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null) ||
@@ -67,7 +69,7 @@ jobs=${EDGELB_KERNEL_JOBS:-$(nproc)}
 (
   cd "$src"
   for p in "${patches[@]}"; do
-    patch -p1 --batch --forward --quiet <"$p" || { echo "uml-kernel: $p does not apply to $pkg $ver" >&2; exit 1; }
+    patch -p1 --batch --forward --fuzz=0 --quiet <"$p" || { echo "uml-kernel: $p does not apply to $pkg $ver" >&2; exit 1; }
   done
   make -s ARCH=um defconfig >/dev/null
   # -m: merge only; olddefconfig then fills what the fragment leaves open.
