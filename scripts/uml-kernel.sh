@@ -29,8 +29,7 @@ source "$here/lib/apt.sh"
 # without running anything. A change to the steps below that changes what comes out
 # must change the fragment too (its header says so).
 # Byte order, as integration/uml's fs.Glob lists them, whatever the locale.
-patches=()
-while IFS= read -r p; do patches+=("$p"); done < <(printf '%s\n' "$root"/integration/uml/patches/*.patch | LC_ALL=C sort)
+mapfile -t patches < <(printf '%s\n' "$root"/integration/uml/patches/*.patch | LC_ALL=C sort)
 hash=$(cat "$frag" "${patches[@]}" | sha256sum | cut -c1-12)
 if [[ ${1:-} == --path ]]; then
   ver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null) ||

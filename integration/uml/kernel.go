@@ -34,8 +34,8 @@ const KernelEnv = "EDGELB_UML_KERNEL"
 const FastClockEnv = "EDGELB_UML_FASTCLOCK"
 
 // KernelConfigHash is the cache key scripts/uml-kernel.sh files the kernel under: the
-// first 12 hex digits of the sha256 of kernel.config followed by the patches, in name
-// order (as the script's glob lists them).
+// first 12 hex digits of the sha256 of kernel.config followed by the patches, in the
+// byte order of their names (the script sorts them so too).
 func KernelConfigHash() string {
 	h := sha256.New()
 	h.Write(kernelConfig)
