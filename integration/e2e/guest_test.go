@@ -1064,21 +1064,11 @@ func startRestartTraffic(t *testing.T, tcp probe.Options) (*probe.Hold, *probe.S
 // entries, or their absence, say where its packets went.
 func logVIPState(t *testing.T, m *lab.Member, vip string) {
 	t.Helper()
-	conns, err := m.IPVSList("-c")
+	ipvs, ct, err := m.ConnEntries(func(l string) bool { return strings.Contains(l, vip) })
 	if err != nil {
-		t.Logf("ipvsadm -Lnc on %s: %v", m.ID, err)
+		t.Logf("%s: %v", m.ID, err)
 	}
-	ct, err := m.Conntrack()
-	if err != nil {
-		t.Logf("conntrack on %s: %v", m.ID, err)
-	}
-	var lines []string
-	for _, l := range strings.Split(conns+ct, "\n") {
-		if strings.Contains(l, vip) {
-			lines = append(lines, l)
-		}
-	}
-	t.Logf("%s's connections to %s (IPVS, then conntrack):\n%s", m.ID, vip, strings.Join(lines, "\n"))
+	t.Logf("%s's connections to %s (IPVS, then conntrack):\n%s", m.ID, vip, strings.Join(slices.Concat(ipvs, ct), "\n"))
 }
 
 // reportBroken fails t for each connection of hr that broke (what names

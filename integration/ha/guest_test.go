@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -866,25 +867,16 @@ func (s *suite) explainFailures(t *testing.T, sr probe.SteadyResult) {
 	if len(ports) == 0 {
 		return
 	}
-	matching := func(table string) []string {
-		var out []string
-		for _, l := range strings.Split(table, "\n") {
-			for _, p := range ports {
-				if strings.Contains(l+" ", p) {
-					out = append(out, strings.Join(strings.Fields(l), " "))
-					break
-				}
-			}
-		}
-		return out
+	failed := func(l string) bool {
+		return slices.ContainsFunc(ports, func(p string) bool { return strings.Contains(l+" ", p) })
 	}
 	for _, m := range s.l.Members {
-		if c, err := m.IPVSList("-c"); err == nil {
-			t.Logf("%s IPVS connections of the failed ports: %q", m.ID, matching(c))
+		ipvs, ct, err := m.ConnEntries(failed)
+		if err != nil {
+			t.Logf("%s: %v", m.ID, err)
 		}
-		if c, err := m.Conntrack(); err == nil {
-			t.Logf("%s conntrack entries of the failed ports: %q", m.ID, matching(c))
-		}
+		t.Logf("%s IPVS connections of the failed ports: %q", m.ID, ipvs)
+		t.Logf("%s conntrack entries of the failed ports: %q", m.ID, ct)
 	}
 }
 

@@ -8,6 +8,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -639,6 +640,25 @@ func (m *Member) IPVSList(flags ...string) (string, error) {
 // Conntrack returns the member's conntrack table (/proc/net/nf_conntrack).
 func (m *Member) Conntrack() (string, error) {
 	return topo.Run(m.Host.Name, "cat", "/proc/net/nf_conntrack")
+}
+
+// ConnEntries returns the lines of the member's IPVS connection table and of
+// its conntrack table that match, their fields single-spaced: what a
+// scenario logs of the connections it saw fail. err names a table that could
+// not be read; the other's lines are still returned.
+func (m *Member) ConnEntries(match func(line string) bool) (ipvs, ct []string, err error) {
+	filter := func(table string) []string {
+		var out []string
+		for _, l := range strings.Split(table, "\n") {
+			if match(l) {
+				out = append(out, strings.Join(strings.Fields(l), " "))
+			}
+		}
+		return out
+	}
+	conns, errIPVS := m.IPVSList("-c")
+	track, errCT := m.Conntrack()
+	return filter(conns), filter(track), errors.Join(errIPVS, errCT)
 }
 
 // Addrs returns the addresses on the member's data interface, as CIDR strings.
